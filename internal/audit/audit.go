@@ -1,0 +1,71 @@
+// Package audit defines Warden's audit events: JSON objects with stable field
+// names, emitted by every service for every security-relevant action.
+package audit
+
+import (
+	"context"
+	"time"
+)
+
+// Stable event names. Never rename one: SIEM rules depend on them.
+const (
+	UserLogin    = "user.login"
+	UserCreate   = "user.create"
+	UserDelete   = "user.delete"
+	UserReset    = "user.reset"
+	UserSignup   = "user.signup"
+	UserLocked   = "user.locked"
+	CertIssued   = "cert.issued"
+	SessionStart = "session.start"
+	SessionEnd   = "session.end"
+	Exec         = "exec"
+	SFTP         = "sftp"
+	PortForward  = "port_forward"
+	RoleApply    = "role.apply"
+	RoleDelete   = "role.delete"
+	TokenCreate  = "token.create"
+	TokenUse     = "token.use"
+	NodeJoin     = "node.join"
+	AuthAttempt  = "auth.attempt"
+)
+
+// Event is one audit record. Fields holds event-specific data.
+type Event struct {
+	Event      string         `json:"event"`
+	Code       string         `json:"code,omitempty"`
+	Time       time.Time      `json:"time"`
+	ID         string         `json:"id"`
+	Seq        int64          `json:"seq,omitempty"`
+	User       string         `json:"user,omitempty"`
+	Login      string         `json:"login,omitempty"`
+	Node       string         `json:"node,omitempty"`
+	SessionID  string         `json:"session_id,omitempty"`
+	RemoteAddr string         `json:"remote_addr,omitempty"`
+	Success    bool           `json:"success"`
+	Error      string         `json:"error,omitempty"`
+	Fields     map[string]any `json:"fields,omitempty"`
+}
+
+// Emitter records events.
+type Emitter interface {
+	Emit(ctx context.Context, ev Event) error
+}
+
+// Query selects events. Zero fields do not filter.
+type Query struct {
+	Type      string
+	User      string
+	Node      string
+	SessionID string
+	Since     time.Time
+	Until     time.Time
+	Limit     int
+	// AfterSeq returns events with Seq > AfterSeq (paging).
+	AfterSeq int64
+}
+
+// Store persists and searches events.
+type Store interface {
+	Emitter
+	Search(ctx context.Context, q Query) ([]Event, error)
+}
