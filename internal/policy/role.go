@@ -1,37 +1,104 @@
 // Package policy holds roles and the one decision function that every service
 // (node, proxy, the access report) calls to decide SSH access.
+//
+// A role is data: allow and deny conditions (OS logins, node labels, resource
+// rules for admin operations) and session options. Deny always wins. Access
+// to a node needs a single role that allows both the login and the node's
+// labels; options of all the user's roles merge with the most restrictive
+// value winning. Everything here is plain Go with no I/O, so the same
+// evaluation runs on the proxy, on nodes and in reports.
 package policy
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// KindRole is the only valid value of Role.Kind.
+const KindRole = "role"
+
+// VersionV1 is the current (and default) role version.
+const VersionV1 = "v1"
 
 // Role is a YAML/JSON resource of kind "role".
 type Role struct {
-	Kind     string   `json:"kind"`
-	Version  string   `json:"version,omitempty"`
-	Metadata Metadata `json:"metadata"`
-	Spec     RoleSpec `json:"spec"`
+	Kind     string   `json:"kind" yaml:"kind"`
+	Version  string   `json:"version,omitempty" yaml:"version,omitempty"`
+	Metadata Metadata `json:"metadata" yaml:"metadata"`
+	Spec     RoleSpec `json:"spec" yaml:"spec"`
 }
 
 // Metadata names a resource.
 type Metadata struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
+	Name        string `json:"name" yaml:"name"`
+	Description string `json:"description,omitempty" yaml:"description,omitempty"`
 }
 
 // RoleSpec is the body of a role.
 type RoleSpec struct {
-	Options RoleOptions `json:"options,omitempty"`
-	Allow   Conditions  `json:"allow,omitempty"`
-	Deny    Conditions  `json:"deny,omitempty"`
+	Options RoleOptions `json:"options,omitempty,omitzero" yaml:"options,omitempty"`
+	Allow   Conditions  `json:"allow,omitempty,omitzero" yaml:"allow,omitempty"`
+	Deny    Conditions  `json:"deny,omitempty,omitzero" yaml:"deny,omitempty"`
 }
 
 // Conditions are the allow or deny rules of a role.
 type Conditions struct {
 	// Logins are OS logins; may contain templates such as {{internal.logins}}.
-	Logins []string `json:"logins,omitempty"`
+	Logins Strings `json:"logins,omitempty" yaml:"logins,omitempty"`
 	// NodeLabels maps a label key (or "*") to allowed values. A value is an
-	// exact string, "*", a glob (contains * or ?), or a regex (^...$).
-	NodeLabels Labels `json:"node_labels,omitempty"`
+	// exact string, "*", a glob (contains *, ? or [), or a regex (^...$).
+	// A value may also be a template such as {{external.env}}; its expansion
+	// is matched exactly (trait values are data, never patterns).
+	NodeLabels Labels `json:"node_labels,omitempty" yaml:"node_labels,omitempty"`
+	// Rules grant (or, under deny, refuse) verbs on API resources such as
+	// "user" or "audit". "*" matches any resource or verb.
+	Rules []Rule `json:"rules,omitempty" yaml:"rules,omitempty"`
+}
+
+// Rule allows or denies Verbs on Resources.
+type Rule struct {
+	Resources Strings `json:"resources" yaml:"resources"`
+	Verbs     Strings `json:"verbs" yaml:"verbs"`
+}
+
+// Resources named in rules.
+const (
+	ResourceUser          = "user"
+	ResourceRole          = "role"
+	ResourceToken         = "token"
+	ResourceNode          = "node"
+	ResourceAudit         = "audit"
+	ResourceSession       = "session"
+	ResourceRecording     = "recording"
+	ResourceLock          = "lock"
+	ResourceAccessRequest = "access_request"
+	ResourceCluster       = "cluster"
+)
+
+// Verbs named in rules.
+const (
+	VerbList   = "list"
+	VerbRead   = "read"
+	VerbCreate = "create"
+	VerbUpdate = "update"
+	VerbDelete = "delete"
+)
+
+// Wildcard matches any resource, verb, label key or label value.
+const Wildcard = "*"
+
+// Resources returns every resource name a rule may use (besides "*").
+func Resources() []string {
+	return []string{ResourceUser, ResourceRole, ResourceToken, ResourceNode, ResourceAudit,
+		ResourceSession, ResourceRecording, ResourceLock, ResourceAccessRequest, ResourceCluster}
+}
+
+// Verbs returns every verb a rule may use (besides "*").
+func Verbs() []string {
+	return []string{VerbList, VerbRead, VerbCreate, VerbUpdate, VerbDelete}
 }
 
 // Labels maps a label key to one or more value matchers. In YAML a single
@@ -41,15 +108,84 @@ type Labels map[string]Strings
 // Strings is a list that also unmarshals from a single string.
 type Strings []string
 
+// UnmarshalJSON accepts a string or an array of strings.
+func (s *Strings) UnmarshalJSON(data []byte) error {
+	var one string
+	if err := json.Unmarshal(data, &one); err == nil {
+		*s = Strings{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(data, &many); err != nil {
+		return fmt.Errorf("expected a string or a list of strings: %w", err)
+	}
+	*s = many
+	return nil
+}
+
+// UnmarshalYAML accepts a scalar or a sequence of scalars.
+func (s *Strings) UnmarshalYAML(n *yaml.Node) error {
+	v, err := decodeStrings(n)
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
 // RoleOptions are session options; when several roles apply they are merged
 // with the most restrictive value winning.
 type RoleOptions struct {
-	MaxSessionTTL  Duration `json:"max_session_ttl,omitempty"`
-	PortForwarding *bool    `json:"port_forwarding,omitempty"`
-	FileTransfer   *bool    `json:"file_transfer,omitempty"`
-	PermitPTY      *bool    `json:"permit_pty,omitempty"`
-	ForwardAgent   *bool    `json:"forward_agent,omitempty"`
+	MaxSessionTTL  Duration `json:"max_session_ttl,omitempty" yaml:"max_session_ttl,omitempty"`
+	PortForwarding *bool    `json:"port_forwarding,omitempty" yaml:"port_forwarding,omitempty"`
+	FileTransfer   *bool    `json:"file_transfer,omitempty" yaml:"file_transfer,omitempty"`
+	PermitPTY      *bool    `json:"permit_pty,omitempty" yaml:"permit_pty,omitempty"`
+	ForwardAgent   *bool    `json:"forward_agent,omitempty" yaml:"forward_agent,omitempty"`
 }
 
 // Duration is a time.Duration written as "8h", "30m" in YAML/JSON.
 type Duration time.Duration
+
+// String formats the duration like time.Duration ("8h0m0s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string such as "8h0m0s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string such as "8h" or "30m".
+func (d *Duration) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"8h\": %w", err)
+	}
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+// MarshalYAML writes the duration as a string such as "8h0m0s".
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a duration string such as "8h" or "30m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := decodeDuration(n)
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+func parseDuration(s string) (Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (want e.g. \"8h\" or \"30m\")", s)
+	}
+	return Duration(v), nil
+}
+
+// Bool returns a pointer to b, for building RoleOptions in code.
+func Bool(b bool) *bool { return &b }

@@ -1,0 +1,158 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// MaxSessionTTLLimit is the largest max_session_ttl a role may set.
+const MaxSessionTTLLimit = 30 * time.Hour
+
+var roleNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
+
+// ValidRoleName reports whether name is acceptable as a role name.
+func ValidRoleName(name string) bool { return roleNameRE.MatchString(name) }
+
+// Validate checks a role for errors an administrator should fix before the
+// role is stored. An empty version is accepted as "v1". It does not modify r.
+// Errors name the offending field, e.g. `spec.allow.node_labels["env"]: ...`.
+func (r *Role) Validate() error {
+	if r == nil {
+		return errors.New("role is nil")
+	}
+	if err := r.validate(); err != nil {
+		if r.Metadata.Name != "" && roleNameRE.MatchString(r.Metadata.Name) {
+			return fmt.Errorf("role %q: %w", r.Metadata.Name, err)
+		}
+		return fmt.Errorf("role: %w", err)
+	}
+	return nil
+}
+
+func (r *Role) validate() error {
+	if r.Kind != KindRole {
+		return fmt.Errorf("kind: must be %q, got %q", KindRole, r.Kind)
+	}
+	if r.Version != "" && r.Version != VersionV1 {
+		return fmt.Errorf("version: unsupported version %q (want %q)", r.Version, VersionV1)
+	}
+	if !roleNameRE.MatchString(r.Metadata.Name) {
+		return fmt.Errorf("metadata.name: %q is not a valid role name (1-64 of letters, digits, . _ -, starting with a letter or digit)", r.Metadata.Name)
+	}
+	if err := r.Spec.Options.validate(); err != nil {
+		return fmt.Errorf("spec.options.%w", err)
+	}
+	if err := r.Spec.Allow.validate(); err != nil {
+		return fmt.Errorf("spec.allow.%w", err)
+	}
+	if err := r.Spec.Deny.validate(); err != nil {
+		return fmt.Errorf("spec.deny.%w", err)
+	}
+	return nil
+}
+
+func (o *RoleOptions) validate() error {
+	d := time.Duration(o.MaxSessionTTL)
+	if d < 0 {
+		return fmt.Errorf("max_session_ttl: must not be negative, got %s", d)
+	}
+	if d > MaxSessionTTLLimit {
+		return fmt.Errorf("max_session_ttl: %s is longer than the limit of %s", d, MaxSessionTTLLimit)
+	}
+	return nil
+}
+
+func (c *Conditions) validate() error {
+	for i, l := range c.Logins {
+		if err := validateLogin(l); err != nil {
+			return fmt.Errorf("logins[%d]: %w", i, err)
+		}
+	}
+	keys := make([]string, 0, len(c.NodeLabels))
+	for k := range c.NodeLabels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the same error every time
+	for _, k := range keys {
+		if err := validateLabel(k, c.NodeLabels[k]); err != nil {
+			return fmt.Errorf("node_labels[%q]: %w", k, err)
+		}
+	}
+	for i, rule := range c.Rules {
+		if err := rule.validate(); err != nil {
+			return fmt.Errorf("rules[%d].%w", i, err)
+		}
+	}
+	return nil
+}
+
+func validateLogin(l string) error {
+	if l == "" {
+		return errors.New("empty login")
+	}
+	if len(l) > 255 {
+		return errors.New("login longer than 255 bytes")
+	}
+	if strings.ContainsFunc(l, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ',' }) {
+		return fmt.Errorf("login %q contains whitespace, a control character or a comma", l)
+	}
+	if _, err := parseTemplate(l); err != nil && !errors.Is(err, errNoTemplate) {
+		return err
+	}
+	return nil
+}
+
+func validateLabel(key string, values Strings) error {
+	if key == "" {
+		return errors.New("empty label key")
+	}
+	if len(values) == 0 {
+		return errors.New("no values (use \"*\" to match any value)")
+	}
+	if key == Wildcard {
+		if len(values) != 1 || values[0] != Wildcard {
+			return errors.New(`the wildcard key "*" only accepts the value "*"`)
+		}
+		return nil
+	}
+	for _, v := range values {
+		if v == "" {
+			return errors.New("empty value")
+		}
+		if _, err := parseTemplate(v); err == nil {
+			continue
+		} else if !errors.Is(err, errNoTemplate) {
+			return err
+		}
+		if m := compileMatcher(v); m.err != nil {
+			return m.err
+		}
+	}
+	return nil
+}
+
+func (r *Rule) validate() error {
+	if len(r.Resources) == 0 {
+		return errors.New("resources: at least one resource (or \"*\") is required")
+	}
+	if len(r.Verbs) == 0 {
+		return errors.New("verbs: at least one verb (or \"*\") is required")
+	}
+	for _, res := range r.Resources {
+		if res != Wildcard && !slices.Contains(Resources(), res) {
+			return fmt.Errorf("resources: unknown resource %q (want one of %s or \"*\")", res, strings.Join(Resources(), ", "))
+		}
+	}
+	for _, v := range r.Verbs {
+		if v != Wildcard && !slices.Contains(Verbs(), v) {
+			return fmt.Errorf("verbs: unknown verb %q (want one of %s or \"*\")", v, strings.Join(Verbs(), ", "))
+		}
+	}
+	return nil
+}
