@@ -1,0 +1,175 @@
+package identity
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLockout(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	u := &User{Name: "alice", Status: StatusActive}
+	now := start
+	for i := 1; i < MaxFailedLogins; i++ {
+		if u.RecordFailure(now) {
+			t.Fatalf("locked after %d failures", i)
+		}
+		if u.IsLocked(now) {
+			t.Fatalf("IsLocked after %d failures", i)
+		}
+		now = now.Add(time.Second)
+	}
+	if !u.RecordFailure(now) {
+		t.Fatalf("not locked after %d failures", MaxFailedLogins)
+	}
+	lockedAt := now
+	tests := []struct {
+		at     time.Duration
+		locked bool
+	}{
+		{0, true},
+		{time.Minute, true},
+		{LockoutDuration - time.Nanosecond, true},
+		{LockoutDuration, false},
+		{LockoutDuration + time.Hour, false},
+	}
+	for _, tt := range tests {
+		if got := u.IsLocked(lockedAt.Add(tt.at)); got != tt.locked {
+			t.Errorf("IsLocked at +%v = %t, want %t", tt.at, got, tt.locked)
+		}
+	}
+	// Failures while locked neither count nor extend the lock.
+	if u.RecordFailure(lockedAt.Add(time.Minute)) {
+		t.Error("RecordFailure while locked reported a new lock")
+	}
+	if !u.LockedUntil.Equal(lockedAt.Add(LockoutDuration)) {
+		t.Errorf("lock extended to %v", u.LockedUntil)
+	}
+	// After release the count starts again from zero.
+	after := lockedAt.Add(LockoutDuration)
+	for i := 1; i < MaxFailedLogins; i++ {
+		if u.RecordFailure(after) {
+			t.Fatalf("re-locked after %d failures post-release", i)
+		}
+	}
+	u.RecordSuccess()
+	if u.FailedLogins != 0 || !u.LockedUntil.IsZero() {
+		t.Errorf("RecordSuccess left %d failures, lock %v", u.FailedLogins, u.LockedUntil)
+	}
+	for i := 1; i < MaxFailedLogins; i++ {
+		if u.RecordFailure(after) {
+			t.Fatal("success did not reset the failure count")
+		}
+	}
+}
+
+func TestUserSecretsNotPrinted(t *testing.T) {
+	t.Parallel()
+	u := User{
+		Name: "alice", Roles: []string{"dev"}, Status: StatusActive,
+		PasswordHash: "$argon2id$SECRETHASH", TOTPSecret: "SECRETTOTP",
+		CreatedAt: time.Unix(1, 0),
+	}
+	var logBuf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logBuf, nil))
+	logger.Info("user", "user", u, "ptr", &u)
+	logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+	logger.Info("user", "user", u, "ptr", &u)
+	outputs := map[string]string{
+		"%v":   fmt.Sprintf("%v", u),
+		"%+v":  fmt.Sprintf("%+v", u),
+		"%#v":  fmt.Sprintf("%#v", u),
+		"%s":   fmt.Sprintf("%s", &u),
+		"%+vp": fmt.Sprintf("%+v", &u),
+		"slog": logBuf.String(),
+	}
+	for name, out := range outputs {
+		if strings.Contains(out, "SECRET") {
+			t.Errorf("%s output leaks a secret: %s", name, out)
+		}
+		if !strings.Contains(out, "alice") {
+			t.Errorf("%s output lacks the name: %s", name, out)
+		}
+	}
+	if !strings.Contains(logBuf.String(), `"has_totp":true`) {
+		t.Errorf("slog output lacks has_totp: %s", logBuf.String())
+	}
+}
+
+func TestUserJSON(t *testing.T) {
+	t.Parallel()
+	u := User{
+		Name: "alice", Roles: []string{"dev"}, Traits: map[string][]string{"logins": {"alice"}},
+		PasswordHash: "h", TOTPSecret: "s", TOTPLastStep: 42, Status: StatusPending,
+		FailedLogins: 2, LockedUntil: time.Unix(100, 0).UTC(), CreatedAt: time.Unix(1, 0).UTC(), UpdatedAt: time.Unix(2, 0).UTC(),
+	}
+	b, err := json.Marshal(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"name", "roles", "traits", "password_hash", "totp_secret", "totp_last_step", "status", "failed_logins", "locked_until", "created_at", "updated_at"} {
+		if !bytes.Contains(b, []byte(`"`+key+`":`)) {
+			t.Errorf("JSON lacks %q: %s", key, b)
+		}
+	}
+	var back User
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.String() != u.String() || back.PasswordHash != u.PasswordHash || back.TOTPSecret != u.TOTPSecret || back.TOTPLastStep != 42 {
+		t.Errorf("roundtrip mismatch: %+v", back)
+	}
+	empty, _ := json.Marshal(User{Name: "x", Status: StatusActive})
+	if string(empty) != `{"name":"x","status":"active"}` {
+		t.Errorf("zero fields not omitted: %s", empty)
+	}
+}
+
+func TestUserValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		u  User
+		ok bool
+	}{
+		{User{Name: "alice", Status: StatusActive}, true},
+		{User{Name: "alice", Status: StatusPending, Roles: []string{"dev"}}, true},
+		{User{Name: "Alice", Status: StatusActive}, false},
+		{User{Name: "alice", Status: "disabled"}, false},
+		{User{Name: "alice", Status: ""}, false},
+		{User{Name: "alice", Status: StatusActive, Roles: []string{""}}, false},
+		{User{Name: "alice", Status: StatusActive, FailedLogins: -1}, false},
+	}
+	for i, tt := range tests {
+		if err := tt.u.Validate(); (err == nil) != tt.ok {
+			t.Errorf("case %d: Validate = %v, want ok=%t", i, err, tt.ok)
+		}
+	}
+}
+
+func TestTokens(t *testing.T) {
+	t.Parallel()
+	a, err := NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewToken()
+	if len(a) != 64 || a == b {
+		t.Fatalf("tokens %q %q", a, b)
+	}
+	h := HashToken(a)
+	if len(h) != 64 || h == a || h != HashToken(a) {
+		t.Fatalf("hash %q", h)
+	}
+	// SHA-256("abc")
+	if got := HashToken("abc"); got != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Errorf("HashToken(abc) = %s", got)
+	}
+	if !TokenMatches(h, a) || TokenMatches(h, b) || TokenMatches("", a) {
+		t.Error("TokenMatches wrong")
+	}
+}
