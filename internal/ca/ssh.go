@@ -1,0 +1,328 @@
+package ca
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/identity"
+)
+
+// Warden's SSH certificate extensions. Values are JSON.
+const (
+	ExtRoles    = "roles@warden.dev"    // JSON array of role names
+	ExtTraits   = "traits@warden.dev"   // JSON object: trait name -> values
+	ExtRequests = "requests@warden.dev" // JSON array of access request IDs
+)
+
+// Standard OpenSSH extensions and critical options.
+const (
+	ExtPermitPTY             = "permit-pty"
+	ExtPermitPortForwarding  = "permit-port-forwarding"
+	ExtPermitAgentForwarding = "permit-agent-forwarding"
+	OptSourceAddress         = "source-address"
+)
+
+// MaxCertTTL bounds any certificate's lifetime: Warden certificates are
+// short-lived by design, and roles cap TTLs far lower.
+const MaxCertTTL = 366 * 24 * time.Hour
+
+// minRSABits is the smallest RSA subject key signed.
+const minRSABits = 2048
+
+// UserCertRequest asks for an SSH user certificate.
+type UserCertRequest struct {
+	PublicKey ssh.PublicKey
+	// Username becomes the KeyId.
+	Username string
+	// Principals are the OS logins the certificate may be used for.
+	Principals []string
+	Roles      []string
+	Traits     map[string][]string
+	// RequestIDs are the active access requests the certificate carries.
+	RequestIDs []string
+	TTL        time.Duration
+
+	PermitPTY             bool
+	PermitPortForwarding  bool
+	PermitAgentForwarding bool
+	// SourceAddress optionally pins use of the certificate to a
+	// comma-separated list of addresses or CIDR prefixes.
+	SourceAddress string
+}
+
+// HostCertRequest asks for an SSH host certificate.
+type HostCertRequest struct {
+	PublicKey ssh.PublicKey
+	// HostID becomes the KeyId.
+	HostID string
+	// Principals are the names clients reach the host by.
+	Principals []string
+	TTL        time.Duration
+}
+
+// IssueUser signs a user certificate with the user CA. The certificate is
+// valid from a minute ago (clock skew) until now+TTL.
+func (a *Authority) IssueUser(req UserCertRequest) (*ssh.Certificate, error) {
+	cert, err := a.userCert(req)
+	if err != nil {
+		return nil, fmt.Errorf("issue user cert for %q: %w", truncate(req.Username), err)
+	}
+	if err := cert.SignCert(rand.Reader, a.userSigner); err != nil {
+		return nil, fmt.Errorf("issue user cert for %q: sign: %w", req.Username, err)
+	}
+	return cert, nil
+}
+
+func (a *Authority) userCert(req UserCertRequest) (*ssh.Certificate, error) {
+	if err := identity.ValidateUsername(req.Username); err != nil {
+		return nil, err
+	}
+	if err := checkSubjectKey(req.PublicKey); err != nil {
+		return nil, err
+	}
+	if err := validateUserPrincipals(req.Principals); err != nil {
+		return nil, err
+	}
+	if err := validateRoles(req.Roles); err != nil {
+		return nil, err
+	}
+	if err := validateTraits(req.Traits); err != nil {
+		return nil, err
+	}
+	if err := validateRequestIDs(req.RequestIDs); err != nil {
+		return nil, err
+	}
+	after, before, err := a.sshValidity(req.TTL)
+	if err != nil {
+		return nil, err
+	}
+	ext := make(map[string]string, 6)
+	if req.PermitPTY {
+		ext[ExtPermitPTY] = ""
+	}
+	if req.PermitPortForwarding {
+		ext[ExtPermitPortForwarding] = ""
+	}
+	if req.PermitAgentForwarding {
+		ext[ExtPermitAgentForwarding] = ""
+	}
+	roles := req.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	if ext[ExtRoles], err = marshalExt(roles); err != nil {
+		return nil, fmt.Errorf("roles: %w", err)
+	}
+	if len(req.Traits) > 0 {
+		if ext[ExtTraits], err = marshalExt(req.Traits); err != nil {
+			return nil, fmt.Errorf("traits: %w", err)
+		}
+	}
+	if len(req.RequestIDs) > 0 {
+		if ext[ExtRequests], err = marshalExt(req.RequestIDs); err != nil {
+			return nil, fmt.Errorf("access request IDs: %w", err)
+		}
+	}
+	var crit map[string]string
+	if req.SourceAddress != "" {
+		src, err := normalizeSourceAddress(req.SourceAddress)
+		if err != nil {
+			return nil, err
+		}
+		crit = map[string]string{OptSourceAddress: src}
+	}
+	serial, err := randomUint64()
+	if err != nil {
+		return nil, err
+	}
+	return &ssh.Certificate{
+		Key:             req.PublicKey,
+		Serial:          serial,
+		CertType:        ssh.UserCert,
+		KeyId:           req.Username,
+		ValidPrincipals: append([]string(nil), req.Principals...),
+		ValidAfter:      after,
+		ValidBefore:     before,
+		Permissions:     ssh.Permissions{CriticalOptions: crit, Extensions: ext},
+	}, nil
+}
+
+// IssueHost signs a host certificate with the host CA. Host certificates
+// carry no extensions.
+func (a *Authority) IssueHost(req HostCertRequest) (*ssh.Certificate, error) {
+	if err := a.checkHostRequest(req); err != nil {
+		return nil, fmt.Errorf("issue host cert for %q: %w", truncate(req.HostID), err)
+	}
+	after, before, err := a.sshValidity(req.TTL)
+	if err != nil {
+		return nil, fmt.Errorf("issue host cert for %q: %w", req.HostID, err)
+	}
+	serial, err := randomUint64()
+	if err != nil {
+		return nil, fmt.Errorf("issue host cert for %q: %w", req.HostID, err)
+	}
+	cert := &ssh.Certificate{
+		Key:             req.PublicKey,
+		Serial:          serial,
+		CertType:        ssh.HostCert,
+		KeyId:           req.HostID,
+		ValidPrincipals: append([]string(nil), req.Principals...),
+		ValidAfter:      after,
+		ValidBefore:     before,
+	}
+	if err := cert.SignCert(rand.Reader, a.hostSigner); err != nil {
+		return nil, fmt.Errorf("issue host cert for %q: sign: %w", req.HostID, err)
+	}
+	return cert, nil
+}
+
+func (a *Authority) checkHostRequest(req HostCertRequest) error {
+	if err := validateID(req.HostID); err != nil {
+		return fmt.Errorf("host ID: %w", err)
+	}
+	if err := checkSubjectKey(req.PublicKey); err != nil {
+		return err
+	}
+	return validateHostPrincipals(req.Principals)
+}
+
+func (a *Authority) sshValidity(ttl time.Duration) (after, before uint64, err error) {
+	if ttl <= 0 {
+		return 0, 0, fmt.Errorf("TTL %v is not positive", ttl)
+	}
+	if ttl > MaxCertTTL {
+		return 0, 0, fmt.Errorf("TTL %v is longer than the maximum %v", ttl, MaxCertTTL)
+	}
+	now := a.now()
+	start := now.Add(-clockSkew).Unix()
+	if start < 0 {
+		start = 0
+	}
+	return uint64(start), uint64(now.Add(ttl).Unix()), nil
+}
+
+// checkSubjectKey refuses keys Warden will not certify: certificates as
+// keys, DSA, and RSA below 2048 bits.
+func checkSubjectKey(k ssh.PublicKey) error {
+	if k == nil {
+		return errors.New("missing public key")
+	}
+	switch k.Type() {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256:
+		return nil
+	case ssh.KeyAlgoRSA:
+		ck, ok := k.(ssh.CryptoPublicKey)
+		if !ok {
+			return errors.New("RSA key without a crypto key")
+		}
+		rk, ok := ck.CryptoPublicKey().(*rsa.PublicKey)
+		if !ok {
+			return errors.New("RSA key of unexpected type")
+		}
+		if bits := rk.N.BitLen(); bits < minRSABits {
+			return fmt.Errorf("RSA key of %d bits refused: at least %d are required", bits, minRSABits)
+		}
+		return nil
+	case ssh.KeyAlgoDSA: //nolint:staticcheck // named to refuse it
+		return errors.New("DSA keys are refused")
+	default:
+		return fmt.Errorf("key type %q is not accepted", k.Type())
+	}
+}
+
+func randomUint64() (uint64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("serial: %w", err)
+	}
+	return binary.BigEndian.Uint64(b[:]), nil
+}
+
+func marshalExt(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > MaxExtensionLen {
+		return "", fmt.Errorf("encoded extension is %d bytes, at most %d allowed", len(b), MaxExtensionLen)
+	}
+	return string(b), nil
+}
+
+// CertIdentity is the Warden identity carried by an SSH user certificate.
+type CertIdentity struct {
+	Username   string
+	Roles      []string
+	Traits     map[string][]string
+	RequestIDs []string
+	Principals []string
+	Expires    time.Time
+}
+
+// IdentityFromSSHCert decodes and validates the identity in a user
+// certificate. It does not verify the signature or validity period: run
+// ssh.CertChecker first.
+func IdentityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
+	if c == nil {
+		return nil, errors.New("decode SSH cert identity: nil certificate")
+	}
+	id, err := identityFromSSHCert(c)
+	if err != nil {
+		return nil, fmt.Errorf("decode SSH cert identity %q: %w", truncate(c.KeyId), err)
+	}
+	return id, nil
+}
+
+func identityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
+	if c.CertType != ssh.UserCert {
+		return nil, fmt.Errorf("certificate type %d is not a user certificate", c.CertType)
+	}
+	if err := identity.ValidateUsername(c.KeyId); err != nil {
+		return nil, fmt.Errorf("key ID: %w", err)
+	}
+	if err := validateUserPrincipals(c.ValidPrincipals); err != nil {
+		return nil, err
+	}
+	if c.ValidBefore > math.MaxInt64 {
+		return nil, errors.New("certificate never expires")
+	}
+	id := &CertIdentity{
+		Username:   c.KeyId,
+		Principals: append([]string(nil), c.ValidPrincipals...),
+		Expires:    time.Unix(int64(c.ValidBefore), 0),
+	}
+	rolesJSON, ok := c.Extensions[ExtRoles]
+	if !ok {
+		return nil, fmt.Errorf("missing %s extension", ExtRoles)
+	}
+	var err error
+	if id.Roles, err = decodeStringList(rolesJSON, MaxRoles); err != nil {
+		return nil, fmt.Errorf("%s: %w", ExtRoles, err)
+	}
+	if err := validateRoles(id.Roles); err != nil {
+		return nil, fmt.Errorf("%s: %w", ExtRoles, err)
+	}
+	if v, ok := c.Extensions[ExtTraits]; ok {
+		if id.Traits, err = decodeTraits(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtTraits, err)
+		}
+	}
+	if v, ok := c.Extensions[ExtRequests]; ok {
+		if id.RequestIDs, err = decodeStringList(v, MaxRequestIDs); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtRequests, err)
+		}
+		if err := validateRequestIDs(id.RequestIDs); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtRequests, err)
+		}
+	}
+	return id, nil
+}
