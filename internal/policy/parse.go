@@ -24,6 +24,7 @@ func ParseRoles(data []byte) ([]*Role, error) {
 		return nil, err
 	}
 	var roles []*Role
+	seen := make(map[string]bool)
 	for _, doc := range docs {
 		items := []*yaml.Node{doc}
 		if doc.Kind == yaml.SequenceNode {
@@ -41,6 +42,10 @@ func ParseRoles(data []byte) ([]*Role, error) {
 			if err := r.Validate(); err != nil {
 				return nil, fmt.Errorf("line %d: %w", item.Line, err)
 			}
+			if seen[r.Metadata.Name] {
+				return nil, fmt.Errorf("line %d: role %q is defined twice", item.Line, r.Metadata.Name)
+			}
+			seen[r.Metadata.Name] = true
 			if r.Version == "" {
 				r.Version = VersionV1
 			}

@@ -152,6 +152,7 @@ func TestParseRolesErrors(t *testing.T) {
 		{"json unknown field line", "{\n  \"kind\": \"role\",\n  \"metadata\": {\"name\": \"a\"},\n  \"spec\": {\"allow\": {\n    \"logns\": [\"x\"]}}\n}",
 			`line 5: unknown field "logns" in allow`},
 		{"json wrong type", "{\"kind\": \"role\", \"metadata\": {\"name\": 5, \"description\": [1]}}", "line 1: description: expected a string, got a list"},
+		{"duplicate role", "kind: role\nmetadata: {name: a}\n---\nkind: role\nmetadata: {name: a}\n", `line 4: role "a" is defined twice`},
 		{"json syntax", "{\"kind\": \"role\",\n \"metadata\": }", "invalid JSON"},
 		{"json truncated", `{"kind": "role"`, "invalid JSON"},
 	}

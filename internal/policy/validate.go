@@ -99,11 +99,14 @@ func validateLogin(l string) error {
 	if len(l) > 255 {
 		return errors.New("login longer than 255 bytes")
 	}
-	if strings.ContainsFunc(l, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ',' }) {
-		return fmt.Errorf("login %q contains whitespace, a control character or a comma", l)
-	}
-	if _, err := parseTemplate(l); err != nil && !errors.Is(err, errNoTemplate) {
+	literal := l
+	if t, err := parseTemplate(l); err == nil {
+		literal = t.prefix + t.suffix
+	} else if !errors.Is(err, errNoTemplate) {
 		return err
+	}
+	if strings.ContainsFunc(literal, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == ',' }) {
+		return fmt.Errorf("login %q contains whitespace, a control character or a comma", l)
 	}
 	return nil
 }
