@@ -8,9 +8,15 @@ import (
 	"syscall"
 
 	"github.com/warden-sh/warden/internal/cli"
+	"github.com/warden-sh/warden/internal/node"
 )
 
 func main() {
+	// A node re-executes this binary, as the session's OS user, for helpers
+	// such as the SFTP server; those never reach the CLI.
+	if node.MaybeRunChild() {
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:])
 	stop()

@@ -1,0 +1,308 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/policy"
+)
+
+// Fingerprint returns "sha256:<hex>" of a DER certificate.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Addr is the proxy address host:port.
+	Addr string
+	// RootCAs are the trusted TLS CAs (the cluster's). Nil with Insecure
+	// false means the system pool, which will not trust a cluster CA.
+	RootCAs *x509.CertPool
+	// Certificate is the client identity (nil for open endpoints).
+	Certificate *tls.Certificate
+	// GetCertificate, if set, is asked for the identity on every new
+	// connection (identities that renew themselves).
+	GetCertificate func() (*tls.Certificate, error)
+	// Insecure skips server verification (tests and first contact only).
+	Insecure bool
+	Timeout  time.Duration
+}
+
+// Client calls the API.
+type Client struct {
+	base   string
+	hc     *http.Client
+	stream *http.Client
+}
+
+// NewClient returns a client.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("proxy address is required (--proxy host:port)")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	tc := &tls.Config{RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12}
+	switch {
+	case cfg.GetCertificate != nil:
+		get := cfg.GetCertificate
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }
+	case cfg.Certificate != nil:
+		cert := cfg.Certificate
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4,
+		TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second}
+	return &Client{
+		base:   "https://" + cfg.Addr,
+		hc:     &http.Client{Transport: tr, Timeout: cfg.Timeout},
+		stream: &http.Client{Transport: tr},
+	}, nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the Warden proxy at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	return readResponse(resp, out)
+}
+
+func readResponse(resp *http.Response, out any) error {
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("unexpected response %s", resp.Status)
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// Ping fetches cluster information.
+func (c *Client) Ping(ctx context.Context) (*PingResponse, error) {
+	var out PingResponse
+	return &out, c.do(ctx, http.MethodGet, "/v1/ping", nil, &out)
+}
+
+// Login authenticates with password and TOTP.
+func (c *Client) Login(ctx context.Context, req auth.LoginRequest) (*auth.LoginResponse, error) {
+	var out auth.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/login", req, &out)
+}
+
+// BeginSignup starts a signup with an invite token.
+func (c *Client) BeginSignup(ctx context.Context, token string) (*auth.SignupChallenge, error) {
+	var out auth.SignupChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/signup/begin", signupRequest{Token: token}, &out)
+}
+
+// CompleteSignup sets the password and confirms TOTP.
+func (c *Client) CompleteSignup(ctx context.Context, token, password, otp string) error {
+	return c.do(ctx, http.MethodPost, "/v1/signup/complete", signupRequest{Token: token, Password: password, OTP: otp}, nil)
+}
+
+// JoinNode joins a node with a token.
+func (c *Client) JoinNode(ctx context.Context, req auth.JoinRequest) (*auth.JoinResponse, error) {
+	var out auth.JoinResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/nodes/join", req, &out)
+}
+
+// WhoAmI returns the caller's identity as the server sees it.
+func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
+	var out WhoAmI
+	return &out, c.do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
+}
+
+// RenewNodeCerts renews a node's certificates for a (new) public key.
+func (c *Client) RenewNodeCerts(ctx context.Context, publicKey string) (*auth.Certs, error) {
+	var out auth.Certs
+	return &out, c.do(ctx, http.MethodPost, "/v1/nodes/renew", renewRequest{PublicKey: publicKey}, &out)
+}
+
+// Heartbeat reports a node alive.
+func (c *Client) Heartbeat(ctx context.Context, hb auth.Heartbeat) error {
+	return c.do(ctx, http.MethodPost, "/v1/nodes/heartbeat", hb, nil)
+}
+
+// ListNodes lists nodes the caller may access.
+func (c *Client) ListNodes(ctx context.Context, labels map[string]string) ([]auth.Node, error) {
+	q := url.Values{}
+	for k, v := range labels {
+		q.Add("label", k+"="+v)
+	}
+	var out []auth.Node
+	return out, c.do(ctx, http.MethodGet, "/v1/nodes?"+q.Encode(), nil, &out)
+}
+
+// EmitEvents sends node audit events.
+func (c *Client) EmitEvents(ctx context.Context, evs []audit.Event) error {
+	return c.do(ctx, http.MethodPost, "/v1/events", evs, nil)
+}
+
+// SearchAudit queries the audit log.
+func (c *Client) SearchAudit(ctx context.Context, q audit.Query) ([]audit.Event, error) {
+	v := url.Values{}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("type", q.Type)
+	set("user", q.User)
+	set("node", q.Node)
+	set("session", q.SessionID)
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.UTC().Format(time.RFC3339Nano))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.AfterSeq > 0 {
+		v.Set("after", strconv.FormatInt(q.AfterSeq, 10))
+	}
+	var out []audit.Event
+	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+v.Encode(), nil, &out)
+}
+
+// WatchRoles streams role events to fn until ctx ends or the stream breaks.
+func (c *Client) WatchRoles(ctx context.Context, fn func(WatchEvent)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/watch/roles", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return readResponse(resp, nil)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 32<<20)
+	for sc.Scan() {
+		var ev WatchEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("role watch: %w", err)
+		}
+		fn(ev)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
+}
+
+// CreateUser adds a user and returns the invite.
+func (c *Client) CreateUser(ctx context.Context, req auth.CreateUserRequest) (*auth.InviteResult, error) {
+	var out auth.InviteResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/users", req, &out)
+}
+
+// ListUsers lists users.
+func (c *Client) ListUsers(ctx context.Context) ([]auth.UserInfo, error) {
+	var out []auth.UserInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/users", nil, &out)
+}
+
+// DeleteUser removes a user.
+func (c *Client) DeleteUser(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(name), nil, nil)
+}
+
+// ResetUser issues a new invite for a user.
+func (c *Client) ResetUser(ctx context.Context, name string) (*auth.InviteResult, error) {
+	var out auth.InviteResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/reset", nil, &out)
+}
+
+// UpsertRole creates or replaces a role.
+func (c *Client) UpsertRole(ctx context.Context, r *policy.Role) error {
+	return c.do(ctx, http.MethodPut, "/v1/roles/"+url.PathEscape(r.Metadata.Name), r, nil)
+}
+
+// ListRoles lists roles.
+func (c *Client) ListRoles(ctx context.Context) ([]*policy.Role, error) {
+	var out []*policy.Role
+	return out, c.do(ctx, http.MethodGet, "/v1/roles", nil, &out)
+}
+
+// GetRole fetches a role.
+func (c *Client) GetRole(ctx context.Context, name string) (*policy.Role, error) {
+	var out policy.Role
+	return &out, c.do(ctx, http.MethodGet, "/v1/roles/"+url.PathEscape(name), nil, &out)
+}
+
+// DeleteRole removes a role.
+func (c *Client) DeleteRole(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/roles/"+url.PathEscape(name), nil, nil)
+}
+
+// CreateToken creates a join token.
+func (c *Client) CreateToken(ctx context.Context, req auth.CreateTokenRequest) (*auth.TokenResult, error) {
+	var out auth.TokenResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/tokens", req, &out)
+}
+
+// ListTokens lists join tokens.
+func (c *Client) ListTokens(ctx context.Context) ([]auth.Token, error) {
+	var out []auth.Token
+	return out, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+}
+
+// DeleteToken revokes a join token.
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
+// Addr returns the proxy address this client talks to.
+func (c *Client) Addr() string { return strings.TrimPrefix(c.base, "https://") }

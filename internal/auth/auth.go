@@ -1,0 +1,210 @@
+// Package auth is the auth service: the cluster's authority. It holds the CAs,
+// users, roles, join tokens and the node inventory, authenticates logins and
+// issues short-lived certificates. It is plain Go over storage.Backend; the
+// api package exposes it over HTTPS.
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+// Config configures the auth service.
+type Config struct {
+	ClusterName string
+	Backend     storage.Backend
+	Audit       audit.Store
+	// PublicAddr is the proxy address users reach (host:port), used in
+	// invite links.
+	PublicAddr string
+	Now        func() time.Time
+	Logger     *slog.Logger
+	// DefaultTTL is the user certificate TTL when the client asks for none.
+	DefaultTTL time.Duration
+	// InviteTTL is how long a signup invite is valid.
+	InviteTTL time.Duration
+	// NodeCertTTL is the validity of node host and API certificates.
+	NodeCertTTL time.Duration
+}
+
+// Server is the auth service.
+type Server struct {
+	cfg   Config
+	b     storage.Backend
+	ca    *ca.Authority
+	log   *slog.Logger
+	now   func() time.Time
+	roles *roleCache
+}
+
+const (
+	prefixUsers   = "/users/"
+	prefixRoles   = "/roles/"
+	prefixInvites = "/invites/"
+	prefixTokens  = "/tokens/"
+	prefixNodes   = "/nodes/"
+	keyCA         = "/ca/keys"
+)
+
+// New loads (or on first start generates) the cluster's CAs, seeds the
+// built-in roles and returns a ready service.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("auth: Backend is required")
+	}
+	if cfg.Audit == nil {
+		return nil, errors.New("auth: Audit is required")
+	}
+	if cfg.ClusterName == "" {
+		return nil, errors.New("auth: ClusterName is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DefaultTTL <= 0 {
+		cfg.DefaultTTL = 8 * time.Hour
+	}
+	if cfg.InviteTTL <= 0 {
+		cfg.InviteTTL = 24 * time.Hour
+	}
+	if cfg.NodeCertTTL <= 0 {
+		cfg.NodeCertTTL = 24 * time.Hour
+	}
+	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now}
+	keys, err := s.loadOrCreateCA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if keys.ClusterName != cfg.ClusterName {
+		return nil, fmt.Errorf("auth: data belongs to cluster %q, not %q", keys.ClusterName, cfg.ClusterName)
+	}
+	s.ca, err = ca.New(keys, cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("auth: load CAs: %w", err)
+	}
+	for _, r := range policy.BuiltinRoles() {
+		if err := s.createJSON(ctx, prefixRoles+r.Metadata.Name, r, time.Time{}); err != nil && !errors.Is(err, storage.ErrAlreadyExists) {
+			return nil, fmt.Errorf("auth: seed role %s: %w", r.Metadata.Name, err)
+		}
+	}
+	s.roles = newRoleCache(s.b, s.log)
+	if err := s.roles.start(ctx); err != nil {
+		return nil, fmt.Errorf("auth: watch roles: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Server) loadOrCreateCA(ctx context.Context) (*ca.Keys, error) {
+	var keys ca.Keys
+	err := s.getJSON(ctx, keyCA, &keys)
+	if err == nil {
+		return &keys, nil
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("auth: load CA keys: %w", err)
+	}
+	gen, err := ca.GenerateKeys(s.cfg.ClusterName)
+	if err != nil {
+		return nil, fmt.Errorf("auth: generate CA keys: %w", err)
+	}
+	if err := s.createJSON(ctx, keyCA, gen, time.Time{}); err != nil {
+		if errors.Is(err, storage.ErrAlreadyExists) {
+			return s.loadOrCreateCA(ctx)
+		}
+		return nil, fmt.Errorf("auth: store CA keys: %w", err)
+	}
+	s.log.Info("generated cluster certificate authorities", "cluster", s.cfg.ClusterName)
+	return gen, nil
+}
+
+// Authority returns the cluster's CA (public parts are safe to share).
+func (s *Server) Authority() *ca.Authority { return s.ca }
+
+// ClusterName returns the cluster name.
+func (s *Server) ClusterName() string { return s.cfg.ClusterName }
+
+// Close stops background work.
+func (s *Server) Close() error {
+	s.roles.stop()
+	return nil
+}
+
+func (s *Server) emit(ctx context.Context, ev audit.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = s.now().UTC()
+	}
+	if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
+		s.log.Error("audit emit failed", "event", ev.Event, "err", err)
+	}
+}
+
+func (s *Server) getJSON(ctx context.Context, key string, v any) error {
+	it, err := s.b.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(it.Value, v)
+}
+
+func (s *Server) getJSONRev(ctx context.Context, key string, v any) (int64, error) {
+	it, err := s.b.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	return it.Revision, json.Unmarshal(it.Value, v)
+}
+
+func (s *Server) putJSON(ctx context.Context, key string, v any, expires time.Time) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.b.Put(ctx, storage.Item{Key: key, Value: data, Expires: expires})
+	return err
+}
+
+func (s *Server) createJSON(ctx context.Context, key string, v any, expires time.Time) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.b.Create(ctx, storage.Item{Key: key, Value: data, Expires: expires})
+	return err
+}
+
+func (s *Server) casJSON(ctx context.Context, key string, rev int64, v any, expires time.Time) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.b.CompareAndSwap(ctx, rev, storage.Item{Key: key, Value: data, Expires: expires})
+	return err
+}
+
+func listJSON[T any](ctx context.Context, b storage.Backend, prefix string) ([]T, error) {
+	items, err := b.List(ctx, prefix, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		var v T
+		if err := json.Unmarshal(it.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", it.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

@@ -1,0 +1,25 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors; the api package maps them to HTTP status codes.
+var (
+	// ErrUnauthenticated means the credentials were wrong or missing. Its
+	// message is deliberately vague; the audit log has the reason.
+	ErrUnauthenticated = errors.New("authentication failed")
+	// ErrBadRequest wraps invalid input.
+	ErrBadRequest = errors.New("bad request")
+	// ErrAccessDenied means the caller is authenticated but not allowed.
+	ErrAccessDenied = errors.New("access denied")
+)
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
+}
+
+func denied(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrAccessDenied, fmt.Sprintf(format, args...))
+}

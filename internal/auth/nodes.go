@@ -1,0 +1,428 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+const (
+	prefixNodeReg = "/nodereg/"
+	// NodeTTL is how long a node stays listed after its last heartbeat.
+	NodeTTL = 30 * time.Second
+	// maxTokenTTL bounds join token lifetimes.
+	maxTokenTTL = 7 * 24 * time.Hour
+)
+
+// Token is a join token (only its hash is stored).
+type Token struct {
+	Type      string    `json:"type"`
+	Expires   time.Time `json:"expires"`
+	Reusable  bool      `json:"reusable,omitempty"`
+	CreatedBy string    `json:"created_by"`
+	Hint      string    `json:"hint"` // first characters, to tell tokens apart in listings
+	Hash      string    `json:"hash"`
+}
+
+// CreateTokenRequest creates a join token.
+type CreateTokenRequest struct {
+	Type     string        `json:"type"`
+	TTL      time.Duration `json:"ttl"`
+	Reusable bool          `json:"reusable,omitempty"`
+}
+
+// TokenResult is the secret token, shown once.
+type TokenResult struct {
+	Token   string    `json:"token"`
+	Type    string    `json:"type"`
+	Expires time.Time `json:"expires"`
+}
+
+// CreateToken issues a join token.
+func (s *Server) CreateToken(ctx context.Context, c Caller, req CreateTokenRequest) (*TokenResult, error) {
+	if err := s.authorize(ctx, c, "token", "create"); err != nil {
+		return nil, err
+	}
+	if req.Type != "node" {
+		return nil, badRequest("unknown token type %q (supported: node)", req.Type)
+	}
+	if req.TTL <= 0 {
+		req.TTL = 30 * time.Minute
+	}
+	if req.TTL > maxTokenTTL {
+		return nil, badRequest("token TTL %s is longer than the maximum %s", req.TTL, maxTokenTTL)
+	}
+	tok, err := identity.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	exp := s.now().Add(req.TTL).UTC()
+	h := identity.HashToken(tok)
+	t := Token{Type: req.Type, Expires: exp, Reusable: req.Reusable, CreatedBy: c.Name(), Hint: tok[:6], Hash: h}
+	if err := s.createJSON(ctx, prefixTokens+h, t, exp); err != nil {
+		return nil, fmt.Errorf("store token: %w", err)
+	}
+	s.emit(ctx, audit.Event{Event: audit.TokenCreate, User: c.Name(), Success: true,
+		Fields: map[string]any{"token_type": req.Type, "expires": exp, "reusable": req.Reusable, "hint": t.Hint}})
+	return &TokenResult{Token: tok, Type: req.Type, Expires: exp}, nil
+}
+
+// ListTokens lists live tokens (hints only, never the secrets).
+func (s *Server) ListTokens(ctx context.Context, c Caller) ([]Token, error) {
+	if err := s.authorize(ctx, c, "token", "list"); err != nil {
+		return nil, err
+	}
+	return listJSON[Token](ctx, s.b, prefixTokens)
+}
+
+// DeleteToken revokes a token by its secret or hash prefix hint.
+func (s *Server) DeleteToken(ctx context.Context, c Caller, tokenOrHint string) error {
+	if err := s.authorize(ctx, c, "token", "delete"); err != nil {
+		return err
+	}
+	toks, err := listJSON[Token](ctx, s.b, prefixTokens)
+	if err != nil {
+		return err
+	}
+	h := identity.HashToken(tokenOrHint)
+	for _, t := range toks {
+		if t.Hash == h || (len(tokenOrHint) >= 6 && strings.HasPrefix(tokenOrHint, t.Hint) && len(tokenOrHint) == 6) {
+			return s.b.Delete(ctx, prefixTokens+t.Hash)
+		}
+	}
+	return fmt.Errorf("token %w", storage.ErrNotFound)
+}
+
+// useToken validates a join token and consumes it if single-use.
+func (s *Server) useToken(ctx context.Context, tok, typ, remote string) error {
+	if len(tok) == 0 || len(tok) > 256 {
+		return fmt.Errorf("%w: invalid join token", ErrUnauthenticated)
+	}
+	key := prefixTokens + identity.HashToken(tok)
+	var t Token
+	err := s.getJSON(ctx, key, &t)
+	reason := ""
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		reason = "the join token is unknown, expired or already used"
+	case err != nil:
+		return err
+	case !s.now().Before(t.Expires):
+		reason = "the join token expired"
+	case t.Type != typ:
+		reason = fmt.Sprintf("the join token is for %s, not %s", t.Type, typ)
+	case !t.Reusable:
+		// Single use: deleting is the atomic "claim"; a second joiner fails.
+		if err := s.b.Delete(ctx, key); err != nil {
+			reason = "the join token was already used"
+		}
+	}
+	s.emit(ctx, audit.Event{Event: audit.TokenUse, RemoteAddr: remote, Success: reason == "", Error: reason,
+		Fields: map[string]any{"token_type": typ}})
+	if reason != "" {
+		return fmt.Errorf("%w: %s; create a new one with: warden tokens add --type %s", ErrUnauthenticated, reason, typ)
+	}
+	return nil
+}
+
+// NodeRegistration is the permanent record of a joined node.
+type NodeRegistration struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Hostname string    `json:"hostname"`
+	JoinedAt time.Time `json:"joined_at"`
+}
+
+// Node is a live node as seen through its heartbeats.
+type Node struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Hostname string            `json:"hostname"`
+	Addr     string            `json:"addr,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Version  string            `json:"version,omitempty"`
+	// Since is when this node's current heartbeat series began.
+	Since    time.Time `json:"since"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// JoinRequest is sent by a node with a join token.
+type JoinRequest struct {
+	Token      string `json:"token"`
+	Name       string `json:"name"`
+	Hostname   string `json:"hostname"`
+	PublicKey  string `json:"public_key"`
+	RemoteAddr string `json:"-"`
+}
+
+// JoinResponse carries the node's new identity.
+type JoinResponse struct {
+	Certs
+	NodeID string `json:"node_id"`
+}
+
+var nodeNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,252}$`)
+
+func validateNodeName(kind, n string) error {
+	if !nodeNameRe.MatchString(n) {
+		return badRequest("invalid %s %q: use letters, digits, '.', '_' or '-'", kind, n)
+	}
+	return nil
+}
+
+func newNodeID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// JoinNode registers a new node with a join token and issues its host
+// certificate and API identity.
+func (s *Server) JoinNode(ctx context.Context, req JoinRequest) (*JoinResponse, error) {
+	if err := validateNodeName("node name", req.Name); err != nil {
+		return nil, err
+	}
+	if err := validateNodeName("hostname", req.Hostname); err != nil {
+		return nil, err
+	}
+	pub, err := parsePublicKey(req.PublicKey)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if err := s.useToken(ctx, req.Token, "node", req.RemoteAddr); err != nil {
+		return nil, err
+	}
+	id, err := newNodeID()
+	if err != nil {
+		return nil, err
+	}
+	reg := NodeRegistration{ID: id, Name: req.Name, Hostname: req.Hostname, JoinedAt: s.now().UTC()}
+	if err := s.createJSON(ctx, prefixNodeReg+id, reg, time.Time{}); err != nil {
+		return nil, fmt.Errorf("register node: %w", err)
+	}
+	certs, err := s.issueNodeCerts(ctx, reg, pub)
+	if err != nil {
+		return nil, err
+	}
+	s.emit(ctx, audit.Event{Event: audit.NodeJoin, Node: req.Name, RemoteAddr: req.RemoteAddr, Success: true,
+		Fields: map[string]any{"node_id": id, "hostname": req.Hostname}})
+	return &JoinResponse{Certs: *certs, NodeID: id}, nil
+}
+
+// RenewNodeCerts re-issues a joined node's certificates (called by the node
+// with its current identity, before expiry).
+func (s *Server) RenewNodeCerts(ctx context.Context, c Caller, publicKey string) (*Certs, error) {
+	if c.Kind != KindNode {
+		return nil, denied("only nodes renew node certificates")
+	}
+	pub, err := parsePublicKey(publicKey)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	var reg NodeRegistration
+	if err := s.getJSON(ctx, prefixNodeReg+c.NodeID, &reg); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
+		}
+		return nil, err
+	}
+	return s.issueNodeCerts(ctx, reg, pub)
+}
+
+func (s *Server) issueNodeCerts(ctx context.Context, reg NodeRegistration, sshPub ssh.PublicKey) (*Certs, error) {
+	principals := uniq([]string{reg.ID, reg.Name, reg.Hostname})
+	cert, err := s.ca.IssueHost(ca.HostCertRequest{PublicKey: sshPub, HostID: reg.ID, Principals: principals, TTL: s.cfg.NodeCertTTL})
+	if err != nil {
+		return nil, fmt.Errorf("issue host certificate: %w", err)
+	}
+	cryptoPub := cryptoPublicKey(sshPub)
+	der, err := s.ca.IssueTLSClient(cryptoPub, ca.TLSIdentity{Kind: KindNode, NodeID: reg.ID}, s.cfg.NodeCertTTL)
+	if err != nil {
+		return nil, fmt.Errorf("issue node tls certificate: %w", err)
+	}
+	expires := time.Unix(int64(cert.ValidBefore), 0).UTC()
+	s.emit(ctx, audit.Event{Event: audit.CertIssued, Node: reg.Name, Success: true,
+		Fields: map[string]any{"cert_type": "host", "node_id": reg.ID, "principals": principals, "expires": expires}})
+	c := s.certs(cert, der, expires)
+	return &c, nil
+}
+
+// Heartbeat is sent by a node periodically.
+type Heartbeat struct {
+	Addr    string            `json:"addr,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Version string            `json:"version,omitempty"`
+}
+
+const (
+	maxLabels     = 64
+	maxLabelBytes = 256
+)
+
+// NodeHeartbeat records that a node is alive with its current labels.
+func (s *Server) NodeHeartbeat(ctx context.Context, c Caller, hb Heartbeat) error {
+	if c.Kind != KindNode {
+		return denied("only nodes send heartbeats")
+	}
+	if len(hb.Labels) > maxLabels {
+		return badRequest("too many labels (max %d)", maxLabels)
+	}
+	for k, v := range hb.Labels {
+		if k == "" || len(k) > maxLabelBytes || len(v) > maxLabelBytes {
+			return badRequest("invalid label %q", k)
+		}
+	}
+	if len(hb.Addr) > 256 || len(hb.Version) > 64 {
+		return badRequest("invalid heartbeat")
+	}
+	var reg NodeRegistration
+	if err := s.getJSON(ctx, prefixNodeReg+c.NodeID, &reg); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
+		}
+		return err
+	}
+	now := s.now().UTC()
+	n := Node{ID: reg.ID, Name: reg.Name, Hostname: reg.Hostname, Addr: hb.Addr, Labels: hb.Labels, Version: hb.Version, Since: now, LastSeen: now}
+	var prev Node
+	if err := s.getJSON(ctx, prefixNodes+reg.ID, &prev); err == nil {
+		n.Since = prev.Since
+	}
+	return s.putJSON(ctx, prefixNodes+reg.ID, n, now.Add(NodeTTL))
+}
+
+// ListNodes lists live nodes the caller may access, optionally filtered by
+// labels (all must match exactly).
+func (s *Server) ListNodes(ctx context.Context, c Caller, filter map[string]string) ([]Node, error) {
+	nodes, err := listJSON[Node](ctx, s.b, prefixNodes)
+	if err != nil {
+		return nil, err
+	}
+	var roles []*policy.Role
+	if c.Kind == KindUser {
+		roles = s.roles.get(c.Roles)
+	}
+	out := nodes[:0]
+	for _, n := range nodes {
+		if !labelsMatch(n.Labels, filter) {
+			continue
+		}
+		if c.Kind == KindUser && !policy.NodeAllowed(roles, c.Traits, policy.Target{NodeName: n.Name, NodeID: n.ID, Labels: n.Labels}) {
+			continue
+		}
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+func labelsMatch(labels, filter map[string]string) bool {
+	for k, v := range filter {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// EmitNodeEvents records audit events sent by a node. The node field is
+// forced to the caller's registered name: a node cannot speak for another.
+func (s *Server) EmitNodeEvents(ctx context.Context, c Caller, events []audit.Event) error {
+	if c.Kind != KindNode {
+		return denied("only nodes submit session events")
+	}
+	if len(events) > 1000 {
+		return badRequest("too many events in one batch (max 1000)")
+	}
+	var reg NodeRegistration
+	if err := s.getJSON(ctx, prefixNodeReg+c.NodeID, &reg); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
+		}
+		return err
+	}
+	for _, ev := range events {
+		if len(ev.Event) == 0 || len(ev.Event) > 64 {
+			return badRequest("invalid event name")
+		}
+		if b, err := json.Marshal(ev.Fields); err != nil || len(b) > 64<<10 {
+			return badRequest("event fields too large")
+		}
+		ev.Node = reg.Name
+		if ev.Fields == nil {
+			ev.Fields = map[string]any{}
+		} else {
+			ev.Fields = maps.Clone(ev.Fields)
+		}
+		ev.Fields["node_id"] = c.NodeID
+		ev.Seq = 0
+		if ev.Time.IsZero() {
+			ev.Time = s.now().UTC()
+		}
+		if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SearchAudit queries the audit log.
+func (s *Server) SearchAudit(ctx context.Context, c Caller, q audit.Query) ([]audit.Event, error) {
+	if err := s.authorize(ctx, c, "audit", "list"); err != nil {
+		return nil, err
+	}
+	return s.cfg.Audit.Search(ctx, q)
+}
+
+// WatchRoles streams role changes to nodes and proxies: the current set
+// first, then every change until ctx ends.
+func (s *Server) WatchRoles(ctx context.Context, c Caller) ([]*policy.Role, <-chan storage.Event, error) {
+	if c.Kind != KindNode && c.Kind != KindAdmin {
+		return nil, nil, denied("only nodes and proxies watch roles")
+	}
+	ch, err := s.b.Watch(ctx, prefixRoles)
+	if err != nil {
+		return nil, nil, err
+	}
+	roles, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
+	if err != nil {
+		return nil, nil, err
+	}
+	return roles, ch, nil
+}
+
+func uniq(in []string) []string {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

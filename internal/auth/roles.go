@@ -1,0 +1,199 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+// roleCache keeps the current role definitions in memory, fed by a storage
+// watch, so that decisions are map lookups.
+type roleCache struct {
+	b      storage.Backend
+	log    *slog.Logger
+	mu     sync.RWMutex
+	roles  map[string]*policy.Role
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newRoleCache(b storage.Backend, log *slog.Logger) *roleCache {
+	return &roleCache{b: b, log: log, roles: map[string]*policy.Role{}}
+}
+
+func (c *roleCache) start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.done = make(chan struct{})
+	ch, err := c.resync(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	go func() {
+		defer close(c.done)
+		for {
+			for ev := range ch {
+				c.apply(ev)
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			// The watch fell behind or broke: re-list and re-watch.
+			for {
+				ch, err = c.resync(ctx)
+				if err == nil {
+					break
+				}
+				c.log.Warn("role watch failed, retrying", "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (c *roleCache) resync(ctx context.Context) (<-chan storage.Event, error) {
+	ch, err := c.b.Watch(ctx, prefixRoles)
+	if err != nil {
+		return nil, err
+	}
+	items, err := c.b.List(ctx, prefixRoles, 0)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]*policy.Role, len(items))
+	for _, it := range items {
+		var r policy.Role
+		if err := json.Unmarshal(it.Value, &r); err != nil {
+			c.log.Error("skipping undecodable role", "key", it.Key, "err", err)
+			continue
+		}
+		m[r.Metadata.Name] = &r
+	}
+	c.mu.Lock()
+	c.roles = m
+	c.mu.Unlock()
+	return ch, nil
+}
+
+func (c *roleCache) apply(ev storage.Event) {
+	name := strings.TrimPrefix(ev.Item.Key, prefixRoles)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ev.Type == storage.EventDelete {
+		delete(c.roles, name)
+		return
+	}
+	var r policy.Role
+	if err := json.Unmarshal(ev.Item.Value, &r); err != nil {
+		c.log.Error("skipping undecodable role", "key", ev.Item.Key, "err", err)
+		return
+	}
+	c.roles[name] = &r
+}
+
+// get resolves role names to their current definitions; unknown names are
+// skipped (a deleted role grants nothing).
+func (c *roleCache) get(names []string) []*policy.Role {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*policy.Role, 0, len(names))
+	for _, n := range names {
+		if r, ok := c.roles[n]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (c *roleCache) stop() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+}
+
+// ResolveRoles returns the current definitions of the named roles.
+func (s *Server) ResolveRoles(names []string) []*policy.Role { return s.roles.get(names) }
+
+// UpsertRole creates or replaces a role.
+func (s *Server) UpsertRole(ctx context.Context, c Caller, r *policy.Role) error {
+	if err := s.authorize(ctx, c, "role", "update"); err != nil {
+		return err
+	}
+	if err := r.Validate(); err != nil {
+		return badRequest("role %q: %v", r.Metadata.Name, err)
+	}
+	_, getErr := s.b.Get(ctx, prefixRoles+r.Metadata.Name)
+	if err := s.putJSON(ctx, prefixRoles+r.Metadata.Name, r, time.Time{}); err != nil {
+		return fmt.Errorf("store role: %w", err)
+	}
+	op := "updated"
+	if errors.Is(getErr, storage.ErrNotFound) {
+		op = "created"
+	}
+	s.emit(ctx, audit.Event{Event: audit.RoleApply, User: c.Name(), Success: true,
+		Fields: map[string]any{"role": r.Metadata.Name, "operation": op}})
+	return nil
+}
+
+// GetRole returns one role.
+func (s *Server) GetRole(ctx context.Context, c Caller, name string) (*policy.Role, error) {
+	if err := s.authorize(ctx, c, "role", "read"); err != nil {
+		return nil, err
+	}
+	var r policy.Role
+	if err := s.getJSON(ctx, prefixRoles+name, &r); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("role %q %w", name, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListRoles returns all roles sorted by name.
+func (s *Server) ListRoles(ctx context.Context, c Caller) ([]*policy.Role, error) {
+	if c.Kind != KindNode {
+		if err := s.authorize(ctx, c, "role", "list"); err != nil {
+			return nil, err
+		}
+	}
+	roles, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(roles, func(i, j int) bool { return roles[i].Metadata.Name < roles[j].Metadata.Name })
+	return roles, nil
+}
+
+// DeleteRole removes a role. Users holding it lose what it granted at once.
+func (s *Server) DeleteRole(ctx context.Context, c Caller, name string) error {
+	if err := s.authorize(ctx, c, "role", "delete"); err != nil {
+		return err
+	}
+	if err := s.b.Delete(ctx, prefixRoles+name); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("role %q %w", name, storage.ErrNotFound)
+		}
+		return err
+	}
+	s.emit(ctx, audit.Event{Event: audit.RoleDelete, User: c.Name(), Success: true,
+		Fields: map[string]any{"role": name}})
+	return nil
+}

@@ -1,0 +1,265 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+// Invite is a single-use signup (or reset) invitation. Only the hash of the
+// token is stored.
+type Invite struct {
+	User    string    `json:"user"`
+	Expires time.Time `json:"expires"`
+	Reset   bool      `json:"reset,omitempty"`
+	// TOTPSecret is the secret offered at BeginSignup, confirmed by
+	// CompleteSignup.
+	TOTPSecret string `json:"totp_secret,omitempty"`
+}
+
+// InviteResult is what an admin hands to the new user.
+type InviteResult struct {
+	User    string    `json:"user"`
+	Token   string    `json:"token"`
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
+}
+
+// UserInfo is a user as shown to admins (no secrets).
+type UserInfo struct {
+	Name      string              `json:"name"`
+	Roles     []string            `json:"roles"`
+	Traits    map[string][]string `json:"traits,omitempty"`
+	Status    string              `json:"status"`
+	Locked    bool                `json:"locked,omitempty"`
+	CreatedAt time.Time           `json:"created_at"`
+}
+
+// CreateUserRequest creates a user.
+type CreateUserRequest struct {
+	Name   string              `json:"name"`
+	Roles  []string            `json:"roles"`
+	Logins []string            `json:"logins,omitempty"`
+	Traits map[string][]string `json:"traits,omitempty"`
+}
+
+func (s *Server) inviteURL(token string) string {
+	return (&url.URL{Scheme: "https", Host: s.cfg.PublicAddr, Path: "/web/invite/" + token}).String()
+}
+
+func (s *Server) newInvite(ctx context.Context, user string, reset bool) (*InviteResult, error) {
+	tok, err := identity.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	exp := s.now().Add(s.cfg.InviteTTL).UTC()
+	inv := Invite{User: user, Expires: exp, Reset: reset}
+	if err := s.createJSON(ctx, prefixInvites+identity.HashToken(tok), inv, exp); err != nil {
+		return nil, fmt.Errorf("store invite: %w", err)
+	}
+	return &InviteResult{User: user, Token: tok, URL: s.inviteURL(tok), Expires: exp}, nil
+}
+
+// CreateUser adds a pending user and returns a single-use invite.
+func (s *Server) CreateUser(ctx context.Context, c Caller, req CreateUserRequest) (*InviteResult, error) {
+	if err := s.authorize(ctx, c, "user", "create"); err != nil {
+		return nil, err
+	}
+	if err := identity.ValidateUsername(req.Name); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if len(req.Roles) == 0 {
+		return nil, badRequest("a user needs at least one role (--roles)")
+	}
+	for _, r := range req.Roles {
+		if _, err := s.b.Get(ctx, prefixRoles+r); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil, badRequest("role %q does not exist", r)
+			}
+			return nil, err
+		}
+	}
+	traits := map[string][]string{}
+	for k, v := range req.Traits {
+		traits[k] = append([]string(nil), v...)
+	}
+	for _, l := range req.Logins {
+		if err := identity.ValidateLogin(l); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		traits["logins"] = append(traits["logins"], l)
+	}
+	now := s.now().UTC()
+	u := identity.User{Name: req.Name, Roles: req.Roles, Traits: traits, Status: "pending", CreatedAt: now, UpdatedAt: now}
+	if err := s.createJSON(ctx, prefixUsers+u.Name, u, time.Time{}); err != nil {
+		if errors.Is(err, storage.ErrAlreadyExists) {
+			return nil, fmt.Errorf("user %q %w", u.Name, storage.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("store user: %w", err)
+	}
+	inv, err := s.newInvite(ctx, u.Name, false)
+	if err != nil {
+		return nil, err
+	}
+	s.emit(ctx, audit.Event{Event: audit.UserCreate, User: c.Name(), Success: true,
+		Fields: map[string]any{"target_user": u.Name, "roles": u.Roles, "logins": traits["logins"]}})
+	return inv, nil
+}
+
+// ListUsers returns all users without secrets.
+func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
+	if err := s.authorize(ctx, c, "user", "list"); err != nil {
+		return nil, err
+	}
+	users, err := listJSON[identity.User](ctx, s.b, prefixUsers)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := make([]UserInfo, 0, len(users))
+	for _, u := range users {
+		out = append(out, UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status, Locked: u.IsLocked(now), CreatedAt: u.CreatedAt})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// DeleteUser removes a user. Certificates already issued expire on their own
+// (use a lock to cut them off now).
+func (s *Server) DeleteUser(ctx context.Context, c Caller, name string) error {
+	if err := s.authorize(ctx, c, "user", "delete"); err != nil {
+		return err
+	}
+	if err := s.b.Delete(ctx, prefixUsers+name); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("user %q %w", name, storage.ErrNotFound)
+		}
+		return err
+	}
+	s.emit(ctx, audit.Event{Event: audit.UserDelete, User: c.Name(), Success: true,
+		Fields: map[string]any{"target_user": name}})
+	return nil
+}
+
+// ResetUser clears a user's password and TOTP and returns a new invite.
+func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteResult, error) {
+	if err := s.authorize(ctx, c, "user", "update"); err != nil {
+		return nil, err
+	}
+	var u identity.User
+	rev, err := s.getJSONRev(ctx, prefixUsers+name, &u)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = "", "", 0
+	u.Status = "pending"
+	u.FailedLogins, u.LockedUntil = 0, time.Time{}
+	u.UpdatedAt = s.now().UTC()
+	if err := s.casJSON(ctx, prefixUsers+name, rev, u, time.Time{}); err != nil {
+		return nil, fmt.Errorf("reset user: %w", err)
+	}
+	inv, err := s.newInvite(ctx, name, true)
+	if err != nil {
+		return nil, err
+	}
+	s.emit(ctx, audit.Event{Event: audit.UserReset, User: c.Name(), Success: true,
+		Fields: map[string]any{"target_user": name}})
+	return inv, nil
+}
+
+// SignupChallenge is returned by BeginSignup: the TOTP secret to enrol.
+type SignupChallenge struct {
+	User    string `json:"user"`
+	Secret  string `json:"secret"`
+	URL     string `json:"otpauth_url"`
+	QRPNG   []byte `json:"qr_png,omitempty"`
+	Cluster string `json:"cluster"`
+}
+
+func (s *Server) loadInvite(ctx context.Context, token string) (Invite, int64, error) {
+	var inv Invite
+	if len(token) == 0 || len(token) > 256 {
+		return inv, 0, fmt.Errorf("%w: invalid invite token", ErrUnauthenticated)
+	}
+	rev, err := s.getJSONRev(ctx, prefixInvites+identity.HashToken(token), &inv)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return inv, 0, fmt.Errorf("%w: the invite is unknown, expired or already used; ask an admin for a new one (warden users reset)", ErrUnauthenticated)
+		}
+		return inv, 0, err
+	}
+	if !s.now().Before(inv.Expires) {
+		return inv, 0, fmt.Errorf("%w: the invite expired; ask an admin for a new one (warden users reset)", ErrUnauthenticated)
+	}
+	return inv, rev, nil
+}
+
+// BeginSignup validates an invite and returns a TOTP secret to enrol.
+func (s *Server) BeginSignup(ctx context.Context, token string) (*SignupChallenge, error) {
+	inv, rev, err := s.loadInvite(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	secret, u, png, err := identity.NewTOTP("Warden "+s.cfg.ClusterName, inv.User)
+	if err != nil {
+		return nil, err
+	}
+	inv.TOTPSecret = secret
+	if err := s.casJSON(ctx, prefixInvites+identity.HashToken(token), rev, inv, inv.Expires); err != nil {
+		return nil, fmt.Errorf("update invite: %w", err)
+	}
+	return &SignupChallenge{User: inv.User, Secret: secret, URL: u, QRPNG: png, Cluster: s.cfg.ClusterName}, nil
+}
+
+// CompleteSignup sets the password and confirms TOTP enrolment with a valid
+// code. The invite is consumed in the same step.
+func (s *Server) CompleteSignup(ctx context.Context, token, password, otp string) error {
+	inv, _, err := s.loadInvite(ctx, token)
+	if err != nil {
+		return err
+	}
+	if inv.TOTPSecret == "" {
+		return badRequest("start the signup first (the TOTP secret has not been issued)")
+	}
+	if err := identity.ValidatePassword(password); err != nil {
+		return badRequest("%v", err)
+	}
+	step, err := identity.VerifyTOTP(inv.TOTPSecret, otp, 0, s.now())
+	if err != nil {
+		return badRequest("the TOTP code is not valid: check your authenticator's clock and try the next code")
+	}
+	hash, err := identity.HashPassword(ctx, password)
+	if err != nil {
+		return err
+	}
+	// Consume the invite first: a second CompleteSignup with the same token
+	// fails here, so a token can never be used twice.
+	if err := s.b.Delete(ctx, prefixInvites+identity.HashToken(token)); err != nil {
+		return fmt.Errorf("%w: the invite was already used", ErrUnauthenticated)
+	}
+	var u identity.User
+	rev, err := s.getJSONRev(ctx, prefixUsers+inv.User, &u)
+	if err != nil {
+		return fmt.Errorf("user %q: %w", inv.User, err)
+	}
+	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = hash, inv.TOTPSecret, step
+	u.Status = "active"
+	u.FailedLogins, u.LockedUntil = 0, time.Time{}
+	u.UpdatedAt = s.now().UTC()
+	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
+		return fmt.Errorf("activate user: %w", err)
+	}
+	s.emit(ctx, audit.Event{Event: audit.UserSignup, User: u.Name, Success: true,
+		Fields: map[string]any{"reset": inv.Reset}})
+	return nil
+}

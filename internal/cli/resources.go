@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warden-sh/warden/internal/policy"
+)
+
+func newApplyCmd(g *globals) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or update resources (roles) from YAML",
+		Long: `Create or update resources from a YAML (or JSON) file; several documents may
+be separated by ---. Unknown fields and bad values are rejected with the line
+and the reason, and nothing is applied unless every document is valid.
+
+Example role:
+  kind: role
+  version: v1
+  metadata:
+    name: web-dev
+  spec:
+    options:
+      max_session_ttl: 4h
+    allow:
+      logins: ['{{internal.logins}}']
+      node_labels:
+        env: [dev, staging]
+    deny:
+      logins: [root]`,
+		Example: "  warden apply -f role.yaml\n  cat role.yaml | warden apply -f -",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("-f FILE is required (use - for standard input)")
+			}
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(io.LimitReader(g.io.In, 4<<20))
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			roles, err := policy.ParseRoles(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			for _, r := range roles {
+				if err := r.Validate(); err != nil {
+					return fmt.Errorf("%s: role %q: %w", file, r.Metadata.Name, err)
+				}
+			}
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for _, r := range roles {
+				if err := c.UpsertRole(cmd.Context(), r); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.io.Out, "role %q applied\n", r.Metadata.Name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML or JSON file (- for standard input)")
+	return cmd
+}
+
+func newGetCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:       "get roles [NAME]",
+		Short:     "Show resources",
+		Example:   "  warden get roles\n  warden get roles access -o yaml",
+		ValidArgs: []string{"roles", "role"},
+		Args:      cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "roles" && args[0] != "role" {
+				return fmt.Errorf("unknown resource kind %q (supported: roles)", args[0])
+			}
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var roles []*policy.Role
+			if len(args) == 2 {
+				r, err := c.GetRole(cmd.Context(), args[1])
+				if err != nil {
+					return err
+				}
+				roles = []*policy.Role{r}
+			} else if roles, err = c.ListRoles(cmd.Context()); err != nil {
+				return err
+			}
+			switch format {
+			case "yaml", "json":
+				for i, r := range roles {
+					if i > 0 && format == "yaml" {
+						fmt.Fprintln(g.io.Out, "---")
+					}
+					b, err := policy.MarshalRole(r, format)
+					if err != nil {
+						return err
+					}
+					g.io.Out.Write(b)
+				}
+				return nil
+			case "", "text":
+			default:
+				return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION")
+			for _, r := range roles {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
+					formatMatchers(r.Spec.Allow.NodeLabels), r.Metadata.Description)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
+	return cmd
+}
+
+func formatMatchers(l policy.Labels) string {
+	m := make(map[string]string, len(l))
+	for k, v := range l {
+		m[k] = strings.Join(v, "|")
+	}
+	return formatLabels(m)
+}
+
+func newRmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm KIND/NAME",
+		Short:   "Remove a resource",
+		Example: "  warden rm role/web-dev",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, name, ok := strings.Cut(args[0], "/")
+			if !ok || name == "" {
+				return fmt.Errorf("say what to remove as KIND/NAME, e.g. role/web-dev")
+			}
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			switch kind {
+			case "role", "roles":
+				if err := c.DeleteRole(cmd.Context(), name); err != nil {
+					return err
+				}
+			case "user", "users":
+				if err := c.DeleteUser(cmd.Context(), name); err != nil {
+					return err
+				}
+			case "token", "tokens":
+				if err := c.DeleteToken(cmd.Context(), name); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("unknown resource kind %q (supported: role, user, token)", kind)
+			}
+			fmt.Fprintf(g.io.Out, "%s %q removed\n", kind, name)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,335 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/client/sshclient"
+)
+
+// session is the logged-in user's view of the cluster for one command.
+type session struct {
+	p   *client.Profile
+	api *api.Client
+}
+
+func (g *globals) session() (*session, error) {
+	p, err := g.profile()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.CheckValid(time.Now()); err != nil {
+		return nil, err
+	}
+	c, err := p.APIClient()
+	if err != nil {
+		return nil, err
+	}
+	return &session{p: p, api: c}, nil
+}
+
+func (s *session) close() { s.api.Close() }
+
+// resolveNode finds the one node the user means by name or id.
+func (s *session) resolveNode(ctx context.Context, name string) (*auth.Node, error) {
+	nodes, err := s.api.ListNodes(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	var byName []auth.Node
+	for _, n := range nodes {
+		if n.ID == name {
+			return &n, nil
+		}
+		if n.Name == name || n.Hostname == name {
+			byName = append(byName, n)
+		}
+	}
+	switch len(byName) {
+	case 1:
+		return &byName[0], nil
+	case 0:
+		names := make([]string, 0, len(nodes))
+		for _, n := range nodes {
+			names = append(names, n.Name)
+		}
+		if len(names) == 0 {
+			return nil, fmt.Errorf("node %q not found: you have access to no node right now (warden ls)", name)
+		}
+		return nil, fmt.Errorf("node %q not found among the nodes you can access: %s", name, strings.Join(names, ", "))
+	default:
+		ids := make([]string, 0, len(byName))
+		for _, n := range byName {
+			ids = append(ids, n.ID)
+		}
+		return nil, fmt.Errorf("%d nodes are called %q; use one of their ids: %s", len(byName), name, strings.Join(ids, ", "))
+	}
+}
+
+// dial connects to a node as login.
+func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client, error) {
+	n, err := s.resolveNode(ctx, nodeName)
+	if err != nil {
+		return nil, err
+	}
+	if n.Addr == "" {
+		return nil, fmt.Errorf("node %q has no reachable address", n.Name)
+	}
+	signer, _, err := s.p.Signer()
+	if err != nil {
+		return nil, err
+	}
+	cas, err := s.p.HostCAs()
+	if err != nil {
+		return nil, err
+	}
+	return sshclient.Dial(ctx, sshclient.Config{User: login, Addr: n.Addr, Signer: signer, HostCAs: cas,
+		HostName: n.ID, Timeout: 15 * time.Second})
+}
+
+func (s *session) defaultLogin() (string, error) {
+	if len(s.p.Logins) == 1 {
+		return s.p.Logins[0], nil
+	}
+	if len(s.p.Logins) == 0 {
+		return "", fmt.Errorf("your roles allow no OS login")
+	}
+	return "", fmt.Errorf("say which login to use (LOGIN@NODE); yours are: %s", strings.Join(s.p.Logins, ", "))
+}
+
+func newLsCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:     "ls [LABEL=VALUE ...]",
+		Short:   "List the nodes you can access",
+		Example: "  warden ls\n  warden ls env=prod\n  warden ls -o json",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			filter, err := parseLabels(strings.Join(args, ","))
+			if err != nil {
+				return err
+			}
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			nodes, err := s.api.ListNodes(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			if nodes == nil {
+				nodes = []auth.Node{}
+			}
+			if done, err := printAs(g.io.Out, format, nodes); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tID\tADDRESS\tLABELS")
+			for _, n := range nodes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.ID, n.Addr, formatLabels(n.Labels))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
+	return cmd
+}
+
+func formatLabels(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func newSSHCmd(g *globals) *cobra.Command {
+	var forceTTY, noTTY bool
+	var login string
+	cmd := &cobra.Command{
+		Use:   "ssh [-t] [LOGIN@]NODE [COMMAND...]",
+		Short: "Open a shell or run a command on a node",
+		Long: `Open an interactive shell on a node, or run a command there. The exit status of
+the remote command becomes warden's own. NODE is a node name or id (warden ls).`,
+		Example: "  warden ssh dev@web1\n  warden ssh dev@web1 uptime\n  warden ssh -t dev@web1 top",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := args[0]
+			cmdLine := strings.Join(args[1:], " ")
+			l, host, _, err := sshclient.ParseTarget(target)
+			if err != nil {
+				return err
+			}
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			if l == "" {
+				l = login
+			}
+			if l == "" {
+				if l, err = s.defaultLogin(); err != nil {
+					return err
+				}
+			}
+			c, err := s.dial(cmd.Context(), l, host)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			tty := (cmdLine == "" && g.io.stdinIsTerminal()) || forceTTY
+			if noTTY {
+				tty = false
+			}
+			code, err := sshclient.Run(cmd.Context(), c, sshclient.RunOptions{Command: cmdLine, TTY: tty,
+				Stdin: g.io.In, Stdout: g.io.Out, Stderr: g.io.Err})
+			if err != nil && code == 0 {
+				return err
+			}
+			if code != 0 {
+				return exitError{code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&forceTTY, "tty", "t", false, "force a pseudo-terminal")
+	cmd.Flags().BoolVarP(&noTTY, "no-tty", "T", false, "never allocate a pseudo-terminal")
+	cmd.Flags().StringVarP(&login, "login", "l", "", "OS login (alternative to LOGIN@NODE)")
+	cmd.Flags().SetInterspersed(false)
+	return cmd
+}
+
+func newSCPCmd(g *globals) *cobra.Command {
+	var recursive, quiet bool
+	cmd := &cobra.Command{
+		Use:   "scp [-r] SOURCE... DEST",
+		Short: "Copy files to or from a node (over SFTP)",
+		Example: "  warden scp ./app.tar.gz dev@web1:/tmp/\n" +
+			"  warden scp -r dev@web1:/var/log/app ./logs",
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			srcs, dst := args[:len(args)-1], args[len(args)-1]
+			dLogin, dHost, dPath, dRemote, err := sshclient.ParseCopyArg(dst)
+			if err != nil {
+				return err
+			}
+			var login, host string
+			var paths []string
+			for _, a := range srcs {
+				l, h, p, remote, err := sshclient.ParseCopyArg(a)
+				if err != nil {
+					return err
+				}
+				if remote == dRemote {
+					return fmt.Errorf("copy between two local or two remote paths is not supported: %s -> %s", a, dst)
+				}
+				if remote {
+					if host != "" && (h != host || l != login) {
+						return fmt.Errorf("all remote sources must be on the same node")
+					}
+					login, host = l, h
+				}
+				paths = append(paths, p)
+			}
+			if dRemote {
+				login, host = dLogin, dHost
+			}
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			if login == "" {
+				if login, err = s.defaultLogin(); err != nil {
+					return err
+				}
+			}
+			c, err := s.dial(cmd.Context(), login, host)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			opt := sshclient.CopyOptions{Recursive: recursive, Quiet: quiet}
+			if !quiet {
+				opt.Progress = g.io.Err
+			}
+			if dRemote {
+				return sshclient.Upload(cmd.Context(), c, paths, dPath, opt)
+			}
+			return sshclient.Download(cmd.Context(), c, paths, dPath, opt)
+		},
+	}
+	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "copy directories recursively")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	return cmd
+}
+
+func newConfigCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Generate configuration for other tools"}
+	sshCmd := &cobra.Command{
+		Use:   "ssh",
+		Short: "Print an OpenSSH client configuration for your nodes",
+		Long: `Print an OpenSSH client configuration so that plain ssh, scp, sftp, rsync and
+Ansible reach your Warden nodes with your Warden certificate. Host keys are
+checked against the cluster's host CA (no trust on first use).
+
+  warden config ssh > ~/.ssh/warden.config
+  echo 'Include ~/.ssh/warden.config' >> ~/.ssh/config     # once
+  ssh dev@web1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			nodes, err := s.api.ListNodes(cmd.Context(), nil)
+			if err != nil {
+				return err
+			}
+			return writeSSHConfig(g, s.p, nodes)
+		},
+	}
+	cmd.AddCommand(sshCmd)
+	return cmd
+}
+
+func writeSSHConfig(g *globals, p *client.Profile, nodes []auth.Node) error {
+	w := g.io.Out
+	fmt.Fprintf(w, "# Warden cluster %q via %s, generated by `warden config ssh` for %s.\n", p.Cluster, p.Proxy, p.User)
+	fmt.Fprintf(w, "# Certificates expire %s: run `warden login` again, this file stays valid.\n\n", p.Expires.Local().Format(time.RFC1123))
+	for _, n := range nodes {
+		host, port, err := net.SplitHostPort(n.Addr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "skipping node %s: bad address %q\n", n.Name, n.Addr)
+			continue
+		}
+		fmt.Fprintf(w, "Host %s %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n", n.Name, n.ID, host, port, n.ID)
+		writeIdentityLines(w, p)
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+func writeIdentityLines(w interface{ Write([]byte) (int, error) }, p *client.Profile) {
+	fmt.Fprintf(w, "    IdentityFile %q\n    CertificateFile %q\n    IdentitiesOnly yes\n", p.KeyPath(), p.CertPath())
+	fmt.Fprintf(w, "    UserKnownHostsFile %q\n    StrictHostKeyChecking yes\n    GlobalKnownHostsFile /dev/null\n", p.KnownHostsPath())
+}

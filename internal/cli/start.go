@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warden-sh/warden/internal/service"
+)
+
+func newStartCmd(g *globals) *cobra.Command {
+	var (
+		configPath string
+		services   string
+		labels     string
+		cfg        service.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Run Warden services (all-in-one by default)",
+		Long: `Run Warden services in this process.
+
+With no arguments, start runs the auth, proxy and node services together on
+127.0.0.1 with an embedded SQLite store in the data directory. The cluster's
+certificate authorities are created on first start and reused afterwards.
+
+Run a node on a server and join it to an existing cluster:
+  warden start --services node --proxy PROXY:3080 --token TOKEN --ca-pin sha256:... \
+      --labels env=prod,team=a
+
+A YAML file (--config) can hold the same settings; flags override it:
+  cluster_name: example
+  data_dir: /var/lib/warden
+  services: [auth, proxy, node]
+  proxy:
+    listen: 0.0.0.0:3080
+    public_addr: warden.example.com:3080
+  node:
+    listen: 127.0.0.1:3022
+    name: web1
+    labels: {env: prod}`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := &service.Config{}
+			if configPath != "" {
+				loaded, err := service.LoadConfig(configPath)
+				if err != nil {
+					return err
+				}
+				c = loaded
+			}
+			f := cmd.Flags()
+			if f.Changed("cluster-name") {
+				c.ClusterName = cfg.ClusterName
+			}
+			if f.Changed("data-dir") || c.DataDir == "" {
+				c.DataDir = g.dataDir
+			}
+			if services != "" {
+				c.Services = splitList(services)
+			}
+			for flag, dst := range map[string]*string{
+				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr,
+				"node-listen": &c.Node.Listen, "advertise-addr": &c.Node.AdvertiseAddr, "name": &c.Node.Name,
+				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "ca-pin": &c.Node.CAPin,
+			} {
+				if f.Changed(flag) {
+					v, _ := f.GetString(flag)
+					*dst = v
+				}
+			}
+			if f.Changed("insecure") {
+				c.Node.Insecure = cfg.Node.Insecure
+			}
+			if labels != "" {
+				m, err := parseLabels(labels)
+				if err != nil {
+					return err
+				}
+				c.Node.Labels = m
+			}
+			if err := c.CheckAndSetDefaults(); err != nil {
+				return err
+			}
+			log := g.logger()
+			p, err := service.Start(cmd.Context(), c, log)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			printNextSteps(g, c, p)
+			return p.Wait(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&configPath, "config", "c", "", "YAML configuration file")
+	f.StringVar(&cfg.ClusterName, "cluster-name", "warden", "cluster name (first start only)")
+	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all)")
+	f.String("proxy-listen", service.DefaultProxyListen, "HTTPS address of the proxy (API)")
+	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
+	f.String("node-listen", service.DefaultNodeListen, "SSH address of the node")
+	f.String("advertise-addr", "", "address clients dial to reach this node (default: --node-listen)")
+	f.String("name", "", "node name (default: host name)")
+	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
+	f.String("proxy", "", "proxy address to join (node only)")
+	f.String("token", "", "join token (node only, first start)")
+	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
+	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
+	return cmd
+}
+
+func printNextSteps(g *globals, c *service.Config, p *service.Process) {
+	w := g.io.Err
+	if p.Auth() == nil {
+		fmt.Fprintf(w, "\nNode %q joined and serving SSH on %s.\n", c.Node.Name, p.Node().Addr())
+		return
+	}
+	fmt.Fprintf(w, `
+Warden cluster %q is running.
+  proxy (HTTPS API): %s
+  data directory:    %s
+`, c.ClusterName, p.ProxyAddr(), c.DataDir)
+	if p.Node() != nil {
+		fmt.Fprintf(w, "  node:              %s (SSH on %s)\n", c.Node.Name, p.Node().Addr())
+	}
+	fmt.Fprintf(w, `
+Next steps (in another terminal, as the same OS user):
+  warden users add developer --roles access --logins dev
+  warden signup <the invite link printed above>
+  warden login --proxy %s --user developer
+  warden ls
+  warden ssh dev@%s
+
+`, p.ProxyAddr(), c.Node.Name)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range splitList(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q must look like key=value", kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warden-sh/warden/internal/auth"
+)
+
+func newTokensCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "Manage join tokens (admin)"}
+	var typ string
+	var ttl time.Duration
+	var reusable bool
+	add := &cobra.Command{
+		Use:   "add --type node [--ttl 30m]",
+		Short: "Create a join token and print the command to run on the server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			tok, err := c.CreateToken(cmd.Context(), auth.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
+			if err != nil {
+				return err
+			}
+			ping, err := c.Ping(cmd.Context())
+			if err != nil {
+				return err
+			}
+			use := "single-use"
+			if reusable {
+				use = "reusable"
+			}
+			fmt.Fprintf(g.io.Out, `The %s %s token %s expires %s (in %s).
+
+Run this on the server to join it (add your own --labels and --name):
+
+  warden start --services node --proxy %s --token %s --ca-pin %s --labels env=dev
+
+`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), ttl, c.Addr(), tok.Token, ping.TLSCAFingerprint)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&typ, "type", "node", "token type (node)")
+	add.Flags().DurationVar(&ttl, "ttl", 30*time.Minute, "how long the token is valid (max 168h)")
+	add.Flags().BoolVar(&reusable, "reusable", false, "allow several joins until expiry (default: single use)")
+
+	ls := &cobra.Command{Use: "ls", Short: "List join tokens (hints only)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			toks, err := c.ListTokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY")
+			for _, t := range toks {
+				fmt.Fprintf(tw, "%s...\t%s\t%v\t%s\t%s\n", t.Hint, t.Type, t.Reusable, t.Expires.Local().Format(time.DateTime), t.CreatedBy)
+			}
+			return tw.Flush()
+		}}
+	rm := &cobra.Command{Use: "rm TOKEN", Short: "Revoke a join token", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.DeleteToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.io.Out, "token revoked")
+			return nil
+		}}
+	cmd.AddCommand(add, ls, rm)
+	return cmd
+}

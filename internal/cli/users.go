@@ -1,0 +1,222 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mdp/qrterminal/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/client"
+)
+
+func newUsersCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "users", Short: "Manage users (admin)"}
+	var roles, logins string
+	add := &cobra.Command{
+		Use:   "add NAME --roles ROLE[,ROLE] [--logins LOGIN[,LOGIN]]",
+		Short: "Add a user and print a single-use invite link",
+		Long: `Add a user. The user finishes signing up with the printed invite (warden signup
+LINK): they choose a password and enrol a TOTP authenticator.
+
+--logins sets the user's "logins" trait, which roles use as {{internal.logins}}
+(the built-in role "access" allows exactly those OS logins).`,
+		Example: "  warden users add developer --roles access --logins dev",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			inv, err := c.CreateUser(cmd.Context(), auth.CreateUserRequest{Name: args[0], Roles: splitList(roles), Logins: splitList(logins)})
+			if err != nil {
+				return err
+			}
+			printInvite(g, inv, "created")
+			return nil
+		},
+	}
+	add.Flags().StringVar(&roles, "roles", "", "comma-separated roles (required)")
+	add.Flags().StringVar(&logins, "logins", "", "comma-separated OS logins (the logins trait)")
+	_ = add.MarkFlagRequired("roles")
+
+	var format string
+	ls := &cobra.Command{Use: "ls", Short: "List users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			users, err := c.ListUsers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if done, err := printAs(g.io.Out, format, users); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED")
+			for _, u := range users {
+				status := u.Status
+				if u.Locked {
+					status += " (locked out)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
+					status, u.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		}}
+	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
+
+	rm := &cobra.Command{Use: "rm NAME", Short: "Remove a user", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.io.Out, "User %q removed. Certificates already issued stay valid until they expire; lock the user to cut them off now.\n", args[0])
+			return nil
+		}}
+	reset := &cobra.Command{Use: "reset NAME", Short: "Clear a user's password and TOTP and print a new invite", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			inv, err := c.ResetUser(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			printInvite(g, inv, "reset")
+			return nil
+		}}
+	cmd.AddCommand(add, ls, rm, reset)
+	return cmd
+}
+
+func printInvite(g *globals, inv *auth.InviteResult, what string) {
+	fmt.Fprintf(g.io.Out, `User %q %s. Share this single-use invite; it expires %s (in %s):
+
+  %s
+
+The user completes the signup with:
+  warden signup %s
+`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), time.Until(inv.Expires).Round(time.Minute), inv.URL, inv.URL)
+}
+
+// parseInvite accepts an invite link or a bare token (with --proxy).
+func parseInvite(arg, proxy string) (addr, token string, err error) {
+	if strings.HasPrefix(arg, "https://") {
+		u, err := url.Parse(arg)
+		if err != nil {
+			return "", "", fmt.Errorf("invalid invite link: %w", err)
+		}
+		tok, ok := strings.CutPrefix(u.Path, "/web/invite/")
+		if !ok || tok == "" || strings.Contains(tok, "/") {
+			return "", "", errors.New("invalid invite link: expected https://HOST:PORT/web/invite/TOKEN")
+		}
+		if proxy == "" {
+			proxy = u.Host
+		}
+		return proxy, tok, nil
+	}
+	if proxy == "" {
+		return "", "", errors.New("give the full invite link, or the token with --proxy HOST:PORT")
+	}
+	return proxy, arg, nil
+}
+
+func newSignupCmd(g *globals) *cobra.Command {
+	var proxy, caPin string
+	var passwordStdin, insecure bool
+	cmd := &cobra.Command{
+		Use:   "signup INVITE_LINK",
+		Short: "Finish signing up: set a password and enrol a TOTP authenticator",
+		Long: `Finish signing up with the invite link an admin gave you. You choose a password
+and scan the QR code with an authenticator app; enrolment completes only once
+you type a valid code from it.
+
+For scripts: --password-stdin reads the password from the first line of
+standard input and the TOTP code from the next line (read after the otpauth
+URL has been printed).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			addr, token, err := parseInvite(args[0], proxy)
+			if err != nil {
+				return err
+			}
+			dir, err := g.profileDir()
+			if err != nil {
+				return err
+			}
+			c, _, err := client.TrustCluster(cmd.Context(), dir, addr, caPin, insecure, g.io.Err)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ch, err := c.BeginSignup(cmd.Context(), token)
+			if err != nil {
+				return err
+			}
+			out := g.io.Out
+			fmt.Fprintf(out, "Signing up %q to cluster %q.\n\nScan this QR code with your authenticator app:\n\n", ch.User, ch.Cluster)
+			qrterminal.GenerateWithConfig(ch.URL, qrterminal.Config{Level: qrterminal.L, Writer: out,
+				HalfBlocks: true, BlackChar: qrterminal.BLACK_BLACK, WhiteChar: qrterminal.WHITE_WHITE,
+				BlackWhiteChar: qrterminal.BLACK_WHITE, WhiteBlackChar: qrterminal.WHITE_BLACK, QuietZone: 1})
+			fmt.Fprintf(out, "\nor add it by hand: %s\n\n", ch.URL)
+			password, err := readNewPassword(g, passwordStdin)
+			if err != nil {
+				return err
+			}
+			code, err := g.io.prompt("Code from your authenticator", false)
+			if err != nil {
+				return err
+			}
+			if err := c.CompleteSignup(cmd.Context(), token, password, strings.TrimSpace(code)); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "Signup complete. Log in with:\n  warden login --proxy %s --user %s\n", addr, ch.User)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&proxy, "proxy", "", "proxy address, when giving a bare token")
+	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password (then the TOTP code) from standard input")
+	cmd.Flags().StringVar(&caPin, "ca-pin", "", "expected cluster CA fingerprint (sha256:...)")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "accept a cluster CA that differs from the pinned one (testing only)")
+	return cmd
+}
+
+func readNewPassword(g *globals, fromStdin bool) (string, error) {
+	if fromStdin || !g.io.stdinIsTerminal() {
+		if !fromStdin {
+			return "", errors.New("no terminal to ask for a password: use --password-stdin")
+		}
+		return g.io.readLine()
+	}
+	for {
+		p1, err := g.io.prompt("New password (at least 12 characters)", true)
+		if err != nil {
+			return "", err
+		}
+		p2, err := g.io.prompt("Repeat the password", true)
+		if err != nil {
+			return "", err
+		}
+		if p1 == p2 {
+			return p1, nil
+		}
+		fmt.Fprintln(g.io.Err, "The passwords differ; try again.")
+	}
+}

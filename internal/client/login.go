@@ -1,0 +1,151 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/service"
+)
+
+// LoginOptions are the inputs of Login.
+type LoginOptions struct {
+	Proxy    string
+	User     string
+	Password string
+	OTP      string
+	TTL      time.Duration
+	// CAPin, if set, must equal the cluster CA fingerprint.
+	CAPin string
+	// Insecure accepts a cluster CA that differs from the pinned one (tests).
+	Insecure bool
+	// Out receives notices such as the CA fingerprint on first contact.
+	Out io.Writer
+}
+
+// TrustCluster contacts a proxy, checks its CA against the pin store (and
+// an explicit pin) and returns an API client that trusts that CA.
+func TrustCluster(ctx context.Context, dir, proxy, pin string, insecure bool, out io.Writer) (*api.Client, *api.PingResponse, error) {
+	probe, err := api.NewClient(api.ClientConfig{Addr: proxy, Insecure: true, Timeout: 15 * time.Second})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer probe.Close()
+	ping, err := probe.Ping(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pin != "" && !strings.EqualFold(pin, ping.TLSCAFingerprint) {
+		return nil, nil, fmt.Errorf("the proxy %s presented CA %s, not the expected %s: refusing to continue", proxy, ping.TLSCAFingerprint, pin)
+	}
+	pins := readPins(dir)
+	switch known, ok := pins[proxy]; {
+	case ok && known != ping.TLSCAFingerprint && !insecure:
+		return nil, nil, fmt.Errorf("WARNING: the CA of cluster at %s changed (pinned %s, now %s). "+
+			"This may be an attack. If the cluster was rebuilt, remove %q from %s and log in again",
+			proxy, known, ping.TLSCAFingerprint, proxy, filepath.Join(dir, filePins))
+	case !ok:
+		fmt.Fprintf(out, "Trusting cluster %q at %s, CA fingerprint %s\n", ping.Cluster, proxy, ping.TLSCAFingerprint)
+		pins[proxy] = ping.TLSCAFingerprint
+		if err := writePins(dir, pins); err != nil {
+			return nil, nil, err
+		}
+	}
+	pool, err := certPool(ping.TLSCA)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := api.NewClient(api.ClientConfig{Addr: proxy, RootCAs: pool})
+	return c, ping, err
+}
+
+func readPins(dir string) map[string]string {
+	m := map[string]string{}
+	if data, err := os.ReadFile(filepath.Join(dir, filePins)); err == nil {
+		_ = json.Unmarshal(data, &m)
+	}
+	return m
+}
+
+func writePins(dir string, m map[string]string) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return service.WriteFileAtomic(filepath.Join(dir, filePins), data, 0o600)
+}
+
+// Login authenticates and stores a new profile. The private key is made
+// here and never sent anywhere.
+func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) {
+	if opt.Out == nil {
+		opt.Out = io.Discard
+	}
+	if opt.User == "" {
+		return nil, errors.New("--user is required")
+	}
+	c, _, err := TrustCluster(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	keyPEM, _, pub, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Login(ctx, auth.LoginRequest{User: opt.User, Password: opt.Password, OTP: opt.OTP,
+		PublicKey: strings.TrimSpace(string(marshalPub(pub))), TTL: opt.TTL})
+	if err != nil {
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			return nil, fmt.Errorf("login failed: %v", err)
+		}
+		return nil, err
+	}
+	p := &Profile{Proxy: opt.Proxy, Cluster: resp.Cluster, User: resp.User, Roles: resp.Roles, Logins: resp.Logins,
+		Expires: resp.Expires, dir: dir}
+	if ping, err := c.Ping(ctx); err == nil {
+		p.CAFingerprint = ping.TLSCAFingerprint
+	}
+	if err := save(dir, p, keyPEM, pub, resp); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// AdminClient returns an API client for administrative commands: the local
+// admin identity in dataDir when readable (on the auth host), otherwise the
+// logged-in user's profile.
+func AdminClient(dataDir, profileDir string) (*api.Client, string, error) {
+	if dataDir != "" {
+		id, err := service.ReadIdentityFile(service.AdminIdentityPath(dataDir))
+		if err == nil {
+			cert, err := id.TLSCertificate()
+			if err != nil {
+				return nil, "", err
+			}
+			pool, err := id.RootCAs()
+			if err != nil {
+				return nil, "", err
+			}
+			c, err := api.NewClient(api.ClientConfig{Addr: id.ProxyAddr, RootCAs: pool, Certificate: cert})
+			return c, "local admin identity", err
+		}
+	}
+	p, err := LoadProfile(profileDir)
+	if err != nil {
+		return nil, "", fmt.Errorf("no local admin identity in %s and %v", dataDir, err)
+	}
+	if err := p.CheckValid(time.Now()); err != nil {
+		return nil, "", err
+	}
+	c, err := p.APIClient()
+	return c, "user " + p.User, err
+}

@@ -1,0 +1,217 @@
+// Package clustertest starts a whole Warden cluster (auth + proxy + node) in
+// one process on loopback for end-to-end tests, and drives the real warden
+// CLI against it.
+package clustertest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/cli"
+	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/service"
+)
+
+// Cluster is a running all-in-one cluster.
+type Cluster struct {
+	t       testing.TB
+	DataDir string
+	Proc    *service.Process
+	Admin   *api.Client
+}
+
+// Options adjust the cluster.
+type Options struct {
+	NodeName   string
+	NodeLabels map[string]string
+}
+
+// New starts a cluster that is closed when the test ends.
+func New(t testing.TB, opt Options) *Cluster {
+	t.Helper()
+	if opt.NodeName == "" {
+		opt.NodeName = "node1"
+	}
+	dir := t.TempDir()
+	cfg := &service.Config{
+		ClusterName: "test",
+		DataDir:     dir,
+		Proxy:       service.ProxyConfig{Listen: "127.0.0.1:0"},
+		Node:        service.NodeConfig{Listen: "127.0.0.1:0", Name: opt.NodeName, Labels: opt.NodeLabels},
+	}
+	p, err := service.Start(context.Background(), cfg, quietLogger(t))
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	admin, _, err := client.AdminClient(dir, t.TempDir())
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(admin.Close)
+	c := &Cluster{t: t, DataDir: dir, Proc: p, Admin: admin}
+	c.WaitForNodes(1)
+	return c
+}
+
+// ProxyAddr is the proxy's HTTPS address.
+func (c *Cluster) ProxyAddr() string { return c.Proc.ProxyAddr() }
+
+// WaitForNodes waits until at least n nodes heartbeat.
+func (c *Cluster) WaitForNodes(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		nodes, err := c.Admin.ListNodes(context.Background(), nil)
+		if err == nil && len(nodes) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("waiting for %d nodes: got %d (err %v)", n, len(nodes), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Result is the outcome of a CLI run.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// Warden runs the warden CLI in-process with this cluster's data dir and the
+// given profile home. stdin may be nil.
+func (c *Cluster) Warden(home string, stdin io.Reader, args ...string) Result {
+	c.t.Helper()
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	var out, errb bytes.Buffer
+	full := append([]string{"--data-dir", c.DataDir, "--home", home}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := cli.RunIO(ctx, full, &cli.IO{In: stdin, Out: &out, Err: &errb})
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// User is a signed-up Warden user.
+type User struct {
+	Name, Password, TOTPSecret string
+	// next is the next TOTP time step to use; steps may not be reused.
+	next int64
+}
+
+// NextOTP returns a fresh TOTP code. The server accepts the current step
+// ±1 and never the same step twice, so each call moves one step forward;
+// up to three logins per 30 s window work without waiting.
+func (u *User) NextOTP(t testing.TB) string {
+	t.Helper()
+	now := identity.TOTPStep(time.Now())
+	if u.next < now-1 {
+		u.next = now - 1
+	}
+	for u.next > now+1 {
+		time.Sleep(time.Second)
+		now = identity.TOTPStep(time.Now())
+	}
+	code, err := identity.TOTPCode(u.TOTPSecret, time.Unix(u.next*30, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.next++
+	return code
+}
+
+// AddUser creates a user through the admin API and completes the signup
+// through the API, returning its credentials.
+func (c *Cluster) AddUser(name string, roles, logins []string) *User {
+	c.t.Helper()
+	ctx := context.Background()
+	inv, err := c.Admin.CreateUser(ctx, auth.CreateUserRequest{Name: name, Roles: roles, Logins: logins})
+	if err != nil {
+		c.t.Fatalf("create user %s: %v", name, err)
+	}
+	ch, err := c.Admin.BeginSignup(ctx, inv.Token)
+	if err != nil {
+		c.t.Fatalf("begin signup: %v", err)
+	}
+	u := &User{Name: name, Password: "correct horse battery " + name, TOTPSecret: ch.Secret}
+	if err := c.Admin.CompleteSignup(ctx, inv.Token, u.Password, u.NextOTP(c.t)); err != nil {
+		c.t.Fatalf("complete signup: %v", err)
+	}
+	return u
+}
+
+// Login logs u in with the CLI into a new profile directory and returns it.
+func (c *Cluster) Login(u *User, extra ...string) string {
+	c.t.Helper()
+	home := c.t.TempDir()
+	args := append([]string{"login", "--proxy", c.ProxyAddr(), "--user", u.Name, "--password-stdin", "--otp", u.NextOTP(c.t)}, extra...)
+	res := c.Warden(home, strings.NewReader(u.Password+"\n"), args...)
+	if res.Code != 0 {
+		c.t.Fatalf("warden login: code %d\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+	}
+	return home
+}
+
+// SSHConfig writes `warden config ssh` output for a profile and returns the
+// file path for `ssh -F`.
+func (c *Cluster) SSHConfig(home string) string {
+	c.t.Helper()
+	res := c.Warden(home, nil, "config", "ssh")
+	if res.Code != 0 {
+		c.t.Fatalf("warden config ssh: %s", res.Stderr)
+	}
+	path := filepath.Join(home, "ssh_config")
+	if err := os.WriteFile(path, []byte(res.Stdout), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	return path
+}
+
+// EnsureOSUser creates a local OS user (tests run as root) if missing.
+func EnsureOSUser(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.Command("id", name).Output(); err == nil {
+		return
+	}
+	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s (tests must run as root): %v: %s", name, err, out)
+	}
+}
+
+// Run runs an external command with a timeout and returns its result.
+func Run(t testing.TB, stdin io.Reader, name string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run %s: %v", name, err)
+		}
+		code = ee.ExitCode()
+	}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// String formats a result for failure messages.
+func (r Result) String() string {
+	return fmt.Sprintf("code=%d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+}

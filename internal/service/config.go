@@ -1,0 +1,161 @@
+// Package service wires Warden's services (auth, proxy, node) together for
+// `warden start`: configuration, listeners, identities on disk and the
+// background loops (heartbeats, watches, renewals).
+package service
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Service names.
+const (
+	Auth  = "auth"
+	Proxy = "proxy"
+	Node  = "node"
+)
+
+// Config is the `warden start` configuration (YAML file and flags).
+type Config struct {
+	ClusterName string   `yaml:"cluster_name"`
+	DataDir     string   `yaml:"data_dir"`
+	Services    []string `yaml:"services"`
+	LogLevel    string   `yaml:"log_level"`
+	Auth        AuthConfig
+	Proxy       ProxyConfig
+	Node        NodeConfig
+}
+
+// AuthConfig configures the auth service.
+type AuthConfig struct {
+	// DefaultTTL is the user certificate TTL when none is requested.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+}
+
+// ProxyConfig configures the proxy (HTTPS API and, later, SSH entry point).
+type ProxyConfig struct {
+	// Listen is the HTTPS address.
+	Listen string `yaml:"listen"`
+	// PublicAddr is what users and nodes use to reach the proxy; defaults to
+	// Listen.
+	PublicAddr string `yaml:"public_addr"`
+}
+
+// NodeConfig configures the node agent.
+type NodeConfig struct {
+	// Listen is the SSH address of the node.
+	Listen string `yaml:"listen"`
+	// AdvertiseAddr is the address clients dial; defaults to Listen.
+	AdvertiseAddr string `yaml:"advertise_addr"`
+	// Name defaults to the host name.
+	Name   string            `yaml:"name"`
+	Labels map[string]string `yaml:"labels"`
+	// ProxyAddr is the proxy to join and report to (not needed when the
+	// node runs with auth and proxy in one process).
+	ProxyAddr string `yaml:"proxy"`
+	// Token is the join token (first start only).
+	Token string `yaml:"token"`
+	// CAPin is the expected "sha256:..." fingerprint of the cluster TLS CA.
+	CAPin string `yaml:"ca_pin"`
+	// Insecure skips CA pinning on join (tests only).
+	Insecure bool `yaml:"insecure"`
+}
+
+// Defaults.
+const (
+	DefaultProxyListen = "127.0.0.1:3080"
+	DefaultNodeListen  = "127.0.0.1:3022"
+)
+
+// DefaultDataDir is /var/lib/warden for root, else ~/.local/share/warden.
+// WARDEN_DATA_DIR overrides both.
+func DefaultDataDir() string {
+	if d := os.Getenv("WARDEN_DATA_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/warden"
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "warden-data"
+	}
+	return filepath.Join(home, ".local", "share", "warden")
+}
+
+// LoadConfig reads a YAML config file strictly (unknown fields are errors).
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// CheckAndSetDefaults validates the configuration and fills defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.ClusterName == "" {
+		c.ClusterName = "warden"
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir()
+	}
+	if len(c.Services) == 0 {
+		c.Services = []string{Auth, Proxy, Node}
+	}
+	for _, s := range c.Services {
+		if s != Auth && s != Proxy && s != Node {
+			return fmt.Errorf("unknown service %q (choose from auth, proxy, node)", s)
+		}
+	}
+	if c.Has(Proxy) != c.Has(Auth) {
+		return errors.New("the proxy and auth services run together in this version (--services auth,proxy[,node])")
+	}
+	if c.Proxy.Listen == "" {
+		c.Proxy.Listen = DefaultProxyListen
+	}
+	if c.Proxy.PublicAddr == "" {
+		c.Proxy.PublicAddr = c.Proxy.Listen
+	}
+	if c.Node.Listen == "" {
+		c.Node.Listen = DefaultNodeListen
+	}
+	if c.Node.AdvertiseAddr == "" {
+		c.Node.AdvertiseAddr = c.Node.Listen
+	}
+	if c.Node.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		c.Node.Name = h
+	}
+	if c.Has(Node) && !c.Has(Auth) {
+		if c.Node.ProxyAddr == "" {
+			return errors.New("a node that runs without auth needs --proxy host:port")
+		}
+	}
+	for _, a := range []string{c.Proxy.Listen, c.Node.Listen} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("listen address %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// Has reports whether service s is enabled.
+func (c *Config) Has(s string) bool { return slices.Contains(c.Services, s) }

@@ -1,0 +1,346 @@
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/node"
+)
+
+// NodeAgentConfig configures a node agent.
+type NodeAgentConfig struct {
+	NodeConfig
+	// DataDir holds the node identity.
+	DataDir string
+	Logger  *slog.Logger
+	// LocalAuth, when set, provides a join token and CA pin from an
+	// in-process auth service (all-in-one mode).
+	LocalAuth func(ctx context.Context) (token, caPin string, err error)
+	// HeartbeatInterval defaults to 10s.
+	HeartbeatInterval time.Duration
+}
+
+// NodeAgent is a joined node: its SSH server plus the loops that keep it in
+// touch with auth (heartbeats, role watch, certificate renewal, audit).
+type NodeAgent struct {
+	cfg     NodeAgentConfig
+	log     *slog.Logger
+	idPath  string
+	mu      sync.Mutex
+	id      *IdentityFile
+	tlsCert atomic.Pointer[tls.Certificate]
+	userCAs atomic.Pointer[[]ssh.PublicKey]
+	host    *swapSigner
+	client  *api.Client
+	roles   *roleWatcher
+	events  *eventForwarder
+	srv     *node.Server
+	ln      net.Listener
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// StartNode joins (first start) or loads the node identity and serves SSH.
+func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	a := &NodeAgent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json")}
+	id, err := ReadIdentityFile(a.idPath)
+	switch {
+	case err == nil:
+		a.log.Info("loaded node identity", "node_id", id.NodeID)
+	case errors.Is(err, os.ErrNotExist):
+		if id, err = a.join(ctx); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	if err := a.setIdentity(id); err != nil {
+		return nil, err
+	}
+	pool, err := id.RootCAs()
+	if err != nil {
+		return nil, err
+	}
+	a.client, err = api.NewClient(api.ClientConfig{Addr: a.proxyAddr(), RootCAs: pool,
+		GetCertificate: func() (*tls.Certificate, error) { return a.tlsCert.Load(), nil }})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancel = cancel
+	a.roles = newRoleWatcher(a.client, a.log)
+	a.events = newEventForwarder(a.client, a.log)
+	a.wg.Add(3)
+	go func() { defer a.wg.Done(); a.roles.run(runCtx) }()
+	go func() { defer a.wg.Done(); a.events.run(runCtx) }()
+	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
+	// Give the role watch a moment so the first connections are not refused
+	// for want of role definitions.
+	a.roles.waitSynced(ctx, 10*time.Second)
+
+	a.srv, err = node.New(node.Config{
+		HostSigners: []ssh.Signer{a.host},
+		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
+		Authorizer:  &authorizer{nodeName: id.nodeName(), nodeID: id.NodeID, labels: a.labels, roles: a.roles},
+		Audit:       a.events,
+		NodeName:    id.nodeName(),
+		NodeID:      id.NodeID,
+		Logger:      a.log,
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("node listen: %w", err)
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.srv.Serve(a.ln); err != nil {
+			a.log.Error("node ssh server stopped", "err", err)
+		}
+	}()
+	if err := a.heartbeat(ctx); err != nil {
+		a.log.Warn("first heartbeat failed; retrying in the background", "err", err)
+	}
+	a.log.Info("node is serving SSH", "addr", a.ln.Addr().String(), "name", id.nodeName(), "node_id", id.NodeID)
+	return a, nil
+}
+
+func (f *IdentityFile) nodeName() string {
+	if f.NodeName != "" {
+		return f.NodeName
+	}
+	return f.NodeID
+}
+
+func (a *NodeAgent) proxyAddr() string {
+	if a.cfg.ProxyAddr != "" {
+		return a.cfg.ProxyAddr
+	}
+	return a.id.ProxyAddr
+}
+
+func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
+	token, pin := a.cfg.Token, a.cfg.CAPin
+	if token == "" && a.cfg.LocalAuth != nil {
+		var err error
+		if token, pin, err = a.cfg.LocalAuth(ctx); err != nil {
+			return nil, fmt.Errorf("local join: %w", err)
+		}
+	}
+	if token == "" {
+		return nil, errors.New("this node has not joined a cluster yet: pass --token (an admin creates one with: warden tokens add --type node)")
+	}
+	if pin == "" && !a.cfg.Insecure {
+		return nil, errors.New("joining needs --ca-pin sha256:... (printed by warden tokens add) so the node knows it talks to the right cluster")
+	}
+	probe, err := api.NewClient(api.ClientConfig{Addr: a.cfg.ProxyAddr, Insecure: true})
+	if err != nil {
+		return nil, err
+	}
+	defer probe.Close()
+	ping, err := probe.Ping(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if pin != "" && !strings.EqualFold(ping.TLSCAFingerprint, pin) {
+		return nil, fmt.Errorf("the proxy at %s presented CA %s, which does not match --ca-pin %s: refusing to join", a.cfg.ProxyAddr, ping.TLSCAFingerprint, pin)
+	}
+	tmp := &IdentityFile{TLSCA: ping.TLSCA}
+	pool, err := tmp.RootCAs()
+	if err != nil {
+		return nil, err
+	}
+	c, err := api.NewClient(api.ClientConfig{Addr: a.cfg.ProxyAddr, RootCAs: pool})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	keyPEM, priv, err := NewPrivateKey()
+	if err != nil {
+		return nil, err
+	}
+	sshPub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = a.cfg.Name
+	}
+	resp, err := c.JoinNode(ctx, auth.JoinRequest{Token: token, Name: a.cfg.Name, Hostname: host,
+		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))})
+	if err != nil {
+		return nil, fmt.Errorf("join cluster: %w", err)
+	}
+	id := &IdentityFile{Kind: "node", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
+		PrivateKey: keyPEM, SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA,
+		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}
+	if err := id.Write(a.idPath); err != nil {
+		return nil, fmt.Errorf("save node identity: %w", err)
+	}
+	a.log.Info("joined cluster", "cluster", resp.Cluster, "node_id", resp.NodeID)
+	return id, nil
+}
+
+func (a *NodeAgent) setIdentity(id *IdentityFile) error {
+	signer, _, err := id.CertSigner()
+	if err != nil {
+		return err
+	}
+	tc, err := id.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	cas, err := ParseAuthorizedKeys(id.UserCAs)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.host == nil {
+		if a.host, err = newSwapSigner(signer); err != nil {
+			return err
+		}
+	} else if err := a.host.set(signer); err != nil {
+		return err
+	}
+	a.id = id
+	a.tlsCert.Store(tc)
+	a.userCAs.Store(&cas)
+	return nil
+}
+
+func (a *NodeAgent) labels() map[string]string { return a.cfg.Labels }
+
+func (a *NodeAgent) heartbeat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr := a.cfg.AdvertiseAddr
+	if a.ln != nil {
+		addr = advertise(addr, a.ln.Addr())
+	}
+	return a.client.Heartbeat(ctx, auth.Heartbeat{Addr: addr, Labels: a.labels(), Version: api.Version})
+}
+
+// advertise replaces an unspecified host or port 0 with what the listener got.
+func advertise(configured string, actual net.Addr) string {
+	host, port, err := net.SplitHostPort(configured)
+	if err != nil {
+		return actual.String()
+	}
+	_, aport, _ := net.SplitHostPort(actual.String())
+	if port == "0" {
+		port = aport
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// maintain sends heartbeats and renews certificates before they expire.
+func (a *NodeAgent) maintain(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := a.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+		if err := a.renewIfDue(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("certificate renewal failed", "err", err)
+		}
+	}
+}
+
+func (a *NodeAgent) renewIfDue(ctx context.Context) error {
+	a.mu.Lock()
+	id := a.id
+	a.mu.Unlock()
+	_, cert, err := id.CertSigner()
+	if err != nil {
+		return err
+	}
+	start, end := time.Unix(int64(cert.ValidAfter), 0), time.Unix(int64(cert.ValidBefore), 0)
+	// Renew in the last third of the lifetime, with jitter so a fleet does
+	// not renew at the same second.
+	due := end.Add(-end.Sub(start) / 3).Add(-time.Duration(rand.Int64N(int64(time.Minute))))
+	if time.Now().Before(due) {
+		return nil
+	}
+	signer, _, err := id.Signer()
+	if err != nil {
+		return err
+	}
+	certs, err := a.client.RenewNodeCerts(ctx, string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	if err != nil {
+		return err
+	}
+	next := *id
+	next.SSHCert, next.TLSCert, next.TLSCA = certs.SSHCert, certs.TLSCert, certs.TLSCA
+	next.HostCAs, next.UserCAs = certs.HostCAs, certs.UserCAs
+	if err := next.Write(a.idPath); err != nil {
+		return err
+	}
+	a.log.Info("renewed node certificates", "expires", certs.Expires)
+	return a.setIdentity(&next)
+}
+
+// Addr returns the node's SSH address.
+func (a *NodeAgent) Addr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+// ID returns the node id.
+func (a *NodeAgent) ID() string { return a.id.NodeID }
+
+// Close stops the node.
+func (a *NodeAgent) Close() error {
+	if a.srv != nil {
+		a.srv.Close()
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.wg.Wait()
+	if a.events != nil {
+		a.events.flush(context.Background())
+	}
+	if a.client != nil {
+		a.client.Close()
+	}
+	return nil
+}

@@ -1,0 +1,240 @@
+package service
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/storage/sqlite"
+)
+
+// Process is a running `warden start`.
+type Process struct {
+	cfg      *Config
+	log      *slog.Logger
+	backend  *sqlite.Backend
+	auth     *auth.Server
+	http     *http.Server
+	proxyLn  net.Listener
+	node     *NodeAgent
+	wg       sync.WaitGroup
+	errc     chan error
+	closeOne sync.Once
+	// base is the context of every API request; cancelled on Close so that
+	// long-lived watch streams end and Shutdown does not wait for them.
+	base       context.Context
+	cancelBase context.CancelFunc
+}
+
+// AdminIdentityPath is where the auth service writes the local admin
+// identity used by admin commands on the same machine.
+func AdminIdentityPath(dataDir string) string { return filepath.Join(dataDir, "admin-identity.json") }
+
+// Start starts the configured services and returns once they serve.
+func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	p := &Process{cfg: cfg, log: log, errc: make(chan error, 4)}
+	p.base, p.cancelBase = context.WithCancel(context.WithoutCancel(ctx))
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+	if cfg.Has(Auth) {
+		if err := p.startAuth(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Has(Node) {
+		ncfg := cfg.Node
+		if cfg.Has(Auth) && ncfg.ProxyAddr == "" {
+			ncfg.ProxyAddr = p.ProxyAddr()
+		}
+		agent, err := StartNode(ctx, NodeAgentConfig{
+			NodeConfig: ncfg,
+			DataDir:    filepath.Join(cfg.DataDir, "node"),
+			Logger:     log.With("service", "node"),
+			LocalAuth:  p.localJoin,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.node = agent
+	}
+	ok = true
+	return p, nil
+}
+
+func (p *Process) startAuth(ctx context.Context) error {
+	b, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(p.cfg.DataDir, "warden.db"), Logger: p.log})
+	if err != nil {
+		return fmt.Errorf("open storage: %w", err)
+	}
+	p.backend = b
+	ln, err := net.Listen("tcp", p.cfg.Proxy.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy listen: %w", err)
+	}
+	p.proxyLn = ln
+	public := p.cfg.Proxy.PublicAddr
+	if _, port, _ := net.SplitHostPort(public); port == "0" {
+		public = ln.Addr().String()
+	}
+	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: b.AuditLog(),
+		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL})
+	if err != nil {
+		return err
+	}
+	p.auth = a
+	tlsCfg, err := p.serverTLS(public)
+	if err != nil {
+		return err
+	}
+	p.http = &http.Server{
+		Handler:           api.NewHandler(a, p.log.With("service", "api")),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return p.base },
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := p.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.errc <- fmt.Errorf("proxy: %w", err)
+		}
+	}()
+	return p.writeAdminIdentity(public)
+}
+
+// serverTLS issues a fresh server certificate for this process from the
+// cluster TLS CA; client certificates are verified when presented.
+func (p *Process) serverTLS(public string) (*tls.Config, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	names := []string{"localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if h, err := os.Hostname(); err == nil {
+		names = append(names, h)
+	}
+	for _, addr := range []string{public, p.cfg.Proxy.Listen} {
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip != nil {
+			ips = append(ips, ip)
+		} else if host != "" {
+			names = append(names, host)
+		}
+	}
+	der, err := p.auth.Authority().IssueTLSServer(&key.PublicKey, names, ips, 365*24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("issue proxy tls certificate: %w", err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    p.auth.Authority().CertPool(),
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
+}
+
+func (p *Process) writeAdminIdentity(public string) error {
+	keyPEM, priv, err := NewPrivateKey()
+	if err != nil {
+		return err
+	}
+	der, err := p.auth.IssueAdminIdentity(priv.Public(), 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	f := &IdentityFile{Kind: "admin", ProxyAddr: public, Cluster: p.cfg.ClusterName, PrivateKey: keyPEM,
+		TLSCert: pemCert(der), TLSCA: string(p.auth.Authority().TLSCAPEM())}
+	return f.Write(AdminIdentityPath(p.cfg.DataDir))
+}
+
+// localJoin creates a single-use join token for the in-process node.
+func (p *Process) localJoin(ctx context.Context) (token, caPin string, err error) {
+	if p.auth == nil {
+		return "", "", errors.New("no local auth service")
+	}
+	tok, err := p.auth.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: 5 * time.Minute})
+	if err != nil {
+		return "", "", err
+	}
+	return tok.Token, api.Fingerprint(p.auth.Authority().TLSCACert().Raw), nil
+}
+
+// Auth returns the in-process auth server (nil if not running).
+func (p *Process) Auth() *auth.Server { return p.auth }
+
+// ProxyAddr returns the proxy's listening address.
+func (p *Process) ProxyAddr() string {
+	if p.proxyLn == nil {
+		return ""
+	}
+	return p.proxyLn.Addr().String()
+}
+
+// Node returns the node agent (nil if not running).
+func (p *Process) Node() *NodeAgent { return p.node }
+
+// Wait blocks until ctx ends or a service fails.
+func (p *Process) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-p.errc:
+		return err
+	}
+}
+
+// Close stops every service.
+func (p *Process) Close() error {
+	p.closeOne.Do(func() {
+		if p.node != nil {
+			p.node.Close()
+		}
+		p.cancelBase()
+		if p.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = p.http.Shutdown(ctx)
+			cancel()
+		} else if p.proxyLn != nil {
+			p.proxyLn.Close()
+		}
+		p.wg.Wait()
+		if p.auth != nil {
+			p.auth.Close()
+		}
+		if p.backend != nil {
+			p.backend.Close()
+		}
+	})
+	return nil
+}
