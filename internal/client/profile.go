@@ -232,4 +232,3 @@ func certPool(pemData string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
-

@@ -306,4 +306,3 @@ func issueWithAuthority(t *testing.T, c *Cluster, keyPath, login string, ttl tim
 	}
 	return writeCert(t, cert)
 }
-

@@ -9,7 +9,9 @@ import (
 
 // swapSigner is an ssh.Signer whose certificate can be replaced at run time
 // (host certificate renewal) without restarting the SSH server.
-type swapSigner struct{ cur atomic.Pointer[ssh.MultiAlgorithmSigner] }
+type swapSigner struct {
+	cur atomic.Pointer[ssh.MultiAlgorithmSigner]
+}
 
 func newSwapSigner(s ssh.Signer) (*swapSigner, error) {
 	w := &swapSigner{}
