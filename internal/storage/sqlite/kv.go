@@ -22,9 +22,7 @@ func (b *Backend) Get(ctx context.Context, key string) (storage.Item, error) {
 	if b.closed() {
 		return storage.Item{}, fmt.Errorf("get %q: %w", key, ErrClosed)
 	}
-	row := b.reader.QueryRowContext(ctx,
-		`SELECT key, value, revision, expires FROM kv WHERE key = ? AND `+live,
-		key, b.now().UnixNano())
+	row := b.getStmt.QueryRowContext(ctx, key, b.now().UnixNano())
 	it, err := scanItem(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return storage.Item{}, fmt.Errorf("get %q: %w", key, storage.ErrNotFound)

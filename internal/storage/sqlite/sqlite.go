@@ -57,6 +57,8 @@ type Backend struct {
 	writer *sql.DB // exactly one connection: SQLite has one writer anyway
 	reader *sql.DB // read-only pool
 
+	getStmt *sql.Stmt // prepared on reader: Get is the hottest path
+
 	// wmu serialises kv writes and the fan-out of their events, so events
 	// reach watchers in commit order.
 	wmu sync.Mutex
@@ -142,7 +144,15 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("open sqlite storage %q: %w", cfg.Path, err)
 	}
 
+	getStmt, err := reader.PrepareContext(ctx, `SELECT key, value, revision, expires FROM kv WHERE key = ? AND `+live)
+	if err != nil {
+		writer.Close()
+		reader.Close()
+		return nil, fmt.Errorf("open sqlite storage %q: prepare: %w", cfg.Path, err)
+	}
+
 	b := &Backend{
+		getStmt:  getStmt,
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "storage.sqlite"),
 		writer:   writer,
@@ -201,7 +211,7 @@ func (b *Backend) Close() error {
 			b.dropWatcherLocked(w)
 		}
 		b.watchMu.Unlock()
-		b.closeErr = errors.Join(b.reader.Close(), b.writer.Close())
+		b.closeErr = errors.Join(b.getStmt.Close(), b.reader.Close(), b.writer.Close())
 		if b.closeErr != nil {
 			b.closeErr = fmt.Errorf("close sqlite storage %q: %w", b.cfg.Path, b.closeErr)
 		}
