@@ -1,0 +1,337 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/storage/sqlite"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	t     *testing.T
+	a     *auth.Server
+	b     *sqlite.Backend
+	clock *clock
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	clk := &clock{t: time.Now().Truncate(30 * time.Second).Add(5 * time.Second)}
+	b, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "w.db"), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	a, err := auth.New(ctx, auth.Config{ClusterName: "test", Backend: b, Audit: b.AuditLog(), PublicAddr: "proxy:3080", Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return &fixture{t: t, a: a, b: b, clock: clk}
+}
+
+func pubKey(t *testing.T) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ssh.MarshalAuthorizedKey(sp))
+}
+
+// signup creates an active user and returns its TOTP secret.
+func (f *fixture) signup(name string, roles, logins []string) string {
+	f.t.Helper()
+	ctx := context.Background()
+	inv, err := f.a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: name, Roles: roles, Logins: logins})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !strings.HasPrefix(inv.URL, "https://proxy:3080/web/invite/") {
+		f.t.Fatalf("invite url %q", inv.URL)
+	}
+	ch, err := f.a.BeginSignup(ctx, inv.Token)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.a.CompleteSignup(ctx, inv.Token, "short", f.code(ch.Secret)); !errors.Is(err, auth.ErrBadRequest) {
+		f.t.Fatalf("short password accepted: %v", err)
+	}
+	if err := f.a.CompleteSignup(ctx, inv.Token, "a good long password", "000000"); !errors.Is(err, auth.ErrBadRequest) {
+		f.t.Fatalf("wrong TOTP accepted at signup: %v", err)
+	}
+	if err := f.a.CompleteSignup(ctx, inv.Token, "a good long password", f.code(ch.Secret)); err != nil {
+		f.t.Fatal(err)
+	}
+	// The invite is single use.
+	if _, err := f.a.BeginSignup(ctx, inv.Token); !errors.Is(err, auth.ErrUnauthenticated) {
+		f.t.Fatalf("used invite accepted again: %v", err)
+	}
+	f.clock.Advance(30 * time.Second) // the signup spent this TOTP step
+	return ch.Secret
+}
+
+func (f *fixture) code(secret string) string {
+	c, err := identity.TOTPCode(secret, f.clock.Now())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+func TestLoginIssuesCertificates(t *testing.T) {
+	f := newFixture(t)
+	secret := f.signup("dev", []string{"access"}, []string{"dev", "deploy"})
+	resp, err := f.a.Login(context.Background(), auth.LoginRequest{User: "dev", Password: "a good long password",
+		OTP: f.code(secret), PublicKey: pubKey(t), TTL: 100 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(resp.SSHCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := pub.(*ssh.Certificate)
+	id, err := ca.IdentityFromSSHCert(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Username != "dev" || strings.Join(id.Roles, ",") != "access" {
+		t.Fatalf("identity %+v", id)
+	}
+	if strings.Join(resp.Logins, ",") != "dev,deploy" {
+		t.Fatalf("logins %v", resp.Logins)
+	}
+	// The TTL is capped at the role's max_session_ttl (8h by default).
+	ttl := time.Unix(int64(cert.ValidBefore), 0).Sub(f.clock.Now())
+	if ttl > 8*time.Hour || ttl < 7*time.Hour {
+		t.Fatalf("ttl %s, want 8h cap", ttl)
+	}
+	if _, ok := cert.Extensions["permit-port-forwarding"]; ok {
+		t.Fatal("access role must not permit port forwarding")
+	}
+	evs, err := f.b.AuditLog().Search(context.Background(), audit.Query{Type: audit.CertIssued, User: "dev"})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("cert.issued events: %v %v", evs, err)
+	}
+}
+
+func TestLoginFailures(t *testing.T) {
+	f := newFixture(t)
+	secret := f.signup("dev", []string{"access"}, []string{"dev"})
+	ctx := context.Background()
+	login := func(user, pw, otp string) error {
+		_, err := f.a.Login(ctx, auth.LoginRequest{User: user, Password: pw, OTP: otp, PublicKey: pubKey(t)})
+		return err
+	}
+	for _, tc := range []struct {
+		name, user, pw, otp string
+	}{
+		{"unknown user", "nobody", "a good long password", f.code(secret)},
+		{"wrong password", "dev", "wrong password!!", f.code(secret)},
+		{"wrong otp", "dev", "a good long password", "123456"},
+	} {
+		if err := login(tc.user, tc.pw, tc.otp); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Errorf("%s: err = %v, want ErrUnauthenticated", tc.name, err)
+		}
+	}
+	// A good login, then the same code again is a replay.
+	code := f.code(secret)
+	if err := login("dev", "a good long password", code); err != nil {
+		t.Fatal(err)
+	}
+	if err := login("dev", "a good long password", code); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("replayed TOTP accepted: %v", err)
+	}
+	evs, _ := f.b.AuditLog().Search(ctx, audit.Query{Type: audit.UserLogin})
+	var reasons []string
+	for _, ev := range evs {
+		if !ev.Success {
+			reasons = append(reasons, ev.Error)
+		}
+	}
+	want := "unknown user|wrong password|invalid TOTP code|TOTP code replayed"
+	if strings.Join(reasons, "|") != want {
+		t.Fatalf("failure reasons %q, want %q", strings.Join(reasons, "|"), want)
+	}
+}
+
+func TestLockoutAfterRepeatedFailures(t *testing.T) {
+	f := newFixture(t)
+	secret := f.signup("dev", []string{"access"}, []string{"dev"})
+	ctx := context.Background()
+	for i := 0; i < identity.MaxFailedLogins; i++ {
+		_, _ = f.a.Login(ctx, auth.LoginRequest{User: "dev", Password: "wrong password!!", OTP: "1", PublicKey: pubKey(t)})
+	}
+	_, err := f.a.Login(ctx, auth.LoginRequest{User: "dev", Password: "a good long password", OTP: f.code(secret), PublicKey: pubKey(t)})
+	if err == nil || !strings.Contains(err.Error(), "too many failed attempts") {
+		t.Fatalf("locked account logged in: %v", err)
+	}
+	if evs, _ := f.b.AuditLog().Search(ctx, audit.Query{Type: audit.UserLocked}); len(evs) != 1 {
+		t.Fatalf("user.locked events: %d", len(evs))
+	}
+	f.clock.Advance(identity.LockoutDuration + time.Minute)
+	if _, err := f.a.Login(ctx, auth.LoginRequest{User: "dev", Password: "a good long password", OTP: f.code(secret), PublicKey: pubKey(t)}); err != nil {
+		t.Fatalf("login after lockout expired: %v", err)
+	}
+}
+
+func TestJoinTokens(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := func(token string) error {
+		_, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: token, Name: "web1", Hostname: "web1", PublicKey: pubKey(t)})
+		return err
+	}
+	if err := join("not-a-token"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("bogus token: %v", err)
+	}
+	if err := join(tok.Token); err != nil {
+		t.Fatal(err)
+	}
+	if err := join(tok.Token); !errors.Is(err, auth.ErrUnauthenticated) || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("single-use token reused: %v", err)
+	}
+	exp, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute, Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(2 * time.Minute)
+	if err := join(exp.Token); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("expired token accepted: %v", err)
+	}
+	if _, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: "bad name!", Hostname: "x", PublicKey: pubKey(t)}); !errors.Is(err, auth.ErrBadRequest) {
+		t.Fatalf("bad node name: %v", err)
+	}
+}
+
+func TestAuthorization(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	dev := auth.Caller{Kind: auth.KindUser, User: "dev", Roles: []string{"access"}}
+	auditor := auth.Caller{Kind: auth.KindUser, User: "aud", Roles: []string{"auditor"}}
+	node := auth.Caller{Kind: auth.KindNode, NodeID: "n1"}
+	if _, err := f.a.CreateUser(ctx, dev, auth.CreateUserRequest{Name: "x", Roles: []string{"admin"}}); !errors.Is(err, auth.ErrAccessDenied) {
+		t.Fatalf("access role created a user: %v", err)
+	}
+	if _, err := f.a.SearchAudit(ctx, dev, audit.Query{}); !errors.Is(err, auth.ErrAccessDenied) {
+		t.Fatalf("access role read audit: %v", err)
+	}
+	if _, err := f.a.SearchAudit(ctx, auditor, audit.Query{}); err != nil {
+		t.Fatalf("auditor cannot read audit: %v", err)
+	}
+	if _, err := f.a.CreateToken(ctx, node, auth.CreateTokenRequest{Type: "node"}); !errors.Is(err, auth.ErrAccessDenied) {
+		t.Fatalf("node created a token: %v", err)
+	}
+	if err := f.a.NodeHeartbeat(ctx, dev, auth.Heartbeat{}); !errors.Is(err, auth.ErrAccessDenied) {
+		t.Fatalf("user sent a heartbeat: %v", err)
+	}
+	if _, err := f.a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: "x", Roles: []string{"no-such-role"}}); !errors.Is(err, auth.ErrBadRequest) {
+		t.Fatalf("unknown role accepted: %v", err)
+	}
+	if err := f.a.UpsertRole(ctx, auth.AdminCaller(), &policy.Role{Kind: "role", Metadata: policy.Metadata{Name: "bad name"}}); !errors.Is(err, auth.ErrBadRequest) {
+		t.Fatalf("invalid role accepted: %v", err)
+	}
+	if _, err := f.a.GetRole(ctx, auth.AdminCaller(), "nope"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("missing role: %v", err)
+	}
+}
+
+// TestListNodesFiltersByRole checks that users see only nodes their roles
+// allow, evaluated with the current role definitions.
+func TestListNodesFiltersByRole(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	role, err := policy.ParseRoles([]byte(`
+kind: role
+metadata: {name: dev-only}
+spec:
+  allow:
+    logins: [dev]
+    node_labels: {env: dev}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.UpsertRole(ctx, auth.AdminCaller(), role[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []struct{ name, env string }{{"d1", "dev"}, {"p1", "prod"}} {
+		tok, _ := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node"})
+		resp, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: n.name, Hostname: n.name, PublicKey: pubKey(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.a.NodeHeartbeat(ctx, auth.Caller{Kind: auth.KindNode, NodeID: resp.NodeID}, auth.Heartbeat{Labels: map[string]string{"env": n.env}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	user := auth.Caller{Kind: auth.KindUser, User: "u", Roles: []string{"dev-only"}}
+	waitNodes := func(c auth.Caller, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			nodes, err := f.a.ListNodes(ctx, c, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, n := range nodes {
+				names = append(names, n.Name)
+			}
+			if strings.Join(names, ",") == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nodes = %v, want %s", names, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitNodes(user, "d1")
+	waitNodes(auth.AdminCaller(), "d1,p1")
+	// Deleting the role takes effect for the next call.
+	if err := f.a.DeleteRole(ctx, auth.AdminCaller(), "dev-only"); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(user, "")
+	// Heartbeats expire.
+	f.clock.Advance(auth.NodeTTL + time.Second)
+	waitNodes(auth.AdminCaller(), "")
+}
