@@ -36,6 +36,12 @@ type RunOptions struct {
 // With TTY set and Stdin a terminal, the local terminal is put in raw mode
 // (restored when Run returns, also on panic or ctx cancellation), the PTY
 // gets $TERM and the terminal's size, and size changes are forwarded.
+//
+// When ctx ends, Run returns at once; the remote command may keep running
+// until the server stops it or the client is closed. Stdin is copied by a
+// goroutine that can stay blocked in a read of a terminal until the next
+// keystroke after Run returns; the CLI exits right after, so this only
+// matters to callers that read the same stdin afterwards.
 func Run(ctx context.Context, client *ssh.Client, opt RunOptions) (exitCode int, err error) {
 	if client == nil {
 		return ExitConnectionError, errors.New("run: not connected")
