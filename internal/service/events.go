@@ -8,6 +8,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/identity"
 )
 
 // maxQueuedEvents bounds memory if auth is unreachable for long.
@@ -32,6 +33,15 @@ func newEventForwarder(c *api.Client, log *slog.Logger) *eventForwarder {
 func (f *eventForwarder) Emit(_ context.Context, ev audit.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
+	}
+	if ev.ID == "" {
+		// Retries after a lost response must not duplicate the event: auth
+		// stores each id once.
+		id, err := identity.NewToken()
+		if err != nil {
+			return err
+		}
+		ev.ID = id[:32]
 	}
 	f.mu.Lock()
 	if len(f.queue) >= maxQueuedEvents {

@@ -90,7 +90,8 @@ func (a *AuditLog) insert(ctx context.Context, evs []audit.Event) ([]audit.Event
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
-		(id, time, event, user, node, session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		(id, time, event, user, node, session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO NOTHING`)
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: prepare: %w", err)
 	}
@@ -100,6 +101,14 @@ func (a *AuditLog) insert(ctx context.Context, evs []audit.Event) ([]audit.Event
 		res, err := stmt.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID, string(bodies[i]))
 		if err != nil {
 			return nil, fmt.Errorf("emit audit event %q id %q: %w", ev.Event, ev.ID, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			// A retried delivery of an event already stored (same id):
+			// idempotent, the first copy stays.
+			if err := tx.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE id = ?`, ev.ID).Scan(&ev.Seq); err != nil {
+				return nil, fmt.Errorf("emit audit event %q id %q: existing seq: %w", ev.Event, ev.ID, err)
+			}
+			continue
 		}
 		if ev.Seq, err = res.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("emit audit event %q id %q: seq: %w", ev.Event, ev.ID, err)

@@ -44,10 +44,8 @@ func TestAuditEmitFillsFields(t *testing.T) {
 	if second.ID != "my-id" || !second.Time.Equal(own) || second.Time.Location() != time.UTC || second.Seq <= got.Seq {
 		t.Errorf("second event = %+v", second)
 	}
-	// IDs are unique.
-	if err := log.Emit(ctx, audit.Event{Event: audit.Exec, ID: "my-id"}); err == nil {
-		t.Error("Emit with a duplicate ID succeeded")
-	}
+	// IDs are unique: a second event with the same ID is a retried
+	// delivery and is not stored again (see TestAuditEmitIsIdempotentByID).
 	if err := log.Emit(ctx, audit.Event{}); err == nil {
 		t.Error("Emit without an event name succeeded")
 	}
@@ -195,9 +193,10 @@ func TestAuditEmitBatchIsAtomic(t *testing.T) {
 	if err := log.EmitBatch(ctx, []audit.Event{{Event: audit.Exec, ID: "dup"}}); err != nil {
 		t.Fatal(err)
 	}
-	err := log.EmitBatch(ctx, []audit.Event{{Event: audit.Exec, ID: "fresh"}, {Event: audit.Exec, ID: "dup"}})
+	// One bad event fails the whole batch: nothing of it is stored.
+	err := log.EmitBatch(ctx, []audit.Event{{Event: audit.Exec, ID: "fresh"}, {ID: "nameless"}})
 	if err == nil {
-		t.Fatal("EmitBatch with a duplicate ID succeeded")
+		t.Fatal("EmitBatch with an invalid event succeeded")
 	}
 	got, err := log.Search(ctx, audit.Query{})
 	if err != nil {
@@ -287,5 +286,32 @@ func BenchmarkAuditSearchByUser(b *testing.B) {
 			b.Fatalf("got %d events", len(evs))
 		}
 		i++
+	}
+}
+
+func TestAuditEmitIsIdempotentByID(t *testing.T) {
+	log := openTest(t, Config{}).AuditLog()
+	ctx := context.Background()
+	ev := audit.Event{Event: "exec", ID: "retried-1", User: "dev"}
+	first, err := log.Append(ctx, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := log.Append(ctx, ev)
+	if err != nil {
+		t.Fatalf("retried event refused: %v", err)
+	}
+	if again.Seq != first.Seq {
+		t.Fatalf("retry got seq %d, first %d", again.Seq, first.Seq)
+	}
+	if err := log.EmitBatch(ctx, []audit.Event{ev, {Event: "exec", ID: "retried-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := log.Search(ctx, audit.Query{Type: "exec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 {
+		t.Fatalf("got %d events, want 2 (no duplicates)", len(evs))
 	}
 }
