@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"golang.org/x/crypto/ssh"
+)
+
+// conn is one authenticated SSH connection.
+type conn struct {
+	srv    *Server
+	sconn  *ssh.ServerConn
+	auth   *authInfo
+	cancel context.CancelFunc // ends the connection
+
+	wg sync.WaitGroup // channel and forwarding goroutines
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	forwards int                     // open direct-tcpip channels
+	remotes  map[string]net.Listener // tcpip-forward listeners by "addr:port"
+	expired  bool
+}
+
+func (c *conn) close() { c.cancel() }
+
+func (c *conn) log() *slog.Logger {
+	return c.srv.log.With(slog.String("user", c.auth.perms.User), slog.String("login", c.auth.login),
+		slog.String("remote_addr", addrString(c.sconn.RemoteAddr())))
+}
+
+// event returns an audit event with the connection's identity filled in.
+func (c *conn) event(name string) audit.Event {
+	return audit.Event{
+		Event:      name,
+		User:       c.auth.perms.User,
+		Login:      c.auth.login,
+		RemoteAddr: addrString(c.sconn.RemoteAddr()),
+		Success:    true,
+	}
+}
+
+func (c *conn) serve(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	defer c.sconn.Close()
+	if !c.auth.expires.IsZero() {
+		d := c.auth.expires.Sub(c.srv.cfg.Now())
+		t := time.AfterFunc(max(d, 0), c.expire)
+		defer t.Stop()
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.handleGlobalRequests(ctx, reqs)
+	}()
+	for nc := range chans {
+		switch nc.ChannelType() {
+		case "session":
+			c.openSession(ctx, nc)
+		case "direct-tcpip":
+			c.openDirectTCPIP(ctx, nc)
+		default:
+			_ = nc.Reject(ssh.UnknownChannelType, "unsupported channel type")
+		}
+	}
+	// The connection is gone: stop everything that belongs to it.
+	c.cancel()
+	c.closeRemoteForwards(ctx)
+	c.wg.Wait()
+}
+
+func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
+	c.mu.Lock()
+	if len(c.sessions) >= c.srv.cfg.MaxSessionsPerConn {
+		c.mu.Unlock()
+		_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many sessions on this connection (max %d)", c.srv.cfg.MaxSessionsPerConn))
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		c.mu.Unlock()
+		return
+	}
+	s := newSession(c, ch)
+	c.sessions[s] = struct{}{}
+	c.mu.Unlock()
+	c.srv.sessions.Add(1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.srv.sessions.Add(-1)
+		defer func() {
+			c.mu.Lock()
+			delete(c.sessions, s)
+			c.mu.Unlock()
+		}()
+		s.serve(ctx, reqs)
+	}()
+}
+
+// expire ends the connection because the certificate (or the authorization)
+// expired, telling every session why.
+func (c *conn) expire() {
+	c.mu.Lock()
+	c.expired = true
+	sessions := make([]*session, 0, len(c.sessions))
+	for s := range c.sessions {
+		sessions = append(sessions, s)
+	}
+	c.mu.Unlock()
+	c.log().Info("certificate expired; closing connection")
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Go(func() { s.notify("your certificate expired; closing the connection") })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		// A client that stopped reading will not block the close.
+	}
+	c.sconn.Close()
+	c.cancel()
+}
+
+func (c *conn) isExpired() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expired
+}
+
+func (c *conn) handleGlobalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		switch req.Type {
+		case "tcpip-forward":
+			c.handleTCPIPForward(ctx, req)
+		case "cancel-tcpip-forward":
+			c.handleCancelTCPIPForward(ctx, req)
+		default:
+			// keepalive@openssh.com, no-more-sessions@openssh.com,
+			// hostkeys-prove-00@openssh.com ...: not supported.
+			if req.WantReply {
+				_ = req.Reply(false, nil)
+			}
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"golang.org/x/crypto/ssh"
+)
+
+// Session kinds, as reported in audit events.
+const (
+	kindShell     = "shell"
+	kindExec      = "exec"
+	kindSubsystem = "subsystem"
+)
+
+// session is one "session" channel.
+type session struct {
+	c  *conn
+	ch ssh.Channel
+	id string
+
+	wg sync.WaitGroup // goroutines to wait for before the session ends
+
+	mu      sync.Mutex
+	env     []string
+	pty     *ptyRequest
+	proc    *proc
+	started bool
+}
+
+func newSession(c *conn, ch ssh.Channel) *session {
+	return &session{c: c, ch: ch, id: newID()}
+}
+
+// serve handles channel requests until the channel closes, then ends
+// whatever still runs.
+func (s *session) serve(ctx context.Context, reqs <-chan *ssh.Request) {
+	ctx, cancel := context.WithCancel(ctx)
+	for req := range reqs {
+		ok, begin := s.handle(ctx, req)
+		if req.WantReply {
+			_ = req.Reply(ok, nil)
+		}
+		if begin != nil {
+			// Only after the reply: the process may finish (and close the
+			// channel) at once.
+			s.wg.Go(func() { begin(ctx) })
+		}
+	}
+	cancel()
+	s.wg.Wait()
+	s.ch.Close()
+}
+
+func (s *session) log() *slog.Logger {
+	return s.c.log().With(slog.String("session_id", s.id))
+}
+
+// event returns an audit event for this session.
+func (s *session) event(name string) audit.Event {
+	ev := s.c.event(name)
+	ev.SessionID = s.id
+	return ev
+}
+
+// notify writes a message to the client's stderr.
+func (s *session) notify(msg string) {
+	_, _ = s.ch.Stderr().Write([]byte("\r\nwarden: " + msg + "\r\n"))
+}
+
+// handle processes one channel request. A non-nil begin runs the started
+// process once the request is acknowledged.
+func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin func(context.Context)) {
+	perms := &s.c.auth.perms
+	switch req.Type {
+	case "pty-req":
+		if !perms.PTY {
+			s.notify("a terminal (PTY) is not allowed by your roles")
+			return false, nil
+		}
+		r, err := parsePtyRequest(req.Payload)
+		if err != nil {
+			s.log().Debug("bad pty-req", slog.Any("err", err))
+			return false, nil
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.started || s.pty != nil {
+			return false, nil
+		}
+		s.pty = &r
+		return true, nil
+	case "env":
+		e, err := parseEnv(req.Payload)
+		if err != nil {
+			return false, nil
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.started || len(s.env) >= maxEnvVars {
+			return false, nil
+		}
+		s.env = append(s.env, e.Name+"="+e.Value)
+		return true, nil
+	case "window-change":
+		w, err := parseWindowChange(req.Payload)
+		if err != nil {
+			return false, nil
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.pty != nil {
+			s.pty.Columns, s.pty.Rows, s.pty.WidthPx, s.pty.HeightPx = w.Columns, w.Rows, w.WidthPx, w.HeightPx
+		}
+		if s.proc != nil {
+			return s.proc.setSize(w) == nil, nil
+		}
+		return true, nil
+	case "signal":
+		sig, err := parseSignal(req.Payload)
+		if err != nil {
+			return false, nil
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.proc == nil {
+			return false, nil
+		}
+		return s.proc.signal(sig) == nil, nil
+	case "shell":
+		return s.start(ctx, kindShell, "")
+	case "exec":
+		cmd, err := parseExec(req.Payload)
+		if err != nil {
+			s.notify("invalid command")
+			return false, nil
+		}
+		if !perms.FileTransfer && isFileTransferCommand(cmd) {
+			return s.refuse(ctx, "file transfer (scp/sftp) is not allowed by your roles")
+		}
+		return s.start(ctx, kindExec, cmd)
+	case "subsystem":
+		name, err := parseSubsystem(req.Payload)
+		if err != nil {
+			return false, nil
+		}
+		if name != "sftp" {
+			return s.refuse(ctx, fmt.Sprintf("subsystem %q is not supported", name))
+		}
+		if !perms.FileTransfer {
+			return s.refuse(ctx, "file transfer (scp/sftp) is not allowed by your roles")
+		}
+		return s.startSFTP(ctx)
+	case "auth-agent-req@openssh.com":
+		// Agent forwarding is not implemented yet; refusing is always safe.
+		return false, nil
+	default:
+		// x11-req, keepalive@openssh.com, ...
+		return false, nil
+	}
+}
+
+// refuse accepts a start request and then fails it with msg on stderr and
+// exit status 1. OpenSSH clients exit at once on a failed exec or
+// subsystem request without showing stderr, so a reply of false would hide
+// the reason.
+func (s *session) refuse(ctx context.Context, msg string) (bool, func(context.Context)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return false, nil
+	}
+	s.started = true
+	s.log().Info("request refused", slog.String("reason", msg))
+	return true, func(context.Context) {
+		_, _ = s.ch.Stderr().Write([]byte("warden: " + msg + "\n"))
+		_ = s.ch.CloseWrite()
+		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: 1}))
+		_ = s.ch.Close()
+	}
+}
+
+// isFileTransferCommand reports whether an exec command is the server side
+// of a legacy file transfer (scp -t/-f, rsync --server, sftp-server).
+func isFileTransferCommand(cmd string) bool {
+	fields := strings.Fields(cmd)
+	if len(fields) == 0 {
+		return false
+	}
+	switch filepath.Base(fields[0]) {
+	case "scp":
+		for _, f := range fields[1:] {
+			if strings.HasPrefix(f, "-") && !strings.HasPrefix(f, "--") && strings.ContainsAny(f, "tf") {
+				return true
+			}
+		}
+	case "rsync":
+		return strings.Contains(cmd, "--server")
+	case "sftp-server":
+		return true
+	}
+	return false
+}
+
+// sshEnv is SSH_CLIENT and SSH_CONNECTION like sshd sets them.
+func (s *session) sshEnv() []string {
+	rh, rp := splitAddr(s.c.sconn.RemoteAddr())
+	lh, lp := splitAddr(s.c.sconn.LocalAddr())
+	return []string{
+		fmt.Sprintf("SSH_CLIENT=%s %s %s", rh, rp, lp),
+		fmt.Sprintf("SSH_CONNECTION=%s %s %s %s", rh, rp, lh, lp),
+	}
+}
+
+func splitAddr(a net.Addr) (host, port string) {
+	host, port, err := net.SplitHostPort(addrString(a))
+	if err != nil {
+		return "UNKNOWN", "0"
+	}
+	return host, port
+}
+
+// start runs the login shell (command == "") or command via the shell.
+func (s *session) start(ctx context.Context, kind, command string) (bool, func(context.Context)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return false, nil
+	}
+	if s.c.isExpired() {
+		return false, nil
+	}
+	s.started = true
+	u := s.c.auth.user
+	env := append(u.baseEnv(), s.sshEnv()...)
+	hasTerm := false
+	for _, e := range s.env {
+		hasTerm = hasTerm || strings.HasPrefix(e, "TERM=")
+	}
+	env = append(env, s.env...)
+	if s.pty != nil && !hasTerm && s.pty.Term != "" {
+		env = append(env, "TERM="+s.pty.Term)
+	}
+	spec := procSpec{path: u.Shell, env: env, dir: u.workDir(), user: u, pty: s.pty}
+	if kind == kindShell {
+		spec.argv = []string{shellArgv0(u.Shell)}
+	} else {
+		spec.argv = []string{filepath.Base(u.Shell), "-c", command}
+	}
+	p, err := s.c.srv.startProc(spec)
+	if err != nil {
+		s.log().Error("start session process", slog.String("kind", kind), slog.Any("err", err))
+		s.notify("could not start the session")
+		if kind == kindExec {
+			ev := s.event(audit.Exec)
+			ev.Success, ev.Error = false, "could not start process"
+			ev.Fields = map[string]any{"command": command}
+			s.c.srv.emit(ctx, ev)
+		}
+		return false, nil
+	}
+	s.proc = p
+	interactive := kind == kindShell || s.pty != nil
+	if interactive {
+		ev := s.event(audit.SessionStart)
+		ev.Fields = map[string]any{"kind": kind, "tty": s.pty != nil}
+		if command != "" {
+			ev.Fields["command"] = command
+		}
+		s.c.srv.emit(ctx, ev)
+	}
+	s.log().Info("session started", slog.String("kind", kind), slog.Bool("tty", s.pty != nil))
+	return true, func(ctx context.Context) {
+		st := p.run(ctx, ioStreams{in: s.ch, out: s.ch, errOut: s.ch.Stderr()}, &s.wg)
+		code := s.finish(st)
+		if kind == kindExec {
+			ev := s.event(audit.Exec)
+			ev.Success = code == 0
+			ev.Fields = map[string]any{"command": command, "exit_code": code, "tty": s.pty != nil}
+			s.c.srv.emit(ctx, ev)
+		}
+		if interactive {
+			ev := s.event(audit.SessionEnd)
+			ev.Fields = map[string]any{"kind": kind, "exit_code": code}
+			if s.c.isExpired() {
+				ev.Fields["reason"] = "certificate expired"
+			}
+			s.c.srv.emit(ctx, ev)
+		}
+	}
+}
+
+// finish reports the exit status (or signal) and closes the channel.
+// It returns the exit code.
+func (s *session) finish(ps *os.ProcessState) int {
+	code, sig, core := exitInfo(ps)
+	_ = s.ch.CloseWrite()
+	if sig != 0 {
+		_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{Signal: signalName(sig), CoreDumped: core}))
+	} else {
+		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(code)}))
+	}
+	_ = s.ch.Close()
+	return code
+}

@@ -1,0 +1,358 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"golang.org/x/crypto/ssh"
+)
+
+func TestExecWithOpenSSH(t *testing.T) {
+	e := newEnv(t)
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+
+	tests := []struct {
+		name       string
+		command    string
+		wantOut    string
+		wantErr    string
+		wantCode   int
+		wantStdout *regexp.Regexp
+	}{
+		{name: "echo", command: "echo hi", wantOut: "hi\n"},
+		{name: "exit status", command: "exit 42", wantCode: 42},
+		{name: "stderr", command: "echo oops >&2; exit 3", wantErr: "oops\n", wantCode: 3},
+		{name: "large output", command: "head -c 300000 /dev/zero | tr '\\0' x; echo", wantOut: strings.Repeat("x", 300000) + "\n"},
+		{name: "env", command: `echo "$USER|$LOGNAME|$HOME|$SHELL|${SSH_TTY:-none}"`,
+			wantStdout: regexp.MustCompile(`^` + login + `\|` + login + `\|/[^|]*\|/[^|]+\|none\n$`)},
+		{name: "ssh connection vars", command: `echo "$SSH_CLIENT/$SSH_CONNECTION"`,
+			wantStdout: regexp.MustCompile(`^127\.0\.0\.1 \d+ \d+/127\.0\.0\.1 \d+ 127\.0\.0\.1 \d+\n$`)},
+		{name: "path", command: `echo "$PATH"`, wantStdout: regexp.MustCompile(`/usr/bin`)},
+		{name: "killed by signal", command: "kill -TERM $$", wantCode: 255},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.ssh(id, login, nil, tc.command)
+			if r.code != tc.wantCode {
+				t.Fatalf("exit code %d, want %d; stderr: %q", r.code, tc.wantCode, r.stderr)
+			}
+			if tc.wantStdout != nil {
+				if !tc.wantStdout.MatchString(r.stdout) {
+					t.Errorf("stdout %q does not match %v", r.stdout, tc.wantStdout)
+				}
+			} else if r.stdout != tc.wantOut {
+				t.Errorf("stdout = %.200q, want %.200q", r.stdout, tc.wantOut)
+			}
+			if tc.wantErr != "" && r.stderr != tc.wantErr {
+				t.Errorf("stderr = %q, want %q", r.stderr, tc.wantErr)
+			}
+			want := tc.wantCode
+			if tc.name == "killed by signal" {
+				want = 128 + 15
+			}
+			e.audit.wait(t, audit.Exec, func(ev audit.Event) bool {
+				return ev.Fields["command"] == tc.command && ev.Fields["exit_code"] == want &&
+					ev.Node == "web1" && ev.User == "alice" && ev.Login == login && ev.SessionID != ""
+			})
+		})
+	}
+}
+
+func TestRunsAsRequestedUser(t *testing.T) {
+	u := ensureTestUser(t)
+	e := newEnv(t)
+	id := e.newIdentity(certOpts{principals: []string{testUser}})
+	r := e.ssh(id, testUser, nil, `whoami; echo "$HOME"; pwd; id -u; id -g`)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr %q", r.code, r.stderr)
+	}
+	want := fmt.Sprintf("%s\n%s\n%s\n%s\n%s\n", testUser, u.HomeDir, u.HomeDir, u.Uid, u.Gid)
+	if r.stdout != want {
+		t.Errorf("stdout = %q, want %q", r.stdout, want)
+	}
+}
+
+func TestUnknownLoginRefused(t *testing.T) {
+	e := newEnv(t)
+	id := e.newIdentity(certOpts{principals: []string{"no-such-user-xyz"}})
+	r := e.ssh(id, "no-such-user-xyz", nil, "true")
+	if r.code != 255 || !strings.Contains(r.stderr, `login "no-such-user-xyz" does not exist on node "web1"`) {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestPTYWithOpenSSH(t *testing.T) {
+	ensureTestUser(t)
+	e := newEnv(t)
+	id := e.newIdentity(certOpts{principals: []string{testUser}})
+	r := e.ssh(id, testUser, []string{"-tt"}, `tty; echo "term=$TERM"; stty size; ls -l "$(tty)" | awk '{print $3}'; exit 7`)
+	if r.code != 7 {
+		t.Fatalf("exit %d, want 7; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	out := strings.ReplaceAll(r.stdout, "\r\n", "\n")
+	if !regexp.MustCompile(`(?m)^/dev/pts/\d+$`).MatchString(out) {
+		t.Errorf("no pty in output %q", out)
+	}
+	if !regexp.MustCompile(`(?m)^term=\S+$`).MatchString(out) || strings.Contains(out, "term=\n") {
+		t.Errorf("TERM not set: %q", out)
+	}
+	if !regexp.MustCompile(`(?m)^\d+ \d+$`).MatchString(out) {
+		t.Errorf("no size in output %q", out)
+	}
+	if !regexp.MustCompile(`(?m)^` + testUser + `$`).MatchString(out) {
+		t.Errorf("tty not owned by %s: %q", testUser, out)
+	}
+	e.audit.wait(t, audit.SessionStart, func(ev audit.Event) bool { return ev.Fields["tty"] == true })
+	e.audit.wait(t, audit.SessionEnd, func(ev audit.Event) bool { return ev.Fields["exit_code"] == 7 })
+}
+
+func TestPTYDenied(t *testing.T) {
+	e := newEnv(t)
+	e.setAuthz(func(ctx context.Context, req AuthzRequest) (*Permissions, error) {
+		p, _ := allowAll(ctx, req)
+		p.PTY = false
+		return p, nil
+	})
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	// ssh -t treats a refused PTY as fatal: nothing runs.
+	r := e.ssh(id, login, []string{"-tt"}, "echo ran")
+	if r.code == 0 || strings.Contains(r.stdout, "ran") || !strings.Contains(r.stderr, "PTY allocation request failed") {
+		t.Errorf("ssh -tt: %+v", r)
+	}
+	c, err := e.client(id, login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.RequestPty("xterm", 24, 80, nil); err == nil {
+		t.Error("RequestPty succeeded without PTY permission")
+	}
+	out, err := sess.Output("tty")
+	if string(out) != "not a tty\n" {
+		t.Errorf("tty without PTY: %q, %v", out, err)
+	}
+}
+
+// TestInteractiveShell drives a login shell through a PTY with the
+// x/crypto/ssh client: window-change, input, exit status.
+func TestInteractiveShell(t *testing.T) {
+	ensureTestUser(t)
+	e := newEnv(t)
+	id := e.newIdentity(certOpts{principals: []string{testUser}})
+	c, err := e.client(id, testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.RequestPty("xterm", 40, 100, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	sess.Stdout = &out
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(stdin, "stty size; echo \"arg0=$0 term=$TERM\"\n")
+	waitFor(t, func() bool { return strings.Contains(out.String(), "40 100") }, "initial size in %q", &out)
+	if err := sess.WindowChange(50, 132); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	fmt.Fprintf(stdin, "stty size; exit 5\n")
+	err = sess.Wait()
+	var ee *ssh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 5 {
+		t.Fatalf("Wait: %v, want exit status 5", err)
+	}
+	s := out.String()
+	for _, want := range []string{"50 132", "arg0=-bash term=xterm"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output %q lacks %q", s, want)
+		}
+	}
+}
+
+func TestSignalAndExitSignal(t *testing.T) {
+	e := newEnv(t)
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	c, err := e.client(id, login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	var out syncBuffer
+	sess.Stdout = &out
+	if err := sess.Start("echo ready; exec sleep 30"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") }, "ready in %q", &out)
+	if err := sess.Signal(ssh.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	err = sess.Wait()
+	var ee *ssh.ExitError
+	if !errors.As(err, &ee) || ee.Signal() != "USR1" {
+		t.Fatalf("Wait: %v, want exit signal USR1", err)
+	}
+}
+
+func TestEnvAllowList(t *testing.T) {
+	e := newEnv(t)
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	c, err := e.client(id, login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	for name, wantOK := range map[string]bool{"LANG": true, "LC_ALL": true, "TERM": true, "LD_PRELOAD": false, "PATH": false, "FOO": false} {
+		err := sess.Setenv(name, "v-"+name)
+		if (err == nil) != wantOK {
+			t.Errorf("Setenv(%s) error %v, want ok=%v", name, err, wantOK)
+		}
+	}
+	out, err := sess.Output(`echo "$LANG $LC_ALL $TERM ${LD_PRELOAD:-unset} ${FOO:-unset}"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(out), "v-LANG v-LC_ALL v-TERM unset unset\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestMaxSessionsPerConn(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxSessionsPerConn = 2 })
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	c, err := e.client(id, login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var sessions []*ssh.Session
+	defer func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	}()
+	for i := range 2 {
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		sessions = append(sessions, s)
+	}
+	waitFor(t, func() bool { return e.srv.ActiveSessions() == 2 }, "ActiveSessions %v", nil)
+	var oce *ssh.OpenChannelError
+	if _, err := c.NewSession(); !errors.As(err, &oce) || oce.Reason != ssh.ResourceShortage {
+		t.Fatalf("third session: %v, want resource shortage", err)
+	}
+	sessions[0].Close()
+	waitFor(t, func() bool { return e.srv.ActiveSessions() == 1 }, "ActiveSessions %v", nil)
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("session after close: %v", err)
+	}
+	sessions = append(sessions, s)
+}
+
+func TestCloseEndsSessions(t *testing.T) {
+	e := newEnv(t)
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	c, err := e.client(id, login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	sess.Stdout = &out
+	if err := sess.Start("echo ready; sleep 30"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") }, "ready in %q", &out)
+	start := time.Now()
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Wait(); err == nil {
+		t.Error("session ended cleanly after server Close")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	if n := e.srv.ActiveSessions(); n != 0 {
+		t.Errorf("ActiveSessions = %d after Close", n)
+	}
+}
+
+// syncBuffer is a goroutine-safe bytes.Buffer.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func waitFor(t testing.TB, cond func() bool, msg string, arg fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			if arg != nil {
+				t.Fatalf("timed out waiting: "+msg, arg.String())
+			}
+			t.Fatalf("timed out waiting: %s", msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
