@@ -145,12 +145,23 @@ func validateUserPrincipals(ps []string) error {
 		return fmt.Errorf("%d principals, at most %d allowed", len(ps), MaxPrincipals)
 	}
 	for _, p := range ps {
+		if rest, ok := strings.CutPrefix(p, InternalPrincipalPrefix); ok {
+			if err := identity.ValidateUsername(rest); err != nil {
+				return fmt.Errorf("internal principal: %w", err)
+			}
+			continue
+		}
 		if err := identity.ValidateLogin(p); err != nil {
 			return fmt.Errorf("principal: %w", err)
 		}
 	}
 	return nil
 }
+
+// InternalPrincipalPrefix starts a principal that is never an OS login (no
+// valid login starts with '-'). Every user certificate carries one so that
+// its principal list is never empty: OpenSSH reads an empty list as "any".
+const InternalPrincipalPrefix = "-warden-user-"
 
 // validateHostPrincipal accepts host names, host IDs and IP addresses.
 func validateHostPrincipal(p string) error {
