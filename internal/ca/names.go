@@ -163,6 +163,17 @@ func validateUserPrincipals(ps []string) error {
 // its principal list is never empty: OpenSSH reads an empty list as "any".
 const InternalPrincipalPrefix = "-warden-user-"
 
+// checkInternalPrincipals refuses an internal principal naming a user other
+// than the certificate's own.
+func checkInternalPrincipals(username string, ps []string) error {
+	for _, p := range ps {
+		if rest, ok := strings.CutPrefix(p, InternalPrincipalPrefix); ok && rest != username {
+			return fmt.Errorf("internal principal %q does not match user %q", truncate(p), truncate(username))
+		}
+	}
+	return nil
+}
+
 // validateHostPrincipal accepts host names, host IDs and IP addresses.
 func validateHostPrincipal(p string) error {
 	if len(p) > maxHostnameLen || !isToken(p, "._-:") || p[0] == '-' || p[0] == '.' {

@@ -91,6 +91,9 @@ func (a *Authority) userCert(req UserCertRequest) (*ssh.Certificate, error) {
 	if err := validateUserPrincipals(req.Principals); err != nil {
 		return nil, err
 	}
+	if err := checkInternalPrincipals(req.Username, req.Principals); err != nil {
+		return nil, err
+	}
 	if err := validateRoles(req.Roles); err != nil {
 		return nil, err
 	}
@@ -290,6 +293,9 @@ func identityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
 		return nil, fmt.Errorf("key ID: %w", err)
 	}
 	if err := validateUserPrincipals(c.ValidPrincipals); err != nil {
+		return nil, err
+	}
+	if err := checkInternalPrincipals(c.KeyId, c.ValidPrincipals); err != nil {
 		return nil, err
 	}
 	if c.ValidBefore > math.MaxInt64 {

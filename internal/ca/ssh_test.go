@@ -204,6 +204,11 @@ func TestIssueUserRejects(t *testing.T) {
 		{"rsa 2048", func(r *UserCertRequest) { r.PublicKey = rsa2048SSH }, ""},
 		{"ecdsa p384", func(r *UserCertRequest) { r.PublicKey = ecSSH }, ""},
 		{"no roles", func(r *UserCertRequest) { r.Roles = nil }, ""},
+		{"internal principal only", func(r *UserCertRequest) { r.Principals = []string{InternalPrincipalPrefix + "alice"} }, ""},
+		{"internal principal, bad user", func(r *UserCertRequest) { r.Principals = []string{InternalPrincipalPrefix + "Alice"} }, "internal principal"},
+		{"internal principal, no user", func(r *UserCertRequest) { r.Principals = []string{InternalPrincipalPrefix} }, "internal principal"},
+		{"internal principal, other user", func(r *UserCertRequest) { r.Principals = []string{InternalPrincipalPrefix + "bob"} }, "does not match"},
+		{"other dash principal", func(r *UserCertRequest) { r.Principals = []string{"-warden-host-x"} }, "principal"},
 		{"rsa 1024", func(r *UserCertRequest) { r.PublicKey = rsa1024SSH }, "1024 bits refused"},
 		{"dsa", func(r *UserCertRequest) { r.PublicKey = dsaSSH }, "DSA"},
 		{"cert as key", func(r *UserCertRequest) { r.PublicKey = certAsKey }, "not accepted"},
@@ -331,6 +336,7 @@ func TestIdentityFromSSHCertRoundtrip(t *testing.T) {
 	}{
 		{"full", func(r *UserCertRequest) {}},
 		{"minimal", func(r *UserCertRequest) { r.Roles, r.Traits, r.RequestIDs = nil, nil, nil }},
+		{"internal principal", func(r *UserCertRequest) { r.Principals = []string{InternalPrincipalPrefix + "alice", "ubuntu"} }},
 		{"unicode trait", func(r *UserCertRequest) { r.Traits = map[string][]string{"display": {"Zoë \"Z\" <z@example.com>"}} }},
 		{"empty trait list", func(r *UserCertRequest) { r.Traits = map[string][]string{"k": nil, "j": {}} }},
 	}
@@ -384,6 +390,7 @@ func TestIdentityFromSSHCertRejects(t *testing.T) {
 		{"bad key ID", func(c *ssh.Certificate) { c.KeyId = "../etc" }, "key ID"},
 		{"no principals", func(c *ssh.Certificate) { c.ValidPrincipals = nil }, "no principals"},
 		{"bad principal", func(c *ssh.Certificate) { c.ValidPrincipals = []string{"-oProxyCommand"} }, "principal"},
+		{"internal principal of other user", func(c *ssh.Certificate) { c.ValidPrincipals = []string{InternalPrincipalPrefix + "bob"} }, "does not match"},
 		{"infinite", func(c *ssh.Certificate) { c.ValidBefore = ssh.CertTimeInfinity }, "never expires"},
 		{"no roles ext", func(c *ssh.Certificate) { delete(c.Extensions, ExtRoles) }, "missing"},
 		{"roles null", func(c *ssh.Certificate) { c.Extensions[ExtRoles] = `null` }, "array"},
