@@ -33,6 +33,7 @@ type session struct {
 	env     []string
 	pty     *ptyRequest
 	proc    *proc
+	agent   *agentForward
 	started bool
 }
 
@@ -160,8 +161,21 @@ func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin 
 		}
 		return s.startSFTP(ctx)
 	case "auth-agent-req@openssh.com":
-		// Agent forwarding is not implemented yet; refusing is always safe.
-		return false, nil
+		if !perms.ForwardAgent {
+			return false, nil
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.started || s.agent != nil {
+			return false, nil
+		}
+		af, err := s.startAgentForward(ctx, &s.wg)
+		if err != nil {
+			s.log().Error("agent forwarding", slog.Any("err", err))
+			return false, nil
+		}
+		s.agent = af
+		return true, nil
 	default:
 		// x11-req, keepalive@openssh.com, ...
 		return false, nil
@@ -246,6 +260,9 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		hasTerm = hasTerm || strings.HasPrefix(e, "TERM=")
 	}
 	env = append(env, s.env...)
+	if s.agent != nil {
+		env = append(env, "SSH_AUTH_SOCK="+s.agent.sock)
+	}
 	if s.pty != nil && !hasTerm && s.pty.Term != "" {
 		env = append(env, "TERM="+s.pty.Term)
 	}
