@@ -123,7 +123,9 @@ func (s *Server) authorize(ctx context.Context, meta ssh.ConnMetadata, key ssh.P
 		return nil, errors.New("node: only user certificates are accepted")
 	}
 	login := meta.User()
-	perms, err := s.cfg.Authorizer.Authorize(ctx, AuthzRequest{Cert: cert, Login: login, RemoteAddr: meta.RemoteAddr()})
+	actx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	perms, err := s.cfg.Authorizer.Authorize(actx, AuthzRequest{Cert: cert, Login: login, RemoteAddr: meta.RemoteAddr()})
 	if err == nil && perms == nil {
 		err = errors.New("access denied")
 	}

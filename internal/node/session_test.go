@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -354,5 +356,21 @@ func waitFor(t testing.TB, cond func() bool, msg string, arg fmt.Stringer) {
 			t.Fatalf("timed out waiting: %s", msg)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStdinPassthrough(t *testing.T) {
+	e := newEnv(t)
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	input := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	args := append(e.sshOpts(id), "-p", fmt.Sprint(e.addr.Port), login+"@127.0.0.1", "sha256sum")
+	r := e.run(strings.NewReader(input), "ssh", args...)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	sum := sha256.Sum256([]byte(input))
+	if want := hex.EncodeToString(sum[:]); !strings.HasPrefix(r.stdout, want) {
+		t.Errorf("remote sha256 %q, want %s", r.stdout, want)
 	}
 }
