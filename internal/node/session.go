@@ -16,9 +16,8 @@ import (
 
 // Session kinds, as reported in audit events.
 const (
-	kindShell     = "shell"
-	kindExec      = "exec"
-	kindSubsystem = "subsystem"
+	kindShell = "shell"
+	kindExec  = "exec"
 )
 
 // session is one "session" channel.
