@@ -165,11 +165,6 @@ func (c *Client) RenewNodeCerts(ctx context.Context, publicKey string) (*auth.Ce
 	return &out, c.do(ctx, http.MethodPost, "/v1/nodes/renew", renewRequest{PublicKey: publicKey}, &out)
 }
 
-// Heartbeat reports a node alive.
-func (c *Client) Heartbeat(ctx context.Context, hb auth.Heartbeat) error {
-	return c.do(ctx, http.MethodPost, "/v1/nodes/heartbeat", hb, nil)
-}
-
 // ListNodes lists nodes the caller may access.
 func (c *Client) ListNodes(ctx context.Context, labels map[string]string) ([]auth.Node, error) {
 	q := url.Values{}

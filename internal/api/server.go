@@ -56,7 +56,6 @@ func (h *Handler) routes() {
 
 	m.HandleFunc("GET /v1/whoami", h.authed(h.whoami))
 	m.HandleFunc("POST /v1/nodes/renew", h.authed(h.nodeRenew))
-	m.HandleFunc("POST /v1/nodes/heartbeat", h.authed(h.nodeHeartbeat))
 	m.HandleFunc("GET /v1/nodes", h.authed(h.nodesList))
 	m.HandleFunc("POST /v1/events", h.authed(h.eventsEmit))
 	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
@@ -286,19 +285,6 @@ func (h *Handler) nodeRenew(w http.ResponseWriter, r *http.Request, c auth.Calle
 		return
 	}
 	writeJSON(w, http.StatusOK, certs)
-}
-
-func (h *Handler) nodeHeartbeat(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var hb auth.Heartbeat
-	if err := decode(r, &hb); err != nil {
-		h.fail(w, err)
-		return
-	}
-	if err := h.auth.NodeHeartbeat(r.Context(), c, hb); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 func (h *Handler) nodesList(w http.ResponseWriter, r *http.Request, c auth.Caller) {

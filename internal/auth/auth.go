@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
@@ -44,6 +45,8 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 	roles *roleCache
+	// inventory is the live node set, set by the proxy.
+	inventory atomic.Pointer[Inventory]
 }
 
 const (
@@ -51,7 +54,6 @@ const (
 	prefixRoles   = "/roles/"
 	prefixInvites = "/invites/"
 	prefixTokens  = "/tokens/"
-	prefixNodes   = "/nodes/"
 	keyCA         = "/ca/keys"
 )
 

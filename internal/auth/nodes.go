@@ -24,8 +24,6 @@ import (
 
 const (
 	prefixNodeReg = "/nodereg/"
-	// NodeTTL is how long a node stays listed after its last heartbeat.
-	NodeTTL = 30 * time.Second
 	// maxTokenTTL bounds join token lifetimes.
 	maxTokenTTL = 7 * 24 * time.Hour
 )
@@ -149,16 +147,16 @@ type NodeRegistration struct {
 	JoinedAt time.Time `json:"joined_at"`
 }
 
-// Node is a live node as seen through its heartbeats.
+// Node is a live node as seen through its tunnel.
 type Node struct {
 	ID       string            `json:"id"`
 	Name     string            `json:"name"`
 	Hostname string            `json:"hostname"`
-	Addr     string            `json:"addr,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Version  string            `json:"version,omitempty"`
-	// Since is when this node's current heartbeat series began.
-	Since    time.Time `json:"since"`
+	// Since is when the node's current tunnel connected.
+	Since time.Time `json:"since"`
+	// LastSeen is the last heartbeat over the tunnel.
 	LastSeen time.Time `json:"last_seen"`
 }
 
@@ -266,62 +264,49 @@ func (s *Server) issueNodeCerts(ctx context.Context, reg NodeRegistration, sshPu
 	return &c, nil
 }
 
-// Heartbeat is sent by a node periodically.
-type Heartbeat struct {
-	Addr    string            `json:"addr,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Version string            `json:"version,omitempty"`
+// Inventory is the live set of connected nodes (the proxies' tunnel
+// registries). A node is listed exactly while its tunnel is up.
+type Inventory interface {
+	Nodes() []Node
 }
 
-const (
-	maxLabels     = 64
-	maxLabelBytes = 256
-)
+// SetInventory connects the node inventory (the proxy's registry).
+func (s *Server) SetInventory(inv Inventory) { s.inventory.Store(&inv) }
 
-// NodeHeartbeat records that a node is alive with its current labels.
-func (s *Server) NodeHeartbeat(ctx context.Context, c Caller, hb Heartbeat) error {
-	if c.Kind != KindNode {
-		return denied("only nodes send heartbeats")
+func (s *Server) liveNodes() []Node {
+	p := s.inventory.Load()
+	if p == nil {
+		return nil
 	}
-	if len(hb.Labels) > maxLabels {
-		return badRequest("too many labels (max %d)", maxLabels)
-	}
-	for k, v := range hb.Labels {
-		if k == "" || len(k) > maxLabelBytes || len(v) > maxLabelBytes {
-			return badRequest("invalid label %q", k)
-		}
-	}
-	if len(hb.Addr) > 256 || len(hb.Version) > 64 {
-		return badRequest("invalid heartbeat")
-	}
+	return (*p).Nodes()
+}
+
+// GetNodeRegistration returns a joined node's registration.
+func (s *Server) GetNodeRegistration(ctx context.Context, id string) (*NodeRegistration, error) {
 	var reg NodeRegistration
-	if err := s.getJSON(ctx, prefixNodeReg+c.NodeID, &reg); err != nil {
+	if err := s.getJSON(ctx, prefixNodeReg+id, &reg); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
+			return nil, fmt.Errorf("node %s is not registered: %w", id, storage.ErrNotFound)
 		}
-		return err
+		return nil, err
 	}
-	now := s.now().UTC()
-	n := Node{ID: reg.ID, Name: reg.Name, Hostname: reg.Hostname, Addr: hb.Addr, Labels: hb.Labels, Version: hb.Version, Since: now, LastSeen: now}
-	var prev Node
-	if err := s.getJSON(ctx, prefixNodes+reg.ID, &prev); err == nil {
-		n.Since = prev.Since
-	}
-	return s.putJSON(ctx, prefixNodes+reg.ID, n, now.Add(NodeTTL))
+	return &reg, nil
+}
+
+// IssueProxyHostCert issues the host certificate of an in-process proxy.
+func (s *Server) IssueProxyHostCert(pub ssh.PublicKey, principals []string, ttl time.Duration) (*ssh.Certificate, error) {
+	return s.ca.IssueHost(ca.HostCertRequest{PublicKey: pub, HostID: "proxy", Principals: uniq(principals), TTL: ttl})
 }
 
 // ListNodes lists live nodes the caller may access, optionally filtered by
 // labels (all must match exactly).
 func (s *Server) ListNodes(ctx context.Context, c Caller, filter map[string]string) ([]Node, error) {
-	nodes, err := listJSON[Node](ctx, s.b, prefixNodes)
-	if err != nil {
-		return nil, err
-	}
+	nodes := s.liveNodes()
 	var roles []*policy.Role
 	if c.Kind == KindUser {
 		roles = s.roles.get(c.Roles)
 	}
-	out := nodes[:0]
+	out := make([]Node, 0, len(nodes))
 	for _, n := range nodes {
 		if !labelsMatch(n.Labels, filter) {
 			continue

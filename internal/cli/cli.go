@@ -170,7 +170,7 @@ Quick start (one machine):
 		newStartCmd(g), newVersionCmd(g),
 		newUsersCmd(g), newSignupCmd(g),
 		newLoginCmd(g), newLogoutCmd(g), newStatusCmd(g),
-		newLsCmd(g), newSSHCmd(g), newSCPCmd(g), newConfigCmd(g),
+		newLsCmd(g), newSSHCmd(g), newSCPCmd(g), newConfigCmd(g), newProxyCmd(g),
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
 		newTokensCmd(g), newAuditCmd(g),
 	)

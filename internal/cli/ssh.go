@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sort"
@@ -78,15 +79,10 @@ func (s *session) resolveNode(ctx context.Context, name string) (*auth.Node, err
 	}
 }
 
-// dial connects to a node as login.
-func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client, error) {
-	n, err := s.resolveNode(ctx, nodeName)
-	if err != nil {
-		return nil, err
-	}
-	if n.Addr == "" {
-		return nil, fmt.Errorf("node %q has no reachable address", n.Name)
-	}
+// proxyClient opens an SSH connection to the proxy (the jump host) with
+// the user's certificate; the proxy's host certificate is checked against
+// the cluster host CA.
+func (s *session) proxyClient(ctx context.Context) (*ssh.Client, error) {
 	signer, _, err := s.p.Signer()
 	if err != nil {
 		return nil, err
@@ -95,8 +91,54 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 	if err != nil {
 		return nil, err
 	}
-	return sshclient.Dial(ctx, sshclient.Config{User: login, Addr: n.Addr, Signer: signer, HostCAs: cas,
-		HostName: n.ID, Timeout: 15 * time.Second})
+	host, _, err := net.SplitHostPort(s.p.Proxy)
+	if err != nil {
+		return nil, fmt.Errorf("profile proxy address %q: %w", s.p.Proxy, err)
+	}
+	return sshclient.Dial(ctx, sshclient.Config{User: s.p.User, Addr: s.p.Proxy, Signer: signer, HostCAs: cas,
+		HostName: host, Timeout: 15 * time.Second})
+}
+
+// dial connects to a node as login, through the proxy. The SSH session is
+// end to end between this client and the node: the proxy relays bytes it
+// cannot read.
+func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client, error) {
+	n, err := s.resolveNode(ctx, nodeName)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := s.proxyClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	signer, _, err := s.p.Signer()
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	cas, err := s.p.HostCAs()
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	c, err := sshclient.Dial(ctx, sshclient.Config{User: login, Addr: net.JoinHostPort(n.ID, "0"), Signer: signer, HostCAs: cas,
+		HostName: n.ID, Timeout: 15 * time.Second,
+		Dial: func(_ context.Context, network, addr string) (net.Conn, error) {
+			conn, err := pc.Dial(network, addr)
+			if err != nil {
+				return nil, fmt.Errorf("through the proxy: %w", err)
+			}
+			return conn, nil
+		}})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	go func() {
+		_ = c.Wait()
+		pc.Close()
+	}()
+	return c, nil
 }
 
 func (s *session) defaultLogin() (string, error) {
@@ -136,9 +178,9 @@ func newLsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tID\tADDRESS\tLABELS")
+			fmt.Fprintln(tw, "NODE\tID\tLABELS\tVERSION\tCONNECTED")
 			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.ID, n.Addr, formatLabels(n.Labels))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.ID, formatLabels(n.Labels), n.Version, humanSince(n.Since))
 			}
 			return tw.Flush()
 		},
@@ -282,18 +324,28 @@ func newSCPCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func humanSince(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Generate configuration for other tools"}
+	var binary string
 	sshCmd := &cobra.Command{
 		Use:   "ssh",
 		Short: "Print an OpenSSH client configuration for your nodes",
 		Long: `Print an OpenSSH client configuration so that plain ssh, scp, sftp, rsync and
-Ansible reach your Warden nodes with your Warden certificate. Host keys are
-checked against the cluster's host CA (no trust on first use).
+Ansible reach your Warden nodes through the proxy with your Warden certificate.
+Host keys are checked against the cluster's host CA (no trust on first use).
 
   warden config ssh > ~/.ssh/warden.config
   echo 'Include ~/.ssh/warden.config' >> ~/.ssh/config     # once
-  ssh dev@web1`,
+  ssh dev@web1
+
+Run it again when nodes are added; logging in again does not change it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := g.session()
@@ -305,31 +357,104 @@ checked against the cluster's host CA (no trust on first use).
 			if err != nil {
 				return err
 			}
-			return writeSSHConfig(g, s.p, nodes)
+			if binary == "" {
+				if binary, err = os.Executable(); err != nil {
+					return err
+				}
+			}
+			return writeSSHConfig(g, s.p, nodes, binary)
 		},
 	}
+	sshCmd.Flags().StringVar(&binary, "binary", "", "path of the warden binary used in ProxyCommand (default: this one)")
 	cmd.AddCommand(sshCmd)
 	return cmd
 }
 
-func writeSSHConfig(g *globals, p *client.Profile, nodes []auth.Node) error {
+func writeSSHConfig(g *globals, p *client.Profile, nodes []auth.Node, binary string) error {
 	w := g.io.Out
+	home := p.Path("")
 	fmt.Fprintf(w, "# Warden cluster %q via %s, generated by `warden config ssh` for %s.\n", p.Cluster, p.Proxy, p.User)
-	fmt.Fprintf(w, "# Certificates expire %s: run `warden login` again, this file stays valid.\n\n", p.Expires.Local().Format(time.RFC1123))
-	for _, n := range nodes {
-		host, port, err := net.SplitHostPort(n.Addr)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "skipping node %s: bad address %q\n", n.Name, n.Addr)
-			continue
-		}
-		fmt.Fprintf(w, "Host %s %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n", n.Name, n.ID, host, port, n.ID)
-		writeIdentityLines(w, p)
-		fmt.Fprintln(w)
+	fmt.Fprintf(w, "# Certificates expire %s: run `warden login` again; this file stays valid.\n\n", p.Expires.Local().Format(time.RFC1123))
+	if len(nodes) == 0 {
+		fmt.Fprintln(w, "# You have access to no node right now.")
+		return nil
 	}
+	hosts := make([]string, 0, 2*len(nodes))
+	for _, n := range nodes {
+		hosts = append(hosts, n.Name, n.ID)
+	}
+	fmt.Fprintf(w, "Host %s\n", strings.Join(uniqStrings(hosts), " "))
+	fmt.Fprintf(w, "    ProxyCommand %q --home %q proxy ssh %%r@%%h:%%p\n", binary, strings.TrimSuffix(home, "/"))
+	fmt.Fprintf(w, "    IdentityFile %q\n    CertificateFile %q\n    IdentitiesOnly yes\n", p.KeyPath(), p.CertPath())
+	fmt.Fprintf(w, "    UserKnownHostsFile %q\n    StrictHostKeyChecking yes\n    GlobalKnownHostsFile /dev/null\n", p.KnownHostsPath())
 	return nil
 }
 
-func writeIdentityLines(w interface{ Write([]byte) (int, error) }, p *client.Profile) {
-	fmt.Fprintf(w, "    IdentityFile %q\n    CertificateFile %q\n    IdentitiesOnly yes\n", p.KeyPath(), p.CertPath())
-	fmt.Fprintf(w, "    UserKnownHostsFile %q\n    StrictHostKeyChecking yes\n    GlobalKnownHostsFile /dev/null\n", p.KnownHostsPath())
+func uniqStrings(in []string) []string {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func newProxyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "proxy", Short: "Connect other tools through the Warden proxy"}
+	sshCmd := &cobra.Command{
+		Use:   "ssh [LOGIN@]NODE[:PORT]",
+		Short: "Relay standard input/output to a node's SSH server (OpenSSH ProxyCommand)",
+		Long: `Relay standard input and output to a node's SSH server through the proxy, for
+use as an OpenSSH ProxyCommand (warden config ssh writes it for you). The SSH
+session stays end to end between your ssh client and the node.`,
+		Example: "  ssh -o ProxyCommand='warden proxy ssh %r@%h:%p' dev@web1",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := args[0]
+			if _, rest, ok := strings.Cut(target, "@"); ok {
+				target = rest
+			}
+			host, _, err := net.SplitHostPort(target)
+			if err != nil {
+				host = target
+			}
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			pc, err := s.proxyClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer pc.Close()
+			conn, err := pc.Dial("tcp", net.JoinHostPort(host, "0"))
+			if err != nil {
+				return fmt.Errorf("cannot reach %s through the proxy: %w", host, err)
+			}
+			defer conn.Close()
+			done := make(chan struct{}, 2)
+			go func() {
+				_, _ = io.Copy(conn, g.io.In)
+				if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
+				}
+				done <- struct{}{}
+			}()
+			go func() {
+				_, _ = io.Copy(g.io.Out, conn)
+				done <- struct{}{}
+			}()
+			select {
+			case <-done:
+			case <-cmd.Context().Done():
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(sshCmd)
+	return cmd
 }

@@ -37,7 +37,6 @@ A YAML file (--config) can hold the same settings; flags override it:
     listen: 0.0.0.0:3080
     public_addr: warden.example.com:3080
   node:
-    listen: 127.0.0.1:3022
     name: web1
     labels: {env: prod}`,
 		Args: cobra.NoArgs,
@@ -62,7 +61,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 			}
 			for flag, dst := range map[string]*string{
 				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr,
-				"node-listen": &c.Node.Listen, "advertise-addr": &c.Node.AdvertiseAddr, "name": &c.Node.Name,
+				"node-listen": &c.Node.Listen, "name": &c.Node.Name,
 				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "ca-pin": &c.Node.CAPin,
 			} {
 				if f.Changed(flag) {
@@ -97,10 +96,9 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.StringVarP(&configPath, "config", "c", "", "YAML configuration file")
 	f.StringVar(&cfg.ClusterName, "cluster-name", "warden", "cluster name (first start only)")
 	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all)")
-	f.String("proxy-listen", service.DefaultProxyListen, "HTTPS address of the proxy (API)")
+	f.String("proxy-listen", service.DefaultProxyListen, "the proxy's one address: HTTPS API, SSH jump host and node tunnels")
 	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
-	f.String("node-listen", service.DefaultNodeListen, "SSH address of the node")
-	f.String("advertise-addr", "", "address clients dial to reach this node (default: --node-listen)")
+	f.String("node-listen", "", "also serve SSH directly on this address (default: none; nodes are reached through the proxy)")
 	f.String("name", "", "node name (default: host name)")
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
 	f.String("proxy", "", "proxy address to join (node only)")
@@ -113,21 +111,21 @@ A YAML file (--config) can hold the same settings; flags override it:
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
 	if p.Auth() == nil {
-		fmt.Fprintf(w, "\nNode %q joined and serving SSH on %s.\n", c.Node.Name, p.Node().Addr())
+		fmt.Fprintf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n", c.Node.Name, c.Node.ProxyAddr)
 		return
 	}
 	fmt.Fprintf(w, `
 Warden cluster %q is running.
-  proxy (HTTPS API): %s
+  proxy:             %s (HTTPS API, SSH jump host, node tunnels)
   data directory:    %s
 `, c.ClusterName, p.ProxyAddr(), c.DataDir)
 	if p.Node() != nil {
-		fmt.Fprintf(w, "  node:              %s (SSH on %s)\n", c.Node.Name, p.Node().Addr())
+		fmt.Fprintf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
 	}
 	fmt.Fprintf(w, `
 Next steps (in another terminal, as the same OS user):
   warden users add developer --roles access --logins dev
-  warden signup <the invite link printed above>
+  warden signup <the invite link that users add prints>
   warden login --proxy %s --user developer
   warden ls
   warden ssh dev@%s

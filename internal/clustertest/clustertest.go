@@ -48,7 +48,7 @@ func New(t testing.TB, opt Options) *Cluster {
 		ClusterName: "test",
 		DataDir:     dir,
 		Proxy:       service.ProxyConfig{Listen: "127.0.0.1:0"},
-		Node:        service.NodeConfig{Listen: "127.0.0.1:0", Name: opt.NodeName, Labels: opt.NodeLabels},
+		Node:        service.NodeConfig{Name: opt.NodeName, Labels: opt.NodeLabels},
 	}
 	p, err := service.Start(context.Background(), cfg, quietLogger(t))
 	if err != nil {
@@ -169,7 +169,7 @@ func (c *Cluster) Login(u *User, extra ...string) string {
 // file path for `ssh -F`.
 func (c *Cluster) SSHConfig(home string) string {
 	c.t.Helper()
-	res := c.Warden(home, nil, "config", "ssh")
+	res := c.Warden(home, nil, "config", "ssh", "--binary", WardenBinary)
 	if res.Code != 0 {
 		c.t.Fatalf("warden config ssh: %s", res.Stderr)
 	}
@@ -178,6 +178,25 @@ func (c *Cluster) SSHConfig(home string) string {
 		c.t.Fatal(err)
 	}
 	return path
+}
+
+// WardenBinary is the path of a real warden binary (for OpenSSH's
+// ProxyCommand), set by BuildWarden.
+var WardenBinary string
+
+// BuildWarden builds cmd/warden into dir and sets WardenBinary.
+func BuildWarden(dir string) error {
+	out := filepath.Join(dir, "warden")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/warden-sh/warden/cmd/warden")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build warden: %v: %s", err, b)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	WardenBinary = out
+	return nil
 }
 
 // EnsureOSUser creates a local OS user (tests run as root) if missing.

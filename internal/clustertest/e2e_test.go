@@ -199,12 +199,10 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 // bareSSHArgs builds ssh arguments with exactly one certificate, without
 // the generated config (OpenSSH adds -o CertificateFile to the config's).
 func (c *Cluster) bareSSHArgs(home, key, cert string, rest ...string) []string {
-	n := c.Proc.Node()
-	host, port, _ := strings.Cut(n.Addr(), ":")
 	return append([]string{"-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
 		"-o", "IdentityFile=" + key, "-o", "CertificateFile=" + cert,
 		"-o", "UserKnownHostsFile=" + filepath.Join(home, "known_hosts"), "-o", "StrictHostKeyChecking=yes",
-		"-o", "HostKeyAlias=" + n.ID(), "-o", "HostName=" + host, "-p", port}, rest...)
+		"-o", "ProxyCommand=" + WardenBinary + " --home " + home + " proxy ssh %r@%h:%p"}, rest...)
 }
 
 func signupViaCLI(t *testing.T, c *Cluster, link, name string) *User {

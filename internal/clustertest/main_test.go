@@ -12,5 +12,15 @@ func TestMain(m *testing.M) {
 	if node.MaybeRunChild() {
 		return
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "warden-bin-")
+	if err != nil {
+		panic(err)
+	}
+	if err := BuildWarden(dir); err != nil {
+		os.RemoveAll(dir)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/ca"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -26,19 +27,6 @@ type authInfo struct {
 	expires time.Time // zero: never
 }
 
-// publicKeyAlgorithms are the client signature algorithms accepted: no
-// ssh-rsa (SHA-1) and no DSA.
-var publicKeyAlgorithms = []string{
-	ssh.KeyAlgoED25519,
-	ssh.KeyAlgoSKED25519,
-	ssh.KeyAlgoECDSA256,
-	ssh.KeyAlgoECDSA384,
-	ssh.KeyAlgoECDSA521,
-	ssh.KeyAlgoSKECDSA256,
-	ssh.KeyAlgoRSASHA256,
-	ssh.KeyAlgoRSASHA512,
-}
-
 // serverConfig builds the per-connection ssh.ServerConfig; its callbacks
 // capture ctx so that authorization and audit are tied to the connection.
 func (s *Server) serverConfig(ctx context.Context) *ssh.ServerConfig {
@@ -48,7 +36,7 @@ func (s *Server) serverConfig(ctx context.Context) *ssh.ServerConfig {
 	}
 	cfg := &ssh.ServerConfig{
 		MaxAuthTries:            s.cfg.MaxAuthTries,
-		PublicKeyAuthAlgorithms: publicKeyAlgorithms,
+		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,
 		ServerVersion:           "SSH-2.0-Warden",
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			return s.checkKey(ctx, checker, meta, key)

@@ -130,12 +130,26 @@ func (s *session) startSFTP(ctx context.Context) (bool, func(context.Context)) {
 		s.notify("could not start sftp")
 		return false, nil
 	}
+	// Execute the binary through a descriptor opened here (as the node's
+	// user): the session's user needs execute permission on the file only,
+	// not search permission on every directory above it (a binary under
+	// /root or a test binary in a private build dir would otherwise fail).
+	exe, err := os.Open(path)
+	if err != nil {
+		repR.Close()
+		repW.Close()
+		s.log().Error("open sftp child binary", slog.Any("err", err))
+		s.notify("could not start sftp")
+		return false, nil
+	}
+	extra := []*os.File{repW, exe}
 	env := append(u.baseEnv(), s.sshEnv()...)
 	env = append(env, childEnvVar+"="+childSFTP)
 	p, err := s.c.srv.startProc(procSpec{
-		path: path, argv: child, env: env, dir: u.workDir(), user: u,
-		extra: []*os.File{repW},
+		path: fmt.Sprintf("/proc/self/fd/%d", 3+len(extra)-1), argv: child, env: env, dir: u.workDir(), user: u,
+		extra: extra,
 	})
+	exe.Close()
 	repW.Close()
 	if err != nil {
 		repR.Close()

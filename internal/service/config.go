@@ -42,7 +42,8 @@ type AuthConfig struct {
 
 // ProxyConfig configures the proxy (HTTPS API and, later, SSH entry point).
 type ProxyConfig struct {
-	// Listen is the HTTPS address.
+	// Listen is the one public address: HTTPS API, SSH jump host and node
+	// tunnels, told apart by the first bytes of each connection.
 	Listen string `yaml:"listen"`
 	// PublicAddr is what users and nodes use to reach the proxy; defaults to
 	// Listen.
@@ -51,10 +52,10 @@ type ProxyConfig struct {
 
 // NodeConfig configures the node agent.
 type NodeConfig struct {
-	// Listen is the SSH address of the node.
+	// Listen, if set, also serves SSH directly on this address (direct
+	// mode). By default a node opens no port: it is reached only through
+	// its reverse tunnel to the proxy.
 	Listen string `yaml:"listen"`
-	// AdvertiseAddr is the address clients dial; defaults to Listen.
-	AdvertiseAddr string `yaml:"advertise_addr"`
 	// Name defaults to the host name.
 	Name   string            `yaml:"name"`
 	Labels map[string]string `yaml:"labels"`
@@ -72,7 +73,6 @@ type NodeConfig struct {
 // Defaults.
 const (
 	DefaultProxyListen = "127.0.0.1:3080"
-	DefaultNodeListen  = "127.0.0.1:3022"
 )
 
 // DefaultDataDir is /var/lib/warden for root, else ~/.local/share/warden.
@@ -131,12 +131,6 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.Proxy.PublicAddr == "" {
 		c.Proxy.PublicAddr = c.Proxy.Listen
 	}
-	if c.Node.Listen == "" {
-		c.Node.Listen = DefaultNodeListen
-	}
-	if c.Node.AdvertiseAddr == "" {
-		c.Node.AdvertiseAddr = c.Node.Listen
-	}
 	if c.Node.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -150,6 +144,9 @@ func (c *Config) CheckAndSetDefaults() error {
 		}
 	}
 	for _, a := range []string{c.Proxy.Listen, c.Node.Listen} {
+		if a == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("listen address %q: %w", a, err)
 		}

@@ -53,6 +53,8 @@ type NodeAgent struct {
 	ln      net.Listener
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	// tunnelUp is true while the reverse tunnel to the proxy is connected.
+	tunnelUp atomic.Bool
 }
 
 // StartNode joins (first start) or loads the node identity and serves SSH.
@@ -91,13 +93,14 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.cancel = cancel
 	a.roles = newRoleWatcher(a.client, a.log)
 	a.events = newEventForwarder(a.client, a.log)
-	a.wg.Add(3)
+	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.roles.run(runCtx) }()
 	go func() { defer a.wg.Done(); a.events.run(runCtx) }()
-	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 	// Give the role watch a moment so the first connections are not refused
 	// for want of role definitions.
 	a.roles.waitSynced(ctx, 10*time.Second)
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 
 	a.srv, err = node.New(node.Config{
 		HostSigners: []ssh.Signer{a.host},
@@ -112,22 +115,25 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		a.Close()
 		return nil, err
 	}
-	a.ln, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		a.Close()
-		return nil, fmt.Errorf("node listen: %w", err)
+	// Direct mode is optional: by default the node opens no port and is
+	// reachable only through its tunnel to the proxy.
+	if cfg.Listen != "" {
+		a.ln, err = net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("node listen: %w", err)
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.srv.Serve(a.ln); err != nil {
+				a.log.Error("node ssh server stopped", "err", err)
+			}
+		}()
 	}
 	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		if err := a.srv.Serve(a.ln); err != nil {
-			a.log.Error("node ssh server stopped", "err", err)
-		}
-	}()
-	if err := a.heartbeat(ctx); err != nil {
-		a.log.Warn("first heartbeat failed; retrying in the background", "err", err)
-	}
-	a.log.Info("node is serving SSH", "addr", a.ln.Addr().String(), "name", id.nodeName(), "node_id", id.NodeID)
+	go func() { defer a.wg.Done(); a.runTunnel(runCtx) }()
+	a.log.Info("node started", "name", id.nodeName(), "node_id", id.NodeID, "direct_addr", a.Addr())
 	return a, nil
 }
 
@@ -238,44 +244,15 @@ func (a *NodeAgent) setIdentity(id *IdentityFile) error {
 
 func (a *NodeAgent) labels() map[string]string { return a.cfg.Labels }
 
-func (a *NodeAgent) heartbeat(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	addr := a.cfg.AdvertiseAddr
-	if a.ln != nil {
-		addr = advertise(addr, a.ln.Addr())
-	}
-	return a.client.Heartbeat(ctx, auth.Heartbeat{Addr: addr, Labels: a.labels(), Version: api.Version})
-}
-
-// advertise replaces an unspecified host or port 0 with what the listener got.
-func advertise(configured string, actual net.Addr) string {
-	host, port, err := net.SplitHostPort(configured)
-	if err != nil {
-		return actual.String()
-	}
-	_, aport, _ := net.SplitHostPort(actual.String())
-	if port == "0" {
-		port = aport
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// maintain sends heartbeats and renews certificates before they expire.
+// maintain renews certificates before they expire.
 func (a *NodeAgent) maintain(ctx context.Context) {
-	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if err := a.heartbeat(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("heartbeat failed", "err", err)
 		}
 		if err := a.renewIfDue(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("certificate renewal failed", "err", err)
@@ -323,6 +300,9 @@ func (a *NodeAgent) Addr() string {
 	}
 	return a.ln.Addr().String()
 }
+
+// TunnelUp reports whether the reverse tunnel is connected.
+func (a *NodeAgent) TunnelUp() bool { return a.tunnelUp.Load() }
 
 // ID returns the node id.
 func (a *NodeAgent) ID() string { return a.id.NodeID }

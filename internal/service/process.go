@@ -16,8 +16,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
 )
 
@@ -29,6 +32,9 @@ type Process struct {
 	auth     *auth.Server
 	http     *http.Server
 	proxyLn  net.Listener
+	mux      *proxy.Mux
+	proxy    *proxy.Server
+	metrics  *prometheus.Registry
 	node     *NodeAgent
 	wg       sync.WaitGroup
 	errc     chan error
@@ -112,8 +118,11 @@ func (p *Process) startAuth(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := p.startProxy(public); err != nil {
+		return err
+	}
 	p.http = &http.Server{
-		Handler:           api.NewHandler(a, p.log.With("service", "api")),
+		Handler:           p.httpHandler(a),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -121,11 +130,23 @@ func (p *Process) startAuth(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return p.base },
 	}
-	p.wg.Add(1)
+	p.wg.Add(3)
 	go func() {
 		defer p.wg.Done()
-		if err := p.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			p.errc <- fmt.Errorf("proxy: %w", err)
+		if err := p.http.ServeTLS(p.mux.TLS(), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.errc <- fmt.Errorf("proxy https: %w", err)
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		if err := p.proxy.Serve(p.mux.SSH()); err != nil {
+			p.errc <- fmt.Errorf("proxy ssh: %w", err)
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		if err := p.mux.Serve(); err != nil {
+			p.errc <- fmt.Errorf("proxy listener: %w", err)
 		}
 	}()
 	return p.writeAdminIdentity(public)
@@ -221,10 +242,16 @@ func (p *Process) Close() error {
 			p.node.Close()
 		}
 		p.cancelBase()
+		if p.proxy != nil {
+			p.proxy.Close()
+		}
 		if p.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = p.http.Shutdown(ctx)
 			cancel()
+		}
+		if p.mux != nil {
+			p.mux.Close()
 		} else if p.proxyLn != nil {
 			p.proxyLn.Close()
 		}

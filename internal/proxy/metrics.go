@@ -1,0 +1,29 @@
+package proxy
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the proxy's Prometheus metrics.
+type Metrics struct {
+	Tunnels      prometheus.Gauge
+	Sessions     prometheus.Gauge
+	DialSeconds  prometheus.Histogram
+	AuthFailures prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Tunnels: prometheus.NewGauge(prometheus.GaugeOpts{Name: "warden_proxy_tunnels_connected",
+			Help: "Node reverse tunnels currently connected to this proxy."}),
+		Sessions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "warden_proxy_sessions_active",
+			Help: "User connections currently forwarded to nodes."}),
+		DialSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "warden_proxy_dial_seconds",
+			Help: "Time to open a connection to a node through its tunnel.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		AuthFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "warden_proxy_auth_failures_total",
+			Help: "SSH authentications refused by the proxy."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Tunnels, m.Sessions, m.DialSeconds, m.AuthFailures)
+	}
+	return m
+}

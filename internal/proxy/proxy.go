@@ -1,0 +1,310 @@
+// Package proxy is Warden's single entry point: one port that speaks TLS
+// (the HTTPS API, served elsewhere) and SSH. Over SSH it is both the jump
+// host for users (direct-tcpip to a node, end-to-end encrypted between the
+// user and the node) and the reverse-tunnel server that node agents dial
+// out to, so nodes need no inbound port.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/ca"
+)
+
+// Protocol names shared with the node agent.
+const (
+	// ChannelNodeConn is opened by the proxy on a node's tunnel for each
+	// user connection; its payload is a NodeConnPayload.
+	ChannelNodeConn = "node-conn@warden.dev"
+	// RequestHeartbeat is a global request from the node carrying a
+	// Heartbeat as JSON.
+	RequestHeartbeat = "heartbeat@warden.dev"
+	// TunnelUser is the SSH user name a node uses on its tunnel.
+	TunnelUser = "-warden-node"
+)
+
+// NodeConnPayload describes the user connection inside a node-conn channel.
+type NodeConnPayload struct {
+	ClientAddr string
+	User       string
+}
+
+// Directory is what the proxy needs from auth.
+type Directory interface {
+	// GetNodeRegistration returns the registration of a joined node.
+	GetNodeRegistration(ctx context.Context, id string) (*auth.NodeRegistration, error)
+	// ListNodes lists the live nodes a caller may access.
+	ListNodes(ctx context.Context, c auth.Caller, filter map[string]string) ([]auth.Node, error)
+}
+
+// Config configures the proxy.
+type Config struct {
+	// HostSigner is the proxy's host certificate signer.
+	HostSigner ssh.Signer
+	UserCAs    func() []ssh.PublicKey
+	HostCAs    func() []ssh.PublicKey
+	Directory  Directory
+	Audit      audit.Emitter
+	Metrics    *Metrics
+	Logger     *slog.Logger
+	Now        func() time.Time
+	// HandshakeTimeout bounds the SSH handshake (default 10s).
+	HandshakeTimeout time.Duration
+	// MaxUnauthenticated bounds concurrent connections still in the
+	// handshake (default 512); more are dropped at once.
+	MaxUnauthenticated int
+	// MaxChannelsPerConn bounds concurrent forwarded connections per user
+	// connection (default 64).
+	MaxChannelsPerConn int
+}
+
+// Server is the proxy's SSH side.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *Registry
+	sshCfg   *ssh.ServerConfig
+	unauth   chan struct{}
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	closed   bool
+	wg       sync.WaitGroup
+	shutdown chan struct{}
+}
+
+type identityKey struct{}
+type certKey struct{}
+
+const (
+	extKind     = "warden-kind"
+	extNodeID   = "warden-node-id"
+	kindUser    = "user"
+	kindNode    = "node"
+	maxJSONBody = 64 << 10
+)
+
+// New validates cfg and returns a proxy.
+func New(cfg Config) (*Server, error) {
+	if cfg.HostSigner == nil || cfg.UserCAs == nil || cfg.HostCAs == nil || cfg.Directory == nil {
+		return nil, errors.New("proxy: HostSigner, UserCAs, HostCAs and Directory are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxUnauthenticated <= 0 {
+		cfg.MaxUnauthenticated = 512
+	}
+	if cfg.MaxChannelsPerConn <= 0 {
+		cfg.MaxChannelsPerConn = 64
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "proxy"), reg: newRegistry(cfg.Metrics),
+		unauth: make(chan struct{}, cfg.MaxUnauthenticated), conns: map[net.Conn]struct{}{}, shutdown: make(chan struct{})}
+	s.sshCfg = &ssh.ServerConfig{
+		PublicKeyCallback:       s.authenticate,
+		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,
+		MaxAuthTries:            6,
+		ServerVersion:           "SSH-2.0-Warden",
+	}
+	s.sshCfg.AddHostKey(cfg.HostSigner)
+	return s, nil
+}
+
+// Registry returns the live node registry (the cluster inventory).
+func (s *Server) Registry() *Registry { return s.reg }
+
+// authenticate accepts user certificates (for jumping) and host
+// certificates (for tunnels), never plain keys, and records which it was.
+// It has no side effects but a metric: it also runs for key probes.
+func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	cert, ok := key.(*ssh.Certificate)
+	if !ok {
+		s.cfg.Metrics.AuthFailures.Inc()
+		return nil, errors.New("only Warden certificates are accepted")
+	}
+	now := s.cfg.Now()
+	checker := &ssh.CertChecker{Clock: func() time.Time { return now }}
+	switch cert.CertType {
+	case ssh.HostCert:
+		if meta.User() != TunnelUser {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, errors.New("a host certificate cannot log in as a user")
+		}
+		if !containsKey(s.cfg.HostCAs(), cert.SignatureKey) {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, errors.New("host certificate not signed by the cluster host CA")
+		}
+		if err := checker.CheckCert(cert.KeyId, cert); err != nil {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, err
+		}
+		return &ssh.Permissions{Extensions: map[string]string{extKind: kindNode, extNodeID: cert.KeyId}}, nil
+	case ssh.UserCert:
+		if meta.User() == TunnelUser {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, errors.New("a user certificate cannot open a node tunnel")
+		}
+		if !containsKey(s.cfg.UserCAs(), cert.SignatureKey) {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, errors.New("user certificate not signed by the cluster user CA")
+		}
+		// Every Warden user certificate carries its internal principal;
+		// the OS login is checked by the node, not here.
+		if err := checker.CheckCert(ca.InternalPrincipalPrefix+cert.KeyId, cert); err != nil {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, err
+		}
+		id, err := ca.IdentityFromSSHCert(cert)
+		if err != nil {
+			s.cfg.Metrics.AuthFailures.Inc()
+			return nil, err
+		}
+		return &ssh.Permissions{Extensions: map[string]string{extKind: kindUser},
+			ExtraData: map[any]any{identityKey{}: id, certKey{}: cert}}, nil
+	}
+	s.cfg.Metrics.AuthFailures.Inc()
+	return nil, errors.New("unknown certificate type")
+}
+
+func containsKey(keys []ssh.PublicKey, k ssh.PublicKey) bool {
+	m := k.Marshal()
+	for _, c := range keys {
+		if string(c.Marshal()) == string(m) {
+			return true
+		}
+	}
+	return false
+}
+
+// Serve handles SSH connections from ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.isClosed() {
+				return nil
+			}
+			return err
+		}
+		select {
+		case s.unauth <- struct{}{}:
+		default:
+			s.log.Warn("too many unauthenticated connections; dropping", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		if !s.track(c) {
+			<-s.unauth
+			c.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// Close ends all connections and waits for their handlers.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.shutdown)
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) handle(c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	sconn, chans, reqs, err := ssh.NewServerConn(c, s.sshCfg)
+	<-s.unauth
+	if err != nil {
+		s.log.Debug("ssh handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	defer sconn.Close()
+	switch sconn.Permissions.Extensions[extKind] {
+	case kindNode:
+		s.serveTunnel(sconn, chans, reqs)
+	case kindUser:
+		s.serveUser(sconn, chans, reqs)
+	}
+}
+
+func (s *Server) audit(ctx context.Context, ev audit.Event) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
+		s.log.Error("audit emit failed", "event", ev.Event, "err", err)
+	}
+}
+
+// listCandidates renders node names for an error message.
+func listCandidates(nodes []auth.Node) string {
+	if len(nodes) == 0 {
+		return "you have access to no node right now"
+	}
+	names := make([]string, 0, min(len(nodes), 20))
+	for i, n := range nodes {
+		if i == 20 {
+			names = append(names, fmt.Sprintf("and %d more", len(nodes)-20))
+			break
+		}
+		names = append(names, n.Name)
+	}
+	return "nodes you can access: " + strings.Join(names, ", ")
+}

@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/auth"
+)
+
+// Heartbeat is what a node reports over its tunnel.
+type Heartbeat struct {
+	Labels  map[string]string `json:"labels,omitempty"`
+	Version string            `json:"version,omitempty"`
+}
+
+type tunnel struct {
+	conn ssh.Conn
+	mu   sync.RWMutex
+	node auth.Node
+}
+
+func (t *tunnel) snapshot() auth.Node {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := t.node
+	n.Labels = maps.Clone(n.Labels)
+	return n
+}
+
+// Registry holds the nodes connected to this proxy. It is the cluster's
+// live inventory: a node is listed exactly while its tunnel is up.
+type Registry struct {
+	mu      sync.RWMutex
+	tunnels map[string]*tunnel
+	m       *Metrics
+}
+
+func newRegistry(m *Metrics) *Registry {
+	return &Registry{tunnels: map[string]*tunnel{}, m: m}
+}
+
+// Nodes returns a snapshot of connected nodes.
+func (r *Registry) Nodes() []auth.Node {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]auth.Node, 0, len(r.tunnels))
+	for _, t := range r.tunnels {
+		out = append(out, t.snapshot())
+	}
+	return out
+}
+
+// Len returns the number of connected nodes.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.tunnels)
+}
+
+func (r *Registry) get(id string) *tunnel {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.tunnels[id]
+}
+
+// add registers a tunnel, replacing (and closing) an older one of the same
+// node: a node that reconnects before its old connection timed out.
+func (r *Registry) add(t *tunnel) {
+	r.mu.Lock()
+	old := r.tunnels[t.node.ID]
+	r.tunnels[t.node.ID] = t
+	n := len(r.tunnels)
+	r.mu.Unlock()
+	if old != nil {
+		old.conn.Close()
+	}
+	r.m.Tunnels.Set(float64(n))
+}
+
+func (r *Registry) remove(t *tunnel) {
+	r.mu.Lock()
+	if r.tunnels[t.node.ID] == t {
+		delete(r.tunnels, t.node.ID)
+	}
+	n := len(r.tunnels)
+	r.mu.Unlock()
+	r.m.Tunnels.Set(float64(n))
+}
+
+const tunnelKeepalive = 15 * time.Second
+
+func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	id := sconn.Permissions.Extensions[extNodeID]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg, err := s.cfg.Directory.GetNodeRegistration(ctx, id)
+	if err != nil {
+		s.log.Warn("tunnel from unregistered node refused", "node_id", id, "err", err)
+		return
+	}
+	now := s.cfg.Now().UTC()
+	t := &tunnel{conn: sconn, node: auth.Node{ID: reg.ID, Name: reg.Name, Hostname: reg.Hostname, Since: now, LastSeen: now}}
+	go func() {
+		for nc := range chans {
+			_ = nc.Reject(ssh.Prohibited, "nodes may not open channels on the proxy")
+		}
+	}()
+	// The first heartbeat (labels) must arrive before the node is listed.
+	first := true
+	keepalive := time.NewTicker(tunnelKeepalive)
+	defer keepalive.Stop()
+	defer func() {
+		if !first {
+			s.reg.remove(t)
+			s.log.Info("node tunnel closed", "node", reg.Name, "node_id", id)
+		}
+	}()
+	for {
+		select {
+		case req, ok := <-reqs:
+			if !ok {
+				return
+			}
+			if req.Type != RequestHeartbeat {
+				_ = req.Reply(false, nil)
+				continue
+			}
+			var hb Heartbeat
+			if err := decodeHeartbeat(req.Payload, &hb); err != nil {
+				_ = req.Reply(false, []byte(err.Error()))
+				continue
+			}
+			t.mu.Lock()
+			t.node.Labels, t.node.Version, t.node.LastSeen = hb.Labels, hb.Version, s.cfg.Now().UTC()
+			t.mu.Unlock()
+			if first {
+				first = false
+				s.reg.add(t)
+				s.log.Info("node tunnel up", "node", reg.Name, "node_id", id, "remote", sconn.RemoteAddr().String())
+			}
+			_ = req.Reply(true, nil)
+		case <-keepalive.C:
+			// A dead peer (no FIN) is noticed here, and the node leaves the
+			// inventory.
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := sconn.SendRequest("keepalive@openssh.com", true, nil)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					return
+				}
+			case <-time.After(tunnelKeepalive):
+				return
+			}
+		case <-s.shutdown:
+			return
+		}
+	}
+}
+
+func decodeHeartbeat(p []byte, hb *Heartbeat) error {
+	if len(p) > maxJSONBody {
+		return errors.New("heartbeat too large")
+	}
+	if err := json.Unmarshal(p, hb); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if len(hb.Labels) > 64 || len(hb.Version) > 64 {
+		return errors.New("heartbeat: too many labels")
+	}
+	for k, v := range hb.Labels {
+		if k == "" || len(k) > 256 || len(v) > 256 {
+			return fmt.Errorf("heartbeat: invalid label %q", k)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package service
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/proxy"
+)
+
+// proxyCertTTL is the validity of the proxy's own host certificate, issued
+// afresh at each start.
+const proxyCertTTL = 30 * 24 * time.Hour
+
+// startProxy creates the proxy's SSH side on the shared listener: a host
+// certificate for the names clients use, the tunnel registry that becomes
+// the cluster's node inventory, and the protocol multiplexer.
+func (p *Process) startProxy(public string) error {
+	_, priv, err := NewPrivateKey()
+	if err != nil {
+		return err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return err
+	}
+	principals := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil {
+		principals = append(principals, h)
+	}
+	for _, addr := range []string{public, p.cfg.Proxy.Listen} {
+		if host, _, err := net.SplitHostPort(addr); err == nil && host != "" && !strings.ContainsAny(host, " ") {
+			principals = append(principals, host)
+		}
+	}
+	cert, err := p.auth.IssueProxyHostCert(signer.PublicKey(), principals, proxyCertTTL)
+	if err != nil {
+		return err
+	}
+	certSigner, err := ssh.NewCertSigner(cert, signer)
+	if err != nil {
+		return err
+	}
+	a := p.auth.Authority()
+	p.metrics = prometheus.NewRegistry()
+	p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := proxy.New(proxy.Config{
+		HostSigner: certSigner,
+		UserCAs:    func() []ssh.PublicKey { return []ssh.PublicKey{a.UserCAPublicKey()} },
+		HostCAs:    func() []ssh.PublicKey { return []ssh.PublicKey{a.HostCAPublicKey()} },
+		Directory:  p.auth,
+		Audit:      p.backend.AuditLog(),
+		Metrics:    proxy.NewMetrics(p.metrics),
+		Logger:     p.log.With("service", "proxy"),
+	})
+	if err != nil {
+		return err
+	}
+	p.proxy = srv
+	p.auth.SetInventory(srv.Registry())
+	p.mux = proxy.NewMux(p.proxyLn)
+	return nil
+}
+
+// httpHandler serves the API plus health and metrics endpoints.
+func (p *Process) httpHandler(a *auth.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if p.base.Err() != nil {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics, promhttp.HandlerOpts{}))
+	return mux
+}
