@@ -259,8 +259,8 @@ func TestAuthorization(t *testing.T) {
 	if _, err := f.a.CreateToken(ctx, node, auth.CreateTokenRequest{Type: "node"}); !errors.Is(err, auth.ErrAccessDenied) {
 		t.Fatalf("node created a token: %v", err)
 	}
-	if err := f.a.NodeHeartbeat(ctx, dev, auth.Heartbeat{}); !errors.Is(err, auth.ErrAccessDenied) {
-		t.Fatalf("user sent a heartbeat: %v", err)
+	if _, err := f.a.RenewNodeCerts(ctx, dev, pubKey(t)); !errors.Is(err, auth.ErrAccessDenied) {
+		t.Fatalf("user renewed node certificates: %v", err)
 	}
 	if _, err := f.a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: "x", Roles: []string{"no-such-role"}}); !errors.Is(err, auth.ErrBadRequest) {
 		t.Fatalf("unknown role accepted: %v", err)
@@ -272,6 +272,10 @@ func TestAuthorization(t *testing.T) {
 		t.Fatalf("missing role: %v", err)
 	}
 }
+
+type staticInventory []auth.Node
+
+func (s staticInventory) Nodes() []auth.Node { return s }
 
 // TestListNodesFiltersByRole checks that users see only nodes their roles
 // allow, evaluated with the current role definitions.
@@ -292,22 +296,16 @@ spec:
 	if err := f.a.UpsertRole(ctx, auth.AdminCaller(), role[0]); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []struct{ name, env string }{{"d1", "dev"}, {"p1", "prod"}} {
-		tok, _ := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node"})
-		resp, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: n.name, Hostname: n.name, PublicKey: pubKey(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.a.NodeHeartbeat(ctx, auth.Caller{Kind: auth.KindNode, NodeID: resp.NodeID}, auth.Heartbeat{Labels: map[string]string{"env": n.env}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.a.SetInventory(staticInventory{
+		{ID: "2", Name: "p1", Labels: map[string]string{"env": "prod"}},
+		{ID: "1", Name: "d1", Labels: map[string]string{"env": "dev", "team": "a"}},
+	})
 	user := auth.Caller{Kind: auth.KindUser, User: "u", Roles: []string{"dev-only"}}
-	waitNodes := func(c auth.Caller, want string) {
+	waitNodes := func(c auth.Caller, filter map[string]string, want string) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			nodes, err := f.a.ListNodes(ctx, c, nil)
+			nodes, err := f.a.ListNodes(ctx, c, filter)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -324,14 +322,12 @@ spec:
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	waitNodes(user, "d1")
-	waitNodes(auth.AdminCaller(), "d1,p1")
+	waitNodes(user, nil, "d1")
+	waitNodes(auth.AdminCaller(), nil, "d1,p1")
+	waitNodes(auth.AdminCaller(), map[string]string{"team": "a"}, "d1")
 	// Deleting the role takes effect for the next call.
 	if err := f.a.DeleteRole(ctx, auth.AdminCaller(), "dev-only"); err != nil {
 		t.Fatal(err)
 	}
-	waitNodes(user, "")
-	// Heartbeats expire.
-	f.clock.Advance(auth.NodeTTL + time.Second)
-	waitNodes(auth.AdminCaller(), "")
+	waitNodes(user, nil, "")
 }
