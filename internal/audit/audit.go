@@ -27,6 +27,9 @@ const (
 	TokenUse     = "token.use"
 	NodeJoin     = "node.join"
 	AuthAttempt  = "auth.attempt"
+	// Retention records that events older than a cutoff were deleted; its
+	// fields name the checkpoint the hash chain continues from.
+	Retention = "audit.retention"
 )
 
 // Event is one audit record. Fields holds event-specific data.
@@ -44,6 +47,10 @@ type Event struct {
 	Success    bool           `json:"success"`
 	Error      string         `json:"error,omitempty"`
 	Fields     map[string]any `json:"fields,omitempty"`
+	// PrevHash and Hash chain the event to the log (hex SHA-256, set by the
+	// store; see ChainHash). Neither is part of the canonical encoding.
+	PrevHash string `json:"prev_hash,omitempty"`
+	Hash     string `json:"hash,omitempty"`
 }
 
 // Emitter records events.
@@ -62,6 +69,8 @@ type Query struct {
 	Limit     int
 	// AfterSeq returns events with Seq > AfterSeq (paging).
 	AfterSeq int64
+	// Text matches events whose JSON encoding contains it, ignoring case.
+	Text string
 }
 
 // Store persists and searches events.

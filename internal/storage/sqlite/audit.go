@@ -3,10 +3,13 @@ package sqlite
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/warden-sh/warden/internal/audit"
 )
@@ -17,32 +20,42 @@ const (
 	MaxAuditLimit     = 10000
 )
 
-// AuditLog is the audit.Store kept in the backend's database. It is
-// append-only: events are never updated or deleted through it.
+// AuditLog is the audit.Store kept in the backend's database. Events are
+// append-only and hash-chained (see audit.ChainHash): they are never updated,
+// and deleted only by DeleteBefore, which leaves a checkpoint the chain
+// continues from.
 type AuditLog struct {
-	b *Backend
+	b   *Backend
+	hub *auditHub // shared by every AuditLog of b
 }
 
 var _ audit.Store = (*AuditLog)(nil)
 
-// AuditLog returns the audit store sharing b's database.
-func (b *Backend) AuditLog() *AuditLog { return &AuditLog{b: b} }
+// AuditLog returns the audit store sharing b's database. All values
+// returned for one Backend share their group commit queue and subscribers.
+func (b *Backend) AuditLog() *AuditLog { return &AuditLog{b: b, hub: hubFor(b)} }
 
 // Emit stores ev. An empty ID gets a random one and a zero Time the
-// backend clock's current time (UTC); Seq is assigned by the store.
+// backend clock's current time (UTC); Seq, PrevHash and Hash are assigned by
+// the store. Concurrent Emits are committed together (group commit); each
+// returns once its event is durable. If ctx ends first, Emit returns its
+// error but the event may still be stored: retry with the same ID.
 func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error {
 	_, err := a.Append(ctx, ev)
 	return err
 }
 
-// Append is Emit that also returns the event as stored, with its ID, Time
-// and Seq filled in.
+// Append is Emit that also returns the event as stored, with its ID, Time,
+// Seq and hashes filled in.
 func (a *AuditLog) Append(ctx context.Context, ev audit.Event) (audit.Event, error) {
-	out, err := a.insert(ctx, []audit.Event{ev})
-	if err != nil {
-		return audit.Event{}, err
+	if a.b.closed() {
+		return audit.Event{}, fmt.Errorf("emit audit event: %w", ErrClosed)
 	}
-	return out[0], nil
+	p, err := a.prepare(ev)
+	if err != nil {
+		return audit.Event{}, fmt.Errorf("emit audit event: %w", err)
+	}
+	return a.groupAppend(ctx, p)
 }
 
 // EmitBatch stores evs in one transaction: all or none. Fields are filled
@@ -51,71 +64,111 @@ func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	_, err := a.insert(ctx, evs)
+	if a.b.closed() {
+		return fmt.Errorf("emit audit events: %w", ErrClosed)
+	}
+	ps := make([]prepared, len(evs))
+	for i, ev := range evs {
+		p, err := a.prepare(ev)
+		if err != nil {
+			return fmt.Errorf("emit audit event %d: %w", i, err)
+		}
+		ps[i] = p
+	}
+	_, err := a.commit(ctx, ps)
 	return err
 }
 
-func (a *AuditLog) insert(ctx context.Context, evs []audit.Event) ([]audit.Event, error) {
-	if a.b.closed() {
-		return nil, fmt.Errorf("emit audit events: %w", ErrClosed)
-	}
-	out := make([]audit.Event, len(evs))
-	bodies := make([][]byte, len(evs))
-	for i, ev := range evs {
-		if ev.Event == "" {
-			return nil, fmt.Errorf("emit audit event %d: empty event name", i)
-		}
-		if ev.ID == "" {
-			id, err := newEventID()
-			if err != nil {
-				return nil, fmt.Errorf("emit audit event %q: %w", ev.Event, err)
-			}
-			ev.ID = id
-		}
-		if ev.Time.IsZero() {
-			ev.Time = a.b.now()
-		}
-		ev.Time = ev.Time.UTC()
-		ev.Seq = 0 // assigned below; not part of the stored body
-		body, err := json.Marshal(ev)
-		if err != nil {
-			return nil, fmt.Errorf("emit audit event %q: encode: %w", ev.Event, err)
-		}
-		out[i], bodies[i] = ev, body
-	}
+// prepared is an event with its defaults filled in and its canonical body.
+type prepared struct {
+	ev   audit.Event
+	body []byte
+}
 
+// prepare validates ev, fills in its ID and Time and encodes its body. It
+// runs in the caller's goroutine, outside the write lock.
+func (a *AuditLog) prepare(ev audit.Event) (prepared, error) {
+	if ev.Event == "" {
+		return prepared{}, errors.New("empty event name")
+	}
+	if ev.ID == "" {
+		id, err := newEventID()
+		if err != nil {
+			return prepared{}, fmt.Errorf("%q: %w", ev.Event, err)
+		}
+		ev.ID = id
+	}
+	if ev.Time.IsZero() {
+		ev.Time = a.b.now()
+	}
+	ev.Time = ev.Time.UTC()
+	ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
+	body, err := audit.Canonical(ev)
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{ev: ev, body: body}, nil
+}
+
+// commit stores ps in one transaction and wakes subscribers.
+func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, error) {
 	tx, err := a.b.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	out, err := a.insertTx(ctx, tx, ps)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("emit audit events: commit: %w", err)
+	}
+	a.hub.notify()
+	return out, nil
+}
+
+// insertTx appends ps to the chain inside tx: one read of the chain's tail,
+// then one insert per event.
+func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]audit.Event, error) {
+	_, prev, err := a.tail(ctx, tx)
+	if err != nil {
+		return nil, fmt.Errorf("emit audit events: %w", err)
+	}
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
-		(id, time, event, user, node, session_id, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+		(id, time, event, user, node, session_id, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(id) DO NOTHING`)
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: prepare: %w", err)
 	}
 	defer stmt.Close()
-	for i := range out {
-		ev := &out[i]
-		res, err := stmt.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID, string(bodies[i]))
+	out := make([]audit.Event, len(ps))
+	for i := range ps {
+		ev := ps[i].ev
+		hash := audit.ChainHash(prev, ps[i].body)
+		res, err := stmt.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID,
+			ps[i].body, prev, hash)
 		if err != nil {
 			return nil, fmt.Errorf("emit audit event %q id %q: %w", ev.Event, ev.ID, err)
 		}
 		if n, err := res.RowsAffected(); err == nil && n == 0 {
 			// A retried delivery of an event already stored (same id):
-			// idempotent, the first copy stays.
-			if err := tx.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE id = ?`, ev.ID).Scan(&ev.Seq); err != nil {
+			// idempotent, the first copy stays and the chain is unchanged.
+			var ph, h []byte
+			if err := tx.QueryRowContext(ctx, `SELECT seq, prev_hash, hash FROM audit_events WHERE id = ?`, ev.ID).
+				Scan(&ev.Seq, &ph, &h); err != nil {
 				return nil, fmt.Errorf("emit audit event %q id %q: existing seq: %w", ev.Event, ev.ID, err)
 			}
+			ev.PrevHash, ev.Hash = hex.EncodeToString(ph), hex.EncodeToString(h)
+			out[i] = ev
 			continue
 		}
 		if ev.Seq, err = res.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("emit audit event %q id %q: seq: %w", ev.Event, ev.ID, err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("emit audit events: commit: %w", err)
+		ev.PrevHash, ev.Hash = hex.EncodeToString(prev), hex.EncodeToString(hash)
+		out[i] = ev
+		prev = hash
 	}
 	return out, nil
 }
@@ -123,6 +176,8 @@ func (a *AuditLog) insert(ctx context.Context, evs []audit.Event) ([]audit.Event
 // Search returns the events matching q, ordered by Seq ascending. Since is
 // inclusive and Until exclusive. Limit defaults to DefaultAuditLimit and is
 // capped at MaxAuditLimit; page on with AfterSeq set to the last Seq seen.
+// Text matches the stored JSON (keys and values; a quote or backslash in Text
+// matches itself or its JSON escape), ignoring case.
 func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, error) {
 	if a.b.closed() {
 		return nil, fmt.Errorf("search audit events: %w", ErrClosed)
@@ -131,9 +186,9 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 		where []string
 		args  []any
 	)
-	add := func(cond string, arg any) {
+	add := func(cond string, arg ...any) {
 		where = append(where, cond)
-		args = append(args, arg)
+		args = append(args, arg...)
 	}
 	if q.Type != "" {
 		add("event = ?", q.Type)
@@ -158,12 +213,30 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 	}
 	limit := auditLimit(q.Limit)
 
-	stmt := `SELECT seq, body FROM audit_events`
+	// SQLite's lower() folds ASCII only: an ASCII needle is matched in SQL,
+	// any other in Go (below) with Unicode case folding.
+	var match func(body []byte) bool
+	if q.Text != "" {
+		raw, esc := strings.ToLower(q.Text), strings.ToLower(audit.EscapeText(q.Text))
+		if isASCII(q.Text) {
+			add("(instr(lower(body), ?) > 0 OR instr(lower(body), ?) > 0)", raw, esc)
+		} else {
+			match = func(body []byte) bool {
+				l := strings.ToLower(string(body))
+				return strings.Contains(l, raw) || strings.Contains(l, esc)
+			}
+		}
+	}
+
+	stmt := `SELECT seq, body, prev_hash, hash FROM audit_events`
 	if len(where) > 0 {
 		stmt += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	stmt += ` ORDER BY seq LIMIT ?`
-	args = append(args, limit)
+	stmt += ` ORDER BY seq`
+	if match == nil {
+		stmt += ` LIMIT ?`
+		args = append(args, limit)
+	}
 
 	rows, err := a.b.reader.QueryContext(ctx, stmt, args...)
 	if err != nil {
@@ -171,25 +244,37 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 	}
 	defer rows.Close()
 	var out []audit.Event
-	for rows.Next() {
+	for len(out) < limit && rows.Next() {
 		var (
-			seq  int64
-			body string
+			seq            int64
+			body, ph, hash []byte
 		)
-		if err := rows.Scan(&seq, &body); err != nil {
+		if err := rows.Scan(&seq, &body, &ph, &hash); err != nil {
 			return nil, fmt.Errorf("search audit events: %w", err)
 		}
+		if match != nil && !match(body) {
+			continue
+		}
 		var ev audit.Event
-		if err := json.Unmarshal([]byte(body), &ev); err != nil {
+		if err := json.Unmarshal(body, &ev); err != nil {
 			return nil, fmt.Errorf("search audit events: decode event seq %d: %w", seq, err)
 		}
-		ev.Seq = seq
+		ev.Seq, ev.PrevHash, ev.Hash = seq, hex.EncodeToString(ph), hex.EncodeToString(hash)
 		out = append(out, ev)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("search audit events: %w", err)
 	}
 	return out, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // auditLimit applies the default and the cap to a requested limit.

@@ -39,6 +39,18 @@ var migrations = []string{
 	CREATE INDEX audit_events_user_time ON audit_events (user, time);
 	CREATE INDEX audit_events_node_time ON audit_events (node, time);
 	CREATE INDEX audit_events_session ON audit_events (session_id);`,
+
+	// 3: audit hash chain (see audit.ChainHash) and retention checkpoints.
+	// Rows written before this version have NULL hashes; the first write
+	// after upgrading chains them (see AuditLog.tail).
+	`ALTER TABLE audit_events ADD COLUMN prev_hash BLOB;
+	ALTER TABLE audit_events ADD COLUMN hash BLOB;
+	CREATE TABLE audit_checkpoints (
+		seq   INTEGER PRIMARY KEY NOT NULL, -- last event deleted
+		hash  BLOB NOT NULL,                -- its hash: the next event's prev_hash
+		time  INTEGER NOT NULL,             -- when (unix ns)
+		count INTEGER NOT NULL              -- events deleted
+	);`,
 }
 
 // schemaVersion is the version this code expects after migrate.
