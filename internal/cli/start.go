@@ -14,6 +14,7 @@ func newStartCmd(g *globals) *cobra.Command {
 		configPath string
 		services   string
 		labels     string
+		labelCmds  []string
 		cfg        service.Config
 	)
 	cmd := &cobra.Command{
@@ -79,6 +80,13 @@ A YAML file (--config) can hold the same settings; flags override it:
 				}
 				c.Node.Labels = m
 			}
+			for _, lc := range labelCmds {
+				parsed, err := service.ParseLabelCommand(lc)
+				if err != nil {
+					return err
+				}
+				c.Node.Commands = append(c.Node.Commands, parsed)
+			}
 			if err := c.CheckAndSetDefaults(); err != nil {
 				return err
 			}
@@ -101,6 +109,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("node-listen", "", "also serve SSH directly on this address (default: none; nodes are reached through the proxy)")
 	f.String("name", "", "node name (default: host name)")
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
+	f.StringArrayVar(&labelCmds, "label-cmd", nil, "dynamic node label NAME=PERIOD:COMMAND, e.g. kernel=1m:uname -r (repeatable)")
 	f.String("proxy", "", "proxy address to join (node only)")
 	f.String("token", "", "join token (node only, first start)")
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")

@@ -35,6 +35,12 @@ type Cluster struct {
 type Options struct {
 	NodeName   string
 	NodeLabels map[string]string
+	// NoNode runs auth and proxy only.
+	NoNode bool
+	// DataDir reuses a data directory (to restart a cluster).
+	DataDir string
+	// Proxy overrides proxy settings (listen address, limits).
+	Proxy service.ProxyConfig
 }
 
 // New starts a cluster that is closed when the test ends.
@@ -43,12 +49,21 @@ func New(t testing.TB, opt Options) *Cluster {
 	if opt.NodeName == "" {
 		opt.NodeName = "node1"
 	}
-	dir := t.TempDir()
+	dir := opt.DataDir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if opt.Proxy.Listen == "" {
+		opt.Proxy.Listen = "127.0.0.1:0"
+	}
 	cfg := &service.Config{
 		ClusterName: "test",
 		DataDir:     dir,
-		Proxy:       service.ProxyConfig{Listen: "127.0.0.1:0"},
+		Proxy:       opt.Proxy,
 		Node:        service.NodeConfig{Name: opt.NodeName, Labels: opt.NodeLabels},
+	}
+	if opt.NoNode {
+		cfg.Services = []string{service.Auth, service.Proxy}
 	}
 	p, err := service.Start(context.Background(), cfg, quietLogger(t))
 	if err != nil {
@@ -61,11 +76,38 @@ func New(t testing.TB, opt Options) *Cluster {
 	}
 	t.Cleanup(admin.Close)
 	c := &Cluster{t: t, DataDir: dir, Proc: p, Admin: admin}
-	c.WaitForNodes(1)
+	if !opt.NoNode {
+		c.WaitForNodes(1)
+	}
 	return c
 }
 
-// ProxyAddr is the proxy's HTTPS address.
+// StartNode joins a separate node agent with a fresh single-use token and
+// the CA pin, as `warden start --services node` would. It stops at test end.
+func (c *Cluster) StartNode(name string, labels map[string]string) *service.NodeAgent {
+	c.t.Helper()
+	ctx := context.Background()
+	tok, err := c.Admin.CreateToken(ctx, auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ping, err := c.Admin.Ping(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	a, err := service.StartNode(ctx, service.NodeAgentConfig{
+		NodeConfig: service.NodeConfig{Name: name, Labels: labels, ProxyAddr: c.ProxyAddr(), Token: tok.Token, CAPin: ping.TLSCAFingerprint},
+		DataDir:    c.t.TempDir(),
+		Logger:     quietLogger(c.t),
+	})
+	if err != nil {
+		c.t.Fatalf("start node %s: %v", name, err)
+	}
+	c.t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// ProxyAddr is the proxy's address.
 func (c *Cluster) ProxyAddr() string { return c.Proc.ProxyAddr() }
 
 // WaitForNodes waits until at least n nodes heartbeat.

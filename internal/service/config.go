@@ -48,6 +48,12 @@ type ProxyConfig struct {
 	// PublicAddr is what users and nodes use to reach the proxy; defaults to
 	// Listen.
 	PublicAddr string `yaml:"public_addr"`
+	// HandshakeTimeout drops connections that do not finish their
+	// protocol detection or SSH handshake in time (default 10s).
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// MaxUnauthenticated bounds connections still in their handshake
+	// (default 512).
+	MaxUnauthenticated int `yaml:"max_unauthenticated"`
 }
 
 // NodeConfig configures the node agent.
@@ -59,6 +65,8 @@ type NodeConfig struct {
 	// Name defaults to the host name.
 	Name   string            `yaml:"name"`
 	Labels map[string]string `yaml:"labels"`
+	// Commands are dynamic labels.
+	Commands []LabelCommand `yaml:"commands"`
 	// ProxyAddr is the proxy to join and report to (not needed when the
 	// node runs with auth and proxy in one process).
 	ProxyAddr string `yaml:"proxy"`

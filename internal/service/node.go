@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/node"
+	"github.com/warden-sh/warden/internal/proxy"
 )
 
 // NodeAgentConfig configures a node agent.
@@ -53,6 +54,7 @@ type NodeAgent struct {
 	ln      net.Listener
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	dyn    *dynamicLabels
 	// tunnelUp is true while the reverse tunnel to the proxy is connected.
 	tunnelUp atomic.Bool
 }
@@ -65,7 +67,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
-	a := &NodeAgent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json")}
+	a := &NodeAgent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
 	id, err := ReadIdentityFile(a.idPath)
 	switch {
 	case err == nil:
@@ -93,6 +95,13 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.cancel = cancel
 	a.roles = newRoleWatcher(a.client, a.log)
 	a.events = newEventForwarder(a.client, a.log)
+	for _, lc := range cfg.Commands {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.dyn.run(runCtx, lc, func(err error) { a.log.Warn("dynamic label", "err", err) })
+		}()
+	}
 	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.roles.run(runCtx) }()
 	go func() { defer a.wg.Done(); a.events.run(runCtx) }()
@@ -132,7 +141,24 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		}()
 	}
 	a.wg.Add(1)
-	go func() { defer a.wg.Done(); a.runTunnel(runCtx) }()
+	go func() {
+		defer a.wg.Done()
+		proxy.RunAgent(runCtx, proxy.AgentConfig{
+			Addr:   a.proxyAddr(),
+			Signer: a.host,
+			HostCAs: func() []ssh.PublicKey {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				cas, _ := ParseAuthorizedKeys(a.id.HostCAs)
+				return cas
+			},
+			Heartbeat:         func() proxy.Heartbeat { return proxy.Heartbeat{Labels: a.labels(), Version: api.Version} },
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			Handle:            a.srv.HandleConn,
+			OnState:           a.tunnelUp.Store,
+			Logger:            a.log,
+		})
+	}()
 	a.log.Info("node started", "name", id.nodeName(), "node_id", id.NodeID, "direct_addr", a.Addr())
 	return a, nil
 }
@@ -242,7 +268,7 @@ func (a *NodeAgent) setIdentity(id *IdentityFile) error {
 	return nil
 }
 
-func (a *NodeAgent) labels() map[string]string { return a.cfg.Labels }
+func (a *NodeAgent) labels() map[string]string { return a.dyn.get() }
 
 // maintain renews certificates before they expire.
 func (a *NodeAgent) maintain(ctx context.Context) {

@@ -61,6 +61,9 @@ func (p *Process) startProxy(public string) error {
 		Audit:      p.backend.AuditLog(),
 		Metrics:    proxy.NewMetrics(p.metrics),
 		Logger:     p.log.With("service", "proxy"),
+
+		HandshakeTimeout:   p.cfg.Proxy.HandshakeTimeout,
+		MaxUnauthenticated: p.cfg.Proxy.MaxUnauthenticated,
 	})
 	if err != nil {
 		return err
@@ -68,6 +71,9 @@ func (p *Process) startProxy(public string) error {
 	p.proxy = srv
 	p.auth.SetInventory(srv.Registry())
 	p.mux = proxy.NewMux(p.proxyLn)
+	if p.cfg.Proxy.HandshakeTimeout > 0 {
+		p.mux.PeekTimeout = p.cfg.Proxy.HandshakeTimeout
+	}
 	return nil
 }
 

@@ -1,0 +1,86 @@
+package clustertest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/proxy"
+	"github.com/warden-sh/warden/internal/service"
+)
+
+// SimNode is a simulated node: a real joined identity (host certificate)
+// and a real reverse tunnel, but no SSH server behind it. Used to put many
+// nodes on one proxy.
+type SimNode struct {
+	Name    string
+	ID      string
+	signer  ssh.Signer
+	hostCAs []ssh.PublicKey
+	labels  map[string]string
+	proxy   string
+}
+
+// SimulateNodes joins n simulated nodes through the API with one reusable
+// token.
+func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[string]string) []*SimNode {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := c.Admin.CreateToken(ctx, auth.CreateTokenRequest{Type: "node", TTL: time.Hour, Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*SimNode, 0, n)
+	for i := 0; i < n; i++ {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ssh.NewSignerFromKey(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("sim-%05d", i)
+		resp, err := c.Admin.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: name, Hostname: name,
+			PublicKey: string(ssh.MarshalAuthorizedKey(s.PublicKey()))})
+		if err != nil {
+			t.Fatalf("join %s: %v", name, err)
+		}
+		id := service.IdentityFile{PrivateKey: "", SSHCert: resp.SSHCert}
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(id.SSHCert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := ssh.NewCertSigner(pub.(*ssh.Certificate), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas, err := service.ParseAuthorizedKeys(resp.HostCAs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &SimNode{Name: name, ID: resp.NodeID, signer: cs, hostCAs: cas, labels: labels(i), proxy: c.ProxyAddr()})
+	}
+	return out
+}
+
+// Run keeps the simulated node's tunnel up until ctx ends.
+func (s *SimNode) Run(ctx context.Context) {
+	proxy.RunAgent(ctx, proxy.AgentConfig{
+		Addr:              s.proxy,
+		Signer:            s.signer,
+		HostCAs:           func() []ssh.PublicKey { return s.hostCAs },
+		Heartbeat:         func() proxy.Heartbeat { return proxy.Heartbeat{Labels: s.labels, Version: "sim"} },
+		HeartbeatInterval: 30 * time.Second,
+		Handle:            func(_ context.Context, c net.Conn) { c.Close() },
+		Logger:            slog.New(slog.DiscardHandler),
+	})
+}
