@@ -3,9 +3,9 @@ package clustertest
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"

@@ -54,7 +54,7 @@ type NodeAgent struct {
 	ln      net.Listener
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	dyn    *dynamicLabels
+	dyn     *dynamicLabels
 	// tunnelUp is true while the reverse tunnel to the proxy is connected.
 	tunnelUp atomic.Bool
 }
