@@ -41,6 +41,8 @@ type Options struct {
 	DataDir string
 	// Proxy overrides proxy settings (listen address, limits).
 	Proxy service.ProxyConfig
+	// NodeListen also serves the in-process node directly (direct mode).
+	NodeListen string
 }
 
 // New starts a cluster that is closed when the test ends.
@@ -60,7 +62,7 @@ func New(t testing.TB, opt Options) *Cluster {
 		ClusterName: "test",
 		DataDir:     dir,
 		Proxy:       opt.Proxy,
-		Node:        service.NodeConfig{Name: opt.NodeName, Labels: opt.NodeLabels},
+		Node:        service.NodeConfig{Name: opt.NodeName, Labels: opt.NodeLabels, Listen: opt.NodeListen},
 	}
 	if opt.NoNode {
 		cfg.Services = []string{service.Auth, service.Proxy}
