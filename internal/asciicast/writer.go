@@ -21,7 +21,10 @@ import (
 // when goroutines race to the lock, or with a non-monotonic clock) is
 // clamped to it, so the file always reads back with non-decreasing times.
 //
-// Every event is written with a single Write call to the underlying writer.
+// Every event is written with a single Write call to the underlying writer
+// and the Writer keeps no buffer of its own: to record into a file without
+// a system call per PTY read, give it a bufio.Writer (wrapped around a
+// HashingWriter, or wrapping one) and flush it on a timer and at the end.
 // The first write error is sticky: it is returned by every later call.
 //
 // To know a finished recording's length and SHA-256, wrap the destination in

@@ -361,3 +361,21 @@ func TestHashingWriter(t *testing.T) {
 		t.Errorf("Len: hashing %d, writer %d, buffer %d", hw.Len(), w.Len(), buf.Len())
 	}
 }
+
+func TestPlain8(t *testing.T) {
+	t.Parallel()
+	for b := range 256 {
+		want := b >= 0x20 && b < 0x80 && b != '"' && b != '\\'
+		for pos := range 8 {
+			word := []byte("abcdefgh")
+			word[pos] = byte(b)
+			x := uint64(0)
+			for i := 7; i >= 0; i-- {
+				x = x<<8 | uint64(word[i])
+			}
+			if got := plain8(x); got != want {
+				t.Fatalf("plain8 with byte %#x at %d = %v, want %v", b, pos, got, want)
+			}
+		}
+	}
+}
