@@ -135,33 +135,39 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: %w", err)
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
-		(id, time, event, user, node, session_id, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(id) DO NOTHING`)
+	// Look the id up before inserting rather than INSERT ... ON CONFLICT DO
+	// NOTHING: an ignored insert still consumes an AUTOINCREMENT seq, and
+	// Verify relies on seqs having no gaps.
+	find, err := tx.PrepareContext(ctx, `SELECT seq, prev_hash, hash FROM audit_events WHERE id = ?`)
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: prepare: %w", err)
 	}
-	defer stmt.Close()
+	defer find.Close()
+	insert, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
+		(id, time, event, user, node, session_id, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("emit audit events: prepare: %w", err)
+	}
+	defer insert.Close()
 	out := make([]audit.Event, len(ps))
 	for i := range ps {
 		ev := ps[i].ev
-		hash := audit.ChainHash(prev, ps[i].body)
-		res, err := stmt.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID,
-			ps[i].body, prev, hash)
-		if err != nil {
-			return nil, fmt.Errorf("emit audit event %q id %q: %w", ev.Event, ev.ID, err)
-		}
-		if n, err := res.RowsAffected(); err == nil && n == 0 {
+		var ph, h []byte
+		switch err := find.QueryRowContext(ctx, ev.ID).Scan(&ev.Seq, &ph, &h); {
+		case err == nil:
 			// A retried delivery of an event already stored (same id):
 			// idempotent, the first copy stays and the chain is unchanged.
-			var ph, h []byte
-			if err := tx.QueryRowContext(ctx, `SELECT seq, prev_hash, hash FROM audit_events WHERE id = ?`, ev.ID).
-				Scan(&ev.Seq, &ph, &h); err != nil {
-				return nil, fmt.Errorf("emit audit event %q id %q: existing seq: %w", ev.Event, ev.ID, err)
-			}
 			ev.PrevHash, ev.Hash = hex.EncodeToString(ph), hex.EncodeToString(h)
 			out[i] = ev
 			continue
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, fmt.Errorf("emit audit event %q id %q: look up id: %w", ev.Event, ev.ID, err)
+		}
+		hash := audit.ChainHash(prev, ps[i].body)
+		res, err := insert.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID,
+			ps[i].body, prev, hash)
+		if err != nil {
+			return nil, fmt.Errorf("emit audit event %q id %q: %w", ev.Event, ev.ID, err)
 		}
 		if ev.Seq, err = res.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("emit audit event %q id %q: seq: %w", ev.Event, ev.ID, err)

@@ -37,7 +37,7 @@ func (a *AuditLog) DeleteBefore(ctx context.Context, t time.Time) (int64, error)
 	// The scan in seq order stops at the first event kept: it reads what
 	// is about to be deleted, no more.
 	var firstKept int64
-	err = tx.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE time >= ? ORDER BY seq LIMIT 1`, t.UnixNano()).Scan(&firstKept)
+	err = tx.QueryRowContext(ctx, `SELECT seq FROM audit_events NOT INDEXED WHERE time >= ? ORDER BY seq LIMIT 1`, t.UnixNano()).Scan(&firstKept)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		firstKept = -1 // every event is older

@@ -50,7 +50,9 @@ var migrations = []string{
 		hash  BLOB NOT NULL,                -- its hash: the next event's prev_hash
 		time  INTEGER NOT NULL,             -- when (unix ns)
 		count INTEGER NOT NULL              -- events deleted
-	);`,
+	);
+	-- Paging one user's events by seq (AfterSeq) without sorting them all.
+	CREATE INDEX audit_events_user_seq ON audit_events (user, seq);`,
 }
 
 // schemaVersion is the version this code expects after migrate.
