@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Writer writes an asciicast v2 recording.
@@ -99,8 +100,16 @@ func (w *Writer) Resize(t time.Time, cols, rows int) error {
 	return w.event(t, TypeResize[0], d, nil)
 }
 
-// Marker records a named marker (a chapter point for players).
+// Marker records a named marker (a chapter point for players). Labels
+// longer than 64 KiB are cut.
 func (w *Writer) Marker(t time.Time, label string) error {
+	if len(label) > maxEventData {
+		n := maxEventData
+		for n > 0 && !utf8.RuneStart(label[n]) {
+			n--
+		}
+		label = label[:n]
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.event(t, TypeMarker[0], []byte(label), nil)
@@ -139,9 +148,27 @@ func (w *Writer) Len() int64 {
 	return w.n
 }
 
+// maxEventData is the most data bytes put in one event. Escaping can grow
+// data sixfold, so lines stay well under DefaultMaxLineBytes and any Reader
+// with default limits accepts what a Writer wrote.
+const maxEventData = 64 << 10
+
 func (w *Writer) data(t time.Time, typ byte, stream int, p []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for {
+		n := min(len(p), maxEventData)
+		if err := w.chunk(t, typ, stream, p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+	}
+}
+
+func (w *Writer) chunk(t time.Time, typ byte, stream int, p []byte) error {
 	tail := &w.tails[stream]
 	if tail.n > 0 {
 		w.merge = append(append(w.merge[:0], tail.b[:tail.n]...), p...)

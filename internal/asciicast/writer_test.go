@@ -379,3 +379,38 @@ func TestPlain8(t *testing.T) {
 		}
 	}
 }
+
+func TestWriterSplitsHugeWrites(t *testing.T) {
+	t.Parallel()
+	// One huge write of bytes that escape sixfold, with a UTF-8 sequence
+	// straddling the split point, must read back with default limits.
+	huge := bytes.Repeat([]byte{0x01}, 3*maxEventData)
+	copy(huge[maxEventData-1:], "é")
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, testHeader(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Output(at(1), huge); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Marker(at(2), strings.Repeat("é", maxEventData)); err != nil {
+		t.Fatal(err)
+	}
+	_, evs := readAll(t, buf.Bytes())
+	var got strings.Builder
+	for _, e := range evs {
+		if e.Type == "o" {
+			got.WriteString(e.Data)
+		}
+	}
+	if got.String() != string(huge) {
+		t.Errorf("huge output did not round trip (%d events)", len(evs))
+	}
+	if len(evs) < 4 {
+		t.Errorf("got %d events, want output split into several", len(evs))
+	}
+	if m := evs[len(evs)-1]; m.Type != "m" || len(m.Data) != maxEventData || !strings.HasPrefix(m.Data, "éé") {
+		t.Errorf("marker not cut to %d bytes of whole runes: %d bytes", maxEventData, len(m.Data))
+	}
+}
