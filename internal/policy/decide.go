@@ -61,11 +61,16 @@ func (d Decision) Err() error {
 
 // EffectiveOptions are the session options after merging all roles.
 type EffectiveOptions struct {
-	MaxSessionTTL  time.Duration
-	PortForwarding bool
-	FileTransfer   bool
-	PermitPTY      bool
-	ForwardAgent   bool
+	MaxSessionTTL         time.Duration
+	PortForwarding        bool
+	FileTransfer          bool
+	PermitPTY             bool
+	ForwardAgent          bool
+	RecordSession         string
+	RecordInput           bool
+	DisconnectExpiredCert bool
+	ClientIdleTimeout     time.Duration
+	LockMode              string
 }
 
 // DeniedError is returned when policy refuses an action. Error() is the
@@ -216,8 +221,11 @@ func AllowedLogins(roles []*Role, traits map[string][]string) []string {
 // boolean is false if any role sets it false. Unset booleans default to
 // PermitPTY and FileTransfer true, PortForwarding and ForwardAgent false.
 func MergeOptions(roles []*Role) EffectiveOptions {
-	var ttl time.Duration
+	var ttl, idle time.Duration
 	var pf, ft, pty, fa tri
+	record, lockMode := "", ""
+	recordInput, disconnect := false, true
+	disconnectSet, allOff := false, true
 	for _, r := range roles {
 		if r == nil {
 			continue
@@ -226,21 +234,61 @@ func MergeOptions(roles []*Role) EffectiveOptions {
 		if d := time.Duration(o.MaxSessionTTL); d > 0 && (ttl == 0 || d < ttl) {
 			ttl = d
 		}
+		if d := time.Duration(o.ClientIdleTimeout); d > 0 && (idle == 0 || d < idle) {
+			idle = d
+		}
 		pf.merge(o.PortForwarding)
 		ft.merge(o.FileTransfer)
 		pty.merge(o.PermitPTY)
 		fa.merge(o.ForwardAgent)
+		record = stricterRecord(record, o.RecordSession)
+		if o.LockMode == LockStrict {
+			lockMode = LockStrict
+		}
+		if o.RecordInput != nil && *o.RecordInput {
+			recordInput = true
+		}
+		// Disconnecting at expiry is on unless every role that says
+		// anything turns it off.
+		if o.DisconnectExpiredCert != nil {
+			disconnectSet = true
+			allOff = allOff && !*o.DisconnectExpiredCert
+		}
+	}
+	if disconnectSet && allOff {
+		disconnect = false
 	}
 	if ttl == 0 {
 		ttl = DefaultSessionTTL
 	}
-	return EffectiveOptions{
-		MaxSessionTTL:  ttl,
-		PortForwarding: pf.value(false),
-		FileTransfer:   ft.value(true),
-		PermitPTY:      pty.value(true),
-		ForwardAgent:   fa.value(false),
+	if record == "" {
+		record = RecordBestEffort
 	}
+	if lockMode == "" {
+		lockMode = LockBestEffort
+	}
+	return EffectiveOptions{
+		MaxSessionTTL:         ttl,
+		PortForwarding:        pf.value(false),
+		FileTransfer:          ft.value(true),
+		PermitPTY:             pty.value(true),
+		ForwardAgent:          fa.value(false),
+		RecordSession:         record,
+		RecordInput:           recordInput,
+		DisconnectExpiredCert: disconnect,
+		ClientIdleTimeout:     idle,
+		LockMode:              lockMode,
+	}
+}
+
+// stricterRecord returns the stricter of two record modes: strict, then
+// best_effort, then off ("" is unset).
+func stricterRecord(a, b string) string {
+	rank := map[string]int{"": 0, RecordOff: 1, RecordBestEffort: 2, RecordStrict: 3}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
 }
 
 // tri folds optional booleans: any false wins, else any true, else unset.

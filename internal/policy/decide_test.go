@@ -26,7 +26,8 @@ func allowRole(name string, logins []string, labels Labels) *Role {
 	})
 }
 
-var defaultOptions = EffectiveOptions{MaxSessionTTL: DefaultSessionTTL, FileTransfer: true, PermitPTY: true}
+var defaultOptions = EffectiveOptions{MaxSessionTTL: DefaultSessionTTL, FileTransfer: true, PermitPTY: true,
+	RecordSession: RecordBestEffort, DisconnectExpiredCert: true, LockMode: LockBestEffort}
 
 func TestDecide(t *testing.T) {
 	t.Parallel()
@@ -297,7 +298,8 @@ func TestDecide(t *testing.T) {
 			},
 			target:     web,
 			allowed:    true,
-			wantOption: &EffectiveOptions{MaxSessionTTL: time.Hour, PortForwarding: true, FileTransfer: true},
+			wantOption: &EffectiveOptions{MaxSessionTTL: time.Hour, PortForwarding: true, FileTransfer: true,
+				RecordSession: RecordBestEffort, DisconnectExpiredCert: true, LockMode: LockBestEffort},
 		},
 	}
 	for _, tt := range tests {
@@ -371,10 +373,43 @@ func TestMergeOptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if diff := cmp.Diff(tt.want, MergeOptions(tt.roles)); diff != "" {
+			// These cases are about the SSH permissions; the session
+			// controls keep their defaults (tested below).
+			want := tt.want
+			want.RecordSession, want.DisconnectExpiredCert, want.LockMode = RecordBestEffort, true, LockBestEffort
+			if diff := cmp.Diff(want, MergeOptions(tt.roles)); diff != "" {
 				t.Errorf("MergeOptions (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestMergeSessionControls(t *testing.T) {
+	opt := func(o RoleOptions) *Role { return &Role{Spec: RoleSpec{Options: o}} }
+	for _, tc := range []struct {
+		name       string
+		roles      []*Role
+		record     string
+		input      bool
+		disconnect bool
+		idle       time.Duration
+		lock       string
+	}{
+		{"defaults", []*Role{opt(RoleOptions{})}, RecordBestEffort, false, true, 0, LockBestEffort},
+		{"strict recording wins", []*Role{opt(RoleOptions{RecordSession: RecordOff}), opt(RoleOptions{RecordSession: RecordStrict})}, RecordStrict, false, true, 0, LockBestEffort},
+		{"off only when all say off", []*Role{opt(RoleOptions{RecordSession: RecordOff})}, RecordOff, false, true, 0, LockBestEffort},
+		{"best_effort beats off", []*Role{opt(RoleOptions{RecordSession: RecordOff}), opt(RoleOptions{RecordSession: RecordBestEffort})}, RecordBestEffort, false, true, 0, LockBestEffort},
+		{"input if any role asks", []*Role{opt(RoleOptions{RecordInput: Bool(false)}), opt(RoleOptions{RecordInput: Bool(true)})}, RecordBestEffort, true, true, 0, LockBestEffort},
+		{"disconnect stays on if one role wants it", []*Role{opt(RoleOptions{DisconnectExpiredCert: Bool(false)}), opt(RoleOptions{DisconnectExpiredCert: Bool(true)})}, RecordBestEffort, false, true, 0, LockBestEffort},
+		{"disconnect off when all say off", []*Role{opt(RoleOptions{DisconnectExpiredCert: Bool(false)}), opt(RoleOptions{})}, RecordBestEffort, false, false, 0, LockBestEffort},
+		{"shortest idle timeout", []*Role{opt(RoleOptions{ClientIdleTimeout: Duration(time.Hour)}), opt(RoleOptions{ClientIdleTimeout: Duration(time.Minute)}), opt(RoleOptions{})}, RecordBestEffort, false, true, time.Minute, LockBestEffort},
+		{"strict lock mode wins", []*Role{opt(RoleOptions{LockMode: LockBestEffort}), opt(RoleOptions{LockMode: LockStrict})}, RecordBestEffort, false, true, 0, LockStrict},
+	} {
+		got := MergeOptions(tc.roles)
+		if got.RecordSession != tc.record || got.RecordInput != tc.input || got.DisconnectExpiredCert != tc.disconnect ||
+			got.ClientIdleTimeout != tc.idle || got.LockMode != tc.lock {
+			t.Errorf("%s: got %+v", tc.name, got)
+		}
 	}
 }
 

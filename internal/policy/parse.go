@@ -191,7 +191,35 @@ func decodeValue(n *yaml.Node, v reflect.Value, name string) error {
 		}
 		v.SetString(s)
 		return nil
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			return fmt.Errorf("line %d: %s: expected true or false, got %s", n.Line, name, kindName(n))
+		}
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			return fmt.Errorf("line %d: %s: %w", n.Line, name, err)
+		}
+		v.SetBool(b)
+		return nil
+	case reflect.Int:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			return fmt.Errorf("line %d: %s: expected a whole number, got %s", n.Line, name, kindName(n))
+		}
+		var i int
+		if err := n.Decode(&i); err != nil {
+			return fmt.Errorf("line %d: %s: %w", n.Line, name, err)
+		}
+		v.SetInt(int64(i))
+		return nil
 	case reflect.Pointer:
+		if v.Type().Elem().Kind() == reflect.Struct {
+			p := reflect.New(v.Type().Elem())
+			if err := decodeStruct(n, p.Elem(), name); err != nil {
+				return err
+			}
+			v.Set(p)
+			return nil
+		}
 		if v.Type().Elem().Kind() != reflect.Bool {
 			return fmt.Errorf("%s: unsupported field type %s", name, v.Type())
 		}

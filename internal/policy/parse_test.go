@@ -271,3 +271,52 @@ func TestStringsAndDurationYAML(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRequestAndSessionOptions(t *testing.T) {
+	roles, err := ParseRoles([]byte(`
+kind: role
+metadata: {name: contractor}
+spec:
+  options:
+    record_session: strict
+    record_input: true
+    client_idle_timeout: 15m
+    lock_mode: strict
+    disconnect_expired_cert: false
+  allow:
+    request:
+      roles: [prod-*]
+      max_duration: 2h
+      reason_required: true
+      thresholds: {approve: 2, deny: 1}
+      suggested_reviewers: [alice, bob]
+    review_requests: {roles: [dev-*]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := roles[0]
+	o := r.Spec.Options
+	if o.RecordSession != RecordStrict || o.RecordInput == nil || !*o.RecordInput || time.Duration(o.ClientIdleTimeout) != 15*time.Minute ||
+		o.LockMode != LockStrict || o.DisconnectExpiredCert == nil || *o.DisconnectExpiredCert {
+		t.Fatalf("options %+v", o)
+	}
+	req := r.Spec.Allow.Request
+	if req == nil || req.Roles[0] != "prod-*" || time.Duration(req.MaxDuration) != 2*time.Hour || !req.ReasonRequired ||
+		req.Thresholds.Approve != 2 || req.Thresholds.Deny != 1 || len(req.SuggestedReviewers) != 2 {
+		t.Fatalf("request %+v", req)
+	}
+	if rv := r.Spec.Allow.ReviewRequests; rv == nil || rv.Roles[0] != "dev-*" {
+		t.Fatalf("review %+v", rv)
+	}
+	for _, bad := range []string{
+		"options: {record_session: sometimes}",
+		"allow: {request: {thresholds: {approve: many}}}",
+		"allow: {request: {thresholds: {approve: 11}}}",
+		"allow: {request: {rolez: [x]}}",
+	} {
+		if _, err := ParseRoles([]byte("kind: role\nmetadata: {name: x}\nspec:\n  " + bad + "\n")); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}

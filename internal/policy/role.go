@@ -56,6 +56,37 @@ type Conditions struct {
 	// Rules grant (or, under deny, refuse) verbs on API resources such as
 	// "user" or "audit". "*" matches any resource or verb.
 	Rules []Rule `json:"rules,omitempty" yaml:"rules,omitempty"`
+	// Request says which roles holders may request just in time (allow
+	// only).
+	Request *RequestConditions `json:"request,omitempty" yaml:"request,omitempty"`
+	// ReviewRequests says which requested roles holders may review.
+	ReviewRequests *ReviewConditions `json:"review_requests,omitempty" yaml:"review_requests,omitempty"`
+}
+
+// RequestConditions govern access requests.
+type RequestConditions struct {
+	// Roles that may be requested; globs allowed.
+	Roles Strings `json:"roles,omitempty" yaml:"roles,omitempty"`
+	// MaxDuration caps how long approved access lasts (default 8h).
+	MaxDuration Duration `json:"max_duration,omitempty" yaml:"max_duration,omitempty"`
+	// ReasonRequired refuses requests without a reason.
+	ReasonRequired bool `json:"reason_required,omitempty" yaml:"reason_required,omitempty"`
+	// Thresholds: approvals needed and denials that deny (default 1 and 1).
+	Thresholds Thresholds `json:"thresholds,omitempty,omitzero" yaml:"thresholds,omitempty"`
+	// SuggestedReviewers are notified with the request.
+	SuggestedReviewers Strings `json:"suggested_reviewers,omitempty" yaml:"suggested_reviewers,omitempty"`
+}
+
+// Thresholds of an access request.
+type Thresholds struct {
+	Approve int `json:"approve,omitempty" yaml:"approve,omitempty"`
+	Deny    int `json:"deny,omitempty" yaml:"deny,omitempty"`
+}
+
+// ReviewConditions govern who reviews which requests.
+type ReviewConditions struct {
+	// Roles whose requests holders may review; globs allowed.
+	Roles Strings `json:"roles,omitempty" yaml:"roles,omitempty"`
 }
 
 // Rule allows or denies Verbs on Resources.
@@ -141,7 +172,30 @@ type RoleOptions struct {
 	FileTransfer   *bool    `json:"file_transfer,omitempty" yaml:"file_transfer,omitempty"`
 	PermitPTY      *bool    `json:"permit_pty,omitempty" yaml:"permit_pty,omitempty"`
 	ForwardAgent   *bool    `json:"forward_agent,omitempty" yaml:"forward_agent,omitempty"`
+	// RecordSession is off, best_effort (default) or strict: strict refuses
+	// or ends a session whose recording cannot be guaranteed.
+	RecordSession string `json:"record_session,omitempty" yaml:"record_session,omitempty"`
+	// RecordInput also records what the user types.
+	RecordInput *bool `json:"record_input,omitempty" yaml:"record_input,omitempty"`
+	// DisconnectExpiredCert ends sessions when the certificate expires
+	// (default true).
+	DisconnectExpiredCert *bool `json:"disconnect_expired_cert,omitempty" yaml:"disconnect_expired_cert,omitempty"`
+	// ClientIdleTimeout ends sessions idle for longer (0 = never).
+	ClientIdleTimeout Duration `json:"client_idle_timeout,omitempty" yaml:"client_idle_timeout,omitempty"`
+	// LockMode is what a node does when it cannot reach auth to learn the
+	// current locks: best_effort (default) keeps the last known set; strict
+	// refuses new sessions and ends live ones after a bounded staleness.
+	LockMode string `json:"lock_mode,omitempty" yaml:"lock_mode,omitempty"`
 }
+
+// Record modes and lock modes.
+const (
+	RecordOff        = "off"
+	RecordBestEffort = "best_effort"
+	RecordStrict     = "strict"
+	LockBestEffort   = "best_effort"
+	LockStrict       = "strict"
+)
 
 // Duration is a time.Duration written as "8h", "30m" in YAML/JSON.
 type Duration time.Duration

@@ -65,10 +65,44 @@ func (o *RoleOptions) validate() error {
 	if d > MaxSessionTTLLimit {
 		return fmt.Errorf("max_session_ttl: %s is longer than the limit of %s", d, MaxSessionTTLLimit)
 	}
+	switch o.RecordSession {
+	case "", RecordOff, RecordBestEffort, RecordStrict:
+	default:
+		return fmt.Errorf("record_session: must be off, best_effort or strict, got %q", o.RecordSession)
+	}
+	switch o.LockMode {
+	case "", LockBestEffort, LockStrict:
+	default:
+		return fmt.Errorf("lock_mode: must be strict or best_effort, got %q", o.LockMode)
+	}
+	if o.ClientIdleTimeout < 0 {
+		return fmt.Errorf("client_idle_timeout: must not be negative")
+	}
+	return nil
+}
+
+func (r *RequestConditions) validate() error {
+	if r == nil {
+		return nil
+	}
+	for i, p := range r.Roles {
+		if p == "" || len(p) > 128 {
+			return fmt.Errorf("request.roles[%d]: invalid role pattern %q", i, p)
+		}
+	}
+	if r.MaxDuration < 0 || time.Duration(r.MaxDuration) > 7*24*time.Hour {
+		return fmt.Errorf("request.max_duration: must be between 0 and 168h")
+	}
+	if r.Thresholds.Approve < 0 || r.Thresholds.Deny < 0 || r.Thresholds.Approve > 10 || r.Thresholds.Deny > 10 {
+		return fmt.Errorf("request.thresholds: approve and deny must be between 0 and 10")
+	}
 	return nil
 }
 
 func (c *Conditions) validate() error {
+	if err := c.Request.validate(); err != nil {
+		return err
+	}
 	for i, l := range c.Logins {
 		if err := validateLogin(l); err != nil {
 			return fmt.Errorf("logins[%d]: %w", i, err)
