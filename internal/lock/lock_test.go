@@ -1,0 +1,112 @@
+package lock
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSetCheck(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	s := NewSet()
+	s.Replace([]*Lock{
+		{ID: "u", Target: Target{User: "mallory"}, Message: "investigating"},
+		{ID: "r", Target: Target{Role: "contractor"}, Expires: now.Add(time.Minute)},
+		{ID: "old", Target: Target{Login: "root"}, Expires: now.Add(-time.Second)},
+		{ID: "n", Target: Target{Node: "db1"}},
+		{ID: "q", Target: Target{Request: "req-1"}},
+	})
+	for _, tc := range []struct {
+		name string
+		sub  Subject
+		want string
+	}{
+		{"user", Subject{User: "mallory", Login: "dev"}, "u"},
+		{"role", Subject{User: "bob", Roles: []string{"access", "contractor"}}, "r"},
+		{"expired lock ignored", Subject{User: "bob", Login: "root"}, ""},
+		{"node by name", Subject{User: "bob", Node: "db1"}, "n"},
+		{"node by id", Subject{User: "bob", Node: "x", NodeID: "db1"}, "n"},
+		{"request", Subject{User: "bob", Requests: []string{"req-0", "req-1"}}, "q"},
+		{"nothing", Subject{User: "bob", Roles: []string{"access"}, Login: "dev", Node: "web1"}, ""},
+	} {
+		got := s.Check(tc.sub, now)
+		if (got == nil && tc.want != "") || (got != nil && got.ID != tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, got, tc.want)
+		}
+		if got != nil && !got.Matches(tc.sub) {
+			t.Errorf("%s: Check returned a lock that does not Match", tc.name)
+		}
+	}
+	// Expiry is evaluated at check time: no cache to wait for.
+	if s.Check(Subject{Roles: []string{"contractor"}}, now.Add(2*time.Minute)) != nil {
+		t.Error("role lock still in force after expiry")
+	}
+	s.Delete("u")
+	if s.Check(Subject{User: "mallory"}, now) != nil {
+		t.Error("deleted lock still in force")
+	}
+	s.Put(&Lock{ID: "u2", Target: Target{User: "mallory"}})
+	s.Put(&Lock{ID: "u2", Target: Target{User: "eve"}}) // replaced: retargeted
+	if s.Check(Subject{User: "mallory"}, now) != nil || s.Check(Subject{User: "eve"}, now) == nil {
+		t.Error("Put did not replace the lock's target")
+	}
+}
+
+func TestTargetValidate(t *testing.T) {
+	for _, tc := range []struct {
+		t  Target
+		ok bool
+	}{
+		{Target{User: "alice"}, true},
+		{Target{Node: "6f1c-id.example"}, true},
+		{Target{}, false},
+		{Target{User: "a", Role: "b"}, false},
+		{Target{User: "bad name"}, false},
+		{Target{Login: "-rf"}, false},
+	} {
+		if err := tc.t.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v: err=%v", tc.t, err)
+		}
+	}
+	if _, err := ParseTarget("user=alice"); err != nil {
+		t.Error(err)
+	}
+	if _, err := ParseTarget("color=red"); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}
+
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"user=alice", "role=x", "node=a.b", "request=1", "=", "user="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := ParseTarget(s)
+		if err != nil {
+			return
+		}
+		if tg.Validate() != nil {
+			t.Fatalf("ParseTarget accepted invalid %q", s)
+		}
+		back, err := ParseTarget(tg.String())
+		if err != nil || back != tg {
+			t.Fatalf("round trip %q -> %+v -> %v %+v", s, tg, err, back)
+		}
+	})
+}
+
+func BenchmarkCheckNoMatch(b *testing.B) {
+	s := NewSet()
+	var locks []*Lock
+	for i := 0; i < 1000; i++ {
+		locks = append(locks, &Lock{ID: string(rune(i)), Target: Target{User: "u" + string(rune('a'+i%26)) + string(rune('a'+i/26%26))}})
+	}
+	s.Replace(locks)
+	sub := Subject{User: "alice", Roles: []string{"access", "dev"}, Login: "dev", Node: "web1", NodeID: "id"}
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if s.Check(sub, now) != nil {
+			b.Fatal("unexpected lock")
+		}
+	}
+}
