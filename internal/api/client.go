@@ -20,6 +20,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 )
 
@@ -208,9 +209,10 @@ func (c *Client) SearchAudit(ctx context.Context, q audit.Query) ([]audit.Event,
 	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+v.Encode(), nil, &out)
 }
 
-// WatchRoles streams role events to fn until ctx ends or the stream breaks.
-func (c *Client) WatchRoles(ctx context.Context, fn func(WatchEvent)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/watch/roles", nil)
+// Watch streams role and lock events to fn until ctx ends or the stream
+// breaks.
+func (c *Client) Watch(ctx context.Context, fn func(WatchEvent)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/watch", nil)
 	if err != nil {
 		return err
 	}
@@ -227,7 +229,7 @@ func (c *Client) WatchRoles(ctx context.Context, fn func(WatchEvent)) error {
 	for sc.Scan() {
 		var ev WatchEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return fmt.Errorf("role watch: %w", err)
+			return fmt.Errorf("watch: %w", err)
 		}
 		fn(ev)
 	}
@@ -301,3 +303,20 @@ func (c *Client) DeleteToken(ctx context.Context, id string) error {
 
 // Addr returns the proxy address this client talks to.
 func (c *Client) Addr() string { return strings.TrimPrefix(c.base, "https://") }
+
+// CreateLock locks a target.
+func (c *Client) CreateLock(ctx context.Context, req auth.CreateLockRequest) (*auth.CreateLockResult, error) {
+	var out auth.CreateLockResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/locks", req, &out)
+}
+
+// ListLocks lists locks in force.
+func (c *Client) ListLocks(ctx context.Context) ([]*lock.Lock, error) {
+	var out []*lock.Lock
+	return out, c.do(ctx, http.MethodGet, "/v1/locks", nil, &out)
+}
+
+// DeleteLock removes a lock.
+func (c *Client) DeleteLock(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/locks/"+url.PathEscape(id), nil, nil)
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
@@ -59,7 +60,10 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/nodes", h.authed(h.nodesList))
 	m.HandleFunc("POST /v1/events", h.authed(h.eventsEmit))
 	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
-	m.HandleFunc("GET /v1/watch/roles", h.authed(h.watchRoles))
+	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
+	m.HandleFunc("POST /v1/locks", h.authed(h.lockCreate))
+	m.HandleFunc("GET /v1/locks", h.authed(h.locksList))
+	m.HandleFunc("DELETE /v1/locks/{id}", h.authed(h.lockDelete))
 	m.HandleFunc("POST /v1/users", h.authed(h.userCreate))
 	m.HandleFunc("GET /v1/users", h.authed(h.usersList))
 	m.HandleFunc("DELETE /v1/users/{name}", h.authed(h.userDelete))
@@ -95,7 +99,13 @@ func (h *Handler) authed(next callerHandler) http.HandlerFunc {
 			h.fail(w, fmt.Errorf("%w: bad client certificate", auth.ErrUnauthenticated))
 			return
 		}
-		next(w, r, auth.Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits})
+		c := auth.Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits}
+		// Locked users are refused on every call, with the lock's message.
+		if err := h.auth.CheckCaller(c); err != nil {
+			h.fail(w, err)
+			return
+		}
+		next(w, r, c)
 	}
 }
 
@@ -364,18 +374,25 @@ func parseAuditQuery(r *http.Request) (audit.Query, error) {
 	return q, err
 }
 
-// WatchEvent is one line of the role watch stream.
+// WatchEvent is one line of the watch stream.
 type WatchEvent struct {
-	Type  string         `json:"type"` // snapshot | put | delete | keepalive
+	Type  string         `json:"type"`           // snapshot | put | delete | keepalive
+	Kind  string         `json:"kind,omitempty"` // role | lock (put, delete)
 	Roles []*policy.Role `json:"roles,omitempty"`
+	Locks []*lock.Lock   `json:"locks,omitempty"`
 	Role  *policy.Role   `json:"role,omitempty"`
+	Lock  *lock.Lock     `json:"lock,omitempty"`
 	Name  string         `json:"name,omitempty"`
 }
 
-func (h *Handler) watchRoles(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+// WatchKeepalive is how often an idle watch stream carries a keepalive, so
+// watchers can tell a quiet stream from a dead one.
+const WatchKeepalive = 10 * time.Second
+
+func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	roles, ch, err := h.auth.WatchRoles(ctx, c)
+	snap, ch, err := h.auth.Watch(ctx, c)
 	if err != nil {
 		h.fail(w, err)
 		return
@@ -393,10 +410,10 @@ func (h *Handler) watchRoles(w http.ResponseWriter, r *http.Request, c auth.Call
 		}
 		return true
 	}
-	if !send(WatchEvent{Type: "snapshot", Roles: roles}) {
+	if !send(WatchEvent{Type: "snapshot", Roles: snap.Roles, Locks: snap.Locks}) {
 		return
 	}
-	tick := time.NewTicker(15 * time.Second)
+	tick := time.NewTicker(WatchKeepalive)
 	defer tick.Stop()
 	for {
 		select {
@@ -408,22 +425,80 @@ func (h *Handler) watchRoles(w http.ResponseWriter, r *http.Request, c auth.Call
 			}
 		case ev, ok := <-ch:
 			if !ok {
-				return // the client re-lists on reconnect
+				return // the client re-syncs on reconnect
 			}
-			name := strings.TrimPrefix(ev.Item.Key, "/roles/")
-			out := WatchEvent{Type: "delete", Name: name}
-			if ev.Type == storage.EventPut {
-				var role policy.Role
-				if err := json.Unmarshal(ev.Item.Value, &role); err != nil {
-					return
-				}
-				out = WatchEvent{Type: "put", Role: &role, Name: name}
-			}
-			if !send(out) {
+			out, ok := watchEventOf(ev)
+			if !ok || !send(out) {
 				return
 			}
 		}
 	}
+}
+
+func watchEventOf(ev storage.Event) (WatchEvent, bool) {
+	key := ev.Item.Key
+	var out WatchEvent
+	switch {
+	case strings.HasPrefix(key, "/roles/"):
+		out = WatchEvent{Kind: "role", Name: strings.TrimPrefix(key, "/roles/")}
+		if ev.Type == storage.EventPut {
+			var role policy.Role
+			if json.Unmarshal(ev.Item.Value, &role) != nil {
+				return out, false
+			}
+			out.Role = &role
+		}
+	case strings.HasPrefix(key, "/locks/"):
+		out = WatchEvent{Kind: "lock", Name: strings.TrimPrefix(key, "/locks/")}
+		if ev.Type == storage.EventPut {
+			var l lock.Lock
+			if json.Unmarshal(ev.Item.Value, &l) != nil {
+				return out, false
+			}
+			out.Lock = &l
+		}
+	default:
+		return out, false
+	}
+	out.Type = "delete"
+	if ev.Type == storage.EventPut {
+		out.Type = "put"
+	}
+	return out, true
+}
+
+func (h *Handler) lockCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var req auth.CreateLockRequest
+	if err := decode(r, &req); err != nil {
+		h.fail(w, err)
+		return
+	}
+	res, err := h.auth.CreateLock(r.Context(), c, req)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (h *Handler) locksList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	locks, err := h.auth.ListLocks(r.Context(), c)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if locks == nil {
+		locks = []*lock.Lock{}
+	}
+	writeJSON(w, http.StatusOK, locks)
+}
+
+func (h *Handler) lockDelete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	if err := h.auth.DeleteLock(r.Context(), c, r.PathValue("id")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 func (h *Handler) userCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {

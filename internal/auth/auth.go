@@ -45,6 +45,7 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 	roles *roleCache
+	locks *lockCache
 	// inventory is the live node set, set by the proxy.
 	inventory atomic.Pointer[Inventory]
 }
@@ -105,6 +106,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.roles.start(ctx); err != nil {
 		return nil, fmt.Errorf("auth: watch roles: %w", err)
 	}
+	s.locks = newLockCache(s)
+	if err := s.locks.feed.start(ctx); err != nil {
+		s.roles.stop()
+		return nil, fmt.Errorf("auth: watch locks: %w", err)
+	}
 	return s, nil
 }
 
@@ -140,6 +146,7 @@ func (s *Server) ClusterName() string { return s.cfg.ClusterName }
 // Close stops background work.
 func (s *Server) Close() error {
 	s.roles.stop()
+	s.locks.feed.stop()
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
@@ -115,6 +116,11 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		}
 		return fail(reason, ErrUnauthenticated)
 	}
+	// A locked user (or role) gets nothing, even with the right password;
+	// checked before anything is signed.
+	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles}); err != nil {
+		return fail("locked", err)
+	}
 	u.RecordSuccess()
 	u.TOTPLastStep = step
 	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
@@ -149,6 +155,9 @@ func parsePublicKey(s string) (ssh.PublicKey, error) {
 func internalPrincipal(user string) string { return ca.InternalPrincipalPrefix + user }
 
 func (s *Server) issueUserCerts(ctx context.Context, user string, roleNames []string, traits map[string][]string, pub ssh.PublicKey, ttl time.Duration, remote string) (*LoginResponse, error) {
+	if err := s.CheckLock(lock.Subject{User: user, Roles: roleNames}); err != nil {
+		return nil, err
+	}
 	roles := s.roles.get(roleNames)
 	opts := policy.MergeOptions(roles)
 	if ttl <= 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
@@ -383,21 +384,67 @@ func (s *Server) SearchAudit(ctx context.Context, c Caller, q audit.Query) ([]au
 	return s.cfg.Audit.Search(ctx, q)
 }
 
-// WatchRoles streams role changes to nodes and proxies: the current set
-// first, then every change until ctx ends.
-func (s *Server) WatchRoles(ctx context.Context, c Caller) ([]*policy.Role, <-chan storage.Event, error) {
+// WatchSnapshot is the state a node or proxy starts from.
+type WatchSnapshot struct {
+	Roles []*policy.Role `json:"roles"`
+	Locks []*lock.Lock   `json:"locks"`
+}
+
+// Watch streams role and lock changes to nodes and proxies: the current
+// set first, then every change until ctx ends (the channel then closes, and
+// the watcher re-syncs).
+func (s *Server) Watch(ctx context.Context, c Caller) (*WatchSnapshot, <-chan storage.Event, error) {
 	if c.Kind != KindNode && c.Kind != KindAdmin {
-		return nil, nil, denied("only nodes and proxies watch roles")
+		return nil, nil, denied("only nodes and proxies watch roles and locks")
 	}
-	ch, err := s.b.Watch(ctx, prefixRoles)
+	ctx, cancel := context.WithCancel(ctx)
+	roleCh, err := s.b.Watch(ctx, prefixRoles)
 	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	lockCh, err := s.b.Watch(ctx, prefixLocks)
+	if err != nil {
+		cancel()
 		return nil, nil, err
 	}
 	roles, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
 	if err != nil {
+		cancel()
 		return nil, nil, err
 	}
-	return roles, ch, nil
+	locks, err := listJSON[*lock.Lock](ctx, s.b, prefixLocks)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	out := make(chan storage.Event, 64)
+	go func() {
+		defer close(out)
+		defer cancel()
+		for roleCh != nil || lockCh != nil {
+			var ev storage.Event
+			var ok bool
+			select {
+			case ev, ok = <-roleCh:
+				if !ok {
+					return
+				}
+			case ev, ok = <-lockCh:
+				if !ok {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return &WatchSnapshot{Roles: roles, Locks: locks}, out, nil
 }
 
 func uniq(in []string) []string {

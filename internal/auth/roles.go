@@ -19,68 +19,26 @@ import (
 // roleCache keeps the current role definitions in memory, fed by a storage
 // watch, so that decisions are map lookups.
 type roleCache struct {
-	b      storage.Backend
-	log    *slog.Logger
-	mu     sync.RWMutex
-	roles  map[string]*policy.Role
-	cancel context.CancelFunc
-	done   chan struct{}
+	feed  *feed
+	mu    sync.RWMutex
+	roles map[string]*policy.Role
 }
 
 func newRoleCache(b storage.Backend, log *slog.Logger) *roleCache {
-	return &roleCache{b: b, log: log, roles: map[string]*policy.Role{}}
+	c := &roleCache{roles: map[string]*policy.Role{}}
+	c.feed = &feed{b: b, log: log, prefix: prefixRoles, reset: c.reset, apply: c.apply}
+	return c
 }
 
-func (c *roleCache) start(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.done = make(chan struct{})
-	ch, err := c.resync(ctx)
-	if err != nil {
-		cancel()
-		return err
-	}
-	go func() {
-		defer close(c.done)
-		for {
-			for ev := range ch {
-				c.apply(ev)
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			// The watch fell behind or broke: re-list and re-watch.
-			for {
-				ch, err = c.resync(ctx)
-				if err == nil {
-					break
-				}
-				c.log.Warn("role watch failed, retrying", "err", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Second):
-				}
-			}
-		}
-	}()
-	return nil
-}
+func (c *roleCache) start(ctx context.Context) error { return c.feed.start(ctx) }
+func (c *roleCache) stop()                           { c.feed.stop() }
 
-func (c *roleCache) resync(ctx context.Context) (<-chan storage.Event, error) {
-	ch, err := c.b.Watch(ctx, prefixRoles)
-	if err != nil {
-		return nil, err
-	}
-	items, err := c.b.List(ctx, prefixRoles, 0)
-	if err != nil {
-		return nil, err
-	}
+func (c *roleCache) reset(items []storage.Item) {
 	m := make(map[string]*policy.Role, len(items))
 	for _, it := range items {
 		var r policy.Role
 		if err := json.Unmarshal(it.Value, &r); err != nil {
-			c.log.Error("skipping undecodable role", "key", it.Key, "err", err)
+			c.feed.log.Error("skipping undecodable role", "key", it.Key, "err", err)
 			continue
 		}
 		m[r.Metadata.Name] = &r
@@ -88,7 +46,6 @@ func (c *roleCache) resync(ctx context.Context) (<-chan storage.Event, error) {
 	c.mu.Lock()
 	c.roles = m
 	c.mu.Unlock()
-	return ch, nil
 }
 
 func (c *roleCache) apply(ev storage.Event) {
@@ -101,7 +58,7 @@ func (c *roleCache) apply(ev storage.Event) {
 	}
 	var r policy.Role
 	if err := json.Unmarshal(ev.Item.Value, &r); err != nil {
-		c.log.Error("skipping undecodable role", "key", ev.Item.Key, "err", err)
+		c.feed.log.Error("skipping undecodable role", "key", ev.Item.Key, "err", err)
 		return
 	}
 	c.roles[name] = &r
@@ -119,13 +76,6 @@ func (c *roleCache) get(names []string) []*policy.Role {
 		}
 	}
 	return out
-}
-
-func (c *roleCache) stop() {
-	if c.cancel != nil {
-		c.cancel()
-		<-c.done
-	}
 }
 
 // ResolveRoles returns the current definitions of the named roles.

@@ -172,8 +172,12 @@ func newRmCmd(g *globals) *cobra.Command {
 				if err := c.DeleteToken(cmd.Context(), name); err != nil {
 					return err
 				}
+			case "lock", "locks":
+				if err := c.DeleteLock(cmd.Context(), name); err != nil {
+					return err
+				}
 			default:
-				return fmt.Errorf("unknown resource kind %q (supported: role, user, token)", kind)
+				return fmt.Errorf("unknown resource kind %q (supported: role, user, token, lock)", kind)
 			}
 			fmt.Fprintf(g.io.Out, "%s %q removed\n", kind, name)
 			return nil

@@ -34,6 +34,9 @@ type NodeAgentConfig struct {
 	LocalAuth func(ctx context.Context) (token, caPin string, err error)
 	// HeartbeatInterval defaults to 10s.
 	HeartbeatInterval time.Duration
+	// LockStaleness bounds how long a node in lock_mode strict trusts its
+	// last view of the locks (default 60s).
+	LockStaleness time.Duration
 }
 
 // NodeAgent is a joined node: its SSH server plus the loops that keep it in
@@ -55,6 +58,7 @@ type NodeAgent struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	dyn     *dynamicLabels
+	authz   *authorizer
 	// tunnelUp is true while the reverse tunnel to the proxy is connected.
 	tunnelUp atomic.Bool
 }
@@ -111,10 +115,14 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 
+	a.authz = &authorizer{nodeName: id.nodeName(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
+	if a.authz.maxStale <= 0 {
+		a.authz.maxStale = DefaultLockStaleness
+	}
 	a.srv, err = node.New(node.Config{
 		HostSigners: []ssh.Signer{a.host},
 		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
-		Authorizer:  &authorizer{nodeName: id.nodeName(), nodeID: id.NodeID, labels: a.labels, roles: a.roles},
+		Authorizer:  a.authz,
 		Audit:       a.events,
 		NodeName:    id.nodeName(),
 		NodeID:      id.NodeID,

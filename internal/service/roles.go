@@ -5,36 +5,54 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/policy"
 )
 
-// roleWatcher keeps the current role definitions from auth, pushed over a
-// watch stream and re-synced on reconnect.
+// roleWatcher keeps the current role definitions and locks from auth,
+// pushed over one watch stream and re-synced on reconnect. It also knows how
+// fresh its view is, for lock_mode strict.
 type roleWatcher struct {
 	c      *api.Client
 	log    *slog.Logger
 	mu     sync.RWMutex
 	roles  map[string]*policy.Role
+	locks  *lock.Set
 	synced chan struct{}
 	once   sync.Once
+	// fresh is the unix-nano time the stream last proved alive.
+	fresh atomic.Int64
+	// onChange is called after every lock or role change (to re-evaluate
+	// live sessions).
+	onChange func(kind string)
 }
 
 func newRoleWatcher(c *api.Client, log *slog.Logger) *roleWatcher {
-	return &roleWatcher{c: c, log: log, synced: make(chan struct{})}
+	return &roleWatcher{c: c, log: log, synced: make(chan struct{}), locks: lock.NewSet()}
+}
+
+// staleness is how long since the view of auth was last confirmed.
+func (w *roleWatcher) staleness() time.Duration {
+	f := w.fresh.Load()
+	if f == 0 {
+		return time.Duration(1<<62 - 1)
+	}
+	return time.Since(time.Unix(0, f))
 }
 
 func (w *roleWatcher) run(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := w.c.WatchRoles(ctx, w.apply)
+		err := w.c.Watch(ctx, w.apply)
 		if ctx.Err() != nil {
 			return
 		}
@@ -52,22 +70,39 @@ func (w *roleWatcher) run(ctx context.Context) {
 }
 
 func (w *roleWatcher) apply(ev api.WatchEvent) {
+	w.fresh.Store(time.Now().UnixNano())
+	changed := ""
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch ev.Type {
-	case "snapshot":
+	switch {
+	case ev.Type == "snapshot":
 		m := make(map[string]*policy.Role, len(ev.Roles))
 		for _, r := range ev.Roles {
 			m[r.Metadata.Name] = r
 		}
 		w.roles = m
+		w.locks.Replace(ev.Locks)
 		w.once.Do(func() { close(w.synced) })
-	case "put":
+		changed = "snapshot"
+	case ev.Kind == "role" && ev.Type == "put":
 		if ev.Role != nil && w.roles != nil {
 			w.roles[ev.Role.Metadata.Name] = ev.Role
+			changed = "role"
 		}
-	case "delete":
+	case ev.Kind == "role" && ev.Type == "delete":
 		delete(w.roles, ev.Name)
+		changed = "role"
+	case ev.Kind == "lock" && ev.Type == "put":
+		if ev.Lock != nil {
+			w.locks.Put(ev.Lock)
+			changed = "lock"
+		}
+	case ev.Kind == "lock" && ev.Type == "delete":
+		w.locks.Delete(ev.Name)
+		changed = "lock"
+	}
+	w.mu.Unlock()
+	if changed != "" && w.onChange != nil {
+		w.onChange(changed)
 	}
 }
 
@@ -98,11 +133,23 @@ func (w *roleWatcher) get(names []string) (roles []*policy.Role, ok bool) {
 	return roles, true
 }
 
-// authorizer enforces policy.Decide on the node, with the current roles.
+// DefaultLockStaleness is how long a node in lock_mode strict trusts its
+// last view of the locks when it cannot reach auth.
+const DefaultLockStaleness = 60 * time.Second
+
+// authorizer enforces policy.Decide and the locks on the node, with the
+// current roles.
 type authorizer struct {
 	nodeName, nodeID string
 	labels           func() map[string]string
 	roles            *roleWatcher
+	// maxStale bounds the staleness of the lock view in lock_mode strict.
+	maxStale time.Duration
+}
+
+// subject describes a session for lock checks.
+func (a *authorizer) subject(id *ca.CertIdentity, login string) lock.Subject {
+	return lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID, Requests: id.RequestIDs}
 }
 
 func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.Permissions, error) {
@@ -122,11 +169,18 @@ func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.
 	if !d.Allowed {
 		return nil, &policy.DeniedError{Reason: d.Reason, Detail: d.Detail}
 	}
+	if l := a.roles.locks.Check(a.subject(id, req.Login), time.Now()); l != nil {
+		return nil, &policy.DeniedError{Reason: l.UserMessage(), Detail: "lock " + l.ID}
+	}
+	if d.Options.LockMode == policy.LockStrict && a.roles.staleness() > a.maxStale {
+		return nil, &policy.DeniedError{Reason: "this node cannot reach auth to check locks, and your roles require it (lock_mode strict); try again later",
+			Detail: fmt.Sprintf("lock view stale for %s", a.roles.staleness().Round(time.Second))}
+	}
 	_, certPTY := req.Cert.Permissions.Extensions["permit-pty"]
 	_, certPF := req.Cert.Permissions.Extensions["permit-port-forwarding"]
 	_, certAgent := req.Cert.Permissions.Extensions["permit-agent-forwarding"]
 	expires := time.Time{}
-	if req.Cert.ValidBefore != ssh.CertTimeInfinity {
+	if req.Cert.ValidBefore != ssh.CertTimeInfinity && d.Options.DisconnectExpiredCert {
 		expires = time.Unix(int64(req.Cert.ValidBefore), 0)
 	}
 	return &node.Permissions{

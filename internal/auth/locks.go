@@ -1,0 +1,195 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+const prefixLocks = "/locks/"
+
+// Audit event names for locks.
+const (
+	EventLockCreated = "lock.created"
+	EventLockDeleted = "lock.deleted"
+)
+
+// lockCache mirrors the stored locks into a lock.Set.
+type lockCache struct {
+	feed *feed
+	set  *lock.Set
+}
+
+func newLockCache(s *Server) *lockCache {
+	c := &lockCache{set: lock.NewSet()}
+	c.feed = &feed{b: s.b, log: s.log, prefix: prefixLocks,
+		reset: func(items []storage.Item) {
+			locks := make([]*lock.Lock, 0, len(items))
+			for _, it := range items {
+				var l lock.Lock
+				if json.Unmarshal(it.Value, &l) == nil {
+					locks = append(locks, &l)
+				}
+			}
+			c.set.Replace(locks)
+		},
+		apply: func(ev storage.Event) {
+			if ev.Type == storage.EventDelete {
+				c.set.Delete(strings.TrimPrefix(ev.Item.Key, prefixLocks))
+				return
+			}
+			var l lock.Lock
+			if json.Unmarshal(ev.Item.Value, &l) == nil {
+				c.set.Put(&l)
+			}
+		}}
+	return c
+}
+
+// CreateLockRequest creates a lock.
+type CreateLockRequest struct {
+	Target  lock.Target   `json:"target"`
+	Message string        `json:"message,omitempty"`
+	TTL     time.Duration `json:"ttl,omitempty"`
+	Expires time.Time     `json:"expires,omitzero"`
+}
+
+// CreateLockResult is the new lock plus warnings (e.g. unknown target).
+type CreateLockResult struct {
+	Lock     *lock.Lock `json:"lock"`
+	Warnings []string   `json:"warnings,omitempty"`
+}
+
+// CreateLock locks a target now. Matching live sessions end and new
+// certificates, connections and API calls are refused until the lock
+// expires or is removed.
+func (s *Server) CreateLock(ctx context.Context, c Caller, req CreateLockRequest) (*CreateLockResult, error) {
+	if err := s.authorize(ctx, c, "lock", "create"); err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	l := &lock.Lock{Target: req.Target, Message: req.Message, CreatedBy: c.Name(), CreatedAt: now}
+	switch {
+	case req.TTL < 0:
+		return nil, badRequest("the lock TTL must be positive")
+	case req.TTL > 0 && !req.Expires.IsZero():
+		return nil, badRequest("give either a TTL or an expiry time, not both")
+	case req.TTL > 0:
+		l.Expires = now.Add(req.TTL)
+	case !req.Expires.IsZero():
+		if !req.Expires.After(now) {
+			return nil, badRequest("the lock expiry %s is in the past", req.Expires.Format(time.RFC3339))
+		}
+		l.Expires = req.Expires.UTC()
+	}
+	if err := l.Validate(); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	id, err := lock.NewID()
+	if err != nil {
+		return nil, err
+	}
+	l.ID = id
+	if err := s.createJSON(ctx, prefixLocks+id, l, l.Expires); err != nil {
+		return nil, fmt.Errorf("store lock: %w", err)
+	}
+	// Apply locally at once: the next call on this auth server sees it,
+	// without waiting for the watch.
+	s.locks.set.Put(l)
+	res := &CreateLockResult{Lock: l}
+	if w := s.unknownTargetWarning(ctx, l.Target); w != "" {
+		res.Warnings = append(res.Warnings, w)
+	}
+	s.emit(ctx, audit.Event{Event: EventLockCreated, User: c.Name(), Success: true,
+		Fields: map[string]any{"lock_id": id, "target": l.Target.String(), "message": l.Message, "expires": l.Expires}})
+	return res, nil
+}
+
+func (s *Server) unknownTargetWarning(ctx context.Context, t lock.Target) string {
+	exists := func(key string) bool {
+		_, err := s.b.Get(ctx, key)
+		return !errors.Is(err, storage.ErrNotFound)
+	}
+	switch {
+	case t.User != "" && !exists(prefixUsers+t.User):
+		return fmt.Sprintf("no user %q exists yet; the lock applies if one appears", t.User)
+	case t.Role != "" && !exists(prefixRoles+t.Role):
+		return fmt.Sprintf("no role %q exists yet; the lock applies if one appears", t.Role)
+	case t.Node != "":
+		if exists(prefixNodeReg + t.Node) {
+			return ""
+		}
+		for _, n := range s.liveNodes() {
+			if n.Name == t.Node {
+				return ""
+			}
+		}
+		return fmt.Sprintf("no node %q is connected; the lock applies if one appears", t.Node)
+	}
+	return ""
+}
+
+// ListLocks lists locks in force.
+func (s *Server) ListLocks(ctx context.Context, c Caller) ([]*lock.Lock, error) {
+	if c.Kind != KindNode {
+		if err := s.authorize(ctx, c, "lock", "list"); err != nil {
+			return nil, err
+		}
+	}
+	now := s.now()
+	var out []*lock.Lock
+	for _, l := range s.locks.set.List() {
+		if l.InForce(now) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// DeleteLock removes a lock; access comes back at once.
+func (s *Server) DeleteLock(ctx context.Context, c Caller, id string) error {
+	if err := s.authorize(ctx, c, "lock", "delete"); err != nil {
+		return err
+	}
+	if len(id) > 64 {
+		return badRequest("invalid lock id")
+	}
+	var l lock.Lock
+	if err := s.getJSON(ctx, prefixLocks+id, &l); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("lock %q %w", id, storage.ErrNotFound)
+		}
+		return err
+	}
+	if err := s.b.Delete(ctx, prefixLocks+id); err != nil {
+		return err
+	}
+	s.locks.set.Delete(id)
+	s.emit(ctx, audit.Event{Event: EventLockDeleted, User: c.Name(), Success: true,
+		Fields: map[string]any{"lock_id": id, "target": l.Target.String()}})
+	return nil
+}
+
+// CheckLock returns a denial if a lock in force matches sub.
+func (s *Server) CheckLock(sub lock.Subject) error {
+	if l := s.locks.set.Check(sub, s.now()); l != nil {
+		return fmt.Errorf("%w: %s", ErrAccessDenied, l.UserMessage())
+	}
+	return nil
+}
+
+// CheckCaller refuses API calls by a locked user (and by a locked node).
+func (s *Server) CheckCaller(c Caller) error {
+	switch c.Kind {
+	case KindUser:
+		return s.CheckLock(lock.Subject{User: c.User, Roles: c.Roles})
+	}
+	return nil
+}
