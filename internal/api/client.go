@@ -320,3 +320,9 @@ func (c *Client) ListLocks(ctx context.Context) ([]*lock.Lock, error) {
 func (c *Client) DeleteLock(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/locks/"+url.PathEscape(id), nil, nil)
 }
+
+// ListSessions lists live sessions.
+func (c *Client) ListSessions(ctx context.Context) ([]auth.LiveSession, error) {
+	var out []auth.LiveSession
+	return out, c.do(ctx, http.MethodGet, "/v1/sessions", nil, &out)
+}

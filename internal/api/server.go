@@ -61,6 +61,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /v1/events", h.authed(h.eventsEmit))
 	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
 	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
+	m.HandleFunc("GET /v1/sessions", h.authed(h.sessionsList))
 	m.HandleFunc("POST /v1/locks", h.authed(h.lockCreate))
 	m.HandleFunc("GET /v1/locks", h.authed(h.locksList))
 	m.HandleFunc("DELETE /v1/locks/{id}", h.authed(h.lockDelete))
@@ -613,4 +614,16 @@ func (h *Handler) tokenDelete(w http.ResponseWriter, r *http.Request, c auth.Cal
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (h *Handler) sessionsList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	sessions, err := h.auth.ListSessions(r.Context(), c)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if sessions == nil {
+		sessions = []auth.LiveSession{}
+	}
+	writeJSON(w, http.StatusOK, sessions)
 }

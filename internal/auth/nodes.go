@@ -372,6 +372,7 @@ func (s *Server) EmitNodeEvents(ctx context.Context, c Caller, events []audit.Ev
 		if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
 			return err
 		}
+		s.trackSession(ctx, c.NodeID, ev)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/proxy"
@@ -99,6 +100,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.cancel = cancel
 	a.roles = newRoleWatcher(a.client, a.log)
 	a.events = newEventForwarder(a.client, a.log)
+	_ = a.events.Emit(ctx, audit.Event{Event: auth.EventNodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
 	for _, lc := range cfg.Commands {
 		a.wg.Add(1)
 		go func() {

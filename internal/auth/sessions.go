@@ -1,0 +1,84 @@
+package auth
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+const (
+	prefixSessions = "/sessions/"
+	// maxSessionRecord bounds how long a live-session record survives a
+	// node that died without reporting the end.
+	maxSessionRecord = 30 * time.Hour
+)
+
+// EventNodeStart is sent by a node agent when it starts.
+const EventNodeStart = "node.start"
+
+// LiveSession is an interactive session in progress.
+type LiveSession struct {
+	ID           string    `json:"id"`
+	User         string    `json:"user"`
+	Login        string    `json:"login"`
+	Node         string    `json:"node"`
+	NodeID       string    `json:"node_id"`
+	RemoteAddr   string    `json:"remote_addr,omitempty"`
+	Started      time.Time `json:"started"`
+	Participants []string  `json:"participants"`
+}
+
+// trackSession keeps the live-session list from the node's events.
+func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event) {
+	if (ev.SessionID == "" && ev.Event != EventNodeStart) || len(ev.SessionID) > 128 {
+		return
+	}
+	key := prefixSessions + ev.SessionID
+	switch ev.Event {
+	case audit.SessionStart:
+		ls := LiveSession{ID: ev.SessionID, User: ev.User, Login: ev.Login, Node: ev.Node, NodeID: nodeID,
+			RemoteAddr: ev.RemoteAddr, Started: ev.Time, Participants: []string{ev.User}}
+		if err := s.putJSON(ctx, key, ls, s.now().Add(maxSessionRecord)); err != nil {
+			s.log.Warn("record live session", "session", ev.SessionID, "err", err)
+		}
+	case EventNodeStart:
+		// The node (re)started: whatever sessions it had died with it.
+		s.ForgetNodeSessions(ctx, nodeID)
+	case audit.SessionEnd:
+		var ls LiveSession
+		// Only the node that runs a session may end its record.
+		if err := s.getJSON(ctx, key, &ls); err == nil && ls.NodeID == nodeID {
+			_ = s.b.Delete(ctx, key)
+		}
+	}
+}
+
+// ForgetNodeSessions drops the live-session records of a node that
+// restarted: its sessions died with it.
+func (s *Server) ForgetNodeSessions(ctx context.Context, nodeID string) {
+	sessions, err := listJSON[LiveSession](ctx, s.b, prefixSessions)
+	if err != nil {
+		return
+	}
+	for _, ls := range sessions {
+		if ls.NodeID == nodeID {
+			_ = s.b.Delete(ctx, prefixSessions+ls.ID)
+		}
+	}
+}
+
+// ListSessions lists live interactive sessions.
+func (s *Server) ListSessions(ctx context.Context, c Caller) ([]LiveSession, error) {
+	if err := s.authorize(ctx, c, "session", "list"); err != nil {
+		return nil, err
+	}
+	out, err := listJSON[LiveSession](ctx, s.b, prefixSessions)
+	if err != nil && err != storage.ErrNotFound {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out, nil
+}
