@@ -1,0 +1,336 @@
+package recording
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Info describes a stored recording.
+type Info struct {
+	Meta
+	// NodeID is the node that created (owns) the recording.
+	NodeID      string    `json:"node_id"`
+	Length      int64     `json:"length"`
+	SHA256      string    `json:"sha256,omitempty"`
+	Complete    bool      `json:"complete"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+	Modified    time.Time `json:"-"`
+}
+
+// Store keeps recordings on disk on the auth side: <Dir>/<session>.cast with
+// the bytes and <Dir>/<session>.json with the Info. The JSON length is the
+// truth: bytes past it (a write interrupted by a crash) are ignored and
+// overwritten. Safe for concurrent use; operations on one session are
+// serialized.
+type Store struct {
+	dir   string
+	locks [64]sync.Mutex
+}
+
+// OpenStore opens (creating, mode 0700) a recording store in dir.
+func OpenStore(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("recording: store directory is required")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recording: create store directory: %w", err)
+	}
+	// Leftover temporary state files from a crash mid-update.
+	tmps, _ := filepath.Glob(filepath.Join(dir, "*.json.tmp"))
+	for _, t := range tmps {
+		_ = os.Remove(t)
+	}
+	return &Store{dir: dir}, nil
+}
+
+func (s *Store) lock(id string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	m := &s.locks[h.Sum32()%uint32(len(s.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+func (s *Store) castPath(id string) string  { return filepath.Join(s.dir, id+".cast") }
+func (s *Store) statePath(id string) string { return filepath.Join(s.dir, id+".json") }
+
+// readInfo loads the state of id; ErrNotFound when there is none.
+func (s *Store) readInfo(id string) (*Info, error) {
+	p := s.statePath(id)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording: read state of %s: %w", id, err)
+	}
+	var info Info
+	if err := json.Unmarshal(data, &info); err != nil {
+		return nil, fmt.Errorf("recording: decode state of %s: %w", id, err)
+	}
+	if info.SessionID != id || info.Length < 0 {
+		return nil, fmt.Errorf("recording: corrupt state of %s", id)
+	}
+	info.Meta.NodeID = info.NodeID // one JSON field for both
+	if st, err := os.Stat(p); err == nil {
+		info.Modified = st.ModTime()
+	}
+	return &info, nil
+}
+
+func (s *Store) writeInfo(info *Info) error {
+	data, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("recording: encode state: %w", err)
+	}
+	if err := writeFileAtomic(s.statePath(info.SessionID), data); err != nil {
+		return fmt.Errorf("recording: write state of %s: %w", info.SessionID, err)
+	}
+	return nil
+}
+
+// Append writes data at offset to the recording of meta.SessionID, creating
+// it (owned by nodeID) at offset 0. The offset must equal the stored length
+// (*OffsetError{Have} otherwise), except for a retried chunk lying wholly
+// within the stored bytes, which succeeds without writing when the bytes are
+// identical (ErrMismatch when they are not). Another node gets ErrNotOwner.
+// The data is fsynced before Append returns the new length.
+func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int64, error) {
+	id := meta.SessionID
+	if err := checkID(id); err != nil {
+		return 0, err
+	}
+	if len(data) > MaxChunk {
+		return 0, fmt.Errorf("%w: %d bytes (max %d)", ErrChunkTooLarge, len(data), MaxChunk)
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("recording: negative offset %d", offset)
+	}
+	if nodeID == "" {
+		return 0, errors.New("recording: node id is required")
+	}
+	defer s.lock(id)()
+
+	info, err := s.readInfo(id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if offset != 0 {
+			return 0, &OffsetError{Have: 0}
+		}
+		meta.NodeID = nodeID
+		info = &Info{Meta: meta, NodeID: nodeID}
+		// A stale data file (a creation that crashed before its state was
+		// written) is replaced: the state file is the truth.
+		if err := s.writeInfo(info); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, err
+	case info.NodeID != nodeID:
+		return 0, fmt.Errorf("%w: %s", ErrNotOwner, id)
+	}
+
+	end := offset + int64(len(data))
+	if offset != info.Length {
+		if offset < info.Length && end <= info.Length {
+			return info.Length, s.sameBytes(id, offset, data)
+		}
+		return 0, &OffsetError{Have: info.Length}
+	}
+	if info.Complete {
+		if len(data) == 0 {
+			return info.Length, nil
+		}
+		return 0, fmt.Errorf("%w: %s", ErrCompleted, id)
+	}
+	if len(data) == 0 {
+		return info.Length, nil
+	}
+	f, err := os.OpenFile(s.castPath(id), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("recording: open %s: %w", id, err)
+	}
+	_, werr := f.WriteAt(data, offset)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return 0, fmt.Errorf("recording: write %s: %w", id, werr)
+	}
+	info.Length = end
+	if err := s.writeInfo(info); err != nil {
+		return 0, err
+	}
+	return end, nil
+}
+
+// sameBytes compares data with the stored bytes at offset.
+func (s *Store) sameBytes(id string, offset int64, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	f, err := os.Open(s.castPath(id))
+	if err != nil {
+		return fmt.Errorf("recording: open %s: %w", id, err)
+	}
+	defer f.Close()
+	have := make([]byte, len(data))
+	if _, err := f.ReadAt(have, offset); err != nil {
+		return fmt.Errorf("recording: read %s: %w", id, err)
+	}
+	if !bytes.Equal(have, data) {
+		return fmt.Errorf("%w: retried chunk at %d differs from stored bytes", ErrMismatch, offset)
+	}
+	return nil
+}
+
+// Complete marks the recording finished after checking that the stored
+// bytes have exactly length bytes and SHA-256 sha256hex (ErrMismatch
+// otherwise). Completing again with the same values succeeds.
+func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex string, interrupted bool) error {
+	if err := checkID(sessionID); err != nil {
+		return err
+	}
+	defer s.lock(sessionID)()
+	info, err := s.readInfo(sessionID)
+	if err != nil {
+		return err
+	}
+	if info.NodeID != nodeID {
+		return fmt.Errorf("%w: %s", ErrNotOwner, sessionID)
+	}
+	sha256hex = strings.ToLower(sha256hex)
+	if info.Complete {
+		if info.Length == length && info.SHA256 == sha256hex {
+			return nil
+		}
+		return fmt.Errorf("%w: %s is already complete with other length or hash", ErrMismatch, sessionID)
+	}
+	if length != info.Length {
+		return fmt.Errorf("%w: %s: length %d, stored %d", ErrMismatch, sessionID, length, info.Length)
+	}
+	f, err := os.OpenFile(s.castPath(sessionID), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("recording: open %s: %w", sessionID, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, info.Length)); err != nil {
+		return fmt.Errorf("recording: hash %s: %w", sessionID, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha256hex {
+		return fmt.Errorf("%w: %s: sha256 %s, stored bytes have %s", ErrMismatch, sessionID, sha256hex, got)
+	}
+	// Drop bytes past the length left by an interrupted write.
+	if st, err := f.Stat(); err == nil && st.Size() != info.Length {
+		if err := f.Truncate(info.Length); err != nil {
+			return fmt.Errorf("recording: truncate %s: %w", sessionID, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("recording: sync %s: %w", sessionID, err)
+		}
+	}
+	info.Complete, info.Interrupted, info.SHA256 = true, interrupted, sha256hex
+	return s.writeInfo(info)
+}
+
+// Open returns the recording's bytes (its stored length; a recording still
+// being uploaded can be read too) and its Info.
+func (s *Store) Open(sessionID string) (io.ReadCloser, *Info, error) {
+	if err := checkID(sessionID); err != nil {
+		return nil, nil, err
+	}
+	info, err := s.Stat(sessionID)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(s.castPath(sessionID))
+	if errors.Is(err, fs.ErrNotExist) && info.Length == 0 {
+		return io.NopCloser(bytes.NewReader(nil)), info, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("recording: open %s: %w", sessionID, err)
+	}
+	return &sectionReadCloser{SectionReader: io.NewSectionReader(f, 0, info.Length), f: f}, info, nil
+}
+
+type sectionReadCloser struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r *sectionReadCloser) Close() error { return r.f.Close() }
+
+// Stat returns the recording's Info.
+func (s *Store) Stat(sessionID string) (*Info, error) {
+	if err := checkID(sessionID); err != nil {
+		return nil, err
+	}
+	return s.readInfo(sessionID)
+}
+
+// List returns all recordings, oldest session start first.
+func (s *Store) List() ([]Info, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("recording: list %s: %w", s.dir, err)
+	}
+	var out []Info
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !e.Type().IsRegular() || !ValidSessionID(id) {
+			continue
+		}
+		info, err := s.readInfo(id)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *info)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Start.Equal(out[j].Start) {
+			return out[i].Start.Before(out[j].Start)
+		}
+		return out[i].SessionID < out[j].SessionID
+	})
+	return out, nil
+}
+
+// Delete removes a recording.
+func (s *Store) Delete(sessionID string) error {
+	if err := checkID(sessionID); err != nil {
+		return err
+	}
+	defer s.lock(sessionID)()
+	if _, err := s.readInfo(sessionID); err != nil {
+		return err
+	}
+	// State first: data without state is invisible and replaced if the
+	// session ID is ever used again.
+	if err := os.Remove(s.statePath(sessionID)); err != nil {
+		return fmt.Errorf("recording: delete %s: %w", sessionID, err)
+	}
+	if err := os.Remove(s.castPath(sessionID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("recording: delete %s: %w", sessionID, err)
+	}
+	return syncDir(s.dir)
+}
