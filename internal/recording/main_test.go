@@ -185,8 +185,6 @@ func dirNames(t testing.TB, dir string) []string {
 	return out
 }
 
-
-
 // uploaded returns the acknowledged offset of a pending recording (tests).
 func (s *Spool) uploaded(id string) int64 {
 	s.mu.Lock()

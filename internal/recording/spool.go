@@ -424,4 +424,3 @@ func (s *Spool) forgetRecording(r *SpoolRecording) {
 	defer s.mu.Unlock()
 	delete(s.recs, r)
 }
-
