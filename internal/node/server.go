@@ -57,6 +57,12 @@ type Permissions struct {
 	// Expires is when the connection must end (certificate expiry); zero
 	// means no limit beyond the certificate's own validity.
 	Expires time.Time
+	// RecordMode is how PTY sessions are recorded: RecordOff,
+	// RecordBestEffort ("" too) or RecordStrict (refuse or end the session
+	// when it cannot be recorded). Unknown values count as strict.
+	RecordMode string
+	// RecordInput records what the user types as well as the output.
+	RecordInput bool
 }
 
 // Config configures a Server.
@@ -84,6 +90,9 @@ type Config struct {
 	// server); default [os.Executable()]. The binary must call
 	// MaybeRunChild first thing in main.
 	ChildCommand []string
+	// Recorder records interactive (PTY) sessions; nil never records (and
+	// refuses sessions whose roles require strict recording).
+	Recorder Recorder
 }
 
 // Defaults for zero Config fields.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ type session struct {
 	pty     *ptyRequest
 	proc    *proc
 	agent   *agentForward
+	rec     *sessionRecording // nil: not recorded
 	started bool
 }
 
@@ -120,6 +122,11 @@ func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin 
 		if s.pty != nil {
 			s.pty.Columns, s.pty.Rows, s.pty.WidthPx, s.pty.HeightPx = w.Columns, w.Rows, w.WidthPx, w.HeightPx
 		}
+		if s.rec != nil {
+			// Strict mode ends the session on failure; the resize itself
+			// still applies meanwhile.
+			_ = s.rec.resize(recordDim(w.Columns, 80), recordDim(w.Rows, 24))
+		}
 		if s.proc != nil {
 			return s.proc.setSize(w) == nil, nil
 		}
@@ -191,6 +198,11 @@ func (s *session) refuse(ctx context.Context, msg string) (bool, func(context.Co
 	if s.started {
 		return false, nil
 	}
+	return s.refuseLocked(msg)
+}
+
+// refuseLocked is refuse for callers holding s.mu.
+func (s *session) refuseLocked(msg string) (bool, func(context.Context)) {
 	s.started = true
 	s.log().Info("request refused", slog.String("reason", msg))
 	return true, func(context.Context) {
@@ -265,6 +277,27 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	if s.pty != nil && !hasTerm && s.pty.Term != "" {
 		env = append(env, "TERM="+s.pty.Term)
 	}
+	interactive := kind == kindShell || s.pty != nil
+	rec, recFields, refuse := s.startRecording(ctx, kind, env)
+	if refuse {
+		ev := s.event(audit.SessionStart)
+		ev.Success, ev.Error = false, msgRecordingUnavailable
+		ev.Fields = map[string]any{"kind": kind, "tty": true}
+		maps.Copy(ev.Fields, recFields)
+		if command != "" {
+			ev.Fields["command"] = command
+		}
+		s.c.srv.emit(ctx, ev)
+		return s.refuseLocked(msgRecordingUnavailable)
+	}
+	// runCtx ends the process early when strict recording fails.
+	runCtx, cancelRun := context.WithCancel(ctx)
+	if rec != nil {
+		rec.onFail = func() {
+			s.notify(msgRecordingFailed)
+			cancelRun()
+		}
+	}
 	spec := procSpec{path: u.Shell, env: env, dir: u.workDir(), user: u, pty: s.pty}
 	if kind == kindShell {
 		spec.argv = []string{shellArgv0(u.Shell)}
@@ -273,6 +306,10 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	}
 	p, err := s.c.srv.startProc(spec)
 	if err != nil {
+		cancelRun()
+		if rec != nil {
+			rec.close(map[string]any{})
+		}
 		s.log().Error("start session process", slog.String("kind", kind), slog.Any("err", err))
 		s.notify("could not start the session")
 		if kind == kindExec {
@@ -284,18 +321,36 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		return false, nil
 	}
 	s.proc = p
-	interactive := kind == kindShell || s.pty != nil
+	s.rec = rec
 	if interactive {
 		ev := s.event(audit.SessionStart)
 		ev.Fields = map[string]any{"kind": kind, "tty": s.pty != nil}
+		maps.Copy(ev.Fields, recFields)
 		if command != "" {
 			ev.Fields["command"] = command
 		}
 		s.c.srv.emit(ctx, ev)
 	}
-	s.log().Info("session started", slog.String("kind", kind), slog.Bool("tty", s.pty != nil))
-	return true, func(ctx context.Context) {
-		st := p.run(ctx, ioStreams{in: s.ch, out: s.ch, errOut: s.ch.Stderr()}, &s.wg)
+	s.log().Info("session started", slog.String("kind", kind), slog.Bool("tty", s.pty != nil), slog.Bool("recording", rec != nil))
+	return true, func(context.Context) {
+		defer cancelRun()
+		streams := ioStreams{in: s.ch, out: s.ch, errOut: s.ch.Stderr()}
+		if rec != nil {
+			streams.out = recordingWriter{w: s.ch, rec: rec}
+			if rec.input {
+				streams.in = recordingReader{r: s.ch, rec: rec}
+			}
+		}
+		st := p.run(runCtx, streams, &s.wg)
+		endFields := map[string]any{"record_mode": recFields["record_mode"], "recording": false}
+		if e, ok := recFields["recording_error"]; ok {
+			endFields["recording_error"] = e
+		}
+		if rec != nil {
+			// Output is drained: the recording is complete. Late input
+			// (the client's stream still open) is ignored from here.
+			rec.close(endFields)
+		}
 		code := s.finish(st)
 		if kind == kindExec {
 			ev := s.event(audit.Exec)
@@ -306,6 +361,7 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		if interactive {
 			ev := s.event(audit.SessionEnd)
 			ev.Fields = map[string]any{"kind": kind, "exit_code": code}
+			maps.Copy(ev.Fields, endFields)
 			if s.c.isExpired() {
 				ev.Fields["reason"] = "certificate expired"
 			}
