@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
@@ -325,4 +326,47 @@ func (c *Client) DeleteLock(ctx context.Context, id string) error {
 func (c *Client) ListSessions(ctx context.Context) ([]auth.LiveSession, error) {
 	var out []auth.LiveSession
 	return out, c.do(ctx, http.MethodGet, "/v1/sessions", nil, &out)
+}
+
+// CreateAccessRequest files an access request.
+func (c *Client) CreateAccessRequest(ctx context.Context, in auth.CreateAccessRequest) (*access.Request, error) {
+	var out access.Request
+	return &out, c.do(ctx, http.MethodPost, "/v1/access_requests", in, &out)
+}
+
+// ListAccessRequests lists visible access requests.
+func (c *Client) ListAccessRequests(ctx context.Context) ([]*access.Request, error) {
+	var out []*access.Request
+	return out, c.do(ctx, http.MethodGet, "/v1/access_requests", nil, &out)
+}
+
+// GetAccessRequest fetches one access request.
+func (c *Client) GetAccessRequest(ctx context.Context, id string) (*access.Request, error) {
+	var out access.Request
+	return &out, c.do(ctx, http.MethodGet, "/v1/access_requests/"+url.PathEscape(id), nil, &out)
+}
+
+// ReviewAccessRequest approves or denies.
+func (c *Client) ReviewAccessRequest(ctx context.Context, id string, approve bool, reason string) (*access.Request, error) {
+	var out access.Request
+	return &out, c.do(ctx, http.MethodPost, "/v1/access_requests/"+url.PathEscape(id)+"/review", ReviewBody{Approve: approve, Reason: reason}, &out)
+}
+
+// RevokeAccessRequest revokes.
+func (c *Client) RevokeAccessRequest(ctx context.Context, id, reason string) (*access.Request, error) {
+	var out access.Request
+	return &out, c.do(ctx, http.MethodPost, "/v1/access_requests/"+url.PathEscape(id)+"/revoke", ReviewBody{Reason: reason}, &out)
+}
+
+// UseAccessRequest returns certificates carrying the request.
+func (c *Client) UseAccessRequest(ctx context.Context, id, publicKey string) (*auth.LoginResponse, error) {
+	var out auth.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/access_requests/"+url.PathEscape(id)+"/use", renewRequest{PublicKey: publicKey}, &out)
+}
+
+// SuggestRoles lists roles the caller could request for login on node.
+func (c *Client) SuggestRoles(ctx context.Context, login, node string) ([]string, error) {
+	var out Suggestion
+	err := c.do(ctx, http.MethodGet, "/v1/access_requests/suggest?"+url.Values{"login": {login}, "node": {node}}.Encode(), nil, &out)
+	return out.Roles, err
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
@@ -62,6 +63,13 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
 	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
 	m.HandleFunc("GET /v1/sessions", h.authed(h.sessionsList))
+	m.HandleFunc("POST /v1/access_requests", h.authed(h.requestCreate))
+	m.HandleFunc("GET /v1/access_requests", h.authed(h.requestsList))
+	m.HandleFunc("GET /v1/access_requests/suggest", h.authed(h.requestSuggest))
+	m.HandleFunc("GET /v1/access_requests/{id}", h.authed(h.requestGet))
+	m.HandleFunc("POST /v1/access_requests/{id}/review", h.authed(h.requestReview))
+	m.HandleFunc("POST /v1/access_requests/{id}/revoke", h.authed(h.requestRevoke))
+	m.HandleFunc("POST /v1/access_requests/{id}/use", h.authed(h.requestUse))
 	m.HandleFunc("POST /v1/locks", h.authed(h.lockCreate))
 	m.HandleFunc("GET /v1/locks", h.authed(h.locksList))
 	m.HandleFunc("DELETE /v1/locks/{id}", h.authed(h.lockDelete))
@@ -626,4 +634,82 @@ func (h *Handler) sessionsList(w http.ResponseWriter, r *http.Request, c auth.Ca
 		sessions = []auth.LiveSession{}
 	}
 	writeJSON(w, http.StatusOK, sessions)
+}
+
+func (h *Handler) requestCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var in auth.CreateAccessRequest
+	if err := decode(r, &in); err != nil {
+		h.fail(w, err)
+		return
+	}
+	req, err := h.auth.CreateAccessRequest(r.Context(), c, in)
+	respond(h, w, req, err)
+}
+
+func (h *Handler) requestsList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	reqs, err := h.auth.ListAccessRequests(r.Context(), c)
+	if reqs == nil {
+		reqs = []*access.Request{}
+	}
+	respond(h, w, reqs, err)
+}
+
+func (h *Handler) requestGet(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	req, err := h.auth.GetAccessRequest(r.Context(), c, r.PathValue("id"))
+	respond(h, w, req, err)
+}
+
+// ReviewBody reviews an access request.
+type ReviewBody struct {
+	Approve bool   `json:"approve"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (h *Handler) requestReview(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var in ReviewBody
+	if err := decode(r, &in); err != nil {
+		h.fail(w, err)
+		return
+	}
+	req, err := h.auth.ReviewAccessRequest(r.Context(), c, r.PathValue("id"), in.Approve, in.Reason)
+	respond(h, w, req, err)
+}
+
+func (h *Handler) requestRevoke(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var in ReviewBody
+	if err := decode(r, &in); err != nil {
+		h.fail(w, err)
+		return
+	}
+	req, err := h.auth.RevokeAccessRequest(r.Context(), c, r.PathValue("id"), in.Reason)
+	respond(h, w, req, err)
+}
+
+func (h *Handler) requestUse(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var in renewRequest
+	if err := decode(r, &in); err != nil {
+		h.fail(w, err)
+		return
+	}
+	resp, err := h.auth.UseAccessRequest(r.Context(), c, r.PathValue("id"), in.PublicKey, remoteIP(r))
+	respond(h, w, resp, err)
+}
+
+// Suggestion lists roles the caller could request.
+type Suggestion struct {
+	Roles []string `json:"roles"`
+}
+
+func (h *Handler) requestSuggest(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	roles, err := h.auth.SuggestRoles(r.Context(), c, r.URL.Query().Get("login"), r.URL.Query().Get("node"))
+	respond(h, w, Suggestion{Roles: roles}, err)
+}
+
+// respond writes v or the error.
+func respond[T any](h *Handler, w http.ResponseWriter, v T, err error) {
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }

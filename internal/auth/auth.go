@@ -15,6 +15,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
@@ -35,6 +36,13 @@ type Config struct {
 	InviteTTL time.Duration
 	// NodeCertTTL is the validity of node host and API certificates.
 	NodeCertTTL time.Duration
+	// RequestPendingTTL is how long an unreviewed access request lives
+	// (default 1h).
+	RequestPendingTTL time.Duration
+	// Notifier receives access request notifications (optional).
+	Notifier *notify.Notifier
+	// SweepInterval is how often expiries are processed (default 5s).
+	SweepInterval time.Duration
 }
 
 // Server is the auth service.
@@ -46,6 +54,10 @@ type Server struct {
 	now   func() time.Time
 	roles *roleCache
 	locks *lockCache
+	// notifier sends access request webhooks (nil: none configured).
+	notifier *notify.Notifier
+	sweepStop context.CancelFunc
+	sweepDone chan struct{}
 	// inventory is the live node set, set by the proxy.
 	inventory atomic.Pointer[Inventory]
 }
@@ -85,7 +97,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.NodeCertTTL <= 0 {
 		cfg.NodeCertTTL = 24 * time.Hour
 	}
-	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now}
+	if cfg.RequestPendingTTL <= 0 {
+		cfg.RequestPendingTTL = time.Hour
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 5 * time.Second
+	}
+	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now, notifier: cfg.Notifier}
 	keys, err := s.loadOrCreateCA(ctx)
 	if err != nil {
 		return nil, err
@@ -111,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.roles.stop()
 		return nil, fmt.Errorf("auth: watch locks: %w", err)
 	}
+	s.startSweeper(ctx)
 	return s, nil
 }
 
@@ -145,9 +164,30 @@ func (s *Server) ClusterName() string { return s.cfg.ClusterName }
 
 // Close stops background work.
 func (s *Server) Close() error {
+	s.sweepStop()
+	<-s.sweepDone
 	s.roles.stop()
 	s.locks.feed.stop()
 	return nil
+}
+
+// startSweeper runs periodic housekeeping: access request expiry.
+func (s *Server) startSweeper(ctx context.Context) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.sweepStop, s.sweepDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.sweepDone)
+		t := time.NewTicker(s.cfg.SweepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.sweepRequests(ctx)
+			}
+		}
+	}()
 }
 
 func (s *Server) emit(ctx context.Context, ev audit.Event) {

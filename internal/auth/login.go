@@ -127,7 +127,7 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		// A concurrent login with the same code raced us: refuse, the code is spent.
 		return fail("concurrent login", ErrUnauthenticated)
 	}
-	resp, err := s.issueUserCerts(ctx, u.Name, u.Roles, u.Traits, pub, req.TTL, req.RemoteAddr)
+	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, ttl: req.TTL, remote: req.RemoteAddr})
 	if err != nil {
 		return fail("certificate issuance failed", err)
 	}
@@ -154,8 +154,22 @@ func parsePublicKey(s string) (ssh.PublicKey, error) {
 // principal list (which OpenSSH would treat as "any login").
 func internalPrincipal(user string) string { return ca.InternalPrincipalPrefix + user }
 
-func (s *Server) issueUserCerts(ctx context.Context, user string, roleNames []string, traits map[string][]string, pub ssh.PublicKey, ttl time.Duration, remote string) (*LoginResponse, error) {
-	if err := s.CheckLock(lock.Subject{User: user, Roles: roleNames}); err != nil {
+// issueParams describe a user certificate pair to issue.
+type issueParams struct {
+	user     string
+	roles    []string
+	traits   map[string][]string
+	pub      ssh.PublicKey
+	ttl      time.Duration
+	remote   string
+	requests []string
+	// notAfter caps the expiry (an access request's end).
+	notAfter time.Time
+}
+
+func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse, error) {
+	user, roleNames, traits, pub, ttl, remote := p.user, p.roles, p.traits, p.pub, p.ttl, p.remote
+	if err := s.CheckLock(lock.Subject{User: user, Roles: roleNames, Requests: p.requests}); err != nil {
 		return nil, err
 	}
 	roles := s.roles.get(roleNames)
@@ -169,10 +183,18 @@ func (s *Server) issueUserCerts(ctx context.Context, user string, roleNames []st
 	if opts.MaxSessionTTL > 0 && ttl > opts.MaxSessionTTL {
 		ttl = opts.MaxSessionTTL
 	}
+	if !p.notAfter.IsZero() {
+		if left := p.notAfter.Sub(s.now()); ttl > left {
+			ttl = left
+		}
+		if ttl <= 0 {
+			return nil, fmt.Errorf("%w: the access has already expired", ErrAccessDenied)
+		}
+	}
 	logins := policy.AllowedLogins(roles, traits)
 	principals := append(append([]string(nil), logins...), internalPrincipal(user))
 	cert, err := s.ca.IssueUser(ca.UserCertRequest{
-		PublicKey: pub, Username: user, Principals: principals, Roles: roleNames, Traits: traits, TTL: ttl,
+		PublicKey: pub, Username: user, Principals: principals, Roles: roleNames, Traits: traits, TTL: ttl, RequestIDs: p.requests,
 		PermitPTY: opts.PermitPTY, PermitPortForwarding: opts.PortForwarding, PermitAgentForwarding: opts.ForwardAgent,
 	})
 	if err != nil {
@@ -186,7 +208,7 @@ func (s *Server) issueUserCerts(ctx context.Context, user string, roleNames []st
 	expires := time.Unix(int64(cert.ValidBefore), 0).UTC()
 	s.emit(ctx, audit.Event{Event: audit.CertIssued, User: user, RemoteAddr: remote, Success: true,
 		Fields: map[string]any{"cert_type": "user", "serial": fmt.Sprint(cert.Serial), "principals": logins,
-			"roles": roleNames, "ttl": ttl.String(), "expires": expires}})
+			"roles": roleNames, "ttl": ttl.String(), "expires": expires, "access_requests": p.requests}})
 	return &LoginResponse{
 		Certs:  s.certs(cert, der, expires),
 		User:   user,

@@ -263,3 +263,15 @@ func (s *Server) CompleteSignup(ctx context.Context, token, password, otp string
 		Fields: map[string]any{"reset": inv.Reset}})
 	return nil
 }
+
+// userRecord loads a user (with secrets: internal use only).
+func (s *Server) userRecord(ctx context.Context, name string) (*identity.User, error) {
+	var u identity.User
+	if err := s.getJSON(ctx, prefixUsers+name, &u); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &u, nil
+}

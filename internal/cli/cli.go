@@ -134,6 +134,15 @@ func (g *globals) profile() (*client.Profile, error) {
 	return client.LoadProfile(dir)
 }
 
+// requestClient acts as the logged-in user (requests are personal), or as
+// the local admin when nobody is logged in.
+func (g *globals) requestClient() (*api.Client, error) {
+	if s, err := g.session(); err == nil {
+		return s.api, nil
+	}
+	return g.adminClient()
+}
+
 func (g *globals) adminClient() (*api.Client, error) {
 	dir, err := g.profileDir()
 	if err != nil {
@@ -174,6 +183,7 @@ Quick start (one machine):
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
 		newTokensCmd(g), newAuditCmd(g),
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g),
+		newRequestCmd(g),
 	)
 	return root
 }

@@ -14,6 +14,7 @@ import (
 func newLoginCmd(g *globals) *cobra.Command {
 	var opt client.LoginOptions
 	var passwordStdin bool
+	var request string
 	cmd := &cobra.Command{
 		Use:   "login --proxy HOST:PORT --user NAME",
 		Short: "Log in and receive short-lived certificates",
@@ -63,6 +64,9 @@ For scripts: --password-stdin reads the password from standard input and
 			if err != nil {
 				return err
 			}
+			if request != "" {
+				return useRequest(g, cmd.Context(), p, request)
+			}
 			printStatus(g, p)
 			return nil
 		},
@@ -75,6 +79,7 @@ For scripts: --password-stdin reads the password from standard input and
 	f.DurationVar(&opt.TTL, "ttl", 0, "requested certificate lifetime (capped by your roles; default 8h)")
 	f.StringVar(&opt.CAPin, "ca-pin", "", "expected cluster CA fingerprint (sha256:...)")
 	f.BoolVar(&opt.Insecure, "insecure", false, "accept a cluster CA that differs from the pinned one (testing only)")
+	f.StringVar(&request, "request", "", "also use this approved access request")
 	return cmd
 }
 

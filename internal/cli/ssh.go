@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -141,6 +142,18 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 	return c, nil
 }
 
+// withSuggestion adds, to a denial, the roles the user could request.
+func (s *session) withSuggestion(ctx context.Context, err error, login, node string) error {
+	if !errors.Is(err, sshclient.ErrPermissionDenied) && !strings.Contains(err.Error(), "not found") {
+		return err
+	}
+	roles, serr := s.api.SuggestRoles(ctx, login, node)
+	if serr != nil || len(roles) == 0 {
+		return err
+	}
+	return fmt.Errorf("%v\nYou may request access: warden request create --roles %s --reason \"...\"", err, strings.Join(roles, ","))
+}
+
 func (s *session) defaultLogin() (string, error) {
 	if len(s.p.Logins) == 1 {
 		return s.p.Logins[0], nil
@@ -234,7 +247,7 @@ the remote command becomes warden's own. NODE is a node name or id (warden ls).`
 			}
 			c, err := s.dial(cmd.Context(), l, host)
 			if err != nil {
-				return err
+				return s.withSuggestion(cmd.Context(), err, l, host)
 			}
 			defer c.Close()
 			tty := (cmdLine == "" && g.io.stdinIsTerminal()) || forceTTY

@@ -149,3 +149,27 @@ func AdminClient(dataDir, profileDir string) (*api.Client, string, error) {
 	c, err := p.APIClient()
 	return c, "user " + p.User, err
 }
+
+// UseRequest replaces the profile's certificates with ones that carry an
+// approved access request (a fresh key pair, made here).
+func UseRequest(ctx context.Context, p *Profile, id string) (*Profile, error) {
+	c, err := p.APIClient()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	keyPEM, _, pub, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.UseAccessRequest(ctx, id, strings.TrimSpace(string(marshalPub(pub))))
+	if err != nil {
+		return nil, err
+	}
+	next := *p
+	next.Roles, next.Logins, next.Expires, next.Requests = resp.Roles, resp.Logins, resp.Expires, []string{id}
+	if err := save(p.dir, &next, keyPEM, pub, resp); err != nil {
+		return nil, err
+	}
+	return &next, nil
+}

@@ -32,6 +32,8 @@ type Profile struct {
 	Expires       time.Time           `json:"expires"`
 	CAFingerprint string              `json:"ca_fingerprint"`
 	Traits        map[string][]string `json:"traits,omitempty"`
+	// Requests are the access requests the certificates carry.
+	Requests []string `json:"requests,omitempty"`
 
 	dir string
 }

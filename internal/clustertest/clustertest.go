@@ -43,6 +43,8 @@ type Options struct {
 	Proxy service.ProxyConfig
 	// NodeListen also serves the in-process node directly (direct mode).
 	NodeListen string
+	// Auth overrides auth settings (notifications, TTLs).
+	Auth service.AuthConfig
 }
 
 // New starts a cluster that is closed when the test ends.
@@ -62,6 +64,7 @@ func New(t testing.TB, opt Options) *Cluster {
 		ClusterName: "test",
 		DataDir:     dir,
 		Proxy:       opt.Proxy,
+		Auth:        opt.Auth,
 		Node:        service.NodeConfig{Name: opt.NodeName, Labels: opt.NodeLabels, Listen: opt.NodeListen},
 	}
 	if opt.NoNode {
@@ -107,6 +110,15 @@ func (c *Cluster) StartNode(name string, labels map[string]string) *service.Node
 	}
 	c.t.Cleanup(func() { a.Close() })
 	return a
+}
+
+// ApplyRoles applies role YAML through the CLI as the local admin.
+func (c *Cluster) ApplyRoles(yaml string) {
+	c.t.Helper()
+	res := c.Warden(c.t.TempDir(), strings.NewReader(yaml), "apply", "-f", "-")
+	if res.Code != 0 {
+		c.t.Fatalf("apply roles: %s", res)
+	}
 }
 
 // ProxyAddr is the proxy's address.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/warden-sh/warden/internal/notify"
 )
 
 // Service names.
@@ -38,6 +40,12 @@ type Config struct {
 type AuthConfig struct {
 	// DefaultTTL is the user certificate TTL when none is requested.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// Notifications are webhooks told about access requests (Slack
+	// incoming-webhook compatible, or generic JSON).
+	Notifications []notify.Target `yaml:"notifications"`
+	// RequestPendingTTL is how long unreviewed access requests live
+	// (default 1h).
+	RequestPendingTTL time.Duration `yaml:"request_pending_ttl"`
 }
 
 // ProxyConfig configures the proxy (HTTPS API and, later, SSH entry point).

@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
 )
@@ -35,6 +37,7 @@ type Process struct {
 	mux      *proxy.Mux
 	proxy    *proxy.Server
 	metrics  *prometheus.Registry
+	notifier *notify.Notifier
 	node     *NodeAgent
 	wg       sync.WaitGroup
 	errc     chan error
@@ -108,8 +111,22 @@ func (p *Process) startAuth(ctx context.Context) error {
 	if _, port, _ := net.SplitHostPort(public); port == "0" {
 		public = ln.Addr().String()
 	}
-	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: b.AuditLog(),
-		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL})
+	auditLog := b.AuditLog()
+	p.notifier, err = notify.New(notify.Config{Targets: p.cfg.Auth.Notifications, Logger: p.log.With("service", "notify"),
+		OnResult: func(t notify.Target, m notify.Message, attempts int, err error) {
+			ev := audit.Event{Event: auth.EventNotification, Success: err == nil,
+				Fields: map[string]any{"target": t.Redacted(), "notified_event": m.Event, "attempts": attempts}}
+			if err != nil {
+				ev.Error = err.Error()
+			}
+			_ = auditLog.Emit(context.Background(), ev)
+		}})
+	if err != nil {
+		return fmt.Errorf("notifications: %w", err)
+	}
+	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: auditLog,
+		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL,
+		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL})
 	if err != nil {
 		return err
 	}
@@ -258,6 +275,11 @@ func (p *Process) Close() error {
 		p.wg.Wait()
 		if p.auth != nil {
 			p.auth.Close()
+		}
+		if p.notifier != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = p.notifier.Close(ctx)
+			cancel()
 		}
 		if p.backend != nil {
 			p.backend.Close()

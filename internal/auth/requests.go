@@ -1,0 +1,353 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/warden-sh/warden/internal/access"
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/notify"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+const prefixRequests = "/access_requests/"
+
+// Access request audit events.
+const (
+	EventRequestCreate   = "access_request.create"
+	EventRequestReview   = "access_request.review"
+	EventRequestApproved = "access_request.approved"
+	EventRequestDenied   = "access_request.denied"
+	EventRequestExpired  = "access_request.expired"
+	EventRequestUsed     = "access_request.used"
+	EventRequestRevoked  = "access_request.revoked"
+	EventNotification    = "notification.delivery"
+)
+
+// CreateAccessRequest is the input of CreateAccessRequest.
+type CreateAccessRequest struct {
+	Roles     []string      `json:"roles"`
+	Reason    string        `json:"reason,omitempty"`
+	Duration  time.Duration `json:"duration,omitempty"`
+	Reviewers []string      `json:"reviewers,omitempty"`
+}
+
+func accessErr(err error) error {
+	switch {
+	case errors.Is(err, access.ErrDenied):
+		return fmt.Errorf("%w: %v", ErrAccessDenied, err)
+	case errors.Is(err, access.ErrInvalid):
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return err
+}
+
+func (s *Server) requestLink(id string) string {
+	return "https://" + s.cfg.PublicAddr + "/web/requests/" + id
+}
+
+func (s *Server) notifyRequest(event string, r *access.Request) {
+	if s.notifier == nil {
+		return
+	}
+	text := fmt.Sprintf("Access request %s by %s for %s: %s (%s, %d/%d approvals)", r.ID, r.User,
+		strings.Join(r.Roles, ", "), r.State, cmpStr(r.Reason, "no reason given"), r.Approvals(), r.Thresholds.Approve)
+	s.notifier.Notify(notify.Message{Event: event, Text: text, Link: s.requestLink(r.ID), Fields: map[string]any{
+		"id": r.ID, "user": r.User, "roles": r.Roles, "reason": r.Reason, "state": r.State, "reviewers": r.Reviewers,
+		"reviews": r.Reviews, "thresholds": r.Thresholds, "created": r.Created, "pending_expires": r.PendingExpires,
+		"access_expires": r.AccessExpires, "duration": r.Duration.String()}})
+}
+
+func cmpStr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func (s *Server) requestEvent(event string, c Caller, r *access.Request, extra map[string]any) {
+	fields := map[string]any{"request_id": r.ID, "roles": r.Roles, "state": r.State, "requester": r.User}
+	for k, v := range extra {
+		fields[k] = v
+	}
+	s.emit(context.Background(), audit.Event{Event: event, User: c.Name(), Success: true, Fields: fields})
+}
+
+// CreateAccessRequest files a request for extra roles.
+func (s *Server) CreateAccessRequest(ctx context.Context, c Caller, in CreateAccessRequest) (*access.Request, error) {
+	if c.Kind != KindUser {
+		return nil, denied("only users request access")
+	}
+	if err := s.CheckLock(lock.Subject{User: c.User, Roles: c.Roles}); err != nil {
+		return nil, err
+	}
+	u, err := s.userRecord(ctx, c.User)
+	if err != nil {
+		return nil, err
+	}
+	r, err := access.New(access.CreateParams{
+		User: c.User, UserRoles: s.roles.get(u.Roles), Roles: in.Roles, Reason: in.Reason, Duration: in.Duration,
+		Reviewers: in.Reviewers, Now: s.now().UTC(), PendingTTL: s.cfg.RequestPendingTTL,
+		ExistingRoles: func(name string) bool { return len(s.roles.get([]string{name})) == 1 },
+	})
+	if err != nil {
+		return nil, accessErr(err)
+	}
+	if err := s.createJSON(ctx, prefixRequests+r.ID, r, time.Time{}); err != nil {
+		return nil, fmt.Errorf("store access request: %w", err)
+	}
+	s.requestEvent(EventRequestCreate, c, r, map[string]any{"reason": r.Reason, "duration": r.Duration.String()})
+	s.notifyRequest(EventRequestCreate, r)
+	return r, nil
+}
+
+// canSeeRequest: the requester, reviewers who may review it, admins.
+func (s *Server) canSeeRequest(c Caller, r *access.Request) bool {
+	switch {
+	case c.Kind == KindAdmin:
+		return true
+	case c.Kind != KindUser:
+		return false
+	case r.User == c.User:
+		return true
+	case access.CanReview(s.roles.get(c.Roles), r):
+		return true
+	}
+	return policy.CheckResource(s.roles.get(c.Roles), "access_request", "list") == nil
+}
+
+// ListAccessRequests lists the requests the caller may see.
+func (s *Server) ListAccessRequests(ctx context.Context, c Caller) ([]*access.Request, error) {
+	all, err := listJSON[*access.Request](ctx, s.b, prefixRequests)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := all[:0]
+	for _, r := range all {
+		r.Expire(now) // show the state as of now; the sweeper persists it
+		if s.canSeeRequest(c, r) {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// GetAccessRequest returns one request.
+func (s *Server) GetAccessRequest(ctx context.Context, c Caller, id string) (*access.Request, error) {
+	r, _, err := s.loadRequest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !s.canSeeRequest(c, r) {
+		return nil, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
+	}
+	r.Expire(s.now())
+	return r, nil
+}
+
+func (s *Server) loadRequest(ctx context.Context, id string) (*access.Request, int64, error) {
+	if id == "" || len(id) > 64 {
+		return nil, 0, badRequest("invalid access request id")
+	}
+	var r access.Request
+	rev, err := s.getJSONRev(ctx, prefixRequests+id, &r)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, 0, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
+		}
+		return nil, 0, err
+	}
+	return &r, rev, nil
+}
+
+// updateRequest applies fn with compare-and-swap, retrying on conflicts.
+func (s *Server) updateRequest(ctx context.Context, id string, fn func(r *access.Request) (bool, error)) (*access.Request, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		r, rev, err := s.loadRequest(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		changed, err := fn(r)
+		if err != nil {
+			if changed {
+				// The request moved (e.g. expired) even though the action
+				// failed: persist the new state.
+				_ = s.casJSON(ctx, prefixRequests+id, rev, r, time.Time{})
+			}
+			return nil, err
+		}
+		if !changed {
+			return r, nil
+		}
+		err = s.casJSON(ctx, prefixRequests+id, rev, r, time.Time{})
+		if errors.Is(err, storage.ErrCompareFailed) {
+			continue
+		}
+		return r, err
+	}
+	return nil, errors.New("access request is being changed concurrently; try again")
+}
+
+// ReviewAccessRequest approves or denies.
+func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, approve bool, reason string) (*access.Request, error) {
+	if c.Kind != KindUser {
+		return nil, denied("only users review access requests")
+	}
+	if len(reason) > 1024 {
+		return nil, badRequest("the review reason is longer than 1024 bytes")
+	}
+	before := ""
+	r, err := s.updateRequest(ctx, id, func(r *access.Request) (bool, error) {
+		before = r.State
+		if r.Expire(s.now()) {
+			return true, accessErr(fmt.Errorf("%w: access request %s expired", access.ErrInvalid, r.ID))
+		}
+		ok, err := r.AddReview(c.User, s.roles.get(c.Roles), approve, reason, s.now().UTC())
+		return ok, accessErr(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.requestEvent(EventRequestReview, c, r, map[string]any{"approve": approve, "reason": reason})
+	switch {
+	case before == access.StatePending && r.State == access.StateApproved:
+		s.requestEvent(EventRequestApproved, c, r, map[string]any{"access_expires": r.AccessExpires})
+		s.notifyRequest(EventRequestApproved, r)
+	case before == access.StatePending && r.State == access.StateDenied:
+		s.requestEvent(EventRequestDenied, c, r, nil)
+		s.notifyRequest(EventRequestDenied, r)
+	default:
+		s.notifyRequest(EventRequestReview, r)
+	}
+	return r, nil
+}
+
+// RevokeAccessRequest ends a request: new certificates are refused and a
+// lock on the request ends live sessions that depend on it.
+func (s *Server) RevokeAccessRequest(ctx context.Context, c Caller, id, reason string) (*access.Request, error) {
+	r, _, err := s.loadRequest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !(c.Kind == KindUser && r.User == c.User) {
+		if err := s.authorize(ctx, c, "access_request", "update"); err != nil {
+			return nil, err
+		}
+	}
+	r, err = s.updateRequest(ctx, id, func(r *access.Request) (bool, error) {
+		if err := r.Revoke(s.now().UTC(), reason); err != nil {
+			return false, accessErr(err)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The lock lasts as long as the access could have.
+	lockTTL := time.Until(r.AccessExpires)
+	if lockTTL <= 0 {
+		lockTTL = r.MaxDuration
+	}
+	if _, err := s.CreateLock(ctx, AdminCaller(), CreateLockRequest{Target: lock.Target{Request: r.ID},
+		Message: "access request " + r.ID + " was revoked", TTL: lockTTL}); err != nil {
+		s.log.Error("lock revoked request", "request", r.ID, "err", err)
+	}
+	s.requestEvent(EventRequestRevoked, c, r, map[string]any{"reason": reason})
+	s.notifyRequest(EventRequestRevoked, r)
+	return r, nil
+}
+
+// UseAccessRequest re-issues the caller's certificates with the request's
+// roles; they expire no later than the request.
+func (s *Server) UseAccessRequest(ctx context.Context, c Caller, id, publicKey, remote string) (*LoginResponse, error) {
+	if c.Kind != KindUser {
+		return nil, denied("only users use access requests")
+	}
+	r, _, err := s.loadRequest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if err := r.Usable(c.User, now); err != nil {
+		return nil, accessErr(err)
+	}
+	if err := s.CheckLock(lock.Subject{User: c.User, Roles: c.Roles, Requests: []string{r.ID}}); err != nil {
+		return nil, err
+	}
+	pub, err := parsePublicKey(publicKey)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	u, err := s.userRecord(ctx, c.User)
+	if err != nil {
+		return nil, err
+	}
+	roles := append(append([]string(nil), u.Roles...), r.Roles...)
+	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: uniq(roles), traits: u.Traits, pub: pub,
+		ttl: r.AccessExpires.Sub(now), remote: remote, requests: []string{r.ID}, notAfter: r.AccessExpires})
+	if err != nil {
+		return nil, err
+	}
+	s.requestEvent(EventRequestUsed, c, r, map[string]any{"cert_expires": resp.Expires})
+	return resp, nil
+}
+
+// SuggestRoles names the roles the caller could request to use login on a
+// node (for a helpful denial message).
+func (s *Server) SuggestRoles(ctx context.Context, c Caller, login, nodeName string) ([]string, error) {
+	if c.Kind != KindUser {
+		return nil, denied("only users get suggestions")
+	}
+	u, err := s.userRecord(ctx, c.User)
+	if err != nil {
+		return nil, err
+	}
+	all, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
+	if err != nil {
+		return nil, err
+	}
+	var target *Node
+	for _, n := range s.liveNodes() {
+		if n.Name == nodeName || n.ID == nodeName || n.Hostname == nodeName {
+			target = &n
+			break
+		}
+	}
+	if target == nil {
+		return nil, nil
+	}
+	return access.Suggest(s.roles.get(u.Roles), all, u.Traits,
+		policy.Target{Login: login, NodeName: target.Name, NodeID: target.ID, Labels: target.Labels}), nil
+}
+
+// sweepRequests expires requests and persists the change; run periodically.
+func (s *Server) sweepRequests(ctx context.Context) {
+	all, err := listJSON[*access.Request](ctx, s.b, prefixRequests)
+	if err != nil {
+		return
+	}
+	now := s.now()
+	for _, r := range all {
+		if r.State != access.StatePending && r.State != access.StateApproved {
+			continue
+		}
+		probe := *r
+		if !probe.Expire(now) {
+			continue
+		}
+		updated, err := s.updateRequest(ctx, r.ID, func(r *access.Request) (bool, error) { return r.Expire(now), nil })
+		if err != nil || updated.State != access.StateExpired {
+			continue
+		}
+		s.requestEvent(EventRequestExpired, Caller{Kind: KindAdmin, User: "system"}, updated, nil)
+		s.notifyRequest(EventRequestExpired, updated)
+	}
+}

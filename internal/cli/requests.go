@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warden-sh/warden/internal/access"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/client"
+)
+
+func newRequestCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "request",
+		Short: "Just-in-time access: request extra roles, review, use, revoke",
+		Long: `Request extra roles for a while, with a reason. Reviewers allowed by their roles
+approve or deny (some roles need several approvals). Once approved, the
+request's roles are added to your certificates until the request expires.`,
+	}
+	cmd.AddCommand(newRequestCreateCmd(g), newRequestLsCmd(g), newRequestShowCmd(g), newRequestReviewCmd(g),
+		newRequestUseCmd(g), newRequestRevokeCmd(g))
+	return cmd
+}
+
+func newRequestCreateCmd(g *globals) *cobra.Command {
+	var in auth.CreateAccessRequest
+	var roles, reviewers string
+	var nowait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:     "create --roles ROLE[,ROLE] --reason TEXT [--duration 2h] [--reviewers a,b] [--nowait]",
+		Short:   "Request roles; waits for the decision and then uses the approved request",
+		Example: `  warden request create --roles prod-admin --reason "INC-123" --duration 2h`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in.Roles, in.Reviewers = splitList(roles), splitList(reviewers)
+			if len(in.Roles) == 0 {
+				return errors.New("--roles is required")
+			}
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			r, err := s.api.CreateAccessRequest(cmd.Context(), in)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.io.Out, "Request %s created: %s for %s, needs %d approval(s).\n", r.ID, strings.Join(r.Roles, ","), r.Duration, r.Thresholds.Approve)
+			if nowait {
+				fmt.Fprintf(g.io.Out, "When it is approved: warden request use %s\n", r.ID)
+				return nil
+			}
+			fmt.Fprintln(g.io.Err, "Waiting for reviewers (Ctrl-C to stop waiting; the request stays open)...")
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			for r.State == access.StatePending {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("still pending after %s; check later with: warden request show %s", timeout, r.ID)
+				case <-time.After(time.Second):
+				}
+				if r, err = s.api.GetAccessRequest(ctx, r.ID); err != nil {
+					return err
+				}
+			}
+			if r.State != access.StateApproved {
+				return fmt.Errorf("request %s was %s", r.ID, strings.ToLower(r.State))
+			}
+			return useRequest(g, cmd.Context(), s.p, r.ID)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&roles, "roles", "", "roles to request (comma-separated)")
+	f.StringVar(&in.Reason, "reason", "", "why you need access (some roles require it)")
+	f.DurationVar(&in.Duration, "duration", 0, "how long the access should last once approved (capped by the roles)")
+	f.StringVar(&reviewers, "reviewers", "", "suggested reviewers (comma-separated)")
+	f.BoolVar(&nowait, "nowait", false, "do not wait for the decision")
+	f.DurationVar(&timeout, "timeout", time.Hour, "how long to wait for the decision")
+	return cmd
+}
+
+func useRequest(g *globals, ctx context.Context, p *client.Profile, id string) error {
+	next, err := client.UseRequest(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.io.Out, "Request %s approved and in use.\n", id)
+	printStatus(g, next)
+	return nil
+}
+
+func newRequestLsCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{Use: "ls", Short: "List access requests you made or may review", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.requestClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			reqs, err := c.ListAccessRequests(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if done, err := printAs(g.io.Out, format, reqs); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tUSER\tROLES\tSTATE\tAPPROVALS\tCREATED\tREASON")
+			for _, r := range reqs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.ID, r.User, strings.Join(r.Roles, ","), r.State,
+					r.Approvals(), r.Thresholds.Approve, r.Created.Local().Format(time.DateTime), r.Reason)
+			}
+			return tw.Flush()
+		}}
+	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
+	return cmd
+}
+
+func newRequestShowCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{Use: "show ID", Short: "Show one access request", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.requestClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.GetAccessRequest(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if format == "text" || format == "" {
+				format = "yaml"
+			}
+			_, err = printAs(g.io.Out, format, r)
+			return err
+		}}
+	cmd.Flags().StringVarP(&format, "output", "o", "yaml", "output format: json or yaml")
+	return cmd
+}
+
+func newRequestReviewCmd(g *globals) *cobra.Command {
+	var approve, deny bool
+	var reason string
+	cmd := &cobra.Command{Use: "review ID --approve|--deny [--reason TEXT]", Short: "Approve or deny an access request", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if approve == deny {
+				return errors.New("say --approve or --deny")
+			}
+			c, err := g.requestClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.ReviewAccessRequest(cmd.Context(), args[0], approve, reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.io.Out, "Reviewed %s: now %s (%d/%d approvals).\n", r.ID, r.State, r.Approvals(), r.Thresholds.Approve)
+			return nil
+		}}
+	cmd.Flags().BoolVar(&approve, "approve", false, "approve the request")
+	cmd.Flags().BoolVar(&deny, "deny", false, "deny the request")
+	cmd.Flags().StringVar(&reason, "reason", "", "why")
+	return cmd
+}
+
+func newRequestUseCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "use ID", Short: "Re-issue your certificates with an approved request's roles", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := g.profile()
+			if err != nil {
+				return err
+			}
+			if err := p.CheckValid(time.Now()); err != nil {
+				return err
+			}
+			return useRequest(g, cmd.Context(), p, args[0])
+		}}
+}
+
+func newRequestRevokeCmd(g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{Use: "revoke ID", Short: "Revoke an access request: access stops at once, live sessions included", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.requestClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.RevokeAccessRequest(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.io.Out, "Request %s revoked.\n", r.ID)
+			return nil
+		}}
+	cmd.Flags().StringVar(&reason, "reason", "", "why")
+	return cmd
+}

@@ -1,0 +1,161 @@
+package clustertest
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/notify"
+	"github.com/warden-sh/warden/internal/service"
+)
+
+const requestRoles = `
+kind: role
+metadata: {name: contractor}
+spec:
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {env: dev}
+    request:
+      roles: [prod-*]
+      max_duration: 1h
+      reason_required: true
+      thresholds: {approve: 2}
+---
+kind: role
+metadata: {name: prod-admin}
+spec:
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {env: prod}
+---
+kind: role
+metadata: {name: reviewer}
+spec:
+  allow:
+    review_requests: {roles: ['prod-*']}
+`
+
+type webhookSink struct {
+	mu     sync.Mutex
+	bodies []map[string]any
+}
+
+func (w *webhookSink) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err == nil {
+		w.mu.Lock()
+		w.bodies = append(w.bodies, m)
+		w.mu.Unlock()
+	}
+	rw.WriteHeader(200)
+}
+
+func (w *webhookSink) wait(t *testing.T, pred func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		for _, b := range w.bodies {
+			if pred(b) {
+				w.mu.Unlock()
+				return b
+			}
+		}
+		w.mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no matching webhook payload; got %v", w.bodies)
+	return nil
+}
+
+// TestAccessRequestEndToEnd is SCENARIOS S2 with the real OpenSSH client.
+func TestAccessRequestEndToEnd(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	slack, generic := &webhookSink{}, &webhookSink{}
+	slackSrv, genericSrv := httptest.NewServer(slack), httptest.NewServer(generic)
+	defer slackSrv.Close()
+	defer genericSrv.Close()
+	c := New(t, Options{NodeName: "prod1", NodeLabels: map[string]string{"env": "prod"}, Auth: service.AuthConfig{
+		Notifications: []notify.Target{{URL: slackSrv.URL, Format: "slack"}, {URL: genericSrv.URL, Format: "json"}}}})
+	c.ApplyRoles(requestRoles)
+	contractor := c.AddUser("contractor", []string{"contractor"}, []string{osLogin})
+	alice := c.AddUser("alice", []string{"reviewer"}, nil)
+	bob := c.AddUser("bob", []string{"reviewer"}, nil)
+	home := c.Login(contractor)
+
+	// Denied, with the roles to request named.
+	r := c.Warden(home, nil, "ssh", osLogin+"@prod1", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "warden request create --roles prod-admin") {
+		t.Fatalf("denial without a suggestion: %s", r)
+	}
+	// A reason is required by the role.
+	if r := c.Warden(home, nil, "request", "create", "--roles", "prod-admin", "--nowait"); r.Code == 0 || !strings.Contains(r.Stderr, "reason") {
+		t.Fatalf("request without reason: %s", r)
+	}
+	r = c.Warden(home, nil, "request", "create", "--roles", "prod-admin", "--reason", "INC-123", "--duration", "20s", "--nowait")
+	if r.Code != 0 {
+		t.Fatalf("request create: %s", r)
+	}
+	id := regexp.MustCompile(`Request (\S+) created`).FindStringSubmatch(r.Stdout)[1]
+
+	// Reviewers are notified: Slack-compatible and generic JSON.
+	s := slack.wait(t, func(m map[string]any) bool { return strings.Contains(m["text"].(string), id) })
+	if !strings.Contains(s["text"].(string), "INC-123") || !strings.Contains(s["text"].(string), "|open>") {
+		t.Fatalf("slack payload: %v", s)
+	}
+	g := generic.wait(t, func(m map[string]any) bool { return m["event"] == "access_request.create" })
+	if f := g["fields"].(map[string]any); f["id"] != id || f["user"] != "contractor" {
+		t.Fatalf("json payload: %v", g)
+	}
+
+	// The requester cannot approve their own request.
+	if r := c.Warden(home, nil, "request", "review", id, "--approve"); r.Code == 0 {
+		t.Fatalf("self-review accepted: %s", r)
+	}
+	aliceHome, bobHome := c.Login(alice), c.Login(bob)
+	if r := c.Warden(aliceHome, nil, "request", "review", id, "--approve", "--reason", "ok"); r.Code != 0 || !strings.Contains(r.Stdout, "PENDING (1/2") {
+		t.Fatalf("first approval: %s", r)
+	}
+	if r := c.Warden(aliceHome, nil, "request", "review", id, "--approve"); r.Code == 0 || !strings.Contains(r.Stderr, "already reviewed") {
+		t.Fatalf("duplicate review: %s", r)
+	}
+	// One approval of two is not enough.
+	if r := c.Warden(home, nil, "request", "use", id); r.Code == 0 || !strings.Contains(r.Stderr, "pending") {
+		t.Fatalf("use before approval: %s", r)
+	}
+	if r := c.Warden(bobHome, nil, "request", "review", id, "--approve"); r.Code != 0 || !strings.Contains(r.Stdout, "APPROVED") {
+		t.Fatalf("second approval: %s", r)
+	}
+	if r := c.Warden(home, nil, "request", "use", id); r.Code != 0 || !strings.Contains(r.Stdout, "prod-admin") {
+		t.Fatalf("use: %s", r)
+	}
+	cfg := c.SSHConfig(home)
+	if r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@prod1", "echo elevated")...); r.Code != 0 || !strings.Contains(r.Stdout, "elevated") {
+		t.Fatalf("ssh with the approved request: %s", r)
+	}
+	// A live session ends when the request (and the certificate) expires,
+	// and a new one is refused.
+	start := time.Now()
+	r = Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@prod1", "sleep 60")...)
+	if r.Code == 0 || time.Since(start) > 40*time.Second {
+		t.Fatalf("session outlived the request: %s after %s", r, time.Since(start))
+	}
+	if r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@prod1", "true")...); r.Code == 0 {
+		t.Fatalf("ssh after the request expired: %s", r)
+	}
+	// Every step is audited.
+	for _, ev := range []string{"access_request.create", "access_request.review", "access_request.approved", "access_request.used", "notification.delivery"} {
+		if r := c.Warden(t.TempDir(), nil, "audit", "search", "--type", ev, "-o", "json"); r.Code != 0 || !strings.Contains(r.Stdout, id) && ev != "notification.delivery" {
+			t.Fatalf("audit %s: %s", ev, r)
+		}
+	}
+}
