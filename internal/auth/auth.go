@@ -55,7 +55,7 @@ type Server struct {
 	roles *roleCache
 	locks *lockCache
 	// notifier sends access request webhooks (nil: none configured).
-	notifier *notify.Notifier
+	notifier  *notify.Notifier
 	sweepStop context.CancelFunc
 	sweepDone chan struct{}
 	// inventory is the live node set, set by the proxy.

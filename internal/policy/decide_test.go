@@ -296,8 +296,8 @@ func TestDecide(t *testing.T) {
 					s.Options = RoleOptions{MaxSessionTTL: Duration(time.Hour), ForwardAgent: Bool(false), PermitPTY: Bool(false)}
 				}),
 			},
-			target:     web,
-			allowed:    true,
+			target:  web,
+			allowed: true,
 			wantOption: &EffectiveOptions{MaxSessionTTL: time.Hour, PortForwarding: true, FileTransfer: true,
 				RecordSession: RecordBestEffort, DisconnectExpiredCert: true, LockMode: LockBestEffort},
 		},
