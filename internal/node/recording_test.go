@@ -412,3 +412,67 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// BenchmarkRecordingOverhead measures bulk interactive output through a
+// real SSH PTY session with recording off and on (best effort, real spool
+// uploading to a real store), alternating in one run, and reports both
+// throughputs and their ratio.
+func BenchmarkRecordingOverhead(b *testing.B) {
+	ensureTestUser(b)
+	e := newRecordingEnv(b, RecordBestEffort, false)
+	id := e.newIdentity(certOpts{principals: []string{testUser}})
+	const size = 32 << 20
+	cmd := fmt.Sprintf(`yes "drwxr-xr-x 2 alice staff 4096 Nov 22 05:31 directory-name-12345" | head -c %d`, size)
+
+	run := func(mode string) time.Duration {
+		e.setAuthz(withRecording(mode, false))
+		c, err := e.client(id, testUser)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		s, err := c.NewSession()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.RequestPty("xterm", 40, 120, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+			b.Fatal(err)
+		}
+		var n countWriter
+		s.Stdout = &n
+		start := time.Now()
+		if err := s.Run(cmd); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		if n < size {
+			b.Fatalf("received %d bytes, want >= %d", n, size)
+		}
+		return d
+	}
+	var off, on time.Duration
+	b.SetBytes(2 * size)
+	for b.Loop() {
+		off += run(RecordOff)
+		on += run(RecordBestEffort)
+		b.StopTimer()
+		waitFor(b, func() bool { return e.spool.Pending() == 0 }, "spool drained", nil)
+		list, _ := e.store.List()
+		for _, in := range list {
+			e.store.Delete(in.SessionID)
+		}
+		b.StartTimer()
+	}
+	if e.rec.starts.Load() == 0 {
+		b.Fatal("nothing was recorded")
+	}
+	mb := float64(size) / 1e6 * float64(b.N)
+	b.ReportMetric(mb/off.Seconds(), "off_MB/s")
+	b.ReportMetric(mb/on.Seconds(), "on_MB/s")
+	b.ReportMetric(off.Seconds()/on.Seconds(), "on/off")
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -37,6 +37,11 @@ func runCrashChild() int {
 			return fail(err)
 		}
 		direct = &directUploader{store: st, nodeID: "node-1"}
+		direct.before = func(call int64, _ Meta, _ int64) {
+			if call == 3 {
+				direct.down.Store(true) // this is the last call that gets through
+			}
+		}
 		up = direct
 	}
 	sp, err := OpenSpool(context.Background(), SpoolConfig{
@@ -60,8 +65,20 @@ func runCrashChild() int {
 		return fail(err)
 	}
 	if direct != nil {
-		// Let part (not all) of it reach auth before the kill.
+		// Let part (not all) of it reach auth, and its acknowledgement reach
+		// the ack file, before the kill.
 		for direct.okCalls.Load() < 3 {
+			time.Sleep(time.Millisecond)
+		}
+		info, err := direct.store.Stat(crashID)
+		if err != nil {
+			return fail(err)
+		}
+		for {
+			b, _ := os.ReadFile(sp.ackPath(crashID))
+			if decodeAck(b) == info.Length {
+				break
+			}
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -131,8 +148,19 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 			if authUp && before == 0 {
 				t.Fatal("auth received nothing before the kill")
 			}
-			sp := newSpool(t, spoolDir, &directUploader{store: st, nodeID: "node-1"})
+			firstOffset := int64(-1)
+			up := &directUploader{store: st, nodeID: "node-1"}
+			up.before = func(call int64, _ Meta, offset int64) {
+				if call == 1 {
+					firstOffset = offset
+				}
+			}
+			sp := newSpool(t, spoolDir, up)
 			waitPending(t, sp, 0, 10*time.Second)
+			if authUp && firstOffset != before {
+				// The acknowledged offset survived the kill.
+				t.Errorf("restarted spool resumed at %d, auth had %d", firstOffset, before)
+			}
 			b, info := stored(t, st, crashID)
 			if !info.Complete || !info.Interrupted || sha(b) != info.SHA256 || int64(len(b)) <= before {
 				t.Fatalf("info %+v (had %d bytes before restart)", info, before)

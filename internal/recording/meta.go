@@ -76,9 +76,11 @@ func checkID(id string) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data durably: a temporary file is
-// written and fsynced, renamed over path, and the directory is fsynced.
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic replaces path with data: a temporary file is written and
+// fsynced, then renamed over path, so readers and a restarted process see
+// the old or the new content, never a mix. With durable set the directory
+// is fsynced too, so the rename itself survives a power loss.
+func writeFileAtomic(path string, data []byte, durable bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -97,6 +99,9 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

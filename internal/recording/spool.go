@@ -171,6 +171,12 @@ func OpenSpool(ctx context.Context, cfg SpoolConfig) (*Spool, error) {
 
 func (s *Spool) castPath(id string) string  { return filepath.Join(s.cfg.Dir, id+".cast") }
 func (s *Spool) statePath(id string) string { return filepath.Join(s.cfg.Dir, id+".json") }
+func (s *Spool) ackPath(id string) string   { return filepath.Join(s.cfg.Dir, id+".ack") }
+
+func (s *Spool) newUpload(id string, st spoolState) *upload {
+	return &upload{id: id, castPath: s.castPath(id), statePath: s.statePath(id), ackPath: s.ackPath(id),
+		wake: make(chan struct{}, 1), st: st}
+}
 
 // recoverAll loads every state file in the spool directory.
 func (s *Spool) recoverAll() ([]*upload, error) {
@@ -220,6 +226,7 @@ func (s *Spool) recoverOne(id string) (*upload, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		// Start died before creating the data file, or the recording was
 		// completed and its data file already deleted.
+		_ = os.Remove(s.ackPath(id))
 		if err := os.Remove(s.statePath(id)); err != nil {
 			return nil, fmt.Errorf("remove stale state: %w", err)
 		}
@@ -228,7 +235,12 @@ func (s *Spool) recoverOne(id string) (*upload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stat data: %w", err)
 	}
-	u := &upload{id: id, castPath: s.castPath(id), statePath: s.statePath(id), wake: make(chan struct{}, 1), st: st}
+	if b, err := os.ReadFile(s.ackPath(id)); err == nil {
+		// An offset past the data (corruption) is clamped: auth's
+		// OffsetError says where to go on.
+		st.Uploaded = min(max(st.Uploaded, decodeAck(b)), fi.Size())
+	}
+	u := s.newUpload(id, st)
 	if st.Closed {
 		if fi.Size() != st.Length {
 			return nil, fmt.Errorf("data file has %d bytes, state says %d", fi.Size(), st.Length)
@@ -330,8 +342,7 @@ func (s *Spool) Start(meta Meta, h asciicast.Header, recordInput bool) (*SpoolRe
 		s.mu.Unlock()
 		return nil, fmt.Errorf("recording: %s is already being recorded", id)
 	}
-	u := &upload{id: id, castPath: s.castPath(id), statePath: s.statePath(id), wake: make(chan struct{}, 1),
-		st: spoolState{Meta: meta, RecordInput: recordInput}}
+	u := s.newUpload(id, spoolState{Meta: meta, RecordInput: recordInput})
 	s.uploads[id] = u // reserve the id
 	s.mu.Unlock()
 

@@ -91,12 +91,17 @@ func (s *Store) readInfo(id string) (*Info, error) {
 	return &info, nil
 }
 
-func (s *Store) writeInfo(info *Info) error {
+// writeInfo replaces the state file. Non-durable updates (a new length
+// after Append; the data itself is fsynced) may be lost to a power failure,
+// leaving an older, shorter length: the node then gets an OffsetError and
+// sends the rest again from its spool, which it keeps until Complete, and
+// Complete's update is durable.
+func (s *Store) writeInfo(info *Info, durable bool) error {
 	data, err := json.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("recording: encode state: %w", err)
 	}
-	if err := writeFileAtomic(s.statePath(info.SessionID), data); err != nil {
+	if err := writeFileAtomic(s.statePath(info.SessionID), data, durable); err != nil {
 		return fmt.Errorf("recording: write state of %s: %w", info.SessionID, err)
 	}
 	return nil
@@ -134,7 +139,7 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 		info = &Info{Meta: meta, NodeID: nodeID}
 		// A stale data file (a creation that crashed before its state was
 		// written) is replaced: the state file is the truth.
-		if err := s.writeInfo(info); err != nil {
+		if err := s.writeInfo(info, true); err != nil {
 			return 0, err
 		}
 	case err != nil:
@@ -174,7 +179,7 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 		return 0, fmt.Errorf("recording: write %s: %w", id, werr)
 	}
 	info.Length = end
-	if err := s.writeInfo(info); err != nil {
+	if err := s.writeInfo(info, false); err != nil {
 		return 0, err
 	}
 	return end, nil
@@ -247,7 +252,7 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		}
 	}
 	info.Complete, info.Interrupted, info.SHA256 = true, interrupted, sha256hex
-	return s.writeInfo(info)
+	return s.writeInfo(info, true)
 }
 
 // Open returns the recording's bytes (its stored length; a recording still

@@ -347,3 +347,24 @@ func FuzzStoreAppend(f *testing.F) {
 		}
 	})
 }
+
+func TestAckRecord(t *testing.T) {
+	for _, n := range []int64{0, 1, 4096, 1 << 40} {
+		if got := decodeAck(encodeAck(n)); got != n {
+			t.Errorf("decodeAck(encodeAck(%d)) = %d", n, got)
+		}
+	}
+	good := encodeAck(123456)
+	for i := range good {
+		torn := append([]byte(nil), good...)
+		torn[i] ^= 0x40
+		if got := decodeAck(torn); got != 0 {
+			t.Errorf("record with byte %d flipped decodes to %d", i, got)
+		}
+	}
+	for _, b := range [][]byte{nil, good[:15], append(good, 0)} {
+		if got := decodeAck(b); got != 0 {
+			t.Errorf("decodeAck(%d bytes) = %d", len(b), got)
+		}
+	}
+}

@@ -2,9 +2,11 @@ package recording
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -15,9 +17,10 @@ import (
 
 // upload tracks one spooled recording's progress towards auth.
 type upload struct {
-	id                  string
-	castPath, statePath string
-	wake                chan struct{} // capacity 1
+	id                           string
+	castPath, statePath, ackPath string
+	wake                         chan struct{} // capacity 1
+	ack                          *os.File      // uploader goroutine only
 
 	mu      sync.Mutex
 	st      spoolState
@@ -37,7 +40,7 @@ func (u *upload) save() error {
 	if err != nil {
 		return fmt.Errorf("recording: encode spool state: %w", err)
 	}
-	if err := writeFileAtomic(u.statePath, data); err != nil {
+	if err := writeFileAtomic(u.statePath, data, true); err != nil {
 		return fmt.Errorf("recording: write spool state of %s: %w", u.id, err)
 	}
 	return nil
@@ -78,14 +81,60 @@ func (u *upload) snapshot() snapshot {
 	return snapshot{uploaded: u.st.Uploaded, durable: u.durable, closed: u.st.Closed, st: u.st}
 }
 
-// setUploaded persists a new acknowledged offset. A failure to persist is
-// only logged: a stale offset is corrected by the next OffsetError.
+// setUploaded records a new acknowledged offset in memory and in the ack
+// file. Called by the uploader goroutine only. A failure to persist is only
+// logged: after a restart a stale offset makes the spool resend bytes auth
+// already has, which auth accepts without duplicating them (or answers with
+// an OffsetError pointing further on).
 func (s *Spool) setUploaded(u *upload, n int64) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.st.Uploaded = n
-	if err := u.save(); err != nil {
+	u.mu.Unlock()
+	if err := u.writeAck(n); err != nil {
 		s.log.Warn("persist upload offset", slog.String("session_id", u.id), slog.Any("err", err))
+	}
+}
+
+// The ack file <session>.ack holds the acknowledged offset in one 16-byte
+// record (offset, CRC-32 of it, magic) rewritten in place with a single
+// write: it is replaced whole or not at all when the process dies, and a
+// record torn by a power failure fails its checksum and reads as 0. It is
+// not fsynced; see setUploaded for why a stale value is harmless.
+const ackMagic = "WRak"
+
+func encodeAck(n int64) []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint64(b, uint64(n))
+	binary.LittleEndian.PutUint32(b[8:], crc32.ChecksumIEEE(b[:8]))
+	copy(b[12:], ackMagic)
+	return b
+}
+
+// decodeAck returns the offset in an ack record, or 0 if it is invalid.
+func decodeAck(b []byte) int64 {
+	if len(b) != 16 || string(b[12:]) != ackMagic || crc32.ChecksumIEEE(b[:8]) != binary.LittleEndian.Uint32(b[8:]) {
+		return 0
+	}
+	n := int64(binary.LittleEndian.Uint64(b))
+	return max(n, 0)
+}
+
+func (u *upload) writeAck(n int64) error {
+	if u.ack == nil {
+		f, err := os.OpenFile(u.ackPath, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		u.ack = f
+	}
+	_, err := u.ack.WriteAt(encodeAck(n), 0)
+	return err
+}
+
+func (u *upload) closeAck() {
+	if u.ack != nil {
+		u.ack.Close()
+		u.ack = nil
 	}
 }
 
@@ -105,6 +154,7 @@ func (s *Spool) runUpload(ctx context.Context, u *upload) {
 		if f != nil {
 			f.Close()
 		}
+		u.closeAck()
 	}()
 	failures := 0
 	retry := func(what string, err error) bool {
@@ -176,6 +226,7 @@ func (s *Spool) runUpload(ctx context.Context, u *upload) {
 					f.Close()
 					f = nil
 				}
+				u.closeAck()
 				if err := s.removeFiles(u); err != nil {
 					log.Warn("remove uploaded recording from the spool", slog.Any("err", err))
 				}
@@ -242,8 +293,10 @@ func (s *Spool) withSlot(ctx context.Context, fn func(context.Context, []byte) e
 // removeFiles deletes an uploaded recording: data first, so that a crash
 // in between leaves a state file without data, which OpenSpool discards.
 func (s *Spool) removeFiles(u *upload) error {
-	if err := os.Remove(u.castPath); err != nil && !os.IsNotExist(err) {
-		return err
+	for _, p := range []string{u.castPath, u.ackPath} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 	}
 	if err := os.Remove(u.statePath); err != nil && !os.IsNotExist(err) {
 		return err
