@@ -336,9 +336,9 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		defer cancelRun()
 		streams := ioStreams{in: s.ch, out: s.ch, errOut: s.ch.Stderr()}
 		if rec != nil {
-			streams.out = recordingWriter{w: s.ch, rec: rec}
+			streams.out = recordingWriter{w: streams.out, rec: rec}
 			if rec.input {
-				streams.in = recordingReader{r: s.ch, rec: rec}
+				streams.in = recordingReader{r: streams.in, rec: rec}
 			}
 		}
 		st := p.run(runCtx, streams, &s.wg)
