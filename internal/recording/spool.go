@@ -379,13 +379,13 @@ func (s *Spool) create(u *upload, h asciicast.Header) (*SpoolRecording, error) {
 		return nil, fmt.Errorf("recording: create %s: %w", u.id, err)
 	}
 	r := newSpoolRecording(s, u, f)
-	cw, err := asciicast.NewWriter(spoolSink{r}, h, u.st.Meta.Start)
+	cw, err := asciicast.NewWriter(outSink{r}, h, u.st.Meta.Start)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recording: start %s: %w", u.id, err)
 	}
 	r.cw = cw
-	if err := r.flush(true); err != nil {
+	if err := r.flush(true, false); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recording: write header of %s: %w", u.id, err)
 	}

@@ -3,6 +3,7 @@ package recording
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,29 +17,39 @@ import (
 
 // Buffering between the session and the flusher.
 const (
-	// kickSize wakes the flusher to write (not fsync) early.
+	// kickSize wakes the flusher to encode and write (not fsync) early.
 	kickSize = 64 << 10
-	// maxPending makes writers wait for the flusher (local disk
+	// maxPending makes writers wait for the flusher (local disk and CPU
 	// backpressure; never the network).
 	maxPending = 8 << 20
 )
 
+// Raw event kinds queued for the flusher.
+const (
+	rawOutput byte = 'o'
+	rawInput  byte = 'i'
+	rawResize byte = 'r'
+)
+
+// rawHeaderLen is kind (1) + Unix nanoseconds (8) + data length (4).
+const rawHeaderLen = 13
+
 // SpoolRecording is one session's recording in the spool. Its methods are
-// safe for concurrent use and never wait for the network: events are
-// encoded into memory and written, hashed and fsynced by a background
-// flusher.
+// safe for concurrent use and cheap: they copy the event into memory with
+// its time, and a background flusher encodes it as asciicast, writes,
+// hashes and periodically fsyncs it. Nothing waits for the network.
 type SpoolRecording struct {
 	s           *Spool
 	u           *upload
 	f           *os.File
-	cw          *asciicast.Writer
 	recordInput bool
 
 	mu      sync.Mutex
 	drained *sync.Cond
-	buf     []byte // encoded events not yet written to f
+	raw     []byte // queued events: rawHeaderLen header + data each
 	spare   []byte
 	err     error // sticky: a write or sync failure, or ErrClosed
+	closed  bool  // Close called: no more events
 
 	kick  chan struct{}
 	syncs chan chan error
@@ -47,6 +58,8 @@ type SpoolRecording struct {
 
 	// Owned by whoever flushes: Start before the flusher runs, then the
 	// flusher goroutine, then Close after it exited.
+	cw      *asciicast.Writer
+	out     []byte // encoded bytes not yet written to f
 	hash    hash.Hash
 	written int64
 	synced  int64
@@ -70,35 +83,17 @@ func newSpoolRecording(s *Spool, u *upload, f *os.File) *SpoolRecording {
 	return r
 }
 
-// spoolSink receives the asciicast Writer's lines (one Write per line).
-type spoolSink struct{ r *SpoolRecording }
+// outSink collects the asciicast Writer's output for the flusher.
+type outSink struct{ r *SpoolRecording }
 
-func (k spoolSink) Write(p []byte) (int, error) {
-	r := k.r
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.err != nil {
-		return 0, r.err
-	}
-	r.buf = append(r.buf, p...)
-	if len(r.buf) >= kickSize {
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
-	}
-	for len(r.buf) >= maxPending && r.err == nil {
-		r.drained.Wait()
-	}
-	if r.err != nil {
-		return 0, r.err
-	}
+func (k outSink) Write(p []byte) (int, error) {
+	k.r.out = append(k.r.out, p...)
 	return len(p), nil
 }
 
 // Output records terminal output.
 func (r *SpoolRecording) Output(p []byte) error {
-	return r.cw.Output(r.s.cfg.Now(), p)
+	return r.put(rawOutput, p, 0, 0)
 }
 
 // Input records typed input if the recording was started with recordInput;
@@ -107,16 +102,55 @@ func (r *SpoolRecording) Input(p []byte) error {
 	if !r.recordInput {
 		return nil
 	}
-	return r.cw.Input(r.s.cfg.Now(), p)
+	return r.put(rawInput, p, 0, 0)
 }
 
 // Resize records a terminal size change.
 func (r *SpoolRecording) Resize(cols, rows int) error {
-	return r.cw.Resize(r.s.cfg.Now(), cols, rows)
+	if cols < asciicast.MinDimension || cols > asciicast.MaxDimension || rows < asciicast.MinDimension || rows > asciicast.MaxDimension {
+		return fmt.Errorf("recording: resize to %dx%d out of range", cols, rows)
+	}
+	return r.put(rawResize, nil, cols, rows)
 }
 
-// Sync writes and fsyncs everything recorded so far and offers it for
-// upload.
+// put queues one event for the flusher.
+func (r *SpoolRecording) put(kind byte, p []byte, cols, rows int) error {
+	t := r.s.cfg.Now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return r.err
+	}
+	if r.closed {
+		return ErrClosed
+	}
+	var h [rawHeaderLen]byte
+	h[0] = kind
+	binary.LittleEndian.PutUint64(h[1:], uint64(t))
+	if kind == rawResize {
+		binary.LittleEndian.PutUint32(h[9:], 8)
+		r.raw = append(r.raw, h[:]...)
+		r.raw = binary.LittleEndian.AppendUint32(r.raw, uint32(cols))
+		r.raw = binary.LittleEndian.AppendUint32(r.raw, uint32(rows))
+	} else {
+		binary.LittleEndian.PutUint32(h[9:], uint32(len(p)))
+		r.raw = append(r.raw, h[:]...)
+		r.raw = append(r.raw, p...)
+	}
+	if len(r.raw) >= kickSize {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	for len(r.raw) >= maxPending && r.err == nil {
+		r.drained.Wait()
+	}
+	return r.err
+}
+
+// Sync encodes, writes and fsyncs everything recorded so far and offers it
+// for upload.
 func (r *SpoolRecording) Sync() error {
 	reply := make(chan error, 1)
 	select {
@@ -143,12 +177,10 @@ func (r *SpoolRecording) Close() (int64, string, error) {
 }
 
 func (r *SpoolRecording) close() (int64, string, error) {
-	werr := r.cw.Close()
-	select {
-	case <-r.stop:
-	default:
-		close(r.stop)
-	}
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	close(r.stop)
 	<-r.done
 	defer r.s.forgetRecording(r)
 	r.mu.Lock()
@@ -167,7 +199,7 @@ func (r *SpoolRecording) close() (int64, string, error) {
 	if err := r.u.finish(length, sum); err != nil {
 		return length, sum, err
 	}
-	if err := errors.Join(ferr, werr, cerr); err != nil {
+	if err := errors.Join(ferr, cerr); err != nil {
 		return length, sum, fmt.Errorf("recording: %s: %w", r.u.id, err)
 	}
 	return length, sum, nil
@@ -182,46 +214,59 @@ func (r *SpoolRecording) flushLoop(ctx context.Context) {
 	for {
 		select {
 		case <-r.kick:
-			_ = r.flush(false)
+			_ = r.flush(false, false)
 		case <-t.C:
-			_ = r.flush(true)
+			_ = r.flush(true, false)
 		case reply := <-r.syncs:
-			reply <- r.flush(true)
+			reply <- r.flush(true, false)
 		case <-r.stop:
-			_ = r.flush(true)
+			_ = r.flush(true, true)
 			return
 		case <-ctx.Done():
-			_ = r.flush(true)
+			_ = r.flush(true, false)
 			r.fail(ErrClosed)
 			return
 		}
 	}
 }
 
-// flush writes buffered events to the file and, when sync is set, fsyncs
-// it and offers the new bytes for upload.
-func (r *SpoolRecording) flush(sync bool) error {
+// flush encodes queued events, writes them to the file and, when sync is
+// set, fsyncs it and offers the new bytes for upload. final also ends the
+// asciicast stream (held-back partial UTF-8).
+func (r *SpoolRecording) flush(sync, final bool) error {
 	r.mu.Lock()
-	data := r.buf
-	r.buf, r.spare = r.spare[:0], nil
+	raw := r.raw
+	r.raw, r.spare = r.spare[:0], nil
 	failed := r.err
 	r.mu.Unlock()
 
 	var err error
-	if len(data) > 0 && failed == nil {
-		var n int
-		n, err = r.f.Write(data)
-		r.hash.Write(data[:n])
-		r.written += int64(n)
+	if failed == nil {
+		err = r.encode(raw)
+		if err == nil && final {
+			err = r.cw.Close()
+		}
+		if err == nil && len(r.out) > 0 {
+			var n int
+			n, err = r.f.Write(r.out)
+			r.hash.Write(r.out[:n])
+			r.written += int64(n)
+			if err != nil {
+				err = fmt.Errorf("recording: write %s: %w", r.u.id, err)
+			}
+		}
+		r.out = r.out[:0]
+		if cap(r.out) > 2*maxPending {
+			r.out = nil
+		}
 	}
 	r.mu.Lock()
-	if cap(data) <= 2*maxPending {
-		r.spare = data[:0]
+	if cap(raw) <= 2*maxPending {
+		r.spare = raw[:0]
 	}
 	r.drained.Broadcast()
 	r.mu.Unlock()
 	if err != nil {
-		err = fmt.Errorf("recording: write %s: %w", r.u.id, err)
 		r.fail(err)
 		return err
 	}
@@ -236,6 +281,30 @@ func (r *SpoolRecording) flush(sync bool) error {
 		}
 		r.synced = r.written
 		r.u.advance(r.synced)
+	}
+	return nil
+}
+
+// encode turns queued raw events into asciicast lines in r.out.
+func (r *SpoolRecording) encode(raw []byte) error {
+	for len(raw) >= rawHeaderLen {
+		kind := raw[0]
+		t := time.Unix(0, int64(binary.LittleEndian.Uint64(raw[1:])))
+		n := int(binary.LittleEndian.Uint32(raw[9:]))
+		data := raw[rawHeaderLen : rawHeaderLen+n]
+		raw = raw[rawHeaderLen+n:]
+		var err error
+		switch kind {
+		case rawOutput:
+			err = r.cw.Output(t, data)
+		case rawInput:
+			err = r.cw.Input(t, data)
+		case rawResize:
+			err = r.cw.Resize(t, int(binary.LittleEndian.Uint32(data)), int(binary.LittleEndian.Uint32(data[4:])))
+		}
+		if err != nil {
+			return fmt.Errorf("recording: encode %s: %w", r.u.id, err)
+		}
 	}
 	return nil
 }
