@@ -89,7 +89,7 @@ func New(t testing.TB, opt Options) *Cluster {
 
 // StartNode joins a separate node agent with a fresh single-use token and
 // the CA pin, as `warden start --services node` would. It stops at test end.
-func (c *Cluster) StartNode(name string, labels map[string]string) *service.NodeAgent {
+func (c *Cluster) StartNode(name string, labels map[string]string, opts ...func(*service.NodeAgentConfig)) *service.NodeAgent {
 	c.t.Helper()
 	ctx := context.Background()
 	tok, err := c.Admin.CreateToken(ctx, auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
@@ -100,11 +100,15 @@ func (c *Cluster) StartNode(name string, labels map[string]string) *service.Node
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	a, err := service.StartNode(ctx, service.NodeAgentConfig{
+	cfg := service.NodeAgentConfig{
 		NodeConfig: service.NodeConfig{Name: name, Labels: labels, ProxyAddr: c.ProxyAddr(), Token: tok.Token, CAPin: ping.TLSCAFingerprint},
 		DataDir:    c.t.TempDir(),
 		Logger:     quietLogger(c.t),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a, err := service.StartNode(ctx, cfg)
 	if err != nil {
 		c.t.Fatalf("start node %s: %v", name, err)
 	}

@@ -130,7 +130,7 @@ func (s *Server) authorize(ctx context.Context, meta ssh.ConnMetadata, key ssh.P
 	if ai.perms.User == "" {
 		ai.perms.User = cert.KeyId
 	}
-	if cert.ValidBefore != ssh.CertTimeInfinity && cert.ValidBefore < 1<<63 {
+	if !perms.KeepAfterCertExpiry && cert.ValidBefore != ssh.CertTimeInfinity && cert.ValidBefore < 1<<63 {
 		certEnd := time.Unix(int64(cert.ValidBefore), 0)
 		if ai.expires.IsZero() || certEnd.Before(ai.expires) {
 			ai.expires = certEnd

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
@@ -26,7 +27,16 @@ type conn struct {
 	forwards int                     // open direct-tcpip channels
 	remotes  map[string]net.Listener // tcpip-forward listeners by "addr:port"
 	expired  bool
+	// endReason says why the node ended the connection (audited in
+	// session.end): "certificate expired", "locked", "idle timeout", ...
+	endReason string
+	started   time.Time
+	// lastActivity is the unix-nano time data last moved on a session.
+	lastActivity atomic.Int64
 }
+
+// touch records activity for the idle timeout.
+func (c *conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
 
 func (c *conn) close() { c.cancel() }
 
@@ -52,6 +62,14 @@ func (c *conn) serve(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-ch
 		d := c.auth.expires.Sub(c.srv.cfg.Now())
 		t := time.AfterFunc(max(d, 0), c.expire)
 		defer t.Stop()
+	}
+	c.touch()
+	if idle := c.auth.perms.IdleTimeout; idle > 0 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.watchIdle(ctx, idle)
+		}()
 	}
 	c.wg.Add(1)
 	go func() {
@@ -106,17 +124,45 @@ func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
 // expire ends the connection because the certificate (or the authorization)
 // expired, telling every session why.
 func (c *conn) expire() {
+	c.terminate("certificate expired", "your certificate expired; closing the connection")
+}
+
+// watchIdle ends the connection after idle time without session data.
+func (c *conn) watchIdle(ctx context.Context, idle time.Duration) {
+	t := time.NewTicker(min(idle/4+time.Millisecond, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, c.lastActivity.Load())) > idle {
+				c.terminate("idle timeout", fmt.Sprintf("the connection was idle for more than %s; closing it", idle))
+				return
+			}
+		}
+	}
+}
+
+// terminate ends the connection, telling every session why; reason goes to
+// the session.end audit events.
+func (c *conn) terminate(reason, message string) {
 	c.mu.Lock()
+	if c.endReason != "" {
+		c.mu.Unlock()
+		return
+	}
 	c.expired = true
+	c.endReason = reason
 	sessions := make([]*session, 0, len(c.sessions))
 	for s := range c.sessions {
 		sessions = append(sessions, s)
 	}
 	c.mu.Unlock()
-	c.log().Info("certificate expired; closing connection")
+	c.log().Info("ending connection", slog.String("reason", reason))
 	var wg sync.WaitGroup
 	for _, s := range sessions {
-		wg.Go(func() { s.notify("your certificate expired; closing the connection") })
+		wg.Go(func() { s.notify(message) })
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -133,6 +179,12 @@ func (c *conn) isExpired() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.expired
+}
+
+func (c *conn) reason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.endReason
 }
 
 func (c *conn) handleGlobalRequests(ctx context.Context, reqs <-chan *ssh.Request) {

@@ -63,6 +63,12 @@ type Permissions struct {
 	RecordMode string
 	// RecordInput records what the user types as well as the output.
 	RecordInput bool
+	// KeepAfterCertExpiry lets sessions outlive the certificate (role
+	// option disconnect_expired_cert: false); by default they end with it.
+	KeepAfterCertExpiry bool
+	// IdleTimeout ends the connection after this long without session
+	// data (0: never).
+	IdleTimeout time.Duration
 }
 
 // Config configures a Server.
@@ -291,6 +297,7 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	cn := &conn{
+		started:  time.Now(),
 		srv:      s,
 		sconn:    sconn,
 		auth:     ai,

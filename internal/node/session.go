@@ -334,7 +334,7 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	s.log().Info("session started", slog.String("kind", kind), slog.Bool("tty", s.pty != nil), slog.Bool("recording", rec != nil))
 	return true, func(context.Context) {
 		defer cancelRun()
-		streams := ioStreams{in: s.ch, out: s.ch, errOut: s.ch.Stderr()}
+		streams := ioStreams{in: activityReader{s.ch, s.c}, out: activityWriter{s.ch, s.c}, errOut: s.ch.Stderr()}
 		if rec != nil {
 			streams.out = recordingWriter{w: streams.out, rec: rec}
 			if rec.input {
@@ -356,14 +356,17 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 			ev := s.event(audit.Exec)
 			ev.Success = code == 0
 			ev.Fields = map[string]any{"command": command, "exit_code": code, "tty": s.pty != nil}
+			if r := s.c.reason(); r != "" {
+				ev.Fields["reason"] = r
+			}
 			s.c.srv.emit(ctx, ev)
 		}
 		if interactive {
 			ev := s.event(audit.SessionEnd)
 			ev.Fields = map[string]any{"kind": kind, "exit_code": code}
 			maps.Copy(ev.Fields, endFields)
-			if s.c.isExpired() {
-				ev.Fields["reason"] = "certificate expired"
+			if r := s.c.reason(); r != "" {
+				ev.Fields["reason"] = r
 			}
 			s.c.srv.emit(ctx, ev)
 		}

@@ -15,6 +15,10 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 )
 
+// expiryGrace is how long after certificate expiry the proxy closes a
+// jump connection itself.
+const expiryGrace = 5 * time.Second
+
 // directTCPIP is the RFC 4254 7.2 payload.
 type directTCPIP struct {
 	Host       string
@@ -29,9 +33,11 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go ssh.DiscardRequests(reqs)
-	// The proxy connection does not outlive the certificate.
+	// The proxy connection does not outlive the certificate. The grace
+	// period lets the node end its sessions first, with a message the user
+	// sees, rather than the jump connection vanishing silently.
 	if cert.ValidBefore != ssh.CertTimeInfinity {
-		left := time.Unix(int64(cert.ValidBefore), 0).Sub(s.cfg.Now())
+		left := time.Unix(int64(cert.ValidBefore), 0).Sub(s.cfg.Now()) + expiryGrace
 		timer := time.AfterFunc(left, func() { sconn.Close() })
 		defer timer.Stop()
 	}

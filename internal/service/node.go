@@ -60,6 +60,8 @@ type NodeAgent struct {
 	wg      sync.WaitGroup
 	dyn     *dynamicLabels
 	authz   *authorizer
+	// ready is set once the SSH server exists (watch callbacks use it).
+	ready atomic.Bool
 	// tunnelUp is true while the reverse tunnel to the proxy is connected.
 	tunnelUp atomic.Bool
 }
@@ -99,6 +101,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	a.roles = newRoleWatcher(a.client, a.log)
+	a.roles.onChange = func(string) { a.reverify() }
 	a.events = newEventForwarder(a.client, a.log)
 	_ = a.events.Emit(ctx, audit.Event{Event: auth.EventNodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
 	for _, lc := range cfg.Commands {
@@ -114,8 +117,9 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	// Give the role watch a moment so the first connections are not refused
 	// for want of role definitions.
 	a.roles.waitSynced(ctx, 10*time.Second)
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
+	go func() { defer a.wg.Done(); a.watchStaleness(runCtx) }()
 
 	a.authz = &authorizer{nodeName: id.nodeName(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
 	if a.authz.maxStale <= 0 {
@@ -134,6 +138,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		a.Close()
 		return nil, err
 	}
+	a.ready.Store(true)
 	// Direct mode is optional: by default the node opens no port and is
 	// reachable only through its tunnel to the proxy.
 	if cfg.Listen != "" {

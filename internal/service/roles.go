@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/ca"
@@ -30,6 +29,10 @@ type roleWatcher struct {
 	once   sync.Once
 	// fresh is the unix-nano time the stream last proved alive.
 	fresh atomic.Int64
+	// connected is true while a watch stream is open; lostAt is when the
+	// last one ended.
+	connected atomic.Bool
+	lostAt    atomic.Int64
 	// onChange is called after every lock or role change (to re-evaluate
 	// live sessions).
 	onChange func(kind string)
@@ -39,20 +42,35 @@ func newRoleWatcher(c *api.Client, log *slog.Logger) *roleWatcher {
 	return &roleWatcher{c: c, log: log, synced: make(chan struct{}), locks: lock.NewSet()}
 }
 
-// staleness is how long since the view of auth was last confirmed.
+// staleness is how long the view of auth has been unconfirmed: zero while
+// the stream is up and its keepalives arrive, else the time since it was
+// last known good.
 func (w *roleWatcher) staleness() time.Duration {
 	f := w.fresh.Load()
 	if f == 0 {
 		return time.Duration(1<<62 - 1)
 	}
-	return time.Since(time.Unix(0, f))
+	since := time.Since(time.Unix(0, f))
+	if w.connected.Load() && since <= 2*api.WatchKeepalive+5*time.Second {
+		return 0
+	}
+	if d := w.lostAt.Load(); d != 0 && !w.connected.Load() {
+		return time.Since(time.Unix(0, d))
+	}
+	return since
 }
 
 func (w *roleWatcher) run(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := w.c.Watch(ctx, w.apply)
+		err := w.c.Watch(ctx, func(ev api.WatchEvent) {
+			w.connected.Store(true)
+			w.apply(ev)
+		})
+		if w.connected.Swap(false) {
+			w.lostAt.Store(time.Now().UnixNano())
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -147,6 +165,15 @@ type authorizer struct {
 	maxStale time.Duration
 }
 
+// decide is the one policy decision for a login on this node.
+func (a *authorizer) decide(id *ca.CertIdentity, roles []*policy.Role, login string) policy.Decision {
+	return policy.Decide(policy.Request{
+		Identity: policy.Identity{User: id.Username, Roles: id.Roles, Traits: id.Traits},
+		Roles:    roles,
+		Target:   policy.Target{Login: login, NodeName: a.nodeName, NodeID: a.nodeID, Labels: a.labels()},
+	})
+}
+
 // subject describes a session for lock checks.
 func (a *authorizer) subject(id *ca.CertIdentity, login string) lock.Subject {
 	return lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID, Requests: id.RequestIDs}
@@ -161,11 +188,7 @@ func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.
 	if !ok {
 		return nil, &policy.DeniedError{Reason: fmt.Sprintf("node %q has not received its policy from auth yet; try again shortly", a.nodeName)}
 	}
-	d := policy.Decide(policy.Request{
-		Identity: policy.Identity{User: id.Username, Roles: id.Roles, Traits: id.Traits},
-		Roles:    roles,
-		Target:   policy.Target{Login: req.Login, NodeName: a.nodeName, NodeID: a.nodeID, Labels: a.labels()},
-	})
+	d := a.decide(id, roles, req.Login)
 	if !d.Allowed {
 		return nil, &policy.DeniedError{Reason: d.Reason, Detail: d.Detail}
 	}
@@ -179,17 +202,16 @@ func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.
 	_, certPTY := req.Cert.Permissions.Extensions["permit-pty"]
 	_, certPF := req.Cert.Permissions.Extensions["permit-port-forwarding"]
 	_, certAgent := req.Cert.Permissions.Extensions["permit-agent-forwarding"]
-	expires := time.Time{}
-	if req.Cert.ValidBefore != ssh.CertTimeInfinity && d.Options.DisconnectExpiredCert {
-		expires = time.Unix(int64(req.Cert.ValidBefore), 0)
-	}
 	return &node.Permissions{
-		User:           id.Username,
-		Roles:          id.Roles,
-		PTY:            d.Options.PermitPTY && certPTY,
-		PortForwarding: d.Options.PortForwarding && certPF,
-		ForwardAgent:   d.Options.ForwardAgent && certAgent,
-		FileTransfer:   d.Options.FileTransfer,
-		Expires:        expires,
+		User:                id.Username,
+		Roles:               id.Roles,
+		PTY:                 d.Options.PermitPTY && certPTY,
+		PortForwarding:      d.Options.PortForwarding && certPF,
+		ForwardAgent:        d.Options.ForwardAgent && certAgent,
+		FileTransfer:        d.Options.FileTransfer,
+		RecordMode:          d.Options.RecordSession,
+		RecordInput:         d.Options.RecordInput,
+		KeepAfterCertExpiry: !d.Options.DisconnectExpiredCert,
+		IdleTimeout:         d.Options.ClientIdleTimeout,
 	}, nil
 }

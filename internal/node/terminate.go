@@ -1,0 +1,92 @@
+package node
+
+import (
+	"io"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ConnInfo describes a live connection, for continuous verification
+// (locks, role changes).
+type ConnInfo struct {
+	User       string
+	Login      string
+	Roles      []string
+	Cert       *ssh.Certificate
+	RemoteAddr string
+	Started    time.Time
+	Sessions   int
+}
+
+func (c *conn) info() ConnInfo {
+	c.mu.Lock()
+	n := len(c.sessions)
+	c.mu.Unlock()
+	return ConnInfo{User: c.auth.perms.User, Login: c.auth.login, Roles: c.auth.perms.Roles, Cert: c.auth.cert,
+		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n}
+}
+
+// Conns lists live authenticated connections.
+func (s *Server) Conns() []ConnInfo {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		if c.auth != nil {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	out := make([]ConnInfo, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, c.info())
+	}
+	return out
+}
+
+// Terminate ends every live connection for which match returns a non-empty
+// reason: each session's user sees the message on stderr, and session.end
+// records the reason. It returns how many connections were ended.
+func (s *Server) Terminate(match func(ConnInfo) (reason, message string)) int {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		if c.auth != nil {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range conns {
+		if reason, msg := match(c.info()); reason != "" {
+			n++
+			go c.terminate(reason, msg)
+		}
+	}
+	return n
+}
+
+// activityReader and activityWriter mark the connection active for the
+// idle timeout as session data moves.
+type activityReader struct {
+	r io.Reader
+	c *conn
+}
+
+func (a activityReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.c.touch()
+	}
+	return n, err
+}
+
+type activityWriter struct {
+	w io.Writer
+	c *conn
+}
+
+func (a activityWriter) Write(p []byte) (int, error) {
+	a.c.touch()
+	return a.w.Write(p)
+}
