@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -30,6 +31,15 @@ import (
 // as long as Fields holds no integers beyond ±2^53 (a float64 decode would
 // round them): encode such values as strings.
 func Canonical(ev Event) ([]byte, error) {
+	if b, ok := canonicalFast(ev); ok {
+		return b, nil
+	}
+	return canonicalSlow(ev)
+}
+
+// canonicalSlow is the definition of Canonical: encode, then re-encode
+// canonically.
+func canonicalSlow(ev Event) ([]byte, error) {
 	ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
 	raw, err := json.Marshal(ev)
 	if err != nil {
@@ -42,16 +52,131 @@ func Canonical(ev Event) ([]byte, error) {
 	return out, nil
 }
 
+// canonicalFast writes the same bytes as canonicalSlow without encoding and
+// decoding the event's own fields (only Fields goes the slow way): it is on
+// every write. It declines (false) whatever it does not handle exactly like
+// encoding/json, which canonicalSlow then does: invalid UTF-8 and times
+// encoding/json refuses. TestCanonicalFastMatchesSlow keeps the two equal,
+// and fails when Event gains a field this does not write.
+func canonicalFast(ev Event) ([]byte, bool) {
+	for _, s := range [...]string{ev.Code, ev.Error, ev.Event, ev.ID, ev.Login, ev.Node, ev.RemoteAddr, ev.SessionID, ev.User} {
+		if !utf8.ValidString(s) {
+			return nil, false
+		}
+	}
+	t, err := ev.Time.MarshalJSON()
+	if err != nil {
+		return nil, false
+	}
+	b := make([]byte, 0, 256)
+	b = append(b, '{')
+	str := func(key, v string, omitEmpty bool) {
+		if omitEmpty && v == "" {
+			return
+		}
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, key...)
+		b = append(b, '"', ':')
+		b = appendString(b, v)
+	}
+	// Keys in sorted order.
+	str("code", ev.Code, true)
+	str("error", ev.Error, true)
+	str("event", ev.Event, false)
+	if len(ev.Fields) > 0 {
+		b = append(b, `,"fields":`...)
+		mark := len(b)
+		var ok bool
+		if b, ok = appendFlatFields(b, ev.Fields); !ok {
+			raw, err := json.Marshal(ev.Fields)
+			if err != nil {
+				return nil, false
+			}
+			if b, err = appendCanonicalJSON(b[:mark], raw); err != nil {
+				return nil, false
+			}
+		}
+	}
+	str("id", ev.ID, false)
+	str("login", ev.Login, true)
+	str("node", ev.Node, true)
+	str("remote_addr", ev.RemoteAddr, true)
+	str("session_id", ev.SessionID, true)
+	b = append(b, `,"success":`...)
+	b = strconv.AppendBool(b, ev.Success)
+	b = append(b, `,"time":`...)
+	b = append(b, t...)
+	str("user", ev.User, true)
+	return append(b, '}'), true
+}
+
+// appendFlatFields writes fields canonically when every value is a string
+// (valid UTF-8), a bool or an integer, the common case; otherwise it
+// reports false and the caller takes the general path from b's length.
+func appendFlatFields(b []byte, fields map[string]any) ([]byte, bool) {
+	keys := make([]string, 0, len(fields))
+	for k, v := range fields {
+		switch v := v.(type) {
+		case string:
+			if !utf8.ValidString(v) {
+				return b, false
+			}
+		case bool, int, int64, int32, uint, uint64, uint32:
+		default:
+			return b, false
+		}
+		if !utf8.ValidString(k) {
+			return b, false
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		switch v := fields[k].(type) {
+		case string:
+			b = appendString(b, v)
+		case bool:
+			b = strconv.AppendBool(b, v)
+		case int:
+			b = strconv.AppendInt(b, int64(v), 10)
+		case int64:
+			b = strconv.AppendInt(b, v, 10)
+		case int32:
+			b = strconv.AppendInt(b, int64(v), 10)
+		case uint:
+			b = strconv.AppendUint(b, uint64(v), 10)
+		case uint64:
+			b = strconv.AppendUint(b, v, 10)
+		case uint32:
+			b = strconv.AppendUint(b, uint64(v), 10)
+		}
+	}
+	return append(b, '}'), true
+}
+
 // canonicalJSON re-encodes raw, a JSON value written by encoding/json (so
 // without duplicate keys), in the canonical form described at Canonical.
 func canonicalJSON(raw []byte) ([]byte, error) {
+	return appendCanonicalJSON(make([]byte, 0, len(raw)), raw)
+}
+
+func appendCanonicalJSON(b, raw []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("decode JSON: %w", err)
 	}
-	return appendCanonical(make([]byte, 0, len(raw)), v)
+	return appendCanonical(b, v)
 }
 
 func appendCanonical(b []byte, v any) ([]byte, error) {

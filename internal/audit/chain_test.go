@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +130,48 @@ func TestCanonicalRefusesUnencodable(t *testing.T) {
 	}
 }
 
+func TestCanonicalFastMatchesSlow(t *testing.T) {
+	// The fast path writes Event's fields by hand: a new field must be
+	// added there (and here) or it would silently escape the hash.
+	var tags []string
+	typ := reflect.TypeFor[Event]()
+	for i := range typ.NumField() {
+		tags = append(tags, strings.Split(typ.Field(i).Tag.Get("json"), ",")[0])
+	}
+	want := []string{"event", "code", "time", "id", "seq", "user", "login", "node", "session_id", "remote_addr",
+		"success", "error", "fields", "prev_hash", "hash"}
+	if !slices.Equal(tags, want) {
+		t.Fatalf("Event's JSON fields are %v; update canonicalFast and this list (%v)", tags, want)
+	}
+	full := Event{Event: "e", Code: "c", Time: epoch, ID: "i", Seq: 9, User: "u", Login: "l", Node: "n", SessionID: "s",
+		RemoteAddr: "r", Success: true, Error: "x", Fields: map[string]any{"k": []int{1}}, PrevHash: "p", Hash: "h"}
+	evs := []Event{
+		{},
+		full,
+		{Event: "only"},
+		{Event: "esc\"<&>\u2028\x00", User: "é", Fields: map[string]any{}},
+		{Event: "zone", Time: time.Date(2032, 1, 1, 0, 0, 0, 1, time.FixedZone("", -5*3600))},
+		{Event: "bad utf8 \xff", User: "\xfe"},                                  // declined: slow path
+		{Event: "bad year", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, // both fail
+		{Event: "flat", Fields: map[string]any{"s": "v\n\"", "b": false, "i": -1, "i64": int64(math.MinInt64),
+			"i32": int32(7), "u": uint(3), "u64": uint64(math.MaxUint64), "u32": uint32(9), "k\"\\\x01é": true}},
+		{Event: "flat bad utf8 value", Fields: map[string]any{"s": "\xff"}},
+		{Event: "flat bad utf8 key", Fields: map[string]any{"\xff": 1}},
+		{Event: "mixed", Fields: map[string]any{"s": "v", "f": 1.5}},
+		{Event: "nested", Fields: map[string]any{"m": map[string]string{"b": "1", "a": "2"}, "l": []string{"x"}, "n": nil}},
+	}
+	for _, ev := range evs {
+		slow, slowErr := canonicalSlow(ev)
+		got, err := Canonical(ev)
+		if (err != nil) != (slowErr != nil) || !bytes.Equal(got, slow) {
+			t.Errorf("Canonical(%+v) = %s, %v; definition gives %s, %v", ev, got, err, slow, slowErr)
+		}
+		if fast, ok := canonicalFast(ev); ok && !bytes.Equal(fast, slow) {
+			t.Errorf("canonicalFast(%+v) = %s, want %s", ev, fast, slow)
+		}
+	}
+}
+
 func TestChainHash(t *testing.T) {
 	c := []byte(`{"event":"exec"}`)
 	want := sha256.Sum256(c)
@@ -214,13 +258,17 @@ func FuzzCanonical(f *testing.F) {
 	f.Add("user.login", "", "", "\x00\"\\", []byte(`1e400`))
 	f.Add("", "é😀", "\u2028", "<&>", []byte(`{"z":{},"a":[]}`))
 	f.Fuzz(func(t *testing.T, name, user, key, val string, extra []byte) {
-		fields := map[string]any{key: val}
+		fields := map[string]any{key: val, key + "#n": len(val) - 3, key + "#b": len(name) > 2, key + "#u": uint64(len(user)) << 40} // < 2^53: survives a float64 decode
 		var x any
 		if json.Unmarshal(extra, &x) == nil {
 			fields["extra"] = x
 		}
-		ev := Event{Event: name, User: user, Time: epoch, ID: "f", Fields: fields}
+		ev := Event{Event: name, User: user, Time: epoch, ID: "f", Fields: fields, Success: len(key)%2 == 0}
 		c1, err := Canonical(ev)
+		slow, slowErr := canonicalSlow(ev)
+		if (err != nil) != (slowErr != nil) || !bytes.Equal(c1, slow) {
+			t.Fatalf("Canonical = %s, %v; definition gives %s, %v", c1, err, slow, slowErr)
+		}
 		if err != nil {
 			return // e.g. a float that overflows; must not panic
 		}

@@ -135,14 +135,16 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: %w", err)
 	}
-	// Look the id up before inserting rather than INSERT ... ON CONFLICT DO
+	// Look the ids up before inserting rather than INSERT ... ON CONFLICT DO
 	// NOTHING: an ignored insert still consumes an AUTOINCREMENT seq, and
 	// Verify relies on seqs having no gaps.
-	find, err := tx.PrepareContext(ctx, `SELECT seq, prev_hash, hash FROM audit_events WHERE id = ?`)
+	stored, err := storedEvents(ctx, tx, ps)
 	if err != nil {
-		return nil, fmt.Errorf("emit audit events: prepare: %w", err)
+		return nil, fmt.Errorf("emit audit events: %w", err)
 	}
-	defer find.Close()
+	if stored == nil && len(ps) > 1 {
+		stored = make(map[string]audit.Event, len(ps))
+	}
 	insert, err := tx.PrepareContext(ctx, `INSERT INTO audit_events
 		(id, time, event, user, node, session_id, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
@@ -152,16 +154,12 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 	out := make([]audit.Event, len(ps))
 	for i := range ps {
 		ev := ps[i].ev
-		var ph, h []byte
-		switch err := find.QueryRowContext(ctx, ev.ID).Scan(&ev.Seq, &ph, &h); {
-		case err == nil:
+		if st, ok := stored[ev.ID]; ok {
 			// A retried delivery of an event already stored (same id):
 			// idempotent, the first copy stays and the chain is unchanged.
-			ev.PrevHash, ev.Hash = hex.EncodeToString(ph), hex.EncodeToString(h)
+			ev.Seq, ev.PrevHash, ev.Hash = st.Seq, st.PrevHash, st.Hash
 			out[i] = ev
 			continue
-		case !errors.Is(err, sql.ErrNoRows):
-			return nil, fmt.Errorf("emit audit event %q id %q: look up id: %w", ev.Event, ev.ID, err)
 		}
 		hash := audit.ChainHash(prev, ps[i].body)
 		res, err := insert.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID,
@@ -175,8 +173,52 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 		ev.PrevHash, ev.Hash = hex.EncodeToString(prev), hex.EncodeToString(hash)
 		out[i] = ev
 		prev = hash
+		if stored != nil {
+			stored[ev.ID] = ev // for a duplicate later in this batch
+		}
 	}
 	return out, nil
+}
+
+// storedEvents returns the events of ps already stored, by id (nil if
+// none), reading them in a few queries rather than one per event.
+func storedEvents(ctx context.Context, tx *sql.Tx, ps []prepared) (map[string]audit.Event, error) {
+	const chunk = 500 // well under SQLite's limit on bound parameters
+	var found map[string]audit.Event
+	for start := 0; start < len(ps); start += chunk {
+		part := ps[start:min(start+chunk, len(ps))]
+		args := make([]any, len(part))
+		for i, p := range part {
+			args[i] = p.ev.ID
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, seq, prev_hash, hash FROM audit_events WHERE id IN (?`+
+			strings.Repeat(",?", len(part)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("look up ids: %w", err)
+		}
+		for rows.Next() {
+			var (
+				ev    audit.Event
+				ph, h []byte
+			)
+			if err := rows.Scan(&ev.ID, &ev.Seq, &ph, &h); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up ids: %w", err)
+			}
+			ev.PrevHash, ev.Hash = hex.EncodeToString(ph), hex.EncodeToString(h)
+			if found == nil {
+				found = map[string]audit.Event{}
+			}
+			found[ev.ID] = ev
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("look up ids: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("look up ids: %w", err)
+		}
+	}
+	return found, nil
 }
 
 // Search returns the events matching q, ordered by Seq ascending. Since is
