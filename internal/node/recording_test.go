@@ -62,13 +62,22 @@ type recordingEnv struct {
 }
 
 func newRecordingEnv(t testing.TB, mode string, input bool) *recordingEnv {
+	return newRecordingEnvUploader(t, mode, input, nil)
+}
+
+// newRecordingEnvUploader is newRecordingEnv with another uploader (nil:
+// straight into the env's store).
+func newRecordingEnvUploader(t testing.TB, mode string, input bool, up recording.Uploader) *recordingEnv {
 	t.Helper()
 	store, err := recording.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	if up == nil {
+		up = storeUploader{store: store, nodeID: "node-1"}
+	}
 	spool, err := recording.OpenSpool(context.Background(), recording.SpoolConfig{
-		Dir: t.TempDir(), Uploader: storeUploader{store: store, nodeID: "node-1"}, FlushInterval: 20 * time.Millisecond,
+		Dir: t.TempDir(), Uploader: up, FlushInterval: 20 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -414,12 +423,26 @@ func tail(s string) string {
 }
 
 // BenchmarkRecordingOverhead measures bulk interactive output through a
-// real SSH PTY session with recording off and on (best effort, real spool
-// uploading to a real store), alternating in one run, and reports both
-// throughputs and their ratio.
+// real SSH PTY session with recording off and on (best effort, real spool),
+// alternating in one run, and reports both throughputs and their ratio.
+// "store" uploads into a Store on this machine (auth's disk work competes
+// for the same CPUs); "remote" acknowledges uploads without storing them,
+// as when auth runs elsewhere.
 func BenchmarkRecordingOverhead(b *testing.B) {
+	b.Run("store", func(b *testing.B) { benchRecordingOverhead(b, nil) })
+	b.Run("remote", func(b *testing.B) { benchRecordingOverhead(b, discardUploader{}) })
+}
+
+type discardUploader struct{}
+
+func (discardUploader) Upload(context.Context, recording.Meta, int64, []byte) error { return nil }
+func (discardUploader) Complete(context.Context, recording.Meta, int64, string, bool) error {
+	return nil
+}
+
+func benchRecordingOverhead(b *testing.B, up recording.Uploader) {
 	ensureTestUser(b)
-	e := newRecordingEnv(b, RecordBestEffort, false)
+	e := newRecordingEnvUploader(b, RecordBestEffort, false, up)
 	id := e.newIdentity(certOpts{principals: []string{testUser}})
 	const size = 32 << 20
 	cmd := fmt.Sprintf(`yes "drwxr-xr-x 2 alice staff 4096 Nov 22 05:31 directory-name-12345" | head -c %d`, size)
