@@ -1,0 +1,19 @@
+// Package bench is Warden's performance harness. It holds no tests of
+// behaviour: its Benchmark functions start real clusters, a stock OpenSSH
+// sshd as the baseline, real `warden start` processes and the real OpenSSH
+// client, measure side by side in one run, and print a summary table of
+// ratios against the baseline and the product goals (issues 2 and 3).
+//
+// Run everything with bench/run.sh, or:
+//
+//	go test ./bench -run '^$' -bench . -benchtime 1x -timeout 30m
+//
+// The benchmarks do a fixed amount of work per call (they ignore b.N), so
+// -benchtime 1x is the intended setting. Knobs (environment):
+// WARDEN_BENCH_NODES (simulated nodes on one proxy, default 10000),
+// WARDEN_BENCH_RUNS (connect latency samples per path, default 30),
+// WARDEN_BENCH_BULK_BYTES (bytes per bulk transfer, default 1 GiB),
+// WARDEN_BENCH_BULK_RUNS (bulk transfers per path, default 3),
+// WARDEN_BENCH_SESSIONS (live sessions for the memory test, default 20),
+// WARDEN_BENCH_BINARY (a prebuilt warden binary; built if unset).
+package bench
