@@ -81,8 +81,9 @@ func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
 
 // prepared is an event with its defaults filled in and its canonical body.
 type prepared struct {
-	ev   audit.Event
-	body []byte
+	ev    audit.Event
+	body  []byte
+	newID bool // ID generated here: it cannot be stored yet
 }
 
 // prepare validates ev, fills in its ID and Time and encodes its body. It
@@ -91,7 +92,8 @@ func (a *AuditLog) prepare(ev audit.Event) (prepared, error) {
 	if ev.Event == "" {
 		return prepared{}, errors.New("empty event name")
 	}
-	if ev.ID == "" {
+	newID := ev.ID == ""
+	if newID {
 		id, err := newEventID()
 		if err != nil {
 			return prepared{}, fmt.Errorf("%q: %w", ev.Event, err)
@@ -107,7 +109,7 @@ func (a *AuditLog) prepare(ev audit.Event) (prepared, error) {
 	if err != nil {
 		return prepared{}, err
 	}
-	return prepared{ev: ev, body: body}, nil
+	return prepared{ev: ev, body: body, newID: newID}, nil
 }
 
 // commit stores ps in one transaction and wakes subscribers.
@@ -184,15 +186,17 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 // none), reading them in a few queries rather than one per event.
 func storedEvents(ctx context.Context, tx *sql.Tx, ps []prepared) (map[string]audit.Event, error) {
 	const chunk = 500 // well under SQLite's limit on bound parameters
-	var found map[string]audit.Event
-	for start := 0; start < len(ps); start += chunk {
-		part := ps[start:min(start+chunk, len(ps))]
-		args := make([]any, len(part))
-		for i, p := range part {
-			args[i] = p.ev.ID
+	var ids []any
+	for _, p := range ps {
+		if !p.newID { // 128 random bits: no need to look
+			ids = append(ids, p.ev.ID)
 		}
+	}
+	var found map[string]audit.Event
+	for start := 0; start < len(ids); start += chunk {
+		args := ids[start:min(start+chunk, len(ids))]
 		rows, err := tx.QueryContext(ctx, `SELECT id, seq, prev_hash, hash FROM audit_events WHERE id IN (?`+
-			strings.Repeat(",?", len(part)-1)+`)`, args...)
+			strings.Repeat(",?", len(args)-1)+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("look up ids: %w", err)
 		}
