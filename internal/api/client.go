@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"encoding/base64"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -23,6 +24,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/recording"
 )
 
 // Fingerprint returns "sha256:<hex>" of a DER certificate.
@@ -369,4 +371,79 @@ func (c *Client) SuggestRoles(ctx context.Context, login, node string) ([]string
 	var out Suggestion
 	err := c.do(ctx, http.MethodGet, "/v1/access_requests/suggest?"+url.Values{"login": {login}, "node": {node}}.Encode(), nil, &out)
 	return out.Roles, err
+}
+
+// AppendRecording uploads a recording chunk (node). On an offset conflict it
+// returns *recording.OffsetError with the stored length.
+func (c *Client) AppendRecording(ctx context.Context, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	mj, err := json.Marshal(meta)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut,
+		c.base+"/v1/recordings/"+url.PathEscape(meta.SessionID)+"?offset="+strconv.FormatInt(offset, 10), bytes.NewReader(data))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set(RecordingMetaHeader, base64.StdEncoding.EncodeToString(mj))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out LengthBody
+	if err := readResponse(resp, &out); err != nil {
+		var ae *Error
+		if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+			return 0, &recording.OffsetError{Have: ae.Length}
+		}
+		return 0, err
+	}
+	return out.Length, nil
+}
+
+// CompleteRecording closes a recording (node).
+func (c *Client) CompleteRecording(ctx context.Context, id string, length int64, sha string, interrupted bool) error {
+	return c.do(ctx, http.MethodPost, "/v1/recordings/"+url.PathEscape(id)+"/complete",
+		CompleteBody{Length: length, SHA256: sha, Interrupted: interrupted}, nil)
+}
+
+// ListRecordings lists recordings.
+func (c *Client) ListRecordings(ctx context.Context, user, node string, since time.Time) ([]recording.Info, error) {
+	v := url.Values{}
+	if user != "" {
+		v.Set("user", user)
+	}
+	if node != "" {
+		v.Set("node", node)
+	}
+	if !since.IsZero() {
+		v.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	var out []recording.Info
+	return out, c.do(ctx, http.MethodGet, "/v1/recordings?"+v.Encode(), nil, &out)
+}
+
+// SearchRecordings searches recordings' output and typed input.
+func (c *Client) SearchRecordings(ctx context.Context, text string, limit int) ([]auth.RecordingMatch, error) {
+	var out []auth.RecordingMatch
+	return out, c.do(ctx, http.MethodGet, "/v1/recordings/search?"+url.Values{"text": {text}, "limit": {strconv.Itoa(limit)}}.Encode(), nil, &out)
+}
+
+// OpenRecording streams a recording's asciicast bytes.
+func (c *Client) OpenRecording(ctx context.Context, id string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/recordings/"+url.PathEscape(id), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, readResponse(resp, nil)
+	}
+	return resp.Body, nil
 }

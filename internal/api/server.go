@@ -7,6 +7,8 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
+	"io"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,13 +25,15 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
 // Version is the API/agent version string reported by ping.
 var Version = "0.1.0-dev"
 
-const maxBody = 1 << 20
+// maxBody bounds request bodies (a recording chunk is at most 1 MiB).
+const maxBody = 2 << 20
 
 // Handler serves the API.
 type Handler struct {
@@ -63,6 +67,11 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
 	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
 	m.HandleFunc("GET /v1/sessions", h.authed(h.sessionsList))
+	m.HandleFunc("PUT /v1/recordings/{id}", h.authed(h.recordingAppend))
+	m.HandleFunc("POST /v1/recordings/{id}/complete", h.authed(h.recordingComplete))
+	m.HandleFunc("GET /v1/recordings", h.authed(h.recordingsList))
+	m.HandleFunc("GET /v1/recordings/search", h.authed(h.recordingsSearch))
+	m.HandleFunc("GET /v1/recordings/{id}", h.authed(h.recordingGet))
 	m.HandleFunc("POST /v1/access_requests", h.authed(h.requestCreate))
 	m.HandleFunc("GET /v1/access_requests", h.authed(h.requestsList))
 	m.HandleFunc("GET /v1/access_requests/suggest", h.authed(h.requestSuggest))
@@ -122,6 +131,8 @@ func (h *Handler) authed(next callerHandler) http.HandlerFunc {
 type Error struct {
 	Status  int    `json:"-"`
 	Message string `json:"error"`
+	// Length is the stored length of a recording, on an offset conflict.
+	Length int64 `json:"length,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -146,7 +157,10 @@ func (e *Error) Is(target error) bool {
 func statusOf(err error) int {
 	var de *policy.DeniedError
 	var mbe *http.MaxBytesError
+	var oe *recording.OffsetError
 	switch {
+	case errors.As(err, &oe):
+		return http.StatusConflict
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized
 	case errors.Is(err, auth.ErrAccessDenied), errors.As(err, &de):
@@ -166,6 +180,11 @@ func statusOf(err error) int {
 func (h *Handler) fail(w http.ResponseWriter, err error) {
 	st := statusOf(err)
 	msg := err.Error()
+	var oe *recording.OffsetError
+	if errors.As(err, &oe) {
+		writeJSON(w, st, Error{Message: msg, Length: oe.Have})
+		return
+	}
 	if st == http.StatusInternalServerError {
 		h.log.Error("api internal error", "err", err)
 		msg = "internal error (see the auth service log)"
@@ -712,4 +731,92 @@ func respond[T any](h *Handler, w http.ResponseWriter, v T, err error) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// RecordingMetaHeader carries the recording's metadata (base64 JSON).
+const RecordingMetaHeader = "X-Warden-Recording-Meta"
+
+// LengthBody reports a recording's stored length.
+type LengthBody struct {
+	Length int64 `json:"length"`
+}
+
+func (h *Handler) recordingAppend(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var meta recording.Meta
+	raw, err := base64.StdEncoding.DecodeString(r.Header.Get(RecordingMetaHeader))
+	if err != nil || len(raw) > 8<<10 || json.Unmarshal(raw, &meta) != nil {
+		h.fail(w, fmt.Errorf("%w: bad %s header", auth.ErrBadRequest, RecordingMetaHeader))
+		return
+	}
+	meta.SessionID = r.PathValue("id")
+	offset, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	if err != nil || offset < 0 {
+		h.fail(w, fmt.Errorf("%w: offset must be a non-negative number", auth.ErrBadRequest))
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, recording.MaxChunk+1))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	n, err := h.auth.AppendRecording(r.Context(), c, meta, offset, data)
+	respond(h, w, LengthBody{Length: n}, err)
+}
+
+// CompleteBody closes a recording.
+type CompleteBody struct {
+	Length      int64  `json:"length"`
+	SHA256      string `json:"sha256"`
+	Interrupted bool   `json:"interrupted,omitempty"`
+}
+
+func (h *Handler) recordingComplete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	var in CompleteBody
+	if err := decode(r, &in); err != nil {
+		h.fail(w, err)
+		return
+	}
+	err := h.auth.CompleteRecording(r.Context(), c, r.PathValue("id"), in.Length, in.SHA256, in.Interrupted)
+	respond(h, w, struct{}{}, err)
+}
+
+func (h *Handler) recordingsList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	q := r.URL.Query()
+	f := auth.RecordingFilter{User: q.Get("user"), Node: q.Get("node")}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			h.fail(w, fmt.Errorf("%w: since must be RFC3339", auth.ErrBadRequest))
+			return
+		}
+		f.Since = t
+	}
+	list, err := h.auth.ListRecordings(r.Context(), c, f)
+	if list == nil {
+		list = []recording.Info{}
+	}
+	respond(h, w, list, err)
+}
+
+func (h *Handler) recordingsSearch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	res, err := h.auth.SearchRecordings(r.Context(), c, r.URL.Query().Get("text"), limit)
+	if res == nil {
+		res = []auth.RecordingMatch{}
+	}
+	respond(h, w, res, err)
+}
+
+func (h *Handler) recordingGet(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	rc, info, err := h.auth.OpenRecording(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/x-asciicast")
+	w.Header().Set("X-Warden-Recording-Complete", strconv.FormatBool(info.Complete))
+	w.Header().Set("X-Warden-Recording-SHA256", info.SHA256)
+	w.Header().Set("Content-Length", strconv.FormatInt(info.Length, 10))
+	_, _ = io.CopyN(w, rc, info.Length)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/notify"
+	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
@@ -43,6 +44,8 @@ type Config struct {
 	Notifier *notify.Notifier
 	// SweepInterval is how often expiries are processed (default 5s).
 	SweepInterval time.Duration
+	// Recordings stores session recordings (nil: none kept here).
+	Recordings *recording.Store
 }
 
 // Server is the auth service.

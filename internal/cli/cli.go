@@ -183,7 +183,7 @@ Quick start (one machine):
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
 		newTokensCmd(g), newAuditCmd(g),
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g),
-		newRequestCmd(g),
+		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g),
 	)
 	return root
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/proxy"
+	"github.com/warden-sh/warden/internal/recording"
 )
 
 // NodeAgentConfig configures a node agent.
@@ -59,6 +60,7 @@ type NodeAgent struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	dyn     *dynamicLabels
+	spool   *recording.Spool
 	authz   *authorizer
 	// ready is set once the SSH server exists (watch callbacks use it).
 	ready atomic.Bool
@@ -125,7 +127,14 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	if a.authz.maxStale <= 0 {
 		a.authz.maxStale = DefaultLockStaleness
 	}
+	a.spool, err = recording.OpenSpool(ctx, recording.SpoolConfig{Dir: filepath.Join(cfg.DataDir, "spool"),
+		Uploader: apiUploader{a.client}, Logger: a.log.With("component", "recording")})
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("recording spool: %w", err)
+	}
 	a.srv, err = node.New(node.Config{
+		Recorder:    spoolRecorder{a.spool},
 		HostSigners: []ssh.Signer{a.host},
 		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
 		Authorizer:  a.authz,
@@ -357,6 +366,9 @@ func (a *NodeAgent) Close() error {
 		a.cancel()
 	}
 	a.wg.Wait()
+	if a.spool != nil {
+		a.spool.Close()
+	}
 	if a.events != nil {
 		a.events.flush(context.Background())
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
+	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
 )
 
@@ -112,6 +113,10 @@ func (p *Process) startAuth(ctx context.Context) error {
 		public = ln.Addr().String()
 	}
 	auditLog := b.AuditLog()
+	recordings, err := recording.OpenStore(filepath.Join(p.cfg.DataDir, "recordings"))
+	if err != nil {
+		return fmt.Errorf("recordings: %w", err)
+	}
 	p.notifier, err = notify.New(notify.Config{Targets: p.cfg.Auth.Notifications, Logger: p.log.With("service", "notify"),
 		OnResult: func(t notify.Target, m notify.Message, attempts int, err error) {
 			ev := audit.Event{Event: auth.EventNotification, Success: err == nil,
@@ -126,7 +131,7 @@ func (p *Process) startAuth(ctx context.Context) error {
 	}
 	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: auditLog,
 		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL,
-		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL})
+		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL, Recordings: recordings})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,149 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warden-sh/warden/internal/asciicast"
+)
+
+func newRecordingsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "recordings", Short: "Session recordings: list, search, export"}
+	var user, node, format string
+	var since time.Duration
+	ls := &cobra.Command{Use: "ls [--user U] [--node N] [--since 1d]", Short: "List recorded sessions", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var from time.Time
+			if since > 0 {
+				from = time.Now().Add(-since)
+			}
+			list, err := c.ListRecordings(cmd.Context(), user, node, from)
+			if err != nil {
+				return err
+			}
+			if done, err := printAs(g.io.Out, format, list); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SESSION\tUSER\tLOGIN\tNODE\tSTARTED\tBYTES\tSTATE")
+			for _, r := range list {
+				state := "recording"
+				switch {
+				case r.Complete && r.Interrupted:
+					state = "complete (node died)"
+				case r.Complete:
+					state = "complete"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.SessionID, r.User, r.Login, r.Node,
+					r.Start.Local().Format(time.DateTime), r.Length, state)
+			}
+			return tw.Flush()
+		}}
+	ls.Flags().StringVar(&user, "user", "", "only this user's sessions")
+	ls.Flags().StringVar(&node, "node", "", "only sessions on this node")
+	ls.Flags().DurationVar(&since, "since", 0, "only sessions newer than this (e.g. 24h)")
+	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
+
+	export := &cobra.Command{Use: "export SESSION_ID", Short: "Write a recording as an asciicast v2 file (asciinema play/cat accept it)",
+		Example: "  warden recordings export 3f2a... > session.cast && asciinema play session.cast",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rc, err := c.OpenRecording(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(g.io.Out, rc)
+			return err
+		}}
+
+	var limit int
+	search := &cobra.Command{Use: "search TEXT", Short: "Find sessions whose output or typed commands contain TEXT",
+		Long: `Search every recording's screen output (escape sequences removed, lines as the
+screen showed them) and typed input for TEXT, case-insensitively. Each hit
+gives the session and the offset where the line began: replay from there
+with warden play SESSION --from OFFSET.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.SearchRecordings(cmd.Context(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			if done, err := printAs(g.io.Out, format, res); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SESSION\tOFFSET\tUSER\tNODE\tIN\tLINE")
+			for _, m := range res {
+				where := "output"
+				if m.Type == "i" {
+					where = "typed"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.SessionID, m.Offset.Round(time.Millisecond), m.User, m.Node, where, m.Line)
+			}
+			return tw.Flush()
+		}}
+	search.Flags().IntVar(&limit, "limit", 100, "maximum number of hits")
+	search.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
+	cmd.AddCommand(ls, export, search)
+	return cmd
+}
+
+func newPlayCmd(g *globals) *cobra.Command {
+	var opt asciicast.PlayOptions
+	var skipIdle bool
+	cmd := &cobra.Command{
+		Use:   "play SESSION_ID [--speed 4] [--skip-idle] [--from 2m30s]",
+		Short: "Replay a recorded session in this terminal",
+		Example: "  warden play 3f2a... --speed 4 --skip-idle\n" +
+			"  warden play 3f2a... --from 2m30s",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.Speed <= 0 {
+				return fmt.Errorf("--speed must be positive")
+			}
+			if skipIdle && opt.MaxIdle == 0 {
+				opt.MaxIdle = time.Second
+			}
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rc, err := c.OpenRecording(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			r, err := asciicast.NewReader(rc)
+			if err != nil {
+				return fmt.Errorf("recording %s: %w", args[0], err)
+			}
+			return asciicast.Play(cmd.Context(), r, g.io.Out, opt)
+		},
+	}
+	cmd.Flags().Float64Var(&opt.Speed, "speed", 1, "playback speed factor")
+	cmd.Flags().BoolVar(&skipIdle, "skip-idle", false, "cap pauses at 1s (or --max-idle)")
+	cmd.Flags().DurationVar(&opt.MaxIdle, "max-idle", 0, "cap pauses at this duration")
+	cmd.Flags().DurationVar(&opt.From, "from", 0, "start at this offset (earlier output is drawn instantly)")
+	return cmd
+}

@@ -1,0 +1,39 @@
+package service
+
+import (
+	"context"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/asciicast"
+	"github.com/warden-sh/warden/internal/node"
+	"github.com/warden-sh/warden/internal/recording"
+)
+
+// apiUploader sends spooled recordings to auth over the API.
+type apiUploader struct{ c *api.Client }
+
+func (u apiUploader) Upload(ctx context.Context, meta recording.Meta, offset int64, data []byte) error {
+	_, err := u.c.AppendRecording(ctx, meta, offset, data)
+	return err
+}
+
+func (u apiUploader) Complete(ctx context.Context, meta recording.Meta, length int64, sha string, interrupted bool) error {
+	return u.c.CompleteRecording(ctx, meta.SessionID, length, sha, interrupted)
+}
+
+// spoolRecorder records node sessions into the local spool.
+type spoolRecorder struct{ spool *recording.Spool }
+
+func (r spoolRecorder) Start(_ context.Context, m node.RecordingMeta) (node.SessionRecorder, error) {
+	env := map[string]string{}
+	if m.Term != "" {
+		env["TERM"] = m.Term
+	}
+	if m.Shell != "" {
+		env["SHELL"] = m.Shell
+	}
+	h := asciicast.Header{Width: max(m.Cols, 1), Height: max(m.Rows, 1), Timestamp: m.Start.Unix(), Env: env,
+		Title: m.User + " as " + m.Login + " on " + m.NodeName}
+	return r.spool.Start(recording.Meta{SessionID: m.SessionID, User: m.User, Login: m.Login, Node: m.NodeName,
+		NodeID: m.NodeID, RemoteAddr: m.RemoteAddr, Start: m.Start}, h, m.RecordInput)
+}
