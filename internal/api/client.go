@@ -2,12 +2,12 @@ package api
 
 import (
 	"bufio"
-	"encoding/base64"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"

@@ -8,10 +8,10 @@ package api
 import (
 	"context"
 	"encoding/base64"
-	"io"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"

@@ -16,8 +16,8 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/notify"
-	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
