@@ -196,6 +196,7 @@ func (c *Client) SearchAudit(ctx context.Context, q audit.Query) ([]audit.Event,
 	set("user", q.User)
 	set("node", q.Node)
 	set("session", q.SessionID)
+	set("text", q.Text)
 	if !q.Since.IsZero() {
 		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
 	}
@@ -446,4 +447,54 @@ func (c *Client) OpenRecording(ctx context.Context, id string) (io.ReadCloser, e
 		return nil, readResponse(resp, nil)
 	}
 	return resp.Body, nil
+}
+
+// VerifyAudit checks the audit log's hash chain.
+func (c *Client) VerifyAudit(ctx context.Context) (*audit.VerifyResult, error) {
+	var out audit.VerifyResult
+	hc := &http.Client{Transport: c.stream.Transport, Timeout: 30 * time.Minute}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/audit/verify", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return &out, readResponse(resp, &out)
+}
+
+// TailAudit streams audit events after afterSeq to fn until ctx ends.
+func (c *Client) TailAudit(ctx context.Context, afterSeq int64, fn func(audit.Event) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/audit/stream?after="+strconv.FormatInt(afterSeq, 10), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return readResponse(resp, nil)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var ev audit.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("audit stream: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return ctx.Err()
 }

@@ -65,6 +65,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/nodes", h.authed(h.nodesList))
 	m.HandleFunc("POST /v1/events", h.authed(h.eventsEmit))
 	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
+	m.HandleFunc("GET /v1/audit/verify", h.authed(h.auditVerify))
+	m.HandleFunc("GET /v1/audit/stream", h.authed(h.auditStream))
 	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
 	m.HandleFunc("GET /v1/sessions", h.authed(h.sessionsList))
 	m.HandleFunc("PUT /v1/recordings/{id}", h.authed(h.recordingAppend))
@@ -375,7 +377,7 @@ func (h *Handler) auditSearch(w http.ResponseWriter, r *http.Request, c auth.Cal
 
 func parseAuditQuery(r *http.Request) (audit.Query, error) {
 	v := r.URL.Query()
-	q := audit.Query{Type: v.Get("type"), User: v.Get("user"), Node: v.Get("node"), SessionID: v.Get("session")}
+	q := audit.Query{Type: v.Get("type"), User: v.Get("user"), Node: v.Get("node"), SessionID: v.Get("session"), Text: v.Get("text")}
 	var err error
 	parseTime := func(name string) time.Time {
 		s := v.Get(name)
@@ -819,4 +821,58 @@ func (h *Handler) recordingGet(w http.ResponseWriter, r *http.Request, c auth.Ca
 	w.Header().Set("X-Warden-Recording-SHA256", info.SHA256)
 	w.Header().Set("Content-Length", strconv.FormatInt(info.Length, 10))
 	_, _ = io.CopyN(w, rc, info.Length)
+}
+
+func (h *Handler) auditVerify(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	res, err := h.auth.VerifyAudit(r.Context(), c)
+	respond(h, w, res, err)
+}
+
+// auditStream follows the audit log as JSON lines (for warden audit tail -f
+// and SIEM collectors).
+func (h *Handler) auditStream(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	after, err := strconv.ParseInt(cmpQuery(r, "after", "0"), 10, 64)
+	if err != nil || after < 0 {
+		h.fail(w, fmt.Errorf("%w: after must be a non-negative number", auth.ErrBadRequest))
+		return
+	}
+	ch, err := h.auth.SubscribeAudit(r.Context(), c, after)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	tick := time.NewTicker(WatchKeepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+			// An empty line keeps proxies and the client's idle checks happy.
+			if _, err := w.Write([]byte("\n")); err != nil {
+				return
+			}
+		case ev, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+}
+
+func cmpQuery(r *http.Request, key, def string) string {
+	if v := r.URL.Query().Get(key); v != "" {
+		return v
+	}
+	return def
 }

@@ -78,3 +78,20 @@ type Store interface {
 	Emitter
 	Search(ctx context.Context, q Query) ([]Event, error)
 }
+
+// Subscriber streams events with Seq > afterSeq: the backlog, then live
+// events, until ctx ends.
+type Subscriber interface {
+	Subscribe(ctx context.Context, afterSeq int64) (<-chan Event, error)
+}
+
+// Verifier checks the hash chain of a whole log.
+type Verifier interface {
+	Verify(ctx context.Context) (VerifyResult, error)
+}
+
+// Retainer deletes events older than t (leaving a checkpoint the chain
+// continues from).
+type Retainer interface {
+	DeleteBefore(ctx context.Context, t time.Time) (int64, error)
+}

@@ -46,6 +46,10 @@ type Config struct {
 	SweepInterval time.Duration
 	// Recordings stores session recordings (nil: none kept here).
 	Recordings *recording.Store
+	// EventRetention and RecordingRetention delete older audit events and
+	// recordings (0: keep forever).
+	EventRetention     time.Duration
+	RecordingRetention time.Duration
 }
 
 // Server is the auth service.
@@ -182,12 +186,17 @@ func (s *Server) startSweeper(ctx context.Context) {
 		defer close(s.sweepDone)
 		t := time.NewTicker(s.cfg.SweepInterval)
 		defer t.Stop()
+		lastRetention := time.Time{}
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				s.sweepRequests(ctx)
+				if time.Since(lastRetention) > time.Hour {
+					lastRetention = time.Now()
+					s.applyRetention(ctx)
+				}
 			}
 		}
 	}()

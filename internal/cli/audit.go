@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -72,12 +73,122 @@ func newAuditCmd(g *globals) *cobra.Command {
 	f.StringVar(&q.User, "user", "", "user name")
 	f.StringVar(&q.Node, "node", "", "node name")
 	f.StringVar(&q.SessionID, "session", "", "session id")
+	f.StringVar(&q.Text, "text", "", "free text anywhere in the event (case-insensitive)")
 	f.DurationVar(&since, "since", 0, "only events newer than this (e.g. 1h, 30m)")
 	f.IntVar(&q.Limit, "limit", 0, "maximum number of events (default 1000)")
 	f.Int64Var(&q.AfterSeq, "after", 0, "only events after this sequence number (paging)")
 	f.StringVarP(&format, "output", "o", "text", "output format: text or json (one event per line)")
-	cmd.AddCommand(search)
+	cmd.AddCommand(search, newAuditVerifyCmd(g), newAuditTailCmd(g))
 	return cmd
+}
+
+func newAuditVerifyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Check the audit log's hash chain; names the first altered, removed or reordered event",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.VerifyAudit(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if res.OK {
+				fmt.Fprintf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
+				return nil
+			}
+			fmt.Fprintf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked)
+			return exitError{code: 2}
+		},
+	}
+}
+
+func newAuditTailCmd(g *globals) *cobra.Command {
+	var follow bool
+	var n int
+	var after int64
+	var format string
+	cmd := &cobra.Command{
+		Use:     "tail [-f] [-n 20] [-o json]",
+		Short:   "Show the latest audit events; -f follows new ones (JSON lines for a SIEM)",
+		Example: "  warden audit tail -f -o json | my-siem-shipper",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if after == 0 {
+				// Start n events back from the end.
+				all, err := lastEvents(cmd, c, n)
+				if err != nil {
+					return err
+				}
+				for _, ev := range all {
+					if err := printEvent(g, format, ev); err != nil {
+						return err
+					}
+					after = ev.Seq
+				}
+				if !follow {
+					return nil
+				}
+			}
+			err = c.TailAudit(cmd.Context(), after, func(ev audit.Event) error { return printEvent(g, format, ev) })
+			if cmd.Context().Err() != nil {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new events")
+	cmd.Flags().IntVarP(&n, "lines", "n", 20, "how many recent events to show first")
+	cmd.Flags().Int64Var(&after, "after", 0, "start after this sequence number instead")
+	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text or json (one event per line)")
+	return cmd
+}
+
+// lastEvents pages through the log and keeps the last n events.
+func lastEvents(cmd *cobra.Command, c interface {
+	SearchAudit(context.Context, audit.Query) ([]audit.Event, error)
+}, n int) ([]audit.Event, error) {
+	var keep []audit.Event
+	var after int64
+	for {
+		page, err := c.SearchAudit(cmd.Context(), audit.Query{AfterSeq: after, Limit: 10000})
+		if err != nil {
+			return nil, err
+		}
+		keep = append(keep, page...)
+		if len(keep) > n {
+			keep = keep[len(keep)-n:]
+		}
+		if len(page) < 10000 {
+			return keep, nil
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+func printEvent(g *globals, format string, ev audit.Event) error {
+	if format == "json" {
+		return json.NewEncoder(g.io.Out).Encode(ev)
+	}
+	result := "ok"
+	if !ev.Success {
+		result = "FAILED"
+		if ev.Error != "" {
+			result += ": " + ev.Error
+		}
+	}
+	_, err := fmt.Fprintf(g.io.Out, "%s %-22s user=%s login=%s node=%s %s %s\n", ev.Time.Local().Format(time.DateTime),
+		ev.Event, ev.User, ev.Login, ev.Node, result, formatFields(ev.Fields))
+	return err
 }
 
 func formatFields(m map[string]any) string {

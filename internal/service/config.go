@@ -46,6 +46,24 @@ type AuthConfig struct {
 	// RequestPendingTTL is how long unreviewed access requests live
 	// (default 1h).
 	RequestPendingTTL time.Duration `yaml:"request_pending_ttl"`
+	// Retention deletes older audit events and recordings (days; 0 keeps
+	// them forever). Deletions are audited and leave the chain verifiable.
+	Retention RetentionConfig `yaml:"retention"`
+	// AuditSink copies every audit event to a JSON-lines file and/or a
+	// webhook, in order, with retries and no loss across restarts.
+	AuditSink AuditSinkConfig `yaml:"audit_sink"`
+}
+
+// RetentionConfig says how long evidence is kept.
+type RetentionConfig struct {
+	EventsDays     int `yaml:"events_days"`
+	RecordingsDays int `yaml:"recordings_days"`
+}
+
+// AuditSinkConfig configures the SIEM sink.
+type AuditSinkConfig struct {
+	File       string `yaml:"file"`
+	WebhookURL string `yaml:"webhook_url"`
 }
 
 // ProxyConfig configures the proxy (HTTPS API and, later, SSH entry point).

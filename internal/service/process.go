@@ -20,6 +20,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auditsink"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
@@ -131,11 +132,24 @@ func (p *Process) startAuth(ctx context.Context) error {
 	}
 	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: auditLog,
 		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL,
-		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL, Recordings: recordings})
+		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL, Recordings: recordings,
+		EventRetention:     time.Duration(p.cfg.Auth.Retention.EventsDays) * 24 * time.Hour,
+		RecordingRetention: time.Duration(p.cfg.Auth.Retention.RecordingsDays) * 24 * time.Hour})
 	if err != nil {
 		return err
 	}
 	p.auth = a
+	if sink := p.cfg.Auth.AuditSink; sink.File != "" || sink.WebhookURL != "" {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			err := auditsink.Run(p.base, auditLog, auditsink.Config{File: sink.File, WebhookURL: sink.WebhookURL,
+				CursorPath: filepath.Join(p.cfg.DataDir, "audit-sink.cursor"), Logger: p.log.With("service", "audit-sink")})
+			if err != nil && p.base.Err() == nil {
+				p.log.Error("audit sink stopped", "err", err)
+			}
+		}()
+	}
 	tlsCfg, err := p.serverTLS(public)
 	if err != nil {
 		return err

@@ -1,0 +1,123 @@
+package clustertest
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/cli"
+	"github.com/warden-sh/warden/internal/service"
+)
+
+// TestAuditTamperEvidence: altering one stored event makes `warden audit
+// verify` fail and name it; tail -f streams new events; the sink file gets
+// every event.
+func TestAuditTamperEvidence(t *testing.T) {
+	dir := t.TempDir()
+	sinkFile := filepath.Join(t.TempDir(), "siem.jsonl")
+	c := New(t, Options{NoNode: true, DataDir: dir, Auth: service.AuthConfig{AuditSink: service.AuditSinkConfig{File: sinkFile}}})
+	admin := t.TempDir()
+
+	// tail -f sees events as they happen.
+	ctx, cancel := context.WithCancel(context.Background())
+	var tailOut bytes.Buffer
+	tailDone := make(chan int)
+	go func() {
+		tailDone <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "-n", "0", "-o", "json"},
+			&cli.IO{In: strings.NewReader(""), Out: &syncWriter{w: &tailOut}, Err: os.Stderr})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for _, name := range []string{"u1", "u2", "u3"} {
+		if r := c.Warden(admin, nil, "users", "add", name, "--roles", "access", "--logins", "x"+name); r.Code != 0 {
+			t.Fatalf("users add: %s", r)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(syncString(&tailOut), `"event":"user.create"`) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tail -f got: %s", syncString(&tailOut))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-tailDone
+
+	if r := c.Warden(admin, nil, "audit", "verify"); r.Code != 0 || !strings.Contains(r.Stdout, "intact") {
+		t.Fatalf("verify on an intact log: %s", r)
+	}
+	if r := c.Warden(admin, nil, "audit", "search", "--text", "xu2", "-o", "json"); strings.Count(r.Stdout, "\n") != 1 {
+		t.Fatalf("free-text search: %s", r)
+	}
+	// The sink file has every user.create, as JSON lines.
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(sinkFile)
+		if strings.Count(string(b), `"event":"user.create"`) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sink file: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Find u2's event and alter it directly in the database.
+	var target audit.Event
+	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserCreate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Fields["target_user"] == "u2" {
+			target = ev
+		}
+	}
+	c.Proc.Close()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "warden.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	if err := db.QueryRow(`SELECT body FROM audit_events WHERE seq = ?`, target.Seq).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal([]byte(body), &m)
+	m["fields"].(map[string]any)["roles"] = []string{"admin"} // cover up a privilege grant
+	altered, _ := json.Marshal(m)
+	if _, err := db.Exec(`UPDATE audit_events SET body = ? WHERE seq = ?`, string(altered), target.Seq); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	c2 := New(t, Options{NoNode: true, DataDir: dir})
+	r := c2.Warden(admin, nil, "audit", "verify")
+	if r.Code == 0 || !strings.Contains(r.Stdout, "TAMPERED") || !strings.Contains(r.Stdout, target.ID) {
+		t.Fatalf("verify did not name the altered event %d/%s: %s", target.Seq, target.ID, r)
+	}
+}
+
+type syncWriter struct{ w *bytes.Buffer }
+
+var syncMu = make(chan struct{}, 1)
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	syncMu <- struct{}{}
+	defer func() { <-syncMu }()
+	return s.w.Write(p)
+}
+
+func syncString(b *bytes.Buffer) string {
+	syncMu <- struct{}{}
+	defer func() { <-syncMu }()
+	return b.String()
+}
