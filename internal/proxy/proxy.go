@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 )
 
 // Protocol names shared with the node agent.
@@ -46,6 +47,8 @@ type Directory interface {
 	GetNodeRegistration(ctx context.Context, id string) (*auth.NodeRegistration, error)
 	// ListNodes lists the live nodes a caller may access.
 	ListNodes(ctx context.Context, c auth.Caller, filter map[string]string) ([]auth.Node, error)
+	// CheckLock refuses subjects under a lock.
+	CheckLock(sub lock.Subject) error
 }
 
 // Config configures the proxy.

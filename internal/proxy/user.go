@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 )
 
 // expiryGrace is how long after certificate expiry the proxy closes a
@@ -42,6 +44,7 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 		defer timer.Stop()
 	}
 	caller := auth.Caller{Kind: auth.KindUser, User: id.Username, Roles: id.Roles, Traits: id.Traits}
+	requests := id.RequestIDs
 	sem := make(chan struct{}, s.cfg.MaxChannelsPerConn)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -61,13 +64,13 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s.forward(ctx, sconn, caller, nc)
+			s.forward(ctx, sconn, caller, requests, nc)
 		}()
 	}
 }
 
 // forward connects one direct-tcpip channel to a node through its tunnel.
-func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, caller auth.Caller, nc ssh.NewChannel) {
+func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, caller auth.Caller, requests []string, nc ssh.NewChannel) {
 	var req directTCPIP
 	if err := ssh.Unmarshal(nc.ExtraData(), &req); err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, "malformed direct-tcpip request")
@@ -82,6 +85,12 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, caller auth
 	node, err := s.resolve(ctx, caller, target)
 	if err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+		return
+	}
+	// A locked user (role, request, node) does not even reach the node.
+	if err := s.cfg.Directory.CheckLock(lock.Subject{User: caller.User, Roles: caller.Roles, Requests: requests,
+		Node: node.Name, NodeID: node.ID}); err != nil {
+		_ = nc.Reject(ssh.Prohibited, strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": "))
 		return
 	}
 	t := s.reg.get(node.ID)
