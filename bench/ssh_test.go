@@ -21,6 +21,8 @@ import (
 // sshPath is one way to reach a shell with the OpenSSH client.
 type sshPath struct {
 	Name string
+	// Key names the path in ReportMetric units.
+	Key string
 	// Args go before the remote command.
 	Args []string
 	// ConnectOnly paths are not used for bulk transfers.
@@ -37,10 +39,10 @@ type sshEnv struct {
 
 const (
 	pathSSHD      = "sshd"
-	pathSSHDKex   = "sshd, Warden's kex"
-	pathDirect    = "warden direct node"
-	pathJump      = "warden proxy (ProxyJump)"
-	pathProxyCmd  = "warden proxy (ProxyCommand)"
+	pathSSHDKex   = "sshd, kex"
+	pathDirect    = "direct node"
+	pathJump      = "proxy, ssh -J"
+	pathProxyCmd  = "proxy, ProxyCommand"
 	wardenNodeRef = "node1"
 )
 
@@ -70,10 +72,10 @@ func newSSHEnv(b *testing.B) *sshEnv {
 	})
 	common := []string{"-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR"}
 	env := &sshEnv{Paths: []sshPath{
-		{Name: pathSSHD, Args: []string{"-F", cfg, "bench-sshd"}},
-		{Name: pathDirect, Args: []string{"-F", cfg, "bench-direct"}},
-		{Name: pathJump, Args: []string{"-F", cfg, "-J", osUser + "@" + c.ProxyAddr(), wardenNodeRef}},
-		{Name: pathProxyCmd, Args: append(append([]string{"-F", pcConfig}, common...), osUser+"@"+wardenNodeRef)},
+		{Name: pathSSHD, Key: "sshd", Args: []string{"-F", cfg, "bench-sshd"}},
+		{Name: pathDirect, Key: "direct", Args: []string{"-F", cfg, "bench-direct"}},
+		{Name: pathJump, Key: "jump", Args: []string{"-F", cfg, "-J", osUser + "@" + c.ProxyAddr(), wardenNodeRef}},
+		{Name: pathProxyCmd, Key: "proxycmd", Args: append(append([]string{"-F", pcConfig}, common...), osUser+"@"+wardenNodeRef)},
 	}}
 	// OpenSSH 9.2 prefers the post-quantum sntrup761x25519 key exchange,
 	// which sshd has and x/crypto/ssh does not, so the defaults give the
@@ -84,7 +86,7 @@ func newSSHEnv(b *testing.B) *sshEnv {
 	if env.Kex == "" {
 		b.Fatal("cannot tell which key exchange the Warden node negotiated")
 	}
-	env.Paths = append(env.Paths, sshPath{Name: pathSSHDKex + " (" + env.Kex + ")", ConnectOnly: true,
+	env.Paths = append(env.Paths, sshPath{Name: pathSSHDKex + " " + env.Kex, Key: "sshd-samekex", ConnectOnly: true,
 		Args: []string{"-F", cfg, "-o", "KexAlgorithms=" + env.Kex, "bench-sshd"}})
 	return env
 }
@@ -192,12 +194,6 @@ func BenchmarkSSH(b *testing.B) {
 	b.Run("bulk", func(b *testing.B) { benchBulk(b, env) })
 }
 
-// metricName turns a path name into a ReportMetric unit fragment.
-func metricName(s string) string {
-	r := strings.NewReplacer(" ", "-", "(", "", ")", "")
-	return r.Replace(s)
-}
-
 func benchConnect(b *testing.B, env *sshEnv) {
 	runs := envInt(b, "WARDEN_BENCH_RUNS", 30)
 	ctx := context.Background()
@@ -227,11 +223,11 @@ func benchConnect(b *testing.B, env *sshEnv) {
 	for _, baseline := range []sshPath{env.Paths[0], env.Paths[len(env.Paths)-1]} {
 		base := Millis(samples[baseline.Name])
 		bp50, bp90 := Median(base), Percentile(base, 90)
-		b.ReportMetric(bp50, metricName(baseline.Name)+"-p50-ms")
+		b.ReportMetric(bp50, baseline.Key+"-p50-ms")
 		b.Logf("connect+true over %d runs: %s p50 %.1f ms p90 %.1f ms", runs, baseline.Name, bp50, bp90)
 		suffix := ""
 		if baseline.Name != pathSSHD {
-			suffix = " vs " + baseline.Name
+			suffix = " (vs " + baseline.Name + ")"
 		}
 		for _, p := range env.Paths {
 			if p.ConnectOnly || p.Name == pathSSHD {
@@ -240,16 +236,16 @@ func benchConnect(b *testing.B, env *sshEnv) {
 			ms := Millis(samples[p.Name])
 			p50, p90 := Median(ms), Percentile(ms, 90)
 			if suffix == "" {
-				b.ReportMetric(p50, metricName(p.Name)+"-p50-ms")
-				b.ReportMetric(p50/bp50, metricName(p.Name)+"-p50-ratio")
+				b.ReportMetric(p50, p.Key+"-p50-ms")
+				b.ReportMetric(p50/bp50, p.Key+"-p50-ratio")
 			}
 			note := ""
 			if suffix == "" {
 				note = negotiated(p).String() + " (sshd: " + sshdAlgs.String() + ")"
 			}
 			summary.Add(
-				Row{Metric: "connect+true p50, " + p.Name + suffix, Warden: p50, Baseline: bp50, Unit: "ms", Goal: goal, Note: note},
-				Row{Metric: "connect+true p90, " + p.Name + suffix, Warden: p90, Baseline: bp90, Unit: "ms", Goal: goal},
+				Row{Metric: "ssh true p50, " + p.Name + suffix, Warden: p50, Baseline: bp50, Unit: "ms", Goal: goal, Note: note},
+				Row{Metric: "ssh true p90, " + p.Name + suffix, Warden: p90, Baseline: bp90, Unit: "ms", Goal: goal},
 			)
 		}
 	}
@@ -282,13 +278,13 @@ func benchBulk(b *testing.B, env *sshEnv) {
 			continue
 		}
 		r := Median(rates[p.Name])
-		b.ReportMetric(r, metricName(p.Name)+"-MiB/s")
-		b.ReportMetric(r/base, metricName(p.Name)+"-ratio")
+		b.ReportMetric(r, p.Key+"-MiB/s")
+		b.ReportMetric(r/base, p.Key+"-ratio")
 		goal := Goal{Kind: RatioAtLeast, Value: 0.85}
 		if p.Name == pathDirect {
 			goal.Value = 0.90
 		}
-		summary.Add(Row{Metric: fmt.Sprintf("bulk %s MiB, %s", groupThousands(strconv.Itoa(size>>20)), p.Name),
+		summary.Add(Row{Metric: fmt.Sprintf("bulk head -c %s MiB, %s", groupThousands(strconv.Itoa(size>>20)), p.Name),
 			Warden: r, Baseline: base, Unit: "MiB/s", Goal: goal, Note: negotiated(p).String() + " (sshd: " + sshdAlgs.String() + ")"})
 	}
 }
