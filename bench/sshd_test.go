@@ -104,8 +104,11 @@ Subsystem sftp internal-sftp
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			c.SetDeadline(time.Now().Add(2 * time.Second))
 			line, _ := bufio.NewReader(c).ReadString('\n')
+			// Say hello back so sshd does not log the probe as an error.
+			_, _ = c.Write([]byte("SSH-2.0-WardenBenchProbe\r\n"))
+			time.Sleep(50 * time.Millisecond)
 			c.Close()
 			if strings.HasPrefix(line, "SSH-") {
 				return s
