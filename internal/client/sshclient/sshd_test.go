@@ -168,6 +168,10 @@ func startSSHD(t *testing.T, o sshdOptions) *sshdServer {
 		"AcceptEnv WARDEN_TEST_*",
 		"LogLevel VERBOSE",
 		"MaxSessions 64",
+		// The test login may be root, whose shell rc files on a developer
+		// machine (pyenv and the like) write to stderr: give sessions a
+		// clean HOME.
+		"SetEnv HOME=" + dir,
 	}
 	if o.hostCA != nil {
 		cert := o.hostCA.sign(t, hostSigner.PublicKey(), ssh.HostCert, o.hostNames, time.Hour)
