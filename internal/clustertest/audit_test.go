@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -29,11 +28,11 @@ func TestAuditTamperEvidence(t *testing.T) {
 
 	// tail -f sees events as they happen.
 	ctx, cancel := context.WithCancel(context.Background())
-	var tailOut bytes.Buffer
+	var tailOut lockedBuffer
 	tailDone := make(chan int)
 	go func() {
 		tailDone <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "-n", "0", "-o", "json"},
-			&cli.IO{In: strings.NewReader(""), Out: &syncWriter{w: &tailOut}, Err: os.Stderr})
+			&cli.IO{In: strings.NewReader(""), Out: &tailOut, Err: os.Stderr})
 	}()
 	time.Sleep(300 * time.Millisecond)
 	for _, name := range []string{"u1", "u2", "u3"} {
@@ -42,9 +41,9 @@ func TestAuditTamperEvidence(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(syncString(&tailOut), `"event":"user.create"`) < 3 {
+	for strings.Count(tailOut.String(), `"event":"user.create"`) < 3 {
 		if time.Now().After(deadline) {
-			t.Fatalf("tail -f got: %s", syncString(&tailOut))
+			t.Fatalf("tail -f got: %s", tailOut.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -106,18 +105,3 @@ func TestAuditTamperEvidence(t *testing.T) {
 	}
 }
 
-type syncWriter struct{ w *bytes.Buffer }
-
-var syncMu = make(chan struct{}, 1)
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	syncMu <- struct{}{}
-	defer func() { <-syncMu }()
-	return s.w.Write(p)
-}
-
-func syncString(b *bytes.Buffer) string {
-	syncMu <- struct{}{}
-	defer func() { <-syncMu }()
-	return b.String()
-}

@@ -15,7 +15,7 @@ import (
 func liveSession(t *testing.T, args []string) (wait func() (Result, time.Duration), armed func()) {
 	t.Helper()
 	cmd := exec.Command("ssh", args...)
-	var out, errb strings.Builder
+	var out, errb lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

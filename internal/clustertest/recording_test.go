@@ -133,7 +133,7 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 	// The session prints before, during and after the outage.
 	cmd := exec.Command("ssh", args...)
 	stdin, _ := cmd.StdinPipe()
-	var out strings.Builder
+	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func TestRecordingSurvivesNodeKill(t *testing.T) {
 	home := c.Login(u)
 	cmd := exec.Command("ssh", directArgs(home, "127.0.0.1:"+port, nodes[0].ID, "-tt", osLogin+"@victim")...)
 	stdin, _ := cmd.StdinPipe()
-	var out strings.Builder
+	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
