@@ -104,4 +104,3 @@ func TestAuditTamperEvidence(t *testing.T) {
 		t.Fatalf("verify did not name the altered event %d/%s: %s", target.Seq, target.ID, r)
 	}
 }
-

@@ -3,9 +3,9 @@ package clustertest
 import (
 	"bytes"
 	"io"
-	"sync"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/warden-sh/warden/internal/service"
