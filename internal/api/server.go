@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
@@ -50,51 +49,6 @@ func NewHandler(a *auth.Server, log *slog.Logger) *Handler {
 	h := &Handler{auth: a, log: log, mux: http.NewServeMux()}
 	h.routes()
 	return h
-}
-
-func (h *Handler) routes() {
-	m := h.mux
-	m.HandleFunc("GET /v1/ping", h.ping)
-	m.HandleFunc("POST /v1/login", h.login)
-	m.HandleFunc("POST /v1/signup/begin", h.signupBegin)
-	m.HandleFunc("POST /v1/signup/complete", h.signupComplete)
-	m.HandleFunc("POST /v1/nodes/join", h.nodeJoin)
-
-	m.HandleFunc("GET /v1/whoami", h.authed(h.whoami))
-	m.HandleFunc("POST /v1/nodes/renew", h.authed(h.nodeRenew))
-	m.HandleFunc("GET /v1/nodes", h.authed(h.nodesList))
-	m.HandleFunc("POST /v1/events", h.authed(h.eventsEmit))
-	m.HandleFunc("GET /v1/audit", h.authed(h.auditSearch))
-	m.HandleFunc("GET /v1/audit/verify", h.authed(h.auditVerify))
-	m.HandleFunc("GET /v1/audit/stream", h.authed(h.auditStream))
-	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
-	m.HandleFunc("GET /v1/sessions", h.authed(h.sessionsList))
-	m.HandleFunc("PUT /v1/recordings/{id}", h.authed(h.recordingAppend))
-	m.HandleFunc("POST /v1/recordings/{id}/complete", h.authed(h.recordingComplete))
-	m.HandleFunc("GET /v1/recordings", h.authed(h.recordingsList))
-	m.HandleFunc("GET /v1/recordings/search", h.authed(h.recordingsSearch))
-	m.HandleFunc("GET /v1/recordings/{id}", h.authed(h.recordingGet))
-	m.HandleFunc("POST /v1/access_requests", h.authed(h.requestCreate))
-	m.HandleFunc("GET /v1/access_requests", h.authed(h.requestsList))
-	m.HandleFunc("GET /v1/access_requests/suggest", h.authed(h.requestSuggest))
-	m.HandleFunc("GET /v1/access_requests/{id}", h.authed(h.requestGet))
-	m.HandleFunc("POST /v1/access_requests/{id}/review", h.authed(h.requestReview))
-	m.HandleFunc("POST /v1/access_requests/{id}/revoke", h.authed(h.requestRevoke))
-	m.HandleFunc("POST /v1/access_requests/{id}/use", h.authed(h.requestUse))
-	m.HandleFunc("POST /v1/locks", h.authed(h.lockCreate))
-	m.HandleFunc("GET /v1/locks", h.authed(h.locksList))
-	m.HandleFunc("DELETE /v1/locks/{id}", h.authed(h.lockDelete))
-	m.HandleFunc("POST /v1/users", h.authed(h.userCreate))
-	m.HandleFunc("GET /v1/users", h.authed(h.usersList))
-	m.HandleFunc("DELETE /v1/users/{name}", h.authed(h.userDelete))
-	m.HandleFunc("POST /v1/users/{name}/reset", h.authed(h.userReset))
-	m.HandleFunc("PUT /v1/roles/{name}", h.authed(h.roleUpsert))
-	m.HandleFunc("GET /v1/roles", h.authed(h.rolesList))
-	m.HandleFunc("GET /v1/roles/{name}", h.authed(h.roleGet))
-	m.HandleFunc("DELETE /v1/roles/{name}", h.authed(h.roleDelete))
-	m.HandleFunc("POST /v1/tokens", h.authed(h.tokenCreate))
-	m.HandleFunc("GET /v1/tokens", h.authed(h.tokensList))
-	m.HandleFunc("DELETE /v1/tokens/{id}", h.authed(h.tokenDelete))
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -233,146 +187,14 @@ func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
 		TLSCAFingerprint: Fingerprint(a.TLSCACert().Raw), TLSCA: string(a.TLSCAPEM())})
 }
 
-func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	var req auth.LoginRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	req.RemoteAddr = remoteIP(r)
-	resp, err := h.auth.Login(r.Context(), req)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
-}
-
 type signupRequest struct {
 	Token    string `json:"token"`
 	Password string `json:"password,omitempty"`
 	OTP      string `json:"otp,omitempty"`
 }
 
-func (h *Handler) signupBegin(w http.ResponseWriter, r *http.Request) {
-	var req signupRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	ch, err := h.auth.BeginSignup(r.Context(), req.Token)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ch)
-}
-
-func (h *Handler) signupComplete(w http.ResponseWriter, r *http.Request) {
-	var req signupRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	if err := h.auth.CompleteSignup(r.Context(), req.Token, req.Password, req.OTP); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) nodeJoin(w http.ResponseWriter, r *http.Request) {
-	var req auth.JoinRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	req.RemoteAddr = remoteIP(r)
-	resp, err := h.auth.JoinNode(r.Context(), req)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
-}
-
-// WhoAmI describes the caller.
-type WhoAmI struct {
-	Kind   string              `json:"kind"`
-	User   string              `json:"user"`
-	NodeID string              `json:"node_id,omitempty"`
-	Roles  []string            `json:"roles,omitempty"`
-	Traits map[string][]string `json:"traits,omitempty"`
-}
-
-func (h *Handler) whoami(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	writeJSON(w, http.StatusOK, WhoAmI{Kind: c.Kind, User: c.User, NodeID: c.NodeID, Roles: c.Roles, Traits: c.Traits})
-}
-
 type renewRequest struct {
 	PublicKey string `json:"public_key"`
-}
-
-func (h *Handler) nodeRenew(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var req renewRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	certs, err := h.auth.RenewNodeCerts(r.Context(), c, req.PublicKey)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, certs)
-}
-
-func (h *Handler) nodesList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	filter := map[string]string{}
-	for _, l := range r.URL.Query()["label"] {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			h.fail(w, fmt.Errorf("%w: label filter %q must be key=value", auth.ErrBadRequest, l))
-			return
-		}
-		filter[k] = v
-	}
-	nodes, err := h.auth.ListNodes(r.Context(), c, filter)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nodes)
-}
-
-func (h *Handler) eventsEmit(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var evs []audit.Event
-	if err := decode(r, &evs); err != nil {
-		h.fail(w, err)
-		return
-	}
-	if err := h.auth.EmitNodeEvents(r.Context(), c, evs); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) auditSearch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	q, err := parseAuditQuery(r)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	evs, err := h.auth.SearchAudit(r.Context(), c, q)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	if evs == nil {
-		evs = []audit.Event{}
-	}
-	writeJSON(w, http.StatusOK, evs)
 }
 
 func parseAuditQuery(r *http.Request) (audit.Query, error) {
@@ -497,235 +319,6 @@ func watchEventOf(ev storage.Event) (WatchEvent, bool) {
 	return out, true
 }
 
-func (h *Handler) lockCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var req auth.CreateLockRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	res, err := h.auth.CreateLock(r.Context(), c, req)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
-}
-
-func (h *Handler) locksList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	locks, err := h.auth.ListLocks(r.Context(), c)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	if locks == nil {
-		locks = []*lock.Lock{}
-	}
-	writeJSON(w, http.StatusOK, locks)
-}
-
-func (h *Handler) lockDelete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	if err := h.auth.DeleteLock(r.Context(), c, r.PathValue("id")); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) userCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var req auth.CreateUserRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	inv, err := h.auth.CreateUser(r.Context(), c, req)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, inv)
-}
-
-func (h *Handler) usersList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	users, err := h.auth.ListUsers(r.Context(), c)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, users)
-}
-
-func (h *Handler) userDelete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	if err := h.auth.DeleteUser(r.Context(), c, r.PathValue("name")); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) userReset(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	inv, err := h.auth.ResetUser(r.Context(), c, r.PathValue("name"))
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, inv)
-}
-
-func (h *Handler) roleUpsert(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var role policy.Role
-	if err := decode(r, &role); err != nil {
-		h.fail(w, err)
-		return
-	}
-	if role.Metadata.Name != r.PathValue("name") {
-		h.fail(w, fmt.Errorf("%w: role name in the URL and the body differ", auth.ErrBadRequest))
-		return
-	}
-	if err := h.auth.UpsertRole(r.Context(), c, &role); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) rolesList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	roles, err := h.auth.ListRoles(r.Context(), c)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, roles)
-}
-
-func (h *Handler) roleGet(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	role, err := h.auth.GetRole(r.Context(), c, r.PathValue("name"))
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, role)
-}
-
-func (h *Handler) roleDelete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	if err := h.auth.DeleteRole(r.Context(), c, r.PathValue("name")); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) tokenCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var req auth.CreateTokenRequest
-	if err := decode(r, &req); err != nil {
-		h.fail(w, err)
-		return
-	}
-	tok, err := h.auth.CreateToken(r.Context(), c, req)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, tok)
-}
-
-func (h *Handler) tokensList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	toks, err := h.auth.ListTokens(r.Context(), c)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toks)
-}
-
-func (h *Handler) tokenDelete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	if err := h.auth.DeleteToken(r.Context(), c, r.PathValue("id")); err != nil {
-		h.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, struct{}{})
-}
-
-func (h *Handler) sessionsList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	sessions, err := h.auth.ListSessions(r.Context(), c)
-	if err != nil {
-		h.fail(w, err)
-		return
-	}
-	if sessions == nil {
-		sessions = []auth.LiveSession{}
-	}
-	writeJSON(w, http.StatusOK, sessions)
-}
-
-func (h *Handler) requestCreate(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var in auth.CreateAccessRequest
-	if err := decode(r, &in); err != nil {
-		h.fail(w, err)
-		return
-	}
-	req, err := h.auth.CreateAccessRequest(r.Context(), c, in)
-	respond(h, w, req, err)
-}
-
-func (h *Handler) requestsList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	reqs, err := h.auth.ListAccessRequests(r.Context(), c)
-	if reqs == nil {
-		reqs = []*access.Request{}
-	}
-	respond(h, w, reqs, err)
-}
-
-func (h *Handler) requestGet(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	req, err := h.auth.GetAccessRequest(r.Context(), c, r.PathValue("id"))
-	respond(h, w, req, err)
-}
-
-// ReviewBody reviews an access request.
-type ReviewBody struct {
-	Approve bool   `json:"approve"`
-	Reason  string `json:"reason,omitempty"`
-}
-
-func (h *Handler) requestReview(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var in ReviewBody
-	if err := decode(r, &in); err != nil {
-		h.fail(w, err)
-		return
-	}
-	req, err := h.auth.ReviewAccessRequest(r.Context(), c, r.PathValue("id"), in.Approve, in.Reason)
-	respond(h, w, req, err)
-}
-
-func (h *Handler) requestRevoke(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var in ReviewBody
-	if err := decode(r, &in); err != nil {
-		h.fail(w, err)
-		return
-	}
-	req, err := h.auth.RevokeAccessRequest(r.Context(), c, r.PathValue("id"), in.Reason)
-	respond(h, w, req, err)
-}
-
-func (h *Handler) requestUse(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var in renewRequest
-	if err := decode(r, &in); err != nil {
-		h.fail(w, err)
-		return
-	}
-	resp, err := h.auth.UseAccessRequest(r.Context(), c, r.PathValue("id"), in.PublicKey, remoteIP(r))
-	respond(h, w, resp, err)
-}
-
-// Suggestion lists roles the caller could request.
-type Suggestion struct {
-	Roles []string `json:"roles"`
-}
-
-func (h *Handler) requestSuggest(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	roles, err := h.auth.SuggestRoles(r.Context(), c, r.URL.Query().Get("login"), r.URL.Query().Get("node"))
-	respond(h, w, Suggestion{Roles: roles}, err)
-}
-
 // respond writes v or the error.
 func respond[T any](h *Handler, w http.ResponseWriter, v T, err error) {
 	if err != nil {
@@ -765,50 +358,6 @@ func (h *Handler) recordingAppend(w http.ResponseWriter, r *http.Request, c auth
 	respond(h, w, LengthBody{Length: n}, err)
 }
 
-// CompleteBody closes a recording.
-type CompleteBody struct {
-	Length      int64  `json:"length"`
-	SHA256      string `json:"sha256"`
-	Interrupted bool   `json:"interrupted,omitempty"`
-}
-
-func (h *Handler) recordingComplete(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	var in CompleteBody
-	if err := decode(r, &in); err != nil {
-		h.fail(w, err)
-		return
-	}
-	err := h.auth.CompleteRecording(r.Context(), c, r.PathValue("id"), in.Length, in.SHA256, in.Interrupted)
-	respond(h, w, struct{}{}, err)
-}
-
-func (h *Handler) recordingsList(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	q := r.URL.Query()
-	f := auth.RecordingFilter{User: q.Get("user"), Node: q.Get("node")}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			h.fail(w, fmt.Errorf("%w: since must be RFC3339", auth.ErrBadRequest))
-			return
-		}
-		f.Since = t
-	}
-	list, err := h.auth.ListRecordings(r.Context(), c, f)
-	if list == nil {
-		list = []recording.Info{}
-	}
-	respond(h, w, list, err)
-}
-
-func (h *Handler) recordingsSearch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-	res, err := h.auth.SearchRecordings(r.Context(), c, r.URL.Query().Get("text"), limit)
-	if res == nil {
-		res = []auth.RecordingMatch{}
-	}
-	respond(h, w, res, err)
-}
-
 func (h *Handler) recordingGet(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 	rc, info, err := h.auth.OpenRecording(r.Context(), c, r.PathValue("id"))
 	if err != nil {
@@ -821,11 +370,6 @@ func (h *Handler) recordingGet(w http.ResponseWriter, r *http.Request, c auth.Ca
 	w.Header().Set("X-Warden-Recording-SHA256", info.SHA256)
 	w.Header().Set("Content-Length", strconv.FormatInt(info.Length, 10))
 	_, _ = io.CopyN(w, rc, info.Length)
-}
-
-func (h *Handler) auditVerify(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	res, err := h.auth.VerifyAudit(r.Context(), c)
-	respond(h, w, res, err)
 }
 
 // auditStream follows the audit log as JSON lines (for warden audit tail -f
@@ -875,4 +419,31 @@ func cmpQuery(r *http.Request, key, def string) string {
 		return v
 	}
 	return def
+}
+
+// WhoAmI describes the caller.
+type WhoAmI struct {
+	Kind   string              `json:"kind"`
+	User   string              `json:"user"`
+	NodeID string              `json:"node_id,omitempty"`
+	Roles  []string            `json:"roles,omitempty"`
+	Traits map[string][]string `json:"traits,omitempty"`
+}
+
+// ReviewBody reviews an access request.
+type ReviewBody struct {
+	Approve bool   `json:"approve"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Suggestion lists roles the caller could request.
+type Suggestion struct {
+	Roles []string `json:"roles"`
+}
+
+// CompleteBody closes a recording.
+type CompleteBody struct {
+	Length      int64  `json:"length"`
+	SHA256      string `json:"sha256"`
+	Interrupted bool   `json:"interrupted,omitempty"`
 }
