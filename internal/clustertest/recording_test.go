@@ -109,6 +109,18 @@ func TestRecordingEndToEnd(t *testing.T) {
 	if !strings.Contains(from.Stdout, "hello-42-recorded") {
 		t.Fatalf("play --from: %s", from)
 	}
+	// An interactive shell without a PTY (ssh -T) is recorded too: strict
+	// recording cannot be dodged by refusing a terminal.
+	r = Run(t, strings.NewReader("echo no-pty-$((2*21))\n"), "ssh", sshArgs(cfg, "-T", osLogin+"@web1")...)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "no-pty-42") {
+		t.Fatalf("ssh -T: %s", r)
+	}
+	noPTY := c.waitRecording(t, 10*time.Second, func(x recording.Info) bool {
+		return x.Complete && x.User == "dev" && x.SessionID != in.SessionID
+	})
+	if p := c.Warden(admin, nil, "play", noPTY.SessionID, "--speed", "50"); !strings.Contains(p.Stdout, "no-pty-42") {
+		t.Fatalf("no-PTY shell recording: %s", p)
+	}
 	// session.end carries the recording's length and hash.
 	ev := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "dev", "-o", "json")
 	if !strings.Contains(ev.Stdout, in.SHA256) {

@@ -195,7 +195,9 @@ func (s *session) startRecording(ctx context.Context, kind string, env []string)
 	perms := &s.c.auth.perms
 	mode := recordMode(perms.RecordMode)
 	fields = map[string]any{"record_mode": mode, "recording": false}
-	if s.pty == nil || mode == RecordOff {
+	// PTY sessions and interactive shells without a PTY (ssh -T) are
+	// recorded; a plain exec is audited by its command line instead.
+	if (s.pty == nil && kind != kindShell) || mode == RecordOff {
 		return nil, fields, false
 	}
 	recorder := s.c.srv.cfg.Recorder
@@ -207,7 +209,10 @@ func (s *session) startRecording(ctx context.Context, kind string, env []string)
 		}
 		return nil, fields, false
 	}
-	term := s.pty.Term
+	term, cols, rows := "dumb", 80, 24
+	if s.pty != nil {
+		term, cols, rows = s.pty.Term, recordDim(s.pty.Columns, 80), recordDim(s.pty.Rows, 24)
+	}
 	for _, e := range env {
 		if v, ok := strings.CutPrefix(e, "TERM="); ok {
 			term = v
@@ -217,7 +222,7 @@ func (s *session) startRecording(ctx context.Context, kind string, env []string)
 		SessionID: s.id, User: perms.User, Login: s.c.auth.login,
 		NodeName: s.c.srv.cfg.NodeName, NodeID: s.c.srv.cfg.NodeID,
 		RemoteAddr: addrString(s.c.sconn.RemoteAddr()),
-		Cols:       recordDim(s.pty.Columns, 80), Rows: recordDim(s.pty.Rows, 24),
+		Cols:       cols, Rows: rows,
 		Term: term, Shell: s.c.auth.user.Shell, Start: s.c.srv.cfg.Now(),
 		RecordInput: perms.RecordInput,
 	}

@@ -337,6 +337,10 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		streams := ioStreams{in: activityReader{s.ch, s.c}, out: activityWriter{s.ch, s.c}, errOut: s.ch.Stderr()}
 		if rec != nil {
 			streams.out = recordingWriter{w: streams.out, rec: rec}
+			if s.pty == nil {
+				// Without a PTY, stderr is a separate stream: record it too.
+				streams.errOut = recordingWriter{w: streams.errOut, rec: rec}
+			}
 			if rec.input {
 				streams.in = recordingReader{r: streams.in, rec: rec}
 			}
