@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/service"
+)
+
+// BenchmarkLockFanout measures issue 5's targets: with many real node agents
+// connected to one proxy and a matching live session on each, the time from
+// `lock` to the end of every session (p50, p99, max), and from `unlock` to the
+// first successful new SSH session. Nodes: WARDEN_BENCH_LOCK_NODES (default
+// 1000).
+func BenchmarkLockFanout(b *testing.B) {
+	clustertest.EnsureOSUser(b, osUser)
+	n := envInt(b, "WARDEN_BENCH_LOCK_NODES", 1000)
+	c := clustertest.New(b, clustertest.Options{NoNode: true})
+	ctx := context.Background()
+
+	// Real node agents, joined with tokens, each with its tunnel, watch and
+	// SSH server.
+	start := time.Now()
+	agents := make([]*service.NodeAgent, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			agents[i] = c.StartNode(fmt.Sprintf("lk-%04d", i), map[string]string{"fleet": "bench"},
+				func(cfg *service.NodeAgentConfig) { cfg.HeartbeatInterval = 30 * time.Second })
+		}()
+	}
+	wg.Wait()
+	c.WaitForNodes(n)
+	b.Logf("%d node agents joined and connected in %s", n, time.Since(start).Round(time.Millisecond))
+
+	u := c.AddUser("locked", []string{"access"}, []string{osUser})
+	home := c.Login(u)
+	p, err := client.LoadProfile(home)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, _, err := p.Signer()
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// One session per node, through the proxy, over a handful of jump
+	// connections (each carries at most 64 channels).
+	jumps := make([]*ssh.Client, (n+59)/60)
+	for i := range jumps {
+		if jumps[i], err = ssh.Dial("tcp", c.ProxyAddr(), &ssh.ClientConfig{User: "locked",
+			Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}); err != nil {
+			b.Fatal(err)
+		}
+		defer jumps[i].Close()
+	}
+	dialNode := func(i int) (*ssh.Client, error) {
+		conn, err := jumps[i/60].Dial("tcp", net.JoinHostPort(agents[i].ID(), "0"))
+		if err != nil {
+			return nil, err
+		}
+		cc, chans, reqs, err := ssh.NewClientConn(conn, agents[i].ID(), &ssh.ClientConfig{User: osUser,
+			Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return ssh.NewClient(cc, chans, reqs), nil
+	}
+	ended := make([]time.Time, n)
+	ready := make(chan error, n)
+	done := make(chan int, n)
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			cl, err := dialNode(i)
+			if err != nil {
+				ready <- err
+				return
+			}
+			s, err := cl.NewSession()
+			if err != nil {
+				ready <- err
+				return
+			}
+			if err := s.Start("sleep 600"); err != nil {
+				ready <- err
+				return
+			}
+			ready <- nil
+			go func() {
+				_ = s.Wait()
+				ended[i] = time.Now()
+				cl.Close()
+				done <- i
+			}()
+		}()
+	}
+	for range n {
+		if err := <-ready; err != nil {
+			b.Fatalf("session: %v", err)
+		}
+	}
+	b.Logf("%d live sessions, one per node", n)
+
+	t0 := time.Now()
+	if _, err := c.Admin.CreateLock(ctx, auth.CreateLockRequest{Target: lock.Target{User: "locked"}, Message: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	timeout := time.After(60 * time.Second)
+	for range n {
+		select {
+		case <-done:
+		case <-timeout:
+			b.Fatalf("sessions still alive 60s after the lock")
+		}
+	}
+	lat := make([]float64, n)
+	for i, e := range ended {
+		lat[i] = float64(e.Sub(t0)) / float64(time.Millisecond)
+	}
+	locks, _ := c.Admin.ListLocks(ctx)
+	t1 := time.Now()
+	if err := c.Admin.DeleteLock(ctx, locks[0].ID); err != nil {
+		b.Fatal(err)
+	}
+	var unlock time.Duration
+	for {
+		cl, err := dialNode(0)
+		if err == nil {
+			s, err := cl.NewSession()
+			if err == nil && s.Run("true") == nil {
+				unlock = time.Since(t1)
+				cl.Close()
+				break
+			}
+			cl.Close()
+		}
+		if time.Since(t1) > 10*time.Second {
+			b.Fatalf("no successful ssh 10s after unlock: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p50, p99, mx := Percentile(lat, 50), Percentile(lat, 99), Percentile(lat, 100)
+	b.ReportMetric(p99, "lock-p99-ms")
+	b.ReportMetric(float64(unlock)/float64(time.Millisecond), "unlock-ms")
+	nan := math.NaN()
+	summary.Add(
+		Row{Metric: fmt.Sprintf("lock to session end, p50 (%d nodes, 1 session each)", n), Warden: p50, Baseline: nan, Unit: "ms", Goal: Goal{Kind: NoGoal}},
+		Row{Metric: fmt.Sprintf("lock to session end, p99 (%d nodes)", n), Warden: p99, Baseline: nan, Unit: "ms", Goal: Goal{Kind: AtMost, Value: 100}},
+		Row{Metric: fmt.Sprintf("lock to session end, max (%d nodes)", n), Warden: mx, Baseline: nan, Unit: "ms", Goal: Goal{Kind: NoGoal},
+			Note: "Teleport measured on this kind of machine: 750 ms median, 1,016 ms max lock to kill; 1,314 ms unlock to first ssh."},
+		Row{Metric: "unlock to first successful ssh", Warden: float64(unlock) / float64(time.Millisecond), Baseline: nan, Unit: "ms", Goal: Goal{Kind: AtMost, Value: 300}},
+	)
+}
