@@ -137,6 +137,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("auth: watch locks: %w", err)
 	}
 	s.startSweeper(ctx)
+	go dummyHash() // ready before the first login of an unknown user
 	return s, nil
 }
 

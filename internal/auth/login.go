@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -55,7 +56,12 @@ type LoginResponse struct {
 }
 
 // dummyHash makes a login for an unknown user cost the same as a real one.
-var dummyHash, _ = identity.HashPassword(context.Background(), "warden-dummy-password-for-timing")
+// It is computed once, when auth starts (not in every process that links
+// this package, such as each CLI command).
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := identity.HashPassword(context.Background(), "warden-dummy-password-for-timing")
+	return h
+})
 
 // maxUserTTL bounds any requested user certificate TTL.
 const maxUserTTL = 30 * time.Hour
@@ -80,7 +86,7 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		if !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}
-		_, _ = identity.CheckPassword(ctx, dummyHash, req.Password)
+		_, _ = identity.CheckPassword(ctx, dummyHash(), req.Password)
 		return fail("unknown user", ErrUnauthenticated)
 	}
 	now := s.now()

@@ -45,6 +45,7 @@ func (s *Server) serverConfig(ctx context.Context) *ssh.ServerConfig {
 			return s.authorize(ctx, meta, key, p)
 		},
 	}
+	cfg.Ciphers = ca.ServerCiphers()
 	for _, hs := range s.cfg.HostSigners {
 		cfg.AddHostKey(hs)
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/quickack"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -282,7 +283,7 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 
 	remote := c.RemoteAddr()
 	_ = c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	sconn, chans, reqs, err := ssh.NewServerConn(c, s.serverConfig(ctx))
+	sconn, chans, reqs, err := ssh.NewServerConn(quickack.Wrap(c), s.serverConfig(ctx))
 	if err != nil {
 		c.Close()
 		s.log.Debug("handshake failed", slog.String("remote_addr", addrString(remote)), slog.Any("err", err))

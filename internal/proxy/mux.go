@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/warden-sh/warden/internal/quickack"
 )
 
 // Mux splits one listener by protocol: connections that start with the SSH
@@ -44,7 +46,7 @@ func (m *Mux) Serve() error {
 			}
 			return err
 		}
-		go m.route(c)
+		go m.route(quickack.Wrap(c))
 	}
 }
 

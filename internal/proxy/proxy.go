@@ -128,6 +128,7 @@ func New(cfg Config) (*Server, error) {
 		MaxAuthTries:            6,
 		ServerVersion:           "SSH-2.0-Warden",
 	}
+	s.sshCfg.Ciphers = ca.ServerCiphers()
 	s.sshCfg.AddHostKey(cfg.HostSigner)
 	return s, nil
 }
