@@ -340,3 +340,27 @@ func TestManySimulatedNodes(t *testing.T) {
 	}
 	_ = auth.KindNode
 }
+
+// TestNodeRenewsCertificates: a node renews its host and API certificates
+// before they expire, keeps its tunnel, and stays reachable past the first
+// certificate's expiry.
+func TestNodeRenewsCertificates(t *testing.T) {
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NoNode: true, Auth: service.AuthConfig{NodeCertTTL: 8 * time.Second}})
+	n := c.StartNode("renewer", nil, func(cfg *service.NodeAgentConfig) { cfg.RenewCheckInterval = 500 * time.Millisecond })
+	c.WaitForNodes(1)
+	u := c.AddUser("rn", []string{"access"}, []string{osLogin})
+	home := c.Login(u)
+	time.Sleep(12 * time.Second) // past the first certificates' expiry
+	r := c.Warden(home, nil, "ssh", osLogin+"@renewer", "echo still-here")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "still-here") {
+		t.Fatalf("node unreachable after its first certificate expired: %s", r)
+	}
+	if !n.TunnelUp() {
+		t.Fatal("tunnel down after renewal")
+	}
+	evs := c.Warden(t.TempDir(), nil, "audit", "search", "--type", "cert.issued", "--text", "renewer", "-o", "json")
+	if got := strings.Count(evs.Stdout, `"cert_type":"host"`); got < 2 {
+		t.Fatalf("host certificate issued %d times, want a renewal: %s", got, evs)
+	}
+}

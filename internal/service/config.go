@@ -40,6 +40,9 @@ type Config struct {
 type AuthConfig struct {
 	// DefaultTTL is the user certificate TTL when none is requested.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// NodeCertTTL is the validity of node certificates (default 24h);
+	// nodes renew them in the last third of their life.
+	NodeCertTTL time.Duration `yaml:"node_cert_ttl"`
 	// Notifications are webhooks told about access requests (Slack
 	// incoming-webhook compatible, or generic JSON).
 	Notifications []notify.Target `yaml:"notifications"`

@@ -36,6 +36,9 @@ type NodeAgentConfig struct {
 	LocalAuth func(ctx context.Context) (token, caPin string, err error)
 	// HeartbeatInterval defaults to 10s.
 	HeartbeatInterval time.Duration
+	// RenewCheckInterval is how often the node checks whether its
+	// certificates are due for renewal (default 1m).
+	RenewCheckInterval time.Duration
 	// LockStaleness bounds how long a node in lock_mode strict trusts its
 	// last view of the locks (default 60s).
 	LockStaleness time.Duration
@@ -296,7 +299,11 @@ func (a *NodeAgent) labels() map[string]string { return a.dyn.get() }
 
 // maintain renews certificates before they expire.
 func (a *NodeAgent) maintain(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
+	every := a.cfg.RenewCheckInterval
+	if every <= 0 {
+		every = time.Minute
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -319,9 +326,10 @@ func (a *NodeAgent) renewIfDue(ctx context.Context) error {
 		return err
 	}
 	start, end := time.Unix(int64(cert.ValidAfter), 0), time.Unix(int64(cert.ValidBefore), 0)
-	// Renew in the last third of the lifetime, with jitter so a fleet does
-	// not renew at the same second.
-	due := end.Add(-end.Sub(start) / 3).Add(-time.Duration(rand.Int64N(int64(time.Minute))))
+	// Renew in the last third of the lifetime, with jitter (up to a tenth
+	// of the lifetime) so a fleet does not renew at the same second.
+	life := end.Sub(start)
+	due := end.Add(-life / 3).Add(-time.Duration(rand.Int64N(int64(life/10) + 1)))
 	if time.Now().Before(due) {
 		return nil
 	}
