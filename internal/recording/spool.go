@@ -43,7 +43,7 @@ type SpoolConfig struct {
 	Dir      string
 	Uploader Uploader
 	Logger   *slog.Logger
-	// ChunkSize is the largest upload (default 256 KiB, at most MaxChunk).
+	// ChunkSize is the largest upload (default 1 MiB, at most MaxChunk).
 	ChunkSize int
 	// FlushInterval is how often buffered data is fsynced and offered for
 	// upload (default 250ms).
@@ -61,7 +61,7 @@ type SpoolConfig struct {
 
 // Defaults.
 const (
-	DefaultChunkSize     = 256 << 10
+	DefaultChunkSize     = 1 << 20
 	DefaultFlushInterval = 250 * time.Millisecond
 	defaultConcurrency   = 4
 	defaultMaxBackoff    = 10 * time.Second
