@@ -216,19 +216,12 @@ func (c *Client) SearchAudit(ctx context.Context, q audit.Query) ([]audit.Event,
 // Watch streams role and lock events to fn until ctx ends or the stream
 // breaks.
 func (c *Client) Watch(ctx context.Context, fn func(WatchEvent)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/watch", nil)
+	body, err := c.openStream(ctx, "/v1/watch")
 	if err != nil {
 		return err
 	}
-	resp, err := c.stream.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return readResponse(resp, nil)
-	}
-	sc := bufio.NewScanner(resp.Body)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 32<<20)
 	for sc.Scan() {
 		var ev WatchEvent
@@ -434,7 +427,13 @@ func (c *Client) SearchRecordings(ctx context.Context, text string, limit int) (
 
 // OpenRecording streams a recording's asciicast bytes.
 func (c *Client) OpenRecording(ctx context.Context, id string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/recordings/"+url.PathEscape(id), nil)
+	return c.openStream(ctx, "/v1/recordings/"+url.PathEscape(id))
+}
+
+// openStream GETs a long or large response without the client timeout; the
+// caller closes the body.
+func (c *Client) openStream(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -467,19 +466,12 @@ func (c *Client) VerifyAudit(ctx context.Context) (*audit.VerifyResult, error) {
 
 // TailAudit streams audit events after afterSeq to fn until ctx ends.
 func (c *Client) TailAudit(ctx context.Context, afterSeq int64, fn func(audit.Event) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/audit/stream?after="+strconv.FormatInt(afterSeq, 10), nil)
+	body, err := c.openStream(ctx, "/v1/audit/stream?after="+strconv.FormatInt(afterSeq, 10))
 	if err != nil {
 		return err
 	}
-	resp, err := c.stream.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return readResponse(resp, nil)
-	}
-	sc := bufio.NewScanner(resp.Body)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)
 	for sc.Scan() {
 		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
