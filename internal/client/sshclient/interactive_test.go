@@ -42,15 +42,21 @@ func TestRunInteractiveTerminal(t *testing.T) {
 		// Run's stdin copiers may still sit in a read of the tty (a blocking
 		// fd cannot be interrupted); a keystroke ends it, as the next key a
 		// user types would. Closing the tty then ends the reader of ptmx.
-		_, _ = ptmx.Write([]byte("\n\n"))
+		// A blocking fd is only released when its read returns, so keep
+		// typing newlines until every reader of the tty has let go (under
+		// load one newline can arrive before the terminal left raw mode).
 		tty.Close()
-		// If the test failed mid-session, a copier may still hold the tty
-		// (a blocking fd is only released when its read returns): do not
-		// hang the whole package on it.
-		select {
-		case <-readerDone:
-		case <-time.After(5 * time.Second):
-			t.Log("pty reader still blocked after cleanup")
+		deadline := time.After(20 * time.Second)
+		for done := false; !done; {
+			_, _ = ptmx.Write([]byte("\n"))
+			select {
+			case <-readerDone:
+				done = true
+			case <-time.After(100 * time.Millisecond):
+			case <-deadline:
+				t.Error("pty readers still blocked 20s after the test")
+				done = true
+			}
 		}
 		ptmx.Close()
 	})
