@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -192,16 +190,7 @@ func printEvent(g *globals, format string, ev audit.Event) error {
 }
 
 func formatFields(m map[string]any) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s=%v", k, m[k]))
-	}
-	s := strings.Join(parts, " ")
+	s := joinKV(m, " ")
 	if len(s) > 120 {
 		s = s[:117] + "..."
 	}

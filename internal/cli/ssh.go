@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -202,17 +203,16 @@ func newLsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func formatLabels(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+func formatLabels(m map[string]string) string { return joinKV(m, ",") }
+
+// joinKV renders a map as sorted key=value pairs.
+func joinKV[V any](m map[string]V, sep string) string {
+	keys := slices.Sorted(maps.Keys(m))
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, k+"="+m[k])
+		parts = append(parts, fmt.Sprintf("%s=%v", k, m[k]))
 	}
-	return strings.Join(parts, ",")
+	return strings.Join(parts, sep)
 }
 
 func newSSHCmd(g *globals) *cobra.Command {
