@@ -231,6 +231,11 @@ func parseDecimal(s string, limit uint64) (uint64, error) {
 }
 
 func decodeB64(s string, minLen, maxLen int) ([]byte, error) {
+	// The decoder skips '\r' and '\n' even in strict mode; an encoded
+	// hash must have exactly one spelling, so refuse them here.
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("bad base64")
+	}
 	b, err := base64.RawStdEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return nil, errors.New("bad base64")
