@@ -141,6 +141,12 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 		writeJSON(w, st, Error{Message: msg, Length: oe.Have})
 		return
 	}
+	if errors.Is(err, context.Canceled) {
+		// The client went away (or the server is stopping): nothing to fix.
+		h.log.Debug("api request canceled", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, Error{Message: "request canceled"})
+		return
+	}
 	if st == http.StatusInternalServerError {
 		h.log.Error("api internal error", "err", err)
 		msg = "internal error (see the auth service log)"

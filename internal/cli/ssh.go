@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -134,7 +135,7 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 		}})
 	if err != nil {
 		pc.Close()
-		return nil, err
+		return nil, nodeError{err: err, id: n.ID, name: n.Name}
 	}
 	go func() {
 		_ = c.Wait()
@@ -142,6 +143,18 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 	}()
 	return c, nil
 }
+
+// nodeError names the node by its name rather than its id in messages,
+// keeping the error chain for errors.Is.
+type nodeError struct {
+	err      error
+	id, name string
+}
+
+func (e nodeError) Error() string {
+	return strings.ReplaceAll(e.err.Error(), e.id, "node "+strconv.Quote(e.name))
+}
+func (e nodeError) Unwrap() error { return e.err }
 
 // withSuggestion adds, to a denial, the roles the user could request.
 func (s *session) withSuggestion(ctx context.Context, err error, login, node string) error {

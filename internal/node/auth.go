@@ -96,7 +96,7 @@ func certRejectReason(cert *ssh.Certificate, login string, err error) string {
 	case strings.Contains(msg, "not yet valid"):
 		return "your certificate is not valid yet (check the clock)"
 	case strings.Contains(msg, "principal"):
-		return fmt.Sprintf("your certificate does not allow login %q", login)
+		return fmt.Sprintf("login %q is not allowed by your roles, so your certificate does not allow it (log in again if your roles changed)", login)
 	case strings.Contains(msg, "critical option"):
 		return "the certificate has an unsupported critical option"
 	default:

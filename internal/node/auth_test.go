@@ -66,7 +66,7 @@ func TestCertificateChecks(t *testing.T) {
 		{name: "not yet valid", id: certOpts{principals: []string{login}, validAfter: time.Now().Add(time.Hour)},
 			wantStderr: "not valid yet"},
 		{name: "wrong principal", id: certOpts{principals: []string{"someone-else"}},
-			wantStderr: `does not allow login "` + login + `"`},
+			wantStderr: `login "` + login + `" is not allowed by your roles`},
 		{name: "plain key", id: certOpts{}, wantStderr: "Permission denied"},
 		{name: "rsa-sha2-512 cert", id: certOpts{principals: []string{login}, key: rsaKey}, wantOK: true,
 			sshOpts: []string{"-o", "PubkeyAcceptedAlgorithms=rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-512"}},
