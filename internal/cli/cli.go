@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -194,6 +195,20 @@ func newVersionCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(g.io.Out, "warden", api.Version)
 			return nil
 		}}
+}
+
+// render writes items as json or yaml, or as a table with header and one
+// row per item.
+func render[T any](g *globals, format string, items []T, header string, row func(T) []string) error {
+	if done, err := printAs(g.io.Out, format, items); done {
+		return err
+	}
+	tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, strings.Join(row(it), "\t"))
+	}
+	return tw.Flush()
 }
 
 // printAs writes v as json or yaml; it reports false for the text format.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -84,19 +83,13 @@ func newLocksCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if done, err := printAs(g.io.Out, format, locks); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTARGET\tEXPIRES\tCREATED BY\tMESSAGE")
-			for _, l := range locks {
+			return render(g, format, locks, "ID\tTARGET\tEXPIRES\tCREATED BY\tMESSAGE", func(l *lock.Lock) []string {
 				exp := "never"
 				if !l.Expires.IsZero() {
 					exp = l.Expires.Local().Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.ID, l.Target.String(), exp, l.CreatedBy, l.Message)
-			}
-			return tw.Flush()
+				return []string{l.ID, l.Target.String(), exp, l.CreatedBy, l.Message}
+			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 	cmd.AddCommand(ls)

@@ -3,12 +3,14 @@ package cli
 import (
 	"fmt"
 	"io"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/warden-sh/warden/internal/asciicast"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/recording"
 )
 
 func newRecordingsCmd(g *globals) *cobra.Command {
@@ -30,12 +32,7 @@ func newRecordingsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if done, err := printAs(g.io.Out, format, list); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tUSER\tLOGIN\tNODE\tSTARTED\tBYTES\tSTATE")
-			for _, r := range list {
+			return render(g, format, list, "SESSION\tUSER\tLOGIN\tNODE\tSTARTED\tBYTES\tSTATE", func(r recording.Info) []string {
 				state := "recording"
 				switch {
 				case r.Complete && r.Interrupted:
@@ -43,10 +40,8 @@ func newRecordingsCmd(g *globals) *cobra.Command {
 				case r.Complete:
 					state = "complete"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.SessionID, r.User, r.Login, r.Node,
-					r.Start.Local().Format(time.DateTime), r.Length, state)
-			}
-			return tw.Flush()
+				return []string{r.SessionID, r.User, r.Login, r.Node, r.Start.Local().Format(time.DateTime), strconv.FormatInt(r.Length, 10), state}
+			})
 		}}
 	ls.Flags().StringVar(&user, "user", "", "only this user's sessions")
 	ls.Flags().StringVar(&node, "node", "", "only sessions on this node")
@@ -88,19 +83,13 @@ with warden play SESSION --from OFFSET.`,
 			if err != nil {
 				return err
 			}
-			if done, err := printAs(g.io.Out, format, res); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tOFFSET\tUSER\tNODE\tIN\tLINE")
-			for _, m := range res {
+			return render(g, format, res, "SESSION\tOFFSET\tUSER\tNODE\tIN\tLINE", func(m auth.RecordingMatch) []string {
 				where := "output"
 				if m.Type == "i" {
 					where = "typed"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.SessionID, m.Offset.Round(time.Millisecond), m.User, m.Node, where, m.Line)
-			}
-			return tw.Flush()
+				return []string{m.SessionID, m.Offset.Round(time.Millisecond).String(), m.User, m.Node, where, m.Line}
+			})
 		}}
 	search.Flags().IntVar(&limit, "limit", 100, "maximum number of hits")
 	search.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")

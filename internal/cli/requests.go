@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -109,16 +108,10 @@ func newRequestLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if done, err := printAs(g.io.Out, format, reqs); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tUSER\tROLES\tSTATE\tAPPROVALS\tCREATED\tREASON")
-			for _, r := range reqs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.ID, r.User, strings.Join(r.Roles, ","), r.State,
-					r.Approvals(), r.Thresholds.Approve, r.Created.Local().Format(time.DateTime), r.Reason)
-			}
-			return tw.Flush()
+			return render(g, format, reqs, "ID\tUSER\tROLES\tSTATE\tAPPROVALS\tCREATED\tREASON", func(r *access.Request) []string {
+				return []string{r.ID, r.User, strings.Join(r.Roles, ","), r.State,
+					fmt.Sprintf("%d/%d", r.Approvals(), r.Thresholds.Approve), r.Created.Local().Format(time.DateTime), r.Reason}
+			})
 		}}
 	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 	return cmd

@@ -1,12 +1,11 @@
 package cli
 
 import (
-	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/warden-sh/warden/internal/auth"
 )
 
 func newSessionsCmd(g *globals) *cobra.Command {
@@ -23,16 +22,9 @@ func newSessionsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if done, err := printAs(g.io.Out, format, sessions); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tUSER\tLOGIN\tNODE\tSTARTED\tPARTICIPANTS")
-			for _, s := range sessions {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.User, s.Login, s.Node,
-					s.Started.Local().Format(time.DateTime), strings.Join(s.Participants, ","))
-			}
-			return tw.Flush()
+			return render(g, format, sessions, "SESSION\tUSER\tLOGIN\tNODE\tSTARTED\tPARTICIPANTS", func(s auth.LiveSession) []string {
+				return []string{s.ID, s.User, s.Login, s.Node, s.Started.Local().Format(time.DateTime), strings.Join(s.Participants, ",")}
+			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 	cmd.AddCommand(ls)

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -201,15 +200,9 @@ func newLsCmd(g *globals) *cobra.Command {
 			if nodes == nil {
 				nodes = []auth.Node{}
 			}
-			if done, err := printAs(g.io.Out, format, nodes); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tID\tLABELS\tVERSION\tCONNECTED")
-			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.ID, formatLabels(n.Labels), n.Version, humanSince(n.Since))
-			}
-			return tw.Flush()
+			return render(g, format, nodes, "NODE\tID\tLABELS\tVERSION\tCONNECTED", func(n auth.Node) []string {
+				return []string{n.Name, n.ID, formatLabels(n.Labels), n.Version, humanSince(n.Since)}
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")

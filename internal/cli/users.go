@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/mdp/qrterminal/v3"
@@ -58,20 +57,14 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
-			if done, err := printAs(g.io.Out, format, users); done {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED")
-			for _, u := range users {
+			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED", func(u auth.UserInfo) []string {
 				status := u.Status
 				if u.Locked {
 					status += " (locked out)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
-					status, u.CreatedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+				return []string{u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
+					status, u.CreatedAt.Local().Format(time.DateTime)}
+			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 
