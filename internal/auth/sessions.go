@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/storage"
 )
 
 const (
@@ -76,7 +75,7 @@ func (s *Server) ListSessions(ctx context.Context, c Caller) ([]LiveSession, err
 		return nil, err
 	}
 	out, err := listJSON[LiveSession](ctx, s.b, prefixSessions)
-	if err != nil && err != storage.ErrNotFound {
+	if err != nil {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
