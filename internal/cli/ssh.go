@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/client/sshclient"
+	"github.com/warden-sh/warden/internal/proxy"
 )
 
 // session is the logged-in user's view of the cluster for one command.
@@ -125,8 +127,8 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 	}
 	c, err := sshclient.Dial(ctx, sshclient.Config{User: login, Addr: net.JoinHostPort(n.ID, "0"), Signer: signer, HostCAs: cas,
 		HostName: n.ID, Timeout: 15 * time.Second,
-		Dial: func(_ context.Context, network, addr string) (net.Conn, error) {
-			conn, err := pc.Dial(network, addr)
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			conn, err := s.dialNode(ctx, pc, n.ID)
 			if err != nil {
 				return nil, fmt.Errorf("through the proxy: %w", err)
 			}
@@ -141,6 +143,17 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 		pc.Close()
 	}()
 	return c, nil
+}
+
+// dialNode opens a connection to a node's SSH server through the proxy:
+// a data connection the proxy splices in the kernel when it offers them,
+// else a direct-tcpip channel on pc.
+func (s *session) dialNode(ctx context.Context, pc *ssh.Client, host string) (net.Conn, error) {
+	conn, err := proxy.DialData(ctx, pc, s.p.Proxy, host)
+	if errors.Is(err, proxy.ErrNoDataConns) {
+		return pc.Dial("tcp", net.JoinHostPort(host, "0"))
+	}
+	return conn, err
 }
 
 // nodeError names the node by its name rather than its id in messages,
@@ -403,7 +416,9 @@ func writeSSHConfig(g *globals, p *client.Profile, nodes []auth.Node, binary str
 		hosts = append(hosts, n.Name, n.ID)
 	}
 	fmt.Fprintf(w, "Host %s\n", strings.Join(uniqStrings(hosts), " "))
-	fmt.Fprintf(w, "    ProxyCommand %q --home %q proxy ssh %%r@%%h:%%p\n", binary, strings.TrimSuffix(home, "/"))
+	// With ProxyUseFdpass, `warden proxy ssh` hands ssh the connection to
+	// the proxy and exits: no process relays the session's bytes.
+	fmt.Fprintf(w, "    ProxyCommand %q --home %q proxy ssh --fdpass %%r@%%h:%%p\n    ProxyUseFdpass yes\n", binary, strings.TrimSuffix(home, "/"))
 	fmt.Fprintf(w, "    IdentityFile %q\n    CertificateFile %q\n    IdentitiesOnly yes\n", p.KeyPath(), p.CertPath())
 	fmt.Fprintf(w, "    UserKnownHostsFile %q\n    StrictHostKeyChecking yes\n    GlobalKnownHostsFile /dev/null\n", p.KnownHostsPath())
 	return nil
@@ -423,14 +438,21 @@ func uniqStrings(in []string) []string {
 
 func newProxyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "proxy", Short: "Connect other tools through the Warden proxy"}
+	var fdpass bool
 	sshCmd := &cobra.Command{
 		Use:   "ssh [LOGIN@]NODE[:PORT]",
-		Short: "Relay standard input/output to a node's SSH server (OpenSSH ProxyCommand)",
-		Long: `Relay standard input and output to a node's SSH server through the proxy, for
-use as an OpenSSH ProxyCommand (warden config ssh writes it for you). The SSH
-session stays end to end between your ssh client and the node.`,
-		Example: "  ssh -o ProxyCommand='warden proxy ssh %r@%h:%p' dev@web1",
-		Args:    cobra.ExactArgs(1),
+		Short: "Connect OpenSSH to a node's SSH server through the proxy (ProxyCommand)",
+		Long: `Connect to a node's SSH server through the proxy, for use as an OpenSSH
+ProxyCommand (warden config ssh writes it for you). The SSH session stays end
+to end between your ssh client and the node: the proxy checks your
+certificate, roles and locks, then joins your connection to the node's.
+
+By default this command relays standard input and output. With --fdpass (and
+"ProxyUseFdpass yes" in ssh_config) it passes the connection itself to ssh
+and exits, so no process copies the session's bytes.`,
+		Example: `  ssh -o ProxyCommand='warden proxy ssh %r@%h:%p' dev@web1
+  ssh -o ProxyUseFdpass=yes -o ProxyCommand='warden proxy ssh --fdpass %r@%h:%p' dev@web1`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target := args[0]
 			if _, rest, ok := strings.Cut(target, "@"); ok {
@@ -450,7 +472,15 @@ session stays end to end between your ssh client and the node.`,
 				return err
 			}
 			defer pc.Close()
-			conn, err := pc.Dial("tcp", net.JoinHostPort(host, "0"))
+			if fdpass {
+				conn, err := proxy.DialData(cmd.Context(), pc, s.p.Proxy, host)
+				if err != nil {
+					return fmt.Errorf("cannot reach %s through the proxy: %w", host, err)
+				}
+				defer conn.Close()
+				return passConn(g.io.Out, conn)
+			}
+			conn, err := s.dialNode(cmd.Context(), pc, host)
 			if err != nil {
 				return fmt.Errorf("cannot reach %s through the proxy: %w", host, err)
 			}
@@ -474,6 +504,40 @@ session stays end to end between your ssh client and the node.`,
 			return nil
 		},
 	}
+	sshCmd.Flags().BoolVar(&fdpass, "fdpass", false, "pass the connection to ssh over standard output (needs ProxyUseFdpass yes)")
 	cmd.AddCommand(sshCmd)
 	return cmd
+}
+
+// passConn sends conn's socket over out, which must be the Unix socket
+// OpenSSH gives a ProxyCommand under ProxyUseFdpass, as one byte with
+// SCM_RIGHTS (what OpenSSH's mm_receive_fd expects).
+func passConn(out io.Writer, conn net.Conn) error {
+	sc, ok := out.(interface{ SyscallConn() (syscall.RawConn, error) })
+	if !ok {
+		return errors.New("--fdpass needs standard output to be a socket (ProxyUseFdpass yes)")
+	}
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return errors.New("--fdpass needs a direct connection to the proxy")
+	}
+	f, err := tc.File()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sendErr error
+	if err := rc.Control(func(fd uintptr) {
+		sendErr = syscall.Sendmsg(int(fd), []byte{0}, syscall.UnixRights(int(f.Fd())), nil, 0)
+	}); err != nil {
+		return err
+	}
+	if sendErr != nil {
+		return fmt.Errorf("--fdpass: cannot pass the connection to ssh (is ProxyUseFdpass yes set?): %w", sendErr)
+	}
+	return nil
 }

@@ -37,6 +37,11 @@ type AgentConfig struct {
 	// MaxBackoff caps the reconnect delay (default 4s, so a restarted
 	// proxy sees its nodes back within seconds).
 	MaxBackoff time.Duration
+	// NoDialBack refuses the proxy's requests for data connections, so
+	// every session is carried on the tunnel itself (slower: the bytes are
+	// encrypted twice). For networks where the node may open only one
+	// connection to the proxy.
+	NoDialBack bool
 }
 
 // RunAgent keeps one authenticated reverse tunnel to the proxy until ctx
@@ -101,7 +106,6 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	defer sconn.Close()
-	go ssh.DiscardRequests(reqs)
 	if err := sendHeartbeat(sconn, cfg.Heartbeat()); err != nil {
 		return err
 	}
@@ -114,6 +118,27 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for req := range reqs {
+			if req.Type != RequestDialBack || cfg.NoDialBack {
+				_ = req.Reply(false, nil)
+				continue
+			}
+			var p DialBackPayload
+			if len(req.Payload) > 4096 || json.Unmarshal(req.Payload, &p) != nil || len(p.Ticket) != 2*ticketBytes {
+				_ = req.Reply(false, []byte("bad payload"))
+				continue
+			}
+			_ = req.Reply(true, nil)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				dialBack(connCtx, cfg, p)
+			}()
+		}
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -156,6 +181,32 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 	}
 	return errors.New("tunnel closed by the proxy")
 }
+
+// dialBack opens a data connection to the proxy for one user connection
+// and serves it. The proxy already authenticated the user; the node's SSH
+// server authenticates them again, end to end.
+func dialBack(ctx context.Context, cfg AgentConfig, p DialBackPayload) {
+	d := net.Dialer{Timeout: dialBackTimeout, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		cfg.Logger.Warn("cannot open a data connection to the proxy", "err", err)
+		return
+	}
+	if _, err := c.Write(preamble(dataKindNode, p.Ticket)); err != nil {
+		c.Close()
+		return
+	}
+	cfg.Handle(ctx, &dataConn{Conn: c, remote: parseAddr(p.ClientAddr)})
+}
+
+// dataConn is a node's data connection; its remote address is the user's,
+// as the proxy reported it.
+type dataConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *dataConn) RemoteAddr() net.Addr { return c.remote }
 
 func sendHeartbeat(c ssh.Conn, hb Heartbeat) error {
 	payload, err := json.Marshal(hb)

@@ -8,6 +8,9 @@ type Metrics struct {
 	Sessions     prometheus.Gauge
 	DialSeconds  prometheus.Histogram
 	AuthFailures prometheus.Counter
+	// DataConns counts node connections by how they were made: "direct"
+	// (the node dialed back, no re-encryption) or "tunnel".
+	DataConns *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -21,9 +24,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to open a connection to a node through its tunnel.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		AuthFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "warden_proxy_auth_failures_total",
 			Help: "SSH authentications refused by the proxy."}),
+		DataConns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_proxy_node_connections_total",
+			Help: "User connections to nodes, by path: direct (node dialed back) or tunnel (channel on the node's tunnel)."}, []string{"path"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Tunnels, m.Sessions, m.DialSeconds, m.AuthFailures)
+		reg.MustRegister(m.Tunnels, m.Sessions, m.DialSeconds, m.AuthFailures, m.DataConns)
 	}
 	return m
 }

@@ -11,13 +11,15 @@ import (
 )
 
 // Mux splits one listener by protocol: connections that start with the SSH
-// banner ("SSH-") go to SSH, everything else (TLS) to TLS. Both SSH clients
+// banner ("SSH-") go to SSH, data connections (DataMagic) to Data,
+// everything else (TLS) to TLS. Both SSH clients
 // and TLS clients speak first, so a short peek decides. Slow or silent
 // clients are dropped after PeekTimeout.
 type Mux struct {
 	ln          net.Listener
 	PeekTimeout time.Duration
 	ssh, tls    *chanListener
+	data        *chanListener
 	closeOnce   sync.Once
 }
 
@@ -26,11 +28,15 @@ func NewMux(ln net.Listener) *Mux {
 	m := &Mux{ln: ln, PeekTimeout: 10 * time.Second}
 	m.ssh = newChanListener(ln.Addr())
 	m.tls = newChanListener(ln.Addr())
+	m.data = newChanListener(ln.Addr())
 	return m
 }
 
 // SSH returns the listener receiving SSH connections.
 func (m *Mux) SSH() net.Listener { return m.ssh }
+
+// Data returns the listener receiving data connections (see ServeData).
+func (m *Mux) Data() net.Listener { return m.data }
 
 // TLS returns the listener receiving all other connections.
 func (m *Mux) TLS() net.Listener { return m.tls }
@@ -60,9 +66,12 @@ func (m *Mux) route(c net.Conn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	pc := &peekedConn{Conn: c, r: br}
-	if string(head) == "SSH-" {
+	switch string(head) {
+	case "SSH-":
 		m.ssh.deliver(pc)
-	} else {
+	case DataMagic:
+		m.data.deliver(pc)
+	default:
 		m.tls.deliver(pc)
 	}
 }
@@ -74,6 +83,7 @@ func (m *Mux) Close() error {
 		err = m.ln.Close()
 		m.ssh.Close()
 		m.tls.Close()
+		m.data.Close()
 	})
 	return err
 }

@@ -84,6 +84,7 @@ type Server struct {
 	closed   bool
 	wg       sync.WaitGroup
 	shutdown chan struct{}
+	data     dataState
 }
 
 type identityKey struct{}
@@ -121,7 +122,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "proxy"), reg: newRegistry(cfg.Metrics),
-		unauth: make(chan struct{}, cfg.MaxUnauthenticated), conns: map[net.Conn]struct{}{}, shutdown: make(chan struct{})}
+		unauth: make(chan struct{}, cfg.MaxUnauthenticated), conns: map[net.Conn]struct{}{}, shutdown: make(chan struct{}),
+		data: dataState{pending: map[string]*pendingDialBack{}, users: map[string]*userTicket{}}}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback:       s.authenticate,
 		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -22,8 +23,11 @@ type Heartbeat struct {
 
 type tunnel struct {
 	conn ssh.Conn
-	mu   sync.RWMutex
-	node auth.Node
+	// noDialBack is set once the node failed to dial back a data
+	// connection; its sessions then use channels on the tunnel.
+	noDialBack atomic.Bool
+	mu         sync.RWMutex
+	node       auth.Node
 }
 
 func (t *tunnel) snapshot() auth.Node {

@@ -2,9 +2,8 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,109 +28,130 @@ type directTCPIP struct {
 	OriginPort uint32
 }
 
+// userConn is what the proxy knows of an authenticated user connection.
+type userConn struct {
+	caller   auth.Caller
+	requests []string
+	// deadline is when the certificate expires (zero: never).
+	deadline time.Time
+}
+
 func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	id := sconn.Permissions.ExtraData[identityKey{}].(*ca.CertIdentity)
 	cert := sconn.Permissions.ExtraData[certKey{}].(*ssh.Certificate)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go ssh.DiscardRequests(reqs)
+	u := &userConn{caller: auth.Caller{Kind: auth.KindUser, User: id.Username, Roles: id.Roles, Traits: id.Traits},
+		requests: id.RequestIDs}
 	// The proxy connection does not outlive the certificate. The grace
 	// period lets the node end its sessions first, with a message the user
 	// sees, rather than the jump connection vanishing silently.
 	if cert.ValidBefore != ssh.CertTimeInfinity {
-		left := time.Unix(int64(cert.ValidBefore), 0).Sub(s.cfg.Now()) + expiryGrace
-		timer := time.AfterFunc(left, func() { sconn.Close() })
+		u.deadline = time.Unix(int64(cert.ValidBefore), 0)
+		timer := time.AfterFunc(u.deadline.Sub(s.cfg.Now())+expiryGrace, func() { sconn.Close() })
 		defer timer.Stop()
 	}
-	caller := auth.Caller{Kind: auth.KindUser, User: id.Username, Roles: id.Roles, Traits: id.Traits}
-	requests := id.RequestIDs
 	sem := make(chan struct{}, s.cfg.MaxChannelsPerConn)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// acquire bounds concurrent forwards and dial requests per connection.
+	acquire := func() bool {
+		select {
+		case sem <- struct{}{}:
+			wg.Add(1)
+			return true
+		default:
+			return false
+		}
+	}
+	release := func() { <-sem; wg.Done() }
+	busy := fmt.Sprintf("too many concurrent connections (max %d)", s.cfg.MaxChannelsPerConn)
+	go func() {
+		for req := range reqs {
+			if req.Type != RequestDial {
+				if req.WantReply {
+					_ = req.Reply(false, nil)
+				}
+				continue
+			}
+			if !acquire() {
+				_ = req.Reply(false, []byte(busy))
+				continue
+			}
+			go func() {
+				defer release()
+				s.serveDialRequest(ctx, sconn, u, req)
+			}()
+		}
+	}()
 	for nc := range chans {
 		if nc.ChannelType() != "direct-tcpip" {
 			_ = nc.Reject(ssh.Prohibited, "this is the Warden proxy, not a shell: reach nodes through it with `warden ssh`, "+
 				"`ssh -J`, or the ProxyCommand from `warden config ssh`")
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("too many concurrent connections (max %d)", s.cfg.MaxChannelsPerConn))
+		if !acquire() {
+			_ = nc.Reject(ssh.ResourceShortage, busy)
 			continue
 		}
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			s.forward(ctx, sconn, caller, requests, nc)
+			defer release()
+			s.forward(ctx, sconn, u, nc)
 		}()
 	}
 }
 
-// forward connects one direct-tcpip channel to a node through its tunnel.
-func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, caller auth.Caller, requests []string, nc ssh.NewChannel) {
+// route resolves a target for a user and checks locks: the node and its
+// tunnel, or an error for the user.
+func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *tunnel, error) {
+	target, err := ParseTarget(host)
+	if err != nil {
+		return nil, nil, err
+	}
+	node, err := s.resolve(ctx, u.caller, target)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A locked user (role, request, node) does not even reach the node.
+	if err := s.cfg.Directory.CheckLock(lock.Subject{User: u.caller.User, Roles: u.caller.Roles, Requests: u.requests,
+		Node: node.Name, NodeID: node.ID}); err != nil {
+		return nil, nil, errors.New(strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": "))
+	}
+	t := s.reg.get(node.ID)
+	if t == nil {
+		return nil, nil, fmt.Errorf("node %q is not connected to this proxy", node.Name)
+	}
+	return node, t, nil
+}
+
+// forward connects one direct-tcpip channel to a node.
+func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn, nc ssh.NewChannel) {
 	var req directTCPIP
 	if err := ssh.Unmarshal(nc.ExtraData(), &req); err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, "malformed direct-tcpip request")
 		return
 	}
-	target, err := ParseTarget(req.Host)
-	if err != nil {
-		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
-		return
-	}
 	start := time.Now()
-	node, err := s.resolve(ctx, caller, target)
+	node, t, err := s.route(ctx, u, req.Host)
 	if err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
 		return
 	}
-	// A locked user (role, request, node) does not even reach the node.
-	if err := s.cfg.Directory.CheckLock(lock.Subject{User: caller.User, Roles: caller.Roles, Requests: requests,
-		Node: node.Name, NodeID: node.ID}); err != nil {
-		_ = nc.Reject(ssh.Prohibited, strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": "))
-		return
-	}
-	t := s.reg.get(node.ID)
-	if t == nil {
-		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("node %q is not connected to this proxy", node.Name))
-		return
-	}
-	payload, _ := json.Marshal(NodeConnPayload{ClientAddr: sconn.RemoteAddr().String(), User: caller.User})
-	nodeCh, nodeReqs, err := t.conn.OpenChannel(ChannelNodeConn, payload)
+	nodeConn, err := s.dialNode(ctx, t, sconn.RemoteAddr().String(), u.caller.User)
 	if err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("node %q did not accept the connection: %v", node.Name, err))
 		return
 	}
-	go ssh.DiscardRequests(nodeReqs)
 	userCh, userReqs, err := nc.Accept()
 	if err != nil {
-		nodeCh.Close()
+		nodeConn.Close()
 		return
 	}
 	go ssh.DiscardRequests(userReqs)
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
 	s.cfg.Metrics.Sessions.Inc()
 	defer s.cfg.Metrics.Sessions.Dec()
-	pipe(userCh, nodeCh)
-}
-
-// pipe copies both ways, half-closing as each side finishes.
-func pipe(a, b ssh.Channel) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src ssh.Channel) {
-		defer wg.Done()
-		buf := make([]byte, 64<<10)
-		_, _ = io.CopyBuffer(dst, src, buf)
-		_ = dst.CloseWrite()
-	}
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
+	relay(userCh, nodeConn)
 }
 
 // resolve finds the one node, among those the caller may access, that the

@@ -35,3 +35,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	_ = c.rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpQuickAck, 1) })
 	return c.TCPConn.Read(p)
 }
+
+// Unwrap returns the TCP connection, for callers that hand the socket to
+// the kernel (splice) and need no more reads of their own.
+func (c *conn) Unwrap() net.Conn { return c.TCPConn }

@@ -105,6 +105,11 @@ type NodeConfig struct {
 	CAPin string `yaml:"ca_pin"`
 	// Insecure skips CA pinning on join (tests only).
 	Insecure bool `yaml:"insecure"`
+	// TunnelOnly carries every session inside the reverse tunnel instead of
+	// a separate data connection per session that the node dials out to
+	// the proxy. Slower (session bytes are encrypted twice); for networks
+	// that allow the node only one connection to the proxy.
+	TunnelOnly bool `yaml:"tunnel_only"`
 }
 
 // Defaults.

@@ -182,6 +182,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 			Heartbeat:         func() proxy.Heartbeat { return proxy.Heartbeat{Labels: a.labels(), Version: api.Version} },
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			Handle:            a.srv.HandleConn,
+			NoDialBack:        cfg.TunnelOnly,
 			OnState:           a.tunnelUp.Store,
 			Logger:            a.log,
 		})

@@ -166,7 +166,13 @@ func (p *Process) startAuth(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return p.base },
 	}
-	p.wg.Add(3)
+	p.wg.Add(4)
+	go func() {
+		defer p.wg.Done()
+		if err := p.proxy.ServeData(p.mux.Data()); err != nil {
+			p.errc <- fmt.Errorf("proxy data connections: %w", err)
+		}
+	}()
 	go func() {
 		defer p.wg.Done()
 		if err := p.http.ServeTLS(p.mux.TLS(), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
