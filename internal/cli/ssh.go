@@ -513,7 +513,9 @@ and exits, so no process copies the session's bytes.`,
 // OpenSSH gives a ProxyCommand under ProxyUseFdpass, as one byte with
 // SCM_RIGHTS (what OpenSSH's mm_receive_fd expects).
 func passConn(out io.Writer, conn net.Conn) error {
-	sc, ok := out.(interface{ SyscallConn() (syscall.RawConn, error) })
+	sc, ok := out.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
 	if !ok {
 		return errors.New("--fdpass needs standard output to be a socket (ProxyUseFdpass yes)")
 	}
