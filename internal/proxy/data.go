@@ -375,7 +375,13 @@ func relay(user io.ReadWriteCloser, node net.Conn) {
 			_, err = dst.Write(pending)
 		}
 		if err == nil {
-			_, _ = io.Copy(dst, src)
+			if _, isConn := dst.(net.Conn); isConn {
+				_, _ = io.Copy(dst, src)
+			} else {
+				// Into an SSH channel (ssh -J): large reads make full-size
+				// packets and fewer system calls.
+				_, _ = io.CopyBuffer(dst, readerOnly{src}, make([]byte, 256<<10))
+			}
 		}
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
