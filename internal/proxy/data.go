@@ -109,7 +109,7 @@ func parsePreamble(b []byte) (kind byte, ticket string, err error) {
 		return 0, "", errors.New("unknown data connection kind")
 	}
 	ticket = string(b[len(DataMagic)+1 : len(b)-1])
-	if _, err := hex.DecodeString(ticket); err != nil {
+	if raw, err := hex.DecodeString(ticket); err != nil || hex.EncodeToString(raw) != ticket {
 		return 0, "", errors.New("malformed ticket")
 	}
 	return kind, ticket, nil
@@ -186,11 +186,23 @@ func (s *Server) handleData(c net.Conn) {
 			s.untrack(c)
 			return
 		}
-		// The connection now belongs to the forward that asked for it; it is
-		// still tracked so Close ends it.
+		// The connection now belongs to the forward that asked for it, which
+		// closes it; Close reaches it through the user's side.
+		s.forget(c)
 		p.ch <- c
 	case dataKindUser:
 		s.redeemUserTicket(c, ticket)
+	}
+}
+
+// closeTickets closes the node connections of unredeemed user tickets.
+func (s *Server) closeTickets() {
+	s.data.mu.Lock()
+	defer s.data.mu.Unlock()
+	for k, ut := range s.data.users {
+		ut.timer.Stop()
+		ut.node.Close()
+		delete(s.data.users, k)
 	}
 }
 
@@ -213,6 +225,9 @@ func (s *Server) dialNode(ctx context.Context, t *tunnel, clientAddr, user strin
 		if err == nil {
 			s.cfg.Metrics.DataConns.WithLabelValues("direct").Inc()
 			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
 		t.noDialBack.Store(true)
 		s.log.Info("node did not dial back; using its tunnel for sessions", "node", t.node.Name, "err", err)
@@ -260,7 +275,7 @@ func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user strin
 		if err == nil || ctx.Err() == nil {
 			return c, nil
 		}
-		s.untrack(c)
+		c.Close()
 	}
 	return nil, err
 }

@@ -249,10 +249,15 @@ func (s *Server) track(c net.Conn) bool {
 }
 
 func (s *Server) untrack(c net.Conn) {
+	s.forget(c)
+	c.Close()
+}
+
+// forget stops tracking c without closing it.
+func (s *Server) forget(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	c.Close()
 }
 
 // Close ends all connections and waits for their handlers.
@@ -268,6 +273,7 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.mu.Unlock()
+	s.closeTickets()
 	s.wg.Wait()
 	return nil
 }
