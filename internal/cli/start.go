@@ -73,6 +73,9 @@ A YAML file (--config) can hold the same settings; flags override it:
 			if f.Changed("insecure") {
 				c.Node.Insecure = cfg.Node.Insecure
 			}
+			if f.Changed("tunnel-only") {
+				c.Node.TunnelOnly = cfg.Node.TunnelOnly
+			}
 			if labels != "" {
 				m, err := parseLabels(labels)
 				if err != nil {
@@ -114,6 +117,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("token", "", "join token (node only, first start)")
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
 	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
+	f.BoolVar(&cfg.Node.TunnelOnly, "tunnel-only", false, "carry sessions inside the node's one tunnel instead of a connection per session dialed out to the proxy (slower; node only)")
 	return cmd
 }
 
