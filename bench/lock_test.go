@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os"
+	"runtime/pprof"
+	"runtime/trace"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +22,52 @@ import (
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/service"
 )
+
+// startProfile starts a CPU profile into path (nothing if path is empty)
+// and returns its stop function.
+func startProfile(b *testing.B, path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if strings.HasSuffix(path, ".trace") {
+		if err := trace.Start(f); err != nil {
+			b.Fatal(err)
+		}
+		return func() {
+			trace.Stop()
+			f.Close()
+		}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// cpuTimes reads the machine's busy and total CPU time (clock ticks) from
+// /proc/stat.
+func cpuTimes() (busy, total uint64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseUint(f, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
 
 // BenchmarkLockFanout measures issue 5's targets: with many real node agents
 // connected to one proxy and a matching live session on each, the time from
@@ -120,6 +171,10 @@ func BenchmarkLockFanout(b *testing.B) {
 	}
 	b.Logf("%d live sessions, one per node", n)
 
+	// WARDEN_BENCH_LOCK_PROFILE=FILE writes a CPU profile of the fan-out
+	// alone (lock to the last session's end).
+	stopProfile := startProfile(b, os.Getenv("WARDEN_BENCH_LOCK_PROFILE"))
+	busyBefore, totalBefore := cpuTimes()
 	t0 := time.Now()
 	if _, err := c.Admin.CreateLock(ctx, auth.CreateLockRequest{Target: lock.Target{User: "locked"}, Message: "bench"}); err != nil {
 		b.Fatal(err)
@@ -131,6 +186,12 @@ func BenchmarkLockFanout(b *testing.B) {
 		case <-timeout:
 			b.Fatalf("sessions still alive 60s after the lock")
 		}
+	}
+	stopProfile()
+	// How busy the machine was during the fan-out: every node agent, the
+	// clients and the sessions' processes share its cores.
+	if busy, total := cpuTimes(); total > totalBefore {
+		b.Logf("CPU busy during the fan-out: %.0f%% of all cores", 100*float64(busy-busyBefore)/float64(total-totalBefore))
 	}
 	lat := make([]float64, n)
 	for i, e := range ended {

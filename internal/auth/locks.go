@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
@@ -23,8 +24,29 @@ const (
 
 // lockCache mirrors the stored locks into a lock.Set.
 type lockCache struct {
-	feed *feed
-	set  *lock.Set
+	feed  *feed
+	set   *lock.Set
+	mu    sync.Mutex
+	hooks []func()
+}
+
+// changed tells the hooks that locks changed.
+func (c *lockCache) changed() {
+	c.mu.Lock()
+	hooks := c.hooks
+	c.mu.Unlock()
+	for _, h := range hooks {
+		h()
+	}
+}
+
+// OnLocksChanged registers f, called (it must not block) whenever the lock
+// set changes: a lock created here or by another auth server, or removed.
+// The proxy uses it to cut live connections that a new lock matches.
+func (s *Server) OnLocksChanged(f func()) {
+	s.locks.mu.Lock()
+	defer s.locks.mu.Unlock()
+	s.locks.hooks = append(s.locks.hooks, f)
 }
 
 func newLockCache(s *Server) *lockCache {
@@ -39,6 +61,7 @@ func newLockCache(s *Server) *lockCache {
 				}
 			}
 			c.set.Replace(locks)
+			c.changed()
 		},
 		apply: func(ev storage.Event) {
 			if ev.Type == storage.EventDelete {
@@ -48,6 +71,7 @@ func newLockCache(s *Server) *lockCache {
 			var l lock.Lock
 			if json.Unmarshal(ev.Item.Value, &l) == nil {
 				c.set.Put(&l)
+				c.changed()
 			}
 		}}
 	return c
@@ -103,6 +127,7 @@ func (s *Server) CreateLock(ctx context.Context, c Caller, req CreateLockRequest
 	// Apply locally at once: the next call on this auth server sees it,
 	// without waiting for the watch.
 	s.locks.set.Put(l)
+	s.locks.changed()
 	res := &CreateLockResult{Lock: l}
 	if w := s.unknownTargetWarning(ctx, l.Target); w != "" {
 		res.Warnings = append(res.Warnings, w)

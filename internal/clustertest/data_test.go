@@ -28,6 +28,13 @@ import (
 // nodeConnMetric reads warden_proxy_node_connections_total{path=...}.
 func nodeConnMetric(t *testing.T, c *Cluster, path string) int {
 	t.Helper()
+	return metricValue(t, c, `warden_proxy_node_connections_total{path="`+path+`"}`)
+}
+
+// metricValue reads one integer sample from the proxy's /metrics (0 when
+// absent).
+func metricValue(t *testing.T, c *Cluster, series string) int {
+	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
 	resp, err := hc.Get("https://" + c.ProxyAddr() + "/metrics")
 	if err != nil {
@@ -35,7 +42,7 @@ func nodeConnMetric(t *testing.T, c *Cluster, path string) int {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`warden_proxy_node_connections_total\{path="` + path + `"\} (\d+)`).FindSubmatch(body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\d+)$`).FindSubmatch(body)
 	if m == nil {
 		return 0
 	}

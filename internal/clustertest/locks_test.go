@@ -264,3 +264,62 @@ spec:
 		t.Fatalf("best_effort session did not survive: %s", r)
 	}
 }
+
+// TestProxyCutsLockedConnections: the proxy also ends relayed connections
+// that a new lock matches, once its grace period passes, so a session ends
+// even when its node is slow to act. With no grace the proxy acts first
+// (the node learns the lock over its watch; a retry covers the rare case
+// where the node wins the race).
+func TestProxyCutsLockedConnections(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NodeName: "cut1", Proxy: service.ProxyConfig{LockGrace: -1}})
+	u := c.AddUser("mallory", []string{"access"}, []string{osLogin})
+	home := c.Login(u)
+	cfg := c.SSHConfig(home)
+	jcfg := jumpConfig(t, c, home)
+	admin := t.TempDir()
+	for _, path := range []struct {
+		name string
+		args []string
+	}{
+		{"data connection", sshArgs(cfg, osLogin+"@cut1", "echo started; sleep 120")},
+		{"ssh -J", sshArgs(jcfg, "-J", "wjump", osLogin+"@cut1", "echo started; sleep 120")},
+	} {
+		t.Run(path.name, func(t *testing.T) {
+			for attempt := 1; ; attempt++ {
+				before := metricValue(t, c, "warden_proxy_lock_disconnects_total")
+				wait, arm := liveSession(t, path.args)
+				arm()
+				id := lockID(t, c.Warden(admin, nil, "lock", "--user", "mallory", "--message", "cut"))
+				r, took := wait()
+				if r.Code == 0 {
+					t.Fatalf("locked session ended cleanly: %s", r)
+				}
+				if r := c.Warden(admin, nil, "unlock", id); r.Code != 0 {
+					t.Fatalf("unlock: %s", r)
+				}
+				if metricValue(t, c, "warden_proxy_lock_disconnects_total") > before {
+					t.Logf("the proxy cut the session %s after the lock", took.Round(time.Millisecond))
+					break
+				}
+				if attempt == 3 {
+					t.Fatal("the proxy never cut a locked connection")
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+	// The cut is audited with its reason.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := c.Warden(admin, nil, "audit", "search", "--type", "proxy.disconnect", "--user", "mallory", "-o", "json", "--data-dir", c.DataDir)
+		if r.Code == 0 && strings.Contains(r.Stdout, `"reason":"locked"`) && strings.Contains(r.Stdout, "cut") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no proxy.disconnect event: %s", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

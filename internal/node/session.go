@@ -36,6 +36,12 @@ type session struct {
 	agent   *agentForward
 	rec     *sessionRecording // nil: not recorded
 	started bool
+
+	// eofMu orders notices (which may come from another goroutine, e.g. a
+	// lock) with the end of output: x/crypto/ssh channels do not allow a
+	// Write concurrent with CloseWrite.
+	eofMu   sync.Mutex
+	eofSent bool
 }
 
 func newSession(c *conn, ch ssh.Channel) *session {
@@ -75,6 +81,11 @@ func (s *session) event(name string) audit.Event {
 
 // notify writes a message to the client's stderr.
 func (s *session) notify(msg string) {
+	s.eofMu.Lock()
+	defer s.eofMu.Unlock()
+	if s.eofSent {
+		return
+	}
 	_, _ = s.ch.Stderr().Write([]byte("\r\nwarden: " + msg + "\r\n"))
 }
 
@@ -206,8 +217,11 @@ func (s *session) refuseLocked(msg string) (bool, func(context.Context)) {
 	s.started = true
 	s.log().Info("request refused", slog.String("reason", msg))
 	return true, func(context.Context) {
+		s.eofMu.Lock()
 		_, _ = s.ch.Stderr().Write([]byte("warden: " + msg + "\n"))
+		s.eofSent = true
 		_ = s.ch.CloseWrite()
+		s.eofMu.Unlock()
 		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: 1}))
 		_ = s.ch.Close()
 	}
@@ -381,7 +395,10 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 // It returns the exit code.
 func (s *session) finish(ps *os.ProcessState) int {
 	code, sig, core := exitInfo(ps)
+	s.eofMu.Lock()
+	s.eofSent = true
 	_ = s.ch.CloseWrite()
+	s.eofMu.Unlock()
 	if sig != 0 {
 		_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{Signal: signalName(sig), CoreDumped: core}))
 	} else {

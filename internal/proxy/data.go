@@ -125,6 +125,9 @@ type pendingDialBack struct {
 type userTicket struct {
 	remote netip.Addr
 	node   net.Conn
+	// relay describes the connection for lock checks; its cut is set on
+	// redemption.
+	relay *liveRelay
 	timer  *time.Timer
 	// deadline is when the user's certificate expires (zero: never).
 	deadline time.Time
@@ -306,7 +309,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 	}
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
 	ticket := newTicket()
-	ut := &userTicket{remote: remote, node: nc, deadline: u.deadline}
+	ut := &userTicket{remote: remote, node: nc, deadline: u.deadline, relay: newRelay(u, node, sconn.RemoteAddr().String(), nil)}
 	s.data.mu.Lock()
 	if len(s.data.users) >= maxUserTickets {
 		s.data.mu.Unlock()
@@ -369,6 +372,11 @@ func (s *Server) redeemUserTicket(c net.Conn, ticket string) {
 	}
 	s.cfg.Metrics.Sessions.Inc()
 	defer s.cfg.Metrics.Sessions.Dec()
+	ut.relay.cut = func() {
+		c.Close()
+		ut.node.Close()
+	}
+	defer s.addRelay(ut.relay)()
 	relay(c, ut.node)
 }
 

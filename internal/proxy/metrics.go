@@ -11,6 +11,9 @@ type Metrics struct {
 	// DataConns counts node connections by how they were made: "direct"
 	// (the node dialed back, no re-encryption) or "tunnel".
 	DataConns *prometheus.CounterVec
+	// LockCuts counts relayed connections the proxy cut because a lock
+	// matched them.
+	LockCuts prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -26,9 +29,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "SSH authentications refused by the proxy."}),
 		DataConns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_proxy_node_connections_total",
 			Help: "User connections to nodes, by path: direct (node dialed back) or tunnel (channel on the node's tunnel)."}, []string{"path"}),
+		LockCuts: prometheus.NewCounter(prometheus.CounterOpts{Name: "warden_proxy_lock_disconnects_total",
+			Help: "Relayed connections the proxy cut because a new lock matched them (their node had not ended them within the lock grace)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Tunnels, m.Sessions, m.DialSeconds, m.AuthFailures, m.DataConns)
+		reg.MustRegister(m.Tunnels, m.Sessions, m.DialSeconds, m.AuthFailures, m.DataConns, m.LockCuts)
 	}
 	return m
 }

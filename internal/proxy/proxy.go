@@ -70,6 +70,10 @@ type Config struct {
 	// MaxChannelsPerConn bounds concurrent forwarded connections per user
 	// connection (default 64).
 	MaxChannelsPerConn int
+	// LockGrace is how long a node has to end a newly locked session (with
+	// the lock message) before the proxy cuts it (default
+	// DefaultLockGrace; negative: at once).
+	LockGrace time.Duration
 }
 
 // Server is the proxy's SSH side.
@@ -85,6 +89,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	shutdown chan struct{}
 	data     dataState
+	relays   relaySet
 }
 
 type identityKey struct{}
@@ -115,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxUnauthenticated <= 0 {
 		cfg.MaxUnauthenticated = 512
 	}
+	if cfg.LockGrace == 0 {
+		cfg.LockGrace = DefaultLockGrace
+	}
 	if cfg.MaxChannelsPerConn <= 0 {
 		cfg.MaxChannelsPerConn = 64
 	}
@@ -123,7 +131,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "proxy"), reg: newRegistry(cfg.Metrics),
 		unauth: make(chan struct{}, cfg.MaxUnauthenticated), conns: map[net.Conn]struct{}{}, shutdown: make(chan struct{}),
-		data: dataState{pending: map[string]*pendingDialBack{}, users: map[string]*userTicket{}}}
+		data:   dataState{pending: map[string]*pendingDialBack{}, users: map[string]*userTicket{}},
+		relays: relaySet{m: map[*liveRelay]struct{}{}}}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback:       s.authenticate,
 		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,

@@ -151,6 +151,11 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
 	s.cfg.Metrics.Sessions.Inc()
 	defer s.cfg.Metrics.Sessions.Dec()
+	r := newRelay(u, node, sconn.RemoteAddr().String(), func() {
+		userCh.Close()
+		nodeConn.Close()
+	})
+	defer s.addRelay(r)()
 	relay(userCh, nodeConn)
 }
 

@@ -83,6 +83,10 @@ type ProxyConfig struct {
 	// MaxUnauthenticated bounds connections still in their handshake
 	// (default 512).
 	MaxUnauthenticated int `yaml:"max_unauthenticated"`
+	// LockGrace is how long the proxy lets a node end a newly locked
+	// session itself (the user then sees the lock's message) before the
+	// proxy cuts the connection (default 250ms; negative: at once).
+	LockGrace time.Duration `yaml:"lock_grace"`
 }
 
 // NodeConfig configures the node agent.

@@ -64,11 +64,14 @@ func (p *Process) startProxy(public string) error {
 
 		HandshakeTimeout:   p.cfg.Proxy.HandshakeTimeout,
 		MaxUnauthenticated: p.cfg.Proxy.MaxUnauthenticated,
+		LockGrace:          p.cfg.Proxy.LockGrace,
 	})
 	if err != nil {
 		return err
 	}
 	p.proxy = srv
+	// Live connections a new lock matches end at the proxy too.
+	p.auth.OnLocksChanged(srv.ReverifyLocks)
 	p.auth.SetInventory(srv.Registry())
 	p.mux = proxy.NewMux(p.proxyLn)
 	if p.cfg.Proxy.HandshakeTimeout > 0 {

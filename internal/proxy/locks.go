@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
+)
+
+// DefaultLockGrace is how long the proxy lets a node end a newly locked
+// session itself, so that the user sees the lock's message, before the
+// proxy cuts the connection. Nodes normally act within tens of
+// milliseconds; the proxy's cut bounds the time when a node is slow,
+// overloaded or cut off from auth.
+const DefaultLockGrace = 250 * time.Millisecond
+
+// EventProxyDisconnect is audited when the proxy cuts a relayed connection.
+const EventProxyDisconnect = "proxy.disconnect"
+
+// liveRelay is a user connection the proxy is relaying to a node.
+type liveRelay struct {
+	sub    lock.Subject
+	user   string
+	node   string
+	remote string
+	cut    func()
+	// cutting is set once a cut is scheduled.
+	cutting atomic.Bool
+}
+
+type relaySet struct {
+	mu sync.Mutex
+	m  map[*liveRelay]struct{}
+}
+
+// addRelay tracks r until the returned function is called. A lock that
+// arrived since the connection was checked cuts it at once.
+func (s *Server) addRelay(r *liveRelay) func() {
+	s.relays.mu.Lock()
+	s.relays.m[r] = struct{}{}
+	s.relays.mu.Unlock()
+	if s.cfg.Directory.CheckLock(r.sub) != nil {
+		r.cutting.Store(true)
+		r.cut()
+	}
+	return func() {
+		s.relays.mu.Lock()
+		delete(s.relays.m, r)
+		s.relays.mu.Unlock()
+	}
+}
+
+// newRelay describes a user's connection to node for lock checks.
+func newRelay(u *userConn, node *auth.Node, remote string, cut func()) *liveRelay {
+	return &liveRelay{sub: lock.Subject{User: u.caller.User, Roles: u.caller.Roles, Requests: u.requests,
+		Node: node.Name, NodeID: node.ID}, user: u.caller.User, node: node.Name, remote: remote, cut: cut}
+}
+
+// ReverifyLocks re-checks every relayed connection against the current
+// locks; those a lock now matches are cut after the lock grace period
+// unless their node ended them first. It does not block: call it whenever
+// locks change.
+func (s *Server) ReverifyLocks() {
+	s.relays.mu.Lock()
+	var matched []*liveRelay
+	for r := range s.relays.m {
+		if r.cutting.Load() {
+			continue
+		}
+		if s.cfg.Directory.CheckLock(r.sub) != nil && r.cutting.CompareAndSwap(false, true) {
+			matched = append(matched, r)
+		}
+	}
+	s.relays.mu.Unlock()
+	if len(matched) == 0 {
+		return
+	}
+	cut := func() {
+		var events []audit.Event
+		for _, r := range matched {
+			s.relays.mu.Lock()
+			_, live := s.relays.m[r]
+			s.relays.mu.Unlock()
+			if !live {
+				continue // the node ended it first
+			}
+			// The lock may have been removed during the grace period.
+			err := s.cfg.Directory.CheckLock(r.sub)
+			if err == nil {
+				r.cutting.Store(false)
+				continue
+			}
+			r.cut()
+			s.cfg.Metrics.LockCuts.Inc()
+			events = append(events, audit.Event{Event: EventProxyDisconnect, User: r.user, Node: r.node,
+				RemoteAddr: r.remote, Success: true, Error: strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": "),
+				Fields: map[string]any{"reason": "locked"}})
+		}
+		// Audit after the cuts, off the critical path.
+		if b, ok := s.cfg.Audit.(interface {
+			EmitBatch(context.Context, []audit.Event) error
+		}); ok && len(events) > 0 {
+			if err := b.EmitBatch(context.Background(), events); err != nil {
+				s.log.Error("audit emit failed", "event", EventProxyDisconnect, "err", err)
+			}
+			return
+		}
+		for _, ev := range events {
+			s.audit(context.Background(), ev)
+		}
+	}
+	if s.cfg.LockGrace < 0 {
+		go cut()
+		return
+	}
+	time.AfterFunc(s.cfg.LockGrace, cut)
+}
