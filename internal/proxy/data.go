@@ -128,7 +128,7 @@ type userTicket struct {
 	// relay describes the connection for lock checks; its cut is set on
 	// redemption.
 	relay *liveRelay
-	timer  *time.Timer
+	timer *time.Timer
 	// deadline is when the user's certificate expires (zero: never).
 	deadline time.Time
 	done     func()
