@@ -58,6 +58,27 @@ type Emitter interface {
 	Emit(ctx context.Context, ev Event) error
 }
 
+// BatchEmitter stores several events in one transaction: all or none.
+type BatchEmitter interface {
+	EmitBatch(ctx context.Context, evs []Event) error
+}
+
+// EmitAll emits evs in one batch when e supports it, else one by one.
+func EmitAll(ctx context.Context, e Emitter, evs []Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if b, ok := e.(BatchEmitter); ok {
+		return b.EmitBatch(ctx, evs)
+	}
+	for _, ev := range evs {
+		if err := e.Emit(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Query selects events. Zero fields do not filter.
 type Query struct {
 	Type      string

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,8 @@ type Server struct {
 	sweepDone chan struct{}
 	// inventory is the live node set, set by the proxy.
 	inventory atomic.Pointer[Inventory]
+	// nodeRegs caches node registrations (id → NodeRegistration).
+	nodeRegs sync.Map
 }
 
 const (

@@ -237,14 +237,14 @@ func (s *Server) RenewNodeCerts(ctx context.Context, c Caller, publicKey string)
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	var reg NodeRegistration
-	if err := s.getJSON(ctx, prefixNodeReg+c.NodeID, &reg); err != nil {
+	reg, err := s.GetNodeRegistration(ctx, c.NodeID)
+	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
 		}
 		return nil, err
 	}
-	return s.issueNodeCerts(ctx, reg, pub)
+	return s.issueNodeCerts(ctx, *reg, pub)
 }
 
 func (s *Server) issueNodeCerts(ctx context.Context, reg NodeRegistration, sshPub ssh.PublicKey) (*Certs, error) {
@@ -283,7 +283,14 @@ func (s *Server) liveNodes() []Node {
 }
 
 // GetNodeRegistration returns a joined node's registration.
+// Registrations never change once written (a node that joins again gets a
+// new id), so they are cached after the first read; whatever comes to
+// delete one must also drop it from s.nodeRegs.
 func (s *Server) GetNodeRegistration(ctx context.Context, id string) (*NodeRegistration, error) {
+	if reg, ok := s.nodeRegs.Load(id); ok {
+		r := reg.(NodeRegistration)
+		return &r, nil
+	}
 	var reg NodeRegistration
 	if err := s.getJSON(ctx, prefixNodeReg+id, &reg); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -291,6 +298,7 @@ func (s *Server) GetNodeRegistration(ctx context.Context, id string) (*NodeRegis
 		}
 		return nil, err
 	}
+	s.nodeRegs.Store(id, reg)
 	return &reg, nil
 }
 
@@ -344,13 +352,14 @@ func (s *Server) EmitNodeEvents(ctx context.Context, c Caller, events []audit.Ev
 	if len(events) > 1000 {
 		return badRequest("too many events in one batch (max 1000)")
 	}
-	var reg NodeRegistration
-	if err := s.getJSON(ctx, prefixNodeReg+c.NodeID, &reg); err != nil {
+	reg, err := s.GetNodeRegistration(ctx, c.NodeID)
+	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
 		}
 		return err
 	}
+	out := make([]audit.Event, 0, len(events))
 	for _, ev := range events {
 		if len(ev.Event) == 0 || len(ev.Event) > 64 {
 			return badRequest("invalid event name")
@@ -369,9 +378,13 @@ func (s *Server) EmitNodeEvents(ctx context.Context, c Caller, events []audit.Ev
 		if ev.Time.IsZero() {
 			ev.Time = s.now().UTC()
 		}
-		if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
-			return err
-		}
+		out = append(out, ev)
+	}
+	// One transaction for the batch: a node's events land together.
+	if err := audit.EmitAll(ctx, s.cfg.Audit, out); err != nil {
+		return err
+	}
+	for _, ev := range out {
 		s.trackSession(ctx, c.NodeID, ev)
 	}
 	return nil

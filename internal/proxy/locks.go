@@ -102,16 +102,10 @@ func (s *Server) ReverifyLocks() {
 				Fields: map[string]any{"reason": "locked"}})
 		}
 		// Audit after the cuts, off the critical path.
-		if b, ok := s.cfg.Audit.(interface {
-			EmitBatch(context.Context, []audit.Event) error
-		}); ok && len(events) > 0 {
-			if err := b.EmitBatch(context.Background(), events); err != nil {
+		if s.cfg.Audit != nil {
+			if err := audit.EmitAll(context.Background(), s.cfg.Audit, events); err != nil {
 				s.log.Error("audit emit failed", "event", EventProxyDisconnect, "err", err)
 			}
-			return
-		}
-		for _, ev := range events {
-			s.audit(context.Background(), ev)
 		}
 	}
 	if s.cfg.LockGrace < 0 {
