@@ -55,11 +55,15 @@ func (a *AuditLog) Append(ctx context.Context, ev audit.Event) (audit.Event, err
 	if err != nil {
 		return audit.Event{}, fmt.Errorf("emit audit event: %w", err)
 	}
-	return a.groupAppend(ctx, p)
+	evs, err := a.groupAppend(ctx, []prepared{p})
+	if err != nil {
+		return audit.Event{}, err
+	}
+	return evs[0], nil
 }
 
 // EmitBatch stores evs in one transaction: all or none. Fields are filled
-// in as by Emit.
+// in as by Emit. Concurrent batches and Emits share group commits.
 func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
 	if len(evs) == 0 {
 		return nil
@@ -75,7 +79,7 @@ func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
 		}
 		ps[i] = p
 	}
-	_, err := a.commit(ctx, ps)
+	_, err := a.groupAppend(ctx, ps)
 	return err
 }
 

@@ -13,7 +13,8 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 )
 
-// maxGroup caps how many queued Emits one group commit writes.
+// maxGroup caps how many queued events one group commit writes (a single
+// larger EmitBatch is still written whole).
 const maxGroup = 1024
 
 // auditHub is the audit state shared by every AuditLog of one Backend: the
@@ -56,24 +57,26 @@ func (h *auditHub) notify() {
 	}
 }
 
+// emitReq is one Emit or EmitBatch: its events are committed together or
+// not at all.
 type emitReq struct {
-	p    prepared
+	ps   []prepared
 	done chan emitResult // buffered: the committer never blocks on it
 }
 
 type emitResult struct {
-	ev  audit.Event
+	evs []audit.Event
 	err error
 }
 
-// groupAppend queues p and waits until it is committed. The first caller to
-// find no commit in progress commits everything queued so far in one
-// transaction (one fsync) on its own goroutine; Emits arriving meanwhile
-// queue up and are committed by a goroutine it starts, so a busy log is
-// written in batches without a fixed flush delay and an idle one without
-// waiting.
-func (a *AuditLog) groupAppend(ctx context.Context, p prepared) (audit.Event, error) {
-	req := &emitReq{p: p, done: make(chan emitResult, 1)}
+// groupAppend queues ps and waits until they are committed. The first
+// caller to find no commit in progress commits everything queued so far in
+// one transaction (one fsync) on its own goroutine; Emits and EmitBatches
+// arriving meanwhile queue up and are committed by a goroutine it starts,
+// so a busy log is written in batches without a fixed flush delay and an
+// idle one without waiting.
+func (a *AuditLog) groupAppend(ctx context.Context, ps []prepared) ([]audit.Event, error) {
+	req := &emitReq{ps: ps, done: make(chan emitResult, 1)}
 	h := a.hub
 	h.mu.Lock()
 	h.pending = append(h.pending, req)
@@ -85,19 +88,24 @@ func (a *AuditLog) groupAppend(ctx context.Context, p prepared) (audit.Event, er
 	}
 	select {
 	case r := <-req.done:
-		return r.ev, r.err
+		return r.evs, r.err
 	case <-ctx.Done():
-		return audit.Event{}, fmt.Errorf("emit audit event %q id %q: %w", p.ev.Event, p.ev.ID, ctx.Err())
+		return nil, fmt.Errorf("emit audit event %q id %q: %w", ps[0].ev.Event, ps[0].ev.ID, ctx.Err())
 	}
 }
 
-// flush commits one group of queued requests; if more queued meanwhile it
-// hands the next group to a new goroutine, so no caller commits for others
-// indefinitely. Called with h.leading set and h.pending non-empty.
+// flush commits one group of queued requests (up to maxGroup events, at
+// least one request); if more queued meanwhile it hands the next group to a
+// new goroutine, so no caller commits for others indefinitely. Called with
+// h.leading set and h.pending non-empty.
 func (a *AuditLog) flush() {
 	h := a.hub
 	h.mu.Lock()
-	n := min(len(h.pending), maxGroup)
+	n, events := 0, 0
+	for n < len(h.pending) && (n == 0 || events+len(h.pending[n].ps) <= maxGroup) {
+		events += len(h.pending[n].ps)
+		n++
+	}
 	group := make([]*emitReq, n)
 	copy(group, h.pending)
 	h.pending = append(h.pending[:0], h.pending[n:]...)
@@ -114,19 +122,20 @@ func (a *AuditLog) flush() {
 	}
 }
 
-// commitGroup writes group in one transaction. If that fails, each event is
-// retried alone so one bad event cannot fail the others. The transaction
+// commitGroup writes group in one transaction. If that fails, each request
+// is retried alone so one bad event cannot fail the others. The transaction
 // does not use any caller's context: callers share it.
 func (a *AuditLog) commitGroup(group []*emitReq) {
 	ctx := context.Background()
-	ps := make([]prepared, len(group))
-	for i, r := range group {
-		ps[i] = r.p
+	var ps []prepared
+	for _, r := range group {
+		ps = append(ps, r.ps...)
 	}
 	out, err := a.commit(ctx, ps)
 	if err == nil {
-		for i, r := range group {
-			r.done <- emitResult{ev: out[i]}
+		for _, r := range group {
+			r.done <- emitResult{evs: out[:len(r.ps):len(r.ps)]}
+			out = out[len(r.ps):]
 		}
 		return
 	}
@@ -137,12 +146,8 @@ func (a *AuditLog) commitGroup(group []*emitReq) {
 		return
 	}
 	for _, r := range group {
-		out, err := a.commit(ctx, []prepared{r.p})
-		if err != nil {
-			r.done <- emitResult{err: err}
-			continue
-		}
-		r.done <- emitResult{ev: out[0]}
+		out, err := a.commit(ctx, r.ps)
+		r.done <- emitResult{evs: out, err: err}
 	}
 }
 

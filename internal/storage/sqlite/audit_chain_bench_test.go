@@ -169,6 +169,26 @@ func BenchmarkAuditIngest(b *testing.B) {
 			report(b, n.Load(), start)
 		})
 	}
+	// Many nodes each sending a small batch at once (what auth sees
+	// from node agents).
+	b.Run("batch-5/parallel-64", func(b *testing.B) {
+		log := openTest(b, Config{}).AuditLog()
+		ctx := context.Background()
+		b.SetParallelism(32)
+		batch := []audit.Event{ev, ev, ev, ev, ev}
+		var n atomic.Int64
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := log.EmitBatch(ctx, batch); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(int64(len(batch)))
+			}
+		})
+		report(b, n.Load(), start)
+	})
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("batch-%d", size), func(b *testing.B) {
 			log := openTest(b, Config{}).AuditLog()
