@@ -165,7 +165,7 @@ func (s *Summary) Failed() int {
 func (s *Summary) Print(w io.Writer) {
 	rows := s.Rows()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "METRIC\tWARDEN\tBASELINE (sshd)\tRATIO\tGOAL\tRESULT")
+	fmt.Fprintln(tw, "METRIC\tWARDEN\tBASELINE (sshd unless noted)\tRATIO\tGOAL\tRESULT")
 	for _, r := range rows {
 		ratio := "-"
 		if x := r.Ratio(); !math.IsNaN(x) {

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/identity"
 )
@@ -17,7 +16,7 @@ const maxQueuedEvents = 100_000
 // eventForwarder sends a node's audit events to auth in batches, retrying
 // while auth is unreachable.
 type eventForwarder struct {
-	c       *api.Client
+	c       eventSink
 	log     *slog.Logger
 	mu      sync.Mutex
 	queue   []audit.Event
@@ -25,8 +24,14 @@ type eventForwarder struct {
 	wake    chan struct{}
 }
 
-func newEventForwarder(c *api.Client, log *slog.Logger) *eventForwarder {
+func newEventForwarder(c eventSink, log *slog.Logger) *eventForwarder {
 	return &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1)}
+}
+
+// eventSink delivers a batch of a node's audit events to auth: the API
+// client, or auth itself in the same process.
+type eventSink interface {
+	EmitEvents(ctx context.Context, evs []audit.Event) error
 }
 
 // Emit queues an event; it never blocks a session.

@@ -34,6 +34,9 @@ type NodeAgentConfig struct {
 	// LocalAuth, when set, provides a join token and CA pin from an
 	// in-process auth service (all-in-one mode).
 	LocalAuth func(ctx context.Context) (token, caPin string, err error)
+	// LocalServer, when set, is auth in this process: recordings and audit
+	// events go to it directly instead of over the API.
+	LocalServer *auth.Server
 	// HeartbeatInterval defaults to 10s.
 	HeartbeatInterval time.Duration
 	// RenewCheckInterval is how often the node checks whether its
@@ -107,7 +110,13 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.cancel = cancel
 	a.roles = newRoleWatcher(a.client, a.log)
 	a.roles.onChange = func(string) { a.reverify() }
-	a.events = newEventForwarder(a.client, a.log)
+	var sink eventSink = a.client
+	var uploader recording.Uploader = apiUploader{a.client}
+	if cfg.LocalServer != nil {
+		local := localAuth{a: cfg.LocalServer, caller: auth.Caller{Kind: auth.KindNode, NodeID: id.NodeID}}
+		sink, uploader = local, local
+	}
+	a.events = newEventForwarder(sink, a.log)
 	_ = a.events.Emit(ctx, audit.Event{Event: auth.EventNodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
 	for _, lc := range cfg.Commands {
 		a.wg.Add(1)
@@ -131,7 +140,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		a.authz.maxStale = DefaultLockStaleness
 	}
 	a.spool, err = recording.OpenSpool(ctx, recording.SpoolConfig{Dir: filepath.Join(cfg.DataDir, "spool"),
-		Uploader: apiUploader{a.client}, Logger: a.log.With("component", "recording")})
+		Uploader: uploader, Logger: a.log.With("component", "recording")})
 	if err != nil {
 		a.Close()
 		return nil, fmt.Errorf("recording spool: %w", err)

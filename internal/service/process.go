@@ -84,10 +84,11 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 			ncfg.ProxyAddr = p.ProxyAddr()
 		}
 		agent, err := StartNode(ctx, NodeAgentConfig{
-			NodeConfig: ncfg,
-			DataDir:    filepath.Join(cfg.DataDir, "node"),
-			Logger:     log.With("service", "node"),
-			LocalAuth:  p.localJoin,
+			NodeConfig:  ncfg,
+			DataDir:     filepath.Join(cfg.DataDir, "node"),
+			Logger:      log.With("service", "node"),
+			LocalAuth:   p.localJoin,
+			LocalServer: p.auth,
 		})
 		if err != nil {
 			return nil, err

@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/clustertest"
+)
+
+const recordingRoles = `
+kind: role
+metadata: {name: rec-on}
+spec:
+  options: {record_session: best_effort}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+---
+kind: role
+metadata: {name: rec-off}
+spec:
+  options: {record_session: "off"}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+`
+
+// BenchmarkRecording measures issue 4's recording overhead the way a user
+// meets it: the real OpenSSH client with a PTY (ssh -tt) through the
+// proxy to the all-in-one process (node, proxy and auth storing the
+// recording on the same two cores), bulk terminal output with recording
+// on (best_effort) and off, alternating. Knobs: WARDEN_BENCH_REC_BYTES
+// (134217728), WARDEN_BENCH_REC_RUNS (6 pairs).
+func BenchmarkRecording(b *testing.B) {
+	wardenBinary(b)
+	clustertest.EnsureOSUser(b, osUser)
+	size := envInt(b, "WARDEN_BENCH_REC_BYTES", 128<<20)
+	runs := envInt(b, "WARDEN_BENCH_REC_RUNS", 6)
+	c := clustertest.New(b, clustertest.Options{NodeName: "rec1"})
+	c.ApplyRoles(recordingRoles)
+	configs := map[bool]string{}
+	for _, on := range []bool{false, true} {
+		name, role := "recoff", "rec-off"
+		if on {
+			name, role = "recon", "rec-on"
+		}
+		u := c.AddUser(name, []string{role}, []string{osUser})
+		configs[on] = c.SSHConfig(c.Login(u))
+	}
+	cmd := fmt.Sprintf(`yes "drwxr-xr-x 2 alice staff 4096 Nov 22 05:31 directory-name-12345" | head -c %d`, size)
+	run := func(on bool) float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		ssh := exec.CommandContext(ctx, "ssh", "-tt", "-F", configs[on], "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+			osUser+"@rec1", cmd)
+		var n countingWriter
+		var stderr bytes.Buffer
+		ssh.Stdout, ssh.Stderr = &n, &stderr
+		start := time.Now()
+		if err := ssh.Run(); err != nil {
+			b.Fatalf("ssh: %v: %s", err, stderr.String())
+		}
+		d := time.Since(start)
+		// The PTY turns each \n into \r\n: more bytes arrive than were sent.
+		if int(n) < size {
+			b.Fatalf("received %d bytes, want >= %d", n, size)
+		}
+		return float64(size) / (1 << 20) / d.Seconds()
+	}
+	// Warm up both paths.
+	run(false)
+	run(true)
+	var offs, ons, ratios []float64
+	b.ResetTimer()
+	for i := range runs {
+		// Alternate which goes first so drift affects both alike.
+		first := i%2 == 0
+		a := run(first)
+		z := run(!first)
+		off, on := a, z
+		if first {
+			off, on = z, a
+		}
+		offs, ons = append(offs, off), append(ons, on)
+		ratios = append(ratios, on/off)
+	}
+	b.StopTimer()
+	// The "on" sessions really were recorded, and only those.
+	ctx := context.Background()
+	for user, want := range map[string]bool{"recon": true, "recoff": false} {
+		list, err := c.Admin.ListRecordings(ctx, user, "", time.Time{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := len(list) > 0; got != want {
+			b.Fatalf("recordings of %s: %d", user, len(list))
+		}
+	}
+	off, on := Median(offs), Median(ons)
+	b.ReportMetric(off, "off-MiB/s")
+	b.ReportMetric(on, "on-MiB/s")
+	b.ReportMetric(Median(ratios), "on/off")
+	b.Logf("recording on/off per pair: %.3f", ratios)
+	summary.Add(Row{Metric: fmt.Sprintf("PTY bulk output %d MiB, recording on (baseline: off), median of %d", size>>20, runs),
+		Warden: on, Baseline: off, Unit: "MiB/s", Goal: Goal{Kind: RatioAtLeast, Value: 0.95},
+		Note: fmt.Sprintf("median on/off ratio of the pairs: %.3f; OpenSSH ssh -tt through the proxy; auth stores the recording on the same machine", Median(ratios))})
+}
+
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) { *c += countingWriter(len(p)); return len(p), nil }
+
+var _ io.Writer = (*countingWriter)(nil)
