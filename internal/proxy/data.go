@@ -143,31 +143,7 @@ type dataState struct {
 // ServeData handles data connections (those starting with DataMagic) from
 // ln until it is closed.
 func (s *Server) ServeData(ln net.Listener) error {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.isClosed() {
-				return nil
-			}
-			return err
-		}
-		select {
-		case s.unauth <- struct{}{}:
-		default:
-			c.Close()
-			continue
-		}
-		if !s.track(c) {
-			<-s.unauth
-			c.Close()
-			return nil
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.handleData(c)
-		}()
-	}
+	return s.acceptLoop(ln, s.handleData)
 }
 
 func (s *Server) handleData(c net.Conn) {

@@ -212,6 +212,16 @@ func containsKey(keys []ssh.PublicKey, k ssh.PublicKey) bool {
 
 // Serve handles SSH connections from ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
+	return s.acceptLoop(ln, func(c net.Conn) {
+		defer s.untrack(c)
+		s.handle(c)
+	})
+}
+
+// acceptLoop accepts from ln until it closes, counting each connection as
+// unauthenticated (handle releases the slot once it knows who is there) and
+// tracking it so Close ends it.
+func (s *Server) acceptLoop(ln net.Listener, handle func(net.Conn)) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -235,8 +245,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer s.untrack(c)
-			s.handle(c)
+			handle(c)
 		}()
 	}
 }
