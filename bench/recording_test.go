@@ -53,7 +53,34 @@ func BenchmarkRecording(b *testing.B) {
 		configs[on] = c.SSHConfig(c.Login(u))
 	}
 	cmd := fmt.Sprintf(`yes "drwxr-xr-x 2 alice staff 4096 Nov 22 05:31 directory-name-12345" | head -c %d`, size)
+	// settle waits (untimed) until every recording is complete on auth, so
+	// that finishing one session's upload does not run into the next
+	// measured session.
+	ctx := context.Background()
+	settle := func() {
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			list, err := c.Admin.ListRecordings(ctx, "recon", "", time.Time{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := true
+			for _, in := range list {
+				done = done && in.Complete
+			}
+			if done {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("recordings not complete after 2 minutes")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	run := func(on bool) float64 {
+		b.StopTimer()
+		settle()
+		b.StartTimer()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		ssh := exec.CommandContext(ctx, "ssh", "-tt", "-F", configs[on], "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
@@ -91,7 +118,6 @@ func BenchmarkRecording(b *testing.B) {
 	}
 	b.StopTimer()
 	// The "on" sessions really were recorded, and only those.
-	ctx := context.Background()
 	for user, want := range map[string]bool{"recon": true, "recoff": false} {
 		list, err := c.Admin.ListRecordings(ctx, user, "", time.Time{})
 		if err != nil {

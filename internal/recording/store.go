@@ -38,7 +38,27 @@ type Info struct {
 type Store struct {
 	dir   string
 	locks [64]sync.Mutex
+
+	// live holds the state of recordings being appended to. Their state
+	// file is rewritten (after an fsync of the data) every persistBytes or
+	// persistEvery rather than on every chunk; if auth stops in between,
+	// the file's older length is the truth and the node, which keeps its
+	// spool until Complete, sends the rest again.
+	liveMu sync.Mutex
+	live   map[string]*liveInfo
 }
+
+type liveInfo struct {
+	info      Info
+	persisted int64     // the length in the state file
+	at        time.Time // when the state file was last written
+}
+
+// How often the state of a growing recording is made durable.
+const (
+	persistBytes = 8 << 20
+	persistEvery = time.Second
+)
 
 // OpenStore opens (creating, mode 0700) a recording store in dir.
 func OpenStore(dir string) (*Store, error) {
@@ -53,7 +73,36 @@ func OpenStore(dir string) (*Store, error) {
 	for _, t := range tmps {
 		_ = os.Remove(t)
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, live: map[string]*liveInfo{}}, nil
+}
+
+// current returns the state of id: the in-memory state of a recording being
+// appended to, else the state file. Callers hold s.lock(id).
+func (s *Store) current(id string) (*Info, error) {
+	s.liveMu.Lock()
+	l := s.live[id]
+	s.liveMu.Unlock()
+	if l != nil {
+		info := l.info
+		return &info, nil
+	}
+	return s.readInfo(id)
+}
+
+func (s *Store) setLive(id string, l *liveInfo) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if l == nil {
+		delete(s.live, id)
+		return
+	}
+	s.live[id] = l
+}
+
+func (s *Store) getLive(id string) *liveInfo {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	return s.live[id]
 }
 
 func (s *Store) lock(id string) func() {
@@ -112,7 +161,10 @@ func (s *Store) writeInfo(info *Info, durable bool) error {
 // (*OffsetError{Have} otherwise), except for a retried chunk lying wholly
 // within the stored bytes, which succeeds without writing when the bytes are
 // identical (ErrMismatch when they are not). Another node gets ErrNotOwner.
-// The data is fsynced before Append returns the new length.
+// The first bytes are fsynced before Append returns; later ones are made
+// durable (with the state) at least every persistBytes or persistEvery. A
+// crash of auth may lose the rest, which the node, keeping its spool until
+// Complete, sends again when told the durable length (*OffsetError).
 func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int64, error) {
 	id := meta.SessionID
 	if err := checkID(id); err != nil {
@@ -129,7 +181,15 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	defer s.lock(id)()
 
-	info, err := s.readInfo(id)
+	l := s.getLive(id)
+	var info *Info
+	var err error
+	if l != nil {
+		cp := l.info
+		info = &cp
+	} else {
+		info, err = s.readInfo(id)
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		if offset != 0 {
@@ -146,6 +206,9 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 		return 0, err
 	case info.NodeID != nodeID:
 		return 0, fmt.Errorf("%w: %s", ErrNotOwner, id)
+	}
+	if l == nil {
+		l = &liveInfo{info: *info, persisted: info.Length, at: time.Now()}
 	}
 
 	end := offset + int64(len(data))
@@ -169,19 +232,30 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 		return 0, fmt.Errorf("recording: open %s: %w", id, err)
 	}
 	_, werr := f.WriteAt(data, offset)
-	if werr == nil {
+	info.Length = end
+	// The state file may claim only bytes already durable: fsync first.
+	// The first bytes are made durable at once (a recording exists on auth
+	// as soon as it starts); later ones every persistBytes or persistEvery.
+	persist := werr == nil && (l.persisted == 0 || end-l.persisted >= persistBytes || time.Since(l.at) >= persistEvery)
+	if persist {
 		werr = f.Sync()
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
+		s.setLive(id, nil) // the state file is the truth again
 		return 0, fmt.Errorf("recording: write %s: %w", id, werr)
 	}
-	info.Length = end
-	if err := s.writeInfo(info, false); err != nil {
-		return 0, err
+	if persist {
+		if err := s.writeInfo(info, false); err != nil {
+			s.setLive(id, nil)
+			return 0, err
+		}
+		l.persisted, l.at = end, time.Now()
 	}
+	l.info = *info
+	s.setLive(id, l)
 	return end, nil
 }
 
@@ -213,7 +287,7 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		return err
 	}
 	defer s.lock(sessionID)()
-	info, err := s.readInfo(sessionID)
+	info, err := s.current(sessionID)
 	if err != nil {
 		return err
 	}
@@ -247,12 +321,17 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		if err := f.Truncate(info.Length); err != nil {
 			return fmt.Errorf("recording: truncate %s: %w", sessionID, err)
 		}
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("recording: sync %s: %w", sessionID, err)
-		}
+	}
+	// Appends since the last state update are not durable yet.
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("recording: sync %s: %w", sessionID, err)
 	}
 	info.Complete, info.Interrupted, info.SHA256 = true, interrupted, sha256hex
-	return s.writeInfo(info, true)
+	if err := s.writeInfo(info, true); err != nil {
+		return err
+	}
+	s.setLive(sessionID, nil)
+	return nil
 }
 
 // Open returns the recording's bytes (its stored length; a recording still
@@ -287,7 +366,7 @@ func (s *Store) Stat(sessionID string) (*Info, error) {
 	if err := checkID(sessionID); err != nil {
 		return nil, err
 	}
-	return s.readInfo(sessionID)
+	return s.current(sessionID)
 }
 
 // List returns all recordings, oldest session start first.
@@ -302,7 +381,7 @@ func (s *Store) List() ([]Info, error) {
 		if !ok || !e.Type().IsRegular() || !ValidSessionID(id) {
 			continue
 		}
-		info, err := s.readInfo(id)
+		info, err := s.current(id)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted meanwhile
 		}
@@ -326,9 +405,10 @@ func (s *Store) Delete(sessionID string) error {
 		return err
 	}
 	defer s.lock(sessionID)()
-	if _, err := s.readInfo(sessionID); err != nil {
+	if _, err := s.current(sessionID); err != nil {
 		return err
 	}
+	s.setLive(sessionID, nil)
 	// State first: data without state is invisible and replaced if the
 	// session ID is ever used again.
 	if err := os.Remove(s.statePath(sessionID)); err != nil {
