@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -22,10 +24,33 @@ type eventForwarder struct {
 	queue   []audit.Event
 	dropped int
 	wake    chan struct{}
+	// journal keeps queued events on disk (nil: memory only).
+	journal *eventJournal
+	// journalFailed is set once a journal write failed (logged once).
+	journalFailed bool
 }
 
-func newEventForwarder(c eventSink, log *slog.Logger) *eventForwarder {
-	return &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1)}
+// journalRewriteSize is when a journal whose events were mostly delivered
+// is rewritten rather than left to grow until the queue empties.
+const journalRewriteSize = 16 << 20
+
+// newEventForwarder sends events to c. With a journal path, queued events
+// survive a crash or restart: those left from a previous run are queued
+// first.
+func newEventForwarder(c eventSink, log *slog.Logger, journalPath string) (*eventForwarder, error) {
+	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1)}
+	if journalPath != "" {
+		j, pending, err := openEventJournal(journalPath)
+		if err != nil {
+			return nil, err
+		}
+		f.journal, f.queue = j, pending
+		if len(pending) > 0 {
+			log.Info("audit events from a previous run will be sent", "events", len(pending))
+			f.wake <- struct{}{}
+		}
+	}
+	return f, nil
 }
 
 // eventSink delivers a batch of a node's audit events to auth: the API
@@ -54,6 +79,12 @@ func (f *eventForwarder) Emit(_ context.Context, ev audit.Event) error {
 		f.dropped++
 	}
 	f.queue = append(f.queue, ev)
+	if f.journal != nil {
+		if err := f.journal.append(ev); err != nil && !f.journalFailed {
+			f.journalFailed = true
+			f.log.Error("audit journal write failed; queued events are kept in memory only", "err", err)
+		}
+	}
 	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
@@ -98,6 +129,7 @@ func (f *eventForwarder) send(ctx context.Context) error {
 		if dropped > 0 {
 			f.log.Error("audit events were dropped because auth was unreachable too long", "dropped", dropped)
 		}
+		f.syncJournal()
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := f.c.EmitEvents(sctx, batch)
 		cancel()
@@ -108,7 +140,60 @@ func (f *eventForwarder) send(ctx context.Context) error {
 		f.mu.Lock()
 		f.queue = f.queue[n:]
 		f.dropped = 0
+		f.compactLocked()
 		f.mu.Unlock()
+	}
+}
+
+// syncJournal makes the journal durable, without holding f.mu during the
+// fsync (Emit must not wait for the disk).
+func (f *eventForwarder) syncJournal() {
+	f.mu.Lock()
+	var jf *os.File
+	if f.journal != nil {
+		jf = f.journal.f
+	}
+	f.mu.Unlock()
+	if jf == nil {
+		return
+	}
+	// A rewrite may have replaced (and closed) the file meanwhile; it
+	// synced the new one itself.
+	if err := jf.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		f.mu.Lock()
+		if !f.journalFailed {
+			f.journalFailed = true
+			f.log.Error("audit journal sync failed; queued events are kept in memory only", "err", err)
+		}
+		f.mu.Unlock()
+	}
+}
+
+// compactLocked empties the journal once everything is delivered, or
+// rewrites a large one holding mostly delivered events. f.mu is held.
+func (f *eventForwarder) compactLocked() {
+	if f.journal == nil {
+		return
+	}
+	var err error
+	switch {
+	case len(f.queue) == 0:
+		err = f.journal.reset()
+	case f.journal.size > journalRewriteSize && len(f.queue) < maxQueuedEvents/2:
+		err = f.journal.rewrite(f.queue)
+	}
+	if err != nil {
+		f.log.Warn("compacting the audit journal failed", "err", err)
+	}
+}
+
+// close releases the journal.
+func (f *eventForwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.journal != nil {
+		f.journal.close()
+		f.journal = nil
 	}
 }
 

@@ -116,7 +116,10 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		local := localAuth{a: cfg.LocalServer, caller: auth.Caller{Kind: auth.KindNode, NodeID: id.NodeID}}
 		sink, uploader = local, local
 	}
-	a.events = newEventForwarder(sink, a.log)
+	if a.events, err = newEventForwarder(sink, a.log, filepath.Join(cfg.DataDir, "events.journal")); err != nil {
+		a.Close()
+		return nil, err
+	}
 	_ = a.events.Emit(ctx, audit.Event{Event: auth.EventNodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
 	for _, lc := range cfg.Commands {
 		a.wg.Add(1)
@@ -389,6 +392,7 @@ func (a *NodeAgent) Close() error {
 	}
 	if a.events != nil {
 		a.events.flush(context.Background())
+		defer a.events.close()
 	}
 	if a.client != nil {
 		a.client.Close()
