@@ -18,6 +18,8 @@ const (
 	CertIssued   = "cert.issued"
 	SessionStart = "session.start"
 	SessionEnd   = "session.end"
+	SessionJoin  = "session.join"
+	SessionLeave = "session.leave"
 	Exec         = "exec"
 	SFTP         = "sftp"
 	PortForward  = "port_forward"

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"time"
 
@@ -46,6 +47,23 @@ func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event
 	case EventNodeStart:
 		// The node (re)started: whatever sessions it had died with it.
 		s.ForgetNodeSessions(ctx, nodeID)
+	case audit.SessionJoin, audit.SessionLeave:
+		if !ev.Success {
+			return
+		}
+		var ls LiveSession
+		if err := s.getJSON(ctx, key, &ls); err != nil || ls.NodeID != nodeID {
+			return
+		}
+		ls.Participants = slices.DeleteFunc(ls.Participants, func(p string) bool { return p == ev.User })
+		if ev.Event == audit.SessionJoin {
+			ls.Participants = append(ls.Participants, ev.User)
+		} else if ev.User == ls.User {
+			ls.Participants = append([]string{ev.User}, ls.Participants...) // the owner stays
+		}
+		if err := s.putJSON(ctx, key, ls, s.now().Add(maxSessionRecord)); err != nil {
+			s.log.Warn("update live session participants", "session", ev.SessionID, "err", err)
+		}
 	case audit.SessionEnd:
 		var ls LiveSession
 		// Only the node that runs a session may end its record.

@@ -183,7 +183,7 @@ Quick start (one machine):
 		newLsCmd(g), newSSHCmd(g), newSCPCmd(g), newConfigCmd(g), newProxyCmd(g),
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
 		newTokensCmd(g), newAuditCmd(g),
-		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g),
+		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g), newJoinCmd(g),
 		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g),
 	)
 	return root

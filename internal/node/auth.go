@@ -112,9 +112,10 @@ func (s *Server) authorize(ctx context.Context, meta ssh.ConnMetadata, key ssh.P
 		return nil, errors.New("node: only user certificates are accepted")
 	}
 	login := meta.User()
+	join := login == ca.InternalPrincipalPrefix+cert.KeyId
 	actx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
-	perms, err := s.cfg.Authorizer.Authorize(actx, AuthzRequest{Cert: cert, Login: login, RemoteAddr: meta.RemoteAddr()})
+	perms, err := s.cfg.Authorizer.Authorize(actx, AuthzRequest{Cert: cert, Login: login, RemoteAddr: meta.RemoteAddr(), Join: join})
 	if err == nil && perms == nil {
 		err = errors.New("access denied")
 	}
@@ -122,8 +123,11 @@ func (s *Server) authorize(ctx context.Context, meta ssh.ConnMetadata, key ssh.P
 		s.denied(ctx, meta, cert, err.Error())
 		return nil, &ssh.BannerError{Err: err, Message: "warden: access denied: " + err.Error() + "\n"}
 	}
-	u, err := s.resolveLogin(ctx, login)
-	if err != nil {
+	var u *osUser
+	if join {
+		// Joining needs no OS account, and grants nothing else.
+		*perms = Permissions{User: perms.User, Roles: perms.Roles, Expires: perms.Expires, JoinOnly: true}
+	} else if u, err = s.resolveLogin(ctx, login); err != nil {
 		s.denied(ctx, meta, cert, err.Error())
 		return nil, &ssh.BannerError{Err: err, Message: "warden: " + err.Error() + "\n"}
 	}

@@ -81,6 +81,10 @@ func (c *conn) serve(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-ch
 		case "session":
 			c.openSession(ctx, nc)
 		case "direct-tcpip":
+			if c.auth.perms.JoinOnly {
+				_ = nc.Reject(ssh.Prohibited, "this connection may only join sessions")
+				continue
+			}
 			c.openDirectTCPIP(ctx, nc)
 		default:
 			_ = nc.Reject(ssh.UnknownChannelType, "unsupported channel type")
@@ -189,10 +193,13 @@ func (c *conn) reason() string {
 
 func (c *conn) handleGlobalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 	for req := range reqs {
-		switch req.Type {
-		case "tcpip-forward":
+		switch {
+		case c.auth.perms.JoinOnly && req.WantReply:
+			_ = req.Reply(false, nil)
+		case c.auth.perms.JoinOnly:
+		case req.Type == "tcpip-forward":
 			c.handleTCPIPForward(ctx, req)
-		case "cancel-tcpip-forward":
+		case req.Type == "cancel-tcpip-forward":
 			c.handleCancelTCPIPForward(ctx, req)
 		default:
 			// keepalive@openssh.com, no-more-sessions@openssh.com,

@@ -45,6 +45,9 @@ type AuthzRequest struct {
 	Cert       *ssh.Certificate
 	Login      string
 	RemoteAddr net.Addr
+	// Join is set when the login is the user's internal principal: the
+	// connection may only join other sessions (no OS account).
+	Join bool
 }
 
 // Permissions is what an authorized user may do on this connection.
@@ -70,6 +73,8 @@ type Permissions struct {
 	// IdleTimeout ends the connection after this long without session
 	// data (0: never).
 	IdleTimeout time.Duration
+	// JoinOnly connections may only join other users' sessions.
+	JoinOnly bool
 }
 
 // Config configures a Server.
@@ -100,6 +105,8 @@ type Config struct {
 	// Recorder records interactive (PTY) sessions; nil never records (and
 	// refuses sessions whose roles require strict recording).
 	Recorder Recorder
+	// JoinPolicy allows joining live sessions; nil refuses every join.
+	JoinPolicy JoinPolicy
 }
 
 // Defaults for zero Config fields.
@@ -122,6 +129,7 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	live      map[string]*session // joinable sessions by id
 	done      chan struct{}
 	wg        sync.WaitGroup
 

@@ -42,6 +42,10 @@ type session struct {
 	// Write concurrent with CloseWrite.
 	eofMu   sync.Mutex
 	eofSent bool
+
+	// participants are users joined to this (PTY) session.
+	partMu       sync.Mutex
+	participants map[*participant]struct{}
 }
 
 func newSession(c *conn, ch ssh.Channel) *session {
@@ -93,6 +97,9 @@ func (s *session) notify(msg string) {
 // process once the request is acknowledged.
 func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin func(context.Context)) {
 	perms := &s.c.auth.perms
+	if perms.JoinOnly {
+		return s.handleJoinOnly(ctx, req)
+	}
 	switch req.Type {
 	case "pty-req":
 		if !perms.PTY {
@@ -359,7 +366,16 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 				streams.in = recordingReader{r: streams.in, rec: rec}
 			}
 		}
+		joinable := interactive && s.pty != nil
+		if joinable {
+			// Others may join (warden join) and see the output from then on.
+			streams.out = observedWriter{w: streams.out, sess: s}
+			s.c.srv.registerLive(s)
+		}
 		st := p.run(runCtx, streams, &s.wg)
+		if joinable {
+			s.c.srv.unregisterLive(s)
+		}
 		endFields := map[string]any{"record_mode": recFields["record_mode"], "recording": false}
 		if e, ok := recFields["recording_error"]; ok {
 			endFields["recording_error"] = e

@@ -17,6 +17,8 @@ type ConnInfo struct {
 	RemoteAddr string
 	Started    time.Time
 	Sessions   int
+	// JoinOnly connections only watch (or type into) others' sessions.
+	JoinOnly bool
 }
 
 func (c *conn) info() ConnInfo {
@@ -24,7 +26,7 @@ func (c *conn) info() ConnInfo {
 	n := len(c.sessions)
 	c.mu.Unlock()
 	return ConnInfo{User: c.auth.perms.User, Login: c.auth.login, Roles: c.auth.perms.Roles, Cert: c.auth.cert,
-		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n}
+		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly}
 }
 
 // Conns lists live authenticated connections.

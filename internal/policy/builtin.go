@@ -22,14 +22,15 @@ func BuiltinRoles() []*Role {
 			Version: VersionV1,
 			Metadata: Metadata{
 				Name:        RoleAdmin,
-				Description: "Full administrative access: all nodes with the user's logins and every admin operation.",
+				Description: "Full administrative access: all nodes with the user's logins, every admin operation, and joining any session.",
 			},
 			Spec: RoleSpec{
 				Options: RoleOptions{PortForwarding: Bool(true), ForwardAgent: Bool(true)},
 				Allow: Conditions{
-					Logins:     []string{"{{internal.logins}}"},
-					NodeLabels: allNodes,
-					Rules:      []Rule{{Resources: Strings{Wildcard}, Verbs: Strings{Wildcard}}},
+					Logins:       []string{"{{internal.logins}}"},
+					NodeLabels:   allNodes,
+					Rules:        []Rule{{Resources: Strings{Wildcard}, Verbs: Strings{Wildcard}}},
+					JoinSessions: []JoinSessions{{Roles: Strings{Wildcard}, Modes: Strings{JoinObserver, JoinPeer}}},
 				},
 			},
 		},

@@ -61,7 +61,23 @@ type Conditions struct {
 	Request *RequestConditions `json:"request,omitempty" yaml:"request,omitempty"`
 	// ReviewRequests says which requested roles holders may review.
 	ReviewRequests *ReviewConditions `json:"review_requests,omitempty" yaml:"review_requests,omitempty"`
+	// JoinSessions says whose live sessions holders may join, and how
+	// (see CanJoin).
+	JoinSessions []JoinSessions `json:"join_sessions,omitempty" yaml:"join_sessions,omitempty"`
 }
+
+// JoinSessions lets holders join live sessions of users holding one of
+// Roles (globs allowed), in one of Modes.
+type JoinSessions struct {
+	Roles Strings `json:"roles" yaml:"roles"`
+	Modes Strings `json:"modes" yaml:"modes"`
+}
+
+// Join modes: an observer sees the session's output; a peer also types.
+const (
+	JoinObserver = "observer"
+	JoinPeer     = "peer"
+)
 
 // RequestConditions govern access requests.
 type RequestConditions struct {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"path"
 	"errors"
 	"fmt"
 	"regexp"
@@ -121,6 +122,31 @@ func (c *Conditions) validate() error {
 	for i, rule := range c.Rules {
 		if err := rule.validate(); err != nil {
 			return fmt.Errorf("rules[%d].%w", i, err)
+		}
+	}
+	for i, j := range c.JoinSessions {
+		if err := j.validate(); err != nil {
+			return fmt.Errorf("join_sessions[%d].%w", i, err)
+		}
+	}
+	return nil
+}
+
+func (j JoinSessions) validate() error {
+	if len(j.Roles) == 0 {
+		return errors.New(`roles: name the roles whose sessions may be joined ("*" for any)`)
+	}
+	for _, r := range j.Roles {
+		if _, err := path.Match(r, ""); err != nil || r == "" {
+			return fmt.Errorf("roles: invalid pattern %q", r)
+		}
+	}
+	if len(j.Modes) == 0 {
+		return fmt.Errorf("modes: name at least one of %q, %q", JoinObserver, JoinPeer)
+	}
+	for _, m := range j.Modes {
+		if m != JoinObserver && m != JoinPeer {
+			return fmt.Errorf("modes: unknown mode %q (use %q or %q)", m, JoinObserver, JoinPeer)
 		}
 	}
 	return nil

@@ -153,6 +153,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		HostSigners: []ssh.Signer{a.host},
 		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
 		Authorizer:  a.authz,
+		JoinPolicy:  a.authz.canJoin,
 		Audit:       a.events,
 		NodeName:    id.nodeName(),
 		NodeID:      id.NodeID,

@@ -174,6 +174,19 @@ func (a *authorizer) decide(id *ca.CertIdentity, roles []*policy.Role, login str
 }
 
 // subject describes a session for lock checks.
+// canJoin is the node's JoinPolicy: the joiner's current roles must allow
+// joining the owner's sessions in that mode.
+func (a *authorizer) canJoin(joiner node.Permissions, owner string, ownerRoles []string, mode string) error {
+	roles, ok := a.roles.get(joiner.Roles)
+	if !ok {
+		return &policy.DeniedError{Reason: fmt.Sprintf("node %q has not received its policy from auth yet; try again shortly", a.nodeName)}
+	}
+	if !policy.CanJoin(roles, ownerRoles, mode) {
+		return &policy.DeniedError{Reason: fmt.Sprintf("your roles do not allow joining %s's sessions as %s", owner, mode)}
+	}
+	return nil
+}
+
 func (a *authorizer) subject(id *ca.CertIdentity, login string) lock.Subject {
 	return lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID, Requests: id.RequestIDs}
 }
@@ -186,6 +199,14 @@ func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.
 	roles, ok := a.roles.get(id.Roles)
 	if !ok {
 		return nil, &policy.DeniedError{Reason: fmt.Sprintf("node %q has not received its policy from auth yet; try again shortly", a.nodeName)}
+	}
+	if req.Join {
+		// A join-only connection: which sessions it may join is decided per
+		// join (JoinPolicy); locks apply as to any connection.
+		if l := a.roles.locks.Check(a.subject(id, ""), time.Now()); l != nil {
+			return nil, &policy.DeniedError{Reason: l.UserMessage(), Detail: "lock " + l.ID}
+		}
+		return &node.Permissions{User: id.Username, Roles: id.Roles, JoinOnly: true}, nil
 	}
 	d := a.decide(id, roles, req.Login)
 	if !d.Allowed {

@@ -22,8 +22,15 @@ func (a *NodeAgent) reverify() {
 		if err != nil {
 			return "", ""
 		}
-		if l := a.roles.locks.Check(a.authz.subject(id, ci.Login), now); l != nil {
+		login := ci.Login
+		if ci.JoinOnly {
+			login = ""
+		}
+		if l := a.roles.locks.Check(a.authz.subject(id, login), now); l != nil {
 			return "locked", l.UserMessage()
+		}
+		if ci.JoinOnly {
+			return "", "" // joins are checked when made; locks end them
 		}
 		roles, ok := a.roles.get(id.Roles)
 		if !ok {
