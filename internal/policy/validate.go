@@ -1,9 +1,9 @@
 package policy
 
 import (
-	"path"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
