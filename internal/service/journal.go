@@ -100,34 +100,15 @@ func (j *eventJournal) reset() error {
 // rewrite replaces the journal with just the events still queued, when
 // delivered ones make up most of a large file.
 func (j *eventJournal) rewrite(queued []audit.Event) error {
-	tmp := j.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
-	var size int64
+	var buf []byte
 	for _, ev := range queued {
 		b, err := json.Marshal(ev)
 		if err != nil {
-			f.Close()
 			return err
 		}
-		n, _ := w.Write(append(b, '\n'))
-		size += int64(n)
+		buf = append(append(buf, b...), '\n')
 	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, j.path); err != nil {
+	if err := WriteFileAtomic(j.path, buf, 0o600); err != nil {
 		return err
 	}
 	nf, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
@@ -135,7 +116,7 @@ func (j *eventJournal) rewrite(queued []audit.Event) error {
 		return err
 	}
 	j.f.Close()
-	j.f, j.size = nf, size
+	j.f, j.size = nf, int64(len(buf))
 	return nil
 }
 
