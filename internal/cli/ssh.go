@@ -125,6 +125,7 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 		pc.Close()
 		return nil, err
 	}
+	viaChannel := false
 	c, err := sshclient.Dial(ctx, sshclient.Config{User: login, Addr: net.JoinHostPort(n.ID, "0"), Signer: signer, HostCAs: cas,
 		HostName: n.ID, Timeout: 15 * time.Second,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -132,11 +133,17 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 			if err != nil {
 				return nil, fmt.Errorf("through the proxy: %w", err)
 			}
+			_, viaChannel = conn.(ssh.Channel)
 			return conn, nil
 		}})
 	if err != nil {
 		pc.Close()
 		return nil, nodeError{err: err, id: n.ID, name: n.Name}
+	}
+	if !viaChannel {
+		// A data connection does not need the SSH connection to the proxy.
+		pc.Close()
+		return c, nil
 	}
 	go func() {
 		_ = c.Wait()
