@@ -15,6 +15,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/service"
 )
 
 // waitRecording waits until the session's recording is complete on auth.
@@ -245,5 +246,65 @@ func TestRecordingSurvivesNodeKill(t *testing.T) {
 	defer rc.Close()
 	if s := readAll(t, rc); !strings.Contains(s, "recorded-before-kill") {
 		t.Fatalf("recording lost what came before the kill: %q", s)
+	}
+}
+
+// TestAuditSurvivesNodeKillDuringOutage: events a node could not deliver
+// (auth down) survive kill -9 of the node agent and arrive once both are
+// back (the node's audit journal).
+func TestAuditSurvivesNodeKillDuringOutage(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	dir := t.TempDir()
+	c := New(t, Options{NoNode: true, DataDir: dir})
+	addr := c.ProxyAddr()
+	tok := c.Warden(t.TempDir(), nil, "tokens", "add", "--type", "node", "--ttl", "5m")
+	m := regexp.MustCompile(`--token (\S+) --ca-pin (\S+)`).FindStringSubmatch(tok.Stdout)
+	if m == nil {
+		t.Fatalf("tokens add: %s", tok)
+	}
+	nodeDir := t.TempDir()
+	port := freePort(t)
+	start := func(first bool) *exec.Cmd {
+		args := []string{"start", "--services", "node", "--proxy", addr, "--name", "journal1",
+			"--data-dir", nodeDir, "--node-listen", "127.0.0.1:" + port}
+		if first {
+			args = append(args, "--token", m[1], "--ca-pin", m[2])
+		}
+		cmd := exec.Command(WardenBinary, args...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	node := start(true)
+	defer func() { node.Process.Kill(); node.Wait() }()
+	c.WaitForNodes(1)
+	nodes, _ := c.Admin.ListNodes(context.Background(), nil)
+	home := c.Login(c.AddUser("dev", []string{"access"}, []string{osLogin}))
+
+	c.Proc.Close() // auth and proxy down
+	marker := "during-outage-" + randHex(t)
+	r := Run(t, nil, "ssh", directArgs(home, "127.0.0.1:"+port, nodes[0].ID, osLogin+"@journal1", "echo "+marker)...)
+	if r.Code != 0 || !strings.Contains(r.Stdout, marker) {
+		t.Fatalf("ssh while auth is down: %s", r)
+	}
+	time.Sleep(300 * time.Millisecond) // the exec event is emitted as the session closes
+	node.Process.Signal(syscall.SIGKILL)
+	node.Wait()
+
+	c2 := New(t, Options{NoNode: true, DataDir: dir, Proxy: service.ProxyConfig{Listen: addr}})
+	node = start(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := c2.Warden(t.TempDir(), nil, "audit", "search", "--type", "exec", "--user", "dev", "--text", marker, "-o", "json", "--data-dir", dir)
+		if r.Code == 0 && strings.Contains(r.Stdout, marker) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec event from the outage never arrived: %s", r)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
