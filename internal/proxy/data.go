@@ -115,10 +115,11 @@ func parsePreamble(b []byte) (kind byte, ticket string, err error) {
 	return kind, ticket, nil
 }
 
-// pendingDialBack is a node data connection the proxy waits for.
+// pendingDialBack is a node data connection the proxy waits for. Only the
+// node it asked knows the ticket (it went over that node's tunnel), so the
+// ticket alone identifies the node.
 type pendingDialBack struct {
-	nodeID string
-	ch     chan net.Conn
+	ch chan net.Conn
 }
 
 // userTicket is a node connection waiting for the user's data connection.
@@ -223,7 +224,7 @@ func (s *Server) dialNode(ctx context.Context, t *tunnel, clientAddr, user strin
 
 func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user string) (net.Conn, error) {
 	ticket := newTicket()
-	p := &pendingDialBack{nodeID: t.node.ID, ch: make(chan net.Conn, 1)}
+	p := &pendingDialBack{ch: make(chan net.Conn, 1)}
 	s.data.mu.Lock()
 	s.data.pending[ticket] = p
 	s.data.mu.Unlock()
