@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -211,12 +212,39 @@ func render[T any](g *globals, format string, items []T, header string, row func
 	return tw.Flush()
 }
 
+// writeJSONList writes a slice as a JSON array with one compact element per
+// line: readable, and several times faster than indenting every field
+// (warden ls over 10,000 nodes).
+func writeJSONList(w io.Writer, list reflect.Value) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString("[")
+	for i := range list.Len() {
+		b, err := json.Marshal(list.Index(i).Interface())
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			bw.WriteString(",")
+		}
+		bw.WriteString("\n  ")
+		bw.Write(b)
+	}
+	if list.Len() > 0 {
+		bw.WriteString("\n")
+	}
+	bw.WriteString("]\n")
+	return bw.Flush()
+}
+
 // printAs writes v as json or yaml; it reports false for the text format.
 func printAs(w io.Writer, format string, v any) (bool, error) {
 	switch format {
 	case "", "text":
 		return false, nil
 	case "json":
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
+			return true, writeJSONList(w, rv)
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return true, enc.Encode(v)

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/cli"
@@ -63,7 +64,9 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 		t.Fatalf("status: %s", st)
 	}
 	ls := c.Warden(home, nil, "ls", "-o", "json")
-	if ls.Code != 0 || !strings.Contains(ls.Stdout, `"node1"`) || !strings.Contains(ls.Stdout, `"env": "dev"`) {
+	var listed []auth.Node
+	if ls.Code != 0 || json.Unmarshal([]byte(ls.Stdout), &listed) != nil || len(listed) != 1 ||
+		listed[0].Name != "node1" || listed[0].Labels["env"] != "dev" {
 		t.Fatalf("ls: %s", ls)
 	}
 	cfg := c.SSHConfig(home)
