@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/identity"
