@@ -171,12 +171,23 @@ func (c *Client) RenewNodeCerts(ctx context.Context, publicKey string) (*auth.Ce
 
 // ListNodes lists nodes the caller may access.
 func (c *Client) ListNodes(ctx context.Context, labels map[string]string) ([]auth.Node, error) {
+	var out []auth.Node
+	return out, c.do(ctx, http.MethodGet, nodesPath(labels), nil, &out)
+}
+
+// ListNodesJSON is ListNodes with each node left as the JSON auth sent
+// (checked to be well-formed, not decoded): for printing them as JSON.
+func (c *Client) ListNodesJSON(ctx context.Context, labels map[string]string) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	return out, c.do(ctx, http.MethodGet, nodesPath(labels), nil, &out)
+}
+
+func nodesPath(labels map[string]string) string {
 	q := url.Values{}
 	for k, v := range labels {
 		q.Add("label", k+"="+v)
 	}
-	var out []auth.Node
-	return out, c.do(ctx, http.MethodGet, "/v1/nodes?"+q.Encode(), nil, &out)
+	return "/v1/nodes?" + q.Encode()
 }
 
 // EmitEvents sends node audit events.

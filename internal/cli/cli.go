@@ -219,8 +219,11 @@ func writeJSONList(w io.Writer, list reflect.Value) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteString("[")
 	for i := range list.Len() {
-		b, err := json.Marshal(list.Index(i).Interface())
-		if err != nil {
+		var b []byte
+		var err error
+		if raw, ok := list.Index(i).Interface().(json.RawMessage); ok {
+			b = raw // well-formed already (checked when decoded)
+		} else if b, err = json.Marshal(list.Index(i).Interface()); err != nil {
 			return err
 		}
 		if i > 0 {

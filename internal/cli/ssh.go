@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -213,6 +214,15 @@ func newLsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer s.close()
+			if format == "json" {
+				// Printed as received: no decoding and encoding again of
+				// what may be thousands of nodes.
+				raw, err := s.api.ListNodesJSON(cmd.Context(), filter)
+				if err != nil {
+					return err
+				}
+				return writeJSONList(g.io.Out, reflect.ValueOf(raw))
+			}
 			nodes, err := s.api.ListNodes(cmd.Context(), filter)
 			if err != nil {
 				return err
