@@ -184,19 +184,21 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 
 // TestRecordingSurvivesNodeKill: kill -9 the node process mid-session and
 // restart it: everything recorded before the kill reaches auth.
-func TestRecordingSurvivesNodeKill(t *testing.T) {
-	requireOpenSSH(t)
-	EnsureOSUser(t, osLogin)
-	c := New(t, Options{NoNode: true})
+// nodeProcess prepares a separate `warden start --services node` process
+// joining proxyAddr, also listening directly on the returned port; start
+// runs it (first: with a fresh join token) with the same data directory
+// each time.
+func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(first bool) *exec.Cmd, port string) {
+	t.Helper()
 	tok := c.Warden(t.TempDir(), nil, "tokens", "add", "--type", "node", "--ttl", "5m")
 	m := regexp.MustCompile(`--token (\S+) --ca-pin (\S+)`).FindStringSubmatch(tok.Stdout)
 	if m == nil {
 		t.Fatalf("tokens add: %s", tok)
 	}
 	nodeDir := t.TempDir()
-	port := freePort(t)
-	start := func(first bool) *exec.Cmd {
-		args := []string{"start", "--services", "node", "--proxy", c.ProxyAddr(), "--name", "victim",
+	port = freePort(t)
+	return func(first bool) *exec.Cmd {
+		args := []string{"start", "--services", "node", "--proxy", proxyAddr, "--name", name,
 			"--data-dir", nodeDir, "--node-listen", "127.0.0.1:" + port}
 		if first {
 			args = append(args, "--token", m[1], "--ca-pin", m[2])
@@ -207,7 +209,14 @@ func TestRecordingSurvivesNodeKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		return cmd
-	}
+	}, port
+}
+
+func TestRecordingSurvivesNodeKill(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NoNode: true})
+	start, port := nodeProcess(t, c, c.ProxyAddr(), "victim")
 	node := start(true)
 	defer func() { node.Process.Kill(); node.Wait() }()
 	c.WaitForNodes(1)
@@ -258,26 +267,7 @@ func TestAuditSurvivesNodeKillDuringOutage(t *testing.T) {
 	dir := t.TempDir()
 	c := New(t, Options{NoNode: true, DataDir: dir})
 	addr := c.ProxyAddr()
-	tok := c.Warden(t.TempDir(), nil, "tokens", "add", "--type", "node", "--ttl", "5m")
-	m := regexp.MustCompile(`--token (\S+) --ca-pin (\S+)`).FindStringSubmatch(tok.Stdout)
-	if m == nil {
-		t.Fatalf("tokens add: %s", tok)
-	}
-	nodeDir := t.TempDir()
-	port := freePort(t)
-	start := func(first bool) *exec.Cmd {
-		args := []string{"start", "--services", "node", "--proxy", addr, "--name", "journal1",
-			"--data-dir", nodeDir, "--node-listen", "127.0.0.1:" + port}
-		if first {
-			args = append(args, "--token", m[1], "--ca-pin", m[2])
-		}
-		cmd := exec.Command(WardenBinary, args...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
+	start, port := nodeProcess(t, c, addr, "journal1")
 	node := start(true)
 	defer func() { node.Process.Kill(); node.Wait() }()
 	c.WaitForNodes(1)
