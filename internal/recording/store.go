@@ -247,15 +247,17 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 		s.setLive(id, nil) // the state file is the truth again
 		return 0, fmt.Errorf("recording: write %s: %w", id, werr)
 	}
+	// A published liveInfo is never modified (Stat reads it without the
+	// session's lock): replace it.
+	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at}
 	if persist {
 		if err := s.writeInfo(info, false); err != nil {
 			s.setLive(id, nil)
 			return 0, err
 		}
-		l.persisted, l.at = end, time.Now()
+		next.persisted, next.at = end, time.Now()
 	}
-	l.info = *info
-	s.setLive(id, l)
+	s.setLive(id, next)
 	return end, nil
 }
 
