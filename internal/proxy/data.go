@@ -115,13 +115,6 @@ func parsePreamble(b []byte) (kind byte, ticket string, err error) {
 	return kind, ticket, nil
 }
 
-// pendingDialBack is a node data connection the proxy waits for. Only the
-// node it asked knows the ticket (it went over that node's tunnel), so the
-// ticket alone identifies the node.
-type pendingDialBack struct {
-	ch chan net.Conn
-}
-
 // userTicket is a node connection waiting for the user's data connection.
 type userTicket struct {
 	remote netip.Addr
@@ -132,12 +125,14 @@ type userTicket struct {
 	timer *time.Timer
 	// deadline is when the user's certificate expires (zero: never).
 	deadline time.Time
-	done     func()
 }
 
 type dataState struct {
-	mu      sync.Mutex
-	pending map[string]*pendingDialBack
+	mu sync.Mutex
+	// pending are node data connections the proxy waits for, by ticket.
+	// Only the node asked knows the ticket (it went over that node's
+	// tunnel), so the ticket alone identifies the node.
+	pending map[string]chan net.Conn
 	users   map[string]*userTicket
 }
 
@@ -158,10 +153,10 @@ func (s *Server) handleData(c net.Conn) {
 	switch kind {
 	case dataKindNode:
 		s.data.mu.Lock()
-		p := s.data.pending[ticket]
+		ch := s.data.pending[ticket]
 		delete(s.data.pending, ticket)
 		s.data.mu.Unlock()
-		if p == nil {
+		if ch == nil {
 			s.log.Debug("node data connection with an unknown ticket", "remote", c.RemoteAddr().String())
 			s.untrack(c)
 			return
@@ -169,7 +164,7 @@ func (s *Server) handleData(c net.Conn) {
 		// The connection now belongs to the forward that asked for it, which
 		// closes it; Close reaches it through the user's side.
 		s.forget(c)
-		p.ch <- c
+		ch <- c
 	case dataKindUser:
 		s.redeemUserTicket(c, ticket)
 	}
@@ -224,9 +219,9 @@ func (s *Server) dialNode(ctx context.Context, t *tunnel, clientAddr, user strin
 
 func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user string) (net.Conn, error) {
 	ticket := newTicket()
-	p := &pendingDialBack{ch: make(chan net.Conn, 1)}
+	ch := make(chan net.Conn, 1)
 	s.data.mu.Lock()
-	s.data.pending[ticket] = p
+	s.data.pending[ticket] = ch
 	s.data.mu.Unlock()
 	payload, _ := json.Marshal(DialBackPayload{Ticket: ticket, ClientAddr: clientAddr, User: user})
 	ok, reply, err := t.conn.SendRequest(RequestDialBack, true, payload)
@@ -237,7 +232,7 @@ func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user strin
 		timer := time.NewTimer(dialBackTimeout)
 		defer timer.Stop()
 		select {
-		case c := <-p.ch:
+		case c := <-ch:
 			return c, nil
 		case <-timer.C:
 			err = errors.New("timed out")
@@ -251,7 +246,7 @@ func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user strin
 	s.data.mu.Unlock()
 	if !mine {
 		// The connection arrived as we gave up: it is on its way.
-		c := <-p.ch
+		c := <-ch
 		if err == nil || ctx.Err() == nil {
 			return c, nil
 		}

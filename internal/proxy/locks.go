@@ -25,8 +25,6 @@ const EventProxyDisconnect = "proxy.disconnect"
 // liveRelay is a user connection the proxy is relaying to a node.
 type liveRelay struct {
 	sub    lock.Subject
-	user   string
-	node   string
 	remote string
 	cut    func()
 	// cutting is set once a cut is scheduled.
@@ -55,10 +53,15 @@ func (s *Server) addRelay(r *liveRelay) func() {
 	}
 }
 
+// lockMessage is a lock refusal as the user should read it.
+func lockMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": ")
+}
+
 // newRelay describes a user's connection to node for lock checks.
 func newRelay(u *userConn, node *auth.Node, remote string, cut func()) *liveRelay {
 	return &liveRelay{sub: lock.Subject{User: u.caller.User, Roles: u.caller.Roles, Requests: u.requests,
-		Node: node.Name, NodeID: node.ID}, user: u.caller.User, node: node.Name, remote: remote, cut: cut}
+		Node: node.Name, NodeID: node.ID}, remote: remote, cut: cut}
 }
 
 // ReverifyLocks re-checks every relayed connection against the current
@@ -97,8 +100,8 @@ func (s *Server) ReverifyLocks() {
 			}
 			r.cut()
 			s.cfg.Metrics.LockCuts.Inc()
-			events = append(events, audit.Event{Event: EventProxyDisconnect, User: r.user, Node: r.node,
-				RemoteAddr: r.remote, Success: true, Error: strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": "),
+			events = append(events, audit.Event{Event: EventProxyDisconnect, User: r.sub.User, Node: r.sub.Node,
+				RemoteAddr: r.remote, Success: true, Error: lockMessage(err),
 				Fields: map[string]any{"reason": "locked"}})
 		}
 		// Audit after the cuts, off the critical path.

@@ -131,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "proxy"), reg: newRegistry(cfg.Metrics),
 		unauth: make(chan struct{}, cfg.MaxUnauthenticated), conns: map[net.Conn]struct{}{}, shutdown: make(chan struct{}),
-		data:   dataState{pending: map[string]*pendingDialBack{}, users: map[string]*userTicket{}},
+		data:   dataState{pending: map[string]chan net.Conn{}, users: map[string]*userTicket{}},
 		relays: relaySet{m: map[*liveRelay]struct{}{}}}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback:       s.authenticate,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -115,7 +114,7 @@ func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Nod
 	// A locked user (role, request, node) does not even reach the node.
 	if err := s.cfg.Directory.CheckLock(lock.Subject{User: u.caller.User, Roles: u.caller.Roles, Requests: u.requests,
 		Node: node.Name, NodeID: node.ID}); err != nil {
-		return nil, nil, errors.New(strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": "))
+		return nil, nil, errors.New(lockMessage(err))
 	}
 	t := s.reg.get(node.ID)
 	if t == nil {

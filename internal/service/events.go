@@ -80,9 +80,8 @@ func (f *eventForwarder) Emit(_ context.Context, ev audit.Event) error {
 	}
 	f.queue = append(f.queue, ev)
 	if f.journal != nil {
-		if err := f.journal.append(ev); err != nil && !f.journalFailed {
-			f.journalFailed = true
-			f.log.Error("audit journal write failed; queued events are kept in memory only", "err", err)
+		if err := f.journal.append(ev); err != nil {
+			f.journalErrorLocked("write", err)
 		}
 	}
 	f.mu.Unlock()
@@ -161,11 +160,16 @@ func (f *eventForwarder) syncJournal() {
 	// synced the new one itself.
 	if err := jf.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 		f.mu.Lock()
-		if !f.journalFailed {
-			f.journalFailed = true
-			f.log.Error("audit journal sync failed; queued events are kept in memory only", "err", err)
-		}
+		f.journalErrorLocked("sync", err)
 		f.mu.Unlock()
+	}
+}
+
+// journalErrorLocked logs the first journal failure. f.mu is held.
+func (f *eventForwarder) journalErrorLocked(op string, err error) {
+	if !f.journalFailed {
+		f.journalFailed = true
+		f.log.Error("audit journal "+op+" failed; queued events are kept in memory only", "err", err)
 	}
 }
 

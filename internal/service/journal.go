@@ -83,8 +83,6 @@ func (j *eventJournal) append(ev audit.Event) error {
 	return err
 }
 
-func (j *eventJournal) sync() error { return j.f.Sync() }
-
 // reset empties the journal: everything in it was delivered.
 func (j *eventJournal) reset() error {
 	if j.size == 0 {
