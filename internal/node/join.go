@@ -31,8 +31,6 @@ const joinBuffer = 1024
 
 // participant is a user joined to another user's session.
 type participant struct {
-	user string
-	mode string
 	out  chan []byte
 	gone chan struct{}
 	once sync.Once
@@ -161,7 +159,7 @@ func (s *session) join(ctx context.Context, command string) (bool, func(context.
 		srv.emit(ctx, ev)
 		return s.refuseLocked(err.Error())
 	}
-	p := &participant{user: joiner.User, mode: mode, out: make(chan []byte, joinBuffer), gone: make(chan struct{})}
+	p := &participant{out: make(chan []byte, joinBuffer), gone: make(chan struct{})}
 	target.partMu.Lock()
 	if target.participants == nil {
 		target.participants = map[*participant]struct{}{}
