@@ -194,15 +194,12 @@ func (s *session) join(ctx context.Context, command string) (bool, func(context.
 					p.leave("")
 				}
 			case <-p.gone:
+				last := ""
 				if p.why != "" {
-					_, _ = fmt.Fprintf(s.ch.Stderr(), "\r\nwarden: %s\r\n", p.why)
+					last = "\r\nwarden: " + p.why + "\r\n"
 				}
-				s.eofMu.Lock()
-				s.eofSent = true
-				_ = s.ch.CloseWrite()
-				s.eofMu.Unlock()
-				_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: 0}))
-				_ = s.ch.Close()
+				s.closeOutput(last)
+				s.exit(0)
 				return
 			case <-ctx.Done():
 				p.leave("")

@@ -224,14 +224,27 @@ func (s *session) refuseLocked(msg string) (bool, func(context.Context)) {
 	s.started = true
 	s.log().Info("request refused", slog.String("reason", msg))
 	return true, func(context.Context) {
-		s.eofMu.Lock()
-		_, _ = s.ch.Stderr().Write([]byte("warden: " + msg + "\n"))
-		s.eofSent = true
-		_ = s.ch.CloseWrite()
-		s.eofMu.Unlock()
-		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: 1}))
-		_ = s.ch.Close()
+		s.closeOutput("warden: " + msg + "\n")
+		s.exit(1)
 	}
+}
+
+// closeOutput writes last (if any) to stderr and ends the channel's output;
+// notices (notify) are not written after it.
+func (s *session) closeOutput(last string) {
+	s.eofMu.Lock()
+	defer s.eofMu.Unlock()
+	if last != "" {
+		_, _ = s.ch.Stderr().Write([]byte(last))
+	}
+	s.eofSent = true
+	_ = s.ch.CloseWrite()
+}
+
+// exit reports status and closes the channel.
+func (s *session) exit(status uint32) {
+	_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: status}))
+	_ = s.ch.Close()
 }
 
 // isFileTransferCommand reports whether an exec command is the server side
@@ -366,7 +379,7 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 				streams.in = recordingReader{r: streams.in, rec: rec}
 			}
 		}
-		joinable := interactive && s.pty != nil
+		joinable := s.pty != nil
 		if joinable {
 			// Others may join (warden join) and see the output from then on.
 			streams.out = observedWriter{w: streams.out, sess: s}
@@ -411,15 +424,12 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 // It returns the exit code.
 func (s *session) finish(ps *os.ProcessState) int {
 	code, sig, core := exitInfo(ps)
-	s.eofMu.Lock()
-	s.eofSent = true
-	_ = s.ch.CloseWrite()
-	s.eofMu.Unlock()
-	if sig != 0 {
-		_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{Signal: signalName(sig), CoreDumped: core}))
-	} else {
-		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(code)}))
+	s.closeOutput("")
+	if sig == 0 {
+		s.exit(uint32(code))
+		return code
 	}
+	_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{Signal: signalName(sig), CoreDumped: core}))
 	_ = s.ch.Close()
 	return code
 }

@@ -29,23 +29,6 @@ func (c *conn) info() ConnInfo {
 		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly}
 }
 
-// Conns lists live authenticated connections.
-func (s *Server) Conns() []ConnInfo {
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		if c.auth != nil {
-			conns = append(conns, c)
-		}
-	}
-	s.mu.Unlock()
-	out := make([]ConnInfo, 0, len(conns))
-	for _, c := range conns {
-		out = append(out, c.info())
-	}
-	return out
-}
-
 // Terminate ends every live connection for which match returns a non-empty
 // reason: each session's user sees the message on stderr, and session.end
 // records the reason. It returns how many connections were ended.

@@ -77,16 +77,14 @@ func OpenStore(dir string) (*Store, error) {
 }
 
 // current returns the state of id: the in-memory state of a recording being
-// appended to, else the state file. Callers hold s.lock(id).
-func (s *Store) current(id string) (*Info, error) {
-	s.liveMu.Lock()
-	l := s.live[id]
-	s.liveMu.Unlock()
-	if l != nil {
+// appended to (and that entry), else the state file's.
+func (s *Store) current(id string) (*Info, *liveInfo, error) {
+	if l := s.getLive(id); l != nil {
 		info := l.info
-		return &info, nil
+		return &info, l, nil
 	}
-	return s.readInfo(id)
+	info, err := s.readInfo(id)
+	return info, nil, err
 }
 
 func (s *Store) setLive(id string, l *liveInfo) {
@@ -181,15 +179,7 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	defer s.lock(id)()
 
-	l := s.getLive(id)
-	var info *Info
-	var err error
-	if l != nil {
-		cp := l.info
-		info = &cp
-	} else {
-		info, err = s.readInfo(id)
-	}
+	info, l, err := s.current(id)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		if offset != 0 {
@@ -289,7 +279,7 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		return err
 	}
 	defer s.lock(sessionID)()
-	info, err := s.current(sessionID)
+	info, _, err := s.current(sessionID)
 	if err != nil {
 		return err
 	}
@@ -368,7 +358,8 @@ func (s *Store) Stat(sessionID string) (*Info, error) {
 	if err := checkID(sessionID); err != nil {
 		return nil, err
 	}
-	return s.current(sessionID)
+	info, _, err := s.current(sessionID)
+	return info, err
 }
 
 // List returns all recordings, oldest session start first.
@@ -383,7 +374,7 @@ func (s *Store) List() ([]Info, error) {
 		if !ok || !e.Type().IsRegular() || !ValidSessionID(id) {
 			continue
 		}
-		info, err := s.current(id)
+		info, _, err := s.current(id)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted meanwhile
 		}
@@ -407,7 +398,7 @@ func (s *Store) Delete(sessionID string) error {
 		return err
 	}
 	defer s.lock(sessionID)()
-	if _, err := s.current(sessionID); err != nil {
+	if _, _, err := s.current(sessionID); err != nil {
 		return err
 	}
 	s.setLive(sessionID, nil)

@@ -2,9 +2,7 @@ package service
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -73,6 +71,13 @@ func (f *eventForwarder) Emit(_ context.Context, ev audit.Event) error {
 		}
 		ev.ID = id[:32]
 	}
+	var line []byte
+	if f.journal != nil { // set at construction; encoded outside the lock
+		var err error
+		if line, err = journalLine(ev); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	if len(f.queue) >= maxQueuedEvents {
 		f.queue = f.queue[1:]
@@ -80,7 +85,7 @@ func (f *eventForwarder) Emit(_ context.Context, ev audit.Event) error {
 	}
 	f.queue = append(f.queue, ev)
 	if f.journal != nil {
-		if err := f.journal.append(ev); err != nil {
+		if err := f.journal.appendLine(line); err != nil {
 			f.journalErrorLocked("write", err)
 		}
 	}
@@ -145,20 +150,13 @@ func (f *eventForwarder) send(ctx context.Context) error {
 }
 
 // syncJournal makes the journal durable, without holding f.mu during the
-// fsync (Emit must not wait for the disk).
+// fsync (Emit must not wait for the disk). Only send's goroutine replaces
+// or closes the journal file, so it may use it unlocked here.
 func (f *eventForwarder) syncJournal() {
-	f.mu.Lock()
-	var jf *os.File
-	if f.journal != nil {
-		jf = f.journal.f
-	}
-	f.mu.Unlock()
-	if jf == nil {
+	if f.journal == nil {
 		return
 	}
-	// A rewrite may have replaced (and closed) the file meanwhile; it
-	// synced the new one itself.
-	if err := jf.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if err := f.journal.f.Sync(); err != nil {
 		f.mu.Lock()
 		f.journalErrorLocked("sync", err)
 		f.mu.Unlock()

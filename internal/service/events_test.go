@@ -159,7 +159,7 @@ func TestEventJournalRewrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 100; i++ {
-		if err := j.append(audit.Event{Event: "exec", ID: "old"}); err != nil {
+		if err := appendEvent(j, audit.Event{Event: "exec", ID: "old"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,7 +167,7 @@ func TestEventJournalRewrite(t *testing.T) {
 	if err := j.rewrite(keep); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.append(audit.Event{Event: "exec", ID: "k3"}); err != nil {
+	if err := appendEvent(j, audit.Event{Event: "exec", ID: "k3"}); err != nil {
 		t.Fatal(err)
 	}
 	j.close()
@@ -178,4 +178,12 @@ func TestEventJournalRewrite(t *testing.T) {
 	if len(pending) != 3 || pending[0].ID != "k1" || pending[2].ID != "k3" {
 		t.Fatalf("pending %+v", pending)
 	}
+}
+
+func appendEvent(j *eventJournal, ev audit.Event) error {
+	line, err := journalLine(ev)
+	if err != nil {
+		return err
+	}
+	return j.appendLine(line)
 }

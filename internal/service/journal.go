@@ -72,13 +72,18 @@ func openEventJournal(path string) (*eventJournal, []audit.Event, error) {
 	return &eventJournal{path: path, f: f, size: st.Size()}, pending, nil
 }
 
-// append writes ev as one line.
-func (j *eventJournal) append(ev audit.Event) error {
+// journalLine encodes ev as one journal line.
+func journalLine(ev audit.Event) ([]byte, error) {
 	b, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	n, err := j.f.Write(append(b, '\n'))
+	return append(b, '\n'), nil
+}
+
+// appendLine writes one encoded line.
+func (j *eventJournal) appendLine(line []byte) error {
+	n, err := j.f.Write(line)
 	j.size += int64(n)
 	return err
 }
@@ -100,11 +105,11 @@ func (j *eventJournal) reset() error {
 func (j *eventJournal) rewrite(queued []audit.Event) error {
 	var buf []byte
 	for _, ev := range queued {
-		b, err := json.Marshal(ev)
+		line, err := journalLine(ev)
 		if err != nil {
 			return err
 		}
-		buf = append(append(buf, b...), '\n')
+		buf = append(buf, line...)
 	}
 	if err := WriteFileAtomic(j.path, buf, 0o600); err != nil {
 		return err

@@ -173,7 +173,6 @@ func (a *authorizer) decide(id *ca.CertIdentity, roles []*policy.Role, login str
 	})
 }
 
-// subject describes a session for lock checks.
 // canJoin is the node's JoinPolicy: the joiner's current roles must allow
 // joining the owner's sessions in that mode.
 func (a *authorizer) canJoin(joiner node.Permissions, owner string, ownerRoles []string, mode string) error {
@@ -187,6 +186,7 @@ func (a *authorizer) canJoin(joiner node.Permissions, owner string, ownerRoles [
 	return nil
 }
 
+// subject describes a session for lock checks.
 func (a *authorizer) subject(id *ca.CertIdentity, login string) lock.Subject {
 	return lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID, Requests: id.RequestIDs}
 }
