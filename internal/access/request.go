@@ -15,7 +15,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -240,10 +239,10 @@ func requestConditions(userRoles []*policy.Role, name string) ([]*policy.Request
 		if r == nil {
 			continue
 		}
-		if c := r.Spec.Deny.Request; c != nil && MatchRole(c.Roles, name) {
+		if c := r.Spec.Deny.Request; c != nil && policy.MatchRole(c.Roles, name) {
 			return nil, deniedf("your roles do not allow requesting role %q", name)
 		}
-		if c := r.Spec.Allow.Request; c != nil && MatchRole(c.Roles, name) {
+		if c := r.Spec.Allow.Request; c != nil && policy.MatchRole(c.Roles, name) {
 			matched = append(matched, c)
 		}
 	}
@@ -261,22 +260,6 @@ func Requestable(userRoles []*policy.Role, name string) bool {
 	return err == nil
 }
 
-// MatchRole reports whether any pattern matches a role name. Patterns are
-// exact names or path.Match globs ("db-*", "*"); malformed globs match
-// nothing.
-func MatchRole(patterns []string, name string) bool {
-	for _, p := range patterns {
-		if p == policy.Wildcard || p == name {
-			return true
-		}
-		if strings.ContainsAny(p, "*?[") {
-			if ok, err := path.Match(p, name); err == nil && ok {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 type resolved struct {
 	thresholds     policy.Thresholds

@@ -193,8 +193,8 @@ func TestMatchRole(t *testing.T) {
 		{nil, "ops", false},
 	}
 	for _, tc := range tests {
-		if got := MatchRole(tc.patterns, tc.name); got != tc.want {
-			t.Errorf("MatchRole(%q, %q) = %v, want %v", tc.patterns, tc.name, got, tc.want)
+		if got := policy.MatchRole(tc.patterns, tc.name); got != tc.want {
+			t.Errorf("policy.MatchRole(%q, %q) = %v, want %v", tc.patterns, tc.name, got, tc.want)
 		}
 	}
 }
@@ -246,7 +246,7 @@ func FuzzNewRequestRoles(f *testing.F) {
 			return
 		}
 		for _, n := range req.Roles {
-			if !MatchRole([]string{pattern}, n) || checkRoleName(n) != nil {
+			if !policy.MatchRole([]string{pattern}, n) || checkRoleName(n) != nil {
 				t.Fatalf("accepted role %q with pattern %q", n, pattern)
 			}
 		}

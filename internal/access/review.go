@@ -21,10 +21,10 @@ func CanReview(reviewerRoles []*policy.Role, r *Request) bool {
 			if role == nil {
 				continue
 			}
-			if c := role.Spec.Deny.ReviewRequests; c != nil && MatchRole(c.Roles, name) {
+			if c := role.Spec.Deny.ReviewRequests; c != nil && policy.MatchRole(c.Roles, name) {
 				return false
 			}
-			if c := role.Spec.Allow.ReviewRequests; c != nil && MatchRole(c.Roles, name) {
+			if c := role.Spec.Allow.ReviewRequests; c != nil && policy.MatchRole(c.Roles, name) {
 				allowed = true
 			}
 		}

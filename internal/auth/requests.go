@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,18 +58,11 @@ func (s *Server) notifyRequest(event string, r *access.Request) {
 		return
 	}
 	text := fmt.Sprintf("Access request %s by %s for %s: %s (%s, %d/%d approvals)", r.ID, r.User,
-		strings.Join(r.Roles, ", "), r.State, cmpStr(r.Reason, "no reason given"), r.Approvals(), r.Thresholds.Approve)
+		strings.Join(r.Roles, ", "), r.State, cmp.Or(r.Reason, "no reason given"), r.Approvals(), r.Thresholds.Approve)
 	s.notifier.Notify(notify.Message{Event: event, Text: text, Link: s.requestLink(r.ID), Fields: map[string]any{
 		"id": r.ID, "user": r.User, "roles": r.Roles, "reason": r.Reason, "state": r.State, "reviewers": r.Reviewers,
 		"reviews": r.Reviews, "thresholds": r.Thresholds, "created": r.Created, "pending_expires": r.PendingExpires,
 		"access_expires": r.AccessExpires, "duration": r.Duration.String()}})
-}
-
-func cmpStr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (s *Server) requestEvent(event string, c Caller, r *access.Request, extra map[string]any) {
@@ -107,19 +101,22 @@ func (s *Server) CreateAccessRequest(ctx context.Context, c Caller, in CreateAcc
 	return r, nil
 }
 
-// canSeeRequest: the requester, reviewers who may review it, admins.
-func (s *Server) canSeeRequest(c Caller, r *access.Request) bool {
-	switch {
-	case c.Kind == KindAdmin:
-		return true
-	case c.Kind != KindUser:
-		return false
-	case r.User == c.User:
-		return true
-	case access.CanReview(s.roles.get(c.Roles), r):
-		return true
+// requestVisibility returns which requests c may see: the requester's own,
+// those it may review, or all (admins, and roles that may list them). The
+// caller-only part is worked out once.
+func (s *Server) requestVisibility(c Caller) func(r *access.Request) bool {
+	switch c.Kind {
+	case KindAdmin:
+		return func(*access.Request) bool { return true }
+	case KindUser:
+	default:
+		return func(*access.Request) bool { return false }
 	}
-	return policy.CheckResource(s.roles.get(c.Roles), "access_request", "list") == nil
+	roles := s.roles.get(c.Roles)
+	if policy.CheckResource(roles, "access_request", "list") == nil {
+		return func(*access.Request) bool { return true }
+	}
+	return func(r *access.Request) bool { return r.User == c.User || access.CanReview(roles, r) }
 }
 
 // ListAccessRequests lists the requests the caller may see.
@@ -129,10 +126,11 @@ func (s *Server) ListAccessRequests(ctx context.Context, c Caller) ([]*access.Re
 		return nil, err
 	}
 	now := s.now()
+	visible := s.requestVisibility(c)
 	out := all[:0]
 	for _, r := range all {
 		r.Expire(now) // show the state as of now; the sweeper persists it
-		if s.canSeeRequest(c, r) {
+		if visible(r) {
 			out = append(out, r)
 		}
 	}
@@ -146,7 +144,7 @@ func (s *Server) GetAccessRequest(ctx context.Context, c Caller, id string) (*ac
 	if err != nil {
 		return nil, err
 	}
-	if !s.canSeeRequest(c, r) {
+	if !s.requestVisibility(c)(r) {
 		return nil, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
 	}
 	r.Expire(s.now())
@@ -233,16 +231,12 @@ func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, a
 // RevokeAccessRequest ends a request: new certificates are refused and a
 // lock on the request ends live sessions that depend on it.
 func (s *Server) RevokeAccessRequest(ctx context.Context, c Caller, id, reason string) (*access.Request, error) {
-	r, _, err := s.loadRequest(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !(c.Kind == KindUser && r.User == c.User) {
-		if err := s.authorize(ctx, c, "access_request", "update"); err != nil {
-			return nil, err
+	r, err := s.updateRequest(ctx, id, func(r *access.Request) (bool, error) {
+		if !(c.Kind == KindUser && r.User == c.User) {
+			if err := s.authorize(ctx, c, "access_request", "update"); err != nil {
+				return false, err
+			}
 		}
-	}
-	r, err = s.updateRequest(ctx, id, func(r *access.Request) (bool, error) {
 		if err := r.Revoke(s.now().UTC(), reason); err != nil {
 			return false, accessErr(err)
 		}

@@ -3,6 +3,7 @@ package policy
 import (
 	"path"
 	"slices"
+	"strings"
 )
 
 // CanJoin reports whether a user holding joinerRoles may join, in mode, a
@@ -30,15 +31,20 @@ func CanJoin(joinerRoles []*Role, ownerRoles []string, mode string) bool {
 }
 
 func (j JoinSessions) matches(ownerRoles []string, mode string) bool {
-	if !slices.Contains(j.Modes, mode) {
-		return false
-	}
-	for _, pattern := range j.Roles {
-		for _, role := range ownerRoles {
-			if pattern == Wildcard || pattern == role {
-				return true
-			}
-			if ok, err := path.Match(pattern, role); err == nil && ok {
+	return slices.Contains(j.Modes, mode) &&
+		slices.ContainsFunc(ownerRoles, func(r string) bool { return MatchRole(j.Roles, r) })
+}
+
+// MatchRole reports whether any pattern matches a role name. Patterns are
+// exact names or path.Match globs ("db-*", "*"); malformed globs match
+// nothing.
+func MatchRole(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if p == Wildcard || p == name {
+			return true
+		}
+		if strings.ContainsAny(p, "*?[") {
+			if ok, err := path.Match(p, name); err == nil && ok {
 				return true
 			}
 		}
