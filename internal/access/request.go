@@ -260,7 +260,6 @@ func Requestable(userRoles []*policy.Role, name string) bool {
 	return err == nil
 }
 
-
 type resolved struct {
 	thresholds     policy.Thresholds
 	maxDuration    time.Duration
