@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"github.com/warden-sh/warden/internal/api"
 	"io"
 	"strconv"
 	"time"
@@ -52,12 +54,7 @@ func newRecordingsCmd(g *globals) *cobra.Command {
 		Example: "  warden recordings export 3f2a... > session.cast && asciinema play session.cast",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			rc, err := c.OpenRecording(cmd.Context(), args[0])
+			rc, err := g.openRecording(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -113,12 +110,7 @@ func newPlayCmd(g *globals) *cobra.Command {
 			if skipIdle && opt.MaxIdle == 0 {
 				opt.MaxIdle = time.Second
 			}
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			rc, err := c.OpenRecording(cmd.Context(), args[0])
+			rc, err := g.openRecording(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -135,4 +127,30 @@ func newPlayCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&opt.MaxIdle, "max-idle", 0, "cap pauses at this duration")
 	cmd.Flags().DurationVar(&opt.From, "from", 0, "start at this offset (earlier output is drawn instantly)")
 	return cmd
+}
+
+// openRecording streams a recording's bytes; closing the reader also closes
+// the client.
+func (g *globals) openRecording(ctx context.Context, id string) (io.ReadCloser, error) {
+	c, err := g.adminClient()
+	if err != nil {
+		return nil, err
+	}
+	rc, err := c.OpenRecording(ctx, id)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return recordingStream{ReadCloser: rc, c: c}, nil
+}
+
+type recordingStream struct {
+	io.ReadCloser
+	c *api.Client
+}
+
+func (r recordingStream) Close() error {
+	err := r.ReadCloser.Close()
+	r.c.Close()
+	return err
 }

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net"
 	"os"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -221,7 +220,8 @@ func newLsCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return writeJSONList(g.io.Out, reflect.ValueOf(raw))
+				_, err = printAs(g.io.Out, format, raw)
+				return err
 			}
 			nodes, err := s.api.ListNodes(cmd.Context(), filter)
 			if err != nil {
