@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/warden-sh/warden/internal/api"
 	"text/tabwriter"
 	"time"
 
@@ -123,7 +124,7 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 			defer c.Close()
 			if after == 0 {
 				// Start n events back from the end.
-				all, err := lastEvents(cmd, c, n)
+				all, err := lastEvents(cmd.Context(), c, n)
 				if err != nil {
 					return err
 				}
@@ -151,23 +152,19 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// lastEvents pages through the log and keeps the last n events.
-func lastEvents(cmd *cobra.Command, c interface {
-	SearchAudit(context.Context, audit.Query) ([]audit.Event, error)
-}, n int) ([]audit.Event, error) {
+// lastEvents pages through the log and keeps the last n events. It stops
+// at an empty page, whatever page size the server allows.
+func lastEvents(ctx context.Context, c *api.Client, n int) ([]audit.Event, error) {
 	var keep []audit.Event
 	var after int64
 	for {
-		page, err := c.SearchAudit(cmd.Context(), audit.Query{AfterSeq: after, Limit: 10000})
-		if err != nil {
-			return nil, err
+		page, err := c.SearchAudit(ctx, audit.Query{AfterSeq: after, Limit: 10000})
+		if err != nil || len(page) == 0 {
+			return keep, err
 		}
 		keep = append(keep, page...)
 		if len(keep) > n {
 			keep = keep[len(keep)-n:]
-		}
-		if len(page) < 10000 {
-			return keep, nil
 		}
 		after = page[len(page)-1].Seq
 	}
