@@ -40,9 +40,10 @@ func (c *lockCache) changed() {
 	}
 }
 
-// OnLocksChanged registers f, called (it must not block) whenever the lock
-// set changes: a lock created here or by another auth server, or removed.
-// The proxy uses it to cut live connections that a new lock matches.
+// OnLocksChanged registers f, called (it must not block) when locks are
+// added: created here (at once, and again when the watch delivers it) or by
+// another auth server, or reloaded. Removals do not call it: they end
+// nothing. The proxy uses it to cut live connections a new lock matches.
 func (s *Server) OnLocksChanged(f func()) {
 	s.locks.mu.Lock()
 	defer s.locks.mu.Unlock()
