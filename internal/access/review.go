@@ -39,9 +39,10 @@ func CanReview(reviewerRoles []*policy.Role, r *Request) bool {
 // threshold is reached: approvals >= Thresholds.Approve approves (access then
 // lasts Duration from now), denials >= Thresholds.Deny denies.
 //
-// changed reports whether r was modified and must be stored; it can be true
-// together with an error when the review found the request past its pending
-// expiry and marked it EXPIRED.
+// changed reports whether r was modified and must be stored; it is false
+// whenever err is set. A request past its expiry is refused and left as it
+// is: only Expire moves a request to EXPIRED, so that the one caller that
+// stores that change (the auth sweeper) also reports it.
 func (r *Request) AddReview(reviewer string, reviewerRoles []*policy.Role, approve bool, reason string, now time.Time) (changed bool, err error) {
 	if reviewer == "" {
 		return false, invalidf("a review needs a reviewer")
@@ -49,9 +50,8 @@ func (r *Request) AddReview(reviewer string, reviewerRoles []*policy.Role, appro
 	if err := checkReason(reason); err != nil {
 		return false, err
 	}
-	if r.State == StatePending && !now.Before(r.PendingExpires) {
-		r.expire(r.PendingExpires, "request expired before it was reviewed")
-		return true, conflictf("access request %s expired at %s before it was reviewed", r.ID, fmtTime(r.PendingExpires))
+	if err := r.expiredErr(now); err != nil {
+		return false, err
 	}
 	if r.State != StatePending {
 		return false, conflictf("access request %s is %s and can no longer be reviewed", r.ID, stateWord(r.State))
@@ -115,27 +115,48 @@ func (r *Request) count(approve bool) int {
 // Expire moves a PENDING request past PendingExpires or an APPROVED request
 // past AccessExpires to EXPIRED. It reports whether r changed.
 func (r *Request) Expire(now time.Time) bool {
-	switch {
-	case r.State == StatePending && !now.Before(r.PendingExpires):
-		r.expire(r.PendingExpires, "request expired before it was reviewed")
-		return true
-	case r.State == StateApproved && !now.Before(r.AccessExpires):
-		r.expire(r.AccessExpires, "access expired")
-		return true
+	at, reason, ok := r.expiry(now)
+	if !ok {
+		return false
 	}
-	return false
-}
-
-func (r *Request) expire(at time.Time, reason string) {
 	r.State = StateExpired
 	r.Resolved = at
 	r.ResolveReason = reason
+	return true
+}
+
+// expiry reports whether Expire(now) would expire r, and when and why.
+func (r *Request) expiry(now time.Time) (at time.Time, reason string, ok bool) {
+	switch {
+	case r.State == StatePending && !now.Before(r.PendingExpires):
+		return r.PendingExpires, "request expired before it was reviewed", true
+	case r.State == StateApproved && !now.Before(r.AccessExpires):
+		return r.AccessExpires, "access expired", true
+	}
+	return time.Time{}, "", false
+}
+
+// expiredErr returns a conflict if r is past its expiry at now but still
+// stored as PENDING or APPROVED (the sweeper has not expired it yet).
+func (r *Request) expiredErr(now time.Time) error {
+	at, _, ok := r.expiry(now)
+	if !ok {
+		return nil
+	}
+	if r.State == StatePending {
+		return conflictf("access request %s has expired: it was not reviewed before %s", r.ID, fmtTime(at))
+	}
+	return conflictf("access request %s has expired: its access ended at %s", r.ID, fmtTime(at))
 }
 
 // Revoke ends a PENDING or APPROVED request. Certificates issued from it stop
 // being accepted once callers check Usable (and locks, for live sessions).
+// A request past its expiry is refused and left for Expire.
 func (r *Request) Revoke(now time.Time, reason string) error {
 	if err := checkReason(reason); err != nil {
+		return err
+	}
+	if err := r.expiredErr(now); err != nil {
 		return err
 	}
 	if r.State != StatePending && r.State != StateApproved {

@@ -68,10 +68,12 @@ func TestStateMachine(t *testing.T) {
 			{at: min, review: "bob", roles: []*policy.Role{role("plain", nil)}, approve: true, kind: ErrDenied, frag: "do not allow reviewing", state: StatePending},
 			{at: min, review: "bob", roles: reviewer("db-*"), approve: true, kind: ErrDenied, frag: "do not allow reviewing", state: StatePending},
 		}},
-		{name: "review after pending expiry expires", cond: oneOne, steps: []step{
+		{name: "review after pending expiry is refused and leaves expiry to Expire", cond: oneOne, steps: []step{
 			{at: 59 * min, review: "bob", roles: []*policy.Role{role("plain", nil)}, approve: true, kind: ErrDenied, state: StatePending},
-			{at: time.Hour, review: "bob", approve: true, changed: true, kind: ErrConflict, frag: "expired at 2026-11-03T11:00:00Z before it was reviewed", state: StateExpired},
+			{at: time.Hour, review: "bob", approve: true, kind: ErrConflict, frag: "has expired: it was not reviewed before 2026-11-03T11:00:00Z", state: StatePending},
 			{at: time.Hour, usable: "alice", kind: ErrDenied, frag: "expired at 2026-11-03T11:00:00Z"},
+			{at: time.Hour, revoke: true, kind: ErrConflict, frag: "has expired", state: StatePending},
+			{at: time.Hour, expire: true, changed: true, state: StateExpired},
 			{at: time.Hour, review: "carol", approve: true, kind: ErrConflict, frag: "is expired", state: StateExpired},
 		}},
 		{name: "expire pending", cond: oneOne, steps: []step{
@@ -86,6 +88,8 @@ func TestStateMachine(t *testing.T) {
 			{at: 2*time.Hour + min - time.Nanosecond, usable: "alice"},
 			{at: 2*time.Hour + min - time.Nanosecond, expire: true, changed: false, state: StateApproved},
 			{at: 2*time.Hour + min, usable: "alice", kind: ErrDenied, frag: "expired at 2026-11-03T12:01:00Z"},
+			{at: 2*time.Hour + min, review: "carol", approve: true, kind: ErrConflict, frag: "has expired: its access ended at 2026-11-03T12:01:00Z", state: StateApproved},
+			{at: 2*time.Hour + min, revoke: true, kind: ErrConflict, frag: "has expired", state: StateApproved},
 			{at: 2*time.Hour + min, expire: true, changed: true, state: StateExpired},
 			{at: 3 * time.Hour, usable: "alice", kind: ErrDenied, frag: "expired at 2026-11-03T12:01:00Z"},
 			{at: 3 * time.Hour, review: "carol", approve: true, kind: ErrConflict, state: StateExpired},
@@ -138,15 +142,19 @@ func TestStateMachine(t *testing.T) {
 					if rr == nil {
 						rr = reviewer("*")
 					}
-					before := len(r.Reviews)
+					before := *r
 					changed, err = r.AddReview(s.review, rr, s.approve, "because", now)
-					if err != nil && r.State != StateExpired && len(r.Reviews) != before {
-						t.Fatalf("step %d: a refused review was recorded", i)
+					if err != nil && (changed || !reflect.DeepEqual(*r, before)) {
+						t.Fatalf("step %d: a refused review changed the request (changed = %v)", i, changed)
 					}
 				case s.expire:
 					changed = r.Expire(now)
 				case s.revoke:
+					before := *r
 					err = r.Revoke(now, "done")
+					if err != nil && !reflect.DeepEqual(*r, before) {
+						t.Fatalf("step %d: a refused revoke changed the request", i)
+					}
 				case s.usable != "":
 					err = r.Usable(s.usable, now)
 				default:

@@ -166,7 +166,10 @@ func (s *Server) loadRequest(ctx context.Context, id string) (*access.Request, i
 	return &r, rev, nil
 }
 
-// updateRequest applies fn with compare-and-swap, retrying on conflicts.
+// updateRequest applies fn with compare-and-swap, retrying on conflicts. fn
+// reports whether it changed the request; when it returns an error nothing is
+// stored. Only sweepRequests stores EXPIRED (fn elsewhere refuses a request
+// past its expiry), because it is the path that audits and notifies expiry.
 func (s *Server) updateRequest(ctx context.Context, id string, fn func(r *access.Request) (bool, error)) (*access.Request, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		r, rev, err := s.loadRequest(ctx, id)
@@ -175,11 +178,6 @@ func (s *Server) updateRequest(ctx context.Context, id string, fn func(r *access
 		}
 		changed, err := fn(r)
 		if err != nil {
-			if changed {
-				// The request moved (e.g. expired) even though the action
-				// failed: persist the new state.
-				_ = s.casJSON(ctx, prefixRequests+id, rev, r, time.Time{})
-			}
 			return nil, err
 		}
 		if !changed {
@@ -205,9 +203,8 @@ func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, a
 	before := ""
 	r, err := s.updateRequest(ctx, id, func(r *access.Request) (bool, error) {
 		before = r.State
-		if r.Expire(s.now()) {
-			return true, accessErr(fmt.Errorf("%w: access request %s expired", access.ErrInvalid, r.ID))
-		}
+		// AddReview refuses a request past its expiry without changing it;
+		// the sweeper expires it and audits that.
 		ok, err := r.AddReview(c.User, s.roles.get(c.Roles), approve, reason, s.now().UTC())
 		return ok, accessErr(err)
 	})
@@ -323,6 +320,9 @@ func (s *Server) SuggestRoles(ctx context.Context, c Caller, login, nodeName str
 }
 
 // sweepRequests expires requests and persists the change; run periodically.
+// It is the only code that stores EXPIRED, and it emits access_request.expired
+// and the notification once per request: only for the update that changed
+// the stored state, never for a request some other sweep already expired.
 func (s *Server) sweepRequests(ctx context.Context) {
 	all, err := listJSON[*access.Request](ctx, s.b, prefixRequests)
 	if err != nil {
@@ -337,8 +337,12 @@ func (s *Server) sweepRequests(ctx context.Context) {
 		if !probe.Expire(now) {
 			continue
 		}
-		updated, err := s.updateRequest(ctx, r.ID, func(r *access.Request) (bool, error) { return r.Expire(now), nil })
-		if err != nil || updated.State != access.StateExpired {
+		expired := false
+		updated, err := s.updateRequest(ctx, r.ID, func(r *access.Request) (bool, error) {
+			expired = r.Expire(now) // the last attempt is the one stored
+			return expired, nil
+		})
+		if err != nil || !expired {
 			continue
 		}
 		s.requestEvent(EventRequestExpired, Caller{Kind: KindAdmin, User: "system"}, updated, nil)

@@ -1,0 +1,5 @@
+package auth
+
+// SweepRequests runs one pass of the access request sweeper, for tests that
+// control the clock rather than wait for the ticker.
+var SweepRequests = (*Server).sweepRequests
