@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
@@ -39,6 +40,10 @@ type Handler struct {
 	auth *auth.Server
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// lastWatch is the last change encoded for watch streams: every
+	// watcher sends the same bytes, so a lock reaching a thousand nodes is
+	// decoded and encoded once.
+	lastWatch atomic.Pointer[encodedWatchEvent]
 }
 
 // NewHandler returns the API handler for an auth server.
@@ -285,12 +290,45 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 			if !ok {
 				return // the client re-syncs on reconnect
 			}
-			out, ok := watchEventOf(ev)
-			if !ok || !send(out) {
+			line, ok := h.encodeWatchEvent(ev)
+			if !ok {
 				return
+			}
+			if _, err := w.Write(line); err != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
 			}
 		}
 	}
+}
+
+// encodedWatchEvent is a change as a watch stream line.
+type encodedWatchEvent struct {
+	typ  storage.EventType
+	key  string
+	rev  int64
+	line []byte
+	ok   bool
+}
+
+// encodeWatchEvent returns ev as one JSON line for watch streams, and false
+// if it is not for watchers. Every change has its own revision (the
+// storage contract), so the line is shared by all watchers.
+func (h *Handler) encodeWatchEvent(ev storage.Event) ([]byte, bool) {
+	if c := h.lastWatch.Load(); c != nil && c.typ == ev.Type && c.key == ev.Item.Key && c.rev == ev.Item.Revision {
+		return c.line, c.ok
+	}
+	out, ok := watchEventOf(ev)
+	var line []byte
+	if ok {
+		b, err := json.Marshal(out)
+		ok = err == nil
+		line = append(b, '\n')
+	}
+	h.lastWatch.Store(&encodedWatchEvent{typ: ev.Type, key: ev.Item.Key, rev: ev.Item.Revision, line: line, ok: ok})
+	return line, ok
 }
 
 func watchEventOf(ev storage.Event) (WatchEvent, bool) {

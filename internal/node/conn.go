@@ -164,17 +164,19 @@ func (c *conn) terminate(reason, message string) {
 	}
 	c.mu.Unlock()
 	c.log().Info("ending connection", slog.String("reason", reason))
-	var wg sync.WaitGroup
-	for _, s := range sessions {
-		wg.Go(func() { s.notify(message) })
+	// A client that stopped reading must not hold the close up: after a
+	// second the connection goes, message or not.
+	t := time.AfterFunc(time.Second, func() { c.sconn.Close() })
+	if len(sessions) == 1 {
+		sessions[0].notify(message) // the common case, without goroutines
+	} else {
+		var wg sync.WaitGroup
+		for _, s := range sessions {
+			wg.Go(func() { s.notify(message) })
+		}
+		wg.Wait()
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-		// A client that stopped reading will not block the close.
-	}
+	t.Stop()
 	c.sconn.Close()
 	c.cancel()
 }

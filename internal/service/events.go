@@ -13,6 +13,14 @@ import (
 // maxQueuedEvents bounds memory if auth is unreachable for long.
 const maxQueuedEvents = 100_000
 
+// eventLinger is how long the forwarder collects events before it sends
+// them. Events are in the node's journal as soon as they are emitted; the
+// wait turns a burst (a lock ending many sessions, a busy sftp transfer)
+// into one delivery, and keeps the disk sync and the request to auth out of
+// the way of the work that caused the events: cutting sessions comes
+// first, accounting for them right after.
+const eventLinger = 500 * time.Millisecond
+
 // eventForwarder sends a node's audit events to auth in batches, retrying
 // while auth is unreachable.
 type eventForwarder struct {
@@ -22,6 +30,8 @@ type eventForwarder struct {
 	queue   []audit.Event
 	dropped int
 	wake    chan struct{}
+	// linger is eventLinger, or less in tests.
+	linger time.Duration
 	// journal keeps queued events on disk (nil: memory only).
 	journal *eventJournal
 	// journalFailed is set once a journal write failed (logged once).
@@ -36,7 +46,7 @@ const journalRewriteSize = 16 << 20
 // survive a crash or restart: those left from a previous run are queued
 // first.
 func newEventForwarder(c eventSink, log *slog.Logger, journalPath string) (*eventForwarder, error) {
-	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1)}
+	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1), linger: eventLinger}
 	if journalPath != "" {
 		j, pending, err := openEventJournal(journalPath)
 		if err != nil {
@@ -104,6 +114,11 @@ func (f *eventForwarder) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(f.linger):
+			}
 		case <-time.After(time.Second):
 		}
 		for f.send(ctx) != nil && ctx.Err() == nil {
