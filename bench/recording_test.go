@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -103,6 +104,9 @@ func BenchmarkRecording(b *testing.B) {
 	run(false)
 	run(true)
 	var offs, ons, ratios []float64
+	// WARDEN_BENCH_REC_PROFILE=FILE writes a CPU profile (or, for
+	// FILE.trace, an execution trace) of the measured runs.
+	defer startProfile(b, os.Getenv("WARDEN_BENCH_REC_PROFILE"))()
 	b.ResetTimer()
 	for i := range runs {
 		// Alternate which goes first so drift affects both alike.
