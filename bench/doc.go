@@ -2,7 +2,7 @@
 // behaviour: its Benchmark functions start real clusters, a stock OpenSSH
 // sshd as the baseline, real `warden start` processes and the real OpenSSH
 // client, measure side by side in one run, and print a summary table of
-// ratios against the baseline and the product goals (issues 2 and 3).
+// ratios against the baseline and the product goals (issues 2 to 5).
 //
 // Run everything with bench/run.sh, or:
 //
@@ -15,5 +15,13 @@
 // WARDEN_BENCH_BULK_BYTES (bytes per bulk transfer, default 1 GiB),
 // WARDEN_BENCH_BULK_RUNS (bulk transfers per path, default 3),
 // WARDEN_BENCH_SESSIONS (live sessions for the memory test, default 20),
-// WARDEN_BENCH_BINARY (a prebuilt warden binary; built if unset).
+// WARDEN_BENCH_BINARY (a prebuilt warden binary; built if unset),
+// WARDEN_BENCH_LOCK_NODES (node agents for the lock fan-out, default 1000),
+// WARDEN_BENCH_REC_BYTES and WARDEN_BENCH_REC_RUNS (recording overhead:
+// bytes per session, default 128 MiB, and on/off pairs, default 10).
+//
+// Profiling: WARDEN_BENCH_LOCK_PROFILE (shell sessions' fan-out),
+// WARDEN_BENCH_LOCK_PROFILE_FWD (port forwards' fan-out) and
+// WARDEN_BENCH_REC_PROFILE (the measured recording runs) name a file for a
+// CPU profile, or for an execution trace when it ends in .trace.
 package bench
