@@ -268,6 +268,9 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 		}
 	}
 	b.Logf("%s: %d live sessions, one per node", user, n)
+	// Let the sessions' start settle (their audit events reach auth after
+	// the nodes' linger) so that the lock meets idle sessions, as it would.
+	time.Sleep(time.Second)
 
 	stopProfile := startProfile(b, profile)
 	busyBefore, totalBefore := cpuTimes()
