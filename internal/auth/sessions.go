@@ -19,14 +19,18 @@ const (
 // EventNodeStart is sent by a node agent when it starts.
 const EventNodeStart = "node.start"
 
-// LiveSession is an interactive session in progress.
+// LiveSession is a shell or command session in progress.
 type LiveSession struct {
-	ID           string    `json:"id"`
-	User         string    `json:"user"`
-	Login        string    `json:"login"`
-	Node         string    `json:"node"`
-	NodeID       string    `json:"node_id"`
-	RemoteAddr   string    `json:"remote_addr,omitempty"`
+	ID         string `json:"id"`
+	User       string `json:"user"`
+	Login      string `json:"login"`
+	Node       string `json:"node"`
+	NodeID     string `json:"node_id"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+	// Kind is "shell" or "exec" (a command); TTY tells whether it has a
+	// terminal, which joining needs.
+	Kind         string    `json:"kind,omitempty"`
+	TTY          bool      `json:"tty"`
 	Started      time.Time `json:"started"`
 	Participants []string  `json:"participants"`
 }
@@ -39,8 +43,13 @@ func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event
 	key := prefixSessions + ev.SessionID
 	switch ev.Event {
 	case audit.SessionStart:
+		if !ev.Success {
+			return // refused before it began
+		}
 		ls := LiveSession{ID: ev.SessionID, User: ev.User, Login: ev.Login, Node: ev.Node, NodeID: nodeID,
 			RemoteAddr: ev.RemoteAddr, Started: ev.Time, Participants: []string{ev.User}}
+		ls.Kind, _ = ev.Fields["kind"].(string)
+		ls.TTY, _ = ev.Fields["tty"].(bool)
 		if err := s.putJSON(ctx, key, ls, s.now().Add(maxSessionRecord)); err != nil {
 			s.log.Warn("record live session", "session", ev.SessionID, "err", err)
 		}

@@ -43,9 +43,13 @@ sessions with warden sessions ls; give --node when you may not list sessions.`,
 					return fmt.Errorf("cannot look up session %s (%w); give its node with --node", id, err)
 				}
 				for _, ls := range sessions {
-					if ls.ID == id {
-						nodeName = ls.NodeID
+					if ls.ID != id {
+						continue
 					}
+					if !ls.TTY && ls.Kind != "" {
+						return fmt.Errorf("session %s runs without a terminal (%s); only sessions with one can be joined", id, sessionKind(ls))
+					}
+					nodeName = ls.NodeID
 				}
 				if nodeName == "" {
 					return fmt.Errorf("no live session %s (see warden sessions ls)", id)

@@ -11,7 +11,11 @@ import (
 func newSessionsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Short: "Live sessions"}
 	var format string
-	ls := &cobra.Command{Use: "ls", Short: "List live interactive sessions", Args: cobra.NoArgs,
+	ls := &cobra.Command{Use: "ls", Short: "List live sessions: shells and commands, with or without a terminal", Args: cobra.NoArgs,
+		Long: `List the sessions in progress on every node: id, user, login, node, kind,
+start time and participants. KIND is shell or exec (a command, as in
+ssh host CMD); +tty marks a session with a terminal, which is recorded and
+may be joined (warden join ID).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.adminClient()
 			if err != nil {
@@ -22,11 +26,21 @@ func newSessionsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return render(g, format, sessions, "SESSION\tUSER\tLOGIN\tNODE\tSTARTED\tPARTICIPANTS", func(s auth.LiveSession) []string {
-				return []string{s.ID, s.User, s.Login, s.Node, s.Started.Local().Format(time.DateTime), strings.Join(s.Participants, ",")}
+			return render(g, format, sessions, "SESSION\tUSER\tLOGIN\tNODE\tKIND\tSTARTED\tPARTICIPANTS", func(s auth.LiveSession) []string {
+				return []string{s.ID, s.User, s.Login, s.Node, sessionKind(s), s.Started.Local().Format(time.DateTime), strings.Join(s.Participants, ",")}
 			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 	cmd.AddCommand(ls)
 	return cmd
+}
+
+// sessionKind describes a live session for the table: a shell or a
+// command, with a terminal (which joining needs) or not.
+func sessionKind(s auth.LiveSession) string {
+	kind := cmp(s.Kind, "shell")
+	if s.TTY {
+		return kind + "+tty"
+	}
+	return kind
 }

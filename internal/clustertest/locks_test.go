@@ -82,6 +82,13 @@ func TestLocksEndLiveSessions(t *testing.T) {
 	} {
 		t.Run(strings.TrimPrefix(tc.flag, "--"), func(t *testing.T) {
 			wait, arm := liveSession(t, sshArgs(cfg, osLogin+"@prod1", "echo started; sleep 120"))
+			if tc.flag == "--user" {
+				// A command without a terminal is a live session too.
+				waitFor(t, 5*time.Second, "the command in sessions ls", func() bool {
+					r := c.Warden(admin, nil, "sessions", "ls")
+					return regexp.MustCompile(`contractor\s+` + osLogin + `\s+prod1\s+exec\s`).MatchString(r.Stdout)
+				})
+			}
 			arm()
 			id := lockID(t, c.Warden(admin, nil, "lock", tc.flag, tc.value, "--ttl", "10m", "--message", "investigating"))
 			r, took := wait()
@@ -132,9 +139,18 @@ func TestLocksEndLiveSessions(t *testing.T) {
 		if r := c.Warden(admin, nil, "audit", "search", "--type", "lock.created"); !strings.Contains(r.Stdout, "user=contractor") {
 			t.Fatalf("lock.created not audited: %s", r)
 		}
-		if r := c.Warden(admin, nil, "audit", "search", "--type", "exec", "-o", "json"); !strings.Contains(r.Stdout, `"reason":"locked"`) {
-			t.Fatalf("the locked session's end reason was not audited: %s", r)
+		// Node events reach auth after the node's short linger.
+		for _, typ := range []string{"exec", "session.end"} {
+			waitFor(t, 5*time.Second, typ+` with "reason":"locked"`, func() bool {
+				r := c.Warden(admin, nil, "audit", "search", "--type", typ, "-o", "json")
+				return strings.Contains(r.Stdout, `"reason":"locked"`)
+			})
 		}
+		// Ended sessions leave the live list.
+		waitFor(t, 5*time.Second, "an empty session list", func() bool {
+			r := c.Warden(admin, nil, "sessions", "ls", "-o", "json")
+			return r.Code == 0 && !strings.Contains(r.Stdout, `"user":"contractor"`)
+		})
 	})
 	t.Run("bad input", func(t *testing.T) {
 		for _, args := range [][]string{

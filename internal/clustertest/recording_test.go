@@ -123,10 +123,10 @@ func TestRecordingEndToEnd(t *testing.T) {
 		t.Fatalf("no-PTY shell recording: %s", p)
 	}
 	// session.end carries the recording's length and hash.
-	ev := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "dev", "-o", "json")
-	if !strings.Contains(ev.Stdout, in.SHA256) {
-		t.Fatalf("session.end lacks the recording hash %s: %s", in.SHA256, ev)
-	}
+	waitFor(t, 5*time.Second, "session.end with the recording hash "+in.SHA256, func() bool {
+		ev := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "dev", "-o", "json")
+		return strings.Contains(ev.Stdout, in.SHA256)
+	})
 }
 
 // TestRecordingSurvivesAuthOutage: auth is down for 30 s in the middle of a

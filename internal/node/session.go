@@ -311,7 +311,6 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	if s.pty != nil && !hasTerm && s.pty.Term != "" {
 		env = append(env, "TERM="+s.pty.Term)
 	}
-	interactive := kind == kindShell || s.pty != nil
 	rec, recFields, refuse := s.startRecording(ctx, kind, env)
 	if refuse {
 		ev := s.event(audit.SessionStart)
@@ -356,15 +355,16 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	}
 	s.proc = p
 	s.rec = rec
-	if interactive {
-		ev := s.event(audit.SessionStart)
-		ev.Fields = map[string]any{"kind": kind, "tty": s.pty != nil}
-		maps.Copy(ev.Fields, recFields)
-		if command != "" {
-			ev.Fields["command"] = command
-		}
-		s.c.srv.emit(ctx, ev)
+	// Every shell and command is a live session (sessions ls, locks,
+	// session.end), with or without a terminal: a command run without one
+	// is not hidden from the session list.
+	ev := s.event(audit.SessionStart)
+	ev.Fields = map[string]any{"kind": kind, "tty": s.pty != nil}
+	maps.Copy(ev.Fields, recFields)
+	if command != "" {
+		ev.Fields["command"] = command
 	}
+	s.c.srv.emit(ctx, ev)
 	s.log().Info("session started", slog.String("kind", kind), slog.Bool("tty", s.pty != nil), slog.Bool("recording", rec != nil))
 	return true, func(context.Context) {
 		defer cancelRun()
@@ -408,15 +408,13 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 			}
 			s.c.srv.emit(ctx, ev)
 		}
-		if interactive {
-			ev := s.event(audit.SessionEnd)
-			ev.Fields = map[string]any{"kind": kind, "exit_code": code}
-			maps.Copy(ev.Fields, endFields)
-			if r := s.c.reason(); r != "" {
-				ev.Fields["reason"] = r
-			}
-			s.c.srv.emit(ctx, ev)
+		end := s.event(audit.SessionEnd)
+		end.Fields = map[string]any{"kind": kind, "exit_code": code, "tty": s.pty != nil}
+		maps.Copy(end.Fields, endFields)
+		if r := s.c.reason(); r != "" {
+			end.Fields["reason"] = r
 		}
+		s.c.srv.emit(ctx, end)
 	}
 }
 
