@@ -249,6 +249,24 @@ func TestJoinSession(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	// A command without a terminal is listed, but cannot be joined.
+	cmd := startBackground(t, "ssh", sshArgs(c.SSHConfig(alice), osLogin+"@web1", "echo started; sleep 30")...)
+	cmd.waitFor(t, "started")
+	var execID string
+	waitFor(t, 10*time.Second, "alice's command in sessions ls", func() bool {
+		var list []auth.LiveSession
+		_ = json.Unmarshal([]byte(c.Warden(bob, nil, "sessions", "ls", "-o", "json").Stdout), &list)
+		for _, s := range list {
+			if s.User == "alice" && s.Kind == "exec" && !s.TTY {
+				execID = s.ID
+			}
+		}
+		return execID != ""
+	})
+	if r := c.Warden(bob, nil, "join", execID); r.Code == 0 || !strings.Contains(r.Stderr, "without a terminal") {
+		t.Fatalf("join of a session without a terminal: %s", r)
+	}
 }
 
 func waitParticipants(t *testing.T, c *Cluster, home, id, want string) {
