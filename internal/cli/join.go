@@ -40,7 +40,7 @@ sessions with warden sessions ls; give --node when you may not list sessions.`,
 			if nodeName == "" {
 				sessions, err := s.api.ListSessions(cmd.Context())
 				if err != nil {
-					return fmt.Errorf("cannot look up session %s (%w); give its node with --node", id, err)
+					return fmt.Errorf("cannot look up session %s (%s); give its node with --node", id, userMessage(err))
 				}
 				for _, ls := range sessions {
 					if ls.ID != id {
