@@ -164,9 +164,8 @@ func BenchmarkLockFanout(b *testing.B) {
 		}
 		return func() { _, _ = io.Copy(io.Discard, conn) }, nil
 	})
-	lat := shell
 	floor := killFloor(b, n)
-	p50, p99, mx := Percentile(lat, 50), Percentile(lat, 99), Percentile(lat, 100)
+	p50, p99, mx := Percentile(shell, 50), Percentile(shell, 99), Percentile(shell, 100)
 	b.ReportMetric(p99, "lock-p99-ms")
 	b.ReportMetric(float64(unlock)/float64(time.Millisecond), "unlock-ms")
 	nan := math.NaN()

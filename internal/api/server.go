@@ -263,15 +263,18 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 	fl, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	send := func(ev WatchEvent) bool {
-		if err := enc.Encode(ev); err != nil {
+	write := func(line []byte) bool {
+		if _, err := w.Write(line); err != nil {
 			return false
 		}
 		if fl != nil {
 			fl.Flush()
 		}
 		return true
+	}
+	send := func(ev WatchEvent) bool {
+		line, err := json.Marshal(ev)
+		return err == nil && write(append(line, '\n'))
 	}
 	if !send(WatchEvent{Type: "snapshot", Roles: snap.Roles, Locks: snap.Locks}) {
 		return
@@ -291,14 +294,8 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 				return // the client re-syncs on reconnect
 			}
 			line, ok := h.encodeWatchEvent(ev)
-			if !ok {
+			if !ok || !write(line) {
 				return
-			}
-			if _, err := w.Write(line); err != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
 			}
 		}
 	}

@@ -313,13 +313,8 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	}
 	rec, recFields, refuse := s.startRecording(ctx, kind, env)
 	if refuse {
-		ev := s.event(audit.SessionStart)
+		ev := s.startEvent(kind, command, true, recFields)
 		ev.Success, ev.Error = false, msgRecordingUnavailable
-		ev.Fields = map[string]any{"kind": kind, "tty": true}
-		maps.Copy(ev.Fields, recFields)
-		if command != "" {
-			ev.Fields["command"] = command
-		}
 		s.c.srv.emit(ctx, ev)
 		return s.refuseLocked(msgRecordingUnavailable)
 	}
@@ -358,13 +353,7 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	// Every shell and command is a live session (sessions ls, locks,
 	// session.end), with or without a terminal: a command run without one
 	// is not hidden from the session list.
-	ev := s.event(audit.SessionStart)
-	ev.Fields = map[string]any{"kind": kind, "tty": s.pty != nil}
-	maps.Copy(ev.Fields, recFields)
-	if command != "" {
-		ev.Fields["command"] = command
-	}
-	s.c.srv.emit(ctx, ev)
+	s.c.srv.emit(ctx, s.startEvent(kind, command, s.pty != nil, recFields))
 	s.log().Info("session started", slog.String("kind", kind), slog.Bool("tty", s.pty != nil), slog.Bool("recording", rec != nil))
 	return true, func(context.Context) {
 		defer cancelRun()
@@ -416,6 +405,17 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		}
 		s.c.srv.emit(ctx, end)
 	}
+}
+
+// startEvent is the session.start event of a shell or command.
+func (s *session) startEvent(kind, command string, tty bool, recFields map[string]any) audit.Event {
+	ev := s.event(audit.SessionStart)
+	ev.Fields = map[string]any{"kind": kind, "tty": tty}
+	maps.Copy(ev.Fields, recFields)
+	if command != "" {
+		ev.Fields["command"] = command
+	}
+	return ev
 }
 
 // finish reports the exit status (or signal) and closes the channel.

@@ -30,8 +30,6 @@ type eventForwarder struct {
 	queue   []audit.Event
 	dropped int
 	wake    chan struct{}
-	// linger is eventLinger, or less in tests.
-	linger time.Duration
 	// journal keeps queued events on disk (nil: memory only).
 	journal *eventJournal
 	// journalFailed is set once a journal write failed (logged once).
@@ -46,7 +44,7 @@ const journalRewriteSize = 16 << 20
 // survive a crash or restart: those left from a previous run are queued
 // first.
 func newEventForwarder(c eventSink, log *slog.Logger, journalPath string) (*eventForwarder, error) {
-	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1), linger: eventLinger}
+	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1)}
 	if journalPath != "" {
 		j, pending, err := openEventJournal(journalPath)
 		if err != nil {
@@ -117,7 +115,7 @@ func (f *eventForwarder) run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(f.linger):
+			case <-time.After(eventLinger):
 			}
 		case <-time.After(time.Second):
 		}
