@@ -137,6 +137,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"no authorizer", func(c *Config) { c.Authorizer = nil }},
 		{"no audit", func(c *Config) { c.Audit = nil }},
 		{"no node name", func(c *Config) { c.NodeName = "" }},
+		{"unknown session cgroups mode", func(c *Config) { c.SessionCgroups = "sometimes" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,7 +30,9 @@ type conn struct {
 	// endReason says why the node ended the connection (audited in
 	// session.end): "certificate expired", "locked", "idle timeout", ...
 	endReason string
-	started   time.Time
+	// revoked: ended because access was revoked (Server.Terminate).
+	revoked bool
+	started time.Time
 	// lastActivity is the unix-nano time data last moved on a session.
 	lastActivity atomic.Int64
 }
@@ -128,7 +130,7 @@ func (c *conn) openSession(ctx context.Context, nc ssh.NewChannel) {
 // expire ends the connection because the certificate (or the authorization)
 // expired, telling every session why.
 func (c *conn) expire() {
-	c.terminate("certificate expired", "your certificate expired; closing the connection")
+	c.terminate("certificate expired", "your certificate expired; closing the connection", false)
 }
 
 // watchIdle ends the connection after idle time without session data.
@@ -141,7 +143,7 @@ func (c *conn) watchIdle(ctx context.Context, idle time.Duration) {
 			return
 		case <-t.C:
 			if time.Since(time.Unix(0, c.lastActivity.Load())) > idle {
-				c.terminate("idle timeout", fmt.Sprintf("the connection was idle for more than %s; closing it", idle))
+				c.terminate("idle timeout", fmt.Sprintf("the connection was idle for more than %s; closing it", idle), false)
 				return
 			}
 		}
@@ -150,7 +152,7 @@ func (c *conn) watchIdle(ctx context.Context, idle time.Duration) {
 
 // terminate ends the connection, telling every session why; reason goes to
 // the session.end audit events.
-func (c *conn) terminate(reason, message string) {
+func (c *conn) terminate(reason, message string, revoke bool) {
 	c.mu.Lock()
 	if c.endReason != "" {
 		c.mu.Unlock()
@@ -158,6 +160,7 @@ func (c *conn) terminate(reason, message string) {
 	}
 	c.expired = true
 	c.endReason = reason
+	c.revoked = revoke
 	sessions := make([]*session, 0, len(c.sessions))
 	for s := range c.sessions {
 		sessions = append(sessions, s)
@@ -185,6 +188,14 @@ func (c *conn) isExpired() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.expired
+}
+
+// isRevoked reports whether the connection was ended because its access
+// was revoked (Server.Terminate): its sessions lose every process.
+func (c *conn) isRevoked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.revoked
 }
 
 func (c *conn) reason() string {

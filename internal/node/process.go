@@ -32,6 +32,12 @@ type proc struct {
 	// Pipe mode: the parent's ends.
 	inW, outR, errR *os.File
 
+	// cg is the session's cgroup, nil without; revoked tells, once the
+	// run's context ended, whether access was revoked (kill everything).
+	cg      *sessionCgroup
+	revoked func() bool
+	killed  bool // killAll ran
+
 	closeOnce sync.Once
 }
 
@@ -44,6 +50,9 @@ type procSpec struct {
 	user  *osUser
 	pty   *ptyRequest // nil: pipes
 	extra []*os.File  // ExtraFiles, fd 3...
+	// cgroup, if set, is where the process starts; revoked as in proc.
+	cgroup  *sessionCgroup
+	revoked func() bool
 }
 
 // startProc starts spec. In PTY mode stdin/stdout/stderr are the terminal
@@ -85,7 +94,7 @@ func (s *Server) startProc(spec procSpec) (*proc, error) {
 		cmd.SysProcAttr = s.sysProcAttr(spec.user, true)
 		cmd.SysProcAttr.Setctty = true
 		cmd.SysProcAttr.Ctty = 0 // the child's stdin
-		if err := cmd.Start(); err != nil {
+		if err := p.start(spec); err != nil {
 			ptmx.Close()
 			return nil, fmt.Errorf("start %s: %w", spec.path, err)
 		}
@@ -114,13 +123,25 @@ func (s *Server) startProc(spec procSpec) (*proc, error) {
 	p.inW, p.outR, p.errR = parent[0], parent[1], parent[2]
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = child[0], child[1], child[2]
 	cmd.SysProcAttr = s.sysProcAttr(spec.user, false)
-	err := cmd.Start()
+	err := p.start(spec)
 	closeAll(child)
 	if err != nil {
 		closeAll(parent)
 		return nil, fmt.Errorf("start %s: %w", spec.path, err)
 	}
 	return p, nil
+}
+
+// start starts the process, in the session's cgroup if it has one.
+func (p *proc) start(spec procSpec) error {
+	p.cg, p.revoked = spec.cgroup, spec.revoked
+	if p.cg == nil {
+		return p.cmd.Start()
+	}
+	p.cg.attr(p.cmd.SysProcAttr)
+	err := p.cmd.Start()
+	p.cg.started()
+	return err
 }
 
 // ttyGroup is the gid of group "tty", or fallback.
@@ -194,7 +215,11 @@ func (p *proc) run(ctx context.Context, st ioStreams, wg *sync.WaitGroup) *os.Pr
 	select {
 	case <-waited:
 	case <-ctx.Done():
-		p.hangup(waited)
+		if p.cg != nil && p.revoked != nil && p.revoked() {
+			p.killAll(waited)
+		} else {
+			p.hangup(waited)
+		}
 	}
 
 	switch {
@@ -220,6 +245,23 @@ func (p *proc) run(ctx context.Context, st ioStreams, wg *sync.WaitGroup) *os.Pr
 	}
 	<-drained
 	return p.cmd.ProcessState
+}
+
+// killAll kills every process of a session whose access was revoked,
+// wherever it went in the process tree; hangup if the kernel refused.
+func (p *proc) killAll(waited <-chan struct{}) {
+	if err := p.cg.kill(); err != nil {
+		p.hangup(waited)
+		return
+	}
+	p.killed = true
+	p.closeIO()
+	select {
+	case <-waited:
+	case <-time.After(killGrace):
+		_ = p.signal(syscall.SIGKILL) // not expected: SIGKILL cannot be caught
+		<-waited
+	}
 }
 
 // hangup sends SIGHUP to the group, then SIGKILL if it did not exit.

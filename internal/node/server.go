@@ -107,6 +107,11 @@ type Config struct {
 	Recorder Recorder
 	// JoinPolicy allows joining live sessions; nil refuses every join.
 	JoinPolicy JoinPolicy
+	// SessionCgroups is CgroupsAuto (""): each shell or command session's
+	// processes run in a cgroup of their own where the node may create one
+	// (root, cgroup v2), so that revoking access ends every process the
+	// session started; or CgroupsOff.
+	SessionCgroups string
 }
 
 // Defaults for zero Config fields.
@@ -134,6 +139,7 @@ type Server struct {
 	wg        sync.WaitGroup
 
 	sessions atomic.Int64
+	cgroups  *cgroupHier // nil: sessions are ended by process group only
 }
 
 // New validates cfg and returns a Server.
@@ -179,7 +185,21 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: current user: %w", err)
 	}
+	var cg *cgroupHier
+	switch cfg.SessionCgroups {
+	case "", CgroupsAuto:
+		cg, err = detectCgroups()
+		if err != nil {
+			cgroupsLogOnce.Do(func() {
+				cfg.Logger.Info("session cgroups are unavailable; a revoked session's processes are ended by process group only", slog.Any("reason", err))
+			})
+		}
+	case CgroupsOff:
+	default:
+		return nil, fmt.Errorf("node: session cgroups must be %q or %q, not %q", CgroupsAuto, CgroupsOff, cfg.SessionCgroups)
+	}
 	return &Server{
+		cgroups:   cg,
 		cfg:       cfg,
 		log:       cfg.Logger.With(slog.String("component", "node"), slog.String("node", cfg.NodeName)),
 		uid:       os.Geteuid(),

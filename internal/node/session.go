@@ -332,8 +332,19 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 	} else {
 		spec.argv = []string{filepath.Base(u.Shell), "-c", command}
 	}
+	if h := s.c.srv.cgroups; h != nil {
+		cg, err := newSessionCgroup(h, s.id)
+		if err != nil {
+			s.log().Warn("session cgroup unavailable; revoking access ends this session's process group only", slog.Any("err", err))
+		} else {
+			spec.cgroup, spec.revoked = cg, s.c.isRevoked
+		}
+	}
 	p, err := s.c.srv.startProc(spec)
 	if err != nil {
+		if spec.cgroup != nil {
+			spec.cgroup.remove(false)
+		}
 		cancelRun()
 		if rec != nil {
 			rec.close(map[string]any{})
@@ -375,6 +386,9 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 			s.c.srv.registerLive(s)
 		}
 		st := p.run(runCtx, streams, &s.wg)
+		if p.cg != nil {
+			p.cg.remove(p.killed)
+		}
 		if joinable {
 			s.c.srv.unregisterLive(s)
 		}

@@ -30,8 +30,10 @@ func (c *conn) info() ConnInfo {
 }
 
 // Terminate ends every live connection for which match returns a non-empty
-// reason: each session's user sees the message on stderr, and session.end
-// records the reason. It returns how many connections were ended.
+// reason: access was revoked. Each session's user sees the message on
+// stderr, session.end records the reason, and with session cgroups every
+// process the session started is killed. It returns how many connections
+// were ended.
 func (s *Server) Terminate(match func(ConnInfo) (reason, message string)) int {
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.conns))
@@ -45,7 +47,7 @@ func (s *Server) Terminate(match func(ConnInfo) (reason, message string)) int {
 	for _, c := range conns {
 		if reason, msg := match(c.info()); reason != "" {
 			n++
-			go c.terminate(reason, msg)
+			go c.terminate(reason, msg, true)
 		}
 	}
 	return n

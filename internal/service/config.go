@@ -114,6 +114,10 @@ type NodeConfig struct {
 	// the proxy. Slower (session bytes are encrypted twice); for networks
 	// that allow the node only one connection to the proxy.
 	TunnelOnly bool `yaml:"tunnel_only"`
+	// SessionCgroups is "auto" (the default: each session's processes in a
+	// cgroup of their own where the node can create one, so that revoking
+	// access kills every process the session started) or "off".
+	SessionCgroups string `yaml:"session_cgroups"`
 }
 
 // Defaults.

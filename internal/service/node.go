@@ -158,6 +158,8 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		NodeName:    id.nodeName(),
 		NodeID:      id.NodeID,
 		Logger:      a.log,
+
+		SessionCgroups: cfg.SessionCgroups,
 	})
 	if err != nil {
 		a.Close()

@@ -1,0 +1,75 @@
+package clustertest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sleepers returns the pids of live `sleep ARG` processes.
+func sleepers(arg string) []int {
+	want := []byte("sleep\x00" + arg + "\x00")
+	var pids []int
+	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.HasSuffix(b, want) {
+			continue
+		}
+		// A zombie has an empty cmdline, so this one is alive.
+		var pid int
+		fmt.Sscanf(strings.TrimPrefix(p, "/proc/"), "%d/", &pid)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// TestLockKillsDetachedProcesses: a lock ends every process the session
+// started, also those that left its process group (setsid) or ignore the
+// hangup (nohup); an ordinary end leaves a detached job running, as sshd
+// does.
+func TestLockKillsDetachedProcesses(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NodeName: "cg1"})
+	u := c.AddUser("escaper", []string{"access"}, []string{osLogin})
+	cfg := c.SSHConfig(c.Login(u))
+	admin := t.TempDir()
+	base := 7_000_000 + os.Getpid()%1_000_000*3
+	setsidArg, nohupArg, keptArg := fmt.Sprint(base), fmt.Sprint(base+1), fmt.Sprint(base+2)
+	t.Cleanup(func() {
+		for _, a := range []string{setsidArg, nohupArg, keptArg} {
+			for _, pid := range sleepers(a) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+
+	// An ordinary end: the user's nohup job survives the logout.
+	if r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@cg1", "nohup sleep "+keptArg+" >/dev/null 2>&1 &")...); r.Code != 0 {
+		t.Fatalf("ssh: %s", r)
+	}
+	waitFor(t, 5*time.Second, "the detached job running", func() bool { return len(sleepers(keptArg)) == 1 })
+
+	wait, arm := liveSession(t, sshArgs(cfg, osLogin+"@cg1",
+		"setsid sleep "+setsidArg+" </dev/null >/dev/null 2>&1 & nohup sleep "+nohupArg+" </dev/null >/dev/null 2>&1 & echo started; sleep 120"))
+	waitFor(t, 5*time.Second, "the session's escaped processes running", func() bool {
+		return len(sleepers(setsidArg)) == 1 && len(sleepers(nohupArg)) == 1
+	})
+	arm()
+	c.Warden(admin, nil, "lock", "--user", "escaper", "--message", "contained")
+	if r, _ := wait(); r.Code == 0 || !strings.Contains(r.Stderr, "contained") {
+		t.Fatalf("locked session ended wrongly: %s", r)
+	}
+	waitFor(t, 5*time.Second, "the locked session's processes gone", func() bool {
+		return len(sleepers(setsidArg)) == 0 && len(sleepers(nohupArg)) == 0
+	})
+	if len(sleepers(keptArg)) != 1 {
+		t.Fatal("the lock killed a job of a session that had already ended normally")
+	}
+}
