@@ -55,6 +55,11 @@ type Client struct {
 	base   string
 	hc     *http.Client
 	stream *http.Client
+	// watch carries the watch stream over HTTP/1.1, on a TLS connection of
+	// its own: a pushed change then reaches the reader with one read, without
+	// HTTP/2's frame scheduling, flow control and goroutine hand-offs on
+	// both ends (which dominated a lock's fan-out to many nodes).
+	watch *http.Client
 }
 
 // NewClient returns a client.
@@ -76,15 +81,23 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4,
 		TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second}
+	wtc := tc.Clone()
+	wtc.NextProtos = []string{"http/1.1"}
+	wtr := &http.Transport{TLSClientConfig: wtc, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost: 1, TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second}
 	return &Client{
 		base:   "https://" + cfg.Addr,
 		hc:     &http.Client{Transport: tr, Timeout: cfg.Timeout},
 		stream: &http.Client{Transport: tr},
+		watch:  &http.Client{Transport: wtr},
 	}, nil
 }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.hc.CloseIdleConnections()
+	c.watch.CloseIdleConnections()
+}
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
@@ -227,7 +240,7 @@ func (c *Client) SearchAudit(ctx context.Context, q audit.Query) ([]audit.Event,
 // Watch streams role and lock events to fn until ctx ends or the stream
 // breaks.
 func (c *Client) Watch(ctx context.Context, fn func(WatchEvent)) error {
-	body, err := c.openStream(ctx, "/v1/watch")
+	body, err := c.openStreamWith(ctx, c.watch, "/v1/watch")
 	if err != nil {
 		return err
 	}
@@ -444,11 +457,15 @@ func (c *Client) OpenRecording(ctx context.Context, id string) (io.ReadCloser, e
 // openStream GETs a long or large response without the client timeout; the
 // caller closes the body.
 func (c *Client) openStream(ctx context.Context, path string) (io.ReadCloser, error) {
+	return c.openStreamWith(ctx, c.stream, path)
+}
+
+func (c *Client) openStreamWith(ctx context.Context, hc *http.Client, path string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.stream.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -75,6 +75,10 @@ type Permissions struct {
 	IdleTimeout time.Duration
 	// JoinOnly connections may only join other users' sessions.
 	JoinOnly bool
+	// Identity is the authorizer's own description of the caller, opaque
+	// to the node and handed back in ConnInfo, so that re-verifying live
+	// connections (a lock, a role change) need not decode it again.
+	Identity any
 }
 
 // Config configures a Server.

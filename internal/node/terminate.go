@@ -19,6 +19,8 @@ type ConnInfo struct {
 	Sessions   int
 	// JoinOnly connections only watch (or type into) others' sessions.
 	JoinOnly bool
+	// Identity is Permissions.Identity.
+	Identity any
 }
 
 func (c *conn) info() ConnInfo {
@@ -26,7 +28,7 @@ func (c *conn) info() ConnInfo {
 	n := len(c.sessions)
 	c.mu.Unlock()
 	return ConnInfo{User: c.auth.perms.User, Login: c.auth.login, Roles: c.auth.perms.Roles, Cert: c.auth.cert,
-		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly}
+		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly, Identity: c.auth.perms.Identity}
 }
 
 // Terminate ends every live connection for which match returns a non-empty

@@ -186,6 +186,14 @@ func (a *authorizer) canJoin(joiner node.Permissions, owner string, ownerRoles [
 	return nil
 }
 
+// connIdentity is a live connection's identity, as Authorize decoded it.
+func connIdentity(ci node.ConnInfo) (*ca.CertIdentity, error) {
+	if id, ok := ci.Identity.(*ca.CertIdentity); ok && id != nil {
+		return id, nil
+	}
+	return ca.IdentityFromSSHCert(ci.Cert)
+}
+
 // subject describes a session for lock checks.
 func (a *authorizer) subject(id *ca.CertIdentity, login string) lock.Subject {
 	return lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID, Requests: id.RequestIDs}
@@ -206,7 +214,7 @@ func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.
 		if l := a.roles.locks.Check(a.subject(id, ""), time.Now()); l != nil {
 			return nil, &policy.DeniedError{Reason: l.UserMessage(), Detail: "lock " + l.ID}
 		}
-		return &node.Permissions{User: id.Username, Roles: id.Roles, JoinOnly: true}, nil
+		return &node.Permissions{User: id.Username, Roles: id.Roles, JoinOnly: true, Identity: id}, nil
 	}
 	d := a.decide(id, roles, req.Login)
 	if !d.Allowed {
@@ -233,5 +241,6 @@ func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.
 		RecordInput:         d.Options.RecordInput,
 		KeepAfterCertExpiry: !d.Options.DisconnectExpiredCert,
 		IdleTimeout:         d.Options.ClientIdleTimeout,
+		Identity:            id,
 	}, nil
 }

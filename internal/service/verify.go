@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/policy"
 )
@@ -18,7 +17,7 @@ func (a *NodeAgent) reverify() {
 	}
 	now := time.Now()
 	a.srv.Terminate(func(ci node.ConnInfo) (string, string) {
-		id, err := ca.IdentityFromSSHCert(ci.Cert)
+		id, err := connIdentity(ci)
 		if err != nil {
 			return "", ""
 		}
@@ -60,7 +59,7 @@ func (a *NodeAgent) watchStaleness(ctx context.Context) {
 			continue
 		}
 		a.srv.Terminate(func(ci node.ConnInfo) (string, string) {
-			id, err := ca.IdentityFromSSHCert(ci.Cert)
+			id, err := connIdentity(ci)
 			if err != nil {
 				return "", ""
 			}
