@@ -51,6 +51,8 @@ type cgroupHier struct {
 	// a v1 cpu cgroup per session would cost the scheduler on every
 	// switch.)
 	cpuV1 string
+	// v1procs is cpuV1's cgroup.procs, open for writing.
+	v1procs *os.File
 }
 
 var (
@@ -106,7 +108,9 @@ func findCgroups(mountinfo, selfCgroup string) (*cgroupHier, error) {
 		if err := os.Mkdir(dir, 0o755); err == nil || errors.Is(err, os.ErrExist) {
 			if writeCgroupFile(filepath.Join(dir, "cpu.idle"), "1") == nil ||
 				writeCgroupFile(filepath.Join(dir, "cpu.shares"), "2") == nil {
-				h.cpuV1 = dir
+				if f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0); err == nil {
+					h.cpuV1, h.v1procs = dir, f
+				}
 			}
 		}
 	}
@@ -187,6 +191,10 @@ type sessionCgroup struct {
 	h   *cgroupHier
 	dir string
 	fd  *os.File // open until the process started
+	// Opened in advance, so that the kill, which may come for many
+	// sessions at once, is a write or two.
+	killFile  *os.File // cgroup.kill
+	procsFile *os.File // cgroup.procs, with cpuV1
 }
 
 // newSessionCgroup creates the cgroup for the session named id.
@@ -195,12 +203,19 @@ func newSessionCgroup(h *cgroupHier, id string) (*sessionCgroup, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create session cgroup: %w", err)
 	}
-	fd, err := os.Open(dir)
+	cg := &sessionCgroup{h: h, dir: dir}
+	var err error
+	if cg.fd, err = os.Open(dir); err == nil {
+		cg.killFile, err = os.OpenFile(filepath.Join(dir, "cgroup.kill"), os.O_WRONLY, 0)
+	}
+	if err == nil && h.cpuV1 != "" {
+		cg.procsFile, err = os.Open(filepath.Join(dir, "cgroup.procs"))
+	}
 	if err != nil {
-		_ = syscall.Rmdir(dir)
+		cg.remove(false)
 		return nil, fmt.Errorf("open session cgroup: %w", err)
 	}
-	return &sessionCgroup{h: h, dir: dir, fd: fd}, nil
+	return cg, nil
 }
 
 // attr makes a process start inside the cgroup.
@@ -211,7 +226,10 @@ func (cg *sessionCgroup) attr(a *syscall.SysProcAttr) {
 
 // started is called once the session's first process started, or failed
 // to.
-func (cg *sessionCgroup) started() { cg.fd.Close() }
+func (cg *sessionCgroup) started() {
+	cg.fd.Close()
+	cg.fd = nil
+}
 
 // kill takes the session's CPU share away and kills every process in the
 // cgroup (SIGKILL), wherever it moved in the process tree.
@@ -224,13 +242,21 @@ func (cg *sessionCgroup) kill() error {
 			_ = writeCgroupFile(filepath.Join(cg.dir, "cpu.weight"), "1")
 		}
 	case cg.h.cpuV1 != "":
-		if procs, err := os.ReadFile(filepath.Join(cg.dir, "cgroup.procs")); err == nil {
-			for pid := range strings.FieldsSeq(string(procs)) {
-				_ = writeCgroupFile(filepath.Join(cg.h.cpuV1, "cgroup.procs"), pid)
+		// The processes to move: enough for any interactive session; the
+		// kill below reaches them all anyway.
+		var buf [4096]byte
+		if n, err := cg.procsFile.ReadAt(buf[:], 0); n > 0 && (err == nil || err == io.EOF) {
+			pids := strings.Fields(string(buf[:n]))
+			if n == len(buf) {
+				pids = pids[:len(pids)-1] // may be cut short
+			}
+			for _, pid := range pids {
+				_, _ = cg.h.v1procs.Write([]byte(pid))
 			}
 		}
 	}
-	return writeCgroupFile(filepath.Join(cg.dir, "cgroup.kill"), "1")
+	_, err := cg.killFile.Write([]byte("1"))
+	return err
 }
 
 // remove deletes the cgroup once it is empty. After a kill its processes
@@ -238,6 +264,11 @@ func (cg *sessionCgroup) kill() error {
 // background. A session's detached background jobs (after an ordinary end)
 // keep it until they exit; the node's next start removes it then.
 func (cg *sessionCgroup) remove(killed bool) {
+	for _, f := range []*os.File{cg.fd, cg.killFile, cg.procsFile} {
+		if f != nil {
+			f.Close()
+		}
+	}
 	if cg.rmdir() || !killed {
 		return
 	}
