@@ -176,11 +176,13 @@ func ownCgroups(path string) (v2, v1cpu string, err error) {
 }
 
 // sweepCgroups removes session cgroups left empty by an earlier run.
-// Non-empty ones (a session's detached background jobs) stay.
+// Non-empty ones (a session's detached background jobs) stay, and so do
+// recent ones: another node agent on this machine may be starting a
+// session in one.
 func sweepCgroups(h *cgroupHier) {
 	entries, _ := os.ReadDir(h.base)
 	for _, e := range entries {
-		if e.IsDir() {
+		if fi, err := e.Info(); err == nil && e.IsDir() && time.Since(fi.ModTime()) > time.Minute {
 			_ = syscall.Rmdir(filepath.Join(h.base, e.Name()))
 		}
 	}
