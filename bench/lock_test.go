@@ -23,6 +23,7 @@ import (
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/service"
 )
 
@@ -117,6 +118,11 @@ func BenchmarkLockFanout(b *testing.B) {
 	wg.Wait()
 	c.WaitForNodes(n)
 	b.Logf("%d node agents joined and connected in %s", n, time.Since(start).Round(time.Millisecond))
+	if dir, err := node.SessionCgroupsDir(); err != nil {
+		b.Logf("session cgroups unavailable (%v): sessions end by process group", err)
+	} else {
+		b.Logf("session cgroups in %s: a lock kills each session's cgroup", dir)
+	}
 
 	// Shell sessions (a process each), the usual case.
 	shell, unlock := lockFanout(b, c, agents, "locked", "access", os.Getenv("WARDEN_BENCH_LOCK_PROFILE"), func(cl *ssh.Client) (func(), error) {
@@ -174,7 +180,8 @@ func BenchmarkLockFanout(b *testing.B) {
 		Row{Metric: fmt.Sprintf("lock to session end, p99 (%d nodes)", n), Warden: p99, Baseline: nan, Unit: "ms", Goal: Goal{Kind: AtMost, Value: 100}},
 		Row{Metric: fmt.Sprintf("lock to session end, max (%d nodes)", n), Warden: mx, Baseline: floor, Unit: "ms", Goal: Goal{Kind: NoGoal},
 			Note: "Teleport measured on this kind of machine: 750 ms median, 1,016 ms max lock to kill; 1,314 ms unlock to first ssh. " +
-				"Baseline: no Warden at all, only hanging up as many `sh -c 'sleep 600'` process groups as there were sessions (SIGHUP, SIGCONT) and reaping them, on the same machine: the cost of ending the sessions' processes alone."},
+				"Baseline: no Warden at all, only hanging up as many `sh -c 'sleep 600'` process groups as there were sessions (SIGHUP, SIGCONT) and reaping them, on the same machine: the cost of ending the sessions' processes alone. " +
+				"(With session cgroups a node cuts the connection first and then kills the session's cgroup, whose processes die at idle CPU priority.)"},
 		Row{Metric: fmt.Sprintf("lock to end of port forwards (no process), p99 (%d nodes, 1 each)", n), Warden: Percentile(fwd, 99), Baseline: nan, Unit: "ms", Goal: Goal{Kind: NoGoal}},
 		Row{Metric: "unlock to first successful ssh", Warden: float64(unlock) / float64(time.Millisecond), Baseline: nan, Unit: "ms", Goal: Goal{Kind: AtMost, Value: 300}},
 	)

@@ -74,6 +74,17 @@ func detectCgroups() (*cgroupHier, error) {
 	return cgroupsHier, cgroupsErr
 }
 
+// SessionCgroupsDir returns the cgroup that holds session cgroups on this
+// machine, or why there is none (nodes then end sessions by process
+// group).
+func SessionCgroupsDir() (string, error) {
+	h, err := detectCgroups()
+	if err != nil {
+		return "", err
+	}
+	return h.base, nil
+}
+
 // findCgroups reads the mount table and this process's cgroups and creates
 // the sessions' parent cgroup.
 func findCgroups(mountinfo, selfCgroup string) (*cgroupHier, error) {
