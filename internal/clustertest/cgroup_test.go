@@ -72,4 +72,8 @@ func TestLockKillsDetachedProcesses(t *testing.T) {
 	if len(sleepers(keptArg)) != 1 {
 		t.Fatal("the lock killed a job of a session that had already ended normally")
 	}
+	waitFor(t, 5*time.Second, "session.end with processes_killed", func() bool {
+		r := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "escaper", "-o", "json")
+		return strings.Contains(r.Stdout, `"processes_killed":true`) && strings.Contains(r.Stdout, `"reason":"locked"`)
+	})
 }

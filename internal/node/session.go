@@ -417,6 +417,9 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		if r := s.c.reason(); r != "" {
 			end.Fields["reason"] = r
 		}
+		if p.killed {
+			end.Fields["processes_killed"] = true // the whole session cgroup
+		}
 		s.c.srv.emit(ctx, end)
 	}
 }
