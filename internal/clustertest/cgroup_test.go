@@ -31,30 +31,37 @@ func sleepers(arg string) []int {
 
 // TestLockKillsDetachedProcesses: a lock ends every process the session
 // started, also those that left its process group (setsid) or ignore the
-// hangup (nohup); an ordinary end leaves a detached job running, as sshd
-// does.
+// hangup (nohup), and the jobs the user's earlier sessions left running; an
+// ordinary end leaves a detached job running, as sshd does, and another
+// user's jobs are not touched.
 func TestLockKillsDetachedProcesses(t *testing.T) {
 	requireOpenSSH(t)
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NodeName: "cg1"})
 	u := c.AddUser("escaper", []string{"access"}, []string{osLogin})
+	other := c.AddUser("bystander", []string{"access"}, []string{osLogin})
 	cfg := c.SSHConfig(c.Login(u))
+	otherCfg := c.SSHConfig(c.Login(other))
 	admin := t.TempDir()
-	base := 7_000_000 + os.Getpid()%1_000_000*3
-	setsidArg, nohupArg, keptArg := fmt.Sprint(base), fmt.Sprint(base+1), fmt.Sprint(base+2)
+	base := 7_000_000 + os.Getpid()%1_000_000*4
+	setsidArg, nohupArg, keptArg, otherArg := fmt.Sprint(base), fmt.Sprint(base+1), fmt.Sprint(base+2), fmt.Sprint(base+3)
 	t.Cleanup(func() {
-		for _, a := range []string{setsidArg, nohupArg, keptArg} {
+		for _, a := range []string{setsidArg, nohupArg, keptArg, otherArg} {
 			for _, pid := range sleepers(a) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 	})
 
-	// An ordinary end: the user's nohup job survives the logout.
-	if r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@cg1", "nohup sleep "+keptArg+" >/dev/null 2>&1 &")...); r.Code != 0 {
-		t.Fatalf("ssh: %s", r)
+	// Ordinary ends: the users' nohup jobs survive their logout.
+	for _, job := range []struct{ cfg, arg string }{{cfg, keptArg}, {otherCfg, otherArg}} {
+		if r := Run(t, nil, "ssh", sshArgs(job.cfg, osLogin+"@cg1", "nohup sleep "+job.arg+" >/dev/null 2>&1 &")...); r.Code != 0 {
+			t.Fatalf("ssh: %s", r)
+		}
 	}
-	waitFor(t, 5*time.Second, "the detached job running", func() bool { return len(sleepers(keptArg)) == 1 })
+	waitFor(t, 5*time.Second, "the detached jobs running", func() bool {
+		return len(sleepers(keptArg)) == 1 && len(sleepers(otherArg)) == 1
+	})
 
 	wait, arm := liveSession(t, sshArgs(cfg, osLogin+"@cg1",
 		"setsid sleep "+setsidArg+" </dev/null >/dev/null 2>&1 & nohup sleep "+nohupArg+" </dev/null >/dev/null 2>&1 & echo started; sleep 120"))
@@ -66,14 +73,19 @@ func TestLockKillsDetachedProcesses(t *testing.T) {
 	if r, _ := wait(); r.Code == 0 || !strings.Contains(r.Stderr, "contained") {
 		t.Fatalf("locked session ended wrongly: %s", r)
 	}
-	waitFor(t, 5*time.Second, "the locked session's processes gone", func() bool {
-		return len(sleepers(setsidArg)) == 0 && len(sleepers(nohupArg)) == 0
+	waitFor(t, 5*time.Second, "every process of the locked user gone", func() bool {
+		return len(sleepers(setsidArg)) == 0 && len(sleepers(nohupArg)) == 0 && len(sleepers(keptArg)) == 0
 	})
-	if len(sleepers(keptArg)) != 1 {
-		t.Fatal("the lock killed a job of a session that had already ended normally")
+	if len(sleepers(otherArg)) != 1 {
+		t.Fatal("the lock on one user killed another user's job")
 	}
 	waitFor(t, 5*time.Second, "session.end with processes_killed", func() bool {
 		r := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "escaper", "-o", "json")
 		return strings.Contains(r.Stdout, `"processes_killed":true`) && strings.Contains(r.Stdout, `"reason":"locked"`)
+	})
+	waitFor(t, 5*time.Second, "session.jobs_killed for the earlier session's job", func() bool {
+		r := c.Warden(admin, nil, "audit", "search", "--type", "session.jobs_killed", "-o", "json")
+		return strings.Contains(r.Stdout, `"user":"escaper"`) && strings.Contains(r.Stdout, `"processes":1`) &&
+			!strings.Contains(r.Stdout, "bystander")
 	})
 }

@@ -18,17 +18,19 @@ import (
 // writable cgroup v2 hierarchy), every session's processes start inside a
 // cgroup of their own (clone3 with CLONE_INTO_CGROUP: no process escapes
 // the placement, however early it forks). A session ended because access
-// was revoked (a lock, a role change, a stale lock view in strict mode) then
-// loses every process it started, at once, with cgroup.kill: also those
-// that left its process group (setsid, daemons) or ignore SIGHUP (nohup).
-// Sessions that end for other reasons (the client left, idle timeout, an
-// expired certificate) hang up their process group as sshd does, and
-// background jobs the user detached survive as usual.
+// was revoked (a lock, a role change: Server.Terminate) then loses every
+// process it started, at once, with cgroup.kill: also those that left its
+// process group (setsid, daemons) or ignore SIGHUP (nohup). Sessions that
+// end for other reasons (the client left, idle timeout, an expired
+// certificate, a stale lock view: Server.Disconnect) hang up their process
+// group as sshd does, and background jobs the user detached survive; the
+// node remembers whose they are (detached.go), so that a later revocation
+// of that user's access kills them too.
 //
 // Before the kill, a revoked session's processes lose their CPU share (cgroup
-// v2 cpu.weight, or a cgroup v1 cpu hierarchy's cpu.shares), so that on a
-// node ending many sessions at once the processes being torn down do not
-// hold up cutting the others off.
+// v2 cpu.idle or cpu.weight, or an idle cgroup in a v1 cpu hierarchy), so
+// that on a node ending many sessions at once the processes being torn
+// down do not hold up cutting the others off.
 
 // Cgroup modes, Config.SessionCgroups.
 const (
@@ -272,19 +274,30 @@ func (cg *sessionCgroup) kill() error {
 	return err
 }
 
-// remove deletes the cgroup once it is empty. After a kill its processes
-// may take a moment to exit: then it retries for a while in the
-// background. A session's detached background jobs (after an ordinary end)
-// keep it until they exit; the node's next start removes it then.
-func (cg *sessionCgroup) remove(killed bool) {
+// remove deletes the cgroup once it is empty and reports whether it stays:
+// a session's detached background jobs (after an ordinary end) keep it
+// until they exit (the node's next start removes it then). After a kill its
+// processes may take a moment to exit: then it retries for a while in the
+// background.
+func (cg *sessionCgroup) remove(killed bool) (kept bool) {
 	for _, f := range []*os.File{cg.fd, cg.killFile, cg.procsFile} {
 		if f != nil {
 			f.Close()
 		}
 	}
-	if cg.rmdir() || !killed {
-		return
+	cg.fd, cg.killFile, cg.procsFile = nil, nil, nil
+	if cg.rmdir() {
+		return false
 	}
+	if !killed {
+		return true
+	}
+	cg.retryRemove()
+	return false
+}
+
+// retryRemove removes the cgroup once the processes killed in it exited.
+func (cg *sessionCgroup) retryRemove() {
 	go func() {
 		for range 40 {
 			time.Sleep(50 * time.Millisecond)
@@ -293,6 +306,18 @@ func (cg *sessionCgroup) remove(killed bool) {
 			}
 		}
 	}()
+}
+
+// killDetached kills the jobs left in the cgroup of an ended session and
+// returns how many processes there were.
+func (cg *sessionCgroup) killDetached() (int, error) {
+	procs, _ := os.ReadFile(filepath.Join(cg.dir, "cgroup.procs"))
+	n := len(strings.Fields(string(procs)))
+	if err := writeCgroupFile(filepath.Join(cg.dir, "cgroup.kill"), "1"); err != nil {
+		return n, err
+	}
+	cg.retryRemove()
+	return n, nil
 }
 
 // rmdir removes the session's cgroup; true when it is gone.

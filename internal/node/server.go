@@ -144,6 +144,9 @@ type Server struct {
 
 	sessions atomic.Int64
 	cgroups  *cgroupHier // nil: sessions are ended by process group only
+
+	detMu    sync.Mutex
+	detached map[string]*detachedJobs // by session id
 }
 
 // New validates cfg and returns a Server.
@@ -210,6 +213,7 @@ func New(cfg Config) (*Server, error) {
 		procUser:  cur.Username,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		detached:  make(map[string]*detachedJobs),
 		done:      make(chan struct{}),
 	}, nil
 }

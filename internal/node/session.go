@@ -386,8 +386,10 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 			s.c.srv.registerLive(s)
 		}
 		st := p.run(runCtx, streams, &s.wg)
-		if p.cg != nil {
-			p.cg.remove(p.killed)
+		if p.cg != nil && p.cg.remove(p.killed) {
+			// Jobs the user detached live on: a later revocation of
+			// this user's access ends them too.
+			s.c.srv.trackDetached(s.id, p.cg, s.c.info())
 		}
 		if joinable {
 			s.c.srv.unregisterLive(s)

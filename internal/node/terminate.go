@@ -34,9 +34,27 @@ func (c *conn) info() ConnInfo {
 // Terminate ends every live connection for which match returns a non-empty
 // reason: access was revoked. Each session's user sees the message on
 // stderr, session.end records the reason, and with session cgroups every
-// process the session started is killed. It returns how many connections
-// were ended.
+// process the session started is killed, as are jobs that the user's
+// earlier, ended sessions left running (session.jobs_killed). It returns
+// how many connections were ended.
 func (s *Server) Terminate(match func(ConnInfo) (reason, message string)) int {
+	n := s.endMatching(match, true)
+	if s.cgroups != nil {
+		s.killDetached(match)
+	}
+	return n
+}
+
+// Disconnect ends every live connection for which match returns a
+// non-empty reason when access could not be verified (rather than was
+// revoked): like a hangup, the sessions' process groups get SIGHUP, and
+// jobs the user detached live on. It returns how many connections were
+// ended.
+func (s *Server) Disconnect(match func(ConnInfo) (reason, message string)) int {
+	return s.endMatching(match, false)
+}
+
+func (s *Server) endMatching(match func(ConnInfo) (reason, message string), revoke bool) int {
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -49,7 +67,7 @@ func (s *Server) Terminate(match func(ConnInfo) (reason, message string)) int {
 	for _, c := range conns {
 		if reason, msg := match(c.info()); reason != "" {
 			n++
-			go c.terminate(reason, msg, true)
+			go c.terminate(reason, msg, revoke)
 		}
 	}
 	return n

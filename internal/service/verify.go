@@ -58,7 +58,9 @@ func (a *NodeAgent) watchStaleness(ctx context.Context) {
 		if !a.ready.Load() || stale <= a.authz.maxStale {
 			continue
 		}
-		a.srv.Terminate(func(ci node.ConnInfo) (string, string) {
+		// Not a revocation: access could not be verified. The sessions
+		// end like a hangup; detached jobs live on.
+		a.srv.Disconnect(func(ci node.ConnInfo) (string, string) {
 			id, err := connIdentity(ci)
 			if err != nil {
 				return "", ""
