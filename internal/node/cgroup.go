@@ -19,8 +19,9 @@ import (
 // cgroup of their own (clone3 with CLONE_INTO_CGROUP: no process escapes
 // the placement, however early it forks). A session ended because access
 // was revoked (a lock, a role change: Server.Terminate) then loses every
-// process it started, at once, with cgroup.kill: also those that left its
-// process group (setsid, daemons) or ignore SIGHUP (nohup). Sessions that
+// process it started: frozen at once (cgroup.freeze), killed after the cut
+// (cgroup.kill), also those that left its process group (setsid, daemons)
+// or ignore SIGHUP (nohup). Sessions that
 // end for other reasons (the client left, idle timeout, an expired
 // certificate, a stale lock view: Server.Disconnect) hang up their process
 // group as sshd does, and background jobs the user detached survive; the
@@ -208,8 +209,9 @@ type sessionCgroup struct {
 	fd  *os.File // open until the process started
 	// Opened in advance, so that the kill, which may come for many
 	// sessions at once, is a write or two.
-	killFile  *os.File // cgroup.kill
-	procsFile *os.File // cgroup.procs, with cpuV1
+	killFile   *os.File // cgroup.kill
+	freezeFile *os.File // cgroup.freeze
+	procsFile  *os.File // cgroup.procs, with cpuV1
 }
 
 // newSessionCgroup creates the cgroup for the session named id.
@@ -222,6 +224,9 @@ func newSessionCgroup(h *cgroupHier, id string) (*sessionCgroup, error) {
 	var err error
 	if cg.fd, err = os.Open(dir); err == nil {
 		cg.killFile, err = os.OpenFile(filepath.Join(dir, "cgroup.kill"), os.O_WRONLY, 0)
+	}
+	if err == nil {
+		cg.freezeFile, err = os.OpenFile(filepath.Join(dir, "cgroup.freeze"), os.O_WRONLY, 0)
 	}
 	if err == nil && h.cpuV1 != "" {
 		cg.procsFile, err = os.Open(filepath.Join(dir, "cgroup.procs"))
@@ -244,6 +249,12 @@ func (cg *sessionCgroup) attr(a *syscall.SysProcAttr) {
 func (cg *sessionCgroup) started() {
 	cg.fd.Close()
 	cg.fd = nil
+}
+
+// freeze stops every process in the cgroup from running (cgroup.freeze);
+// kill still ends them.
+func (cg *sessionCgroup) freeze() {
+	_, _ = cg.freezeFile.Write([]byte("1"))
 }
 
 // kill takes the session's CPU share away and kills every process in the
@@ -280,12 +291,12 @@ func (cg *sessionCgroup) kill() error {
 // processes may take a moment to exit: then it retries for a while in the
 // background.
 func (cg *sessionCgroup) remove(killed bool) (kept bool) {
-	for _, f := range []*os.File{cg.fd, cg.killFile, cg.procsFile} {
+	for _, f := range []*os.File{cg.fd, cg.killFile, cg.freezeFile, cg.procsFile} {
 		if f != nil {
 			f.Close()
 		}
 	}
-	cg.fd, cg.killFile, cg.procsFile = nil, nil, nil
+	cg.fd, cg.killFile, cg.freezeFile, cg.procsFile = nil, nil, nil, nil
 	if cg.rmdir() {
 		return false
 	}

@@ -166,6 +166,12 @@ func (c *conn) terminate(reason, message string, revoke bool) {
 		sessions = append(sessions, s)
 	}
 	c.mu.Unlock()
+	if revoke {
+		// Stop first: the sessions' processes halt before anything else.
+		for _, s := range sessions {
+			s.freeze()
+		}
+	}
 	c.log().Info("ending connection", slog.String("reason", reason))
 	// A client that stopped reading must not hold the close up: after a
 	// second the connection goes, message or not.

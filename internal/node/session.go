@@ -83,6 +83,17 @@ func (s *session) event(name string) audit.Event {
 	return ev
 }
 
+// freeze halts the session's processes at once (with session cgroups), for
+// a revocation: they are killed right after the connection is cut.
+func (s *session) freeze() {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p != nil && p.cg != nil {
+		p.cg.freeze()
+	}
+}
+
 // notify writes a message to the client's stderr.
 func (s *session) notify(msg string) {
 	s.eofMu.Lock()
