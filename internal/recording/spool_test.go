@@ -2,6 +2,7 @@ package recording
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -437,5 +438,43 @@ func TestAsciinemaCat(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("asciinema cat output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// A node that died before its recording's header reached the disk leaves an
+// empty data file: there is nothing to upload, and the spool must neither
+// retry completing it forever nor keep its files.
+func TestEmptyInterruptedRecordingIsDropped(t *testing.T) {
+	dir := t.TempDir()
+	const id = "e0e0e0e0"
+	st, err := json.Marshal(spoolState{Meta: testMeta(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, id+".json"), st, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, id+".cast"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &directUploader{store: store, nodeID: "node-1"}
+	sp, err := OpenSpool(context.Background(), SpoolConfig{Dir: dir, Uploader: up, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for sp.Pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the empty recording is still pending after 5s (%d calls to auth)", up.calls.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, id+".*")); len(left) != 0 {
+		t.Fatalf("spool files left: %v", left)
 	}
 }

@@ -178,6 +178,19 @@ func (s *Spool) runUpload(ctx context.Context, u *upload) {
 			slog.String("op", what), slog.String("dir", s.cfg.Dir), slog.Any("err", err))
 	}
 
+	// drop removes a recording that auth holds complete (or one with
+	// nothing to hold) from the spool.
+	drop := func() {
+		if f != nil {
+			f.Close()
+			f = nil
+		}
+		u.closeAck()
+		if err := s.removeFiles(u); err != nil {
+			log.Warn("remove recording from the spool", slog.Any("err", err))
+		}
+		s.forget(u)
+	}
 	for ctx.Err() == nil {
 		sn := u.snapshot()
 		switch {
@@ -216,25 +229,26 @@ func (s *Spool) runUpload(ctx context.Context, u *upload) {
 					return
 				}
 			}
+		case sn.closed && sn.st.Length == 0:
+			// The node died before the header reached the disk: there is
+			// no recording to store (auth would not know it).
+			log.Warn("interrupted recording is empty; nothing to upload", slog.Bool("interrupted", sn.st.Interrupted))
+			drop()
+			return
 		case sn.closed:
 			err := s.withSlot(ctx, func(ctx context.Context, _ []byte) error {
 				return s.cfg.Uploader.Complete(ctx, sn.st.Meta, sn.st.Length, sn.st.SHA256, sn.st.Interrupted)
 			})
 			switch {
 			case err == nil:
-				if f != nil {
-					f.Close()
-					f = nil
-				}
-				u.closeAck()
-				if err := s.removeFiles(u); err != nil {
-					log.Warn("remove uploaded recording from the spool", slog.Any("err", err))
-				}
-				s.forget(u)
+				drop()
 				log.Debug("recording uploaded", slog.Int64("length", sn.st.Length), slog.Bool("interrupted", sn.st.Interrupted))
 				return
 			case errors.Is(err, ErrNotFound):
 				log.Warn("auth lost the recording; uploading it again", slog.Any("err", err))
+				if sn.uploaded == 0 && !retry("complete", err) { // nothing was sent: no hot loop
+					return
+				}
 				s.setUploaded(u, 0)
 			case permanent(err):
 				giveUp("complete", err)
