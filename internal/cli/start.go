@@ -64,6 +64,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr,
 				"node-listen": &c.Node.Listen, "name": &c.Node.Name,
 				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "ca-pin": &c.Node.CAPin,
+				"session-cgroups": &c.Node.SessionCgroups,
 			} {
 				if f.Changed(flag) {
 					v, _ := f.GetString(flag)
@@ -117,6 +118,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("token", "", "join token (node only, first start)")
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
 	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
+	f.String("session-cgroups", "auto", "auto: each session's processes in a cgroup of their own where the node can (root, cgroup v2), so a lock kills all of them, nohup and setsid jobs included; off: process groups only (node only)")
 	f.BoolVar(&cfg.Node.TunnelOnly, "tunnel-only", false, "carry sessions inside the node's one tunnel instead of a connection per session dialed out to the proxy (slower; node only)")
 	return cmd
 }

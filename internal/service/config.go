@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/notify"
 )
 
@@ -187,6 +188,11 @@ func (c *Config) CheckAndSetDefaults() error {
 			return fmt.Errorf("node name: %w", err)
 		}
 		c.Node.Name = h
+	}
+	switch c.Node.SessionCgroups {
+	case "", node.CgroupsAuto, node.CgroupsOff:
+	default:
+		return fmt.Errorf("node session_cgroups must be %q or %q, not %q", node.CgroupsAuto, node.CgroupsOff, c.Node.SessionCgroups)
 	}
 	if c.Has(Node) && !c.Has(Auth) {
 		if c.Node.ProxyAddr == "" {
