@@ -208,7 +208,9 @@ type sessionCgroup struct {
 	dir string
 	fd  *os.File // open until the process started
 	// Opened in advance, so that the kill, which may come for many
-	// sessions at once, is a write or two.
+	// sessions at once, is a write or two. mu orders freeze (from the
+	// terminating goroutine) with remove (from the session's).
+	mu         sync.Mutex
 	killFile   *os.File // cgroup.kill
 	freezeFile *os.File // cgroup.freeze
 	procsFile  *os.File // cgroup.procs, with cpuV1
@@ -254,7 +256,11 @@ func (cg *sessionCgroup) started() {
 // freeze stops every process in the cgroup from running (cgroup.freeze);
 // kill still ends them.
 func (cg *sessionCgroup) freeze() {
-	_, _ = cg.freezeFile.Write([]byte("1"))
+	cg.mu.Lock()
+	defer cg.mu.Unlock()
+	if cg.freezeFile != nil {
+		_, _ = cg.freezeFile.Write([]byte("1"))
+	}
 }
 
 // kill takes the session's CPU share away and kills every process in the
@@ -291,12 +297,14 @@ func (cg *sessionCgroup) kill() error {
 // processes may take a moment to exit: then it retries for a while in the
 // background.
 func (cg *sessionCgroup) remove(killed bool) (kept bool) {
+	cg.mu.Lock()
 	for _, f := range []*os.File{cg.fd, cg.killFile, cg.freezeFile, cg.procsFile} {
 		if f != nil {
 			f.Close()
 		}
 	}
 	cg.fd, cg.killFile, cg.freezeFile, cg.procsFile = nil, nil, nil, nil
+	cg.mu.Unlock()
 	if cg.rmdir() {
 		return false
 	}
@@ -324,11 +332,16 @@ func (cg *sessionCgroup) retryRemove() {
 func (cg *sessionCgroup) killDetached() (int, error) {
 	procs, _ := os.ReadFile(filepath.Join(cg.dir, "cgroup.procs"))
 	n := len(strings.Fields(string(procs)))
-	if err := writeCgroupFile(filepath.Join(cg.dir, "cgroup.kill"), "1"); err != nil {
+	if err := cg.killRest(); err != nil {
 		return n, err
 	}
 	cg.retryRemove()
 	return n, nil
+}
+
+// killRest kills whatever is left in the cgroup.
+func (cg *sessionCgroup) killRest() error {
+	return writeCgroupFile(filepath.Join(cg.dir, "cgroup.kill"), "1")
 }
 
 // rmdir removes the session's cgroup; true when it is gone.
