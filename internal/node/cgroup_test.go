@@ -1,9 +1,17 @@
 package node
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
 )
 
 func TestCgroupDiscovery(t *testing.T) {
@@ -43,5 +51,94 @@ func TestCgroupDiscovery(t *testing.T) {
 	write(cgroup, "2:cpu,cpuacct:/\n1:name=systemd:/\n")
 	if _, _, err := ownCgroups(cgroup); err == nil {
 		t.Fatal("a process without a cgroup v2 path was accepted")
+	}
+}
+
+// alive reports whether pid runs (a zombie does not count).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+// sessionOf returns pid's session id, or 0.
+func sessionOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 4 {
+		return 0
+	}
+	sid, _ := strconv.Atoi(f[3]) // state ppid pgrp session
+	return sid
+}
+
+// TestTerminateEndsSessionProcesses: a revocation (Terminate) ends the
+// session's process group either way; with session cgroups it also ends
+// what left the group (setsid).
+func TestTerminateEndsSessionProcesses(t *testing.T) {
+	if _, err := SessionCgroupsDir(); err != nil {
+		t.Fatalf("session cgroups are needed on this machine (run as root, cgroup v2): %v", err)
+	}
+	for _, mode := range []string{CgroupsAuto, CgroupsOff} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.SessionCgroups = mode })
+			login := currentLogin(t)
+			id := e.newIdentity(certOpts{principals: []string{login}, ttl: time.Hour})
+			cmd := exec.Command("ssh", append(append(e.sshOpts(id), "-p", strconv.Itoa(e.addr.Port), login+"@127.0.0.1"),
+				"setsid sleep 301 </dev/null >/dev/null 2>&1 & a=$!; sleep 302 & echo pids $a $!; wait")...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var escaped, inGroup int
+			if _, err := fmt.Fscanf(out, "pids %d %d\n", &escaped, &inGroup); err != nil {
+				t.Fatalf("session output: %v", err)
+			}
+			t.Cleanup(func() {
+				_ = syscall.Kill(escaped, syscall.SIGKILL)
+				_ = syscall.Kill(inGroup, syscall.SIGKILL)
+			})
+			// The escaped one must have left the group before the hangup.
+			for deadline := time.Now().Add(5 * time.Second); sessionOf(escaped) != escaped; {
+				if time.Now().After(deadline) {
+					t.Fatal("setsid did not take effect")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n := e.srv.Terminate(func(ConnInfo) (string, string) { return "locked", "access revoked" }); n != 1 {
+				t.Fatalf("Terminate ended %d connections", n)
+			}
+			_ = cmd.Wait()
+			if !strings.Contains(stderr.String(), "access revoked") {
+				t.Errorf("stderr %q lacks the message", stderr.String())
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for alive(inGroup) || (mode == CgroupsAuto && alive(escaped)) {
+				if time.Now().After(deadline) {
+					t.Fatalf("still running 5s after Terminate: in the group %v, escaped %v", alive(inGroup), alive(escaped))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if mode == CgroupsOff && !alive(escaped) {
+				t.Error("without cgroups a process that left the session's group was expected to survive (the limitation they lift)")
+			}
+			e.audit.wait(t, audit.SessionEnd, func(ev audit.Event) bool {
+				killed, _ := ev.Fields["processes_killed"].(bool)
+				return ev.Fields["reason"] == "locked" && killed == (mode == CgroupsAuto)
+			})
+		})
 	}
 }
