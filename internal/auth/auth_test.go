@@ -41,7 +41,9 @@ type fixture struct {
 	clock *clock
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts auth on a fresh SQLite backend with a controllable
+// clock; mods adjust its configuration.
+func newFixture(t *testing.T, mods ...func(*auth.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	clk := &clock{t: time.Now().Truncate(30 * time.Second).Add(5 * time.Second)}
@@ -50,7 +52,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	a, err := auth.New(ctx, auth.Config{ClusterName: "test", Backend: b, Audit: b.AuditLog(), PublicAddr: "proxy:3080", Now: clk.Now})
+	cfg := auth.Config{ClusterName: "test", Backend: b, Audit: b.AuditLog(), PublicAddr: "proxy:3080", Now: clk.Now}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	a, err := auth.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

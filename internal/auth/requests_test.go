@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/policy"
-	"github.com/warden-sh/warden/internal/storage/sqlite"
 )
 
 // okTransport answers every webhook with 200 without any network.
@@ -50,18 +48,10 @@ func TestExpiredRequestIsRefusedAndSweptOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{t: time.Now().Truncate(time.Second)}
-	b, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "w.db"), Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	a, err := auth.New(ctx, auth.Config{ClusterName: "test", Backend: b, Audit: b.AuditLog(), PublicAddr: "proxy:3080",
-		Now: clk.Now, Notifier: n, RequestPendingTTL: 10 * time.Minute, SweepInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	f := newFixture(t, func(c *auth.Config) {
+		c.Notifier, c.RequestPendingTTL, c.SweepInterval = n, 10*time.Minute, time.Hour
+	})
+	a, b, clk := f.a, f.b, f.clock
 
 	roles, err := policy.ParseRoles([]byte(`
 kind: role

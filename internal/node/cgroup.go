@@ -120,8 +120,8 @@ func findCgroups(mountinfo, selfCgroup string) (*cgroupHier, error) {
 	if !h.cpuWeight && v1cpu != "" && v1cpuPath != "" {
 		dir := filepath.Join(v1cpu, v1cpuPath, sessionsCgroupDir)
 		if err := os.Mkdir(dir, 0o755); err == nil || errors.Is(err, os.ErrExist) {
-			if writeCgroupFile(filepath.Join(dir, "cpu.idle"), "1") == nil ||
-				writeCgroupFile(filepath.Join(dir, "cpu.shares"), "2") == nil {
+			if os.WriteFile(filepath.Join(dir, "cpu.idle"), []byte("1"), 0) == nil ||
+				os.WriteFile(filepath.Join(dir, "cpu.shares"), []byte("2"), 0) == nil {
 				if f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0); err == nil {
 					h.cpuV1, h.v1procs = dir, f
 				}
@@ -270,8 +270,8 @@ func (cg *sessionCgroup) kill() error {
 	// CPU; else the smallest weight.
 	switch {
 	case cg.h.cpuWeight:
-		if writeCgroupFile(filepath.Join(cg.dir, "cpu.idle"), "1") != nil {
-			_ = writeCgroupFile(filepath.Join(cg.dir, "cpu.weight"), "1")
+		if os.WriteFile(filepath.Join(cg.dir, "cpu.idle"), []byte("1"), 0) != nil {
+			_ = os.WriteFile(filepath.Join(cg.dir, "cpu.weight"), []byte("1"), 0)
 		}
 	case cg.h.cpuV1 != "":
 		// The processes to move: enough for any interactive session; the
@@ -341,23 +341,11 @@ func (cg *sessionCgroup) killDetached() (int, error) {
 
 // killRest kills whatever is left in the cgroup.
 func (cg *sessionCgroup) killRest() error {
-	return writeCgroupFile(filepath.Join(cg.dir, "cgroup.kill"), "1")
+	return os.WriteFile(filepath.Join(cg.dir, "cgroup.kill"), []byte("1"), 0)
 }
 
 // rmdir removes the session's cgroup; true when it is gone.
 func (cg *sessionCgroup) rmdir() bool {
 	err := syscall.Rmdir(cg.dir)
 	return err == nil || errors.Is(err, syscall.ENOENT)
-}
-
-func writeCgroupFile(path, value string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = io.WriteString(f, value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

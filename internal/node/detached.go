@@ -52,31 +52,32 @@ func (s *Server) pruneDetachedLocked() {
 }
 
 // killDetached kills the leftover jobs of ended sessions for which match
-// returns a reason, auditing each, and returns how many sessions' jobs
-// were killed.
-func (s *Server) killDetached(match func(ConnInfo) (reason, message string)) int {
+// returns a reason, auditing each.
+func (s *Server) killDetached(match func(ConnInfo) (reason, message string)) {
+	type hit struct {
+		d      *detachedJobs
+		reason string
+	}
+	var hits []hit
 	s.detMu.Lock()
 	s.pruneDetachedLocked()
-	var hit []*detachedJobs
-	var reasons []string
 	for id, d := range s.detached {
 		if reason, _ := match(d.info); reason != "" {
-			hit = append(hit, d)
-			reasons = append(reasons, reason)
+			hits = append(hits, hit{d, reason})
 			delete(s.detached, id)
 		}
 	}
 	s.detMu.Unlock()
-	for i, d := range hit {
+	for _, h := range hits {
+		d := h.d
 		n, err := d.cg.killDetached()
 		ev := audit.Event{Event: EventJobsKilled, User: d.info.User, Login: d.info.Login, SessionID: d.sessionID,
 			RemoteAddr: d.info.RemoteAddr, Success: err == nil,
-			Fields: map[string]any{"reason": reasons[i], "processes": n, "session_ended": d.ended.UTC()}}
+			Fields: map[string]any{"reason": h.reason, "processes": n, "session_ended": d.ended.UTC()}}
 		if err != nil {
 			ev.Error = "could not kill the jobs: " + err.Error()
 			s.log.Error("kill a revoked user's leftover jobs", slog.String("session_id", d.sessionID), slog.Any("err", err))
 		}
 		s.emit(context.Background(), ev)
 	}
-	return len(hit)
 }

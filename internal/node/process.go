@@ -219,7 +219,7 @@ func (p *proc) run(ctx context.Context, st ioStreams, wg *sync.WaitGroup) *os.Pr
 	select {
 	case <-waited:
 	case <-ctx.Done():
-		if p.cg != nil && p.revoked != nil && p.revoked() {
+		if p.cg != nil && p.revoked() {
 			p.killAll(waited)
 		} else {
 			p.hangup(waited)
@@ -269,6 +269,20 @@ func (p *proc) killAll(waited <-chan struct{}) {
 		_ = p.signal(syscall.SIGKILL) // not expected: SIGKILL cannot be caught
 		<-waited
 	}
+}
+
+// releaseCgroup removes the session's cgroup once the process ended. If
+// access was revoked, whatever is left in it is killed, also when the
+// process had exited by itself (its jobs may be frozen). Otherwise the
+// user's detached jobs keep it, and kept is true.
+func (p *proc) releaseCgroup() (kept bool) {
+	if p.cg == nil {
+		return false
+	}
+	if !p.killed && p.revoked() && p.cg.killRest() == nil {
+		p.killed = true
+	}
+	return p.cg.remove(p.killed)
 }
 
 // hangup sends SIGHUP to the group, then SIGKILL if it did not exit.

@@ -397,12 +397,7 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 			s.c.srv.registerLive(s)
 		}
 		st := p.run(runCtx, streams, &s.wg)
-		if p.cg != nil && !p.killed && s.c.isRevoked() && p.cg.killRest() == nil {
-			// Revoked as the process was exiting by itself (it may have
-			// been frozen): its jobs go too.
-			p.killed = true
-		}
-		if p.cg != nil && p.cg.remove(p.killed) {
+		if p.releaseCgroup() {
 			// Jobs the user detached live on: a later revocation of
 			// this user's access ends them too.
 			s.c.srv.trackDetached(s.id, p.cg, s.c.info())
