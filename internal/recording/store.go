@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/fnv"
 	"io"
 	"io/fs"
@@ -52,6 +53,18 @@ type liveInfo struct {
 	info      Info
 	persisted int64     // the length in the state file
 	at        time.Time // when the state file was last written
+	// sum hashes the bytes appended since the recording was created, so
+	// that Complete need not read them back. Nil when this auth process did
+	// not see every byte (it restarted mid-recording): Complete then hashes
+	// the file. Shared by the successive liveInfos of one recording and
+	// used only under the recording's lock.
+	sum *runningSum
+}
+
+// runningSum is the SHA-256 of a recording's first n bytes.
+type runningSum struct {
+	h hash.Hash
+	n int64
 }
 
 // How often the state of a growing recording is made durable.
@@ -199,6 +212,9 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	if l == nil {
 		l = &liveInfo{info: *info, persisted: info.Length, at: time.Now()}
+		if info.Length == 0 {
+			l.sum = &runningSum{h: sha256.New()}
+		}
 	}
 
 	end := offset + int64(len(data))
@@ -223,12 +239,21 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	_, werr := f.WriteAt(data, offset)
 	info.Length = end
+	sum := l.sum
+	if sum != nil && werr == nil && sum.n == offset {
+		sum.h.Write(data)
+		sum.n = end
+	} else {
+		sum = nil
+	}
 	// The state file may claim only bytes already durable: fsync first.
 	// The first bytes are made durable at once (a recording exists on auth
 	// as soon as it starts); later ones every persistBytes or persistEvery.
 	persist := werr == nil && (l.persisted == 0 || end-l.persisted >= persistBytes || time.Since(l.at) >= persistEvery)
 	if persist {
-		werr = f.Sync()
+		if werr = f.Sync(); werr == nil {
+			dropCache(f, end)
+		}
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
@@ -239,7 +264,7 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	// A published liveInfo is never modified (Stat reads it without the
 	// session's lock): replace it.
-	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at}
+	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at, sum: sum}
 	if persist {
 		if err := s.writeInfo(info, false); err != nil {
 			s.setLive(id, nil)
@@ -279,7 +304,7 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		return err
 	}
 	defer s.lock(sessionID)()
-	info, _, err := s.current(sessionID)
+	info, l, err := s.current(sessionID)
 	if err != nil {
 		return err
 	}
@@ -301,9 +326,14 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		return fmt.Errorf("recording: open %s: %w", sessionID, err)
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, info.Length)); err != nil {
-		return fmt.Errorf("recording: hash %s: %w", sessionID, err)
+	var h hash.Hash
+	if l != nil && l.sum != nil && l.sum.n == info.Length {
+		h = l.sum.h
+	} else {
+		h = sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, info.Length)); err != nil {
+			return fmt.Errorf("recording: hash %s: %w", sessionID, err)
+		}
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sha256hex {
 		return fmt.Errorf("%w: %s: sha256 %s, stored bytes have %s", ErrMismatch, sessionID, sha256hex, got)
@@ -318,6 +348,7 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("recording: sync %s: %w", sessionID, err)
 	}
+	dropCache(f, info.Length)
 	info.Complete, info.Interrupted, info.SHA256 = true, interrupted, sha256hex
 	if err := s.writeInfo(info, true); err != nil {
 		return err

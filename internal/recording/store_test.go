@@ -74,6 +74,11 @@ func TestStoreAppendOrdering(t *testing.T) {
 			if string(b) != tc.want || info.Length != int64(len(tc.want)) {
 				t.Fatalf("stored %q (length %d), want %q", b, info.Length, tc.want)
 			}
+			// The hash auth keeps while appending matches the stored
+			// bytes whatever was retried or refused on the way.
+			if err := st.Complete(m.SessionID, "node-1", int64(len(tc.want)), sha([]byte(tc.want)), false); err != nil {
+				t.Fatalf("complete: %v", err)
+			}
 		})
 	}
 }

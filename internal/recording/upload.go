@@ -208,6 +208,9 @@ func (s *Spool) runUpload(ctx context.Context, u *upload) {
 			case err == nil:
 				failures = 0
 				s.setUploaded(u, sn.uploaded+n)
+				// Durable and on auth: only a retry after auth lost it
+				// would read these bytes again.
+				dropCache(f, sn.uploaded+n)
 			case errors.As(err, &oe):
 				if oe.Have > sn.durable || oe.Have == sn.uploaded || oe.Have < 0 {
 					if sn.closed && oe.Have > sn.durable {

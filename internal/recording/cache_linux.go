@@ -1,0 +1,23 @@
+package recording
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// dropCache tells the kernel that f's first n bytes, already durable, will
+// not be read again soon, so that their page cache is freed now. Recordings
+// are written once and read rarely: kept cached they would push out what the
+// machine does use (auth's database, the audit index) and, on a VM, make
+// every recorded byte cost a fresh page of guest memory.
+//
+// The range always starts at 0: the kernel drops only whole folios, and a
+// large folio straddling an earlier call's end would otherwise never be
+// dropped. Skipping what is already gone is cheap. Best effort: a failure
+// only leaves pages cached.
+func dropCache(f *os.File, n int64) {
+	if n > 0 {
+		_ = unix.Fadvise(int(f.Fd()), 0, n, unix.FADV_DONTNEED)
+	}
+}

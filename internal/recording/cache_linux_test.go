@@ -1,0 +1,143 @@
+package recording
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// residentPages returns how many of the file's pages are in the page cache,
+// and how many pages it has.
+func residentPages(t *testing.T, path string) (resident, total int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		t.Fatalf("stat %s: %v (size %d)", path, err, st.Size())
+	}
+	// Mapping a file does not read it: mincore reports what the kernel
+	// already caches.
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, (len(m)+page-1)/page)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal("mincore:", e)
+	}
+	for _, v := range vec {
+		resident += int(v & 1)
+	}
+	return resident, len(vec)
+}
+
+// requireCachingFS makes the test meaningful: tmpfs has no page cache to
+// leave (its pages are the file).
+func requireCachingFS(t *testing.T, dir string) {
+	t.Helper()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs, which keeps file data in memory by design", dir)
+	}
+}
+
+// TestRecordingsLeaveThePageCache: a recording's bytes, once durable where
+// they go next, are dropped from the page cache, on auth (the store) and on
+// the node (the spool, once uploaded). Recordings are written once and read
+// rarely; cached they would crowd out auth's database and, on a VM, cost a
+// fresh page of guest memory for every recorded byte.
+func TestRecordingsLeaveThePageCache(t *testing.T) {
+	t.Run("store", func(t *testing.T) {
+		dir := t.TempDir()
+		requireCachingFS(t, dir)
+		st, err := OpenStore(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := "cace"
+		chunk := bytes.Repeat([]byte("drwxr-xr-x 2 alice staff 4096 Nov 22 05:31 dir\r\n"), MaxChunk/48)
+		var all []byte
+		for range 20 { // more than two persistBytes
+			if _, err := st.Append(testMeta(id), "node-1", int64(len(all)), chunk); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, chunk...)
+		}
+		if err := st.Complete(id, "node-1", int64(len(all)), sha(all), false); err != nil {
+			t.Fatal(err)
+		}
+		if res, total := residentPages(t, filepath.Join(dir, id+".cast")); res > total/20 {
+			t.Errorf("%d of the recording's %d pages still cached after Complete", res, total)
+		}
+		if b, _ := stored(t, st, id); !bytes.Equal(b, all) {
+			t.Fatal("stored bytes differ")
+		}
+	})
+	t.Run("spool", func(t *testing.T) {
+		st := newStore(t)
+		// Auth takes every chunk but is unreachable for Complete, so the
+		// uploaded spool file stays for inspection.
+		up := &holdComplete{directUploader{store: st, nodeID: "node-1"}}
+		dir := t.TempDir()
+		requireCachingFS(t, dir)
+		sp := newSpool(t, dir, up, func(c *SpoolConfig) { c.ChunkSize = MaxChunk })
+		id := "5ba11"
+		r, err := sp.Start(testMeta(id), testHeader(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := bytes.Repeat([]byte("0123456789abcdef"), 2048)
+		for range 512 { // 16 MiB
+			if err := r.Output(line); err != nil {
+				t.Fatal(err)
+			}
+		}
+		length, _, err := r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			info, err := st.Stat(id)
+			if err == nil && info.Length == length {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("auth has %+v (%v), want %d bytes", info, err, length)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// The uploader drops a chunk's pages just after auth took it.
+		for {
+			res, total := residentPages(t, filepath.Join(dir, id+".cast"))
+			if res <= total/20 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of the uploaded spool file's %d pages still cached", res, total)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+type holdComplete struct{ directUploader }
+
+func (h *holdComplete) Complete(context.Context, Meta, int64, string, bool) error {
+	return errUnreachable
+}
