@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -80,6 +81,9 @@ type Spool struct {
 	cancel context.CancelFunc
 	slots  chan []byte // upload permits, each carrying a chunk buffer
 	wg     sync.WaitGroup
+	// prio runs recordings' encoding and writing at low CPU priority; nil
+	// where that is not possible.
+	prio *lowPriority
 
 	mu      sync.Mutex
 	closed  bool
@@ -156,6 +160,7 @@ func OpenSpool(ctx context.Context, cfg SpoolConfig) (*Spool, error) {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.prio = newLowPriority(runtime.GOMAXPROCS(0), s.log)
 	s.mu.Lock()
 	for _, u := range found {
 		s.uploads[u.id] = u
@@ -385,7 +390,7 @@ func (s *Spool) create(u *upload, h asciicast.Header) (*SpoolRecording, error) {
 		return nil, fmt.Errorf("recording: start %s: %w", u.id, err)
 	}
 	r.cw = cw
-	if err := r.flush(true, false); err != nil {
+	if err := r.flush(true, false, false); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recording: write header of %s: %w", u.id, err)
 	}
@@ -406,6 +411,9 @@ func (s *Spool) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	if s.prio != nil {
+		s.prio.stop()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for r := range s.recs {

@@ -214,16 +214,16 @@ func (r *SpoolRecording) flushLoop(ctx context.Context) {
 	for {
 		select {
 		case <-r.kick:
-			_ = r.flush(false, false)
+			_ = r.flush(false, false, true)
 		case <-t.C:
-			_ = r.flush(true, false)
+			_ = r.flush(true, false, true)
 		case reply := <-r.syncs:
-			reply <- r.flush(true, false)
+			reply <- r.flush(true, false, false)
 		case <-r.stop:
-			_ = r.flush(true, true)
+			_ = r.flush(true, true, false)
 			return
 		case <-ctx.Done():
-			_ = r.flush(true, false)
+			_ = r.flush(true, false, false)
 			r.fail(ErrClosed)
 			return
 		}
@@ -232,8 +232,11 @@ func (r *SpoolRecording) flushLoop(ctx context.Context) {
 
 // flush encodes queued events, writes them to the file and, when sync is
 // set, fsyncs it and offers the new bytes for upload. final also ends the
-// asciicast stream (held-back partial UTF-8).
-func (r *SpoolRecording) flush(sync, final bool) error {
+// asciicast stream (held-back partial UTF-8). background lets the encoding
+// and writing run at low CPU priority (Spool.prio) unless the queue has
+// backed up: then, and for the final flush and explicit Syncs, which
+// someone waits for, it runs at normal priority here.
+func (r *SpoolRecording) flush(sync, final, background bool) error {
 	r.mu.Lock()
 	raw := r.raw
 	r.raw, r.spare = r.spare[:0], nil
@@ -242,22 +245,10 @@ func (r *SpoolRecording) flush(sync, final bool) error {
 
 	var err error
 	if failed == nil {
-		err = r.encode(raw)
-		if err == nil && final {
-			err = r.cw.Close()
-		}
-		if err == nil && len(r.out) > 0 {
-			var n int
-			n, err = r.f.Write(r.out)
-			r.hash.Write(r.out[:n])
-			r.written += int64(n)
-			if err != nil {
-				err = fmt.Errorf("recording: write %s: %w", r.u.id, err)
-			}
-		}
-		r.out = r.out[:0]
-		if cap(r.out) > 2*maxPending {
-			r.out = nil
+		if p := r.s.prio; p != nil && background && len(raw) > 0 && len(raw) < maxPending/2 {
+			p.run(func() { err = r.write(raw, final) })
+		} else {
+			err = r.write(raw, final)
 		}
 	}
 	r.mu.Lock()
@@ -283,6 +274,30 @@ func (r *SpoolRecording) flush(sync, final bool) error {
 		r.u.advance(r.synced)
 	}
 	return nil
+}
+
+// write encodes raw events and appends them to the file, hashing what was
+// written. It touches only flusher-owned state, so it may run on another
+// goroutine while the flusher waits.
+func (r *SpoolRecording) write(raw []byte, final bool) error {
+	err := r.encode(raw)
+	if err == nil && final {
+		err = r.cw.Close()
+	}
+	if err == nil && len(r.out) > 0 {
+		var n int
+		n, err = r.f.Write(r.out)
+		r.hash.Write(r.out[:n])
+		r.written += int64(n)
+		if err != nil {
+			err = fmt.Errorf("recording: write %s: %w", r.u.id, err)
+		}
+	}
+	r.out = r.out[:0]
+	if cap(r.out) > 2*maxPending {
+		r.out = nil
+	}
+	return err
 }
 
 // encode turns queued raw events into asciicast lines in r.out.

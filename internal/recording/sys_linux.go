@@ -21,3 +21,17 @@ func dropCache(f *os.File, n int64) {
 		_ = unix.Fadvise(int(f.Fd()), 0, n, unix.FADV_DONTNEED)
 	}
 }
+
+// recordingNice is the nice value of the threads that encode and write
+// recordings: the lowest CPU priority short of SCHED_IDLE, which could
+// starve them (and the Go runtime, which stops every thread for a garbage
+// collection) on a saturated machine.
+const recordingNice = 19
+
+// lowerThreadPriority gives the calling OS thread recordingNice. Linux
+// applies nice per thread, so this affects no other thread; the caller
+// keeps its goroutine locked to the thread for the thread's whole life.
+// Lowering one's own priority needs no privilege.
+func lowerThreadPriority() error {
+	return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), recordingNice)
+}

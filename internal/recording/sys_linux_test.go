@@ -3,8 +3,13 @@ package recording
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -140,4 +145,107 @@ type holdComplete struct{ directUploader }
 
 func (h *holdComplete) Complete(context.Context, Meta, int64, string, bool) error {
 	return errUnreachable
+}
+
+// threadNice reads a thread's nice value from /proc.
+func threadNice(t *testing.T, tid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which ends with the last ')':
+	// state is field 3, nice is field 19.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	n, err := strconv.Atoi(f[19-3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestLowPriorityThreads: recording work runs on threads with the lowest
+// nice value, other threads keep theirs, and the low-priority threads end
+// with the pool instead of going back to run other goroutines.
+func TestLowPriorityThreads(t *testing.T) {
+	p := newLowPriority(2, slog.New(slog.DiscardHandler))
+	if p == nil {
+		t.Fatal("no low-priority pool on Linux")
+	}
+	tids := map[int]bool{}
+	for range 20 {
+		p.run(func() {
+			tid := unix.Gettid()
+			tids[tid] = true
+			if n := threadNice(t, tid); n != recordingNice {
+				t.Errorf("recording work on thread %d with nice %d, want %d", tid, n, recordingNice)
+			}
+		})
+	}
+	if len(tids) == 0 || len(tids) > 2 {
+		t.Errorf("work ran on %d threads, want 1 or 2", len(tids))
+	}
+	done := make(chan int)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		done <- threadNice(t, unix.Gettid())
+	}()
+	if n := <-done; n != 0 {
+		t.Errorf("another thread has nice %d", n)
+	}
+	p.stop()
+	for tid := range tids {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+			if os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("low-priority thread %d still exists after stop", tid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// TestRecordingFlushPriority: a recording that keeps up is encoded and
+// written at low priority; one whose queue backed up is flushed at normal
+// priority, so a saturated machine cannot starve it.
+func TestRecordingFlushPriority(t *testing.T) {
+	st := newStore(t)
+	sp := newSpool(t, t.TempDir(), &directUploader{store: st, nodeID: "node-1"},
+		func(c *SpoolConfig) { c.FlushInterval = time.Hour }) // flushes by kick only
+	r, err := sp.Start(testMeta("9a9a"), testHeader(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Output(bytes.Repeat([]byte("x"), maxPending/2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := sp.prio.runs.Load(); n != 0 {
+		t.Errorf("a backed-up queue was flushed at low priority (%d runs)", n)
+	}
+	if err := r.Output(bytes.Repeat([]byte("y"), 2*kickSize)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for sp.prio.runs.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a recording that keeps up was never flushed at low priority")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	length, sum, err := r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPending(t, sp, 0, 10*time.Second)
+	if b, _ := stored(t, st, "9a9a"); int64(len(b)) != length || sha(b) != sum {
+		t.Fatalf("stored %d bytes %s, recorded %d %s", len(b), sha(b), length, sum)
+	}
 }
