@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
@@ -281,6 +282,8 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 	stopProfile := startProfile(b, profile)
 	busyBefore, totalBefore := cpuTimes()
 	selfBefore := selfCPUTicks()
+	var ts0 unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts0)
 	t0 := time.Now()
 	if _, err := c.Admin.CreateLock(ctx, auth.CreateLockRequest{Target: lock.Target{User: user}, Message: "bench"}); err != nil {
 		b.Fatal(err)
@@ -294,6 +297,13 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 		}
 	}
 	stopProfile()
+	var ts1 unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts1)
+	// The window in perf's clock: `perf record -k CLOCK_MONOTONIC -a -g`
+	// around the benchmark, then `perf report --time WINDOW` shows the
+	// whole machine during the fan-out (Go's profiler samples too rarely
+	// for 100 ms).
+	b.Logf("%s: fan-out window for perf report --time: %d.%09d,%d.%09d", user, ts0.Sec, ts0.Nsec, ts1.Sec, ts1.Nsec)
 	// How busy the machine was during the fan-out: every node agent, the
 	// clients and the sessions' processes share its cores.
 	if busy, total := cpuTimes(); total > totalBefore {
