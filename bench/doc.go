@@ -18,7 +18,7 @@
 // WARDEN_BENCH_BINARY (a prebuilt warden binary; built if unset),
 // WARDEN_BENCH_LOCK_NODES (node agents for the lock fan-out, default 1000),
 // WARDEN_BENCH_REC_BYTES and WARDEN_BENCH_REC_RUNS (recording overhead:
-// bytes per session, default 128 MiB, and on/off pairs, default 10).
+// bytes per session, default 128 MiB, and on/off pairs, default 30).
 //
 // Profiling: WARDEN_BENCH_LOCK_PROFILE (shell sessions' fan-out),
 // WARDEN_BENCH_LOCK_PROFILE_FWD (port forwards' fan-out) and
