@@ -4,16 +4,15 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 )
 
 // lowPriority runs the CPU-heavy part of recording (asciicast encoding,
 // SHA-256 and the copy into the page cache) on a few OS threads at the
 // lowest CPU priority, so that a session's own work (its PTY, its SSH
 // channel, the proxy) always goes first and recording uses what CPU is
-// left. On a busy 2-core machine this is the difference between recording
-// costing ~12% of a bulk session's throughput and costing nothing
-// measurable (bench: BenchmarkRecording).
+// left. On this project's 2-core test machine it raised a bulk session's
+// throughput with recording from 0.87-0.91 of that without recording to
+// 0.94-0.96 (BenchmarkRecording, all-in-one).
 //
 // It never starves a recording: a recording whose queue backs up flushes
 // at normal priority instead (see SpoolRecording.flushLoop), so a saturated
@@ -22,7 +21,20 @@ import (
 type lowPriority struct {
 	work chan func()
 	wg   sync.WaitGroup
-	runs atomic.Int64 // for tests
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *lowPriority
+)
+
+// sharedLowPriority returns the process's pool, started on first use with
+// one worker per usable CPU. Every spool in the process shares it (a test
+// or benchmark may run a thousand nodes in one process), and it lives as
+// long as the process.
+func sharedLowPriority(log *slog.Logger) *lowPriority {
+	sharedOnce.Do(func() { shared = newLowPriority(runtime.GOMAXPROCS(0), log) })
+	return shared
 }
 
 // newLowPriority starts n workers. If the platform or the process cannot
@@ -32,19 +44,7 @@ func newLowPriority(n int, log *slog.Logger) *lowPriority {
 	p := &lowPriority{work: make(chan func())}
 	started := make(chan error, n)
 	for range n {
-		p.wg.Go(func() {
-			// Never unlocked: when the worker returns, Go ends the thread
-			// rather than hand a low-priority thread to other goroutines.
-			runtime.LockOSThread()
-			err := lowerThreadPriority()
-			started <- err
-			if err != nil {
-				return
-			}
-			for f := range p.work {
-				f()
-			}
-		})
+		p.wg.Go(func() { p.worker(started) })
 	}
 	var failed error
 	for range n {
@@ -60,9 +60,23 @@ func newLowPriority(n int, log *slog.Logger) *lowPriority {
 	return p
 }
 
+// worker runs work on its own low-priority thread until the pool stops.
+func (p *lowPriority) worker(started chan<- error) {
+	// Never unlocked: when the worker returns, Go ends the thread rather
+	// than hand a low-priority thread to other goroutines.
+	runtime.LockOSThread()
+	err := lowerThreadPriority()
+	started <- err
+	if err != nil {
+		return
+	}
+	for f := range p.work {
+		f()
+	}
+}
+
 // run runs f on a low-priority thread and returns when f has returned.
 func (p *lowPriority) run(f func()) {
-	p.runs.Add(1)
 	done := make(chan struct{})
 	p.work <- func() {
 		defer close(done)

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -160,7 +159,7 @@ func OpenSpool(ctx context.Context, cfg SpoolConfig) (*Spool, error) {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
-	s.prio = newLowPriority(runtime.GOMAXPROCS(0), s.log)
+	s.prio = sharedLowPriority(s.log)
 	s.mu.Lock()
 	for _, u := range found {
 		s.uploads[u.id] = u
@@ -411,9 +410,6 @@ func (s *Spool) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
-	if s.prio != nil {
-		s.prio.stop()
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for r := range s.recs {

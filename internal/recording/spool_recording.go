@@ -10,6 +10,7 @@ import (
 	"hash"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warden-sh/warden/internal/asciicast"
@@ -50,6 +51,9 @@ type SpoolRecording struct {
 	spare   []byte
 	err     error // sticky: a write or sync failure, or ErrClosed
 	closed  bool  // Close called: no more events
+
+	// lowFlushes counts flushes done at low CPU priority (for tests).
+	lowFlushes atomic.Int64
 
 	kick  chan struct{}
 	syncs chan chan error
@@ -246,6 +250,7 @@ func (r *SpoolRecording) flush(sync, final, background bool) error {
 	var err error
 	if failed == nil {
 		if p := r.s.prio; p != nil && background && len(raw) > 0 && len(raw) < maxPending/2 {
+			r.lowFlushes.Add(1)
 			p.run(func() { err = r.write(raw, final) })
 		} else {
 			err = r.write(raw, final)

@@ -227,14 +227,14 @@ func TestRecordingFlushPriority(t *testing.T) {
 	if err := r.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if n := sp.prio.runs.Load(); n != 0 {
+	if n := r.lowFlushes.Load(); n != 0 {
 		t.Errorf("a backed-up queue was flushed at low priority (%d runs)", n)
 	}
 	if err := r.Output(bytes.Repeat([]byte("y"), 2*kickSize)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for sp.prio.runs.Load() == 0 {
+	for r.lowFlushes.Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("a recording that keeps up was never flushed at low priority")
 		}
