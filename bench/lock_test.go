@@ -243,6 +243,16 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 		return ssh.NewClient(cc, chans, reqs), nil
 	}
 	ended := make([]time.Time, n)
+	// The clients are closed once every session has ended, so that the
+	// harness adds no work of its own to the fan-out it measures.
+	clients := make([]*ssh.Client, n)
+	defer func() {
+		for _, cl := range clients {
+			if cl != nil {
+				cl.Close()
+			}
+		}
+	}()
 	ready := make(chan error, n)
 	done := make(chan int, n)
 	sem := make(chan struct{}, 16)
@@ -262,10 +272,10 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 				return
 			}
 			ready <- nil
+			clients[i] = cl
 			go func() {
 				wait()
 				ended[i] = time.Now()
-				cl.Close()
 				done <- i
 			}()
 		}()
