@@ -271,8 +271,8 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 				ready <- err
 				return
 			}
+			clients[i] = cl // before ready: the deferred close reads it
 			ready <- nil
-			clients[i] = cl
 			go func() {
 				wait()
 				ended[i] = time.Now()

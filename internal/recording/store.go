@@ -53,18 +53,12 @@ type liveInfo struct {
 	info      Info
 	persisted int64     // the length in the state file
 	at        time.Time // when the state file was last written
-	// sum hashes the bytes appended since the recording was created, so
-	// that Complete need not read them back. Nil when this auth process did
-	// not see every byte (it restarted mid-recording): Complete then hashes
-	// the file. Shared by the successive liveInfos of one recording and
-	// used only under the recording's lock.
-	sum *runningSum
-}
-
-// runningSum is the SHA-256 of a recording's first n bytes.
-type runningSum struct {
-	h hash.Hash
-	n int64
+	// sum is the SHA-256 of the info.Length bytes stored, kept as they are
+	// appended so that Complete need not read them back. Nil when this auth
+	// process did not see every byte (it restarted mid-recording): Complete
+	// then hashes the file. Shared by the successive liveInfos of one
+	// recording and used only under the recording's lock.
+	sum hash.Hash
 }
 
 // How often the state of a growing recording is made durable.
@@ -213,7 +207,7 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	if l == nil {
 		l = &liveInfo{info: *info, persisted: info.Length, at: time.Now()}
 		if info.Length == 0 {
-			l.sum = &runningSum{h: sha256.New()}
+			l.sum = sha256.New()
 		}
 	}
 
@@ -239,12 +233,8 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	_, werr := f.WriteAt(data, offset)
 	info.Length = end
-	sum := l.sum
-	if sum != nil && werr == nil && sum.n == offset {
-		sum.h.Write(data)
-		sum.n = end
-	} else {
-		sum = nil
+	if l.sum != nil && werr == nil {
+		l.sum.Write(data) // offset == the stored length: checked above
 	}
 	// The state file may claim only bytes already durable: fsync first.
 	// The first bytes are made durable at once (a recording exists on auth
@@ -264,7 +254,7 @@ func (s *Store) Append(meta Meta, nodeID string, offset int64, data []byte) (int
 	}
 	// A published liveInfo is never modified (Stat reads it without the
 	// session's lock): replace it.
-	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at, sum: sum}
+	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at, sum: l.sum}
 	if persist {
 		if err := s.writeInfo(info, false); err != nil {
 			s.setLive(id, nil)
@@ -327,8 +317,8 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 	}
 	defer f.Close()
 	var h hash.Hash
-	if l != nil && l.sum != nil && l.sum.n == info.Length {
-		h = l.sum.h
+	if l != nil && l.sum != nil {
+		h = l.sum
 	} else {
 		h = sha256.New()
 		if _, err := io.Copy(h, io.NewSectionReader(f, 0, info.Length)); err != nil {
