@@ -290,7 +290,7 @@ func TestProxyRestart(t *testing.T) {
 	})
 	// The subtest's cleanups closed the cluster and the nodes.
 	// The low-priority recording threads live as long as the process.
-	if err := goleak.Find(ignore, goleak.IgnoreAnyFunction("github.com/warden-sh/warden/internal/recording.(*lowPriority).worker")); err != nil {
+	if err := goleak.Find(ignore, goleak.IgnoreAnyFunction("github.com/warden-sh/warden/internal/recording.(*lowPriority).serve")); err != nil {
 		t.Fatalf("goroutines leaked: %v", err)
 	}
 	// Go keeps the pipes it splices through in a pool that only garbage

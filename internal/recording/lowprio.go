@@ -62,12 +62,35 @@ func newLowPriority(n int, log *slog.Logger) *lowPriority {
 
 // worker runs work on its own low-priority thread until the pool stops.
 func (p *lowPriority) worker(started chan<- error) {
-	// Never unlocked: when the worker returns, Go ends the thread rather
-	// than hand a low-priority thread to other goroutines.
+	// Never unlocked once lowered: when the worker returns, Go ends the
+	// thread rather than hand a low-priority thread to other goroutines.
 	runtime.LockOSThread()
+	if onMainThread() {
+		// Go cannot end the main thread: it would park it for good, still
+		// at low priority, and the process's nice value (what ps shows) is
+		// the main thread's. Hold the main thread while a replacement
+		// worker locks another one, then give it back unchanged.
+		locked := make(chan struct{})
+		p.wg.Go(func() {
+			runtime.LockOSThread()
+			close(locked)
+			p.serve(started)
+		})
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	p.serve(started)
+}
+
+// serve lowers the priority of the thread its goroutine is locked to and
+// runs work there until the pool stops.
+func (p *lowPriority) serve(started chan<- error) {
 	err := lowerThreadPriority()
 	started <- err
 	if err != nil {
+		// The thread's priority is unchanged: it may serve others.
+		runtime.UnlockOSThread()
 		return
 	}
 	for f := range p.work {

@@ -35,3 +35,7 @@ const recordingNice = 19
 func lowerThreadPriority() error {
 	return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), recordingNice)
 }
+
+// onMainThread reports whether the calling goroutine runs on the process's
+// main thread (whose thread id is the process id).
+func onMainThread() bool { return unix.Gettid() == unix.Getpid() }

@@ -3,9 +3,11 @@ package recording
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -150,18 +152,101 @@ func (h *holdComplete) Complete(context.Context, Meta, int64, string, bool) erro
 // threadNice reads a thread's nice value from /proc.
 func threadNice(t *testing.T, tid int) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the command name, which ends with the last ')':
-	// state is field 3, nice is field 19.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	n, err := strconv.Atoi(f[19-3])
+	n, err := readThreadNice(tid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
+}
+
+func readThreadNice(tid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which ends with the last ')':
+	// state is field 3, nice is field 19.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 19-3+1 {
+		return 0, fmt.Errorf("short stat line for thread %d", tid)
+	}
+	return strconv.Atoi(f[19-3])
+}
+
+// waitThreadGone waits for an OS thread of this process to end.
+func waitThreadGone(tid int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("low-priority thread %d still exists %v after stop", tid, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+const mainThreadChildEnv = "WARDEN_RECORDING_MAIN_THREAD_CHILD"
+
+// init runs on the process's main thread. In the child of
+// TestLowPriorityWorkerOnMainThread it starts a worker right there, which
+// is otherwise up to the scheduler (it once happened in CI).
+func init() {
+	if os.Getenv(mainThreadChildEnv) == "" {
+		return
+	}
+	if err := mainThreadChild(); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func mainThreadChild() error {
+	if !onMainThread() {
+		return errors.New("init does not run on the main thread")
+	}
+	p := &lowPriority{work: make(chan func())}
+	started := make(chan error, 1)
+	p.worker(started) // returns at once: the work moved to another thread
+	if err := <-started; err != nil {
+		return err
+	}
+	var tid int
+	p.run(func() { tid = unix.Gettid() })
+	if tid == unix.Getpid() {
+		return errors.New("recording work ran on the main thread")
+	}
+	if n, err := readThreadNice(tid); err != nil || n != recordingNice {
+		return fmt.Errorf("worker thread nice %d (%v), want %d", n, err, recordingNice)
+	}
+	if n, err := readThreadNice(unix.Getpid()); err != nil || n != 0 {
+		return fmt.Errorf("main thread nice %d (%v), want 0", n, err)
+	}
+	p.stop()
+	if err := waitThreadGone(tid, 5*time.Second); err != nil {
+		return err
+	}
+	// The main thread was given back: it still runs Go code.
+	if !onMainThread() {
+		return errors.New("main thread lost")
+	}
+	return nil
+}
+
+// TestLowPriorityWorkerOnMainThread: a worker that starts on the main
+// thread, which Go can never end, moves to a thread of its own and leaves
+// the main thread (whose nice value is the process's) at normal priority.
+func TestLowPriorityWorkerOnMainThread(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mainThreadChildEnv+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 }
 
 // TestLowPriorityThreads: recording work runs on threads with the lowest
@@ -196,17 +281,16 @@ func TestLowPriorityThreads(t *testing.T) {
 	}
 	p.stop()
 	for tid := range tids {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
-			if os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("low-priority thread %d still exists after stop", tid)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if tid == unix.Getpid() {
+			t.Errorf("recording work ran on the main thread")
+			continue
 		}
+		if err := waitThreadGone(tid, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := threadNice(t, unix.Getpid()); n != 0 {
+		t.Errorf("main thread (the process's nice value) has nice %d", n)
 	}
 }
 

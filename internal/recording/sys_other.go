@@ -13,3 +13,6 @@ func dropCache(*os.File, int64) {}
 // lowerThreadPriority is not supported here: recording work keeps the
 // process's priority.
 func lowerThreadPriority() error { return errors.ErrUnsupported }
+
+// onMainThread is false here: no thread's priority is ever lowered.
+func onMainThread() bool { return false }
