@@ -172,7 +172,9 @@ func (c *conn) terminate(reason, message string, revoke bool) {
 			s.freeze()
 		}
 	}
-	c.log().Info("ending connection", slog.String("reason", reason))
+	if c.srv.log.Enabled(context.Background(), slog.LevelInfo) { // no formatting when it is off
+		c.log().Info("ending connection", slog.String("reason", reason))
+	}
 	// A client that stopped reading must not hold the close up: after a
 	// second the connection goes, message or not.
 	t := time.AfterFunc(time.Second, func() { c.sconn.Close() })

@@ -188,6 +188,40 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 }
 
+// TestCloseEndsHandshakes: closing the server ends a connection still in
+// its handshake at once, not at the handshake timeout.
+func TestCloseEndsHandshakes(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.HandshakeTimeout = time.Minute })
+	c, err := net.Dial("tcp", e.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 512)
+	if _, err := c.Read(buf); err != nil { // the server's version line: the handshake began
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- e.srv.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a connection in its handshake")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := c.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection stayed open after Close")
+			}
+			break
+		}
+	}
+}
+
 func FuzzSessionRequests(f *testing.F) {
 	f.Add("pty-req", ssh.Marshal(ptyRequest{Term: "xterm", Columns: 80, Rows: 24}))
 	f.Add("env", ssh.Marshal(envRequest{Name: "LANG", Value: "C"}))

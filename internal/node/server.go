@@ -139,8 +139,10 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	live      map[string]*session // joinable sessions by id
-	done      chan struct{}
-	wg        sync.WaitGroup
+	// closing is cancelled when the server closes.
+	closing context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 
 	sessions atomic.Int64
 	cgroups  *cgroupHier // nil: sessions are ended by process group only
@@ -205,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("node: session cgroups must be %q or %q, not %q", CgroupsAuto, CgroupsOff, cfg.SessionCgroups)
 	}
-	return &Server{
+	srv := &Server{
 		cgroups:   cg,
 		cfg:       cfg,
 		log:       cfg.Logger.With(slog.String("component", "node"), slog.String("node", cfg.NodeName)),
@@ -214,8 +216,9 @@ func New(cfg Config) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 		detached:  make(map[string]*detachedJobs),
-		done:      make(chan struct{}),
-	}, nil
+	}
+	srv.closing, srv.stop = context.WithCancel(context.Background())
+	return srv, nil
 }
 
 // Serve accepts connections on ln until Close is called, then returns nil.
@@ -247,7 +250,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				s.log.Warn("accept failed; retrying", slog.Any("err", err), slog.Duration("backoff", backoff))
 				select {
 				case <-time.After(backoff):
-				case <-s.done:
+				case <-s.closing.Done():
 					return nil
 				}
 				continue
@@ -274,7 +277,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.done)
+	s.stop()
 	var errs []error
 	for ln := range s.listeners {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -309,13 +312,9 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	go func() {
-		select {
-		case <-s.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	// Without a goroutine of its own: a node may end a thousand connections at once.
+	stopOnClose := context.AfterFunc(s.closing, cancel)
+	defer stopOnClose()
 
 	remote := c.RemoteAddr()
 	_ = c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
