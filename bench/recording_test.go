@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -147,6 +148,11 @@ func BenchmarkRecording(b *testing.B) {
 	b.ReportMetric(on, "on-MiB/s")
 	b.ReportMetric(Median(ratios), "on/off")
 	b.Logf("recording on/off per pair: %.3f", ratios)
+	// Each side's runs, sorted. On the project's 2-core VM the "off" runs
+	// were seen to fall into two groups (about 51 and 59 MiB/s, the "on"
+	// runs mostly near the lower one), so the ratio moves with how many
+	// "off" runs land in the faster group.
+	b.Logf("MiB/s per run, sorted: off %.1f; on %.1f", slices.Sorted(slices.Values(offs)), slices.Sorted(slices.Values(ons)))
 	b.Logf("CPU busy (all cores) during the sessions, medians: off %.0f%%, on %.0f%%", Median(busyShare[false]), Median(busyShare[true]))
 	// Clock ticks are 10 ms.
 	perMiB := (Median(selfTicks[true]) - Median(selfTicks[false])) * 10 / float64(size>>20)
