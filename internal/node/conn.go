@@ -19,6 +19,7 @@ type conn struct {
 	sconn  *ssh.ServerConn
 	auth   *authInfo
 	cancel context.CancelFunc // ends the connection
+	logger *slog.Logger       // with the connection's user, login and address
 
 	wg sync.WaitGroup // channel and forwarding goroutines
 
@@ -42,10 +43,7 @@ func (c *conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
 
 func (c *conn) close() { c.cancel() }
 
-func (c *conn) log() *slog.Logger {
-	return c.srv.log.With(slog.String("user", c.auth.perms.User), slog.String("login", c.auth.login),
-		slog.String("remote_addr", addrString(c.sconn.RemoteAddr())))
-}
+func (c *conn) log() *slog.Logger { return c.logger }
 
 // event returns an audit event with the connection's identity filled in.
 func (c *conn) event(name string) audit.Event {
@@ -172,9 +170,7 @@ func (c *conn) terminate(reason, message string, revoke bool) {
 			s.freeze()
 		}
 	}
-	if c.srv.log.Enabled(context.Background(), slog.LevelInfo) { // no formatting when it is off
-		c.log().Info("ending connection", slog.String("reason", reason))
-	}
+	c.log().Info("ending connection", slog.String("reason", reason))
 	// A client that stopped reading must not hold the close up: after a
 	// second the connection goes, message or not.
 	t := time.AfterFunc(time.Second, func() { c.sconn.Close() })

@@ -340,6 +340,8 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 		cancel:   cancel,
 		sessions: make(map[*session]struct{}),
 		remotes:  make(map[string]net.Listener),
+		logger: s.log.With(slog.String("user", ai.perms.User), slog.String("login", ai.login),
+			slog.String("remote_addr", addrString(remote))),
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -355,9 +357,7 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 		s.mu.Unlock()
 	}()
 
-	s.log.Info("connection authenticated",
-		slog.String("user", ai.perms.User), slog.String("login", ai.login),
-		slog.String("remote_addr", addrString(remote)))
+	cn.logger.Info("connection authenticated")
 	cn.serve(ctx, chans, reqs)
 }
 
