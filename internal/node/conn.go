@@ -19,7 +19,7 @@ type conn struct {
 	sconn  *ssh.ServerConn
 	auth   *authInfo
 	cancel context.CancelFunc // ends the connection
-	logger *slog.Logger       // with the connection's user, login and address
+	log    *slog.Logger       // with the connection's user, login and address
 
 	wg sync.WaitGroup // channel and forwarding goroutines
 
@@ -42,8 +42,6 @@ type conn struct {
 func (c *conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
 
 func (c *conn) close() { c.cancel() }
-
-func (c *conn) log() *slog.Logger { return c.logger }
 
 // event returns an audit event with the connection's identity filled in.
 func (c *conn) event(name string) audit.Event {
@@ -170,7 +168,7 @@ func (c *conn) terminate(reason, message string, revoke bool) {
 			s.freeze()
 		}
 	}
-	c.log().Info("ending connection", slog.String("reason", reason))
+	c.log.Info("ending connection", slog.String("reason", reason))
 	// A client that stopped reading must not hold the close up: after a
 	// second the connection goes, message or not.
 	t := time.AfterFunc(time.Second, func() { c.sconn.Close() })

@@ -55,7 +55,7 @@ func (c *conn) openDirectTCPIP(ctx context.Context, nc ssh.NewChannel) {
 		if err != nil {
 			ev.Success, ev.Error = false, "connect failed"
 			c.srv.emit(ctx, ev)
-			c.log().Info("direct-tcpip dial failed", slog.String("addr", target), slog.Any("err", err))
+			c.log.Info("direct-tcpip dial failed", slog.String("addr", target), slog.Any("err", err))
 			_ = nc.Reject(ssh.ConnectionFailed, "connect to "+target+" failed")
 			return
 		}
@@ -127,7 +127,7 @@ func (c *conn) handleTCPIPForward(ctx context.Context, req *ssh.Request) {
 	c.mu.Unlock()
 	ln, err := net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(int(f.Port))))
 	if err != nil {
-		c.log().Info("tcpip-forward listen failed", slog.Any("err", err))
+		c.log.Info("tcpip-forward listen failed", slog.Any("err", err))
 		fail("listen failed")
 		return
 	}
@@ -165,7 +165,7 @@ func (c *conn) acceptForwarded(ctx context.Context, ln net.Listener, addr string
 		tc, err := ln.Accept()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
-				c.log().Info("forward accept failed", slog.Any("err", err))
+				c.log.Info("forward accept failed", slog.Any("err", err))
 			}
 			return
 		}

@@ -340,7 +340,7 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 		cancel:   cancel,
 		sessions: make(map[*session]struct{}),
 		remotes:  make(map[string]net.Listener),
-		logger: s.log.With(slog.String("user", ai.perms.User), slog.String("login", ai.login),
+		log: s.log.With(slog.String("user", ai.perms.User), slog.String("login", ai.login),
 			slog.String("remote_addr", addrString(remote))),
 	}
 	s.mu.Lock()
@@ -357,7 +357,7 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 		s.mu.Unlock()
 	}()
 
-	cn.logger.Info("connection authenticated")
+	cn.log.Info("connection authenticated")
 	cn.serve(ctx, chans, reqs)
 }
 

@@ -73,7 +73,7 @@ func (s *session) serve(ctx context.Context, reqs <-chan *ssh.Request) {
 }
 
 func (s *session) log() *slog.Logger {
-	return s.c.log().With(slog.String("session_id", s.id))
+	return s.c.log.With(slog.String("session_id", s.id))
 }
 
 // event returns an audit event for this session.
