@@ -407,58 +407,32 @@ type WatchSnapshot struct {
 // Watch streams role and lock changes to nodes and proxies: the current
 // set first, then every change until ctx ends (the channel then closes, and
 // the watcher re-syncs).
-func (s *Server) Watch(ctx context.Context, c Caller) (*WatchSnapshot, <-chan storage.Event, error) {
+func (s *Server) Watch(ctx context.Context, c Caller) (_ *WatchSnapshot, _ <-chan storage.Event, err error) {
 	if c.Kind != KindNode && c.Kind != KindAdmin {
 		return nil, nil, denied("only nodes and proxies watch roles and locks")
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	roleCh, err := s.b.Watch(ctx, prefixRoles)
+	// Watch first, then list: no change falls between the two (one may be
+	// in both, which applying twice does not change). One watch for both
+	// kinds keeps their changes in commit order.
+	wctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel() // else the watch ends with ctx
+		}
+	}()
+	ch, err := s.b.Watch(wctx, prefixRoles, prefixLocks)
 	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	lockCh, err := s.b.Watch(ctx, prefixLocks)
-	if err != nil {
-		cancel()
 		return nil, nil, err
 	}
 	roles, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
 	if err != nil {
-		cancel()
 		return nil, nil, err
 	}
 	locks, err := listJSON[*lock.Lock](ctx, s.b, prefixLocks)
 	if err != nil {
-		cancel()
 		return nil, nil, err
 	}
-	out := make(chan storage.Event, 64)
-	go func() {
-		defer close(out)
-		defer cancel()
-		for roleCh != nil || lockCh != nil {
-			var ev storage.Event
-			var ok bool
-			select {
-			case ev, ok = <-roleCh:
-				if !ok {
-					return
-				}
-			case ev, ok = <-lockCh:
-				if !ok {
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return &WatchSnapshot{Roles: roles, Locks: locks}, out, nil
+	return &WatchSnapshot{Roles: roles, Locks: locks}, ch, nil
 }
 
 func uniq(in []string) []string {

@@ -59,10 +59,11 @@ type Backend interface {
 	// List returns live items whose key starts with prefix, ordered by key.
 	// limit <= 0 means no limit.
 	List(ctx context.Context, prefix string, limit int) ([]Item, error)
-	// Watch delivers changes to keys under prefix until ctx ends. The
-	// channel is closed when the watch ends; a consumer that falls too far
-	// behind has its channel closed and must re-list and re-watch.
-	Watch(ctx context.Context, prefix string) (<-chan Event, error)
+	// Watch delivers changes to keys under prefix (or under any of more),
+	// in commit order, until ctx ends. The channel is closed when the
+	// watch ends; a consumer that falls too far behind has its channel
+	// closed and must re-list and re-watch.
+	Watch(ctx context.Context, prefix string, more ...string) (<-chan Event, error)
 	// Close releases resources.
 	Close() error
 }

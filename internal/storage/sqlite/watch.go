@@ -13,24 +13,34 @@ import (
 const DefaultWatchBuffer = 1024
 
 type watcher struct {
-	prefix string
-	ch     chan storage.Event
-	gone   chan struct{} // closed when the watcher is dropped
+	prefixes []string
+	ch       chan storage.Event
+	gone     chan struct{} // closed when the watcher is dropped
+}
+
+// wants reports whether key is under one of the watcher's prefixes.
+func (w *watcher) wants(key string) bool {
+	for _, p := range w.prefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Watch delivers, in commit order, every change committed after it returns
-// to keys starting with prefix. The channel is closed when ctx ends, when
+// to keys starting with prefix or with any of more. The channel is closed when ctx ends, when
 // the backend closes, or when the consumer falls Config.WatchBuffer events behind;
 // in the last case the consumer must re-list and watch again. Items in
 // events share their Value with other watchers: treat it as read-only.
-func (b *Backend) Watch(ctx context.Context, prefix string) (<-chan storage.Event, error) {
+func (b *Backend) Watch(ctx context.Context, prefix string, more ...string) (<-chan storage.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("watch %q: %w", prefix, err)
 	}
 	w := &watcher{
-		prefix: prefix,
-		ch:     make(chan storage.Event, b.cfg.WatchBuffer),
-		gone:   make(chan struct{}),
+		prefixes: append([]string{prefix}, more...),
+		ch:       make(chan storage.Event, b.cfg.WatchBuffer),
+		gone:     make(chan struct{}),
 	}
 	// Taking wmu orders registration with writes: every write that
 	// commits after Watch returns is delivered.
@@ -71,13 +81,13 @@ func (b *Backend) broadcast(events []storage.Event) {
 	defer b.watchMu.Unlock()
 	for w := range b.watchers {
 		for _, ev := range events {
-			if !strings.HasPrefix(ev.Item.Key, w.prefix) {
+			if !w.wants(ev.Item.Key) {
 				continue
 			}
 			select {
 			case w.ch <- ev:
 			default:
-				b.log.Warn("watcher fell behind, closing it", "prefix", w.prefix, "buffer", b.cfg.WatchBuffer)
+				b.log.Warn("watcher fell behind, closing it", "prefixes", w.prefixes, "buffer", b.cfg.WatchBuffer)
 				b.dropWatcherLocked(w)
 			}
 			if _, ok := b.watchers[w]; !ok {

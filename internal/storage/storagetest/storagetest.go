@@ -394,6 +394,11 @@ func testWatchPrefixes(e *env) {
 	all := mustWatch(e, e.ctx, "")
 	users := mustWatch(e, e.ctx, "/users/")
 	alice := mustWatch(e, e.ctx, "/users/alice")
+	// Two prefixes on one watch: both, in commit order, nothing else.
+	two, err := e.b.Watch(e.ctx, "/nodes/", "/users/alice/")
+	if err != nil {
+		t.Fatalf("Watch of two prefixes: %v", err)
+	}
 	u1 := mustPut(e, "/users/alice", "a")
 	u2 := mustPut(e, "/users/alicia", "b")
 	n1 := mustPut(e, "/nodes/n1", "n")
@@ -408,7 +413,10 @@ func testWatchPrefixes(e *env) {
 	for _, want := range []storage.Item{u1, u3} {
 		expectEvent(e, alice, storage.EventPut, want.Key, want.Revision)
 	}
-	for name, ch := range map[string]<-chan storage.Event{"all": all, "users": users, "alice": alice} {
+	for _, want := range []storage.Item{n1, u3} {
+		expectEvent(e, two, storage.EventPut, want.Key, want.Revision)
+	}
+	for name, ch := range map[string]<-chan storage.Event{"all": all, "users": users, "alice": alice, "two": two} {
 		select {
 		case ev, ok := <-ch:
 			t.Errorf("watcher %s: unexpected event %+v (open %v)", name, ev, ok)
