@@ -29,10 +29,11 @@ func (w *watcher) wants(key string) bool {
 }
 
 // Watch delivers, in commit order, every change committed after it returns
-// to keys starting with prefix or with any of more. The channel is closed when ctx ends, when
-// the backend closes, or when the consumer falls Config.WatchBuffer events behind;
-// in the last case the consumer must re-list and watch again. Items in
-// events share their Value with other watchers: treat it as read-only.
+// to keys starting with prefix or with any of more (once per change). The
+// channel is closed when ctx ends, when the backend closes, or when the
+// consumer falls Config.WatchBuffer events behind; in the last case the
+// consumer must re-list and watch again. Items in events share their Value
+// with other watchers: treat it as read-only.
 func (b *Backend) Watch(ctx context.Context, prefix string, more ...string) (<-chan storage.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("watch %q: %w", prefix, err)
