@@ -24,6 +24,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/proxy"
+	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/service"
 )
 
@@ -290,7 +291,7 @@ func TestProxyRestart(t *testing.T) {
 	})
 	// The subtest's cleanups closed the cluster and the nodes.
 	// The low-priority recording threads live as long as the process.
-	if err := goleak.Find(ignore, goleak.IgnoreAnyFunction("github.com/warden-sh/warden/internal/recording.(*lowPriority).serve")); err != nil {
+	if err := goleak.Find(ignore, goleak.IgnoreAnyFunction(recording.PoolFunction)); err != nil {
 		t.Fatalf("goroutines leaked: %v", err)
 	}
 	// Go keeps the pipes it splices through in a pool that only garbage

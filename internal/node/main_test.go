@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/recording"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 )
@@ -41,7 +42,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
 		// The low-priority recording threads live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/warden-sh/warden/internal/recording.(*lowPriority).serve")); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction(recording.PoolFunction)); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}

@@ -83,6 +83,10 @@ func (p *lowPriority) worker(started chan<- error) {
 	p.serve(started)
 }
 
+// PoolFunction is the function each low-priority worker runs for as long as
+// the process lives: leak checks (goleak.IgnoreAnyFunction) skip it.
+const PoolFunction = "github.com/warden-sh/warden/internal/recording.(*lowPriority).serve"
+
 // serve lowers the priority of the thread its goroutine is locked to and
 // runs work there until the pool stops.
 func (p *lowPriority) serve(started chan<- error) {

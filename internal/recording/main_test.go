@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
 		// The low-priority recording threads live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/warden-sh/warden/internal/recording.(*lowPriority).serve")); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction(PoolFunction)); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}
