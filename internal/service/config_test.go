@@ -1,9 +1,43 @@
 package service
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
+
+func TestLoadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, err string
+		want            Config
+	}{
+		{name: "empty", text: ""},
+		{name: "comments only", text: "# all defaults\n"},
+		{name: "fields", text: "cluster_name: example\nnode:\n  name: web1\n", want: Config{ClusterName: "example", Node: NodeConfig{Name: "web1"}}},
+		{name: "unknown field", text: "clustr_name: example\n", err: "field clustr_name not found"},
+		{name: "not yaml", text: "cluster_name: [\n", err: "config "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "warden.yaml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(path)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("got %v, want an error with %q", err, tc.err)
+			case tc.err == "" && (c.ClusterName != tc.want.ClusterName || c.Node.Name != tc.want.Node.Name):
+				t.Fatalf("got cluster %q node %q, want %q %q", c.ClusterName, c.Node.Name, tc.want.ClusterName, tc.want.Node.Name)
+			}
+		})
+	}
+	if _, err := LoadConfig(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("a missing file was accepted")
+	}
+}
 
 func TestSessionCgroupsSetting(t *testing.T) {
 	for _, tc := range []struct {
