@@ -81,6 +81,13 @@ func EmitAll(ctx context.Context, e Emitter, evs []Event) error {
 	return nil
 }
 
+// Search limits: a query without a limit returns at most DefaultLimit
+// events, and none returns more than MaxLimit.
+const (
+	DefaultLimit = 1000
+	MaxLimit     = 10000
+)
+
 // Query selects events. Zero fields do not filter.
 type Query struct {
 	Type      string
@@ -89,11 +96,21 @@ type Query struct {
 	SessionID string
 	Since     time.Time
 	Until     time.Time
-	Limit     int
+	// Limit is the most events to return (see EffectiveLimit).
+	Limit int
 	// AfterSeq returns events with Seq > AfterSeq (paging).
 	AfterSeq int64
 	// Text matches events whose JSON encoding contains it, ignoring case.
 	Text string
+}
+
+// EffectiveLimit is the most events a search for q returns: Limit, or
+// DefaultLimit when it is not positive, and never more than MaxLimit.
+func (q Query) EffectiveLimit() int {
+	if q.Limit <= 0 {
+		return DefaultLimit
+	}
+	return min(q.Limit, MaxLimit)
 }
 
 // Store persists and searches events.

@@ -35,9 +35,19 @@ func newAuditCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			if format != "text" && format != "json" && format != "" {
+				return fmt.Errorf("unknown output format %q (use text or json)", format)
+			}
 			evs, err := c.SearchAudit(cmd.Context(), q)
 			if err != nil {
 				return err
+			}
+			// On stderr, so that the output stays a table or JSON lines.
+			switch {
+			case len(evs) == 0:
+				fmt.Fprintln(g.io.Err, "no matching events")
+			case len(evs) >= q.EffectiveLimit():
+				fmt.Fprintf(g.io.Err, "the first %d matching events; for the next ones, repeat with --after %d\n", len(evs), evs[len(evs)-1].Seq)
 			}
 			if format == "json" {
 				enc := json.NewEncoder(g.io.Out)
@@ -47,9 +57,6 @@ func newAuditCmd(g *globals) *cobra.Command {
 					}
 				}
 				return nil
-			}
-			if format != "text" && format != "" {
-				return fmt.Errorf("unknown output format %q (use text or json)", format)
 			}
 			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tEVENT\tUSER\tLOGIN\tNODE\tRESULT\tDETAILS")
@@ -74,7 +81,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 	f.StringVar(&q.SessionID, "session", "", "session id")
 	f.StringVar(&q.Text, "text", "", "free text anywhere in the event (case-insensitive)")
 	f.DurationVar(&since, "since", 0, "only events newer than this (e.g. 1h, 30m)")
-	f.IntVar(&q.Limit, "limit", 0, "maximum number of events (default 1000)")
+	f.IntVar(&q.Limit, "limit", 0, fmt.Sprintf("maximum number of events (default %d, at most %d)", audit.DefaultLimit, audit.MaxLimit))
 	f.Int64Var(&q.AfterSeq, "after", 0, "only events after this sequence number (paging)")
 	f.StringVarP(&format, "output", "o", "text", "output format: text or json (one event per line)")
 	cmd.AddCommand(search, newAuditVerifyCmd(g), newAuditTailCmd(g))

@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +58,27 @@ func TestAuditTamperEvidence(t *testing.T) {
 	if r := c.Warden(admin, nil, "audit", "search", "--text", "xu2", "-o", "json"); strings.Count(r.Stdout, "\n") != 1 {
 		t.Fatalf("free-text search: %s", r)
 	}
+	// Paging: a page cut at --limit says where the next one starts, and
+	// that page goes on from there.
+	r := c.Warden(admin, nil, "audit", "search", "--type", "user.create", "--limit", "2", "-o", "json")
+	var page []audit.Event
+	for line := range strings.Lines(r.Stdout) {
+		var ev audit.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("search -o json: %v: %s", err, r)
+		}
+		page = append(page, ev)
+	}
+	if len(page) != 2 || !strings.Contains(r.Stderr, fmt.Sprintf("repeat with --after %d", page[1].Seq)) {
+		t.Fatalf("first page of 2: %s", r)
+	}
+	r = c.Warden(admin, nil, "audit", "search", "--type", "user.create", "--limit", "2", "--after", strconv.FormatInt(page[1].Seq, 10))
+	if !strings.Contains(r.Stdout, "xu3") || strings.Contains(r.Stdout, "xu1") || strings.Contains(r.Stderr, "--after") {
+		t.Fatalf("second page: %s", r)
+	}
+	if r := c.Warden(admin, nil, "audit", "search", "--type", "no.such.event"); r.Code != 0 || !strings.Contains(r.Stderr, "no matching events") {
+		t.Fatalf("search without a match: %s", r)
+	}
 	// The sink file has every user.create, as JSON lines.
 	deadline = time.Now().Add(5 * time.Second)
 	for {
@@ -99,7 +122,7 @@ func TestAuditTamperEvidence(t *testing.T) {
 	db.Close()
 
 	c2 := New(t, Options{NoNode: true, DataDir: dir})
-	r := c2.Warden(admin, nil, "audit", "verify")
+	r = c2.Warden(admin, nil, "audit", "verify")
 	if r.Code == 0 || !strings.Contains(r.Stdout, "TAMPERED") || !strings.Contains(r.Stdout, target.ID) {
 		t.Fatalf("verify did not name the altered event %d/%s: %s", target.Seq, target.ID, r)
 	}

@@ -14,12 +14,6 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 )
 
-// Audit search limits.
-const (
-	DefaultAuditLimit = 1000
-	MaxAuditLimit     = 10000
-)
-
 // AuditLog is the audit.Store kept in the backend's database. Events are
 // append-only and hash-chained (see audit.ChainHash): they are never updated,
 // and deleted only by DeleteBefore, which leaves a checkpoint the chain
@@ -230,8 +224,8 @@ func storedEvents(ctx context.Context, tx *sql.Tx, ps []prepared) (map[string]au
 }
 
 // Search returns the events matching q, ordered by Seq ascending. Since is
-// inclusive and Until exclusive. Limit defaults to DefaultAuditLimit and is
-// capped at MaxAuditLimit; page on with AfterSeq set to the last Seq seen.
+// inclusive and Until exclusive. Limit defaults to audit.DefaultLimit and is
+// capped at audit.MaxLimit (Query.EffectiveLimit); page on with AfterSeq set to the last Seq seen.
 // Text matches the stored JSON (keys and values; a quote or backslash in Text
 // matches itself or its JSON escape), ignoring case.
 func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, error) {
@@ -267,7 +261,7 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 	if q.AfterSeq > 0 {
 		add("seq > ?", q.AfterSeq)
 	}
-	limit := auditLimit(q.Limit)
+	limit := q.EffectiveLimit()
 
 	// SQLite's lower() folds ASCII only: an ASCII needle is matched in SQL,
 	// any other in Go (below) with Unicode case folding.
@@ -334,13 +328,6 @@ func isASCII(s string) bool {
 }
 
 // auditLimit applies the default and the cap to a requested limit.
-func auditLimit(n int) int {
-	if n <= 0 {
-		return DefaultAuditLimit
-	}
-	return min(n, MaxAuditLimit)
-}
-
 // newEventID returns 16 random bytes in hex.
 func newEventID() (string, error) {
 	var b [16]byte

@@ -127,7 +127,7 @@ func TestAuditSearch(t *testing.T) {
 func TestAuditSearchPaging(t *testing.T) {
 	log := openTest(t, Config{}).AuditLog()
 	ctx := t.Context()
-	const total = 2*DefaultAuditLimit + 500
+	const total = 2*audit.DefaultLimit + 500
 	// Bulk-load with one statement: emitting thousands of events one by
 	// one is slow under the race detector and not what this test is about.
 	if _, err := log.b.writer.ExecContext(ctx, `
@@ -141,7 +141,7 @@ func TestAuditSearchPaging(t *testing.T) {
 	}
 	tests := []struct {
 		limit, want int
-	}{{0, DefaultAuditLimit}, {-5, DefaultAuditLimit}, {10, 10}, {total + 1, total}}
+	}{{0, audit.DefaultLimit}, {-5, audit.DefaultLimit}, {10, 10}, {total + 1, total}}
 	for _, tc := range tests {
 		got, err := log.Search(ctx, audit.Query{Limit: tc.limit})
 		if err != nil {
@@ -172,18 +172,6 @@ func TestAuditSearchPaging(t *testing.T) {
 	}
 	if want := (total + 1) / 3; seen != want {
 		t.Fatalf("paged through %d events for u1, want %d", seen, want)
-	}
-}
-
-func TestAuditLimit(t *testing.T) {
-	tests := []struct{ in, want int }{
-		{-1, DefaultAuditLimit}, {0, DefaultAuditLimit}, {1, 1}, {DefaultAuditLimit + 1, DefaultAuditLimit + 1},
-		{MaxAuditLimit, MaxAuditLimit}, {MaxAuditLimit + 1, MaxAuditLimit}, {1 << 40, MaxAuditLimit},
-	}
-	for _, tc := range tests {
-		if got := auditLimit(tc.in); got != tc.want {
-			t.Errorf("auditLimit(%d) = %d, want %d", tc.in, got, tc.want)
-		}
 	}
 }
 
