@@ -2,17 +2,19 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/warden-sh/warden/internal/api"
 	"io"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/asciicast"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/storage"
 )
 
 func newRecordingsCmd(g *globals) *cobra.Command {
@@ -139,6 +141,9 @@ func (g *globals) openRecording(ctx context.Context, id string) (io.ReadCloser, 
 	rc, err := c.OpenRecording(ctx, id)
 	if err != nil {
 		c.Close()
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("no recording of session %q (warden recordings ls lists them)", id)
+		}
 		return nil, err
 	}
 	return recordingStream{ReadCloser: rc, c: c}, nil

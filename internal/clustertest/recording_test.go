@@ -122,6 +122,11 @@ func TestRecordingEndToEnd(t *testing.T) {
 	if p := c.Warden(admin, nil, "play", noPTY.SessionID, "--speed", "50"); !strings.Contains(p.Stdout, "no-pty-42") {
 		t.Fatalf("no-PTY shell recording: %s", p)
 	}
+	// A session without a recording is named, with where to look.
+	missing := strings.Repeat("0", len(in.SessionID))
+	if p := c.Warden(admin, nil, "play", missing); p.Code == 0 || !strings.Contains(p.Stderr, fmt.Sprintf("no recording of session %q", missing)) {
+		t.Fatalf("play of an unknown session: %s", p)
+	}
 	// session.end carries the recording's length and hash.
 	waitFor(t, 5*time.Second, "session.end with the recording hash "+in.SHA256, func() bool {
 		ev := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "dev", "-o", "json")
