@@ -27,6 +27,9 @@ func newAuditCmd(g *globals) *cobra.Command {
 			if since < 0 {
 				return fmt.Errorf("--since must be positive")
 			}
+			if format != "text" && format != "json" && format != "" {
+				return fmt.Errorf("unknown output format %q (use text or json)", format)
+			}
 			if since > 0 {
 				q.Since = time.Now().Add(-since)
 			}
@@ -35,9 +38,6 @@ func newAuditCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			if format != "text" && format != "json" && format != "" {
-				return fmt.Errorf("unknown output format %q (use text or json)", format)
-			}
 			evs, err := c.SearchAudit(cmd.Context(), q)
 			if err != nil {
 				return err

@@ -224,8 +224,8 @@ func storedEvents(ctx context.Context, tx *sql.Tx, ps []prepared) (map[string]au
 }
 
 // Search returns the events matching q, ordered by Seq ascending. Since is
-// inclusive and Until exclusive. Limit defaults to audit.DefaultLimit and is
-// capped at audit.MaxLimit (Query.EffectiveLimit); page on with AfterSeq set to the last Seq seen.
+// inclusive and Until exclusive. At most q.EffectiveLimit() events are
+// returned; page on with AfterSeq set to the last Seq seen.
 // Text matches the stored JSON (keys and values; a quote or backslash in Text
 // matches itself or its JSON escape), ignoring case.
 func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, error) {
@@ -327,7 +327,6 @@ func isASCII(s string) bool {
 	return true
 }
 
-// auditLimit applies the default and the cap to a requested limit.
 // newEventID returns 16 random bytes in hex.
 func newEventID() (string, error) {
 	var b [16]byte
