@@ -41,7 +41,21 @@ func recordingErr(err error) error {
 
 // AppendRecording stores a chunk of a node's session recording. Only nodes
 // upload, and only for their own sessions (the store enforces ownership).
+// Chunks are hashed as they arrive (recording.Store.Append).
 func (s *Server) AppendRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	return s.appendRecording(ctx, c, meta, offset, data, (*recording.Store).Append)
+}
+
+// AppendLocalRecording is AppendRecording for the node in auth's own
+// process (all-in-one), which hashed the recording itself: auth does not
+// hash it a second time (recording.Store.AppendTrusted). Never for calls
+// from the network.
+func (s *Server) AppendLocalRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	return s.appendRecording(ctx, c, meta, offset, data, (*recording.Store).AppendTrusted)
+}
+
+func (s *Server) appendRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte,
+	appendTo func(*recording.Store, recording.Meta, string, int64, []byte) (int64, error)) (int64, error) {
 	if c.Kind != KindNode {
 		return 0, denied("only nodes upload recordings")
 	}
@@ -61,7 +75,7 @@ func (s *Server) AppendRecording(ctx context.Context, c Caller, meta recording.M
 	}
 	// The node speaks only for itself.
 	meta.Node, meta.NodeID = reg.Name, reg.ID
-	n, err := st.Append(meta, c.NodeID, offset, data)
+	n, err := appendTo(st, meta, c.NodeID, offset, data)
 	return n, recordingErr(err)
 }
 

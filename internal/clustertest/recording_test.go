@@ -2,6 +2,8 @@ package clustertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -84,6 +86,11 @@ func TestRecordingEndToEnd(t *testing.T) {
 	}
 	if int64(len(exp.Stdout)) != in.Length {
 		t.Fatalf("export has %d bytes, recording %d", len(exp.Stdout), in.Length)
+	}
+	// The hash auth recorded (in this all-in-one cluster, the node's, taken
+	// as given) is that of the bytes it serves.
+	if sum := sha256.Sum256([]byte(exp.Stdout)); hex.EncodeToString(sum[:]) != in.SHA256 {
+		t.Fatalf("exported bytes have SHA-256 %x, recording info says %s", sum, in.SHA256)
 	}
 	// asciinema 2.2's cat wants a terminal: run it under script(1).
 	ac := Run(t, nil, "script", "-qec", "asciinema cat "+file, "/dev/null")

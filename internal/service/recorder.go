@@ -26,7 +26,8 @@ func (u apiUploader) Complete(ctx context.Context, meta recording.Meta, length i
 // localAuth is auth in the same process as the node (all-in-one): the
 // node's recordings and audit events go to it directly, not over TLS to
 // itself. Calls carry the node's identity and pass the same checks as the
-// API's.
+// API's, except that auth takes the recording hash the node computed
+// rather than compute it again (auth.Server.AppendLocalRecording).
 type localAuth struct {
 	a      *auth.Server
 	caller auth.Caller
@@ -36,7 +37,7 @@ func (l localAuth) Upload(ctx context.Context, meta recording.Meta, offset int64
 	if err := l.a.CheckCaller(l.caller); err != nil {
 		return err
 	}
-	_, err := l.a.AppendRecording(ctx, l.caller, meta, offset, data)
+	_, err := l.a.AppendLocalRecording(ctx, l.caller, meta, offset, data)
 	return err
 }
 
