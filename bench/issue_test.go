@@ -60,6 +60,7 @@ func rate(tb testing.TB, workers int, d time.Duration, op func() error) float64 
 // (auth.Server.RenewNodeCerts: registration read, SSH host and X.509
 // certificates, audit event in SQLite).
 func BenchmarkIssuance(b *testing.B) {
+	freeMemory()
 	keys, err := ca.GenerateKeys("bench")
 	if err != nil {
 		b.Fatal(err)

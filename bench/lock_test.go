@@ -98,6 +98,7 @@ func selfCPUTicks() uint64 {
 // first successful new SSH session. Nodes: WARDEN_BENCH_LOCK_NODES (default
 // 1000).
 func BenchmarkLockFanout(b *testing.B) {
+	freeMemory()
 	clustertest.EnsureOSUser(b, osUser)
 	n := envInt(b, "WARDEN_BENCH_LOCK_NODES", 1000)
 	c := clustertest.New(b, clustertest.Options{NoNode: true})

@@ -110,6 +110,7 @@ func sshdSessionPss(tb testing.TB, listener int) (float64, int) {
 // baseline is stock sshd's memory per session (Pss of its per-session
 // processes, which share pages with each other).
 func BenchmarkMemory(b *testing.B) {
+	freeMemory()
 	ensureBenchUser(b)
 	sessions := envInt(b, "WARDEN_BENCH_SESSIONS", 20)
 	const nodeName = "aio"

@@ -41,6 +41,7 @@ spec:
 // (134217728), WARDEN_BENCH_REC_RUNS (30 pairs: single runs vary by
 // ±10% on a shared 2-core VM, and the goal is a 5% difference).
 func BenchmarkRecording(b *testing.B) {
+	freeMemory()
 	wardenBinary(b)
 	clustertest.EnsureOSUser(b, osUser)
 	size := envInt(b, "WARDEN_BENCH_REC_BYTES", 128<<20)

@@ -48,6 +48,7 @@ func raiseNoFile(tb testing.TB, n uint64) {
 // measures that process's RSS and `warden ls -o json` over all of them,
 // end to end with the real CLI as a user whose role allows every node.
 func BenchmarkScale(b *testing.B) {
+	freeMemory()
 	n := envInt(b, "WARDEN_BENCH_NODES", 10000)
 	// One descriptor per tunnel on each side: this process holds the
 	// simulated nodes' ends, the warden child the proxy's.

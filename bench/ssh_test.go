@@ -186,6 +186,7 @@ func negotiated(p sshPath) algorithms {
 // ProxyCommand of `warden config ssh`), interleaving the paths so load
 // from elsewhere on the machine hits all of them alike.
 func BenchmarkSSH(b *testing.B) {
+	freeMemory()
 	env := newSSHEnv(b)
 	for _, p := range env.Paths {
 		// Correctness first: a shell runs and bytes arrive intact.
