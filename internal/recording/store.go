@@ -328,6 +328,9 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		return fmt.Errorf("%w: %s", ErrNotOwner, sessionID)
 	}
 	sha256hex = strings.ToLower(sha256hex)
+	if b, err := hex.DecodeString(sha256hex); err != nil || len(b) != sha256.Size {
+		return fmt.Errorf("%w: %s: %.80q is not a SHA-256", ErrMismatch, sessionID, sha256hex)
+	}
 	if info.Complete {
 		if info.Length == length && info.SHA256 == sha256hex {
 			return nil

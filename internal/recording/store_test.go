@@ -227,6 +227,11 @@ func TestStoreTrusted(t *testing.T) {
 		}
 	}
 	appendTwo("a1", st.AppendTrusted, st.AppendTrusted)
+	for _, bad := range []string{"", "not hex", other[:62], other + "00"} {
+		if err := st.Complete("a1", "node-1", int64(len(data)), bad, false); !errors.Is(err, ErrMismatch) {
+			t.Errorf("trusted, hash %q: %v", bad, err)
+		}
+	}
 	if err := st.Complete("a1", "node-1", int64(len(data)), other, false); err != nil {
 		t.Fatalf("trusted: %v", err)
 	}
