@@ -252,21 +252,55 @@ func joinKV[V any](m map[string]V, sep string) string {
 }
 
 func newSSHCmd(g *globals) *cobra.Command {
-	var forceTTY, noTTY bool
+	var forceTTY, noTTY, noCommand bool
 	var login string
+	var localForwards []string
 	cmd := &cobra.Command{
-		Use:   "ssh [-t] [LOGIN@]NODE [COMMAND...]",
+		Use:   "ssh [-t] [-L [BIND:]PORT:HOST:HOSTPORT] [-N] [LOGIN@]NODE [COMMAND...]",
 		Short: "Open a shell or run a command on a node",
 		Long: `Open an interactive shell on a node, or run a command there. The exit status of
-the remote command becomes warden's own. NODE is a node name or id (warden ls).`,
-		Example: "  warden ssh dev@web1\n  warden ssh dev@web1 uptime\n  warden ssh -t dev@web1 top",
-		Args:    cobra.MinimumNArgs(1),
+the remote command becomes warden's own. NODE is a node name or id (warden ls).
+
+-L forwards a local port through the node to HOST:HOSTPORT as the node sees it
+(your roles must allow port forwarding); with -N no command runs and warden
+forwards until interrupted.`,
+		Example: "  warden ssh dev@web1\n  warden ssh dev@web1 uptime\n  warden ssh -t dev@web1 top\n" +
+			"  warden ssh -N -L 5432:localhost:5432 dev@db1   # then: psql -h 127.0.0.1",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target := args[0]
 			cmdLine := strings.Join(args[1:], " ")
 			l, host, _, err := sshclient.ParseTarget(target)
 			if err != nil {
 				return err
+			}
+			var forwards []sshclient.Forward
+			for _, spec := range localForwards {
+				f, err := sshclient.ParseLocalForward(spec)
+				if err != nil {
+					return err
+				}
+				forwards = append(forwards, f)
+			}
+			switch {
+			case noCommand && len(forwards) == 0:
+				return errors.New("-N runs no command: give at least one -L to forward")
+			case noCommand && cmdLine != "":
+				return errors.New("-N runs no command: drop the command or -N")
+			}
+			// Listen first: a port in use fails before any connection.
+			listeners := make([]net.Listener, 0, len(forwards))
+			defer func() {
+				for _, ln := range listeners {
+					ln.Close()
+				}
+			}()
+			for _, f := range forwards {
+				ln, err := net.Listen("tcp", f.Listen)
+				if err != nil {
+					return fmt.Errorf("forward: %w", err)
+				}
+				listeners = append(listeners, ln)
 			}
 			s, err := g.session()
 			if err != nil {
@@ -286,6 +320,22 @@ the remote command becomes warden's own. NODE is a node name or id (warden ls).`
 				return s.withSuggestion(cmd.Context(), err, l, host)
 			}
 			defer c.Close()
+			for i, ln := range listeners {
+				go sshclient.ServeLocalForward(c, ln, forwards[i].Target, g.io.Err)
+			}
+			if noCommand {
+				for i, ln := range listeners {
+					fmt.Fprintf(g.io.Err, "forwarding %s -> %s on %s (interrupt to stop)\n", ln.Addr(), forwards[i].Target, host)
+				}
+				ended := make(chan error, 1)
+				go func() { ended <- c.Wait() }()
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case err := <-ended:
+					return fmt.Errorf("the connection to %s ended: %v", host, err)
+				}
+			}
 			tty := (cmdLine == "" && g.io.stdinIsTerminal()) || forceTTY
 			if noTTY {
 				tty = false
@@ -304,6 +354,9 @@ the remote command becomes warden's own. NODE is a node name or id (warden ls).`
 	cmd.Flags().BoolVarP(&forceTTY, "tty", "t", false, "force a pseudo-terminal")
 	cmd.Flags().BoolVarP(&noTTY, "no-tty", "T", false, "never allocate a pseudo-terminal")
 	cmd.Flags().StringVarP(&login, "login", "l", "", "OS login (alternative to LOGIN@NODE)")
+	cmd.Flags().StringArrayVarP(&localForwards, "local-forward", "L", nil,
+		"forward [BIND_ADDRESS:]PORT (default bind 127.0.0.1) to HOST:HOSTPORT through the node (repeatable)")
+	cmd.Flags().BoolVarP(&noCommand, "no-command", "N", false, "run no command, only forward ports (with -L)")
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
