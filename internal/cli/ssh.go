@@ -254,7 +254,7 @@ func joinKV[V any](m map[string]V, sep string) string {
 func newSSHCmd(g *globals) *cobra.Command {
 	var forceTTY, noTTY, noCommand bool
 	var login string
-	var localForwards []string
+	var forwardSpecs []string
 	cmd := &cobra.Command{
 		Use:   "ssh [-t] [-L [BIND:]PORT:HOST:HOSTPORT] [-N] [LOGIN@]NODE [COMMAND...]",
 		Short: "Open a shell or run a command on a node",
@@ -274,34 +274,18 @@ forwards until interrupted.`,
 			if err != nil {
 				return err
 			}
-			var forwards []sshclient.Forward
-			for _, spec := range localForwards {
-				f, err := sshclient.ParseLocalForward(spec)
-				if err != nil {
-					return err
-				}
-				forwards = append(forwards, f)
-			}
 			switch {
-			case noCommand && len(forwards) == 0:
+			case noCommand && len(forwardSpecs) == 0:
 				return errors.New("-N runs no command: give at least one -L to forward")
 			case noCommand && cmdLine != "":
 				return errors.New("-N runs no command: drop the command or -N")
 			}
 			// Listen first: a port in use fails before any connection.
-			listeners := make([]net.Listener, 0, len(forwards))
-			defer func() {
-				for _, ln := range listeners {
-					ln.Close()
-				}
-			}()
-			for _, f := range forwards {
-				ln, err := net.Listen("tcp", f.Listen)
-				if err != nil {
-					return fmt.Errorf("forward: %w", err)
-				}
-				listeners = append(listeners, ln)
+			forwards, err := listenForwards(forwardSpecs)
+			if err != nil {
+				return err
 			}
+			defer forwards.close()
 			s, err := g.session()
 			if err != nil {
 				return err
@@ -320,21 +304,9 @@ forwards until interrupted.`,
 				return s.withSuggestion(cmd.Context(), err, l, host)
 			}
 			defer c.Close()
-			for i, ln := range listeners {
-				go sshclient.ServeLocalForward(c, ln, forwards[i].Target, g.io.Err)
-			}
+			forwards.serve(c, g.io.Err)
 			if noCommand {
-				for i, ln := range listeners {
-					fmt.Fprintf(g.io.Err, "forwarding %s -> %s on %s (interrupt to stop)\n", ln.Addr(), forwards[i].Target, host)
-				}
-				ended := make(chan error, 1)
-				go func() { ended <- c.Wait() }()
-				select {
-				case <-cmd.Context().Done():
-					return nil
-				case err := <-ended:
-					return fmt.Errorf("the connection to %s ended: %v", host, err)
-				}
+				return forwards.wait(cmd.Context(), c, host, g.io.Err)
 			}
 			tty := (cmdLine == "" && g.io.stdinIsTerminal()) || forceTTY
 			if noTTY {
@@ -354,11 +326,65 @@ forwards until interrupted.`,
 	cmd.Flags().BoolVarP(&forceTTY, "tty", "t", false, "force a pseudo-terminal")
 	cmd.Flags().BoolVarP(&noTTY, "no-tty", "T", false, "never allocate a pseudo-terminal")
 	cmd.Flags().StringVarP(&login, "login", "l", "", "OS login (alternative to LOGIN@NODE)")
-	cmd.Flags().StringArrayVarP(&localForwards, "local-forward", "L", nil,
+	cmd.Flags().StringArrayVarP(&forwardSpecs, "local-forward", "L", nil,
 		"forward [BIND_ADDRESS:]PORT (default bind 127.0.0.1) to HOST:HOSTPORT through the node (repeatable)")
 	cmd.Flags().BoolVarP(&noCommand, "no-command", "N", false, "run no command, only forward ports (with -L)")
 	cmd.Flags().SetInterspersed(false)
 	return cmd
+}
+
+// localForwards are `warden ssh -L` forwards, listening.
+type localForwards struct {
+	fwds []sshclient.Forward
+	lns  []net.Listener
+}
+
+// listenForwards parses -L specs and listens on each forward's address.
+func listenForwards(specs []string) (*localForwards, error) {
+	l := &localForwards{}
+	for _, spec := range specs {
+		f, err := sshclient.ParseLocalForward(spec)
+		if err == nil {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", f.Listen); err == nil {
+				l.fwds, l.lns = append(l.fwds, f), append(l.lns, ln)
+				continue
+			}
+			err = fmt.Errorf("forward: %w", err)
+		}
+		l.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// serve carries each forward's connections through c.
+func (l *localForwards) serve(c *ssh.Client, errOut io.Writer) {
+	for i, ln := range l.lns {
+		go sshclient.ServeLocalForward(c, ln, l.fwds[i].Target, errOut)
+	}
+}
+
+// wait (ssh -N) forwards until ctx ends (nil) or the connection to host
+// does (an error: a lock, the node going away).
+func (l *localForwards) wait(ctx context.Context, c *ssh.Client, host string, errOut io.Writer) error {
+	for i, ln := range l.lns {
+		fmt.Fprintf(errOut, "forwarding %s -> %s on %s (interrupt to stop)\n", ln.Addr(), l.fwds[i].Target, host)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- c.Wait() }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-ended:
+		return fmt.Errorf("the connection to %s ended: %v", host, err)
+	}
+}
+
+func (l *localForwards) close() {
+	for _, ln := range l.lns {
+		ln.Close()
+	}
 }
 
 func newSCPCmd(g *globals) *cobra.Command {
