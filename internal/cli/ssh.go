@@ -334,42 +334,44 @@ forwards until interrupted.`,
 }
 
 // localForwards are `warden ssh -L` forwards, listening.
-type localForwards struct {
-	fwds []sshclient.Forward
-	lns  []net.Listener
+type localForwards []localForward
+
+type localForward struct {
+	sshclient.Forward
+	ln net.Listener
 }
 
 // listenForwards parses -L specs and listens on each forward's address.
-func listenForwards(specs []string) (*localForwards, error) {
-	l := &localForwards{}
+func listenForwards(specs []string) (localForwards, error) {
+	var l localForwards
 	for _, spec := range specs {
 		f, err := sshclient.ParseLocalForward(spec)
-		if err == nil {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp", f.Listen); err == nil {
-				l.fwds, l.lns = append(l.fwds, f), append(l.lns, ln)
-				continue
-			}
-			err = fmt.Errorf("forward: %w", err)
+		if err != nil {
+			l.close()
+			return nil, err
 		}
-		l.close()
-		return nil, err
+		ln, err := net.Listen("tcp", f.Listen)
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("forward: %w", err)
+		}
+		l = append(l, localForward{Forward: f, ln: ln})
 	}
 	return l, nil
 }
 
 // serve carries each forward's connections through c.
-func (l *localForwards) serve(c *ssh.Client, errOut io.Writer) {
-	for i, ln := range l.lns {
-		go sshclient.ServeLocalForward(c, ln, l.fwds[i].Target, errOut)
+func (l localForwards) serve(c *ssh.Client, errOut io.Writer) {
+	for _, f := range l {
+		go sshclient.ServeLocalForward(c, f.ln, f.Target, errOut)
 	}
 }
 
 // wait (ssh -N) forwards until ctx ends (nil) or the connection to host
 // does (an error: a lock, the node going away).
-func (l *localForwards) wait(ctx context.Context, c *ssh.Client, host string, errOut io.Writer) error {
-	for i, ln := range l.lns {
-		fmt.Fprintf(errOut, "forwarding %s -> %s on %s (interrupt to stop)\n", ln.Addr(), l.fwds[i].Target, host)
+func (l localForwards) wait(ctx context.Context, c *ssh.Client, host string, errOut io.Writer) error {
+	for _, f := range l {
+		fmt.Fprintf(errOut, "forwarding %s -> %s on %s (interrupt to stop)\n", f.ln.Addr(), f.Target, host)
 	}
 	ended := make(chan error, 1)
 	go func() { ended <- c.Wait() }()
@@ -381,9 +383,9 @@ func (l *localForwards) wait(ctx context.Context, c *ssh.Client, host string, er
 	}
 }
 
-func (l *localForwards) close() {
-	for _, ln := range l.lns {
-		ln.Close()
+func (l localForwards) close() {
+	for _, f := range l {
+		f.ln.Close()
 	}
 }
 

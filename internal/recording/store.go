@@ -346,17 +346,8 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 	}
 	defer f.Close()
 	if l == nil || !l.trusted {
-		var h hash.Hash
-		if l != nil && l.sum != nil {
-			h = l.sum
-		} else {
-			h = sha256.New()
-			if _, err := io.Copy(h, io.NewSectionReader(f, 0, info.Length)); err != nil {
-				return fmt.Errorf("recording: hash %s: %w", sessionID, err)
-			}
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != sha256hex {
-			return fmt.Errorf("%w: %s: sha256 %s, stored bytes have %s", ErrMismatch, sessionID, sha256hex, got)
+		if err := checkSum(f, l, info.Length, sessionID, sha256hex); err != nil {
+			return err
 		}
 	}
 	// Drop bytes past the length left by an interrupted write.
@@ -375,6 +366,25 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		return err
 	}
 	s.setLive(sessionID, nil)
+	return nil
+}
+
+// checkSum compares want with the SHA-256 of the recording's first length
+// bytes: the running hash when this process kept one, else read back
+// from f.
+func checkSum(f *os.File, l *liveInfo, length int64, id, want string) error {
+	var h hash.Hash
+	if l != nil && l.sum != nil {
+		h = l.sum
+	} else {
+		h = sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, length)); err != nil {
+			return fmt.Errorf("recording: hash %s: %w", id, err)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("%w: %s: sha256 %s, stored bytes have %s", ErrMismatch, id, want, got)
+	}
 	return nil
 }
 
