@@ -18,6 +18,7 @@ type conn struct {
 	srv    *Server
 	sconn  *ssh.ServerConn
 	auth   *authInfo
+	remote string             // the client's address, for events and ConnInfo
 	cancel context.CancelFunc // ends the connection
 	log    *slog.Logger       // with the connection's user, login and address
 
@@ -49,7 +50,7 @@ func (c *conn) event(name string) audit.Event {
 		Event:      name,
 		User:       c.auth.perms.User,
 		Login:      c.auth.login,
-		RemoteAddr: addrString(c.sconn.RemoteAddr()),
+		RemoteAddr: c.remote,
 		Success:    true,
 	}
 }

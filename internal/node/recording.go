@@ -221,7 +221,7 @@ func (s *session) startRecording(ctx context.Context, kind string, env []string)
 	meta := RecordingMeta{
 		SessionID: s.id, User: perms.User, Login: s.c.auth.login,
 		NodeName: s.c.srv.cfg.NodeName, NodeID: s.c.srv.cfg.NodeID,
-		RemoteAddr: addrString(s.c.sconn.RemoteAddr()),
+		RemoteAddr: s.c.remote,
 		Cols:       cols, Rows: rows,
 		Term: term, Shell: s.c.auth.user.Shell, Start: s.c.srv.cfg.Now(),
 		RecordInput: perms.RecordInput,

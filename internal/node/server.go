@@ -337,12 +337,12 @@ func (s *Server) HandleConn(ctx context.Context, c net.Conn) {
 		srv:      s,
 		sconn:    sconn,
 		auth:     ai,
+		remote:   addrString(remote),
 		cancel:   cancel,
 		sessions: make(map[*session]struct{}),
 		remotes:  make(map[string]net.Listener),
-		log: s.log.With(slog.String("user", ai.perms.User), slog.String("login", ai.login),
-			slog.String("remote_addr", addrString(remote))),
 	}
+	cn.log = s.log.With(slog.String("user", ai.perms.User), slog.String("login", ai.login), slog.String("remote_addr", cn.remote))
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -28,7 +28,7 @@ func (c *conn) info() ConnInfo {
 	n := len(c.sessions)
 	c.mu.Unlock()
 	return ConnInfo{User: c.auth.perms.User, Login: c.auth.login, Roles: c.auth.perms.Roles, Cert: c.auth.cert,
-		RemoteAddr: addrString(c.sconn.RemoteAddr()), Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly, Identity: c.auth.perms.Identity}
+		RemoteAddr: c.remote, Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly, Identity: c.auth.perms.Identity}
 }
 
 // Terminate ends every live connection for which match returns a non-empty
