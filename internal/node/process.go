@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Timing of process teardown.
@@ -41,6 +43,11 @@ type proc struct {
 	cg      *sessionCgroup
 	revoked func() bool
 	killed  bool // killAll ran
+
+	// exited becomes readable when the process exits: a pidfd of our own
+	// (-1 where the kernel has none), so that waiting for a session's
+	// process takes no OS thread.
+	exited int
 
 	closeOnce sync.Once
 }
@@ -139,13 +146,64 @@ func (s *Server) startProc(spec procSpec) (*proc, error) {
 // start starts the process, in the session's cgroup if it has one.
 func (p *proc) start(spec procSpec) error {
 	p.cg, p.revoked = spec.cgroup, spec.revoked
-	if p.cg == nil {
-		return p.cmd.Start()
+	p.exited = -1
+	if pidfdSupported() {
+		p.cmd.SysProcAttr.PidFD = &p.exited
 	}
-	p.cg.attr(p.cmd.SysProcAttr)
+	if p.cg != nil {
+		p.cg.attr(p.cmd.SysProcAttr)
+		defer p.cg.started()
+	}
 	err := p.cmd.Start()
-	p.cg.started()
+	if err != nil && p.exited >= 0 {
+		syscall.Close(p.exited)
+		p.exited = -1
+	}
 	return err
+}
+
+// pidfdSupported reports whether the kernel gives pidfds (Linux 5.3):
+// without, asking for one would fail every start.
+var pidfdSupported = sync.OnceValue(func() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	syscall.Close(fd)
+	return true
+})
+
+// wait waits for the process to exit and reaps it. os/exec's Wait blocks
+// an OS thread in waitid(2) until then, which for a node's long-lived
+// sessions would be a thread each (and Go allows 10,000 in all): the wait
+// for the exit itself is done by the runtime's poller on the pidfd.
+func (p *proc) wait() {
+	if p.exited >= 0 {
+		waitReadable(p.exited)
+		p.exited = -1
+	}
+	_ = p.cmd.Wait()
+}
+
+// waitReadable waits, without holding a thread, until fd (a pidfd, which
+// it closes) polls readable. If the poller cannot take it, it returns at
+// once: the caller then waits the ordinary way.
+func waitReadable(fd int) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	})
 }
 
 // ttyGroup is the gid of group "tty", or fallback.
@@ -214,7 +272,7 @@ func (p *proc) run(ctx context.Context, st ioStreams, wg *sync.WaitGroup) *os.Pr
 	go func() { outWG.Wait(); close(drained) }()
 
 	waited := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(waited) }()
+	go func() { p.wait(); close(waited) }()
 
 	select {
 	case <-waited:

@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -373,4 +375,69 @@ func TestStdinPassthrough(t *testing.T) {
 	if want := hex.EncodeToString(sum[:]); !strings.HasPrefix(r.stdout, want) {
 		t.Errorf("remote sha256 %q, want %s", r.stdout, want)
 	}
+}
+
+// TestLiveSessionsHoldNoThreads: waiting for a session's process must not
+// hold an OS thread per session (os/exec's Wait would), or a node's live
+// sessions would be bounded by Go's thread limit and each would cost a
+// thread's memory.
+func TestLiveSessionsHoldNoThreads(t *testing.T) {
+	const n = 40
+	e := newEnv(t, func(c *Config) { c.MaxSessionsPerConn = n })
+	login := currentLogin(t)
+	id := e.newIdentity(certOpts{principals: []string{login}})
+	c, err := e.client(id, login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := osThreads(t)
+	var sessions []*ssh.Session
+	for i := range n {
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		sessions = append(sessions, s)
+		var out syncBuffer
+		s.Stdout = &out
+		if err := s.Start("echo ready; exec sleep 30"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") }, "ready in %q", &out)
+	}
+	if grown := osThreads(t) - before; grown >= n/2 {
+		t.Errorf("%d live sessions took %d more OS threads", n, grown)
+	}
+	// The processes are still waited for: a signal ends one with its
+	// status.
+	if err := sessions[0].Signal(ssh.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var ee *ssh.ExitError
+	if err := sessions[0].Wait(); !errors.As(err, &ee) || ee.Signal() != "TERM" {
+		t.Fatalf("signalled session: %v, want exit signal TERM", err)
+	}
+	for _, s := range sessions[1:] {
+		s.Close()
+	}
+	waitFor(t, func() bool { return e.srv.ActiveSessions() == 0 }, "ActiveSessions %v", nil)
+}
+
+// osThreads is the number of this process's OS threads.
+func osThreads(t *testing.T) int {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "\nThreads:")
+	if !ok {
+		t.Fatal("no Threads in /proc/self/status")
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	v, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
