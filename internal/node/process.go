@@ -44,10 +44,10 @@ type proc struct {
 	revoked func() bool
 	killed  bool // killAll ran
 
-	// exited becomes readable when the process exits: a pidfd of our own
-	// (-1 where the kernel has none), so that waiting for a session's
-	// process takes no OS thread.
-	exited int
+	// pidfd, the node's own (-1 where the kernel has none), polls
+	// readable once the process exited: waiting for a session's process
+	// then takes no OS thread.
+	pidfd int
 
 	closeOnce sync.Once
 }
@@ -146,18 +146,18 @@ func (s *Server) startProc(spec procSpec) (*proc, error) {
 // start starts the process, in the session's cgroup if it has one.
 func (p *proc) start(spec procSpec) error {
 	p.cg, p.revoked = spec.cgroup, spec.revoked
-	p.exited = -1
+	p.pidfd = -1
 	if pidfdSupported() {
-		p.cmd.SysProcAttr.PidFD = &p.exited
+		p.cmd.SysProcAttr.PidFD = &p.pidfd
 	}
 	if p.cg != nil {
 		p.cg.attr(p.cmd.SysProcAttr)
 		defer p.cg.started()
 	}
 	err := p.cmd.Start()
-	if err != nil && p.exited >= 0 {
-		syscall.Close(p.exited)
-		p.exited = -1
+	if err != nil && p.pidfd >= 0 {
+		syscall.Close(p.pidfd)
+		p.pidfd = -1
 	}
 	return err
 }
@@ -178,9 +178,9 @@ var pidfdSupported = sync.OnceValue(func() bool {
 // sessions would be a thread each (and Go allows 10,000 in all): the wait
 // for the exit itself is done by the runtime's poller on the pidfd.
 func (p *proc) wait() {
-	if p.exited >= 0 {
-		waitReadable(p.exited)
-		p.exited = -1
+	if p.pidfd >= 0 {
+		waitReadable(p.pidfd)
+		p.pidfd = -1
 	}
 	_ = p.cmd.Wait()
 }
