@@ -90,12 +90,7 @@ func TestPortForwarding(t *testing.T) {
 
 	t.Run("remote forward permitted", func(t *testing.T) {
 		e := newEnv(t)
-		id := e.newIdentity(certOpts{principals: []string{login}})
-		c, err := e.client(id, login)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := e.connect(t, login)
 		ln, err := c.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("remote listen: %v", err)

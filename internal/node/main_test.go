@@ -435,6 +435,18 @@ func (e *env) client(id identity, login string) (*ssh.Client, error) {
 	})
 }
 
+// connect opens a client connection as login with a fresh certificate for
+// it, closed when the test ends.
+func (e *env) connect(t testing.TB, login string) *ssh.Client {
+	t.Helper()
+	c, err := e.client(e.newIdentity(certOpts{principals: []string{login}}), login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func currentLogin(t testing.TB) string {
 	t.Helper()
 	u, err := user.Current()

@@ -203,12 +203,7 @@ func TestRecordingWithOpenSSH(t *testing.T) {
 func TestRecordingShellResizeInput(t *testing.T) {
 	ensureTestUser(t)
 	e := newRecordingEnv(t, "", true)
-	id := e.newIdentity(certOpts{principals: []string{testUser}})
-	c, err := e.client(id, testUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, testUser)
 	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)

@@ -157,12 +157,7 @@ func TestPTYDenied(t *testing.T) {
 func TestInteractiveShell(t *testing.T) {
 	ensureTestUser(t)
 	e := newEnv(t)
-	id := e.newIdentity(certOpts{principals: []string{testUser}})
-	c, err := e.client(id, testUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, testUser)
 	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -203,12 +198,7 @@ func TestInteractiveShell(t *testing.T) {
 func TestSignalAndExitSignal(t *testing.T) {
 	e := newEnv(t)
 	login := currentLogin(t)
-	id := e.newIdentity(certOpts{principals: []string{login}})
-	c, err := e.client(id, login)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, login)
 	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -233,12 +223,7 @@ func TestSignalAndExitSignal(t *testing.T) {
 func TestEnvAllowList(t *testing.T) {
 	e := newEnv(t)
 	login := currentLogin(t)
-	id := e.newIdentity(certOpts{principals: []string{login}})
-	c, err := e.client(id, login)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, login)
 	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -262,12 +247,7 @@ func TestEnvAllowList(t *testing.T) {
 func TestMaxSessionsPerConn(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxSessionsPerConn = 2 })
 	login := currentLogin(t)
-	id := e.newIdentity(certOpts{principals: []string{login}})
-	c, err := e.client(id, login)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, login)
 	var sessions []*ssh.Session
 	defer func() {
 		for _, s := range sessions {
@@ -298,12 +278,7 @@ func TestMaxSessionsPerConn(t *testing.T) {
 func TestCloseEndsSessions(t *testing.T) {
 	e := newEnv(t)
 	login := currentLogin(t)
-	id := e.newIdentity(certOpts{principals: []string{login}})
-	c, err := e.client(id, login)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, login)
 	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -385,12 +360,7 @@ func TestLiveSessionsHoldNoThreads(t *testing.T) {
 	const n = 40
 	e := newEnv(t, func(c *Config) { c.MaxSessionsPerConn = n })
 	login := currentLogin(t)
-	id := e.newIdentity(certOpts{principals: []string{login}})
-	c, err := e.client(id, login)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.connect(t, login)
 	before := osThreads(t)
 	var sessions []*ssh.Session
 	for i := range n {
