@@ -12,7 +12,9 @@ import (
 // channel, the proxy) always goes first and recording uses what CPU is
 // left. On this project's 2-core test machine it raised a bulk session's
 // throughput with recording from 0.87-0.91 of that without recording to
-// 0.94-0.96 (BenchmarkRecording, all-in-one).
+// 0.94-0.96 (BenchmarkRecording, all-in-one). Work on these threads yields
+// its P between short steps (SpoolRecording.writeSteps), else a thread the
+// OS set aside would hold one of the runtime's Ps from the sessions.
 //
 // It never starves a recording: a recording whose queue backs up flushes
 // at normal priority instead (see SpoolRecording.flushLoop), so a saturated

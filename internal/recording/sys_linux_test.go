@@ -295,8 +295,9 @@ func TestLowPriorityThreads(t *testing.T) {
 }
 
 // TestRecordingFlushPriority: a recording that keeps up is encoded and
-// written at low priority; one whose queue backed up is flushed at normal
-// priority, so a saturated machine cannot starve it.
+// written at low priority, in steps that give the runtime's P back between
+// them; one whose queue backed up is flushed at normal priority, so a
+// saturated machine cannot starve it.
 func TestRecordingFlushPriority(t *testing.T) {
 	st := newStore(t)
 	sp := newSpool(t, t.TempDir(), &directUploader{store: st, nodeID: "node-1"},
@@ -314,8 +315,11 @@ func TestRecordingFlushPriority(t *testing.T) {
 	if n := r.lowFlushes.Load(); n != 0 {
 		t.Errorf("a backed-up queue was flushed at low priority (%d runs)", n)
 	}
-	if err := r.Output(bytes.Repeat([]byte("y"), 2*kickSize)); err != nil {
-		t.Fatal(err)
+	// PTY-sized events, as a session records them.
+	for range 2 * kickSize / 4096 {
+		if err := r.Output(bytes.Repeat([]byte("y"), 4096)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for r.lowFlushes.Load() == 0 {
@@ -327,6 +331,10 @@ func TestRecordingFlushPriority(t *testing.T) {
 	length, sum, err := r.Close()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A kick comes with at least kickSize queued: more than one step.
+	if flushes, steps := r.lowFlushes.Load(), r.lowSteps.Load(); steps <= flushes {
+		t.Errorf("%d low-priority flushes took %d steps: each ran in one piece", flushes, steps)
 	}
 	waitPending(t, sp, 0, 10*time.Second)
 	if b, _ := stored(t, st, "9a9a"); int64(len(b)) != length || sha(b) != sum {
