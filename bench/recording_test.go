@@ -156,10 +156,10 @@ func BenchmarkRecording(b *testing.B) {
 	b.ReportMetric(Median(ratios), "on/off")
 	b.Logf("recording on/off per pair: %.3f", ratios)
 	// Each side's runs, sorted. On the project's 2-core VM the "off" runs
-	// spread much wider than the "on" runs (45-62 against 46-53 MiB/s in
-	// one 30-pair run): recording takes away the fastest runs more than it
-	// slows the typical one, and the ratio moves with how many fast "off"
-	// runs a measurement happens to get.
+	// used to spread much wider than the "on" runs (45-62 against 46-53
+	// MiB/s): recording's low-priority thread held one of the runtime's two
+	// Ps while the OS had it set aside, capping the "on" runs, until it
+	// learned to yield between short steps (recording.lowStep).
 	b.Logf("MiB/s per run, sorted: off %.1f; on %.1f", slices.Sorted(slices.Values(offs)), slices.Sorted(slices.Values(ons)))
 	b.Logf("CPU busy (all cores) during the sessions, medians: off %.0f%%, on %.0f%%", Median(busyShare[false]), Median(busyShare[true]))
 	// Clock ticks are 10 ms.
