@@ -46,6 +46,9 @@ const (
 // rawHeaderLen is kind (1) + Unix nanoseconds (8) + data length (4).
 const rawHeaderLen = 13
 
+// rawDataLen is the data length of the queued event raw starts with.
+func rawDataLen(raw []byte) int { return int(binary.LittleEndian.Uint32(raw[9:])) }
+
 // SpoolRecording is one session's recording in the spool. Its methods are
 // safe for concurrent use and cheap: they copy the event into memory with
 // its time, and a background flusher encodes it as asciicast, writes,
@@ -299,7 +302,7 @@ func (r *SpoolRecording) writeSteps(raw []byte, final bool) error {
 	for {
 		n := 0
 		for n < lowStep && n < len(raw) {
-			n += rawHeaderLen + int(binary.LittleEndian.Uint32(raw[n+9:]))
+			n += rawHeaderLen + rawDataLen(raw[n:])
 		}
 		r.lowSteps.Add(1)
 		last := n == len(raw)
@@ -340,7 +343,7 @@ func (r *SpoolRecording) encode(raw []byte) error {
 	for len(raw) >= rawHeaderLen {
 		kind := raw[0]
 		t := time.Unix(0, int64(binary.LittleEndian.Uint64(raw[1:])))
-		n := int(binary.LittleEndian.Uint32(raw[9:]))
+		n := rawDataLen(raw)
 		data := raw[rawHeaderLen : rawHeaderLen+n]
 		raw = raw[rawHeaderLen+n:]
 		var err error
