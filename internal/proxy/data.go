@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -373,9 +374,7 @@ func relay(user io.ReadWriteCloser, node net.Conn) {
 			if _, isConn := dst.(net.Conn); isConn {
 				_, _ = io.Copy(dst, src)
 			} else {
-				// Into an SSH channel (ssh -J): large reads make full-size
-				// packets and fewer system calls.
-				_, _ = io.CopyBuffer(dst, readerOnly{src}, make([]byte, 256<<10))
+				copyIntoChannel(dst, src)
 			}
 		}
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
@@ -389,6 +388,79 @@ func relay(user io.ReadWriteCloser, node net.Conn) {
 	wg.Wait()
 	userW.Close()
 	nodeRaw.Close()
+}
+
+// channelBufs are copyIntoChannel's buffers.
+var channelBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// copyIntoChannel copies src into an SSH channel (ssh -J) until src ends
+// or dst fails. Large reads make full-size packets and fewer system calls,
+// but a 256 KiB buffer for every live session would be most of a proxy's
+// memory per session: a buffer is taken from a pool when src has data and
+// handed back once a read drains it, so an idle session holds none.
+func copyIntoChannel(dst io.Writer, src io.Reader) {
+	sc, ok := src.(syscall.Conn)
+	var rc syscall.RawConn
+	if ok {
+		var err error
+		if rc, err = sc.SyscallConn(); err != nil {
+			ok = false
+		}
+	}
+	if !ok {
+		buf := channelBufs.Get().(*[]byte)
+		defer channelBufs.Put(buf)
+		_, _ = io.CopyBuffer(dst, readerOnly{src}, *buf)
+		return
+	}
+	for {
+		if waitReadable(rc) != nil {
+			return
+		}
+		buf := channelBufs.Get().(*[]byte)
+		err := copyWhileFull(dst, src, *buf)
+		channelBufs.Put(buf)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// copyWhileFull copies from src to dst for as long as reads fill buf (more
+// is likely waiting), and returns nil after the first short read.
+func copyWhileFull(dst io.Writer, src io.Reader, buf []byte) error {
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if n < len(buf) {
+			return nil
+		}
+	}
+}
+
+// waitReadable blocks (in the runtime's poller, not a thread) until the
+// connection has data to read, has ended, or failed, without reading.
+func waitReadable(rc syscall.RawConn) error {
+	var b [1]byte
+	var perr error
+	err := rc.Read(func(fd uintptr) bool {
+		_, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return perr != syscall.EAGAIN && perr != syscall.EINTR
+	})
+	if err != nil {
+		return err
+	}
+	if perr != nil {
+		return perr
+	}
+	return nil
 }
 
 // readerOnly hides everything but Read, so io.Copy reads through it.
