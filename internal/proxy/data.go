@@ -390,14 +390,19 @@ func relay(user io.ReadWriteCloser, node net.Conn) {
 	nodeRaw.Close()
 }
 
-// channelBufs are copyIntoChannel's buffers.
-var channelBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+// channelBufs and firstBufs are copyIntoChannel's buffers.
+var (
+	channelBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+	firstBufs   = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+)
 
 // copyIntoChannel copies src into an SSH channel (ssh -J) until src ends
 // or dst fails. Large reads make full-size packets and fewer system calls,
 // but a 256 KiB buffer for every live session would be most of a proxy's
-// memory per session: a buffer is taken from a pool when src has data and
-// handed back once a read drains it, so an idle session holds none.
+// memory per session. So a session holds no buffer while src is idle: once
+// it has data, a first read takes a small buffer (most wake-ups bring a
+// few bytes: keystrokes' echo, a screen update, the end), and only a read
+// that fills it moves on to large ones, until a read comes up short.
 func copyIntoChannel(dst io.Writer, src io.Reader) {
 	sc, ok := src.(syscall.Conn)
 	var rc syscall.RawConn
@@ -417,32 +422,28 @@ func copyIntoChannel(dst io.Writer, src io.Reader) {
 		if waitReadable(rc) != nil {
 			return
 		}
-		buf := channelBufs.Get().(*[]byte)
-		err := copyWhileFull(dst, src, *buf)
-		channelBufs.Put(buf)
+		full, err := copyOnce(dst, src, &firstBufs)
+		for err == nil && full {
+			full, err = copyOnce(dst, src, &channelBufs)
+		}
 		if err != nil {
 			return
 		}
 	}
 }
 
-// copyWhileFull copies from src to dst for as long as reads fill buf (more
-// is likely waiting), and returns nil after the first short read.
-func copyWhileFull(dst io.Writer, src io.Reader, buf []byte) error {
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
-			}
-		}
-		if err != nil {
-			return err
-		}
-		if n < len(buf) {
-			return nil
+// copyOnce moves one read of src, made into a buffer from pool, to dst.
+// full reports that the read filled the buffer: more is likely waiting.
+func copyOnce(dst io.Writer, src io.Reader, pool *sync.Pool) (full bool, err error) {
+	buf := pool.Get().(*[]byte)
+	defer pool.Put(buf)
+	n, err := src.Read(*buf)
+	if n > 0 {
+		if _, werr := dst.Write((*buf)[:n]); werr != nil {
+			return false, werr
 		}
 	}
+	return n == len(*buf), err
 }
 
 // waitReadable blocks (in the runtime's poller, not a thread) until the
