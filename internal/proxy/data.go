@@ -402,7 +402,9 @@ var (
 // memory per session. So a session holds no buffer while src is idle: once
 // it has data, a first read takes a small buffer (most wake-ups bring a
 // few bytes: keystrokes' echo, a screen update, the end), and only a read
-// that fills it moves on to large ones, until a read comes up short.
+// that fills it moves on to large ones, until a read comes up short. (A
+// source without a file descriptor, a node-conn channel on a tunnel, keeps
+// one large buffer throughout.)
 func copyIntoChannel(dst io.Writer, src io.Reader) {
 	sc, ok := src.(syscall.Conn)
 	var rc syscall.RawConn
@@ -452,16 +454,17 @@ func waitReadable(rc syscall.RawConn) error {
 	var b [1]byte
 	var perr error
 	err := rc.Read(func(fd uintptr) bool {
-		_, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return perr != syscall.EAGAIN && perr != syscall.EINTR
+		for {
+			_, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if perr != syscall.EINTR {
+				return perr != syscall.EAGAIN
+			}
+		}
 	})
 	if err != nil {
 		return err
 	}
-	if perr != nil {
-		return perr
-	}
-	return nil
+	return perr
 }
 
 // readerOnly hides everything but Read, so io.Copy reads through it.
