@@ -17,6 +17,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 // TestAuditTamperEvidence: altering one stored event makes `warden audit
@@ -30,7 +31,7 @@ func TestAuditTamperEvidence(t *testing.T) {
 
 	// tail -f sees events as they happen.
 	ctx, cancel := context.WithCancel(context.Background())
-	var tailOut lockedBuffer
+	var tailOut syncbuf.Buffer
 	tailDone := make(chan int)
 	go func() {
 		tailDone <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "-n", "0", "-o", "json"},

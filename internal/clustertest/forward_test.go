@@ -12,6 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 const forwardingRole = `
@@ -36,9 +37,9 @@ func TestWardenSSHLocalForward(t *testing.T) {
 
 	// forward runs `warden ssh -N -L 0:ECHO dev@web1` for home until ctx
 	// ends, and returns the local address it listens on and its result.
-	forward := func(ctx context.Context, home string) (addr string, stderr *lockedBuffer, code <-chan int) {
+	forward := func(ctx context.Context, home string) (addr string, stderr *syncbuf.Buffer, code <-chan int) {
 		t.Helper()
-		stderr = &lockedBuffer{}
+		stderr = &syncbuf.Buffer{}
 		done := make(chan int, 1)
 		go func() {
 			done <- cli.RunIO(ctx, []string{"--data-dir", c.DataDir, "--home", home,

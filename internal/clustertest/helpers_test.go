@@ -1,11 +1,9 @@
 package clustertest
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,25 +43,6 @@ func directArgs(home, addr, nodeID string, rest ...string) []string {
 		"-o", "IdentityFile=" + home + "/key", "-o", "CertificateFile=" + home + "/key-cert.pub",
 		"-o", "UserKnownHostsFile=" + home + "/known_hosts", "-o", "StrictHostKeyChecking=yes",
 		"-o", "HostKeyAlias=" + nodeID, "-o", "HostName=" + host, "-p", port}, rest...)
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writing process and a reading
-// test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // waitFor polls cond every 50 ms until it holds, failing the test with what

@@ -13,6 +13,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 const joinRoles = `
@@ -39,7 +40,7 @@ spec:
 type bgProcess struct {
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser
-	out, err lockedBuffer
+	out, err syncbuf.Buffer
 	done     chan int
 }
 

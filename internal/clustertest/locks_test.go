@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 // liveSession starts `ssh ... sleep 120` and returns a function that waits
@@ -15,7 +16,7 @@ import (
 func liveSession(t *testing.T, args []string) (wait func() (Result, time.Duration), armed func()) {
 	t.Helper()
 	cmd := exec.Command("ssh", args...)
-	var out, errb lockedBuffer
+	var out, errb syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

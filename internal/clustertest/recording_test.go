@@ -18,6 +18,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 // waitRecording waits until the session's recording is complete on auth.
@@ -158,7 +159,7 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 	// The session prints before, during and after the outage.
 	cmd := exec.Command("ssh", args...)
 	stdin, _ := cmd.StdinPipe()
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -237,7 +238,7 @@ func TestRecordingSurvivesNodeKill(t *testing.T) {
 	home := c.Login(u)
 	cmd := exec.Command("ssh", directArgs(home, "127.0.0.1:"+port, nodes[0].ID, "-tt", osLogin+"@victim")...)
 	stdin, _ := cmd.StdinPipe()
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

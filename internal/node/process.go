@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warden-sh/warden/internal/pollwait"
 )
 
 // Timing of process teardown.
@@ -199,11 +201,7 @@ func waitReadable(fd int) {
 	if err != nil {
 		return
 	}
-	_ = rc.Read(func(fd uintptr) bool {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 0)
-		return n > 0 || (err != nil && err != unix.EINTR)
-	})
+	_ = pollwait.Readable(rc)
 }
 
 // ttyGroup is the gid of group "tty", or fallback.

@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warden-sh/warden/internal/asciicast"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/recording"
-	"golang.org/x/crypto/ssh"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 // spoolRecorder adapts a recording.Spool to Recorder, as the node agent's
@@ -216,7 +218,7 @@ func TestRecordingShellResizeInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	sess.Stdout = &out
 	if err := sess.Shell(); err != nil {
 		t.Fatal(err)

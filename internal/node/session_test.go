@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,12 +10,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/warden-sh/warden/internal/audit"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 func TestExecWithOpenSSH(t *testing.T) {
@@ -170,7 +170,7 @@ func TestInteractiveShell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	sess.Stdout = &out
 	if err := sess.Shell(); err != nil {
 		t.Fatal(err)
@@ -204,7 +204,7 @@ func TestSignalAndExitSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	sess.Stdout = &out
 	if err := sess.Start("echo ready; exec sleep 30"); err != nil {
 		t.Fatal(err)
@@ -283,7 +283,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	sess.Stdout = &out
 	if err := sess.Start("echo ready; sleep 30"); err != nil {
 		t.Fatal(err)
@@ -302,24 +302,6 @@ func TestCloseEndsSessions(t *testing.T) {
 	if n := e.srv.ActiveSessions(); n != 0 {
 		t.Errorf("ActiveSessions = %d after Close", n)
 	}
-}
-
-// syncBuffer is a goroutine-safe bytes.Buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func waitFor(t testing.TB, cond func() bool, msg string, arg fmt.Stringer) {
@@ -369,7 +351,7 @@ func TestLiveSessionsHoldNoThreads(t *testing.T) {
 			t.Fatalf("session %d: %v", i, err)
 		}
 		sessions = append(sessions, s)
-		var out syncBuffer
+		var out syncbuf.Buffer
 		s.Stdout = &out
 		if err := s.Start("echo ready; exec sleep 30"); err != nil {
 			t.Fatal(err)

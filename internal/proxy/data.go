@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/pollwait"
 )
 
 // Data connections carry a user's SSH session bytes without a second layer
@@ -421,7 +423,7 @@ func copyIntoChannel(dst io.Writer, src io.Reader) {
 		return
 	}
 	for {
-		if waitReadable(rc) != nil {
+		if pollwait.Readable(rc) != nil {
 			return
 		}
 		full, err := copyOnce(dst, src, &firstBufs)
@@ -446,25 +448,6 @@ func copyOnce(dst io.Writer, src io.Reader, pool *sync.Pool) (full bool, err err
 		}
 	}
 	return n == len(*buf), err
-}
-
-// waitReadable blocks (in the runtime's poller, not a thread) until the
-// connection has data to read, has ended, or failed, without reading.
-func waitReadable(rc syscall.RawConn) error {
-	var b [1]byte
-	var perr error
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			_, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			if perr != syscall.EINTR {
-				return perr != syscall.EAGAIN
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return perr
 }
 
 // readerOnly hides everything but Read, so io.Copy reads through it.

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 func TestPreambleRoundTrip(t *testing.T) {
@@ -87,24 +89,6 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-// countingWriter counts what was written to it.
-type countingWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *countingWriter) Len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Len()
-}
-
 func TestCopyIntoChannelCopiesEverything(t *testing.T) {
 	client, server := tcpPair(t)
 	// More than a few buffers' worth, in writes that fill a read exactly
@@ -123,7 +107,7 @@ func TestCopyIntoChannelCopiesEverything(t *testing.T) {
 		_, _ = client.Write(rest)
 		_ = client.(*net.TCPConn).CloseWrite()
 	}()
-	var got countingWriter
+	var got syncbuf.Buffer
 	done := make(chan struct{})
 	go func() {
 		copyIntoChannel(&got, server)
@@ -134,7 +118,7 @@ func TestCopyIntoChannelCopiesEverything(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("copy did not end at EOF (%d of %d bytes)", got.Len(), len(want))
 	}
-	if !bytes.Equal(got.buf.Bytes(), want) {
+	if !bytes.Equal(got.Bytes(), want) {
 		t.Fatalf("copied %d bytes, want %d, or they differ", got.Len(), len(want))
 	}
 }
@@ -153,10 +137,10 @@ func TestCopyIntoChannelIdleHoldsNoBuffer(t *testing.T) {
 	before := heap()
 	var wg sync.WaitGroup
 	clients := make([]net.Conn, n)
-	writers := make([]*countingWriter, n)
+	writers := make([]*syncbuf.Buffer, n)
 	for i := range n {
 		client, server := tcpPair(t)
-		clients[i], writers[i] = client, &countingWriter{}
+		clients[i], writers[i] = client, &syncbuf.Buffer{}
 		wg.Go(func() { copyIntoChannel(writers[i], server) })
 		// Each copy has moved data once, then waits.
 		if _, err := client.Write([]byte("hello")); err != nil {

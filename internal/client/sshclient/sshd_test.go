@@ -1,7 +1,6 @@
 package sshclient
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -13,11 +12,12 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 const sshdPath = "/usr/sbin/sshd"
@@ -96,24 +96,7 @@ type sshdOptions struct {
 
 type sshdServer struct {
 	addr   string
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	stderr *syncbuf.Buffer
 }
 
 // startSSHD runs /usr/sbin/sshd in the foreground on a free loopback port
@@ -182,7 +165,7 @@ func startSSHD(t *testing.T, o sshdOptions) *sshdServer {
 	}
 	cfgPath := write("sshd_config", strings.Join(cfg, "\n")+"\n", 0o644)
 
-	srv := &sshdServer{addr: fmt.Sprintf("127.0.0.1:%d", port), stderr: &syncBuffer{}}
+	srv := &sshdServer{addr: fmt.Sprintf("127.0.0.1:%d", port), stderr: &syncbuf.Buffer{}}
 	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfgPath)
 	cmd.Stdout, cmd.Stderr = srv.stderr, srv.stderr
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,65 @@
+package pollwait
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestReadableWaitsForData: Readable returns only once the peer has
+// written (or ended), and reads nothing itself.
+func TestReadableWaitsForData(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	rc, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Readable(rc) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Readable returned (%v) before any data", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Readable did not return after data arrived")
+	}
+	// The byte is still there to read.
+	buf := make([]byte, 2)
+	if n, err := server.Read(buf); n != 1 || buf[0] != 'x' || err != nil {
+		t.Fatalf("read after Readable: %q, %v", buf[:n], err)
+	}
+	// End of input counts as readable too.
+	go func() { done <- Readable(rc) }()
+	client.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Readable did not return at end of input")
+	}
+}
