@@ -166,7 +166,7 @@ func BenchmarkLockFanout(b *testing.B) {
 	summary.Add(
 		Row{Metric: fmt.Sprintf("lock to session end, p50 (%d nodes, 1 session each)", n), Warden: p50, Baseline: nan, Unit: "ms", Goal: Goal{Kind: NoGoal}},
 		Row{Metric: fmt.Sprintf("lock to session end, p99 (%d nodes)", n), Warden: p99, Baseline: nan, Unit: "ms", Goal: Goal{Kind: AtMost, Value: 100},
-			Note: "A session has ended when its last bytes from Warden (the lock's message, the channel's close) reach its user's socket: the kernel's receive time. " +
+			Note: "A session has ended when its end from Warden (the lock's message, then the channel's EOF) reaches its user's socket: the kernel's receive time. " +
 				"The users run in a process of their own at idle CPU priority, each with a connection of their own to the proxy (`ssh -J`), as on their own machines; " +
 				"the node agents, the proxy and auth share this machine's cores."},
 		Row{Metric: fmt.Sprintf("lock to session end, max (%d nodes)", n), Warden: mx, Baseline: floor, Unit: "ms", Goal: Goal{Kind: NoGoal},

@@ -30,11 +30,12 @@ import (
 // The lock fan-out's simulated users run in a child process of their own
 // (this binary, re-executed) at idle CPU priority: real users' clients run
 // on their own machines, so theirs must not be CPU that the nodes and the
-// proxy wait for on this one. A session's end is the moment its last bytes
-// from Warden (the lock's message and the channel's close) reach the
-// client's socket: the kernel's receive time (SO_TIMESTAMPNS) of the last
-// read on that user's own connection to the proxy. Only what the client
-// software does after that is left out.
+// proxy wait for on this one. A session's end is the moment its end of
+// data (the channel's EOF, after the lock's message) reaches the client's
+// socket: the kernel's receive time (SO_TIMESTAMPNS) of the read, on that
+// user's own connection to the proxy, that delivered it. Only what the
+// client software does after that is left out (its own close, and the
+// proxy's answer to that, wait for the idle-priority client).
 
 // lockClientsEnv names the config file of a lock-clients child process.
 const lockClientsEnv = "WARDEN_BENCH_LOCK_CLIENTS"
@@ -98,7 +99,7 @@ func runLockClients(path string, out io.Writer) error {
 		return err
 	}
 	n := len(cfg.Nodes)
-	conns := make([]*rxConn, n)
+	ends := make([]*atomic.Int64, n)
 	waits := make([]func(), n)
 	stderrs := make([]*bytes.Buffer, n)
 	errs := make(chan error, n)
@@ -111,7 +112,7 @@ func runLockClients(path string, out io.Writer) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			var err error
-			conns[i], waits[i], stderrs[i], err = openLockSession(cfg, signer, cfg.Nodes[i])
+			ends[i], waits[i], stderrs[i], err = openLockSession(cfg, signer, cfg.Nodes[i])
 			if err != nil {
 				errs <- fmt.Errorf("session on %s: %w", cfg.Nodes[i], err)
 			}
@@ -130,7 +131,7 @@ func runLockClients(path string, out io.Writer) error {
 		wg.Go(func() {
 			waits[i]()
 			res.Seen[i] = time.Now().UnixNano()
-			res.Arrived[i] = conns[i].lastRx.Load()
+			res.Arrived[i] = ends[i].Load()
 		})
 	}
 	wg.Wait()
@@ -143,14 +144,16 @@ func runLockClients(path string, out io.Writer) error {
 }
 
 // openLockSession opens one user's connection to the proxy and, through it
-// (as `ssh -J`), a session on node. wait returns once the session ended;
-// stderr is the shell session's, nil for a forward.
-func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (rx *rxConn, wait func(), stderr *bytes.Buffer, err error) {
+// (as `ssh -J`), a session on node. end is set to the receive time of the
+// channel's EOF; wait returns once the session ended; stderr is the shell
+// session's, nil for a forward.
+func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (end *atomic.Int64, wait func(), stderr *bytes.Buffer, err error) {
 	nc, err := net.DialTimeout("tcp", cfg.Proxy, 10*time.Second)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if rx, err = newRxConn(nc); err != nil {
+	rx, err := newRxConn(nc)
+	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err
 	}
@@ -162,11 +165,12 @@ func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (rx 
 		return nil, nil, nil, err
 	}
 	jump := ssh.NewClient(pc, chans, reqs)
-	conn, err := jump.Dial("tcp", net.JoinHostPort(node, "0"))
+	ch, err := jump.Dial("tcp", net.JoinHostPort(node, "0"))
 	if err != nil {
 		jump.Close()
 		return nil, nil, nil, err
 	}
+	conn := &eofConn{Conn: ch, rx: rx}
 	cc, chans, reqs, err := ssh.NewClientConn(conn, node, &ssh.ClientConfig{User: cfg.Login, Auth: auth,
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
 	if err != nil {
@@ -180,7 +184,7 @@ func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (rx 
 			jump.Close()
 			return nil, nil, nil, err
 		}
-		return rx, func() { _, _ = io.Copy(io.Discard, fc) }, nil, nil
+		return &conn.end, func() { _, _ = io.Copy(io.Discard, fc) }, nil, nil
 	}
 	s, err := cl.NewSession()
 	if err != nil {
@@ -193,7 +197,24 @@ func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (rx 
 		jump.Close()
 		return nil, nil, nil, err
 	}
-	return rx, func() { _ = s.Wait() }, stderr, nil
+	return &conn.end, func() { _ = s.Wait() }, stderr, nil
+}
+
+// eofConn is a `-J` channel that notes when its EOF reached the socket of
+// the connection to the proxy, rx: the EOF's packet was in rx's latest read
+// (the proxy sends nothing more on the channel until this client answers).
+type eofConn struct {
+	net.Conn
+	rx  *rxConn
+	end atomic.Int64 // Unix ns
+}
+
+func (c *eofConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == io.EOF {
+		c.end.CompareAndSwap(0, c.rx.lastRx.Load())
+	}
+	return n, err
 }
 
 // idlePriority puts every thread of this process under SCHED_IDLE: it
