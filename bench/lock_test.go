@@ -279,6 +279,9 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 		if res.Arrived[i] <= t0.UnixNano() {
 			b.Fatalf("session %d: its end reached the client before the lock (%d <= %d)", i, res.Arrived[i], t0.UnixNano())
 		}
+		if res.Arrived[i] > res.Seen[i] {
+			b.Fatalf("session %d: its end reached the client after the client saw it (%d > %d)", i, res.Arrived[i], res.Seen[i])
+		}
 		lat[i] = float64(res.Arrived[i]-t0.UnixNano()) / float64(time.Millisecond)
 		seen[i] = float64(res.Seen[i]-t0.UnixNano()) / float64(time.Millisecond)
 	}

@@ -374,3 +374,47 @@ func (lc *lockClients) result(b *testing.B, timeout time.Duration) lockClientsRe
 	}
 	return res
 }
+
+// TestRxConnReceiveTime checks the lock benchmark's clock: a read's
+// receive time is the kernel's, between the write and the read.
+func TestRxConnReceiveTime(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx, err := newRxConn(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	for range 3 {
+		sent := time.Now().UnixNano()
+		if _, err := peer.Write([]byte("end")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the data waits in the socket
+		buf := make([]byte, 16)
+		if n, err := rx.Read(buf); err != nil || string(buf[:n]) != "end" {
+			t.Fatalf("read %q, %v", buf[:n], err)
+		}
+		read := time.Now().UnixNano()
+		got := rx.lastRx.Load()
+		if got < sent || got > read-15*int64(time.Millisecond) {
+			t.Fatalf("receive time %d: want between the write (%d) and 15 ms before the read (%d)", got, sent, read)
+		}
+	}
+	peer.Close()
+	if n, err := rx.Read(make([]byte, 16)); n != 0 || err != io.EOF {
+		t.Fatalf("after the peer's close: %d, %v; want io.EOF", n, err)
+	}
+}
