@@ -221,9 +221,13 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 	if err != nil {
 		b.Fatal(err)
 	}
-	jump, err := ssh.Dial("tcp", c.ProxyAddr(), &ssh.ClientConfig{User: user,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	nc, err := net.Dial("tcp", c.ProxyAddr())
 	if err != nil {
+		b.Fatal(err)
+	}
+	jump, err := sshClientOver(nc, c.ProxyAddr(), user, signer)
+	if err != nil {
+		nc.Close()
 		b.Fatal(err)
 	}
 	defer jump.Close()
@@ -232,13 +236,11 @@ func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgen
 		if err != nil {
 			return nil, err
 		}
-		cc, chans, reqs, err := ssh.NewClientConn(conn, agents[i].ID(), &ssh.ClientConfig{User: osUser,
-			Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+		cl, err := sshClientOver(conn, agents[i].ID(), osUser, signer)
 		if err != nil {
 			conn.Close()
-			return nil, err
 		}
-		return ssh.NewClient(cc, chans, reqs), nil
+		return cl, err
 	}
 	// Let the sessions' start settle (their audit events reach auth after
 	// the nodes' linger) so that the lock meets idle sessions, as it would.

@@ -157,27 +157,22 @@ func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (end
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	auth := []ssh.AuthMethod{ssh.PublicKeys(signer)}
-	pc, chans, reqs, err := ssh.NewClientConn(rx, cfg.Proxy, &ssh.ClientConfig{User: cfg.User, Auth: auth,
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	jump, err := sshClientOver(rx, cfg.Proxy, cfg.User, signer)
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	jump := ssh.NewClient(pc, chans, reqs)
 	ch, err := jump.Dial("tcp", net.JoinHostPort(node, "0"))
 	if err != nil {
 		jump.Close()
 		return nil, nil, nil, err
 	}
 	conn := &eofConn{Conn: ch, rx: rx}
-	cc, chans, reqs, err := ssh.NewClientConn(conn, node, &ssh.ClientConfig{User: cfg.Login, Auth: auth,
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	cl, err := sshClientOver(conn, node, cfg.Login, signer)
 	if err != nil {
 		jump.Close()
 		return nil, nil, nil, err
 	}
-	cl := ssh.NewClient(cc, chans, reqs)
 	if cfg.Forward != "" {
 		fc, err := cl.Dial("tcp", cfg.Forward)
 		if err != nil {
@@ -198,6 +193,18 @@ func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (end
 		return nil, nil, nil, err
 	}
 	return &conn.end, func() { _ = s.Wait() }, stderr, nil
+}
+
+// sshClientOver opens an SSH client connection over conn to addr as user,
+// authenticated by signer; the host key is not checked (a benchmark's own
+// cluster).
+func sshClientOver(conn net.Conn, addr, user string, signer ssh.Signer) (*ssh.Client, error) {
+	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewClient(cc, chans, reqs), nil
 }
 
 // eofConn is a `-J` channel that notes when its EOF reached the socket of
