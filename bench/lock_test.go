@@ -105,19 +105,10 @@ func BenchmarkLockFanout(b *testing.B) {
 	// SSH server.
 	start := time.Now()
 	agents := make([]*service.NodeAgent, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			agents[i] = c.StartNode(fmt.Sprintf("lk-%04d", i), map[string]string{"fleet": "bench"},
-				func(cfg *service.NodeAgentConfig) { cfg.HeartbeatInterval = 30 * time.Second })
-		}()
-	}
-	wg.Wait()
+	inParallel(n, func(i int) {
+		agents[i] = c.StartNode(fmt.Sprintf("lk-%04d", i), map[string]string{"fleet": "bench"},
+			func(cfg *service.NodeAgentConfig) { cfg.HeartbeatInterval = 30 * time.Second })
+	})
 	c.WaitForNodes(n)
 	b.Logf("%d node agents joined and connected in %s", n, time.Since(start).Round(time.Millisecond))
 	if dir, err := node.SessionCgroupsDir(); err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/tcptest"
 )
 
 // The lock fan-out's simulated users run in a child process of their own
@@ -103,22 +104,13 @@ func runLockClients(path string, out io.Writer) error {
 	waits := make([]func(), n)
 	stderrs := make([]*bytes.Buffer, n)
 	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			var err error
-			ends[i], waits[i], stderrs[i], err = openLockSession(cfg, signer, cfg.Nodes[i])
-			if err != nil {
-				errs <- fmt.Errorf("session on %s: %w", cfg.Nodes[i], err)
-			}
-		}()
-	}
-	wg.Wait()
+	inParallel(n, func(i int) {
+		var err error
+		ends[i], waits[i], stderrs[i], err = openLockSession(cfg, signer, cfg.Nodes[i])
+		if err != nil {
+			errs <- fmt.Errorf("session on %s: %w", cfg.Nodes[i], err)
+		}
+	})
 	close(errs)
 	if err := <-errs; err != nil {
 		return err
@@ -127,6 +119,7 @@ func runLockClients(path string, out io.Writer) error {
 		return err
 	}
 	res := lockClientsResult{Arrived: make([]int64, n), Seen: make([]int64, n)}
+	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			waits[i]()
@@ -387,25 +380,11 @@ func (lc *lockClients) result(b *testing.B, timeout time.Duration) lockClientsRe
 // TestRxConnReceiveTime checks the lock benchmark's clock: a read's
 // receive time is the kernel's, between the write and the read.
 func TestRxConnReceiveTime(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, peer := tcptest.Pair(t)
 	rx, err := newRxConn(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rx.Close()
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
 	// The kernel turns receive timestamps on a moment after the first
 	// socket asks for them: until then reads get their own time.
 	kernel := 0

@@ -79,6 +79,21 @@ func wardenBinary(tb testing.TB) string {
 // Call it first in every benchmark.
 func freeMemory() { debug.FreeOSMemory() }
 
+// inParallel calls fn(0) to fn(n-1), 16 at a time, and returns once all
+// returned.
+func inParallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
+}
+
 // envInt reads a positive integer knob.
 func envInt(tb testing.TB, name string, def int) int {
 	tb.Helper()

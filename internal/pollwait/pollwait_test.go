@@ -1,30 +1,17 @@
 package pollwait
 
 import (
-	"net"
 	"testing"
 	"time"
+
+	"github.com/warden-sh/warden/internal/tcptest"
 )
 
 // TestReadableWaitsForData: Readable returns only once the peer has
 // written (or ended), and reads nothing itself.
 func TestReadableWaitsForData(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	rc, err := server.(*net.TCPConn).SyscallConn()
+	client, server := tcptest.Pair(t)
+	rc, err := server.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

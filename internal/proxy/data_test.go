@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/tcptest"
 )
 
 func TestPreambleRoundTrip(t *testing.T) {
@@ -64,33 +65,8 @@ func FuzzParsePreamble(f *testing.F) {
 	})
 }
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
-
 func TestCopyIntoChannelCopiesEverything(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	// More than a few buffers' worth, in writes that fill a read exactly
 	// and in odd sizes, with pauses that make reads come up short.
 	want := make([]byte, 3<<20+12345)
@@ -105,7 +81,7 @@ func TestCopyIntoChannelCopiesEverything(t *testing.T) {
 			}
 		}
 		_, _ = client.Write(rest)
-		_ = client.(*net.TCPConn).CloseWrite()
+		_ = client.CloseWrite()
 	}()
 	var got syncbuf.Buffer
 	done := make(chan struct{})
@@ -139,7 +115,7 @@ func TestCopyIntoChannelIdleHoldsNoBuffer(t *testing.T) {
 	clients := make([]net.Conn, n)
 	writers := make([]*syncbuf.Buffer, n)
 	for i := range n {
-		client, server := tcpPair(t)
+		client, server := tcptest.Pair(t)
 		clients[i], writers[i] = client, &syncbuf.Buffer{}
 		wg.Go(func() { copyIntoChannel(writers[i], server) })
 		// Each copy has moved data once, then waits.
