@@ -163,7 +163,7 @@ func BenchmarkLockFanout(b *testing.B) {
 		Row{Metric: fmt.Sprintf("lock to session end, max (%d nodes)", n), Warden: mx, Baseline: floor, Unit: "ms", Goal: Goal{Kind: NoGoal},
 			Note: "Teleport measured on this kind of machine: 750 ms median, 1,016 ms max lock to kill; 1,314 ms unlock to first ssh. " +
 				"Baseline: no Warden at all, only hanging up as many `sh -c 'sleep 600'` process groups as there were sessions (SIGHUP, SIGCONT) and reaping them, on the same machine: the cost of ending the sessions' processes alone. " +
-				"(With session cgroups a node freezes a revoked session's processes, cuts its connection, and kills them 250 ms later at idle CPU priority.)"},
+				"(With session cgroups a node cuts a revoked session's connection, freezes its processes right after (behind the work under way), and kills them 250 ms later at idle CPU priority.)"},
 		Row{Metric: fmt.Sprintf("lock to end of port forwards (no process), p99 (%d nodes, 1 each)", n), Warden: Percentile(fwd, 99), Baseline: nan, Unit: "ms", Goal: Goal{Kind: NoGoal}},
 		Row{Metric: "unlock to first successful ssh", Warden: float64(unlock) / float64(time.Millisecond), Baseline: nan, Unit: "ms", Goal: Goal{Kind: AtMost, Value: 300}},
 	)

@@ -19,8 +19,8 @@ import (
 // cgroup of their own (clone3 with CLONE_INTO_CGROUP: no process escapes
 // the placement, however early it forks). A session ended because access
 // was revoked (a lock, a role change: Server.Terminate) then loses every
-// process it started: frozen at once (cgroup.freeze), killed after the cut
-// (cgroup.kill), also those that left its process group (setsid, daemons)
+// process it started: frozen right after the cut (cgroup.freeze; behind the
+// node's other cuts, behindQueue), killed a moment later (cgroup.kill), also those that left its process group (setsid, daemons)
 // or ignore SIGHUP (nohup). Sessions that
 // end for other reasons (the client left, idle timeout, an expired
 // certificate, a stale lock view: Server.Disconnect) hang up their process

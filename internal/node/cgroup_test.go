@@ -80,6 +80,33 @@ func sessionOf(pid int) int {
 	return sid
 }
 
+// sessionCgroupEvents returns the cgroup.events file of pid's session
+// cgroup.
+func sessionCgroupEvents(t *testing.T, pid int) string {
+	t.Helper()
+	dir, err := SessionCgroupsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok && strings.Contains(path, "/"+sessionsCgroupDir+"/") {
+			return filepath.Join(dir, filepath.Base(path), "cgroup.events")
+		}
+	}
+	t.Fatalf("pid %d is in no session cgroup: %s", pid, b)
+	return ""
+}
+
+// frozen reports whether the cgroup.events file at path says frozen.
+func frozen(path string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && strings.Contains(string(b), "frozen 1")
+}
+
 // TestTerminateEndsSessionProcesses: a revocation (Terminate) ends the
 // session's process group either way; with session cgroups it also ends
 // what left the group (setsid).
@@ -120,8 +147,21 @@ func TestTerminateEndsSessionProcesses(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
+			events := ""
+			if withCgroups {
+				events = sessionCgroupEvents(t, escaped)
+			}
 			if n := e.srv.Terminate(func(ConnInfo) (string, string) { return "locked", "access revoked" }); n != 1 {
 				t.Fatalf("Terminate ended %d connections", n)
+			}
+			if withCgroups {
+				// Stopped right after the cut, before the kill comes.
+				for deadline := time.Now().Add(5 * time.Second); !frozen(events); {
+					if !alive(escaped) || time.Now().After(deadline) {
+						t.Fatalf("the session's processes were never frozen (alive: %v)", alive(escaped))
+					}
+					time.Sleep(time.Millisecond)
+				}
 			}
 			_ = cmd.Wait()
 			if !strings.Contains(stderr.String(), "access revoked") {

@@ -164,9 +164,10 @@ func (c *conn) terminate(reason, message string, revoke bool) {
 	}
 	c.mu.Unlock()
 	if revoke {
-		// Stop first: the sessions' processes halt before anything else.
+		// The sessions' processes stop as soon as the node has cut this
+		// connection and any others it is cutting (behindQueue).
 		for _, s := range sessions {
-			s.freeze()
+			revokedFreezes.add(s.freeze)
 		}
 	}
 	c.log.Info("ending connection", slog.String("reason", reason))

@@ -22,9 +22,9 @@ import (
 const (
 	// killGrace is how long a hung-up process group gets before SIGKILL.
 	killGrace = 2 * time.Second
-	// revokeKillDelay is how long the frozen processes of a revoked session
-	// wait for their kill, so that a node ending many sessions at once
-	// cuts all their connections first.
+	// revokeKillDelay is how long the processes of a revoked session (frozen
+	// once the node has cut its connections) wait for their kill, so that
+	// a node ending many sessions at once cuts all their connections first.
 	revokeKillDelay = 250 * time.Millisecond
 	// ptyDrain bounds waiting for PTY output after the shell exited while a
 	// background process still holds the terminal.
@@ -310,8 +310,9 @@ func (p *proc) run(ctx context.Context, st ioStreams, wg *sync.WaitGroup) *os.Pr
 // killAll kills every process of a session whose access was revoked,
 // wherever it went in the process tree; hangup if the kernel refused.
 func (p *proc) killAll(waited <-chan struct{}) {
-	// The processes are frozen (conn.terminate): the node cuts its other
-	// revoked connections before it spends CPU on tearing them down.
+	// The processes are frozen right after the cut (conn.terminate): the
+	// node cuts its other revoked connections before it spends CPU on
+	// tearing them down.
 	time.Sleep(revokeKillDelay)
 	if err := p.cg.kill(); err != nil {
 		p.hangup(waited)

@@ -83,8 +83,9 @@ func (s *session) event(name string) audit.Event {
 	return ev
 }
 
-// freeze halts the session's processes at once (with session cgroups), for
-// a revocation: they are killed right after the connection is cut.
+// freeze halts the session's processes (with session cgroups), for a
+// revocation: right after the connection is cut; they are killed a moment
+// later (revokeKillDelay).
 func (s *session) freeze() {
 	s.mu.Lock()
 	p := s.proc
