@@ -164,8 +164,9 @@ func (c *conn) terminate(reason, message string, revoke bool) {
 	}
 	c.mu.Unlock()
 	if revoke {
-		// The sessions' processes stop as soon as the node has cut this
-		// connection and any others it is cutting (behindQueue).
+		// The sessions' processes stop behind the work already under way:
+		// this cut and any others the node is making (behindQueue). Queued
+		// now, so that a client slow to take the message cannot delay it.
 		for _, s := range sessions {
 			revokedFreezes.add(s.freeze)
 		}
