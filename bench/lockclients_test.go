@@ -145,44 +145,43 @@ func openLockSession(cfg lockClientsConfig, signer ssh.Signer, node string) (end
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// Everything runs over nc: closing it undoes a failed start.
+	defer func() {
+		if err != nil {
+			nc.Close()
+		}
+	}()
 	rx, err := newRxConn(nc)
 	if err != nil {
-		nc.Close()
 		return nil, nil, nil, err
 	}
 	jump, err := sshClientOver(rx, cfg.Proxy, cfg.User, signer)
 	if err != nil {
-		nc.Close()
 		return nil, nil, nil, err
 	}
 	ch, err := jump.Dial("tcp", net.JoinHostPort(node, "0"))
 	if err != nil {
-		jump.Close()
 		return nil, nil, nil, err
 	}
 	conn := &eofConn{Conn: ch, rx: rx}
 	cl, err := sshClientOver(conn, node, cfg.Login, signer)
 	if err != nil {
-		jump.Close()
 		return nil, nil, nil, err
 	}
 	if cfg.Forward != "" {
 		fc, err := cl.Dial("tcp", cfg.Forward)
 		if err != nil {
-			jump.Close()
 			return nil, nil, nil, err
 		}
 		return &conn.end, func() { _, _ = io.Copy(io.Discard, fc) }, nil, nil
 	}
 	s, err := cl.NewSession()
 	if err != nil {
-		jump.Close()
 		return nil, nil, nil, err
 	}
 	stderr = new(bytes.Buffer)
 	s.Stderr = stderr
-	if err := s.Start("sleep 600"); err != nil {
-		jump.Close()
+	if err = s.Start("sleep 600"); err != nil {
 		return nil, nil, nil, err
 	}
 	return &conn.end, func() { _ = s.Wait() }, stderr, nil
@@ -240,6 +239,7 @@ func idlePriority() error {
 // data its last read returned (SO_TIMESTAMPNS).
 type rxConn struct {
 	*net.TCPConn
+	rc     syscall.RawConn
 	lastRx atomic.Int64 // Unix ns
 }
 
@@ -261,18 +261,14 @@ func newRxConn(c net.Conn) (*rxConn, error) {
 	if serr != nil {
 		return nil, fmt.Errorf("SO_TIMESTAMPNS: %w", serr)
 	}
-	return &rxConn{TCPConn: tc}, nil
+	return &rxConn{TCPConn: tc, rc: rc}, nil
 }
 
 func (r *rxConn) Read(p []byte) (int, error) {
-	rc, err := r.TCPConn.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
 	var oob [64]byte
 	var n, oobn int
 	var rerr error
-	if err := rc.Read(func(fd uintptr) bool {
+	if err := r.rc.Read(func(fd uintptr) bool {
 		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), p, oob[:], 0)
 		return rerr != unix.EAGAIN
 	}); err != nil {

@@ -13,6 +13,10 @@ import (
 // from the global run queue at regular intervals even on a busy process,
 // and at once on an idle one.
 //
+// (Not the recording's low-priority OS threads: a freeze is one short
+// system call, and handing the runtime's P to a thread the OS has set
+// aside would hold other goroutines up, not the freeze.)
+//
 // It is for a revoked session's freeze: a node ending many sessions at once
 // (a lock on a role, a node with hundreds of users) cuts every connection
 // first, and its processes stop a moment later, on otherwise idle CPU.

@@ -25,14 +25,7 @@ func TestReadableWaitsForData(t *testing.T) {
 	if _, err := client.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Readable did not return after data arrived")
-	}
+	waitReturn(t, done, "after data arrived")
 	// The byte is still there to read.
 	buf := make([]byte, 2)
 	if n, err := server.Read(buf); n != 1 || buf[0] != 'x' || err != nil {
@@ -41,12 +34,19 @@ func TestReadableWaitsForData(t *testing.T) {
 	// End of input counts as readable too.
 	go func() { done <- Readable(rc) }()
 	client.Close()
+	waitReturn(t, done, "at end of input")
+}
+
+// waitReturn waits for Readable's result on done, failing the test if it
+// is an error or does not come; when says what it was to return after.
+func waitReturn(t *testing.T, done <-chan error, when string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Readable did not return at end of input")
+		t.Fatal("Readable did not return " + when)
 	}
 }

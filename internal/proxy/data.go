@@ -408,15 +408,13 @@ var (
 // source without a file descriptor, a node-conn channel on a tunnel, keeps
 // one large buffer throughout.)
 func copyIntoChannel(dst io.Writer, src io.Reader) {
-	sc, ok := src.(syscall.Conn)
 	var rc syscall.RawConn
-	if ok {
-		var err error
-		if rc, err = sc.SyscallConn(); err != nil {
-			ok = false
+	if sc, ok := src.(syscall.Conn); ok {
+		if c, err := sc.SyscallConn(); err == nil {
+			rc = c
 		}
 	}
-	if !ok {
+	if rc == nil {
 		buf := channelBufs.Get().(*[]byte)
 		defer channelBufs.Put(buf)
 		_, _ = io.CopyBuffer(dst, readerOnly{src}, *buf)
