@@ -277,6 +277,12 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(name), nil, nil)
 }
 
+// UpdateUser sets a user's roles.
+func (c *Client) UpdateUser(ctx context.Context, name string, req auth.UpdateUserRequest) (*auth.UserInfo, error) {
+	var out auth.UserInfo
+	return &out, c.do(ctx, http.MethodPatch, "/v1/users/"+url.PathEscape(name), req, &out)
+}
+
 // ResetUser issues a new invite for a user.
 func (c *Client) ResetUser(ctx context.Context, name string) (*auth.InviteResult, error) {
 	var out auth.InviteResult

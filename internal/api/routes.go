@@ -174,6 +174,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("DELETE /v1/users/{name}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
 		return done(a.DeleteUser(r.Context(), c, r.PathValue("name")))
 	})))
+	m.HandleFunc("PATCH /v1/users/{name}", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in auth.UpdateUserRequest) (*auth.UserInfo, error) {
+		return a.UpdateUser(r.Context(), c, r.PathValue("name"), in)
+	})))
 	m.HandleFunc("POST /v1/users/{name}/reset", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*auth.InviteResult, error) {
 		return a.ResetUser(r.Context(), c, r.PathValue("name"))
 	})))

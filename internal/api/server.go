@@ -78,9 +78,14 @@ func (h *Handler) authed(next callerHandler) http.HandlerFunc {
 			h.fail(w, fmt.Errorf("%w: bad client certificate", auth.ErrUnauthenticated))
 			return
 		}
-		c := auth.Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits}
-		// Locked users are refused on every call, with the lock's message.
-		if err := h.auth.CheckCaller(c); err != nil {
+		c := auth.Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits,
+			RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice}
+		// Every call is checked against the current state, not the
+		// certificate's: a removed, reset or locked user, or a revoked
+		// request, is refused with a short reason, and authorization uses
+		// the user's current roles.
+		c, err = h.auth.CurrentCaller(r.Context(), c, "api "+r.Method+" "+r.URL.Path, remoteIP(r))
+		if err != nil {
 			h.fail(w, err)
 			return
 		}
@@ -432,11 +437,25 @@ func (h *Handler) auditStream(w http.ResponseWriter, r *http.Request, c auth.Cal
 	enc := json.NewEncoder(w)
 	tick := time.NewTicker(WatchKeepalive)
 	defer tick.Stop()
+	changed := h.auth.LocksChanged()
 	for {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-changed:
+			// A follower is cut off like any session once its user is
+			// removed, reset or locked, or its request revoked.
+			changed = h.auth.LocksChanged()
+			if _, err := h.auth.CurrentCaller(r.Context(), c, "api audit stream", remoteIP(r)); err != nil {
+				return
+			}
+			continue
 		case <-tick.C:
+			// The current state also changes without a lock (an access
+			// request's expiry).
+			if _, err := h.auth.CurrentCaller(r.Context(), c, "api audit stream", remoteIP(r)); err != nil {
+				return
+			}
 			// An empty line keeps proxies and the client's idle checks happy.
 			if _, err := w.Write([]byte("\n")); err != nil {
 				return

@@ -13,6 +13,7 @@ const (
 	UserCreate   = "user.create"
 	UserDelete   = "user.delete"
 	UserReset    = "user.reset"
+	UserUpdate   = "user.update"
 	UserSignup   = "user.signup"
 	UserLocked   = "user.locked"
 	CertIssued   = "cert.issued"

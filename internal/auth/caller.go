@@ -2,9 +2,16 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"time"
 
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
 )
 
 // Caller kinds.
@@ -14,14 +21,29 @@ const (
 	KindAdmin = "admin"
 )
 
+// EventCertRefused is audited when auth refuses a certificate that is
+// still within its validity, because the state it was issued from changed:
+// its user was removed, reset or lost a role, its access request was
+// revoked or expired, or a lock matches.
+const EventCertRefused = "cert.refused"
+
 // Caller is the authenticated identity making a request, taken from its
-// verified client certificate.
+// verified client certificate. For users, CurrentCaller replaces the roles
+// and traits with the current ones.
 type Caller struct {
 	Kind   string
 	User   string
 	NodeID string
 	Roles  []string
 	Traits map[string][]string
+	// RequestIDs are the access requests the certificate was issued for.
+	RequestIDs []string
+	// Issued is when auth issued the certificate (by its own clock).
+	Issued time.Time
+	// Expires is when the certificate expires (zero: not known).
+	Expires time.Time
+	// MFADevice is the MFA device of the login the certificate comes from.
+	MFADevice string
 }
 
 // AdminCaller is the built-in local administrator (the identity written to
@@ -36,7 +58,17 @@ func (c Caller) Name() string {
 	return c.User
 }
 
+// LockSubject describes the caller's certificate for lock checks.
+func (c Caller) LockSubject() lock.Subject {
+	sub := lock.Subject{User: c.User, Roles: c.Roles, Requests: c.RequestIDs, Issued: c.Issued}
+	if c.MFADevice != "" {
+		sub.MFADevices = []string{c.MFADevice}
+	}
+	return sub
+}
+
 // authorize is the one check at the top of every administrative method.
+// For users it relies on c.Roles being current (CurrentCaller).
 func (s *Server) authorize(ctx context.Context, c Caller, resource, verb string) error {
 	switch c.Kind {
 	case KindAdmin:
@@ -49,4 +81,82 @@ func (s *Server) authorize(ctx context.Context, c Caller, resource, verb string)
 	default:
 		return denied("%s cannot %s %s", c.Kind, verb, resource)
 	}
+}
+
+// CurrentCaller checks a user's certificate against the current state, on
+// every API call and every connection the proxy routes: the user exists,
+// has signed up, and was not reset and lost no role since the certificate
+// was issued; each access request it carries is approved, unexpired and
+// theirs; no lock matches. It returns the caller with the user's current
+// roles (and those of its requests) and traits, so authorization never
+// uses the roles baked into the certificate. Refusals are audited
+// (cert.refused), with via naming where the certificate was used. Nodes
+// and the local admin are returned unchanged.
+func (s *Server) CurrentCaller(ctx context.Context, c Caller, via, remote string) (Caller, error) {
+	if c.Kind != KindUser {
+		return c, nil
+	}
+	cur, err := s.currentCaller(ctx, c)
+	if err != nil && ctx.Err() == nil {
+		s.emit(ctx, audit.Event{Event: EventCertRefused, User: c.User, RemoteAddr: remote, Success: false, Error: err.Error(),
+			Fields: map[string]any{"via": via, "access_requests": c.RequestIDs, "cert_issued": c.Issued, "mfa_device": c.MFADevice}})
+	}
+	return cur, err
+}
+
+func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
+	now := s.now()
+	if !c.Expires.IsZero() && !now.Before(c.Expires) {
+		return Caller{}, fmt.Errorf("%w: your certificate has expired; log in again", ErrUnauthenticated)
+	}
+	// Locks first, on what the certificate says: a revoked request or a
+	// removed user answers with the lock's message.
+	if err := s.CheckLock(c.LockSubject()); err != nil {
+		return Caller{}, err
+	}
+	u, err := s.currentUser(ctx, c)
+	if err != nil {
+		return Caller{}, err
+	}
+	roles := slices.Clone(u.Roles)
+	for _, id := range c.RequestIDs {
+		r, _, err := s.loadRequest(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			return Caller{}, denied("access request %s no longer exists; log in again", id)
+		}
+		if err != nil {
+			return Caller{}, err
+		}
+		if err := r.Usable(c.User, now); err != nil {
+			return Caller{}, accessErr(err)
+		}
+		roles = append(roles, r.Roles...)
+	}
+	cur := c
+	cur.Roles, cur.Traits = uniq(roles), u.Traits
+	// A lock on a role the user holds now but the certificate does not name.
+	if err := s.CheckLock(cur.LockSubject()); err != nil {
+		return Caller{}, err
+	}
+	return cur, nil
+}
+
+// currentUser loads the user c's certificate speaks for, refusing the
+// certificate when the user was removed, has not signed up again after a
+// reset, or was reset or lost a role after it was issued.
+func (s *Server) currentUser(ctx context.Context, c Caller) (*identity.User, error) {
+	u, err := s.userRecord(ctx, c.User)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, denied("user %q no longer exists", c.User)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.Status != identity.StatusActive {
+		return nil, denied("user %q was reset: finish signing up with the new invite, then log in again", c.User)
+	}
+	if !u.CertCurrent(c.Issued) {
+		return nil, denied("user %q was reset or lost a role after this certificate was issued; log in again", c.User)
+	}
+	return u, nil
 }

@@ -28,16 +28,28 @@ type lockCache struct {
 	set   *lock.Set
 	mu    sync.Mutex
 	hooks []func()
+	// next is closed at the next change (LocksChanged).
+	next chan struct{}
 }
 
 // changed tells the hooks that locks changed.
 func (c *lockCache) changed() {
 	c.mu.Lock()
 	hooks := c.hooks
+	close(c.next)
+	c.next = make(chan struct{})
 	c.mu.Unlock()
 	for _, h := range hooks {
 		h()
 	}
+}
+
+// LocksChanged returns a channel closed when locks are next added (as
+// OnLocksChanged): long-lived API streams re-check their caller then.
+func (s *Server) LocksChanged() <-chan struct{} {
+	s.locks.mu.Lock()
+	defer s.locks.mu.Unlock()
+	return s.locks.next
 }
 
 // OnLocksChanged registers f, called (it must not block) when locks are
@@ -51,7 +63,7 @@ func (s *Server) OnLocksChanged(f func()) {
 }
 
 func newLockCache(s *Server) *lockCache {
-	c := &lockCache{set: lock.NewSet()}
+	c := &lockCache{set: lock.NewSet(), next: make(chan struct{})}
 	c.feed = &feed{b: s.b, log: s.log, prefix: prefixLocks,
 		reset: func(items []storage.Item) {
 			locks := make([]*lock.Lock, 0, len(items))
@@ -117,25 +129,54 @@ func (s *Server) CreateLock(ctx context.Context, c Caller, req CreateLockRequest
 	if err := l.Validate(); err != nil {
 		return nil, badRequest("%v", err)
 	}
+	if err := s.storeLock(ctx, c, l); err != nil {
+		return nil, err
+	}
+	res := &CreateLockResult{Lock: l}
+	if w := s.unknownTargetWarning(ctx, l.Target); w != "" {
+		res.Warnings = append(res.Warnings, w)
+	}
+	return res, nil
+}
+
+// storeLock gives l an id, stores it (with its expiry as TTL), applies it
+// here at once and audits it. The watch takes it to nodes and the proxy.
+func (s *Server) storeLock(ctx context.Context, c Caller, l *lock.Lock) error {
 	id, err := lock.NewID()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	l.ID = id
 	if err := s.createJSON(ctx, prefixLocks+id, l, l.Expires); err != nil {
-		return nil, fmt.Errorf("store lock: %w", err)
+		return fmt.Errorf("store lock: %w", err)
 	}
 	// Apply locally at once: the next call on this auth server sees it,
 	// without waiting for the watch.
 	s.locks.set.Put(l)
 	s.locks.changed()
-	res := &CreateLockResult{Lock: l}
-	if w := s.unknownTargetWarning(ctx, l.Target); w != "" {
-		res.Warnings = append(res.Warnings, w)
+	fields := map[string]any{"lock_id": id, "target": l.Target.String(), "message": l.Message, "expires": l.Expires}
+	if !l.IssuedNotAfter.IsZero() {
+		fields["issued_not_after"] = l.IssuedNotAfter
 	}
-	s.emit(ctx, audit.Event{Event: EventLockCreated, User: c.Name(), Success: true,
-		Fields: map[string]any{"lock_id": id, "target": l.Target.String(), "message": l.Message, "expires": l.Expires}})
-	return res, nil
+	s.emit(ctx, audit.Event{Event: EventLockCreated, User: c.Name(), Success: true, Fields: fields})
+	return nil
+}
+
+// voidCerts cuts off every certificate of user issued until now,
+// everywhere at once: a lock on the user limited to those certificates
+// (lock.Lock.IssuedNotAfter), which auth, the proxy and every node enforce
+// as they do any lock, ending live sessions too. It lasts as long as such a
+// certificate can (issueCerts keeps every user certificate within
+// maxUserTTL of its issue time). Certificates issued later are not
+// affected, so the user can sign up or log in again.
+func (s *Server) voidCerts(ctx context.Context, c Caller, user, message string) error {
+	now := s.now().UTC()
+	l := &lock.Lock{Target: lock.Target{User: user}, Message: message, CreatedBy: c.Name(), CreatedAt: now,
+		IssuedNotAfter: now, Expires: now.Add(maxUserTTL + time.Minute)}
+	if err := s.storeLock(ctx, c, l); err != nil {
+		return fmt.Errorf("void the certificates of user %q: %w (lock the user to cut them off)", user, err)
+	}
+	return nil
 }
 
 func (s *Server) unknownTargetWarning(ctx context.Context, t lock.Target) string {
@@ -211,11 +252,11 @@ func (s *Server) CheckLock(sub lock.Subject) error {
 	return nil
 }
 
-// CheckCaller refuses API calls by a locked user (and by a locked node).
+// CheckCaller refuses a locked user. The in-process node's calls use it;
+// API calls go through CurrentCaller, which checks locks and more.
 func (s *Server) CheckCaller(c Caller) error {
-	switch c.Kind {
-	case KindUser:
-		return s.CheckLock(lock.Subject{User: c.User, Roles: c.Roles})
+	if c.Kind == KindUser {
+		return s.CheckLock(c.LockSubject())
 	}
 	return nil
 }

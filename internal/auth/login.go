@@ -80,6 +80,9 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 	if err != nil {
 		return fail("bad public key", badRequest("%v", err))
 	}
+	// The certificates' issue time is taken before the user is read: a
+	// removal or reset after the read voids them (voidCerts).
+	issued := s.now()
 	var u identity.User
 	rev, err := s.getJSONRev(ctx, prefixUsers+req.User, &u)
 	if err != nil {
@@ -122,9 +125,15 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		}
 		return fail(reason, ErrUnauthenticated)
 	}
-	// A locked user (or role) gets nothing, even with the right password;
-	// checked before anything is signed.
-	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles}); err != nil {
+	if u.MFADevice == "" {
+		// A user who signed up before devices had ids gets one now.
+		if u.MFADevice, err = identity.NewMFADeviceID(); err != nil {
+			return nil, err
+		}
+	}
+	// A locked user (or role, or device) gets nothing, even with the right
+	// password; checked before anything is signed.
+	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{u.MFADevice}}); err != nil {
 		return fail("locked", err)
 	}
 	u.RecordSuccess()
@@ -133,12 +142,13 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		// A concurrent login with the same code raced us: refuse, the code is spent.
 		return fail("concurrent login", ErrUnauthenticated)
 	}
-	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, ttl: req.TTL, remote: req.RemoteAddr})
+	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, ttl: req.TTL, remote: req.RemoteAddr,
+		issued: issued, mfaDevice: u.MFADevice})
 	if err != nil {
 		return fail("certificate issuance failed", err)
 	}
 	s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: "L001I", User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
-		Fields: map[string]any{"method": "password+totp"}})
+		Fields: map[string]any{"method": "password+totp", "mfa_device": u.MFADevice}})
 	return resp, nil
 }
 
@@ -171,12 +181,24 @@ type issueParams struct {
 	requests []string
 	// notAfter caps the expiry (an access request's end).
 	notAfter time.Time
+	// issued is when issuance was decided, before the user record was
+	// read; the certificates carry it, and expire within maxUserTTL of it.
+	issued time.Time
+	// mfaDevice is the MFA device of the login.
+	mfaDevice string
 }
 
 func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse, error) {
 	user, roleNames, traits, pub, ttl, remote := p.user, p.roles, p.traits, p.pub, p.ttl, p.remote
-	if err := s.CheckLock(lock.Subject{User: user, Roles: roleNames, Requests: p.requests}); err != nil {
+	sub := lock.Subject{User: user, Roles: roleNames, Requests: p.requests}
+	if p.mfaDevice != "" {
+		sub.MFADevices = []string{p.mfaDevice}
+	}
+	if err := s.CheckLock(sub); err != nil {
 		return nil, err
+	}
+	if p.issued.IsZero() {
+		return nil, errors.New("issue certificates: no issue time")
 	}
 	roles := s.roles.get(roleNames)
 	opts := policy.MergeOptions(roles)
@@ -188,6 +210,11 @@ func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse,
 	}
 	if opts.MaxSessionTTL > 0 && ttl > opts.MaxSessionTTL {
 		ttl = opts.MaxSessionTTL
+	}
+	// No certificate outlives its issue time by more than maxUserTTL, so
+	// the lock that voids it (voidCerts) outlives it.
+	if left := p.issued.Add(maxUserTTL).Sub(s.now()); ttl > left {
+		ttl = left
 	}
 	if !p.notAfter.IsZero() {
 		if left := p.notAfter.Sub(s.now()); ttl > left {
@@ -201,20 +228,23 @@ func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse,
 	principals := append(append([]string(nil), logins...), internalPrincipal(user))
 	cert, err := s.ca.IssueUser(ca.UserCertRequest{
 		PublicKey: pub, Username: user, Principals: principals, Roles: roleNames, Traits: traits, TTL: ttl, RequestIDs: p.requests,
+		Issued: p.issued, MFADevice: p.mfaDevice,
 		PermitPTY: opts.PermitPTY, PermitPortForwarding: opts.PortForwarding, PermitAgentForwarding: opts.ForwardAgent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issue ssh certificate: %w", err)
 	}
 	cryptoPub := cryptoPublicKey(pub)
-	der, err := s.ca.IssueTLSClient(cryptoPub, ca.TLSIdentity{Username: user, Kind: KindUser, Roles: roleNames, Traits: traits}, ttl)
+	der, err := s.ca.IssueTLSClient(cryptoPub, ca.TLSIdentity{Username: user, Kind: KindUser, Roles: roleNames, Traits: traits,
+		RequestIDs: p.requests, Issued: p.issued, MFADevice: p.mfaDevice}, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("issue tls certificate: %w", err)
 	}
 	expires := time.Unix(int64(cert.ValidBefore), 0).UTC()
 	s.emit(ctx, audit.Event{Event: audit.CertIssued, User: user, RemoteAddr: remote, Success: true,
 		Fields: map[string]any{"cert_type": "user", "serial": fmt.Sprint(cert.Serial), "principals": logins,
-			"roles": roleNames, "ttl": ttl.String(), "expires": expires, "access_requests": p.requests}})
+			"roles": roleNames, "ttl": ttl.String(), "expires": expires, "access_requests": p.requests,
+			"issued": p.issued.UTC(), "mfa_device": p.mfaDevice}})
 	return &LoginResponse{
 		Certs:  s.certs(cert, der, expires),
 		User:   user,

@@ -262,6 +262,9 @@ func (s *Server) UseAccessRequest(ctx context.Context, c Caller, id, publicKey, 
 	if c.Kind != KindUser {
 		return nil, denied("only users use access requests")
 	}
+	// The issue time comes before the user and the request are read: a
+	// removal, reset or revocation after the reads voids the certificates.
+	issued := s.now()
 	r, _, err := s.loadRequest(ctx, id)
 	if err != nil {
 		return nil, err
@@ -277,13 +280,16 @@ func (s *Server) UseAccessRequest(ctx context.Context, c Caller, id, publicKey, 
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	u, err := s.userRecord(ctx, c.User)
+	// New certificates from old ones: the user as of now, never a removed,
+	// reset or changed one.
+	u, err := s.currentUser(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	roles := append(append([]string(nil), u.Roles...), r.Roles...)
 	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: uniq(roles), traits: u.Traits, pub: pub,
-		ttl: r.AccessExpires.Sub(now), remote: remote, requests: []string{r.ID}, notAfter: r.AccessExpires})
+		ttl: r.AccessExpires.Sub(now), remote: remote, requests: []string{r.ID}, notAfter: r.AccessExpires,
+		issued: issued, mfaDevice: c.MFADevice})
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +351,19 @@ func (s *Server) sweepRequests(ctx context.Context) {
 		if err != nil || !expired {
 			continue
 		}
-		s.requestEvent(EventRequestExpired, Caller{Kind: KindAdmin, User: "system"}, updated, nil)
+		system := Caller{Kind: KindAdmin, User: "system"}
+		s.requestEvent(EventRequestExpired, system, updated, nil)
 		s.notifyRequest(EventRequestExpired, updated)
+		if r.State == access.StateApproved {
+			// Its certificates expire with it, but a session may outlive
+			// its certificate (disconnect_expired_cert: false): a lock on
+			// the request ends those too, as a revocation does.
+			now := s.now().UTC()
+			l := &lock.Lock{Target: lock.Target{Request: r.ID}, Message: "access request " + r.ID + " expired",
+				CreatedBy: system.Name(), CreatedAt: now, Expires: now.Add(time.Hour)}
+			if err := s.storeLock(ctx, system, l); err != nil {
+				s.log.Error("lock expired request", "request", r.ID, "err", err)
+			}
+		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
@@ -40,6 +42,9 @@ type UserInfo struct {
 	Status    string              `json:"status"`
 	Locked    bool                `json:"locked,omitempty"`
 	CreatedAt time.Time           `json:"created_at"`
+	// MFADevice is the id of the user's TOTP device (for warden lock
+	// --mfa-device).
+	MFADevice string `json:"mfa_device,omitempty"`
 }
 
 // CreateUserRequest creates a user.
@@ -75,16 +80,8 @@ func (s *Server) CreateUser(ctx context.Context, c Caller, req CreateUserRequest
 	if err := identity.ValidateUsername(req.Name); err != nil {
 		return nil, badRequest("%v", err)
 	}
-	if len(req.Roles) == 0 {
-		return nil, badRequest("a user needs at least one role (--roles)")
-	}
-	for _, r := range req.Roles {
-		if _, err := s.b.Get(ctx, prefixRoles+r); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				return nil, badRequest("role %q does not exist", r)
-			}
-			return nil, err
-		}
+	if err := s.checkUserRoles(ctx, req.Roles); err != nil {
+		return nil, err
 	}
 	traits := map[string][]string{}
 	for k, v := range req.Traits {
@@ -113,6 +110,22 @@ func (s *Server) CreateUser(ctx context.Context, c Caller, req CreateUserRequest
 	return inv, nil
 }
 
+// checkUserRoles refuses an empty role list and roles that do not exist.
+func (s *Server) checkUserRoles(ctx context.Context, roles []string) error {
+	if len(roles) == 0 {
+		return badRequest("a user needs at least one role (--roles)")
+	}
+	for _, r := range roles {
+		if _, err := s.b.Get(ctx, prefixRoles+r); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return badRequest("role %q does not exist", r)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // ListUsers returns all users without secrets.
 func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
 	if err := s.authorize(ctx, c, "user", "list"); err != nil {
@@ -125,14 +138,19 @@ func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
 	now := s.now()
 	out := make([]UserInfo, 0, len(users))
 	for _, u := range users {
-		out = append(out, UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status, Locked: u.IsLocked(now), CreatedAt: u.CreatedAt})
+		out = append(out, userInfo(u, now))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// DeleteUser removes a user. Certificates already issued expire on their own
-// (use a lock to cut them off now).
+func userInfo(u identity.User, now time.Time) UserInfo {
+	return UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status, Locked: u.IsLocked(now),
+		CreatedAt: u.CreatedAt, MFADevice: u.MFADevice}
+}
+
+// DeleteUser removes a user and cuts them off at once: the certificates
+// they hold stop working everywhere (API, proxy, nodes, live sessions).
 func (s *Server) DeleteUser(ctx context.Context, c Caller, name string) error {
 	if err := s.authorize(ctx, c, "user", "delete"); err != nil {
 		return err
@@ -145,7 +163,64 @@ func (s *Server) DeleteUser(ctx context.Context, c Caller, name string) error {
 	}
 	s.emit(ctx, audit.Event{Event: audit.UserDelete, User: c.Name(), Success: true,
 		Fields: map[string]any{"target_user": name}})
-	return nil
+	return s.voidCerts(ctx, c, name, "user "+name+" was removed")
+}
+
+// UpdateUserRequest changes a user's roles.
+type UpdateUserRequest struct {
+	Roles []string `json:"roles"`
+}
+
+// UpdateUser sets a user's roles. API calls use the new roles at once. If a
+// role was taken away, the certificates the user holds are voided
+// everywhere, live sessions included (they carry the old roles and
+// logins): the user logs in again. Added roles reach SSH at the next login.
+func (s *Server) UpdateUser(ctx context.Context, c Caller, name string, req UpdateUserRequest) (*UserInfo, error) {
+	if err := s.authorize(ctx, c, "user", "update"); err != nil {
+		return nil, err
+	}
+	roles := uniq(slices.Clone(req.Roles))
+	if err := s.checkUserRoles(ctx, roles); err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		var u identity.User
+		rev, err := s.getJSONRev(ctx, prefixUsers+name, &u)
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
+			}
+			return nil, err
+		}
+		var removed []string
+		for _, r := range u.Roles {
+			if !slices.Contains(roles, r) {
+				removed = append(removed, r)
+			}
+		}
+		previous := u.Roles
+		now := s.now().UTC()
+		u.Roles, u.UpdatedAt = roles, now
+		if len(removed) > 0 {
+			u.CertsIssuedAfter = now
+		}
+		if err := s.casJSON(ctx, prefixUsers+name, rev, u, time.Time{}); errors.Is(err, storage.ErrCompareFailed) {
+			continue
+		} else if err != nil {
+			return nil, fmt.Errorf("update user: %w", err)
+		}
+		s.emit(ctx, audit.Event{Event: audit.UserUpdate, User: c.Name(), Success: true,
+			Fields: map[string]any{"target_user": name, "roles": roles, "previous_roles": previous, "certs_voided": len(removed) > 0}})
+		if len(removed) > 0 {
+			msg := fmt.Sprintf("your roles changed (%s removed); log in again", strings.Join(removed, ", "))
+			if err := s.voidCerts(ctx, c, name, msg); err != nil {
+				return nil, err
+			}
+		}
+		info := userInfo(u, now)
+		return &info, nil
+	}
+	return nil, errors.New("the user is being changed concurrently; try again")
 }
 
 // ResetUser clears a user's password and TOTP and returns a new invite.
@@ -161,20 +236,21 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 		}
 		return nil, err
 	}
-	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = "", "", 0
+	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep, u.MFADevice = "", "", 0, ""
 	u.Status = "pending"
 	u.FailedLogins, u.LockedUntil = 0, time.Time{}
 	u.UpdatedAt = s.now().UTC()
+	u.CertsIssuedAfter = u.UpdatedAt
 	if err := s.casJSON(ctx, prefixUsers+name, rev, u, time.Time{}); err != nil {
 		return nil, fmt.Errorf("reset user: %w", err)
 	}
-	inv, err := s.newInvite(ctx, name, true)
-	if err != nil {
-		return nil, err
-	}
 	s.emit(ctx, audit.Event{Event: audit.UserReset, User: c.Name(), Success: true,
 		Fields: map[string]any{"target_user": name}})
-	return inv, nil
+	// The old credentials are gone: so are the certificates they got.
+	if err := s.voidCerts(ctx, c, name, "user "+name+" was reset: finish signing up with the new invite, then log in again"); err != nil {
+		return nil, err
+	}
+	return s.newInvite(ctx, name, true)
 }
 
 // SignupChallenge is returned by BeginSignup: the TOTP secret to enrol.
@@ -253,6 +329,9 @@ func (s *Server) CompleteSignup(ctx context.Context, token, password, otp string
 		return fmt.Errorf("user %q: %w", inv.User, err)
 	}
 	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = hash, inv.TOTPSecret, step
+	if u.MFADevice, err = identity.NewMFADeviceID(); err != nil {
+		return err
+	}
 	u.Status = "active"
 	u.FailedLogins, u.LockedUntil = 0, time.Time{}
 	u.UpdatedAt = s.now().UTC()
@@ -260,7 +339,7 @@ func (s *Server) CompleteSignup(ctx context.Context, token, password, otp string
 		return fmt.Errorf("activate user: %w", err)
 	}
 	s.emit(ctx, audit.Event{Event: audit.UserSignup, User: u.Name, Success: true,
-		Fields: map[string]any{"reset": inv.Reset}})
+		Fields: map[string]any{"reset": inv.Reset, "mfa_device": u.MFADevice}})
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // The decoders below read Warden's JSON extension values token by token with
@@ -127,4 +128,42 @@ func expectEOF(dec *json.Decoder) error {
 		return errors.New("bad JSON: trailing data")
 	}
 	return nil
+}
+
+// encodeTime is a time as a JSON string: RFC 3339 with nanoseconds, UTC.
+func encodeTime(t time.Time) string {
+	return `"` + t.UTC().Format(time.RFC3339Nano) + `"`
+}
+
+// decodeTime parses what encodeTime writes.
+func decodeTime(s string) (time.Time, error) {
+	v, err := decodeString(s, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad time %q", truncate(v))
+	}
+	return t, nil
+}
+
+// decodeString parses one JSON string of at most maxLen bytes.
+func decodeString(s string, maxLen int) (string, error) {
+	if len(s) > maxLen+2 {
+		return "", fmt.Errorf("value of %d bytes, at most %d allowed", len(s), maxLen+2)
+	}
+	dec := json.NewDecoder(strings.NewReader(s))
+	tok, err := dec.Token()
+	if err != nil {
+		return "", fmt.Errorf("bad JSON: %w", err)
+	}
+	v, ok := tok.(string)
+	if !ok {
+		return "", errors.New("bad JSON: want a string")
+	}
+	if err := expectEOF(dec); err != nil {
+		return "", err
+	}
+	return v, nil
 }

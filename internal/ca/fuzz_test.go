@@ -17,23 +17,29 @@ import (
 // respect its limits, and whatever it accepts must survive re-issuing and
 // decoding again unchanged.
 func FuzzIdentityFromSSHCert(f *testing.F) {
-	f.Add("alice", "alice", `["dev","access"]`, `{"logins":["alice"],"groups":["eng"]}`, `["r-1"]`, true, true)
-	f.Add("bob", "ubuntu", `[]`, `{}`, `[]`, true, false)
-	f.Add("bob", "root", `null`, `null`, `null`, true, true)
-	f.Add("x", "x", `["a"] ["b"]`, `{"a":["x"],"a":["y"]}`, `["../../etc"]`, true, true)
-	f.Add("x", "x", `[`+strings.Repeat(`"r",`, 300)+`"r"]`, `{"k":null}`, `[1,2]`, true, true)
-	f.Add("x", "x", `["\ud800"]`, `{"k":["\u0000"]}`, `[{}]`, false, false)
-	f.Add("x", "x", `[[[[[[[[[[[[[[[[[[[[`, `{"a":{"b":[]}}`, `"s"`, true, true)
+	f.Add("alice", "alice", `["dev","access"]`, `{"logins":["alice"],"groups":["eng"]}`, `["r-1"]`, true, true, `"2026-11-22T12:00:00.5Z"`, `"totp-1a2b"`)
+	f.Add("bob", "ubuntu", `[]`, `{}`, `[]`, true, false, "", "")
+	f.Add("bob", "root", `null`, `null`, `null`, true, true, `null`, `null`)
+	f.Add("x", "x", `["a"] ["b"]`, `{"a":["x"],"a":["y"]}`, `["../../etc"]`, true, true, `"yesterday"`, `"../x"`)
+	f.Add("x", "x", `[`+strings.Repeat(`"r",`, 300)+`"r"]`, `{"k":null}`, `[1,2]`, true, true, `"2026-11-22T12:00:00Z" 1`, `["d"]`)
+	f.Add("x", "x", `["\ud800"]`, `{"k":["\u0000"]}`, `[{}]`, false, false, `1`, `"`+strings.Repeat("d", 200)+`"`)
+	f.Add("x", "x", `[[[[[[[[[[[[[[[[[[[[`, `{"a":{"b":[]}}`, `"s"`, true, true, `"9999-12-31T23:59:59Z"`, `""`)
 
 	a := testAuthority(f)
 	key := newSSHKey(f)
-	f.Fuzz(func(t *testing.T, keyID, principal, roles, traits, requests string, hasTraits, hasRequests bool) {
+	f.Fuzz(func(t *testing.T, keyID, principal, roles, traits, requests string, hasTraits, hasRequests bool, issued, mfa string) {
 		ext := map[string]string{ExtRoles: roles}
 		if hasTraits {
 			ext[ExtTraits] = traits
 		}
 		if hasRequests {
 			ext[ExtRequests] = requests
+		}
+		if issued != "" {
+			ext[ExtIssued] = issued
+		}
+		if mfa != "" {
+			ext[ExtMFADevice] = mfa
 		}
 		c := &ssh.Certificate{
 			CertType:        ssh.UserCert,
@@ -50,9 +56,15 @@ func FuzzIdentityFromSSHCert(f *testing.F) {
 			t.Fatalf("limits exceeded: %d roles, %d requests, %d traits", len(id.Roles), len(id.RequestIDs), len(id.Traits))
 		}
 		cert, err := a.IssueUser(UserCertRequest{
-			PublicKey: key, Username: id.Username, Principals: id.Principals,
-			Roles: id.Roles, Traits: id.Traits, RequestIDs: id.RequestIDs, TTL: time.Hour,
+			PublicKey: key, Username: id.Username, Principals: id.Principals, Roles: id.Roles, Traits: id.Traits,
+			RequestIDs: id.RequestIDs, Issued: id.Issued, MFADevice: id.MFADevice, TTL: time.Hour,
 		})
+		if id.Issued.After(testNow.Add(time.Minute)) {
+			if err == nil {
+				t.Fatalf("issued a certificate with an issue time in the future: %v", id.Issued)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("decoded identity %+v cannot be re-issued: %v", id, err)
 		}
@@ -76,11 +88,11 @@ func FuzzIdentityFromTLSCert(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add("alice", KindUser, "dev\naccess", []byte(`{"logins":["alice"]}`), true, []byte(nil))
-	f.Add("n1", KindNode, "", []byte(`{}`), false, []byte(nil))
-	f.Add("root", KindAdmin, "a\n\nb", []byte(`{"a":["x"],"a":["y"]}`), true, der)
-	f.Add("", "", "", []byte(`null`), true, der[:len(der)/2])
-	f.Fuzz(func(t *testing.T, cn, kind, orgs string, traitsJSON []byte, hasTraits bool, rawDER []byte) {
+	f.Add("alice", KindUser, "dev\naccess", []byte(`{"logins":["alice"]}`), true, []byte(nil), []byte(`["r-1"]`), uint8(0))
+	f.Add("n1", KindNode, "", []byte(`{}`), false, []byte(nil), []byte(`"2026-11-22T11:59:00.25Z"`), uint8(1))
+	f.Add("root", KindAdmin, "a\n\nb", []byte(`{"a":["x"],"a":["y"]}`), true, der, []byte(`"totp-1"`), uint8(2))
+	f.Add("", "", "", []byte(`null`), true, der[:len(der)/2], []byte(`"a" "b"`), uint8(3))
+	f.Fuzz(func(t *testing.T, cn, kind, orgs string, traitsJSON []byte, hasTraits bool, rawDER, extra []byte, extraKind uint8) {
 		if len(rawDER) > 0 {
 			if c, err := x509.ParseCertificate(rawDER); err == nil {
 				_, _ = IdentityFromTLSCert(c)
@@ -89,6 +101,7 @@ func FuzzIdentityFromTLSCert(f *testing.F) {
 		c := &x509.Certificate{
 			Subject:     pkix.Name{CommonName: cn, OrganizationalUnit: []string{kind}},
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			NotBefore:   testNow.Add(-time.Minute),
 		}
 		if orgs != "" {
 			c.Subject.Organization = strings.Split(orgs, "\n")
@@ -100,6 +113,13 @@ func FuzzIdentityFromTLSCert(f *testing.F) {
 			}
 			c.Extensions = []pkix.Extension{{Id: OIDTraits, Value: v}}
 		}
+		if oid := []asn1.ObjectIdentifier{OIDRequests, OIDIssued, OIDMFADevice}; int(extraKind) < len(oid) {
+			v, err := asn1.Marshal(extra)
+			if err != nil {
+				return
+			}
+			c.Extensions = append(c.Extensions, pkix.Extension{Id: oid[extraKind], Value: v})
+		}
 		id, err := IdentityFromTLSCert(c)
 		if err != nil {
 			return
@@ -108,6 +128,12 @@ func FuzzIdentityFromTLSCert(f *testing.F) {
 			t.Fatalf("limits exceeded: %+v", id)
 		}
 		der, err := a.IssueTLSClient(key.Public(), *id, time.Hour)
+		if id.Issued.After(testNow.Add(time.Minute)) {
+			if err == nil {
+				t.Fatalf("issued a certificate with an issue time in the future: %v", id.Issued)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("decoded identity %+v cannot be re-issued: %v", id, err)
 		}

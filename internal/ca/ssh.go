@@ -20,6 +20,13 @@ const (
 	ExtRoles    = "roles@warden.dev"    // JSON array of role names
 	ExtTraits   = "traits@warden.dev"   // JSON object: trait name -> values
 	ExtRequests = "requests@warden.dev" // JSON array of access request IDs
+	// ExtIssued is when auth decided to issue the certificate (a JSON
+	// string, RFC 3339 with nanoseconds): removing or resetting a user voids
+	// the certificates issued up to then (see lock.Lock.IssuedNotAfter).
+	ExtIssued = "issued@warden.dev"
+	// ExtMFADevice is the MFA device used at the login the certificate
+	// comes from (a JSON string), so a lock on the device matches it.
+	ExtMFADevice = "mfa-device@warden.dev"
 )
 
 // Standard OpenSSH extensions and critical options.
@@ -48,7 +55,11 @@ type UserCertRequest struct {
 	Traits     map[string][]string
 	// RequestIDs are the active access requests the certificate carries.
 	RequestIDs []string
-	TTL        time.Duration
+	// Issued is when auth decided to issue the certificate; zero means now.
+	Issued time.Time
+	// MFADevice is the id of the MFA device used at login, if any.
+	MFADevice string
+	TTL       time.Duration
 
 	PermitPTY             bool
 	PermitPortForwarding  bool
@@ -103,11 +114,24 @@ func (a *Authority) userCert(req UserCertRequest) (*ssh.Certificate, error) {
 	if err := validateRequestIDs(req.RequestIDs); err != nil {
 		return nil, err
 	}
+	issued, err := a.issued(req.Issued)
+	if err != nil {
+		return nil, err
+	}
+	if req.MFADevice != "" {
+		if err := validateID(req.MFADevice); err != nil {
+			return nil, fmt.Errorf("MFA device: %w", err)
+		}
+	}
 	after, before, err := a.sshValidity(req.TTL)
 	if err != nil {
 		return nil, err
 	}
-	ext := make(map[string]string, 6)
+	ext := make(map[string]string, 8)
+	ext[ExtIssued] = encodeTime(issued)
+	if req.MFADevice != "" {
+		ext[ExtMFADevice] = `"` + req.MFADevice + `"`
+	}
 	if req.PermitPTY {
 		ext[ExtPermitPTY] = ""
 	}
@@ -197,6 +221,19 @@ func (a *Authority) checkHostRequest(req HostCertRequest) error {
 	return validateHostPrincipals(req.Principals)
 }
 
+// issued checks the issue time of a certificate request: zero means now,
+// and it may not be in the future (beyond clock skew).
+func (a *Authority) issued(t time.Time) (time.Time, error) {
+	now := a.now()
+	if t.IsZero() {
+		return now, nil
+	}
+	if t.After(now.Add(clockSkew)) {
+		return time.Time{}, fmt.Errorf("issue time %s is in the future", t.UTC().Format(time.RFC3339))
+	}
+	return t, nil
+}
+
 func (a *Authority) sshValidity(ttl time.Duration) (after, before uint64, err error) {
 	if ttl <= 0 {
 		return 0, 0, fmt.Errorf("TTL %v is not positive", ttl)
@@ -269,6 +306,12 @@ type CertIdentity struct {
 	RequestIDs []string
 	Principals []string
 	Expires    time.Time
+	// Issued is when auth decided to issue the certificate (ExtIssued, or
+	// ValidAfter for a certificate without it: earlier, so a revocation
+	// by issue time still covers it).
+	Issued time.Time
+	// MFADevice is the MFA device used at login, if the certificate says.
+	MFADevice string
 }
 
 // IdentityFromSSHCert decodes and validates the identity in a user
@@ -328,6 +371,24 @@ func identityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
 		}
 		if err := validateRequestIDs(id.RequestIDs); err != nil {
 			return nil, fmt.Errorf("%s: %w", ExtRequests, err)
+		}
+	}
+	if v, ok := c.Extensions[ExtIssued]; ok {
+		if id.Issued, err = decodeTime(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtIssued, err)
+		}
+	} else {
+		if c.ValidAfter > math.MaxInt64 {
+			return nil, errors.New("certificate is never valid")
+		}
+		id.Issued = time.Unix(int64(c.ValidAfter), 0)
+	}
+	if v, ok := c.Extensions[ExtMFADevice]; ok {
+		if id.MFADevice, err = decodeString(v, maxNameLen); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtMFADevice, err)
+		}
+		if err := validateID(id.MFADevice); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtMFADevice, err)
 		}
 	}
 	return id, nil

@@ -92,6 +92,7 @@ func TestIssueUserVerify(t *testing.T) {
 		ExtRoles:     `["access","dev"]`,
 		ExtTraits:    `{"groups":["eng"],"logins":["alice","ubuntu"]}`,
 		ExtRequests:  `["0b7c3a2e-5f7e-4d8e-9d2a-1f0c7f8e6a11"]`,
+		ExtIssued:    `"2026-11-22T12:00:00Z"`,
 	}
 	if diff := cmp.Diff(wantExt, cert.Extensions); diff != "" {
 		t.Errorf("extensions (-want +got):\n%s", diff)
@@ -114,12 +115,15 @@ func TestIssueUserExtensions(t *testing.T) {
 		wantCrit map[string]string
 	}{
 		{"nothing permitted", func(r *UserCertRequest) { r.PermitPTY = false; r.RequestIDs = nil; r.Traits = nil },
-			[]string{ExtRoles}, nil},
+			[]string{ExtRoles, ExtIssued}, nil},
 		{"all permitted", func(r *UserCertRequest) {
 			r.PermitPortForwarding, r.PermitAgentForwarding = true, true
-		}, []string{ExtPermitPTY, ExtPermitPortForwarding, ExtPermitAgentForwarding, ExtRoles, ExtTraits, ExtRequests}, nil},
+		}, []string{ExtPermitPTY, ExtPermitPortForwarding, ExtPermitAgentForwarding, ExtRoles, ExtTraits, ExtRequests, ExtIssued}, nil},
+		{"issue time and MFA device", func(r *UserCertRequest) {
+			r.Issued, r.MFADevice = testNow.Add(-time.Second), "totp-0a1b2c"
+		}, []string{ExtPermitPTY, ExtRoles, ExtTraits, ExtRequests, ExtIssued, ExtMFADevice}, nil},
 		{"source address", func(r *UserCertRequest) { r.SourceAddress = "10.1.2.3/8, 192.0.2.7,2001:db8::/32" },
-			[]string{ExtPermitPTY, ExtRoles, ExtTraits, ExtRequests},
+			[]string{ExtPermitPTY, ExtRoles, ExtTraits, ExtRequests, ExtIssued},
 			map[string]string{OptSourceAddress: "10.0.0.0/8,192.0.2.7,2001:db8::/32"}},
 	}
 	for _, tt := range tests {
@@ -217,6 +221,8 @@ func TestIssueUserRejects(t *testing.T) {
 		{"empty username", func(r *UserCertRequest) { r.Username = "" }, "username"},
 		{"no principals", func(r *UserCertRequest) { r.Principals = nil }, "no principals"},
 		{"empty principal", func(r *UserCertRequest) { r.Principals = []string{""} }, "login is empty"},
+		{"issued in the future", func(r *UserCertRequest) { r.Issued = testNow.Add(2 * time.Minute) }, "in the future"},
+		{"bad MFA device", func(r *UserCertRequest) { r.MFADevice = "a/b" }, "MFA device"},
 		{"principal with comma", func(r *UserCertRequest) { r.Principals = []string{"a,b"} }, "principal"},
 		{"principal with space", func(r *UserCertRequest) { r.Principals = []string{"a b"} }, "principal"},
 		{"too many principals", func(r *UserCertRequest) { r.Principals = manyStrings("p", MaxPrincipals+1) }, "principals"},
@@ -339,6 +345,7 @@ func TestIdentityFromSSHCertRoundtrip(t *testing.T) {
 		{"internal principal", func(r *UserCertRequest) { r.Principals = []string{InternalPrincipalPrefix + "alice", "ubuntu"} }},
 		{"unicode trait", func(r *UserCertRequest) { r.Traits = map[string][]string{"display": {"Zoë \"Z\" <z@example.com>"}} }},
 		{"empty trait list", func(r *UserCertRequest) { r.Traits = map[string][]string{"k": nil, "j": {}} }},
+		{"issue time and MFA device", func(r *UserCertRequest) { r.Issued, r.MFADevice = testNow.Add(-1500*time.Millisecond), "totp-0a1b2c" }},
 	}
 	for _, tt := range tests {
 		req := baseUserRequest(t)
@@ -358,6 +365,11 @@ func TestIdentityFromSSHCertRoundtrip(t *testing.T) {
 			RequestIDs: req.RequestIDs,
 			Principals: req.Principals,
 			Expires:    testNow.Add(req.TTL),
+			Issued:     testNow,
+			MFADevice:  req.MFADevice,
+		}
+		if !req.Issued.IsZero() {
+			want.Issued = req.Issued
 		}
 		if diff := cmp.Diff(want, id, equateEmpty); diff != "" {
 			t.Errorf("%s: identity (-want +got):\n%s", tt.name, diff)

@@ -29,6 +29,16 @@ const (
 // object (a DER OCTET STRING around the JSON).
 var OIDTraits = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 1}
 
+// More identity extensions, each a DER OCTET STRING around the same JSON
+// value as the SSH extension of that name: the access requests
+// (ExtRequests), the issue time (ExtIssued) and the MFA device used at login
+// (ExtMFADevice).
+var (
+	OIDRequests  = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 2}
+	OIDIssued    = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 3}
+	OIDMFADevice = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 4}
+)
+
 // TLSIdentity is the Warden identity in an X.509 client certificate.
 type TLSIdentity struct {
 	// Username is the CommonName for KindUser and KindAdmin.
@@ -41,6 +51,13 @@ type TLSIdentity struct {
 	Traits map[string][]string
 	// NodeID is set for KindNode; it is the certificate's CommonName.
 	NodeID string
+	// RequestIDs are the access requests the certificate was issued for.
+	RequestIDs []string
+	// Issued is when auth decided to issue the certificate; zero means now
+	// when issuing. Decoding falls back to NotBefore (earlier) without it.
+	Issued time.Time
+	// MFADevice is the MFA device used at login, if any.
+	MFADevice string
 }
 
 func (id *TLSIdentity) validate() error {
@@ -64,6 +81,14 @@ func (id *TLSIdentity) validate() error {
 	}
 	if err := validateRoles(id.Roles); err != nil {
 		return err
+	}
+	if err := validateRequestIDs(id.RequestIDs); err != nil {
+		return err
+	}
+	if id.MFADevice != "" {
+		if err := validateID(id.MFADevice); err != nil {
+			return fmt.Errorf("MFA device: %w", err)
+		}
 	}
 	return validateTraits(id.Traits)
 }
@@ -100,16 +125,43 @@ func (a *Authority) issueTLSClient(pub crypto.PublicKey, id TLSIdentity, ttl tim
 		OrganizationalUnit: []string{id.Kind},
 	}
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	if len(id.Traits) > 0 {
-		js, err := marshalExt(id.Traits)
-		if err != nil {
-			return nil, fmt.Errorf("traits: %w", err)
-		}
+	addExt := func(oid asn1.ObjectIdentifier, js string) error {
 		val, err := asn1.Marshal([]byte(js))
 		if err != nil {
+			return err
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: oid, Value: val})
+		return nil
+	}
+	if len(id.Traits) > 0 {
+		js, err := marshalExt(id.Traits)
+		if err == nil {
+			err = addExt(OIDTraits, js)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("traits: %w", err)
 		}
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: OIDTraits, Value: val}}
+	}
+	if len(id.RequestIDs) > 0 {
+		js, err := marshalExt(id.RequestIDs)
+		if err == nil {
+			err = addExt(OIDRequests, js)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("access request IDs: %w", err)
+		}
+	}
+	issued, err := a.issued(id.Issued)
+	if err != nil {
+		return nil, err
+	}
+	if err := addExt(OIDIssued, encodeTime(issued)); err != nil {
+		return nil, fmt.Errorf("issue time: %w", err)
+	}
+	if id.MFADevice != "" {
+		if err := addExt(OIDMFADevice, `"`+id.MFADevice+`"`); err != nil {
+			return nil, fmt.Errorf("MFA device: %w", err)
+		}
 	}
 	return a.signLeaf(tmpl, pub)
 }
@@ -275,26 +327,49 @@ func identityFromTLSCert(c *x509.Certificate) (*TLSIdentity, error) {
 	} else {
 		id.Username = c.Subject.CommonName
 	}
-	found := false
+	seen := map[string]bool{}
 	for _, ext := range c.Extensions {
-		if !ext.Id.Equal(OIDTraits) {
+		var name string
+		switch {
+		case ext.Id.Equal(OIDTraits):
+			name = "traits"
+		case ext.Id.Equal(OIDRequests):
+			name = "access requests"
+		case ext.Id.Equal(OIDIssued):
+			name = "issue time"
+		case ext.Id.Equal(OIDMFADevice):
+			name = "MFA device"
+		default:
 			continue
 		}
-		if found {
-			return nil, errors.New("duplicate traits extension")
+		if seen[name] {
+			return nil, fmt.Errorf("duplicate %s extension", name)
 		}
-		found = true
+		seen[name] = true
 		if len(ext.Value) > MaxExtensionLen+8 {
-			return nil, fmt.Errorf("traits extension of %d bytes, at most %d allowed", len(ext.Value), MaxExtensionLen)
+			return nil, fmt.Errorf("%s extension of %d bytes, at most %d allowed", name, len(ext.Value), MaxExtensionLen)
 		}
 		var js []byte
 		rest, err := asn1.Unmarshal(ext.Value, &js)
 		if err != nil || len(rest) != 0 {
-			return nil, errors.New("traits extension is not a DER OCTET STRING")
+			return nil, fmt.Errorf("%s extension is not a DER OCTET STRING", name)
 		}
-		if id.Traits, err = decodeTraits(string(js)); err != nil {
-			return nil, fmt.Errorf("traits: %w", err)
+		switch name {
+		case "traits":
+			id.Traits, err = decodeTraits(string(js))
+		case "access requests":
+			id.RequestIDs, err = decodeStringList(string(js), MaxRequestIDs)
+		case "issue time":
+			id.Issued, err = decodeTime(string(js))
+		case "MFA device":
+			id.MFADevice, err = decodeString(string(js), maxNameLen)
 		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if id.Issued.IsZero() {
+		id.Issued = c.NotBefore
 	}
 	if err := id.validate(); err != nil {
 		return nil, err

@@ -28,10 +28,12 @@ func TestIssueTLSClientVerifyAndRoundtrip(t *testing.T) {
 		id   TLSIdentity
 	}{
 		{"user", key.Public(), TLSIdentity{Username: "alice", Kind: KindUser, Roles: []string{"access", "dev"},
-			Traits: map[string][]string{"logins": {"alice"}, "groups": {"eng", "ops"}}}},
-		{"admin no traits", edPriv.Public(), TLSIdentity{Username: "root_admin", Kind: KindAdmin, Roles: []string{"editor"}}},
-		{"node", key.Public(), TLSIdentity{Kind: KindNode, NodeID: "5d2d8f7a-0c3e-4f7b-9a63-9d8f1e2c3b4a", Roles: []string{"node"}}},
-		{"no roles", key.Public(), TLSIdentity{Username: "bob", Kind: KindUser}},
+			Traits: map[string][]string{"logins": {"alice"}, "groups": {"eng", "ops"}}, Issued: testNow}},
+		{"admin no traits", edPriv.Public(), TLSIdentity{Username: "root_admin", Kind: KindAdmin, Roles: []string{"editor"}, Issued: testNow}},
+		{"node", key.Public(), TLSIdentity{Kind: KindNode, NodeID: "5d2d8f7a-0c3e-4f7b-9a63-9d8f1e2c3b4a", Roles: []string{"node"}, Issued: testNow}},
+		{"no roles", key.Public(), TLSIdentity{Username: "bob", Kind: KindUser, Issued: testNow}},
+		{"access request, issue time and MFA device", key.Public(), TLSIdentity{Username: "carol", Kind: KindUser, Roles: []string{"prod"},
+			RequestIDs: []string{"0b7c3a2e-5f7e-4d8e-9d2a-1f0c7f8e6a11"}, Issued: testNow.Add(-1500 * time.Millisecond), MFADevice: "totp-0a1b2c"}},
 	}
 	for _, tt := range tests {
 		der, err := a.IssueTLSClient(tt.pub, tt.id, time.Hour)
@@ -105,6 +107,9 @@ func TestIssueTLSClientRejects(t *testing.T) {
 		{"user with node ID", key.Public(), TLSIdentity{Kind: KindUser, NodeID: "n1", Username: "alice"}, time.Hour},
 		{"bad role", key.Public(), TLSIdentity{Username: "alice", Kind: KindUser, Roles: []string{"a,b"}}, time.Hour},
 		{"bad trait", key.Public(), TLSIdentity{Username: "alice", Kind: KindUser, Traits: map[string][]string{"": {"x"}}}, time.Hour},
+		{"bad request ID", key.Public(), TLSIdentity{Username: "alice", Kind: KindUser, RequestIDs: []string{"../r"}}, time.Hour},
+		{"bad MFA device", key.Public(), TLSIdentity{Username: "alice", Kind: KindUser, MFADevice: "a b"}, time.Hour},
+		{"issued in the future", key.Public(), TLSIdentity{Username: "alice", Kind: KindUser, Issued: testNow.Add(time.Hour)}, time.Hour},
 		{"small RSA", &small.PublicKey, user, time.Hour},
 		{"nil key", nil, user, time.Hour},
 		{"private key", key, user, time.Hour},

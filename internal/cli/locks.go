@@ -16,7 +16,7 @@ func newLockCmd(g *globals) *cobra.Command {
 	var expires, message string
 	cmd := &cobra.Command{
 		Use:   "lock --user NAME|--role NAME|--login LOGIN|--node NODE|--request ID|--mfa-device ID [--ttl 10m] [--message TEXT]",
-		Short: "Cut off a user, role, login, node or access request now, live sessions included",
+		Short: "Cut off a user, role, login, node, access request or MFA device now, live sessions included",
 		Long: `Lock a target. Within a second every live session that matches ends, with the
 message shown to the user; new connections, new certificates and API calls by
 the target are refused until the lock expires or is removed (warden unlock ID).
@@ -62,7 +62,7 @@ Without --ttl or --expires the lock stays until removed.`,
 	f.StringVar(&t.Login, "login", "", "lock an OS login on every node")
 	f.StringVar(&t.Node, "node", "", "lock a node (name or id)")
 	f.StringVar(&t.Request, "request", "", "lock an access request")
-	f.StringVar(&t.MFADevice, "mfa-device", "", "lock an MFA device")
+	f.StringVar(&t.MFADevice, "mfa-device", "", "lock an MFA device: the certificates of logins made with it (its id is in users ls and user.login events)")
 	f.DurationVar(&ttl, "ttl", 0, "how long the lock lasts (e.g. 10m); default until removed")
 	f.StringVar(&expires, "expires", "", "when the lock ends, RFC 3339")
 	f.StringVar(&message, "message", "", "message shown to the locked user")
@@ -88,7 +88,11 @@ func newLocksCmd(g *globals) *cobra.Command {
 				if !l.Expires.IsZero() {
 					exp = l.Expires.Local().Format(time.DateTime)
 				}
-				return []string{l.ID, l.Target.String(), exp, l.CreatedBy, l.Message}
+				target := l.Target.String()
+				if !l.IssuedNotAfter.IsZero() {
+					target += ", certificates issued by " + l.IssuedNotAfter.Local().Format(time.DateTime)
+				}
+				return []string{l.ID, target, exp, l.CreatedBy, l.Message}
 			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")

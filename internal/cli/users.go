@@ -57,13 +57,13 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
-			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED", func(u auth.UserInfo) []string {
+			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED\tMFA DEVICE", func(u auth.UserInfo) []string {
 				status := u.Status
 				if u.Locked {
 					status += " (locked out)"
 				}
 				return []string{u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
-					status, u.CreatedAt.Local().Format(time.DateTime)}
+					status, u.CreatedAt.Local().Format(time.DateTime), u.MFADevice}
 			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
@@ -78,10 +78,33 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "User %q removed. Certificates already issued stay valid until they expire; lock the user to cut them off now.\n", args[0])
+			fmt.Fprintf(g.io.Out, "User %q removed. Their certificates no longer work, and their live sessions have ended.\n", args[0])
 			return nil
 		}}
-	reset := &cobra.Command{Use: "reset NAME", Short: "Clear a user's password and TOTP and print a new invite", Args: cobra.ExactArgs(1),
+	var newRoles string
+	update := &cobra.Command{Use: "update NAME --roles ROLE[,ROLE]", Short: "Set a user's roles",
+		Long: `Set a user's roles (the list replaces the old one). API calls use the new
+roles at once. If a role is taken away, the certificates the user holds stop
+working everywhere, live sessions included, and the user logs in again; roles
+added reach SSH at the user's next login.`,
+		Example: "  warden users update developer --roles access,auditor",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			u, err := c.UpdateUser(cmd.Context(), args[0], auth.UpdateUserRequest{Roles: splitList(newRoles)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.io.Out, "User %q now has roles %s.\n", u.Name, strings.Join(u.Roles, ","))
+			return nil
+		}}
+	update.Flags().StringVar(&newRoles, "roles", "", "comma-separated roles (required)")
+	_ = update.MarkFlagRequired("roles")
+	reset := &cobra.Command{Use: "reset NAME", Short: "Clear a user's password and TOTP, void their certificates and print a new invite", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.adminClient()
 			if err != nil {
@@ -95,7 +118,7 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			printInvite(g, inv, "reset")
 			return nil
 		}}
-	cmd.AddCommand(add, ls, rm, reset)
+	cmd.AddCommand(add, ls, rm, update, reset)
 	return cmd
 }
 

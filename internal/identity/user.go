@@ -40,6 +40,24 @@ type User struct {
 	LockedUntil  time.Time `json:"locked_until,omitzero"`
 	CreatedAt    time.Time `json:"created_at,omitzero"`
 	UpdatedAt    time.Time `json:"updated_at,omitzero"`
+	// CertsIssuedAfter voids every certificate issued up to it (by auth's
+	// clock): set when the user is created, reset, or loses a role.
+	// CreatedAt stands in when it is unset.
+	CertsIssuedAfter time.Time `json:"certs_issued_after,omitzero"`
+	// MFADevice is the id of the user's TOTP device, new at each signup.
+	// Certificates carry it, so a lock on it cuts the logins made with it.
+	MFADevice string `json:"mfa_device,omitempty"`
+}
+
+// CertCurrent reports whether a certificate of the user issued at issued is
+// still valid as far as the user record goes: issued after the user was
+// created, last reset and last lost a role.
+func (u *User) CertCurrent(issued time.Time) bool {
+	after := u.CertsIssuedAfter
+	if u.CreatedAt.After(after) {
+		after = u.CreatedAt
+	}
+	return issued.After(after)
 }
 
 // Validate checks the fields a stored user must have right.

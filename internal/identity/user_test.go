@@ -173,3 +173,36 @@ func TestTokens(t *testing.T) {
 		t.Error("TokenMatches wrong")
 	}
 }
+
+func TestCertCurrent(t *testing.T) {
+	created := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	u := User{Name: "zed", CreatedAt: created}
+	for _, tc := range []struct {
+		name   string
+		after  time.Time
+		issued time.Time
+		want   bool
+	}{
+		{"issued after creation", time.Time{}, created.Add(time.Nanosecond), true},
+		{"issued before the user existed", time.Time{}, created.Add(-time.Hour), false},
+		{"issued at creation", time.Time{}, created, false},
+		{"issued before a reset", created.Add(time.Hour), created.Add(time.Minute), false},
+		{"issued after a reset", created.Add(time.Hour), created.Add(time.Hour + time.Nanosecond), true},
+	} {
+		u.CertsIssuedAfter = tc.after
+		if got := u.CertCurrent(tc.issued); got != tc.want {
+			t.Errorf("%s: CertCurrent = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestNewMFADeviceID(t *testing.T) {
+	a, err := NewMFADeviceID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewMFADeviceID()
+	if a == b || !strings.HasPrefix(a, "totp-") || len(a) != len("totp-")+16 {
+		t.Fatalf("device ids %q %q", a, b)
+	}
+}

@@ -1,7 +1,9 @@
 // Package lock holds locks: a lock cuts off a user, role, login, node,
 // access request or MFA device at once, new connections and live sessions
-// alike. A Set answers "is this session locked?" with map lookups, so the
-// check can sit on every hot path.
+// alike. A lock may apply only to certificates issued up to an instant:
+// that is how removing or resetting a user voids the certificates they
+// hold while letting a new signup log in. A Set answers "is this session
+// locked?" with map lookups, so the check can sit on every hot path.
 package lock
 
 import (
@@ -35,6 +37,12 @@ type Lock struct {
 	Expires   time.Time `json:"expires,omitzero"`
 	CreatedBy string    `json:"created_by"`
 	CreatedAt time.Time `json:"created_at"`
+	// IssuedNotAfter, when set, limits the lock to certificates issued at
+	// or before it (by auth's clock, which both come from): it voids the
+	// certificates a user held when they were removed, reset or lost a
+	// role. Subjects without an issue time (logins, issuance) are not
+	// matched.
+	IssuedNotAfter time.Time `json:"issued_not_after,omitzero"`
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._@:-]{0,127}$`)
@@ -95,6 +103,12 @@ func (l *Lock) Validate() error {
 // InForce reports whether the lock applies at now.
 func (l *Lock) InForce(now time.Time) bool { return l.Expires.IsZero() || now.Before(l.Expires) }
 
+// coversIssued reports whether the lock applies to a certificate issued at
+// issued (zero: not a certificate).
+func (l *Lock) coversIssued(issued time.Time) bool {
+	return l.IssuedNotAfter.IsZero() || !issued.IsZero() && !issued.After(l.IssuedNotAfter)
+}
+
 // UserMessage is what a locked-out user sees.
 func (l *Lock) UserMessage() string {
 	msg := "access is locked (" + l.Target.String() + ")"
@@ -122,6 +136,9 @@ type Subject struct {
 	NodeID     string
 	Requests   []string
 	MFADevices []string
+	// Issued is when the subject's certificate was issued; zero for
+	// subjects without one (a login being checked before issuance).
+	Issued time.Time
 }
 
 // Set is a concurrency-safe set of locks indexed by target.
@@ -217,7 +234,7 @@ func (s *Set) Check(sub Subject, now time.Time) *Lock {
 			return nil
 		}
 		for _, l := range s.index[kind+"="+v] {
-			if l.InForce(now) {
+			if l.InForce(now) && l.coversIssued(sub.Issued) {
 				return l
 			}
 		}
@@ -253,8 +270,11 @@ func (s *Set) Check(sub Subject, now time.Time) *Lock {
 	return nil
 }
 
-// Matches reports whether l applies to sub (ignoring time).
+// Matches reports whether l applies to sub (ignoring its expiry).
 func (l *Lock) Matches(sub Subject) bool {
+	if !l.coversIssued(sub.Issued) {
+		return false
+	}
 	t := l.Target
 	switch {
 	case t.User != "":

@@ -14,6 +14,7 @@ func TestSetCheck(t *testing.T) {
 		{ID: "old", Target: Target{Login: "root"}, Expires: now.Add(-time.Second)},
 		{ID: "n", Target: Target{Node: "db1"}},
 		{ID: "q", Target: Target{Request: "req-1"}},
+		{ID: "m", Target: Target{MFADevice: "totp-1"}},
 	})
 	for _, tc := range []struct {
 		name string
@@ -26,6 +27,7 @@ func TestSetCheck(t *testing.T) {
 		{"node by name", Subject{User: "bob", Node: "db1"}, "n"},
 		{"node by id", Subject{User: "bob", Node: "x", NodeID: "db1"}, "n"},
 		{"request", Subject{User: "bob", Requests: []string{"req-0", "req-1"}}, "q"},
+		{"MFA device", Subject{User: "bob", MFADevices: []string{"totp-1"}}, "m"},
 		{"nothing", Subject{User: "bob", Roles: []string{"access"}, Login: "dev", Node: "web1"}, ""},
 	} {
 		got := s.Check(tc.sub, now)
@@ -48,6 +50,38 @@ func TestSetCheck(t *testing.T) {
 	s.Put(&Lock{ID: "u2", Target: Target{User: "eve"}}) // replaced: retargeted
 	if s.Check(Subject{User: "mallory"}, now) != nil || s.Check(Subject{User: "eve"}, now) == nil {
 		t.Error("Put did not replace the lock's target")
+	}
+}
+
+// TestIssuedNotAfter: a lock limited by issue time applies to certificates
+// issued up to that instant, and to no subject without an issue time.
+func TestIssuedNotAfter(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := now.Add(-time.Hour)
+	s := NewSet()
+	s.Replace([]*Lock{{ID: "gen", Target: Target{User: "zed"}, IssuedNotAfter: at, Expires: now.Add(time.Hour)}})
+	for _, tc := range []struct {
+		name   string
+		issued time.Time
+		want   bool
+	}{
+		{"issued before", at.Add(-time.Nanosecond), true},
+		{"issued at the instant", at, true},
+		{"issued after", at.Add(time.Nanosecond), false},
+		{"no certificate", time.Time{}, false},
+	} {
+		sub := Subject{User: "zed", Issued: tc.issued}
+		if got := s.Check(sub, now) != nil; got != tc.want {
+			t.Errorf("%s: Check = %v, want %v", tc.name, got, tc.want)
+		}
+		if got := s.List()[0].Matches(sub); got != tc.want {
+			t.Errorf("%s: Matches = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// An ordinary lock on the same target still applies to everything.
+	s.Put(&Lock{ID: "all", Target: Target{User: "zed"}})
+	if l := s.Check(Subject{User: "zed", Issued: at.Add(time.Second)}, now); l == nil || l.ID != "all" {
+		t.Errorf("ordinary lock behind a limited one: got %v", l)
 	}
 }
 

@@ -271,7 +271,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 		_ = req.Reply(false, []byte("data connections need a TCP client"))
 		return
 	}
-	node, t, err := s.route(ctx, u, target.Host)
+	node, t, sub, err := s.route(ctx, u, target.Host)
 	if err != nil {
 		_ = req.Reply(false, []byte(err.Error()))
 		return
@@ -284,7 +284,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 	}
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
 	ticket := newTicket()
-	ut := &userTicket{remote: remote, node: nc, deadline: u.deadline, relay: newRelay(u, node, sconn.RemoteAddr().String(), nil)}
+	ut := &userTicket{remote: remote, node: nc, deadline: u.deadline, relay: newRelay(sub, sconn.RemoteAddr().String(), nil)}
 	s.data.mu.Lock()
 	if len(s.data.users) >= maxUserTickets {
 		s.data.mu.Unlock()

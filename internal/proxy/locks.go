@@ -58,10 +58,11 @@ func lockMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), auth.ErrAccessDenied.Error()+": ")
 }
 
-// newRelay describes a user's connection to node for lock checks.
-func newRelay(u *userConn, node *auth.Node, remote string, cut func()) *liveRelay {
-	return &liveRelay{sub: lock.Subject{User: u.caller.User, Roles: u.caller.Roles, Requests: u.requests,
-		Node: node.Name, NodeID: node.ID}, remote: remote, cut: cut}
+// newRelay tracks a user's connection to a node for lock checks; sub is
+// the connection's lock subject (route): its certificate's issue time,
+// requests and MFA device, the user's current roles, and the node.
+func newRelay(sub lock.Subject, remote string, cut func()) *liveRelay {
+	return &liveRelay{sub: sub, remote: remote, cut: cut}
 }
 
 // ReverifyLocks re-checks every relayed connection against the current

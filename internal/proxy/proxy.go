@@ -49,6 +49,10 @@ type Directory interface {
 	ListNodes(ctx context.Context, c auth.Caller, filter map[string]string) ([]auth.Node, error)
 	// CheckLock refuses subjects under a lock.
 	CheckLock(sub lock.Subject) error
+	// CurrentCaller checks a user's certificate against the current state
+	// (user, access requests, locks) and returns the caller with the
+	// current roles.
+	CurrentCaller(ctx context.Context, c auth.Caller, via, remote string) (auth.Caller, error)
 }
 
 // Config configures the proxy.

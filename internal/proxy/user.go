@@ -29,8 +29,10 @@ type directTCPIP struct {
 
 // userConn is what the proxy knows of an authenticated user connection.
 type userConn struct {
-	caller   auth.Caller
-	requests []string
+	// caller is the identity in the certificate; route checks it against
+	// the current state (auth.Server.CurrentCaller) on every dial.
+	caller auth.Caller
+	remote string
 	// deadline is when the certificate expires (zero: never).
 	deadline time.Time
 }
@@ -40,8 +42,9 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 	cert := sconn.Permissions.ExtraData[certKey{}].(*ssh.Certificate)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	u := &userConn{caller: auth.Caller{Kind: auth.KindUser, User: id.Username, Roles: id.Roles, Traits: id.Traits},
-		requests: id.RequestIDs}
+	u := &userConn{caller: auth.Caller{Kind: auth.KindUser, User: id.Username, Roles: id.Roles, Traits: id.Traits,
+		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: id.Expires, MFADevice: id.MFADevice},
+		remote: sconn.RemoteAddr().String()}
 	// The proxy connection does not outlive the certificate. The grace
 	// period lets the node end its sessions first, with a message the user
 	// sees, rather than the jump connection vanishing silently.
@@ -100,27 +103,35 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 	}
 }
 
-// route resolves a target for a user and checks locks: the node and its
-// tunnel, or an error for the user.
-func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *tunnel, error) {
+// route checks the user against the current state, resolves a target
+// among the nodes their current roles may see, and checks locks: the node,
+// its tunnel and the connection's lock subject, or an error for the user.
+func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *tunnel, lock.Subject, error) {
 	target, err := ParseTarget(host)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, lock.Subject{}, err
 	}
-	node, err := s.resolve(ctx, u.caller, target)
+	// A removed, reset or locked user, or a revoked request, goes no
+	// further, whatever the certificate still says.
+	caller, err := s.cfg.Directory.CurrentCaller(ctx, u.caller, "proxy", u.remote)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, lock.Subject{}, errors.New(lockMessage(err))
 	}
-	// A locked user (role, request, node) does not even reach the node.
-	if err := s.cfg.Directory.CheckLock(lock.Subject{User: u.caller.User, Roles: u.caller.Roles, Requests: u.requests,
-		Node: node.Name, NodeID: node.ID}); err != nil {
-		return nil, nil, errors.New(lockMessage(err))
+	node, err := s.resolve(ctx, caller, target)
+	if err != nil {
+		return nil, nil, lock.Subject{}, err
+	}
+	// A locked node (or login-independent lock) is not even reached.
+	sub := caller.LockSubject()
+	sub.Node, sub.NodeID = node.Name, node.ID
+	if err := s.cfg.Directory.CheckLock(sub); err != nil {
+		return nil, nil, lock.Subject{}, errors.New(lockMessage(err))
 	}
 	t := s.reg.get(node.ID)
 	if t == nil {
-		return nil, nil, fmt.Errorf("node %q is not connected to this proxy", node.Name)
+		return nil, nil, lock.Subject{}, fmt.Errorf("node %q is not connected to this proxy", node.Name)
 	}
-	return node, t, nil
+	return node, t, sub, nil
 }
 
 // forward connects one direct-tcpip channel to a node.
@@ -131,7 +142,7 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 		return
 	}
 	start := time.Now()
-	node, t, err := s.route(ctx, u, req.Host)
+	node, t, sub, err := s.route(ctx, u, req.Host)
 	if err != nil {
 		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
 		return
@@ -150,7 +161,7 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
 	s.cfg.Metrics.Sessions.Inc()
 	defer s.cfg.Metrics.Sessions.Dec()
-	r := newRelay(u, node, sconn.RemoteAddr().String(), func() {
+	r := newRelay(sub, sconn.RemoteAddr().String(), func() {
 		userCh.Close()
 		nodeConn.Close()
 	})

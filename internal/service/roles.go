@@ -194,9 +194,16 @@ func connIdentity(ci node.ConnInfo) (*ca.CertIdentity, error) {
 	return ca.IdentityFromSSHCert(ci.Cert)
 }
 
-// subject describes a session for lock checks.
+// subject describes a session for lock checks: with its certificate's
+// issue time (a removed or reset user's certificates are locked by it) and
+// MFA device.
 func (a *authorizer) subject(id *ca.CertIdentity, login string) lock.Subject {
-	return lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID, Requests: id.RequestIDs}
+	sub := lock.Subject{User: id.Username, Roles: id.Roles, Login: login, Node: a.nodeName, NodeID: a.nodeID,
+		Requests: id.RequestIDs, Issued: id.Issued}
+	if id.MFADevice != "" {
+		sub.MFADevices = []string{id.MFADevice}
+	}
+	return sub
 }
 
 func (a *authorizer) Authorize(_ context.Context, req node.AuthzRequest) (*node.Permissions, error) {
