@@ -92,7 +92,7 @@ func (h *Handler) routes() {
 		return list(a.ListNodes(r.Context(), c, filter))
 	})))
 	m.HandleFunc("POST /v1/events", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in []audit.Event) (empty, error) {
-		return done(a.EmitNodeEvents(r.Context(), c, in))
+		return done(a.EmitEvents(r.Context(), c, in))
 	})))
 	m.HandleFunc("GET /v1/audit", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]audit.Event, error) {
 		q, err := parseAuditQuery(r)
