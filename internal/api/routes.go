@@ -63,11 +63,13 @@ func (h *Handler) routes() {
 		in.RemoteAddr = remoteIP(r)
 		return a.Login(r.Context(), in)
 	}))
-	m.HandleFunc("POST /v1/signup/begin", open(h, func(r *http.Request, in signupRequest) (*auth.SignupChallenge, error) {
-		return a.BeginSignup(r.Context(), in.Token)
+	m.HandleFunc("POST /v1/signup/begin", open(h, func(r *http.Request, in auth.SignupRequest) (*auth.SignupChallenge, error) {
+		in.RemoteAddr = remoteIP(r)
+		return a.BeginSignup(r.Context(), in)
 	}))
-	m.HandleFunc("POST /v1/signup/complete", open(h, func(r *http.Request, in signupRequest) (empty, error) {
-		return done(a.CompleteSignup(r.Context(), in.Token, in.Password, in.OTP))
+	m.HandleFunc("POST /v1/signup/complete", open(h, func(r *http.Request, in auth.SignupRequest) (*auth.LoginResponse, error) {
+		in.RemoteAddr = remoteIP(r)
+		return a.CompleteSignup(r.Context(), in)
 	}))
 	m.HandleFunc("POST /v1/nodes/join", open(h, func(r *http.Request, in auth.JoinRequest) (*auth.JoinResponse, error) {
 		in.RemoteAddr = remoteIP(r)

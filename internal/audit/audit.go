@@ -14,7 +14,6 @@ const (
 	UserDelete   = "user.delete"
 	UserReset    = "user.reset"
 	UserSignup   = "user.signup"
-	UserLocked   = "user.locked"
 	CertIssued   = "cert.issued"
 	SessionStart = "session.start"
 	SessionEnd   = "session.end"
