@@ -146,6 +146,37 @@ func TestLoginThrottle(t *testing.T) {
 	}
 }
 
+// TestLoginBurstFromOneAddress: 60 failed logins sent at once from one
+// address (as in the hostile test) get 20 answers after a password hash,
+// and the rest a refusal without one.
+func TestLoginBurstFromOneAddress(t *testing.T) {
+	f := newFixture(t)
+	var hashes atomic.Int64
+	auth.CountPasswordChecks(f.a, &hashes)
+	errs := make(chan error, 60)
+	for i := range 60 {
+		req := auth.LoginRequest{User: fmt.Sprint("user", i), Password: "wrong password!!", OTP: "000000",
+			PublicKey: pubKey(t), RemoteAddr: "203.0.113.50"}
+		go func() {
+			_, err := f.a.Login(context.Background(), req)
+			errs <- err
+		}()
+	}
+	answered := 0
+	for range 60 {
+		switch err := <-errs; {
+		case errors.Is(err, auth.ErrUnauthenticated):
+			answered++
+		case errors.Is(err, auth.ErrThrottled):
+		default:
+			t.Errorf("answer %v, want authentication failed or throttled", err)
+		}
+	}
+	if answered != auth.DefaultSourceLimit.Burst || hashes.Load() != int64(answered) {
+		t.Fatalf("%d answered after %d hashes, want %d", answered, hashes.Load(), auth.DefaultSourceLimit.Burst)
+	}
+}
+
 func weakKeys(t *testing.T) map[string]string {
 	t.Helper()
 	rk, err := rsa.GenerateKey(rand.Reader, 1024)

@@ -61,8 +61,9 @@ type ThrottleKey struct {
 // pair of source address and account), so a flood from one address slows
 // that address only, and no one can lock an account for everyone else.
 // Successes are not counted; attempts still in flight count against the
-// bucket, so a burst of concurrent attempts cannot all pass. Keys whose
-// bucket is full again are forgotten, and at most maxKeys are kept.
+// bucket, so a burst of concurrent attempts cannot all pass (those refused
+// only for that are told to retry in a second, and add no wait). Keys
+// whose bucket is full again are forgotten, and at most maxKeys are kept.
 type Throttle struct {
 	now     func() time.Time
 	maxKeys int
@@ -112,15 +113,22 @@ func (t *Throttle) Begin(keys ...ThrottleKey) (*Attempt, error) {
 		if st == nil {
 			continue // a key never seen, or forgotten: a full bucket
 		}
-		left := st.lim.TokensAt(now) - float64(st.inflight)
-		if left >= 1 {
+		tokens := st.lim.TokensAt(now)
+		if tokens-float64(st.inflight) >= 1 {
 			continue
 		}
-		every := st.limit.Every
-		wait := time.Duration((1 - left) * float64(every))
-		if wait+every <= st.limit.MaxWait {
-			st.lim.ReserveN(now, 1) // backoff: hammering waits longer
-			wait += every
+		var wait time.Duration
+		if tokens >= 1 {
+			// Only busy: attempts in flight hold what is left of the
+			// bucket, and they end within moments.
+			wait = time.Second
+		} else {
+			every := st.limit.Every
+			wait = time.Duration((1 - tokens) * float64(every))
+			if wait+every <= st.limit.MaxWait {
+				st.lim.ReserveN(now, 1) // backoff: hammering waits longer
+				wait += every
+			}
 		}
 		st.last = now
 		first := !st.refusing

@@ -125,17 +125,21 @@ func TestThrottleCountsAttemptsInFlight(t *testing.T) {
 		}
 		open = append(open, a)
 	}
-	refused(t, th, k)
-	// Abandoned attempts do not count: their places are free again. (The
-	// refusal above cost one token of backoff, so one place less.)
+	// Refused for being busy: retry in a moment, at no cost.
+	if te := refused(t, th, k); te.RetryAfter != time.Second {
+		t.Fatalf("busy refusal: retry after %s, want 1s", te.RetryAfter)
+	}
+	// Abandoned attempts do not count: their places are free again.
 	for _, a := range open {
 		a.Abandon()
 		a.Fail() // no effect: already ended
 	}
-	for range testLimit.Burst - 1 {
+	for range testLimit.Burst {
 		fail(t, th, k)
 	}
-	refused(t, th, k)
+	if te := refused(t, th, k); te.RetryAfter != 2*time.Minute {
+		t.Fatalf("refusal after the allowance: retry after %s, want 2m", te.RetryAfter)
+	}
 }
 
 func TestThrottleBoundsItsMemory(t *testing.T) {
