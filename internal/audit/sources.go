@@ -2,7 +2,7 @@ package audit
 
 // Names of events that services other than auth hand to it: nodes (over the
 // API, or in auth's process) and the proxy. Which kind of identity may
-// send which event is auth's list (auth.Emittable); auth records every
+// send which event is auth's list (emittable in internal/auth/ingest.go); auth records every
 // other event itself.
 const (
 	NodeStart         = "node.start"

@@ -16,11 +16,11 @@ import (
 	"github.com/warden-sh/warden/internal/storage"
 )
 
-// Emittable lists, for each kind of identity, the audit events it may hand
+// emittable lists, for each kind of identity, the audit events it may hand
 // to auth. It is the one place this is decided. Every other event type is
 // auth's own record (logins, locks, certificates, requests...): a node that
 // sends user.login or lock.deleted is refused, and the refusal audited.
-var Emittable = map[string][]string{
+var emittable = map[string][]string{
 	KindNode: {audit.NodeStart, audit.AuthAttempt, audit.SessionStart, audit.SessionEnd, audit.SessionJoin,
 		audit.SessionLeave, audit.SessionJobsKilled, audit.Exec, audit.SFTP, audit.PortForward},
 	KindProxy: {audit.ProxyDisconnect},
@@ -34,7 +34,7 @@ const maxEventBatch = 1000
 
 // EmitEvents records audit events another service hands to auth: a node's
 // (over the API, or in auth's process) or the proxy's. Each kind of caller
-// may send only its own event types (Emittable); a batch holding any other
+// may send only its own event types (emittable); a batch holding any other
 // is refused whole, and the refusal audited (audit.event_refused). Auth
 // stamps every event it accepts: the time it received it (the sender's time
 // is kept as fields.emitter_time, a claim), who sent it (fields.emitter,
@@ -117,7 +117,7 @@ func emitterName(c Caller) string {
 func notEmittable(kind string, events []audit.Event) []string {
 	var refused []string
 	for _, ev := range events {
-		if !slices.Contains(Emittable[kind], ev.Event) && !slices.Contains(refused, ev.Event) {
+		if !slices.Contains(emittable[kind], ev.Event) && !slices.Contains(refused, ev.Event) {
 			refused = append(refused, ev.Event)
 		}
 	}
