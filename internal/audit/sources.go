@@ -1,9 +1,9 @@
 package audit
 
 // Names of events that services other than auth hand to it: nodes (over the
-// API, or in auth's process) and the proxy. Which kind of identity may
-// send which event is auth's list (emittable in internal/auth/ingest.go); auth records every
-// other event itself.
+// API, or in auth's process) and the proxy. Which kind of identity may send
+// which event is auth's one list (emittable, internal/auth/ingest.go); auth
+// records every other event itself.
 const (
 	NodeStart         = "node.start"
 	SessionJobsKilled = "session.jobs_killed"
