@@ -165,7 +165,7 @@ func addUser(tb testing.TB, admin *api.Client, name string, roles, logins []stri
 		tb.Fatalf("begin signup: %v", err)
 	}
 	u := &clustertest.User{Name: name, Password: "bench password " + name, TOTPSecret: ch.Secret}
-	if err := admin.CompleteSignup(ctx, inv.Token, u.Password, u.NextOTP(tb)); err != nil {
+	if _, err := admin.CompleteSignup(ctx, auth.SignupRequest{Token: inv.Token, Password: u.Password, OTP: u.NextOTP(tb)}); err != nil {
 		tb.Fatalf("complete signup: %v", err)
 	}
 	return u

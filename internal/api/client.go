@@ -156,12 +156,17 @@ func (c *Client) Login(ctx context.Context, req auth.LoginRequest) (*auth.LoginR
 // BeginSignup starts a signup with an invite token.
 func (c *Client) BeginSignup(ctx context.Context, token string) (*auth.SignupChallenge, error) {
 	var out auth.SignupChallenge
-	return &out, c.do(ctx, http.MethodPost, "/v1/signup/begin", signupRequest{Token: token}, &out)
+	return &out, c.do(ctx, http.MethodPost, "/v1/signup/begin", auth.SignupRequest{Token: token}, &out)
 }
 
-// CompleteSignup sets the password and confirms TOTP.
-func (c *Client) CompleteSignup(ctx context.Context, token, password, otp string) error {
-	return c.do(ctx, http.MethodPost, "/v1/signup/complete", signupRequest{Token: token, Password: password, OTP: otp}, nil)
+// CompleteSignup sets the password and confirms TOTP. With req.PublicKey it
+// also logs in and returns certificates for that key (else nil).
+func (c *Client) CompleteSignup(ctx context.Context, req auth.SignupRequest) (*auth.LoginResponse, error) {
+	var out *auth.LoginResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/signup/complete", req, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // JoinNode joins a node with a token.

@@ -63,11 +63,13 @@ func (h *Handler) routes() {
 		in.RemoteAddr = remoteIP(r)
 		return a.Login(r.Context(), in)
 	}))
-	m.HandleFunc("POST /v1/signup/begin", open(h, func(r *http.Request, in signupRequest) (*auth.SignupChallenge, error) {
-		return a.BeginSignup(r.Context(), in.Token)
+	m.HandleFunc("POST /v1/signup/begin", open(h, func(r *http.Request, in auth.SignupRequest) (*auth.SignupChallenge, error) {
+		in.RemoteAddr = remoteIP(r)
+		return a.BeginSignup(r.Context(), in)
 	}))
-	m.HandleFunc("POST /v1/signup/complete", open(h, func(r *http.Request, in signupRequest) (empty, error) {
-		return done(a.CompleteSignup(r.Context(), in.Token, in.Password, in.OTP))
+	m.HandleFunc("POST /v1/signup/complete", open(h, func(r *http.Request, in auth.SignupRequest) (*auth.LoginResponse, error) {
+		in.RemoteAddr = remoteIP(r)
+		return a.CompleteSignup(r.Context(), in)
 	}))
 	m.HandleFunc("POST /v1/nodes/join", open(h, func(r *http.Request, in auth.JoinRequest) (*auth.JoinResponse, error) {
 		in.RemoteAddr = remoteIP(r)
@@ -92,7 +94,7 @@ func (h *Handler) routes() {
 		return list(a.ListNodes(r.Context(), c, filter))
 	})))
 	m.HandleFunc("POST /v1/events", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in []audit.Event) (empty, error) {
-		return done(a.EmitNodeEvents(r.Context(), c, in))
+		return done(a.EmitEvents(r.Context(), c, in))
 	})))
 	m.HandleFunc("GET /v1/audit", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]audit.Event, error) {
 		q, err := parseAuditQuery(r)

@@ -1,8 +1,8 @@
 // Package api exposes the auth service over HTTPS with JSON bodies, and is
 // the one place where errors become HTTP status codes. Callers authenticate
 // with X.509 client certificates issued by the cluster's TLS CA; a few
-// endpoints (ping, login, signup, node join) are open and rate-bounded by
-// their own checks.
+// endpoints (ping, login, signup, node join) are open: login and signup
+// throttle failed attempts per client address (auth.Server.Login).
 package api
 
 import (
@@ -23,6 +23,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
@@ -116,6 +117,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusForbidden
 	case auth.ErrBadRequest:
 		return e.Status == http.StatusBadRequest
+	case auth.ErrThrottled:
+		return e.Status == http.StatusTooManyRequests
 	}
 	return false
 }
@@ -127,6 +130,8 @@ func statusOf(err error) int {
 	switch {
 	case errors.As(err, &oe):
 		return http.StatusConflict
+	case errors.Is(err, auth.ErrThrottled):
+		return http.StatusTooManyRequests
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized
 	case errors.Is(err, auth.ErrAccessDenied), errors.As(err, &de):
@@ -150,6 +155,10 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 	if errors.As(err, &oe) {
 		writeJSON(w, st, Error{Message: msg, Length: oe.Have})
 		return
+	}
+	var te *identity.ThrottledError
+	if errors.As(err, &te) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(te.RetryAfter/time.Second)))
 	}
 	if errors.Is(err, context.Canceled) {
 		// The client went away (or the server is stopping): nothing to fix.
@@ -201,12 +210,6 @@ func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
 	a := h.auth.Authority()
 	writeJSON(w, http.StatusOK, PingResponse{Cluster: h.auth.ClusterName(), Version: Version,
 		TLSCAFingerprint: Fingerprint(a.TLSCACert().Raw), TLSCA: string(a.TLSCAPEM())})
-}
-
-type signupRequest struct {
-	Token    string `json:"token"`
-	Password string `json:"password,omitempty"`
-	OTP      string `json:"otp,omitempty"`
 }
 
 type renewRequest struct {

@@ -15,7 +15,6 @@ const (
 	UserReset    = "user.reset"
 	UserUpdate   = "user.update"
 	UserSignup   = "user.signup"
-	UserLocked   = "user.locked"
 	CertIssued   = "cert.issued"
 	SessionStart = "session.start"
 	SessionEnd   = "session.end"

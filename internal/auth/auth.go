@@ -16,6 +16,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
@@ -51,6 +52,12 @@ type Config struct {
 	// recordings (0: keep forever).
 	EventRetention     time.Duration
 	RecordingRetention time.Duration
+	// SourceLimit and AccountLimit throttle failed logins and signups per
+	// client address, and per address and account name (defaults:
+	// DefaultSourceLimit, DefaultAccountLimit). No account is ever locked
+	// for everyone. The address is the TCP peer of the request.
+	SourceLimit  identity.ThrottleLimit
+	AccountLimit identity.ThrottleLimit
 }
 
 // Server is the auth service.
@@ -70,6 +77,13 @@ type Server struct {
 	inventory atomic.Pointer[Inventory]
 	// nodeRegs caches node registrations (id → NodeRegistration).
 	nodeRegs sync.Map
+	// throttle counts failed logins and signups (see beginAttempt).
+	throttle *identity.Throttle
+	// dummyHash is checked for a login whose user cannot log in (unknown,
+	// or invited but not signed up), so that costs what a real check does.
+	dummyHash string
+	// checkPassword is identity.CheckPassword (tests count its calls).
+	checkPassword func(ctx context.Context, hash, password string) (bool, error)
 }
 
 const (
@@ -113,7 +127,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now, notifier: cfg.Notifier}
+	if cfg.SourceLimit == (identity.ThrottleLimit{}) {
+		cfg.SourceLimit = DefaultSourceLimit
+	}
+	if cfg.AccountLimit == (identity.ThrottleLimit{}) {
+		cfg.AccountLimit = DefaultAccountLimit
+	}
+	for _, l := range []identity.ThrottleLimit{cfg.SourceLimit, cfg.AccountLimit} {
+		if l.Burst < 1 || l.Every <= 0 || l.MaxWait < l.Every {
+			return nil, fmt.Errorf("auth: throttle limit %+v: want Burst >= 1, Every > 0, MaxWait >= Every", l)
+		}
+	}
+	dummy, err := identity.DummyHash()
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now, notifier: cfg.Notifier,
+		throttle: identity.NewThrottle(cfg.Now, 0), dummyHash: dummy, checkPassword: identity.CheckPassword}
 	keys, err := s.loadOrCreateCA(ctx)
 	if err != nil {
 		return nil, err
@@ -140,7 +170,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("auth: watch locks: %w", err)
 	}
 	s.startSweeper(ctx)
-	go dummyHash() // ready before the first login of an unknown user
 	return s, nil
 }
 

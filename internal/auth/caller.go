@@ -19,6 +19,8 @@ const (
 	KindUser  = "user"
 	KindNode  = "node"
 	KindAdmin = "admin"
+	// KindProxy is the proxy in auth's process; it has no certificate.
+	KindProxy = "proxy"
 )
 
 // EventCertRefused is audited when auth refuses a certificate that is
@@ -49,6 +51,9 @@ type Caller struct {
 // AdminCaller is the built-in local administrator (the identity written to
 // the data directory of the auth service).
 func AdminCaller() Caller { return Caller{Kind: KindAdmin, User: "admin", Roles: []string{"admin"}} }
+
+// ProxyCaller is the proxy running in auth's process (for its audit events).
+func ProxyCaller() Caller { return Caller{Kind: KindProxy, User: "proxy"} }
 
 // Name returns a human label for audit events.
 func (c Caller) Name() string {

@@ -3,6 +3,8 @@ package auth
 import (
 	"errors"
 	"fmt"
+
+	"github.com/warden-sh/warden/internal/identity"
 )
 
 // Sentinel errors; the api package maps them to HTTP status codes.
@@ -14,6 +16,9 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrAccessDenied means the caller is authenticated but not allowed.
 	ErrAccessDenied = errors.New("access denied")
+	// ErrThrottled means too many failed attempts came from the caller's
+	// address: it is an *identity.ThrottledError with the wait.
+	ErrThrottled = identity.ErrThrottled
 )
 
 func badRequest(format string, args ...any) error {

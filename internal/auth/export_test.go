@@ -1,5 +1,20 @@
 package auth
 
+import (
+	"context"
+	"sync/atomic"
+)
+
 // SweepRequests runs one pass of the access request sweeper, for tests that
 // control the clock rather than wait for the ticker.
 var SweepRequests = (*Server).sweepRequests
+
+// CountPasswordChecks makes s count every password hash it checks in n,
+// so tests can see that a login did (or did not) do the hash work.
+func CountPasswordChecks(s *Server, n *atomic.Int64) {
+	check := s.checkPassword
+	s.checkPassword = func(ctx context.Context, hash, pw string) (bool, error) {
+		n.Add(1)
+		return check(ctx, hash, pw)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -55,18 +54,16 @@ type LoginResponse struct {
 	Logins []string `json:"logins"`
 }
 
-// dummyHash makes a login for an unknown user cost the same as a real one.
-// It is computed once, when auth starts (not in every process that links
-// this package, such as each CLI command).
-var dummyHash = sync.OnceValue(func() string {
-	h, _ := identity.HashPassword(context.Background(), "warden-dummy-password-for-timing")
-	return h
-})
-
 // maxUserTTL bounds any requested user certificate TTL.
 const maxUserTTL = 30 * time.Hour
 
 // Login checks password and TOTP and issues certificates.
+//
+// Unknown users, invited users who have not signed up and existing users
+// with a wrong password get the same answer, after the same work: one
+// password hash (against a dummy hash when there is no real one), no
+// storage write. Failures are throttled per client address and per address
+// and user name (beginAttempt), never by locking the account.
 func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, error) {
 	fail := func(reason string, err error) (*LoginResponse, error) {
 		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: "L001F", User: req.User, RemoteAddr: req.RemoteAddr,
@@ -76,55 +73,62 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 	if len(req.User) > 128 || len(req.Password) > 1024 || len(req.OTP) > 16 || len(req.PublicKey) > 16<<10 {
 		return fail("oversized input", fmt.Errorf("%w: invalid login request", ErrBadRequest))
 	}
+	// The key is checked before any credential: a key auth would not sign
+	// must not cost the user their TOTP code.
 	pub, err := parsePublicKey(req.PublicKey)
 	if err != nil {
 		return fail("bad public key", badRequest("%v", err))
 	}
+	attempt, err := s.beginAttempt(ctx, "login", req.RemoteAddr, req.User)
+	if err != nil {
+		return nil, err
+	}
+	defer attempt.Abandon() // unless it ended as a success or failure below
 	// The certificates' issue time is taken before the user is read: a
 	// removal or reset after the read voids them (voidCerts).
 	issued := s.now()
 	var u identity.User
 	rev, err := s.getJSONRev(ctx, prefixUsers+req.User, &u)
-	if err != nil {
-		if !errors.Is(err, storage.ErrNotFound) {
-			return nil, err
-		}
-		_, _ = identity.CheckPassword(ctx, dummyHash(), req.Password)
-		return fail("unknown user", ErrUnauthenticated)
+	found := err == nil
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
 	}
-	now := s.now()
-	if u.Status != "active" {
-		return fail("user has not completed signup", fmt.Errorf("%w: finish signing up with your invite first", ErrUnauthenticated))
+	active := found && u.Status == identity.StatusActive && u.HasPassword() && u.HasTOTP()
+	hash := s.dummyHash
+	if active {
+		hash = u.PasswordHash
 	}
-	if u.IsLocked(now) {
-		return fail("account temporarily locked after repeated failures",
-			fmt.Errorf("%w: too many failed attempts; try again after %s", ErrUnauthenticated, u.LockedUntil.UTC().Format(time.RFC3339)))
-	}
-	ok, err := identity.CheckPassword(ctx, u.PasswordHash, req.Password)
+	ok, err := s.checkPassword(ctx, hash, req.Password)
 	if err != nil {
 		return nil, err
 	}
-	reason := ""
 	var step int64
-	if !ok {
+	reason, answer := "", ErrUnauthenticated
+	switch {
+	case !found:
+		reason = "unknown user"
+	case !active:
+		reason = "user has not completed signup"
+	case !ok:
 		reason = "wrong password"
-	} else if step, err = identity.VerifyTOTP(u.TOTPSecret, req.OTP, u.TOTPLastStep, now); err != nil {
-		reason = "invalid TOTP code"
-		if errors.Is(err, identity.ErrTOTPReplayed) {
+	default:
+		step, err = identity.VerifyTOTP(u.TOTPSecret, req.OTP, u.TOTPLastStep, s.now())
+		switch {
+		case errors.Is(err, identity.ErrTOTPReplayed):
+			// Only a client that knows the password gets this far, and a
+			// spent code is no secret to it: say what to do. (Right after
+			// a signup, or a second login within 30 seconds.)
 			reason = "TOTP code replayed"
+			answer = fmt.Errorf("%w: this TOTP code was already used; wait for the next one", ErrUnauthenticated)
+		case err != nil:
+			reason = "invalid TOTP code"
 		}
 	}
 	if reason != "" {
-		lockedNow := u.RecordFailure(now)
-		if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
-			s.log.Warn("record login failure", "user", u.Name, "err", err)
-		}
-		if lockedNow {
-			s.emit(ctx, audit.Event{Event: audit.UserLocked, User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
-				Fields: map[string]any{"until": u.LockedUntil, "failures": u.FailedLogins}})
-		}
-		return fail(reason, ErrUnauthenticated)
+		attempt.Fail()
+		return fail(reason, answer)
 	}
+	attempt.Succeed()
 	if u.MFADevice == "" {
 		// A user who signed up before devices had ids gets one now.
 		if u.MFADevice, err = identity.NewMFADeviceID(); err != nil {
@@ -136,7 +140,6 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{u.MFADevice}}); err != nil {
 		return fail("locked", err)
 	}
-	u.RecordSuccess()
 	u.TOTPLastStep = step
 	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
 		// A concurrent login with the same code raced us: refuse, the code is spent.
@@ -162,6 +165,11 @@ func parsePublicKey(s string) (ssh.PublicKey, error) {
 	}
 	if _, ok := pub.(*ssh.Certificate); ok {
 		return nil, errors.New("public key: a certificate is not a public key")
+	}
+	// Everything the CA would refuse later (RSA under 2048 bits, DSA...),
+	// refused now, with the reason.
+	if err := ca.CheckSubjectKey(pub); err != nil {
+		return nil, fmt.Errorf("public key: %v", err)
 	}
 	return pub, nil
 }

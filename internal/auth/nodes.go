@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"regexp"
 	"sort"
 	"strings"
@@ -341,53 +339,6 @@ func labelsMatch(labels, filter map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// EmitNodeEvents records audit events sent by a node. The node field is
-// forced to the caller's registered name: a node cannot speak for another.
-func (s *Server) EmitNodeEvents(ctx context.Context, c Caller, events []audit.Event) error {
-	if c.Kind != KindNode {
-		return denied("only nodes submit session events")
-	}
-	if len(events) > 1000 {
-		return badRequest("too many events in one batch (max 1000)")
-	}
-	reg, err := s.GetNodeRegistration(ctx, c.NodeID)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("%w: node %s is no longer registered", ErrUnauthenticated, c.NodeID)
-		}
-		return err
-	}
-	out := make([]audit.Event, 0, len(events))
-	for _, ev := range events {
-		if len(ev.Event) == 0 || len(ev.Event) > 64 {
-			return badRequest("invalid event name")
-		}
-		if b, err := json.Marshal(ev.Fields); err != nil || len(b) > 64<<10 {
-			return badRequest("event fields too large")
-		}
-		ev.Node = reg.Name
-		if ev.Fields == nil {
-			ev.Fields = map[string]any{}
-		} else {
-			ev.Fields = maps.Clone(ev.Fields)
-		}
-		ev.Fields["node_id"] = c.NodeID
-		ev.Seq = 0
-		if ev.Time.IsZero() {
-			ev.Time = s.now().UTC()
-		}
-		out = append(out, ev)
-	}
-	// One transaction for the batch: a node's events land together.
-	if err := audit.EmitAll(ctx, s.cfg.Audit, out); err != nil {
-		return err
-	}
-	for _, ev := range out {
-		s.trackSession(ctx, c.NodeID, ev)
-	}
-	return nil
 }
 
 // SearchAudit queries the audit log.

@@ -17,7 +17,7 @@ const (
 )
 
 // EventNodeStart is sent by a node agent when it starts.
-const EventNodeStart = "node.start"
+const EventNodeStart = audit.NodeStart
 
 // LiveSession is a shell or command session in progress.
 type LiveSession struct {

@@ -10,8 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
@@ -40,7 +43,6 @@ type UserInfo struct {
 	Roles     []string            `json:"roles"`
 	Traits    map[string][]string `json:"traits,omitempty"`
 	Status    string              `json:"status"`
-	Locked    bool                `json:"locked,omitempty"`
 	CreatedAt time.Time           `json:"created_at"`
 	// MFADevice is the id of the user's TOTP device (for warden lock
 	// --mfa-device).
@@ -135,17 +137,16 @@ func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
 	out := make([]UserInfo, 0, len(users))
 	for _, u := range users {
-		out = append(out, userInfo(u, now))
+		out = append(out, userInfo(u))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-func userInfo(u identity.User, now time.Time) UserInfo {
-	return UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status, Locked: u.IsLocked(now),
+func userInfo(u identity.User) UserInfo {
+	return UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status,
 		CreatedAt: u.CreatedAt, MFADevice: u.MFADevice}
 }
 
@@ -217,7 +218,7 @@ func (s *Server) UpdateUser(ctx context.Context, c Caller, name string, req Upda
 				return nil, err
 			}
 		}
-		info := userInfo(u, now)
+		info := userInfo(u)
 		return &info, nil
 	}
 	return nil, errors.New("the user is being changed concurrently; try again")
@@ -238,7 +239,6 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 	}
 	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep, u.MFADevice = "", "", 0, ""
 	u.Status = "pending"
-	u.FailedLogins, u.LockedUntil = 0, time.Time{}
 	u.UpdatedAt = s.now().UTC()
 	u.CertsIssuedAfter = u.UpdatedAt
 	if err := s.casJSON(ctx, prefixUsers+name, rev, u, time.Time{}); err != nil {
@@ -262,27 +262,50 @@ type SignupChallenge struct {
 	Cluster string `json:"cluster"`
 }
 
-func (s *Server) loadInvite(ctx context.Context, token string) (Invite, int64, error) {
+// SignupRequest begins (Token) or completes (Token, Password, OTP) a
+// signup. With PublicKey, completing it also logs the user in: the
+// response carries certificates for that key, as Login's would, so the
+// TOTP code just used is not needed again.
+type SignupRequest struct {
+	Token      string `json:"token"`
+	Password   string `json:"password,omitempty"`
+	OTP        string `json:"otp,omitempty"`
+	PublicKey  string `json:"public_key,omitempty"`
+	RemoteAddr string `json:"-"`
+}
+
+// loadInvite finds the invite of a token. Unknown, used and expired tokens
+// are failures for the throttle (token guessing), counted on attempt.
+func (s *Server) loadInvite(ctx context.Context, attempt *identity.Attempt, token string) (Invite, int64, error) {
 	var inv Invite
 	if len(token) == 0 || len(token) > 256 {
+		attempt.Fail()
 		return inv, 0, fmt.Errorf("%w: invalid invite token", ErrUnauthenticated)
 	}
 	rev, err := s.getJSONRev(ctx, prefixInvites+identity.HashToken(token), &inv)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
+			attempt.Fail()
 			return inv, 0, fmt.Errorf("%w: the invite is unknown, expired or already used; ask an admin for a new one (warden users reset)", ErrUnauthenticated)
 		}
 		return inv, 0, err
 	}
 	if !s.now().Before(inv.Expires) {
+		attempt.Fail()
 		return inv, 0, fmt.Errorf("%w: the invite expired; ask an admin for a new one (warden users reset)", ErrUnauthenticated)
 	}
+	attempt.Succeed()
 	return inv, rev, nil
 }
 
 // BeginSignup validates an invite and returns a TOTP secret to enrol.
-func (s *Server) BeginSignup(ctx context.Context, token string) (*SignupChallenge, error) {
-	inv, rev, err := s.loadInvite(ctx, token)
+func (s *Server) BeginSignup(ctx context.Context, req SignupRequest) (*SignupChallenge, error) {
+	attempt, err := s.beginAttempt(ctx, "signup", req.RemoteAddr, "")
+	if err != nil {
+		return nil, err
+	}
+	defer attempt.Abandon()
+	inv, rev, err := s.loadInvite(ctx, attempt, req.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -291,56 +314,95 @@ func (s *Server) BeginSignup(ctx context.Context, token string) (*SignupChalleng
 		return nil, err
 	}
 	inv.TOTPSecret = secret
-	if err := s.casJSON(ctx, prefixInvites+identity.HashToken(token), rev, inv, inv.Expires); err != nil {
+	if err := s.casJSON(ctx, prefixInvites+identity.HashToken(req.Token), rev, inv, inv.Expires); err != nil {
 		return nil, fmt.Errorf("update invite: %w", err)
 	}
 	return &SignupChallenge{User: inv.User, Secret: secret, URL: u, QRPNG: png, Cluster: s.cfg.ClusterName}, nil
 }
 
 // CompleteSignup sets the password and confirms TOTP enrolment with a valid
-// code. The invite is consumed in the same step.
-func (s *Server) CompleteSignup(ctx context.Context, token, password, otp string) error {
-	inv, _, err := s.loadInvite(ctx, token)
+// code. The invite is consumed in the same step. With a public key it also
+// logs the user in (certificates, audited as user.login with method
+// "signup"); without one it returns nil.
+func (s *Server) CompleteSignup(ctx context.Context, req SignupRequest) (*LoginResponse, error) {
+	var pub ssh.PublicKey
+	if req.PublicKey != "" {
+		if len(req.PublicKey) > 16<<10 {
+			return nil, badRequest("public key too large")
+		}
+		// Checked first: a key auth would not sign must not use the invite up.
+		var err error
+		if pub, err = parsePublicKey(req.PublicKey); err != nil {
+			return nil, badRequest("%v", err)
+		}
+	}
+	attempt, err := s.beginAttempt(ctx, "signup", req.RemoteAddr, "")
 	if err != nil {
-		return err
+		return nil, err
+	}
+	defer attempt.Abandon()
+	inv, _, err := s.loadInvite(ctx, attempt, req.Token)
+	if err != nil {
+		return nil, err
 	}
 	if inv.TOTPSecret == "" {
-		return badRequest("start the signup first (the TOTP secret has not been issued)")
+		return nil, badRequest("start the signup first (the TOTP secret has not been issued)")
 	}
-	if err := identity.ValidatePassword(password); err != nil {
-		return badRequest("%v", err)
+	if err := identity.ValidatePassword(req.Password); err != nil {
+		return nil, badRequest("%v", err)
 	}
-	step, err := identity.VerifyTOTP(inv.TOTPSecret, otp, 0, s.now())
+	step, err := identity.VerifyTOTP(inv.TOTPSecret, req.OTP, 0, s.now())
 	if err != nil {
-		return badRequest("the TOTP code is not valid: check your authenticator's clock and try the next code")
+		return nil, badRequest("the TOTP code is not valid: check your authenticator's clock and try the next code")
 	}
-	hash, err := identity.HashPassword(ctx, password)
+	hash, err := identity.HashPassword(ctx, req.Password)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Consume the invite first: a second CompleteSignup with the same token
 	// fails here, so a token can never be used twice.
-	if err := s.b.Delete(ctx, prefixInvites+identity.HashToken(token)); err != nil {
-		return fmt.Errorf("%w: the invite was already used", ErrUnauthenticated)
+	if err := s.b.Delete(ctx, prefixInvites+identity.HashToken(req.Token)); err != nil {
+		return nil, fmt.Errorf("%w: the invite was already used", ErrUnauthenticated)
 	}
+	// Taken before the user is read, as in Login: a removal or reset after
+	// the read voids these certificates.
+	issued := s.now()
 	var u identity.User
 	rev, err := s.getJSONRev(ctx, prefixUsers+inv.User, &u)
 	if err != nil {
-		return fmt.Errorf("user %q: %w", inv.User, err)
+		return nil, fmt.Errorf("user %q: %w", inv.User, err)
 	}
 	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = hash, inv.TOTPSecret, step
 	if u.MFADevice, err = identity.NewMFADeviceID(); err != nil {
-		return err
+		return nil, err
 	}
 	u.Status = "active"
-	u.FailedLogins, u.LockedUntil = 0, time.Time{}
 	u.UpdatedAt = s.now().UTC()
 	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
-		return fmt.Errorf("activate user: %w", err)
+		return nil, fmt.Errorf("activate user: %w", err)
 	}
-	s.emit(ctx, audit.Event{Event: audit.UserSignup, User: u.Name, Success: true,
+	s.emit(ctx, audit.Event{Event: audit.UserSignup, User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
 		Fields: map[string]any{"reset": inv.Reset, "mfa_device": u.MFADevice}})
-	return nil
+	if pub == nil {
+		return nil, nil
+	}
+	ev := audit.Event{Event: audit.UserLogin, Code: "L001I", User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
+		Fields: map[string]any{"method": "signup"}}
+	refuse := func(reason string, err error) (*LoginResponse, error) {
+		ev.Code, ev.Success, ev.Error = "L001F", false, reason
+		s.emit(ctx, ev)
+		return nil, fmt.Errorf("signup complete, but no login: %w", err)
+	}
+	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{u.MFADevice}}); err != nil {
+		return refuse("locked", err)
+	}
+	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, remote: req.RemoteAddr,
+		issued: issued, mfaDevice: u.MFADevice})
+	if err != nil {
+		return refuse("certificate issuance failed", err)
+	}
+	s.emit(ctx, ev)
+	return resp, nil
 }
 
 // userRecord loads a user (with secrets: internal use only).

@@ -249,6 +249,20 @@ func (a *Authority) sshValidity(ttl time.Duration) (after, before uint64, err er
 	return uint64(start), uint64(now.Add(ttl).Unix()), nil
 }
 
+// CheckSubjectKey reports why a key could not be certified (an SSH and a
+// TLS certificate for the same key, as a login issues), so a caller can
+// refuse it before any credential is checked or spent.
+func CheckSubjectKey(k ssh.PublicKey) error {
+	if err := checkSubjectKey(k); err != nil {
+		return err
+	}
+	ck, ok := k.(ssh.CryptoPublicKey)
+	if !ok {
+		return fmt.Errorf("key type %q is not accepted", k.Type())
+	}
+	return checkTLSKey(ck.CryptoPublicKey())
+}
+
 // checkSubjectKey refuses keys Warden will not certify: certificates as
 // keys, DSA, and RSA below 2048 bits.
 func checkSubjectKey(k ssh.PublicKey) error {
@@ -273,7 +287,7 @@ func checkSubjectKey(k ssh.PublicKey) error {
 		}
 		return nil
 	case ssh.KeyAlgoDSA: //nolint:staticcheck // named to refuse it
-		return errors.New("DSA keys are refused")
+		return errors.New("DSA keys are refused: use Ed25519, ECDSA or RSA of at least 2048 bits")
 	default:
 		return fmt.Errorf("key type %q is not accepted", k.Type())
 	}

@@ -166,10 +166,10 @@ logins they may use; every session is audited.
 Quick start (one machine):
   warden start                                   # auth + proxy + node, embedded storage
   warden users add developer --roles access --logins dev
-  warden signup <invite link>                    # set password, enrol TOTP
-  warden login --proxy 127.0.0.1:3080 --user developer
+  warden signup <invite link>                    # set password, enrol TOTP, log in
   warden ls
-  warden ssh dev@<node>`,
+  warden ssh dev@<node>
+  warden login --proxy 127.0.0.1:3080 --user developer   # next time`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

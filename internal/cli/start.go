@@ -140,12 +140,12 @@ Warden cluster %q is running.
 	fmt.Fprintf(w, `
 Next steps (in another terminal, as the same OS user):
   warden users add developer --roles access --logins dev
-  warden signup <the invite link that users add prints>
-  warden login --proxy %s --user developer
+  warden signup <the invite link that users add prints>   (this logs you in too)
   warden ls
   warden ssh dev@%s
+Later: warden login --proxy %s --user developer
 
-`, p.ProxyAddr(), c.Node.Name)
+`, c.Node.Name, p.ProxyAddr())
 }
 
 func splitList(s string) []string {

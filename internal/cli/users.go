@@ -58,12 +58,8 @@ LINK): they choose a password and enrol a TOTP authenticator.
 				return err
 			}
 			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED\tMFA DEVICE", func(u auth.UserInfo) []string {
-				status := u.Status
-				if u.Locked {
-					status += " (locked out)"
-				}
 				return []string{u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
-					status, u.CreatedAt.Local().Format(time.DateTime), u.MFADevice}
+					u.Status, u.CreatedAt.Local().Format(time.DateTime), u.MFADevice}
 			})
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
@@ -162,7 +158,8 @@ func newSignupCmd(g *globals) *cobra.Command {
 		Short: "Finish signing up: set a password and enrol a TOTP authenticator",
 		Long: `Finish signing up with the invite link an admin gave you. You choose a password
 and scan the QR code with an authenticator app; enrolment completes only once
-you type a valid code from it.
+you type a valid code from it. Then you are logged in, as with warden login
+(the profile is stored in ~/.warden).
 
 For scripts: --password-stdin reads the password from the first line of
 standard input and the TOTP code from the next line (read after the otpauth
@@ -200,10 +197,14 @@ URL has been printed).`,
 			if err != nil {
 				return err
 			}
-			if err := c.CompleteSignup(cmd.Context(), token, password, strings.TrimSpace(code)); err != nil {
+			// Signing up logs in too: the code just typed is spent, and a
+			// login right after would have to wait for the next one.
+			p, err := client.CompleteSignup(cmd.Context(), c, dir, addr, token, password, strings.TrimSpace(code))
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "Signup complete. Log in with:\n  warden login --proxy %s --user %s\n", addr, ch.User)
+			fmt.Fprintf(out, "Signup complete. You are logged in (next time: warden login --proxy %s --user %s).\n\n", addr, ch.User)
+			printStatus(g, p)
 			return nil
 		},
 	}

@@ -120,6 +120,35 @@ func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) 
 	return p, nil
 }
 
+// CompleteSignup completes a signup begun with c (a client from
+// TrustCluster for proxy) and logs in with the same step: a key pair is
+// made here and the certificates auth returns for it are saved as the
+// profile in dir, as Login does. The TOTP code is spent by the signup, so a
+// separate login would need the next one.
+func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, password, otp string) (*Profile, error) {
+	keyPEM, _, pub, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.CompleteSignup(ctx, auth.SignupRequest{Token: token, Password: password, OTP: otp,
+		PublicKey: strings.TrimSpace(string(marshalPub(pub)))})
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil {
+		return nil, errors.New("signup complete, but the cluster returned no certificates: log in with warden login")
+	}
+	p := &Profile{Proxy: proxy, Cluster: resp.Cluster, User: resp.User, Roles: resp.Roles, Logins: resp.Logins,
+		Expires: resp.Expires, dir: dir}
+	if ping, err := c.Ping(ctx); err == nil {
+		p.CAFingerprint = ping.TLSCAFingerprint
+	}
+	if err := save(dir, p, keyPEM, pub, resp); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // AdminClient returns an API client for administrative commands: the local
 // admin identity in dataDir when readable (on the auth host), otherwise the
 // logged-in user's profile.

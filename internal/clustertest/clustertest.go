@@ -207,7 +207,7 @@ func (c *Cluster) AddUser(name string, roles, logins []string) *User {
 		c.t.Fatalf("begin signup: %v", err)
 	}
 	u := &User{Name: name, Password: "correct horse battery " + name, TOTPSecret: ch.Secret}
-	if err := c.Admin.CompleteSignup(ctx, inv.Token, u.Password, u.NextOTP(c.t)); err != nil {
+	if _, err := c.Admin.CompleteSignup(ctx, auth.SignupRequest{Token: inv.Token, Password: u.Password, OTP: u.NextOTP(c.t)}); err != nil {
 		c.t.Fatalf("complete signup: %v", err)
 	}
 	return u

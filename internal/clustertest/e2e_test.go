@@ -210,13 +210,21 @@ func (c *Cluster) bareSSHArgs(home, key, cert string, rest ...string) []string {
 
 func signupViaCLI(t *testing.T, c *Cluster, link, name string) *User {
 	t.Helper()
+	u := &User{Name: name, Password: "a long enough password for " + name}
+	signupAs(t, link, u, t.TempDir())
+	return u
+}
+
+// signupAs runs warden signup for u with the profile home, typing u's
+// password and its next TOTP code once the secret is printed.
+func signupAs(t *testing.T, link string, u *User, home string) {
+	t.Helper()
 	pr, pw := io.Pipe()
 	outR, outW := io.Pipe()
-	u := &User{Name: name, Password: "a long enough password for " + name}
 	done := make(chan Result, 1)
 	go func() {
 		var errb bytes.Buffer
-		code := cli.RunIO(context.Background(), []string{"--home", t.TempDir(), "signup", link, "--password-stdin"},
+		code := cli.RunIO(context.Background(), []string{"--home", home, "signup", link, "--password-stdin"},
 			&cli.IO{In: pr, Out: outW, Err: &errb})
 		outW.Close()
 		done <- Result{Code: code, Stderr: errb.String()}
@@ -240,7 +248,6 @@ func signupViaCLI(t *testing.T, c *Cluster, link, name string) *User {
 	if res.Code != 0 || u.TOTPSecret == "" || !strings.Contains(out.String(), "Signup complete") {
 		t.Fatalf("signup: code %d\n%s\n%s", res.Code, out.String(), res.Stderr)
 	}
-	return u
 }
 
 func assertSameFile(t *testing.T, path string, want []byte) {

@@ -224,7 +224,7 @@ func TestResetUserVoidsCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.TOTPSecret, u.next = ch.Secret, 0 // a new authenticator
-	if err := c.Admin.CompleteSignup(ctx, tok[1], u.Password, u.NextOTP(t)); err != nil {
+	if _, err := c.Admin.CompleteSignup(ctx, auth.SignupRequest{Token: tok[1], Password: u.Password, OTP: u.NextOTP(t)}); err != nil {
 		t.Fatal(err)
 	}
 	home2 := c.Login(u)

@@ -114,6 +114,22 @@ func HashPassword(ctx context.Context, pw string) (string, error) {
 	return p.encode(), nil
 }
 
+// DummyHash returns a well-formed hash with the current parameters that no
+// password matches: its salt and key are random, not derived from any
+// password. Checking a password against it costs what checking a real one
+// does, for callers that must not reveal that an account does not exist.
+func DummyHash() (string, error) {
+	p := argonParams{memory: argonMemoryKiB, time: argonTime, threads: argonThreads,
+		salt: make([]byte, argonSaltLen), key: make([]byte, argonKeyLen)}
+	if _, err := rand.Read(p.salt); err != nil {
+		return "", fmt.Errorf("dummy hash: %w", err)
+	}
+	if _, err := rand.Read(p.key); err != nil {
+		return "", fmt.Errorf("dummy hash: %w", err)
+	}
+	return p.encode(), nil
+}
+
 // CheckPassword reports whether pw matches the PHC-encoded argon2id hash.
 // A wrong password is (false, nil); an unparsable hash is an error wrapping
 // ErrMalformedHash. The comparison is constant-time.

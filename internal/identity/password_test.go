@@ -217,3 +217,20 @@ func FuzzCheckPassword(f *testing.F) {
 		}
 	})
 }
+
+func TestDummyHashMatchesNoPassword(t *testing.T) {
+	t.Parallel()
+	a, err := DummyHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := DummyHash()
+	if a == b || NeedsRehash(a) {
+		t.Fatalf("dummy hashes %q %q: want distinct, current parameters", a, b)
+	}
+	for _, pw := range []string{"", "warden-dummy-password-for-timing", "a good long password"} {
+		if ok, err := CheckPassword(context.Background(), a, pw); ok || err != nil {
+			t.Errorf("CheckPassword(dummy, %q) = %t, %v", pw, ok, err)
+		}
+	}
+}

@@ -22,8 +22,9 @@ const (
 	totpQRSize = 256
 )
 
-// TOTP verification errors. Callers show both as "invalid code"; the
-// distinction is for the audit log.
+// TOTP verification errors. The distinction is for the audit log, and for
+// a client that has proved the password: only to it may a caller say that a
+// code was already used (auth.Server.Login).
 var (
 	ErrTOTPInvalid  = errors.New("invalid TOTP code")
 	ErrTOTPReplayed = errors.New("TOTP code already used")

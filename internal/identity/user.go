@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,13 +13,6 @@ const (
 	StatusPending = "pending"
 	// StatusActive is a user who can log in.
 	StatusActive = "active"
-)
-
-// Lockout policy: after MaxFailedLogins consecutive failures the user is
-// locked for LockoutDuration.
-const (
-	MaxFailedLogins = 5
-	LockoutDuration = 15 * time.Minute
 )
 
 // User is a local Warden user. PasswordHash and TOTPSecret are secrets: they
@@ -36,8 +28,6 @@ type User struct {
 	// or earlier are refused as replays.
 	TOTPLastStep int64     `json:"totp_last_step,omitempty"`
 	Status       string    `json:"status"`
-	FailedLogins int       `json:"failed_logins,omitempty"`
-	LockedUntil  time.Time `json:"locked_until,omitzero"`
 	CreatedAt    time.Time `json:"created_at,omitzero"`
 	UpdatedAt    time.Time `json:"updated_at,omitzero"`
 	// CertsIssuedAfter voids every certificate issued up to it (by auth's
@@ -75,37 +65,7 @@ func (u *User) Validate() error {
 			return fmt.Errorf("user %q: empty role name", u.Name)
 		}
 	}
-	if u.FailedLogins < 0 {
-		return fmt.Errorf("user %q: negative failed login count", u.Name)
-	}
 	return nil
-}
-
-// RecordFailure counts a failed login at now. It reports whether this failure
-// locked the user. Failures while the user is already locked are not counted,
-// so hammering a locked account does not extend its lock.
-func (u *User) RecordFailure(now time.Time) (lockedNow bool) {
-	if u.IsLocked(now) {
-		return false
-	}
-	u.FailedLogins++
-	if u.FailedLogins >= MaxFailedLogins {
-		u.FailedLogins = 0
-		u.LockedUntil = now.Add(LockoutDuration)
-		return true
-	}
-	return false
-}
-
-// RecordSuccess clears the failure count and any lock.
-func (u *User) RecordSuccess() {
-	u.FailedLogins = 0
-	u.LockedUntil = time.Time{}
-}
-
-// IsLocked reports whether the user is locked out at now.
-func (u *User) IsLocked(now time.Time) bool {
-	return now.Before(u.LockedUntil)
 }
 
 // HasPassword reports whether a password has been set.
@@ -123,23 +83,15 @@ func (u User) LogValue() slog.Value {
 		slog.String("status", u.Status),
 		slog.Bool("has_password", u.PasswordHash != ""),
 		slog.Bool("has_totp", u.TOTPSecret != ""),
-		slog.Int("failed_logins", u.FailedLogins),
-	}
-	if !u.LockedUntil.IsZero() {
-		attrs = append(attrs, slog.Time("locked_until", u.LockedUntil))
 	}
 	return slog.GroupValue(attrs...)
 }
 
 // String describes the user without secrets.
 func (u User) String() string {
-	return fmt.Sprintf("User{Name:%q Roles:%q Status:%q HasPassword:%t HasTOTP:%t FailedLogins:%d LockedUntil:%s}",
-		u.Name, u.Roles, u.Status, u.PasswordHash != "", u.TOTPSecret != "", u.FailedLogins, u.LockedUntil.Format(time.RFC3339))
+	return fmt.Sprintf("User{Name:%q Roles:%q Status:%q HasPassword:%t HasTOTP:%t}",
+		u.Name, u.Roles, u.Status, u.PasswordHash != "", u.TOTPSecret != "")
 }
 
 // GoString keeps %#v from printing secrets too.
 func (u User) GoString() string { return "identity." + u.String() }
-
-// ErrLocked is returned by callers that refuse a login because the user is
-// locked out; it is defined here so every edge maps it the same way.
-var ErrLocked = errors.New("account temporarily locked after repeated failed logins")

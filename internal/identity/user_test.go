@@ -10,64 +10,6 @@ import (
 	"time"
 )
 
-func TestLockout(t *testing.T) {
-	t.Parallel()
-	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	u := &User{Name: "alice", Status: StatusActive}
-	now := start
-	for i := 1; i < MaxFailedLogins; i++ {
-		if u.RecordFailure(now) {
-			t.Fatalf("locked after %d failures", i)
-		}
-		if u.IsLocked(now) {
-			t.Fatalf("IsLocked after %d failures", i)
-		}
-		now = now.Add(time.Second)
-	}
-	if !u.RecordFailure(now) {
-		t.Fatalf("not locked after %d failures", MaxFailedLogins)
-	}
-	lockedAt := now
-	tests := []struct {
-		at     time.Duration
-		locked bool
-	}{
-		{0, true},
-		{time.Minute, true},
-		{LockoutDuration - time.Nanosecond, true},
-		{LockoutDuration, false},
-		{LockoutDuration + time.Hour, false},
-	}
-	for _, tt := range tests {
-		if got := u.IsLocked(lockedAt.Add(tt.at)); got != tt.locked {
-			t.Errorf("IsLocked at +%v = %t, want %t", tt.at, got, tt.locked)
-		}
-	}
-	// Failures while locked neither count nor extend the lock.
-	if u.RecordFailure(lockedAt.Add(time.Minute)) {
-		t.Error("RecordFailure while locked reported a new lock")
-	}
-	if !u.LockedUntil.Equal(lockedAt.Add(LockoutDuration)) {
-		t.Errorf("lock extended to %v", u.LockedUntil)
-	}
-	// After release the count starts again from zero.
-	after := lockedAt.Add(LockoutDuration)
-	for i := 1; i < MaxFailedLogins; i++ {
-		if u.RecordFailure(after) {
-			t.Fatalf("re-locked after %d failures post-release", i)
-		}
-	}
-	u.RecordSuccess()
-	if u.FailedLogins != 0 || !u.LockedUntil.IsZero() {
-		t.Errorf("RecordSuccess left %d failures, lock %v", u.FailedLogins, u.LockedUntil)
-	}
-	for i := 1; i < MaxFailedLogins; i++ {
-		if u.RecordFailure(after) {
-			t.Fatal("success did not reset the failure count")
-		}
-	}
-}
-
 func TestUserSecretsNotPrinted(t *testing.T) {
 	t.Parallel()
 	u := User{
@@ -106,13 +48,13 @@ func TestUserJSON(t *testing.T) {
 	u := User{
 		Name: "alice", Roles: []string{"dev"}, Traits: map[string][]string{"logins": {"alice"}},
 		PasswordHash: "h", TOTPSecret: "s", TOTPLastStep: 42, Status: StatusPending,
-		FailedLogins: 2, LockedUntil: time.Unix(100, 0).UTC(), CreatedAt: time.Unix(1, 0).UTC(), UpdatedAt: time.Unix(2, 0).UTC(),
+		CreatedAt: time.Unix(1, 0).UTC(), UpdatedAt: time.Unix(2, 0).UTC(),
 	}
 	b, err := json.Marshal(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"name", "roles", "traits", "password_hash", "totp_secret", "totp_last_step", "status", "failed_logins", "locked_until", "created_at", "updated_at"} {
+	for _, key := range []string{"name", "roles", "traits", "password_hash", "totp_secret", "totp_last_step", "status", "created_at", "updated_at"} {
 		if !bytes.Contains(b, []byte(`"`+key+`":`)) {
 			t.Errorf("JSON lacks %q: %s", key, b)
 		}
@@ -142,7 +84,6 @@ func TestUserValidate(t *testing.T) {
 		{User{Name: "alice", Status: "disabled"}, false},
 		{User{Name: "alice", Status: ""}, false},
 		{User{Name: "alice", Status: StatusActive, Roles: []string{""}}, false},
-		{User{Name: "alice", Status: StatusActive, FailedLogins: -1}, false},
 	}
 	for i, tt := range tests {
 		if err := tt.u.Validate(); (err == nil) != tt.ok {

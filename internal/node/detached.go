@@ -10,7 +10,7 @@ import (
 
 // EventJobsKilled is audited when revoking access kills the jobs a user
 // left running after an ordinary session end (nohup, setsid, daemons).
-const EventJobsKilled = "session.jobs_killed"
+const EventJobsKilled = audit.SessionJobsKilled
 
 // maxDetached bounds the ended sessions whose leftover jobs a node tracks.
 const maxDetached = 4096

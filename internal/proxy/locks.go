@@ -20,7 +20,7 @@ import (
 const DefaultLockGrace = 250 * time.Millisecond
 
 // EventProxyDisconnect is audited when the proxy cuts a relayed connection.
-const EventProxyDisconnect = "proxy.disconnect"
+const EventProxyDisconnect = audit.ProxyDisconnect
 
 // liveRelay is a user connection the proxy is relaying to a node.
 type liveRelay struct {

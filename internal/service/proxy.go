@@ -58,7 +58,7 @@ func (p *Process) startProxy(public string) error {
 		UserCAs:    func() []ssh.PublicKey { return []ssh.PublicKey{a.UserCAPublicKey()} },
 		HostCAs:    func() []ssh.PublicKey { return []ssh.PublicKey{a.HostCAPublicKey()} },
 		Directory:  p.auth,
-		Audit:      p.backend.AuditLog(),
+		Audit:      p.auth.Emitter(auth.ProxyCaller()),
 		Metrics:    proxy.NewMetrics(p.metrics),
 		Logger:     p.log.With("service", "proxy"),
 

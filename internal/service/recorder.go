@@ -52,7 +52,7 @@ func (l localAuth) EmitEvents(ctx context.Context, evs []audit.Event) error {
 	if err := l.a.CheckCaller(l.caller); err != nil {
 		return err
 	}
-	return l.a.EmitNodeEvents(ctx, l.caller, evs)
+	return l.a.EmitEvents(ctx, l.caller, evs)
 }
 
 // spoolRecorder records node sessions into the local spool.
