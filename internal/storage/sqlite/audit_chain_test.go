@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"fmt"
 	"path/filepath"
@@ -37,9 +38,9 @@ func chainFixture(t *testing.T, n int) (*Backend, *AuditLog) {
 	return b, log
 }
 
-func mustVerify(t *testing.T, log *AuditLog) audit.VerifyResult {
+func mustVerify(t *testing.T, log *AuditLog, keys ...ed25519.PublicKey) audit.VerifyResult {
 	t.Helper()
-	res, err := log.Verify(t.Context())
+	res, err := log.Verify(t.Context(), keys...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -46,11 +47,14 @@ var columnNames = []string{"id", "event", "user", "node", "session_id", "time"}
 // gap), reordered or renumbered, a retention checkpoint that was altered or
 // not recorded in the chain, and events removed from the end of the log.
 //
+// With keys, every checkpoint event (audit.Checkpoint) must be signed by
+// one of them over the event just before it: a rewrite of the chain before
+// a checkpoint, even one that recomputes every hash, is then detected.
+// Without keys checkpoints are not checked.
+//
 // Verify reads one consistent snapshot in a single streaming query: memory
-// stays bounded and writers are not blocked. A hash chain shows edits that
-// do not rewrite everything after them; to catch a wholesale rewrite,
-// compare the hashes with a copy kept elsewhere (see internal/auditsink).
-func (a *AuditLog) Verify(ctx context.Context) (audit.VerifyResult, error) {
+// stays bounded and writers are not blocked.
+func (a *AuditLog) Verify(ctx context.Context, keys ...ed25519.PublicKey) (audit.VerifyResult, error) {
 	if a.b.closed() {
 		return audit.VerifyResult{}, fmt.Errorf("verify audit log: %w", ErrClosed)
 	}
@@ -65,14 +69,14 @@ func (a *AuditLog) Verify(ctx context.Context) (audit.VerifyResult, error) {
 		return audit.VerifyResult{}, fmt.Errorf("verify audit log: begin: %w", err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`) //nolint:errcheck // read-only
-	res, err := verifySnapshot(ctx, conn)
+	res, err := verifySnapshot(ctx, conn, keys)
 	if err != nil {
 		return audit.VerifyResult{}, fmt.Errorf("verify audit log: %w", err)
 	}
 	return res, nil
 }
 
-func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, error) {
+func verifySnapshot(ctx context.Context, conn *sql.Conn, keys []ed25519.PublicKey) (audit.VerifyResult, error) {
 	var cp *checkpoint
 	var c checkpoint
 	switch err := conn.QueryRowContext(ctx, `SELECT seq, hash, count FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).
@@ -84,9 +88,14 @@ func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, er
 		cp = &c
 	}
 
-	v := verifier{}
+	v := verifier{sig: audit.Signatures{Keys: keys}}
 	if cp != nil {
 		v.lastSeq, v.prev = cp.seq, cp.hash
+	}
+	// failed returns the outcome at the first bad event.
+	failed := func(bad *audit.BadEvent) audit.VerifyResult {
+		v.res.Checked, v.res.FirstBad, v.res.SignaturesChecked = v.checked, bad, len(keys) > 0
+		return v.res
 	}
 	rows, err := conn.QueryContext(ctx, `SELECT seq, body, prev_hash, hash, `+columnsExpr+`
 		FROM audit_events WHERE seq > ? ORDER BY seq`, v.lastSeq)
@@ -119,7 +128,7 @@ func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, er
 			peek = next
 		}
 		if bad := v.check(cur, peek, cp); bad != nil {
-			return audit.VerifyResult{Checked: v.checked, FirstBad: bad}, nil
+			return failed(bad), nil
 		}
 		if !recorded && bytes.Contains(cur.body, retentionMarker) && namesCheckpoint(cur.body, cp) {
 			recorded = true
@@ -139,15 +148,18 @@ func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, er
 		return audit.VerifyResult{}, fmt.Errorf("read sequence: %w", err)
 	}
 	if maxSeq > v.lastSeq {
-		return audit.VerifyResult{Checked: v.checked, FirstBad: &audit.BadEvent{Seq: v.lastSeq + 1,
-			Reason: fmt.Sprintf("events %d to %d were removed from the end of the log", v.lastSeq+1, maxSeq)}}, nil
+		return failed(&audit.BadEvent{Seq: v.lastSeq + 1,
+			Reason: fmt.Sprintf("events %d to %d were removed from the end of the log", v.lastSeq+1, maxSeq)}), nil
 	}
 	if !recorded {
-		return audit.VerifyResult{Checked: v.checked, FirstBad: &audit.BadEvent{Seq: cp.seq,
+		return failed(&audit.BadEvent{Seq: cp.seq,
 			Reason: fmt.Sprintf("retention checkpoint at seq %d is not recorded by an %s event: checkpoint forged or altered",
-				cp.seq, audit.Retention)}}, nil
+				cp.seq, audit.Retention)}), nil
 	}
-	return audit.VerifyResult{OK: true, Checked: v.checked}, nil
+	v.res.OK, v.res.Checked = true, v.checked
+	v.res.Last = audit.ChainPos{Seq: v.lastSeq, Hash: hex.EncodeToString(v.prev)}
+	v.sig.Finish(&v.res)
+	return v.res, nil
 }
 
 // verifier carries the chain state from one event to the next.
@@ -156,6 +168,8 @@ type verifier struct {
 	prev    []byte // its hash
 	checked int64
 	colBuf  []byte
+	sig     audit.Signatures
+	res     audit.VerifyResult
 }
 
 // check verifies r against the previous event; next (nil at the end) tells
@@ -209,6 +223,18 @@ func (v *verifier) check(r, next *chainRow, cp *checkpoint) *audit.BadEvent {
 	}
 	if col := v.columnMismatch(r); col != "" {
 		return bad("indexed column %s altered: it differs from the event body", col)
+	}
+	// The columns match the body: read the event's name and time there.
+	if parts, ok := parseColumns(r.cols); ok {
+		ns, _ := strconv.ParseInt(string(parts[5]), 10, 64)
+		decode := func() (audit.Event, error) {
+			var ev audit.Event
+			err := json.Unmarshal(r.body, &ev)
+			return ev, err
+		}
+		if reason := v.sig.Event(&v.res, string(parts[1]), time.Unix(0, ns), v.lastSeq, v.prev, decode); reason != "" {
+			return bad("%s", reason)
+		}
 	}
 	v.lastSeq, v.prev = r.seq, r.hash // Scan gives every row fresh slices
 	return nil
