@@ -32,6 +32,10 @@ const (
 	ChainBroken = "audit.chain_broken"
 )
 
+// DefaultCheckpointInterval is how often auth signs a checkpoint unless
+// configured otherwise.
+const DefaultCheckpointInterval = 10 * time.Minute
+
 // checkpointDomain separates checkpoint signatures from any other use of
 // the key.
 const checkpointDomain = "warden audit checkpoint v1"

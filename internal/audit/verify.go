@@ -94,23 +94,31 @@ func (s *Signatures) Event(res *VerifyResult, name string, t time.Time, prevSeq 
 	return ""
 }
 
-// Finish adds the warnings about the unsigned end of an intact chain.
+// Finish adds the warnings about the unsigned end of an intact chain:
+// events that no checkpoint signs although they span more than two
+// checkpoint intervals (the interval the last checkpoint states, else
+// DefaultCheckpointInterval).
 func (s *Signatures) Finish(res *VerifyResult) {
 	res.SignaturesChecked = len(s.Keys) > 0
-	if len(s.Keys) == 0 || res.Checked == 0 {
+	if len(s.Keys) == 0 || s.unsigned == 0 {
 		return
 	}
+	interval := res.Interval
+	if interval <= 0 {
+		interval = DefaultCheckpointInterval
+	}
+	if s.lastTime.Sub(s.firstUnsigned) <= 2*interval {
+		return
+	}
+	span := fmt.Sprintf("(%s to %s)", s.firstUnsigned.UTC().Format(time.RFC3339), s.lastTime.UTC().Format(time.RFC3339))
 	if res.Checkpoints == 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf(
-			"no signed checkpoint: none of the %d events is protected against a rewrite of the whole log", res.Checked))
+			"no signed checkpoint: none of the %d events %s is protected against a rewrite of the whole log", s.unsigned, span))
 		return
 	}
-	if s.unsigned > 0 && res.Interval > 0 && s.lastTime.Sub(s.firstUnsigned) > 2*res.Interval {
-		res.Warnings = append(res.Warnings, fmt.Sprintf(
-			"the last %d events (%s to %s) are signed by no checkpoint, though one is written every %s: "+
-				"later checkpoints removed, or auth stopped signing (see its log)",
-			s.unsigned, s.firstUnsigned.UTC().Format(time.RFC3339), s.lastTime.UTC().Format(time.RFC3339), res.Interval))
-	}
+	res.Warnings = append(res.Warnings, fmt.Sprintf(
+		"the last %d events %s are signed by no checkpoint, though one is written every %s: "+
+			"later checkpoints removed, or auth stopped signing (see its log)", s.unsigned, span, interval))
 }
 
 // ChainVerifier checks a log given event by event in seq order, such as an

@@ -6,6 +6,7 @@ package auth
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,12 @@ type Config struct {
 	// recordings (0: keep forever).
 	EventRetention     time.Duration
 	RecordingRetention time.Duration
+	// AuditKey signs checkpoints of the audit log every CheckpointInterval
+	// (DefaultCheckpointInterval if zero) and when auth stops. Keep it out
+	// of the database: whoever holds it can re-sign a rewritten log. Nil:
+	// no checkpoints.
+	AuditKey           ed25519.PrivateKey
+	CheckpointInterval time.Duration
 }
 
 // Server is the auth service.
@@ -70,6 +77,11 @@ type Server struct {
 	inventory atomic.Pointer[Inventory]
 	// nodeRegs caches node registrations (id → NodeRegistration).
 	nodeRegs sync.Map
+	// cpPos is the last audit checkpoint this process trusts (cpLoaded:
+	// looked up in the log once); cpMu serializes checkpoints.
+	cpMu     sync.Mutex
+	cpPos    audit.ChainPos
+	cpLoaded bool
 }
 
 const (
@@ -112,6 +124,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 5 * time.Second
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = audit.DefaultCheckpointInterval
+	}
+	if cfg.AuditKey != nil && len(cfg.AuditKey) != ed25519.PrivateKeySize {
+		return nil, errors.New("auth: AuditKey is not an Ed25519 private key")
 	}
 	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now, notifier: cfg.Notifier}
 	keys, err := s.loadOrCreateCA(ctx)
@@ -173,12 +191,14 @@ func (s *Server) Authority() *ca.Authority { return s.ca }
 // ClusterName returns the cluster name.
 func (s *Server) ClusterName() string { return s.cfg.ClusterName }
 
-// Close stops background work.
+// Close stops background work and signs a last audit checkpoint, so that a
+// log left by a clean stop is signed to its end.
 func (s *Server) Close() error {
 	s.sweepStop()
 	<-s.sweepDone
 	s.roles.stop()
 	s.locks.feed.stop()
+	s.checkpoint(context.Background())
 	return nil
 }
 
@@ -190,13 +210,17 @@ func (s *Server) startSweeper(ctx context.Context) {
 		defer close(s.sweepDone)
 		t := time.NewTicker(s.cfg.SweepInterval)
 		defer t.Stop()
-		lastRetention := time.Time{}
+		lastRetention, lastCheckpoint := time.Time{}, time.Time{}
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				s.sweepRequests(ctx)
+				if time.Since(lastCheckpoint) >= s.cfg.CheckpointInterval {
+					lastCheckpoint = time.Now()
+					s.checkpoint(ctx)
+				}
 				if time.Since(lastRetention) > time.Hour {
 					lastRetention = time.Now()
 					s.applyRetention(ctx)

@@ -15,13 +15,13 @@ import (
 // last event of the log (its seq and hash), in one transaction with these
 // checks:
 //
-//   - nothing is appended (a zero event is returned) when the log is empty
-//     or its last event is already a checkpoint: there is nothing new to
-//     sign;
 //   - when after.Seq > 0 (the last checkpoint position the caller trusts),
 //     the event there must still have after.Hash and every event since must
 //     chain to it; if not, nothing is appended and the first bad event is
 //     returned. Columns are not compared here: Verify does that.
+//   - nothing is appended (a zero event is returned) when the log is empty
+//     or its last event is already a checkpoint: there is nothing new to
+//     sign.
 //
 // The checks and the append hold the write lock: no event can slip in
 // between them.
@@ -46,16 +46,18 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 		return audit.Event{}, nil, nil
 	case err != nil:
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: read tail: %w", err)
-	case lastEvent == audit.Checkpoint:
-		return audit.Event{}, nil, nil
-	case hash == nil:
-		return audit.Event{}, &audit.BadEvent{Seq: seq, Reason: "event has no hash"}, nil
 	}
 	if after.Seq > 0 {
 		bad, err := checkSince(ctx, tx, after)
 		if err != nil || bad != nil {
 			return audit.Event{}, bad, err
 		}
+	}
+	switch {
+	case lastEvent == audit.Checkpoint:
+		return audit.Event{}, nil, nil
+	case hash == nil:
+		return audit.Event{}, &audit.BadEvent{Seq: seq, Reason: "event has no hash"}, nil
 	}
 	ev, err := sign(seq, hash)
 	if err != nil {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"crypto/ed25519"
 	"encoding/hex"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -187,18 +188,20 @@ func TestAuditCheckpointWarnings(t *testing.T) {
 		}
 	}
 	emit("a")
+	clock.Advance(25 * time.Minute)
+	emit("b")
 	if res := mustVerify(t, log, pub); !res.OK || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "no signed checkpoint") {
 		t.Fatalf("Verify without checkpoints = %+v", res)
 	}
 	signCheckpoint(t, log, audit.ChainPos{}, priv, clock.Now())
-	emit("b")
-	clock.Advance(15 * time.Minute)
 	emit("c")
+	clock.Advance(15 * time.Minute)
+	emit("d")
 	if res := mustVerify(t, log, pub); !res.OK || len(res.Warnings) != 0 {
 		t.Fatalf("Verify with a tail younger than two intervals = %+v", res)
 	}
 	clock.Advance(15 * time.Minute)
-	emit("d")
+	emit("e")
 	res := mustVerify(t, log, pub)
 	if !res.OK || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "the last 3 events") {
 		t.Fatalf("Verify with an old unsigned tail = %+v", res)
@@ -216,4 +219,31 @@ func mustHex(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestVerifyFile checks a database file read-only, as warden audit verify
+// --db does, while the store has it open.
+func TestVerifyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "warden.db")
+	b := openTest(t, Config{Path: path})
+	log := b.AuditLog()
+	pub, priv := testKey(t)
+	if err := log.Emit(t.Context(), audit.Event{Event: audit.Exec, ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	signCheckpoint(t, log, audit.ChainPos{}, priv, auditEpoch)
+	res, err := VerifyFile(t.Context(), path, pub)
+	if err != nil || !res.OK || res.Checkpoints != 1 || res.Checked != 2 {
+		t.Fatalf("VerifyFile = %+v, %v", res, err)
+	}
+	if _, err := b.writer.ExecContext(t.Context(), `UPDATE audit_events SET body = replace(body, '"success":false', '"success":true') WHERE seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	rechain(t, b)
+	if res, err := VerifyFile(t.Context(), path, pub); err != nil || res.OK || res.FirstBad.Seq != 2 {
+		t.Fatalf("VerifyFile after a rewrite = %+v, %v", res, err)
+	}
+	if _, err := VerifyFile(t.Context(), filepath.Join(t.TempDir(), "missing.db"), pub); err == nil {
+		t.Fatal("VerifyFile of a missing file succeeded")
+	}
 }

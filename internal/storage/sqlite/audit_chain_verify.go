@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -468,4 +470,43 @@ func namesCheckpoint(body []byte, cp *checkpoint) bool {
 		return false
 	}
 	return ev.Event == audit.Retention && ev.Fields.Seq == cp.seq && ev.Fields.Deleted == cp.count && ev.Fields.Hash == hex.EncodeToString(cp.hash)
+}
+
+// VerifyFile verifies the audit log in the database file at path, opened
+// read-only, as Verify does: for checking a copy of a database (or a live
+// one) without auth, with public keys kept elsewhere.
+func VerifyFile(ctx context.Context, path string, keys ...ed25519.PublicKey) (audit.VerifyResult, error) {
+	if _, err := os.Stat(path); err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log: %w", err)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "query_only(1)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: %w", path, err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: %w", path, err)
+	}
+	defer conn.Close()
+	var v int
+	if err := conn.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: not a Warden database: %w", path, err)
+	}
+	if v != schemaVersion {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: database schema version %d, this program reads %d", path, v, schemaVersion)
+	}
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: begin: %w", path, err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`) //nolint:errcheck // read-only
+	res, err := verifySnapshot(ctx, conn, keys)
+	if err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: %w", path, err)
+	}
+	return res, nil
 }
