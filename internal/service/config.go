@@ -191,6 +191,10 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.Proxy.PublicAddr == "" {
 		c.Proxy.PublicAddr = c.Proxy.Listen
 	}
+	if r := c.Auth.Retention; r.EventsDays > 0 && (r.RecordingsDays == 0 || r.RecordingsDays > r.EventsDays) {
+		return fmt.Errorf("auth retention: recordings (recordings_days %d, 0 = forever) must not outlive audit events "+
+			"(events_days %d): every read of a recording is checked against its recording.complete audit event", r.RecordingsDays, r.EventsDays)
+	}
 	if c.Auth.CheckpointInterval < 0 {
 		return fmt.Errorf("auth checkpoint_interval must be positive, not %s", c.Auth.CheckpointInterval)
 	}
