@@ -23,12 +23,20 @@ import (
 //     or its last event is already a checkpoint: there is nothing new to
 //     sign.
 //
-// The checks and the append hold the write lock: no event can slip in
-// between them.
+// The events since after are checked first without the write lock, then
+// those that came meanwhile with it, together with the append: no event
+// can slip in unchecked, and writers wait only for the last few.
 func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 	sign func(seq int64, hash []byte) (audit.Event, error)) (audit.Event, *audit.BadEvent, error) {
 	if a.b.closed() {
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: %w", ErrClosed)
+	}
+	if after.Seq > 0 {
+		last, bad, err := checkSince(ctx, a.b.reader, after)
+		if err != nil || bad != nil {
+			return audit.Event{}, bad, err
+		}
+		after = last
 	}
 	tx, err := a.b.writer.BeginTx(ctx, nil)
 	if err != nil {
@@ -48,7 +56,7 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: read tail: %w", err)
 	}
 	if after.Seq > 0 {
-		bad, err := checkSince(ctx, tx, after)
+		_, bad, err := checkSince(ctx, tx, after)
 		if err != nil || bad != nil {
 			return audit.Event{}, bad, err
 		}
@@ -78,13 +86,20 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 	return out[0], nil, nil
 }
 
+// querier is a transaction or a connection pool.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // checkSince checks that the event at pos still has pos's hash and that
-// every later event chains to it. An event at pos deleted by retention is
-// fine: the chain is then checked from the retention checkpoint.
-func checkSince(ctx context.Context, tx *sql.Tx, pos audit.ChainPos) (*audit.BadEvent, error) {
+// every later event chains to it, and returns the last event checked. An
+// event at pos deleted by retention is fine: the chain is then checked
+// from the retention checkpoint.
+func checkSince(ctx context.Context, tx querier, pos audit.ChainPos) (audit.ChainPos, *audit.BadEvent, error) {
 	want, err := hex.DecodeString(pos.Hash)
 	if err != nil {
-		return nil, fmt.Errorf("audit checkpoint: bad position hash: %w", err)
+		return pos, nil, fmt.Errorf("audit checkpoint: bad position hash: %w", err)
 	}
 	var (
 		cpSeq  int64
@@ -93,7 +108,7 @@ func checkSince(ctx context.Context, tx *sql.Tx, pos audit.ChainPos) (*audit.Bad
 	switch err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).Scan(&cpSeq, &cpHash); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
-		return nil, fmt.Errorf("audit checkpoint: read retention checkpoint: %w", err)
+		return pos, nil, fmt.Errorf("audit checkpoint: read retention checkpoint: %w", err)
 	}
 	start, prev := pos.Seq, want
 	if cpSeq >= pos.Seq {
@@ -103,16 +118,16 @@ func checkSince(ctx context.Context, tx *sql.Tx, pos audit.ChainPos) (*audit.Bad
 		err := tx.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE seq = ?`, pos.Seq).Scan(&have)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			return &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint was removed"}, nil
+			return pos, &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint was removed"}, nil
 		case err != nil:
-			return nil, fmt.Errorf("audit checkpoint: read seq %d: %w", pos.Seq, err)
+			return pos, nil, fmt.Errorf("audit checkpoint: read seq %d: %w", pos.Seq, err)
 		case !bytes.Equal(have, want):
-			return &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint has another hash: log rewritten"}, nil
+			return pos, &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint has another hash: log rewritten"}, nil
 		}
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT seq, id, body, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq`, start)
 	if err != nil {
-		return nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+		return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
 	}
 	defer rows.Close()
 	last := start
@@ -123,25 +138,25 @@ func checkSince(ctx context.Context, tx *sql.Tx, pos audit.ChainPos) (*audit.Bad
 			body, prevHash, hash []byte
 		)
 		if err := rows.Scan(&seq, &id, &body, &prevHash, &hash); err != nil {
-			return nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+			return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
 		}
 		bad := func(reason string) *audit.BadEvent { return &audit.BadEvent{Seq: seq, ID: id, Reason: reason} }
 		switch {
 		case seq != last+1:
-			return bad(fmt.Sprintf("expected seq %d: events removed or renumbered", last+1)), nil
+			return pos, bad(fmt.Sprintf("expected seq %d: events removed or renumbered", last+1)), nil
 		case hash == nil:
-			return bad("event has no hash"), nil
+			return pos, bad("event has no hash"), nil
 		case !bytes.Equal(prevHash, prev):
-			return bad("does not follow the event before it"), nil
+			return pos, bad("does not follow the event before it"), nil
 		case !bytes.Equal(audit.ChainHash(prev, body), hash):
-			return bad("event altered: its body no longer matches its hash"), nil
+			return pos, bad("event altered: its body no longer matches its hash"), nil
 		}
 		last, prev = seq, hash
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+		return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
 	}
-	return nil, nil
+	return audit.ChainPos{Seq: last, Hash: hex.EncodeToString(prev)}, nil, nil
 }
 
 // LastCheckpoint returns the last checkpoint event of the log, if any (as
