@@ -56,19 +56,19 @@ func (b *BadEvent) String() string {
 // ChainVerifier share it.
 type Signatures struct {
 	Keys []ed25519.PublicKey
-	// firstUnsigned is the time of the first event after the last
-	// checkpoint; lastTime the time of the last event.
-	firstUnsigned, lastTime time.Time
-	unsigned                int64
+	// unsigned counts the events after the last checkpoint; first and
+	// last are the earliest and latest times that auth gave them (a
+	// node's events, which carry fields.node_id, have the node's clock).
+	unsigned    int64
+	first, last time.Time
 }
 
 // Event notes an intact event, named name, of time t, found right after
-// the event (prevSeq, prevHash). The event is decoded (decode) only if it
-// is a checkpoint, whose signature is then checked. It returns why the
-// event is bad, or "".
-func (s *Signatures) Event(res *VerifyResult, name string, t time.Time, prevSeq int64, prevHash []byte,
+// the event (prevSeq, prevHash); authTime tells whether t is auth's clock.
+// The event is decoded (decode) only if it is a checkpoint, whose
+// signature is then checked. It returns why the event is bad, or "".
+func (s *Signatures) Event(res *VerifyResult, name string, t time.Time, authTime bool, prevSeq int64, prevHash []byte,
 	decode func() (Event, error)) string {
-	s.lastTime = t
 	if name == Checkpoint && len(s.Keys) > 0 {
 		ev, err := decode()
 		if err != nil {
@@ -81,44 +81,55 @@ func (s *Signatures) Event(res *VerifyResult, name string, t time.Time, prevSeq 
 		res.Checkpoints++
 		res.Signed = ChainPos{Seq: ci.SignedSeq, Hash: hex.EncodeToString(ci.SignedHash)}
 		res.SignedAt, res.Interval = ci.Time, ci.Interval
-		s.unsigned, s.firstUnsigned = 0, time.Time{}
-		// The checkpoint event itself is not signed by itself, but nothing
+		// The checkpoint itself is signed by the next one, but nothing
 		// after it is needed to trust what it signs.
+		s.unsigned, s.first, s.last = 0, time.Time{}, time.Time{}
+		return ""
 	}
-	if name != Checkpoint || len(s.Keys) == 0 {
-		if s.unsigned == 0 {
-			s.firstUnsigned = t
+	s.unsigned++
+	if authTime {
+		if s.first.IsZero() || t.Before(s.first) {
+			s.first = t
 		}
-		s.unsigned++
+		if t.After(s.last) {
+			s.last = t
+		}
 	}
 	return ""
 }
 
-// Finish adds the warnings about the unsigned end of an intact chain:
-// events that no checkpoint signs although they span more than two
-// checkpoint intervals (the interval the last checkpoint states, else
-// DefaultCheckpointInterval).
+// Finish adds the warning about the unsigned end of an intact chain: the
+// events after the last checkpoint reach, by auth's clock, more than two
+// checkpoint intervals past it (the interval the last checkpoint states,
+// else DefaultCheckpointInterval); or, with no checkpoint at all, span more
+// than that. Auth signs a checkpoint every interval while there is
+// something new, so an honest log is never further behind than one.
 func (s *Signatures) Finish(res *VerifyResult) {
 	res.SignaturesChecked = len(s.Keys) > 0
-	if len(s.Keys) == 0 || s.unsigned == 0 {
+	if len(s.Keys) == 0 || s.unsigned == 0 || s.last.IsZero() {
 		return
 	}
 	interval := res.Interval
 	if interval <= 0 {
 		interval = DefaultCheckpointInterval
 	}
-	if s.lastTime.Sub(s.firstUnsigned) <= 2*interval {
+	from := s.first
+	if res.Checkpoints > 0 {
+		from = res.SignedAt
+	}
+	if s.last.Sub(from) <= 2*interval {
 		return
 	}
-	span := fmt.Sprintf("(%s to %s)", s.firstUnsigned.UTC().Format(time.RFC3339), s.lastTime.UTC().Format(time.RFC3339))
+	span := fmt.Sprintf("(%s to %s)", s.first.UTC().Format(time.RFC3339), s.last.UTC().Format(time.RFC3339))
 	if res.Checkpoints == 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf(
 			"no signed checkpoint: none of the %d events %s is protected against a rewrite of the whole log", s.unsigned, span))
 		return
 	}
 	res.Warnings = append(res.Warnings, fmt.Sprintf(
-		"the last %d events %s are signed by no checkpoint, though one is written every %s: "+
-			"later checkpoints removed, or auth stopped signing (see its log)", s.unsigned, span, interval))
+		"the last %d events %s are signed by no checkpoint, the last of which is from %s, though one is written every %s: "+
+			"later checkpoints removed, or auth stopped signing (see its log)",
+		s.unsigned, span, res.SignedAt.UTC().Format(time.RFC3339), interval))
 }
 
 // ChainVerifier checks a log given event by event in seq order, such as an
@@ -175,7 +186,8 @@ func (v *ChainVerifier) Add(ev Event) *BadEvent {
 		return bad("event altered: its body no longer matches its hash")
 	}
 	hash, _ := hex.DecodeString(ev.Hash)
-	if reason := v.sig.Event(&v.res, ev.Event, ev.Time, v.lastSeq, v.prev,
+	_, fromNode := ev.Fields["node_id"]
+	if reason := v.sig.Event(&v.res, ev.Event, ev.Time, !fromNode, v.lastSeq, v.prev,
 		func() (Event, error) { return ev, nil }); reason != "" {
 		return bad("%s", reason)
 	}

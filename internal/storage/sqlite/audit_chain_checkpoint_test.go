@@ -197,13 +197,18 @@ func TestAuditCheckpointWarnings(t *testing.T) {
 	emit("c")
 	clock.Advance(15 * time.Minute)
 	emit("d")
+	// A node's event keeps the node's clock: hours behind says nothing.
+	if err := log.Emit(t.Context(), audit.Event{Event: audit.Exec, ID: "node", Time: clock.Now().Add(-3 * time.Hour),
+		Fields: map[string]any{"node_id": "n1"}}); err != nil {
+		t.Fatal(err)
+	}
 	if res := mustVerify(t, log, pub); !res.OK || len(res.Warnings) != 0 {
 		t.Fatalf("Verify with a tail younger than two intervals = %+v", res)
 	}
 	clock.Advance(15 * time.Minute)
 	emit("e")
 	res := mustVerify(t, log, pub)
-	if !res.OK || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "the last 3 events") {
+	if !res.OK || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "the last 4 events") {
 		t.Fatalf("Verify with an old unsigned tail = %+v", res)
 	}
 	// Without keys, signatures are not checked and nothing is said.
