@@ -469,9 +469,11 @@ func (h *Handler) recordingGet(w http.ResponseWriter, r *http.Request, c auth.Ca
 		w.Header().Set(RecordingCheckTrailer, RecordingCheckLive)
 	case errors.As(err, &ae):
 		w.Header().Set(RecordingCheckTrailer, "altered: "+ae.Reason)
+	case r.Context().Err() != nil:
+		// The client went away.
 	default:
-		// Reading failed (or the client went away): no trailer, so the
-		// client sees a stream cut short.
+		// Reading failed: no trailer, so the client sees a stream cut
+		// short.
 		h.log.Error("stream recording", "session", rs.Info.SessionID, "err", err)
 		panic(http.ErrAbortHandler)
 	}
