@@ -424,7 +424,7 @@ func (c *Client) AppendRecording(ctx context.Context, meta recording.Meta, offse
 	var out LengthBody
 	if err := readResponse(resp, &out); err != nil {
 		var ae *Error
-		if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+		if errors.As(err, &ae) && ae.Status == http.StatusConflict && (ae.Code == CodeOffset || ae.Code == "") {
 			return 0, &recording.OffsetError{Have: ae.Length}
 		}
 		return 0, err
@@ -460,9 +460,77 @@ func (c *Client) SearchRecordings(ctx context.Context, text string, limit int) (
 	return out, c.do(ctx, http.MethodGet, "/v1/recordings/search?"+url.Values{"text": {text}, "limit": {strconv.Itoa(limit)}}.Encode(), nil, &out)
 }
 
-// OpenRecording streams a recording's asciicast bytes.
-func (c *Client) OpenRecording(ctx context.Context, id string) (io.ReadCloser, error) {
-	return c.openStream(ctx, "/v1/recordings/"+url.PathEscape(id))
+// RecordingBody is a recording's bytes as auth streams them. Auth checks
+// them on their way against the hash recorded when the recording completed
+// and sends the outcome after them: reading to the end returns io.EOF only
+// when the check passed (or the recording is still being recorded:
+// Complete is false, nothing is checked yet); otherwise the error names
+// the session and says what is wrong.
+type RecordingBody struct {
+	resp     *http.Response
+	id       string
+	Complete bool
+	err      error
+}
+
+func (b *RecordingBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.resp.Body.Read(p)
+	switch {
+	case errors.Is(err, io.EOF):
+		// The trailer is set once the body has been read to its end.
+		switch v := b.resp.Trailer.Get(RecordingCheckTrailer); {
+		case v == RecordingCheckOK, v == RecordingCheckLive:
+			b.err = io.EOF
+		case strings.HasPrefix(v, "altered: "):
+			b.err = &recording.AlteredError{SessionID: b.id, Reason: strings.TrimPrefix(v, "altered: ")}
+		default:
+			b.err = fmt.Errorf("the recording of session %s arrived without the outcome of its check: the stream was cut short", b.id)
+		}
+		return n, b.err
+	case err != nil:
+		b.err = fmt.Errorf("recording of session %s: %w", b.id, err)
+		return n, b.err
+	}
+	return n, nil
+}
+
+// Close ends the stream.
+func (b *RecordingBody) Close() error { return b.resp.Body.Close() }
+
+// OpenRecording streams a recording's asciicast bytes, checked (see
+// RecordingBody).
+func (c *Client) OpenRecording(ctx context.Context, id string) (*RecordingBody, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/recordings/"+url.PathEscape(id), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, readResponse(resp, nil)
+	}
+	return &RecordingBody{resp: resp, id: id, Complete: resp.Header.Get("X-Warden-Recording-Complete") == "true"}, nil
+}
+
+// VerifyRecordings checks recordings (all when ids is empty) against the
+// hashes recorded when they completed.
+func (c *Client) VerifyRecordings(ctx context.Context, ids []string) ([]auth.RecordingCheck, error) {
+	// Reading every recording takes long: the streaming client, bounded.
+	ctx, cancel := context.WithTimeout(ctx, 6*time.Hour)
+	defer cancel()
+	body, err := c.openStream(ctx, "/v1/recordings/verify?"+url.Values{"session": ids}.Encode())
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	var out []auth.RecordingCheck
+	return out, json.NewDecoder(io.LimitReader(body, 64<<20)).Decode(&out)
 }
 
 // openStream GETs a long or large response without the client timeout; the
@@ -500,6 +568,13 @@ func (c *Client) VerifyAudit(ctx context.Context) (*audit.VerifyResult, error) {
 	defer body.Close()
 	var out audit.VerifyResult
 	return &out, json.NewDecoder(io.LimitReader(body, 64<<20)).Decode(&out)
+}
+
+// AuditKey returns the public key that verifies the audit log's
+// checkpoints.
+func (c *Client) AuditKey(ctx context.Context) (*AuditKey, error) {
+	var out AuditKey
+	return &out, c.do(ctx, http.MethodGet, "/v1/audit/key", nil, &out)
 }
 
 // TailAudit streams audit events after afterSeq to fn until ctx ends.

@@ -106,6 +106,13 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/audit/verify", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*audit.VerifyResult, error) {
 		return a.VerifyAudit(r.Context(), c)
 	})))
+	m.HandleFunc("GET /v1/audit/key", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*AuditKey, error) {
+		pemKey, id, err := a.ExportAuditKey(r.Context(), c)
+		if err != nil {
+			return nil, err
+		}
+		return &AuditKey{KeyID: id, PublicKey: string(pemKey)}, nil
+	})))
 	m.HandleFunc("GET /v1/audit/stream", h.authed(h.auditStream))
 	m.HandleFunc("GET /v1/watch", h.authed(h.watch))
 	m.HandleFunc("GET /v1/sessions", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]auth.LiveSession, error) {
@@ -131,6 +138,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/recordings/search", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]auth.RecordingMatch, error) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 		return list(a.SearchRecordings(r.Context(), c, r.URL.Query().Get("text"), limit))
+	})))
+	m.HandleFunc("GET /v1/recordings/verify", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]auth.RecordingCheck, error) {
+		return list(a.VerifyRecordings(r.Context(), c, r.URL.Query()["session"]))
 	})))
 	m.HandleFunc("GET /v1/recordings/{id}", h.authed(h.recordingGet))
 

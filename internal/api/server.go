@@ -100,6 +100,35 @@ type Error struct {
 	Message string `json:"error"`
 	// Length is the stored length of a recording, on an offset conflict.
 	Length int64 `json:"length,omitempty"`
+	// Code tells apart errors a client acts on that share a status:
+	// CodeOffset, CodeRecordingComplete, CodeSessionUnknown.
+	Code string `json:"code,omitempty"`
+}
+
+// Error codes.
+const (
+	// CodeOffset: a recording chunk is not where the stored recording ends
+	// (Length says where it does).
+	CodeOffset = "offset"
+	// CodeRecordingComplete: the recording is complete and cannot grow.
+	CodeRecordingComplete = "recording_complete"
+	// CodeSessionUnknown: auth has no record of the node starting the
+	// session a recording is uploaded for.
+	CodeSessionUnknown = "session_unknown"
+)
+
+// errorCode is the Code for err ("" if none).
+func errorCode(err error) string {
+	var oe *recording.OffsetError
+	switch {
+	case errors.As(err, &oe):
+		return CodeOffset
+	case errors.Is(err, recording.ErrCompleted):
+		return CodeRecordingComplete
+	case errors.Is(err, recording.ErrUnknownSession):
+		return CodeSessionUnknown
+	}
+	return ""
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -119,6 +148,12 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusBadRequest
 	case auth.ErrThrottled:
 		return e.Status == http.StatusTooManyRequests
+	case auth.ErrConflict:
+		return e.Status == http.StatusConflict
+	case recording.ErrCompleted:
+		return e.Code == CodeRecordingComplete
+	case recording.ErrUnknownSession:
+		return e.Code == CodeSessionUnknown
 	}
 	return false
 }
@@ -142,7 +177,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed):
+	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed), errors.Is(err, auth.ErrConflict):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
@@ -153,7 +188,7 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 	msg := err.Error()
 	var oe *recording.OffsetError
 	if errors.As(err, &oe) {
-		writeJSON(w, st, Error{Message: msg, Length: oe.Have})
+		writeJSON(w, st, Error{Message: msg, Length: oe.Have, Code: CodeOffset})
 		return
 	}
 	var te *identity.ThrottledError
@@ -170,7 +205,7 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 		h.log.Error("api internal error", "err", err)
 		msg = "internal error (see the auth service log)"
 	}
-	writeJSON(w, st, Error{Message: msg})
+	writeJSON(w, st, Error{Message: msg, Code: errorCode(err)})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -407,18 +442,49 @@ func (h *Handler) recordingAppend(w http.ResponseWriter, r *http.Request, c auth
 	respond(h, w, LengthBody{Length: n}, err)
 }
 
+// RecordingCheckTrailer ends a recording's stream with the outcome of its
+// check: RecordingCheckOK, RecordingCheckLive (still being recorded:
+// nothing to check against yet) or "altered: " and why. A stream
+// without it was cut short.
+const RecordingCheckTrailer = "X-Warden-Recording-Check"
+
+// Values of RecordingCheckTrailer.
+const (
+	RecordingCheckOK   = "ok"
+	RecordingCheckLive = "live"
+)
+
 func (h *Handler) recordingGet(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	rc, info, err := h.auth.OpenRecording(r.Context(), c, r.PathValue("id"))
+	rs, err := h.auth.OpenRecording(r.Context(), c, r.PathValue("id"))
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	defer rc.Close()
+	defer rs.Close()
 	w.Header().Set("Content-Type", "application/x-asciicast")
-	w.Header().Set("X-Warden-Recording-Complete", strconv.FormatBool(info.Complete))
-	w.Header().Set("X-Warden-Recording-SHA256", info.SHA256)
-	w.Header().Set("Content-Length", strconv.FormatInt(info.Length, 10))
-	_, _ = io.CopyN(w, rc, info.Length)
+	w.Header().Set("X-Warden-Recording-Complete", strconv.FormatBool(rs.Info.Complete))
+	w.Header().Set("X-Warden-Recording-SHA256", rs.Info.SHA256)
+	// No Content-Length: the check's outcome follows the bytes, as a
+	// trailer (the body is chunked on HTTP/1.1).
+	w.Header().Set("Trailer", RecordingCheckTrailer)
+	w.WriteHeader(http.StatusOK)
+	_, err = io.Copy(w, rs)
+	var ae *recording.AlteredError
+	switch {
+	case err == nil && rs.Checked:
+		w.Header().Set(RecordingCheckTrailer, RecordingCheckOK)
+	case err == nil:
+		w.Header().Set(RecordingCheckTrailer, RecordingCheckLive)
+	case errors.As(err, &ae):
+		w.Header().Set(RecordingCheckTrailer, "altered: "+ae.Reason)
+	case r.Context().Err() != nil:
+		// The client went away.
+	default:
+		// Reading failed: no trailer, so the client sees a stream cut
+		// short.
+		h.log.Error("stream recording", "session", rs.Info.SessionID, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // auditStream follows the audit log as JSON lines (for warden audit tail -f
@@ -502,6 +568,12 @@ type ReviewBody struct {
 // Suggestion lists roles the caller could request.
 type Suggestion struct {
 	Roles []string `json:"roles"`
+}
+
+// AuditKey is the public key that verifies the audit log's checkpoints.
+type AuditKey struct {
+	KeyID     string `json:"key_id"`
+	PublicKey string `json:"public_key"` // PEM
 }
 
 // CompleteBody closes a recording.

@@ -4,6 +4,7 @@ package audit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"time"
 )
 
@@ -125,9 +126,10 @@ type Subscriber interface {
 	Subscribe(ctx context.Context, afterSeq int64) (<-chan Event, error)
 }
 
-// Verifier checks the hash chain of a whole log.
+// Verifier checks the hash chain of a whole log and, given public keys,
+// the signatures of its checkpoints.
 type Verifier interface {
-	Verify(ctx context.Context) (VerifyResult, error)
+	Verify(ctx context.Context, keys ...ed25519.PublicKey) (VerifyResult, error)
 }
 
 // Retainer deletes events older than t (leaving a checkpoint the chain

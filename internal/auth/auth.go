@@ -6,6 +6,7 @@ package auth
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,12 @@ type Config struct {
 	// for everyone. The address is the TCP peer of the request.
 	SourceLimit  identity.ThrottleLimit
 	AccountLimit identity.ThrottleLimit
+	// AuditKey signs checkpoints of the audit log every CheckpointInterval
+	// (DefaultCheckpointInterval if zero) and when auth stops. Keep it out
+	// of the database: whoever holds it can re-sign a rewritten log. Nil:
+	// no checkpoints.
+	AuditKey           ed25519.PrivateKey
+	CheckpointInterval time.Duration
 }
 
 // Server is the auth service.
@@ -84,6 +91,11 @@ type Server struct {
 	dummyHash string
 	// checkPassword is identity.CheckPassword (tests count its calls).
 	checkPassword func(ctx context.Context, hash, password string) (bool, error)
+	// cpPos is the last audit checkpoint this process trusts (cpLoaded:
+	// looked up in the log once); cpMu serializes checkpoints.
+	cpMu     sync.Mutex
+	cpPos    audit.ChainPos
+	cpLoaded bool
 }
 
 const (
@@ -141,6 +153,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	dummy, err := identity.DummyHash()
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = audit.DefaultCheckpointInterval
+	}
+	if cfg.AuditKey != nil && len(cfg.AuditKey) != ed25519.PrivateKeySize {
+		return nil, errors.New("auth: AuditKey is not an Ed25519 private key")
 	}
 	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now, notifier: cfg.Notifier,
 		throttle: identity.NewThrottle(cfg.Now, 0), dummyHash: dummy, checkPassword: identity.CheckPassword}
@@ -202,12 +220,14 @@ func (s *Server) Authority() *ca.Authority { return s.ca }
 // ClusterName returns the cluster name.
 func (s *Server) ClusterName() string { return s.cfg.ClusterName }
 
-// Close stops background work.
+// Close stops background work and signs a last audit checkpoint, so that a
+// log left by a clean stop is signed to its end.
 func (s *Server) Close() error {
 	s.sweepStop()
 	<-s.sweepDone
 	s.roles.stop()
 	s.locks.feed.stop()
+	s.checkpoint(context.Background())
 	return nil
 }
 
@@ -219,13 +239,17 @@ func (s *Server) startSweeper(ctx context.Context) {
 		defer close(s.sweepDone)
 		t := time.NewTicker(s.cfg.SweepInterval)
 		defer t.Stop()
-		lastRetention := time.Time{}
+		lastRetention, lastCheckpoint := time.Time{}, time.Time{}
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				s.sweepRequests(ctx)
+				if time.Since(lastCheckpoint) >= s.cfg.CheckpointInterval {
+					lastCheckpoint = time.Now()
+					s.checkpoint(ctx)
+				}
 				if time.Since(lastRetention) > time.Hour {
 					lastRetention = time.Now()
 					s.applyRetention(ctx)

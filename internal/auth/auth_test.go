@@ -39,6 +39,7 @@ type fixture struct {
 	a     *auth.Server
 	b     *sqlite.Backend
 	clock *clock
+	path  string // of the database
 }
 
 // newFixture starts auth on a fresh SQLite backend with a controllable
@@ -47,7 +48,8 @@ func newFixture(t *testing.T, mods ...func(*auth.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	clk := &clock{t: time.Now().Truncate(30 * time.Second).Add(5 * time.Second)}
-	b, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "w.db"), Now: clk.Now})
+	path := filepath.Join(t.TempDir(), "w.db")
+	b, err := sqlite.Open(ctx, sqlite.Config{Path: path, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func newFixture(t *testing.T, mods ...func(*auth.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	return &fixture{t: t, a: a, b: b, clock: clk}
+	return &fixture{t: t, a: a, b: b, clock: clk, path: path}
 }
 
 func pubKey(t *testing.T) string {

@@ -2,10 +2,14 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/warden-sh/warden/internal/asciicast"
@@ -14,8 +18,18 @@ import (
 	"github.com/warden-sh/warden/internal/storage"
 )
 
-// EventRecordingComplete is audited when a recording is closed.
-const EventRecordingComplete = "recording.complete"
+// Recording events.
+const (
+	// EventRecordingComplete is audited when a recording is closed; its
+	// length and sha256 are what reading the recording checks.
+	EventRecordingComplete = "recording.complete"
+	// EventRecordingRefused is audited when a node uploads a recording for
+	// a session auth has no record of it starting.
+	EventRecordingRefused = "recording.refused"
+	// EventRecordingAltered is audited when a recording read or verified
+	// does not match what was recorded when it completed, or is missing.
+	EventRecordingAltered = "recording.altered"
+)
 
 func (s *Server) recordings() (*recording.Store, error) {
 	if s.cfg.Recordings == nil {
@@ -26,15 +40,22 @@ func (s *Server) recordings() (*recording.Store, error) {
 
 func recordingErr(err error) error {
 	var oe *recording.OffsetError
+	var ae *recording.AlteredError
 	switch {
-	case errors.As(err, &oe):
+	case err == nil, errors.As(err, &oe):
 		return err
 	case errors.Is(err, recording.ErrNotOwner):
 		return fmt.Errorf("%w: %v", ErrAccessDenied, err)
+	case errors.Is(err, recording.ErrMissing):
+		return withKind(err, storage.ErrNotFound)
 	case errors.Is(err, recording.ErrNotFound):
 		return fmt.Errorf("recording %w", storage.ErrNotFound)
 	case errors.Is(err, recording.ErrMismatch):
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	case errors.Is(err, recording.ErrCompleted), errors.As(err, &ae):
+		return withKind(err, ErrConflict)
+	case errors.Is(err, recording.ErrUnknownSession):
+		return withKind(err, ErrAccessDenied)
 	}
 	return err
 }
@@ -75,8 +96,46 @@ func (s *Server) appendRecording(ctx context.Context, c Caller, meta recording.M
 	}
 	// The node speaks only for itself.
 	meta.Node, meta.NodeID = reg.Name, reg.ID
+	if _, err := st.Stat(meta.SessionID); errors.Is(err, recording.ErrNotFound) {
+		// A new recording: only for a session this node told auth it
+		// started, and as auth recorded it (user, login, start).
+		started, err := s.sessionStartedBy(ctx, meta.SessionID, c.NodeID)
+		if err != nil {
+			return 0, err
+		}
+		if started == nil {
+			msg := fmt.Sprintf("no session %s started by node %s: recording refused", meta.SessionID, reg.Name)
+			s.emit(ctx, audit.Event{Event: EventRecordingRefused, SessionID: meta.SessionID, Node: reg.Name, Error: msg,
+				Fields: map[string]any{"node_id": c.NodeID, "offset": offset, "claimed_user": meta.User}})
+			return 0, withKind(fmt.Errorf("%w: %s", recording.ErrUnknownSession, msg), ErrAccessDenied)
+		}
+		meta.User, meta.Login, meta.Start, meta.RemoteAddr = started.User, started.Login, started.Started, started.RemoteAddr
+	}
 	n, err := appendTo(st, meta, c.NodeID, offset, data)
 	return n, recordingErr(err)
+}
+
+// sessionStartedBy returns auth's record of session id if node nodeID
+// started it (its session.start, kept as a live session or in the audit
+// log), or nil.
+func (s *Server) sessionStartedBy(ctx context.Context, id, nodeID string) (*LiveSession, error) {
+	var ls LiveSession
+	switch err := s.getJSON(ctx, prefixSessions+id, &ls); {
+	case err == nil && ls.NodeID == nodeID:
+		return &ls, nil
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		return nil, err
+	}
+	evs, err := s.cfg.Audit.Search(ctx, audit.Query{Type: audit.SessionStart, SessionID: id, Limit: 100})
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		if n, _ := ev.Fields["node_id"].(string); ev.Success && n == nodeID {
+			return &LiveSession{ID: id, User: ev.User, Login: ev.Login, NodeID: nodeID, RemoteAddr: ev.RemoteAddr, Started: ev.Time}, nil
+		}
+	}
+	return nil, nil
 }
 
 // CompleteRecording closes a recording with its length and SHA-256.
@@ -92,12 +151,16 @@ func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID stri
 		return recordingErr(err)
 	}
 	info, _ := st.Stat(sessionID)
-	ev := audit.Event{Event: EventRecordingComplete, SessionID: sessionID, Success: true,
-		Fields: map[string]any{"length": length, "sha256": sha, "interrupted": interrupted}}
+	ev := audit.Event{Event: EventRecordingComplete, SessionID: sessionID, Success: true, Time: s.now().UTC(),
+		Fields: map[string]any{"length": length, "sha256": strings.ToLower(sha), "interrupted": interrupted}}
 	if info != nil {
 		ev.User, ev.Login, ev.Node = info.User, info.Login, info.Node
 	}
-	s.emit(ctx, ev)
+	// Reading the recording checks it against this event: without it the
+	// recording could not be read, so the node retries until it is stored.
+	if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
+		return fmt.Errorf("record the completion of recording %s: %w", sessionID, err)
+	}
 	return nil
 }
 
@@ -132,20 +195,292 @@ func (s *Server) ListRecordings(ctx context.Context, c Caller, f RecordingFilter
 	return out, nil
 }
 
-// OpenRecording returns a recording's asciicast bytes.
-func (s *Server) OpenRecording(ctx context.Context, c Caller, id string) (io.ReadCloser, *recording.Info, error) {
+// RecordingStream is a recording being read. Its bytes are checked on
+// their way through against the length and SHA-256 that the audit log's
+// recording.complete event recorded: reading past the end of an altered
+// recording fails with *recording.AlteredError (audited as
+// recording.altered) instead of io.EOF. A recording still being recorded
+// (no recording.complete yet) is served as it is, unchecked (Checked
+// false).
+type RecordingStream struct {
+	Info    recording.Info
+	Checked bool
+	r       io.Reader
+	c       *recording.CheckedReader // nil when not Checked
+	closer  io.Closer
+	altered func(error)
+	once    sync.Once
+}
+
+func (r *RecordingStream) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.report(err)
+	return n, err
+}
+
+func (r *RecordingStream) report(err error) {
+	var ae *recording.AlteredError
+	if errors.As(err, &ae) {
+		r.once.Do(func() { r.altered(err) })
+	}
+}
+
+// Finish reads what is left and returns the outcome of the check (nil:
+// intact, or not checkable yet).
+func (r *RecordingStream) Finish() error {
+	if r.c == nil {
+		return nil
+	}
+	err := r.c.Finish()
+	r.report(err)
+	return err
+}
+
+// Close closes the recording's file.
+func (r *RecordingStream) Close() error { return r.closer.Close() }
+
+// recordingRef is what the audit log recorded when a recording completed.
+type recordingRef struct {
+	length int64
+	sha256 string
+}
+
+// recordingRefs reads the recording.complete events auth wrote (a node's
+// forwarded events carry fields.node_id and are not taken) for session id,
+// or for every session when id is empty. Two that disagree make the
+// session's recording uncheckable: an *recording.AlteredError is kept for
+// it in bad.
+func (s *Server) recordingRefs(ctx context.Context, id string) (refs map[string]recordingRef, bad map[string]error, err error) {
+	refs, bad = map[string]recordingRef{}, map[string]error{}
+	q := audit.Query{Type: EventRecordingComplete, SessionID: id, Limit: audit.MaxLimit}
+	for {
+		evs, err := s.cfg.Audit.Search(ctx, q)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read recording.complete events: %w", err)
+		}
+		for _, ev := range evs {
+			if _, fromNode := ev.Fields["node_id"]; fromNode || ev.SessionID == "" {
+				continue
+			}
+			sha, _ := ev.Fields["sha256"].(string)
+			length, lerr := int64Of(ev.Fields["length"])
+			ref := recordingRef{length: length, sha256: strings.ToLower(sha)}
+			if lerr != nil || len(ref.sha256) != 64 {
+				bad[ev.SessionID] = &recording.AlteredError{SessionID: ev.SessionID,
+					Reason: fmt.Sprintf("its recording.complete event (seq %d) has no valid length and sha256", ev.Seq)}
+				continue
+			}
+			if old, ok := refs[ev.SessionID]; ok && old != ref {
+				bad[ev.SessionID] = &recording.AlteredError{SessionID: ev.SessionID,
+					Reason: "the audit log records two different completions of it"}
+			}
+			refs[ev.SessionID] = ref
+		}
+		if len(evs) < q.EffectiveLimit() {
+			return refs, bad, nil
+		}
+		q.AfterSeq = evs[len(evs)-1].Seq
+	}
+}
+
+func int64Of(v any) (int64, error) {
+	switch v := v.(type) {
+	case float64:
+		if v < 0 || v != float64(int64(v)) {
+			return 0, fmt.Errorf("%v is not a length", v)
+		}
+		return int64(v), nil
+	case json.Number:
+		return v.Int64()
+	case int64:
+		return v, nil
+	case int:
+		return int64(v), nil
+	}
+	return 0, fmt.Errorf("%T is not a length", v)
+}
+
+// openChecked opens the recording of id for reading, checked against refs
+// (see RecordingStream).
+func (s *Server) openChecked(ctx context.Context, st *recording.Store, id string, refs map[string]recordingRef, bad map[string]error) (*RecordingStream, error) {
+	if err := bad[id]; err != nil {
+		s.recordingAltered(ctx, id, err)
+		return nil, err
+	}
+	rc, info, err := st.Open(id)
+	if err != nil {
+		if errors.Is(err, recording.ErrMissing) {
+			s.recordingAltered(ctx, id, err)
+		}
+		return nil, err
+	}
+	rs := &RecordingStream{Info: *info, r: rc, closer: rc, altered: func(err error) { s.recordingAltered(ctx, id, err) }}
+	ref, ok := refs[id]
+	switch {
+	case ok:
+		rs.c = recording.NewCheckedReader(rc, id, ref.length, ref.sha256)
+		rs.r, rs.Checked = rs.c, true
+	case info.Complete:
+		// Marked complete where it is stored, yet the audit log has no
+		// completion to check it against.
+		rc.Close()
+		err := &recording.AlteredError{SessionID: id, Reason: "it is marked complete, but the audit log records no recording.complete for it"}
+		s.recordingAltered(ctx, id, err)
+		return nil, err
+	}
+	return rs, nil
+}
+
+// recordingAltered makes a failed check loud: logged and audited.
+func (s *Server) recordingAltered(ctx context.Context, id string, err error) {
+	s.log.Error("recording check failed", "session", id, "err", err)
+	s.emit(ctx, audit.Event{Event: EventRecordingAltered, SessionID: id, Error: err.Error()})
+}
+
+// OpenRecording returns a recording's asciicast bytes, checked as they are
+// read (see RecordingStream).
+func (s *Server) OpenRecording(ctx context.Context, c Caller, id string) (*RecordingStream, error) {
 	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	st, err := s.recordings()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if !recording.ValidSessionID(id) {
-		return nil, nil, badRequest("invalid session id")
+		return nil, badRequest("invalid session id")
 	}
-	rc, info, err := st.Open(id)
-	return rc, info, recordingErr(err)
+	refs, bad, err := s.recordingRefs(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := s.openChecked(context.WithoutCancel(ctx), st, id, refs, bad)
+	return rs, recordingErr(err)
+}
+
+// RecordingCheck is the outcome of checking one recording.
+type RecordingCheck struct {
+	SessionID string `json:"session_id"`
+	// Status is "intact", "altered" (bytes or records changed), "missing"
+	// (completed, not deleted by retention, and gone), or "recording"
+	// (still being recorded: nothing to check against yet).
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Recording check statuses.
+const (
+	RecordingIntact  = "intact"
+	RecordingAltered = "altered"
+	RecordingMissing = "missing"
+	RecordingLive    = "recording"
+)
+
+// VerifyRecordings checks the recordings of sessions ids (all when empty)
+// against the audit log: every stored recording is read once and hashed,
+// and every recording.complete without its recording (and not deleted by
+// retention) is reported missing. Failures are audited.
+func (s *Server) VerifyRecordings(ctx context.Context, c Caller, ids []string) ([]RecordingCheck, error) {
+	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
+		return nil, err
+	}
+	st, err := s.recordings()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if !recording.ValidSessionID(id) {
+			return nil, badRequest("invalid session id %.80q", id)
+		}
+	}
+	refs, bad, err := s.recordingRefs(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	deleted, err := s.deletedRecordings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := st.List()
+	if err != nil {
+		return nil, err
+	}
+	want := func(id string) bool { return len(ids) == 0 || slices.Contains(ids, id) }
+	var out []RecordingCheck
+	stored := map[string]bool{}
+	for _, in := range all {
+		stored[in.SessionID] = true
+		if !want(in.SessionID) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		out = append(out, s.checkRecording(ctx, st, in.SessionID, refs, bad))
+	}
+	for id := range refs {
+		if want(id) && !stored[id] && !deleted[id] {
+			err := &recording.AlteredError{SessionID: id, Reason: "it completed, was not deleted by retention, and is gone"}
+			s.recordingAltered(ctx, id, err)
+			out = append(out, RecordingCheck{SessionID: id, Status: RecordingMissing, Error: err.Error()})
+		}
+	}
+	for _, id := range ids {
+		if _, known := refs[id]; !stored[id] && !known {
+			return nil, fmt.Errorf("no recording of session %s: %w", id, storage.ErrNotFound)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].SessionID < out[j].SessionID })
+	return out, nil
+}
+
+func (s *Server) checkRecording(ctx context.Context, st *recording.Store, id string, refs map[string]recordingRef, bad map[string]error) RecordingCheck {
+	rs, err := s.openChecked(ctx, st, id, refs, bad)
+	if err == nil {
+		defer rs.Close()
+		if !rs.Checked {
+			return RecordingCheck{SessionID: id, Status: RecordingLive}
+		}
+		err = rs.Finish()
+	}
+	var ae *recording.AlteredError
+	switch {
+	case err == nil:
+		return RecordingCheck{SessionID: id, Status: RecordingIntact}
+	case errors.Is(err, recording.ErrMissing):
+		return RecordingCheck{SessionID: id, Status: RecordingMissing, Error: err.Error()}
+	case errors.As(err, &ae):
+		return RecordingCheck{SessionID: id, Status: RecordingAltered, Error: err.Error()}
+	}
+	return RecordingCheck{SessionID: id, Status: RecordingAltered, Error: "cannot read it: " + err.Error()}
+}
+
+// deletedRecordings is the set of sessions whose recordings retention
+// deleted (recording.retention events).
+func (s *Server) deletedRecordings(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	q := audit.Query{Type: EventRecordingRetention, Limit: audit.MaxLimit}
+	for {
+		evs, err := s.cfg.Audit.Search(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("read recording.retention events: %w", err)
+		}
+		for _, ev := range evs {
+			if _, fromNode := ev.Fields["node_id"]; fromNode {
+				continue
+			}
+			ids, _ := ev.Fields["sessions"].([]any)
+			for _, id := range ids {
+				if id, ok := id.(string); ok {
+					out[id] = true
+				}
+			}
+		}
+		if len(evs) < q.EffectiveLimit() {
+			return out, nil
+		}
+		q.AfterSeq = evs[len(evs)-1].Seq
+	}
 }
 
 // RecordingMatch is one search hit.
@@ -171,22 +506,19 @@ func (s *Server) SearchRecordings(ctx context.Context, c Caller, text string, li
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
+	refs, bad, err := s.recordingRefs(ctx, "")
+	if err != nil {
+		return nil, err
+	}
 	var out []RecordingMatch
 	for _, in := range infos {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		rc, _, err := s.cfg.Recordings.Open(in.SessionID)
+		matches, err := s.searchRecording(ctx, in.SessionID, refs, bad, text, limit-len(out))
 		if err != nil {
-			continue
+			return nil, recordingErr(err)
 		}
-		r, err := asciicast.NewReader(rc)
-		if err != nil {
-			rc.Close()
-			continue
-		}
-		matches, _ := asciicast.Search(r, text, limit-len(out))
-		rc.Close()
 		for _, m := range matches {
 			out = append(out, RecordingMatch{SessionID: in.SessionID, User: in.User, Node: in.Node, Start: in.Start,
 				Offset: m.Offset, Type: m.Type, Line: m.Line})
@@ -196,4 +528,33 @@ func (s *Server) SearchRecordings(ctx context.Context, c Caller, text string, li
 		}
 	}
 	return out, nil
+}
+
+// searchRecording searches one recording, which must pass its check: an
+// altered or missing recording fails the search, naming the session. A
+// recording still being recorded may end in a partial line; what it holds
+// so far is searched.
+func (s *Server) searchRecording(ctx context.Context, id string, refs map[string]recordingRef, bad map[string]error,
+	text string, limit int) ([]asciicast.Match, error) {
+	rs, err := s.openChecked(ctx, s.cfg.Recordings, id, refs, bad)
+	if errors.Is(err, recording.ErrNotFound) {
+		return nil, nil // deleted meanwhile
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var matches []asciicast.Match
+	r, err := asciicast.NewReader(rs)
+	if err == nil {
+		matches, err = asciicast.Search(r, text, limit)
+	}
+	if cerr := rs.Finish(); cerr != nil {
+		return nil, cerr
+	}
+	if err != nil && rs.Checked {
+		// Intact, and not asciicast: what was recorded is not searchable.
+		s.log.Warn("recording not searchable", "session", id, "err", err)
+	}
+	return matches, nil
 }

@@ -1,16 +1,22 @@
 package cli
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"github.com/warden-sh/warden/internal/api"
+	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/sqlite"
 )
 
 func newAuditCmd(g *globals) *cobra.Command {
@@ -84,33 +90,229 @@ func newAuditCmd(g *globals) *cobra.Command {
 	f.IntVar(&q.Limit, "limit", 0, fmt.Sprintf("maximum number of events (default %d, at most %d)", audit.DefaultLimit, audit.MaxLimit))
 	f.Int64Var(&q.AfterSeq, "after", 0, "only events after this sequence number (paging)")
 	f.StringVarP(&format, "output", "o", "text", "output format: text or json (one event per line)")
-	cmd.AddCommand(search, newAuditVerifyCmd(g), newAuditTailCmd(g))
+	cmd.AddCommand(search, newAuditVerifyCmd(g), newAuditExportKeyCmd(g), newAuditTailCmd(g))
 	return cmd
 }
 
 func newAuditVerifyCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify",
-		Short: "Check the audit log's hash chain; names the first altered, removed or reordered event",
-		Args:  cobra.NoArgs,
+	var pubkeys []string
+	var dbPath, filePath string
+	var noRecordings bool
+	cmd := &cobra.Command{
+		Use:   "verify [--pubkey FILE [--db PATH | --file EVENTS.jsonl]]",
+		Short: "Check the audit log (hash chain, signed checkpoints) and the recordings",
+		Long: `Check the audit log's hash chain and signed checkpoints, naming the first
+altered, removed or reordered event, then every recording against the hash
+recorded when it completed.
+
+Without --pubkey, auth checks its own log with its own key. With --pubkey
+(the key from warden audit export-key, kept away from the cluster), the check
+runs here and trusts nothing of auth's: on a copy of the database (--db), on
+an exported JSON-lines log such as the audit sink's file (--file, - for stdin),
+or on the events the cluster's API sends.
+
+Exit status: 0 intact, 2 tampered, 3 intact but with a warning (events
+that no checkpoint signs although they should be signed by now).`,
+		Example: "  warden audit verify\n" +
+			"  warden audit export-key > audit.pub   # once; keep it elsewhere\n" +
+			"  warden audit verify --pubkey audit.pub --file /var/log/warden/audit.jsonl\n" +
+			"  warden audit verify --pubkey audit.pub --db backup/warden.db",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if (dbPath != "" || filePath != "") && len(pubkeys) == 0 {
+				return fmt.Errorf("--db and --file need --pubkey (warden audit export-key writes it)")
+			}
+			if dbPath != "" && filePath != "" {
+				return fmt.Errorf("give --db or --file, not both")
+			}
+			var keys []ed25519.PublicKey
+			for _, p := range pubkeys {
+				data, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				k, err := audit.ParsePublicKeys(data)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p, err)
+				}
+				keys = append(keys, k...)
+			}
+			var (
+				res *audit.VerifyResult
+				err error
+				c   *api.Client
+			)
+			if dbPath == "" && filePath == "" {
+				if c, err = g.adminClient(); err != nil {
+					return err
+				}
+				defer c.Close()
+			}
+			switch {
+			case dbPath != "":
+				var r audit.VerifyResult
+				r, err = sqlite.VerifyFile(ctx, dbPath, keys...)
+				res = &r
+			case filePath != "":
+				res, err = verifyEventsFile(filePath, keys)
+			case len(keys) > 0:
+				res, err = verifyFromAPI(ctx, c, keys)
+			default:
+				res, err = c.VerifyAudit(ctx)
+			}
+			if err != nil {
+				return err
+			}
+			code := printVerifyResult(g, res)
+			if c != nil && !noRecordings {
+				if rc, err := verifyRecordings(g, ctx, c, nil); err != nil {
+					return err
+				} else if rc > code {
+					code = rc
+				}
+			}
+			if code != 0 {
+				return exitError{code: code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&pubkeys, "pubkey", nil, "check checkpoint signatures here with this public key (PEM; repeat for older keys)")
+	f.StringVar(&dbPath, "db", "", "check this copy of the database (warden.db, read-only) instead of asking auth")
+	f.StringVar(&filePath, "file", "", "check this exported log: JSON lines, as the audit sink writes (- for stdin)")
+	f.BoolVar(&noRecordings, "no-recordings", false, "check the audit log only")
+	return cmd
+}
+
+// printVerifyResult reports an audit log check and returns the exit status
+// it calls for.
+func printVerifyResult(g *globals, res *audit.VerifyResult) int {
+	if !res.OK {
+		fmt.Fprintf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked-1)
+		return 2
+	}
+	fmt.Fprintf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
+	switch {
+	case !res.SignaturesChecked:
+		fmt.Fprintln(g.io.Out, "checkpoint signatures not checked (this auth signs none)")
+	case res.Checkpoints == 0:
+		fmt.Fprintln(g.io.Out, "no signed checkpoint yet: the log is protected by its hash chain only")
+	default:
+		fmt.Fprintf(g.io.Out, "signed: events up to seq %d, by %d checkpoints (the last at %s)",
+			res.Signed.Seq, res.Checkpoints, res.SignedAt.Local().Format(time.DateTime))
+		if n := res.Last.Seq - res.Signed.Seq; n > 0 {
+			fmt.Fprintf(g.io.Out, "; the %d events after it are protected by the hash chain until the next checkpoint", n)
+		}
+		fmt.Fprintln(g.io.Out)
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(g.io.Out, "WARNING: %s\n", w)
+	}
+	if len(res.Warnings) > 0 {
+		return 3
+	}
+	return 0
+}
+
+// verifyEventsFile checks an exported log: one JSON event per line (blank
+// lines skipped), numbers kept exact.
+func verifyEventsFile(path string, keys []ed25519.PublicKey) (*audit.VerifyResult, error) {
+	in := os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in = f
+	}
+	v := audit.NewChainVerifier(keys)
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		dec.UseNumber()
+		var ev audit.Event
+		if err := dec.Decode(&ev); err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", path, line, err)
+		}
+		if v.Add(ev) != nil {
+			break
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	res := v.Result()
+	return &res, nil
+}
+
+// verifyFromAPI checks, here, the events the cluster's API sends: every
+// hash recomputed and every checkpoint signature checked with keys.
+func verifyFromAPI(ctx context.Context, c *api.Client, keys []ed25519.PublicKey) (*audit.VerifyResult, error) {
+	v := audit.NewChainVerifier(keys)
+	var after int64
+	for {
+		page, err := c.SearchAudit(ctx, audit.Query{AfterSeq: after, Limit: audit.MaxLimit})
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, ev := range page {
+			if v.Add(ev) != nil {
+				res := v.Result()
+				return &res, nil
+			}
+		}
+		after = page[len(page)-1].Seq
+	}
+	res := v.Result()
+	return &res, nil
+}
+
+func newAuditExportKeyCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export-key [-o FILE]",
+		Short: "Print the public key that verifies the audit log's signed checkpoints (PEM)",
+		Long: `Print the public key that verifies the audit log's signed checkpoints. Keep
+it somewhere the cluster's administrators and database cannot change (with
+your SIEM, in a ticket, on paper): warden audit verify --pubkey FILE then
+detects any rewrite of history before the last checkpoint, without trusting
+auth or its database.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.adminClient()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			res, err := c.VerifyAudit(cmd.Context())
+			k, err := c.AuditKey(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if res.OK {
-				fmt.Fprintf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
-				return nil
+			if out == "" {
+				_, err = io.WriteString(g.io.Out, k.PublicKey)
+			} else {
+				err = os.WriteFile(out, []byte(k.PublicKey), 0o644)
 			}
-			fmt.Fprintf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked)
-			return exitError{code: 2}
+			if err == nil {
+				fmt.Fprintf(g.io.Err, "audit signing key %s\n", k.KeyID)
+			}
+			return err
 		},
 	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of standard output")
+	return cmd
 }
 
 func newAuditTailCmd(g *globals) *cobra.Command {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,6 +62,8 @@ func newRecordingsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer rc.Close()
+			// The check's outcome comes after the bytes: an altered
+			// recording is written out, then the command fails.
 			_, err = io.Copy(g.io.Out, rc)
 			return err
 		}}
@@ -92,8 +95,63 @@ with warden play SESSION --from OFFSET.`,
 		}}
 	search.Flags().IntVar(&limit, "limit", 100, "maximum number of hits")
 	search.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
-	cmd.AddCommand(ls, export, search)
+
+	verify := &cobra.Command{Use: "verify [SESSION_ID...]", Short: "Check recordings against the hashes recorded when they completed",
+		Long: `Read every recording (or those named) and check it against the length and
+SHA-256 that the audit log's recording.complete event recorded; also report
+recordings that completed and are gone (not deleted by retention). A
+recording still being recorded has nothing to check against yet.
+
+Exit status: 0 all intact, 2 some altered or missing.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			code, err := verifyRecordings(g, cmd.Context(), c, args)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError{code: code}
+			}
+			return nil
+		}}
+	cmd.AddCommand(ls, export, search, verify)
 	return cmd
+}
+
+// verifyRecordings checks recordings, prints each problem and a summary,
+// and returns the exit status it calls for (2 when any is altered or
+// missing).
+func verifyRecordings(g *globals, ctx context.Context, c *api.Client, ids []string) (int, error) {
+	checks, err := c.VerifyRecordings(ctx, ids)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return 0, fmt.Errorf("%w (warden recordings ls lists them)", err)
+		}
+		return 0, err
+	}
+	count := map[string]int{}
+	for _, ch := range checks {
+		count[ch.Status]++
+		switch ch.Status {
+		case auth.RecordingIntact:
+		case auth.RecordingLive:
+			if len(ids) > 0 {
+				fmt.Fprintf(g.io.Out, "recording %s: still being recorded, nothing to check against yet\n", ch.SessionID)
+			}
+		default:
+			fmt.Fprintf(g.io.Out, "RECORDING %s: %s\n", strings.ToUpper(ch.Status), ch.Error)
+		}
+	}
+	fmt.Fprintf(g.io.Out, "recordings: %d intact, %d altered, %d missing, %d still being recorded\n",
+		count[auth.RecordingIntact], count[auth.RecordingAltered], count[auth.RecordingMissing], count[auth.RecordingLive])
+	if count[auth.RecordingAltered]+count[auth.RecordingMissing] > 0 {
+		return 2, nil
+	}
+	return 0, nil
 }
 
 func newPlayCmd(g *globals) *cobra.Command {
@@ -118,10 +176,18 @@ func newPlayCmd(g *globals) *cobra.Command {
 			}
 			defer rc.Close()
 			r, err := asciicast.NewReader(rc)
-			if err != nil {
+			if err == nil {
+				err = asciicast.Play(cmd.Context(), r, g.io.Out, opt)
+			}
+			if err != nil && cmd.Context().Err() == nil {
+				// An altered recording may not even parse: its check,
+				// at the end of the stream, says why.
+				if _, cerr := io.Copy(io.Discard, rc); cerr != nil {
+					return cerr
+				}
 				return fmt.Errorf("recording %s: %w", args[0], err)
 			}
-			return asciicast.Play(cmd.Context(), r, g.io.Out, opt)
+			return err
 		},
 	}
 	cmd.Flags().Float64Var(&opt.Speed, "speed", 1, "playback speed factor")
@@ -131,8 +197,9 @@ func newPlayCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// openRecording streams a recording's bytes; closing the reader also closes
-// the client.
+// openRecording streams a recording's bytes, checked (api.RecordingBody);
+// closing the reader also closes the client. A recording still being
+// recorded is said to be unchecked, on stderr.
 func (g *globals) openRecording(ctx context.Context, id string) (io.ReadCloser, error) {
 	c, err := g.adminClient()
 	if err != nil {
@@ -145,6 +212,10 @@ func (g *globals) openRecording(ctx context.Context, id string) (io.ReadCloser, 
 			return nil, fmt.Errorf("no recording of session %q (warden recordings ls lists them)", id)
 		}
 		return nil, err
+	}
+	if !rc.Complete {
+		fmt.Fprintf(g.io.Err, "session %s is still being recorded (or its node has not finished uploading it): "+
+			"its bytes are checked once it completes\n", id)
 	}
 	return recordingStream{ReadCloser: rc, c: c}, nil
 }

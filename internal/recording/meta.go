@@ -41,6 +41,11 @@ var (
 	ErrChunkTooLarge = errors.New("recording: chunk too large")
 	// ErrClosed: the spool or recording is closed.
 	ErrClosed = errors.New("recording: closed")
+	// ErrMissing: the recording is known but its file is gone.
+	ErrMissing = errors.New("recording: file missing")
+	// ErrUnknownSession: auth has no record of the session the recording
+	// is for, or another node started it. Auth refuses the upload.
+	ErrUnknownSession = errors.New("recording: no such session")
 )
 
 // OffsetError reports that an upload's offset is not where the stored

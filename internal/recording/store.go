@@ -402,6 +402,9 @@ func (s *Store) Open(sessionID string) (io.ReadCloser, *Info, error) {
 	if errors.Is(err, fs.ErrNotExist) && info.Length == 0 {
 		return io.NopCloser(bytes.NewReader(nil)), info, nil
 	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, info, fmt.Errorf("%w: the recording of session %s has no file (%d bytes are recorded)", ErrMissing, sessionID, info.Length)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("recording: open %s: %w", sessionID, err)
 	}

@@ -141,7 +141,7 @@ func (u *upload) closeAck() {
 // permanent reports errors that retrying cannot fix.
 func permanent(err error) bool {
 	return errors.Is(err, ErrNotOwner) || errors.Is(err, ErrMismatch) || errors.Is(err, ErrCompleted) ||
-		errors.Is(err, ErrInvalidID) || errors.Is(err, ErrChunkTooLarge)
+		errors.Is(err, ErrInvalidID) || errors.Is(err, ErrChunkTooLarge) || errors.Is(err, ErrUnknownSession)
 }
 
 // runUpload sends u's bytes in order and completes it, retrying with

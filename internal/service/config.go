@@ -57,6 +57,13 @@ type AuthConfig struct {
 	// AuditSink copies every audit event to a JSON-lines file and/or a
 	// webhook, in order, with retries and no loss across restarts.
 	AuditSink AuditSinkConfig `yaml:"audit_sink"`
+	// AuditSigningKey is the Ed25519 key file (PKCS#8 PEM) that signs
+	// checkpoints of the audit log; made on first start (default
+	// DATA/audit-signing-key.pem). Keep it from whoever owns the database.
+	AuditSigningKey string `yaml:"audit_signing_key"`
+	// CheckpointInterval is how often a signed checkpoint is appended to
+	// the audit log (default 10m).
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // RetentionConfig says how long evidence is kept.
@@ -183,6 +190,16 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.Proxy.PublicAddr == "" {
 		c.Proxy.PublicAddr = c.Proxy.Listen
+	}
+	if r := c.Auth.Retention; r.EventsDays > 0 && (r.RecordingsDays == 0 || r.RecordingsDays > r.EventsDays) {
+		return fmt.Errorf("auth retention: recordings (recordings_days %d, 0 = forever) must not outlive audit events "+
+			"(events_days %d): every read of a recording is checked against its recording.complete audit event", r.RecordingsDays, r.EventsDays)
+	}
+	if c.Auth.CheckpointInterval < 0 {
+		return fmt.Errorf("auth checkpoint_interval must be positive, not %s", c.Auth.CheckpointInterval)
+	}
+	if c.Auth.AuditSigningKey == "" {
+		c.Auth.AuditSigningKey = filepath.Join(c.DataDir, "audit-signing-key.pem")
 	}
 	if c.Node.Name == "" {
 		h, err := os.Hostname()

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -57,5 +58,57 @@ func TestSessionCgroupsSetting(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%q: got %v, want %q", tc.value, err, tc.err)
 		}
+	}
+}
+
+func TestRetentionAndCheckpointSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		events   int
+		recs     int
+		interval time.Duration
+		err      string
+	}{
+		{"forever", 0, 0, 0, ""},
+		{"recordings shorter", 365, 90, 0, ""},
+		{"equal", 90, 90, time.Hour, ""},
+		{"recordings longer", 30, 90, 0, "must not outlive audit events"},
+		{"recordings forever", 30, 0, 0, "must not outlive audit events"},
+		{"negative interval", 0, 0, -time.Minute, "checkpoint_interval must be positive"},
+	} {
+		c := &Config{DataDir: t.TempDir()}
+		c.Auth.Retention = RetentionConfig{EventsDays: tc.events, RecordingsDays: tc.recs}
+		c.Auth.CheckpointInterval = tc.interval
+		err := c.CheckAndSetDefaults()
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s refused: %v", tc.name, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.err)
+		case err == nil && c.Auth.AuditSigningKey != filepath.Join(c.DataDir, "audit-signing-key.pem"):
+			t.Errorf("%s: signing key path %q", tc.name, c.Auth.AuditSigningKey)
+		}
+	}
+}
+
+func TestAuditSigningKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys", "audit.pem")
+	k1, err := loadOrCreateAuditKey(path, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file %v, %v", st, err)
+	}
+	k2, err := loadOrCreateAuditKey(path, quiet)
+	if err != nil || !k1.Equal(k2) {
+		t.Fatalf("reloaded key differs: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrCreateAuditKey(path, quiet); err == nil {
+		t.Fatal("a garbage key file was accepted")
 	}
 }

@@ -34,7 +34,24 @@ type eventForwarder struct {
 	journal *eventJournal
 	// journalFailed is set once a journal write failed (logged once).
 	journalFailed bool
+	// queued counts the events ever queued, done those delivered or
+	// dropped; doneCh is closed (and replaced) whenever done grows.
+	queued, done uint64
+	doneCh       chan struct{}
+	// starts holds the sessions whose recording began and whose
+	// session.start is not delivered yet (see waitStart).
+	starts map[string]*pendingStart
 }
+
+// pendingStart is a recording waiting for its session.start to reach auth.
+type pendingStart struct {
+	delivered chan struct{}
+	since     time.Time
+}
+
+// startWait bounds how long a recording waits for its session.start (a
+// session whose process failed to start never sends one).
+const startWait = time.Minute
 
 // journalRewriteSize is when a journal whose events were mostly delivered
 // is rewritten rather than left to grow until the queue empties.
@@ -44,13 +61,14 @@ const journalRewriteSize = 16 << 20
 // survive a crash or restart: those left from a previous run are queued
 // first.
 func newEventForwarder(c eventSink, log *slog.Logger, journalPath string) (*eventForwarder, error) {
-	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1)}
+	f := &eventForwarder{c: c, log: log, wake: make(chan struct{}, 1), doneCh: make(chan struct{}),
+		starts: map[string]*pendingStart{}}
 	if journalPath != "" {
 		j, pending, err := openEventJournal(journalPath)
 		if err != nil {
 			return nil, err
 		}
-		f.journal, f.queue = j, pending
+		f.journal, f.queue, f.queued = j, pending, uint64(len(pending))
 		if len(pending) > 0 {
 			log.Info("audit events from a previous run will be sent", "events", len(pending))
 			f.wake <- struct{}{}
@@ -90,8 +108,10 @@ func (f *eventForwarder) Emit(_ context.Context, ev audit.Event) error {
 	if len(f.queue) >= maxQueuedEvents {
 		f.queue = f.queue[1:]
 		f.dropped++
+		f.advanceLocked(1, nil)
 	}
 	f.queue = append(f.queue, ev)
+	f.queued++
 	if f.journal != nil {
 		if err := f.journal.appendLine(line); err != nil {
 			f.journalErrorLocked("write", err)
@@ -157,6 +177,7 @@ func (f *eventForwarder) send(ctx context.Context) error {
 		f.mu.Lock()
 		f.queue = f.queue[n:]
 		f.dropped = 0
+		f.advanceLocked(uint64(n), batch)
 		f.compactLocked()
 		f.mu.Unlock()
 	}
@@ -209,6 +230,70 @@ func (f *eventForwarder) close() {
 	if f.journal != nil {
 		f.journal.close()
 		f.journal = nil
+	}
+}
+
+// advanceLocked records that n more events left the queue (delivered:
+// sent, or dropped) and releases the recordings waiting for a
+// session.start in sent. f.mu is held.
+func (f *eventForwarder) advanceLocked(n uint64, sent []audit.Event) {
+	f.done += n
+	close(f.doneCh)
+	f.doneCh = make(chan struct{})
+	for _, ev := range sent {
+		if p := f.starts[ev.SessionID]; p != nil && ev.Event == audit.SessionStart {
+			close(p.delivered)
+			delete(f.starts, ev.SessionID)
+		}
+	}
+}
+
+// expectStart notes that session id's recording began: its first bytes
+// wait (waitStart) until the session's session.start, emitted a moment
+// later, has reached auth.
+func (f *eventForwarder) expectStart(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.starts[id] = &pendingStart{delivered: make(chan struct{}), since: time.Now()}
+}
+
+// waitStart returns once auth has the session.start of session id: auth
+// refuses the recording of a session it has no record of. A session this
+// process did not see begin (its recording resumed after a restart) waits
+// for every event queued so far, those from the journal included. A
+// session.start that does not come within startWait (the session's process
+// failed to start) is waited for no longer: auth then decides.
+func (f *eventForwarder) waitStart(ctx context.Context, id string) error {
+	f.mu.Lock()
+	p := f.starts[id]
+	target := f.queued
+	f.mu.Unlock()
+	if p != nil {
+		t := time.NewTimer(startWait - time.Since(p.since))
+		defer t.Stop()
+		select {
+		case <-p.delivered:
+		case <-t.C:
+			f.mu.Lock()
+			delete(f.starts, id)
+			f.mu.Unlock()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}
+	for {
+		f.mu.Lock()
+		done, ch := f.done >= target, f.doneCh
+		f.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

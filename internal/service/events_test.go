@@ -187,3 +187,68 @@ func appendEvent(j *eventJournal, ev audit.Event) error {
 	}
 	return j.appendLine(line)
 }
+
+// TestRecordingWaitsForSessionStart: a recording's first chunk waits until
+// auth has the session's session.start (auth refuses recordings of sessions
+// it has no record of); one resumed after a restart waits for the events
+// queued before it (the journal's).
+func TestRecordingWaitsForSessionStart(t *testing.T) {
+	sink := &fakeSink{}
+	f, err := newEventForwarder(sink, quiet, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	waiting := func(id string) chan error {
+		done := make(chan error, 1)
+		go func() { done <- f.waitStart(ctx, id) }()
+		return done
+	}
+	// pending checks that a wait has not returned (a slow machine can only
+	// miss an early return, never report a false one).
+	pending := func(done chan error) {
+		select {
+		case err := <-done:
+			t.Fatalf("waitStart returned early: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	f.expectStart("s1")
+	done := waiting("s1")
+	pending(done)
+	// An unrelated event delivered does not release it.
+	_ = f.Emit(ctx, audit.Event{Event: audit.Exec, SessionID: "s1"})
+	if err := f.send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pending(done)
+	_ = f.Emit(ctx, audit.Event{Event: audit.SessionStart, SessionID: "s1", Success: true})
+	if err := f.send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Delivered already: no wait.
+	if err := f.waitStart(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Not seen starting (resumed): wait for what is queued.
+	_ = f.Emit(ctx, audit.Event{Event: audit.SessionStart, SessionID: "s2", Success: true})
+	done = waiting("s2")
+	pending(done)
+	if err := f.send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// A cancelled wait returns its context's error.
+	f.expectStart("s3")
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := f.waitStart(cctx, "s3"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waitStart = %v", err)
+	}
+}

@@ -143,13 +143,13 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		a.authz.maxStale = DefaultLockStaleness
 	}
 	a.spool, err = recording.OpenSpool(ctx, recording.SpoolConfig{Dir: filepath.Join(cfg.DataDir, "spool"),
-		Uploader: uploader, Logger: a.log.With("component", "recording")})
+		Uploader: startGatedUploader{Uploader: uploader, events: a.events}, Logger: a.log.With("component", "recording")})
 	if err != nil {
 		a.Close()
 		return nil, fmt.Errorf("recording spool: %w", err)
 	}
 	a.srv, err = node.New(node.Config{
-		Recorder:    spoolRecorder{a.spool},
+		Recorder:    spoolRecorder{spool: a.spool, events: a.events},
 		HostSigners: []ssh.Signer{a.host},
 		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
 		Authorizer:  a.authz,

@@ -131,7 +131,12 @@ func (p *Process) startAuth(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("notifications: %w", err)
 	}
+	auditKey, err := loadOrCreateAuditKey(p.cfg.Auth.AuditSigningKey, p.log)
+	if err != nil {
+		return err
+	}
 	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: auditLog,
+		AuditKey: auditKey, CheckpointInterval: p.cfg.Auth.CheckpointInterval,
 		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL, NodeCertTTL: p.cfg.Auth.NodeCertTTL,
 		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL, Recordings: recordings,
 		EventRetention:     time.Duration(p.cfg.Auth.Retention.EventsDays) * 24 * time.Hour,

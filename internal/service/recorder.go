@@ -55,10 +55,33 @@ func (l localAuth) EmitEvents(ctx context.Context, evs []audit.Event) error {
 	return l.a.EmitEvents(ctx, l.caller, evs)
 }
 
+// startGatedUploader holds back the first bytes of a recording until auth
+// has the session's session.start (eventForwarder.waitStart): auth refuses
+// recordings of sessions it has no record of, and the node emits
+// session.start only after the recording began, through the forwarder
+// (which lingers before it sends).
+type startGatedUploader struct {
+	recording.Uploader
+	events *eventForwarder
+}
+
+func (u startGatedUploader) Upload(ctx context.Context, meta recording.Meta, offset int64, data []byte) error {
+	if offset == 0 {
+		if err := u.events.waitStart(ctx, meta.SessionID); err != nil {
+			return err
+		}
+	}
+	return u.Uploader.Upload(ctx, meta, offset, data)
+}
+
 // spoolRecorder records node sessions into the local spool.
-type spoolRecorder struct{ spool *recording.Spool }
+type spoolRecorder struct {
+	spool  *recording.Spool
+	events *eventForwarder
+}
 
 func (r spoolRecorder) Start(_ context.Context, m node.RecordingMeta) (node.SessionRecorder, error) {
+	r.events.expectStart(m.SessionID)
 	env := map[string]string{}
 	if m.Term != "" {
 		env["TERM"] = m.Term

@@ -153,8 +153,14 @@ func (a *AuditLog) commitGroup(group []*emitReq) {
 
 // tail returns the seq and hash the next event chains to: the last event's,
 // or the latest retention checkpoint's when every event was deleted, or
-// (0, nil) for an empty log. Events stored before the chain existed (schema
-// version 2) are chained here first, once.
+// (0, nil) for an empty log.
+//
+// A last event without a hash was damaged (its hash cleared): the chain
+// continues from the damage with an empty previous hash, and Verify reports
+// the unchained row. Rows are never re-chained here: re-chaining would let
+// anyone who can clear the hash columns make a forged log verify. (Rows
+// written before the chain existed were chained once, by the schema
+// migration that added it: see chainLegacyRows.)
 func (a *AuditLog) tail(ctx context.Context, tx *sql.Tx) (int64, []byte, error) {
 	var (
 		seq  int64
@@ -173,31 +179,20 @@ func (a *AuditLog) tail(ctx context.Context, tx *sql.Tx) (int64, []byte, error) 
 		return seq, hash, nil
 	case err != nil:
 		return 0, nil, fmt.Errorf("read audit chain tail: %w", err)
-	case hash != nil:
-		return seq, hash, nil
+	case hash == nil:
+		a.b.log.Error("the last audit event has no hash: the log was tampered with (run warden audit verify)", "seq", seq)
 	}
-	// The last event has no hash: either the log predates the chain, or
-	// someone cleared it. Only the first case is repaired; in the second
-	// the chain continues from the damage, which Verify reports.
-	var chained bool
-	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM audit_events WHERE hash IS NOT NULL)
-		OR EXISTS (SELECT 1 FROM audit_checkpoints)`).Scan(&chained); err != nil {
-		return 0, nil, fmt.Errorf("read audit chain tail: %w", err)
-	}
-	if chained {
-		return seq, nil, nil
-	}
-	return a.chainLegacy(ctx, tx)
+	return seq, hash, nil
 }
 
-// chainLegacy chains every event of a log written before hashes existed,
-// rewriting each body in canonical form, and returns the new tail.
-func (a *AuditLog) chainLegacy(ctx context.Context, tx *sql.Tx) (int64, []byte, error) {
+// chainLegacyRows chains every event of a log written before hashes existed
+// (schema version 2), rewriting each body in canonical form. It runs once,
+// inside the migration to schema version 3, never afterwards.
+func chainLegacyRows(ctx context.Context, tx *sql.Tx) error {
 	const page = 1000
 	var (
 		after int64
 		prev  []byte
-		n     int
 	)
 	type row struct {
 		seq  int64
@@ -206,41 +201,39 @@ func (a *AuditLog) chainLegacy(ctx context.Context, tx *sql.Tx) (int64, []byte, 
 	for {
 		rows, err := tx.QueryContext(ctx, `SELECT seq, body FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, page)
 		if err != nil {
-			return 0, nil, fmt.Errorf("chain legacy audit events: %w", err)
+			return fmt.Errorf("chain legacy audit events: %w", err)
 		}
 		var batch []row
 		for rows.Next() {
 			var r row
 			if err := rows.Scan(&r.seq, &r.body); err != nil {
 				rows.Close()
-				return 0, nil, fmt.Errorf("chain legacy audit events: %w", err)
+				return fmt.Errorf("chain legacy audit events: %w", err)
 			}
 			batch = append(batch, r)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return 0, nil, fmt.Errorf("chain legacy audit events: %w", err)
+			return fmt.Errorf("chain legacy audit events: %w", err)
 		}
 		if len(batch) == 0 {
-			a.b.log.Info("chained legacy audit events", "count", n)
-			return after, prev, nil
+			return nil
 		}
 		for _, r := range batch {
 			var ev audit.Event
 			if err := json.Unmarshal(r.body, &ev); err != nil {
-				return 0, nil, fmt.Errorf("chain legacy audit event seq %d: %w", r.seq, err)
+				return fmt.Errorf("chain legacy audit event seq %d: %w", r.seq, err)
 			}
 			body, err := audit.Canonical(ev)
 			if err != nil {
-				return 0, nil, fmt.Errorf("chain legacy audit event seq %d: %w", r.seq, err)
+				return fmt.Errorf("chain legacy audit event seq %d: %w", r.seq, err)
 			}
 			hash := audit.ChainHash(prev, body)
 			if _, err := tx.ExecContext(ctx, `UPDATE audit_events SET body = ?, prev_hash = ?, hash = ? WHERE seq = ?`,
 				body, prev, hash, r.seq); err != nil {
-				return 0, nil, fmt.Errorf("chain legacy audit event seq %d: %w", r.seq, err)
+				return fmt.Errorf("chain legacy audit event seq %d: %w", r.seq, err)
 			}
 			prev, after = hash, r.seq
-			n++
 		}
 	}
 }

@@ -2,7 +2,10 @@ package sqlite
 
 import (
 	"context"
+	"crypto/ed25519"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -35,9 +38,9 @@ func chainFixture(t *testing.T, n int) (*Backend, *AuditLog) {
 	return b, log
 }
 
-func mustVerify(t *testing.T, log *AuditLog) audit.VerifyResult {
+func mustVerify(t *testing.T, log *AuditLog, keys ...ed25519.PublicKey) audit.VerifyResult {
 	t.Helper()
-	res, err := log.Verify(t.Context())
+	res, err := log.Verify(t.Context(), keys...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,21 +280,40 @@ func TestAuditRetentionCheckpointTampering(t *testing.T) {
 	}
 }
 
-func TestAuditLegacyEventsAreChained(t *testing.T) {
-	b := openTest(t, Config{})
-	log := b.AuditLog()
+// TestAuditLegacyEventsAreChainedByTheMigration: a log written before the
+// chain existed (schema version 2) is chained once, by the migration that
+// adds the chain.
+func TestAuditLegacyEventsAreChainedByTheMigration(t *testing.T) {
 	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "warden.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE schema_version (version INTEGER NOT NULL);
+		INSERT INTO schema_version (version) VALUES (2)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migrations[:2] {
+		if _, err := db.ExecContext(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Rows as schema version 2 wrote them: struct-ordered JSON, no hashes.
 	for i := range 3 {
 		body := fmt.Sprintf(`{"event":"exec","time":"2032-01-01T00:00:0%dZ","id":"old%d","user":"u","success":true}`, i, i)
 		ts := time.Date(2032, 1, 1, 0, 0, i, 0, time.UTC).UnixNano()
-		if _, err := b.writer.ExecContext(ctx, `INSERT INTO audit_events (id, time, event, user, body) VALUES (?, ?, 'exec', 'u', ?)`,
+		if _, err := db.ExecContext(ctx, `INSERT INTO audit_events (id, time, event, user, body) VALUES (?, ?, 'exec', 'u', ?)`,
 			fmt.Sprintf("old%d", i), ts, body); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if res := mustVerify(t, log); res.OK || res.FirstBad.Seq != 1 || !strings.Contains(res.FirstBad.Reason, "no hash") {
-		t.Fatalf("Verify before any write = %+v, want seq 1 without hash", res)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	log := openTest(t, Config{Path: path}).AuditLog()
+	if res := mustVerify(t, log); !res.OK || res.Checked != 3 {
+		t.Fatalf("Verify after the migration = %+v (%v)", res, res.FirstBad)
 	}
 	if err := log.Emit(ctx, audit.Event{Event: audit.Exec, ID: "new"}); err != nil {
 		t.Fatal(err)
@@ -302,6 +324,44 @@ func TestAuditLegacyEventsAreChained(t *testing.T) {
 	evs, err := log.Search(ctx, audit.Query{User: "u"})
 	if err != nil || len(evs) != 3 || !evs[0].Success || evs[2].Hash == "" {
 		t.Fatalf("legacy events after chaining = %+v, %v", evs, err)
+	}
+}
+
+// TestAuditClearedChainIsNotRechained: clearing every hash (two SQL
+// statements) and forging a body must not make the log verify again, and
+// the next event must not re-chain the log.
+func TestAuditClearedChainIsNotRechained(t *testing.T) {
+	b, log := chainFixture(t, 10)
+	ctx := t.Context()
+	for _, q := range []string{
+		`UPDATE audit_events SET body = replace(body, 'cmd 5', 'cmd X') WHERE seq = 5`,
+		`UPDATE audit_events SET hash = NULL, prev_hash = NULL`,
+	} {
+		if _, err := b.writer.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		res := mustVerify(t, log)
+		if res.OK || res.FirstBad == nil || res.FirstBad.Seq != 1 || !strings.Contains(res.FirstBad.Reason, "no hash") {
+			t.Fatalf("Verify %s = %+v (%v), want seq 1 without hash", when, res, res.FirstBad)
+		}
+	}
+	check("after clearing the chain")
+	if err := log.Emit(ctx, audit.Event{Event: audit.Exec, ID: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	check("after the next event")
+	var unchained int
+	if err := b.reader.QueryRowContext(ctx, `SELECT count(*) FROM audit_events WHERE hash IS NULL`).Scan(&unchained); err != nil {
+		t.Fatal(err)
+	}
+	if unchained != 10 {
+		t.Fatalf("%d events without hash after the next write, want the 10 cleared ones (no re-chaining)", unchained)
+	}
+	if _, err := log.DeleteBefore(ctx, auditEpoch.Add(5*time.Minute)); err == nil {
+		t.Fatal("retention over unchained events succeeded")
 	}
 }
 

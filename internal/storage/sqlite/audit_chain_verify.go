@@ -3,11 +3,14 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -46,11 +49,14 @@ var columnNames = []string{"id", "event", "user", "node", "session_id", "time"}
 // gap), reordered or renumbered, a retention checkpoint that was altered or
 // not recorded in the chain, and events removed from the end of the log.
 //
+// With keys, every checkpoint event (audit.Checkpoint) must be signed by
+// one of them over the event just before it: a rewrite of the chain before
+// a checkpoint, even one that recomputes every hash, is then detected.
+// Without keys checkpoints are not checked.
+//
 // Verify reads one consistent snapshot in a single streaming query: memory
-// stays bounded and writers are not blocked. A hash chain shows edits that
-// do not rewrite everything after them; to catch a wholesale rewrite,
-// compare the hashes with a copy kept elsewhere (see internal/auditsink).
-func (a *AuditLog) Verify(ctx context.Context) (audit.VerifyResult, error) {
+// stays bounded and writers are not blocked.
+func (a *AuditLog) Verify(ctx context.Context, keys ...ed25519.PublicKey) (audit.VerifyResult, error) {
 	if a.b.closed() {
 		return audit.VerifyResult{}, fmt.Errorf("verify audit log: %w", ErrClosed)
 	}
@@ -65,14 +71,14 @@ func (a *AuditLog) Verify(ctx context.Context) (audit.VerifyResult, error) {
 		return audit.VerifyResult{}, fmt.Errorf("verify audit log: begin: %w", err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`) //nolint:errcheck // read-only
-	res, err := verifySnapshot(ctx, conn)
+	res, err := verifySnapshot(ctx, conn, keys)
 	if err != nil {
 		return audit.VerifyResult{}, fmt.Errorf("verify audit log: %w", err)
 	}
 	return res, nil
 }
 
-func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, error) {
+func verifySnapshot(ctx context.Context, conn *sql.Conn, keys []ed25519.PublicKey) (audit.VerifyResult, error) {
 	var cp *checkpoint
 	var c checkpoint
 	switch err := conn.QueryRowContext(ctx, `SELECT seq, hash, count FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).
@@ -84,9 +90,14 @@ func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, er
 		cp = &c
 	}
 
-	v := verifier{}
+	v := verifier{sig: audit.Signatures{Keys: keys}}
 	if cp != nil {
 		v.lastSeq, v.prev = cp.seq, cp.hash
+	}
+	// failed returns the outcome at the first bad event.
+	failed := func(bad *audit.BadEvent) audit.VerifyResult {
+		v.res.Checked, v.res.FirstBad, v.res.SignaturesChecked = v.checked, bad, len(keys) > 0
+		return v.res
 	}
 	rows, err := conn.QueryContext(ctx, `SELECT seq, body, prev_hash, hash, `+columnsExpr+`
 		FROM audit_events WHERE seq > ? ORDER BY seq`, v.lastSeq)
@@ -119,7 +130,7 @@ func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, er
 			peek = next
 		}
 		if bad := v.check(cur, peek, cp); bad != nil {
-			return audit.VerifyResult{Checked: v.checked, FirstBad: bad}, nil
+			return failed(bad), nil
 		}
 		if !recorded && bytes.Contains(cur.body, retentionMarker) && namesCheckpoint(cur.body, cp) {
 			recorded = true
@@ -139,15 +150,18 @@ func verifySnapshot(ctx context.Context, conn *sql.Conn) (audit.VerifyResult, er
 		return audit.VerifyResult{}, fmt.Errorf("read sequence: %w", err)
 	}
 	if maxSeq > v.lastSeq {
-		return audit.VerifyResult{Checked: v.checked, FirstBad: &audit.BadEvent{Seq: v.lastSeq + 1,
-			Reason: fmt.Sprintf("events %d to %d were removed from the end of the log", v.lastSeq+1, maxSeq)}}, nil
+		return failed(&audit.BadEvent{Seq: v.lastSeq + 1,
+			Reason: fmt.Sprintf("events %d to %d were removed from the end of the log", v.lastSeq+1, maxSeq)}), nil
 	}
 	if !recorded {
-		return audit.VerifyResult{Checked: v.checked, FirstBad: &audit.BadEvent{Seq: cp.seq,
+		return failed(&audit.BadEvent{Seq: cp.seq,
 			Reason: fmt.Sprintf("retention checkpoint at seq %d is not recorded by an %s event: checkpoint forged or altered",
-				cp.seq, audit.Retention)}}, nil
+				cp.seq, audit.Retention)}), nil
 	}
-	return audit.VerifyResult{OK: true, Checked: v.checked}, nil
+	v.res.OK, v.res.Checked = true, v.checked
+	v.res.Last = audit.ChainPos{Seq: v.lastSeq, Hash: hex.EncodeToString(v.prev)}
+	v.sig.Finish(&v.res)
+	return v.res, nil
 }
 
 // verifier carries the chain state from one event to the next.
@@ -156,6 +170,8 @@ type verifier struct {
 	prev    []byte // its hash
 	checked int64
 	colBuf  []byte
+	sig     audit.Signatures
+	res     audit.VerifyResult
 }
 
 // check verifies r against the previous event; next (nil at the end) tells
@@ -210,6 +226,20 @@ func (v *verifier) check(r, next *chainRow, cp *checkpoint) *audit.BadEvent {
 	if col := v.columnMismatch(r); col != "" {
 		return bad("indexed column %s altered: it differs from the event body", col)
 	}
+	// The columns match the body: read the event's name and time there.
+	if parts, ok := parseColumns(r.cols); ok {
+		ns, _ := strconv.ParseInt(string(parts[5]), 10, 64)
+		decode := func() (audit.Event, error) {
+			var ev audit.Event
+			err := json.Unmarshal(r.body, &ev)
+			return ev, err
+		}
+		// A node's events carry fields.node_id and the node's clock.
+		authTime := !bytes.Contains(r.body, nodeIDKey)
+		if reason := v.sig.Event(&v.res, string(parts[1]), time.Unix(0, ns), authTime, v.lastSeq, v.prev, decode); reason != "" {
+			return bad("%s", reason)
+		}
+	}
 	v.lastSeq, v.prev = r.seq, r.hash // Scan gives every row fresh slices
 	return nil
 }
@@ -223,6 +253,9 @@ type indexed struct {
 	Node      string    `json:"node"`
 	SessionID string    `json:"session_id"`
 }
+
+// nodeIDKey marks the events a node sent (auth adds fields.node_id).
+var nodeIDKey = []byte(`"node_id":`)
 
 // retentionMarker finds retention events cheaply; namesCheckpoint decodes.
 var retentionMarker = []byte(`"event":"` + audit.Retention + `"`)
@@ -442,4 +475,43 @@ func namesCheckpoint(body []byte, cp *checkpoint) bool {
 		return false
 	}
 	return ev.Event == audit.Retention && ev.Fields.Seq == cp.seq && ev.Fields.Deleted == cp.count && ev.Fields.Hash == hex.EncodeToString(cp.hash)
+}
+
+// VerifyFile verifies the audit log in the database file at path, opened
+// read-only, as Verify does: for checking a copy of a database (or a live
+// one) without auth, with public keys kept elsewhere.
+func VerifyFile(ctx context.Context, path string, keys ...ed25519.PublicKey) (audit.VerifyResult, error) {
+	if _, err := os.Stat(path); err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log: %w", err)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "query_only(1)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: %w", path, err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: %w", path, err)
+	}
+	defer conn.Close()
+	var v int
+	if err := conn.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: not a Warden database: %w", path, err)
+	}
+	if v != schemaVersion {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: database schema version %d, this program reads %d", path, v, schemaVersion)
+	}
+	if _, err := conn.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: begin: %w", path, err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`) //nolint:errcheck // read-only
+	res, err := verifySnapshot(ctx, conn, keys)
+	if err != nil {
+		return audit.VerifyResult{}, fmt.Errorf("verify audit log %s: %w", path, err)
+	}
+	return res, nil
 }

@@ -41,8 +41,8 @@ var migrations = []string{
 	CREATE INDEX audit_events_session ON audit_events (session_id);`,
 
 	// 3: audit hash chain (see audit.ChainHash) and retention checkpoints.
-	// Rows written before this version have NULL hashes; the first write
-	// after upgrading chains them (see AuditLog.tail).
+	// Rows written before this version are chained by this migration's
+	// hook (chainLegacyRows), in the same transaction.
 	`ALTER TABLE audit_events ADD COLUMN prev_hash BLOB;
 	ALTER TABLE audit_events ADD COLUMN hash BLOB;
 	CREATE TABLE audit_checkpoints (
@@ -53,6 +53,12 @@ var migrations = []string{
 	);
 	-- Paging one user's events by seq (AfterSeq) without sorting them all.
 	CREATE INDEX audit_events_user_seq ON audit_events (user, seq);`,
+}
+
+// migrationHooks run after the SQL of a migration, in its transaction,
+// keyed by the version the migration brings the schema to.
+var migrationHooks = map[int]func(context.Context, *sql.Tx) error{
+	3: chainLegacyRows,
 }
 
 // schemaVersion is the version this code expects after migrate.
@@ -100,6 +106,11 @@ func migrateStep(ctx context.Context, db *sql.DB) (done bool, err error) {
 	}
 	if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
 		return false, fmt.Errorf("migrate: apply version %d: %w", v+1, err)
+	}
+	if hook := migrationHooks[v+1]; hook != nil {
+		if err := hook(ctx, tx); err != nil {
+			return false, fmt.Errorf("migrate: apply version %d: %w", v+1, err)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, v+1); err != nil {
 		return false, fmt.Errorf("migrate: record version %d: %w", v+1, err)
