@@ -202,9 +202,15 @@ func TestRecordingUploadRefusals(t *testing.T) {
 	if _, err := node.AppendRecording(ctx, claim, 0, header); err != nil {
 		t.Fatal(err)
 	}
+	// Auth stamps a node's events with its own receive time: the
+	// recording's start is that time, as recorded in the log.
+	starts, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.SessionStart, SessionID: "real-session-1"})
+	if err != nil || len(starts) != 1 {
+		t.Fatalf("session.start events: %+v, %v", starts, err)
+	}
 	list, err := c.Admin.ListRecordings(ctx, "", "", time.Time{})
-	if err != nil || len(list) != 1 || list[0].User != "bob" || list[0].Login != "bob" || !list[0].Start.Equal(start.Time) {
-		t.Fatalf("recordings: %+v, %v", list, err)
+	if err != nil || len(list) != 1 || list[0].User != "bob" || list[0].Login != "bob" || !list[0].Start.Equal(starts[0].Time) {
+		t.Fatalf("recordings: %+v, %v (session.start at %v)", list, err, starts[0].Time)
 	}
 	sum := sha256Hex(header)
 	if err := node.CompleteRecording(ctx, "real-session-1", int64(len(header)), sum, false); err != nil {
