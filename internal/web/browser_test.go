@@ -3,6 +3,9 @@ package web_test
 import (
 	"context"
 	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -322,6 +325,18 @@ func TestBrowser(t *testing.T) {
 	}
 	if got := rb.text("#reviews"); !strings.Contains(got, "bob approved") || !strings.Contains(got, xss) {
 		t.Fatalf("reviews %q", got)
+	}
+	// The link followed from another site (a chat message) opens the
+	// request directly for a signed-in reviewer, although the browser does
+	// not send a SameSite=Strict cookie with a cross-site navigation.
+	chat := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<a id="link" href="%s/web/requests/%s">New access request</a>`, base, id)
+	}))
+	defer chat.Close()
+	rb.do(chromedp.Navigate(strings.Replace(chat.URL, "127.0.0.1", "localhost", 1)))
+	rb.do(chromedp.Click(chromedp.CSS("#link")), chromedp.WaitVisible(chromedp.CSS("#req-state, #signin-form")))
+	if loc := rb.location(); !strings.HasSuffix(loc, "/web/requests/"+id) {
+		t.Fatalf("the link from another site went to %s, want the request page", loc)
 	}
 	b.open("/web/requests/" + id)
 	if got := b.text("#req-state"); got != "APPROVED" {
