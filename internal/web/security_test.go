@@ -28,7 +28,7 @@ type webClient struct {
 func newWebClient(t *testing.T, c *clustertest.Cluster) *webClient {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar, Timeout: 20 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.Proc.Auth().Authority().CertPool()}},
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.Proc.Auth().Authority().CertPool()}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	t.Cleanup(hc.CloseIdleConnections)
 	return &webClient{t: t, base: "https://" + c.ProxyAddr(), hc: hc}
