@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/lock"
@@ -129,6 +130,14 @@ func TestSessionSecurity(t *testing.T) {
 	sc := w.cookie("__Host-warden_session")
 	if sc == nil {
 		t.Fatal("no session cookie")
+	}
+	// Audited as any login, marked as a browser's.
+	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) == 0 || !evs[len(evs)-1].Success || evs[len(evs)-1].Fields["via"] != "web" {
+		t.Fatalf("user.login events of the web sign-in: %+v", evs)
 	}
 	// The jar does not keep attributes: read them from a fresh sign-in.
 	w2 := newWebClient(t, c)

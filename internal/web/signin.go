@@ -142,7 +142,7 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := h.auth.Login(r.Context(), auth.LoginRequest{User: r.PostFormValue("user"), Password: r.PostFormValue("password"),
-		OTP: r.PostFormValue("otp"), PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), RemoteAddr: remoteIP(r)})
+		OTP: r.PostFormValue("otp"), PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), RemoteAddr: remoteIP(r), Via: "web"})
 	if err != nil {
 		msg := h.message(err)
 		if errors.Is(err, auth.ErrUnauthenticated) && msg == auth.ErrUnauthenticated.Error() {
