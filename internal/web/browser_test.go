@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/warden-sh/warden/internal/auth"
@@ -150,6 +152,42 @@ func (b *browser) fill(sel, value string) {
 	b.do(chromedp.SetValue(chromedp.CSS(sel), value))
 }
 
+// typeText types into the focused element as a keyboard would insert
+// text (SendKeys's synthetic key events reach xterm twice).
+func (b *browser) typeText(text string) {
+	b.t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: text})
+		return err
+	}))
+}
+
+func (b *browser) pressEnter() {
+	b.t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			p := input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}
+			if typ == input.DispatchKeyEventTypeKeyDown {
+				p.Text = "\r"
+			}
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+// waitJS waits until a JavaScript expression is truthy.
+func (b *browser) waitJS(expr string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		b.t.Fatalf("waiting for %s: %v (at %s)", expr, err, b.location())
+	}
+}
+
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
@@ -271,6 +309,21 @@ func TestBrowser(t *testing.T) {
 	eval[bool](b, `(document.getElementById("q").value = "") === ""`)
 	b.do(chromedp.SendKeys(chromedp.CSS("#q"), "node"))
 	b.do(chromedp.WaitVisible(chromedp.CSS("#servers")))
+
+	// A terminal on the node, through the proxy as alice: type a command,
+	// see its output.
+	clustertest.EnsureOSUser(t, "alice")
+	b.open("/web/servers/node1/terminal?login=alice")
+	b.waitJS(`document.getElementById("term-status").textContent === "connected"`)
+	b.waitJS(`document.querySelector(".xterm-rows").textContent.includes("$")`) // the prompt
+	b.typeText("echo web-$((6*7))")
+	b.pressEnter()
+	b.waitJS(`document.querySelector(".xterm-rows").textContent.includes("web-42")`)
+	// xterm's own styles were admitted by the page's nonce.
+	if ok := eval[bool](b, `[...document.querySelectorAll("style")].every(s => s.sheet !== null)`); !ok {
+		t.Fatal("a <style> element of the terminal was blocked by the CSP")
+	}
+	b.screenshot("terminal")
 
 	// Who am I.
 	b.open("/web/me")

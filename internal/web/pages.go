@@ -77,9 +77,11 @@ func pageOf(r *http.Request, total int) (pager, int, int) {
 }
 
 type serversData struct {
-	Query string
-	Nodes []auth.Node
-	Page  pager
+	// Logins are the session's logins (Connect buttons).
+	Logins []string
+	Query  string
+	Nodes  []auth.Node
+	Page   pager
 }
 
 // servers lists the nodes the user may reach (auth.Server.ListNodes, as
@@ -105,7 +107,7 @@ func (h *Handler) servers(w http.ResponseWriter, r *http.Request, s *session, c 
 		nodes = slices.DeleteFunc(nodes, func(n auth.Node) bool { return !nodeMatches(n, words) })
 	}
 	p, start, end := pageOf(r, len(nodes))
-	v.Data = serversData{Query: q, Nodes: nodes[start:end], Page: p}
+	v.Data = serversData{Logins: s.logins, Query: q, Nodes: nodes[start:end], Page: p}
 	h.render(w, http.StatusOK, "servers", v)
 }
 

@@ -24,6 +24,9 @@ type view struct {
 	Error  string
 	Notice string
 	Data   any
+	// StyleNonce admits the <style> elements of the page's script (the
+	// terminal's), in the page's Content-Security-Policy.
+	StyleNonce string
 }
 
 func (h *Handler) loadTemplates() error {

@@ -35,6 +35,8 @@ func (h *Handler) routes() {
 
 	m.HandleFunc("GET /web/me", h.authed(h.me))
 	m.HandleFunc("GET /web/servers", h.authed(h.servers))
+	m.HandleFunc("GET /web/servers/{node}/terminal", h.authed(h.terminalPage))
+	m.HandleFunc("GET /web/servers/{node}/ws", h.authed(h.terminalSocket))
 	m.HandleFunc("GET /web/requests", h.authed(h.requests))
 	m.HandleFunc("POST /web/requests", h.authed(h.createRequest))
 	m.HandleFunc("GET /web/requests/{id}", h.authed(h.request))

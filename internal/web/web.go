@@ -40,20 +40,24 @@ const Prefix = "/web/"
 
 // Config configures the web UI.
 type Config struct {
-	Auth   *auth.Server
-	Logger *slog.Logger
-	Now    func() time.Time
+	Auth *auth.Server
+	// ProxyAddr is the address of the proxy's SSH side, which the web
+	// terminal connects through (nil: no web terminal).
+	ProxyAddr func() string
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Handler serves the web UI.
 type Handler struct {
-	auth     *auth.Server
-	log      *slog.Logger
-	now      func() time.Time
-	mux      *http.ServeMux
-	sessions *sessions
-	signups  *signups
-	pages    map[string]*template.Template
+	auth      *auth.Server
+	proxyAddr func() string
+	log       *slog.Logger
+	now       func() time.Time
+	mux       *http.ServeMux
+	sessions  *sessions
+	signups   *signups
+	pages     map[string]*template.Template
 	// assets maps a static file name to its content hash (cache busting).
 	assets map[string]string
 	cop    *http.CrossOriginProtection
@@ -70,7 +74,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handler{auth: cfg.Auth, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		sessions: newSessions(cfg.Now), signups: newSignups(cfg.Now), assets: map[string]string{},
 		cop: http.NewCrossOriginProtection()}
 	if err := h.loadAssets(); err != nil {
