@@ -1,4 +1,4 @@
-.PHONY: build test lint fuzz bench
+.PHONY: build test lint fuzz bench web
 build:
 	CGO_ENABLED=0 go build -o bin/warden ./cmd/warden
 test:
@@ -10,3 +10,5 @@ fuzz:
 bench:
 	go test -run '^$$' -bench . -benchmem ./...
 	./bench/run.sh
+web:
+	go generate ./internal/web

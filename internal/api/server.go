@@ -22,7 +22,6 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
@@ -74,13 +73,11 @@ func (h *Handler) authed(next callerHandler) http.HandlerFunc {
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
-		id, err := ca.IdentityFromTLSCert(leaf)
+		c, err := auth.CallerFromTLS(leaf)
 		if err != nil {
 			h.fail(w, fmt.Errorf("%w: bad client certificate", auth.ErrUnauthenticated))
 			return
 		}
-		c := auth.Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits,
-			RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice}
 		// Every call is checked against the current state, not the
 		// certificate's: a removed, reset or locked user, or a revoked
 		// request, is refused with a short reason, and authorization uses

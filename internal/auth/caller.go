@@ -2,12 +2,14 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
@@ -46,6 +48,19 @@ type Caller struct {
 	Expires time.Time
 	// MFADevice is the MFA device of the login the certificate comes from.
 	MFADevice string
+}
+
+// CallerFromTLS is the caller a verified TLS client certificate speaks
+// for, as it was issued (check it with CurrentCaller before use). The API
+// builds callers from the certificates clients present; the web UI from
+// the certificate auth issued at the browser's sign-in.
+func CallerFromTLS(leaf *x509.Certificate) (Caller, error) {
+	id, err := ca.IdentityFromTLSCert(leaf)
+	if err != nil {
+		return Caller{}, err
+	}
+	return Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits,
+		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice}, nil
 }
 
 // AdminCaller is the built-in local administrator (the identity written to

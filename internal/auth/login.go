@@ -29,6 +29,9 @@ type LoginRequest struct {
 	PublicKey  string        `json:"public_key"`
 	TTL        time.Duration `json:"ttl,omitempty"`
 	RemoteAddr string        `json:"-"`
+	// Via names the front end for the audit log ("web" for a browser
+	// sign-in; empty for the API).
+	Via string `json:"-"`
 }
 
 // Certs are the certificates and trust anchors a client or node receives.
@@ -67,7 +70,7 @@ const maxUserTTL = 30 * time.Hour
 func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, error) {
 	fail := func(reason string, err error) (*LoginResponse, error) {
 		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: "L001F", User: req.User, RemoteAddr: req.RemoteAddr,
-			Success: false, Error: reason, Fields: map[string]any{"method": "password+totp"}})
+			Success: false, Error: reason, Fields: loginFields(req, map[string]any{"method": "password+totp"})})
 		return nil, err
 	}
 	if len(req.User) > 128 || len(req.Password) > 1024 || len(req.OTP) > 16 || len(req.PublicKey) > 16<<10 {
@@ -151,8 +154,15 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		return fail("certificate issuance failed", err)
 	}
 	s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: "L001I", User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
-		Fields: map[string]any{"method": "password+totp", "mfa_device": u.MFADevice}})
+		Fields: loginFields(req, map[string]any{"method": "password+totp", "mfa_device": u.MFADevice})})
 	return resp, nil
+}
+
+func loginFields(req LoginRequest, f map[string]any) map[string]any {
+	if req.Via != "" {
+		f["via"] = req.Via
+	}
+	return f
 }
 
 func parsePublicKey(s string) (ssh.PublicKey, error) {

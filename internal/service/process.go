@@ -163,8 +163,12 @@ func (p *Process) startAuth(ctx context.Context) error {
 	if err := p.startProxy(public); err != nil {
 		return err
 	}
+	handler, err := p.httpHandler(a)
+	if err != nil {
+		return err
+	}
 	p.http = &http.Server{
-		Handler:           p.httpHandler(a),
+		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

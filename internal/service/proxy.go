@@ -15,6 +15,7 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/proxy"
+	"github.com/warden-sh/warden/internal/web"
 )
 
 // proxyCertTTL is the validity of the proxy's own host certificate, issued
@@ -80,10 +81,15 @@ func (p *Process) startProxy(public string) error {
 	return nil
 }
 
-// httpHandler serves the API plus health and metrics endpoints.
-func (p *Process) httpHandler(a *auth.Server) http.Handler {
+// httpHandler serves the API, the web UI, and health and metrics endpoints.
+func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
+	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web")})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle(web.Prefix, ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -95,5 +101,5 @@ func (p *Process) httpHandler(a *auth.Server) http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics, promhttp.HandlerOpts{}))
-	return mux
+	return mux, nil
 }

@@ -1,0 +1,213 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/client/sshclient"
+)
+
+type terminalData struct {
+	Node, Login, WS string
+}
+
+// terminalPage is the page of a web terminal; its script opens the
+// WebSocket (terminalSocket).
+func (h *Handler) terminalPage(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	node, login := r.PathValue("node"), r.URL.Query().Get("login")
+	if login == "" && len(s.logins) > 0 {
+		login = s.logins[0]
+	}
+	v := h.view(s, login+"@"+node, "servers", terminalData{Node: node, Login: login,
+		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()})
+	// xterm's renderer adds <style> elements: this page admits styles
+	// with its own nonce (terminal.js stamps it on them), still no inline
+	// script.
+	nonce := randomToken()
+	w.Header().Set("Content-Security-Policy", strings.Replace(csp, "style-src 'self'", "style-src 'self' 'nonce-"+nonce+"'", 1))
+	v.StyleNonce = nonce
+	h.render(w, http.StatusOK, "terminal", v)
+}
+
+// resizeMsg is the text message the terminal sends when its size changes.
+type resizeMsg struct {
+	Cols int `json:"cols"`
+	Rows int `json:"rows"`
+}
+
+// terminalSocket bridges a WebSocket to an SSH shell on a node. It
+// connects as `warden ssh` does, with the session's own certificate:
+// to the proxy (which checks the user, their requests and locks, and
+// the node), then end to end to the node (roles, login, locks, recording,
+// audit). The WebSocket's Origin must be this host.
+func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	ws, err := websocket.Accept(w, r, nil) // refuses another Origin
+	if err != nil {
+		return
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(64 << 10)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	fail := func(msg string) {
+		_ = ws.Write(ctx, websocket.MessageText, []byte(msg))
+		_ = ws.Close(websocket.StatusPolicyViolation, truncate(msg, 120))
+	}
+	client, err := h.dialNode(ctx, s, c, r.PathValue("node"), r.URL.Query().Get("login"))
+	if err != nil {
+		if statusOf(err) == http.StatusInternalServerError {
+			h.log.Info("web terminal: connect", "user", c.User, "err", err)
+		}
+		fail(err.Error())
+		return
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		fail("open session: " + err.Error())
+		return
+	}
+	defer sess.Close()
+	// The first message is the terminal's size.
+	size := resizeMsg{Cols: 80, Rows: 24}
+	if typ, b, err := ws.Read(ctx); err == nil && typ == websocket.MessageText {
+		_ = json.Unmarshal(b, &size)
+	}
+	if err := sess.RequestPty("xterm-256color", clamp(size.Rows), clamp(size.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+		fail("terminal: " + err.Error())
+		return
+	}
+	stdin, _ := sess.StdinPipe()
+	stdout, _ := sess.StdoutPipe()
+	sess.Stderr = sess.Stdout
+	if err := sess.Shell(); err != nil {
+		fail("shell: " + err.Error())
+		return
+	}
+	// Browser → shell.
+	go func() {
+		defer cancel()
+		for {
+			typ, b, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			if typ == websocket.MessageText {
+				var m resizeMsg
+				if json.Unmarshal(b, &m) == nil {
+					_ = sess.WindowChange(clamp(m.Rows), clamp(m.Cols))
+				}
+				continue
+			}
+			if _, err := stdin.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	// Shell → browser.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+					cancel()
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+		_ = sess.Wait()
+		_ = ws.Close(websocket.StatusNormalClosure, "session ended")
+	case <-ctx.Done():
+	}
+}
+
+func clamp(n int) int { return min(max(n, 1), 1000) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// dialNode connects to a node the user may see, as login, through the
+// proxy's SSH side with the session's certificate.
+func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, name, login string) (*ssh.Client, error) {
+	if h.proxyAddr == nil || h.proxyAddr() == "" {
+		return nil, errors.New("the web terminal needs the proxy")
+	}
+	nodes, err := h.auth.ListNodes(ctx, c, nil)
+	if err != nil {
+		return nil, err
+	}
+	var id string
+	for _, n := range nodes {
+		if n.Name == name || n.ID == name {
+			if id != "" {
+				return nil, fmt.Errorf("%w: several nodes are called %q; use its id", auth.ErrBadRequest, name)
+			}
+			id = n.ID
+		}
+	}
+	if id == "" {
+		return nil, fmt.Errorf("%w: node %q not found among the nodes you may access", auth.ErrAccessDenied, name)
+	}
+	cert, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s.sshCert))
+	if err != nil {
+		return nil, err
+	}
+	key, err := ssh.NewSignerFromKey(s.key)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := cert.(*ssh.Certificate)
+	if !ok {
+		return nil, errors.New("the session has no SSH certificate")
+	}
+	signer, err := ssh.NewCertSigner(sc, key)
+	if err != nil {
+		return nil, err
+	}
+	cas := []ssh.PublicKey{h.auth.Authority().HostCAPublicKey()}
+	proxyAddr := h.proxyAddr()
+	pc, err := sshclient.Dial(ctx, sshclient.Config{User: c.User, Addr: proxyAddr, Signer: signer, HostCAs: cas,
+		Timeout: 15 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	nc, err := sshclient.Dial(ctx, sshclient.Config{User: login, Addr: net.JoinHostPort(id, "0"), Signer: signer, HostCAs: cas,
+		HostName: id, Timeout: 15 * time.Second,
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return pc.Dial("tcp", net.JoinHostPort(id, "0"))
+		}})
+	if err != nil {
+		pc.Close()
+		// sshclient's messages are the ones `warden ssh` shows.
+		return nil, errors.New(strings.ReplaceAll(err.Error(), id, "node "+name))
+	}
+	go func() {
+		_ = nc.Wait()
+		pc.Close()
+	}()
+	return nc, nil
+}

@@ -1,0 +1,52 @@
+// The web terminal: an xterm over a WebSocket to the proxy, which opens an
+// SSH session to the node as the signed-in user. Binary messages carry the
+// terminal's bytes both ways; a text message tells the size.
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+
+// xterm's DOM renderer adds <style> elements. The page's CSP admits styles
+// with its per-page nonce only: stamp it on them as they are created.
+const nonce = document.querySelector('meta[name="style-nonce"]')?.content;
+if (nonce) {
+  const create = Document.prototype.createElement;
+  Document.prototype.createElement = function (name, opts) {
+    const el = create.call(this, name, opts);
+    if (String(name).toLowerCase() === "style") el.setAttribute("nonce", nonce);
+    return el;
+  };
+}
+
+const box = document.getElementById("terminal");
+const status = document.getElementById("term-status");
+const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
+const fit = new FitAddon();
+term.loadAddon(fit);
+term.open(box);
+fit.fit();
+term.focus();
+
+const url = new URL(box.dataset.ws, location.href);
+url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+const ws = new WebSocket(url);
+ws.binaryType = "arraybuffer";
+const enc = new TextEncoder();
+const size = () => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ cols: term.cols, rows: term.rows }));
+
+ws.onopen = () => {
+  status.textContent = "connected";
+  size();
+};
+ws.onmessage = (ev) => {
+  if (typeof ev.data === "string") {
+    term.write("\r\n\x1b[1;31m" + ev.data.replace(/[\x00-\x1f\x7f]/g, "") + "\x1b[0m\r\n");
+  } else {
+    term.write(new Uint8Array(ev.data));
+  }
+};
+ws.onclose = (ev) => {
+  status.textContent = "disconnected" + (ev.reason ? ": " + ev.reason : "");
+  box.dataset.closed = "1";
+};
+term.onData((d) => ws.readyState === WebSocket.OPEN && ws.send(enc.encode(d)));
+term.onResize(size);
+window.addEventListener("resize", () => fit.fit());

@@ -1,0 +1,219 @@
+// Package web is Warden's web UI: server-rendered pages (html/template)
+// with a little progressive enhancement (htmx), served by the proxy under
+// /web/ on its one HTTPS port. Scripts and styles are built from ui/ by
+// esbuild and embedded (static/), so the binary needs nothing else.
+//
+// The pages call the same auth.Server methods as the JSON API, with a
+// Caller checked by auth.Server.CurrentCaller on every request: a browser
+// may do nothing the CLI may not. See docs/web.md for the session cookie,
+// CSRF and Content-Security-Policy choices.
+package web
+
+//go:generate sh -c "cd ui && npm ci --no-audit --no-fund && npm run build"
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+//go:embed static templates
+var files embed.FS
+
+// Prefix is the path the UI is served under.
+const Prefix = "/web/"
+
+// Config configures the web UI.
+type Config struct {
+	Auth *auth.Server
+	// ProxyAddr is the address of the proxy's SSH side, which the web
+	// terminal connects through (nil: no web terminal).
+	ProxyAddr func() string
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Handler serves the web UI.
+type Handler struct {
+	auth      *auth.Server
+	proxyAddr func() string
+	log       *slog.Logger
+	now       func() time.Time
+	mux       *http.ServeMux
+	sessions  *sessions
+	signups   *signups
+	pages     map[string]*template.Template
+	// assets maps a static file name to its content hash (cache busting).
+	assets map[string]string
+	cop    *http.CrossOriginProtection
+}
+
+// New returns the web UI handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Auth == nil {
+		return nil, errors.New("web: Auth is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+		sessions: newSessions(cfg.Now), signups: newSignups(cfg.Now), assets: map[string]string{},
+		cop: http.NewCrossOriginProtection()}
+	if err := h.loadAssets(); err != nil {
+		return nil, err
+	}
+	if err := h.loadTemplates(); err != nil {
+		return nil, err
+	}
+	h.routes()
+	return h, nil
+}
+
+// csp allows only the UI's own scripts, styles and images: no inline
+// script or style, no eval, no framing, forms only to this origin.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", csp)
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	// Invite links carry their token in the path: no page sends its URL on.
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
+	hd.Set("Strict-Transport-Security", "max-age=63072000")
+	if !strings.HasPrefix(r.URL.Path, Prefix+"static/") {
+		hd.Set("Cache-Control", "no-store")
+	}
+	// Cross-origin state changes are refused before anything else
+	// (Sec-Fetch-Site / Origin); the forms' CSRF tokens are the second
+	// line, for browsers that send neither header.
+	if err := h.cop.Check(r); err != nil {
+		h.renderError(w, r, nil, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) loadAssets() error {
+	return fs.WalkDir(files, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := files.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		h.assets[strings.TrimPrefix(p, "static/")] = hex.EncodeToString(sum[:8])
+		return nil
+	})
+}
+
+// asset is the URL of a static file, versioned by its content.
+func (h *Handler) asset(name string) (string, error) {
+	v, ok := h.assets[name]
+	if !ok {
+		return "", fmt.Errorf("no static file %q", name)
+	}
+	return Prefix + "static/" + name + "?v=" + v, nil
+}
+
+func (h *Handler) static(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	b, err := files.ReadFile("static/" + name)
+	if err != nil || strings.Contains(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	switch path.Ext(name) {
+	case ".js":
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	case ".css":
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	}
+	if r.URL.Query().Get("v") == h.assets[name] {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		w.Header().Set("Cache-Control", "no-cache")
+	}
+	w.Header().Set("ETag", `"`+h.assets[name]+`"`)
+	http.ServeContent(w, r, name, time.Time{}, strings.NewReader(string(b)))
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// localPath returns next if it is a path of this UI (no other host, no
+// scheme), else the default page: sign-in never redirects off the site.
+func localPath(next string) string {
+	const home = Prefix + "servers"
+	if next == "" || len(next) > 2048 || !strings.HasPrefix(next, Prefix) || strings.ContainsAny(next, "\\\r\n") {
+		return home
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.HasPrefix(u.Path, "//") {
+		return home
+	}
+	if path.Clean(u.Path) != strings.TrimSuffix(u.Path, "/") && path.Clean(u.Path)+"/" != u.Path {
+		return home
+	}
+	return u.RequestURI()
+}
+
+// statusOf maps an auth error to an HTTP status, as the API does.
+func statusOf(err error) int {
+	var mbe *http.MaxBytesError
+	var de *policy.DeniedError
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, auth.ErrAccessDenied), errors.As(err, &de):
+		return http.StatusForbidden
+	case errors.Is(err, auth.ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, storage.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+// message is what a person is shown for err: the short reason auth gives
+// (details are in the audit log), or a generic line for internal errors.
+func (h *Handler) message(err error) string {
+	if statusOf(err) == http.StatusInternalServerError {
+		h.log.Error("web internal error", "err", err)
+		return "internal error (see the auth service log)"
+	}
+	return err.Error()
+}
