@@ -155,6 +155,9 @@ func TestFileTransferDenied(t *testing.T) {
 	local, _ := randomFile(t, e.dir, 1024)
 	remote := testUser + "@127.0.0.1:"
 
+	denied := filepath.Join(u.HomeDir, "denied.bin")
+	os.Remove(denied)
+	t.Cleanup(func() { os.Remove(denied) })
 	sftpServer := "/usr/lib/openssh/sftp-server"
 	if _, err := os.Stat(sftpServer); err != nil {
 		t.Fatalf("OpenSSH's sftp-server is needed (apt-get install openssh-sftp-server): %v", err)
@@ -197,7 +200,7 @@ func TestFileTransferDenied(t *testing.T) {
 			t.Logf("audited: %s %v", evs[before].Error, evs[before].Fields)
 		})
 	}
-	if _, err := os.Stat(filepath.Join(u.HomeDir, "denied.bin")); err == nil {
+	if _, err := os.Stat(denied); err == nil {
 		t.Fatal("a refused transfer wrote its file")
 	}
 	// Plain commands still work.

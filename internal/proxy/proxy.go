@@ -134,13 +134,13 @@ func New(cfg Config) (*Server, error) {
 		data:   dataState{pending: map[string]chan net.Conn{}, users: map[string]*userTicket{}},
 		relays: relaySet{m: map[*liveRelay]struct{}{}}}
 	s.sshCfg = &ssh.ServerConfig{
-		PublicKeyCallback:       s.authenticate,
-		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,
-		MaxAuthTries:            6,
-		ServerVersion:           "SSH-2.0-Warden",
+		PublicKeyCallback: s.authenticate,
+		MaxAuthTries:      6,
+		ServerVersion:     "SSH-2.0-Warden",
 	}
-	s.sshCfg.Ciphers = ca.ServerCiphers()
-	s.sshCfg.AddHostKey(cfg.HostSigner)
+	if err := ca.ServerConfig(s.sshCfg, cfg.HostSigner); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
