@@ -31,16 +31,18 @@ func nodeConnMetric(t *testing.T, c *Cluster, path string) int {
 	return metricValue(t, c, `warden_proxy_node_connections_total{path="`+path+`"}`)
 }
 
-// metricValue reads one integer sample from the proxy's /metrics (0 when
+// metricValue reads one integer sample from the cluster's /metrics (0 when
 // absent).
 func metricValue(t *testing.T, c *Cluster, series string) int {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
-	resp, err := hc.Get("https://" + c.ProxyAddr() + "/metrics")
+	resp, err := http.Get(c.MetricsURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", c.MetricsURL(), resp.Status)
+	}
 	body, _ := io.ReadAll(resp.Body)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\d+)$`).FindSubmatch(body)
 	if m == nil {
