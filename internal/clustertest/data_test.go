@@ -56,6 +56,13 @@ func metricValue(t *testing.T, c *Cluster, series string) int {
 // OpenSSH jump host, with the profile's certificate and known hosts.
 func jumpConfig(t *testing.T, c *Cluster, home string) string {
 	t.Helper()
+	return jumpConfigWith(t, c, home, filepath.Join(home, "key-cert.pub"))
+}
+
+// jumpConfigWith is jumpConfig with the given certificate (for the
+// profile's key).
+func jumpConfigWith(t *testing.T, c *Cluster, home, cert string) string {
+	t.Helper()
 	host, port, _ := net.SplitHostPort(c.ProxyAddr())
 	cfg := fmt.Sprintf(`Host wjump
     HostName %s
@@ -70,7 +77,7 @@ Host *
     StrictHostKeyChecking yes
     BatchMode yes
     ConnectTimeout 10
-`, host, port, osLogin, filepath.Join(home, "key"), filepath.Join(home, "key-cert.pub"), filepath.Join(home, "known_hosts"))
+`, host, port, osLogin, filepath.Join(home, "key"), cert, filepath.Join(home, "known_hosts"))
 	path := filepath.Join(t.TempDir(), "jump_config")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
