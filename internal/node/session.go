@@ -181,12 +181,12 @@ func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin 
 			return false, nil
 		}
 		if !perms.FileTransfer {
-			if what, ok := fileTransferCommand(cmd); ok {
+			if why, ok := fileTransferCommand(cmd); ok {
 				ev := s.event(audit.Exec)
-				ev.Success, ev.Error = false, "file transfer not allowed: the command runs "+what
+				ev.Success, ev.Error = false, "file transfer not allowed: the command "+why
 				ev.Fields = map[string]any{"command": cmd, "refused": "file_transfer"}
 				s.c.srv.emit(ctx, ev)
-				return s.refuse(ctx, msgNoFileTransfer)
+				return s.refuse(ctx, msgNoFileTransfer+": the command "+why)
 			}
 		}
 		return s.start(ctx, kindExec, cmd)

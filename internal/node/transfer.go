@@ -83,12 +83,13 @@ const maxTransferDepth = 8
 var scriptLike = regexp.MustCompile(`[\s;&|<>()$` + "`" + `]`)
 
 // fileTransferCommand reports whether an exec command (run as `shell -c
-// command`) would start a file transfer server, and which. A command that
-// cannot be checked (it does not parse, or it runs a program whose name is
-// computed when it runs) counts as one: the check fails closed.
-func fileTransferCommand(command string) (what string, found bool) {
+// command`) would start a file transfer server, and why, as what "the
+// command ..." does ("runs rsync --server ..."). A command that cannot be
+// checked (it does not parse, or it runs a program whose name is computed
+// when it runs) counts as one: the check fails closed.
+func fileTransferCommand(command string) (why string, found bool) {
 	if len(command) > maxTransferCommand {
-		return fmt.Sprintf("a command too long to check (over %d KiB)", maxTransferCommand>>10), true
+		return fmt.Sprintf("is too long to check (over %d KiB)", maxTransferCommand>>10), true
 	}
 	c := &transferCheck{budget: maxTransferWork}
 	return c.in(command, 0)
@@ -113,7 +114,7 @@ func (c *transferCheck) spend(n int) bool {
 	return c.budget >= 0
 }
 
-const msgTooComplex = "a command too complex to check"
+const msgTooComplex = "is too complex to check"
 
 // in checks one piece of shell code. At depth 0 (the command itself) a
 // parse error refuses; deeper, a string that does not parse is not code
@@ -125,7 +126,7 @@ func (c *transferCheck) in(code string, depth int) (string, bool) {
 	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(code), "")
 	if err != nil {
 		if depth == 0 {
-			return "a command that cannot be parsed", true
+			return "cannot be parsed", true
 		}
 		return "", false
 	}
@@ -145,7 +146,7 @@ func (c *transferCheck) in(code string, depth int) (string, bool) {
 	return what, what != ""
 }
 
-// transferCall checks one simple command: its program (and, after a
+// call checks one simple command: its program (and, after a
 // wrapper, every argument) must be spelled out, and no transfer server in
 // server mode may appear among its words.
 func (c *transferCheck) call(call *syntax.CallExpr) string {
@@ -167,12 +168,12 @@ func (c *transferCheck) call(call *syntax.CallExpr) string {
 				program[len(words)+j] = true
 			}
 			if !static {
-				return fmt.Sprintf("a program named at run time (%s)", wordSource(w))
+				return fmt.Sprintf("runs a program named at run time (%s), which cannot be checked", wordSource(w))
 			}
 			if len(lits) == 1 {
 				re, ok := programPattern(w)
 				if !ok {
-					return fmt.Sprintf("a program name that cannot be checked (%s)", wordSource(w))
+					return fmt.Sprintf("runs a program whose name cannot be checked (%s)", wordSource(w))
 				}
 				if re != nil {
 					patterns[len(words)] = re
@@ -194,14 +195,14 @@ func (c *transferCheck) call(call *syntax.CallExpr) string {
 		for _, ts := range transferServers {
 			named := base == ts.name || patterns[i] != nil && patterns[i].MatchString(ts.name)
 			if named && (ts.server == nil || ts.server(words[i+1:])) {
-				return strings.TrimSpace(w + " " + strings.Join(words[i+1:], " "))
+				return "runs " + strings.TrimSpace(w+" "+strings.Join(words[i+1:], " "))
 			}
 		}
 	}
 	return ""
 }
 
-// transferWord checks any word (an argument, an assignment's value, a
+// word checks any word (an argument, an assignment's value, a
 // redirection's target, a here-document): it must not name the SFTP
 // server, and a word that looks like code (sh -c '...', eval '...') is
 // checked as code.
@@ -212,7 +213,7 @@ func (c *transferCheck) word(w *syntax.Word, depth int) string {
 	}
 	for _, v := range lits {
 		if strings.Contains(v, "sftp-server") {
-			return "sftp-server"
+			return "names sftp-server"
 		}
 		if depth < maxTransferDepth && scriptLike.MatchString(v) {
 			if what, ok := c.in(v, depth+1); ok {
