@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,12 +29,17 @@ type wardenProc struct {
 	cmd       *exec.Cmd
 	DataDir   string
 	ProxyAddr string
-	Admin     *api.Client
-	logMu     sync.Mutex
-	log       bytes.Buffer
+	// MetricsURL is where the process serves /metrics.
+	MetricsURL string
+	Admin      *api.Client
+	logMu      sync.Mutex
+	log        bytes.Buffer
 }
 
-var proxyLine = regexp.MustCompile(`proxy:\s+(\S+)`)
+var (
+	proxyLine   = regexp.MustCompile(`proxy:\s+(\S+)`)
+	metricsLine = regexp.MustCompile(`metrics:\s+(\S+)`)
+)
 
 // startWarden runs `warden start ARGS...` with a fresh data directory and
 // the proxy on a free loopback port, waits until it serves, and stops it
@@ -44,7 +48,7 @@ func startWarden(tb testing.TB, args ...string) *wardenProc {
 	tb.Helper()
 	bin := wardenBinary(tb)
 	dir := tb.TempDir()
-	full := append([]string{"start", "--data-dir", dir, "--proxy-listen", "127.0.0.1:0"}, args...)
+	full := append([]string{"start", "--data-dir", dir, "--proxy-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"}, args...)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = append(os.Environ(), "WARDEN_DATA_DIR="+dir)
 	cmd.Dir = dir
@@ -67,11 +71,12 @@ func startWarden(tb testing.TB, args ...string) *wardenProc {
 			<-done
 		}
 	})
-	addr := make(chan string, 1)
+	// The start banner names the proxy, then the metrics listener.
+	addr := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		found := false
+		proxyAddr, found := "", false
 		for sc.Scan() {
 			line := sc.Text()
 			p.logMu.Lock()
@@ -79,9 +84,12 @@ func startWarden(tb testing.TB, args ...string) *wardenProc {
 				p.log.WriteString(line + "\n")
 			}
 			p.logMu.Unlock()
-			if m := proxyLine.FindStringSubmatch(line); m != nil && !found {
+			if m := proxyLine.FindStringSubmatch(line); m != nil && proxyAddr == "" {
+				proxyAddr = m[1]
+			}
+			if m := metricsLine.FindStringSubmatch(line); m != nil && proxyAddr != "" && !found {
 				found = true
-				addr <- m[1]
+				addr <- [2]string{proxyAddr, m[1]}
 			}
 		}
 		close(addr)
@@ -91,7 +99,7 @@ func startWarden(tb testing.TB, args ...string) *wardenProc {
 		if !ok {
 			tb.Fatalf("warden start exited:\n%s", p.Log())
 		}
-		p.ProxyAddr = a
+		p.ProxyAddr, p.MetricsURL = a[0], a[1]
 	case <-time.After(60 * time.Second):
 		tb.Fatalf("warden start did not report its proxy address:\n%s", p.Log())
 	}
@@ -130,15 +138,18 @@ func (p *wardenProc) waitNodes(tb testing.TB, n int, timeout time.Duration) {
 	}
 }
 
-// metric reads one unlabelled gauge or counter from the proxy's /metrics.
+// metric reads one unlabelled gauge or counter from the process's /metrics.
 func (p *wardenProc) metric(name string) (float64, error) {
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	hc := &http.Client{Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Get("https://" + p.ProxyAddr + "/metrics")
+	resp, err := hc.Get(p.MetricsURL)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", p.MetricsURL, resp.Status)
+	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return 0, err

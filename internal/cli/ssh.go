@@ -560,27 +560,23 @@ and exits, so no process copies the session's bytes.`,
 			if err != nil {
 				host = target
 			}
-			s, err := g.session()
+			s, pc, err := g.proxySession(cmd.Context())
 			if err != nil {
-				return err
+				return refuseSSH(g.io, fdpass, err)
 			}
 			defer s.close()
-			pc, err := s.proxyClient(cmd.Context())
-			if err != nil {
-				return err
-			}
 			defer pc.Close()
 			if fdpass {
 				conn, err := proxy.DialData(cmd.Context(), pc, s.p.Proxy, host)
 				if err != nil {
-					return fmt.Errorf("cannot reach %s through the proxy: %w", host, err)
+					return refuseSSH(g.io, fdpass, fmt.Errorf("cannot reach %s through the proxy: %w", host, err))
 				}
 				defer conn.Close()
 				return passConn(g.io.Out, conn)
 			}
 			conn, err := s.dialNode(cmd.Context(), pc, host)
 			if err != nil {
-				return fmt.Errorf("cannot reach %s through the proxy: %w", host, err)
+				return refuseSSH(g.io, fdpass, fmt.Errorf("cannot reach %s through the proxy: %w", host, err))
 			}
 			defer conn.Close()
 			done := make(chan struct{}, 2)
@@ -607,16 +603,103 @@ and exits, so no process copies the session's bytes.`,
 	return cmd
 }
 
-// passConn sends conn's socket over out, which must be the Unix socket
-// OpenSSH gives a ProxyCommand under ProxyUseFdpass, as one byte with
-// SCM_RIGHTS (what OpenSSH's mm_receive_fd expects).
-func passConn(out io.Writer, conn net.Conn) error {
-	sc, ok := out.(interface {
-		SyscallConn() (syscall.RawConn, error)
-	})
-	if !ok {
-		return errors.New("--fdpass needs standard output to be a socket (ProxyUseFdpass yes)")
+// proxySession opens the profile's session and its SSH connection to the
+// proxy.
+func (g *globals) proxySession(ctx context.Context) (*session, *ssh.Client, error) {
+	s, err := g.session()
+	if err != nil {
+		return nil, nil, err
 	}
+	pc, err := s.proxyClient(ctx)
+	if err != nil {
+		s.close()
+		return nil, nil, err
+	}
+	return s, pc, nil
+}
+
+// refusalDrainTimeout bounds how long `warden proxy ssh` waits for ssh to
+// read a refusal and hang up.
+const refusalDrainTimeout = 30 * time.Second
+
+// refuseSSH tells the ssh that runs this ProxyCommand why it gets no
+// connection, the way an SSH server refuses a client: a disconnect message
+// with the reason, which OpenSSH prints as "Received disconnect from UNKNOWN
+// port 65535:11: warden: REASON" before it exits. Returning an error
+// instead would print the reason and then OpenSSH's complaints about its
+// proxy command ("mm_receive_fd: recvmsg: expected received 1 got 0",
+// "proxy dialer did not pass back a connection", or "kex_exchange_
+// identification: Connection closed by remote host"). The process still
+// exits with status 1. Where the refusal cannot reach ssh (not run by
+// ssh), the error is returned as it is.
+func refuseSSH(stdio *IO, fdpass bool, cause error) error {
+	stream := proxy.RefusalStream("warden: " + userMessage(cause))
+	if fdpass {
+		if err := passRefusal(stdio.Out, stream); err != nil {
+			return cause
+		}
+		return exitError{1}
+	}
+	// ssh gives a relaying ProxyCommand a pipe; run by hand (a terminal, a
+	// file), the command says it plainly.
+	if f, ok := stdio.Out.(*os.File); !ok || !isPipe(f) {
+		return cause
+	}
+	if _, err := stdio.Out.Write(stream); err != nil {
+		return cause
+	}
+	// ssh reads the refusal and hangs up; wait for that: exiting at once
+	// could close the pipe before ssh has written its own version line.
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, stdio.In)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(refusalDrainTimeout):
+	}
+	return exitError{1}
+}
+
+// isPipe reports whether f is a pipe or a socket.
+func isPipe(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0
+}
+
+// passRefusal passes ssh (ProxyUseFdpass) one end of a socket pair from
+// which it reads stream. ssh waits for this process to exit before it
+// uses the socket, and writes its own version line first: had the other
+// end closed with this process, that write would fail (EPIPE) before ssh
+// read anything. So the other end outlives the process in the one way the
+// kernel offers without a process: a reference to it rides in the socket's
+// own receive queue (SCM_RIGHTS), behind the stream, where ssh never reads
+// (it stops at the disconnect). When ssh closes its end, the kernel drops
+// the queue and with it that last reference.
+func passRefusal(out io.Writer, stream []byte) error {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ours, theirs := fds[0], fds[1]
+	defer syscall.Close(ours)
+	defer syscall.Close(theirs)
+	for rest := stream; len(rest) > 0; {
+		n, err := syscall.Write(ours, rest)
+		if err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	if err := syscall.Sendmsg(ours, []byte{0}, syscall.UnixRights(ours), nil, 0); err != nil {
+		return err
+	}
+	return sendFD(out, theirs)
+}
+
+// passConn sends conn's socket to ssh over out (sendFD).
+func passConn(out io.Writer, conn net.Conn) error {
 	tc, ok := conn.(*net.TCPConn)
 	if !ok {
 		return errors.New("--fdpass needs a direct connection to the proxy")
@@ -626,13 +709,26 @@ func passConn(out io.Writer, conn net.Conn) error {
 		return err
 	}
 	defer f.Close()
+	return sendFD(out, int(f.Fd()))
+}
+
+// sendFD sends the descriptor fd over out, which must be the Unix socket
+// OpenSSH gives a ProxyCommand under ProxyUseFdpass, as one byte with
+// SCM_RIGHTS (what OpenSSH's mm_receive_fd expects).
+func sendFD(out io.Writer, fd int) error {
+	sc, ok := out.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return errors.New("--fdpass needs standard output to be a socket (ProxyUseFdpass yes)")
+	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var sendErr error
-	if err := rc.Control(func(fd uintptr) {
-		sendErr = syscall.Sendmsg(int(fd), []byte{0}, syscall.UnixRights(int(f.Fd())), nil, 0)
+	if err := rc.Control(func(sock uintptr) {
+		sendErr = syscall.Sendmsg(int(sock), []byte{0}, syscall.UnixRights(fd), nil, 0)
 	}); err != nil {
 		return err
 	}

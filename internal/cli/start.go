@@ -61,7 +61,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 				c.Services = splitList(services)
 			}
 			for flag, dst := range map[string]*string{
-				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr,
+				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr, "metrics-addr": &c.Proxy.MetricsAddr,
 				"node-listen": &c.Node.Listen, "name": &c.Node.Name,
 				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "ca-pin": &c.Node.CAPin,
 				"session-cgroups": &c.Node.SessionCgroups,
@@ -110,6 +110,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all)")
 	f.String("proxy-listen", service.DefaultProxyListen, "the proxy's one address: HTTPS API, SSH jump host and node tunnels")
 	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
+	f.String("metrics-addr", service.DefaultMetricsAddr, `where Prometheus metrics are served (plain HTTP, GET /metrics; not on the public port), or "off"`)
 	f.String("node-listen", "", "also serve SSH directly on this address (default: none; nodes are reached through the proxy)")
 	f.String("name", "", "node name (default: host name)")
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
@@ -134,6 +135,9 @@ Warden cluster %q is running.
   proxy:             %s (HTTPS API, SSH jump host, node tunnels)
   data directory:    %s
 `, c.ClusterName, p.ProxyAddr(), c.DataDir)
+	if m := p.MetricsAddr(); m != "" {
+		fmt.Fprintf(w, "  metrics:           http://%s/metrics\n", m)
+	}
 	if p.Node() != nil {
 		fmt.Fprintf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
 	}

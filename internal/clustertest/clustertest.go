@@ -60,6 +60,9 @@ func New(t testing.TB, opt Options) *Cluster {
 	if opt.Proxy.Listen == "" {
 		opt.Proxy.Listen = "127.0.0.1:0"
 	}
+	if opt.Proxy.MetricsAddr == "" {
+		opt.Proxy.MetricsAddr = "127.0.0.1:0"
+	}
 	cfg := &service.Config{
 		ClusterName: "test",
 		DataDir:     dir,
@@ -127,6 +130,9 @@ func (c *Cluster) ApplyRoles(yaml string) {
 
 // ProxyAddr is the proxy's address.
 func (c *Cluster) ProxyAddr() string { return c.Proc.ProxyAddr() }
+
+// MetricsURL is where the cluster serves its Prometheus metrics.
+func (c *Cluster) MetricsURL() string { return "http://" + c.Proc.MetricsAddr() + "/metrics" }
 
 // WaitForNodes waits until at least n nodes heartbeat.
 func (c *Cluster) WaitForNodes(n int) {

@@ -31,16 +31,18 @@ func nodeConnMetric(t *testing.T, c *Cluster, path string) int {
 	return metricValue(t, c, `warden_proxy_node_connections_total{path="`+path+`"}`)
 }
 
-// metricValue reads one integer sample from the proxy's /metrics (0 when
+// metricValue reads one integer sample from the cluster's /metrics (0 when
 // absent).
 func metricValue(t *testing.T, c *Cluster, series string) int {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
-	resp, err := hc.Get("https://" + c.ProxyAddr() + "/metrics")
+	resp, err := http.Get(c.MetricsURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", c.MetricsURL(), resp.Status)
+	}
 	body, _ := io.ReadAll(resp.Body)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\d+)$`).FindSubmatch(body)
 	if m == nil {
@@ -53,6 +55,13 @@ func metricValue(t *testing.T, c *Cluster, series string) int {
 // jumpConfig writes an ssh_config for `ssh -J wjump`: the proxy as a plain
 // OpenSSH jump host, with the profile's certificate and known hosts.
 func jumpConfig(t *testing.T, c *Cluster, home string) string {
+	t.Helper()
+	return jumpConfigWith(t, c, home, filepath.Join(home, "key-cert.pub"))
+}
+
+// jumpConfigWith is jumpConfig with the given certificate (for the
+// profile's key).
+func jumpConfigWith(t *testing.T, c *Cluster, home, cert string) string {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(c.ProxyAddr())
 	cfg := fmt.Sprintf(`Host wjump
@@ -68,7 +77,7 @@ Host *
     StrictHostKeyChecking yes
     BatchMode yes
     ConnectTimeout 10
-`, host, port, osLogin, filepath.Join(home, "key"), filepath.Join(home, "key-cert.pub"), filepath.Join(home, "known_hosts"))
+`, host, port, osLogin, filepath.Join(home, "key"), cert, filepath.Join(home, "known_hosts"))
 	path := filepath.Join(t.TempDir(), "jump_config")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

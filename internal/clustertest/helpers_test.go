@@ -57,3 +57,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func serviceProxyMetrics(addr string) service.ProxyConfig {
+	return service.ProxyConfig{MetricsAddr: addr}
+}

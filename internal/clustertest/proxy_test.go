@@ -149,7 +149,16 @@ func TestProxyEndToEnd(t *testing.T) {
 			}
 			resp.Body.Close()
 		}
+		// Not on the public port: on the local metrics listener.
 		resp, err := hc.Get("https://" + c.ProxyAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("/metrics on the public port: %s", resp.Status)
+		}
+		resp, err = http.Get(c.MetricsURL())
 		if err != nil {
 			t.Fatal(err)
 		}

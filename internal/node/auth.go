@@ -35,9 +35,8 @@ func (s *Server) serverConfig(ctx context.Context) *ssh.ServerConfig {
 		Clock:           s.cfg.Now,
 	}
 	cfg := &ssh.ServerConfig{
-		MaxAuthTries:            s.cfg.MaxAuthTries,
-		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,
-		ServerVersion:           "SSH-2.0-Warden",
+		MaxAuthTries:  s.cfg.MaxAuthTries,
+		ServerVersion: "SSH-2.0-Warden",
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			return s.checkKey(ctx, checker, meta, key)
 		},
@@ -45,10 +44,8 @@ func (s *Server) serverConfig(ctx context.Context) *ssh.ServerConfig {
 			return s.authorize(ctx, meta, key, p)
 		},
 	}
-	cfg.Ciphers = ca.ServerCiphers()
-	for _, hs := range s.cfg.HostSigners {
-		cfg.AddHostKey(hs)
-	}
+	// Host keys were checked in New.
+	_ = ca.ServerConfig(cfg, s.cfg.HostSigners...)
 	return cfg
 }
 

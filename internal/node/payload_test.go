@@ -116,26 +116,6 @@ func TestParseDirectTCPIPAndForward(t *testing.T) {
 	}
 }
 
-func TestIsFileTransferCommand(t *testing.T) {
-	tests := map[string]bool{
-		"scp -t /tmp":                           true,
-		"scp -f file":                           true,
-		"/usr/bin/scp -v -p -t -- /x":           true,
-		"scp -pt .":                             true,
-		"rsync --server -vlogDtpre.iLsfxC . /x": true,
-		"/usr/lib/openssh/sftp-server":          true,
-		"echo scp -t":                           false,
-		"ls -la":                                false,
-		"":                                      false,
-		"scp --help":                            false,
-	}
-	for cmd, want := range tests {
-		if got := isFileTransferCommand(cmd); got != want {
-			t.Errorf("isFileTransferCommand(%q) = %v, want %v", cmd, got, want)
-		}
-	}
-}
-
 func TestParsePasswdLine(t *testing.T) {
 	tests := []struct {
 		line string

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/quickack"
 	"golang.org/x/crypto/ssh"
 )
@@ -155,6 +156,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if len(cfg.HostSigners) == 0 {
 		return nil, errors.New("node: at least one host signer is required")
+	}
+	if err := ca.ServerConfig(&ssh.ServerConfig{}, cfg.HostSigners...); err != nil {
+		return nil, fmt.Errorf("node: host keys: %w", err)
 	}
 	if cfg.UserCAs == nil {
 		return nil, errors.New("node: UserCAs is required")

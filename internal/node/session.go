@@ -180,8 +180,14 @@ func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin 
 			s.notify("invalid command")
 			return false, nil
 		}
-		if !perms.FileTransfer && isFileTransferCommand(cmd) {
-			return s.refuse(ctx, "file transfer (scp/sftp) is not allowed by your roles")
+		if !perms.FileTransfer {
+			if why, ok := fileTransferCommand(cmd); ok {
+				ev := s.event(audit.Exec)
+				ev.Success, ev.Error = false, "file transfer not allowed: the command "+why
+				ev.Fields = map[string]any{"command": cmd, "refused": "file_transfer"}
+				s.c.srv.emit(ctx, ev)
+				return s.refuse(ctx, msgNoFileTransfer+": the command "+why)
+			}
 		}
 		return s.start(ctx, kindExec, cmd)
 	case "subsystem":
@@ -193,7 +199,11 @@ func (s *session) handle(ctx context.Context, req *ssh.Request) (ok bool, begin 
 			return s.refuse(ctx, fmt.Sprintf("subsystem %q is not supported", name))
 		}
 		if !perms.FileTransfer {
-			return s.refuse(ctx, "file transfer (scp/sftp) is not allowed by your roles")
+			ev := s.event(audit.SFTP)
+			ev.Success, ev.Error = false, "file transfer not allowed: sftp subsystem"
+			ev.Fields = map[string]any{"op": "subsystem", "refused": "file_transfer"}
+			s.c.srv.emit(ctx, ev)
+			return s.refuse(ctx, msgNoFileTransfer)
 		}
 		return s.startSFTP(ctx)
 	case "auth-agent-req@openssh.com":
@@ -259,27 +269,8 @@ func (s *session) exit(status uint32) {
 	_ = s.ch.Close()
 }
 
-// isFileTransferCommand reports whether an exec command is the server side
-// of a legacy file transfer (scp -t/-f, rsync --server, sftp-server).
-func isFileTransferCommand(cmd string) bool {
-	fields := strings.Fields(cmd)
-	if len(fields) == 0 {
-		return false
-	}
-	switch filepath.Base(fields[0]) {
-	case "scp":
-		for _, f := range fields[1:] {
-			if strings.HasPrefix(f, "-") && !strings.HasPrefix(f, "--") && strings.ContainsAny(f, "tf") {
-				return true
-			}
-		}
-	case "rsync":
-		return strings.Contains(cmd, "--server")
-	case "sftp-server":
-		return true
-	}
-	return false
-}
+// msgNoFileTransfer is what a user without file_transfer is told.
+const msgNoFileTransfer = "file transfer (scp, sftp, rsync) is not allowed by your roles"
 
 // sshEnv is SSH_CLIENT and SSH_CONNECTION like sshd sets them.
 func (s *session) sshEnv() []string {

@@ -144,7 +144,7 @@ func TestSCPAndSFTPRoundTrip(t *testing.T) {
 }
 
 func TestFileTransferDenied(t *testing.T) {
-	ensureTestUser(t)
+	u := ensureTestUser(t)
 	e := newEnv(t)
 	e.setAuthz(func(ctx context.Context, req AuthzRequest) (*Permissions, error) {
 		p, _ := allowAll(ctx, req)
@@ -155,25 +155,53 @@ func TestFileTransferDenied(t *testing.T) {
 	local, _ := randomFile(t, e.dir, 1024)
 	remote := testUser + "@127.0.0.1:"
 
+	denied := filepath.Join(u.HomeDir, "denied.bin")
+	os.Remove(denied)
+	t.Cleanup(func() { os.Remove(denied) })
+	sftpServer := "/usr/lib/openssh/sftp-server"
+	if _, err := os.Stat(sftpServer); err != nil {
+		t.Fatalf("OpenSSH's sftp-server is needed (apt-get install openssh-sftp-server): %v", err)
+	}
+	sshCmd := "ssh " + strings.Join(append(e.sshOpts(id), "-p", strconv.Itoa(e.addr.Port)), " ")
 	tests := []struct {
-		name string
-		tool string
-		args []string
+		name  string
+		tool  string
+		args  []string
+		event string // the audit event of the refusal
 	}{
-		{"scp", "scp", append(e.scpArgs(id), local, remote+"denied.bin")},
-		{"scp -O", "scp", append(append(e.scpArgs(id), "-O"), local, remote+"denied.bin")},
-		{"sftp", "sftp", append(append(e.sftpArgs(id), "-b", "/dev/null"), testUser+"@127.0.0.1")},
+		{"scp", "scp", append(e.scpArgs(id), local, remote+"denied.bin"), audit.SFTP},
+		{"scp -O", "scp", append(append(e.scpArgs(id), "-O"), local, remote+"denied.bin"), audit.Exec},
+		{"sftp", "sftp", append(append(e.sftpArgs(id), "-b", "/dev/null"), testUser+"@127.0.0.1"), audit.SFTP},
+		// The client chooses the server's command: any prefix.
+		{"sftp -s env", "sftp", append(append(e.sftpArgs(id), "-b", "/dev/null", "-s", "env "+sftpServer), testUser+"@127.0.0.1"), audit.Exec},
+		{"sftp -s quoted", "sftp", append(append(e.sftpArgs(id), "-b", "/dev/null", "-s", `exec "/usr/lib/openssh/sftp"-server`), testUser+"@127.0.0.1"), audit.Exec},
+		{"sftp -s sh -c", "sftp", append(append(e.sftpArgs(id), "-b", "/dev/null", "-s", "sh -c '"+sftpServer+"'"), testUser+"@127.0.0.1"), audit.Exec},
+		{"sftp -s variable", "sftp", append(append(e.sftpArgs(id), "-b", "/dev/null", "-s", "x=sftp-; /usr/lib/openssh/${x}server"), testUser+"@127.0.0.1"), audit.Exec},
+		{"rsync --rsync-path", "rsync", []string{"-e", sshCmd, "--rsync-path=env rsync", local, remote + "denied.bin"}, audit.Exec},
+	}
+	refusal := func(ev audit.Event) bool {
+		return !ev.Success && ev.Fields["refused"] == "file_transfer" && strings.Contains(ev.Error, "file transfer not allowed")
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.audit.find(tc.event, refusal))
 			r := e.run(nil, tc.tool, tc.args...)
 			if r.code == 0 {
 				t.Fatalf("%s succeeded without file transfer permission", tc.name)
 			}
-			if !strings.Contains(r.stderr, "file transfer") {
+			if !strings.Contains(r.stderr, "file transfer (scp, sftp, rsync) is not allowed by your roles") {
 				t.Errorf("stderr %q lacks the reason", r.stderr)
 			}
+			// Audited (before the refusal is sent), with what was refused.
+			evs := e.audit.find(tc.event, refusal)
+			if len(evs) != before+1 {
+				t.Fatalf("%d refusals audited as %s, want 1", len(evs)-before, tc.event)
+			}
+			t.Logf("audited: %s %v", evs[before].Error, evs[before].Fields)
 		})
+	}
+	if _, err := os.Stat(denied); err == nil {
+		t.Fatal("a refused transfer wrote its file")
 	}
 	// Plain commands still work.
 	if r := e.ssh(id, testUser, nil, "echo ok"); r.stdout != "ok\n" {

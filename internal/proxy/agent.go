@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/ca"
 )
 
 // AgentConfig configures the node side of a reverse tunnel.
@@ -92,13 +94,13 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 	hostCAs := cfg.HostCAs()
 	checker := &ssh.CertChecker{IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return containsKey(hostCAs, k) }}
 	ccfg := &ssh.ClientConfig{
-		User:            TunnelUser,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
-		HostKeyCallback: checker.CheckHostKey,
-		HostKeyAlgorithms: []string{ssh.CertAlgoED25519v01, ssh.CertAlgoECDSA256v01, ssh.CertAlgoECDSA384v01,
-			ssh.CertAlgoECDSA521v01, ssh.CertAlgoRSASHA512v01, ssh.CertAlgoRSASHA256v01},
-		Timeout: 10 * time.Second,
+		User:              TunnelUser,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback:   checker.CheckHostKey,
+		HostKeyAlgorithms: ca.HostCertAlgorithms,
+		Timeout:           10 * time.Second,
 	}
+	ca.ClientConfig(ccfg)
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
 	sconn, chans, reqs, err := ssh.NewClientConn(conn, net.JoinHostPort(host, "0"), ccfg)
 	if err != nil {

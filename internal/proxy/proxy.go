@@ -138,13 +138,13 @@ func New(cfg Config) (*Server, error) {
 		data:   dataState{pending: map[string]chan net.Conn{}, users: map[string]*userTicket{}},
 		relays: relaySet{m: map[*liveRelay]struct{}{}}}
 	s.sshCfg = &ssh.ServerConfig{
-		PublicKeyCallback:       s.authenticate,
-		PublicKeyAuthAlgorithms: ca.ClientKeyAlgorithms,
-		MaxAuthTries:            6,
-		ServerVersion:           "SSH-2.0-Warden",
+		PublicKeyCallback: s.authenticate,
+		MaxAuthTries:      6,
+		ServerVersion:     "SSH-2.0-Warden",
 	}
-	s.sshCfg.Ciphers = ca.ServerCiphers()
-	s.sshCfg.AddHostKey(cfg.HostSigner)
+	if err := ca.ServerConfig(s.sshCfg, cfg.HostSigner); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -154,10 +154,25 @@ func (s *Server) Registry() *Registry { return s.reg }
 // authenticate accepts user certificates (for jumping) and host
 // certificates (for tunnels), never plain keys, and records which it was.
 // It has no side effects but a metric: it also runs for key probes.
+//
+// A refused certificate is answered with its reason in an SSH banner, which
+// OpenSSH shows (`ssh -J` would otherwise say only "Permission denied
+// (publickey)"); a plain key is refused without one, as a client offers its
+// keys in turn and most of them are not meant for Warden.
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	perms, err := s.authenticateKey(meta, key)
+	if err != nil {
+		s.cfg.Metrics.AuthFailures.Inc()
+		if _, isCert := key.(*ssh.Certificate); isCert && meta.User() != TunnelUser {
+			return nil, &ssh.BannerError{Err: err, Message: "warden: " + err.Error() + "\n"}
+		}
+	}
+	return perms, err
+}
+
+func (s *Server) authenticateKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	cert, ok := key.(*ssh.Certificate)
 	if !ok {
-		s.cfg.Metrics.AuthFailures.Inc()
 		return nil, errors.New("only Warden certificates are accepted")
 	}
 	now := s.cfg.Now()
@@ -165,43 +180,62 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	switch cert.CertType {
 	case ssh.HostCert:
 		if meta.User() != TunnelUser {
-			s.cfg.Metrics.AuthFailures.Inc()
 			return nil, errors.New("a host certificate cannot log in as a user")
 		}
 		if !containsKey(s.cfg.HostCAs(), cert.SignatureKey) {
-			s.cfg.Metrics.AuthFailures.Inc()
 			return nil, errors.New("host certificate not signed by the cluster host CA")
 		}
 		if err := checker.CheckCert(cert.KeyId, cert); err != nil {
-			s.cfg.Metrics.AuthFailures.Inc()
 			return nil, err
 		}
 		return &ssh.Permissions{Extensions: map[string]string{extKind: kindNode, extNodeID: cert.KeyId}}, nil
 	case ssh.UserCert:
 		if meta.User() == TunnelUser {
-			s.cfg.Metrics.AuthFailures.Inc()
 			return nil, errors.New("a user certificate cannot open a node tunnel")
 		}
 		if !containsKey(s.cfg.UserCAs(), cert.SignatureKey) {
-			s.cfg.Metrics.AuthFailures.Inc()
-			return nil, errors.New("user certificate not signed by the cluster user CA")
+			return nil, errors.New("the certificate is not signed by this Warden cluster (run warden login)")
+		}
+		// Validity first: an expired certificate says so, whatever else
+		// is wrong with it.
+		if err := checkValidity(cert, now); err != nil {
+			return nil, err
 		}
 		// Every Warden user certificate carries its internal principal;
 		// the OS login is checked by the node, not here.
 		if err := checker.CheckCert(ca.InternalPrincipalPrefix+cert.KeyId, cert); err != nil {
-			s.cfg.Metrics.AuthFailures.Inc()
-			return nil, err
+			return nil, certError(err)
 		}
 		id, err := ca.IdentityFromSSHCert(cert)
 		if err != nil {
-			s.cfg.Metrics.AuthFailures.Inc()
-			return nil, err
+			return nil, fmt.Errorf("the certificate is not a Warden user certificate: %v", err)
 		}
 		return &ssh.Permissions{Extensions: map[string]string{extKind: kindUser},
 			ExtraData: map[any]any{identityKey{}: id, certKey{}: cert}}, nil
 	}
-	s.cfg.Metrics.AuthFailures.Inc()
 	return nil, errors.New("unknown certificate type")
+}
+
+// checkValidity refuses a certificate outside its validity period.
+func checkValidity(cert *ssh.Certificate, now time.Time) error {
+	unix := now.Unix()
+	if unix < 0 || uint64(unix) < cert.ValidAfter {
+		return errors.New("your certificate is not valid yet (check the clock)")
+	}
+	if cert.ValidBefore != ssh.CertTimeInfinity && uint64(unix) >= cert.ValidBefore {
+		return errors.New("your certificate has expired; run warden login")
+	}
+	return nil
+}
+
+// certError turns a certificate check's error into a reason for the user.
+func certError(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "principal"):
+		return errors.New("the certificate is not a Warden user certificate (run warden login)")
+	}
+	return fmt.Errorf("the certificate was refused: %v", err)
 }
 
 func containsKey(keys []ssh.PublicKey, k ssh.PublicKey) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"time"
@@ -144,12 +145,12 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 	start := time.Now()
 	node, t, sub, err := s.route(ctx, u, req.Host)
 	if err != nil {
-		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+		refuseChannel(nc, err.Error())
 		return
 	}
 	nodeConn, err := s.dialNode(ctx, t, sconn.RemoteAddr().String(), u.caller.User)
 	if err != nil {
-		_ = nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("node %q did not accept the connection: %v", node.Name, err))
+		refuseChannel(nc, fmt.Sprintf("node %q did not accept the connection: %v", node.Name, err))
 		return
 	}
 	userCh, userReqs, err := nc.Accept()
@@ -203,4 +204,39 @@ func (s *Server) resolve(ctx context.Context, caller auth.Caller, t Target) (*au
 		ids += n.Name + " (" + n.ID + ")"
 	}
 	return nil, fmt.Errorf("%q matches %s nodes: %s; use a node id", t.String(), strconv.Itoa(len(matches)), ids)
+}
+
+// refusalLinger bounds how long a refused jump waits for the client to
+// hang up after the refusal.
+const refusalLinger = 10 * time.Second
+
+// refuseChannel answers a jump (direct-tcpip) the proxy refuses as the
+// node's SSH server would refuse the client: it accepts the channel and
+// sends, inside it, a disconnect with the reason (RefusalStream). The
+// user's ssh prints "Received disconnect from ...: warden: REASON". A
+// rejected channel would show the reason too, but buried under the complaints
+// of both ssh processes of `ssh -J` ("stdio forwarding failed",
+// "kex_exchange_identification: Connection closed by remote host").
+func refuseChannel(nc ssh.NewChannel, reason string) {
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	defer ch.Close()
+	if _, err := ch.Write(RefusalStream("warden: " + reason)); err != nil {
+		return
+	}
+	// The client reads it and hangs up. Ending the channel first could
+	// end `ssh -W` before the ssh it serves has written its own version and
+	// key exchange offer, which would then fail on a broken pipe.
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, ch)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(refusalLinger):
+	}
 }

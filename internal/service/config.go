@@ -96,6 +96,10 @@ type ProxyConfig struct {
 	// session itself (the user then sees the lock's message) before the
 	// proxy cuts the connection (default 250ms; negative: at once).
 	LockGrace time.Duration `yaml:"lock_grace"`
+	// MetricsAddr is where Prometheus metrics are served (plain HTTP,
+	// GET /metrics), apart from the public port: DefaultMetricsAddr when
+	// empty, or MetricsOff.
+	MetricsAddr string `yaml:"metrics_addr"`
 }
 
 // NodeConfig configures the node agent.
@@ -132,6 +136,11 @@ type NodeConfig struct {
 // Defaults.
 const (
 	DefaultProxyListen = "127.0.0.1:3080"
+	// DefaultMetricsAddr is local only: metrics describe the cluster's
+	// activity and are not for the public port.
+	DefaultMetricsAddr = "127.0.0.1:3081"
+	// MetricsOff as the metrics address serves no metrics.
+	MetricsOff = "off"
 )
 
 // DefaultDataDir is /var/lib/warden for root, else ~/.local/share/warden.
@@ -200,6 +209,14 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.Auth.AuditSigningKey == "" {
 		c.Auth.AuditSigningKey = filepath.Join(c.DataDir, "audit-signing-key.pem")
+	}
+	if c.Proxy.MetricsAddr == "" {
+		c.Proxy.MetricsAddr = DefaultMetricsAddr
+	}
+	if a := c.Proxy.MetricsAddr; a != MetricsOff {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("proxy metrics_addr %q: %w (or %q)", a, err, MetricsOff)
+		}
 	}
 	if c.Node.Name == "" {
 		h, err := os.Hostname()

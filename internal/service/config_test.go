@@ -112,3 +112,28 @@ func TestAuditSigningKeyFile(t *testing.T) {
 		t.Fatal("a garbage key file was accepted")
 	}
 }
+
+func TestMetricsAddrSetting(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{in: "", want: DefaultMetricsAddr},
+		{in: "off", want: "off"},
+		{in: "0.0.0.0:9100", want: "0.0.0.0:9100"},
+		{in: "9100", err: "metrics_addr"},
+	} {
+		c := Config{DataDir: t.TempDir(), Proxy: ProxyConfig{MetricsAddr: tc.in}}
+		err := c.CheckAndSetDefaults()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("metrics_addr %q: got %v, want an error with %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.Proxy.MetricsAddr != tc.want {
+			t.Errorf("metrics_addr %q: got %q, %v; want %q", tc.in, c.Proxy.MetricsAddr, err, tc.want)
+		}
+	}
+	// Never on the public port by default.
+	if DefaultMetricsAddr == DefaultProxyListen {
+		t.Fatal("metrics default to the public port")
+	}
+}

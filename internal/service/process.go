@@ -48,6 +48,10 @@ type Process struct {
 	// long-lived watch streams end and Shutdown does not wait for them.
 	base       context.Context
 	cancelBase context.CancelFunc
+
+	// metricsLn and metricsSrv serve /metrics apart from the public port.
+	metricsLn  net.Listener
+	metricsSrv *http.Server
 }
 
 // AdminIdentityPath is where the auth service writes the local admin
@@ -163,6 +167,9 @@ func (p *Process) startAuth(ctx context.Context) error {
 	if err := p.startProxy(public); err != nil {
 		return err
 	}
+	if err := p.startMetrics(); err != nil {
+		return err
+	}
 	handler, err := p.httpHandler(a)
 	if err != nil {
 		return err
@@ -233,8 +240,21 @@ func (p *Process) serverTLS(public string) (*tls.Config, error) {
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    p.auth.Authority().CertPool(),
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: TLS12CipherSuites,
 		NextProtos:   []string{"h2", "http/1.1"},
 	}, nil
+}
+
+// TLS12CipherSuites are the proxy's TLS 1.2 cipher suites: forward secret
+// (ECDHE) and AEAD only; no CBC, no RSA key exchange. (TLS 1.3 suites are
+// not configurable in Go, and are all AEAD.)
+var TLS12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 func (p *Process) writeAdminIdentity(public string) error {
@@ -301,6 +321,11 @@ func (p *Process) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = p.http.Shutdown(ctx)
 			cancel()
+		}
+		if p.metricsSrv != nil {
+			_ = p.metricsSrv.Close()
+		} else if p.metricsLn != nil {
+			p.metricsLn.Close()
 		}
 		if p.mux != nil {
 			p.mux.Close()

@@ -1,6 +1,9 @@
 package service
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -81,7 +84,9 @@ func (p *Process) startProxy(public string) error {
 	return nil
 }
 
-// httpHandler serves the API, the web UI, and health and metrics endpoints.
+// httpHandler serves the API, the web UI and the health endpoints on the
+// public port, every response with the security headers (the web UI sets a
+// CSP of its own). Metrics are served apart (metricsHandler).
 func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
@@ -100,6 +105,49 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	return api.SecurityHeaders(mux), nil
+}
+
+// metricsHandler serves GET /metrics for the metrics listener.
+func (p *Process) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics, promhttp.HandlerOpts{}))
-	return mux, nil
+	return mux
+}
+
+// startMetrics serves metrics on their own listener (proxy.metrics_addr),
+// unless they are off.
+func (p *Process) startMetrics() error {
+	addr := p.cfg.Proxy.MetricsAddr
+	if addr == MetricsOff {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener (proxy metrics_addr, --metrics-addr; %q turns it off): %w", MetricsOff, err)
+	}
+	p.metricsLn = ln
+	p.metricsSrv = &http.Server{
+		Handler:           p.metricsHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := p.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.errc <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	return nil
+}
+
+// MetricsAddr is the metrics listener's address ("" when off).
+func (p *Process) MetricsAddr() string {
+	if p.metricsLn == nil {
+		return ""
+	}
+	return p.metricsLn.Addr().String()
 }

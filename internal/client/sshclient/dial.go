@@ -16,6 +16,8 @@ import (
 	"unicode"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/ca"
 )
 
 // Errors that Dial's errors match with errors.Is, so callers can tell the
@@ -126,21 +128,11 @@ func Dial(ctx context.Context, cfg Config) (*ssh.Client, error) {
 			mu.Unlock()
 			return nil
 		},
-		// Certificate algorithms first, so a node with a host certificate
-		// presents it. Plain key algorithms stay in the list only so that a
-		// node without one fails with a clear message instead of "no common
-		// algorithm"; the callback refuses plain keys.
-		HostKeyAlgorithms: []string{
-			ssh.CertAlgoED25519v01,
-			ssh.CertAlgoECDSA256v01, ssh.CertAlgoECDSA384v01, ssh.CertAlgoECDSA521v01,
-			ssh.CertAlgoRSASHA512v01, ssh.CertAlgoRSASHA256v01,
-			ssh.KeyAlgoED25519,
-			ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
-			ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
-		},
 		ClientVersion: "SSH-2.0-warden",
 		Timeout:       timeout,
 	}
+	// Host key algorithms: certificates first (ca.HostKeyAlgorithms).
+	ca.ClientConfig(clientCfg)
 
 	// The handshake has no context parameter: bound it with a deadline and
 	// close the connection if ctx ends first.
