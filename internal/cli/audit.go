@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/warden-sh/warden/internal/api"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 )
 
@@ -45,9 +45,9 @@ func newAuditCmd(g *globals) *cobra.Command {
 			// On stderr, so that the output stays a table or JSON lines.
 			switch {
 			case len(evs) == 0:
-				fmt.Fprintln(g.io.Err, "no matching events")
+				textf(g.io.Err, "no matching events\n")
 			case len(evs) >= q.EffectiveLimit():
-				fmt.Fprintf(g.io.Err, "the first %d matching events; for the next ones, repeat with --after %d\n", len(evs), evs[len(evs)-1].Seq)
+				textf(g.io.Err, "the first %d matching events; for the next ones, repeat with --after %d\n", len(evs), evs[len(evs)-1].Seq)
 			}
 			if format == "json" {
 				enc := json.NewEncoder(g.io.Out)
@@ -58,20 +58,12 @@ func newAuditCmd(g *globals) *cobra.Command {
 				}
 				return nil
 			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tEVENT\tUSER\tLOGIN\tNODE\tRESULT\tDETAILS")
-			for _, ev := range evs {
-				result := "ok"
-				if !ev.Success {
-					result = "FAILED"
-					if ev.Error != "" {
-						result += ": " + ev.Error
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format(time.DateTime), ev.Event, ev.User,
-					ev.Login, ev.Node, result, formatFields(ev.Fields))
+			rows := make([][]string, len(evs))
+			for i, ev := range evs {
+				rows[i] = []string{ev.Time.Local().Format(time.DateTime), ev.Event, ev.User,
+					ev.Login, ev.Node, eventResult(ev), formatFields(ev.Fields)}
 			}
-			return tw.Flush()
+			return writeTable(g.io.Out, "TIME\tEVENT\tUSER\tLOGIN\tNODE\tRESULT\tDETAILS", rows)
 		},
 	}
 	f := search.Flags()
@@ -104,10 +96,10 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if res.OK {
-				fmt.Fprintf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
+				textf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
 				return nil
 			}
-			fmt.Fprintf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked)
+			textf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked)
 			return exitError{code: 2}
 		},
 	}
@@ -181,22 +173,30 @@ func printEvent(g *globals, format string, ev audit.Event) error {
 	if format == "json" {
 		return json.NewEncoder(g.io.Out).Encode(ev)
 	}
-	result := "ok"
-	if !ev.Success {
-		result = "FAILED"
-		if ev.Error != "" {
-			result += ": " + ev.Error
-		}
+	textf(g.io.Out, "%s %-22s user=%s login=%s node=%s %s %s\n", ev.Time.Local().Format(time.DateTime),
+		ev.Event, ev.User, ev.Login, ev.Node, eventResult(ev), formatFields(ev.Fields))
+	return nil
+}
+
+// eventResult is "ok", or "FAILED" with the event's error.
+func eventResult(ev audit.Event) string {
+	if ev.Success {
+		return "ok"
 	}
-	_, err := fmt.Fprintf(g.io.Out, "%s %-22s user=%s login=%s node=%s %s %s\n", ev.Time.Local().Format(time.DateTime),
-		ev.Event, ev.User, ev.Login, ev.Node, result, formatFields(ev.Fields))
-	return err
+	if ev.Error != "" {
+		return "FAILED: " + ev.Error
+	}
+	return "FAILED"
 }
 
 func formatFields(m map[string]any) string {
 	s := joinKV(m, " ")
 	if len(s) > 120 {
-		s = s[:117] + "..."
+		cut := 117
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return s
 }

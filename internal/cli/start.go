@@ -126,18 +126,18 @@ A YAML file (--config) can hold the same settings; flags override it:
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
 	if p.Auth() == nil {
-		fmt.Fprintf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n", c.Node.Name, c.Node.ProxyAddr)
+		textf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n", c.Node.Name, c.Node.ProxyAddr)
 		return
 	}
-	fmt.Fprintf(w, `
+	textf(w, `
 Warden cluster %q is running.
   proxy:             %s (HTTPS API, SSH jump host, node tunnels)
   data directory:    %s
 `, c.ClusterName, p.ProxyAddr(), c.DataDir)
 	if p.Node() != nil {
-		fmt.Fprintf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
+		textf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
 	}
-	fmt.Fprintf(w, `
+	textf(w, `
 Next steps (in another terminal, as the same OS user):
   warden users add developer --roles access --logins dev
   warden signup <the invite link that users add prints>

@@ -1,8 +1,7 @@
 package cli
 
 import (
-	"fmt"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,7 +36,7 @@ func newTokensCmd(g *globals) *cobra.Command {
 			if reusable {
 				use = "reusable"
 			}
-			fmt.Fprintf(g.io.Out, `The %s %s token %s expires %s (in %s).
+			textf(g.io.Out, `The %s %s token %s expires %s (in %s).
 
 Run this on the server to join it (add your own --labels and --name):
 
@@ -62,12 +61,11 @@ Run this on the server to join it (add your own --labels and --name):
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY")
-			for _, t := range toks {
-				fmt.Fprintf(tw, "%s...\t%s\t%v\t%s\t%s\n", t.Hint, t.Type, t.Reusable, t.Expires.Local().Format(time.DateTime), t.CreatedBy)
+			rows := make([][]string, len(toks))
+			for i, t := range toks {
+				rows[i] = []string{t.Hint + "...", t.Type, strconv.FormatBool(t.Reusable), t.Expires.Local().Format(time.DateTime), t.CreatedBy}
 			}
-			return tw.Flush()
+			return writeTable(g.io.Out, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY", rows)
 		}}
 	rm := &cobra.Command{Use: "rm TOKEN", Short: "Revoke a join token", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -79,7 +77,7 @@ Run this on the server to join it (add your own --labels and --name):
 			if err := c.DeleteToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintln(g.io.Out, "token revoked")
+			textf(g.io.Out, "token revoked\n")
 			return nil
 		}}
 	cmd.AddCommand(add, ls, rm)

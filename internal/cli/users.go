@@ -78,7 +78,7 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "User %q removed. Certificates already issued stay valid until they expire; lock the user to cut them off now.\n", args[0])
+			textf(g.io.Out, "User %q removed. Certificates already issued stay valid until they expire; lock the user to cut them off now.\n", args[0])
 			return nil
 		}}
 	reset := &cobra.Command{Use: "reset NAME", Short: "Clear a user's password and TOTP and print a new invite", Args: cobra.ExactArgs(1),
@@ -100,7 +100,7 @@ LINK): they choose a password and enrol a TOTP authenticator.
 }
 
 func printInvite(g *globals, inv *auth.InviteResult, what string) {
-	fmt.Fprintf(g.io.Out, `User %q %s. Share this single-use invite; it expires %s (in %s):
+	textf(g.io.Out, `User %q %s. Share this single-use invite; it expires %s (in %s):
 
   %s
 
@@ -164,11 +164,11 @@ URL has been printed).`,
 				return err
 			}
 			out := g.io.Out
-			fmt.Fprintf(out, "Signing up %q to cluster %q.\n\nScan this QR code with your authenticator app:\n\n", ch.User, ch.Cluster)
+			textf(out, "Signing up %q to cluster %q.\n\nScan this QR code with your authenticator app:\n\n", ch.User, ch.Cluster)
 			qrterminal.GenerateWithConfig(ch.URL, qrterminal.Config{Level: qrterminal.L, Writer: out,
 				HalfBlocks: true, BlackChar: qrterminal.BLACK_BLACK, WhiteChar: qrterminal.WHITE_WHITE,
 				BlackWhiteChar: qrterminal.BLACK_WHITE, WhiteBlackChar: qrterminal.WHITE_BLACK, QuietZone: 1})
-			fmt.Fprintf(out, "\nor add it by hand: %s\n\n", ch.URL)
+			textf(out, "\nor add it by hand: %s\n\n", ch.URL)
 			password, err := readNewPassword(g, passwordStdin)
 			if err != nil {
 				return err
@@ -180,7 +180,7 @@ URL has been printed).`,
 			if err := c.CompleteSignup(cmd.Context(), token, password, strings.TrimSpace(code)); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "Signup complete. Log in with:\n  warden login --proxy %s --user %s\n", addr, ch.User)
+			textf(out, "Signup complete. Log in with:\n  warden login --proxy %s --user %s\n", addr, ch.User)
 			return nil
 		},
 	}
@@ -210,6 +210,6 @@ func readNewPassword(g *globals, fromStdin bool) (string, error) {
 		if p1 == p2 {
 			return p1, nil
 		}
-		fmt.Fprintln(g.io.Err, "The passwords differ; try again.")
+		textf(g.io.Err, "The passwords differ; try again.\n")
 	}
 }
