@@ -167,7 +167,7 @@ logins they may use; every session is audited.
 Quick start (one machine):
   warden start                                   # auth + proxy + node, embedded storage
   warden users add developer --roles access --logins dev
-  warden signup <invite link>                    # set password, enrol TOTP
+  warden signup --proxy ... --ca-pin ...         # as users add prints it: token, password, TOTP
   warden login --proxy 127.0.0.1:3080 --user developer
   warden ls
   warden ssh dev@<node>`,

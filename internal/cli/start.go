@@ -140,7 +140,7 @@ Warden cluster %q is running.
 	textf(w, `
 Next steps (in another terminal, as the same OS user):
   warden users add developer --roles access --logins dev
-  warden signup <the invite link that users add prints>
+  warden signup ...   (the command users add prints; it asks for the token)
   warden login --proxy %s --user developer
   warden ls
   warden ssh dev@%s

@@ -1,15 +1,18 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 )
@@ -19,9 +22,10 @@ func newUsersCmd(g *globals) *cobra.Command {
 	var roles, logins string
 	add := &cobra.Command{
 		Use:   "add NAME --roles ROLE[,ROLE] [--logins LOGIN[,LOGIN]]",
-		Short: "Add a user and print a single-use invite link",
-		Long: `Add a user. The user finishes signing up with the printed invite (warden signup
-LINK): they choose a password and enrol a TOTP authenticator.
+		Short: "Add a user and print a single-use invite",
+		Long: `Add a user. The user finishes signing up with the printed invite token and
+command (warden signup --proxy ... --ca-pin ...): they choose a password and
+enrol a TOTP authenticator.
 
 --logins sets the user's "logins" trait, which roles use as {{internal.logins}}
 (the built-in role "access" allows exactly those OS logins).`,
@@ -37,8 +41,7 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
-			printInvite(g, inv, "created")
-			return nil
+			return printInvite(cmd.Context(), g, c, inv, "created")
 		},
 	}
 	add.Flags().StringVar(&roles, "roles", "", "comma-separated roles (required)")
@@ -92,24 +95,36 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
-			printInvite(g, inv, "reset")
-			return nil
+			return printInvite(cmd.Context(), g, c, inv, "reset")
 		}}
 	cmd.AddCommand(add, ls, rm, reset)
 	return cmd
 }
 
-func printInvite(g *globals, inv *auth.InviteResult, what string) {
-	textf(g.io.Out, `User %q %s. Share this single-use invite; it expires %s (in %s):
+// printInvite prints the invite token and the exact command that uses it,
+// with the cluster's CA pin so that signup trusts nothing on first use.
+// (No link: there is no web page for it yet.)
+func printInvite(ctx context.Context, g *globals, c *api.Client, inv *auth.InviteResult, what string) error {
+	ping, err := c.Ping(ctx)
+	if err != nil {
+		return err
+	}
+	textf(g.io.Out, `User %q %s. Give them this single-use invite token; it expires %s (in %s):
 
   %s
 
-The user completes the signup with:
-  warden signup %s
-`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), time.Until(inv.Expires).Round(time.Minute), inv.URL, inv.URL)
+They finish signing up with this command, which asks for the token, then a
+new password and a code from their authenticator app:
+
+  warden signup --proxy %s --ca-pin %s
+`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), humanDuration(time.Until(inv.Expires)), inv.Token,
+		c.Addr(), ping.TLSCAFingerprint)
+	return nil
 }
 
-// parseInvite accepts an invite link or a bare token (with --proxy).
+// parseInvite accepts a bare token (with --proxy), or the invite link of
+// earlier versions (https://HOST:PORT/web/invite/TOKEN). An empty token
+// is asked for later.
 func parseInvite(arg, proxy string) (addr, token string, err error) {
 	if strings.HasPrefix(arg, "https://") {
 		u, err := url.Parse(arg)
@@ -126,27 +141,52 @@ func parseInvite(arg, proxy string) (addr, token string, err error) {
 		return proxy, tok, nil
 	}
 	if proxy == "" {
-		return "", "", errors.New("give the full invite link, or the token with --proxy HOST:PORT")
+		return "", "", errors.New("--proxy HOST:PORT is required (the command that warden users add printed has it)")
 	}
 	return proxy, arg, nil
 }
 
 func newSignupCmd(g *globals) *cobra.Command {
-	var proxy, caPin string
+	var proxy, caPin, tokenFile string
 	var passwordStdin, insecure bool
 	cmd := &cobra.Command{
-		Use:   "signup INVITE_LINK",
+		Use:   "signup --proxy HOST:PORT --ca-pin sha256:... [TOKEN]",
 		Short: "Finish signing up: set a password and enrol a TOTP authenticator",
-		Long: `Finish signing up with the invite link an admin gave you. You choose a password
-and scan the QR code with an authenticator app; enrolment completes only once
-you type a valid code from it.
+		Long: `Finish signing up with the invite an admin gave you: run the command that
+warden users add printed. It checks that the proxy is the cluster's (--ca-pin)
+before it sends anything, then asks for the invite token (or reads it from
+--token-file, or takes it as the argument). You choose a password and scan
+the QR code with an authenticator app; enrolment completes only once you type
+a valid code from it.
 
-For scripts: --password-stdin reads the password from the first line of
-standard input and the TOTP code from the next line (read after the otpauth
-URL has been printed).`,
-		Args: cobra.ExactArgs(1),
+For scripts: --token-file gives the token; --password-stdin reads the password
+from the first line of standard input and the TOTP code from the next line
+(read after the otpauth URL has been printed). Without --token-file or a
+TOKEN argument, the token is read first, from the line before the password.
+
+The invite link of earlier versions (https://HOST:PORT/web/invite/TOKEN) is
+accepted as the argument too.`,
+		Example: "  warden signup --proxy 127.0.0.1:3080 --ca-pin sha256:5d41...\n" +
+			"  warden signup --proxy p:3080 --ca-pin sha256:5d41... --token-file invite --password-stdin",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr, token, err := parseInvite(args[0], proxy)
+			arg := ""
+			if len(args) == 1 {
+				arg = args[0]
+			}
+			if tokenFile != "" {
+				if arg != "" {
+					return errors.New("give the invite token as the argument or with --token-file, not both")
+				}
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("invite token: %w", err)
+				}
+				if arg = strings.TrimSpace(string(b)); arg == "" {
+					return fmt.Errorf("invite token file %s is empty", tokenFile)
+				}
+			}
+			addr, token, err := parseInvite(arg, proxy)
 			if err != nil {
 				return err
 			}
@@ -159,6 +199,15 @@ URL has been printed).`,
 				return err
 			}
 			defer c.Close()
+			if token == "" {
+				// Only now, once the proxy is known to be the cluster's.
+				if token, err = g.io.prompt("Invite token", true); err != nil {
+					return err
+				}
+				if token = strings.TrimSpace(token); token == "" {
+					return errors.New("no invite token given")
+				}
+			}
 			ch, err := c.BeginSignup(cmd.Context(), token)
 			if err != nil {
 				return err
@@ -184,7 +233,8 @@ URL has been printed).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&proxy, "proxy", "", "proxy address, when giving a bare token")
+	cmd.Flags().StringVar(&proxy, "proxy", "", "proxy address HOST:PORT")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the invite token from this file")
 	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password (then the TOTP code) from standard input")
 	cmd.Flags().StringVar(&caPin, "ca-pin", "", "expected cluster CA fingerprint (sha256:...)")
 	cmd.Flags().BoolVar(&insecure, "insecure", false, "accept a cluster CA that differs from the pinned one (testing only)")
