@@ -143,16 +143,27 @@ func newRequestShowCmd(g *globals) *cobra.Command {
 func newRequestReviewCmd(g *globals) *cobra.Command {
 	var approve, deny bool
 	var reason string
-	cmd := &cobra.Command{Use: "review ID --approve|--deny [--reason TEXT]", Short: "Approve or deny an access request", Args: cobra.ExactArgs(1),
+	cmd := &cobra.Command{Use: "review ID --approve|--deny [--reason TEXT]", Short: "Approve or deny an access request",
+		Long: `Approve or deny an access request. Without --approve or --deny, show the
+request and the command that decides it.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if approve == deny {
-				return errors.New("say --approve or --deny")
+			if approve && deny {
+				return errors.New("say --approve or --deny, not both")
 			}
 			c, err := g.requestClient()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			if !approve && !deny {
+				r, err := c.GetAccessRequest(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				printRequest(g, r)
+				return fmt.Errorf("decide with: warden request review %s --approve (or --deny) [--reason TEXT]", r.ID)
+			}
 			r, err := c.ReviewAccessRequest(cmd.Context(), args[0], approve, reason)
 			if err != nil {
 				return err
