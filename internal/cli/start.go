@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,9 +27,11 @@ With no arguments, start runs the auth, proxy and node services together on
 127.0.0.1 with an embedded SQLite store in the data directory. The cluster's
 certificate authorities are created on first start and reused afterwards.
 
-Run a node on a server and join it to an existing cluster:
-  warden start --services node --proxy PROXY:3080 --token TOKEN --ca-pin sha256:... \
-      --labels env=prod,team=a
+Run a node on a server and join it to an existing cluster (the token in a
+file or in WARDEN_TOKEN, where ps does not show it; warden tokens add prints
+the command):
+  warden start --services node --proxy PROXY:3080 --token-file join-token \
+      --ca-pin sha256:... --labels env=prod,team=a
 
 A YAML file (--config) can hold the same settings; flags override it:
   cluster_name: example
@@ -63,13 +66,21 @@ A YAML file (--config) can hold the same settings; flags override it:
 			for flag, dst := range map[string]*string{
 				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr,
 				"node-listen": &c.Node.Listen, "name": &c.Node.Name,
-				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "ca-pin": &c.Node.CAPin,
+				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "token-file": &c.Node.TokenFile, "ca-pin": &c.Node.CAPin,
 				"session-cgroups": &c.Node.SessionCgroups,
 			} {
 				if f.Changed(flag) {
 					v, _ := f.GetString(flag)
 					*dst = v
 				}
+			}
+			// The join token from the environment: unlike a flag, ps does
+			// not show it. Not passed on to the commands this process runs.
+			if tok := os.Getenv(tokenEnv); tok != "" {
+				if c.Node.Token == "" && c.Node.TokenFile == "" {
+					c.Node.Token = strings.TrimSpace(tok)
+				}
+				os.Unsetenv(tokenEnv)
 			}
 			if f.Changed("insecure") {
 				c.Node.Insecure = cfg.Node.Insecure
@@ -115,13 +126,17 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
 	f.StringArrayVar(&labelCmds, "label-cmd", nil, "dynamic node label NAME=PERIOD:COMMAND, e.g. kernel=1m:uname -r (repeatable)")
 	f.String("proxy", "", "proxy address to join (node only)")
-	f.String("token", "", "join token (node only, first start)")
+	f.String("token", "", "join token (node only, first start); ps shows it to every user of the machine: prefer --token-file or "+tokenEnv)
+	f.String("token-file", "", "file holding the join token (node only, first start; env "+tokenEnv+" holds the token itself)")
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
 	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
 	f.String("session-cgroups", "auto", "auto: each session's processes in a cgroup of their own where the node can (root, cgroup v2), so a lock kills all of them, nohup and setsid jobs included; off: process groups only (node only)")
 	f.BoolVar(&cfg.Node.TunnelOnly, "tunnel-only", false, "carry sessions inside the node's one tunnel instead of a connection per session dialed out to the proxy (slower; node only)")
 	return cmd
 }
+
+// tokenEnv is the environment variable that may hold a node's join token.
+const tokenEnv = "WARDEN_TOKEN"
 
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err

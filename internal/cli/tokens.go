@@ -38,11 +38,16 @@ func newTokensCmd(g *globals) *cobra.Command {
 			}
 			textf(g.io.Out, `The %s %s token %s expires %s (in %s).
 
-Run this on the server to join it (add your own --labels and --name):
+Run this on the server to join it (add your own --labels and --name). The
+token goes in a file, not on the command line, where ps would show it to
+every user of the machine:
 
-  warden start --services node --proxy %s --token %s --ca-pin %s --labels env=dev
+  (umask 077; echo %s > join-token)
+  warden start --services node --proxy %s --token-file join-token --ca-pin %s --labels env=dev
 
-`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), ttl, c.Addr(), tok.Token, ping.TLSCAFingerprint)
+(Or put the token in the environment variable %s instead of a file.) The
+file is read once, to join; delete it afterwards.
+`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), humanDuration(ttl), tok.Token, c.Addr(), ping.TLSCAFingerprint, tokenEnv)
 			return nil
 		},
 	}
