@@ -141,7 +141,7 @@ const tokenEnv = "WARDEN_TOKEN"
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
 	if p.Auth() == nil {
-		textf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n", c.Node.Name, c.Node.ProxyAddr)
+		textf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Node.Name, c.Node.ProxyAddr, c.DataDir)
 		return
 	}
 	textf(w, `
@@ -152,15 +152,20 @@ Warden cluster %q is running.
 	if p.Node() != nil {
 		textf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
 	}
+	// Admin commands find the admin identity in the data directory.
+	dataDirFlag := ""
+	if c.DataDir != service.DefaultDataDir() {
+		dataDirFlag = " --data-dir " + c.DataDir
+	}
 	textf(w, `
 Next steps (in another terminal, as the same OS user):
-  warden users add developer --roles access --logins dev
+  warden%s users add developer --roles access --logins dev
   warden signup ...   (the command users add prints; it asks for the token)
   warden login --proxy %s --user developer
   warden ls
   warden ssh dev@%s
 
-`, p.ProxyAddr(), c.Node.Name)
+`, dataDirFlag, p.ProxyAddr(), c.Node.Name)
 }
 
 func splitList(s string) []string {
