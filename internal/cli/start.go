@@ -152,9 +152,10 @@ Warden cluster %q is running.
 	if p.Node() != nil {
 		textf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
 	}
-	// Admin commands find the admin identity in the data directory.
+	// Admin commands find the admin identity in the data directory; another
+	// terminal may not have this one's flag or environment.
 	dataDirFlag := ""
-	if c.DataDir != service.DefaultDataDir() {
+	if c.DataDir != service.DefaultDataDir() || os.Getenv("WARDEN_DATA_DIR") != "" {
 		dataDirFlag = " --data-dir " + c.DataDir
 	}
 	textf(w, `

@@ -106,6 +106,13 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 		t.Fatalf("request create: %s", r)
 	}
 	id := regexp.MustCompile(`Request (\S+) created`).FindStringSubmatch(r.Stdout)[1]
+	if !strings.Contains(r.Stdout, "prod-admin for 20s,") {
+		t.Fatalf("request create: %s", r)
+	}
+	// Durations as people write them, not nanoseconds.
+	if r := c.Warden(home, nil, "request", "show", id); r.Code != 0 || !strings.Contains(r.Stdout, "Duration:  20s once approved (at most 1h)") {
+		t.Fatalf("request show: %s", r)
+	}
 
 	// Reviewers are notified: Slack-compatible and generic JSON, with the
 	// command to review the request (no link: there is no web page yet).
