@@ -24,11 +24,11 @@ func newTokensCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			tok, err := c.CreateToken(cmd.Context(), auth.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
+			ping, err := c.Ping(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ping, err := c.Ping(cmd.Context())
+			tok, err := c.CreateToken(cmd.Context(), auth.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
 			if err != nil {
 				return err
 			}

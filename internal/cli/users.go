@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,7 +11,6 @@ import (
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 )
@@ -37,11 +35,17 @@ enrol a TOTP authenticator.
 				return err
 			}
 			defer c.Close()
+			// The pin first: an invite printed without it is no use.
+			ping, err := c.Ping(cmd.Context())
+			if err != nil {
+				return err
+			}
 			inv, err := c.CreateUser(cmd.Context(), auth.CreateUserRequest{Name: args[0], Roles: splitList(roles), Logins: splitList(logins)})
 			if err != nil {
 				return err
 			}
-			return printInvite(cmd.Context(), g, c, inv, "created")
+			printInvite(g, c.Addr(), ping.TLSCAFingerprint, inv, "created")
+			return nil
 		},
 	}
 	add.Flags().StringVar(&roles, "roles", "", "comma-separated roles (required)")
@@ -91,11 +95,16 @@ enrol a TOTP authenticator.
 				return err
 			}
 			defer c.Close()
+			ping, err := c.Ping(cmd.Context())
+			if err != nil {
+				return err
+			}
 			inv, err := c.ResetUser(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return printInvite(cmd.Context(), g, c, inv, "reset")
+			printInvite(g, c.Addr(), ping.TLSCAFingerprint, inv, "reset")
+			return nil
 		}}
 	cmd.AddCommand(add, ls, rm, reset)
 	return cmd
@@ -104,11 +113,7 @@ enrol a TOTP authenticator.
 // printInvite prints the invite token and the exact command that uses it,
 // with the cluster's CA pin so that signup trusts nothing on first use.
 // (No link: there is no web page for it yet.)
-func printInvite(ctx context.Context, g *globals, c *api.Client, inv *auth.InviteResult, what string) error {
-	ping, err := c.Ping(ctx)
-	if err != nil {
-		return err
-	}
+func printInvite(g *globals, proxy, caPin string, inv *auth.InviteResult, what string) {
 	textf(g.io.Out, `User %q %s. Give them this single-use invite token; it expires %s (in %s):
 
   %s
@@ -117,9 +122,7 @@ They finish signing up with this command, which asks for the token, then a
 new password and a code from their authenticator app:
 
   warden signup --proxy %s --ca-pin %s
-`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), humanDuration(time.Until(inv.Expires)), inv.Token,
-		c.Addr(), ping.TLSCAFingerprint)
-	return nil
+`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), humanDuration(time.Until(inv.Expires)), inv.Token, proxy, caPin)
 }
 
 // parseInvite accepts a bare token (with --proxy), or the invite link of
