@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -141,10 +142,35 @@ func readResponse(resp *http.Response, out any) error {
 	return json.Unmarshal(data, out)
 }
 
-// Ping fetches cluster information.
+// Ping fetches cluster information. The fingerprint it returns is that of
+// the one CA certificate it returns (checked here): a proxy cannot claim a
+// pinned fingerprint while handing out another CA to trust.
 func (c *Client) Ping(ctx context.Context) (*PingResponse, error) {
 	var out PingResponse
-	return &out, c.do(ctx, http.MethodGet, "/v1/ping", nil, &out)
+	if err := c.do(ctx, http.MethodGet, "/v1/ping", nil, &out); err != nil {
+		return nil, err
+	}
+	if err := out.checkCA(); err != nil {
+		return nil, fmt.Errorf("the proxy at %s: %w", c.Addr(), err)
+	}
+	return &out, nil
+}
+
+// checkCA checks that TLSCA is exactly one certificate whose fingerprint is
+// TLSCAFingerprint.
+func (p *PingResponse) checkCA() error {
+	block, rest := pem.Decode([]byte(p.TLSCA))
+	if block == nil || block.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
+		return errors.New("its cluster CA is not one PEM certificate: refusing to trust it")
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return fmt.Errorf("its cluster CA certificate is invalid (%v): refusing to trust it", err)
+	}
+	if fp := Fingerprint(block.Bytes); !strings.EqualFold(fp, p.TLSCAFingerprint) {
+		return fmt.Errorf("its cluster CA certificate has fingerprint %s, not %q as it claims: refusing to trust it", fp, p.TLSCAFingerprint)
+	}
+	p.TLSCAFingerprint = Fingerprint(block.Bytes)
+	return nil
 }
 
 // Login authenticates with password and TOTP.

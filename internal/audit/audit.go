@@ -3,8 +3,10 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"time"
 )
 
@@ -37,23 +39,40 @@ const (
 
 // Event is one audit record. Fields holds event-specific data.
 type Event struct {
-	Event      string         `json:"event"`
-	Code       string         `json:"code,omitempty"`
-	Time       time.Time      `json:"time"`
-	ID         string         `json:"id"`
-	Seq        int64          `json:"seq,omitempty"`
-	User       string         `json:"user,omitempty"`
-	Login      string         `json:"login,omitempty"`
-	Node       string         `json:"node,omitempty"`
-	SessionID  string         `json:"session_id,omitempty"`
-	RemoteAddr string         `json:"remote_addr,omitempty"`
-	Success    bool           `json:"success"`
-	Error      string         `json:"error,omitempty"`
-	Fields     map[string]any `json:"fields,omitempty"`
+	Event      string    `json:"event"`
+	Code       string    `json:"code,omitempty"`
+	Time       time.Time `json:"time"`
+	ID         string    `json:"id"`
+	Seq        int64     `json:"seq,omitempty"`
+	User       string    `json:"user,omitempty"`
+	Login      string    `json:"login,omitempty"`
+	Node       string    `json:"node,omitempty"`
+	SessionID  string    `json:"session_id,omitempty"`
+	RemoteAddr string    `json:"remote_addr,omitempty"`
+	Success    bool      `json:"success"`
+	Error      string    `json:"error,omitempty"`
+	Fields     Fields    `json:"fields,omitempty"`
 	// PrevHash and Hash chain the event to the log (hex SHA-256, set by the
 	// store; see ChainHash). Neither is part of the canonical encoding.
 	PrevHash string `json:"prev_hash,omitempty"`
 	Hash     string `json:"hash,omitempty"`
+}
+
+// Fields is an event's free-form data. Decoded from JSON, its numbers are
+// json.Number, written back exactly as they were read: a float64 would
+// round integers beyond 2^53, such as certificate serials.
+type Fields map[string]any
+
+// UnmarshalJSON decodes fields keeping numbers exact (json.Number).
+func (f *Fields) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	*f = m
+	return nil
 }
 
 // Emitter records events.

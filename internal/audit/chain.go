@@ -27,9 +27,8 @@ import (
 // escaped minimally (\" \\ \b \f \n \r \t, other control characters as
 // \u00xx, everything else as raw UTF-8).
 //
-// Canonical(decoded) == Canonical(ev) for an event decoded from Canonical(ev)
-// as long as Fields holds no integers beyond ±2^53 (a float64 decode would
-// round them): encode such values as strings.
+// Canonical(decoded) == Canonical(ev) for an event decoded from
+// Canonical(ev): Fields decodes numbers as json.Number, exactly as written.
 func Canonical(ev Event) ([]byte, error) {
 	if b, ok := canonicalFast(ev); ok {
 		return b, nil

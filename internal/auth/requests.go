@@ -49,8 +49,16 @@ func accessErr(err error) error {
 	return err
 }
 
-func (s *Server) requestLink(id string) string {
-	return "https://" + s.cfg.PublicAddr + "/web/requests/" + id
+// requestCommand is the CLI command for a request's next step. There is no
+// web page for requests yet, so notifications carry this, not a link.
+func requestCommand(r *access.Request) string {
+	switch r.State {
+	case access.StatePending:
+		return "warden request review " + r.ID
+	case access.StateApproved:
+		return "warden request use " + r.ID
+	}
+	return "warden request show " + r.ID
 }
 
 func (s *Server) notifyRequest(event string, r *access.Request) {
@@ -59,7 +67,7 @@ func (s *Server) notifyRequest(event string, r *access.Request) {
 	}
 	text := fmt.Sprintf("Access request %s by %s for %s: %s (%s, %d/%d approvals)", r.ID, r.User,
 		strings.Join(r.Roles, ", "), r.State, cmp.Or(r.Reason, "no reason given"), r.Approvals(), r.Thresholds.Approve)
-	s.notifier.Notify(notify.Message{Event: event, Text: text, Link: s.requestLink(r.ID), Fields: map[string]any{
+	s.notifier.Notify(notify.Message{Event: event, Text: text, Command: requestCommand(r), Fields: map[string]any{
 		"id": r.ID, "user": r.User, "roles": r.Roles, "reason": r.Reason, "state": r.State, "reviewers": r.Reviewers,
 		"reviews": r.Reviews, "thresholds": r.Thresholds, "created": r.Created, "pending_expires": r.PendingExpires,
 		"access_expires": r.AccessExpires, "duration": r.Duration.String()}})

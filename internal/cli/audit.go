@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -51,9 +51,9 @@ func newAuditCmd(g *globals) *cobra.Command {
 			// On stderr, so that the output stays a table or JSON lines.
 			switch {
 			case len(evs) == 0:
-				fmt.Fprintln(g.io.Err, "no matching events")
+				textf(g.io.Err, "no matching events\n")
 			case len(evs) >= q.EffectiveLimit():
-				fmt.Fprintf(g.io.Err, "the first %d matching events; for the next ones, repeat with --after %d\n", len(evs), evs[len(evs)-1].Seq)
+				textf(g.io.Err, "the first %d matching events; for the next ones, repeat with --after %d\n", len(evs), evs[len(evs)-1].Seq)
 			}
 			if format == "json" {
 				enc := json.NewEncoder(g.io.Out)
@@ -64,20 +64,12 @@ func newAuditCmd(g *globals) *cobra.Command {
 				}
 				return nil
 			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tEVENT\tUSER\tLOGIN\tNODE\tRESULT\tDETAILS")
-			for _, ev := range evs {
-				result := "ok"
-				if !ev.Success {
-					result = "FAILED"
-					if ev.Error != "" {
-						result += ": " + ev.Error
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format(time.DateTime), ev.Event, ev.User,
-					ev.Login, ev.Node, result, formatFields(ev.Fields))
+			rows := make([][]string, len(evs))
+			for i, ev := range evs {
+				rows[i] = []string{ev.Time.Local().Format(time.DateTime), ev.Event, ev.User,
+					ev.Login, ev.Node, eventResult(ev), formatFields(ev.Fields)}
 			}
-			return tw.Flush()
+			return writeTable(g.io.Out, "TIME\tEVENT\tUSER\tLOGIN\tNODE\tRESULT\tDETAILS", rows)
 		},
 	}
 	f := search.Flags()
@@ -190,25 +182,25 @@ that no checkpoint signs although they should be signed by now).`,
 // it calls for.
 func printVerifyResult(g *globals, res *audit.VerifyResult) int {
 	if !res.OK {
-		fmt.Fprintf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked-1)
+		textf(g.io.Out, "AUDIT LOG TAMPERED: %s (after %d intact events)\n", res.FirstBad.String(), res.Checked-1)
 		return 2
 	}
-	fmt.Fprintf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
+	textf(g.io.Out, "audit log intact: %d events verified\n", res.Checked)
 	switch {
 	case !res.SignaturesChecked:
 		fmt.Fprintln(g.io.Out, "checkpoint signatures not checked (this auth signs none)")
 	case res.Checkpoints == 0:
 		fmt.Fprintln(g.io.Out, "no signed checkpoint yet: the log is protected by its hash chain only")
 	default:
-		fmt.Fprintf(g.io.Out, "signed: events up to seq %d, by %d checkpoints (the last at %s)",
+		textf(g.io.Out, "signed: events up to seq %d, by %d checkpoints (the last at %s)",
 			res.Signed.Seq, res.Checkpoints, res.SignedAt.Local().Format(time.DateTime))
 		if n := res.Last.Seq - res.Signed.Seq; n > 0 {
-			fmt.Fprintf(g.io.Out, "; the %d events after it are protected by the hash chain until the next checkpoint", n)
+			textf(g.io.Out, "; the %d events after it are protected by the hash chain until the next checkpoint", n)
 		}
 		fmt.Fprintln(g.io.Out)
 	}
 	for _, w := range res.Warnings {
-		fmt.Fprintf(g.io.Out, "WARNING: %s\n", w)
+		textf(g.io.Out, "WARNING: %s\n", w)
 	}
 	if len(res.Warnings) > 0 {
 		return 3
@@ -306,7 +298,7 @@ auth or its database.`,
 				err = os.WriteFile(out, []byte(k.PublicKey), 0o644)
 			}
 			if err == nil {
-				fmt.Fprintf(g.io.Err, "audit signing key %s\n", k.KeyID)
+				textf(g.io.Err, "audit signing key %s\n", k.KeyID)
 			}
 			return err
 		},
@@ -383,22 +375,30 @@ func printEvent(g *globals, format string, ev audit.Event) error {
 	if format == "json" {
 		return json.NewEncoder(g.io.Out).Encode(ev)
 	}
-	result := "ok"
-	if !ev.Success {
-		result = "FAILED"
-		if ev.Error != "" {
-			result += ": " + ev.Error
-		}
+	textf(g.io.Out, "%s %-22s user=%s login=%s node=%s %s %s\n", ev.Time.Local().Format(time.DateTime),
+		ev.Event, ev.User, ev.Login, ev.Node, eventResult(ev), formatFields(ev.Fields))
+	return nil
+}
+
+// eventResult is "ok", or "FAILED" with the event's error.
+func eventResult(ev audit.Event) string {
+	if ev.Success {
+		return "ok"
 	}
-	_, err := fmt.Fprintf(g.io.Out, "%s %-22s user=%s login=%s node=%s %s %s\n", ev.Time.Local().Format(time.DateTime),
-		ev.Event, ev.User, ev.Login, ev.Node, result, formatFields(ev.Fields))
-	return err
+	if ev.Error != "" {
+		return "FAILED: " + ev.Error
+	}
+	return "FAILED"
 }
 
 func formatFields(m map[string]any) string {
 	s := joinKV(m, " ")
 	if len(s) > 120 {
-		s = s[:117] + "..."
+		cut := 117
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return s
 }

@@ -15,7 +15,6 @@ import (
 	"reflect"
 	"strings"
 	"sync"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -64,7 +63,7 @@ func (s *IO) prompt(label string, secret bool) (string, error) {
 		}
 		return v, nil
 	}
-	fmt.Fprintf(s.Err, "%s: ", label)
+	textf(s.Err, "%s: ", label)
 	if secret {
 		b, err := term.ReadPassword(int(s.In.(*os.File).Fd()))
 		fmt.Fprintln(s.Err)
@@ -93,7 +92,9 @@ func RunIO(ctx context.Context, args []string, stdio *IO) int {
 	case errors.As(err, &ee):
 		return ee.code
 	default:
-		fmt.Fprintln(stdio.Err, "ERROR:", userMessage(err))
+		// Messages may carry values from the server: escaped, but a
+		// message of several lines keeps its line breaks.
+		fmt.Fprintln(stdio.Err, "ERROR:", escapeText(userMessage(err), true))
 		return 1
 	}
 }
@@ -166,7 +167,7 @@ logins they may use; every session is audited.
 Quick start (one machine):
   warden start                                   # auth + proxy + node, embedded storage
   warden users add developer --roles access --logins dev
-  warden signup <invite link>                    # set password, enrol TOTP, log in
+  warden signup --proxy ... --ca-pin ...         # as users add prints it: token, password, TOTP; logs you in
   warden ls
   warden ssh dev@<node>
   warden login --proxy 127.0.0.1:3080 --user developer   # next time`,
@@ -204,12 +205,11 @@ func render[T any](g *globals, format string, items []T, header string, row func
 	if done, err := printAs(g.io.Out, format, items); done {
 		return err
 	}
-	tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
-	for _, it := range items {
-		fmt.Fprintln(tw, strings.Join(row(it), "\t"))
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it)
 	}
-	return tw.Flush()
+	return writeTable(g.io.Out, header, rows)
 }
 
 // writeJSONList writes a slice as a JSON array with one compact element per

@@ -46,13 +46,13 @@ Without --ttl or --expires the lock stays until removed.`,
 				return err
 			}
 			for _, w := range res.Warnings {
-				fmt.Fprintln(g.io.Err, "WARNING:", w)
+				textf(g.io.Err, "WARNING: %s\n", w)
 			}
 			until := "until removed"
 			if !res.Lock.Expires.IsZero() {
 				until = "until " + res.Lock.Expires.Local().Format(time.RFC1123)
 			}
-			fmt.Fprintf(g.io.Out, "Locked %s %s (lock id %s). Remove with: warden unlock %s\n", res.Lock.Target.String(), until, res.Lock.ID, res.Lock.ID)
+			textf(g.io.Out, "Locked %s %s (lock id %s). Remove with: warden unlock %s\n", res.Lock.Target.String(), until, res.Lock.ID, res.Lock.ID)
 			return nil
 		},
 	}
@@ -111,7 +111,7 @@ func newUnlockCmd(g *globals) *cobra.Command {
 			if err := c.DeleteLock(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "lock %s removed\n", args[0])
+			textf(g.io.Out, "lock %s removed\n", args[0])
 			return nil
 		}}
 }

@@ -91,12 +91,12 @@ func cmp(a, b string) string {
 }
 
 func printStatus(g *globals, p *client.Profile) {
-	left := time.Until(p.Expires).Round(time.Minute)
-	state := fmt.Sprintf("valid for %s", left)
-	if left <= 0 {
-		state = "EXPIRED: run warden login"
+	// Exact to the second under a minute: "expired" only once it is.
+	state := "EXPIRED: run warden login"
+	if left := time.Until(p.Expires); left > 0 {
+		state = "valid for " + humanDuration(left)
 	}
-	fmt.Fprintf(g.io.Out, `> Profile: %s
+	textf(g.io.Out, `> Profile: %s
   Proxy:   %s
   Cluster: %s
   User:    %s
@@ -135,7 +135,7 @@ func newLogoutCmd(g *globals) *cobra.Command {
 			if err := client.Logout(dir); err != nil {
 				return err
 			}
-			fmt.Fprintln(g.io.Out, "Logged out: keys and certificates deleted.")
+			textf(g.io.Out, "Logged out: keys and certificates deleted.\n")
 			return nil
 		}}
 }

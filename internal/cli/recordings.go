@@ -140,13 +140,13 @@ func verifyRecordings(g *globals, ctx context.Context, c *api.Client, ids []stri
 		case auth.RecordingIntact:
 		case auth.RecordingLive:
 			if len(ids) > 0 {
-				fmt.Fprintf(g.io.Out, "recording %s: still being recorded, nothing to check against yet\n", ch.SessionID)
+				textf(g.io.Out, "recording %s: still being recorded, nothing to check against yet\n", ch.SessionID)
 			}
 		default:
-			fmt.Fprintf(g.io.Out, "RECORDING %s: %s\n", strings.ToUpper(ch.Status), ch.Error)
+			textf(g.io.Out, "RECORDING %s: %s\n", strings.ToUpper(ch.Status), ch.Error)
 		}
 	}
-	fmt.Fprintf(g.io.Out, "recordings: %d intact, %d altered, %d missing, %d still being recorded\n",
+	textf(g.io.Out, "recordings: %d intact, %d altered, %d missing, %d still being recorded\n",
 		count[auth.RecordingIntact], count[auth.RecordingAltered], count[auth.RecordingMissing], count[auth.RecordingLive])
 	if count[auth.RecordingAltered]+count[auth.RecordingMissing] > 0 {
 		return 2, nil
@@ -214,7 +214,7 @@ func (g *globals) openRecording(ctx context.Context, id string) (io.ReadCloser, 
 		return nil, err
 	}
 	if !rc.Complete {
-		fmt.Fprintf(g.io.Err, "session %s is still being recorded (or its node has not finished uploading it): "+
+		textf(g.io.Err, "session %s is still being recorded (or its node has not finished uploading it): "+
 			"its bytes are checked once it completes\n", id)
 	}
 	return recordingStream{ReadCloser: rc, c: c}, nil

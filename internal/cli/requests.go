@@ -51,12 +51,12 @@ func newRequestCreateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "Request %s created: %s for %s, needs %d approval(s).\n", r.ID, strings.Join(r.Roles, ","), r.Duration, r.Thresholds.Approve)
+			textf(g.io.Out, "Request %s created: %s for %s, needs %d approval(s).\n", r.ID, strings.Join(r.Roles, ","), humanDuration(r.Duration), r.Thresholds.Approve)
 			if nowait {
-				fmt.Fprintf(g.io.Out, "When it is approved: warden request use %s\n", r.ID)
+				textf(g.io.Out, "When it is approved: warden request use %s\n", r.ID)
 				return nil
 			}
-			fmt.Fprintln(g.io.Err, "Waiting for reviewers (Ctrl-C to stop waiting; the request stays open)...")
+			textf(g.io.Err, "Waiting for reviewers (Ctrl-C to stop waiting; the request stays open)...\n")
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			for r.State == access.StatePending {
@@ -90,7 +90,7 @@ func useRequest(g *globals, ctx context.Context, p *client.Profile, id string) e
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.io.Out, "Request %s approved and in use.\n", id)
+	textf(g.io.Out, "Request %s approved and in use.\n", id)
 	printStatus(g, next)
 	return nil
 }
@@ -130,34 +130,45 @@ func newRequestShowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if format == "text" || format == "" {
-				format = "yaml"
+			if done, err := printAs(g.io.Out, format, r); done {
+				return err
 			}
-			_, err = printAs(g.io.Out, format, r)
-			return err
+			printRequest(g, r)
+			return nil
 		}}
-	cmd.Flags().StringVarP(&format, "output", "o", "yaml", "output format: json or yaml")
+	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml (durations in nanoseconds)")
 	return cmd
 }
 
 func newRequestReviewCmd(g *globals) *cobra.Command {
 	var approve, deny bool
 	var reason string
-	cmd := &cobra.Command{Use: "review ID --approve|--deny [--reason TEXT]", Short: "Approve or deny an access request", Args: cobra.ExactArgs(1),
+	cmd := &cobra.Command{Use: "review ID --approve|--deny [--reason TEXT]", Short: "Approve or deny an access request",
+		Long: `Approve or deny an access request. Without --approve or --deny, show the
+request and the command that decides it.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if approve == deny {
-				return errors.New("say --approve or --deny")
+			if approve && deny {
+				return errors.New("say --approve or --deny, not both")
 			}
 			c, err := g.requestClient()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			if !approve && !deny {
+				r, err := c.GetAccessRequest(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				printRequest(g, r)
+				return fmt.Errorf("decide with: warden request review %s --approve (or --deny) [--reason TEXT]", r.ID)
+			}
 			r, err := c.ReviewAccessRequest(cmd.Context(), args[0], approve, reason)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "Reviewed %s: now %s (%d/%d approvals).\n", r.ID, r.State, r.Approvals(), r.Thresholds.Approve)
+			textf(g.io.Out, "Reviewed %s: now %s (%d/%d approvals).\n", r.ID, r.State, r.Approvals(), r.Thresholds.Approve)
 			return nil
 		}}
 	cmd.Flags().BoolVar(&approve, "approve", false, "approve the request")
@@ -193,9 +204,51 @@ func newRequestRevokeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "Request %s revoked.\n", r.ID)
+			textf(g.io.Out, "Request %s revoked.\n", r.ID)
 			return nil
 		}}
 	cmd.Flags().StringVar(&reason, "reason", "", "why")
 	return cmd
+}
+
+// printRequest is the text view of one access request.
+func printRequest(g *globals, r *access.Request) {
+	w := g.io.Out
+	when := func(t time.Time) string { return t.Local().Format(time.RFC1123) }
+	textf(w, "Request:   %s\nUser:      %s\nRoles:     %s\nState:     %s\n", r.ID, r.User, strings.Join(r.Roles, ", "), r.State)
+	textf(w, "Reason:    %s\n", cmp(r.Reason, "(none)"))
+	textf(w, "Duration:  %s once approved (at most %s)\n", humanDuration(r.Duration), humanDuration(r.MaxDuration))
+	textf(w, "Approvals: %d of %d needed", r.Approvals(), r.Thresholds.Approve)
+	if r.Thresholds.Deny > 0 {
+		textf(w, "; %d denial(s) deny it", r.Thresholds.Deny)
+	}
+	textf(w, "\n")
+	if len(r.Reviewers) > 0 {
+		textf(w, "Reviewers: %s\n", strings.Join(r.Reviewers, ", "))
+	}
+	textf(w, "Created:   %s\n", when(r.Created))
+	switch {
+	case r.State == access.StatePending:
+		textf(w, "Expires:   %s unless reviewed (in %s)\n", when(r.PendingExpires), humanDuration(time.Until(r.PendingExpires)))
+	case r.State == access.StateApproved && !r.AccessExpires.IsZero():
+		textf(w, "Access until: %s (in %s)\n", when(r.AccessExpires), humanDuration(time.Until(r.AccessExpires)))
+	}
+	if !r.Resolved.IsZero() {
+		textf(w, "Resolved:  %s", when(r.Resolved))
+		if r.ResolveReason != "" {
+			textf(w, " (%s)", r.ResolveReason)
+		}
+		textf(w, "\n")
+	}
+	for _, rv := range r.Reviews {
+		verdict := "denied"
+		if rv.Approve {
+			verdict = "approved"
+		}
+		textf(w, "Review:    %s %s at %s", rv.Author, verdict, when(rv.Time))
+		if rv.Reason != "" {
+			textf(w, ": %s", rv.Reason)
+		}
+		textf(w, "\n")
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -69,7 +68,7 @@ Example role:
 				if err := c.UpsertRole(cmd.Context(), r); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.io.Out, "role %q applied\n", r.Metadata.Name)
+				textf(g.io.Out, "role %q applied\n", r.Metadata.Name)
 			}
 			return nil
 		},
@@ -109,7 +108,7 @@ func newGetCmd(g *globals) *cobra.Command {
 			case "yaml", "json":
 				for i, r := range roles {
 					if i > 0 && format == "yaml" {
-						fmt.Fprintln(g.io.Out, "---")
+						textf(g.io.Out, "---\n")
 					}
 					b, err := policy.MarshalRole(r, format)
 					if err != nil {
@@ -122,13 +121,12 @@ func newGetCmd(g *globals) *cobra.Command {
 			default:
 				return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
 			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION")
-			for _, r := range roles {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
-					formatMatchers(r.Spec.Allow.NodeLabels), r.Metadata.Description)
+			rows := make([][]string, len(roles))
+			for i, r := range roles {
+				rows[i] = []string{r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
+					formatMatchers(r.Spec.Allow.NodeLabels), r.Metadata.Description}
 			}
-			return tw.Flush()
+			return writeTable(g.io.Out, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION", rows)
 		},
 	}
 	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
@@ -179,7 +177,7 @@ func newRmCmd(g *globals) *cobra.Command {
 			default:
 				return fmt.Errorf("unknown resource kind %q (supported: role, user, token, lock)", kind)
 			}
-			fmt.Fprintf(g.io.Out, "%s %q removed\n", kind, name)
+			textf(g.io.Out, "%s %q removed\n", kind, name)
 			return nil
 		},
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,9 +27,11 @@ With no arguments, start runs the auth, proxy and node services together on
 127.0.0.1 with an embedded SQLite store in the data directory. The cluster's
 certificate authorities are created on first start and reused afterwards.
 
-Run a node on a server and join it to an existing cluster:
-  warden start --services node --proxy PROXY:3080 --token TOKEN --ca-pin sha256:... \
-      --labels env=prod,team=a
+Run a node on a server and join it to an existing cluster (the token in a
+file or in WARDEN_TOKEN, where ps does not show it; warden tokens add prints
+the command):
+  warden start --services node --proxy PROXY:3080 --token-file join-token \
+      --ca-pin sha256:... --labels env=prod,team=a
 
 A YAML file (--config) can hold the same settings; flags override it:
   cluster_name: example
@@ -63,13 +66,21 @@ A YAML file (--config) can hold the same settings; flags override it:
 			for flag, dst := range map[string]*string{
 				"proxy-listen": &c.Proxy.Listen, "public-addr": &c.Proxy.PublicAddr, "metrics-addr": &c.Proxy.MetricsAddr,
 				"node-listen": &c.Node.Listen, "name": &c.Node.Name,
-				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "ca-pin": &c.Node.CAPin,
+				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "token-file": &c.Node.TokenFile, "ca-pin": &c.Node.CAPin,
 				"session-cgroups": &c.Node.SessionCgroups,
 			} {
 				if f.Changed(flag) {
 					v, _ := f.GetString(flag)
 					*dst = v
 				}
+			}
+			// The join token from the environment: unlike a flag, ps does
+			// not show it. Not passed on to the commands this process runs.
+			if tok := os.Getenv(tokenEnv); tok != "" {
+				if c.Node.Token == "" && c.Node.TokenFile == "" {
+					c.Node.Token = strings.TrimSpace(tok)
+				}
+				os.Unsetenv(tokenEnv)
 			}
 			if f.Changed("insecure") {
 				c.Node.Insecure = cfg.Node.Insecure
@@ -116,7 +127,8 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
 	f.StringArrayVar(&labelCmds, "label-cmd", nil, "dynamic node label NAME=PERIOD:COMMAND, e.g. kernel=1m:uname -r (repeatable)")
 	f.String("proxy", "", "proxy address to join (node only)")
-	f.String("token", "", "join token (node only, first start)")
+	f.String("token", "", "join token (node only, first start); ps shows it to every user of the machine: prefer --token-file or "+tokenEnv)
+	f.String("token-file", "", "file holding the join token (node only, first start; env "+tokenEnv+" holds the token itself)")
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
 	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
 	f.String("session-cgroups", "auto", "auto: each session's processes in a cgroup of their own where the node can (root, cgroup v2), so a lock kills all of them, nohup and setsid jobs included; off: process groups only (node only)")
@@ -124,32 +136,41 @@ A YAML file (--config) can hold the same settings; flags override it:
 	return cmd
 }
 
+// tokenEnv is the environment variable that may hold a node's join token.
+const tokenEnv = "WARDEN_TOKEN"
+
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
 	if p.Auth() == nil {
-		fmt.Fprintf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n", c.Node.Name, c.Node.ProxyAddr)
+		textf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Node.Name, c.Node.ProxyAddr, c.DataDir)
 		return
 	}
-	fmt.Fprintf(w, `
+	textf(w, `
 Warden cluster %q is running.
   proxy:             %s (HTTPS API, SSH jump host, node tunnels)
   data directory:    %s
 `, c.ClusterName, p.ProxyAddr(), c.DataDir)
 	if m := p.MetricsAddr(); m != "" {
-		fmt.Fprintf(w, "  metrics:           http://%s/metrics\n", m)
+		textf(w, "  metrics:           http://%s/metrics\n", m)
 	}
 	if p.Node() != nil {
-		fmt.Fprintf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
+		textf(w, "  node:              %s (reached through the proxy)\n", c.Node.Name)
 	}
-	fmt.Fprintf(w, `
+	// Admin commands find the admin identity in the data directory; another
+	// terminal may not have this one's flag or environment.
+	dataDirFlag := ""
+	if c.DataDir != service.DefaultDataDir() || os.Getenv("WARDEN_DATA_DIR") != "" {
+		dataDirFlag = " --data-dir " + c.DataDir
+	}
+	textf(w, `
 Next steps (in another terminal, as the same OS user):
-  warden users add developer --roles access --logins dev
-  warden signup <the invite link that users add prints>   (this logs you in too)
+  warden%s users add developer --roles access --logins dev
+  warden signup ...   (the command users add prints; it asks for the token and logs you in)
   warden ls
   warden ssh dev@%s
 Later: warden login --proxy %s --user developer
 
-`, c.Node.Name, p.ProxyAddr())
+`, dataDirFlag, c.Node.Name, p.ProxyAddr())
 }
 
 func splitList(s string) []string {

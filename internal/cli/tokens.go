@@ -1,8 +1,7 @@
 package cli
 
 import (
-	"fmt"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,11 +24,11 @@ func newTokensCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			tok, err := c.CreateToken(cmd.Context(), auth.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
+			ping, err := c.Ping(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ping, err := c.Ping(cmd.Context())
+			tok, err := c.CreateToken(cmd.Context(), auth.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
 			if err != nil {
 				return err
 			}
@@ -37,13 +36,18 @@ func newTokensCmd(g *globals) *cobra.Command {
 			if reusable {
 				use = "reusable"
 			}
-			fmt.Fprintf(g.io.Out, `The %s %s token %s expires %s (in %s).
+			textf(g.io.Out, `The %s %s token %s expires %s (in %s).
 
-Run this on the server to join it (add your own --labels and --name):
+Run this on the server to join it (add your own --labels and --name). The
+token goes in a file, not on the command line, where ps would show it to
+every user of the machine:
 
-  warden start --services node --proxy %s --token %s --ca-pin %s --labels env=dev
+  (umask 077; echo %s > join-token)
+  warden start --services node --proxy %s --token-file join-token --ca-pin %s --labels env=dev
 
-`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), ttl, c.Addr(), tok.Token, ping.TLSCAFingerprint)
+(Or put the token in the environment variable %s instead of a file.) The
+file is read once, to join; delete it afterwards.
+`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), humanDuration(ttl), tok.Token, c.Addr(), ping.TLSCAFingerprint, tokenEnv)
 			return nil
 		},
 	}
@@ -62,12 +66,11 @@ Run this on the server to join it (add your own --labels and --name):
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(g.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY")
-			for _, t := range toks {
-				fmt.Fprintf(tw, "%s...\t%s\t%v\t%s\t%s\n", t.Hint, t.Type, t.Reusable, t.Expires.Local().Format(time.DateTime), t.CreatedBy)
+			rows := make([][]string, len(toks))
+			for i, t := range toks {
+				rows[i] = []string{t.Hint + "...", t.Type, strconv.FormatBool(t.Reusable), t.Expires.Local().Format(time.DateTime), t.CreatedBy}
 			}
-			return tw.Flush()
+			return writeTable(g.io.Out, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY", rows)
 		}}
 	rm := &cobra.Command{Use: "rm TOKEN", Short: "Revoke a join token", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -79,7 +82,7 @@ Run this on the server to join it (add your own --labels and --name):
 			if err := c.DeleteToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintln(g.io.Out, "token revoked")
+			textf(g.io.Out, "token revoked\n")
 			return nil
 		}}
 	cmd.AddCommand(add, ls, rm)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -19,9 +20,10 @@ func newUsersCmd(g *globals) *cobra.Command {
 	var roles, logins string
 	add := &cobra.Command{
 		Use:   "add NAME --roles ROLE[,ROLE] [--logins LOGIN[,LOGIN]]",
-		Short: "Add a user and print a single-use invite link",
-		Long: `Add a user. The user finishes signing up with the printed invite (warden signup
-LINK): they choose a password and enrol a TOTP authenticator.
+		Short: "Add a user and print a single-use invite",
+		Long: `Add a user. The user finishes signing up with the printed invite token and
+command (warden signup --proxy ... --ca-pin ...): they choose a password and
+enrol a TOTP authenticator.
 
 --logins sets the user's "logins" trait, which roles use as {{internal.logins}}
 (the built-in role "access" allows exactly those OS logins).`,
@@ -33,11 +35,16 @@ LINK): they choose a password and enrol a TOTP authenticator.
 				return err
 			}
 			defer c.Close()
+			// The pin first: an invite printed without it is no use.
+			ping, err := c.Ping(cmd.Context())
+			if err != nil {
+				return err
+			}
 			inv, err := c.CreateUser(cmd.Context(), auth.CreateUserRequest{Name: args[0], Roles: splitList(roles), Logins: splitList(logins)})
 			if err != nil {
 				return err
 			}
-			printInvite(g, inv, "created")
+			printInvite(g, c.Addr(), ping.TLSCAFingerprint, inv, "created")
 			return nil
 		},
 	}
@@ -74,7 +81,7 @@ LINK): they choose a password and enrol a TOTP authenticator.
 			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "User %q removed. Their certificates no longer work, and their live sessions have ended.\n", args[0])
+			textf(g.io.Out, "User %q removed. Their certificates no longer work, and their live sessions have ended.\n", args[0])
 			return nil
 		}}
 	var newRoles string
@@ -95,7 +102,7 @@ added reach SSH at the user's next login.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.io.Out, "User %q now has roles %s.\n", u.Name, strings.Join(u.Roles, ","))
+			textf(g.io.Out, "User %q now has roles %s.\n", u.Name, strings.Join(u.Roles, ","))
 			return nil
 		}}
 	update.Flags().StringVar(&newRoles, "roles", "", "comma-separated roles (required)")
@@ -107,28 +114,39 @@ added reach SSH at the user's next login.`,
 				return err
 			}
 			defer c.Close()
+			ping, err := c.Ping(cmd.Context())
+			if err != nil {
+				return err
+			}
 			inv, err := c.ResetUser(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			printInvite(g, inv, "reset")
+			printInvite(g, c.Addr(), ping.TLSCAFingerprint, inv, "reset")
 			return nil
 		}}
 	cmd.AddCommand(add, ls, rm, update, reset)
 	return cmd
 }
 
-func printInvite(g *globals, inv *auth.InviteResult, what string) {
-	fmt.Fprintf(g.io.Out, `User %q %s. Share this single-use invite; it expires %s (in %s):
+// printInvite prints the invite token and the exact command that uses it,
+// with the cluster's CA pin so that signup trusts nothing on first use.
+// (No link: there is no web page for it yet.)
+func printInvite(g *globals, proxy, caPin string, inv *auth.InviteResult, what string) {
+	textf(g.io.Out, `User %q %s. Give them this single-use invite token; it expires %s (in %s):
 
   %s
 
-The user completes the signup with:
-  warden signup %s
-`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), time.Until(inv.Expires).Round(time.Minute), inv.URL, inv.URL)
+They finish signing up with this command, which asks for the token, then a
+new password and a code from their authenticator app:
+
+  warden signup --proxy %s --ca-pin %s
+`, inv.User, what, inv.Expires.Local().Format(time.RFC1123), humanDuration(time.Until(inv.Expires)), inv.Token, proxy, caPin)
 }
 
-// parseInvite accepts an invite link or a bare token (with --proxy).
+// parseInvite accepts a bare token (with --proxy), or the invite link of
+// earlier versions (https://HOST:PORT/web/invite/TOKEN). An empty token
+// is asked for later.
 func parseInvite(arg, proxy string) (addr, token string, err error) {
 	if strings.HasPrefix(arg, "https://") {
 		u, err := url.Parse(arg)
@@ -145,28 +163,53 @@ func parseInvite(arg, proxy string) (addr, token string, err error) {
 		return proxy, tok, nil
 	}
 	if proxy == "" {
-		return "", "", errors.New("give the full invite link, or the token with --proxy HOST:PORT")
+		return "", "", errors.New("--proxy HOST:PORT is required (the command that warden users add printed has it)")
 	}
 	return proxy, arg, nil
 }
 
 func newSignupCmd(g *globals) *cobra.Command {
-	var proxy, caPin string
+	var proxy, caPin, tokenFile string
 	var passwordStdin, insecure bool
 	cmd := &cobra.Command{
-		Use:   "signup INVITE_LINK",
+		Use:   "signup --proxy HOST:PORT --ca-pin sha256:... [TOKEN]",
 		Short: "Finish signing up: set a password and enrol a TOTP authenticator",
-		Long: `Finish signing up with the invite link an admin gave you. You choose a password
-and scan the QR code with an authenticator app; enrolment completes only once
-you type a valid code from it. Then you are logged in, as with warden login
-(the profile is stored in ~/.warden).
+		Long: `Finish signing up with the invite an admin gave you: run the command that
+warden users add printed. It checks that the proxy is the cluster's (--ca-pin)
+before it sends anything, then asks for the invite token (or reads it from
+--token-file, or takes it as the argument). You choose a password and scan
+the QR code with an authenticator app; enrolment completes only once you type
+a valid code from it. Then you are logged in, as with warden login (the
+profile is stored in ~/.warden).
 
-For scripts: --password-stdin reads the password from the first line of
-standard input and the TOTP code from the next line (read after the otpauth
-URL has been printed).`,
-		Args: cobra.ExactArgs(1),
+For scripts: --token-file gives the token; --password-stdin reads the password
+from the first line of standard input and the TOTP code from the next line
+(read after the otpauth URL has been printed). Without --token-file or a
+TOKEN argument, the token is read first, from the line before the password.
+
+The invite link of earlier versions (https://HOST:PORT/web/invite/TOKEN) is
+accepted as the argument too.`,
+		Example: "  warden signup --proxy 127.0.0.1:3080 --ca-pin sha256:5d41...\n" +
+			"  warden signup --proxy p:3080 --ca-pin sha256:5d41... --token-file invite --password-stdin",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr, token, err := parseInvite(args[0], proxy)
+			arg := ""
+			if len(args) == 1 {
+				arg = args[0]
+			}
+			if tokenFile != "" {
+				if arg != "" {
+					return errors.New("give the invite token as the argument or with --token-file, not both")
+				}
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("invite token: %w", err)
+				}
+				if arg = strings.TrimSpace(string(b)); arg == "" {
+					return fmt.Errorf("invite token file %s is empty", tokenFile)
+				}
+			}
+			addr, token, err := parseInvite(arg, proxy)
 			if err != nil {
 				return err
 			}
@@ -179,16 +222,25 @@ URL has been printed).`,
 				return err
 			}
 			defer c.Close()
+			if token == "" {
+				// Only now, once the proxy is known to be the cluster's.
+				if token, err = g.io.prompt("Invite token", true); err != nil {
+					return err
+				}
+				if token = strings.TrimSpace(token); token == "" {
+					return errors.New("no invite token given")
+				}
+			}
 			ch, err := c.BeginSignup(cmd.Context(), token)
 			if err != nil {
 				return err
 			}
 			out := g.io.Out
-			fmt.Fprintf(out, "Signing up %q to cluster %q.\n\nScan this QR code with your authenticator app:\n\n", ch.User, ch.Cluster)
+			textf(out, "Signing up %q to cluster %q.\n\nScan this QR code with your authenticator app:\n\n", ch.User, ch.Cluster)
 			qrterminal.GenerateWithConfig(ch.URL, qrterminal.Config{Level: qrterminal.L, Writer: out,
 				HalfBlocks: true, BlackChar: qrterminal.BLACK_BLACK, WhiteChar: qrterminal.WHITE_WHITE,
 				BlackWhiteChar: qrterminal.BLACK_WHITE, WhiteBlackChar: qrterminal.WHITE_BLACK, QuietZone: 1})
-			fmt.Fprintf(out, "\nor add it by hand: %s\n\n", ch.URL)
+			textf(out, "\nor add it by hand: %s\n\n", ch.URL)
 			password, err := readNewPassword(g, passwordStdin)
 			if err != nil {
 				return err
@@ -203,12 +255,13 @@ URL has been printed).`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "Signup complete. You are logged in (next time: warden login --proxy %s --user %s).\n\n", addr, ch.User)
+			textf(out, "Signup complete. You are logged in (next time: warden login --proxy %s --user %s).\n\n", addr, ch.User)
 			printStatus(g, p)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&proxy, "proxy", "", "proxy address, when giving a bare token")
+	cmd.Flags().StringVar(&proxy, "proxy", "", "proxy address HOST:PORT")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the invite token from this file")
 	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password (then the TOTP code) from standard input")
 	cmd.Flags().StringVar(&caPin, "ca-pin", "", "expected cluster CA fingerprint (sha256:...)")
 	cmd.Flags().BoolVar(&insecure, "insecure", false, "accept a cluster CA that differs from the pinned one (testing only)")
@@ -234,6 +287,6 @@ func readNewPassword(g *globals, fromStdin bool) (string, error) {
 		if p1 == p2 {
 			return p1, nil
 		}
-		fmt.Fprintln(g.io.Err, "The passwords differ; try again.")
+		textf(g.io.Err, "The passwords differ; try again.\n")
 	}
 }

@@ -153,8 +153,17 @@ func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, passw
 // admin identity in dataDir when readable (on the auth host), otherwise the
 // logged-in user's profile.
 func AdminClient(dataDir, profileDir string) (*api.Client, string, error) {
+	var noAdmin error
 	if dataDir != "" {
-		id, err := service.ReadIdentityFile(service.AdminIdentityPath(dataDir))
+		path := service.AdminIdentityPath(dataDir)
+		id, err := service.ReadIdentityFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			noAdmin = fmt.Errorf("no local admin identity in %s (admin commands on the auth host use the data directory of "+
+				"`warden start`: give the same --data-dir, or set WARDEN_DATA_DIR)", dataDir)
+		case err != nil:
+			noAdmin = fmt.Errorf("cannot read the local admin identity %s (run admin commands as the OS user that runs `warden start`): %v", path, err)
+		}
 		if err == nil {
 			cert, err := id.TLSCertificate()
 			if err != nil {
@@ -170,7 +179,10 @@ func AdminClient(dataDir, profileDir string) (*api.Client, string, error) {
 	}
 	p, err := LoadProfile(profileDir)
 	if err != nil {
-		return nil, "", fmt.Errorf("no local admin identity in %s and %v", dataDir, err)
+		if noAdmin == nil {
+			return nil, "", err
+		}
+		return nil, "", fmt.Errorf("%v; and %v", noAdmin, err)
 	}
 	if err := p.CheckValid(time.Now()); err != nil {
 		return nil, "", err

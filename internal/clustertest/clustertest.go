@@ -56,6 +56,7 @@ func New(t testing.TB, opt Options) *Cluster {
 	dir := opt.DataDir
 	if dir == "" {
 		dir = t.TempDir()
+		os.Chmod(dir, 0o700) // as warden start would make it (and say so)
 	}
 	if opt.Proxy.Listen == "" {
 		opt.Proxy.Listen = "127.0.0.1:0"

@@ -46,17 +46,15 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NodeName: "node1", NodeLabels: map[string]string{"env": "dev"}})
 
-	// Signup through the CLI, scripted: password on the first line of
-	// stdin, the TOTP code on the next, computed from the printed URL.
+	// Signup through the CLI with the command users add printed, scripted:
+	// the token on the first line of stdin, the password on the next, then
+	// the TOTP code, computed from the printed URL.
 	res := c.Warden(t.TempDir(), nil, "users", "add", "developer", "--roles", "access", "--logins", osLogin)
 	if res.Code != 0 {
 		t.Fatalf("users add: %s", res)
 	}
-	link := regexp.MustCompile(`https://\S+/web/invite/[0-9a-f]+`).FindString(res.Stdout)
-	if link == "" {
-		t.Fatalf("no invite link in: %s", res.Stdout)
-	}
-	u := signupViaCLI(t, c, link, "developer")
+	token, signup := parseInvite(t, res.Stdout)
+	u := signupViaCLI(t, c, append(signup, "--password-stdin"), token+"\n", "developer")
 
 	home := c.Login(u)
 	st := c.Warden(home, nil, "status")
@@ -208,27 +206,45 @@ func (c *Cluster) bareSSHArgs(home, key, cert string, rest ...string) []string {
 		"-o", "ProxyCommand=" + WardenBinary + " --home " + home + " proxy ssh %r@%h:%p"}, rest...)
 }
 
-func signupViaCLI(t *testing.T, c *Cluster, link, name string) *User {
+// parseInvite finds, in the output of users add or reset, the invite token
+// and the signup command's arguments.
+func parseInvite(t *testing.T, out string) (token string, args []string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^  ([0-9a-f]{64})$`).FindStringSubmatch(out)
+	cmd := regexp.MustCompile(`(?m)^  warden (signup --proxy \S+ --ca-pin sha256:[0-9a-f]{64})$`).FindStringSubmatch(out)
+	if m == nil || cmd == nil || strings.Contains(out, "/web/") {
+		t.Fatalf("no invite token and signup command (or a dead link) in:\n%s", out)
+	}
+	return m[1], strings.Fields(cmd[1])
+}
+
+// signupViaCLI runs warden signup with args; stdin gets prefix at once,
+// then the password and the TOTP code once the otpauth URL is printed.
+func signupViaCLI(t *testing.T, c *Cluster, args []string, prefix, name string) *User {
 	t.Helper()
 	u := &User{Name: name, Password: "a long enough password for " + name}
-	signupAs(t, link, u, t.TempDir())
+	signupAs(t, args, prefix, u, t.TempDir())
 	return u
 }
 
-// signupAs runs warden signup for u with the profile home, typing u's
-// password and its next TOTP code once the secret is printed.
-func signupAs(t *testing.T, link string, u *User, home string) {
+// signupAs runs warden signup with args for u with the profile home:
+// stdin gets prefix at once, then u's password and its next TOTP code
+// once the secret is printed.
+func signupAs(t *testing.T, args []string, prefix string, u *User, home string) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	outR, outW := io.Pipe()
 	done := make(chan Result, 1)
 	go func() {
 		var errb bytes.Buffer
-		code := cli.RunIO(context.Background(), []string{"--home", home, "signup", link, "--password-stdin"},
+		code := cli.RunIO(context.Background(), append([]string{"--home", home}, args...),
 			&cli.IO{In: pr, Out: outW, Err: &errb})
 		outW.Close()
 		done <- Result{Code: code, Stderr: errb.String()}
 	}()
+	if prefix != "" {
+		go io.WriteString(pw, prefix)
+	}
 	var out strings.Builder
 	sc := bufio.NewScanner(outR)
 	for sc.Scan() {

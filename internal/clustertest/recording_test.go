@@ -204,7 +204,7 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(first bool) *exec.Cmd, port string) {
 	t.Helper()
 	tok := c.Warden(t.TempDir(), nil, "tokens", "add", "--type", "node", "--ttl", "5m")
-	m := regexp.MustCompile(`--token (\S+) --ca-pin (\S+)`).FindStringSubmatch(tok.Stdout)
+	m := regexp.MustCompile(`token ([0-9a-f]+) expires(?s:.*)--ca-pin (\S+)`).FindStringSubmatch(tok.Stdout)
 	if m == nil {
 		t.Fatalf("tokens add: %s", tok)
 	}
@@ -213,10 +213,11 @@ func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(f
 	return func(first bool) *exec.Cmd {
 		args := []string{"start", "--services", "node", "--proxy", proxyAddr, "--name", name,
 			"--data-dir", nodeDir, "--node-listen", "127.0.0.1:" + port}
-		if first {
-			args = append(args, "--token", m[1], "--ca-pin", m[2])
-		}
 		cmd := exec.Command(WardenBinary, args...)
+		if first {
+			cmd.Args = append(cmd.Args, "--ca-pin", m[2])
+			cmd.Env = append(os.Environ(), "WARDEN_TOKEN="+m[1])
+		}
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

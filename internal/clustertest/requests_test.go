@@ -106,14 +106,23 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 		t.Fatalf("request create: %s", r)
 	}
 	id := regexp.MustCompile(`Request (\S+) created`).FindStringSubmatch(r.Stdout)[1]
+	if !strings.Contains(r.Stdout, "prod-admin for 20s,") {
+		t.Fatalf("request create: %s", r)
+	}
+	// Durations as people write them, not nanoseconds.
+	if r := c.Warden(home, nil, "request", "show", id); r.Code != 0 || !strings.Contains(r.Stdout, "Duration:  20s once approved (at most 1h)") {
+		t.Fatalf("request show: %s", r)
+	}
 
-	// Reviewers are notified: Slack-compatible and generic JSON.
+	// Reviewers are notified: Slack-compatible and generic JSON, with the
+	// command to review the request (no link: there is no web page yet).
+	review := "warden request review " + id
 	s := slack.wait(t, func(m map[string]any) bool { return strings.Contains(m["text"].(string), id) })
-	if !strings.Contains(s["text"].(string), "INC-123") || !strings.Contains(s["text"].(string), "|open>") {
+	if text := s["text"].(string); !strings.Contains(text, "INC-123") || !strings.Contains(text, "`"+review+"`") || strings.Contains(text, "/web/") {
 		t.Fatalf("slack payload: %v", s)
 	}
 	g := generic.wait(t, func(m map[string]any) bool { return m["event"] == "access_request.create" })
-	if f := g["fields"].(map[string]any); f["id"] != id || f["user"] != "contractor" {
+	if f := g["fields"].(map[string]any); f["id"] != id || f["user"] != "contractor" || g["command"] != review || g["link"] != nil {
 		t.Fatalf("json payload: %v", g)
 	}
 
@@ -122,6 +131,12 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 		t.Fatalf("self-review accepted: %s", r)
 	}
 	aliceHome, bobHome := c.Login(alice), c.Login(bob)
+	// The notification's command, as written, shows the request and how
+	// to decide.
+	if r := c.Warden(aliceHome, nil, strings.Fields(review)[1:]...); r.Code == 0 || !strings.Contains(r.Stdout, "INC-123") ||
+		!strings.Contains(r.Stderr, review+" --approve (or --deny)") {
+		t.Fatalf("%s: %s", review, r)
+	}
 	if r := c.Warden(aliceHome, nil, "request", "review", id, "--approve", "--reason", "ok"); r.Code != 0 || !strings.Contains(r.Stdout, "PENDING (1/2") {
 		t.Fatalf("first approval: %s", r)
 	}

@@ -215,16 +215,13 @@ func TestResetUserVoidsCertificates(t *testing.T) {
 	wantForbidden(t, "GET /v1/audit", err, "user rex was reset")
 	wantSSHRefused(t, "ProxyCommand", sshArgs(cfg, osLogin+"@web1", "true"), "user rex was reset")
 
-	tok := regexp.MustCompile(`/web/invite/([0-9a-f]+)`).FindStringSubmatch(r.Stdout)
-	if tok == nil {
-		t.Fatalf("no invite in: %s", r.Stdout)
-	}
-	ch, err := c.Admin.BeginSignup(ctx, tok[1])
+	token, _ := parseInvite(t, r.Stdout)
+	ch, err := c.Admin.BeginSignup(ctx, token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.TOTPSecret, u.next = ch.Secret, 0 // a new authenticator
-	if _, err := c.Admin.CompleteSignup(ctx, auth.SignupRequest{Token: tok[1], Password: u.Password, OTP: u.NextOTP(t)}); err != nil {
+	if _, err := c.Admin.CompleteSignup(ctx, auth.SignupRequest{Token: token, Password: u.Password, OTP: u.NextOTP(t)}); err != nil {
 		t.Fatal(err)
 	}
 	home2 := c.Login(u)

@@ -90,6 +90,9 @@ type Message struct {
 	Text string
 	// Link points to the thing, e.g. the request in the web UI; optional.
 	Link string
+	// Command is the CLI command that acts on it, e.g. "warden request
+	// review ID" (while there is no web page to link to); optional.
+	Command string
 	// Fields are structured details (never secrets), sent in the JSON
 	// format only.
 	Fields map[string]any

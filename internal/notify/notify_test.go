@@ -123,11 +123,12 @@ var when = time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
 
 func sample() Message {
 	return Message{
-		Event:  "access_request.create",
-		Text:   "alice requested role ops: deploy <@here> & more",
-		Link:   "https://warden.example/web/requests/abc?x=1|2",
-		Fields: map[string]any{"id": "abc", "roles": []string{"ops"}, "approvals": 0},
-		Time:   when,
+		Event:   "access_request.create",
+		Text:    "alice requested role ops: deploy <@here> & more",
+		Link:    "https://warden.example/web/requests/abc?x=1|2",
+		Command: "warden request review abc <&`>",
+		Fields:  map[string]any{"id": "abc", "roles": []string{"ops"}, "approvals": 0},
+		Time:    when,
 	}
 }
 
@@ -145,7 +146,7 @@ func TestSlackBody(t *testing.T) {
 	if err := json.Unmarshal(hits[0].body, &body); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"text": "alice requested role ops: deploy &lt;@here&gt; &amp; more <https://warden.example/web/requests/abc?x=1%7C2|open>"}
+	want := map[string]any{"text": "alice requested role ops: deploy &lt;@here&gt; &amp; more <https://warden.example/web/requests/abc?x=1%7C2|open>\n`warden request review abc &lt;&amp;'&gt;`"}
 	if diff := cmp.Diff(want, body); diff != "" {
 		t.Errorf("slack body (-want +got):\n%s", diff)
 	}
@@ -156,8 +157,11 @@ func TestSlackBody(t *testing.T) {
 }
 
 func TestSlackTextWithoutLink(t *testing.T) {
-	if got := SlackText("a<b", ""); got != "a&lt;b" {
+	if got := SlackText("a<b", "", ""); got != "a&lt;b" {
 		t.Errorf("SlackText = %q", got)
+	}
+	if got := SlackText("a<b", "", "warden request review 12"); got != "a&lt;b\n`warden request review 12`" {
+		t.Errorf("SlackText with a command = %q", got)
 	}
 }
 
@@ -174,11 +178,12 @@ func TestJSONBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]any{
-		"event":  "access_request.create",
-		"text":   "alice requested role ops: deploy <@here> & more",
-		"link":   "https://warden.example/web/requests/abc?x=1|2",
-		"fields": map[string]any{"id": "abc", "roles": []any{"ops"}, "approvals": float64(0)},
-		"time":   "2026-11-03T10:00:00Z",
+		"event":   "access_request.create",
+		"text":    "alice requested role ops: deploy <@here> & more",
+		"link":    "https://warden.example/web/requests/abc?x=1|2",
+		"command": "warden request review abc <&`>",
+		"fields":  map[string]any{"id": "abc", "roles": []any{"ops"}, "approvals": float64(0)},
+		"time":    "2026-11-03T10:00:00Z",
 	}
 	if diff := cmp.Diff(want, body); diff != "" {
 		t.Errorf("json body (-want +got):\n%s", diff)
@@ -192,6 +197,9 @@ func TestJSONBody(t *testing.T) {
 	}
 	if f, ok := second["fields"].(map[string]any); !ok || len(f) != 0 {
 		t.Errorf("fields = %#v, want {}", second["fields"])
+	}
+	if _, ok := second["link"]; ok {
+		t.Errorf("a message without a link has one: %v", second)
 	}
 }
 

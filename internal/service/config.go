@@ -116,8 +116,12 @@ type NodeConfig struct {
 	// ProxyAddr is the proxy to join and report to (not needed when the
 	// node runs with auth and proxy in one process).
 	ProxyAddr string `yaml:"proxy"`
-	// Token is the join token (first start only).
+	// Token is the join token (first start only). A command line shows it
+	// to everyone on the machine (ps): prefer TokenFile, or WARDEN_TOKEN.
 	Token string `yaml:"token"`
+	// TokenFile holds the join token (read at the first start only; it may
+	// be deleted once the node has joined).
+	TokenFile string `yaml:"token_file"`
 	// CAPin is the expected "sha256:..." fingerprint of the cluster TLS CA.
 	CAPin string `yaml:"ca_pin"`
 	// Insecure skips CA pinning on join (tests only).

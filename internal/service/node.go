@@ -222,6 +222,15 @@ func (a *NodeAgent) proxyAddr() string {
 
 func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	token, pin := a.cfg.Token, a.cfg.CAPin
+	if token == "" && a.cfg.TokenFile != "" {
+		b, err := os.ReadFile(a.cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("join token: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return nil, fmt.Errorf("join token file %s is empty", a.cfg.TokenFile)
+		}
+	}
 	if token == "" && a.cfg.LocalAuth != nil {
 		var err error
 		if token, pin, err = a.cfg.LocalAuth(ctx); err != nil {
@@ -229,7 +238,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 		}
 	}
 	if token == "" {
-		return nil, errors.New("this node has not joined a cluster yet: pass --token (an admin creates one with: warden tokens add --type node)")
+		return nil, errors.New("this node has not joined a cluster yet: give a join token with --token-file or WARDEN_TOKEN (an admin creates one with: warden tokens add --type node)")
 	}
 	if pin == "" && !a.cfg.Insecure {
 		return nil, errors.New("joining needs --ca-pin sha256:... (printed by warden tokens add) so the node knows it talks to the right cluster")

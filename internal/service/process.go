@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,8 @@ type Process struct {
 	metrics  *prometheus.Registry
 	notifier *notify.Notifier
 	node     *NodeAgent
+	// ready is set once every service started (/readyz).
+	ready    atomic.Bool
 	wg       sync.WaitGroup
 	errc     chan error
 	closeOne sync.Once
@@ -66,9 +69,10 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	if err := privateDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
+	log.Info("starting", "services", cfg.Services, "data_dir", cfg.DataDir)
 	p := &Process{cfg: cfg, log: log, errc: make(chan error, 4)}
 	p.base, p.cancelBase = context.WithCancel(context.WithoutCancel(ctx))
 	ok := false
@@ -100,7 +104,27 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 		p.node = agent
 	}
 	ok = true
+	p.ready.Store(true)
 	return p, nil
+}
+
+// privateDir creates the data directory, or tightens an existing one that
+// others may read or enter: it holds the CAs' keys and the admin identity.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("data directory %s is open to other users (mode %#o) and cannot be made private: %w", dir, perm, err)
+		}
+		log.Warn("data directory was open to other users: made it private", "path", dir, "mode_was", fmt.Sprintf("%#o", perm), "mode", "0700")
+	}
+	return nil
 }
 
 func (p *Process) startAuth(ctx context.Context) error {
@@ -109,14 +133,19 @@ func (p *Process) startAuth(ctx context.Context) error {
 		return fmt.Errorf("open storage: %w", err)
 	}
 	p.backend = b
-	ln, err := net.Listen("tcp", p.cfg.Proxy.Listen)
-	if err != nil {
-		return fmt.Errorf("proxy listen: %w", err)
-	}
-	p.proxyLn = ln
+	// The port opens once admin commands work (the admin identity is
+	// written), so a script may wait for it. Only a port the system picks
+	// (":0", tests) must be opened first, to learn it; nobody can wait for
+	// that one before it is printed.
 	public := p.cfg.Proxy.PublicAddr
-	if _, port, _ := net.SplitHostPort(public); port == "0" {
-		public = ln.Addr().String()
+	_, listenPort, _ := net.SplitHostPort(p.cfg.Proxy.Listen)
+	if _, port, _ := net.SplitHostPort(public); port == "0" || listenPort == "0" {
+		if err := p.listen(); err != nil {
+			return err
+		}
+		if port == "0" {
+			public = p.proxyLn.Addr().String()
+		}
 	}
 	auditLog := b.AuditLog()
 	recordings, err := recording.OpenStore(filepath.Join(p.cfg.DataDir, "recordings"))
@@ -183,6 +212,18 @@ func (p *Process) startAuth(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return p.base },
 	}
+	if err := p.writeAdminIdentity(public); err != nil {
+		return err
+	}
+	if p.proxyLn == nil {
+		if err := p.listen(); err != nil {
+			return err
+		}
+	}
+	p.mux = proxy.NewMux(p.proxyLn)
+	if p.cfg.Proxy.HandshakeTimeout > 0 {
+		p.mux.PeekTimeout = p.cfg.Proxy.HandshakeTimeout
+	}
 	p.wg.Add(4)
 	go func() {
 		defer p.wg.Done()
@@ -208,7 +249,16 @@ func (p *Process) startAuth(ctx context.Context) error {
 			p.errc <- fmt.Errorf("proxy listener: %w", err)
 		}
 	}()
-	return p.writeAdminIdentity(public)
+	return nil
+}
+
+func (p *Process) listen() error {
+	ln, err := net.Listen("tcp", p.cfg.Proxy.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy listen: %w", err)
+	}
+	p.proxyLn = ln
+	return nil
 }
 
 // serverTLS issues a fresh server certificate for this process from the

@@ -77,10 +77,6 @@ func (p *Process) startProxy(public string) error {
 	// Live connections a new lock matches end at the proxy too.
 	p.auth.OnLocksChanged(srv.ReverifyLocks)
 	p.auth.SetInventory(srv.Registry())
-	p.mux = proxy.NewMux(p.proxyLn)
-	if p.cfg.Proxy.HandshakeTimeout > 0 {
-		p.mux.PeekTimeout = p.cfg.Proxy.HandshakeTimeout
-	}
 	return nil
 }
 
@@ -101,6 +97,10 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if p.base.Err() != nil {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if !p.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))

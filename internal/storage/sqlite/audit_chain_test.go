@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -207,7 +208,7 @@ func TestAuditRetention(t *testing.T) {
 		t.Fatalf("retention events: %v, %v", ret, err)
 	}
 	f := ret[0].Fields
-	if f["deleted"] != float64(2) || f["checkpoint_seq"] != float64(2) || f["before"] != at(3).Format(time.RFC3339Nano) ||
+	if f["deleted"] != json.Number("2") || f["checkpoint_seq"] != json.Number("2") || f["before"] != at(3).Format(time.RFC3339Nano) ||
 		!ret[0].Time.Equal(clock.Now()) || !ret[0].Success {
 		t.Errorf("retention event = %+v", ret[0])
 	}
