@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -89,8 +90,10 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 		return
 	}
 	stdin, _ := sess.StdinPipe()
-	stdout, _ := sess.StdoutPipe()
-	sess.Stderr = sess.Stdout
+	// The shell's output and its stderr (where the node writes why it
+	// ends a session: a lock, a removal) both go to the terminal.
+	out := &wsWriter{ctx: ctx, ws: ws, cancel: cancel}
+	sess.Stdout, sess.Stderr = out, out
 	if err := sess.Shell(); err != nil {
 		fail("shell: " + err.Error())
 		return
@@ -115,30 +118,48 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 			}
 		}
 	}()
-	// Shell → browser.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdout.Read(buf)
-			if n > 0 {
-				if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
-					cancel()
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	// Shell → browser, until the shell ends (Wait returns once its
+	// output is copied) or the browser goes.
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
 	select {
-	case <-done:
-		_ = sess.Wait()
-		_ = ws.Close(websocket.StatusNormalClosure, "session ended")
+	case err := <-done:
+		var exit *ssh.ExitError
+		if err == nil || errors.As(err, &exit) {
+			_ = ws.Close(websocket.StatusNormalClosure, "session ended")
+			return
+		}
+		// Cut without an exit status: say why if the identity no longer
+		// holds (the proxy may cut a locked connection before the node's
+		// message arrives).
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ccancel()
+		if _, cerr := h.auth.CurrentCaller(cctx, s.caller, "web terminal "+r.URL.Path, remoteIP(r)); cerr != nil {
+			fail("session ended: " + h.message(cerr))
+			return
+		}
+		_ = ws.Close(websocket.StatusNormalClosure, "connection to the node lost")
 	case <-ctx.Done():
 	}
+}
+
+// wsWriter sends what it is given as binary WebSocket messages; the SSH
+// session's stdout and stderr copiers share it.
+type wsWriter struct {
+	ctx    context.Context
+	ws     *websocket.Conn
+	cancel context.CancelFunc
+	mu     sync.Mutex
+}
+
+func (w *wsWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.ws.Write(w.ctx, websocket.MessageBinary, p); err != nil {
+		w.cancel()
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func clamp(n int) int { return min(max(n, 1), 1000) }
