@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -67,7 +68,9 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 				return
 			}
 			// The identity no longer holds: the session ends here.
-			h.sessions.remove(s)
+			if err := h.sessions.remove(context.WithoutCancel(r.Context()), s); err != nil {
+				h.log.Error("web: end session", "err", err)
+			}
 			clearCookie(w, sessionCookie)
 			h.renderSignin(w, r, http.StatusUnauthorized, r.URL.RequestURI(), "Your session has ended: "+h.message(err))
 			return
@@ -159,7 +162,11 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &session{caller: c, logins: resp.Logins, created: h.now(), key: priv, sshCert: resp.SSHCert}
-	id := h.sessions.add(s)
+	id, err := h.sessions.add(r.Context(), s)
+	if err != nil {
+		h.renderSignin(w, r, http.StatusInternalServerError, r.PostFormValue("next"), h.message(err))
+		return
+	}
 	setSessionCookie(w, id, c.Expires)
 	clearCookie(w, preCookie)
 	http.Redirect(w, r, localPath(r.PostFormValue("next")), http.StatusSeeOther)
@@ -178,8 +185,14 @@ func callerOf(resp *auth.LoginResponse) (auth.Caller, error) {
 	return auth.CallerFromTLS(leaf)
 }
 
-func (h *Handler) signout(w http.ResponseWriter, r *http.Request, s *session, _ auth.Caller) {
-	h.sessions.remove(s)
+// signout ends the session in storage (a copied cookie is then
+// worthless, on every proxy) and audits it (user.logout).
+func (h *Handler) signout(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	if err := h.sessions.remove(r.Context(), s); err != nil {
+		h.renderError(w, r, s, http.StatusInternalServerError, h.message(err))
+		return
+	}
+	h.auth.RecordWebLogout(r.Context(), c, s.tag(), remoteIP(r))
 	clearCookie(w, sessionCookie)
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }

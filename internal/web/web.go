@@ -75,7 +75,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Now = time.Now
 	}
 	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
-		sessions: newSessions(cfg.Now), signups: newSignups(cfg.Now), assets: map[string]string{},
+		sessions: newSessions(cfg.Now, cfg.Auth), signups: newSignups(cfg.Now), assets: map[string]string{},
 		cop: http.NewCrossOriginProtection()}
 	if err := h.loadAssets(); err != nil {
 		return nil, err
