@@ -20,7 +20,11 @@ import (
 )
 
 type terminalData struct {
-	Node, Login, WS string
+	// Title is what the page's heading shows (login@node, or the session
+	// joined).
+	Title, WS string
+	// ReadOnly terminals (observers) send no keys.
+	ReadOnly bool
 }
 
 // terminalPage is the page of a web terminal; its script opens the
@@ -30,11 +34,14 @@ func (h *Handler) terminalPage(w http.ResponseWriter, r *http.Request, s *sessio
 	if login == "" && len(s.logins) > 0 {
 		login = s.logins[0]
 	}
-	v := h.view(s, login+"@"+node, "servers", terminalData{Node: node, Login: login,
-		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()})
-	// xterm's renderer adds <style> elements: this page admits styles
-	// with its own nonce (terminal.js stamps it on them), still no inline
-	// script.
+	h.renderTerminal(w, h.view(s, login+"@"+node, "servers", terminalData{Title: login + "@" + node,
+		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()}))
+}
+
+// renderTerminal renders a terminal page. xterm's renderer adds <style>
+// elements: this page admits styles with its own nonce (terminal.js stamps
+// it on them), still no inline script.
+func (h *Handler) renderTerminal(w http.ResponseWriter, v view) {
 	nonce := randomToken()
 	w.Header().Set("Content-Security-Policy", strings.Replace(csp, "style-src 'self'", "style-src 'self' 'nonce-"+nonce+"'", 1))
 	v.StyleNonce = nonce
@@ -53,6 +60,14 @@ type resizeMsg struct {
 // the node), then end to end to the node (roles, login, locks, recording,
 // audit). The WebSocket's Origin must be this host.
 func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	h.bridge(w, r, s, c, r.PathValue("node"), r.URL.Query().Get("login"), "", true)
+}
+
+// bridge accepts the WebSocket and connects it to an SSH session on node
+// as login: a shell (command ""), or command (a join). With input, the
+// browser's keys and size go to the session's terminal; without (an
+// observer), the session only sends.
+func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller, node, login, command string, input bool) {
 	ws, err := websocket.Accept(w, r, nil) // refuses another Origin
 	if err != nil {
 		return
@@ -65,7 +80,7 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 		_ = ws.Write(ctx, websocket.MessageText, []byte(msg))
 		_ = ws.Close(websocket.StatusPolicyViolation, truncate(msg, 120))
 	}
-	client, err := h.dialNode(ctx, s, c, r.PathValue("node"), r.URL.Query().Get("login"))
+	client, err := h.dialNode(ctx, s, c, node, login)
 	if err != nil {
 		if statusOf(err) == http.StatusInternalServerError {
 			h.log.Info("web terminal: connect", "user", c.User, "err", err)
@@ -85,26 +100,37 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 	if typ, b, err := ws.Read(ctx); err == nil && typ == websocket.MessageText {
 		_ = json.Unmarshal(b, &size)
 	}
-	if err := sess.RequestPty("xterm-256color", clamp(size.Rows), clamp(size.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
-		fail("terminal: " + err.Error())
-		return
+	if input {
+		if err := sess.RequestPty("xterm-256color", clamp(size.Rows), clamp(size.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+			fail("terminal: " + err.Error())
+			return
+		}
 	}
 	stdin, _ := sess.StdinPipe()
 	// The shell's output and its stderr (where the node writes why it
 	// ends a session: a lock, a removal) both go to the terminal.
 	out := &wsWriter{ctx: ctx, ws: ws, cancel: cancel}
 	sess.Stdout, sess.Stderr = out, out
-	if err := sess.Shell(); err != nil {
-		fail("shell: " + err.Error())
+	if command == "" {
+		err = sess.Shell()
+	} else {
+		err = sess.Start(command)
+	}
+	if err != nil {
+		fail("start: " + err.Error())
 		return
 	}
-	// Browser → shell.
+	// Browser → session. An observer's keys are dropped; reading goes on
+	// to notice the browser leaving.
 	go func() {
 		defer cancel()
 		for {
 			typ, b, err := ws.Read(ctx)
 			if err != nil {
 				return
+			}
+			if !input {
+				continue
 			}
 			if typ == websocket.MessageText {
 				var m resizeMsg
@@ -118,7 +144,7 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 			}
 		}
 	}()
-	// Shell → browser, until the shell ends (Wait returns once its
+	// Session → browser, until the session ends (Wait returns once its
 	// output is copied) or the browser goes.
 	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()

@@ -47,6 +47,9 @@ ws.onclose = (ev) => {
   status.textContent = "disconnected" + (ev.reason ? ": " + ev.reason : "");
   box.dataset.closed = "1";
 };
-term.onData((d) => ws.readyState === WebSocket.OPEN && ws.send(enc.encode(d)));
+// An observer's terminal sends no keys.
+const readOnly = box.dataset.readonly === "1";
+if (readOnly) term.options.disableStdin = true;
+term.onData((d) => !readOnly && ws.readyState === WebSocket.OPEN && ws.send(enc.encode(d)));
 term.onResize(size);
 window.addEventListener("resize", () => fit.fit());
