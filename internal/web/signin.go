@@ -48,6 +48,10 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /web/audit", h.authed(h.auditLog))
 	m.HandleFunc("GET /web/recordings", h.authed(h.recordings))
 	m.HandleFunc("GET /web/recordings/{id}", h.authed(h.recordingDownload))
+	m.HandleFunc("GET /web/recordings/{id}/play", h.authed(h.playerPage))
+	m.HandleFunc("GET /web/recordings/{id}/index", h.authed(h.recordingIndex))
+	m.HandleFunc("GET /web/recordings/{id}/cast", h.authed(h.recordingCast))
+	m.HandleFunc("GET /web/recordings/{id}/search", h.authed(h.recordingSearch))
 	m.HandleFunc("/web/", func(w http.ResponseWriter, r *http.Request) {
 		h.renderError(w, r, h.sessions.fromRequest(r), http.StatusNotFound, "There is no such page.")
 	})

@@ -41,11 +41,15 @@ func (h *Handler) terminalPage(w http.ResponseWriter, r *http.Request, s *sessio
 // renderTerminal renders a terminal page. xterm's renderer adds <style>
 // elements: this page admits styles with its own nonce (terminal.js stamps
 // it on them), still no inline script.
-func (h *Handler) renderTerminal(w http.ResponseWriter, v view) {
+func (h *Handler) renderTerminal(w http.ResponseWriter, v view, page ...string) {
 	nonce := randomToken()
 	w.Header().Set("Content-Security-Policy", strings.Replace(csp, "style-src 'self'", "style-src 'self' 'nonce-"+nonce+"'", 1))
 	v.StyleNonce = nonce
-	h.render(w, http.StatusOK, "terminal", v)
+	name := "terminal"
+	if len(page) > 0 {
+		name = page[0]
+	}
+	h.render(w, http.StatusOK, name, v)
 }
 
 // resizeMsg is the text message the terminal sends when its size changes.
