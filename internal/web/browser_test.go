@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +30,30 @@ func TestMain(m *testing.M) {
 	if node.MaybeRunChild() {
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// needWardenBinary builds cmd/warden once, for OpenSSH's ProxyCommand.
+func needWardenBinary(t *testing.T) {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "warden-bin-"); binErr == nil {
+			binErr = clustertest.BuildWarden(binDir)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
 }
 
 // browser is a headless Debian Chromium driven over the DevTools protocol.

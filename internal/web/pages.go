@@ -270,6 +270,13 @@ type recordingsData struct {
 	Filter url.Values
 	List   []recording.Info
 	Page   pager
+	// Matches answer a command search (q): each links to its moment.
+	Matches []recordingMatch
+}
+
+type recordingMatch struct {
+	auth.RecordingMatch
+	URL string
 }
 
 func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
@@ -280,7 +287,19 @@ func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, s *session,
 		v.Error = h.message(err)
 	}
 	p, start, end := pageOf(r, len(list))
-	v.Data = recordingsData{Filter: f, List: list[start:end], Page: p}
+	d := recordingsData{Filter: f, List: list[start:end], Page: p}
+	if q := strings.TrimSpace(f.Get("q")); q != "" && v.Error == "" {
+		ms, err := h.auth.SearchRecordings(r.Context(), c, q, 50)
+		if err != nil {
+			v.Error = h.message(err)
+		}
+		for _, m := range ms {
+			if (f.Get("user") == "" || m.User == f.Get("user")) && (f.Get("node") == "" || m.Node == f.Get("node")) {
+				d.Matches = append(d.Matches, recordingMatch{RecordingMatch: m, URL: playURL(m.SessionID, m.Offset, q)})
+			}
+		}
+	}
+	v.Data = d
 	h.render(w, http.StatusOK, "recordings", v)
 }
 

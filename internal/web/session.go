@@ -1,14 +1,19 @@
 package web
 
 import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
@@ -24,15 +29,14 @@ const (
 	preCookie = "__Host-warden_pre"
 )
 
-// maxSessions bounds the sessions kept in memory; the oldest give way.
-const maxSessions = 10000
-
 // session is a signed-in browser. The browser holds only its id; the rest
-// stays here. The identity is the certificate auth issued at sign-in, so
-// it carries the same roles, TTL cap, MFA device and issue time as a CLI
-// login, and every request checks it with auth.Server.CurrentCaller.
+// is kept by auth's storage (PutWebSession), so sessions survive a proxy
+// restart and are shared by every proxy. The identity is the certificate
+// auth issued at sign-in, so it carries the same roles, TTL cap, MFA
+// device and issue time as a CLI login, and every request checks it with
+// auth.Server.CurrentCaller.
 type session struct {
-	// hash is the SHA-256 of the cookie value: the map key. The id
+	// hash is the SHA-256 of the cookie value: the storage key. The id
 	// itself is not kept.
 	hash    string
 	csrf    string
@@ -46,15 +50,39 @@ type session struct {
 
 func (s *session) expires() time.Time { return s.caller.Expires }
 
-// sessions is the in-memory session store.
-type sessions struct {
-	now func() time.Time
-	mu  sync.Mutex
-	m   map[string]*session
+// tag names the session in the audit log: a prefix of its storage key,
+// which is itself a hash (the cookie value cannot be derived from it).
+func (s *session) tag() string { return s.hash[:16] }
+
+// storedSession is what is sealed into storage.
+type storedSession struct {
+	Caller  auth.Caller `json:"caller"`
+	Logins  []string    `json:"logins"`
+	CSRF    string      `json:"csrf"`
+	Created time.Time   `json:"created"`
+	KeySeed []byte      `json:"key_seed"`
+	SSHCert string      `json:"ssh_cert"`
 }
 
-func newSessions(now func() time.Time) *sessions {
-	return &sessions{now: now, m: map[string]*session{}}
+// sessionStore is where sessions are kept: auth's storage.
+type sessionStore interface {
+	PutWebSession(ctx context.Context, key string, value []byte, expires time.Time) error
+	GetWebSession(ctx context.Context, key string) ([]byte, error)
+	DeleteWebSession(ctx context.Context, key string) error
+}
+
+// sessions keeps browser sessions in auth's storage, keyed by the SHA-256
+// of the cookie value and sealed (AES-256-GCM) with a key derived from
+// the cookie value: the stored rows name no cookie, and someone who reads
+// the database cannot use a session's SSH key or CSRF token without the
+// browser's cookie.
+type sessions struct {
+	now   func() time.Time
+	store sessionStore
+}
+
+func newSessions(now func() time.Time, store sessionStore) *sessions {
+	return &sessions{now: now, store: store}
 }
 
 func randomToken() string {
@@ -70,55 +98,75 @@ func hashID(id string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// sealer is the AEAD of the session a cookie value names.
+func sealer(id string) (cipher.AEAD, error) {
+	k, err := hkdf.Key(sha256.New, []byte(id), nil, "warden web session v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	b, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
 // add stores s and returns the cookie value that names it.
-func (st *sessions) add(s *session) string {
+func (st *sessions) add(ctx context.Context, s *session) (string, error) {
 	id := randomToken()
 	s.hash, s.csrf = hashID(id), randomToken()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	now := st.now()
-	if len(st.m) >= maxSessions {
-		var oldest *session
-		for k, v := range st.m {
-			if !now.Before(v.expires()) {
-				delete(st.m, k)
-				continue
-			}
-			if oldest == nil || v.created.Before(oldest.created) {
-				oldest = v
-			}
-		}
-		if len(st.m) >= maxSessions && oldest != nil {
-			delete(st.m, oldest.hash)
-		}
+	plain, err := json.Marshal(storedSession{Caller: s.caller, Logins: s.logins, CSRF: s.csrf, Created: s.created,
+		KeySeed: s.key.Seed(), SSHCert: s.sshCert})
+	if err != nil {
+		return "", err
 	}
-	st.m[s.hash] = s
-	return id
+	aead, err := sealer(id)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	sealed := aead.Seal(nonce, nonce, plain, []byte(s.hash))
+	if err := st.store.PutWebSession(ctx, s.hash, sealed, s.expires()); err != nil {
+		return "", fmt.Errorf("store web session: %w", err)
+	}
+	return id, nil
 }
 
 // get returns the live session a cookie value names.
-func (st *sessions) get(id string) *session {
+func (st *sessions) get(ctx context.Context, id string) *session {
 	if id == "" || len(id) > 128 {
 		return nil
 	}
 	h := hashID(id)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	s := st.m[h]
-	if s == nil {
+	sealed, err := st.store.GetWebSession(ctx, h)
+	if err != nil {
 		return nil
 	}
+	aead, err := sealer(id)
+	if err != nil || len(sealed) < aead.NonceSize() {
+		return nil
+	}
+	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(h))
+	if err != nil {
+		return nil
+	}
+	var ss storedSession
+	if json.Unmarshal(plain, &ss) != nil || len(ss.KeySeed) != ed25519.SeedSize {
+		return nil
+	}
+	s := &session{hash: h, csrf: ss.CSRF, caller: ss.Caller, logins: ss.Logins, created: ss.Created,
+		key: ed25519.NewKeyFromSeed(ss.KeySeed), sshCert: ss.SSHCert}
 	if !st.now().Before(s.expires()) {
-		delete(st.m, h)
 		return nil
 	}
 	return s
 }
 
-func (st *sessions) remove(s *session) {
-	st.mu.Lock()
-	delete(st.m, s.hash)
-	st.mu.Unlock()
+func (st *sessions) remove(ctx context.Context, s *session) error {
+	return st.store.DeleteWebSession(ctx, s.hash)
 }
 
 // fromRequest returns the request's session, if any.
@@ -127,7 +175,7 @@ func (st *sessions) fromRequest(r *http.Request) *session {
 	if err != nil {
 		return nil
 	}
-	return st.get(c.Value)
+	return st.get(r.Context(), c.Value)
 }
 
 func setSessionCookie(w http.ResponseWriter, id string, expires time.Time) {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -37,6 +38,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /web/servers", h.authed(h.servers))
 	m.HandleFunc("GET /web/servers/{node}/terminal", h.authed(h.terminalPage))
 	m.HandleFunc("GET /web/servers/{node}/ws", h.authed(h.terminalSocket))
+	m.HandleFunc("GET /web/sessions", h.authed(h.liveSessions))
+	m.HandleFunc("GET /web/sessions/{id}/join", h.authed(h.joinPage))
+	m.HandleFunc("GET /web/sessions/{id}/ws", h.authed(h.joinSocket))
 	m.HandleFunc("GET /web/requests", h.authed(h.requests))
 	m.HandleFunc("POST /web/requests", h.authed(h.createRequest))
 	m.HandleFunc("GET /web/requests/{id}", h.authed(h.request))
@@ -44,6 +48,23 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /web/audit", h.authed(h.auditLog))
 	m.HandleFunc("GET /web/recordings", h.authed(h.recordings))
 	m.HandleFunc("GET /web/recordings/{id}", h.authed(h.recordingDownload))
+	m.HandleFunc("GET /web/recordings/{id}/play", h.authed(h.playerPage))
+	m.HandleFunc("GET /web/recordings/{id}/index", h.authed(h.recordingIndex))
+	m.HandleFunc("GET /web/recordings/{id}/cast", h.authed(h.recordingCast))
+	m.HandleFunc("GET /web/recordings/{id}/search", h.authed(h.recordingSearch))
+	m.HandleFunc("GET /web/admin", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, Prefix+"admin/users", http.StatusSeeOther)
+	})
+	m.HandleFunc("GET /web/admin/users", h.authed(h.adminUsers))
+	m.HandleFunc("POST /web/admin/users", h.authed(h.adminAddUser))
+	m.HandleFunc("POST /web/admin/users/{name}/reset", h.authed(h.adminResetUser))
+	m.HandleFunc("POST /web/admin/users/{name}/delete", h.authed(h.adminDeleteUser))
+	m.HandleFunc("GET /web/admin/locks", h.authed(h.adminLocks))
+	m.HandleFunc("POST /web/admin/locks", h.authed(h.adminCreateLock))
+	m.HandleFunc("POST /web/admin/locks/{id}/delete", h.authed(h.adminDeleteLock))
+	m.HandleFunc("GET /web/admin/tokens", h.authed(h.adminTokens))
+	m.HandleFunc("POST /web/admin/tokens", h.authed(h.adminCreateToken))
+	m.HandleFunc("POST /web/admin/tokens/{hint}/delete", h.authed(h.adminDeleteToken))
 	m.HandleFunc("/web/", func(w http.ResponseWriter, r *http.Request) {
 		h.renderError(w, r, h.sessions.fromRequest(r), http.StatusNotFound, "There is no such page.")
 	})
@@ -67,7 +88,9 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 				return
 			}
 			// The identity no longer holds: the session ends here.
-			h.sessions.remove(s)
+			if err := h.sessions.remove(context.WithoutCancel(r.Context()), s); err != nil {
+				h.log.Error("web: end session", "err", err)
+			}
 			clearCookie(w, sessionCookie)
 			h.renderSignin(w, r, http.StatusUnauthorized, r.URL.RequestURI(), "Your session has ended: "+h.message(err))
 			return
@@ -159,7 +182,11 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &session{caller: c, logins: resp.Logins, created: h.now(), key: priv, sshCert: resp.SSHCert}
-	id := h.sessions.add(s)
+	id, err := h.sessions.add(r.Context(), s)
+	if err != nil {
+		h.renderSignin(w, r, http.StatusInternalServerError, r.PostFormValue("next"), h.message(err))
+		return
+	}
 	setSessionCookie(w, id, c.Expires)
 	clearCookie(w, preCookie)
 	http.Redirect(w, r, localPath(r.PostFormValue("next")), http.StatusSeeOther)
@@ -178,8 +205,14 @@ func callerOf(resp *auth.LoginResponse) (auth.Caller, error) {
 	return auth.CallerFromTLS(leaf)
 }
 
-func (h *Handler) signout(w http.ResponseWriter, r *http.Request, s *session, _ auth.Caller) {
-	h.sessions.remove(s)
+// signout ends the session in storage (a copied cookie is then
+// worthless, on every proxy) and audits it (user.logout).
+func (h *Handler) signout(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	if err := h.sessions.remove(r.Context(), s); err != nil {
+		h.renderError(w, r, s, http.StatusInternalServerError, h.message(err))
+		return
+	}
+	h.auth.RecordWebLogout(r.Context(), c, s.tag(), remoteIP(r))
 	clearCookie(w, sessionCookie)
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 }

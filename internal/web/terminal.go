@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,7 +20,11 @@ import (
 )
 
 type terminalData struct {
-	Node, Login, WS string
+	// Title is what the page's heading shows (login@node, or the session
+	// joined).
+	Title, WS string
+	// ReadOnly terminals (observers) send no keys.
+	ReadOnly bool
 }
 
 // terminalPage is the page of a web terminal; its script opens the
@@ -29,15 +34,22 @@ func (h *Handler) terminalPage(w http.ResponseWriter, r *http.Request, s *sessio
 	if login == "" && len(s.logins) > 0 {
 		login = s.logins[0]
 	}
-	v := h.view(s, login+"@"+node, "servers", terminalData{Node: node, Login: login,
-		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()})
-	// xterm's renderer adds <style> elements: this page admits styles
-	// with its own nonce (terminal.js stamps it on them), still no inline
-	// script.
+	h.renderTerminal(w, h.view(s, login+"@"+node, "servers", terminalData{Title: login + "@" + node,
+		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()}))
+}
+
+// renderTerminal renders a terminal page. xterm's renderer adds <style>
+// elements: this page admits styles with its own nonce (terminal.js stamps
+// it on them), still no inline script.
+func (h *Handler) renderTerminal(w http.ResponseWriter, v view, page ...string) {
 	nonce := randomToken()
 	w.Header().Set("Content-Security-Policy", strings.Replace(csp, "style-src 'self'", "style-src 'self' 'nonce-"+nonce+"'", 1))
 	v.StyleNonce = nonce
-	h.render(w, http.StatusOK, "terminal", v)
+	name := "terminal"
+	if len(page) > 0 {
+		name = page[0]
+	}
+	h.render(w, http.StatusOK, name, v)
 }
 
 // resizeMsg is the text message the terminal sends when its size changes.
@@ -52,6 +64,14 @@ type resizeMsg struct {
 // the node), then end to end to the node (roles, login, locks, recording,
 // audit). The WebSocket's Origin must be this host.
 func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	h.bridge(w, r, s, c, r.PathValue("node"), r.URL.Query().Get("login"), "", true)
+}
+
+// bridge accepts the WebSocket and connects it to an SSH session on node
+// as login: a shell (command ""), or command (a join). With input, the
+// browser's keys and size go to the session's terminal; without (an
+// observer), the session only sends.
+func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller, node, login, command string, input bool) {
 	ws, err := websocket.Accept(w, r, nil) // refuses another Origin
 	if err != nil {
 		return
@@ -64,7 +84,7 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 		_ = ws.Write(ctx, websocket.MessageText, []byte(msg))
 		_ = ws.Close(websocket.StatusPolicyViolation, truncate(msg, 120))
 	}
-	client, err := h.dialNode(ctx, s, c, r.PathValue("node"), r.URL.Query().Get("login"))
+	client, err := h.dialNode(ctx, s, c, node, login)
 	if err != nil {
 		if statusOf(err) == http.StatusInternalServerError {
 			h.log.Info("web terminal: connect", "user", c.User, "err", err)
@@ -84,24 +104,37 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 	if typ, b, err := ws.Read(ctx); err == nil && typ == websocket.MessageText {
 		_ = json.Unmarshal(b, &size)
 	}
-	if err := sess.RequestPty("xterm-256color", clamp(size.Rows), clamp(size.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
-		fail("terminal: " + err.Error())
-		return
+	if input {
+		if err := sess.RequestPty("xterm-256color", clamp(size.Rows), clamp(size.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+			fail("terminal: " + err.Error())
+			return
+		}
 	}
 	stdin, _ := sess.StdinPipe()
-	stdout, _ := sess.StdoutPipe()
-	sess.Stderr = sess.Stdout
-	if err := sess.Shell(); err != nil {
-		fail("shell: " + err.Error())
+	// The shell's output and its stderr (where the node writes why it
+	// ends a session: a lock, a removal) both go to the terminal.
+	out := &wsWriter{ctx: ctx, ws: ws, cancel: cancel}
+	sess.Stdout, sess.Stderr = out, out
+	if command == "" {
+		err = sess.Shell()
+	} else {
+		err = sess.Start(command)
+	}
+	if err != nil {
+		fail("start: " + err.Error())
 		return
 	}
-	// Browser → shell.
+	// Browser → session. An observer's keys are dropped; reading goes on
+	// to notice the browser leaving.
 	go func() {
 		defer cancel()
 		for {
 			typ, b, err := ws.Read(ctx)
 			if err != nil {
 				return
+			}
+			if !input {
+				continue
 			}
 			if typ == websocket.MessageText {
 				var m resizeMsg
@@ -115,30 +148,48 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 			}
 		}
 	}()
-	// Shell → browser.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdout.Read(buf)
-			if n > 0 {
-				if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
-					cancel()
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	// Session → browser, until the session ends (Wait returns once its
+	// output is copied) or the browser goes.
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
 	select {
-	case <-done:
-		_ = sess.Wait()
-		_ = ws.Close(websocket.StatusNormalClosure, "session ended")
+	case err := <-done:
+		var exit *ssh.ExitError
+		if err == nil || errors.As(err, &exit) {
+			_ = ws.Close(websocket.StatusNormalClosure, "session ended")
+			return
+		}
+		// Cut without an exit status: say why if the identity no longer
+		// holds (the proxy may cut a locked connection before the node's
+		// message arrives).
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ccancel()
+		if _, cerr := h.auth.CurrentCaller(cctx, s.caller, "web terminal "+r.URL.Path, remoteIP(r)); cerr != nil {
+			fail("session ended: " + h.message(cerr))
+			return
+		}
+		_ = ws.Close(websocket.StatusNormalClosure, "connection to the node lost")
 	case <-ctx.Done():
 	}
+}
+
+// wsWriter sends what it is given as binary WebSocket messages; the SSH
+// session's stdout and stderr copiers share it.
+type wsWriter struct {
+	ctx    context.Context
+	ws     *websocket.Conn
+	cancel context.CancelFunc
+	mu     sync.Mutex
+}
+
+func (w *wsWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.ws.Write(w.ctx, websocket.MessageBinary, p); err != nil {
+		w.cancel()
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func clamp(n int) int { return min(max(n, 1), 1000) }

@@ -56,6 +56,7 @@ type Handler struct {
 	now       func() time.Time
 	mux       *http.ServeMux
 	sessions  *sessions
+	indexes   *indexCache
 	signups   *signups
 	pages     map[string]*template.Template
 	// assets maps a static file name to its content hash (cache busting).
@@ -75,7 +76,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Now = time.Now
 	}
 	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
-		sessions: newSessions(cfg.Now), signups: newSignups(cfg.Now), assets: map[string]string{},
+		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		cop: http.NewCrossOriginProtection()}
 	if err := h.loadAssets(); err != nil {
 		return nil, err

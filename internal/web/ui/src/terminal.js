@@ -1,20 +1,9 @@
 // The web terminal: an xterm over a WebSocket to the proxy, which opens an
 // SSH session to the node as the signed-in user. Binary messages carry the
 // terminal's bytes both ways; a text message tells the size.
+import "./nonce.js";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-
-// xterm's DOM renderer adds <style> elements. The page's CSP admits styles
-// with its per-page nonce only: stamp it on them as they are created.
-const nonce = document.querySelector('meta[name="style-nonce"]')?.content;
-if (nonce) {
-  const create = Document.prototype.createElement;
-  Document.prototype.createElement = function (name, opts) {
-    const el = create.call(this, name, opts);
-    if (String(name).toLowerCase() === "style") el.setAttribute("nonce", nonce);
-    return el;
-  };
-}
 
 const box = document.getElementById("terminal");
 const status = document.getElementById("term-status");
@@ -47,6 +36,9 @@ ws.onclose = (ev) => {
   status.textContent = "disconnected" + (ev.reason ? ": " + ev.reason : "");
   box.dataset.closed = "1";
 };
-term.onData((d) => ws.readyState === WebSocket.OPEN && ws.send(enc.encode(d)));
+// An observer's terminal sends no keys.
+const readOnly = box.dataset.readonly === "1";
+if (readOnly) term.options.disableStdin = true;
+term.onData((d) => !readOnly && ws.readyState === WebSocket.OPEN && ws.send(enc.encode(d)));
 term.onResize(size);
 window.addEventListener("resize", () => fit.fit());

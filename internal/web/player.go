@@ -1,0 +1,243 @@
+package web
+
+import (
+	"bufio"
+	"bytes"
+	"container/list"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/warden-sh/warden/internal/asciicast"
+	"github.com/warden-sh/warden/internal/auth"
+)
+
+// The recording player (player.js, on xterm) streams a recording: it asks
+// for the index (time → byte offset), then reads the asciicast by HTTP
+// ranges from the offset of the moment it plays or seeks to. It never
+// downloads the whole recording to start or to seek.
+
+// indexStep is the bytes of recording between two index points.
+const indexStep = 64 << 10
+
+// recIndex is a recording's time → offset index: Points[i] is the time
+// (seconds) of the event line starting at byte Offsets[i]; the first is
+// the first event.
+type recIndex struct {
+	Width    int       `json:"width"`
+	Height   int       `json:"height"`
+	Length   int64     `json:"length"`
+	Duration float64   `json:"duration"`
+	Times    []float64 `json:"times"`
+	Offsets  []int64   `json:"offsets"`
+}
+
+// buildIndex scans a recording once. Only each line's time is parsed
+// (the text between "[" and the first ","), so it runs at disk speed.
+func buildIndex(ra io.ReaderAt, size int64) (*recIndex, error) {
+	br := bufio.NewReaderSize(io.NewSectionReader(ra, 0, size), 256<<10)
+	header, err := br.ReadSlice('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(header) > 0) {
+		return nil, errors.New("recording has no header")
+	}
+	var h asciicast.Header
+	if err := json.Unmarshal(bytes.TrimSpace(header), &h); err != nil {
+		return nil, errors.New("recording header: " + err.Error())
+	}
+	ix := &recIndex{Width: h.Width, Height: h.Height, Length: size}
+	off := int64(len(header))
+	next := off
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A long line: skip to its end (its time was not needed).
+			n := int64(len(line))
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = br.ReadSlice('\n')
+				n += int64(len(line))
+			}
+			off += n
+			continue
+		}
+		if len(line) > 2 && line[0] == '[' {
+			if i := bytes.IndexByte(line, ','); i > 1 {
+				if t, perr := strconv.ParseFloat(string(line[1:i]), 64); perr == nil {
+					if off >= next {
+						ix.Times = append(ix.Times, t)
+						ix.Offsets = append(ix.Offsets, off)
+						next = off + indexStep
+					}
+					ix.Duration = t
+				}
+			}
+		}
+		off += int64(len(line))
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return ix, nil
+			}
+			return nil, err
+		}
+	}
+}
+
+// indexCache keeps the indexes of recently played recordings. An entry is
+// good for one length (a live recording grows).
+type indexCache struct {
+	mu  sync.Mutex
+	ll  *list.List
+	m   map[string]*list.Element
+	max int
+}
+
+type indexEntry struct {
+	id string
+	ix *recIndex
+}
+
+func newIndexCache(max int) *indexCache {
+	return &indexCache{ll: list.New(), m: map[string]*list.Element{}, max: max}
+}
+
+func (c *indexCache) get(id string, length int64) *recIndex {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[id]; ok && e.Value.(*indexEntry).ix.Length == length {
+		c.ll.MoveToFront(e)
+		return e.Value.(*indexEntry).ix
+	}
+	return nil
+}
+
+func (c *indexCache) put(id string, ix *recIndex) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[id]; ok {
+		e.Value.(*indexEntry).ix = ix
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.m[id] = c.ll.PushFront(&indexEntry{id: id, ix: ix})
+	for c.ll.Len() > c.max {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.m, old.Value.(*indexEntry).id)
+	}
+}
+
+type playerData struct {
+	ID, User, Login, Node string
+	Start                 time.Time
+	// At is where to start playing (seconds), from a search result.
+	At string
+	// Search is the command search to show (from the recordings list).
+	Search string
+}
+
+// playerPage shows the player of a recording.
+func (h *Handler) playerPage(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	f, err := h.auth.OpenRecordingAt(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		h.renderError(w, r, s, statusOf(err), h.message(err))
+		return
+	}
+	f.Close()
+	at := r.URL.Query().Get("t")
+	if _, err := strconv.ParseFloat(at, 64); err != nil {
+		at = ""
+	}
+	v := h.view(s, "Recording "+f.Info.SessionID, "recordings", playerData{ID: f.Info.SessionID, User: f.Info.User,
+		Login: f.Info.Login, Node: f.Info.Node, Start: f.Info.Start, At: at, Search: r.URL.Query().Get("q")})
+	h.renderTerminal(w, v, "player")
+}
+
+// recordingIndex answers the recording's time → offset index (JSON).
+func (h *Handler) recordingIndex(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	f, err := h.auth.OpenRecordingAt(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		http.Error(w, h.message(err), statusOf(err))
+		return
+	}
+	defer f.Close()
+	ix := h.indexes.get(f.Info.SessionID, f.Size)
+	if ix == nil {
+		if ix, err = buildIndex(f, f.Size); err != nil {
+			http.Error(w, "the recording cannot be read: "+err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		h.indexes.put(f.Info.SessionID, ix)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(ix)
+}
+
+// recordingCast serves the recording's bytes, by HTTP range.
+func (h *Handler) recordingCast(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	f, err := h.auth.OpenRecordingAt(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		http.Error(w, h.message(err), statusOf(err))
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/x-asciicast")
+	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, f.Size))
+}
+
+type searchHit struct {
+	Time float64 `json:"t"`
+	Type string  `json:"type"`
+	Line string  `json:"line"`
+}
+
+// recordingSearch finds a typed command (or output) in one recording and
+// answers when each match happened (JSON), for the player to jump there.
+func (h *Handler) recordingSearch(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	q := r.URL.Query().Get("q")
+	if q == "" || len(q) > 256 {
+		http.Error(w, "search text must be 1 to 256 bytes", http.StatusBadRequest)
+		return
+	}
+	rs, err := h.auth.OpenRecording(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		http.Error(w, h.message(err), statusOf(err))
+		return
+	}
+	defer rs.Close()
+	rd, err := asciicast.NewReader(rs)
+	if err != nil {
+		http.Error(w, "the recording cannot be read: "+err.Error(), http.StatusUnprocessableEntity)
+		return
+	}
+	ms, err := asciicast.Search(rd, q, 100)
+	if err != nil {
+		http.Error(w, "search: "+err.Error(), http.StatusUnprocessableEntity)
+		return
+	}
+	hits := make([]searchHit, 0, len(ms))
+	for _, m := range ms {
+		hits = append(hits, searchHit{Time: m.Offset.Seconds(), Type: m.Type, Line: m.Line})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(hits)
+}
+
+// playURL is the player's link for a recording, at a moment.
+func playURL(id string, at time.Duration, q string) string {
+	v := url.Values{}
+	if at > 0 {
+		v.Set("t", strconv.FormatFloat(at.Seconds(), 'f', 3, 64))
+	}
+	if q != "" {
+		v.Set("q", q)
+	}
+	u := Prefix + "recordings/" + url.PathEscape(id) + "/play"
+	if len(v) > 0 {
+		u += "?" + v.Encode()
+	}
+	return u
+}

@@ -1,0 +1,53 @@
+package web
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/asciicast"
+)
+
+// TestBuildIndex: the index has a point about every indexStep bytes, each
+// at the start of an event line with that line's time, and the duration.
+func TestBuildIndex(t *testing.T) {
+	var buf bytes.Buffer
+	start := time.Unix(1700000000, 0)
+	w, err := asciicast.NewWriter(&buf, asciicast.Header{Version: 2, Width: 100, Height: 30}, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20000 {
+		if err := w.Output(start.Add(time.Duration(i)*time.Millisecond), []byte(fmt.Sprintf("line %d %s\r\n", i, strings.Repeat("x", 20)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	ix, err := buildIndex(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ix.Width != 100 || ix.Height != 30 || ix.Length != int64(len(data)) {
+		t.Fatalf("index header %+v", ix)
+	}
+	if ix.Duration < 19.9 || ix.Duration > 20 {
+		t.Fatalf("duration %v, want 19.999", ix.Duration)
+	}
+	if want := len(data) / indexStep; len(ix.Offsets) < want || len(ix.Offsets) > want+2 {
+		t.Fatalf("%d points for %d bytes", len(ix.Offsets), len(data))
+	}
+	for i, off := range ix.Offsets {
+		if off > 0 && data[off-1] != '\n' {
+			t.Fatalf("point %d at %d is not a line start", i, off)
+		}
+		var tm float64
+		if _, err := fmt.Sscanf(string(data[off:off+20]), "[%f,", &tm); err != nil || tm != ix.Times[i] {
+			t.Fatalf("point %d: time %v, line %q", i, ix.Times[i], data[off:off+20])
+		}
+	}
+}
