@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/asciicast"
+	"github.com/warden-sh/warden/internal/patience"
 	"go.uber.org/goleak"
 )
 
@@ -23,15 +23,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runCrashChild())
 	}
-	code := m.Run()
-	if code == 0 {
-		// The low-priority recording threads live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction(PoolFunction)); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	// The low-priority recording threads live as long as the process.
+	os.Exit(patience.LeakCheck(m.Run(), goleak.IgnoreAnyFunction(PoolFunction)))
 }
 
 // directUploader is the node-to-auth transport without the network: it
