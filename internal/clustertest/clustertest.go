@@ -236,15 +236,22 @@ func (c *Cluster) Login(u *User, extra ...string) string {
 // file path for `ssh -F`.
 func (c *Cluster) SSHConfig(home string) string {
 	c.t.Helper()
-	res := c.Warden(home, nil, "config", "ssh", "--binary", WardenBinary)
-	if res.Code != 0 {
-		c.t.Fatalf("warden config ssh: %s", res.Stderr)
-	}
-	path := filepath.Join(home, "ssh_config")
-	if err := os.WriteFile(path, []byte(res.Stdout), 0o600); err != nil {
+	path, err := c.sshConfig(home)
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	return path
+}
+
+// sshConfig is SSHConfig, with an error for a profile whose certificates
+// expired.
+func (c *Cluster) sshConfig(home string) (string, error) {
+	res := c.Warden(home, nil, "config", "ssh", "--binary", WardenBinary)
+	if res.Code != 0 {
+		return "", fmt.Errorf("warden config ssh: %s", res.Stderr)
+	}
+	path := filepath.Join(home, "ssh_config")
+	return path, os.WriteFile(path, []byte(res.Stdout), 0o600)
 }
 
 // WardenBinary is the path of a real warden binary (for OpenSSH's

@@ -209,7 +209,11 @@ spec:
 		for ttl := 4 * time.Second; ; ttl *= 2 {
 			issued := time.Now()
 			home := c.Login(u, "--ttl", ttl.String())
-			p, err := startLive(t, sshArgs(c.SSHConfig(home), osLogin+"@web1", liveCommand))
+			cfg, err := c.sshConfig(home)
+			var p *bgProcess
+			if err == nil {
+				p, err = startLive(t, sshArgs(cfg, osLogin+"@web1", liveCommand))
+			}
 			if err != nil && time.Since(issued) > ttl {
 				t.Logf("the certificate (%s) expired before the session started; again with a longer one", ttl)
 				continue

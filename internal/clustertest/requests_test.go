@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -134,23 +135,31 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 	if r := c.Warden(home, nil, "request", "use", id); r.Code == 0 || !strings.Contains(r.Stderr, "pending") {
 		t.Fatalf("use before approval: %s", r)
 	}
-	approve := func(home, id string) (approved time.Time) {
+	// approve has bob approve the request: access lasts its duration from
+	// a moment after the time returned.
+	approve := func() (approved time.Time) {
 		t.Helper()
-		approved = time.Now() // access lasts the request's duration from a moment later
+		approved = time.Now()
 		if r := c.Warden(bobHome, nil, "request", "review", id, "--approve"); r.Code != 0 || !strings.Contains(r.Stdout, "APPROVED") {
 			t.Fatalf("second approval: %s", r)
 		}
-		if r := c.Warden(home, nil, "request", "use", id); r.Code != 0 || !strings.Contains(r.Stdout, "prod-admin") {
-			t.Fatalf("use: %s", r)
-		}
 		return approved
 	}
-	approved := approve(home, id)
+	approved := approve()
 	// An elevated session runs until the request (and the certificate)
 	// expires; a new one is then refused. A request that expired before
 	// a slow machine started the session is made again, twice as long.
-	cfg := c.SSHConfig(home)
-	session, err := startLive(t, sshArgs(cfg, osLogin+"@prod1", "echo elevated; "+liveCommand))
+	elevated := func() (cfg string, session *bgProcess, err error) {
+		if r := c.Warden(home, nil, "request", "use", id); r.Code != 0 || !strings.Contains(r.Stdout, "prod-admin") {
+			return "", nil, fmt.Errorf("use: %s", r)
+		}
+		if cfg, err = c.sshConfig(home); err != nil {
+			return "", nil, err
+		}
+		session, err = startLive(t, sshArgs(cfg, osLogin+"@prod1", "echo elevated; "+liveCommand))
+		return cfg, session, err
+	}
+	cfg, session, err := elevated()
 	for err != nil && time.Since(approved) > duration {
 		t.Logf("the request (%s) expired before the session started; again with a longer one", duration)
 		duration *= 2
@@ -163,9 +172,8 @@ func TestAccessRequestEndToEnd(t *testing.T) {
 		if r := c.Warden(aliceHome, nil, "request", "review", id, "--approve"); r.Code != 0 {
 			t.Fatalf("first approval: %s", r)
 		}
-		approved = approve(home, id)
-		cfg = c.SSHConfig(home)
-		session, err = startLive(t, sshArgs(cfg, osLogin+"@prod1", "echo elevated; "+liveCommand))
+		approved = approve()
+		cfg, session, err = elevated()
 	}
 	if err != nil {
 		t.Fatalf("ssh with the approved request: %v", err)
