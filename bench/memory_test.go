@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
-// liveSessions holds n `ssh -tt HOST 'echo ready; sleep 600'` sessions
+// liveSessions holds n `ssh -tt HOST 'echo ready; sleep infinity'` sessions
 // open until closed.
 type liveSessions struct {
 	cmds   []*exec.Cmd
@@ -28,7 +29,7 @@ func openSessions(tb testing.TB, n int, args []string) *liveSessions {
 	tb.Cleanup(s.close)
 	ready := make(chan error, n)
 	for i := 0; i < n; i++ {
-		full := append(append([]string{"-tt"}, args...), "echo ready; exec sleep 600")
+		full := append(append([]string{"-tt"}, args...), "echo ready; exec sleep infinity")
 		cmd := exec.Command("ssh", full...)
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -57,7 +58,7 @@ func openSessions(tb testing.TB, n int, args []string) *liveSessions {
 			ready <- fmt.Errorf("session ended before it was ready: %s", errb.String())
 		}()
 	}
-	timeout := time.After(2 * time.Minute)
+	timeout := time.After(patience.Left(tb))
 	for i := 0; i < n; i++ {
 		select {
 		case err := <-ready:

@@ -22,6 +22,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // wardenProc is a real `warden start` child process.
@@ -100,7 +101,7 @@ func startWarden(tb testing.TB, args ...string) *wardenProc {
 			tb.Fatalf("warden start exited:\n%s", p.Log())
 		}
 		p.ProxyAddr, p.MetricsURL = a[0], a[1]
-	case <-time.After(60 * time.Second):
+	case <-time.After(patience.Left(tb)):
 		tb.Fatalf("warden start did not report its proxy address:\n%s", p.Log())
 	}
 	admin, _, err := client.AdminClient(dir, tb.TempDir())

@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 const sshdPath = "/usr/sbin/sshd"
@@ -101,7 +102,7 @@ Subsystem sftp internal-sftp
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	})
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := patience.Deadline(tb)
 	for {
 		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
 			c.SetDeadline(time.Now().Add(2 * time.Second))

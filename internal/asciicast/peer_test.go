@@ -2,13 +2,13 @@ package asciicast
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // asciinemaCat runs the real "asciinema cat FILE". asciinema opens
@@ -20,9 +20,7 @@ func asciinemaCat(t *testing.T, file string) (string, error) {
 			t.Fatalf("%s not found: this test plays recordings with the real asciinema; install it with: apt-get install -y asciinema bsdutils (%v)", tool, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "script", "-q", "-e", "-c", "asciinema cat '"+strings.ReplaceAll(file, "'", `'\''`)+"'", "/dev/null")
+	cmd := exec.CommandContext(patience.Context(t), "script", "-q", "-e", "-c", "asciinema cat '"+strings.ReplaceAll(file, "'", `'\''`)+"'", "/dev/null")
 	cmd.Env = append(os.Environ(), "TERM=xterm", "HOME="+t.TempDir())
 	var out bytes.Buffer
 	cmd.Stdout = &out

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // playRecording has output at 0.5, 1, 3 (with input and a resize between),
@@ -149,7 +150,7 @@ func TestPlayRealSleepHonorsContext(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v, want deadline exceeded", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("Play did not return after its context ended")
 	}
 }

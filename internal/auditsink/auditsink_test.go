@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(patience.LeakCheck(m.Run()))
 }
 
 // openLog opens a real audit log (the sink's source in production).
@@ -120,7 +120,7 @@ func runSink(t *testing.T, src Source, cfg Config) (stop func() error) {
 			cancel()
 			select {
 			case err = <-done:
-			case <-time.After(10 * time.Second):
+			case <-time.After(patience.Left(t)):
 				err = errors.New("Run did not return after cancel")
 			}
 		})
@@ -132,7 +132,7 @@ func runSink(t *testing.T, src Source, cfg Config) (stop func() error) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := patience.Deadline(t)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -402,6 +402,19 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// subscribed tells when the sink has subscribed to its source.
+type subscribed struct {
+	Source
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (s *subscribed) Subscribe(ctx context.Context, afterSeq int64) (<-chan audit.Event, error) {
+	ch, err := s.Source.Subscribe(ctx, afterSeq)
+	s.once.Do(func() { close(s.ch) })
+	return ch, err
+}
+
 func TestRunFailsWhenSourceCloses(t *testing.T) {
 	b, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "warden.db")})
 	if err != nil {
@@ -409,16 +422,21 @@ func TestRunFailsWhenSourceCloses(t *testing.T) {
 	}
 	cfg := testConfig(t)
 	cfg.File = filepath.Join(t.TempDir(), "audit.jsonl")
+	src := &subscribed{Source: b.AuditLog(), ch: make(chan struct{})}
 	done := make(chan error, 1)
-	go func() { done <- Run(context.Background(), b.AuditLog(), cfg) }()
-	time.Sleep(20 * time.Millisecond)
+	go func() { done <- Run(context.Background(), src, cfg) }()
+	select {
+	case <-src.ch: // following the log, which then closes
+	case err := <-done:
+		t.Fatalf("Run = %v before it followed the log", err)
+	}
 	b.Close()
 	select {
 	case err := <-done:
 		if !errors.Is(err, sqlite.ErrClosed) {
 			t.Fatalf("Run = %v, want ErrClosed", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("Run did not return after its source closed")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
@@ -298,7 +299,7 @@ spec:
 	user := auth.Caller{Kind: auth.KindUser, User: "u", Roles: []string{"dev-only"}}
 	waitNodes := func(c auth.Caller, filter map[string]string, want string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := patience.Deadline(t)
 		for {
 			nodes, err := f.a.ListNodes(ctx, c, filter)
 			if err != nil {

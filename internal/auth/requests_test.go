@@ -14,6 +14,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/notify"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/policy"
 )
 
@@ -88,7 +89,7 @@ spec:
 
 	// The role cache follows the backend's watch; retry until it has the roles.
 	var req *access.Request
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := patience.Deadline(t); ; {
 		req, err = a.CreateAccessRequest(ctx, alice, auth.CreateAccessRequest{Roles: []string{"ops-admin"}, Reason: "incident"})
 		if err == nil {
 			break
@@ -147,9 +148,7 @@ spec:
 		t.Fatalf("after the sweep: %+v, %v", got, err)
 	}
 
-	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := n.Close(closeCtx); err != nil {
+	if err := n.Close(patience.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()

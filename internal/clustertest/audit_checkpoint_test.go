@@ -34,7 +34,7 @@ func TestAuditSignedCheckpoints(t *testing.T) {
 	}
 	// Wait for a checkpoint that signs the second user's creation (the
 	// sweeper signs one every tick here).
-	waitFor(t, 20*time.Second, "a checkpoint after user.create u2", func() bool {
+	waitFor(t, "a checkpoint after user.create u2", func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Limit: audit.MaxLimit})
 		if err != nil {
 			t.Fatal(err)
@@ -57,7 +57,7 @@ func TestAuditSignedCheckpoints(t *testing.T) {
 			t.Fatalf("%v: %s", args, r)
 		}
 	}
-	waitFor(t, 10*time.Second, "a checkpoint in the sink file", func() bool {
+	waitFor(t, "a checkpoint in the sink file", func() bool {
 		b, _ := os.ReadFile(sinkFile)
 		return strings.Contains(string(b), audit.Checkpoint)
 	})

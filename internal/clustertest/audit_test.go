@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	_ "modernc.org/sqlite"
 
@@ -29,29 +28,36 @@ func TestAuditTamperEvidence(t *testing.T) {
 	c := New(t, Options{NoNode: true, DataDir: dir, Auth: service.AuthConfig{AuditSink: service.AuditSinkConfig{File: sinkFile}}})
 	admin := t.TempDir()
 
-	// tail -f sees events as they happen.
+	// tail -f sees events as they happen: from the last one now in the
+	// log, however late it starts following.
+	existing, err := c.Admin.SearchAudit(context.Background(), audit.Query{Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := "0" // an empty log: from its start
+	if len(existing) > 0 {
+		last = strconv.FormatInt(existing[len(existing)-1].Seq, 10)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var tailOut syncbuf.Buffer
 	tailDone := make(chan int)
 	go func() {
-		tailDone <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "-n", "0", "-o", "json"},
+		tailDone <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "--after", last, "-o", "json"},
 			&cli.IO{In: strings.NewReader(""), Out: &tailOut, Err: os.Stderr})
 	}()
-	time.Sleep(300 * time.Millisecond)
 	for _, name := range []string{"u1", "u2", "u3"} {
 		if r := c.Warden(admin, nil, "users", "add", name, "--roles", "access", "--logins", "x"+name); r.Code != 0 {
 			t.Fatalf("users add: %s", r)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(tailOut.String(), `"event":"user.create"`) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("tail -f got: %s", tailOut.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, "three user.create events from tail -f", func() bool {
+		return strings.Count(tailOut.String(), `"event":"user.create"`) == 3
+	})
 	cancel()
 	<-tailDone
+	if last != "0" && strings.Contains(tailOut.String(), `"seq":`+last+`,`) {
+		t.Fatalf("tail -f --after %s showed event %s again: %s", last, last, tailOut.String())
+	}
 
 	if r := c.Warden(admin, nil, "audit", "verify"); r.Code != 0 || !strings.Contains(r.Stdout, "intact") {
 		t.Fatalf("verify on an intact log: %s", r)
@@ -81,17 +87,10 @@ func TestAuditTamperEvidence(t *testing.T) {
 		t.Fatalf("search without a match: %s", r)
 	}
 	// The sink file has every user.create, as JSON lines.
-	deadline = time.Now().Add(5 * time.Second)
-	for {
+	waitFor(t, "three user.create events in the sink file", func() bool {
 		b, _ := os.ReadFile(sinkFile)
-		if strings.Count(string(b), `"event":"user.create"`) == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sink file: %s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Count(string(b), `"event":"user.create"`) == 3
+	})
 
 	// Find u2's event and alter it directly in the database.
 	var target audit.Event

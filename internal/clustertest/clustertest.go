@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/service"
 )
 
@@ -138,7 +139,7 @@ func (c *Cluster) MetricsURL() string { return "http://" + c.Proc.MetricsAddr() 
 // WaitForNodes waits until at least n nodes heartbeat.
 func (c *Cluster) WaitForNodes(n int) {
 	c.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := patience.Deadline(c.t)
 	for {
 		nodes, err := c.Admin.ListNodes(context.Background(), nil)
 		if err == nil && len(nodes) >= n {
@@ -166,9 +167,12 @@ func (c *Cluster) Warden(home string, stdin io.Reader, args ...string) Result {
 	}
 	var out, errb bytes.Buffer
 	full := append([]string{"--data-dir", c.DataDir, "--home", home}, args...)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithDeadline(context.Background(), patience.Deadline(c.t))
 	defer cancel()
 	code := cli.RunIO(ctx, full, &cli.IO{In: stdin, Out: &out, Err: &errb})
+	if ctx.Err() != nil {
+		c.t.Fatalf("warden %s did not finish: %s", strings.Join(args, " "), errb.String())
+	}
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
@@ -181,12 +185,15 @@ type User struct {
 
 // NextOTP returns a fresh TOTP code. The server accepts the current step
 // ±1 and never the same step twice, so each call moves one step forward;
-// up to three logins per 30 s window work without waiting.
+// up to two logins per 30 s window work without waiting. It never uses the
+// previous step, which the server stops accepting the moment the next one
+// begins: a code for the current or the next step stays good for at least
+// 30 s, however slow the login that uses it.
 func (u *User) NextOTP(t testing.TB) string {
 	t.Helper()
 	now := identity.TOTPStep(time.Now())
-	if u.next < now-1 {
-		u.next = now - 1
+	if u.next < now {
+		u.next = now
 	}
 	for u.next > now+1 {
 		time.Sleep(time.Second)
@@ -236,15 +243,22 @@ func (c *Cluster) Login(u *User, extra ...string) string {
 // file path for `ssh -F`.
 func (c *Cluster) SSHConfig(home string) string {
 	c.t.Helper()
-	res := c.Warden(home, nil, "config", "ssh", "--binary", WardenBinary)
-	if res.Code != 0 {
-		c.t.Fatalf("warden config ssh: %s", res.Stderr)
-	}
-	path := filepath.Join(home, "ssh_config")
-	if err := os.WriteFile(path, []byte(res.Stdout), 0o600); err != nil {
+	path, err := c.sshConfig(home)
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	return path
+}
+
+// sshConfig is SSHConfig, with an error for a profile whose certificates
+// expired.
+func (c *Cluster) sshConfig(home string) (string, error) {
+	res := c.Warden(home, nil, "config", "ssh", "--binary", WardenBinary)
+	if res.Code != 0 {
+		return "", fmt.Errorf("warden config ssh: %s", res.Stderr)
+	}
+	path := filepath.Join(home, "ssh_config")
+	return path, os.WriteFile(path, []byte(res.Stdout), 0o600)
 }
 
 // WardenBinary is the path of a real warden binary (for OpenSSH's
@@ -277,15 +291,19 @@ func EnsureOSUser(t testing.TB, name string) {
 	}
 }
 
-// Run runs an external command with a timeout and returns its result.
+// Run runs an external command and returns its result; one that does not
+// finish within the test's patience fails the test.
 func Run(t testing.TB, stdin io.Reader, name string, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), patience.Deadline(t))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s did not finish:\nstdout: %s\nstderr: %s", name, out.String(), errb.String())
+	}
 	code := 0
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)

@@ -16,11 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/service"
 )
@@ -76,7 +76,6 @@ Host *
     GlobalKnownHostsFile /dev/null
     StrictHostKeyChecking yes
     BatchMode yes
-    ConnectTimeout 10
 `, host, port, osLogin, filepath.Join(home, "key"), cert, filepath.Join(home, "known_hosts"))
 	path := filepath.Join(t.TempDir(), "jump_config")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -186,7 +185,7 @@ func TestDataConnectionTickets(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc, err := ssh.Dial("tcp", c.ProxyAddr(), &ssh.ClientConfig{User: osLogin, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: patience.Left(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +193,7 @@ func TestDataConnectionTickets(t *testing.T) {
 
 	redeem := func(t *testing.T, local string, preamble string) (string, error) {
 		t.Helper()
-		d := net.Dialer{Timeout: 5 * time.Second}
+		d := net.Dialer{Deadline: patience.Deadline(t)}
 		if local != "" {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 		}
@@ -204,7 +203,7 @@ func TestDataConnectionTickets(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.Write([]byte(preamble))
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		conn.SetReadDeadline(patience.Deadline(t))
 		// The status byte and the node's SSH banner may come in separate
 		// reads: read until the answer is whole (or the connection ends).
 		var got []byte

@@ -59,7 +59,7 @@ func TestTextViewsEscapeHostileValues(t *testing.T) {
 	admin := t.TempDir() // no profile: admin commands use the data directory's identity
 
 	// warden ls: the label, once the node has run its command.
-	waitFor(t, 15*time.Second, "hostile label", func() bool {
+	waitFor(t, "hostile label", func() bool {
 		r := c.Warden(home, nil, "ls", "-o", "json")
 		var nodes []auth.Node
 		return r.Code == 0 && json.Unmarshal([]byte(r.Stdout), &nodes) == nil && len(nodes) == 1 && nodes[0].Labels["motd"] == hostile
@@ -93,7 +93,7 @@ func TestTextViewsEscapeHostileValues(t *testing.T) {
 	if r := c.Warden(home, nil, "ssh", osLogin+"@web1", "true '"+hostile+"'"); r.Code != 0 {
 		t.Fatalf("ssh: %s", r)
 	}
-	waitFor(t, 15*time.Second, "exec event", func() bool {
+	waitFor(t, "exec event", func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.Exec})
 		return err == nil && len(evs) > 0
 	})

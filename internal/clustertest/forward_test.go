@@ -12,6 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
@@ -46,7 +47,7 @@ func TestWardenSSHLocalForward(t *testing.T) {
 				"ssh", "-N", "-L", "0:" + echo, osLogin + "@web1"}, &cli.IO{In: strings.NewReader(""), Out: io.Discard, Err: stderr})
 		}()
 		re := regexp.MustCompile(`forwarding (127\.0\.0\.1:\d+) -> `)
-		waitFor(t, 15*time.Second, "the forward to listen", func() bool {
+		waitFor(t, "the forward to listen", func() bool {
 			m := re.FindStringSubmatch(stderr.String())
 			if m != nil {
 				addr = m[1]
@@ -69,7 +70,7 @@ func TestWardenSSHLocalForward(t *testing.T) {
 			t.Fatal(err)
 		}
 		conn.(*net.TCPConn).CloseWrite() // the echo server ends when its input does
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		conn.SetReadDeadline(patience.Deadline(t))
 		got, err := io.ReadAll(conn)
 		conn.Close()
 		if err != nil || string(got) != "ping through warden\n" {
@@ -86,8 +87,8 @@ func TestWardenSSHLocalForward(t *testing.T) {
 		if n == 0 || !strings.Contains(stderr.String(), "the connection to web1 ended") {
 			t.Fatalf("after the lock: exit %d, stderr %s", n, stderr)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("warden ssh -N still running 10 s after the lock: %s", stderr)
+	case <-time.After(patience.Left(t)):
+		t.Fatalf("warden ssh -N still running long after the lock: %s", stderr)
 	}
 
 	// Without port forwarding in the roles, the node refuses and says why.
@@ -98,12 +99,12 @@ func TestWardenSSHLocalForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn.SetReadDeadline(patience.Deadline(t))
 	if got, _ := io.ReadAll(conn); len(got) != 0 {
 		t.Fatalf("a refused forward carried %q", got)
 	}
 	conn.Close()
-	waitFor(t, 5*time.Second, "the node's reason on stderr", func() bool {
+	waitFor(t, "the node's reason on stderr", func() bool {
 		return strings.Contains(stderr.String(), "port forwarding is not allowed by your roles")
 	})
 	cancel2()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/service"
 )
 
@@ -46,13 +47,13 @@ func directArgs(home, addr, nodeID string, rest ...string) []string {
 }
 
 // waitFor polls cond every 50 ms until it holds, failing the test with what
-// it waited for after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// it waited for when the test's patience runs out.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := patience.Deadline(t)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, d)
+			t.Fatalf("no %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

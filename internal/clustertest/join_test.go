@@ -13,6 +13,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
@@ -70,7 +71,7 @@ func startBackground(t *testing.T, name string, args ...string) *bgProcess {
 // waitFor waits until the output (stdout or stderr) contains want.
 func (p *bgProcess) waitFor(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := patience.Deadline(t)
 	for !strings.Contains(p.out.String()+p.err.String(), want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %q in output:\n%s\nstderr:\n%s", want, p.out.String(), p.err.String())
@@ -84,7 +85,7 @@ func (p *bgProcess) wait(t *testing.T) int {
 	select {
 	case code := <-p.done:
 		return code
-	case <-time.After(15 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatalf("still running:\n%s\nstderr:\n%s", p.out.String(), p.err.String())
 		return -1
 	}
@@ -108,7 +109,7 @@ func TestJoinSession(t *testing.T) {
 	owner.waitFor(t, "READY-2")
 
 	var id string
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := patience.Deadline(t)
 	for id == "" {
 		r := c.Warden(bob, nil, "sessions", "ls", "-o", "json")
 		var list []auth.LiveSession
@@ -139,7 +140,7 @@ func TestJoinSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := &ssh.ClientConfig{User: login, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: patience.Left(t)}
 		pc, err := ssh.Dial("tcp", c.ProxyAddr(), cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -225,7 +226,7 @@ func TestJoinSession(t *testing.T) {
 	}
 
 	// Audited: eve refused, bob joined twice and left twice.
-	deadline = time.Now().Add(10 * time.Second)
+	deadline = patience.Deadline(t)
 	for {
 		joins, leaves := auditEvents(t, c, audit.SessionJoin), auditEvents(t, c, audit.SessionLeave)
 		var ok, refused, left int
@@ -252,10 +253,10 @@ func TestJoinSession(t *testing.T) {
 	}
 
 	// A command without a terminal is listed, but cannot be joined.
-	cmd := startBackground(t, "ssh", sshArgs(c.SSHConfig(alice), osLogin+"@web1", "echo started; sleep 30")...)
+	cmd := startBackground(t, "ssh", sshArgs(c.SSHConfig(alice), osLogin+"@web1", liveCommand)...)
 	cmd.waitFor(t, "started")
 	var execID string
-	waitFor(t, 10*time.Second, "alice's command in sessions ls", func() bool {
+	waitFor(t, "alice's command in sessions ls", func() bool {
 		var list []auth.LiveSession
 		_ = json.Unmarshal([]byte(c.Warden(bob, nil, "sessions", "ls", "-o", "json").Stdout), &list)
 		for _, s := range list {
@@ -272,7 +273,7 @@ func TestJoinSession(t *testing.T) {
 
 func waitParticipants(t *testing.T, c *Cluster, home, id, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		r := c.Warden(home, nil, "sessions", "ls", "-o", "json")
 		var list []auth.LiveSession

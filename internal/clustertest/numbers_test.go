@@ -50,7 +50,7 @@ func TestAuditKeepsCertificateSerials(t *testing.T) {
 	if r := Run(t, nil, "ssh", c.bareSSHArgs(home, key, cert, "root@web1", "true")...); r.Code == 0 {
 		t.Fatalf("root allowed: %s", r)
 	}
-	waitFor(t, 15*time.Second, "auth.attempt", func() bool {
+	waitFor(t, "auth.attempt", func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.AuthAttempt, User: "developer"})
 		return err == nil && len(evs) > 0
 	})

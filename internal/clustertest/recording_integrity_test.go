@@ -36,7 +36,7 @@ func TestRecordingTamperingDetected(t *testing.T) {
 	if r := Run(t, strings.NewReader(script), "ssh", sshArgs(cfg, "-tt", osLogin+"@web1")...); r.Code != 0 {
 		t.Fatalf("ssh -tt: %s", r)
 	}
-	in := c.waitRecording(t, 10*time.Second, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
+	in := c.waitRecording(t, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
 	admin := t.TempDir()
 	id := in.SessionID
 	// Intact: everything reads, and verify says so.

@@ -16,15 +16,16 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
 // waitRecording waits until the session's recording is complete on auth.
-func (c *Cluster) waitRecording(t *testing.T, timeout time.Duration, pred func(recording.Info) bool) recording.Info {
+func (c *Cluster) waitRecording(t *testing.T, pred func(recording.Info) bool) recording.Info {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := patience.Deadline(t)
 	for {
 		list, err := c.Admin.ListRecordings(context.Background(), "", "", time.Time{})
 		if err != nil {
@@ -36,7 +37,7 @@ func (c *Cluster) waitRecording(t *testing.T, timeout time.Duration, pred func(r
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no matching recording after %s: %+v", timeout, list)
+			t.Fatalf("no matching recording: %+v", list)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -68,7 +69,7 @@ func TestRecordingEndToEnd(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "hello-42-recorded") {
 		t.Fatalf("ssh -tt: %s", r)
 	}
-	in := c.waitRecording(t, 10*time.Second, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
+	in := c.waitRecording(t, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
 	if in.Login != osLogin || in.Node != "web1" || in.Length == 0 || len(in.SHA256) != 64 {
 		t.Fatalf("recording info %+v", in)
 	}
@@ -124,7 +125,7 @@ func TestRecordingEndToEnd(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "no-pty-42") {
 		t.Fatalf("ssh -T: %s", r)
 	}
-	noPTY := c.waitRecording(t, 10*time.Second, func(x recording.Info) bool {
+	noPTY := c.waitRecording(t, func(x recording.Info) bool {
 		return x.Complete && x.User == "dev" && x.SessionID != in.SessionID
 	})
 	if p := c.Warden(admin, nil, "play", noPTY.SessionID, "--speed", "50"); !strings.Contains(p.Stdout, "no-pty-42") {
@@ -136,7 +137,7 @@ func TestRecordingEndToEnd(t *testing.T) {
 		t.Fatalf("play of an unknown session: %s", p)
 	}
 	// session.end carries the recording's length and hash.
-	waitFor(t, 5*time.Second, "session.end with the recording hash "+in.SHA256, func() bool {
+	waitFor(t, "session.end with the recording hash "+in.SHA256, func() bool {
 		ev := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "dev", "-o", "json")
 		return strings.Contains(ev.Stdout, in.SHA256)
 	})
@@ -165,8 +166,8 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	fmt.Fprintln(stdin, "echo before-outage")
-	time.Sleep(time.Second)
+	fmt.Fprintln(stdin, "echo before-outage-$((6*7))")
+	waitFor(t, "output before the outage", func() bool { return strings.Contains(out.String(), "before-outage-42") })
 	c.Proc.Close()
 	fmt.Fprintln(stdin, "for i in 1 2 3; do echo during-outage-$i; sleep 1; done")
 	time.Sleep(30 * time.Second)
@@ -175,7 +176,7 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("session did not survive the outage: %v\n%s", err, out.String())
 	}
-	in := c2.waitRecording(t, 20*time.Second, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
+	in := c2.waitRecording(t, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
 	rc, err := c2.Admin.OpenRecording(context.Background(), in.SessionID)
 	if err != nil {
 		t.Fatal(err)
@@ -199,16 +200,16 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 // restart it: everything recorded before the kill reaches auth.
 // nodeProcess prepares a separate `warden start --services node` process
 // joining proxyAddr, also listening directly on the returned port; start
-// runs it (first: with a fresh join token) with the same data directory
-// each time.
-func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(first bool) *exec.Cmd, port string) {
+// runs it (first: with a fresh join token) with the same data directory,
+// nodeDir, each time.
+func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(first bool) *exec.Cmd, port, nodeDir string) {
 	t.Helper()
 	tok := c.Warden(t.TempDir(), nil, "tokens", "add", "--type", "node", "--ttl", "5m")
 	m := regexp.MustCompile(`token ([0-9a-f]+) expires(?s:.*)--ca-pin (\S+)`).FindStringSubmatch(tok.Stdout)
 	if m == nil {
 		t.Fatalf("tokens add: %s", tok)
 	}
-	nodeDir := t.TempDir()
+	nodeDir = t.TempDir()
 	port = freePort(t)
 	return func(first bool) *exec.Cmd {
 		args := []string{"start", "--services", "node", "--proxy", proxyAddr, "--name", name,
@@ -223,14 +224,25 @@ func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(f
 			t.Fatal(err)
 		}
 		return cmd
-	}, port
+	}, port, nodeDir
+}
+
+// readGlob returns the contents of the files matching pattern.
+func readGlob(pattern string) string {
+	var all strings.Builder
+	paths, _ := filepath.Glob(pattern)
+	for _, p := range paths {
+		b, _ := os.ReadFile(p)
+		all.Write(b)
+	}
+	return all.String()
 }
 
 func TestRecordingSurvivesNodeKill(t *testing.T) {
 	requireOpenSSH(t)
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NoNode: true})
-	start, port := nodeProcess(t, c, c.ProxyAddr(), "victim")
+	start, port, nodeDir := nodeProcess(t, c, c.ProxyAddr(), "victim")
 	node := start(true)
 	defer func() { node.Process.Kill(); node.Wait() }()
 	c.WaitForNodes(1)
@@ -246,19 +258,19 @@ func TestRecordingSurvivesNodeKill(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	fmt.Fprintln(stdin, "echo recorded-before-kill")
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "recorded-before-kill\r\n") || strings.Count(out.String(), "recorded-before-kill") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("session output: %q", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // past the spool's flush interval
+	waitFor(t, "the command's output", func() bool {
+		return strings.Contains(out.String(), "recorded-before-kill\r\n") && strings.Count(out.String(), "recorded-before-kill") >= 2
+	})
+	// The spool flushes what it buffered to its file: what is in the file
+	// survives kill -9.
+	waitFor(t, "the output in the node's spool file", func() bool {
+		return strings.Count(readGlob(filepath.Join(nodeDir, "node", "spool", "*.cast")), "recorded-before-kill") >= 2
+	})
 	node.Process.Signal(syscall.SIGKILL)
 	node.Wait()
 	cmd.Wait()
 	node = start(false)
-	in := c.waitRecording(t, 20*time.Second, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
+	in := c.waitRecording(t, func(in recording.Info) bool { return in.Complete && in.User == "dev" })
 	if !in.Interrupted {
 		t.Fatalf("recording of a killed node not marked interrupted: %+v", in)
 	}
@@ -281,7 +293,7 @@ func TestAuditSurvivesNodeKillDuringOutage(t *testing.T) {
 	dir := t.TempDir()
 	c := New(t, Options{NoNode: true, DataDir: dir})
 	addr := c.ProxyAddr()
-	start, port := nodeProcess(t, c, addr, "journal1")
+	start, port, nodeDir := nodeProcess(t, c, addr, "journal1")
 	node := start(true)
 	defer func() { node.Process.Kill(); node.Wait() }()
 	c.WaitForNodes(1)
@@ -294,21 +306,18 @@ func TestAuditSurvivesNodeKillDuringOutage(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, marker) {
 		t.Fatalf("ssh while auth is down: %s", r)
 	}
-	time.Sleep(300 * time.Millisecond) // the exec event is emitted as the session closes
+	// The exec event is emitted as the session closes, into the node's
+	// journal: what is in the file survives kill -9.
+	waitFor(t, "the exec event in the node's journal", func() bool {
+		return strings.Contains(readGlob(filepath.Join(nodeDir, "node", "events.journal")), marker)
+	})
 	node.Process.Signal(syscall.SIGKILL)
 	node.Wait()
 
 	c2 := New(t, Options{NoNode: true, DataDir: dir, Proxy: service.ProxyConfig{Listen: addr}})
 	node = start(false)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	waitFor(t, "the exec event from the outage", func() bool {
 		r := c2.Warden(t.TempDir(), nil, "audit", "search", "--type", "exec", "--user", "dev", "--text", marker, "-o", "json", "--data-dir", dir)
-		if r.Code == 0 && strings.Contains(r.Stdout, marker) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the exec event from the outage never arrived: %s", r)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return r.Code == 0 && strings.Contains(r.Stdout, marker)
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // revokeRoles: ops may reach every node and request the auditor and
@@ -88,7 +89,7 @@ func wantSSHRefused(t *testing.T, what string, args []string, reason string) {
 // waitAudit waits for an audit event of type typ whose JSON contains want.
 func waitAudit(t *testing.T, c *Cluster, typ, want string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, typ+" with "+want, func() bool {
+	waitFor(t, typ+" with "+want, func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: typ})
 		if err != nil {
 			return false
@@ -156,7 +157,7 @@ func TestRemovedUserIsCutOff(t *testing.T) {
 	select {
 	case err := <-tailed:
 		t.Logf("the audit follower ended: %v", err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("a removed user still follows the audit log")
 	}
 

@@ -57,7 +57,7 @@ func TestStartIsReadyWhenThePortOpens(t *testing.T) {
 	}
 	// /readyz: 200 once every service runs (the node too).
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}, Timeout: 5 * time.Second}
-	waitFor(t, 60*time.Second, "200 from /readyz", func() bool {
+	waitFor(t, "200 from /readyz", func() bool {
 		resp, err := hc.Get("https://" + addr + "/readyz")
 		if err != nil {
 			return false
@@ -65,7 +65,7 @@ func TestStartIsReadyWhenThePortOpens(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	waitFor(t, 10*time.Second, "the start banner", func() bool { return strings.Contains(out.String(), "data directory:    "+data) })
+	waitFor(t, "the start banner", func() bool { return strings.Contains(out.String(), "data directory:    "+data) })
 	if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("data directory mode %v (%v), want 0700", fi.Mode(), err)
 	}

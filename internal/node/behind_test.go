@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 func TestBehindQueueRunsEveryJobInOrder(t *testing.T) {
@@ -61,7 +63,7 @@ func TestBehindQueueRunsOnABusyProcess(t *testing.T) {
 	q.add(func() { close(done) })
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("the queued job did not run while other goroutines were busy")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/recording"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
@@ -39,14 +39,8 @@ var (
 
 func TestMain(m *testing.M) {
 	MaybeRunChild()
-	code := m.Run()
-	if code == 0 {
-		// The low-priority recording threads live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction(recording.PoolFunction)); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
+	// The low-priority recording threads live as long as the process.
+	code := patience.LeakCheck(m.Run(), goleak.IgnoreAnyFunction(recording.PoolFunction))
 	if childDir != "" {
 		os.RemoveAll(childDir)
 	}
@@ -135,7 +129,7 @@ func (r *recorder) find(name string, pred func(audit.Event) bool) []audit.Event 
 // wait polls for an event: some are emitted just after the client exits.
 func (r *recorder) wait(t testing.TB, name string, pred func(audit.Event) bool) audit.Event {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		if evs := r.find(name, pred); len(evs) > 0 {
 			return evs[0]
@@ -359,7 +353,7 @@ func (e *env) sshOpts(id identity) []string {
 		"-o", "BatchMode=yes",
 		"-o", "PasswordAuthentication=no",
 		"-o", "KbdInteractiveAuthentication=no",
-		"-o", "ConnectTimeout=10",
+		"-o", "ConnectTimeout=" + strconv.Itoa(int(patience.Left(e.t).Seconds())),
 		"-i", id.keyPath,
 	}
 	if id.certPath != "" {
@@ -379,7 +373,7 @@ type result struct {
 func (e *env) run(stdin io.Reader, tool string, args ...string) result {
 	t := e.t
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), patience.Deadline(t))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tool, args...)
 	cmd.Stdin = stdin
@@ -431,7 +425,7 @@ func (e *env) client(id identity, login string) (*ssh.Client, error) {
 		User:            login,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: checker.CheckHostKey,
-		Timeout:         10 * time.Second,
+		Timeout:         patience.Left(e.t),
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"go.uber.org/goleak"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(patience.LeakCheck(m.Run()))
 }
 
 type result struct {
@@ -47,7 +48,7 @@ func (r *recorder) on(t Target, m Message, attempts int, err error) {
 // wait blocks until n results arrived and returns them.
 func (r *recorder) wait(t *testing.T, n int) []result {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
+	timeout := time.After(patience.Left(t))
 	for range n {
 		select {
 		case <-r.ch:
@@ -111,11 +112,7 @@ func newNotifier(t *testing.T, cfg Config) *Notifier {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Close(ctx)
-	})
+	t.Cleanup(func() { n.Close(patience.Context(t)) })
 	return n
 }
 
@@ -281,9 +278,11 @@ func TestAttemptTimeout(t *testing.T) {
 	rec := newRecorder()
 	n := newNotifier(t, Config{Targets: []Target{{URL: srv.URL}}, OnResult: rec.on, AttemptTimeout: 100 * time.Millisecond})
 	n.Notify(sample())
+	// The first attempt hangs until its timeout; a later one succeeds (on
+	// a loaded machine, a quick answer may miss 100 ms too).
 	res := rec.wait(t, 1)[0]
-	if res.err != nil || res.attempts != 2 {
-		t.Fatalf("result = %d attempts, err %v; want success on attempt 2", res.attempts, res.err)
+	if res.err != nil || res.attempts < 2 {
+		t.Fatalf("result = %d attempts, err %v; want success after the first attempt timed out", res.attempts, res.err)
 	}
 }
 
@@ -366,8 +365,7 @@ func TestCloseDrains(t *testing.T) {
 	for range 30 {
 		n.Notify(sample())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := patience.Context(t)
 	if err := n.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -398,7 +396,9 @@ func TestCloseAbandonsWhenContextEnds(t *testing.T) {
 	defer srv.Close()
 	defer close(block)
 	rec := newRecorder()
-	n, err := New(Config{Targets: []Target{{URL: srv.URL}}, OnResult: rec.on})
+	// The attempt in flight never ends by itself: only Close's context
+	// can end the wait for it.
+	n, err := New(Config{Targets: []Target{{URL: srv.URL}}, OnResult: rec.on, AttemptTimeout: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,12 +407,15 @@ func TestCloseAbandonsWhenContextEnds(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	start := time.Now()
-	if err := n.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Close = %v, want deadline exceeded", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("Close took %s after its context ended", d)
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Close = %v, want deadline exceeded", err)
+		}
+	case <-time.After(patience.Left(t)):
+		t.Fatal("Close did not return after its context ended")
 	}
 	res := rec.wait(t, 5)
 	if len(res) != 5 {

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/tcptest"
 )
 
@@ -46,7 +47,7 @@ func waitReturn(t *testing.T, done <-chan error, when string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("Readable did not return " + when)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 	"github.com/warden-sh/warden/internal/tcptest"
 )
@@ -91,7 +92,7 @@ func TestCopyIntoChannelCopiesEverything(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatalf("copy did not end at EOF (%d of %d bytes)", got.Len(), len(want))
 	}
 	if !bytes.Equal(got.Bytes(), want) {
@@ -123,7 +124,7 @@ func TestCopyIntoChannelIdleHoldsNoBuffer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := patience.Deadline(t)
 	for i := range n {
 		for writers[i].Len() < 5 {
 			if time.Now().After(deadline) {

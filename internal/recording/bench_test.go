@@ -60,7 +60,7 @@ func BenchmarkRecordingOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		waitPending(b, sp, 0, time.Minute)
+		waitPending(b, sp, 0)
 		st.Delete(fmt.Sprintf("be%04x", n))
 		n++
 		b.StartTimer()

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // The crash test re-executes the test binary as a "node" that records a
@@ -107,9 +109,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
+			cmd := exec.CommandContext(patience.Context(t), exe, "-test.run=^$")
 			cmd.Env = append(os.Environ(), childEnv+"=1", childSpoolEnv+"="+spoolDir)
 			if authUp {
 				cmd.Env = append(cmd.Env, childStoreEnv+"="+storeDir)
@@ -156,7 +156,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 				}
 			}
 			sp := newSpool(t, spoolDir, up)
-			waitPending(t, sp, 0, 10*time.Second)
+			waitPending(t, sp, 0)
 			// The restarted spool resumes where auth's durable state says:
 			// at once, or (auth made only part of what it had acknowledged
 			// durable, which it may: the spool still had it) after one

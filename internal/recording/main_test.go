@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/asciicast"
+	"github.com/warden-sh/warden/internal/patience"
 	"go.uber.org/goleak"
 )
 
@@ -23,15 +23,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runCrashChild())
 	}
-	code := m.Run()
-	if code == 0 {
-		// The low-priority recording threads live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction(PoolFunction)); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	// The low-priority recording threads live as long as the process.
+	os.Exit(patience.LeakCheck(m.Run(), goleak.IgnoreAnyFunction(PoolFunction)))
 }
 
 // directUploader is the node-to-auth transport without the network: it
@@ -40,7 +33,10 @@ type directUploader struct {
 	store  *Store
 	nodeID string
 
-	down      atomic.Bool
+	down atomic.Bool
+	// hang, when set (before the spool starts), holds every call until it
+	// is closed: auth that does not answer at all.
+	hang      chan struct{}
 	loseAckAt atomic.Int64 // lose the ack of the upload at this call number (1-based); 0: never
 	calls     atomic.Int64
 	okCalls   atomic.Int64
@@ -51,8 +47,11 @@ type directUploader struct {
 
 var errUnreachable = errors.New("auth unreachable")
 
-func (d *directUploader) Upload(_ context.Context, meta Meta, offset int64, data []byte) error {
+func (d *directUploader) Upload(ctx context.Context, meta Meta, offset int64, data []byte) error {
 	n := d.calls.Add(1)
+	if err := d.wait(ctx); err != nil {
+		return err
+	}
 	if d.down.Load() {
 		return errUnreachable
 	}
@@ -74,11 +73,27 @@ func (d *directUploader) Upload(_ context.Context, meta Meta, offset int64, data
 	return nil
 }
 
-func (d *directUploader) Complete(_ context.Context, meta Meta, length int64, sum string, interrupted bool) error {
+func (d *directUploader) Complete(ctx context.Context, meta Meta, length int64, sum string, interrupted bool) error {
+	if err := d.wait(ctx); err != nil {
+		return err
+	}
 	if d.down.Load() {
 		return errUnreachable
 	}
 	return d.store.Complete(meta.SessionID, d.nodeID, length, sum, interrupted)
+}
+
+// wait holds a call while hang is open.
+func (d *directUploader) wait(ctx context.Context) error {
+	if d.hang == nil {
+		return nil
+	}
+	select {
+	case <-d.hang:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func newStore(t testing.TB) *Store {
@@ -113,12 +128,12 @@ func testHeader() asciicast.Header {
 	return asciicast.Header{Width: 80, Height: 24, Env: map[string]string{"TERM": "xterm", "SHELL": "/bin/bash"}}
 }
 
-func waitPending(t testing.TB, s *Spool, want int, within time.Duration) {
+func waitPending(t testing.TB, s *Spool, want int) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := patience.Deadline(t)
 	for s.Pending() != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("Pending() = %d after %v, want %d", s.Pending(), within, want)
+			t.Fatalf("Pending() = %d, want %d", s.Pending(), want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/warden-sh/warden/internal/patience"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,7 +119,7 @@ func TestRecordingsLeaveThePageCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := patience.Deadline(t)
 		for {
 			info, err := st.Stat(id)
 			if err == nil && info.Length == length {
@@ -173,19 +174,15 @@ func readThreadNice(tid int) (int, error) {
 	return strconv.Atoi(f[19-3])
 }
 
-// waitThreadGone waits for an OS thread of this process to end.
-func waitThreadGone(tid int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
-		if os.IsNotExist(err) {
-			return nil
+// waitThreadGone waits for an OS thread of this process to end; t may be
+// nil (a child process, bounded by its parent's wait).
+func waitThreadGone(t testing.TB, tid int) error {
+	return patience.Retry(t, func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); !os.IsNotExist(err) {
+			return fmt.Errorf("low-priority thread %d still exists after stop", tid)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("low-priority thread %d still exists %v after stop", tid, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 const mainThreadChildEnv = "WARDEN_RECORDING_MAIN_THREAD_CHILD"
@@ -226,7 +223,7 @@ func mainThreadChild() error {
 		return fmt.Errorf("main thread nice %d (%v), want 0", n, err)
 	}
 	p.stop()
-	if err := waitThreadGone(tid, 5*time.Second); err != nil {
+	if err := waitThreadGone(nil, tid); err != nil {
 		return err
 	}
 	// The main thread was given back: it still runs Go code.
@@ -240,9 +237,7 @@ func mainThreadChild() error {
 // thread, which Go can never end, moves to a thread of its own and leaves
 // the main thread (whose nice value is the process's) at normal priority.
 func TestLowPriorityWorkerOnMainThread(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd := exec.CommandContext(patience.Context(t), os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), mainThreadChildEnv+"=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -285,7 +280,7 @@ func TestLowPriorityThreads(t *testing.T) {
 			t.Errorf("recording work ran on the main thread")
 			continue
 		}
-		if err := waitThreadGone(tid, 5*time.Second); err != nil {
+		if err := waitThreadGone(t, tid); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -321,7 +316,7 @@ func TestRecordingFlushPriority(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := patience.Deadline(t)
 	for r.lowFlushes.Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("a recording that keeps up was never flushed at low priority")
@@ -336,7 +331,7 @@ func TestRecordingFlushPriority(t *testing.T) {
 	if flushes, steps := r.lowFlushes.Load(), r.lowSteps.Load(); steps <= flushes {
 		t.Errorf("%d low-priority flushes took %d steps: each ran in one piece", flushes, steps)
 	}
-	waitPending(t, sp, 0, 10*time.Second)
+	waitPending(t, sp, 0)
 	if b, _ := stored(t, st, "9a9a"); int64(len(b)) != length || sha(b) != sum {
 		t.Fatalf("stored %d bytes %s, recorded %d %s", len(b), sha(b), length, sum)
 	}

@@ -12,18 +12,21 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // fakeSink records delivered batches, or fails while down is set.
 type fakeSink struct {
-	mu   sync.Mutex
-	down bool
-	got  []audit.Event
+	mu    sync.Mutex
+	down  bool
+	got   []audit.Event
+	tries int
 }
 
 func (s *fakeSink) EmitEvents(_ context.Context, evs []audit.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.tries++
 	if s.down {
 		return errors.New("auth unreachable")
 	}
@@ -64,7 +67,18 @@ func TestEventJournalKeepsUndeliveredEvents(t *testing.T) {
 		want = append(want, ev.ID)
 	}
 	f1.mu.Unlock()
-	time.Sleep(100 * time.Millisecond) // a failed delivery attempt
+	// A failed delivery attempt.
+	for deadline := patience.Deadline(t); ; time.Sleep(10 * time.Millisecond) {
+		down.mu.Lock()
+		tries := down.tries
+		down.mu.Unlock()
+		if tries > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no delivery attempt")
+		}
+	}
 	cancel()
 	<-done
 	// No close: as if the process had been killed.
@@ -78,7 +92,7 @@ func TestEventJournalKeepsUndeliveredEvents(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go f2.run(ctx2)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := patience.Deadline(t)
 	for len(up.events()) < len(want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("delivered %d of %d events", len(up.events()), len(want))
@@ -107,7 +121,7 @@ func TestEventJournalKeepsUndeliveredEvents(t *testing.T) {
 
 func waitJournalSize(t *testing.T, path string, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		st, err := os.Stat(path)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/node"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 var screenshots = flag.Bool("screenshots", false, "write a screenshot of every page into docs/screenshots")
@@ -120,7 +121,7 @@ func (b *browser) context() *browser {
 
 func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		b.t.Fatalf("browser: %v (at %s)", err, b.location())
@@ -141,7 +142,7 @@ func (b *browser) open(path string) {
 
 func (b *browser) text(sel string) string {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
 	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
 	if err != nil {
@@ -152,7 +153,7 @@ func (b *browser) text(sel string) string {
 
 func eval[T any](b *browser, js string) T {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
 	if err != nil {
@@ -164,7 +165,7 @@ func eval[T any](b *browser, js string) T {
 // submit clicks a button that submits a form and waits for the next page.
 func (b *browser) submit(sel string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
 	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
 		b.t.Fatalf("submit %s: %v (at %s)", sel, err, b.location())
@@ -205,16 +206,16 @@ func (b *browser) pressEnter() {
 // waitJS waits until a JavaScript expression is truthy.
 func (b *browser) waitJS(expr string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(patience.Left(b.t)))); err != nil {
 		b.t.Fatalf("waiting for %s: %v (at %s)", expr, err, b.location())
 	}
 }
 
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {

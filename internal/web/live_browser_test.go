@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
@@ -94,7 +95,7 @@ func TestBrowserLiveSessions(t *testing.T) {
 // waitOutput waits until out holds want.
 func waitOutput(t *testing.T, out *syncbuf.Buffer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := patience.Deadline(t)
 	for !strings.Contains(out.String(), want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %q in output:\n%s", want, out.String())
@@ -106,7 +107,7 @@ func waitOutput(t *testing.T, out *syncbuf.Buffer, want string) {
 // waitParticipant waits until a live session lists user as a participant.
 func waitParticipant(t *testing.T, c *clustertest.Cluster, user string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		list, err := c.Admin.ListSessions(context.Background())
 		if err != nil {
@@ -127,7 +128,7 @@ func waitParticipant(t *testing.T, c *clustertest.Cluster, user string) {
 // waitSession waits until auth lists a live session of user.
 func waitSession(t *testing.T, c *clustertest.Cluster, user string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		list, err := c.Admin.ListSessions(context.Background())
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/recording"
 )
 
@@ -87,7 +88,7 @@ func TestBrowserRecordingPlayer(t *testing.T) {
 // waitRecording waits until user's recording is complete.
 func waitRecording(t *testing.T, c *clustertest.Cluster, user string) recording.Info {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		list, err := c.Admin.ListRecordings(context.Background(), user, "", time.Time{})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/warden-sh/warden/internal/patience"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +47,7 @@ func TestRunInteractiveTerminal(t *testing.T) {
 		// typing newlines until every reader of the tty has let go (under
 		// load one newline can arrive before the terminal left raw mode).
 		tty.Close()
-		deadline := time.After(20 * time.Second)
+		deadline := time.After(patience.Left(t))
 		for done := false; !done; {
 			_, _ = ptmx.Write([]byte("\n"))
 			select {
@@ -54,7 +55,7 @@ func TestRunInteractiveTerminal(t *testing.T) {
 				done = true
 			case <-time.After(100 * time.Millisecond):
 			case <-deadline:
-				t.Error("pty readers still blocked 20s after the test")
+				t.Error("pty readers still blocked long after the test")
 				done = true
 			}
 		}
@@ -84,7 +85,7 @@ func TestRunInteractiveTerminal(t *testing.T) {
 	}()
 	waitFor := func(s string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := patience.Deadline(t)
 		for {
 			mu.Lock()
 			got := screen.String()
@@ -107,8 +108,8 @@ func TestRunInteractiveTerminal(t *testing.T) {
 	go func() {
 		code, err := Run(context.Background(), client, RunOptions{
 			Command: `echo "start:$(stty size)"; read line; ` +
-				`for i in $(seq 100); do s=$(stty size); [ "$s" = "50 120" ] && break; sleep 0.05; done; ` +
-				`echo "size:$s got:$line"; exit 5`,
+				`until [ "$(stty size)" = "50 120" ]; do sleep 0.05; done; ` +
+				`echo "size:$(stty size) got:$line"; exit 5`,
 			TTY:    true,
 			Stdin:  tty,
 			Stdout: tty,
@@ -137,7 +138,7 @@ func TestRunInteractiveTerminal(t *testing.T) {
 		if r.err != nil || r.code != 5 {
 			t.Errorf("Run = %d, %v; want 5, nil", r.code, r.err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("Run did not return after the remote shell exited")
 	}
 	if !canonical(t, int(tty.Fd())) {
@@ -147,7 +148,7 @@ func TestRunInteractiveTerminal(t *testing.T) {
 	// Cancelling (the CLI cancels on SIGINT/SIGTERM/SIGHUP) also restores.
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		code, err := Run(ctx, client, RunOptions{Command: "echo sleeping; sleep 30", TTY: true, Stdin: tty, Stdout: tty})
+		code, err := Run(ctx, client, RunOptions{Command: "echo sleeping; sleep infinity", TTY: true, Stdin: tty, Stdout: tty})
 		done <- result{code, err}
 	}()
 	waitFor("sleeping")
@@ -160,7 +161,7 @@ func TestRunInteractiveTerminal(t *testing.T) {
 		if r.code != ExitConnectionError || r.err != context.Canceled {
 			t.Errorf("cancelled Run = %d, %v; want %d, context.Canceled", r.code, r.err, ExitConnectionError)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("Run did not return after cancel")
 	}
 	if !canonical(t, int(tty.Fd())) {

@@ -1,13 +1,14 @@
 package sshclient
 
 import (
+	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // Every client the tests open is closed, so no keepalive, session or SFTP
 // goroutine may outlive them.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(patience.LeakCheck(m.Run()))
 }

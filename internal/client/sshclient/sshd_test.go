@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
 
@@ -184,7 +185,7 @@ func startSSHD(t *testing.T, o sshdOptions) *sshdServer {
 		}
 	})
 
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := patience.Deadline(t)
 	for {
 		select {
 		case <-exited:
@@ -245,7 +246,7 @@ func (c *cluster) config(t *testing.T) Config {
 		Signer:   c.userCA.userSigner(t, c.login),
 		HostCAs:  []ssh.PublicKey{c.hostCA.pub()},
 		HostName: testHostName,
-		Timeout:  10 * time.Second,
+		Timeout:  patience.Left(t),
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
 )
 
 // TestAuditSubscribeBacklogThenLive subscribes while writers are emitting:
@@ -54,7 +55,7 @@ func TestAuditSubscribeBacklogThenLive(t *testing.T) {
 	}
 	total := backlog + writers*(each+each/10)
 	want := int64(after + 1)
-	timeout := time.After(30 * time.Second)
+	timeout := time.After(patience.Left(t))
 	for want <= int64(total) {
 		select {
 		case ev, ok := <-ch:
@@ -111,7 +112,7 @@ func TestAuditSubscribeEndsOnClose(t *testing.T) {
 		if ok {
 			t.Fatal("event after Close")
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience.Left(t)):
 		t.Fatal("channel not closed by Close")
 	}
 	ctx, cancel := context.WithCancel(t.Context())

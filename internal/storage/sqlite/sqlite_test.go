@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/storage/storagetest"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(patience.LeakCheck(m.Run()))
 }
 
 // openTest opens a backend in a fresh temp dir, closed at cleanup.

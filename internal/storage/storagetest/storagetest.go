@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
@@ -21,9 +22,6 @@ import (
 // call) and configure its expiry reaper to run often (tens of
 // milliseconds), since the suite waits for reaper deletes.
 type Factory func(t *testing.T, now func() time.Time) storage.Backend
-
-// eventTimeout bounds every wait for a watch event or reaper delete.
-const eventTimeout = 10 * time.Second
 
 // epoch is the fake clock's start; far from the real time so a backend
 // that wrongly reads the wall clock fails the TTL tests.
@@ -587,8 +585,8 @@ func recvEvent(e *env, ch <-chan storage.Event) storage.Event {
 			e.t.Fatal("watch channel closed, want an event")
 		}
 		return ev
-	case <-time.After(eventTimeout):
-		e.t.Fatalf("no watch event within %v", eventTimeout)
+	case <-time.After(patience.Left(e.t)):
+		e.t.Fatal("no watch event")
 	}
 	return storage.Event{}
 }
@@ -615,7 +613,7 @@ func expectNoEvent(e *env, ch <-chan storage.Event) {
 // expectClosed drains ch and fails unless it closes in time.
 func expectClosed(e *env, ch <-chan storage.Event) {
 	e.t.Helper()
-	timeout := time.After(eventTimeout)
+	timeout := time.After(patience.Left(e.t))
 	for {
 		select {
 		case _, ok := <-ch:
@@ -623,7 +621,7 @@ func expectClosed(e *env, ch <-chan storage.Event) {
 				return
 			}
 		case <-timeout:
-			e.t.Fatalf("watch channel not closed within %v", eventTimeout)
+			e.t.Fatal("watch channel not closed")
 		}
 	}
 }
