@@ -22,3 +22,7 @@ func CountPasswordChecks(s *Server, n *atomic.Int64) {
 // Checkpoint signs an audit checkpoint now, as the sweeper does every
 // checkpoint interval.
 var Checkpoint = (*Server).checkpoint
+
+// OnMarkedComplete makes s call f between marking a recording complete and
+// auditing its completion.
+func OnMarkedComplete(s *Server, f func(id string)) { s.markedComplete = f }

@@ -53,6 +53,12 @@ func (s *Server) OpenRecordingAt(ctx context.Context, c Caller, id string) (*Rec
 		return nil, recordingErr(err)
 	}
 	ref, ok := refs[id]
+	if !ok && info.Complete {
+		if ref, ok, err = s.refAfterCompletion(ctx, id); err != nil {
+			rc.Close()
+			return nil, err
+		}
+	}
 	var altered error
 	switch {
 	case ok && ref.length != info.Length:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"slices"
 	"sort"
@@ -147,8 +148,14 @@ func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID stri
 	if err != nil {
 		return err
 	}
+	// Marking it complete and auditing the completion are one step for
+	// the readers that find it complete (refAfterCompletion).
+	defer s.completionLock(sessionID)()
 	if err := st.Complete(sessionID, c.NodeID, length, sha, interrupted); err != nil {
 		return recordingErr(err)
+	}
+	if s.markedComplete != nil {
+		s.markedComplete(sessionID)
 	}
 	info, _ := st.Stat(sessionID)
 	ev := audit.Event{Event: EventRecordingComplete, SessionID: sessionID, Success: true, Time: s.now().UTC(),
@@ -316,6 +323,12 @@ func (s *Server) openChecked(ctx context.Context, st *recording.Store, id string
 	}
 	rs := &RecordingStream{Info: *info, r: rc, closer: rc, altered: func(err error) { s.recordingAltered(ctx, id, err) }}
 	ref, ok := refs[id]
+	if !ok && info.Complete {
+		if ref, ok, err = s.refAfterCompletion(ctx, id); err != nil {
+			rc.Close()
+			return nil, err
+		}
+	}
 	switch {
 	case ok:
 		rs.c = recording.NewCheckedReader(rc, id, ref.length, ref.sha256)
@@ -329,6 +342,30 @@ func (s *Server) openChecked(ctx context.Context, st *recording.Store, id string
 		return nil, err
 	}
 	return rs, nil
+}
+
+// completionLock holds the completion of recording id (one of a few
+// stripes of locks, by id) until the returned func is called.
+func (s *Server) completionLock(id string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	m := &s.completing[h.Sum32()%uint32(len(s.completing))]
+	m.Lock()
+	return m.Unlock
+}
+
+// refAfterCompletion looks up the recording.complete of id again once no
+// completion of id is under way: a reader that found the recording marked
+// complete before its completion was audited (the two are not one write)
+// gets the event, not a false alarm.
+func (s *Server) refAfterCompletion(ctx context.Context, id string) (recordingRef, bool, error) {
+	s.completionLock(id)()
+	refs, _, err := s.recordingRefs(ctx, id)
+	if err != nil {
+		return recordingRef{}, false, err
+	}
+	ref, ok := refs[id]
+	return ref, ok, nil
 }
 
 // recordingAltered makes a failed check loud: logged and audited.
