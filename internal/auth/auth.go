@@ -100,8 +100,8 @@ type Server struct {
 	// markedComplete, if set (tests), runs between marking a recording
 	// complete and auditing its completion.
 	markedComplete func(id string)
-	cpPos      audit.ChainPos
-	cpLoaded   bool
+	cpPos          audit.ChainPos
+	cpLoaded       bool
 }
 
 const (
