@@ -93,15 +93,15 @@ type Server struct {
 	checkPassword func(ctx context.Context, hash, password string) (bool, error)
 	// cpPos is the last audit checkpoint this process trusts (cpLoaded:
 	// looked up in the log once); cpMu serializes checkpoints.
-	cpMu sync.Mutex
+	cpMu     sync.Mutex
+	cpPos    audit.ChainPos
+	cpLoaded bool
 	// completing serializes a recording's completion with the reads that
 	// find it complete (completionLock).
 	completing [16]sync.Mutex
 	// markedComplete, if set (tests), runs between marking a recording
 	// complete and auditing its completion.
 	markedComplete func(id string)
-	cpPos          audit.ChainPos
-	cpLoaded       bool
 }
 
 const (
