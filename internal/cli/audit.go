@@ -325,7 +325,7 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 			defer c.Close()
 			if after == 0 {
 				// Start n events back from the end.
-				all, err := lastEvents(cmd.Context(), c, n)
+				all, last, err := lastEvents(cmd.Context(), c, n)
 				if err != nil {
 					return err
 				}
@@ -333,8 +333,9 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 					if err := printEvent(g, format, ev); err != nil {
 						return err
 					}
-					after = ev.Seq
 				}
+				// Follow from the end of the log, even with -n 0.
+				after = last
 				if !follow {
 					return nil
 				}
@@ -353,15 +354,16 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// lastEvents pages through the log and keeps the last n events. It stops
-// at an empty page, whatever page size the server allows.
-func lastEvents(ctx context.Context, c *api.Client, n int) ([]audit.Event, error) {
+// lastEvents pages through the log and keeps the last n events, and the
+// sequence number of the log's last event. It stops at an empty page,
+// whatever page size the server allows.
+func lastEvents(ctx context.Context, c *api.Client, n int) ([]audit.Event, int64, error) {
 	var keep []audit.Event
 	var after int64
 	for {
 		page, err := c.SearchAudit(ctx, audit.Query{AfterSeq: after, Limit: 10000})
 		if err != nil || len(page) == 0 {
-			return keep, err
+			return keep, after, err
 		}
 		keep = append(keep, page...)
 		if len(keep) > n {

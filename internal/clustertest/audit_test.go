@@ -28,6 +28,10 @@ func TestAuditTamperEvidence(t *testing.T) {
 	c := New(t, Options{NoNode: true, DataDir: dir, Auth: service.AuthConfig{AuditSink: service.AuditSinkConfig{File: sinkFile}}})
 	admin := t.TempDir()
 
+	// An event before the tails start.
+	if r := c.Warden(admin, nil, "tokens", "add", "--type", "node"); r.Code != 0 {
+		t.Fatalf("tokens add: %s", r)
+	}
 	// tail -f sees events as they happen: from the last one now in the
 	// log, however late it starts following.
 	existing, err := c.Admin.SearchAudit(context.Background(), audit.Query{Limit: 10000})
@@ -45,6 +49,13 @@ func TestAuditTamperEvidence(t *testing.T) {
 		tailDone <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "--after", last, "-o", "json"},
 			&cli.IO{In: strings.NewReader(""), Out: &tailOut, Err: os.Stderr})
 	}()
+	// tail -f -n 0 shows nothing old: it follows from the end of the log.
+	var tail0Out syncbuf.Buffer
+	tail0Done := make(chan int)
+	go func() {
+		tail0Done <- cli.RunIO(ctx, []string{"--data-dir", dir, "--home", admin, "audit", "tail", "-f", "-n", "0", "-o", "json"},
+			&cli.IO{In: strings.NewReader(""), Out: &tail0Out, Err: os.Stderr})
+	}()
 	for _, name := range []string{"u1", "u2", "u3"} {
 		if r := c.Warden(admin, nil, "users", "add", name, "--roles", "access", "--logins", "x"+name); r.Code != 0 {
 			t.Fatalf("users add: %s", r)
@@ -53,8 +64,19 @@ func TestAuditTamperEvidence(t *testing.T) {
 	waitFor(t, "three user.create events from tail -f", func() bool {
 		return strings.Count(tailOut.String(), `"event":"user.create"`) == 3
 	})
+	waitFor(t, "u3's user.create from tail -f -n 0", func() bool { return strings.Contains(tail0Out.String(), `"xu3"`) })
 	cancel()
 	<-tailDone
+	<-tail0Done
+	for line := range strings.Lines(tail0Out.String()) {
+		var ev audit.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("tail -f -n 0: %v: %q", err, line)
+		}
+		if before, _ := strconv.ParseInt(last, 10, 64); before == 0 || ev.Seq <= before {
+			t.Fatalf("tail -f -n 0 showed event %d, from before it started (the log ended at %s)", ev.Seq, last)
+		}
+	}
 	if last != "0" && strings.Contains(tailOut.String(), `"seq":`+last+`,`) {
 		t.Fatalf("tail -f --after %s showed event %s again: %s", last, last, tailOut.String())
 	}
