@@ -21,7 +21,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/client/sshclient"
-	"github.com/warden-sh/warden/internal/proxy"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // session is the logged-in user's view of the cluster for one command.
@@ -156,8 +156,8 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 // a data connection the proxy splices in the kernel when it offers them,
 // else a direct-tcpip channel on pc.
 func (s *session) dialNode(ctx context.Context, pc *ssh.Client, host string) (net.Conn, error) {
-	conn, err := proxy.DialData(ctx, pc, s.p.Proxy, host)
-	if errors.Is(err, proxy.ErrNoDataConns) {
+	conn, err := tunnel.DialData(ctx, pc, s.p.Proxy, host)
+	if errors.Is(err, tunnel.ErrNoDataConns) {
 		return pc.Dial("tcp", net.JoinHostPort(host, "0"))
 	}
 	return conn, err
@@ -584,7 +584,7 @@ and exits, so no process copies the session's bytes.`,
 			defer s.close()
 			defer pc.Close()
 			if fdpass {
-				conn, err := proxy.DialData(cmd.Context(), pc, s.p.Proxy, host)
+				conn, err := tunnel.DialData(cmd.Context(), pc, s.p.Proxy, host)
 				if err != nil {
 					return refuseSSH(g.io, fdpass, fmt.Errorf("cannot reach %s through the proxy: %w", host, err))
 				}
@@ -650,7 +650,7 @@ const refusalDrainTimeout = 30 * time.Second
 // exits with status 1. Where the refusal cannot reach ssh (not run by
 // ssh), the error is returned as it is.
 func refuseSSH(stdio *IO, fdpass bool, cause error) error {
-	stream := proxy.RefusalStream("warden: " + userMessage(cause))
+	stream := tunnel.RefusalStream("warden: " + userMessage(cause))
 	if fdpass {
 		if err := passRefusal(stdio.Out, stream); err != nil {
 			return cause

@@ -14,6 +14,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // expiryGrace is how long after certificate expiry the proxy closes a
@@ -71,7 +72,7 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 	busy := fmt.Sprintf("too many concurrent connections (max %d)", s.cfg.MaxChannelsPerConn)
 	go func() {
 		for req := range reqs {
-			if req.Type != RequestDial {
+			if req.Type != tunnel.RequestDial {
 				if req.WantReply {
 					_ = req.Reply(false, nil)
 				}
@@ -107,7 +108,7 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 // route checks the user against the current state, resolves a target
 // among the nodes their current roles may see, and checks locks: the node,
 // its tunnel and the connection's lock subject, or an error for the user.
-func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *tunnel, lock.Subject, error) {
+func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *nodeTunnel, lock.Subject, error) {
 	target, err := ParseTarget(host)
 	if err != nil {
 		return nil, nil, lock.Subject{}, err
@@ -212,7 +213,7 @@ const refusalLinger = 10 * time.Second
 
 // refuseChannel answers a jump (direct-tcpip) the proxy refuses as the
 // node's SSH server would refuse the client: it accepts the channel and
-// sends, inside it, a disconnect with the reason (RefusalStream). The
+// sends, inside it, a disconnect with the reason (tunnel.RefusalStream). The
 // user's ssh prints "Received disconnect from ...: warden: REASON". A
 // rejected channel would show the reason too, but buried under the complaints
 // of both ssh processes of `ssh -J` ("stdio forwarding failed",
@@ -224,7 +225,7 @@ func refuseChannel(nc ssh.NewChannel, reason string) {
 	}
 	go ssh.DiscardRequests(reqs)
 	defer ch.Close()
-	if _, err := ch.Write(RefusalStream("warden: " + reason)); err != nil {
+	if _, err := ch.Write(tunnel.RefusalStream("warden: " + reason)); err != nil {
 		return
 	}
 	// The client reads it and hangs up. Ending the channel first could

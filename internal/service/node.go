@@ -21,8 +21,8 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/node"
-	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // NodeAgentConfig configures a node agent.
@@ -185,7 +185,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		proxy.RunAgent(runCtx, proxy.AgentConfig{
+		tunnel.DialAndServe(runCtx, tunnel.Config{
 			Addr:   a.proxyAddr(),
 			Signer: a.host,
 			HostCAs: func() []ssh.PublicKey {
@@ -194,7 +194,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 				cas, _ := ParseAuthorizedKeys(a.id.HostCAs)
 				return cas
 			},
-			Heartbeat:         func() proxy.Heartbeat { return proxy.Heartbeat{Labels: a.labels(), Version: api.Version} },
+			Heartbeat:         func() tunnel.Heartbeat { return tunnel.Heartbeat{Labels: a.labels(), Version: api.Version} },
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			Handle:            a.srv.HandleConn,
 			NoDialBack:        cfg.TunnelOnly,
