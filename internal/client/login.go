@@ -13,7 +13,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
 )
 
 // LoginOptions are the inputs of Login.
@@ -80,7 +80,7 @@ func writePins(dir string, m map[string]string) error {
 	if err != nil {
 		return err
 	}
-	return service.WriteFileAtomic(filepath.Join(dir, filePins), data, 0o600)
+	return idfile.WriteAtomic(filepath.Join(dir, filePins), data, 0o600)
 }
 
 // Login authenticates and stores a new profile. The private key is made
@@ -155,8 +155,8 @@ func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, passw
 func AdminClient(dataDir, profileDir string) (*api.Client, string, error) {
 	var noAdmin error
 	if dataDir != "" {
-		path := service.AdminIdentityPath(dataDir)
-		id, err := service.ReadIdentityFile(path)
+		path := idfile.AdminPath(dataDir)
+		id, err := idfile.Read(path)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			noAdmin = fmt.Errorf("no local admin identity in %s (admin commands on the auth host use the data directory of "+

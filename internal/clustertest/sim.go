@@ -13,7 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
@@ -54,7 +54,7 @@ func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[strin
 		if err != nil {
 			t.Fatalf("join %s: %v", name, err)
 		}
-		id := service.IdentityFile{PrivateKey: "", SSHCert: resp.SSHCert}
+		id := idfile.File{PrivateKey: "", SSHCert: resp.SSHCert}
 		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(id.SSHCert))
 		if err != nil {
 			t.Fatal(err)
@@ -63,7 +63,7 @@ func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[strin
 		if err != nil {
 			t.Fatal(err)
 		}
-		cas, err := service.ParseAuthorizedKeys(resp.HostCAs)
+		cas, err := idfile.ParseAuthorizedKeys(resp.HostCAs)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/service"
 )
 
@@ -141,7 +142,7 @@ func TestNodeCannotForgeAuditEvents(t *testing.T) {
 	ctx := context.Background()
 	var dataDir string
 	c.StartNode("web2", nil, func(cfg *service.NodeAgentConfig) { dataDir = cfg.DataDir })
-	id, err := service.ReadIdentityFile(filepath.Join(dataDir, "identity.json"))
+	id, err := idfile.Read(filepath.Join(dataDir, "identity.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/tunnel"
@@ -54,7 +55,7 @@ type NodeAgent struct {
 	log     *slog.Logger
 	idPath  string
 	mu      sync.Mutex
-	id      *IdentityFile
+	id      *idfile.File
 	tlsCert atomic.Pointer[tls.Certificate]
 	userCAs atomic.Pointer[[]ssh.PublicKey]
 	host    *swapSigner
@@ -83,7 +84,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
 	a := &NodeAgent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
-	id, err := ReadIdentityFile(a.idPath)
+	id, err := idfile.Read(a.idPath)
 	switch {
 	case err == nil:
 		a.log.Info("loaded node identity", "node_id", id.NodeID)
@@ -138,7 +139,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 	go func() { defer a.wg.Done(); a.watchStaleness(runCtx) }()
 
-	a.authz = &authorizer{nodeName: id.nodeName(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
+	a.authz = &authorizer{nodeName: id.Node(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
 	if a.authz.maxStale <= 0 {
 		a.authz.maxStale = DefaultLockStaleness
 	}
@@ -155,7 +156,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		Authorizer:  a.authz,
 		JoinPolicy:  a.authz.canJoin,
 		Audit:       a.events,
-		NodeName:    id.nodeName(),
+		NodeName:    id.Node(),
 		NodeID:      id.NodeID,
 		Logger:      a.log,
 
@@ -191,7 +192,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 			HostCAs: func() []ssh.PublicKey {
 				a.mu.Lock()
 				defer a.mu.Unlock()
-				cas, _ := ParseAuthorizedKeys(a.id.HostCAs)
+				cas, _ := idfile.ParseAuthorizedKeys(a.id.HostCAs)
 				return cas
 			},
 			Heartbeat:         func() tunnel.Heartbeat { return tunnel.Heartbeat{Labels: a.labels(), Version: api.Version} },
@@ -202,15 +203,8 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 			Logger:            a.log,
 		})
 	}()
-	a.log.Info("node started", "name", id.nodeName(), "node_id", id.NodeID, "direct_addr", a.Addr())
+	a.log.Info("node started", "name", id.Node(), "node_id", id.NodeID, "direct_addr", a.Addr())
 	return a, nil
-}
-
-func (f *IdentityFile) nodeName() string {
-	if f.NodeName != "" {
-		return f.NodeName
-	}
-	return f.NodeID
 }
 
 func (a *NodeAgent) proxyAddr() string {
@@ -220,7 +214,7 @@ func (a *NodeAgent) proxyAddr() string {
 	return a.id.ProxyAddr
 }
 
-func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
+func (a *NodeAgent) join(ctx context.Context) (*idfile.File, error) {
 	token, pin := a.cfg.Token, a.cfg.CAPin
 	if token == "" && a.cfg.TokenFile != "" {
 		b, err := os.ReadFile(a.cfg.TokenFile)
@@ -255,7 +249,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	if pin != "" && !strings.EqualFold(ping.TLSCAFingerprint, pin) {
 		return nil, fmt.Errorf("the proxy at %s presented CA %s, which does not match --ca-pin %s: refusing to join", a.cfg.ProxyAddr, ping.TLSCAFingerprint, pin)
 	}
-	tmp := &IdentityFile{TLSCA: ping.TLSCA}
+	tmp := &idfile.File{TLSCA: ping.TLSCA}
 	pool, err := tmp.RootCAs()
 	if err != nil {
 		return nil, err
@@ -265,7 +259,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, priv, err := NewPrivateKey()
+	keyPEM, priv, err := idfile.NewPrivateKey()
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +276,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
-	id := &IdentityFile{Kind: "node", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
+	id := &idfile.File{Kind: "node", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
 		PrivateKey: keyPEM, SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA,
 		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}
 	if err := id.Write(a.idPath); err != nil {
@@ -292,7 +286,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	return id, nil
 }
 
-func (a *NodeAgent) setIdentity(id *IdentityFile) error {
+func (a *NodeAgent) setIdentity(id *idfile.File) error {
 	signer, _, err := id.CertSigner()
 	if err != nil {
 		return err
@@ -301,7 +295,7 @@ func (a *NodeAgent) setIdentity(id *IdentityFile) error {
 	if err != nil {
 		return err
 	}
-	cas, err := ParseAuthorizedKeys(id.UserCAs)
+	cas, err := idfile.ParseAuthorizedKeys(id.UserCAs)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auditsink"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
@@ -56,10 +57,6 @@ type Process struct {
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 }
-
-// AdminIdentityPath is where the auth service writes the local admin
-// identity used by admin commands on the same machine.
-func AdminIdentityPath(dataDir string) string { return filepath.Join(dataDir, "admin-identity.json") }
 
 // Start starts the configured services and returns once they serve.
 func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error) {
@@ -308,7 +305,7 @@ var TLS12CipherSuites = []uint16{
 }
 
 func (p *Process) writeAdminIdentity(public string) error {
-	keyPEM, priv, err := NewPrivateKey()
+	keyPEM, priv, err := idfile.NewPrivateKey()
 	if err != nil {
 		return err
 	}
@@ -316,9 +313,9 @@ func (p *Process) writeAdminIdentity(public string) error {
 	if err != nil {
 		return err
 	}
-	f := &IdentityFile{Kind: "admin", ProxyAddr: public, Cluster: p.cfg.ClusterName, PrivateKey: keyPEM,
+	f := &idfile.File{Kind: "admin", ProxyAddr: public, Cluster: p.cfg.ClusterName, PrivateKey: keyPEM,
 		TLSCert: pemCert(der), TLSCA: string(p.auth.Authority().TLSCAPEM())}
-	return f.Write(AdminIdentityPath(p.cfg.DataDir))
+	return f.Write(idfile.AdminPath(p.cfg.DataDir))
 }
 
 // localJoin creates a single-use join token for the in-process node.
