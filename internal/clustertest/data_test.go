@@ -20,8 +20,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
-	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
@@ -93,7 +93,7 @@ func TestSessionDataPaths(t *testing.T) {
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NoNode: true})
 	c.StartNode("web1", nil)
-	c.StartNode("legacy1", nil, func(cfg *service.NodeAgentConfig) { cfg.TunnelOnly = true })
+	c.StartNode("legacy1", nil, func(cfg *nodeagent.Config) { cfg.TunnelOnly = true })
 	c.WaitForNodes(2)
 	u := c.AddUser("alice", []string{"access"}, []string{osLogin})
 	home := c.Login(u)

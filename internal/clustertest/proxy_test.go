@@ -24,6 +24,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/service"
@@ -393,7 +394,7 @@ func TestManySimulatedNodes(t *testing.T) {
 func TestNodeRenewsCertificates(t *testing.T) {
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NoNode: true, Auth: service.AuthConfig{NodeCertTTL: 8 * time.Second}})
-	n := c.StartNode("renewer", nil, func(cfg *service.NodeAgentConfig) { cfg.RenewCheckInterval = 500 * time.Millisecond })
+	n := c.StartNode("renewer", nil, func(cfg *nodeagent.Config) { cfg.RenewCheckInterval = 500 * time.Millisecond })
 	c.WaitForNodes(1)
 	u := c.AddUser("rn", []string{"access"}, []string{osLogin})
 	home := c.Login(u)

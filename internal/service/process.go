@@ -24,6 +24,7 @@ import (
 	"github.com/warden-sh/warden/internal/auditsink"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
@@ -42,7 +43,7 @@ type Process struct {
 	proxy    *proxy.Server
 	metrics  *prometheus.Registry
 	notifier *notify.Notifier
-	node     *NodeAgent
+	node     *nodeagent.Agent
 	// ready is set once every service started (/readyz).
 	ready    atomic.Bool
 	wg       sync.WaitGroup
@@ -88,8 +89,8 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 		if cfg.Has(Auth) && ncfg.ProxyAddr == "" {
 			ncfg.ProxyAddr = p.ProxyAddr()
 		}
-		agent, err := StartNode(ctx, NodeAgentConfig{
-			NodeConfig:  ncfg,
+		agent, err := nodeagent.Start(ctx, nodeagent.Config{
+			Settings:    ncfg,
 			DataDir:     filepath.Join(cfg.DataDir, "node"),
 			Logger:      log.With("service", "node"),
 			LocalAuth:   p.localJoin,
@@ -342,7 +343,7 @@ func (p *Process) ProxyAddr() string {
 }
 
 // Node returns the node agent (nil if not running).
-func (p *Process) Node() *NodeAgent { return p.node }
+func (p *Process) Node() *nodeagent.Agent { return p.node }
 
 // Wait blocks until ctx ends or a service fails.
 func (p *Process) Wait(ctx context.Context) error {

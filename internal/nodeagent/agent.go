@@ -1,4 +1,9 @@
-package service
+// Package nodeagent is everything a node runs around its SSH server
+// (internal/node): join and identity, certificate renewal, the reverse
+// tunnel to the proxy (via tunnel), labels, the watch of roles and locks and
+// the node's access decision, continuous verification of live sessions, the
+// audit event journal and forwarding, and the recording spool's upload.
+package nodeagent
 
 import (
 	"context"
@@ -26,9 +31,45 @@ import (
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
-// NodeAgentConfig configures a node agent.
-type NodeAgentConfig struct {
-	NodeConfig
+// Settings are the node agent's part of the configuration (the node:
+// section of the config file).
+type Settings struct {
+	// Listen, if set, also serves SSH directly on this address (direct
+	// mode). By default a node opens no port: it is reached only through
+	// its reverse tunnel to the proxy.
+	Listen string `yaml:"listen"`
+	// Name defaults to the host name.
+	Name   string            `yaml:"name"`
+	Labels map[string]string `yaml:"labels"`
+	// Commands are dynamic labels.
+	Commands []LabelCommand `yaml:"commands"`
+	// ProxyAddr is the proxy to join and report to (not needed when the
+	// node runs with auth and proxy in one process).
+	ProxyAddr string `yaml:"proxy"`
+	// Token is the join token (first start only). A command line shows it
+	// to everyone on the machine (ps): prefer TokenFile, or WARDEN_TOKEN.
+	Token string `yaml:"token"`
+	// TokenFile holds the join token (read at the first start only; it may
+	// be deleted once the node has joined).
+	TokenFile string `yaml:"token_file"`
+	// CAPin is the expected "sha256:..." fingerprint of the cluster TLS CA.
+	CAPin string `yaml:"ca_pin"`
+	// Insecure skips CA pinning on join (tests only).
+	Insecure bool `yaml:"insecure"`
+	// TunnelOnly carries every session inside the reverse tunnel instead of
+	// a separate data connection per session that the node dials out to
+	// the proxy. Slower (session bytes are encrypted twice); for networks
+	// that allow the node only one connection to the proxy.
+	TunnelOnly bool `yaml:"tunnel_only"`
+	// SessionCgroups is "auto" (the default: each session's processes in a
+	// cgroup of their own where the node can create one, so that revoking
+	// access kills every process the session started) or "off".
+	SessionCgroups string `yaml:"session_cgroups"`
+}
+
+// Config configures a node agent.
+type Config struct {
+	Settings
 	// DataDir holds the node identity.
 	DataDir string
 	Logger  *slog.Logger
@@ -48,10 +89,10 @@ type NodeAgentConfig struct {
 	LockStaleness time.Duration
 }
 
-// NodeAgent is a joined node: its SSH server plus the loops that keep it in
+// Agent is a joined node: its SSH server plus the loops that keep it in
 // touch with auth (heartbeats, role watch, certificate renewal, audit).
-type NodeAgent struct {
-	cfg     NodeAgentConfig
+type Agent struct {
+	cfg     Config
 	log     *slog.Logger
 	idPath  string
 	mu      sync.Mutex
@@ -75,15 +116,15 @@ type NodeAgent struct {
 	tunnelUp atomic.Bool
 }
 
-// StartNode joins (first start) or loads the node identity and serves SSH.
-func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
+// Start joins (first start) or loads the node identity and serves SSH.
+func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
-	a := &NodeAgent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
+	a := &Agent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
 	id, err := idfile.Read(a.idPath)
 	switch {
 	case err == nil:
@@ -207,14 +248,14 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	return a, nil
 }
 
-func (a *NodeAgent) proxyAddr() string {
+func (a *Agent) proxyAddr() string {
 	if a.cfg.ProxyAddr != "" {
 		return a.cfg.ProxyAddr
 	}
 	return a.id.ProxyAddr
 }
 
-func (a *NodeAgent) join(ctx context.Context) (*idfile.File, error) {
+func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	token, pin := a.cfg.Token, a.cfg.CAPin
 	if token == "" && a.cfg.TokenFile != "" {
 		b, err := os.ReadFile(a.cfg.TokenFile)
@@ -286,7 +327,7 @@ func (a *NodeAgent) join(ctx context.Context) (*idfile.File, error) {
 	return id, nil
 }
 
-func (a *NodeAgent) setIdentity(id *idfile.File) error {
+func (a *Agent) setIdentity(id *idfile.File) error {
 	signer, _, err := id.CertSigner()
 	if err != nil {
 		return err
@@ -314,10 +355,10 @@ func (a *NodeAgent) setIdentity(id *idfile.File) error {
 	return nil
 }
 
-func (a *NodeAgent) labels() map[string]string { return a.dyn.get() }
+func (a *Agent) labels() map[string]string { return a.dyn.get() }
 
 // maintain renews certificates before they expire.
-func (a *NodeAgent) maintain(ctx context.Context) {
+func (a *Agent) maintain(ctx context.Context) {
 	every := a.cfg.RenewCheckInterval
 	if every <= 0 {
 		every = time.Minute
@@ -336,7 +377,7 @@ func (a *NodeAgent) maintain(ctx context.Context) {
 	}
 }
 
-func (a *NodeAgent) renewIfDue(ctx context.Context) error {
+func (a *Agent) renewIfDue(ctx context.Context) error {
 	a.mu.Lock()
 	id := a.id
 	a.mu.Unlock()
@@ -371,7 +412,7 @@ func (a *NodeAgent) renewIfDue(ctx context.Context) error {
 }
 
 // Addr returns the node's SSH address.
-func (a *NodeAgent) Addr() string {
+func (a *Agent) Addr() string {
 	if a.ln == nil {
 		return ""
 	}
@@ -379,13 +420,13 @@ func (a *NodeAgent) Addr() string {
 }
 
 // TunnelUp reports whether the reverse tunnel is connected.
-func (a *NodeAgent) TunnelUp() bool { return a.tunnelUp.Load() }
+func (a *Agent) TunnelUp() bool { return a.tunnelUp.Load() }
 
 // ID returns the node id.
-func (a *NodeAgent) ID() string { return a.id.NodeID }
+func (a *Agent) ID() string { return a.id.NodeID }
 
 // Close stops the node.
-func (a *NodeAgent) Close() error {
+func (a *Agent) Close() error {
 	if a.srv != nil {
 		a.srv.Close()
 	}
