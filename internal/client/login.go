@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/api"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // LoginOptions are the inputs of Login.
@@ -101,10 +101,10 @@ func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Login(ctx, auth.LoginRequest{User: opt.User, Password: opt.Password, OTP: opt.OTP,
+	resp, err := c.Login(ctx, wire.LoginRequest{User: opt.User, Password: opt.Password, OTP: opt.OTP,
 		PublicKey: strings.TrimSpace(string(marshalPub(pub))), TTL: opt.TTL})
 	if err != nil {
-		if errors.Is(err, auth.ErrUnauthenticated) {
+		if errors.Is(err, wire.ErrUnauthenticated) {
 			return nil, fmt.Errorf("login failed: %v", err)
 		}
 		return nil, err
@@ -130,7 +130,7 @@ func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, passw
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.CompleteSignup(ctx, auth.SignupRequest{Token: token, Password: password, OTP: otp,
+	resp, err := c.CompleteSignup(ctx, wire.SignupRequest{Token: token, Password: password, OTP: otp,
 		PublicKey: strings.TrimSpace(string(marshalPub(pub)))})
 	if err != nil {
 		return nil, err

@@ -18,8 +18,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/api"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Profile is the logged-in state of the CLI.
@@ -176,7 +176,7 @@ func Logout(dir string) error {
 }
 
 // save writes the profile and its key material (all 0600, dir 0700).
-func save(dir string, p *Profile, keyPEM []byte, pub ssh.PublicKey, resp *auth.LoginResponse) error {
+func save(dir string, p *Profile, keyPEM []byte, pub ssh.PublicKey, resp *wire.LoginResponse) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/tunnel"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Settings are the node agent's part of the configuration (the node:
@@ -312,7 +313,7 @@ func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	if host == "" {
 		host = a.cfg.Name
 	}
-	resp, err := c.JoinNode(ctx, auth.JoinRequest{Token: token, Name: a.cfg.Name, Hostname: host,
+	resp, err := c.JoinNode(ctx, wire.JoinRequest{Token: token, Name: a.cfg.Name, Hostname: host,
 		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))})
 	if err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
