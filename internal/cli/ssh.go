@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/client/sshclient"
+	"github.com/warden-sh/warden/internal/target"
 	"github.com/warden-sh/warden/internal/tunnel"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -47,21 +48,18 @@ func (g *globals) session() (*session, error) {
 
 func (s *session) close() { s.api.Close() }
 
-// resolveNode finds the one node the user means by name or id.
+// resolveNode finds the one node the user means by name, id or label
+// (target.ParseHost).
 func (s *session) resolveNode(ctx context.Context, name string) (*wire.Node, error) {
+	tg, err := target.ParseHost(name)
+	if err != nil {
+		return nil, err
+	}
 	nodes, err := s.api.ListNodes(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
-	var byName []wire.Node
-	for _, n := range nodes {
-		if n.ID == name {
-			return &n, nil
-		}
-		if n.Name == name || n.Hostname == name {
-			byName = append(byName, n)
-		}
-	}
+	byName := tg.Match(nodes)
 	switch len(byName) {
 	case 1:
 		return &byName[0], nil
@@ -268,12 +266,12 @@ forwards until interrupted.`,
 			"  warden ssh -N -L 5432:localhost:5432 dev@db1   # then: psql -h 127.0.0.1",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target := args[0]
 			cmdLine := strings.Join(args[1:], " ")
-			l, host, _, err := sshclient.ParseTarget(target)
+			tg, err := target.Parse(args[0])
 			if err != nil {
 				return err
 			}
+			l, host := tg.Login, tg.String()
 			switch {
 			case noCommand && len(forwardSpecs) == 0:
 				return errors.New("-N runs no command: give at least one -L to forward")

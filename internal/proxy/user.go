@@ -14,6 +14,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/target"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
@@ -109,7 +110,7 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 // among the nodes their current roles may see, and checks locks: the node,
 // its tunnel and the connection's lock subject, or an error for the user.
 func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *nodeTunnel, lock.Subject, error) {
-	target, err := ParseTarget(host)
+	tg, err := target.ParseHost(host)
 	if err != nil {
 		return nil, nil, lock.Subject{}, err
 	}
@@ -119,7 +120,7 @@ func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Nod
 	if err != nil {
 		return nil, nil, lock.Subject{}, errors.New(lockMessage(err))
 	}
-	node, err := s.resolve(ctx, caller, target)
+	node, err := s.resolve(ctx, caller, tg)
 	if err != nil {
 		return nil, nil, lock.Subject{}, err
 	}
@@ -173,24 +174,12 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 
 // resolve finds the one node, among those the caller may access, that the
 // target names.
-func (s *Server) resolve(ctx context.Context, caller auth.Caller, t Target) (*auth.Node, error) {
+func (s *Server) resolve(ctx context.Context, caller auth.Caller, t target.Target) (*auth.Node, error) {
 	nodes, err := s.cfg.Directory.ListNodes(ctx, caller, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list nodes: %v", err)
 	}
-	var matches []auth.Node
-	for _, n := range nodes {
-		switch {
-		case t.LabelKey != "":
-			if v, ok := n.Labels[t.LabelKey]; ok && v == t.LabelValue {
-				matches = append(matches, n)
-			}
-		case n.ID == t.Node:
-			return &n, nil
-		case n.Name == t.Node || n.Hostname == t.Node:
-			matches = append(matches, n)
-		}
-	}
+	matches := t.Match(nodes)
 	switch len(matches) {
 	case 1:
 		return &matches[0], nil
