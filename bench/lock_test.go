@@ -25,8 +25,8 @@ import (
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/node"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
-	"github.com/warden-sh/warden/internal/service"
 )
 
 // startProfile starts a CPU profile into path (nothing if path is empty)
@@ -105,10 +105,10 @@ func BenchmarkLockFanout(b *testing.B) {
 	// Real node agents, joined with tokens, each with its tunnel, watch and
 	// SSH server.
 	start := time.Now()
-	agents := make([]*service.NodeAgent, n)
+	agents := make([]*nodeagent.Agent, n)
 	inParallel(n, func(i int) {
 		agents[i] = c.StartNode(fmt.Sprintf("lk-%04d", i), map[string]string{"fleet": "bench"},
-			func(cfg *service.NodeAgentConfig) { cfg.HeartbeatInterval = 30 * time.Second })
+			func(cfg *nodeagent.Config) { cfg.HeartbeatInterval = 30 * time.Second })
 	})
 	c.WaitForNodes(n)
 	b.Logf("%d node agents joined and connected in %s", n, time.Since(start).Round(time.Millisecond))
@@ -190,7 +190,7 @@ spec:
 // session's lock-to-end time in milliseconds, and the time from removing
 // the lock to the first successful ssh. With profile set, the fan-out is
 // profiled into it.
-func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*service.NodeAgent, user, role, forward, profile string) ([]float64, time.Duration) {
+func lockFanout(b *testing.B, c *clustertest.Cluster, agents []*nodeagent.Agent, user, role, forward, profile string) ([]float64, time.Duration) {
 	ctx := context.Background()
 	n := len(agents)
 	u := c.AddUser(user, []string{role}, []string{osUser})

@@ -22,10 +22,10 @@ import (
 
 	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Fingerprint returns "sha256:<hex>" of a DER certificate.
@@ -174,21 +174,21 @@ func (p *PingResponse) checkCA() error {
 }
 
 // Login authenticates with password and TOTP.
-func (c *Client) Login(ctx context.Context, req auth.LoginRequest) (*auth.LoginResponse, error) {
-	var out auth.LoginResponse
+func (c *Client) Login(ctx context.Context, req wire.LoginRequest) (*wire.LoginResponse, error) {
+	var out wire.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/login", req, &out)
 }
 
 // BeginSignup starts a signup with an invite token.
-func (c *Client) BeginSignup(ctx context.Context, token string) (*auth.SignupChallenge, error) {
-	var out auth.SignupChallenge
-	return &out, c.do(ctx, http.MethodPost, "/v1/signup/begin", auth.SignupRequest{Token: token}, &out)
+func (c *Client) BeginSignup(ctx context.Context, token string) (*wire.SignupChallenge, error) {
+	var out wire.SignupChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/signup/begin", wire.SignupRequest{Token: token}, &out)
 }
 
 // CompleteSignup sets the password and confirms TOTP. With req.PublicKey it
 // also logs in and returns certificates for that key (else nil).
-func (c *Client) CompleteSignup(ctx context.Context, req auth.SignupRequest) (*auth.LoginResponse, error) {
-	var out *auth.LoginResponse
+func (c *Client) CompleteSignup(ctx context.Context, req wire.SignupRequest) (*wire.LoginResponse, error) {
+	var out *wire.LoginResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/signup/complete", req, &out); err != nil {
 		return nil, err
 	}
@@ -196,8 +196,8 @@ func (c *Client) CompleteSignup(ctx context.Context, req auth.SignupRequest) (*a
 }
 
 // JoinNode joins a node with a token.
-func (c *Client) JoinNode(ctx context.Context, req auth.JoinRequest) (*auth.JoinResponse, error) {
-	var out auth.JoinResponse
+func (c *Client) JoinNode(ctx context.Context, req wire.JoinRequest) (*wire.JoinResponse, error) {
+	var out wire.JoinResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/nodes/join", req, &out)
 }
 
@@ -208,14 +208,14 @@ func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
 }
 
 // RenewNodeCerts renews a node's certificates for a (new) public key.
-func (c *Client) RenewNodeCerts(ctx context.Context, publicKey string) (*auth.Certs, error) {
-	var out auth.Certs
+func (c *Client) RenewNodeCerts(ctx context.Context, publicKey string) (*wire.Certs, error) {
+	var out wire.Certs
 	return &out, c.do(ctx, http.MethodPost, "/v1/nodes/renew", renewRequest{PublicKey: publicKey}, &out)
 }
 
 // ListNodes lists nodes the caller may access.
-func (c *Client) ListNodes(ctx context.Context, labels map[string]string) ([]auth.Node, error) {
-	var out []auth.Node
+func (c *Client) ListNodes(ctx context.Context, labels map[string]string) ([]wire.Node, error) {
+	var out []wire.Node
 	return out, c.do(ctx, http.MethodGet, nodesPath(labels), nil, &out)
 }
 
@@ -292,14 +292,14 @@ func (c *Client) Watch(ctx context.Context, fn func(WatchEvent)) error {
 }
 
 // CreateUser adds a user and returns the invite.
-func (c *Client) CreateUser(ctx context.Context, req auth.CreateUserRequest) (*auth.InviteResult, error) {
-	var out auth.InviteResult
+func (c *Client) CreateUser(ctx context.Context, req wire.CreateUserRequest) (*wire.InviteResult, error) {
+	var out wire.InviteResult
 	return &out, c.do(ctx, http.MethodPost, "/v1/users", req, &out)
 }
 
 // ListUsers lists users.
-func (c *Client) ListUsers(ctx context.Context) ([]auth.UserInfo, error) {
-	var out []auth.UserInfo
+func (c *Client) ListUsers(ctx context.Context) ([]wire.UserInfo, error) {
+	var out []wire.UserInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/users", nil, &out)
 }
 
@@ -309,14 +309,14 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 }
 
 // UpdateUser sets a user's roles.
-func (c *Client) UpdateUser(ctx context.Context, name string, req auth.UpdateUserRequest) (*auth.UserInfo, error) {
-	var out auth.UserInfo
+func (c *Client) UpdateUser(ctx context.Context, name string, req wire.UpdateUserRequest) (*wire.UserInfo, error) {
+	var out wire.UserInfo
 	return &out, c.do(ctx, http.MethodPatch, "/v1/users/"+url.PathEscape(name), req, &out)
 }
 
 // ResetUser issues a new invite for a user.
-func (c *Client) ResetUser(ctx context.Context, name string) (*auth.InviteResult, error) {
-	var out auth.InviteResult
+func (c *Client) ResetUser(ctx context.Context, name string) (*wire.InviteResult, error) {
+	var out wire.InviteResult
 	return &out, c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/reset", nil, &out)
 }
 
@@ -343,14 +343,14 @@ func (c *Client) DeleteRole(ctx context.Context, name string) error {
 }
 
 // CreateToken creates a join token.
-func (c *Client) CreateToken(ctx context.Context, req auth.CreateTokenRequest) (*auth.TokenResult, error) {
-	var out auth.TokenResult
+func (c *Client) CreateToken(ctx context.Context, req wire.CreateTokenRequest) (*wire.TokenResult, error) {
+	var out wire.TokenResult
 	return &out, c.do(ctx, http.MethodPost, "/v1/tokens", req, &out)
 }
 
 // ListTokens lists join tokens.
-func (c *Client) ListTokens(ctx context.Context) ([]auth.Token, error) {
-	var out []auth.Token
+func (c *Client) ListTokens(ctx context.Context) ([]wire.Token, error) {
+	var out []wire.Token
 	return out, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
 }
 
@@ -363,8 +363,8 @@ func (c *Client) DeleteToken(ctx context.Context, id string) error {
 func (c *Client) Addr() string { return strings.TrimPrefix(c.base, "https://") }
 
 // CreateLock locks a target.
-func (c *Client) CreateLock(ctx context.Context, req auth.CreateLockRequest) (*auth.CreateLockResult, error) {
-	var out auth.CreateLockResult
+func (c *Client) CreateLock(ctx context.Context, req wire.CreateLockRequest) (*wire.CreateLockResult, error) {
+	var out wire.CreateLockResult
 	return &out, c.do(ctx, http.MethodPost, "/v1/locks", req, &out)
 }
 
@@ -380,13 +380,13 @@ func (c *Client) DeleteLock(ctx context.Context, id string) error {
 }
 
 // ListSessions lists live sessions.
-func (c *Client) ListSessions(ctx context.Context) ([]auth.LiveSession, error) {
-	var out []auth.LiveSession
+func (c *Client) ListSessions(ctx context.Context) ([]wire.LiveSession, error) {
+	var out []wire.LiveSession
 	return out, c.do(ctx, http.MethodGet, "/v1/sessions", nil, &out)
 }
 
 // CreateAccessRequest files an access request.
-func (c *Client) CreateAccessRequest(ctx context.Context, in auth.CreateAccessRequest) (*access.Request, error) {
+func (c *Client) CreateAccessRequest(ctx context.Context, in wire.CreateAccessRequest) (*access.Request, error) {
 	var out access.Request
 	return &out, c.do(ctx, http.MethodPost, "/v1/access_requests", in, &out)
 }
@@ -416,8 +416,8 @@ func (c *Client) RevokeAccessRequest(ctx context.Context, id, reason string) (*a
 }
 
 // UseAccessRequest returns certificates carrying the request.
-func (c *Client) UseAccessRequest(ctx context.Context, id, publicKey string) (*auth.LoginResponse, error) {
-	var out auth.LoginResponse
+func (c *Client) UseAccessRequest(ctx context.Context, id, publicKey string) (*wire.LoginResponse, error) {
+	var out wire.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/access_requests/"+url.PathEscape(id)+"/use", renewRequest{PublicKey: publicKey}, &out)
 }
 
@@ -481,8 +481,8 @@ func (c *Client) ListRecordings(ctx context.Context, user, node string, since ti
 }
 
 // SearchRecordings searches recordings' output and typed input.
-func (c *Client) SearchRecordings(ctx context.Context, text string, limit int) ([]auth.RecordingMatch, error) {
-	var out []auth.RecordingMatch
+func (c *Client) SearchRecordings(ctx context.Context, text string, limit int) ([]wire.RecordingMatch, error) {
+	var out []wire.RecordingMatch
 	return out, c.do(ctx, http.MethodGet, "/v1/recordings/search?"+url.Values{"text": {text}, "limit": {strconv.Itoa(limit)}}.Encode(), nil, &out)
 }
 
@@ -546,7 +546,7 @@ func (c *Client) OpenRecording(ctx context.Context, id string) (*RecordingBody, 
 
 // VerifyRecordings checks recordings (all when ids is empty) against the
 // hashes recorded when they completed.
-func (c *Client) VerifyRecordings(ctx context.Context, ids []string) ([]auth.RecordingCheck, error) {
+func (c *Client) VerifyRecordings(ctx context.Context, ids []string) ([]wire.RecordingCheck, error) {
 	// Reading every recording takes long: the streaming client, bounded.
 	ctx, cancel := context.WithTimeout(ctx, 6*time.Hour)
 	defer cancel()
@@ -555,7 +555,7 @@ func (c *Client) VerifyRecordings(ctx context.Context, ids []string) ([]auth.Rec
 		return nil, err
 	}
 	defer body.Close()
-	var out []auth.RecordingCheck
+	var out []wire.RecordingCheck
 	return out, json.NewDecoder(io.LimitReader(body, 64<<20)).Decode(&out)
 }
 

@@ -1,9 +1,11 @@
 // Package archtest keeps the architecture visible: core packages stay free
-// of HTTP, SQL, storage and transport dependencies.
+// of HTTP, SQL, storage and transport dependencies, and the imports between
+// the module's packages are exactly the arrows docs/architecture.md draws.
 package archtest
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,7 +14,7 @@ import (
 const module = "github.com/warden-sh/warden"
 
 // core packages hold domain logic only.
-var core = []string{"identity", "policy", "ca", "audit", "storage"}
+var core = []string{"identity", "policy", "access", "lock", "ca", "audit", "asciicast", "recording", "storage", "wire"}
 
 // forbidden imports for core packages (prefix match).
 var forbidden = []string{
@@ -44,6 +46,72 @@ func TestCorePackagesStayPure(t *testing.T) {
 		}
 		if n == 0 {
 			t.Fatalf("go list returned no packages for %s", pkg)
+		}
+	}
+}
+
+// TestImportsAreTheDocumentedArrows compares the module's import graph
+// (non-test imports between its own packages) with the fenced "imports"
+// block of docs/architecture.md, both ways: an import the doc does not draw
+// fails, and so does an arrow the code no longer has.
+func TestImportsAreTheDocumentedArrows(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(doc), "```imports\n")
+	if !ok {
+		t.Fatal("docs/architecture.md has no ```imports block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	documented := map[string]bool{}
+	for _, line := range strings.Split(block, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		from, tos, ok := strings.Cut(line, "──►")
+		if !ok {
+			t.Fatalf("imports block: line %q has no arrow", line)
+		}
+		for _, to := range strings.Split(tos, ",") {
+			documented[strings.TrimSpace(from)+" ──► "+strings.TrimSpace(to)] = true
+		}
+	}
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	short := func(p string) string {
+		p = strings.TrimPrefix(p, module+"/")
+		return strings.TrimPrefix(p, "internal/")
+	}
+	actual := map[string]bool{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, module+"/") {
+				actual[short(p.ImportPath)+" ──► "+short(imp)] = true
+			}
+		}
+	}
+	if len(actual) == 0 {
+		t.Fatal("go list found no imports between the module's packages")
+	}
+	for a := range actual {
+		if !documented[a] {
+			t.Errorf("%s: imported, but docs/architecture.md does not draw it", a)
+		}
+	}
+	for a := range documented {
+		if !actual[a] {
+			t.Errorf("%s: drawn in docs/architecture.md, but not imported", a)
 		}
 	}
 }

@@ -5,17 +5,18 @@ import (
 	"fmt"
 
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Sentinel errors; the api package maps them to HTTP status codes.
 var (
 	// ErrUnauthenticated means the credentials were wrong or missing. Its
 	// message is deliberately vague; the audit log has the reason.
-	ErrUnauthenticated = errors.New("authentication failed")
+	ErrUnauthenticated = wire.ErrUnauthenticated
 	// ErrBadRequest wraps invalid input.
-	ErrBadRequest = errors.New("bad request")
+	ErrBadRequest = wire.ErrBadRequest
 	// ErrAccessDenied means the caller is authenticated but not allowed.
-	ErrAccessDenied = errors.New("access denied")
+	ErrAccessDenied = wire.ErrAccessDenied
 	// ErrThrottled means too many failed attempts came from the caller's
 	// address: it is an *identity.ThrottledError with the wait.
 	ErrThrottled = identity.ErrThrottled

@@ -12,6 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 const prefixLocks = "/locks/"
@@ -90,19 +91,11 @@ func newLockCache(s *Server) *lockCache {
 	return c
 }
 
-// CreateLockRequest creates a lock.
-type CreateLockRequest struct {
-	Target  lock.Target   `json:"target"`
-	Message string        `json:"message,omitempty"`
-	TTL     time.Duration `json:"ttl,omitempty"`
-	Expires time.Time     `json:"expires,omitzero"`
-}
+// CreateLockRequest is wire.CreateLockRequest: the API carries it.
+type CreateLockRequest = wire.CreateLockRequest
 
-// CreateLockResult is the new lock plus warnings (e.g. unknown target).
-type CreateLockResult struct {
-	Lock     *lock.Lock `json:"lock"`
-	Warnings []string   `json:"warnings,omitempty"`
-}
+// CreateLockResult is wire.CreateLockResult: the API carries it.
+type CreateLockResult = wire.CreateLockResult
 
 // CreateLock locks a target now. Matching live sessions end and new
 // certificates, connections and API calls are refused until the lock

@@ -19,6 +19,7 @@ import (
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 const (
@@ -27,29 +28,14 @@ const (
 	maxTokenTTL = 7 * 24 * time.Hour
 )
 
-// Token is a join token (only its hash is stored).
-type Token struct {
-	Type      string    `json:"type"`
-	Expires   time.Time `json:"expires"`
-	Reusable  bool      `json:"reusable,omitempty"`
-	CreatedBy string    `json:"created_by"`
-	Hint      string    `json:"hint"` // first characters, to tell tokens apart in listings
-	Hash      string    `json:"hash"`
-}
+// Token is wire.Token: the API carries it.
+type Token = wire.Token
 
-// CreateTokenRequest creates a join token.
-type CreateTokenRequest struct {
-	Type     string        `json:"type"`
-	TTL      time.Duration `json:"ttl"`
-	Reusable bool          `json:"reusable,omitempty"`
-}
+// CreateTokenRequest is wire.CreateTokenRequest: the API carries it.
+type CreateTokenRequest = wire.CreateTokenRequest
 
-// TokenResult is the secret token, shown once.
-type TokenResult struct {
-	Token   string    `json:"token"`
-	Type    string    `json:"type"`
-	Expires time.Time `json:"expires"`
-}
+// TokenResult is wire.TokenResult: the API carries it.
+type TokenResult = wire.TokenResult
 
 // CreateToken issues a join token.
 func (s *Server) CreateToken(ctx context.Context, c Caller, req CreateTokenRequest) (*TokenResult, error) {
@@ -146,33 +132,14 @@ type NodeRegistration struct {
 	JoinedAt time.Time `json:"joined_at"`
 }
 
-// Node is a live node as seen through its tunnel.
-type Node struct {
-	ID       string            `json:"id"`
-	Name     string            `json:"name"`
-	Hostname string            `json:"hostname"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	Version  string            `json:"version,omitempty"`
-	// Since is when the node's current tunnel connected.
-	Since time.Time `json:"since"`
-	// LastSeen is the last heartbeat over the tunnel.
-	LastSeen time.Time `json:"last_seen"`
-}
+// Node is wire.Node: the API carries it.
+type Node = wire.Node
 
-// JoinRequest is sent by a node with a join token.
-type JoinRequest struct {
-	Token      string `json:"token"`
-	Name       string `json:"name"`
-	Hostname   string `json:"hostname"`
-	PublicKey  string `json:"public_key"`
-	RemoteAddr string `json:"-"`
-}
+// JoinRequest is wire.JoinRequest: the API carries it.
+type JoinRequest = wire.JoinRequest
 
-// JoinResponse carries the node's new identity.
-type JoinResponse struct {
-	Certs
-	NodeID string `json:"node_id"`
-}
+// JoinResponse is wire.JoinResponse: the API carries it.
+type JoinResponse = wire.JoinResponse
 
 var nodeNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,252}$`)
 

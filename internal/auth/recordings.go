@@ -17,6 +17,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Recording events.
@@ -395,22 +396,15 @@ func (s *Server) OpenRecording(ctx context.Context, c Caller, id string) (*Recor
 	return rs, recordingErr(err)
 }
 
-// RecordingCheck is the outcome of checking one recording.
-type RecordingCheck struct {
-	SessionID string `json:"session_id"`
-	// Status is "intact", "altered" (bytes or records changed), "missing"
-	// (completed, not deleted by retention, and gone), or "recording"
-	// (still being recorded: nothing to check against yet).
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
-}
+// RecordingCheck is wire.RecordingCheck: the API carries it.
+type RecordingCheck = wire.RecordingCheck
 
-// Recording check statuses.
+// Recording check statuses (wire's).
 const (
-	RecordingIntact  = "intact"
-	RecordingAltered = "altered"
-	RecordingMissing = "missing"
-	RecordingLive    = "recording"
+	RecordingIntact  = wire.RecordingIntact
+	RecordingAltered = wire.RecordingAltered
+	RecordingMissing = wire.RecordingMissing
+	RecordingLive    = wire.RecordingLive
 )
 
 // VerifyRecordings checks the recordings of sessions ids (all when empty)
@@ -520,16 +514,8 @@ func (s *Server) deletedRecordings(ctx context.Context) (map[string]bool, error)
 	}
 }
 
-// RecordingMatch is one search hit.
-type RecordingMatch struct {
-	SessionID string        `json:"session_id"`
-	User      string        `json:"user"`
-	Node      string        `json:"node"`
-	Start     time.Time     `json:"start"`
-	Offset    time.Duration `json:"offset"`
-	Type      string        `json:"type"` // o: output, i: typed input
-	Line      string        `json:"line"`
-}
+// RecordingMatch is wire.RecordingMatch: the API carries it.
+type RecordingMatch = wire.RecordingMatch
 
 // SearchRecordings finds sessions whose output or typed input contain text.
 func (s *Server) SearchRecordings(ctx context.Context, c Caller, text string, limit int) ([]RecordingMatch, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 const prefixRequests = "/access_requests/"
@@ -31,13 +32,8 @@ const (
 	EventNotification    = "notification.delivery"
 )
 
-// CreateAccessRequest is the input of CreateAccessRequest.
-type CreateAccessRequest struct {
-	Roles     []string      `json:"roles"`
-	Reason    string        `json:"reason,omitempty"`
-	Duration  time.Duration `json:"duration,omitempty"`
-	Reviewers []string      `json:"reviewers,omitempty"`
-}
+// CreateAccessRequest is wire.CreateAccessRequest: the API carries it.
+type CreateAccessRequest = wire.CreateAccessRequest
 
 func accessErr(err error) error {
 	switch {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 const (
@@ -19,21 +20,8 @@ const (
 // EventNodeStart is sent by a node agent when it starts.
 const EventNodeStart = audit.NodeStart
 
-// LiveSession is a shell or command session in progress.
-type LiveSession struct {
-	ID         string `json:"id"`
-	User       string `json:"user"`
-	Login      string `json:"login"`
-	Node       string `json:"node"`
-	NodeID     string `json:"node_id"`
-	RemoteAddr string `json:"remote_addr,omitempty"`
-	// Kind is "shell" or "exec" (a command); TTY tells whether it has a
-	// terminal, which joining needs.
-	Kind         string    `json:"kind,omitempty"`
-	TTY          bool      `json:"tty"`
-	Started      time.Time `json:"started"`
-	Participants []string  `json:"participants"`
-}
+// LiveSession is wire.LiveSession: the API carries it.
+type LiveSession = wire.LiveSession
 
 // trackSession keeps the live-session list from the node's events.
 func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event) {

@@ -16,6 +16,7 @@ import (
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Invite is a single-use signup (or reset) invitation. Only the hash of the
@@ -29,33 +30,14 @@ type Invite struct {
 	TOTPSecret string `json:"totp_secret,omitempty"`
 }
 
-// InviteResult is what an admin hands to the new user.
-type InviteResult struct {
-	User    string    `json:"user"`
-	Token   string    `json:"token"`
-	URL     string    `json:"url"`
-	Expires time.Time `json:"expires"`
-}
+// InviteResult is wire.InviteResult: the API carries it.
+type InviteResult = wire.InviteResult
 
-// UserInfo is a user as shown to admins (no secrets).
-type UserInfo struct {
-	Name      string              `json:"name"`
-	Roles     []string            `json:"roles"`
-	Traits    map[string][]string `json:"traits,omitempty"`
-	Status    string              `json:"status"`
-	CreatedAt time.Time           `json:"created_at"`
-	// MFADevice is the id of the user's TOTP device (for warden lock
-	// --mfa-device).
-	MFADevice string `json:"mfa_device,omitempty"`
-}
+// UserInfo is wire.UserInfo: the API carries it.
+type UserInfo = wire.UserInfo
 
-// CreateUserRequest creates a user.
-type CreateUserRequest struct {
-	Name   string              `json:"name"`
-	Roles  []string            `json:"roles"`
-	Logins []string            `json:"logins,omitempty"`
-	Traits map[string][]string `json:"traits,omitempty"`
-}
+// CreateUserRequest is wire.CreateUserRequest: the API carries it.
+type CreateUserRequest = wire.CreateUserRequest
 
 func (s *Server) inviteURL(token string) string {
 	return (&url.URL{Scheme: "https", Host: s.cfg.PublicAddr, Path: "/web/invite/" + token}).String()
@@ -167,10 +149,8 @@ func (s *Server) DeleteUser(ctx context.Context, c Caller, name string) error {
 	return s.voidCerts(ctx, c, name, "user "+name+" was removed")
 }
 
-// UpdateUserRequest changes a user's roles.
-type UpdateUserRequest struct {
-	Roles []string `json:"roles"`
-}
+// UpdateUserRequest is wire.UpdateUserRequest: the API carries it.
+type UpdateUserRequest = wire.UpdateUserRequest
 
 // UpdateUser sets a user's roles. API calls use the new roles at once. If a
 // role was taken away, the certificates the user holds are voided
@@ -253,26 +233,11 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 	return s.newInvite(ctx, name, true)
 }
 
-// SignupChallenge is returned by BeginSignup: the TOTP secret to enrol.
-type SignupChallenge struct {
-	User    string `json:"user"`
-	Secret  string `json:"secret"`
-	URL     string `json:"otpauth_url"`
-	QRPNG   []byte `json:"qr_png,omitempty"`
-	Cluster string `json:"cluster"`
-}
+// SignupChallenge is wire.SignupChallenge: the API carries it.
+type SignupChallenge = wire.SignupChallenge
 
-// SignupRequest begins (Token) or completes (Token, Password, OTP) a
-// signup. With PublicKey, completing it also logs the user in: the
-// response carries certificates for that key, as Login's would, so the
-// TOTP code just used is not needed again.
-type SignupRequest struct {
-	Token      string `json:"token"`
-	Password   string `json:"password,omitempty"`
-	OTP        string `json:"otp,omitempty"`
-	PublicKey  string `json:"public_key,omitempty"`
-	RemoteAddr string `json:"-"`
-}
+// SignupRequest is wire.SignupRequest: the API carries it.
+type SignupRequest = wire.SignupRequest
 
 // loadInvite finds the invite of a token. Unknown, used and expired tokens
 // are failures for the throttle (token guessing), counted on attempt.

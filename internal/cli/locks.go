@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newLockCmd(g *globals) *cobra.Command {
@@ -25,7 +25,7 @@ Without --ttl or --expires the lock stays until removed.`,
   warden lock --node db1 --expires 2030-01-02T15:04:05Z`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := auth.CreateLockRequest{Target: t, Message: message, TTL: ttl}
+			req := wire.CreateLockRequest{Target: t, Message: message, TTL: ttl}
 			if expires != "" {
 				e, err := time.Parse(time.RFC3339, expires)
 				if err != nil {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/asciicast"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newRecordingsCmd(g *globals) *cobra.Command {
@@ -85,7 +85,7 @@ with warden play SESSION --from OFFSET.`,
 			if err != nil {
 				return err
 			}
-			return render(g, format, res, "SESSION\tOFFSET\tUSER\tNODE\tIN\tLINE", func(m auth.RecordingMatch) []string {
+			return render(g, format, res, "SESSION\tOFFSET\tUSER\tNODE\tIN\tLINE", func(m wire.RecordingMatch) []string {
 				where := "output"
 				if m.Type == "i" {
 					where = "typed"
@@ -137,8 +137,8 @@ func verifyRecordings(g *globals, ctx context.Context, c *api.Client, ids []stri
 	for _, ch := range checks {
 		count[ch.Status]++
 		switch ch.Status {
-		case auth.RecordingIntact:
-		case auth.RecordingLive:
+		case wire.RecordingIntact:
+		case wire.RecordingLive:
 			if len(ids) > 0 {
 				textf(g.io.Out, "recording %s: still being recorded, nothing to check against yet\n", ch.SessionID)
 			}
@@ -147,8 +147,8 @@ func verifyRecordings(g *globals, ctx context.Context, c *api.Client, ids []stri
 		}
 	}
 	textf(g.io.Out, "recordings: %d intact, %d altered, %d missing, %d still being recorded\n",
-		count[auth.RecordingIntact], count[auth.RecordingAltered], count[auth.RecordingMissing], count[auth.RecordingLive])
-	if count[auth.RecordingAltered]+count[auth.RecordingMissing] > 0 {
+		count[wire.RecordingIntact], count[wire.RecordingAltered], count[wire.RecordingMissing], count[wire.RecordingLive])
+	if count[wire.RecordingAltered]+count[wire.RecordingMissing] > 0 {
 		return 2, nil
 	}
 	return 0, nil

@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warden-sh/warden/internal/access"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newRequestCmd(g *globals) *cobra.Command {
@@ -28,7 +28,7 @@ request's roles are added to your certificates until the request expires.`,
 }
 
 func newRequestCreateCmd(g *globals) *cobra.Command {
-	var in auth.CreateAccessRequest
+	var in wire.CreateAccessRequest
 	var roles, reviewers string
 	var nowait bool
 	var timeout time.Duration

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newSessionsCmd(g *globals) *cobra.Command {
@@ -26,7 +26,7 @@ may be joined (warden join ID).`,
 			if err != nil {
 				return err
 			}
-			return render(g, format, sessions, "SESSION\tUSER\tLOGIN\tNODE\tKIND\tSTARTED\tPARTICIPANTS", func(s auth.LiveSession) []string {
+			return render(g, format, sessions, "SESSION\tUSER\tLOGIN\tNODE\tKIND\tSTARTED\tPARTICIPANTS", func(s wire.LiveSession) []string {
 				return []string{s.ID, s.User, s.Login, s.Node, sessionKind(s), s.Started.Local().Format(time.DateTime), strings.Join(s.Participants, ",")}
 			})
 		}}
@@ -37,7 +37,7 @@ may be joined (warden join ID).`,
 
 // sessionKind describes a live session for the table: a shell or a
 // command, with a terminal (which joining needs) or not.
-func sessionKind(s auth.LiveSession) string {
+func sessionKind(s wire.LiveSession) string {
 	kind := cmp(s.Kind, "shell")
 	if s.TTY {
 		return kind + "+tty"

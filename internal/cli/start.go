@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/service"
 )
 
@@ -96,7 +97,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 				c.Node.Labels = m
 			}
 			for _, lc := range labelCmds {
-				parsed, err := service.ParseLabelCommand(lc)
+				parsed, err := nodeagent.ParseLabelCommand(lc)
 				if err != nil {
 					return err
 				}

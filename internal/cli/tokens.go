@@ -5,8 +5,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newTokensCmd(g *globals) *cobra.Command {
@@ -28,7 +27,7 @@ func newTokensCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tok, err := c.CreateToken(cmd.Context(), auth.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
+			tok, err := c.CreateToken(cmd.Context(), wire.CreateTokenRequest{Type: typ, TTL: ttl, Reusable: reusable})
 			if err != nil {
 				return err
 			}

@@ -11,8 +11,8 @@ import (
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newUsersCmd(g *globals) *cobra.Command {
@@ -40,7 +40,7 @@ enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
-			inv, err := c.CreateUser(cmd.Context(), auth.CreateUserRequest{Name: args[0], Roles: splitList(roles), Logins: splitList(logins)})
+			inv, err := c.CreateUser(cmd.Context(), wire.CreateUserRequest{Name: args[0], Roles: splitList(roles), Logins: splitList(logins)})
 			if err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
-			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED\tMFA DEVICE", func(u auth.UserInfo) []string {
+			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED\tMFA DEVICE", func(u wire.UserInfo) []string {
 				return []string{u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
 					u.Status, u.CreatedAt.Local().Format(time.DateTime), u.MFADevice}
 			})
@@ -98,7 +98,7 @@ added reach SSH at the user's next login.`,
 				return err
 			}
 			defer c.Close()
-			u, err := c.UpdateUser(cmd.Context(), args[0], auth.UpdateUserRequest{Roles: splitList(newRoles)})
+			u, err := c.UpdateUser(cmd.Context(), args[0], wire.UpdateUserRequest{Roles: splitList(newRoles)})
 			if err != nil {
 				return err
 			}
@@ -132,7 +132,7 @@ added reach SSH at the user's next login.`,
 // printInvite prints the invite token and the exact command that uses it,
 // with the cluster's CA pin so that signup trusts nothing on first use.
 // (No link: there is no web page for it yet.)
-func printInvite(g *globals, proxy, caPin string, inv *auth.InviteResult, what string) {
+func printInvite(g *globals, proxy, caPin string, inv *wire.InviteResult, what string) {
 	textf(g.io.Out, `User %q %s. Give them this single-use invite token; it expires %s (in %s):
 
   %s

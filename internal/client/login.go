@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/api"
-	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // LoginOptions are the inputs of Login.
@@ -80,7 +80,7 @@ func writePins(dir string, m map[string]string) error {
 	if err != nil {
 		return err
 	}
-	return service.WriteFileAtomic(filepath.Join(dir, filePins), data, 0o600)
+	return idfile.WriteAtomic(filepath.Join(dir, filePins), data, 0o600)
 }
 
 // Login authenticates and stores a new profile. The private key is made
@@ -101,10 +101,10 @@ func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Login(ctx, auth.LoginRequest{User: opt.User, Password: opt.Password, OTP: opt.OTP,
+	resp, err := c.Login(ctx, wire.LoginRequest{User: opt.User, Password: opt.Password, OTP: opt.OTP,
 		PublicKey: strings.TrimSpace(string(marshalPub(pub))), TTL: opt.TTL})
 	if err != nil {
-		if errors.Is(err, auth.ErrUnauthenticated) {
+		if errors.Is(err, wire.ErrUnauthenticated) {
 			return nil, fmt.Errorf("login failed: %v", err)
 		}
 		return nil, err
@@ -130,7 +130,7 @@ func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, passw
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.CompleteSignup(ctx, auth.SignupRequest{Token: token, Password: password, OTP: otp,
+	resp, err := c.CompleteSignup(ctx, wire.SignupRequest{Token: token, Password: password, OTP: otp,
 		PublicKey: strings.TrimSpace(string(marshalPub(pub)))})
 	if err != nil {
 		return nil, err
@@ -155,8 +155,8 @@ func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, passw
 func AdminClient(dataDir, profileDir string) (*api.Client, string, error) {
 	var noAdmin error
 	if dataDir != "" {
-		path := service.AdminIdentityPath(dataDir)
-		id, err := service.ReadIdentityFile(path)
+		path := idfile.AdminPath(dataDir)
+		id, err := idfile.Read(path)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			noAdmin = fmt.Errorf("no local admin identity in %s (admin commands on the auth host use the data directory of "+

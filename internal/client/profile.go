@@ -18,8 +18,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/api"
-	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Profile is the logged-in state of the CLI.
@@ -111,7 +111,7 @@ func (p *Profile) Signer() (ssh.Signer, *ssh.Certificate, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	id := service.IdentityFile{PrivateKey: string(keyPEM), SSHCert: string(certText)}
+	id := idfile.File{PrivateKey: string(keyPEM), SSHCert: string(certText)}
 	return id.CertSigner()
 }
 
@@ -152,7 +152,7 @@ func (p *Profile) APIClient() (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := service.IdentityFile{PrivateKey: string(keyPEM), TLSCert: string(tlsCert), TLSCA: string(caPEM)}
+	id := idfile.File{PrivateKey: string(keyPEM), TLSCert: string(tlsCert), TLSCA: string(caPEM)}
 	cert, err := id.TLSCertificate()
 	if err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func Logout(dir string) error {
 }
 
 // save writes the profile and its key material (all 0600, dir 0700).
-func save(dir string, p *Profile, keyPEM []byte, pub ssh.PublicKey, resp *auth.LoginResponse) error {
+func save(dir string, p *Profile, keyPEM []byte, pub ssh.PublicKey, resp *wire.LoginResponse) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func save(dir string, p *Profile, keyPEM []byte, pub ssh.PublicKey, resp *auth.L
 		{fileProfile, data}, // last: a profile exists only with its keys
 	}
 	for _, f := range files {
-		if err := service.WriteFileAtomic(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
+		if err := idfile.WriteAtomic(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/service"
 )
@@ -70,7 +71,7 @@ func New(t testing.TB, opt Options) *Cluster {
 		DataDir:     dir,
 		Proxy:       opt.Proxy,
 		Auth:        opt.Auth,
-		Node:        service.NodeConfig{Name: opt.NodeName, Labels: opt.NodeLabels, Listen: opt.NodeListen},
+		Node:        nodeagent.Settings{Name: opt.NodeName, Labels: opt.NodeLabels, Listen: opt.NodeListen},
 	}
 	if opt.NoNode {
 		cfg.Services = []string{service.Auth, service.Proxy}
@@ -94,7 +95,7 @@ func New(t testing.TB, opt Options) *Cluster {
 
 // StartNode joins a separate node agent with a fresh single-use token and
 // the CA pin, as `warden start --services node` would. It stops at test end.
-func (c *Cluster) StartNode(name string, labels map[string]string, opts ...func(*service.NodeAgentConfig)) *service.NodeAgent {
+func (c *Cluster) StartNode(name string, labels map[string]string, opts ...func(*nodeagent.Config)) *nodeagent.Agent {
 	c.t.Helper()
 	ctx := context.Background()
 	tok, err := c.Admin.CreateToken(ctx, auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
@@ -105,15 +106,15 @@ func (c *Cluster) StartNode(name string, labels map[string]string, opts ...func(
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cfg := service.NodeAgentConfig{
-		NodeConfig: service.NodeConfig{Name: name, Labels: labels, ProxyAddr: c.ProxyAddr(), Token: tok.Token, CAPin: ping.TLSCAFingerprint},
-		DataDir:    c.t.TempDir(),
-		Logger:     quietLogger(c.t),
+	cfg := nodeagent.Config{
+		Settings: nodeagent.Settings{Name: name, Labels: labels, ProxyAddr: c.ProxyAddr(), Token: tok.Token, CAPin: ping.TLSCAFingerprint},
+		DataDir:  c.t.TempDir(),
+		Logger:   quietLogger(c.t),
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	a, err := service.StartNode(ctx, cfg)
+	a, err := nodeagent.Start(ctx, cfg)
 	if err != nil {
 		c.t.Fatalf("start node %s: %v", name, err)
 	}

@@ -20,9 +20,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
-	"github.com/warden-sh/warden/internal/proxy"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // nodeConnMetric reads warden_proxy_node_connections_total{path=...}.
@@ -93,7 +93,7 @@ func TestSessionDataPaths(t *testing.T) {
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NoNode: true})
 	c.StartNode("web1", nil)
-	c.StartNode("legacy1", nil, func(cfg *service.NodeAgentConfig) { cfg.TunnelOnly = true })
+	c.StartNode("legacy1", nil, func(cfg *nodeagent.Config) { cfg.TunnelOnly = true })
 	c.WaitForNodes(2)
 	u := c.AddUser("alice", []string{"access"}, []string{osLogin})
 	home := c.Login(u)
@@ -222,7 +222,7 @@ func TestDataConnectionTickets(t *testing.T) {
 	}
 	ticket := func(t *testing.T) string {
 		t.Helper()
-		ok, reply, err := pc.SendRequest(proxy.RequestDial, true, ssh.Marshal(struct{ Host string }{"web1"}))
+		ok, reply, err := pc.SendRequest(tunnel.RequestDial, true, ssh.Marshal(struct{ Host string }{"web1"}))
 		if err != nil || !ok {
 			t.Fatalf("dial request: %v %v %q", ok, err, reply)
 		}
@@ -232,7 +232,7 @@ func TestDataConnectionTickets(t *testing.T) {
 		}
 		return r.Ticket
 	}
-	user := func(ticket string) string { return proxy.DataMagic + "u" + ticket + "\n" }
+	user := func(ticket string) string { return tunnel.DataMagic + "u" + ticket + "\n" }
 
 	t.Run("forged tickets", func(t *testing.T) {
 		forged := hex.EncodeToString(make([]byte, 32))
@@ -240,11 +240,11 @@ func TestDataConnectionTickets(t *testing.T) {
 			t.Fatalf("forged user ticket: %q", got)
 		}
 		// A forged node ticket is closed without a word.
-		if got, err := redeem(t, "", proxy.DataMagic+"n"+forged+"\n"); got != "" || err == nil {
+		if got, err := redeem(t, "", tunnel.DataMagic+"n"+forged+"\n"); got != "" || err == nil {
 			t.Fatalf("forged node ticket: %q %v", got, err)
 		}
-		for _, bad := range []string{proxy.DataMagic + "x" + forged + "\n", proxy.DataMagic + "u" + strings.Repeat("zz", 32) + "\n",
-			proxy.DataMagic + "u" + forged + "!"} {
+		for _, bad := range []string{tunnel.DataMagic + "x" + forged + "\n", tunnel.DataMagic + "u" + strings.Repeat("zz", 32) + "\n",
+			tunnel.DataMagic + "u" + forged + "!"} {
 			if got, err := redeem(t, "", bad); got != "" || err == nil {
 				t.Fatalf("malformed preamble %q: %q %v", bad, got, err)
 			}
@@ -264,8 +264,8 @@ func TestDataConnectionTickets(t *testing.T) {
 		}
 	})
 	t.Run("access is checked before a ticket", func(t *testing.T) {
-		_, err := proxy.DialData(context.Background(), pc, c.ProxyAddr(), "nope")
-		var de *proxy.DialError
+		_, err := tunnel.DialData(context.Background(), pc, c.ProxyAddr(), "nope")
+		var de *tunnel.DialError
 		if !errors.As(err, &de) || !strings.Contains(de.Msg, "web1") {
 			t.Fatalf("unknown node: %v", err)
 		}
@@ -273,7 +273,7 @@ func TestDataConnectionTickets(t *testing.T) {
 		if r := c.Warden(admin, nil, "lock", "--user", "bob", "--message", "stop"); r.Code != 0 {
 			t.Fatalf("lock: %s", r)
 		}
-		_, err = proxy.DialData(context.Background(), pc, c.ProxyAddr(), "web1")
+		_, err = tunnel.DialData(context.Background(), pc, c.ProxyAddr(), "web1")
 		if !errors.As(err, &de) || !strings.Contains(de.Msg, "stop") {
 			t.Fatalf("locked user got a data connection: %v", err)
 		}

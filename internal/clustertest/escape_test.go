@@ -12,7 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/nodeagent"
 )
 
 // hostile retitles the terminal, clears it, starts a C1 CSI colour and
@@ -48,9 +48,9 @@ func TestTextViewsEscapeHostileValues(t *testing.T) {
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NoNode: true})
 	c.ApplyRoles(requestRoles)
-	c.StartNode("web1", map[string]string{"env": "dev"}, func(cfg *service.NodeAgentConfig) {
+	c.StartNode("web1", map[string]string{"env": "dev"}, func(cfg *nodeagent.Config) {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
-		cfg.Commands = []service.LabelCommand{{Name: "motd", Period: time.Hour,
+		cfg.Commands = []nodeagent.LabelCommand{{Name: "motd", Period: time.Hour,
 			Command: []string{"printf", `\033]0;pwned\007\033[2J\302\23331m\342\200\256x`}}}
 	})
 	c.WaitForNodes(1)

@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/service"
 )
 
 // NodeAgentCfg shortens option functions in tests.
-type NodeAgentCfg = service.NodeAgentConfig
+type NodeAgentCfg = nodeagent.Config
 
 func serviceProxy(listen string) service.ProxyConfig { return service.ProxyConfig{Listen: listen} }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/service"
 )
@@ -287,7 +288,7 @@ spec:
     node_labels: {'*': '*'}
 `)
 	direct := "127.0.0.1:0"
-	n := c.StartNode("edge1", nil, func(cfg *service.NodeAgentConfig) {
+	n := c.StartNode("edge1", nil, func(cfg *nodeagent.Config) {
 		cfg.Listen = direct
 		cfg.LockStaleness = 3 * time.Second
 	})

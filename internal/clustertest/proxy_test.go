@@ -24,10 +24,11 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
-	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // listeningSockets counts TCP sockets in LISTEN state owned by this process.
@@ -202,7 +203,7 @@ func TestTunnelIdentityIsEnforced(t *testing.T) {
 	}
 	us, _ := ssh.NewCertSigner(userCert, signer)
 	hs, _ := ssh.NewCertSigner(hostCert, signer)
-	if err := dial(proxy.TunnelUser, us); err == nil {
+	if err := dial(tunnel.User, us); err == nil {
 		t.Fatal("a user certificate opened a node tunnel")
 	}
 	if err := dial("dev", hs); err == nil {
@@ -216,7 +217,7 @@ func TestTunnelIdentityIsEnforced(t *testing.T) {
 	}
 	// A host certificate of a node that never joined cannot register:
 	// the proxy hangs up on its tunnel.
-	tunnel, err := connect(proxy.TunnelUser, hs)
+	tunnel, err := connect(tunnel.User, hs)
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
@@ -393,7 +394,7 @@ func TestManySimulatedNodes(t *testing.T) {
 func TestNodeRenewsCertificates(t *testing.T) {
 	EnsureOSUser(t, osLogin)
 	c := New(t, Options{NoNode: true, Auth: service.AuthConfig{NodeCertTTL: 8 * time.Second}})
-	n := c.StartNode("renewer", nil, func(cfg *service.NodeAgentConfig) { cfg.RenewCheckInterval = 500 * time.Millisecond })
+	n := c.StartNode("renewer", nil, func(cfg *nodeagent.Config) { cfg.RenewCheckInterval = 500 * time.Millisecond })
 	c.WaitForNodes(1)
 	u := c.AddUser("rn", []string{"access"}, []string{osLogin})
 	home := c.Login(u)

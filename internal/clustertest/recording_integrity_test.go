@@ -16,8 +16,8 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/recording"
-	"github.com/warden-sh/warden/internal/service"
 )
 
 // TestRecordingTamperingDetected: bytes changed in a stored recording
@@ -130,7 +130,7 @@ func rogueNode(t *testing.T, c *Cluster, name string) (*api.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, priv, err := service.NewPrivateKey()
+	keyPEM, priv, err := idfile.NewPrivateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func rogueNode(t *testing.T, c *Cluster, name string) (*api.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := &service.IdentityFile{Kind: "node", NodeID: resp.NodeID, NodeName: name, PrivateKey: keyPEM,
+	id := &idfile.File{Kind: "node", NodeID: resp.NodeID, NodeName: name, PrivateKey: keyPEM,
 		SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA}
 	cert, err := id.TLSCertificate()
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
 )
 
 // JoinSimNodes joins n simulated nodes through any API client (joining
@@ -89,7 +89,7 @@ func joinSimNode(ctx context.Context, admin *api.Client, token, proxyAddr string
 	if err != nil {
 		return nil, err
 	}
-	cas, err := service.ParseAuthorizedKeys(resp.HostCAs)
+	cas, err := idfile.ParseAuthorizedKeys(resp.HostCAs)
 	if err != nil {
 		return nil, err
 	}

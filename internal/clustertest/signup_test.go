@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/warden-sh/warden/internal/api"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/nodeagent"
 )
 
 // TestInviteAndSignupForms: users add and reset print the invite token and
@@ -91,8 +91,8 @@ func TestInviteAndSignupForms(t *testing.T) {
 			t.Fatalf("signup trusted the fake proxy: %s", r)
 		}
 		// A node joining with the pin refuses it the same way.
-		_, err := service.StartNode(context.Background(), service.NodeAgentConfig{DataDir: t.TempDir(), Logger: quietLogger(t),
-			NodeConfig: service.NodeConfig{Name: "n1", ProxyAddr: addr, Token: "0123456789abcdef", CAPin: ping.TLSCAFingerprint}})
+		_, err := nodeagent.Start(context.Background(), nodeagent.Config{DataDir: t.TempDir(), Logger: quietLogger(t),
+			Settings: nodeagent.Settings{Name: "n1", ProxyAddr: addr, Token: "0123456789abcdef", CAPin: ping.TLSCAFingerprint}})
 		if err == nil || !strings.Contains(err.Error(), "refusing to trust it") {
 			t.Fatalf("node joined the fake proxy: %v", err)
 		}

@@ -13,8 +13,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/proxy"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // SimNode is a simulated node: a real joined identity (host certificate)
@@ -54,7 +54,7 @@ func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[strin
 		if err != nil {
 			t.Fatalf("join %s: %v", name, err)
 		}
-		id := service.IdentityFile{PrivateKey: "", SSHCert: resp.SSHCert}
+		id := idfile.File{PrivateKey: "", SSHCert: resp.SSHCert}
 		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(id.SSHCert))
 		if err != nil {
 			t.Fatal(err)
@@ -63,7 +63,7 @@ func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[strin
 		if err != nil {
 			t.Fatal(err)
 		}
-		cas, err := service.ParseAuthorizedKeys(resp.HostCAs)
+		cas, err := idfile.ParseAuthorizedKeys(resp.HostCAs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,11 +74,11 @@ func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[strin
 
 // Run keeps the simulated node's tunnel up until ctx ends.
 func (s *SimNode) Run(ctx context.Context) {
-	proxy.RunAgent(ctx, proxy.AgentConfig{
+	tunnel.DialAndServe(ctx, tunnel.Config{
 		Addr:              s.proxy,
 		Signer:            s.signer,
 		HostCAs:           func() []ssh.PublicKey { return s.hostCAs },
-		Heartbeat:         func() proxy.Heartbeat { return proxy.Heartbeat{Labels: s.labels, Version: "sim"} },
+		Heartbeat:         func() tunnel.Heartbeat { return tunnel.Heartbeat{Labels: s.labels, Version: "sim"} },
 		HeartbeatInterval: 30 * time.Second,
 		Handle:            func(_ context.Context, c net.Conn) { c.Close() },
 		Logger:            slog.New(slog.DiscardHandler),

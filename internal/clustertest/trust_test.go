@@ -22,7 +22,8 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/identity"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/nodeagent"
 )
 
 // TestSignupLogsIn: the README's tour, signup then work, needs no second
@@ -140,8 +141,8 @@ func TestNodeCannotForgeAuditEvents(t *testing.T) {
 	c := New(t, Options{NoNode: true})
 	ctx := context.Background()
 	var dataDir string
-	c.StartNode("web2", nil, func(cfg *service.NodeAgentConfig) { dataDir = cfg.DataDir })
-	id, err := service.ReadIdentityFile(filepath.Join(dataDir, "identity.json"))
+	c.StartNode("web2", nil, func(cfg *nodeagent.Config) { dataDir = cfg.DataDir })
+	id, err := idfile.Read(filepath.Join(dataDir, "identity.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,105 +15,16 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/pollwait"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
-// Data connections carry a user's SSH session bytes without a second layer
-// of encryption. The session between the user's ssh client and the node is
-// already end to end encrypted and mutually authenticated (user and host
-// certificates), so re-encrypting it on the node tunnel and on the user's
-// hop to the proxy only burns CPU: it was what limited bulk throughput
-// through the proxy.
-//
-// A data connection is a plain TCP connection to the proxy's one port that
-// starts with a fixed preamble: DataMagic, a kind byte and a ticket. The
-// ticket is a 256-bit random value that the proxy handed out, over an
-// authenticated SSH connection, for exactly one use within a few seconds:
-//
-//   - node side: for each user connection the proxy sends the node, over
-//     the node's tunnel, a RequestDialBack carrying a fresh ticket; the node
-//     dials out (it still opens no port) and presents it. If the node does
-//     not dial back in time (an older agent, or a load balancer that sent the
-//     connection to another proxy), the proxy falls back to a channel on the
-//     tunnel and remembers not to ask that tunnel again.
-//   - user side: `warden proxy ssh` and `warden ssh` send RequestDial on their
-//     SSH connection to the proxy; the proxy checks access and locks exactly
-//     as for direct-tcpip, connects the node, and replies with a ticket that
-//     only a connection from the same IP address may redeem. The proxy then
-//     splices the two TCP connections in the kernel.
-//
-// Someone who could read a ticket off the wire and race to use it would
-// reach only the node's SSH server (or the user's ssh client), which still
-// demands a valid certificate (or host certificate) in the end-to-end
-// handshake.
 const (
-	// DataMagic starts every data connection.
-	DataMagic = "WDAT"
-	// RequestDialBack is the proxy's global request on a node tunnel asking
-	// the node to open a data connection; payload DialBackPayload (JSON).
-	RequestDialBack = "dial-back@warden.dev"
-	// RequestDial is a user's global request for a data connection to a
-	// node; payload: the target as an SSH string; reply: the ticket.
-	RequestDial = "dial@warden.dev"
-
-	dataKindNode = 'n'
-	dataKindUser = 'u'
-	ticketBytes  = 32
-	preambleLen  = len(DataMagic) + 1 + 2*ticketBytes + 1
-
-	// dialBackTimeout bounds how long the proxy waits for a node's data
-	// connection before it falls back to the tunnel.
-	dialBackTimeout = 3 * time.Second
 	// userTicketTTL bounds how long a user ticket may wait to be redeemed.
 	userTicketTTL = 15 * time.Second
 	// maxUserTickets bounds unredeemed user tickets (each holds a node
 	// connection).
 	maxUserTickets = 4096
-
-	dataStatusOK = 0
 )
-
-// DialBackPayload is the payload of RequestDialBack.
-type DialBackPayload struct {
-	Ticket     string
-	ClientAddr string
-	User       string
-}
-
-// dialReply is the reply payload of RequestDial.
-type dialReply struct {
-	Ticket string
-}
-
-func newTicket() string {
-	b := make([]byte, ticketBytes)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// preamble renders the first bytes of a data connection.
-func preamble(kind byte, ticket string) []byte {
-	b := make([]byte, 0, preambleLen)
-	b = append(b, DataMagic...)
-	b = append(b, kind)
-	b = append(b, ticket...)
-	return append(b, '\n')
-}
-
-// parsePreamble validates the fixed-size preamble of a data connection.
-func parsePreamble(b []byte) (kind byte, ticket string, err error) {
-	if len(b) != preambleLen || string(b[:len(DataMagic)]) != DataMagic || b[len(b)-1] != '\n' {
-		return 0, "", errors.New("malformed data preamble")
-	}
-	kind = b[len(DataMagic)]
-	if kind != dataKindNode && kind != dataKindUser {
-		return 0, "", errors.New("unknown data connection kind")
-	}
-	ticket = string(b[len(DataMagic)+1 : len(b)-1])
-	if raw, err := hex.DecodeString(ticket); err != nil || hex.EncodeToString(raw) != ticket {
-		return 0, "", errors.New("malformed ticket")
-	}
-	return kind, ticket, nil
-}
 
 // userTicket is a node connection waiting for the user's data connection.
 type userTicket struct {
@@ -139,7 +47,7 @@ type dataState struct {
 	users   map[string]*userTicket
 }
 
-// ServeData handles data connections (those starting with DataMagic) from
+// ServeData handles data connections (those starting with tunnel.DataMagic) from
 // ln until it is closed.
 func (s *Server) ServeData(ln net.Listener) error {
 	return s.acceptLoop(ln, s.handleData)
@@ -154,7 +62,7 @@ func (s *Server) handleData(c net.Conn) {
 		return
 	}
 	switch kind {
-	case dataKindNode:
+	case tunnel.DataKindNode:
 		s.data.mu.Lock()
 		ch := s.data.pending[ticket]
 		delete(s.data.pending, ticket)
@@ -168,7 +76,7 @@ func (s *Server) handleData(c net.Conn) {
 		// closes it; Close reaches it through the user's side.
 		s.forget(c)
 		ch <- c
-	case dataKindUser:
+	case tunnel.DataKindUser:
 		s.redeemUserTicket(c, ticket)
 	}
 }
@@ -187,17 +95,17 @@ func (s *Server) closeTickets() {
 // readPreamble reads and validates a data connection's preamble.
 func readPreamble(c net.Conn, timeout time.Duration) (byte, string, error) {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	b := make([]byte, preambleLen)
+	b := make([]byte, tunnel.PreambleLen)
 	if _, err := io.ReadFull(c, b); err != nil {
 		return 0, "", err
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	return parsePreamble(b)
+	return tunnel.ParsePreamble(b)
 }
 
 // dialNode connects one user connection to a node: a data connection when
 // the node can dial back, otherwise a channel on its tunnel.
-func (s *Server) dialNode(ctx context.Context, t *tunnel, clientAddr, user string) (net.Conn, error) {
+func (s *Server) dialNode(ctx context.Context, t *nodeTunnel, clientAddr, user string) (net.Conn, error) {
 	if !t.noDialBack.Load() {
 		c, err := s.dialBack(ctx, t, clientAddr, user)
 		if err == nil {
@@ -210,29 +118,29 @@ func (s *Server) dialNode(ctx context.Context, t *tunnel, clientAddr, user strin
 		t.noDialBack.Store(true)
 		s.log.Info("node did not dial back; using its tunnel for sessions", "node", t.node.Name, "err", err)
 	}
-	payload, _ := json.Marshal(NodeConnPayload{ClientAddr: clientAddr, User: user})
-	ch, reqs, err := t.conn.OpenChannel(ChannelNodeConn, payload)
+	payload, _ := json.Marshal(tunnel.NodeConnPayload{ClientAddr: clientAddr, User: user})
+	ch, reqs, err := t.conn.OpenChannel(tunnel.ChannelNodeConn, payload)
 	if err != nil {
 		return nil, err
 	}
 	go ssh.DiscardRequests(reqs)
 	s.cfg.Metrics.DataConns.WithLabelValues("tunnel").Inc()
-	return &channelConn{Channel: ch, local: t.conn.LocalAddr(), remote: t.conn.RemoteAddr()}, nil
+	return tunnel.ChannelConn(ch, t.conn.LocalAddr(), t.conn.RemoteAddr()), nil
 }
 
-func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user string) (net.Conn, error) {
-	ticket := newTicket()
+func (s *Server) dialBack(ctx context.Context, t *nodeTunnel, clientAddr, user string) (net.Conn, error) {
+	ticket := tunnel.NewTicket()
 	ch := make(chan net.Conn, 1)
 	s.data.mu.Lock()
 	s.data.pending[ticket] = ch
 	s.data.mu.Unlock()
-	payload, _ := json.Marshal(DialBackPayload{Ticket: ticket, ClientAddr: clientAddr, User: user})
-	ok, reply, err := t.conn.SendRequest(RequestDialBack, true, payload)
+	payload, _ := json.Marshal(tunnel.DialBackPayload{Ticket: ticket, ClientAddr: clientAddr, User: user})
+	ok, reply, err := t.conn.SendRequest(tunnel.RequestDialBack, true, payload)
 	if err == nil && !ok {
 		err = fmt.Errorf("node refused: %s", reply)
 	}
 	if err == nil {
-		timer := time.NewTimer(dialBackTimeout)
+		timer := time.NewTimer(tunnel.DialBackTimeout)
 		defer timer.Stop()
 		select {
 		case c := <-ch:
@@ -258,7 +166,7 @@ func (s *Server) dialBack(ctx context.Context, t *tunnel, clientAddr, user strin
 	return nil, err
 }
 
-// serveDialRequest answers a user's RequestDial: it connects the node and
+// serveDialRequest answers a user's tunnel.RequestDial: it connects the node and
 // returns a ticket for the user's data connection.
 func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u *userConn, req *ssh.Request) {
 	var target struct{ Host string }
@@ -283,7 +191,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 		return
 	}
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
-	ticket := newTicket()
+	ticket := tunnel.NewTicket()
 	ut := &userTicket{remote: remote, node: nc, deadline: u.deadline, relay: newRelay(sub, sconn.RemoteAddr().String(), nil)}
 	s.data.mu.Lock()
 	if len(s.data.users) >= maxUserTickets {
@@ -303,7 +211,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 		}
 	})
 	s.data.mu.Unlock()
-	_ = req.Reply(true, ssh.Marshal(dialReply{Ticket: ticket}))
+	_ = req.Reply(true, ssh.Marshal(tunnel.DialReply{Ticket: ticket}))
 }
 
 func addrOf(a net.Addr) (netip.Addr, bool) {
@@ -335,7 +243,7 @@ func (s *Server) redeemUserTicket(c net.Conn, ticket string) {
 	}
 	ut.timer.Stop()
 	defer ut.node.Close()
-	if _, err := c.Write([]byte{dataStatusOK}); err != nil {
+	if _, err := c.Write([]byte{tunnel.DataStatusOK}); err != nil {
 		return
 	}
 	if !ut.deadline.IsZero() {
@@ -470,58 +378,3 @@ func unwrap(c io.ReadWriteCloser) (io.ReadWriteCloser, []byte) {
 		}
 	}
 }
-
-// DialData asks the proxy, over the user's SSH connection pc, for a data
-// connection to target and returns it, ready to carry an SSH session.
-// proxyAddr is the proxy's address. errors.Is(err, ErrNoDataConns) tells
-// a proxy that does not offer them.
-func DialData(ctx context.Context, pc ssh.Conn, proxyAddr, target string) (net.Conn, error) {
-	ok, reply, err := pc.SendRequest(RequestDial, true, ssh.Marshal(struct{ Host string }{target}))
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		if len(reply) == 0 {
-			return nil, ErrNoDataConns
-		}
-		return nil, &DialError{Msg: string(reply)}
-	}
-	var r dialReply
-	if err := ssh.Unmarshal(reply, &r); err != nil {
-		return nil, fmt.Errorf("proxy dial reply: %w", err)
-	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", proxyAddr)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.Write(preamble(dataKindUser, r.Ticket)); err != nil {
-		c.Close()
-		return nil, err
-	}
-	// One byte of status, read alone: the node's SSH banner follows at once.
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	status := make([]byte, 1)
-	if _, err := io.ReadFull(c, status); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("proxy data connection: %w", err)
-	}
-	if status[0] != dataStatusOK {
-		msg := make([]byte, 256)
-		n, _ := c.Read(msg)
-		c.Close()
-		return nil, fmt.Errorf("proxy refused the data connection: %s", strings.TrimSpace(string(msg[:n])))
-	}
-	_ = c.SetReadDeadline(time.Time{})
-	return c, nil
-}
-
-// ErrNoDataConns is returned by DialData when the proxy does not offer data
-// connections; use a direct-tcpip channel instead.
-var ErrNoDataConns = errors.New("the proxy does not offer data connections")
-
-// DialError is the proxy's refusal to connect a node (access, lock,
-// unknown target), meant for the user.
-type DialError struct{ Msg string }
-
-func (e *DialError) Error() string { return e.Msg }

@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/quickack"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // Mux splits one listener by protocol: connections that start with the SSH
-// banner ("SSH-") go to SSH, data connections (DataMagic) to Data,
+// banner ("SSH-") go to SSH, data connections (tunnel.DataMagic) to Data,
 // everything else (TLS) to TLS. Both SSH clients
 // and TLS clients speak first, so a short peek decides. Slow or silent
 // clients are dropped after PeekTimeout.
@@ -69,7 +70,7 @@ func (m *Mux) route(c net.Conn) {
 	switch string(head) {
 	case "SSH-":
 		m.ssh.deliver(pc)
-	case DataMagic:
+	case tunnel.DataMagic:
 		m.data.deliver(pc)
 	default:
 		m.tls.deliver(pc)

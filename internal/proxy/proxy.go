@@ -21,25 +21,8 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
-
-// Protocol names shared with the node agent.
-const (
-	// ChannelNodeConn is opened by the proxy on a node's tunnel for each
-	// user connection; its payload is a NodeConnPayload.
-	ChannelNodeConn = "node-conn@warden.dev"
-	// RequestHeartbeat is a global request from the node carrying a
-	// Heartbeat as JSON.
-	RequestHeartbeat = "heartbeat@warden.dev"
-	// TunnelUser is the SSH user name a node uses on its tunnel.
-	TunnelUser = "-warden-node"
-)
-
-// NodeConnPayload describes the user connection inside a node-conn channel.
-type NodeConnPayload struct {
-	ClientAddr string
-	User       string
-}
 
 // Directory is what the proxy needs from auth.
 type Directory interface {
@@ -163,7 +146,7 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	perms, err := s.authenticateKey(meta, key)
 	if err != nil {
 		s.cfg.Metrics.AuthFailures.Inc()
-		if _, isCert := key.(*ssh.Certificate); isCert && meta.User() != TunnelUser {
+		if _, isCert := key.(*ssh.Certificate); isCert && meta.User() != tunnel.User {
 			return nil, &ssh.BannerError{Err: err, Message: "warden: " + err.Error() + "\n"}
 		}
 	}
@@ -179,7 +162,7 @@ func (s *Server) authenticateKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh
 	checker := &ssh.CertChecker{Clock: func() time.Time { return now }}
 	switch cert.CertType {
 	case ssh.HostCert:
-		if meta.User() != TunnelUser {
+		if meta.User() != tunnel.User {
 			return nil, errors.New("a host certificate cannot log in as a user")
 		}
 		if !containsKey(s.cfg.HostCAs(), cert.SignatureKey) {
@@ -190,7 +173,7 @@ func (s *Server) authenticateKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh
 		}
 		return &ssh.Permissions{Extensions: map[string]string{extKind: kindNode, extNodeID: cert.KeyId}}, nil
 	case ssh.UserCert:
-		if meta.User() == TunnelUser {
+		if meta.User() == tunnel.User {
 			return nil, errors.New("a user certificate cannot open a node tunnel")
 		}
 		if !containsKey(s.cfg.UserCAs(), cert.SignatureKey) {

@@ -13,15 +13,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
-// Heartbeat is what a node reports over its tunnel.
-type Heartbeat struct {
-	Labels  map[string]string `json:"labels,omitempty"`
-	Version string            `json:"version,omitempty"`
-}
-
-type tunnel struct {
+type nodeTunnel struct {
 	conn ssh.Conn
 	// noDialBack is set once the node failed to dial back a data
 	// connection; its sessions then use channels on the tunnel.
@@ -30,7 +25,7 @@ type tunnel struct {
 	node       auth.Node
 }
 
-func (t *tunnel) snapshot() auth.Node {
+func (t *nodeTunnel) snapshot() auth.Node {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	n := t.node
@@ -42,12 +37,12 @@ func (t *tunnel) snapshot() auth.Node {
 // live inventory: a node is listed exactly while its tunnel is up.
 type Registry struct {
 	mu      sync.RWMutex
-	tunnels map[string]*tunnel
+	tunnels map[string]*nodeTunnel
 	m       *Metrics
 }
 
 func newRegistry(m *Metrics) *Registry {
-	return &Registry{tunnels: map[string]*tunnel{}, m: m}
+	return &Registry{tunnels: map[string]*nodeTunnel{}, m: m}
 }
 
 // Nodes returns a snapshot of connected nodes.
@@ -68,7 +63,7 @@ func (r *Registry) Len() int {
 	return len(r.tunnels)
 }
 
-func (r *Registry) get(id string) *tunnel {
+func (r *Registry) get(id string) *nodeTunnel {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.tunnels[id]
@@ -76,7 +71,7 @@ func (r *Registry) get(id string) *tunnel {
 
 // add registers a tunnel, replacing (and closing) an older one of the same
 // node: a node that reconnects before its old connection timed out.
-func (r *Registry) add(t *tunnel) {
+func (r *Registry) add(t *nodeTunnel) {
 	r.mu.Lock()
 	old := r.tunnels[t.node.ID]
 	r.tunnels[t.node.ID] = t
@@ -88,7 +83,7 @@ func (r *Registry) add(t *tunnel) {
 	r.m.Tunnels.Set(float64(n))
 }
 
-func (r *Registry) remove(t *tunnel) {
+func (r *Registry) remove(t *nodeTunnel) {
 	r.mu.Lock()
 	if r.tunnels[t.node.ID] == t {
 		delete(r.tunnels, t.node.ID)
@@ -110,7 +105,7 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 		return
 	}
 	now := s.cfg.Now().UTC()
-	t := &tunnel{conn: sconn, node: auth.Node{ID: reg.ID, Name: reg.Name, Hostname: reg.Hostname, Since: now, LastSeen: now}}
+	t := &nodeTunnel{conn: sconn, node: auth.Node{ID: reg.ID, Name: reg.Name, Hostname: reg.Hostname, Since: now, LastSeen: now}}
 	go func() {
 		for nc := range chans {
 			_ = nc.Reject(ssh.Prohibited, "nodes may not open channels on the proxy")
@@ -132,11 +127,11 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 			if !ok {
 				return
 			}
-			if req.Type != RequestHeartbeat {
+			if req.Type != tunnel.RequestHeartbeat {
 				_ = req.Reply(false, nil)
 				continue
 			}
-			var hb Heartbeat
+			var hb tunnel.Heartbeat
 			if err := decodeHeartbeat(req.Payload, &hb); err != nil {
 				_ = req.Reply(false, []byte(err.Error()))
 				continue
@@ -172,7 +167,7 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 	}
 }
 
-func decodeHeartbeat(p []byte, hb *Heartbeat) error {
+func decodeHeartbeat(p []byte, hb *tunnel.Heartbeat) error {
 	if len(p) > maxJSONBody {
 		return errors.New("heartbeat too large")
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/target"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 // expiryGrace is how long after certificate expiry the proxy closes a
@@ -71,7 +73,7 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 	busy := fmt.Sprintf("too many concurrent connections (max %d)", s.cfg.MaxChannelsPerConn)
 	go func() {
 		for req := range reqs {
-			if req.Type != RequestDial {
+			if req.Type != tunnel.RequestDial {
 				if req.WantReply {
 					_ = req.Reply(false, nil)
 				}
@@ -107,8 +109,8 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 // route checks the user against the current state, resolves a target
 // among the nodes their current roles may see, and checks locks: the node,
 // its tunnel and the connection's lock subject, or an error for the user.
-func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *tunnel, lock.Subject, error) {
-	target, err := ParseTarget(host)
+func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *nodeTunnel, lock.Subject, error) {
+	tg, err := target.ParseHost(host)
 	if err != nil {
 		return nil, nil, lock.Subject{}, err
 	}
@@ -118,7 +120,7 @@ func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Nod
 	if err != nil {
 		return nil, nil, lock.Subject{}, errors.New(lockMessage(err))
 	}
-	node, err := s.resolve(ctx, caller, target)
+	node, err := s.resolve(ctx, caller, tg)
 	if err != nil {
 		return nil, nil, lock.Subject{}, err
 	}
@@ -172,24 +174,12 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 
 // resolve finds the one node, among those the caller may access, that the
 // target names.
-func (s *Server) resolve(ctx context.Context, caller auth.Caller, t Target) (*auth.Node, error) {
+func (s *Server) resolve(ctx context.Context, caller auth.Caller, t target.Target) (*auth.Node, error) {
 	nodes, err := s.cfg.Directory.ListNodes(ctx, caller, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list nodes: %v", err)
 	}
-	var matches []auth.Node
-	for _, n := range nodes {
-		switch {
-		case t.LabelKey != "":
-			if v, ok := n.Labels[t.LabelKey]; ok && v == t.LabelValue {
-				matches = append(matches, n)
-			}
-		case n.ID == t.Node:
-			return &n, nil
-		case n.Name == t.Node || n.Hostname == t.Node:
-			matches = append(matches, n)
-		}
-	}
+	matches := t.Match(nodes)
 	switch len(matches) {
 	case 1:
 		return &matches[0], nil
@@ -212,7 +202,7 @@ const refusalLinger = 10 * time.Second
 
 // refuseChannel answers a jump (direct-tcpip) the proxy refuses as the
 // node's SSH server would refuse the client: it accepts the channel and
-// sends, inside it, a disconnect with the reason (RefusalStream). The
+// sends, inside it, a disconnect with the reason (tunnel.RefusalStream). The
 // user's ssh prints "Received disconnect from ...: warden: REASON". A
 // rejected channel would show the reason too, but buried under the complaints
 // of both ssh processes of `ssh -J` ("stdio forwarding failed",
@@ -224,7 +214,7 @@ func refuseChannel(nc ssh.NewChannel, reason string) {
 	}
 	go ssh.DiscardRequests(reqs)
 	defer ch.Close()
-	if _, err := ch.Write(RefusalStream("warden: " + reason)); err != nil {
+	if _, err := ch.Write(tunnel.RefusalStream("warden: " + reason)); err != nil {
 		return
 	}
 	// The client reads it and hangs up. Ending the channel first could

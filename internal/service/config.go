@@ -1,6 +1,6 @@
-// Package service wires Warden's services (auth, proxy, node) together for
-// `warden start`: configuration, listeners, identities on disk and the
-// background loops (heartbeats, watches, renewals).
+// Package service is wiring only: the `warden start` configuration, and
+// which services (auth, proxy, node agent) a process runs, with their
+// listeners. What a node runs lives in nodeagent.
 package service
 
 import (
@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/warden-sh/warden/internal/node"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/notify"
 )
 
@@ -35,7 +36,7 @@ type Config struct {
 	LogLevel    string   `yaml:"log_level"`
 	Auth        AuthConfig
 	Proxy       ProxyConfig
-	Node        NodeConfig
+	Node        nodeagent.Settings
 }
 
 // AuthConfig configures the auth service.
@@ -100,41 +101,6 @@ type ProxyConfig struct {
 	// GET /metrics), apart from the public port: DefaultMetricsAddr when
 	// empty, or MetricsOff.
 	MetricsAddr string `yaml:"metrics_addr"`
-}
-
-// NodeConfig configures the node agent.
-type NodeConfig struct {
-	// Listen, if set, also serves SSH directly on this address (direct
-	// mode). By default a node opens no port: it is reached only through
-	// its reverse tunnel to the proxy.
-	Listen string `yaml:"listen"`
-	// Name defaults to the host name.
-	Name   string            `yaml:"name"`
-	Labels map[string]string `yaml:"labels"`
-	// Commands are dynamic labels.
-	Commands []LabelCommand `yaml:"commands"`
-	// ProxyAddr is the proxy to join and report to (not needed when the
-	// node runs with auth and proxy in one process).
-	ProxyAddr string `yaml:"proxy"`
-	// Token is the join token (first start only). A command line shows it
-	// to everyone on the machine (ps): prefer TokenFile, or WARDEN_TOKEN.
-	Token string `yaml:"token"`
-	// TokenFile holds the join token (read at the first start only; it may
-	// be deleted once the node has joined).
-	TokenFile string `yaml:"token_file"`
-	// CAPin is the expected "sha256:..." fingerprint of the cluster TLS CA.
-	CAPin string `yaml:"ca_pin"`
-	// Insecure skips CA pinning on join (tests only).
-	Insecure bool `yaml:"insecure"`
-	// TunnelOnly carries every session inside the reverse tunnel instead of
-	// a separate data connection per session that the node dials out to
-	// the proxy. Slower (session bytes are encrypted twice); for networks
-	// that allow the node only one connection to the proxy.
-	TunnelOnly bool `yaml:"tunnel_only"`
-	// SessionCgroups is "auto" (the default: each session's processes in a
-	// cgroup of their own where the node can create one, so that revoking
-	// access kills every process the session started) or "off".
-	SessionCgroups string `yaml:"session_cgroups"`
 }
 
 // Defaults.

@@ -1,11 +1,15 @@
 package service
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warden-sh/warden/internal/nodeagent"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -15,7 +19,7 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{name: "empty", text: ""},
 		{name: "comments only", text: "# all defaults\n"},
-		{name: "fields", text: "cluster_name: example\nnode:\n  name: web1\n", want: Config{ClusterName: "example", Node: NodeConfig{Name: "web1"}}},
+		{name: "fields", text: "cluster_name: example\nnode:\n  name: web1\n", want: Config{ClusterName: "example", Node: nodeagent.Settings{Name: "web1"}}},
 		{name: "unknown field", text: "clustr_name: example\n", err: "field clustr_name not found"},
 		{name: "not yaml", text: "cluster_name: [\n", err: "config "},
 	} {
@@ -137,3 +141,5 @@ func TestMetricsAddrSetting(t *testing.T) {
 		t.Fatal("metrics default to the public port")
 	}
 }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -23,6 +23,8 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auditsink"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
@@ -41,7 +43,7 @@ type Process struct {
 	proxy    *proxy.Server
 	metrics  *prometheus.Registry
 	notifier *notify.Notifier
-	node     *NodeAgent
+	node     *nodeagent.Agent
 	// ready is set once every service started (/readyz).
 	ready    atomic.Bool
 	wg       sync.WaitGroup
@@ -56,10 +58,6 @@ type Process struct {
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 }
-
-// AdminIdentityPath is where the auth service writes the local admin
-// identity used by admin commands on the same machine.
-func AdminIdentityPath(dataDir string) string { return filepath.Join(dataDir, "admin-identity.json") }
 
 // Start starts the configured services and returns once they serve.
 func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error) {
@@ -91,8 +89,8 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 		if cfg.Has(Auth) && ncfg.ProxyAddr == "" {
 			ncfg.ProxyAddr = p.ProxyAddr()
 		}
-		agent, err := StartNode(ctx, NodeAgentConfig{
-			NodeConfig:  ncfg,
+		agent, err := nodeagent.Start(ctx, nodeagent.Config{
+			Settings:    ncfg,
 			DataDir:     filepath.Join(cfg.DataDir, "node"),
 			Logger:      log.With("service", "node"),
 			LocalAuth:   p.localJoin,
@@ -308,7 +306,7 @@ var TLS12CipherSuites = []uint16{
 }
 
 func (p *Process) writeAdminIdentity(public string) error {
-	keyPEM, priv, err := NewPrivateKey()
+	keyPEM, priv, err := idfile.NewPrivateKey()
 	if err != nil {
 		return err
 	}
@@ -316,9 +314,9 @@ func (p *Process) writeAdminIdentity(public string) error {
 	if err != nil {
 		return err
 	}
-	f := &IdentityFile{Kind: "admin", ProxyAddr: public, Cluster: p.cfg.ClusterName, PrivateKey: keyPEM,
+	f := &idfile.File{Kind: "admin", ProxyAddr: public, Cluster: p.cfg.ClusterName, PrivateKey: keyPEM,
 		TLSCert: pemCert(der), TLSCA: string(p.auth.Authority().TLSCAPEM())}
-	return f.Write(AdminIdentityPath(p.cfg.DataDir))
+	return f.Write(idfile.AdminPath(p.cfg.DataDir))
 }
 
 // localJoin creates a single-use join token for the in-process node.
@@ -345,7 +343,7 @@ func (p *Process) ProxyAddr() string {
 }
 
 // Node returns the node agent (nil if not running).
-func (p *Process) Node() *NodeAgent { return p.node }
+func (p *Process) Node() *nodeagent.Agent { return p.node }
 
 // Wait blocks until ctx ends or a service fails.
 func (p *Process) Wait(ctx context.Context) error {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/web"
 )
@@ -29,7 +30,7 @@ const proxyCertTTL = 30 * 24 * time.Hour
 // certificate for the names clients use, the tunnel registry that becomes
 // the cluster's node inventory, and the protocol multiplexer.
 func (p *Process) startProxy(public string) error {
-	_, priv, err := NewPrivateKey()
+	_, priv, err := idfile.NewPrivateKey()
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/warden-sh/warden/internal/clustertest"
-	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/nodeagent"
 )
 
 // TestBrowserAdmin: an admin adds a user (invite link and QR code), the
@@ -96,9 +96,9 @@ func TestBrowserAdmin(t *testing.T) {
 	if flag("--proxy") != c.ProxyAddr() {
 		t.Fatalf("command %q names another proxy", cmd)
 	}
-	n, err := service.StartNode(context.Background(), service.NodeAgentConfig{
-		NodeConfig: service.NodeConfig{Name: "joined", ProxyAddr: flag("--proxy"), Token: flag("--token"), CAPin: flag("--ca-pin")},
-		DataDir:    t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	n, err := nodeagent.Start(context.Background(), nodeagent.Config{
+		Settings: nodeagent.Settings{Name: "joined", ProxyAddr: flag("--proxy"), Token: flag("--token"), CAPin: flag("--ca-pin")},
+		DataDir:  t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("the token's command does not join a node: %v", err)
 	}

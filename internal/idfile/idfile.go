@@ -1,4 +1,7 @@
-package service
+// Package idfile reads and writes identity files (a private key with its
+// certificates, for the local admin, a node or a user profile) and writes
+// files atomically, so a crash never leaves half a key on disk.
+package idfile
 
 import (
 	"crypto"
@@ -16,9 +19,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// IdentityFile is a private key with its certificates, as stored on disk for
+// File is a private key with its certificates, as stored on disk for
 // the local admin and for a node (0600, written atomically).
-type IdentityFile struct {
+type File struct {
 	// Kind is "admin" or "node".
 	Kind      string `json:"kind"`
 	ProxyAddr string `json:"proxy_addr"`
@@ -47,13 +50,25 @@ func NewPrivateKey() (string, ed25519.PrivateKey, error) {
 	return string(pem.EncodeToMemory(block)), priv, nil
 }
 
-// ReadIdentityFile loads an identity file.
-func ReadIdentityFile(path string) (*IdentityFile, error) {
+// AdminPath is where the auth service writes the local admin
+// identity used by admin commands on the same machine.
+func AdminPath(dataDir string) string { return filepath.Join(dataDir, "admin-identity.json") }
+
+// Node is a node identity's name, or its id when it has none.
+func (f *File) Node() string {
+	if f.NodeName != "" {
+		return f.NodeName
+	}
+	return f.NodeID
+}
+
+// Read loads an identity file.
+func Read(path string) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var f IdentityFile
+	var f File
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("identity file %s: %w", path, err)
 	}
@@ -61,17 +76,17 @@ func ReadIdentityFile(path string) (*IdentityFile, error) {
 }
 
 // Write stores the identity atomically with mode 0600.
-func (f *IdentityFile) Write(path string) error {
+func (f *File) Write(path string) error {
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, data, 0o600)
+	return WriteAtomic(path, data, 0o600)
 }
 
-// WriteFileAtomic writes data to a temp file, fsyncs it and renames it over
+// WriteAtomic writes data to a temp file, fsyncs it and renames it over
 // path, so a crash leaves either the old or the new content.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -107,7 +122,7 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 }
 
 // Signer returns the private key as an ssh.Signer and a crypto.Signer.
-func (f *IdentityFile) Signer() (ssh.Signer, crypto.Signer, error) {
+func (f *File) Signer() (ssh.Signer, crypto.Signer, error) {
 	raw, err := ssh.ParseRawPrivateKey([]byte(f.PrivateKey))
 	if err != nil {
 		return nil, nil, fmt.Errorf("identity private key: %w", err)
@@ -129,7 +144,7 @@ func (f *IdentityFile) Signer() (ssh.Signer, crypto.Signer, error) {
 }
 
 // TLSCertificate returns the TLS client certificate.
-func (f *IdentityFile) TLSCertificate() (*tls.Certificate, error) {
+func (f *File) TLSCertificate() (*tls.Certificate, error) {
 	_, cs, err := f.Signer()
 	if err != nil {
 		return nil, err
@@ -146,7 +161,7 @@ func (f *IdentityFile) TLSCertificate() (*tls.Certificate, error) {
 }
 
 // RootCAs returns a pool with the cluster TLS CA.
-func (f *IdentityFile) RootCAs() (*x509.CertPool, error) {
+func (f *File) RootCAs() (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(f.TLSCA)) {
 		return nil, errors.New("identity: invalid TLS CA")
@@ -155,7 +170,7 @@ func (f *IdentityFile) RootCAs() (*x509.CertPool, error) {
 }
 
 // CertSigner returns the SSH certificate signer.
-func (f *IdentityFile) CertSigner() (ssh.Signer, *ssh.Certificate, error) {
+func (f *File) CertSigner() (ssh.Signer, *ssh.Certificate, error) {
 	s, _, err := f.Signer()
 	if err != nil {
 		return nil, nil, err

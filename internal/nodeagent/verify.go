@@ -1,4 +1,4 @@
-package service
+package nodeagent
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 // reverify re-checks every live connection after a lock or role change:
 // authorization continues for the whole session, not just at its start.
-func (a *NodeAgent) reverify() {
+func (a *Agent) reverify() {
 	if !a.ready.Load() {
 		return
 	}
@@ -45,7 +45,7 @@ func (a *NodeAgent) reverify() {
 
 // watchStaleness ends sessions whose roles demand lock_mode strict once the
 // node's view of the locks is older than allowed.
-func (a *NodeAgent) watchStaleness(ctx context.Context) {
+func (a *Agent) watchStaleness(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {

@@ -1,4 +1,4 @@
-package service
+package nodeagent
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/idfile"
 )
 
 // eventJournal keeps a node's audit events on disk until auth has them, so
@@ -111,7 +112,7 @@ func (j *eventJournal) rewrite(queued []audit.Event) error {
 		}
 		buf = append(buf, line...)
 	}
-	if err := WriteFileAtomic(j.path, buf, 0o600); err != nil {
+	if err := idfile.WriteAtomic(j.path, buf, 0o600); err != nil {
 		return err
 	}
 	nf, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)

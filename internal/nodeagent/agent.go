@@ -1,4 +1,9 @@
-package service
+// Package nodeagent is everything a node runs around its SSH server
+// (internal/node): join and identity, certificate renewal, the reverse
+// tunnel to the proxy (via tunnel), labels, the watch of roles and locks and
+// the node's access decision, continuous verification of live sessions, the
+// audit event journal and forwarding, and the recording spool's upload.
+package nodeagent
 
 import (
 	"context"
@@ -20,14 +25,52 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/node"
-	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/tunnel"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
-// NodeAgentConfig configures a node agent.
-type NodeAgentConfig struct {
-	NodeConfig
+// Settings are the node agent's part of the configuration (the node:
+// section of the config file).
+type Settings struct {
+	// Listen, if set, also serves SSH directly on this address (direct
+	// mode). By default a node opens no port: it is reached only through
+	// its reverse tunnel to the proxy.
+	Listen string `yaml:"listen"`
+	// Name defaults to the host name.
+	Name   string            `yaml:"name"`
+	Labels map[string]string `yaml:"labels"`
+	// Commands are dynamic labels.
+	Commands []LabelCommand `yaml:"commands"`
+	// ProxyAddr is the proxy to join and report to (not needed when the
+	// node runs with auth and proxy in one process).
+	ProxyAddr string `yaml:"proxy"`
+	// Token is the join token (first start only). A command line shows it
+	// to everyone on the machine (ps): prefer TokenFile, or WARDEN_TOKEN.
+	Token string `yaml:"token"`
+	// TokenFile holds the join token (read at the first start only; it may
+	// be deleted once the node has joined).
+	TokenFile string `yaml:"token_file"`
+	// CAPin is the expected "sha256:..." fingerprint of the cluster TLS CA.
+	CAPin string `yaml:"ca_pin"`
+	// Insecure skips CA pinning on join (tests only).
+	Insecure bool `yaml:"insecure"`
+	// TunnelOnly carries every session inside the reverse tunnel instead of
+	// a separate data connection per session that the node dials out to
+	// the proxy. Slower (session bytes are encrypted twice); for networks
+	// that allow the node only one connection to the proxy.
+	TunnelOnly bool `yaml:"tunnel_only"`
+	// SessionCgroups is "auto" (the default: each session's processes in a
+	// cgroup of their own where the node can create one, so that revoking
+	// access kills every process the session started) or "off".
+	SessionCgroups string `yaml:"session_cgroups"`
+}
+
+// Config configures a node agent.
+type Config struct {
+	Settings
 	// DataDir holds the node identity.
 	DataDir string
 	Logger  *slog.Logger
@@ -47,14 +90,14 @@ type NodeAgentConfig struct {
 	LockStaleness time.Duration
 }
 
-// NodeAgent is a joined node: its SSH server plus the loops that keep it in
+// Agent is a joined node: its SSH server plus the loops that keep it in
 // touch with auth (heartbeats, role watch, certificate renewal, audit).
-type NodeAgent struct {
-	cfg     NodeAgentConfig
+type Agent struct {
+	cfg     Config
 	log     *slog.Logger
 	idPath  string
 	mu      sync.Mutex
-	id      *IdentityFile
+	id      *idfile.File
 	tlsCert atomic.Pointer[tls.Certificate]
 	userCAs atomic.Pointer[[]ssh.PublicKey]
 	host    *swapSigner
@@ -74,16 +117,16 @@ type NodeAgent struct {
 	tunnelUp atomic.Bool
 }
 
-// StartNode joins (first start) or loads the node identity and serves SSH.
-func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
+// Start joins (first start) or loads the node identity and serves SSH.
+func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
-	a := &NodeAgent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
-	id, err := ReadIdentityFile(a.idPath)
+	a := &Agent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
+	id, err := idfile.Read(a.idPath)
 	switch {
 	case err == nil:
 		a.log.Info("loaded node identity", "node_id", id.NodeID)
@@ -138,7 +181,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 	go func() { defer a.wg.Done(); a.watchStaleness(runCtx) }()
 
-	a.authz = &authorizer{nodeName: id.nodeName(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
+	a.authz = &authorizer{nodeName: id.Node(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
 	if a.authz.maxStale <= 0 {
 		a.authz.maxStale = DefaultLockStaleness
 	}
@@ -155,7 +198,7 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 		Authorizer:  a.authz,
 		JoinPolicy:  a.authz.canJoin,
 		Audit:       a.events,
-		NodeName:    id.nodeName(),
+		NodeName:    id.Node(),
 		NodeID:      id.NodeID,
 		Logger:      a.log,
 
@@ -185,16 +228,16 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		proxy.RunAgent(runCtx, proxy.AgentConfig{
+		tunnel.DialAndServe(runCtx, tunnel.Config{
 			Addr:   a.proxyAddr(),
 			Signer: a.host,
 			HostCAs: func() []ssh.PublicKey {
 				a.mu.Lock()
 				defer a.mu.Unlock()
-				cas, _ := ParseAuthorizedKeys(a.id.HostCAs)
+				cas, _ := idfile.ParseAuthorizedKeys(a.id.HostCAs)
 				return cas
 			},
-			Heartbeat:         func() proxy.Heartbeat { return proxy.Heartbeat{Labels: a.labels(), Version: api.Version} },
+			Heartbeat:         func() tunnel.Heartbeat { return tunnel.Heartbeat{Labels: a.labels(), Version: api.Version} },
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			Handle:            a.srv.HandleConn,
 			NoDialBack:        cfg.TunnelOnly,
@@ -202,25 +245,18 @@ func StartNode(ctx context.Context, cfg NodeAgentConfig) (*NodeAgent, error) {
 			Logger:            a.log,
 		})
 	}()
-	a.log.Info("node started", "name", id.nodeName(), "node_id", id.NodeID, "direct_addr", a.Addr())
+	a.log.Info("node started", "name", id.Node(), "node_id", id.NodeID, "direct_addr", a.Addr())
 	return a, nil
 }
 
-func (f *IdentityFile) nodeName() string {
-	if f.NodeName != "" {
-		return f.NodeName
-	}
-	return f.NodeID
-}
-
-func (a *NodeAgent) proxyAddr() string {
+func (a *Agent) proxyAddr() string {
 	if a.cfg.ProxyAddr != "" {
 		return a.cfg.ProxyAddr
 	}
 	return a.id.ProxyAddr
 }
 
-func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
+func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	token, pin := a.cfg.Token, a.cfg.CAPin
 	if token == "" && a.cfg.TokenFile != "" {
 		b, err := os.ReadFile(a.cfg.TokenFile)
@@ -255,7 +291,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	if pin != "" && !strings.EqualFold(ping.TLSCAFingerprint, pin) {
 		return nil, fmt.Errorf("the proxy at %s presented CA %s, which does not match --ca-pin %s: refusing to join", a.cfg.ProxyAddr, ping.TLSCAFingerprint, pin)
 	}
-	tmp := &IdentityFile{TLSCA: ping.TLSCA}
+	tmp := &idfile.File{TLSCA: ping.TLSCA}
 	pool, err := tmp.RootCAs()
 	if err != nil {
 		return nil, err
@@ -265,7 +301,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, priv, err := NewPrivateKey()
+	keyPEM, priv, err := idfile.NewPrivateKey()
 	if err != nil {
 		return nil, err
 	}
@@ -277,12 +313,12 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	if host == "" {
 		host = a.cfg.Name
 	}
-	resp, err := c.JoinNode(ctx, auth.JoinRequest{Token: token, Name: a.cfg.Name, Hostname: host,
+	resp, err := c.JoinNode(ctx, wire.JoinRequest{Token: token, Name: a.cfg.Name, Hostname: host,
 		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))})
 	if err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
-	id := &IdentityFile{Kind: "node", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
+	id := &idfile.File{Kind: "node", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
 		PrivateKey: keyPEM, SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA,
 		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}
 	if err := id.Write(a.idPath); err != nil {
@@ -292,7 +328,7 @@ func (a *NodeAgent) join(ctx context.Context) (*IdentityFile, error) {
 	return id, nil
 }
 
-func (a *NodeAgent) setIdentity(id *IdentityFile) error {
+func (a *Agent) setIdentity(id *idfile.File) error {
 	signer, _, err := id.CertSigner()
 	if err != nil {
 		return err
@@ -301,7 +337,7 @@ func (a *NodeAgent) setIdentity(id *IdentityFile) error {
 	if err != nil {
 		return err
 	}
-	cas, err := ParseAuthorizedKeys(id.UserCAs)
+	cas, err := idfile.ParseAuthorizedKeys(id.UserCAs)
 	if err != nil {
 		return err
 	}
@@ -320,10 +356,10 @@ func (a *NodeAgent) setIdentity(id *IdentityFile) error {
 	return nil
 }
 
-func (a *NodeAgent) labels() map[string]string { return a.dyn.get() }
+func (a *Agent) labels() map[string]string { return a.dyn.get() }
 
 // maintain renews certificates before they expire.
-func (a *NodeAgent) maintain(ctx context.Context) {
+func (a *Agent) maintain(ctx context.Context) {
 	every := a.cfg.RenewCheckInterval
 	if every <= 0 {
 		every = time.Minute
@@ -342,7 +378,7 @@ func (a *NodeAgent) maintain(ctx context.Context) {
 	}
 }
 
-func (a *NodeAgent) renewIfDue(ctx context.Context) error {
+func (a *Agent) renewIfDue(ctx context.Context) error {
 	a.mu.Lock()
 	id := a.id
 	a.mu.Unlock()
@@ -377,7 +413,7 @@ func (a *NodeAgent) renewIfDue(ctx context.Context) error {
 }
 
 // Addr returns the node's SSH address.
-func (a *NodeAgent) Addr() string {
+func (a *Agent) Addr() string {
 	if a.ln == nil {
 		return ""
 	}
@@ -385,13 +421,13 @@ func (a *NodeAgent) Addr() string {
 }
 
 // TunnelUp reports whether the reverse tunnel is connected.
-func (a *NodeAgent) TunnelUp() bool { return a.tunnelUp.Load() }
+func (a *Agent) TunnelUp() bool { return a.tunnelUp.Load() }
 
 // ID returns the node id.
-func (a *NodeAgent) ID() string { return a.id.NodeID }
+func (a *Agent) ID() string { return a.id.NodeID }
 
 // Close stops the node.
-func (a *NodeAgent) Close() error {
+func (a *Agent) Close() error {
 	if a.srv != nil {
 		a.srv.Close()
 	}

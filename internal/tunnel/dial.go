@@ -1,4 +1,4 @@
-package proxy
+package tunnel
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 )
 
-// AgentConfig configures the node side of a reverse tunnel.
-type AgentConfig struct {
+// Config configures the agent side of a reverse tunnel.
+type Config struct {
 	// Addr is the proxy address.
 	Addr string
 	// Signer is the node's host certificate signer; it authenticates the
@@ -46,9 +46,9 @@ type AgentConfig struct {
 	NoDialBack bool
 }
 
-// RunAgent keeps one authenticated reverse tunnel to the proxy until ctx
+// DialAndServe keeps one authenticated reverse tunnel to the proxy until ctx
 // ends, reconnecting with jittered exponential backoff.
-func RunAgent(ctx context.Context, cfg AgentConfig) {
+func DialAndServe(ctx context.Context, cfg Config) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -61,7 +61,7 @@ func RunAgent(ctx context.Context, cfg AgentConfig) {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := agentOnce(ctx, cfg)
+		err := dialOnce(ctx, cfg)
 		if ctx.Err() != nil {
 			return
 		}
@@ -80,7 +80,7 @@ func RunAgent(ctx context.Context, cfg AgentConfig) {
 	}
 }
 
-func agentOnce(ctx context.Context, cfg AgentConfig) error {
+func dialOnce(ctx context.Context, cfg Config) error {
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
 		return err
@@ -94,7 +94,7 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 	hostCAs := cfg.HostCAs()
 	checker := &ssh.CertChecker{IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return containsKey(hostCAs, k) }}
 	ccfg := &ssh.ClientConfig{
-		User:              TunnelUser,
+		User:              User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
 		HostKeyCallback:   checker.CheckHostKey,
 		HostKeyAlgorithms: ca.HostCertAlgorithms,
@@ -129,7 +129,7 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 				continue
 			}
 			var p DialBackPayload
-			if len(req.Payload) > 4096 || json.Unmarshal(req.Payload, &p) != nil || len(p.Ticket) != 2*ticketBytes {
+			if len(req.Payload) > 4096 || json.Unmarshal(req.Payload, &p) != nil || len(p.Ticket) != 2*TicketBytes {
 				_ = req.Reply(false, []byte("bad payload"))
 				continue
 			}
@@ -187,14 +187,14 @@ func agentOnce(ctx context.Context, cfg AgentConfig) error {
 // dialBack opens a data connection to the proxy for one user connection
 // and serves it. The proxy already authenticated the user; the node's SSH
 // server authenticates them again, end to end.
-func dialBack(ctx context.Context, cfg AgentConfig, p DialBackPayload) {
-	d := net.Dialer{Timeout: dialBackTimeout, KeepAlive: 30 * time.Second}
+func dialBack(ctx context.Context, cfg Config, p DialBackPayload) {
+	d := net.Dialer{Timeout: DialBackTimeout, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		cfg.Logger.Warn("cannot open a data connection to the proxy", "err", err)
 		return
 	}
-	if _, err := c.Write(preamble(dataKindNode, p.Ticket)); err != nil {
+	if _, err := c.Write(Preamble(DataKindNode, p.Ticket)); err != nil {
 		c.Close()
 		return
 	}
@@ -232,6 +232,11 @@ func sendHeartbeat(c ssh.Conn, hb Heartbeat) error {
 	}
 }
 
+// ChannelConn adapts a channel on a tunnel to net.Conn (both ends use it).
+func ChannelConn(ch ssh.Channel, local, remote net.Addr) net.Conn {
+	return &channelConn{Channel: ch, local: local, remote: remote}
+}
+
 // channelConn adapts a tunnel channel to net.Conn for the node's SSH server.
 // Deadlines are not supported on channels; the proxy bounds its side.
 type channelConn struct {
@@ -255,4 +260,14 @@ func parseAddr(s string) net.Addr {
 		return net.TCPAddrFromAddrPort(ap)
 	}
 	return stringAddr(s)
+}
+
+func containsKey(keys []ssh.PublicKey, k ssh.PublicKey) bool {
+	m := k.Marshal()
+	for _, c := range keys {
+		if string(c.Marshal()) == string(m) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,55 @@
+package wire
+
+import "time"
+
+// Token is a join token (only its hash is stored).
+type Token struct {
+	Type      string    `json:"type"`
+	Expires   time.Time `json:"expires"`
+	Reusable  bool      `json:"reusable,omitempty"`
+	CreatedBy string    `json:"created_by"`
+	Hint      string    `json:"hint"` // first characters, to tell tokens apart in listings
+	Hash      string    `json:"hash"`
+}
+
+// CreateTokenRequest creates a join token.
+type CreateTokenRequest struct {
+	Type     string        `json:"type"`
+	TTL      time.Duration `json:"ttl"`
+	Reusable bool          `json:"reusable,omitempty"`
+}
+
+// TokenResult is the secret token, shown once.
+type TokenResult struct {
+	Token   string    `json:"token"`
+	Type    string    `json:"type"`
+	Expires time.Time `json:"expires"`
+}
+
+// JoinRequest is sent by a node with a join token.
+type JoinRequest struct {
+	Token      string `json:"token"`
+	Name       string `json:"name"`
+	Hostname   string `json:"hostname"`
+	PublicKey  string `json:"public_key"`
+	RemoteAddr string `json:"-"`
+}
+
+// JoinResponse carries the node's new identity.
+type JoinResponse struct {
+	Certs
+	NodeID string `json:"node_id"`
+}
+
+// Node is a live node as seen through its tunnel.
+type Node struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Hostname string            `json:"hostname"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Version  string            `json:"version,omitempty"`
+	// Since is when the node's current tunnel connected.
+	Since time.Time `json:"since"`
+	// LastSeen is the last heartbeat over the tunnel.
+	LastSeen time.Time `json:"last_seen"`
+}
