@@ -41,6 +41,10 @@ const maxEventBatch = 1000
 // e.g. node:<id>), and for a node its registered name (a node cannot speak
 // for another) and fields.node_id.
 func (s *Server) EmitEvents(ctx context.Context, c Caller, events []audit.Event) error {
+	// Every kind's share is its own event types (emittable), checked below.
+	if _, err := s.authorizeShare(c, "EmitEvents"); err != nil {
+		return err
+	}
 	if len(events) > maxEventBatch {
 		return badRequest("too many events in one batch (max %d)", maxEventBatch)
 	}

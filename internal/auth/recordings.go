@@ -64,6 +64,9 @@ func recordingErr(err error) error {
 // upload, and only for their own sessions (the store enforces ownership).
 // Chunks are hashed as they arrive (recording.Store.Append).
 func (s *Server) AppendRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	if err := s.authorize(c, "AppendRecording"); err != nil {
+		return 0, err
+	}
 	return s.appendRecording(ctx, c, meta, offset, data, (*recording.Store).Append)
 }
 
@@ -72,14 +75,14 @@ func (s *Server) AppendRecording(ctx context.Context, c Caller, meta recording.M
 // hash it a second time (recording.Store.AppendTrusted). Never for calls
 // from the network.
 func (s *Server) AppendLocalRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	if err := s.authorize(c, "AppendLocalRecording"); err != nil {
+		return 0, err
+	}
 	return s.appendRecording(ctx, c, meta, offset, data, (*recording.Store).AppendTrusted)
 }
 
 func (s *Server) appendRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte,
 	appendTo func(*recording.Store, recording.Meta, string, int64, []byte) (int64, error)) (int64, error) {
-	if c.Kind != KindNode {
-		return 0, denied("only nodes upload recordings")
-	}
 	st, err := s.recordings()
 	if err != nil {
 		return 0, err
@@ -140,8 +143,8 @@ func (s *Server) sessionStartedBy(ctx context.Context, id, nodeID string) (*Live
 
 // CompleteRecording closes a recording with its length and SHA-256.
 func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID string, length int64, sha string, interrupted bool) error {
-	if c.Kind != KindNode {
-		return denied("only nodes complete recordings")
+	if err := s.authorize(c, "CompleteRecording"); err != nil {
+		return err
 	}
 	st, err := s.recordings()
 	if err != nil {
@@ -173,9 +176,14 @@ type RecordingFilter struct {
 
 // ListRecordings lists stored recordings, newest first.
 func (s *Server) ListRecordings(ctx context.Context, c Caller, f RecordingFilter) ([]recording.Info, error) {
-	if err := s.authorize(ctx, c, "recording", "list"); err != nil {
+	if err := s.authorize(c, "ListRecordings"); err != nil {
 		return nil, err
 	}
+	return s.listRecordings(f)
+}
+
+// listRecordings lists stored recordings matching f, newest first.
+func (s *Server) listRecordings(f RecordingFilter) ([]recording.Info, error) {
 	st, err := s.recordings()
 	if err != nil {
 		return nil, err
@@ -340,7 +348,7 @@ func (s *Server) recordingAltered(ctx context.Context, id string, err error) {
 // OpenRecording returns a recording's asciicast bytes, checked as they are
 // read (see RecordingStream).
 func (s *Server) OpenRecording(ctx context.Context, c Caller, id string) (*RecordingStream, error) {
-	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
+	if err := s.authorize(c, "OpenRecording"); err != nil {
 		return nil, err
 	}
 	st, err := s.recordings()
@@ -381,7 +389,7 @@ const (
 // and every recording.complete without its recording (and not deleted by
 // retention) is reported missing. Failures are audited.
 func (s *Server) VerifyRecordings(ctx context.Context, c Caller, ids []string) ([]RecordingCheck, error) {
-	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
+	if err := s.authorize(c, "VerifyRecordings"); err != nil {
 		return nil, err
 	}
 	st, err := s.recordings()
@@ -496,10 +504,13 @@ type RecordingMatch struct {
 
 // SearchRecordings finds sessions whose output or typed input contain text.
 func (s *Server) SearchRecordings(ctx context.Context, c Caller, text string, limit int) ([]RecordingMatch, error) {
+	if err := s.authorize(c, "SearchRecordings"); err != nil {
+		return nil, err
+	}
 	if len(text) == 0 || len(text) > 256 {
 		return nil, badRequest("search text must be 1 to 256 bytes")
 	}
-	infos, err := s.ListRecordings(ctx, c, RecordingFilter{})
+	infos, err := s.listRecordings(RecordingFilter{})
 	if err != nil {
 		return nil, err
 	}

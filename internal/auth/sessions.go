@@ -98,7 +98,7 @@ func (s *Server) ForgetNodeSessions(ctx context.Context, nodeID string) {
 
 // ListSessions lists live interactive sessions.
 func (s *Server) ListSessions(ctx context.Context, c Caller) ([]LiveSession, error) {
-	if err := s.authorize(ctx, c, "session", "list"); err != nil {
+	if err := s.authorize(c, "ListSessions"); err != nil {
 		return nil, err
 	}
 	out, err := listJSON[LiveSession](ctx, s.b, prefixSessions)

@@ -76,7 +76,7 @@ func (s *Server) newInvite(ctx context.Context, user string, reset bool) (*Invit
 
 // CreateUser adds a pending user and returns a single-use invite.
 func (s *Server) CreateUser(ctx context.Context, c Caller, req CreateUserRequest) (*InviteResult, error) {
-	if err := s.authorize(ctx, c, "user", "create"); err != nil {
+	if err := s.authorize(c, "CreateUser"); err != nil {
 		return nil, err
 	}
 	if err := identity.ValidateUsername(req.Name); err != nil {
@@ -130,7 +130,7 @@ func (s *Server) checkUserRoles(ctx context.Context, roles []string) error {
 
 // ListUsers returns all users without secrets.
 func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
-	if err := s.authorize(ctx, c, "user", "list"); err != nil {
+	if err := s.authorize(c, "ListUsers"); err != nil {
 		return nil, err
 	}
 	users, err := listJSON[identity.User](ctx, s.b, prefixUsers)
@@ -153,7 +153,7 @@ func userInfo(u identity.User) UserInfo {
 // DeleteUser removes a user and cuts them off at once: the certificates
 // they hold stop working everywhere (API, proxy, nodes, live sessions).
 func (s *Server) DeleteUser(ctx context.Context, c Caller, name string) error {
-	if err := s.authorize(ctx, c, "user", "delete"); err != nil {
+	if err := s.authorize(c, "DeleteUser"); err != nil {
 		return err
 	}
 	if err := s.b.Delete(ctx, prefixUsers+name); err != nil {
@@ -177,7 +177,7 @@ type UpdateUserRequest struct {
 // everywhere, live sessions included (they carry the old roles and
 // logins): the user logs in again. Added roles reach SSH at the next login.
 func (s *Server) UpdateUser(ctx context.Context, c Caller, name string, req UpdateUserRequest) (*UserInfo, error) {
-	if err := s.authorize(ctx, c, "user", "update"); err != nil {
+	if err := s.authorize(c, "UpdateUser"); err != nil {
 		return nil, err
 	}
 	roles := uniq(slices.Clone(req.Roles))
@@ -226,7 +226,7 @@ func (s *Server) UpdateUser(ctx context.Context, c Caller, name string, req Upda
 
 // ResetUser clears a user's password and TOTP and returns a new invite.
 func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteResult, error) {
-	if err := s.authorize(ctx, c, "user", "update"); err != nil {
+	if err := s.authorize(c, "ResetUser"); err != nil {
 		return nil, err
 	}
 	var u identity.User

@@ -68,6 +68,9 @@ func (s *Server) DeleteWebSession(ctx context.Context, key string) error {
 // RecordWebLogout audits a sign-out from the web UI; session is a short
 // tag of the session (not its cookie value).
 func (s *Server) RecordWebLogout(ctx context.Context, c Caller, session, remoteAddr string) {
+	if s.authorize(c, "RecordWebLogout") != nil {
+		return // only a person signs out of the web UI
+	}
 	s.emit(ctx, audit.Event{Event: EventWebLogout, User: c.User, RemoteAddr: remoteAddr, Success: true,
 		Fields: map[string]any{"via": "web", "session": session}})
 }
