@@ -9,9 +9,6 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 )
 
-// EventRecordingRetention is audited when recordings are deleted by age.
-const EventRecordingRetention = "recording.retention"
-
 // VerifyAudit checks the audit log's hash chain and the signatures of its
 // checkpoints with auth's own key. (Checking with a public key kept
 // elsewhere, without trusting auth, is warden audit verify --pubkey on a
@@ -72,7 +69,7 @@ func (s *Server) applyRetention(ctx context.Context) {
 			}
 		}
 		if len(deleted) > 0 {
-			s.emit(ctx, audit.Event{Event: EventRecordingRetention, Success: true,
+			s.emit(ctx, audit.Event{Event: audit.RecordingRetention, Success: true,
 				Fields: map[string]any{"deleted": len(deleted), "sessions": deleted, "older_than": now.Add(-d).UTC().Format(time.RFC3339)}})
 		}
 	}

@@ -206,7 +206,7 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		f.seq++
 		tag := fmt.Sprintf("probe-%d", f.seq)
 		f.a.RecordWebLogout(context.Background(), c, tag, "")
-		if len(f.events(audit.Query{Type: "user.logout", Text: tag})) == 1 {
+		if len(f.events(audit.Query{Type: audit.UserLogout, Text: tag})) == 1 {
 			return all
 		}
 		return deny

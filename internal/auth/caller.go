@@ -24,12 +24,6 @@ const (
 	KindProxy = "proxy"
 )
 
-// EventCertRefused is audited when auth refuses a certificate that is
-// still within its validity, because the state it was issued from changed:
-// its user was removed, reset or lost a role, its access request was
-// revoked or expired, or a lock matches.
-const EventCertRefused = "cert.refused"
-
 // Caller is the authenticated identity making a request, taken from its
 // verified client certificate. For users, CurrentCaller replaces the roles
 // and traits with the current ones.
@@ -104,7 +98,7 @@ func (s *Server) CurrentCaller(ctx context.Context, c Caller, via, remote string
 	}
 	cur, err := s.currentCaller(ctx, c)
 	if err != nil && ctx.Err() == nil {
-		s.emit(ctx, audit.Event{Event: EventCertRefused, User: c.User, RemoteAddr: remote, Success: false, Error: err.Error(),
+		s.emit(ctx, audit.Event{Event: audit.CertRefused, User: c.User, RemoteAddr: remote, Success: false, Error: err.Error(),
 			Fields: map[string]any{"via": via, "access_requests": c.RequestIDs, "cert_issued": c.Issued, "mfa_device": c.MFADevice}})
 	}
 	return cur, err

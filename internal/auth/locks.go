@@ -16,12 +16,6 @@ import (
 
 const prefixLocks = "/locks/"
 
-// Audit event names for locks.
-const (
-	EventLockCreated = "lock.created"
-	EventLockDeleted = "lock.deleted"
-)
-
 // lockCache mirrors the stored locks into a lock.Set.
 type lockCache struct {
 	feed  *feed
@@ -158,7 +152,7 @@ func (s *Server) storeLock(ctx context.Context, c Caller, l *lock.Lock) error {
 	if !l.IssuedNotAfter.IsZero() {
 		fields["issued_not_after"] = l.IssuedNotAfter
 	}
-	s.emit(ctx, audit.Event{Event: EventLockCreated, User: c.Name(), Success: true, Fields: fields})
+	s.emit(ctx, audit.Event{Event: audit.LockCreated, User: c.Name(), Success: true, Fields: fields})
 	return nil
 }
 
@@ -237,7 +231,7 @@ func (s *Server) DeleteLock(ctx context.Context, c Caller, id string) error {
 		return err
 	}
 	s.locks.set.Delete(id)
-	s.emit(ctx, audit.Event{Event: EventLockDeleted, User: c.Name(), Success: true,
+	s.emit(ctx, audit.Event{Event: audit.LockDeleted, User: c.Name(), Success: true,
 		Fields: map[string]any{"lock_id": id, "target": l.Target.String()}})
 	return nil
 }

@@ -18,19 +18,6 @@ import (
 	"github.com/warden-sh/warden/internal/storage"
 )
 
-// Recording events.
-const (
-	// EventRecordingComplete is audited when a recording is closed; its
-	// length and sha256 are what reading the recording checks.
-	EventRecordingComplete = "recording.complete"
-	// EventRecordingRefused is audited when a node uploads a recording for
-	// a session auth has no record of it starting.
-	EventRecordingRefused = "recording.refused"
-	// EventRecordingAltered is audited when a recording read or verified
-	// does not match what was recorded when it completed, or is missing.
-	EventRecordingAltered = "recording.altered"
-)
-
 func (s *Server) recordings() (*recording.Store, error) {
 	if s.cfg.Recordings == nil {
 		return nil, errors.New("this auth service keeps no recordings")
@@ -108,7 +95,7 @@ func (s *Server) appendRecording(ctx context.Context, c Caller, meta recording.M
 		}
 		if started == nil {
 			msg := fmt.Sprintf("no session %s started by node %s: recording refused", meta.SessionID, reg.Name)
-			s.emit(ctx, audit.Event{Event: EventRecordingRefused, SessionID: meta.SessionID, Node: reg.Name, Error: msg,
+			s.emit(ctx, audit.Event{Event: audit.RecordingRefused, SessionID: meta.SessionID, Node: reg.Name, Error: msg,
 				Fields: map[string]any{"node_id": c.NodeID, "offset": offset, "claimed_user": meta.User}})
 			return 0, withKind(fmt.Errorf("%w: %s", recording.ErrUnknownSession, msg), ErrAccessDenied)
 		}
@@ -154,7 +141,7 @@ func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID stri
 		return recordingErr(err)
 	}
 	info, _ := st.Stat(sessionID)
-	ev := audit.Event{Event: EventRecordingComplete, SessionID: sessionID, Success: true, Time: s.now().UTC(),
+	ev := audit.Event{Event: audit.RecordingComplete, SessionID: sessionID, Success: true, Time: s.now().UTC(),
 		Fields: map[string]any{"length": length, "sha256": strings.ToLower(sha), "interrupted": interrupted}}
 	if info != nil {
 		ev.User, ev.Login, ev.Node = info.User, info.Login, info.Node
@@ -260,7 +247,7 @@ type recordingRef struct {
 // it in bad.
 func (s *Server) recordingRefs(ctx context.Context, id string) (refs map[string]recordingRef, bad map[string]error, err error) {
 	refs, bad = map[string]recordingRef{}, map[string]error{}
-	q := audit.Query{Type: EventRecordingComplete, SessionID: id, Limit: audit.MaxLimit}
+	q := audit.Query{Type: audit.RecordingComplete, SessionID: id, Limit: audit.MaxLimit}
 	for {
 		evs, err := s.cfg.Audit.Search(ctx, q)
 		if err != nil {
@@ -342,7 +329,7 @@ func (s *Server) openChecked(ctx context.Context, st *recording.Store, id string
 // recordingAltered makes a failed check loud: logged and audited.
 func (s *Server) recordingAltered(ctx context.Context, id string, err error) {
 	s.log.Error("recording check failed", "session", id, "err", err)
-	s.emit(ctx, audit.Event{Event: EventRecordingAltered, SessionID: id, Error: err.Error()})
+	s.emit(ctx, audit.Event{Event: audit.RecordingAltered, SessionID: id, Error: err.Error()})
 }
 
 // OpenRecording returns a recording's asciicast bytes, checked as they are
@@ -467,7 +454,7 @@ func (s *Server) checkRecording(ctx context.Context, st *recording.Store, id str
 // deleted (recording.retention events).
 func (s *Server) deletedRecordings(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
-	q := audit.Query{Type: EventRecordingRetention, Limit: audit.MaxLimit}
+	q := audit.Query{Type: audit.RecordingRetention, Limit: audit.MaxLimit}
 	for {
 		evs, err := s.cfg.Audit.Search(ctx, q)
 		if err != nil {

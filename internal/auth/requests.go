@@ -19,18 +19,6 @@ import (
 
 const prefixRequests = "/access_requests/"
 
-// Access request audit events.
-const (
-	EventRequestCreate   = "access_request.create"
-	EventRequestReview   = "access_request.review"
-	EventRequestApproved = "access_request.approved"
-	EventRequestDenied   = "access_request.denied"
-	EventRequestExpired  = "access_request.expired"
-	EventRequestUsed     = "access_request.used"
-	EventRequestRevoked  = "access_request.revoked"
-	EventNotification    = "notification.delivery"
-)
-
 // CreateAccessRequest is the input of CreateAccessRequest.
 type CreateAccessRequest struct {
 	Roles     []string      `json:"roles"`
@@ -104,8 +92,8 @@ func (s *Server) CreateAccessRequest(ctx context.Context, c Caller, in CreateAcc
 	if err := s.createJSON(ctx, prefixRequests+r.ID, r, time.Time{}); err != nil {
 		return nil, fmt.Errorf("store access request: %w", err)
 	}
-	s.requestEvent(EventRequestCreate, c, r, map[string]any{"reason": r.Reason, "duration": r.Duration.String()})
-	s.notifyRequest(EventRequestCreate, r)
+	s.requestEvent(audit.RequestCreate, c, r, map[string]any{"reason": r.Reason, "duration": r.Duration.String()})
+	s.notifyRequest(audit.RequestCreate, r)
 	return r, nil
 }
 
@@ -220,16 +208,16 @@ func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, a
 	if err != nil {
 		return nil, err
 	}
-	s.requestEvent(EventRequestReview, c, r, map[string]any{"approve": approve, "reason": reason})
+	s.requestEvent(audit.RequestReview, c, r, map[string]any{"approve": approve, "reason": reason})
 	switch {
 	case before == access.StatePending && r.State == access.StateApproved:
-		s.requestEvent(EventRequestApproved, c, r, map[string]any{"access_expires": r.AccessExpires})
-		s.notifyRequest(EventRequestApproved, r)
+		s.requestEvent(audit.RequestApproved, c, r, map[string]any{"access_expires": r.AccessExpires})
+		s.notifyRequest(audit.RequestApproved, r)
 	case before == access.StatePending && r.State == access.StateDenied:
-		s.requestEvent(EventRequestDenied, c, r, nil)
-		s.notifyRequest(EventRequestDenied, r)
+		s.requestEvent(audit.RequestDenied, c, r, nil)
+		s.notifyRequest(audit.RequestDenied, r)
 	default:
-		s.notifyRequest(EventRequestReview, r)
+		s.notifyRequest(audit.RequestReview, r)
 	}
 	return r, nil
 }
@@ -262,8 +250,8 @@ func (s *Server) RevokeAccessRequest(ctx context.Context, c Caller, id, reason s
 		Message: "access request " + r.ID + " was revoked", TTL: lockTTL}); err != nil {
 		s.log.Error("lock revoked request", "request", r.ID, "err", err)
 	}
-	s.requestEvent(EventRequestRevoked, c, r, map[string]any{"reason": reason})
-	s.notifyRequest(EventRequestRevoked, r)
+	s.requestEvent(audit.RequestRevoked, c, r, map[string]any{"reason": reason})
+	s.notifyRequest(audit.RequestRevoked, r)
 	return r, nil
 }
 
@@ -304,7 +292,7 @@ func (s *Server) UseAccessRequest(ctx context.Context, c Caller, id, publicKey, 
 	if err != nil {
 		return nil, err
 	}
-	s.requestEvent(EventRequestUsed, c, r, map[string]any{"cert_expires": resp.Expires})
+	s.requestEvent(audit.RequestUsed, c, r, map[string]any{"cert_expires": resp.Expires})
 	return resp, nil
 }
 
@@ -363,8 +351,8 @@ func (s *Server) sweepRequests(ctx context.Context) {
 			continue
 		}
 		system := Caller{Kind: KindAdmin, User: "system"}
-		s.requestEvent(EventRequestExpired, system, updated, nil)
-		s.notifyRequest(EventRequestExpired, updated)
+		s.requestEvent(audit.RequestExpired, system, updated, nil)
+		s.notifyRequest(audit.RequestExpired, updated)
 		if r.State == access.StateApproved {
 			// Its certificates expire with it, but a session may outlive
 			// its certificate (disconnect_expired_cert: false): a lock on

@@ -16,9 +16,6 @@ const (
 	maxSessionRecord = 30 * time.Hour
 )
 
-// EventNodeStart is sent by a node agent when it starts.
-const EventNodeStart = audit.NodeStart
-
 // LiveSession is a shell or command session in progress.
 type LiveSession struct {
 	ID         string `json:"id"`
@@ -37,7 +34,7 @@ type LiveSession struct {
 
 // trackSession keeps the live-session list from the node's events.
 func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event) {
-	if (ev.SessionID == "" && ev.Event != EventNodeStart) || len(ev.SessionID) > 128 {
+	if (ev.SessionID == "" && ev.Event != audit.NodeStart) || len(ev.SessionID) > 128 {
 		return
 	}
 	key := prefixSessions + ev.SessionID
@@ -53,7 +50,7 @@ func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event
 		if err := s.putJSON(ctx, key, ls, s.now().Add(maxSessionRecord)); err != nil {
 			s.log.Warn("record live session", "session", ev.SessionID, "err", err)
 		}
-	case EventNodeStart:
+	case audit.NodeStart:
 		// The node (re)started: whatever sessions it had died with it.
 		s.ForgetNodeSessions(ctx, nodeID)
 	case audit.SessionJoin, audit.SessionLeave:

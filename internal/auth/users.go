@@ -386,10 +386,10 @@ func (s *Server) CompleteSignup(ctx context.Context, req SignupRequest) (*LoginR
 	if pub == nil {
 		return nil, nil
 	}
-	ev := audit.Event{Event: audit.UserLogin, Code: "L001I", User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
+	ev := audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
 		Fields: map[string]any{"method": "signup"}}
 	refuse := func(reason string, err error) (*LoginResponse, error) {
-		ev.Code, ev.Success, ev.Error = "L001F", false, reason
+		ev.Code, ev.Success, ev.Error = audit.CodeLoginFailure, false, reason
 		s.emit(ctx, ev)
 		return nil, fmt.Errorf("signup complete, but no login: %w", err)
 	}

@@ -11,9 +11,6 @@ import (
 	"github.com/warden-sh/warden/internal/storage"
 )
 
-// EventWebLogout is audited when a person signs out of the web UI.
-const EventWebLogout = "user.logout"
-
 // webSessionPrefix holds the web UI's browser sessions, keyed by the
 // SHA-256 of the cookie value (never the value itself).
 const webSessionPrefix = "/web_sessions/"
@@ -71,6 +68,6 @@ func (s *Server) RecordWebLogout(ctx context.Context, c Caller, session, remoteA
 	if s.authorize(c, "RecordWebLogout") != nil {
 		return // only a person signs out of the web UI
 	}
-	s.emit(ctx, audit.Event{Event: EventWebLogout, User: c.User, RemoteAddr: remoteAddr, Success: true,
+	s.emit(ctx, audit.Event{Event: audit.UserLogout, User: c.User, RemoteAddr: remoteAddr, Success: true,
 		Fields: map[string]any{"via": "web", "session": session}})
 }
