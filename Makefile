@@ -3,8 +3,12 @@ build:
 	CGO_ENABLED=0 go build -o bin/warden ./cmd/warden
 test:
 	./scripts/test.sh
+# staticcheck 2026.2.2 (v0.8.2), which knows Go 1.26; move it on with the Go version.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
-	gofmt -l . && go vet ./...
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt-ed (run gofmt -w):" >&2; echo "$$unformatted" >&2; exit 1; fi
+	go vet ./...
+	go run $(STATICCHECK) ./...
 fuzz:
 	FUZZTIME=60s ./scripts/test.sh
 bench:

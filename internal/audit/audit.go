@@ -10,33 +10,6 @@ import (
 	"time"
 )
 
-// Stable event names. Never rename one: SIEM rules depend on them.
-const (
-	UserLogin    = "user.login"
-	UserCreate   = "user.create"
-	UserDelete   = "user.delete"
-	UserReset    = "user.reset"
-	UserUpdate   = "user.update"
-	UserSignup   = "user.signup"
-	CertIssued   = "cert.issued"
-	SessionStart = "session.start"
-	SessionEnd   = "session.end"
-	SessionJoin  = "session.join"
-	SessionLeave = "session.leave"
-	Exec         = "exec"
-	SFTP         = "sftp"
-	PortForward  = "port_forward"
-	RoleApply    = "role.apply"
-	RoleDelete   = "role.delete"
-	TokenCreate  = "token.create"
-	TokenUse     = "token.use"
-	NodeJoin     = "node.join"
-	AuthAttempt  = "auth.attempt"
-	// Retention records that events older than a cutoff were deleted; its
-	// fields name the checkpoint the hash chain continues from.
-	Retention = "audit.retention"
-)
-
 // Event is one audit record. Fields holds event-specific data.
 type Event struct {
 	Event      string    `json:"event"`

@@ -22,15 +22,8 @@ import (
 // Ed25519 signature covers the seq and hash of the event just before it:
 // every event up to there is then fixed by a key the database does not
 // hold. Anyone with the public key (ExportPublicKey) can check a log, a
-// copy of the database or an exported JSON-lines file, offline.
-const (
-	// Checkpoint is a signed checkpoint of the chain (fields: signed_seq,
-	// signed_hash, key_id, signature, interval).
-	Checkpoint = "audit.checkpoint"
-	// ChainBroken is recorded when auth, about to sign a checkpoint, finds
-	// that the events since its previous one no longer chain to it.
-	ChainBroken = "audit.chain_broken"
-)
+// copy of the database or an exported JSON-lines file, offline. (The
+// events' names, Checkpoint and ChainBroken, are in events.go.)
 
 // DefaultCheckpointInterval is how often auth signs a checkpoint unless
 // configured otherwise.

@@ -9,15 +9,12 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 )
 
-// EventRecordingRetention is audited when recordings are deleted by age.
-const EventRecordingRetention = "recording.retention"
-
 // VerifyAudit checks the audit log's hash chain and the signatures of its
 // checkpoints with auth's own key. (Checking with a public key kept
 // elsewhere, without trusting auth, is warden audit verify --pubkey on a
 // copy of the log.)
 func (s *Server) VerifyAudit(ctx context.Context, c Caller) (*audit.VerifyResult, error) {
-	if err := s.authorize(ctx, c, "audit", "read"); err != nil {
+	if err := s.authorize(c, "VerifyAudit"); err != nil {
 		return nil, err
 	}
 	v, ok := s.cfg.Audit.(audit.Verifier)
@@ -37,7 +34,7 @@ func (s *Server) VerifyAudit(ctx context.Context, c Caller) (*audit.VerifyResult
 
 // SubscribeAudit streams audit events after a sequence number.
 func (s *Server) SubscribeAudit(ctx context.Context, c Caller, afterSeq int64) (<-chan audit.Event, error) {
-	if err := s.authorize(ctx, c, "audit", "list"); err != nil {
+	if err := s.authorize(c, "SubscribeAudit"); err != nil {
 		return nil, err
 	}
 	sub, ok := s.cfg.Audit.(audit.Subscriber)
@@ -72,7 +69,7 @@ func (s *Server) applyRetention(ctx context.Context) {
 			}
 		}
 		if len(deleted) > 0 {
-			s.emit(ctx, audit.Event{Event: EventRecordingRetention, Success: true,
+			s.emit(ctx, audit.Event{Event: audit.RecordingRetention, Success: true,
 				Fields: map[string]any{"deleted": len(deleted), "sessions": deleted, "older_than": now.Add(-d).UTC().Format(time.RFC3339)}})
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
-	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
@@ -24,12 +23,6 @@ const (
 	// KindProxy is the proxy in auth's process; it has no certificate.
 	KindProxy = "proxy"
 )
-
-// EventCertRefused is audited when auth refuses a certificate that is
-// still within its validity, because the state it was issued from changed:
-// its user was removed, reset or lost a role, its access request was
-// revoked or expired, or a lock matches.
-const EventCertRefused = "cert.refused"
 
 // Caller is the authenticated identity making a request, taken from its
 // verified client certificate. For users, CurrentCaller replaces the roles
@@ -87,22 +80,6 @@ func (c Caller) LockSubject() lock.Subject {
 	return sub
 }
 
-// authorize is the one check at the top of every administrative method.
-// For users it relies on c.Roles being current (CurrentCaller).
-func (s *Server) authorize(ctx context.Context, c Caller, resource, verb string) error {
-	switch c.Kind {
-	case KindAdmin:
-		return nil
-	case KindUser:
-		if err := policy.CheckResource(s.roles.get(c.Roles), resource, verb); err != nil {
-			return fmt.Errorf("%w: %s %s: %v", ErrAccessDenied, verb, resource, err)
-		}
-		return nil
-	default:
-		return denied("%s cannot %s %s", c.Kind, verb, resource)
-	}
-}
-
 // CurrentCaller checks a user's certificate against the current state, on
 // every API call and every connection the proxy routes: the user exists,
 // has signed up, and was not reset and lost no role since the certificate
@@ -113,12 +90,15 @@ func (s *Server) authorize(ctx context.Context, c Caller, resource, verb string)
 // (cert.refused), with via naming where the certificate was used. Nodes
 // and the local admin are returned unchanged.
 func (s *Server) CurrentCaller(ctx context.Context, c Caller, via, remote string) (Caller, error) {
+	if err := s.authorize(c, "CurrentCaller"); err != nil {
+		return Caller{}, err
+	}
 	if c.Kind != KindUser {
 		return c, nil
 	}
 	cur, err := s.currentCaller(ctx, c)
 	if err != nil && ctx.Err() == nil {
-		s.emit(ctx, audit.Event{Event: EventCertRefused, User: c.User, RemoteAddr: remote, Success: false, Error: err.Error(),
+		s.emit(ctx, audit.Event{Event: audit.CertRefused, User: c.User, RemoteAddr: remote, Success: false, Error: err.Error(),
 			Fields: map[string]any{"via": via, "access_requests": c.RequestIDs, "cert_issued": c.Issued, "mfa_device": c.MFADevice}})
 	}
 	return cur, err

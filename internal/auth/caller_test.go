@@ -150,8 +150,8 @@ spec:
 	if _, err := a.CurrentCaller(ctx, dev, "test", ""); !errors.Is(err, auth.ErrAccessDenied) || !strings.Contains(err.Error(), "no longer exists") {
 		t.Fatalf("removed user, lock removed: %v", err)
 	}
-	evs, err := f.b.AuditLog().Search(ctx, audit.Query{Type: auth.EventCertRefused, User: "dev"})
+	evs, err := f.b.AuditLog().Search(ctx, audit.Query{Type: audit.CertRefused, User: "dev"})
 	if err != nil || len(evs) != 3 {
-		t.Fatalf("%s events: %d, %v", auth.EventCertRefused, len(evs), err)
+		t.Fatalf("%s events: %d, %v", audit.CertRefused, len(evs), err)
 	}
 }

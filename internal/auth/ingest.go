@@ -17,13 +17,12 @@ import (
 )
 
 // emittable lists, for each kind of identity, the audit events it may hand
-// to auth. It is the one place this is decided. Every other event type is
+// to auth: those audit.Types says it records. Every other event type is
 // auth's own record (logins, locks, certificates, requests...): a node that
 // sends user.login or lock.deleted is refused, and the refusal audited.
 var emittable = map[string][]string{
-	KindNode: {audit.NodeStart, audit.AuthAttempt, audit.SessionStart, audit.SessionEnd, audit.SessionJoin,
-		audit.SessionLeave, audit.SessionJobsKilled, audit.Exec, audit.SFTP, audit.PortForward},
-	KindProxy: {audit.ProxyDisconnect},
+	KindNode:  audit.EmittedBy(audit.ByNode),
+	KindProxy: audit.EmittedBy(audit.ByProxy),
 	// Users and admins send no events: what they do, auth records itself.
 	KindUser:  nil,
 	KindAdmin: nil,
@@ -41,6 +40,10 @@ const maxEventBatch = 1000
 // e.g. node:<id>), and for a node its registered name (a node cannot speak
 // for another) and fields.node_id.
 func (s *Server) EmitEvents(ctx context.Context, c Caller, events []audit.Event) error {
+	// Every kind's share is its own event types (emittable), checked below.
+	if _, err := s.authorizeShare(c, "EmitEvents"); err != nil {
+		return err
+	}
 	if len(events) > maxEventBatch {
 		return badRequest("too many events in one batch (max %d)", maxEventBatch)
 	}
@@ -81,7 +84,7 @@ func (s *Server) EmitEvents(ctx context.Context, c Caller, events []audit.Event)
 		}
 		ev.Time = now
 		ev.Fields["emitter"] = emitter
-		ev.Code = "" // codes are auth's (L001I: a login)
+		ev.Code = "" // codes are auth's (audit.CodeLoginSuccess: a login)
 		ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
 		if c.Kind == KindNode {
 			ev.Node = nodeName

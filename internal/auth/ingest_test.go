@@ -39,8 +39,8 @@ func TestEventsOnlyFromTheirEmitter(t *testing.T) {
 	node := auth.Caller{Kind: auth.KindNode, NodeID: joined.NodeID}
 	forgedTime := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
 	forged := []audit.Event{
-		{ID: "f1", Event: audit.UserLogin, Code: "L001I", User: "alice", Success: true, Time: forgedTime},
-		{ID: "f2", Event: auth.EventLockDeleted, User: "admin", Success: true, Time: forgedTime},
+		{ID: "f1", Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: "alice", Success: true, Time: forgedTime},
+		{ID: "f2", Event: audit.LockDeleted, User: "admin", Success: true, Time: forgedTime},
 		{ID: "f3", Event: audit.SessionStart, SessionID: "s0", User: "alice", Success: true},
 	}
 	for range 3 { // the node's journal retries
@@ -49,7 +49,7 @@ func TestEventsOnlyFromTheirEmitter(t *testing.T) {
 			t.Fatalf("forged events: %v, want access denied naming them", err)
 		}
 	}
-	for _, typ := range []string{audit.UserLogin, auth.EventLockDeleted, audit.SessionStart} {
+	for _, typ := range []string{audit.UserLogin, audit.LockDeleted, audit.SessionStart} {
 		if evs := f.events(audit.Query{Type: typ}); len(evs) != 0 {
 			t.Fatalf("forged %s stored: %+v", typ, evs)
 		}
@@ -59,7 +59,7 @@ func TestEventsOnlyFromTheirEmitter(t *testing.T) {
 		t.Fatalf("audit.event_refused events %+v, want one from node:%s", refused, joined.NodeID)
 	}
 
-	own := audit.Event{ID: "s1", Event: audit.SessionStart, SessionID: "s1", User: "dev", Success: true, Code: "L001I",
+	own := audit.Event{ID: "s1", Event: audit.SessionStart, SessionID: "s1", User: "dev", Success: true, Code: audit.CodeLoginSuccess,
 		Time: forgedTime, Node: "someone-else", Fields: map[string]any{"emitter": "auth", "node_id": "other", "kind": "shell"}}
 	if err := f.a.EmitEvents(ctx, node, []audit.Event{own}); err != nil {
 		t.Fatal(err)

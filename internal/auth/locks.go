@@ -17,12 +17,6 @@ import (
 
 const prefixLocks = "/locks/"
 
-// Audit event names for locks.
-const (
-	EventLockCreated = "lock.created"
-	EventLockDeleted = "lock.deleted"
-)
-
 // lockCache mirrors the stored locks into a lock.Set.
 type lockCache struct {
 	feed  *feed
@@ -101,7 +95,7 @@ type CreateLockResult = wire.CreateLockResult
 // certificates, connections and API calls are refused until the lock
 // expires or is removed.
 func (s *Server) CreateLock(ctx context.Context, c Caller, req CreateLockRequest) (*CreateLockResult, error) {
-	if err := s.authorize(ctx, c, "lock", "create"); err != nil {
+	if err := s.authorize(c, "CreateLock"); err != nil {
 		return nil, err
 	}
 	now := s.now().UTC()
@@ -151,7 +145,7 @@ func (s *Server) storeLock(ctx context.Context, c Caller, l *lock.Lock) error {
 	if !l.IssuedNotAfter.IsZero() {
 		fields["issued_not_after"] = l.IssuedNotAfter
 	}
-	s.emit(ctx, audit.Event{Event: EventLockCreated, User: c.Name(), Success: true, Fields: fields})
+	s.emit(ctx, audit.Event{Event: audit.LockCreated, User: c.Name(), Success: true, Fields: fields})
 	return nil
 }
 
@@ -198,10 +192,8 @@ func (s *Server) unknownTargetWarning(ctx context.Context, t lock.Target) string
 
 // ListLocks lists locks in force.
 func (s *Server) ListLocks(ctx context.Context, c Caller) ([]*lock.Lock, error) {
-	if c.Kind != KindNode {
-		if err := s.authorize(ctx, c, "lock", "list"); err != nil {
-			return nil, err
-		}
+	if err := s.authorize(c, "ListLocks"); err != nil {
+		return nil, err
 	}
 	now := s.now()
 	var out []*lock.Lock
@@ -215,7 +207,7 @@ func (s *Server) ListLocks(ctx context.Context, c Caller) ([]*lock.Lock, error) 
 
 // DeleteLock removes a lock; access comes back at once.
 func (s *Server) DeleteLock(ctx context.Context, c Caller, id string) error {
-	if err := s.authorize(ctx, c, "lock", "delete"); err != nil {
+	if err := s.authorize(c, "DeleteLock"); err != nil {
 		return err
 	}
 	if len(id) > 64 {
@@ -232,7 +224,7 @@ func (s *Server) DeleteLock(ctx context.Context, c Caller, id string) error {
 		return err
 	}
 	s.locks.set.Delete(id)
-	s.emit(ctx, audit.Event{Event: EventLockDeleted, User: c.Name(), Success: true,
+	s.emit(ctx, audit.Event{Event: audit.LockDeleted, User: c.Name(), Success: true,
 		Fields: map[string]any{"lock_id": id, "target": l.Target.String()}})
 	return nil
 }
@@ -248,6 +240,9 @@ func (s *Server) CheckLock(sub lock.Subject) error {
 // CheckCaller refuses a locked user. The in-process node's calls use it;
 // API calls go through CurrentCaller, which checks locks and more.
 func (s *Server) CheckCaller(c Caller) error {
+	if err := s.authorize(c, "CheckCaller"); err != nil {
+		return err
+	}
 	if c.Kind == KindUser {
 		return s.CheckLock(c.LockSubject())
 	}

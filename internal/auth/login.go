@@ -41,7 +41,7 @@ const maxUserTTL = 30 * time.Hour
 // and user name (beginAttempt), never by locking the account.
 func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, error) {
 	fail := func(reason string, err error) (*LoginResponse, error) {
-		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: "L001F", User: req.User, RemoteAddr: req.RemoteAddr,
+		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, User: req.User, RemoteAddr: req.RemoteAddr,
 			Success: false, Error: reason, Fields: loginFields(req, map[string]any{"method": "password+totp"})})
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 	if err != nil {
 		return fail("certificate issuance failed", err)
 	}
-	s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: "L001I", User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
+	s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
 		Fields: loginFields(req, map[string]any{"method": "password+totp", "mfa_device": u.MFADevice})})
 	return resp, nil
 }

@@ -2,7 +2,8 @@ package auth_test
 
 import (
 	"context"
-	"crypto/dsa" //nolint:staticcheck // to prove DSA keys are refused
+	//lint:ignore SA1019 to prove DSA keys are refused
+	"crypto/dsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"

@@ -39,7 +39,7 @@ type TokenResult = wire.TokenResult
 
 // CreateToken issues a join token.
 func (s *Server) CreateToken(ctx context.Context, c Caller, req CreateTokenRequest) (*TokenResult, error) {
-	if err := s.authorize(ctx, c, "token", "create"); err != nil {
+	if err := s.authorize(c, "CreateToken"); err != nil {
 		return nil, err
 	}
 	if req.Type != "node" {
@@ -68,7 +68,7 @@ func (s *Server) CreateToken(ctx context.Context, c Caller, req CreateTokenReque
 
 // ListTokens lists live tokens (hints only, never the secrets).
 func (s *Server) ListTokens(ctx context.Context, c Caller) ([]Token, error) {
-	if err := s.authorize(ctx, c, "token", "list"); err != nil {
+	if err := s.authorize(c, "ListTokens"); err != nil {
 		return nil, err
 	}
 	return listJSON[Token](ctx, s.b, prefixTokens)
@@ -76,7 +76,7 @@ func (s *Server) ListTokens(ctx context.Context, c Caller) ([]Token, error) {
 
 // DeleteToken revokes a token by its secret or hash prefix hint.
 func (s *Server) DeleteToken(ctx context.Context, c Caller, tokenOrHint string) error {
-	if err := s.authorize(ctx, c, "token", "delete"); err != nil {
+	if err := s.authorize(c, "DeleteToken"); err != nil {
 		return err
 	}
 	toks, err := listJSON[Token](ctx, s.b, prefixTokens)
@@ -195,8 +195,8 @@ func (s *Server) JoinNode(ctx context.Context, req JoinRequest) (*JoinResponse, 
 // RenewNodeCerts re-issues a joined node's certificates (called by the node
 // with its current identity, before expiry).
 func (s *Server) RenewNodeCerts(ctx context.Context, c Caller, publicKey string) (*Certs, error) {
-	if c.Kind != KindNode {
-		return nil, denied("only nodes renew node certificates")
+	if err := s.authorize(c, "RenewNodeCerts"); err != nil {
+		return nil, err
 	}
 	pub, err := parsePublicKey(publicKey)
 	if err != nil {
@@ -275,9 +275,13 @@ func (s *Server) IssueProxyHostCert(pub ssh.PublicKey, principals []string, ttl 
 // ListNodes lists live nodes the caller may access, optionally filtered by
 // labels (all must match exactly).
 func (s *Server) ListNodes(ctx context.Context, c Caller, filter map[string]string) ([]Node, error) {
+	all, err := s.authorizeShare(c, "ListNodes")
+	if err != nil {
+		return nil, err
+	}
 	nodes := s.liveNodes()
 	var roles []*policy.Role
-	if c.Kind == KindUser {
+	if !all {
 		roles = s.roles.get(c.Roles)
 	}
 	out := make([]Node, 0, len(nodes))
@@ -285,7 +289,7 @@ func (s *Server) ListNodes(ctx context.Context, c Caller, filter map[string]stri
 		if !labelsMatch(n.Labels, filter) {
 			continue
 		}
-		if c.Kind == KindUser && !policy.NodeAllowed(roles, c.Traits, policy.Target{NodeName: n.Name, NodeID: n.ID, Labels: n.Labels}) {
+		if !all && !policy.NodeAllowed(roles, c.Traits, policy.Target{NodeName: n.Name, NodeID: n.ID, Labels: n.Labels}) {
 			continue
 		}
 		out = append(out, n)
@@ -310,7 +314,7 @@ func labelsMatch(labels, filter map[string]string) bool {
 
 // SearchAudit queries the audit log.
 func (s *Server) SearchAudit(ctx context.Context, c Caller, q audit.Query) ([]audit.Event, error) {
-	if err := s.authorize(ctx, c, "audit", "list"); err != nil {
+	if err := s.authorize(c, "SearchAudit"); err != nil {
 		return nil, err
 	}
 	return s.cfg.Audit.Search(ctx, q)
@@ -326,8 +330,8 @@ type WatchSnapshot struct {
 // set first, then every change until ctx ends (the channel then closes, and
 // the watcher re-syncs).
 func (s *Server) Watch(ctx context.Context, c Caller) (_ *WatchSnapshot, _ <-chan storage.Event, err error) {
-	if c.Kind != KindNode && c.Kind != KindAdmin {
-		return nil, nil, denied("only nodes and proxies watch roles and locks")
+	if err := s.authorize(c, "Watch"); err != nil {
+		return nil, nil, err
 	}
 	// Watch first, then list: no change falls between the two (one may be
 	// in both, which applying twice does not change). One watch for both

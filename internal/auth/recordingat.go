@@ -27,7 +27,7 @@ type RecordingFile struct {
 // (OpenRecording: download, search, warden recordings verify) checks the
 // bytes.
 func (s *Server) OpenRecordingAt(ctx context.Context, c Caller, id string) (*RecordingFile, error) {
-	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
+	if err := s.authorize(c, "OpenRecordingAt"); err != nil {
 		return nil, err
 	}
 	st, err := s.recordings()

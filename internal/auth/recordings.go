@@ -20,19 +20,6 @@ import (
 	"github.com/warden-sh/warden/internal/wire"
 )
 
-// Recording events.
-const (
-	// EventRecordingComplete is audited when a recording is closed; its
-	// length and sha256 are what reading the recording checks.
-	EventRecordingComplete = "recording.complete"
-	// EventRecordingRefused is audited when a node uploads a recording for
-	// a session auth has no record of it starting.
-	EventRecordingRefused = "recording.refused"
-	// EventRecordingAltered is audited when a recording read or verified
-	// does not match what was recorded when it completed, or is missing.
-	EventRecordingAltered = "recording.altered"
-)
-
 func (s *Server) recordings() (*recording.Store, error) {
 	if s.cfg.Recordings == nil {
 		return nil, errors.New("this auth service keeps no recordings")
@@ -66,6 +53,9 @@ func recordingErr(err error) error {
 // upload, and only for their own sessions (the store enforces ownership).
 // Chunks are hashed as they arrive (recording.Store.Append).
 func (s *Server) AppendRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	if err := s.authorize(c, "AppendRecording"); err != nil {
+		return 0, err
+	}
 	return s.appendRecording(ctx, c, meta, offset, data, (*recording.Store).Append)
 }
 
@@ -74,14 +64,14 @@ func (s *Server) AppendRecording(ctx context.Context, c Caller, meta recording.M
 // hash it a second time (recording.Store.AppendTrusted). Never for calls
 // from the network.
 func (s *Server) AppendLocalRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	if err := s.authorize(c, "AppendLocalRecording"); err != nil {
+		return 0, err
+	}
 	return s.appendRecording(ctx, c, meta, offset, data, (*recording.Store).AppendTrusted)
 }
 
 func (s *Server) appendRecording(ctx context.Context, c Caller, meta recording.Meta, offset int64, data []byte,
 	appendTo func(*recording.Store, recording.Meta, string, int64, []byte) (int64, error)) (int64, error) {
-	if c.Kind != KindNode {
-		return 0, denied("only nodes upload recordings")
-	}
 	st, err := s.recordings()
 	if err != nil {
 		return 0, err
@@ -107,7 +97,7 @@ func (s *Server) appendRecording(ctx context.Context, c Caller, meta recording.M
 		}
 		if started == nil {
 			msg := fmt.Sprintf("no session %s started by node %s: recording refused", meta.SessionID, reg.Name)
-			s.emit(ctx, audit.Event{Event: EventRecordingRefused, SessionID: meta.SessionID, Node: reg.Name, Error: msg,
+			s.emit(ctx, audit.Event{Event: audit.RecordingRefused, SessionID: meta.SessionID, Node: reg.Name, Error: msg,
 				Fields: map[string]any{"node_id": c.NodeID, "offset": offset, "claimed_user": meta.User}})
 			return 0, withKind(fmt.Errorf("%w: %s", recording.ErrUnknownSession, msg), ErrAccessDenied)
 		}
@@ -142,8 +132,8 @@ func (s *Server) sessionStartedBy(ctx context.Context, id, nodeID string) (*Live
 
 // CompleteRecording closes a recording with its length and SHA-256.
 func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID string, length int64, sha string, interrupted bool) error {
-	if c.Kind != KindNode {
-		return denied("only nodes complete recordings")
+	if err := s.authorize(c, "CompleteRecording"); err != nil {
+		return err
 	}
 	st, err := s.recordings()
 	if err != nil {
@@ -159,7 +149,7 @@ func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID stri
 		s.markedComplete(sessionID)
 	}
 	info, _ := st.Stat(sessionID)
-	ev := audit.Event{Event: EventRecordingComplete, SessionID: sessionID, Success: true, Time: s.now().UTC(),
+	ev := audit.Event{Event: audit.RecordingComplete, SessionID: sessionID, Success: true, Time: s.now().UTC(),
 		Fields: map[string]any{"length": length, "sha256": strings.ToLower(sha), "interrupted": interrupted}}
 	if info != nil {
 		ev.User, ev.Login, ev.Node = info.User, info.Login, info.Node
@@ -181,9 +171,14 @@ type RecordingFilter struct {
 
 // ListRecordings lists stored recordings, newest first.
 func (s *Server) ListRecordings(ctx context.Context, c Caller, f RecordingFilter) ([]recording.Info, error) {
-	if err := s.authorize(ctx, c, "recording", "list"); err != nil {
+	if err := s.authorize(c, "ListRecordings"); err != nil {
 		return nil, err
 	}
+	return s.listRecordings(f)
+}
+
+// listRecordings lists stored recordings matching f, newest first.
+func (s *Server) listRecordings(f RecordingFilter) ([]recording.Info, error) {
 	st, err := s.recordings()
 	if err != nil {
 		return nil, err
@@ -260,7 +255,7 @@ type recordingRef struct {
 // it in bad.
 func (s *Server) recordingRefs(ctx context.Context, id string) (refs map[string]recordingRef, bad map[string]error, err error) {
 	refs, bad = map[string]recordingRef{}, map[string]error{}
-	q := audit.Query{Type: EventRecordingComplete, SessionID: id, Limit: audit.MaxLimit}
+	q := audit.Query{Type: audit.RecordingComplete, SessionID: id, Limit: audit.MaxLimit}
 	for {
 		evs, err := s.cfg.Audit.Search(ctx, q)
 		if err != nil {
@@ -372,13 +367,13 @@ func (s *Server) refAfterCompletion(ctx context.Context, id string) (recordingRe
 // recordingAltered makes a failed check loud: logged and audited.
 func (s *Server) recordingAltered(ctx context.Context, id string, err error) {
 	s.log.Error("recording check failed", "session", id, "err", err)
-	s.emit(ctx, audit.Event{Event: EventRecordingAltered, SessionID: id, Error: err.Error()})
+	s.emit(ctx, audit.Event{Event: audit.RecordingAltered, SessionID: id, Error: err.Error()})
 }
 
 // OpenRecording returns a recording's asciicast bytes, checked as they are
 // read (see RecordingStream).
 func (s *Server) OpenRecording(ctx context.Context, c Caller, id string) (*RecordingStream, error) {
-	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
+	if err := s.authorize(c, "OpenRecording"); err != nil {
 		return nil, err
 	}
 	st, err := s.recordings()
@@ -412,7 +407,7 @@ const (
 // and every recording.complete without its recording (and not deleted by
 // retention) is reported missing. Failures are audited.
 func (s *Server) VerifyRecordings(ctx context.Context, c Caller, ids []string) ([]RecordingCheck, error) {
-	if err := s.authorize(ctx, c, "recording", "read"); err != nil {
+	if err := s.authorize(c, "VerifyRecordings"); err != nil {
 		return nil, err
 	}
 	st, err := s.recordings()
@@ -490,7 +485,7 @@ func (s *Server) checkRecording(ctx context.Context, st *recording.Store, id str
 // deleted (recording.retention events).
 func (s *Server) deletedRecordings(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
-	q := audit.Query{Type: EventRecordingRetention, Limit: audit.MaxLimit}
+	q := audit.Query{Type: audit.RecordingRetention, Limit: audit.MaxLimit}
 	for {
 		evs, err := s.cfg.Audit.Search(ctx, q)
 		if err != nil {
@@ -519,10 +514,13 @@ type RecordingMatch = wire.RecordingMatch
 
 // SearchRecordings finds sessions whose output or typed input contain text.
 func (s *Server) SearchRecordings(ctx context.Context, c Caller, text string, limit int) ([]RecordingMatch, error) {
+	if err := s.authorize(c, "SearchRecordings"); err != nil {
+		return nil, err
+	}
 	if len(text) == 0 || len(text) > 256 {
 		return nil, badRequest("search text must be 1 to 256 bytes")
 	}
-	infos, err := s.ListRecordings(ctx, c, RecordingFilter{})
+	infos, err := s.listRecordings(RecordingFilter{})
 	if err != nil {
 		return nil, err
 	}

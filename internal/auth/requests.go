@@ -20,18 +20,6 @@ import (
 
 const prefixRequests = "/access_requests/"
 
-// Access request audit events.
-const (
-	EventRequestCreate   = "access_request.create"
-	EventRequestReview   = "access_request.review"
-	EventRequestApproved = "access_request.approved"
-	EventRequestDenied   = "access_request.denied"
-	EventRequestExpired  = "access_request.expired"
-	EventRequestUsed     = "access_request.used"
-	EventRequestRevoked  = "access_request.revoked"
-	EventNotification    = "notification.delivery"
-)
-
 // CreateAccessRequest is wire.CreateAccessRequest: the API carries it.
 type CreateAccessRequest = wire.CreateAccessRequest
 
@@ -79,8 +67,8 @@ func (s *Server) requestEvent(event string, c Caller, r *access.Request, extra m
 
 // CreateAccessRequest files a request for extra roles.
 func (s *Server) CreateAccessRequest(ctx context.Context, c Caller, in CreateAccessRequest) (*access.Request, error) {
-	if c.Kind != KindUser {
-		return nil, denied("only users request access")
+	if err := s.authorize(c, "CreateAccessRequest"); err != nil {
+		return nil, err
 	}
 	if err := s.CheckLock(lock.Subject{User: c.User, Roles: c.Roles}); err != nil {
 		return nil, err
@@ -100,39 +88,36 @@ func (s *Server) CreateAccessRequest(ctx context.Context, c Caller, in CreateAcc
 	if err := s.createJSON(ctx, prefixRequests+r.ID, r, time.Time{}); err != nil {
 		return nil, fmt.Errorf("store access request: %w", err)
 	}
-	s.requestEvent(EventRequestCreate, c, r, map[string]any{"reason": r.Reason, "duration": r.Duration.String()})
-	s.notifyRequest(EventRequestCreate, r)
+	s.requestEvent(audit.RequestCreate, c, r, map[string]any{"reason": r.Reason, "duration": r.Duration.String()})
+	s.notifyRequest(audit.RequestCreate, r)
 	return r, nil
 }
 
-// requestVisibility returns which requests c may see: the requester's own,
-// those it may review, or all (admins, and roles that may list them). The
-// caller-only part is worked out once.
-func (s *Server) requestVisibility(c Caller) func(r *access.Request) bool {
-	switch c.Kind {
-	case KindAdmin:
+// requestVisibility returns which requests c may see: all, or (when it may
+// see its share only) its own and those it may review. The caller-only part
+// is worked out once.
+func (s *Server) requestVisibility(c Caller, all bool) func(r *access.Request) bool {
+	if all {
 		return func(*access.Request) bool { return true }
-	case KindUser:
-	default:
-		return func(*access.Request) bool { return false }
 	}
 	roles := s.roles.get(c.Roles)
-	if policy.CheckResource(roles, "access_request", "list") == nil {
-		return func(*access.Request) bool { return true }
-	}
 	return func(r *access.Request) bool { return r.User == c.User || access.CanReview(roles, r) }
 }
 
 // ListAccessRequests lists the requests the caller may see.
 func (s *Server) ListAccessRequests(ctx context.Context, c Caller) ([]*access.Request, error) {
-	all, err := listJSON[*access.Request](ctx, s.b, prefixRequests)
+	seeAll, err := s.authorizeShare(c, "ListAccessRequests")
+	if err != nil {
+		return nil, err
+	}
+	requests, err := listJSON[*access.Request](ctx, s.b, prefixRequests)
 	if err != nil {
 		return nil, err
 	}
 	now := s.now()
-	visible := s.requestVisibility(c)
-	out := all[:0]
-	for _, r := range all {
+	visible := s.requestVisibility(c, seeAll)
+	out := requests[:0]
+	for _, r := range requests {
 		r.Expire(now) // show the state as of now; the sweeper persists it
 		if visible(r) {
 			out = append(out, r)
@@ -144,11 +129,15 @@ func (s *Server) ListAccessRequests(ctx context.Context, c Caller) ([]*access.Re
 
 // GetAccessRequest returns one request.
 func (s *Server) GetAccessRequest(ctx context.Context, c Caller, id string) (*access.Request, error) {
+	seeAll, err := s.authorizeShare(c, "GetAccessRequest")
+	if err != nil {
+		return nil, err
+	}
 	r, _, err := s.loadRequest(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if !s.requestVisibility(c)(r) {
+	if !s.requestVisibility(c, seeAll)(r) {
 		return nil, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
 	}
 	r.Expire(s.now())
@@ -198,8 +187,8 @@ func (s *Server) updateRequest(ctx context.Context, id string, fn func(r *access
 
 // ReviewAccessRequest approves or denies.
 func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, approve bool, reason string) (*access.Request, error) {
-	if c.Kind != KindUser {
-		return nil, denied("only users review access requests")
+	if err := s.authorize(c, "ReviewAccessRequest"); err != nil {
+		return nil, err
 	}
 	if len(reason) > 1024 {
 		return nil, badRequest("the review reason is longer than 1024 bytes")
@@ -215,16 +204,16 @@ func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, a
 	if err != nil {
 		return nil, err
 	}
-	s.requestEvent(EventRequestReview, c, r, map[string]any{"approve": approve, "reason": reason})
+	s.requestEvent(audit.RequestReview, c, r, map[string]any{"approve": approve, "reason": reason})
 	switch {
 	case before == access.StatePending && r.State == access.StateApproved:
-		s.requestEvent(EventRequestApproved, c, r, map[string]any{"access_expires": r.AccessExpires})
-		s.notifyRequest(EventRequestApproved, r)
+		s.requestEvent(audit.RequestApproved, c, r, map[string]any{"access_expires": r.AccessExpires})
+		s.notifyRequest(audit.RequestApproved, r)
 	case before == access.StatePending && r.State == access.StateDenied:
-		s.requestEvent(EventRequestDenied, c, r, nil)
-		s.notifyRequest(EventRequestDenied, r)
+		s.requestEvent(audit.RequestDenied, c, r, nil)
+		s.notifyRequest(audit.RequestDenied, r)
 	default:
-		s.notifyRequest(EventRequestReview, r)
+		s.notifyRequest(audit.RequestReview, r)
 	}
 	return r, nil
 }
@@ -232,11 +221,13 @@ func (s *Server) ReviewAccessRequest(ctx context.Context, c Caller, id string, a
 // RevokeAccessRequest ends a request: new certificates are refused and a
 // lock on the request ends live sessions that depend on it.
 func (s *Server) RevokeAccessRequest(ctx context.Context, c Caller, id, reason string) (*access.Request, error) {
+	revokeAll, err := s.authorizeShare(c, "RevokeAccessRequest")
+	if err != nil {
+		return nil, err
+	}
 	r, err := s.updateRequest(ctx, id, func(r *access.Request) (bool, error) {
-		if !(c.Kind == KindUser && r.User == c.User) {
-			if err := s.authorize(ctx, c, "access_request", "update"); err != nil {
-				return false, err
-			}
+		if !revokeAll && r.User != c.User {
+			return false, denied("you may revoke only your own access requests")
 		}
 		if err := r.Revoke(s.now().UTC(), reason); err != nil {
 			return false, accessErr(err)
@@ -255,16 +246,16 @@ func (s *Server) RevokeAccessRequest(ctx context.Context, c Caller, id, reason s
 		Message: "access request " + r.ID + " was revoked", TTL: lockTTL}); err != nil {
 		s.log.Error("lock revoked request", "request", r.ID, "err", err)
 	}
-	s.requestEvent(EventRequestRevoked, c, r, map[string]any{"reason": reason})
-	s.notifyRequest(EventRequestRevoked, r)
+	s.requestEvent(audit.RequestRevoked, c, r, map[string]any{"reason": reason})
+	s.notifyRequest(audit.RequestRevoked, r)
 	return r, nil
 }
 
 // UseAccessRequest re-issues the caller's certificates with the request's
 // roles; they expire no later than the request.
 func (s *Server) UseAccessRequest(ctx context.Context, c Caller, id, publicKey, remote string) (*LoginResponse, error) {
-	if c.Kind != KindUser {
-		return nil, denied("only users use access requests")
+	if err := s.authorize(c, "UseAccessRequest"); err != nil {
+		return nil, err
 	}
 	// The issue time comes before the user and the request are read: a
 	// removal, reset or revocation after the reads voids the certificates.
@@ -297,15 +288,15 @@ func (s *Server) UseAccessRequest(ctx context.Context, c Caller, id, publicKey, 
 	if err != nil {
 		return nil, err
 	}
-	s.requestEvent(EventRequestUsed, c, r, map[string]any{"cert_expires": resp.Expires})
+	s.requestEvent(audit.RequestUsed, c, r, map[string]any{"cert_expires": resp.Expires})
 	return resp, nil
 }
 
 // SuggestRoles names the roles the caller could request to use login on a
 // node (for a helpful denial message).
 func (s *Server) SuggestRoles(ctx context.Context, c Caller, login, nodeName string) ([]string, error) {
-	if c.Kind != KindUser {
-		return nil, denied("only users get suggestions")
+	if err := s.authorize(c, "SuggestRoles"); err != nil {
+		return nil, err
 	}
 	u, err := s.userRecord(ctx, c.User)
 	if err != nil {
@@ -356,8 +347,8 @@ func (s *Server) sweepRequests(ctx context.Context) {
 			continue
 		}
 		system := Caller{Kind: KindAdmin, User: "system"}
-		s.requestEvent(EventRequestExpired, system, updated, nil)
-		s.notifyRequest(EventRequestExpired, updated)
+		s.requestEvent(audit.RequestExpired, system, updated, nil)
+		s.notifyRequest(audit.RequestExpired, updated)
 		if r.State == access.StateApproved {
 			// Its certificates expire with it, but a session may outlive
 			// its certificate (disconnect_expired_cert: false): a lock on

@@ -135,10 +135,10 @@ spec:
 		}
 		return k
 	}
-	if k := count(auth.EventRequestExpired); k != 1 {
-		t.Fatalf("%d %s events for %s, want 1", k, auth.EventRequestExpired, req.ID)
+	if k := count(audit.RequestExpired); k != 1 {
+		t.Fatalf("%d %s events for %s, want 1", k, audit.RequestExpired, req.ID)
 	}
-	for _, ev := range []string{auth.EventRequestReview, auth.EventRequestApproved, auth.EventRequestRevoked} {
+	for _, ev := range []string{audit.RequestReview, audit.RequestApproved, audit.RequestRevoked} {
 		if k := count(ev); k != 0 {
 			t.Fatalf("%d %s events for a refused operation", k, ev)
 		}
@@ -153,7 +153,7 @@ spec:
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if notified[auth.EventRequestExpired] != 1 || notified[auth.EventRequestCreate] != 1 || len(notified) != 2 {
+	if notified[audit.RequestExpired] != 1 || notified[audit.RequestCreate] != 1 || len(notified) != 2 {
 		t.Fatalf("notifications = %v, want one create and one expired", notified)
 	}
 }

@@ -83,7 +83,7 @@ func (s *Server) ResolveRoles(names []string) []*policy.Role { return s.roles.ge
 
 // UpsertRole creates or replaces a role.
 func (s *Server) UpsertRole(ctx context.Context, c Caller, r *policy.Role) error {
-	if err := s.authorize(ctx, c, "role", "update"); err != nil {
+	if err := s.authorize(c, "UpsertRole"); err != nil {
 		return err
 	}
 	if err := r.Validate(); err != nil {
@@ -104,7 +104,7 @@ func (s *Server) UpsertRole(ctx context.Context, c Caller, r *policy.Role) error
 
 // GetRole returns one role.
 func (s *Server) GetRole(ctx context.Context, c Caller, name string) (*policy.Role, error) {
-	if err := s.authorize(ctx, c, "role", "read"); err != nil {
+	if err := s.authorize(c, "GetRole"); err != nil {
 		return nil, err
 	}
 	var r policy.Role
@@ -119,10 +119,8 @@ func (s *Server) GetRole(ctx context.Context, c Caller, name string) (*policy.Ro
 
 // ListRoles returns all roles sorted by name.
 func (s *Server) ListRoles(ctx context.Context, c Caller) ([]*policy.Role, error) {
-	if c.Kind != KindNode {
-		if err := s.authorize(ctx, c, "role", "list"); err != nil {
-			return nil, err
-		}
+	if err := s.authorize(c, "ListRoles"); err != nil {
+		return nil, err
 	}
 	roles, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
 	if err != nil {
@@ -134,7 +132,7 @@ func (s *Server) ListRoles(ctx context.Context, c Caller) ([]*policy.Role, error
 
 // DeleteRole removes a role. Users holding it lose what it granted at once.
 func (s *Server) DeleteRole(ctx context.Context, c Caller, name string) error {
-	if err := s.authorize(ctx, c, "role", "delete"); err != nil {
+	if err := s.authorize(c, "DeleteRole"); err != nil {
 		return err
 	}
 	if err := s.b.Delete(ctx, prefixRoles+name); err != nil {

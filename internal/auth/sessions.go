@@ -17,15 +17,12 @@ const (
 	maxSessionRecord = 30 * time.Hour
 )
 
-// EventNodeStart is sent by a node agent when it starts.
-const EventNodeStart = audit.NodeStart
-
 // LiveSession is wire.LiveSession: the API carries it.
 type LiveSession = wire.LiveSession
 
 // trackSession keeps the live-session list from the node's events.
 func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event) {
-	if (ev.SessionID == "" && ev.Event != EventNodeStart) || len(ev.SessionID) > 128 {
+	if (ev.SessionID == "" && ev.Event != audit.NodeStart) || len(ev.SessionID) > 128 {
 		return
 	}
 	key := prefixSessions + ev.SessionID
@@ -41,7 +38,7 @@ func (s *Server) trackSession(ctx context.Context, nodeID string, ev audit.Event
 		if err := s.putJSON(ctx, key, ls, s.now().Add(maxSessionRecord)); err != nil {
 			s.log.Warn("record live session", "session", ev.SessionID, "err", err)
 		}
-	case EventNodeStart:
+	case audit.NodeStart:
 		// The node (re)started: whatever sessions it had died with it.
 		s.ForgetNodeSessions(ctx, nodeID)
 	case audit.SessionJoin, audit.SessionLeave:
@@ -86,7 +83,7 @@ func (s *Server) ForgetNodeSessions(ctx context.Context, nodeID string) {
 
 // ListSessions lists live interactive sessions.
 func (s *Server) ListSessions(ctx context.Context, c Caller) ([]LiveSession, error) {
-	if err := s.authorize(ctx, c, "session", "list"); err != nil {
+	if err := s.authorize(c, "ListSessions"); err != nil {
 		return nil, err
 	}
 	out, err := listJSON[LiveSession](ctx, s.b, prefixSessions)

@@ -58,7 +58,7 @@ func (s *Server) newInvite(ctx context.Context, user string, reset bool) (*Invit
 
 // CreateUser adds a pending user and returns a single-use invite.
 func (s *Server) CreateUser(ctx context.Context, c Caller, req CreateUserRequest) (*InviteResult, error) {
-	if err := s.authorize(ctx, c, "user", "create"); err != nil {
+	if err := s.authorize(c, "CreateUser"); err != nil {
 		return nil, err
 	}
 	if err := identity.ValidateUsername(req.Name); err != nil {
@@ -112,7 +112,7 @@ func (s *Server) checkUserRoles(ctx context.Context, roles []string) error {
 
 // ListUsers returns all users without secrets.
 func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
-	if err := s.authorize(ctx, c, "user", "list"); err != nil {
+	if err := s.authorize(c, "ListUsers"); err != nil {
 		return nil, err
 	}
 	users, err := listJSON[identity.User](ctx, s.b, prefixUsers)
@@ -135,7 +135,7 @@ func userInfo(u identity.User) UserInfo {
 // DeleteUser removes a user and cuts them off at once: the certificates
 // they hold stop working everywhere (API, proxy, nodes, live sessions).
 func (s *Server) DeleteUser(ctx context.Context, c Caller, name string) error {
-	if err := s.authorize(ctx, c, "user", "delete"); err != nil {
+	if err := s.authorize(c, "DeleteUser"); err != nil {
 		return err
 	}
 	if err := s.b.Delete(ctx, prefixUsers+name); err != nil {
@@ -157,7 +157,7 @@ type UpdateUserRequest = wire.UpdateUserRequest
 // everywhere, live sessions included (they carry the old roles and
 // logins): the user logs in again. Added roles reach SSH at the next login.
 func (s *Server) UpdateUser(ctx context.Context, c Caller, name string, req UpdateUserRequest) (*UserInfo, error) {
-	if err := s.authorize(ctx, c, "user", "update"); err != nil {
+	if err := s.authorize(c, "UpdateUser"); err != nil {
 		return nil, err
 	}
 	roles := uniq(slices.Clone(req.Roles))
@@ -206,7 +206,7 @@ func (s *Server) UpdateUser(ctx context.Context, c Caller, name string, req Upda
 
 // ResetUser clears a user's password and TOTP and returns a new invite.
 func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteResult, error) {
-	if err := s.authorize(ctx, c, "user", "update"); err != nil {
+	if err := s.authorize(c, "ResetUser"); err != nil {
 		return nil, err
 	}
 	var u identity.User
@@ -351,10 +351,10 @@ func (s *Server) CompleteSignup(ctx context.Context, req SignupRequest) (*LoginR
 	if pub == nil {
 		return nil, nil
 	}
-	ev := audit.Event{Event: audit.UserLogin, Code: "L001I", User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
+	ev := audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
 		Fields: map[string]any{"method": "signup"}}
 	refuse := func(reason string, err error) (*LoginResponse, error) {
-		ev.Code, ev.Success, ev.Error = "L001F", false, reason
+		ev.Code, ev.Success, ev.Error = audit.CodeLoginFailure, false, reason
 		s.emit(ctx, ev)
 		return nil, fmt.Errorf("signup complete, but no login: %w", err)
 	}

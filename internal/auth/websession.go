@@ -11,9 +11,6 @@ import (
 	"github.com/warden-sh/warden/internal/storage"
 )
 
-// EventWebLogout is audited when a person signs out of the web UI.
-const EventWebLogout = "user.logout"
-
 // webSessionPrefix holds the web UI's browser sessions, keyed by the
 // SHA-256 of the cookie value (never the value itself).
 const webSessionPrefix = "/web_sessions/"
@@ -68,6 +65,9 @@ func (s *Server) DeleteWebSession(ctx context.Context, key string) error {
 // RecordWebLogout audits a sign-out from the web UI; session is a short
 // tag of the session (not its cookie value).
 func (s *Server) RecordWebLogout(ctx context.Context, c Caller, session, remoteAddr string) {
-	s.emit(ctx, audit.Event{Event: EventWebLogout, User: c.User, RemoteAddr: remoteAddr, Success: true,
+	if s.authorize(c, "RecordWebLogout") != nil {
+		return // only a person signs out of the web UI
+	}
+	s.emit(ctx, audit.Event{Event: audit.UserLogout, User: c.User, RemoteAddr: remoteAddr, Success: true,
 		Fields: map[string]any{"via": "web", "session": session}})
 }

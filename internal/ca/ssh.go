@@ -286,7 +286,8 @@ func checkSubjectKey(k ssh.PublicKey) error {
 			return fmt.Errorf("RSA key of %d bits refused: at least %d are required", bits, minRSABits)
 		}
 		return nil
-	case ssh.KeyAlgoDSA: //nolint:staticcheck // named to refuse it
+	//lint:ignore SA1019 named to refuse it
+	case ssh.KeyAlgoDSA:
 		return errors.New("DSA keys are refused: use Ed25519, ECDSA or RSA of at least 2048 bits")
 	default:
 		return fmt.Errorf("key type %q is not accepted", k.Type())

@@ -2,7 +2,8 @@ package ca
 
 import (
 	"bytes"
-	"crypto/dsa" //nolint:staticcheck // to prove DSA keys are refused
+	//lint:ignore SA1019 to prove DSA keys are refused
+	"crypto/dsa"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"

@@ -99,7 +99,7 @@ func TestTextViewsEscapeHostileValues(t *testing.T) {
 	})
 	for _, args := range [][]string{
 		{"audit", "search", "--type", audit.Exec},
-		{"audit", "search", "--type", auth.EventRequestCreate},
+		{"audit", "search", "--type", audit.RequestCreate},
 		{"audit", "tail", "-n", "100"},
 	} {
 		r := c.Warden(admin, nil, args...)

@@ -88,7 +88,7 @@ func TestRecordingTamperingDetected(t *testing.T) {
 		t.Fatalf("reading an edited recording through the API: %v", err)
 	}
 	rc.Close()
-	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: auth.EventRecordingAltered, SessionID: id})
+	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.RecordingAltered, SessionID: id})
 	if err != nil || len(evs) == 0 {
 		t.Fatalf("recording.altered events: %v, %v", evs, err)
 	}
@@ -182,7 +182,7 @@ func TestRecordingUploadRefusals(t *testing.T) {
 	if list, err := c.Admin.ListRecordings(ctx, "", "", time.Time{}); err != nil || len(list) != 0 {
 		t.Fatalf("recordings after the refused upload: %+v, %v", list, err)
 	}
-	refused, err := c.Admin.SearchAudit(ctx, audit.Query{Type: auth.EventRecordingRefused, SessionID: "ghost-session-1"})
+	refused, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.RecordingRefused, SessionID: "ghost-session-1"})
 	if err != nil || len(refused) != 1 || refused[0].Success || refused[0].Fields["node_id"] != nodeID {
 		t.Fatalf("recording.refused events: %+v, %v", refused, err)
 	}

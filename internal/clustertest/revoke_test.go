@@ -176,8 +176,8 @@ func TestRemovedUserIsCutOff(t *testing.T) {
 	if r := c.Warden(t.TempDir(), nil, "locks", "ls"); !strings.Contains(r.Stdout, "user=zed, certificates issued by") {
 		t.Fatalf("locks ls does not show the removal: %s", r)
 	}
-	waitAudit(t, c, auth.EventCertRefused, `"via":"api POST /v1/users"`)
-	waitAudit(t, c, auth.EventCertRefused, `"via":"proxy"`)
+	waitAudit(t, c, audit.CertRefused, `"via":"api POST /v1/users"`)
+	waitAudit(t, c, audit.CertRefused, `"via":"proxy"`)
 	// The name is free again, and the new zed's certificates are not the
 	// old one's: the old ones stay void.
 	zed2 := c.AddUser("zed", []string{"access"}, []string{osLogin})
@@ -318,7 +318,7 @@ func TestRevokedRequestCutsAPI(t *testing.T) {
 	_, err := elevated.SearchAudit(ctx, audit.Query{Limit: 1})
 	wantForbidden(t, "GET /v1/audit after revocation", err, "access request "+id+" was revoked")
 	wantSSHRefused(t, "ProxyCommand", sshArgs(cfg, osLogin+"@prod1", "true"), "was revoked")
-	waitAudit(t, c, auth.EventCertRefused, id)
+	waitAudit(t, c, audit.CertRefused, id)
 }
 
 // TestLockMFADevice: a lock on an MFA device ends the live sessions and

@@ -23,9 +23,10 @@ func TestUserSecretsNotPrinted(t *testing.T) {
 	logger = slog.New(slog.NewTextHandler(&logBuf, nil))
 	logger.Info("user", "user", u, "ptr", &u)
 	outputs := map[string]string{
-		"%v":   fmt.Sprintf("%v", u),
-		"%+v":  fmt.Sprintf("%+v", u),
-		"%#v":  fmt.Sprintf("%#v", u),
+		"%v":  fmt.Sprintf("%v", u),
+		"%+v": fmt.Sprintf("%+v", u),
+		"%#v": fmt.Sprintf("%#v", u),
+		//lint:ignore S1025 the %s verb is what is tested
 		"%s":   fmt.Sprintf("%s", &u),
 		"%+vp": fmt.Sprintf("%+v", &u),
 		"slog": logBuf.String(),

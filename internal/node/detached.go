@@ -8,10 +8,6 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 )
 
-// EventJobsKilled is audited when revoking access kills the jobs a user
-// left running after an ordinary session end (nohup, setsid, daemons).
-const EventJobsKilled = audit.SessionJobsKilled
-
 // maxDetached bounds the ended sessions whose leftover jobs a node tracks.
 const maxDetached = 4096
 
@@ -71,7 +67,7 @@ func (s *Server) killDetached(match func(ConnInfo) (reason, message string)) {
 	for _, h := range hits {
 		d := h.d
 		n, err := d.cg.killDetached()
-		ev := audit.Event{Event: EventJobsKilled, User: d.info.User, Login: d.info.Login, SessionID: d.sessionID,
+		ev := audit.Event{Event: audit.SessionJobsKilled, User: d.info.User, Login: d.info.Login, SessionID: d.sessionID,
 			RemoteAddr: d.info.RemoteAddr, Success: err == nil,
 			Fields: map[string]any{"reason": h.reason, "processes": n, "session_ended": d.ended.UTC()}}
 		if err != nil {

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -448,8 +447,4 @@ func currentLogin(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return u.Username
-}
-
-func hasEvent(evs []audit.Event, pred func(audit.Event) bool) bool {
-	return slices.ContainsFunc(evs, pred)
 }

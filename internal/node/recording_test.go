@@ -131,10 +131,9 @@ func (e *recordingEnv) recorded(t testing.TB, pred func(audit.Event) bool) ([]by
 }
 
 type castEvents struct {
-	header           asciicast.Header
-	output, input    string
-	resizes          []string
-	outputAfterInput bool
+	header        asciicast.Header
+	output, input string
+	resizes       []string
 }
 
 func parseCast(t testing.TB, b []byte) castEvents {

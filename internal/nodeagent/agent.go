@@ -163,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
-	_ = a.events.Emit(ctx, audit.Event{Event: auth.EventNodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
+	_ = a.events.Emit(ctx, audit.Event{Event: audit.NodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
 	for _, lc := range cfg.Commands {
 		a.wg.Add(1)
 		go func() {

@@ -46,7 +46,7 @@ func TestMatcherCacheBounded(t *testing.T) {
 	if n := c.size.Load(); n > 3 {
 		t.Errorf("cache size %d above bound", n)
 	}
-	if c.get("a*") != c.get("a*") {
+	if first := c.get("a*"); c.get("a*") != first {
 		t.Error("matcher not cached")
 	}
 }

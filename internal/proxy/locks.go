@@ -19,9 +19,6 @@ import (
 // overloaded or cut off from auth.
 const DefaultLockGrace = 250 * time.Millisecond
 
-// EventProxyDisconnect is audited when the proxy cuts a relayed connection.
-const EventProxyDisconnect = audit.ProxyDisconnect
-
 // liveRelay is a user connection the proxy is relaying to a node.
 type liveRelay struct {
 	sub    lock.Subject
@@ -101,14 +98,14 @@ func (s *Server) ReverifyLocks() {
 			}
 			r.cut()
 			s.cfg.Metrics.LockCuts.Inc()
-			events = append(events, audit.Event{Event: EventProxyDisconnect, User: r.sub.User, Node: r.sub.Node,
+			events = append(events, audit.Event{Event: audit.ProxyDisconnect, User: r.sub.User, Node: r.sub.Node,
 				RemoteAddr: r.remote, Success: true, Error: lockMessage(err),
 				Fields: map[string]any{"reason": "locked"}})
 		}
 		// Audit after the cuts, off the critical path.
 		if s.cfg.Audit != nil {
 			if err := audit.EmitAll(context.Background(), s.cfg.Audit, events); err != nil {
-				s.log.Error("audit emit failed", "event", EventProxyDisconnect, "err", err)
+				s.log.Error("audit emit failed", "event", audit.ProxyDisconnect, "err", err)
 			}
 		}
 	}

@@ -335,15 +335,6 @@ func (s *Server) handle(c net.Conn) {
 	}
 }
 
-func (s *Server) audit(ctx context.Context, ev audit.Event) {
-	if s.cfg.Audit == nil {
-		return
-	}
-	if err := s.cfg.Audit.Emit(ctx, ev); err != nil {
-		s.log.Error("audit emit failed", "event", ev.Event, "err", err)
-	}
-}
-
 // listCandidates renders node names for an error message.
 func listCandidates(nodes []auth.Node) string {
 	if len(nodes) == 0 {

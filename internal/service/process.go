@@ -152,7 +152,7 @@ func (p *Process) startAuth(ctx context.Context) error {
 	}
 	p.notifier, err = notify.New(notify.Config{Targets: p.cfg.Auth.Notifications, Logger: p.log.With("service", "notify"),
 		OnResult: func(t notify.Target, m notify.Message, attempts int, err error) {
-			ev := audit.Event{Event: auth.EventNotification, Success: err == nil,
+			ev := audit.Event{Event: audit.NotificationDelivery, Success: err == nil,
 				Fields: map[string]any{"target": t.Redacted(), "notified_event": m.Event, "attempts": attempts}}
 			if err != nil {
 				ev.Error = err.Error()

@@ -12,7 +12,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/service"
 )
@@ -86,7 +85,7 @@ func TestBrowserSessionSurvivesRestart(t *testing.T) {
 	if _, err := c2.Proc.Auth().GetWebSession(context.Background(), key); err == nil {
 		t.Fatal("the session is still stored after sign-out")
 	}
-	evs, err := c2.Admin.SearchAudit(context.Background(), audit.Query{Type: auth.EventWebLogout, User: "dave"})
+	evs, err := c2.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogout, User: "dave"})
 	if err != nil {
 		t.Fatal(err)
 	}

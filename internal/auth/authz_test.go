@@ -1,0 +1,492 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/access"
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+// What a caller gets from an operation.
+type outcome string
+
+const (
+	deny outcome = "deny" // refused: access denied
+	all  outcome = "all"  // the whole operation
+	own  outcome = "own"  // only its own share (its requests, the nodes its roles allow, its event types)
+)
+
+// The callers of the matrix, in its column order.
+var matrixCallers = []string{"no roles", "access", "auditor", "admin role", "node", "proxy", "admin"}
+
+// row is what each caller of matrixCallers gets, in order.
+type row [7]outcome
+
+// matrix is what every caller gets from every exported method of
+// auth.Server that takes a Caller. TestPermissionMatrix fails on a method
+// missing here, so a new one cannot go unpinned.
+var matrix = map[string]row{
+	//                       no roles access auditor admin role node  proxy  admin
+	"SearchAudit":          {deny, deny, all, all, deny, deny, all},
+	"SubscribeAudit":       {deny, deny, all, all, deny, deny, all},
+	"VerifyAudit":          {deny, deny, all, all, deny, deny, all},
+	"ExportAuditKey":       {deny, deny, all, all, deny, deny, all},
+	"EmitEvents":           {deny, deny, deny, deny, own, own, deny},
+	"Emitter":              {deny, deny, deny, deny, own, own, deny},
+	"CurrentCaller":        {all, all, all, all, all, all, all},
+	"CheckCaller":          {all, all, all, all, all, all, all},
+	"RecordWebLogout":      {all, all, all, all, deny, deny, deny},
+	"CreateLock":           {deny, deny, deny, all, deny, deny, all},
+	"ListLocks":            {deny, deny, deny, all, all, deny, all},
+	"DeleteLock":           {deny, deny, deny, all, deny, deny, all},
+	"CreateToken":          {deny, deny, deny, all, deny, deny, all},
+	"ListTokens":           {deny, deny, deny, all, deny, deny, all},
+	"DeleteToken":          {deny, deny, deny, all, deny, deny, all},
+	"RenewNodeCerts":       {deny, deny, deny, deny, all, deny, deny},
+	"ListNodes":            {own, all, own, all, deny, deny, all},
+	"Watch":                {deny, deny, deny, deny, all, deny, all},
+	"OpenRecording":        {deny, deny, all, all, deny, deny, all},
+	"OpenRecordingAt":      {deny, deny, all, all, deny, deny, all},
+	"VerifyRecordings":     {deny, deny, all, all, deny, deny, all},
+	"ListRecordings":       {deny, deny, all, all, deny, deny, all},
+	"SearchRecordings":     {deny, deny, all, all, deny, deny, all},
+	"AppendRecording":      {deny, deny, deny, deny, all, deny, deny},
+	"AppendLocalRecording": {deny, deny, deny, deny, all, deny, deny},
+	"CompleteRecording":    {deny, deny, deny, deny, all, deny, deny},
+	"CreateAccessRequest":  {all, all, all, all, deny, deny, deny},
+	"ListAccessRequests":   {own, own, own, all, deny, deny, all},
+	"GetAccessRequest":     {own, own, own, all, deny, deny, all},
+	"ReviewAccessRequest":  {all, all, all, all, deny, deny, deny},
+	"RevokeAccessRequest":  {own, own, own, all, deny, deny, all},
+	"UseAccessRequest":     {all, all, all, all, deny, deny, deny},
+	"SuggestRoles":         {all, all, all, all, deny, deny, deny},
+	"UpsertRole":           {deny, deny, deny, all, deny, deny, all},
+	"GetRole":              {deny, deny, deny, all, deny, deny, all},
+	"ListRoles":            {deny, deny, deny, all, all, deny, all},
+	"DeleteRole":           {deny, deny, deny, all, deny, deny, all},
+	"ListSessions":         {deny, deny, all, all, deny, deny, all},
+	"CreateUser":           {deny, deny, deny, all, deny, deny, all},
+	"ListUsers":            {deny, deny, deny, all, deny, deny, all},
+	"DeleteUser":           {deny, deny, deny, all, deny, deny, all},
+	"UpdateUser":           {deny, deny, deny, all, deny, deny, all},
+	"ResetUser":            {deny, deny, deny, all, deny, deny, all},
+}
+
+// gate is the outcome of a call that either is refused or goes past the
+// authorization (whatever it then finds: a probe names nothing that exists
+// where it could change state).
+func gate(err error) outcome {
+	if errors.Is(err, auth.ErrAccessDenied) {
+		return deny
+	}
+	return all
+}
+
+// matrixFixture is a cluster state every probe can run against: users
+// with each built-in role (and one whose only role grants nothing), a
+// joined node, two live nodes, and an access request of another user.
+type matrixFixture struct {
+	*fixture
+	callers map[string]auth.Caller
+	// others is the id of a pending access request of another user.
+	others string
+	seq    int
+}
+
+func newMatrixFixture(t *testing.T) *matrixFixture {
+	ctx := context.Background()
+	rs, err := recording.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &matrixFixture{fixture: newFixture(t, func(c *auth.Config) { c.Recordings = rs }), callers: map[string]auth.Caller{}}
+	nothing, err := policy.ParseRoles([]byte("kind: role\nmetadata: {name: nothing}\nspec: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.UpsertRole(ctx, auth.AdminCaller(), nothing[0]); err != nil {
+		t.Fatal(err)
+	}
+	users := map[string][]string{"no roles": {"nothing"}, "access": {policy.RoleAccess},
+		"auditor": {policy.RoleAuditor}, "admin role": {policy.RoleAdmin}}
+	for _, col := range matrixCallers[:4] {
+		name := strings.ReplaceAll(col, " ", "-")
+		f.signup(name, users[col], []string{"root"})
+		c, err := f.a.CurrentCaller(ctx, auth.Caller{Kind: auth.KindUser, User: name, Roles: users[col], Issued: f.clock.Now()}, "test", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.callers[col] = c
+	}
+	tok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: "web1", Hostname: "web1", PublicKey: pubKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.callers["node"] = auth.Caller{Kind: auth.KindNode, NodeID: joined.NodeID}
+	f.callers["proxy"] = auth.ProxyCaller()
+	f.callers["admin"] = auth.AdminCaller()
+	// The "nothing" role allows no node; access and admin allow all.
+	f.a.SetInventory(staticInventory{
+		{ID: joined.NodeID, Name: "web1", Labels: map[string]string{"env": "prod"}},
+		{ID: "n2", Name: "db1", Labels: map[string]string{"env": "dev"}},
+	})
+	f.others = f.putRequest("someone-else")
+	return f
+}
+
+// putRequest stores a pending access request of user, as if they had made
+// it, and returns its id.
+func (f *matrixFixture) putRequest(user string) string {
+	f.t.Helper()
+	f.seq++
+	now := f.clock.Now().UTC()
+	r := access.Request{ID: fmt.Sprintf("req-%d", f.seq), User: user, Roles: []string{policy.RoleAuditor}, State: access.StatePending,
+		Thresholds: policy.Thresholds{Approve: 1, Deny: 1}, MaxDuration: time.Hour, Duration: time.Hour,
+		Created: now, PendingExpires: now.Add(time.Hour)}
+	b, err := json.Marshal(r)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.b.Create(context.Background(), storage.Item{Key: "/access_requests/" + r.ID, Value: b}); err != nil {
+		f.t.Fatal(err)
+	}
+	return r.ID
+}
+
+// probes call each method as c and tell what c got.
+var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
+	"SearchAudit": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.SearchAudit(context.Background(), c, audit.Query{Limit: 1})
+		return gate(err)
+	},
+	"SubscribeAudit": func(f *matrixFixture, c auth.Caller) outcome {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, err := f.a.SubscribeAudit(ctx, c, 1<<40)
+		return gate(err)
+	},
+	"VerifyAudit": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.VerifyAudit(context.Background(), c)
+		return gate(err)
+	},
+	"ExportAuditKey": func(f *matrixFixture, c auth.Caller) outcome {
+		_, _, err := f.a.ExportAuditKey(context.Background(), c)
+		return gate(err)
+	},
+	"EmitEvents": func(f *matrixFixture, c auth.Caller) outcome {
+		return emitOutcome(func(ev audit.Event) error { return f.a.EmitEvents(context.Background(), c, []audit.Event{ev}) })
+	},
+	"Emitter": func(f *matrixFixture, c auth.Caller) outcome {
+		return emitOutcome(func(ev audit.Event) error { return f.a.Emitter(c).Emit(context.Background(), ev) })
+	},
+	"CurrentCaller": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.CurrentCaller(context.Background(), c, "test", "")
+		return gate(err)
+	},
+	"CheckCaller": func(f *matrixFixture, c auth.Caller) outcome { return gate(f.a.CheckCaller(c)) },
+	"RecordWebLogout": func(f *matrixFixture, c auth.Caller) outcome {
+		f.seq++
+		tag := fmt.Sprintf("probe-%d", f.seq)
+		f.a.RecordWebLogout(context.Background(), c, tag, "")
+		if len(f.events(audit.Query{Type: audit.UserLogout, Text: tag})) == 1 {
+			return all
+		}
+		return deny
+	},
+	"CreateLock": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.CreateLock(context.Background(), c, auth.CreateLockRequest{Target: lock.Target{User: "nobody"}, TTL: -1})
+		return gate(err)
+	},
+	"ListLocks": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListLocks(context.Background(), c)
+		return gate(err)
+	},
+	"DeleteLock": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteLock(context.Background(), c, "no-such-lock"))
+	},
+	"CreateToken": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.CreateToken(context.Background(), c, auth.CreateTokenRequest{Type: "no-such-type"})
+		return gate(err)
+	},
+	"ListTokens": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListTokens(context.Background(), c)
+		return gate(err)
+	},
+	"DeleteToken": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteToken(context.Background(), c, "no-such-token"))
+	},
+	"RenewNodeCerts": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.RenewNodeCerts(context.Background(), c, "not a key")
+		return gate(err)
+	},
+	"ListNodes": func(f *matrixFixture, c auth.Caller) outcome {
+		nodes, err := f.a.ListNodes(context.Background(), c, nil)
+		return share(err, len(nodes) == 2)
+	},
+	"Watch": func(f *matrixFixture, c auth.Caller) outcome {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, _, err := f.a.Watch(ctx, c)
+		return gate(err)
+	},
+	"OpenRecording": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.OpenRecording(context.Background(), c, "no-such-session")
+		return gate(err)
+	},
+	"OpenRecordingAt": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.OpenRecordingAt(context.Background(), c, "no-such-session")
+		return gate(err)
+	},
+	"VerifyRecordings": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.VerifyRecordings(context.Background(), c, nil)
+		return gate(err)
+	},
+	"ListRecordings": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListRecordings(context.Background(), c, auth.RecordingFilter{})
+		return gate(err)
+	},
+	"SearchRecordings": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.SearchRecordings(context.Background(), c, "text", 1)
+		return gate(err)
+	},
+	"AppendRecording": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.AppendRecording(context.Background(), c, recording.Meta{SessionID: "not a session id"}, 0, nil)
+		return gate(err)
+	},
+	"AppendLocalRecording": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.AppendLocalRecording(context.Background(), c, recording.Meta{SessionID: "not a session id"}, 0, nil)
+		return gate(err)
+	},
+	"CompleteRecording": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.CompleteRecording(context.Background(), c, "no-such-session", 0, "", false))
+	},
+	"CreateAccessRequest": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.CreateAccessRequest(context.Background(), c, auth.CreateAccessRequest{}) // no roles: invalid
+		return gate(err)
+	},
+	"ListAccessRequests": func(f *matrixFixture, c auth.Caller) outcome {
+		rs, err := f.a.ListAccessRequests(context.Background(), c)
+		sawOthers := false
+		for _, r := range rs {
+			sawOthers = sawOthers || r.ID == f.others
+		}
+		return share(err, sawOthers)
+	},
+	"GetAccessRequest": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.GetAccessRequest(context.Background(), c, f.others)
+		if errors.Is(err, storage.ErrNotFound) {
+			return own
+		}
+		return gate(err)
+	},
+	"ReviewAccessRequest": func(f *matrixFixture, c auth.Caller) outcome {
+		// Which requests a user may review is the request's (its roles'
+		// review_requests); every user may ask.
+		_, err := f.a.ReviewAccessRequest(context.Background(), c, "no-such-request", false, "")
+		return gate(err)
+	},
+	"RevokeAccessRequest": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.RevokeAccessRequest(context.Background(), c, f.putRequest("someone-else"), "")
+		if err == nil {
+			return all
+		}
+		if !errors.Is(err, auth.ErrAccessDenied) {
+			f.t.Fatalf("revoke as %s: %v", c.Name(), err)
+		}
+		if c.Kind != auth.KindUser {
+			return deny
+		}
+		_, err = f.a.RevokeAccessRequest(context.Background(), c, f.putRequest(c.User), "")
+		if err == nil {
+			return own
+		}
+		return deny
+	},
+	"UseAccessRequest": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.UseAccessRequest(context.Background(), c, "no-such-request", "", "")
+		return gate(err)
+	},
+	"SuggestRoles": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.SuggestRoles(context.Background(), c, "root", "no-such-node")
+		return gate(err)
+	},
+	"UpsertRole": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.UpsertRole(context.Background(), c, &policy.Role{Kind: policy.KindRole, Metadata: policy.Metadata{Name: "bad name"}}))
+	},
+	"GetRole": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.GetRole(context.Background(), c, policy.RoleAccess)
+		return gate(err)
+	},
+	"ListRoles": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListRoles(context.Background(), c)
+		return gate(err)
+	},
+	"DeleteRole": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteRole(context.Background(), c, "no-such-role"))
+	},
+	"ListSessions": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListSessions(context.Background(), c)
+		return gate(err)
+	},
+	"CreateUser": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.CreateUser(context.Background(), c, auth.CreateUserRequest{Name: ""})
+		return gate(err)
+	},
+	"ListUsers": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListUsers(context.Background(), c)
+		return gate(err)
+	},
+	"DeleteUser": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteUser(context.Background(), c, "no-such-user"))
+	},
+	"UpdateUser": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.UpdateUser(context.Background(), c, "no-such-user", auth.UpdateUserRequest{Roles: []string{policy.RoleAccess}})
+		return gate(err)
+	},
+	"ResetUser": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ResetUser(context.Background(), c, "no-such-user")
+		return gate(err)
+	},
+}
+
+// share is the outcome of a call that succeeds on a share: all when it
+// reached what is not the caller's.
+func share(err error, whole bool) outcome {
+	switch {
+	case err != nil:
+		return gate(err)
+	case whole:
+		return all
+	}
+	return own
+}
+
+// emitOutcome tries a node's event type and the proxy's: own when exactly
+// one is accepted.
+func emitOutcome(emit func(audit.Event) error) outcome {
+	accepted := 0
+	for _, ev := range []audit.Event{
+		{Event: audit.PortForward, User: "dev", Success: true},
+		{Event: audit.ProxyDisconnect, User: "dev", Success: true},
+	} {
+		if err := emit(ev); err == nil {
+			accepted++
+		}
+	}
+	switch accepted {
+	case 0:
+		return deny
+	case 1:
+		return own
+	}
+	return all
+}
+
+// callerMethods are the exported methods of *auth.Server that take a
+// Caller.
+func callerMethods() []string {
+	callerType := reflect.TypeFor[auth.Caller]()
+	var out []string
+	st := reflect.TypeFor[*auth.Server]()
+	for i := range st.NumMethod() {
+		m := st.Method(i)
+		for j := range m.Type.NumIn() {
+			if m.Type.In(j) == callerType {
+				out = append(out, m.Name)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestPermissionMatrix pins what a user with no roles, users with the
+// built-in roles, a node, the proxy and the local admin each get from
+// every method of auth.Server that takes a Caller.
+func TestPermissionMatrix(t *testing.T) {
+	methods := callerMethods()
+	for _, m := range methods {
+		if _, ok := matrix[m]; !ok {
+			t.Errorf("auth.Server.%s takes a Caller but is not in the permission matrix: add what each caller gets", m)
+		}
+		if _, ok := probes[m]; !ok {
+			t.Errorf("auth.Server.%s has no probe", m)
+		}
+	}
+	for m := range matrix {
+		if _, ok := probes[m]; !ok {
+			t.Errorf("the matrix names %s, which is not a method of auth.Server taking a Caller", m)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	f := newMatrixFixture(t)
+	for _, m := range methods {
+		for i, col := range matrixCallers {
+			if got, want := probes[m](f, f.callers[col]), matrix[m][i]; got != want {
+				t.Errorf("%s as %s: %s, want %s", m, col, got, want)
+			}
+		}
+	}
+}
+
+// TestSearchRecordingsNeedsRead: searching recordings reads what they
+// hold, so it needs recording read as well as list; a role that may only
+// list recordings cannot search their contents.
+func TestSearchRecordingsNeedsRead(t *testing.T) {
+	f := newMatrixFixture(t)
+	ctx := context.Background()
+	roles, err := policy.ParseRoles([]byte(`
+kind: role
+metadata: {name: lister}
+spec:
+  allow:
+    rules: [{resources: [recording], verbs: [list]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	f.signup("lister", []string{"lister"}, nil)
+	c, err := f.a.CurrentCaller(ctx, auth.Caller{Kind: auth.KindUser, User: "lister", Roles: []string{"lister"}, Issued: f.clock.Now()}, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The role reaches auth's cache through a watch: wait until it lists.
+	deadline := patience.Deadline(t)
+	for {
+		_, err := f.a.ListRecordings(ctx, c, auth.RecordingFilter{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lister role never allowed listing recordings: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := f.a.SearchRecordings(ctx, c, "secret", 10); !errors.Is(err, auth.ErrAccessDenied) {
+		t.Fatalf("a role that may only list recordings searched their contents: %v", err)
+	}
+}
