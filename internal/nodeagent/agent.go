@@ -1,8 +1,9 @@
 // Package nodeagent is everything a node runs around its SSH server
 // (internal/node): join and identity, certificate renewal, the reverse
-// tunnel to the proxy (via tunnel), labels, the watch of roles and locks and
-// the node's access decision, continuous verification of live sessions, the
-// audit event journal and forwarding, and the recording spool's upload.
+// tunnel to the proxy (via tunnel), labels, the watch of roles and locks that
+// feeds the node's access decision (node.Access), continuous verification of
+// live sessions, the audit event journal and forwarding, and the recording
+// spool's upload.
 package nodeagent
 
 import (
@@ -86,7 +87,7 @@ type Config struct {
 	// certificates are due for renewal (default 1m).
 	RenewCheckInterval time.Duration
 	// LockStaleness bounds how long a node in lock_mode strict trusts its
-	// last view of the locks (default 60s).
+	// last view of the locks (default node.DefaultLockStaleness).
 	LockStaleness time.Duration
 }
 
@@ -110,7 +111,7 @@ type Agent struct {
 	wg      sync.WaitGroup
 	dyn     *dynamicLabels
 	spool   *recording.Spool
-	authz   *authorizer
+	access  *node.Access
 	// ready is set once the SSH server exists (watch callbacks use it).
 	ready atomic.Bool
 	// tunnelUp is true while the reverse tunnel to the proxy is connected.
@@ -151,7 +152,9 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
-	a.roles = newRoleWatcher(a.client, a.log)
+	a.access = node.NewAccess(node.AccessConfig{NodeName: id.Node(), NodeID: id.NodeID, Labels: a.labels,
+		MaxStale: cfg.LockStaleness, FeedInterval: api.WatchKeepalive})
+	a.roles = newRoleWatcher(a.client, a.log, a.access)
 	a.roles.onChange = func(string) { a.reverify() }
 	var sink eventSink = a.client
 	var uploader recording.Uploader = apiUploader{a.client}
@@ -181,10 +184,6 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 	go func() { defer a.wg.Done(); a.watchStaleness(runCtx) }()
 
-	a.authz = &authorizer{nodeName: id.Node(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
-	if a.authz.maxStale <= 0 {
-		a.authz.maxStale = DefaultLockStaleness
-	}
 	a.spool, err = recording.OpenSpool(ctx, recording.SpoolConfig{Dir: filepath.Join(cfg.DataDir, "spool"),
 		Uploader: startGatedUploader{Uploader: uploader, events: a.events}, Logger: a.log.With("component", "recording")})
 	if err != nil {
@@ -195,8 +194,8 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		Recorder:    spoolRecorder{spool: a.spool, events: a.events},
 		HostSigners: []ssh.Signer{a.host},
 		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
-		Authorizer:  a.authz,
-		JoinPolicy:  a.authz.canJoin,
+		Authorizer:  a.access,
+		JoinPolicy:  a.access.CanJoin,
 		Audit:       a.events,
 		NodeName:    id.Node(),
 		NodeID:      id.NodeID,
