@@ -25,7 +25,6 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/recording"
@@ -78,9 +77,10 @@ type Config struct {
 	// LocalAuth, when set, provides a join token and CA pin from an
 	// in-process auth service (all-in-one mode).
 	LocalAuth func(ctx context.Context) (token, caPin string, err error)
-	// LocalServer, when set, is auth in this process: recordings and audit
-	// events go to it directly instead of over the API.
-	LocalServer *auth.Server
+	// LocalServer, when set, is auth in this process, as the node nodeID:
+	// recordings and audit events go to it directly instead of over the
+	// API. (service wires it; nodeagent does not import auth.)
+	LocalServer func(nodeID string) LocalServer
 	// HeartbeatInterval defaults to 10s.
 	HeartbeatInterval time.Duration
 	// RenewCheckInterval is how often the node checks whether its
@@ -89,6 +89,14 @@ type Config struct {
 	// LockStaleness bounds how long a node in lock_mode strict trusts its
 	// last view of the locks (default node.DefaultLockStaleness).
 	LockStaleness time.Duration
+}
+
+// LocalServer is auth in the node's own process (all-in-one), acting for
+// the node: the recording spool uploads to it and audit events go to it as
+// they would over the API, with the same checks.
+type LocalServer interface {
+	recording.Uploader
+	EmitEvents(ctx context.Context, evs []audit.Event) error
 }
 
 // Agent is a joined node: its SSH server plus the loops that keep it in
@@ -159,14 +167,14 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	var sink eventSink = a.client
 	var uploader recording.Uploader = apiUploader{a.client}
 	if cfg.LocalServer != nil {
-		local := localAuth{a: cfg.LocalServer, caller: auth.Caller{Kind: auth.KindNode, NodeID: id.NodeID}}
+		local := cfg.LocalServer(id.NodeID)
 		sink, uploader = local, local
 	}
 	if a.events, err = newEventForwarder(sink, a.log, filepath.Join(cfg.DataDir, "events.journal")); err != nil {
 		a.Close()
 		return nil, err
 	}
-	_ = a.events.Emit(ctx, audit.Event{Event: auth.EventNodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
+	_ = a.events.Emit(ctx, audit.Event{Event: audit.NodeStart, Success: true, Fields: map[string]any{"version": api.Version}})
 	for _, lc := range cfg.Commands {
 		a.wg.Add(1)
 		go func() {
