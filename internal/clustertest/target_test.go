@@ -58,6 +58,15 @@ func TestTargetByLabel(t *testing.T) {
 	if got, err := os.ReadFile(back); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("copied back %q, %v; want %q", got, err, data)
 	}
+	// OpenSSH's sftp by label, through the proxy as a jump host (named
+	// for its host key, as ssh -J above).
+	batch := "get " + remote + " " + back + ".sftp\n"
+	if r := Run(t, strings.NewReader(batch), "sftp", sshArgs(jumpConfig(t, c, home), "-o", "HostKeyAlias=web1", "-J", "wjump", "-b", "-", osLogin+"@env=prod")...); r.Code != 0 {
+		t.Fatalf("sftp -J wjump %s@env=prod: %s", osLogin, r)
+	}
+	if got, err := os.ReadFile(back + ".sftp"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("sftp by label got %q, %v; want %q", got, err, data)
+	}
 	waitAudit(t, c, audit.SFTP, remote)
 	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.SFTP, Text: remote})
 	if err != nil {
