@@ -392,22 +392,28 @@ func newSCPCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "scp [-r] SOURCE... DEST",
 		Short: "Copy files to or from a node (over SFTP)",
+		Long: `Copy files to or from a node over SFTP. A remote path is [LOGIN@]NODE:PATH,
+where NODE is a node name or id, or a label KEY=VALUE that names one node
+(as in warden ssh).`,
 		Example: "  warden scp ./app.tar.gz dev@web1:/tmp/\n" +
-			"  warden scp -r dev@web1:/var/log/app ./logs",
+			"  warden scp -r dev@web1:/var/log/app ./logs\n" +
+			"  warden scp ./app.tar.gz dev@env=prod:/tmp/",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srcs, dst := args[:len(args)-1], args[len(args)-1]
-			dLogin, dHost, dPath, dRemote, err := sshclient.ParseCopyArg(dst)
+			dTarget, dPath, dRemote, err := sshclient.ParseCopyArg(dst)
 			if err != nil {
 				return err
 			}
+			dLogin, dHost := dTarget.Login, dTarget.String()
 			var login, host string
 			var paths []string
 			for _, a := range srcs {
-				l, h, p, remote, err := sshclient.ParseCopyArg(a)
+				tg, p, remote, err := sshclient.ParseCopyArg(a)
 				if err != nil {
 					return err
 				}
+				l, h := tg.Login, tg.String()
 				if remote == dRemote {
 					return fmt.Errorf("copy between two local or two remote paths is not supported: %s -> %s", a, dst)
 				}

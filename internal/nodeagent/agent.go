@@ -1,8 +1,9 @@
 // Package nodeagent is everything a node runs around its SSH server
 // (internal/node): join and identity, certificate renewal, the reverse
-// tunnel to the proxy (via tunnel), labels, the watch of roles and locks and
-// the node's access decision, continuous verification of live sessions, the
-// audit event journal and forwarding, and the recording spool's upload.
+// tunnel to the proxy (via tunnel), labels, the watch of roles and locks that
+// feeds the node's access decision (node.Access), continuous verification of
+// live sessions, the audit event journal and forwarding, and the recording
+// spool's upload.
 package nodeagent
 
 import (
@@ -24,7 +25,6 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/recording"
@@ -77,17 +77,26 @@ type Config struct {
 	// LocalAuth, when set, provides a join token and CA pin from an
 	// in-process auth service (all-in-one mode).
 	LocalAuth func(ctx context.Context) (token, caPin string, err error)
-	// LocalServer, when set, is auth in this process: recordings and audit
-	// events go to it directly instead of over the API.
-	LocalServer *auth.Server
+	// LocalServer, when set, is auth in this process, as the node nodeID:
+	// recordings and audit events go to it directly instead of over the
+	// API. (service wires it; nodeagent does not import auth.)
+	LocalServer func(nodeID string) LocalServer
 	// HeartbeatInterval defaults to 10s.
 	HeartbeatInterval time.Duration
 	// RenewCheckInterval is how often the node checks whether its
 	// certificates are due for renewal (default 1m).
 	RenewCheckInterval time.Duration
 	// LockStaleness bounds how long a node in lock_mode strict trusts its
-	// last view of the locks (default 60s).
+	// last view of the locks (default node.DefaultLockStaleness).
 	LockStaleness time.Duration
+}
+
+// LocalServer is auth in the node's own process (all-in-one), acting for
+// the node: the recording spool uploads to it and audit events go to it as
+// they would over the API, with the same checks.
+type LocalServer interface {
+	recording.Uploader
+	EmitEvents(ctx context.Context, evs []audit.Event) error
 }
 
 // Agent is a joined node: its SSH server plus the loops that keep it in
@@ -110,7 +119,7 @@ type Agent struct {
 	wg      sync.WaitGroup
 	dyn     *dynamicLabels
 	spool   *recording.Spool
-	authz   *authorizer
+	access  *node.Access
 	// ready is set once the SSH server exists (watch callbacks use it).
 	ready atomic.Bool
 	// tunnelUp is true while the reverse tunnel to the proxy is connected.
@@ -151,12 +160,14 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
-	a.roles = newRoleWatcher(a.client, a.log)
+	a.access = node.NewAccess(node.AccessConfig{NodeName: id.Node(), NodeID: id.NodeID, Labels: a.labels,
+		MaxStale: cfg.LockStaleness, FeedInterval: api.WatchKeepalive})
+	a.roles = newRoleWatcher(a.client, a.log, a.access)
 	a.roles.onChange = func(string) { a.reverify() }
 	var sink eventSink = a.client
 	var uploader recording.Uploader = apiUploader{a.client}
 	if cfg.LocalServer != nil {
-		local := localAuth{a: cfg.LocalServer, caller: auth.Caller{Kind: auth.KindNode, NodeID: id.NodeID}}
+		local := cfg.LocalServer(id.NodeID)
 		sink, uploader = local, local
 	}
 	if a.events, err = newEventForwarder(sink, a.log, filepath.Join(cfg.DataDir, "events.journal")); err != nil {
@@ -181,10 +192,6 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	go func() { defer a.wg.Done(); a.maintain(runCtx) }()
 	go func() { defer a.wg.Done(); a.watchStaleness(runCtx) }()
 
-	a.authz = &authorizer{nodeName: id.Node(), nodeID: id.NodeID, labels: a.labels, roles: a.roles, maxStale: cfg.LockStaleness}
-	if a.authz.maxStale <= 0 {
-		a.authz.maxStale = DefaultLockStaleness
-	}
 	a.spool, err = recording.OpenSpool(ctx, recording.SpoolConfig{Dir: filepath.Join(cfg.DataDir, "spool"),
 		Uploader: startGatedUploader{Uploader: uploader, events: a.events}, Logger: a.log.With("component", "recording")})
 	if err != nil {
@@ -195,8 +202,8 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		Recorder:    spoolRecorder{spool: a.spool, events: a.events},
 		HostSigners: []ssh.Signer{a.host},
 		UserCAs:     func() []ssh.PublicKey { return *a.userCAs.Load() },
-		Authorizer:  a.authz,
-		JoinPolicy:  a.authz.canJoin,
+		Authorizer:  a.access,
+		JoinPolicy:  a.access.CanJoin,
 		Audit:       a.events,
 		NodeName:    id.Node(),
 		NodeID:      id.NodeID,

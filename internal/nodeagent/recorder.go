@@ -5,8 +5,6 @@ import (
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/asciicast"
-	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/recording"
 )
@@ -21,38 +19,6 @@ func (u apiUploader) Upload(ctx context.Context, meta recording.Meta, offset int
 
 func (u apiUploader) Complete(ctx context.Context, meta recording.Meta, length int64, sha string, interrupted bool) error {
 	return u.c.CompleteRecording(ctx, meta.SessionID, length, sha, interrupted)
-}
-
-// localAuth is auth in the same process as the node (all-in-one): the
-// node's recordings and audit events go to it directly, not over TLS to
-// itself. Calls carry the node's identity and pass the same checks as the
-// API's, except that auth takes the recording hash the node computed
-// rather than compute it again (auth.Server.AppendLocalRecording).
-type localAuth struct {
-	a      *auth.Server
-	caller auth.Caller
-}
-
-func (l localAuth) Upload(ctx context.Context, meta recording.Meta, offset int64, data []byte) error {
-	if err := l.a.CheckCaller(l.caller); err != nil {
-		return err
-	}
-	_, err := l.a.AppendLocalRecording(ctx, l.caller, meta, offset, data)
-	return err
-}
-
-func (l localAuth) Complete(ctx context.Context, meta recording.Meta, length int64, sha string, interrupted bool) error {
-	if err := l.a.CheckCaller(l.caller); err != nil {
-		return err
-	}
-	return l.a.CompleteRecording(ctx, l.caller, meta.SessionID, length, sha, interrupted)
-}
-
-func (l localAuth) EmitEvents(ctx context.Context, evs []audit.Event) error {
-	if err := l.a.CheckCaller(l.caller); err != nil {
-		return err
-	}
-	return l.a.EmitEvents(ctx, l.caller, evs)
 }
 
 // startGatedUploader holds back the first bytes of a recording until auth

@@ -89,13 +89,16 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 		if cfg.Has(Auth) && ncfg.ProxyAddr == "" {
 			ncfg.ProxyAddr = p.ProxyAddr()
 		}
-		agent, err := nodeagent.Start(ctx, nodeagent.Config{
-			Settings:    ncfg,
-			DataDir:     filepath.Join(cfg.DataDir, "node"),
-			Logger:      log.With("service", "node"),
-			LocalAuth:   p.localJoin,
-			LocalServer: p.auth,
-		})
+		acfg := nodeagent.Config{
+			Settings:  ncfg,
+			DataDir:   filepath.Join(cfg.DataDir, "node"),
+			Logger:    log.With("service", "node"),
+			LocalAuth: p.localJoin,
+		}
+		if p.auth != nil {
+			acfg.LocalServer = localNode(p.auth)
+		}
+		agent, err := nodeagent.Start(ctx, acfg)
 		if err != nil {
 			return nil, err
 		}

@@ -6,94 +6,54 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/warden-sh/warden/internal/target"
 )
 
 // Bounds on user input. They are generous for real use and keep hostile input
 // (a megabyte-long "hostname") from travelling further into the program.
 const (
 	maxTargetLen = 1024
-	maxLoginLen  = 256
 	maxHostLen   = 253 // longest DNS name
 	maxPathLen   = 4096
 )
 
-// ParseTarget parses "login@host[:port]", "host[:port]", "[ipv6]:port" or a
-// bare IPv6 address. login is "" and port is 0 when not given. The login is
-// everything before the last '@' (as OpenSSH does), so "user@corp@host" has
-// the login "user@corp".
-func ParseTarget(s string) (login, host string, port int, err error) {
-	if len(s) > maxTargetLen {
-		return "", "", 0, fmt.Errorf("target too long (%d bytes, at most %d)", len(s), maxTargetLen)
-	}
+// ParseCopyArg tells an scp-style remote argument "TARGET:path" from a local
+// path. TARGET is the one target grammar (target.Parse): [login@]node or
+// [login@]key=value, a label that must name one node. Like scp, an argument
+// is local when it has no ':' or when a '/' comes before the first ':'
+// ("./a:b", "/tmp/x:y"), or when it starts with ':'. An empty remote path
+// ("node:") means the remote home directory. For a local argument, path
+// is s.
+func ParseCopyArg(s string) (t target.Target, path string, isRemote bool, err error) {
 	if s == "" {
-		return "", "", 0, errors.New("empty target: want [login@]host[:port]")
-	}
-	rest := s
-	if i := strings.LastIndexByte(s, '@'); i >= 0 {
-		login, rest = s[:i], s[i+1:]
-		if err := validateLogin(login); err != nil {
-			return "", "", 0, fmt.Errorf("target %q: %w", s, err)
-		}
-	}
-	host, portStr, err := splitHostPort(rest)
-	if err != nil {
-		return "", "", 0, fmt.Errorf("target %q: %w", s, err)
-	}
-	if portStr != "" {
-		if port, err = parsePort(portStr); err != nil {
-			return "", "", 0, fmt.Errorf("target %q: %w", s, err)
-		}
-	}
-	if err := validateHost(host); err != nil {
-		return "", "", 0, fmt.Errorf("target %q: %w", s, err)
-	}
-	return login, host, port, nil
-}
-
-// ParseCopyArg tells an scp-style remote argument "[login@]host:path" from a
-// local path. Like scp, an argument is local when it has no ':' or when a '/'
-// comes before the first ':' ("./a:b", "/tmp/x:y"), or when it starts with ':'.
-// IPv6 hosts are written in brackets: "[::1]:file". An empty remote path
-// ("host:") means the remote home directory. For a local argument, path is s.
-func ParseCopyArg(s string) (login, host, path string, isRemote bool, err error) {
-	if s == "" {
-		return "", "", "", false, errors.New("empty path")
+		return t, "", false, errors.New("empty path")
 	}
 	if len(s) > maxTargetLen+maxPathLen {
-		return "", "", "", false, fmt.Errorf("argument too long (%d bytes)", len(s))
+		return t, "", false, fmt.Errorf("argument too long (%d bytes)", len(s))
 	}
 	if strings.IndexByte(s, 0) >= 0 {
-		return "", "", "", false, errors.New("path contains a NUL byte")
+		return t, "", false, errors.New("path contains a NUL byte")
 	}
 	sep := remoteSep(s)
 	if sep < 0 {
 		if len(s) > maxPathLen {
-			return "", "", "", false, fmt.Errorf("local path too long (%d bytes, at most %d)", len(s), maxPathLen)
+			return t, "", false, fmt.Errorf("local path too long (%d bytes, at most %d)", len(s), maxPathLen)
 		}
-		return "", "", s, false, nil
+		return t, s, false, nil
 	}
 	spec, path := s[:sep], s[sep+1:]
 	if len(path) > maxPathLen {
-		return "", "", "", false, fmt.Errorf("remote path too long (%d bytes, at most %d)", len(path), maxPathLen)
+		return t, "", false, fmt.Errorf("remote path too long (%d bytes, at most %d)", len(path), maxPathLen)
 	}
-	hostPart := spec
-	if i := strings.LastIndexByte(spec, '@'); i >= 0 {
-		login, hostPart = spec[:i], spec[i+1:]
-		if err := validateLogin(login); err != nil {
-			return "", "", "", false, fmt.Errorf("%q: %w (write ./%s for a local file)", s, err, s)
-		}
+	if t, err = target.Parse(spec); err != nil {
+		return target.Target{}, "", false, fmt.Errorf("%q: %w (write ./%s for a local file)", s, err, s)
 	}
-	if strings.HasPrefix(hostPart, "[") && strings.HasSuffix(hostPart, "]") {
-		hostPart = hostPart[1 : len(hostPart)-1]
-		if _, perr := netip.ParseAddr(hostPart); perr != nil || !strings.Contains(hostPart, ":") {
-			return "", "", "", false, fmt.Errorf("%q: %q in brackets is not an IPv6 address", s, hostPart)
-		}
+	if strings.HasPrefix(t.String(), "-") {
+		// An option, mistyped or smuggled; OpenSSH refuses such hosts too.
+		return target.Target{}, "", false, fmt.Errorf("%q: %q must not start with '-' (write ./%s for a local file)", s, t.String(), s)
 	}
-	if err := validateHost(hostPart); err != nil {
-		return "", "", "", false, fmt.Errorf("%q: %w (write ./%s for a local file)", s, err, s)
-	}
-	return login, hostPart, path, true, nil
+	return t, path, true, nil
 }
 
 // remoteSep returns the index of the ':' separating host from path, or -1 if
@@ -175,28 +135,6 @@ func parsePort(s string) (int, error) {
 		return 0, fmt.Errorf("port %q out of range 1-65535", s)
 	}
 	return p, nil
-}
-
-// validateLogin accepts the logins real systems use (including "DOMAIN\user"
-// and "user@corp") but refuses what could be mistaken for an option or break
-// a terminal or log line.
-func validateLogin(login string) error {
-	switch {
-	case login == "":
-		return errors.New("empty login before '@'")
-	case len(login) > maxLoginLen:
-		return fmt.Errorf("login too long (%d bytes, at most %d)", len(login), maxLoginLen)
-	case login[0] == '-':
-		return fmt.Errorf("login %q must not start with '-'", login)
-	case !utf8.ValidString(login):
-		return errors.New("login is not valid UTF-8")
-	}
-	for _, r := range login {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == ' ' || r == ':' || r == '/' {
-			return fmt.Errorf("login %q contains %q", login, r)
-		}
-	}
-	return nil
 }
 
 // validateHost accepts IP addresses and DNS-style names (letters, digits,
