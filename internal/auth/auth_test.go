@@ -67,6 +67,22 @@ func newFixture(t *testing.T, mods ...func(*auth.Config)) *fixture {
 	return &fixture{t: t, a: a, b: b, clock: clk, path: path}
 }
 
+// joinNode joins a node called name with a fresh join token and returns
+// it as a caller.
+func (f *fixture) joinNode(name string) auth.Caller {
+	f.t.Helper()
+	ctx := context.Background()
+	tok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	joined, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: name, Hostname: name, PublicKey: pubKey(f.t)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return auth.Caller{Kind: auth.KindNode, NodeID: joined.NodeID}
+}
+
 func pubKey(t *testing.T) string {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)

@@ -132,20 +132,12 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		}
 		f.callers[col] = c
 	}
-	tok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: "web1", Hostname: "web1", PublicKey: pubKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.callers["node"] = auth.Caller{Kind: auth.KindNode, NodeID: joined.NodeID}
+	f.callers["node"] = f.joinNode("web1")
 	f.callers["proxy"] = auth.ProxyCaller()
 	f.callers["admin"] = auth.AdminCaller()
 	// The "nothing" role allows no node; access and admin allow all.
 	f.a.SetInventory(staticInventory{
-		{ID: joined.NodeID, Name: "web1", Labels: map[string]string{"env": "prod"}},
+		{ID: f.callers["node"].NodeID, Name: "web1", Labels: map[string]string{"env": "prod"}},
 		{ID: "n2", Name: "db1", Labels: map[string]string{"env": "dev"}},
 	})
 	f.others = f.putRequest("someone-else")

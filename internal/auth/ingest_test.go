@@ -28,15 +28,7 @@ func (f *fixture) events(q audit.Query) []audit.Event {
 func TestEventsOnlyFromTheirEmitter(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	tok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: "web1", Hostname: "web1", PublicKey: pubKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := auth.Caller{Kind: auth.KindNode, NodeID: joined.NodeID}
+	node := f.joinNode("web1")
 	forgedTime := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
 	forged := []audit.Event{
 		{ID: "f1", Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: "alice", Success: true, Time: forgedTime},
@@ -55,8 +47,8 @@ func TestEventsOnlyFromTheirEmitter(t *testing.T) {
 		}
 	}
 	refused := f.events(audit.Query{Type: audit.EventRefused})
-	if len(refused) != 1 || refused[0].Fields["emitter"] != "node:"+joined.NodeID || refused[0].Node != "web1" || refused[0].Success {
-		t.Fatalf("audit.event_refused events %+v, want one from node:%s", refused, joined.NodeID)
+	if len(refused) != 1 || refused[0].Fields["emitter"] != "node:"+node.NodeID || refused[0].Node != "web1" || refused[0].Success {
+		t.Fatalf("audit.event_refused events %+v, want one from node:%s", refused, node.NodeID)
 	}
 
 	own := audit.Event{ID: "s1", Event: audit.SessionStart, SessionID: "s1", User: "dev", Success: true, Code: audit.CodeLoginSuccess,
@@ -72,8 +64,8 @@ func TestEventsOnlyFromTheirEmitter(t *testing.T) {
 	if !ev.Time.Equal(f.clock.Now()) || ev.Fields["emitter_time"] != "2001-02-03T04:05:06Z" {
 		t.Errorf("time %s (claimed %v), want auth's receive time %s and the claim kept", ev.Time, ev.Fields["emitter_time"], f.clock.Now())
 	}
-	if ev.Fields["emitter"] != "node:"+joined.NodeID || ev.Fields["node_id"] != joined.NodeID || ev.Node != "web1" || ev.Code != "" {
-		t.Errorf("stored %+v, want emitter node:%s, node web1, no code", ev, joined.NodeID)
+	if ev.Fields["emitter"] != "node:"+node.NodeID || ev.Fields["node_id"] != node.NodeID || ev.Node != "web1" || ev.Code != "" {
+		t.Errorf("stored %+v, want emitter node:%s, node web1, no code", ev, node.NodeID)
 	}
 
 	// Users and admins emit nothing; the proxy (in process) only its own.

@@ -30,14 +30,7 @@ func (s *Server) OpenRecordingAt(ctx context.Context, c Caller, id string) (*Rec
 	if err := s.authorize(c, "OpenRecordingAt"); err != nil {
 		return nil, err
 	}
-	st, err := s.recordings()
-	if err != nil {
-		return nil, err
-	}
-	if !recording.ValidSessionID(id) {
-		return nil, badRequest("invalid session id")
-	}
-	refs, bad, err := s.recordingRefs(ctx, id)
+	st, refs, bad, err := s.recordingToRead(ctx, id)
 	if err != nil {
 		return nil, err
 	}

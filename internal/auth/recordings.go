@@ -370,20 +370,30 @@ func (s *Server) recordingAltered(ctx context.Context, id string, err error) {
 	s.emit(ctx, audit.Event{Event: audit.RecordingAltered, SessionID: id, Error: err.Error()})
 }
 
+// recordingToRead finds the store of recording id, and the completions
+// the audit log records for it (see recordingRefs), for a read.
+func (s *Server) recordingToRead(ctx context.Context, id string) (*recording.Store, map[string]recordingRef, map[string]error, error) {
+	st, err := s.recordings()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !recording.ValidSessionID(id) {
+		return nil, nil, nil, badRequest("invalid session id")
+	}
+	refs, bad, err := s.recordingRefs(ctx, id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return st, refs, bad, nil
+}
+
 // OpenRecording returns a recording's asciicast bytes, checked as they are
 // read (see RecordingStream).
 func (s *Server) OpenRecording(ctx context.Context, c Caller, id string) (*RecordingStream, error) {
 	if err := s.authorize(c, "OpenRecording"); err != nil {
 		return nil, err
 	}
-	st, err := s.recordings()
-	if err != nil {
-		return nil, err
-	}
-	if !recording.ValidSessionID(id) {
-		return nil, badRequest("invalid session id")
-	}
-	refs, bad, err := s.recordingRefs(ctx, id)
+	st, refs, bad, err := s.recordingToRead(ctx, id)
 	if err != nil {
 		return nil, err
 	}

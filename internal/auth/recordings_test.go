@@ -25,15 +25,7 @@ func TestReadDuringCompletion(t *testing.T) {
 	}
 	f := newFixture(t, func(c *auth.Config) { c.Recordings = st })
 	ctx := context.Background()
-	tok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: "web1", Hostname: "web1", PublicKey: pubKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := auth.Caller{Kind: auth.KindNode, NodeID: joined.NodeID}
+	node := f.joinNode("web1")
 	const id = "0123456789abcdef0123456789abcdef"
 	if err := f.a.EmitEvents(ctx, node, []audit.Event{{ID: "e1", Event: audit.SessionStart, SessionID: id, User: "dev",
 		Login: "dev", Success: true}}); err != nil {
