@@ -9,6 +9,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/storage/sqlite/sqlitetest"
 )
 
 func TestAuditCheckpointsSignedByAuth(t *testing.T) {
@@ -64,29 +65,7 @@ func rewriteFirstEvent(t *testing.T, f *fixture) {
 	if _, err := db.ExecContext(ctx, `UPDATE audit_events SET body = replace(body, '"success":true', '"success":false') WHERE seq = 1`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT seq, body FROM audit_events ORDER BY seq`)
-	if err != nil {
+	if err := sqlitetest.RechainAudit(ctx, db); err != nil {
 		t.Fatal(err)
-	}
-	type row struct {
-		seq  int64
-		body []byte
-	}
-	var all []row
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.seq, &r.body); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, r)
-	}
-	rows.Close()
-	var prev []byte
-	for _, r := range all {
-		h := audit.ChainHash(prev, r.body)
-		if _, err := db.ExecContext(ctx, `UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?`, prev, h, r.seq); err != nil {
-			t.Fatal(err)
-		}
-		prev = h
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/storage/sqlite/sqlitetest"
 )
 
 // TestAuditSignedCheckpoints: auth signs checkpoints; the exported public
@@ -79,30 +80,8 @@ func TestAuditSignedCheckpoints(t *testing.T) {
 	if n, _ := res.RowsAffected(); err != nil || n == 0 {
 		t.Fatalf("rewrite: %d rows, %v", n, err)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT seq, body FROM audit_events ORDER BY seq`)
-	if err != nil {
+	if err := sqlitetest.RechainAudit(ctx, db); err != nil {
 		t.Fatal(err)
-	}
-	type row struct {
-		seq  int64
-		body []byte
-	}
-	var all []row
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.seq, &r.body); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, r)
-	}
-	rows.Close()
-	var prev []byte
-	for _, r := range all {
-		h := audit.ChainHash(prev, r.body)
-		if _, err := db.ExecContext(ctx, `UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?`, prev, h, r.seq); err != nil {
-			t.Fatal(err)
-		}
-		prev = h
 	}
 	r := c.Warden(admin, nil, "audit", "verify", "--pubkey", keyFile, "--db", filepath.Join(dir, "warden.db"))
 	if r.Code != 2 || !strings.Contains(r.Stdout, "AUDIT LOG TAMPERED") || !strings.Contains(r.Stdout, "events before it were rewritten") {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/sqlite/sqlitetest"
 	"github.com/warden-sh/warden/internal/storage/storagetest"
 )
 
@@ -38,30 +39,8 @@ func signCheckpoint(t *testing.T, log *AuditLog, after audit.ChainPos, key ed255
 func rechain(t *testing.T, b *Backend) {
 	t.Helper()
 	ctx := t.Context()
-	rows, err := b.writer.QueryContext(ctx, `SELECT seq, body FROM audit_events ORDER BY seq`)
-	if err != nil {
+	if err := sqlitetest.RechainAudit(ctx, b.writer); err != nil {
 		t.Fatal(err)
-	}
-	type row struct {
-		seq  int64
-		body []byte
-	}
-	var all []row
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.seq, &r.body); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, r)
-	}
-	rows.Close()
-	var prev []byte
-	for _, r := range all {
-		h := audit.ChainHash(prev, r.body)
-		if _, err := b.writer.ExecContext(ctx, `UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?`, prev, h, r.seq); err != nil {
-			t.Fatal(err)
-		}
-		prev = h
 	}
 }
 
