@@ -28,6 +28,10 @@ const (
 	CertRefused = "cert.refused"
 	RoleApply   = "role.apply"
 	RoleDelete  = "role.delete"
+	// ConnectorApply, ConnectorDelete: an SSO connector was applied or
+	// removed (never with its secret).
+	ConnectorApply  = "connector.apply"
+	ConnectorDelete = "connector.delete"
 	TokenCreate = "token.create"
 	TokenUse    = "token.use"
 	NodeJoin    = "node.join"
@@ -127,6 +131,8 @@ var types = []Type{
 	{Name: CertRefused, Emitter: ByAuth},
 	{Name: RoleApply, Emitter: ByAuth},
 	{Name: RoleDelete, Emitter: ByAuth},
+	{Name: ConnectorApply, Emitter: ByAuth},
+	{Name: ConnectorDelete, Emitter: ByAuth},
 	{Name: TokenCreate, Emitter: ByAuth},
 	{Name: TokenUse, Emitter: ByAuth},
 	{Name: NodeJoin, Emitter: ByAuth},
