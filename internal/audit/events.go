@@ -32,11 +32,11 @@ const (
 	// removed (never with its secret).
 	ConnectorApply  = "connector.apply"
 	ConnectorDelete = "connector.delete"
-	TokenCreate = "token.create"
-	TokenUse    = "token.use"
-	NodeJoin    = "node.join"
-	LockCreated = "lock.created"
-	LockDeleted = "lock.deleted"
+	TokenCreate     = "token.create"
+	TokenUse        = "token.use"
+	NodeJoin        = "node.join"
+	LockCreated     = "lock.created"
+	LockDeleted     = "lock.deleted"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"

@@ -477,13 +477,16 @@ func MapClaims(spec wire.OIDCConnectorSpec, claims map[string]any) (roles []stri
 func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[string]any, sub string, p *ssoPending) (*wire.LoginResponse, string, error) {
 	claimName := conn.Spec.UsernameClaim
 	if claimName == "" {
-		claimName = "email"
+		claimName = "preferred_username"
 	}
 	names := claimValues(claims, claimName)
-	if len(names) != 1 || names[0] == "" || len(names[0]) > 128 || strings.ContainsAny(names[0], " \t\r\n/") {
-		return nil, "no usable user name claim", fmt.Errorf("%w: the ID token has no usable %q claim for the user name", ErrAccessDenied, claimName)
+	if len(names) != 1 {
+		return nil, "no user name claim", denied("the ID token has no %q claim for the user name (connector %q: username_claim)", claimName, conn.Metadata.Name)
 	}
 	name := names[0]
+	if err := identity.ValidateUsername(name); err != nil {
+		return nil, "user name claim not valid", denied("the %q claim is not a valid Warden user name: %v", claimName, err)
+	}
 	roles, traits := MapClaims(conn.Spec, claims)
 	if len(roles) == 0 {
 		return nil, "no role matches the claims", denied("your identity provider's claims map to no role in connector %q; ask an admin to grant you one", conn.Metadata.Name)

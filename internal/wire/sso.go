@@ -39,7 +39,8 @@ type OIDCConnectorSpec struct {
 	// Scopes besides openid (default: email, profile).
 	Scopes []string `json:"scopes,omitempty"`
 	// UsernameClaim names the claim that becomes the Warden user name
-	// (default email).
+	// (default preferred_username); its value must be a valid user name
+	// (a-z, 0-9, '.', '_', '-'), else the login is refused.
 	UsernameClaim string `json:"username_claim,omitempty"`
 	// ClaimsToRoles maps claims to roles; a login whose claims match none
 	// is refused.

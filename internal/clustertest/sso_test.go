@@ -1,0 +1,254 @@
+package clustertest
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	capoidc "github.com/hashicorp/cap/oidc"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/cli"
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/syncbuf"
+)
+
+const ssoSecret = "oidc-client-secret-5f1c0ffee"
+
+// ssoIdP is hashicorp/cap's test OIDC provider (discovery, JWKS, the code
+// flow with a login form, signed ID tokens with the nonce), with its token
+// endpoint behind a check of what cap does not check: the client secret,
+// and that the PKCE verifier is the one whose S256 challenge the browser
+// carried to /authorize.
+type ssoIdP struct {
+	tp         *capoidc.TestProvider
+	mu         sync.Mutex
+	challenges map[string]bool
+	tokens     int
+}
+
+func startSSOIdP(t *testing.T, redirect string) *ssoIdP {
+	idp := &ssoIdP{tp: capoidc.StartTestProvider(t, capoidc.WithNoTLS()), challenges: map[string]bool{}}
+	idp.tp.SetClientCreds("warden", ssoSecret)
+	idp.tp.SetAllowedRedirectURIs([]string{redirect})
+	idp.tp.SetSupportedScopes("openid", "email", "profile")
+	idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
+		"alice": {Password: "alice-pw", CustomClaims: map[string]any{"email": "alice@example.com", "preferred_username": "alice", "groups": []string{"staff", "ops-team"},
+			"unix_login": osLogin}},
+		"bob": {Password: "bob-pw", CustomClaims: map[string]any{"email": "bob@example.com", "preferred_username": "bob", "groups": []string{"sales"}}},
+	})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil || r.URL.Path != "/token" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		if id, secret, ok := r.BasicAuth(); !ok || id != "warden" || secret != ssoSecret {
+			if r.PostForm.Get("client_secret") != ssoSecret {
+				http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+				return
+			}
+		}
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		idp.mu.Lock()
+		ok := idp.challenges[base64.RawURLEncoding.EncodeToString(sum[:])]
+		idp.tokens++
+		idp.mu.Unlock()
+		if !ok {
+			http.Error(w, `{"error":"invalid_grant","error_description":"PKCE verifier does not match"}`, http.StatusBadRequest)
+			return
+		}
+		form := r.PostForm
+		form.Set("code_verifier", idp.tp.PKCEVerifier().Verifier())
+		resp, err := http.PostForm(idp.tp.Addr()+"/token", form)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(front.Close)
+	idp.tp.SetAdditionalConfiguration(map[string]any{"token_endpoint": front.URL + "/token"})
+	return idp
+}
+
+// browse plays the browser: it opens the sign-in URL, signs in on the
+// IdP's form as user, and follows the redirects through the proxy's
+// callback to the CLI's loopback listener.
+func (idp *ssoIdP) browse(t *testing.T, tlsCA, authURL, user, password string) {
+	t.Helper()
+	u, err := url.Parse(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	if q.Get("code_challenge_method") != "S256" || q.Get("state") == "" || q.Get("nonce") == "" {
+		t.Fatalf("sign-in URL lacks PKCE S256, state or nonce: %s", authURL)
+	}
+	idp.mu.Lock()
+	idp.challenges[q.Get("code_challenge")] = true
+	idp.mu.Unlock()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(tlsCA))
+	b := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := b.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("no login form from the IdP: %s", page)
+	}
+	resp, err = b.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {user}, "psw": {password}, "state": {q.Get("state")},
+		"code": {string(m[1])}, "redirect_uri": {q.Get("redirect_uri")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Hostname() != "127.0.0.1" || resp.Request.URL.Path != "/callback" {
+		t.Fatalf("the browser ended at %s with %d: %s", resp.Request.URL, resp.StatusCode, body)
+	}
+}
+
+// ssoLogin runs `warden login --sso corp --browser none` as a user would,
+// and signs in with the URL it prints.
+func ssoLogin(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA, user, password string) (string, Result) {
+	t.Helper()
+	home := t.TempDir()
+	var out, errb syncbuf.Buffer
+	ctx, cancel := context.WithDeadline(context.Background(), patience.Deadline(t))
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.RunIO(ctx, []string{"--data-dir", c.DataDir, "--home", home, "login", "--proxy", c.ProxyAddr(),
+			"--sso", "corp", "--browser", "none"}, &cli.IO{In: strings.NewReader(""), Out: &out, Err: &errb})
+	}()
+	var authURL string
+	waitFor(t, "the sign-in URL", func() bool {
+		m := regexp.MustCompile(`(?m)^\s+(http://\S+/authorize\?\S+)$`).FindStringSubmatch(errb.String())
+		if m != nil {
+			authURL = m[1]
+		}
+		return m != nil
+	})
+	idp.browse(t, tlsCA, authURL, user, password)
+	code := <-done
+	return home, Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// TestOIDCLogin: an oidc connector applied with warden apply, warden login
+// --sso against a real OIDC provider; roles and logins from the claims,
+// OpenSSH to the node with them; a user whose claims map to no role is
+// refused with that reason; the secret shows nowhere.
+func TestOIDCLogin(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NodeName: "node1"})
+	ctx := context.Background()
+	ping, err := c.Admin.Ping(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirect := "https://" + c.ProxyAddr() + "/v1/sso/oidc/callback"
+	idp := startSSOIdP(t, redirect)
+	secretFile := filepath.Join(t.TempDir(), "oidc-secret")
+	if err := os.WriteFile(secretFile, []byte(ssoSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An inline secret is refused.
+	inline := c.Warden(t.TempDir(), strings.NewReader("kind: oidc\nmetadata: {name: corp}\nspec: {client_secret: x}\n"), "apply", "-f", "-")
+	if inline.Code == 0 || !strings.Contains(inline.Stderr, "client_secret_file") {
+		t.Fatalf("apply with an inline secret: %s", inline)
+	}
+	res := c.Warden(t.TempDir(), strings.NewReader(fmt.Sprintf(`kind: role
+metadata: {name: ops}
+spec:
+  allow:
+    logins: ['{{external.logins}}']
+    node_labels: {'*': '*'}
+---
+kind: oidc
+metadata: {name: corp}
+spec:
+  issuer_url: %s
+  client_id: warden
+  client_secret_file: %s
+  redirect_url: %s
+  claims_to_roles:
+  - {claim: groups, value: 'ops-*', roles: [ops]}
+  traits: {logins: unix_login}
+`, idp.tp.Addr(), secretFile, redirect)), "apply", "-f", "-")
+	if res.Code != 0 || !strings.Contains(res.Stdout, `oidc connector "corp" applied`) {
+		t.Fatalf("apply: %s", res)
+	}
+
+	home, res := ssoLogin(t, c, idp, ping.TLSCA, "alice", "alice-pw")
+	if res.Code != 0 {
+		t.Fatalf("login --sso: %s", res)
+	}
+	if !strings.Contains(res.Stdout, "User:    alice") || !strings.Contains(res.Stdout, "Roles:   ops") ||
+		!strings.Contains(res.Stdout, "Logins:  "+osLogin) {
+		t.Fatalf("login --sso did not map the claims: %s", res)
+	}
+	r := Run(t, nil, "ssh", sshArgs(c.SSHConfig(home), osLogin+"@node1", "whoami")...)
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != osLogin {
+		t.Fatalf("ssh with the SSO certificate: %s", r)
+	}
+
+	// Bob's groups map to no role: refused, with the reason.
+	_, res = ssoLogin(t, c, idp, ping.TLSCA, "bob", "bob-pw")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "map to no role") {
+		t.Fatalf("login --sso of an unmapped user: %s", res)
+	}
+
+	// The secret is nowhere: not in get (text, yaml, json), not in the audit log.
+	for _, format := range []string{"text", "yaml", "json"} {
+		g := c.Warden(t.TempDir(), nil, "get", "oidc", "corp", "-o", format)
+		if g.Code != 0 || !strings.Contains(g.Stdout, "corp") || strings.Contains(g.Stdout+g.Stderr, ssoSecret) {
+			t.Fatalf("get oidc -o %s: %s", format, g)
+		}
+	}
+	evs, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.UserLogin, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, refused bool
+	for _, e := range evs {
+		b, _ := json.Marshal(e)
+		if strings.Contains(string(b), ssoSecret) {
+			t.Fatalf("the secret is in the audit log: %s", b)
+		}
+		if e.Fields["method"] != "oidc" || e.Fields["connector"] != "corp" {
+			continue
+		}
+		ok = ok || (e.Success && e.User == "alice")
+		refused = refused || (!e.Success && e.Error == "no role matches the claims")
+	}
+	if !ok || !refused {
+		t.Fatalf("user.login events with method oidc: success %v, refusal %v: %+v", ok, refused, evs)
+	}
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	if idp.tokens != 2 {
+		t.Fatalf("%d token requests, want 2", idp.tokens)
+	}
+}
