@@ -488,9 +488,6 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 		return nil, "user name claim not valid", denied("the %q claim is not a valid Warden user name: %v", claimName, err)
 	}
 	roles, traits := MapClaims(conn.Spec, claims)
-	if len(roles) == 0 {
-		return nil, "no role matches the claims", denied("your identity provider's claims map to no role in connector %q; ask an admin to grant you one", conn.Metadata.Name)
-	}
 	pub, err := parsePublicKey(p.PublicKey)
 	if err != nil {
 		return nil, "bad public key", badRequest("%v", err)
@@ -503,6 +500,21 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 	}
 	if found && (u.Type != identity.TypeSSO || u.Connector != conn.Metadata.Name) {
 		return nil, "a local user has this name", denied("user %q exists and does not belong to connector %q", name, conn.Metadata.Name)
+	}
+	if len(roles) == 0 {
+		if found && len(u.Roles) > 0 {
+			// The IdP no longer vouches for any role: the certificates of
+			// earlier logins lose theirs now.
+			if err := s.voidCerts(ctx, Caller{Kind: KindAdmin, User: "sso:" + conn.Metadata.Name}, name,
+				"user "+name+" no longer maps to any role at the identity provider"); err != nil {
+				return nil, "storage error", err
+			}
+			u.Roles, u.Traits, u.UpdatedAt, u.CertsIssuedAfter = nil, traits, s.now().UTC(), s.now().UTC()
+			if err := s.casJSON(ctx, prefixUsers+name, rev, u, time.Time{}); err != nil {
+				return nil, "concurrent login", fmt.Errorf("%w: a concurrent change to user %q; log in again", ErrUnauthenticated, name)
+			}
+		}
+		return nil, "no role matches the claims", denied("your identity provider's claims map to no role in connector %q; ask an admin to grant you one", conn.Metadata.Name)
 	}
 	if err := s.CheckLock(lock.Subject{User: name, Roles: roles}); err != nil {
 		return nil, "locked", err

@@ -106,7 +106,14 @@ func (idp *ssoIdP) browse(t *testing.T, tlsCA, authURL, user, password string) {
 	idp.mu.Unlock()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(tlsCA))
-	b := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var callback string
+	b := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if strings.HasSuffix(r.URL.Path, "/v1/sso/oidc/callback") {
+				callback = r.URL.String()
+			}
+			return nil
+		}}
 	resp, err := b.Get(authURL)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +133,16 @@ func (idp *ssoIdP) browse(t *testing.T, tlsCA, authURL, user, password string) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Request.URL.Hostname() != "127.0.0.1" || resp.Request.URL.Path != "/callback" {
 		t.Fatalf("the browser ended at %s with %d: %s", resp.Request.URL, resp.StatusCode, body)
+	}
+	// The state is single-use: the same callback again is refused.
+	resp, err = b.Get(callback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "already used") {
+		t.Fatalf("a replayed callback got %d: %s", resp.StatusCode, body)
 	}
 }
 
@@ -220,6 +237,19 @@ spec:
 		t.Fatalf("login --sso of an unmapped user: %s", res)
 	}
 
+	// Roles come from the claims at every login: once alice's groups map
+	// to none, her login is refused and her earlier certificate has lost
+	// its role (auth refuses it).
+	idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
+		"alice": {Password: "alice-pw", CustomClaims: map[string]any{"preferred_username": "alice", "groups": []string{"staff"}}},
+	})
+	if _, res := ssoLogin(t, c, idp, ping.TLSCA, "alice", "alice-pw"); res.Code == 0 || !strings.Contains(res.Stderr, "map to no role") {
+		t.Fatalf("login --sso after losing the group: %s", res)
+	}
+	if ls := c.Warden(home, nil, "ls"); ls.Code == 0 || !strings.Contains(ls.Stderr, "no longer maps to any role") {
+		t.Fatalf("ls with the certificate of the earlier login: %s", ls)
+	}
+
 	// The secret is nowhere: not in get (text, yaml, json), not in the audit log.
 	for _, format := range []string{"text", "yaml", "json"} {
 		g := c.Warden(t.TempDir(), nil, "get", "oidc", "corp", "-o", format)
@@ -248,7 +278,7 @@ spec:
 	}
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
-	if idp.tokens != 2 {
-		t.Fatalf("%d token requests, want 2", idp.tokens)
+	if idp.tokens != 3 {
+		t.Fatalf("%d token requests, want 3", idp.tokens)
 	}
 }
