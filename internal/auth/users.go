@@ -129,7 +129,7 @@ func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
 
 func userInfo(u identity.User) UserInfo {
 	return UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status,
-		CreatedAt: u.CreatedAt, MFADevice: u.MFADevice}
+		CreatedAt: u.CreatedAt, MFADevice: u.MFADevice, Type: u.Type, Connector: u.Connector}
 }
 
 // DeleteUser removes a user and cuts them off at once: the certificates

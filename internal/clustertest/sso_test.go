@@ -49,7 +49,8 @@ func startSSOIdP(t *testing.T, redirect string) *ssoIdP {
 	idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
 		"alice": {Password: "alice-pw", CustomClaims: map[string]any{"email": "alice@example.com", "preferred_username": "alice", "groups": []string{"staff", "ops-team"},
 			"unix_login": osLogin}},
-		"bob": {Password: "bob-pw", CustomClaims: map[string]any{"email": "bob@example.com", "preferred_username": "bob", "groups": []string{"sales"}}},
+		"carol": {Password: "carol-pw", CustomClaims: map[string]any{"preferred_username": "carol", "groups": []string{"ops-team"}}},
+		"bob":   {Password: "bob-pw", CustomClaims: map[string]any{"email": "bob@example.com", "preferred_username": "bob", "groups": []string{"sales"}}},
 	})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil || r.URL.Path != "/token" {
@@ -237,6 +238,21 @@ spec:
 		t.Fatalf("login --sso of an unmapped user: %s", res)
 	}
 
+	// A local user of the same name is never taken over.
+	c.AddUser("carol", []string{"access"}, []string{osLogin})
+	if _, res := ssoLogin(t, c, idp, ping.TLSCA, "carol", "carol-pw"); res.Code == 0 || !strings.Contains(res.Stderr, `does not belong to connector "corp"`) {
+		t.Fatalf("login --sso as a local user's name: %s", res)
+	}
+	users, err := c.Admin.ListUsers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if u.Name == "alice" && (u.Type != "sso" || u.Connector != "corp") || u.Name == "carol" && u.Type != "" {
+			t.Fatalf("user records: %+v", users)
+		}
+	}
+
 	// Roles come from the claims at every login: once alice's groups map
 	// to none, her login is refused and her earlier certificate has lost
 	// its role (auth refuses it).
@@ -278,7 +294,7 @@ spec:
 	}
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
-	if idp.tokens != 3 {
-		t.Fatalf("%d token requests, want 3", idp.tokens)
+	if idp.tokens != 4 {
+		t.Fatalf("%d token requests, want 4", idp.tokens)
 	}
 }
