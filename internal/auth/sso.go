@@ -278,7 +278,7 @@ func clientSecret(conn *OIDCConnector) (string, error) {
 func (s *Server) oauthConfig(ctx context.Context, conn *OIDCConnector) (*oauth2.Config, *oidc.Provider, error) {
 	p, err := s.oidc.get(ctx, conn)
 	if err != nil {
-		return nil, nil, fmt.Errorf("the identity provider of connector %q is unreachable: %v", conn.Metadata.Name, err)
+		return nil, nil, fmt.Errorf("%w: the identity provider of connector %q is unreachable: %v", wire.ErrUpstream, conn.Metadata.Name, err)
 	}
 	secret, err := clientSecret(conn)
 	if err != nil {

@@ -15,13 +15,16 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	capoidc "github.com/hashicorp/cap/oidc"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
@@ -266,6 +269,32 @@ spec:
 		t.Fatalf("ls with the certificate of the earlier login: %s", ls)
 	}
 
+	// ID tokens that fail a check are refused: each forged claim, in
+	// turn, in an otherwise good login of someone the mapping would admit.
+	for _, tc := range []struct {
+		name, claim string
+		value       any
+		want        string
+	}{
+		{"nonce", "nonce", "0123456789abcdef", "nonce does not match"},
+		{"audience", "aud", []string{"someone-else"}, "audience"},
+		{"issuer", "iss", "http://127.0.0.1:1", "issued by a different provider"},
+		{"expired", "exp", float64(time.Now().Add(-time.Hour).Unix()), "expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
+				"mallory": {Password: "m-pw", CustomClaims: map[string]any{"preferred_username": "mallory", "groups": []string{"ops-team"}, tc.claim: tc.value}},
+			})
+			_, res := ssoLogin(t, c, idp, ping.TLSCA, "mallory", "m-pw")
+			if res.Code == 0 || !strings.Contains(res.Stderr, tc.want) {
+				t.Fatalf("login with a forged %s: %s", tc.claim, res)
+			}
+		})
+	}
+	if users, _ := c.Admin.ListUsers(ctx); slices.ContainsFunc(users, func(u auth.UserInfo) bool { return u.Name == "mallory" }) {
+		t.Fatal("a refused ID token made a user record")
+	}
+
 	// The secret is nowhere: not in get (text, yaml, json), not in the audit log.
 	for _, format := range []string{"text", "yaml", "json"} {
 		g := c.Warden(t.TempDir(), nil, "get", "oidc", "corp", "-o", format)
@@ -294,7 +323,34 @@ spec:
 	}
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
-	if idp.tokens != 4 {
-		t.Fatalf("%d token requests, want 4", idp.tokens)
+	if idp.tokens != 8 {
+		t.Fatalf("%d token requests, want 8", idp.tokens)
+	}
+}
+
+// TestOIDCProviderUnreachable: a connector whose IdP does not answer gives
+// a clear error at once.
+func TestOIDCProviderUnreachable(t *testing.T) {
+	c := New(t, Options{NoNode: true})
+	secretFile := filepath.Join(t.TempDir(), "oidc-secret")
+	if err := os.WriteFile(secretFile, []byte(ssoSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.ApplyRoles(fmt.Sprintf(`kind: oidc
+metadata: {name: corp}
+spec:
+  issuer_url: http://127.0.0.1:%s
+  client_id: warden
+  client_secret_file: %s
+  redirect_url: https://%s/v1/sso/oidc/callback
+  claims_to_roles: [{claim: groups, value: ops, roles: [access]}]
+`, freePort(t), secretFile, c.ProxyAddr()))
+	res := c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "corp", "--browser", "none")
+	if res.Code == 0 || !strings.Contains(res.Stderr, `identity provider of connector "corp" is unreachable`) {
+		t.Fatalf("login --sso with the IdP down: %s", res)
+	}
+	res = c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "nope", "--browser", "none")
+	if res.Code == 0 || !strings.Contains(res.Stderr, `no SSO connector "nope"`) {
+		t.Fatalf("login --sso with an unknown connector: %s", res)
 	}
 }
