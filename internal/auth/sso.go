@@ -31,6 +31,13 @@ import (
 // OIDCConnector is wire.OIDCConnector.
 type OIDCConnector = wire.OIDCConnector
 
+// SSOBeginRequest, SSOBeginResponse and SSOResultRequest are the wire's.
+type (
+	SSOBeginRequest  = wire.SSOBeginRequest
+	SSOBeginResponse = wire.SSOBeginResponse
+	SSOResultRequest = wire.SSOResultRequest
+)
+
 const (
 	prefixOIDC       = "/connectors/oidc/"
 	prefixSSOPending = "/sso/pending/" // by the hash of the state; TTL ssoPendingTTL
@@ -321,7 +328,12 @@ func (s *Server) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire
 		return nil, badRequest("%v", err)
 	}
 	u, err := url.Parse(req.ClientRedirect)
-	if err != nil || u.Scheme != "http" || !isLoopbackHost(u.Hostname()) || u.RawQuery != "" {
+	switch {
+	case req.Web:
+		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/web/") || u.RawQuery != "" {
+			return nil, badRequest("a web sign-in returns to a path under /web/")
+		}
+	case err != nil || u.Scheme != "http" || !isLoopbackHost(u.Hostname()) || u.RawQuery != "":
 		return nil, badRequest("client_redirect must be an http URL on a loopback address, without a query")
 	}
 	var conn OIDCConnector

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -150,6 +151,55 @@ func (idp *ssoIdP) browse(t *testing.T, tlsCA, authURL, user, password string) {
 	}
 }
 
+// webSignin plays a browser on the web UI: the sign-in page's "Sign in
+// with corp" link, the IdP's form, and back to the servers page.
+func (idp *ssoIdP) webSignin(t *testing.T, tlsCA, base, user, password string) string {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(tlsCA))
+	jar, _ := cookiejar.New(nil)
+	b := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if r.URL.Path == "/authorize" {
+				idp.mu.Lock()
+				idp.challenges[r.URL.Query().Get("code_challenge")] = true
+				idp.mu.Unlock()
+			}
+			return nil
+		}}
+	get := func(u string) (*http.Response, string) {
+		resp, err := b.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(body)
+	}
+	_, page := get(base + "/web/login?next=/web/servers")
+	m := regexp.MustCompile(`href="(/web/login/sso/corp\?next=[^"]*)">Sign in with corp`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no Sign in with corp on the sign-in page: %s", page)
+	}
+	resp, page := get(base + strings.ReplaceAll(m[1], "&amp;", "&"))
+	code := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindStringSubmatch(page)
+	if code == nil || resp.Request.URL.Path != "/authorize" {
+		t.Fatalf("no login form from the IdP at %s: %s", resp.Request.URL, page)
+	}
+	q := resp.Request.URL.Query()
+	resp, err := b.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {user}, "psw": {password}, "state": {q.Get("state")},
+		"code": {code[1]}, "redirect_uri": {q.Get("redirect_uri")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/web/servers" {
+		t.Fatalf("the browser ended at %s with %d: %s", resp.Request.URL, resp.StatusCode, body)
+	}
+	return string(body)
+}
+
 // ssoLogin runs `warden login --sso corp --browser none` as a user would,
 // and signs in with the URL it prints.
 func ssoLogin(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA, user, password string) (string, Result) {
@@ -234,6 +284,14 @@ spec:
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != osLogin {
 		t.Fatalf("ssh with the SSO certificate: %s", r)
 	}
+
+	// The web UI's "Sign in with corp" leads through the IdP to a session.
+	t.Run("web", func(t *testing.T) {
+		page := idp.webSignin(t, ping.TLSCA, "https://"+c.ProxyAddr(), "alice", "alice-pw")
+		if !strings.Contains(page, "alice") || !strings.Contains(page, "node1") {
+			t.Fatalf("after the web sign-in: %s", page)
+		}
+	})
 
 	// Bob's groups map to no role: refused, with the reason.
 	_, res = ssoLogin(t, c, idp, ping.TLSCA, "bob", "bob-pw")
@@ -323,8 +381,8 @@ spec:
 	}
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
-	if idp.tokens != 8 {
-		t.Fatalf("%d token requests, want 8", idp.tokens)
+	if idp.tokens != 9 {
+		t.Fatalf("%d token requests, want 9", idp.tokens)
 	}
 }
 

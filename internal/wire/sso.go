@@ -67,6 +67,9 @@ type SSOBeginRequest struct {
 	ClientRedirect string        `json:"client_redirect"`
 	TTL            time.Duration `json:"ttl,omitempty"`
 	RemoteAddr     string        `json:"-"`
+	// Web marks a sign-in from the web UI: ClientRedirect is then a path
+	// under /web/ on the proxy itself. Never set from the API.
+	Web bool `json:"-"`
 }
 
 // SSOBeginResponse is where to send the browser, and how to fetch the
