@@ -76,7 +76,7 @@ func validateOIDC(c *OIDCConnector) error {
 		if m.Claim == "" || m.Value == "" || len(m.Roles) == 0 {
 			return fmt.Errorf("claims_to_roles[%d]: claim, value and roles are required", i)
 		}
-		if _, err := path.Match(m.Value, ""); err != nil {
+		if _, err := claimMatcher(m.Value); err != nil {
 			return fmt.Errorf("claims_to_roles[%d]: value %q: %v", i, m.Value, err)
 		}
 	}
@@ -460,11 +460,35 @@ func claimValues(claims map[string]any, name string) []string {
 	}
 }
 
+// claimMatcher compiles a claims_to_roles value: a regular expression
+// when it starts with ^ (matched whole: it must end with $), else a glob
+// (* and ?, the whole value).
+func claimMatcher(value string) (func(string) bool, error) {
+	if strings.HasPrefix(value, "^") {
+		if !strings.HasSuffix(value, "$") {
+			return nil, errors.New("a regular expression must be anchored: ^...$")
+		}
+		re, err := regexp.Compile(value)
+		if err != nil {
+			return nil, err
+		}
+		return re.MatchString, nil
+	}
+	if _, err := path.Match(value, ""); err != nil {
+		return nil, err
+	}
+	return func(v string) bool { ok, _ := path.Match(value, v); return ok }, nil
+}
+
 // MapClaims returns the roles and traits a connector gives these claims.
 func MapClaims(spec wire.OIDCConnectorSpec, claims map[string]any) (roles []string, traits map[string][]string) {
 	for _, m := range spec.ClaimsToRoles {
+		match, err := claimMatcher(m.Value)
+		if err != nil {
+			continue // refused when the connector was applied
+		}
 		for _, v := range claimValues(claims, m.Claim) {
-			if ok, _ := path.Match(m.Value, v); ok {
+			if match(v) {
 				roles = append(roles, m.Roles...)
 				break
 			}
@@ -533,8 +557,9 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 	}
 	now := s.now().UTC()
 	if !found {
-		u = identity.User{Name: name, Type: identity.TypeSSO, Connector: conn.Metadata.Name, Status: identity.StatusActive, CreatedAt: now}
+		u = identity.User{Name: name, Type: identity.TypeSSO, Connector: conn.Metadata.Name, CreatedAt: now}
 	}
+	u.Status = identity.StatusActive
 	lost := slices.ContainsFunc(u.Roles, func(r string) bool { return !slices.Contains(roles, r) })
 	u.Roles, u.Traits, u.UpdatedAt = roles, traits, now
 	if lost {

@@ -217,6 +217,10 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 		}
 		return nil, err
 	}
+	if u.Type == identity.TypeSSO {
+		// An invite would give an SSO user a password of their own.
+		return nil, badRequest("user %q signs in with SSO connector %q: there is nothing to reset (remove or lock the user instead)", name, u.Connector)
+	}
 	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep, u.MFADevice = "", "", 0, ""
 	u.Status = "pending"
 	u.UpdatedAt = s.now().UTC()

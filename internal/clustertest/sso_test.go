@@ -293,6 +293,18 @@ spec:
 		}
 	})
 
+	// The IdP rotates its signing key: auth fetches the new JWKS for the
+	// unknown key id, and the next login works.
+	pub, priv := capoidc.TestGenerateKeys(t)
+	idp.tp.SetSigningKeys(priv, pub, capoidc.ES256, "rotated")
+	if _, res := ssoLogin(t, c, idp, ping.TLSCA, "alice", "alice-pw"); res.Code != 0 {
+		t.Fatalf("login --sso after the IdP's key rotation: %s", res)
+	}
+	// An SSO user has no password to reset (an invite would give them one).
+	if res := c.Warden(t.TempDir(), nil, "users", "reset", "alice"); res.Code == 0 || !strings.Contains(res.Stderr, "nothing to reset") {
+		t.Fatalf("users reset of an SSO user: %s", res)
+	}
+
 	// Bob's groups map to no role: refused, with the reason.
 	_, res = ssoLogin(t, c, idp, ping.TLSCA, "bob", "bob-pw")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "map to no role") {
@@ -381,8 +393,8 @@ spec:
 	}
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
-	if idp.tokens != 9 {
-		t.Fatalf("%d token requests, want 9", idp.tokens)
+	if idp.tokens != 10 {
+		t.Fatalf("%d token requests, want 10", idp.tokens)
 	}
 }
 
