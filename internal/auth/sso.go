@@ -44,6 +44,8 @@ const (
 	prefixSSOResult  = "/sso/results/" // by the login id; TTL ssoResultTTL
 	ssoPendingTTL    = 10 * time.Minute
 	ssoResultTTL     = 2 * time.Minute
+	// oidcSkew is the clock skew allowed between auth and the IdP.
+	oidcSkew = time.Minute
 )
 
 var connectorName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
@@ -429,6 +431,11 @@ func (s *Server) finishOIDC(ctx context.Context, p *ssoPending, code, idpError s
 	idt, err := prov.VerifierContext(cctx, &oidc.Config{ClientID: conn.Spec.ClientID, Now: s.now}).Verify(cctx, raw)
 	if err != nil {
 		return nil, "invalid ID token", fmt.Errorf("%w: invalid ID token: %v", ErrUnauthenticated, err)
+	}
+	// go-oidc does not look at iat: a token issued in the future (beyond
+	// a small skew) or long ago is refused.
+	if now := s.now(); idt.IssuedAt.After(now.Add(oidcSkew)) || idt.IssuedAt.Before(now.Add(-ssoPendingTTL-oidcSkew)) {
+		return nil, "invalid ID token", fmt.Errorf("%w: invalid ID token: issued at %s, not now", ErrUnauthenticated, idt.IssuedAt.UTC().Format(time.RFC3339))
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(p.Nonce)) != 1 {
 		return nil, "nonce mismatch", fmt.Errorf("%w: the ID token's nonce does not match this login", ErrUnauthenticated)

@@ -350,6 +350,8 @@ spec:
 		{"audience", "aud", []string{"someone-else"}, "audience"},
 		{"issuer", "iss", "http://127.0.0.1:1", "issued by a different provider"},
 		{"expired", "exp", float64(time.Now().Add(-time.Hour).Unix()), "expired"},
+		{"issued in the future", "iat", float64(time.Now().Add(time.Hour).Unix()), "not now"},
+		{"issued long ago", "iat", float64(time.Now().Add(-time.Hour).Unix()), "not now"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
@@ -393,8 +395,8 @@ spec:
 	}
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
-	if idp.tokens != 10 {
-		t.Fatalf("%d token requests, want 10", idp.tokens)
+	if idp.tokens != 12 {
+		t.Fatalf("%d token requests, want 12", idp.tokens)
 	}
 }
 
