@@ -19,10 +19,13 @@ func newApplyCmd(g *globals) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Create or update resources (roles) from YAML",
+		Short: "Create or update resources (roles, oidc connectors) from YAML",
 		Long: `Create or update resources from a YAML (or JSON) file; several documents may
 be separated by ---. Unknown fields and bad values are rejected with the line
 and the reason, and nothing is applied unless every document is valid.
+Kinds: role, and oidc (single sign-on connectors; docs/configuration.md): an
+oidc connector names the file or environment variable the auth service reads
+its client secret from, never the secret itself.
 
 Example role:
   kind: role
