@@ -2,6 +2,8 @@ package clustertest
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -23,12 +25,14 @@ import (
 	"time"
 
 	capoidc "github.com/hashicorp/cap/oidc"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 const ssoSecret = "oidc-client-secret-5f1c0ffee"
@@ -43,9 +47,11 @@ type ssoIdP struct {
 	mu         sync.Mutex
 	challenges map[string]bool
 	tokens     int
+	// tokenTime is the time spent in the IdP's token endpoint.
+	tokenTime time.Duration
 }
 
-func startSSOIdP(t *testing.T, redirect string) *ssoIdP {
+func startSSOIdP(t testing.TB, redirect string) *ssoIdP {
 	idp := &ssoIdP{tp: capoidc.StartTestProvider(t, capoidc.WithNoTLS()), challenges: map[string]bool{}}
 	idp.tp.SetClientCreds("warden", ssoSecret)
 	idp.tp.SetAllowedRedirectURIs([]string{redirect})
@@ -57,6 +63,12 @@ func startSSOIdP(t *testing.T, redirect string) *ssoIdP {
 		"bob":   {Password: "bob-pw", CustomClaims: map[string]any{"email": "bob@example.com", "preferred_username": "bob", "groups": []string{"sales"}}},
 	})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		defer func() {
+			idp.mu.Lock()
+			idp.tokenTime += time.Since(start)
+			idp.mu.Unlock()
+		}()
 		if err := r.ParseForm(); err != nil || r.URL.Path != "/token" {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
@@ -425,4 +437,93 @@ spec:
 	if res.Code == 0 || !strings.Contains(res.Stderr, `no SSO connector "nope"`) {
 		t.Fatalf("login --sso with an unknown connector: %s", res)
 	}
+}
+
+// BenchmarkSSOLogin measures the server-side time Warden adds to an OIDC
+// login: start, the IdP's redirect back through the proxy's callback, and
+// the CLI's fetch of the certificates, each an HTTPS request to the proxy,
+// less the time the IdP's token endpoint took. The IdP's sign-in page is
+// outside the measure. It reports the median (p50-ms).
+func BenchmarkSSOLogin(b *testing.B) {
+	c := New(b, Options{NoNode: true})
+	ctx := context.Background()
+	ping, err := c.Admin.Ping(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	redirect := "https://" + c.ProxyAddr() + "/v1/sso/oidc/callback"
+	idp := startSSOIdP(b, redirect)
+	secretFile := filepath.Join(b.TempDir(), "oidc-secret")
+	if err := os.WriteFile(secretFile, []byte(ssoSecret), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	c.ApplyRoles(fmt.Sprintf(`kind: oidc
+metadata: {name: corp}
+spec:
+  issuer_url: %s
+  client_id: warden
+  client_secret_file: %s
+  redirect_url: %s
+  claims_to_roles: [{claim: groups, value: 'ops-*', roles: [access]}]
+`, idp.tp.Addr(), secretFile, redirect))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(ping.TLSCA))
+	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sshPub, _ := ssh.NewPublicKey(pub)
+	key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	call := func(resp *http.Response, err error) (*http.Response, string) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(body)
+	}
+	var times []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		begin, err := c.Admin.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: "corp", PublicKey: key, ClientRedirect: "http://127.0.0.1:1/callback"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		server := time.Since(t0)
+		u, _ := url.Parse(begin.AuthURL)
+		q := u.Query()
+		idp.mu.Lock()
+		idp.challenges[q.Get("code_challenge")] = true
+		idp.mu.Unlock()
+		_, page := call(browser.Get(begin.AuthURL))
+		m := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindStringSubmatch(page)
+		if m == nil {
+			b.Fatalf("no login form: %s", page)
+		}
+		resp, _ := call(browser.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {"alice"}, "psw": {"alice-pw"},
+			"state": {q.Get("state")}, "code": {m[1]}, "redirect_uri": {q.Get("redirect_uri")}}))
+		idp.mu.Lock()
+		before := idp.tokenTime
+		idp.mu.Unlock()
+		t1 := time.Now()
+		resp, body := call(browser.Get(resp.Header.Get("Location")))
+		cb := time.Since(t1)
+		idp.mu.Lock()
+		cb -= idp.tokenTime - before
+		idp.mu.Unlock()
+		if resp.StatusCode != http.StatusFound {
+			b.Fatalf("callback: %d %s", resp.StatusCode, body)
+		}
+		t2 := time.Now()
+		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken}); err != nil {
+			b.Fatal(err)
+		}
+		times = append(times, server+cb+time.Since(t2))
+	}
+	b.StopTimer()
+	slices.Sort(times)
+	b.ReportMetric(float64(times[len(times)/2])/float64(time.Millisecond), "p50-ms")
 }
