@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"path"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -48,80 +45,12 @@ const (
 	oidcSkew = time.Minute
 )
 
-var connectorName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
-
-// validateOIDC checks a connector before it is stored.
-func validateOIDC(c *OIDCConnector) error {
-	if c.Kind != wire.KindOIDC {
-		return fmt.Errorf("kind must be %q", wire.KindOIDC)
-	}
-	if !connectorName.MatchString(c.Metadata.Name) {
-		return fmt.Errorf("metadata.name %q: want letters, digits, '.', '_' or '-'", c.Metadata.Name)
-	}
-	sp := c.Spec
-	if err := checkIDPURL("issuer_url", sp.IssuerURL); err != nil {
-		return err
-	}
-	if sp.ClientID == "" {
-		return errors.New("client_id is required")
-	}
-	if (sp.ClientSecretFile == "") == (sp.ClientSecretEnv == "") {
-		return errors.New("exactly one of client_secret_file and client_secret_env is required (the secret itself is never part of the connector)")
-	}
-	if err := checkIDPURL("redirect_url", sp.RedirectURL); err != nil {
-		return err
-	}
-	if len(sp.ClaimsToRoles) == 0 {
-		return errors.New("claims_to_roles: at least one mapping is required")
-	}
-	for i, m := range sp.ClaimsToRoles {
-		if m.Claim == "" || m.Value == "" || len(m.Roles) == 0 {
-			return fmt.Errorf("claims_to_roles[%d]: claim, value and roles are required", i)
-		}
-		if _, err := claimMatcher(m.Value); err != nil {
-			return fmt.Errorf("claims_to_roles[%d]: value %q: %v", i, m.Value, err)
-		}
-	}
-	for name, claim := range sp.Traits {
-		if name == "" || claim == "" {
-			return errors.New("traits: names and claims must not be empty")
-		}
-	}
-	return nil
-}
-
-// checkIDPURL allows https, and http only to a loopback address (a local
-// IdP, or tests).
-func checkIDPURL(field, s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%s %q: not an absolute URL", field, s)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s %q: must be https (http only on a loopback address)", field, s)
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
 // UpsertConnector creates or replaces an OIDC connector.
 func (s *Server) UpsertConnector(ctx context.Context, c Caller, conn *OIDCConnector) error {
 	if err := s.authorize(c, "UpsertConnector"); err != nil {
 		return err
 	}
-	if err := validateOIDC(conn); err != nil {
+	if err := conn.Validate(); err != nil {
 		return badRequest("connector %q: %v", conn.Metadata.Name, err)
 	}
 	for _, m := range conn.Spec.ClaimsToRoles {
@@ -335,7 +264,7 @@ func (s *Server) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire
 		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/web/") || u.RawQuery != "" {
 			return nil, badRequest("a web sign-in returns to a path under /web/")
 		}
-	case err != nil || u.Scheme != "http" || !isLoopbackHost(u.Hostname()) || u.RawQuery != "":
+	case err != nil || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) || u.RawQuery != "":
 		return nil, badRequest("client_redirect must be an http URL on a loopback address, without a query")
 	}
 	var conn OIDCConnector
@@ -467,30 +396,10 @@ func claimValues(claims map[string]any, name string) []string {
 	}
 }
 
-// claimMatcher compiles a claims_to_roles value: a regular expression
-// when it starts with ^ (matched whole: it must end with $), else a glob
-// (* and ?, the whole value).
-func claimMatcher(value string) (func(string) bool, error) {
-	if strings.HasPrefix(value, "^") {
-		if !strings.HasSuffix(value, "$") {
-			return nil, errors.New("a regular expression must be anchored: ^...$")
-		}
-		re, err := regexp.Compile(value)
-		if err != nil {
-			return nil, err
-		}
-		return re.MatchString, nil
-	}
-	if _, err := path.Match(value, ""); err != nil {
-		return nil, err
-	}
-	return func(v string) bool { ok, _ := path.Match(value, v); return ok }, nil
-}
-
 // MapClaims returns the roles and traits a connector gives these claims.
 func MapClaims(spec wire.OIDCConnectorSpec, claims map[string]any) (roles []string, traits map[string][]string) {
 	for _, m := range spec.ClaimsToRoles {
-		match, err := claimMatcher(m.Value)
+		match, err := wire.ClaimMatcher(m.Value)
 		if err != nil {
 			continue // refused when the connector was applied
 		}

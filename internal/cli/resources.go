@@ -233,6 +233,9 @@ func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, error) {
 				}
 				return fmt.Errorf("oidc connector (document at line %d): %v", start+1, err)
 			}
+			if err := conn.Validate(); err != nil {
+				return fmt.Errorf("oidc connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
+			}
 			conns = append(conns, &conn)
 			out.WriteString(strings.Repeat("\n", end-start))
 			return nil

@@ -262,6 +262,16 @@ func TestOIDCLogin(t *testing.T) {
 	if inline.Code == 0 || !strings.Contains(inline.Stderr, "client_secret_file") {
 		t.Fatalf("apply with an inline secret: %s", inline)
 	}
+	// An invalid connector is refused before anything is applied.
+	bad := c.Warden(t.TempDir(), strings.NewReader("kind: role\nmetadata: {name: early}\nspec: {allow: {logins: [x]}}\n---\n"+
+		"kind: oidc\nmetadata: {name: corp}\nspec: {issuer_url: 'http://idp.example.com', client_id: w, client_secret_env: S, "+
+		"redirect_url: 'https://p/cb', claims_to_roles: [{claim: g, value: x, roles: [early]}]}\n"), "apply", "-f", "-")
+	if bad.Code == 0 || !strings.Contains(bad.Stderr, "must be https") {
+		t.Fatalf("apply of an http issuer: %s", bad)
+	}
+	if _, err := c.Admin.GetRole(ctx, "early"); err == nil {
+		t.Fatal("a role was applied beside an invalid connector")
+	}
 	res := c.Warden(t.TempDir(), strings.NewReader(fmt.Sprintf(`kind: role
 metadata: {name: ops}
 spec:

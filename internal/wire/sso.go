@@ -1,6 +1,17 @@
 package wire
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+)
+
+var connectorName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
 // KindOIDC is the kind of an OIDC connector resource.
 const KindOIDC = "oidc"
@@ -85,4 +96,92 @@ type SSOBeginResponse struct {
 type SSOResultRequest struct {
 	ID          string `json:"id"`
 	ResultToken string `json:"result_token"`
+}
+
+// Validate checks a connector: auth before it stores it, the CLI before
+// it applies anything.
+func (c *OIDCConnector) Validate() error {
+	if c.Kind != KindOIDC {
+		return fmt.Errorf("kind must be %q", KindOIDC)
+	}
+	if !connectorName.MatchString(c.Metadata.Name) {
+		return fmt.Errorf("metadata.name %q: want letters, digits, '.', '_' or '-'", c.Metadata.Name)
+	}
+	sp := c.Spec
+	if err := checkIDPURL("issuer_url", sp.IssuerURL); err != nil {
+		return err
+	}
+	if sp.ClientID == "" {
+		return errors.New("client_id is required")
+	}
+	if (sp.ClientSecretFile == "") == (sp.ClientSecretEnv == "") {
+		return errors.New("exactly one of client_secret_file and client_secret_env is required (the secret itself is never part of the connector)")
+	}
+	if err := checkIDPURL("redirect_url", sp.RedirectURL); err != nil {
+		return err
+	}
+	if len(sp.ClaimsToRoles) == 0 {
+		return errors.New("claims_to_roles: at least one mapping is required")
+	}
+	for i, m := range sp.ClaimsToRoles {
+		if m.Claim == "" || m.Value == "" || len(m.Roles) == 0 {
+			return fmt.Errorf("claims_to_roles[%d]: claim, value and roles are required", i)
+		}
+		if _, err := ClaimMatcher(m.Value); err != nil {
+			return fmt.Errorf("claims_to_roles[%d]: value %q: %v", i, m.Value, err)
+		}
+	}
+	for name, claim := range sp.Traits {
+		if name == "" || claim == "" {
+			return errors.New("traits: names and claims must not be empty")
+		}
+	}
+	return nil
+}
+
+// checkIDPURL allows https, and http only to a loopback address (a local
+// IdP, or tests).
+func checkIDPURL(field, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%s %q: not an absolute URL", field, s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if IsLoopbackHost(u.Hostname()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: must be https (http only on a loopback address)", field, s)
+}
+
+// IsLoopbackHost reports whether h names this machine's loopback.
+func IsLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ClaimMatcher compiles a claims_to_roles value: a regular expression
+// when it starts with ^ (matched whole: it must end with $), else a glob
+// (* and ?, the whole value).
+func ClaimMatcher(value string) (func(string) bool, error) {
+	if strings.HasPrefix(value, "^") {
+		if !strings.HasSuffix(value, "$") {
+			return nil, errors.New("a regular expression must be anchored: ^...$")
+		}
+		re, err := regexp.Compile(value)
+		if err != nil {
+			return nil, err
+		}
+		return re.MatchString, nil
+	}
+	if _, err := path.Match(value, ""); err != nil {
+		return nil, err
+	}
+	return func(v string) bool { ok, _ := path.Match(value, v); return ok }, nil
 }
