@@ -57,7 +57,7 @@ func startSSOIdP(t testing.TB, redirect string) *ssoIdP {
 	idp.tp.SetAllowedRedirectURIs([]string{redirect})
 	idp.tp.SetSupportedScopes("openid", "email", "profile")
 	idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
-		"alice": {Password: "alice-pw", CustomClaims: map[string]any{"email": "alice@example.com", "preferred_username": "alice", "groups": []string{"staff", "ops-team"},
+		"alice": {Password: "alice-pw", CustomClaims: map[string]any{"email": "alice@example.com", "preferred_username": "alice", "groups": []string{"staff", "ops-team", "dbas"},
 			"unix_login": osLogin}},
 		"carol": {Password: "carol-pw", CustomClaims: map[string]any{"preferred_username": "carol", "groups": []string{"ops-team"}}},
 		"bob":   {Password: "bob-pw", CustomClaims: map[string]any{"email": "bob@example.com", "preferred_username": "bob", "groups": []string{"sales"}}},
@@ -279,6 +279,12 @@ spec:
     logins: ['{{external.logins}}']
     node_labels: {'*': '*'}
 ---
+kind: role
+metadata: {name: db}
+spec:
+  allow:
+    rules: [{resources: [session], verbs: [list]}]
+---
 kind: oidc
 metadata: {name: corp}
 spec:
@@ -288,6 +294,7 @@ spec:
   redirect_url: %s
   claims_to_roles:
   - {claim: groups, value: 'ops-*', roles: [ops]}
+  - {claim: groups, value: '^db(a|s)+$', roles: [db]}
   traits: {logins: unix_login}
 `, idp.tp.Addr(), secretFile, redirect)), "apply", "-f", "-")
 	if res.Code != 0 || !strings.Contains(res.Stdout, `oidc connector "corp" applied`) {
@@ -298,7 +305,7 @@ spec:
 	if res.Code != 0 {
 		t.Fatalf("login --sso: %s", res)
 	}
-	if !strings.Contains(res.Stdout, "User:    alice") || !strings.Contains(res.Stdout, "Roles:   ops") ||
+	if !strings.Contains(res.Stdout, "User:    alice") || !strings.Contains(res.Stdout, "Roles:   db, ops") ||
 		!strings.Contains(res.Stdout, "Logins:  "+osLogin) {
 		t.Fatalf("login --sso did not map the claims: %s", res)
 	}
@@ -316,12 +323,28 @@ spec:
 	})
 
 	// The IdP rotates its signing key: auth fetches the new JWKS for the
-	// unknown key id, and the next login works.
+	// unknown key id, and the next login works. Alice has left dbas
+	// meanwhile: the new login has ops only, and the certificate of the
+	// first login, which still names db, is refused.
 	pub, priv := capoidc.TestGenerateKeys(t)
 	idp.tp.SetSigningKeys(priv, pub, capoidc.ES256, "rotated")
-	if _, res := ssoLogin(t, c, idp, ping.TLSCA, "alice", "alice-pw"); res.Code != 0 {
-		t.Fatalf("login --sso after the IdP's key rotation: %s", res)
+	idp.tp.SetSubjectInfo(map[string]*capoidc.TestSubject{
+		"alice": {Password: "alice-pw", CustomClaims: map[string]any{"preferred_username": "alice", "groups": []string{"ops-team"}, "unix_login": osLogin}},
+		"carol": {Password: "carol-pw", CustomClaims: map[string]any{"preferred_username": "carol", "groups": []string{"ops-team"}}},
+		"bob":   {Password: "bob-pw", CustomClaims: map[string]any{"preferred_username": "bob", "groups": []string{"sales"}}},
+	})
+	home2, res := ssoLogin(t, c, idp, ping.TLSCA, "alice", "alice-pw")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "Roles:   ops\n") {
+		t.Fatalf("login --sso after the IdP's key rotation and a group left: %s", res)
 	}
+	if ls := c.Warden(home, nil, "ls"); ls.Code == 0 || !strings.Contains(ls.Stderr, "lost a role") {
+		t.Fatalf("ls with the certificate that names the lost role: %s", ls)
+	}
+	r = Run(t, nil, "ssh", sshArgs(c.SSHConfig(home2), osLogin+"@node1", "whoami")...)
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != osLogin {
+		t.Fatalf("ssh with the certificate of the new login: %s", r)
+	}
+	home = home2
 	// An SSO user has no password to reset (an invite would give them one).
 	if res := c.Warden(t.TempDir(), nil, "users", "reset", "alice"); res.Code == 0 || !strings.Contains(res.Stderr, "nothing to reset") {
 		t.Fatalf("users reset of an SSO user: %s", res)
