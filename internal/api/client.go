@@ -629,3 +629,37 @@ func (c *Client) TailAudit(ctx context.Context, afterSeq int64, fn func(audit.Ev
 	}
 	return ctx.Err()
 }
+
+// BeginOIDC starts an SSO login (no client certificate needed).
+func (c *Client) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire.SSOBeginResponse, error) {
+	var out wire.SSOBeginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/sso/oidc/begin", req, &out)
+}
+
+// ResultOIDC fetches the outcome of an SSO login, once.
+func (c *Client) ResultOIDC(ctx context.Context, req wire.SSOResultRequest) (*wire.LoginResponse, error) {
+	var out wire.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/sso/oidc/result", req, &out)
+}
+
+// UpsertConnector creates or replaces an OIDC connector.
+func (c *Client) UpsertConnector(ctx context.Context, conn *wire.OIDCConnector) error {
+	return c.do(ctx, http.MethodPut, "/v1/connectors/oidc/"+url.PathEscape(conn.Metadata.Name), conn, nil)
+}
+
+// ListConnectors lists OIDC connectors.
+func (c *Client) ListConnectors(ctx context.Context) ([]*wire.OIDCConnector, error) {
+	var out []*wire.OIDCConnector
+	return out, c.do(ctx, http.MethodGet, "/v1/connectors/oidc", nil, &out)
+}
+
+// GetConnector fetches an OIDC connector.
+func (c *Client) GetConnector(ctx context.Context, name string) (*wire.OIDCConnector, error) {
+	var out wire.OIDCConnector
+	return &out, c.do(ctx, http.MethodGet, "/v1/connectors/oidc/"+url.PathEscape(name), nil, &out)
+}
+
+// DeleteConnector removes an OIDC connector.
+func (c *Client) DeleteConnector(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/connectors/oidc/"+url.PathEscape(name), nil, nil)
+}

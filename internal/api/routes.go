@@ -13,6 +13,7 @@ import (
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // empty is the body of responses that carry nothing.
@@ -71,6 +72,31 @@ func (h *Handler) routes() {
 		in.RemoteAddr = remoteIP(r)
 		return a.CompleteSignup(r.Context(), in)
 	}))
+	// Single sign-on (OIDC): the CLI starts a login, the browser comes back
+	// from the IdP to the callback, the CLI fetches the outcome.
+	m.HandleFunc("POST /v1/sso/oidc/begin", open(h, func(r *http.Request, in wire.SSOBeginRequest) (*wire.SSOBeginResponse, error) {
+		in.RemoteAddr = remoteIP(r)
+		return a.BeginOIDC(r.Context(), in)
+	}))
+	m.HandleFunc("GET /v1/sso/oidc/callback", h.oidcCallback)
+	m.HandleFunc("POST /v1/sso/oidc/result", open(h, func(r *http.Request, in wire.SSOResultRequest) (*auth.LoginResponse, error) {
+		return a.ResultOIDC(r.Context(), in)
+	}))
+	m.HandleFunc("PUT /v1/connectors/oidc/{name}", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in auth.OIDCConnector) (empty, error) {
+		if in.Metadata.Name != r.PathValue("name") {
+			return empty{}, fmt.Errorf("%w: connector name in path and body differ", auth.ErrBadRequest)
+		}
+		return done(a.UpsertConnector(r.Context(), c, &in))
+	})))
+	m.HandleFunc("GET /v1/connectors/oidc", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]*auth.OIDCConnector, error) {
+		return list(a.ListConnectors(r.Context(), c))
+	})))
+	m.HandleFunc("GET /v1/connectors/oidc/{name}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*auth.OIDCConnector, error) {
+		return a.GetConnector(r.Context(), c, r.PathValue("name"))
+	})))
+	m.HandleFunc("DELETE /v1/connectors/oidc/{name}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
+		return done(a.DeleteConnector(r.Context(), c, r.PathValue("name")))
+	})))
 	m.HandleFunc("POST /v1/nodes/join", open(h, func(r *http.Request, in auth.JoinRequest) (*auth.JoinResponse, error) {
 		in.RemoteAddr = remoteIP(r)
 		return a.JoinNode(r.Context(), in)
@@ -218,4 +244,25 @@ func (h *Handler) routes() {
 	m.HandleFunc("DELETE /v1/tokens/{id}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
 		return done(a.DeleteToken(r.Context(), c, r.PathValue("id")))
 	})))
+}
+
+// oidcCallback is where the IdP sends the browser back: auth finishes the
+// login and the browser goes on to the CLI's loopback listener.
+func (h *Handler) oidcCallback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	idpErr := q.Get("error")
+	if d := q.Get("error_description"); d != "" && idpErr != "" {
+		idpErr += ": " + d
+	}
+	if len(idpErr) > 256 {
+		idpErr = idpErr[:256]
+	}
+	next, err := h.auth.OIDCCallback(r.Context(), q.Get("state"), q.Get("code"), idpErr, remoteIP(r))
+	if err != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(statusOf(err))
+		fmt.Fprintf(w, "warden: single sign-on failed: %v\n", err)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusFound)
 }

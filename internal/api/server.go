@@ -27,6 +27,7 @@ import (
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Version is the API/agent version string reported by ping.
@@ -190,6 +191,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, wire.ErrUpstream):
+		return http.StatusBadGateway
 	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed), errors.Is(err, auth.ErrConflict):
 		return http.StatusConflict
 	}

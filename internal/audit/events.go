@@ -28,11 +28,15 @@ const (
 	CertRefused = "cert.refused"
 	RoleApply   = "role.apply"
 	RoleDelete  = "role.delete"
-	TokenCreate = "token.create"
-	TokenUse    = "token.use"
-	NodeJoin    = "node.join"
-	LockCreated = "lock.created"
-	LockDeleted = "lock.deleted"
+	// ConnectorApply, ConnectorDelete: an SSO connector was applied or
+	// removed (never with its secret).
+	ConnectorApply  = "connector.apply"
+	ConnectorDelete = "connector.delete"
+	TokenCreate     = "token.create"
+	TokenUse        = "token.use"
+	NodeJoin        = "node.join"
+	LockCreated     = "lock.created"
+	LockDeleted     = "lock.deleted"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"
@@ -127,6 +131,8 @@ var types = []Type{
 	{Name: CertRefused, Emitter: ByAuth},
 	{Name: RoleApply, Emitter: ByAuth},
 	{Name: RoleDelete, Emitter: ByAuth},
+	{Name: ConnectorApply, Emitter: ByAuth},
+	{Name: ConnectorDelete, Emitter: ByAuth},
 	{Name: TokenCreate, Emitter: ByAuth},
 	{Name: TokenUse, Emitter: ByAuth},
 	{Name: NodeJoin, Emitter: ByAuth},

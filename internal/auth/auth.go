@@ -69,6 +69,7 @@ type Config struct {
 
 // Server is the auth service.
 type Server struct {
+	oidc  oidcProviders
 	cfg   Config
 	b     storage.Backend
 	ca    *ca.Authority

@@ -19,6 +19,7 @@ import (
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // What a caller gets from an operation.
@@ -78,6 +79,10 @@ var matrix = map[string]row{
 	"GetRole":              {deny, deny, deny, all, deny, deny, all},
 	"ListRoles":            {deny, deny, deny, all, all, deny, all},
 	"DeleteRole":           {deny, deny, deny, all, deny, deny, all},
+	"UpsertConnector":      {deny, deny, deny, all, deny, deny, all},
+	"GetConnector":         {deny, deny, deny, all, deny, deny, all},
+	"ListConnectors":       {deny, deny, deny, all, deny, deny, all},
+	"DeleteConnector":      {deny, deny, deny, all, deny, deny, all},
 	"ListSessions":         {deny, deny, all, all, deny, deny, all},
 	"CreateUser":           {deny, deny, deny, all, deny, deny, all},
 	"ListUsers":            {deny, deny, deny, all, deny, deny, all},
@@ -333,6 +338,20 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"DeleteRole": func(f *matrixFixture, c auth.Caller) outcome {
 		return gate(f.a.DeleteRole(context.Background(), c, "no-such-role"))
+	},
+	"UpsertConnector": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.UpsertConnector(context.Background(), c, &auth.OIDCConnector{Kind: "oidc", Metadata: wire.ConnectorMetadata{Name: "bad name"}}))
+	},
+	"GetConnector": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.GetConnector(context.Background(), c, "no-such-connector")
+		return gate(err)
+	},
+	"ListConnectors": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListConnectors(context.Background(), c)
+		return gate(err)
+	},
+	"DeleteConnector": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteConnector(context.Background(), c, "no-such-connector"))
 	},
 	"ListSessions": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.ListSessions(context.Background(), c)

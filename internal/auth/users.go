@@ -129,7 +129,7 @@ func (s *Server) ListUsers(ctx context.Context, c Caller) ([]UserInfo, error) {
 
 func userInfo(u identity.User) UserInfo {
 	return UserInfo{Name: u.Name, Roles: u.Roles, Traits: u.Traits, Status: u.Status,
-		CreatedAt: u.CreatedAt, MFADevice: u.MFADevice}
+		CreatedAt: u.CreatedAt, MFADevice: u.MFADevice, Type: u.Type, Connector: u.Connector}
 }
 
 // DeleteUser removes a user and cuts them off at once: the certificates
@@ -216,6 +216,10 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
 		}
 		return nil, err
+	}
+	if u.Type == identity.TypeSSO {
+		// An invite would give an SSO user a password of their own.
+		return nil, badRequest("user %q signs in with SSO connector %q: there is nothing to reset (remove or lock the user instead)", name, u.Connector)
 	}
 	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep, u.MFADevice = "", "", 0, ""
 	u.Status = "pending"

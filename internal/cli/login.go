@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 func newLoginCmd(g *globals) *cobra.Command {
 	var opt client.LoginOptions
 	var passwordStdin bool
-	var request string
+	var request, sso, browser string
 	cmd := &cobra.Command{
 		Use:   "login --proxy HOST:PORT --user NAME",
 		Short: "Log in and receive short-lived certificates",
@@ -26,7 +27,13 @@ The profile is stored in ~/.warden (mode 0600). On first contact with a
 cluster its CA fingerprint is printed and pinned.
 
 For scripts: --password-stdin reads the password from standard input and
---otp gives the TOTP code.`,
+--otp gives the TOTP code.
+
+With --sso NAME, sign in through the single sign-on connector NAME instead:
+your browser opens the identity provider's page (--browser none prints the
+URL to open on any browser of this machine), and comes back to a listener on
+this machine's loopback address. Your roles come from the provider's claims
+at every login.`,
 		Example: "  warden login --proxy 127.0.0.1:3080 --user developer\n  echo \"$PW\" | warden login --proxy p:3080 --user ci --password-stdin --otp 123456",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,6 +49,18 @@ For scripts: --password-stdin reads the password from standard input and
 			}
 			if opt.Proxy == "" {
 				return errors.New("--proxy HOST:PORT is required")
+			}
+			if sso != "" {
+				p, err := client.LoginSSO(cmd.Context(), dir, client.SSOOptions{Proxy: opt.Proxy, Connector: sso, TTL: opt.TTL,
+					CAPin: opt.CAPin, Insecure: opt.Insecure, Out: g.io.Err, Open: func(u string) error { return openBrowser(g, browser, u) }})
+				if err != nil {
+					return err
+				}
+				if request != "" {
+					return useRequest(g, cmd.Context(), p, request)
+				}
+				printStatus(g, p)
+				return nil
 			}
 			if opt.User == "" {
 				return errors.New("--user NAME is required")
@@ -80,6 +99,8 @@ For scripts: --password-stdin reads the password from standard input and
 	f.StringVar(&opt.CAPin, "ca-pin", "", "expected cluster CA fingerprint (sha256:...)")
 	f.BoolVar(&opt.Insecure, "insecure", false, "accept a cluster CA that differs from the pinned one (testing only)")
 	f.StringVar(&request, "request", "", "also use this approved access request")
+	f.StringVar(&sso, "sso", "", "sign in with this single sign-on connector")
+	f.StringVar(&browser, "browser", "", "with --sso: none prints the sign-in URL instead of opening a browser")
 	return cmd
 }
 
@@ -138,4 +159,23 @@ func newLogoutCmd(g *globals) *cobra.Command {
 			textf(g.io.Out, "Logged out: keys and certificates deleted.\n")
 			return nil
 		}}
+}
+
+// openBrowser shows the IdP's URL: printed, and opened with xdg-open (or
+// open on macOS) unless browser is none.
+func openBrowser(g *globals, browser, u string) error {
+	textf(g.io.Err, "Open this URL in a browser to sign in:\n  %s\n", u)
+	if browser == "none" {
+		return nil
+	}
+	for _, prog := range []string{"xdg-open", "open"} {
+		if path, err := exec.LookPath(prog); err == nil {
+			cmd := exec.Command(path, u)
+			if cmd.Start() == nil {
+				go cmd.Wait()
+				return nil
+			}
+		}
+	}
+	return nil
 }

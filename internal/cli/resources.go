@@ -1,24 +1,31 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 func newApplyCmd(g *globals) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Create or update resources (roles) from YAML",
+		Short: "Create or update resources (roles, oidc connectors) from YAML",
 		Long: `Create or update resources from a YAML (or JSON) file; several documents may
 be separated by ---. Unknown fields and bad values are rejected with the line
 and the reason, and nothing is applied unless every document is valid.
+Kinds: role, and oidc (single sign-on connectors; docs/configuration.md): an
+oidc connector names the file or environment variable the auth service reads
+its client secret from, never the secret itself.
 
 Example role:
   kind: role
@@ -50,9 +57,15 @@ Example role:
 			if err != nil {
 				return err
 			}
-			roles, err := policy.ParseRoles(data)
+			data, conns, err := splitConnectors(data)
 			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
+			}
+			var roles []*policy.Role
+			if len(bytes.TrimSpace(data)) > 0 {
+				if roles, err = policy.ParseRoles(data); err != nil {
+					return fmt.Errorf("%s: %w", file, err)
+				}
 			}
 			for _, r := range roles {
 				if err := r.Validate(); err != nil {
@@ -70,6 +83,13 @@ Example role:
 				}
 				textf(g.io.Out, "role %q applied\n", r.Metadata.Name)
 			}
+			// Connectors after roles: their mappings name roles.
+			for _, conn := range conns {
+				if err := c.UpsertConnector(cmd.Context(), conn); err != nil {
+					return err
+				}
+				textf(g.io.Out, "oidc connector %q applied\n", conn.Metadata.Name)
+			}
 			return nil
 		},
 	}
@@ -82,12 +102,15 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:       "get roles [NAME]",
 		Short:     "Show resources",
-		Example:   "  warden get roles\n  warden get roles access -o yaml",
-		ValidArgs: []string{"roles", "role"},
+		Example:   "  warden get roles\n  warden get roles access -o yaml\n  warden get oidc corp -o yaml",
+		ValidArgs: []string{"roles", "role", "oidc"},
 		Args:      cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "oidc" || args[0] == "connectors" {
+				return getConnectors(cmd, g, args[1:], format)
+			}
 			if args[0] != "roles" && args[0] != "role" {
-				return fmt.Errorf("unknown resource kind %q (supported: roles)", args[0])
+				return fmt.Errorf("unknown resource kind %q (supported: roles, oidc)", args[0])
 			}
 			c, err := g.adminClient()
 			if err != nil {
@@ -174,11 +197,119 @@ func newRmCmd(g *globals) *cobra.Command {
 				if err := c.DeleteLock(cmd.Context(), name); err != nil {
 					return err
 				}
+			case "oidc":
+				if err := c.DeleteConnector(cmd.Context(), name); err != nil {
+					return err
+				}
 			default:
-				return fmt.Errorf("unknown resource kind %q (supported: role, user, token, lock)", kind)
+				return fmt.Errorf("unknown resource kind %q (supported: role, user, token, lock, oidc)", kind)
 			}
 			textf(g.io.Out, "%s %q removed\n", kind, name)
 			return nil
 		},
 	}
+}
+
+// splitConnectors takes the documents of kind oidc out of a YAML stream
+// (each becomes blank lines, so the roles' line numbers stay true) and
+// decodes them strictly: an unknown field, such as an inline client_secret,
+// is refused.
+func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, error) {
+	lines := strings.SplitAfter(string(data), "\n")
+	var conns []*wire.OIDCConnector
+	var out strings.Builder
+	start := 0
+	flush := func(end int) error {
+		doc := strings.Join(lines[start:end], "")
+		var head struct {
+			Kind string `json:"kind"`
+		}
+		if yaml.Unmarshal([]byte(doc), &head) == nil && head.Kind == wire.KindOIDC {
+			var conn wire.OIDCConnector
+			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
+				if strings.Contains(err.Error(), "client_secret") {
+					return fmt.Errorf("oidc connector (document at line %d): the client secret cannot be part of the connector: "+
+						"use client_secret_file or client_secret_env (read by the auth service)", start+1)
+				}
+				return fmt.Errorf("oidc connector (document at line %d): %v", start+1, err)
+			}
+			if err := conn.Validate(); err != nil {
+				return fmt.Errorf("oidc connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
+			}
+			conns = append(conns, &conn)
+			out.WriteString(strings.Repeat("\n", end-start))
+			return nil
+		}
+		out.WriteString(doc)
+		return nil
+	}
+	for i, l := range lines {
+		if strings.TrimRight(l, "\r\n") == "---" {
+			if err := flush(i); err != nil {
+				return nil, nil, err
+			}
+			out.WriteString(l)
+			start = i + 1
+		}
+	}
+	if err := flush(len(lines)); err != nil {
+		return nil, nil, err
+	}
+	rest := out.String()
+	if len(conns) > 0 && strings.Trim(rest, "-\r\n \t") == "" {
+		rest = ""
+	}
+	return []byte(rest), conns, nil
+}
+
+// getConnectors shows OIDC connectors: their secret is never here, only
+// where auth reads it.
+func getConnectors(cmd *cobra.Command, g *globals, args []string, format string) error {
+	c, err := g.adminClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var conns []*wire.OIDCConnector
+	if len(args) == 1 {
+		conn, err := c.GetConnector(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		conns = []*wire.OIDCConnector{conn}
+	} else if conns, err = c.ListConnectors(cmd.Context()); err != nil {
+		return err
+	}
+	switch format {
+	case "yaml", "json":
+		for i, conn := range conns {
+			var b []byte
+			if format == "yaml" {
+				if i > 0 {
+					textf(g.io.Out, "---\n")
+				}
+				b, err = yaml.Marshal(conn)
+			} else {
+				b, err = json.MarshalIndent(conn, "", "  ")
+				b = append(b, '\n')
+			}
+			if err != nil {
+				return err
+			}
+			g.io.Out.Write(b)
+		}
+		return nil
+	case "", "text":
+	default:
+		return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
+	}
+	rows := make([][]string, len(conns))
+	for i, conn := range conns {
+		secret := "file " + conn.Spec.ClientSecretFile
+		if conn.Spec.ClientSecretEnv != "" {
+			secret = "env " + conn.Spec.ClientSecretEnv
+		}
+		rows[i] = []string{conn.Metadata.Name, conn.Spec.IssuerURL, conn.Spec.ClientID, secret}
+	}
+	return writeTable(g.io.Out, "OIDC CONNECTOR\tISSUER\tCLIENT ID\tSECRET FROM", rows)
 }

@@ -37,7 +37,16 @@ type User struct {
 	// MFADevice is the id of the user's TOTP device, new at each signup.
 	// Certificates carry it, so a lock on it cuts the logins made with it.
 	MFADevice string `json:"mfa_device,omitempty"`
+	// Type is "" for a local user (password and TOTP) and TypeSSO for a
+	// user whose identity provider vouches for them: auth upserts the
+	// record at every SSO login, with the roles and traits the connector
+	// Connector mapped from the claims, and never gives it a password.
+	Type      string `json:"type,omitempty"`
+	Connector string `json:"connector,omitempty"`
 }
+
+// TypeSSO marks a user record made by single sign-on.
+const TypeSSO = "sso"
 
 // CertCurrent reports whether a certificate of the user issued at issued is
 // still valid as far as the user record goes: issued after the user was

@@ -123,6 +123,7 @@ const (
 	ResourceLock          = "lock"
 	ResourceAccessRequest = "access_request"
 	ResourceCluster       = "cluster"
+	ResourceConnector     = "connector"
 )
 
 // Verbs named in rules.
@@ -140,7 +141,7 @@ const Wildcard = "*"
 // Resources returns every resource name a rule may use (besides "*").
 func Resources() []string {
 	return []string{ResourceUser, ResourceRole, ResourceToken, ResourceNode, ResourceAudit,
-		ResourceSession, ResourceRecording, ResourceLock, ResourceAccessRequest, ResourceCluster}
+		ResourceSession, ResourceRecording, ResourceLock, ResourceAccessRequest, ResourceCluster, ResourceConnector}
 }
 
 // Verbs returns every verb a rule may use (besides "*").

@@ -29,6 +29,8 @@ func (h *Handler) routes() {
 	})
 	m.HandleFunc("GET /web/login", h.signinPage)
 	m.HandleFunc("POST /web/login", h.signin)
+	m.HandleFunc("GET /web/login/sso/{name}", h.ssoStart)
+	m.HandleFunc("GET /web/login/sso/done", h.ssoDone)
 	m.HandleFunc("POST /web/logout", h.authed(h.signout))
 	m.HandleFunc("GET /web/invite/{token}", h.invitePage)
 	m.HandleFunc("POST /web/invite/{token}", h.inviteComplete)
@@ -125,11 +127,21 @@ func (h *Handler) needSignin(w http.ResponseWriter, r *http.Request) {
 type signinData struct {
 	Next string
 	User string
+	// Connectors are the SSO connectors, one "Sign in with NAME" button each.
+	Connectors []string
+}
+
+func (h *Handler) connectors(r *http.Request) []string {
+	names, err := h.auth.ConnectorNames(r.Context())
+	if err != nil {
+		h.log.Error("web: list SSO connectors", "err", err)
+	}
+	return names
 }
 
 func (h *Handler) renderSignin(w http.ResponseWriter, r *http.Request, status int, next, errMsg string) {
 	h.render(w, status, "login", view{Title: "Sign in", CSRF: preToken(w, r), Error: errMsg,
-		Data: signinData{Next: localPath(next), User: r.PostFormValue("user")}})
+		Data: signinData{Next: localPath(next), User: r.PostFormValue("user"), Connectors: h.connectors(r)}})
 }
 
 func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +152,7 @@ func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	v := view{Title: "Sign in", CSRF: preToken(w, r), Data: signinData{Next: next}}
+	v := view{Title: "Sign in", CSRF: preToken(w, r), Data: signinData{Next: next, Connectors: h.connectors(r)}}
 	if r.URL.Query().Get("signed_up") == "1" {
 		v.Notice = "You are signed up. Sign in with your password and the next code from your authenticator."
 	}

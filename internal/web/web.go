@@ -58,6 +58,7 @@ type Handler struct {
 	sessions  *sessions
 	indexes   *indexCache
 	signups   *signups
+	sso       ssoLogins
 	pages     map[string]*template.Template
 	// assets maps a static file name to its content hash (cache busting).
 	assets map[string]string

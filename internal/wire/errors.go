@@ -13,4 +13,7 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrAccessDenied means the caller is authenticated but not allowed.
 	ErrAccessDenied = errors.New("access denied")
+	// ErrUpstream means a service auth depends on, such as an SSO
+	// connector's identity provider, did not answer (502, with the reason).
+	ErrUpstream = errors.New("upstream unavailable")
 )

@@ -41,6 +41,10 @@ type UserInfo struct {
 	// MFADevice is the id of the user's TOTP device (for warden lock
 	// --mfa-device).
 	MFADevice string `json:"mfa_device,omitempty"`
+	// Type is "sso" for a user made by single sign-on (Connector names
+	// its connector), empty for a local user.
+	Type      string `json:"type,omitempty"`
+	Connector string `json:"connector,omitempty"`
 }
 
 // CreateUserRequest creates a user.
