@@ -25,7 +25,9 @@ func (a *Agent) reverify() {
 		if ci.JoinOnly {
 			login = ""
 		}
-		if l := a.roles.locks.Check(a.authz.subject(id, login), now); l != nil {
+		sub := a.authz.subject(id, login)
+		sub.Sessions = ci.SessionIDs
+		if l := a.roles.locks.Check(sub, now); l != nil {
 			return "locked", l.UserMessage()
 		}
 		if ci.JoinOnly {
