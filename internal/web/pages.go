@@ -230,7 +230,8 @@ type auditData struct {
 const timeLayout = "2006-01-02T15:04"
 
 // auditLog searches the audit log (auth.Server.SearchAudit, as `warden
-// audit search`), oldest first, a page at a time by sequence number.
+// audit search`), newest first (order=oldest: oldest first), a page at a
+// time by sequence number.
 func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
 	f := r.URL.Query()
 	v := h.view(s, "Audit log", "audit", nil)
@@ -245,6 +246,8 @@ func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c
 		}
 	}
 	q.AfterSeq, _ = strconv.ParseInt(f.Get("after"), 10, 64)
+	q.BeforeSeq, _ = strconv.ParseInt(f.Get("before"), 10, 64)
+	q.Newest = f.Get("order") != "oldest"
 	d := auditData{Filter: f}
 	if v.Error == "" {
 		evs, err := h.auth.SearchAudit(r.Context(), c, q)
@@ -257,7 +260,14 @@ func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c
 			for k, vals := range f {
 				next[k] = vals
 			}
-			next.Set("after", strconv.FormatInt(evs[len(evs)-1].Seq, 10))
+			last := strconv.FormatInt(evs[len(evs)-1].Seq, 10)
+			if q.Newest {
+				next.Set("before", last)
+				next.Del("after")
+			} else {
+				next.Set("after", last)
+				next.Del("before")
+			}
 			d.Next = r.URL.Path + "?" + next.Encode()
 		}
 		d.Events = evs
