@@ -25,6 +25,7 @@ import (
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
 	"github.com/warden-sh/warden/internal/web"
+	"golang.org/x/sys/unix"
 )
 
 // The benchmarks of the performance targets. Each serves the page
@@ -382,10 +383,39 @@ func BenchmarkRecordingOpen(b *testing.B) {
 			return time.Since(t0)
 		})
 	})
+	// Uncached: neither the index nor the file's pages in memory (the
+	// file's pages are dropped from the page cache before each open).
+	b.Run("uncached", func(b *testing.B) {
+		timedOwn(b, func() time.Duration {
+			b.StopTimer()
+			h, err := web.New(web.Config{Auth: c.Proc.Auth()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.h = h
+			dropCache(b, cast)
+			b.StartTimer()
+			t0 := time.Now()
+			open()
+			return time.Since(t0)
+		})
+	})
 	b.Run("warm", func(b *testing.B) {
 		open()
 		timed(b, func() { open() })
 	})
+}
+
+// dropCache evicts one file's pages from the page cache.
+func dropCache(tb testing.TB, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // putRecording places a recording in the cluster's store as a node's

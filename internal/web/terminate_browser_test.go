@@ -113,4 +113,3 @@ func TestBrowserTerminateSession(t *testing.T) {
 		t.Fatalf("session.end: %+v", evs[0])
 	}
 }
-
