@@ -23,9 +23,12 @@ func (h *Handler) view(s *session, title, nav string, data any) view {
 }
 
 type meData struct {
-	User      string
-	Roles     []string
-	Logins    []string
+	User  string
+	Roles []string
+	// Logins are those the current roles allow that the session's
+	// certificate carries; Later, those the roles allow now that only a
+	// new sign-in's certificate will carry.
+	Logins, Later []string
 	Expires   time.Time
 	MFADevice string
 	Requests  []*access.Request
@@ -43,8 +46,24 @@ func (h *Handler) me(w http.ResponseWriter, r *http.Request, s *session, c auth.
 			active = append(active, q)
 		}
 	}
-	v.Data = meData{User: c.User, Roles: c.Roles, Logins: s.logins, Expires: c.Expires, MFADevice: c.MFADevice, Requests: active}
+	now, later := h.logins(s, c)
+	v.Data = meData{User: c.User, Roles: c.Roles, Logins: now, Later: later, Expires: c.Expires, MFADevice: c.MFADevice, Requests: active}
 	h.render(w, http.StatusOK, "me", v)
+}
+
+// logins splits the logins c's current roles allow: those the session's
+// certificate (issued at sign-in) carries, usable now, and the others,
+// usable after signing in again. A login the roles no longer allow is in
+// neither: the node would refuse it.
+func (h *Handler) logins(s *session, c auth.Caller) (now, later []string) {
+	for _, l := range h.auth.AllowedLogins(c) {
+		if slices.Contains(s.logins, l) {
+			now = append(now, l)
+		} else {
+			later = append(later, l)
+		}
+	}
+	return now, later
 }
 
 // pager describes one page of a list.
@@ -107,7 +126,8 @@ func (h *Handler) servers(w http.ResponseWriter, r *http.Request, s *session, c 
 		nodes = slices.DeleteFunc(nodes, func(n auth.Node) bool { return !nodeMatches(n, words) })
 	}
 	p, start, end := pageOf(r, len(nodes))
-	v.Data = serversData{Logins: s.logins, Query: q, Nodes: nodes[start:end], Page: p}
+	logins, _ := h.logins(s, c)
+	v.Data = serversData{Logins: logins, Query: q, Nodes: nodes[start:end], Page: p}
 	h.render(w, http.StatusOK, "servers", v)
 }
 
