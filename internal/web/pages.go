@@ -29,9 +29,9 @@ type meData struct {
 	// certificate carries; Later, those the roles allow now that only a
 	// new sign-in's certificate will carry.
 	Logins, Later []string
-	Expires   time.Time
-	MFADevice string
-	Requests  []*access.Request
+	Expires       time.Time
+	MFADevice     string
+	Requests      []*access.Request
 }
 
 func (h *Handler) me(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
