@@ -93,6 +93,10 @@ type Query struct {
 	Limit int
 	// AfterSeq returns events with Seq > AfterSeq (paging).
 	AfterSeq int64
+	// BeforeSeq returns events with Seq < BeforeSeq (paging newest first).
+	BeforeSeq int64
+	// Newest returns the newest events first (Seq descending).
+	Newest bool
 	// Text matches events whose JSON encoding contains it, ignoring case.
 	Text string
 }

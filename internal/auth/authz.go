@@ -86,6 +86,7 @@ var operations = map[string]rule{
 	"CurrentCaller":   {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
 	"CheckCaller":     {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
 	"RecordWebLogout": {kinds: kinds(KindUser), does: "sign out of the web UI"},
+	"AllowedLogins":   {kinds: kinds(KindUser), does: "have logins"},
 }
 
 // rule is what one operation requires of its caller.

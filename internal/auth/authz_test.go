@@ -51,6 +51,7 @@ var matrix = map[string]row{
 	"CurrentCaller":        {all, all, all, all, all, all, all},
 	"CheckCaller":          {all, all, all, all, all, all, all},
 	"RecordWebLogout":      {all, all, all, all, deny, deny, deny},
+	"AllowedLogins":        {all, all, all, all, deny, deny, deny},
 	"CreateLock":           {deny, deny, deny, all, deny, deny, all},
 	"ListLocks":            {deny, deny, deny, all, all, deny, all},
 	"DeleteLock":           {deny, deny, deny, all, deny, deny, all},
@@ -199,6 +200,10 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		return gate(err)
 	},
 	"CheckCaller": func(f *matrixFixture, c auth.Caller) outcome { return gate(f.a.CheckCaller(c)) },
+	"AllowedLogins": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.AllowedLogins(c)
+		return gate(err)
+	},
 	"RecordWebLogout": func(f *matrixFixture, c auth.Caller) outcome {
 		f.seq++
 		tag := fmt.Sprintf("probe-%d", f.seq)

@@ -15,7 +15,7 @@ func newLockCmd(g *globals) *cobra.Command {
 	var ttl time.Duration
 	var expires, message string
 	cmd := &cobra.Command{
-		Use:   "lock --user NAME|--role NAME|--login LOGIN|--node NODE|--request ID|--mfa-device ID [--ttl 10m] [--message TEXT]",
+		Use:   "lock --user NAME|--role NAME|--login LOGIN|--node NODE|--request ID|--mfa-device ID|--session ID [--ttl 10m] [--message TEXT]",
 		Short: "Cut off a user, role, login, node, access request or MFA device now, live sessions included",
 		Long: `Lock a target. Within a second every live session that matches ends, with the
 message shown to the user; new connections, new certificates and API calls by
@@ -62,6 +62,7 @@ Without --ttl or --expires the lock stays until removed.`,
 	f.StringVar(&t.Login, "login", "", "lock an OS login on every node")
 	f.StringVar(&t.Node, "node", "", "lock a node (name or id)")
 	f.StringVar(&t.Request, "request", "", "lock an access request")
+	f.StringVar(&t.Session, "session", "", "end one live session (its id is in sessions ls); other sessions of its user go on")
 	f.StringVar(&t.MFADevice, "mfa-device", "", "lock an MFA device: the certificates of logins made with it (its id is in users ls and user.login events)")
 	f.DurationVar(&ttl, "ttl", 0, "how long the lock lasts (e.g. 10m); default until removed")
 	f.StringVar(&expires, "expires", "", "when the lock ends, RFC 3339")

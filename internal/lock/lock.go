@@ -26,6 +26,9 @@ type Target struct {
 	Node      string `json:"node,omitempty"`
 	Request   string `json:"access_request,omitempty"`
 	MFADevice string `json:"mfa_device,omitempty"`
+	// Session is one live session (its id, as `warden sessions ls` and
+	// the web UI's live sessions show it): locking it ends that session.
+	Session string `json:"session,omitempty"`
 }
 
 // Lock is one lock.
@@ -50,7 +53,7 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._@:-]{0,127}$`)
 // Validate checks the target (exactly one kind, sane names) and message.
 func (t Target) Validate() error {
 	kinds := 0
-	for _, v := range []string{t.User, t.Role, t.Login, t.Node, t.Request, t.MFADevice} {
+	for _, v := range []string{t.User, t.Role, t.Login, t.Node, t.Request, t.MFADevice, t.Session} {
 		if v == "" {
 			continue
 		}
@@ -60,7 +63,7 @@ func (t Target) Validate() error {
 		}
 	}
 	if kinds != 1 {
-		return errors.New("a lock needs exactly one target: --user, --role, --login, --node, --request or --mfa-device")
+		return errors.New("a lock needs exactly one target: --user, --role, --login, --node, --request, --mfa-device or --session")
 	}
 	return nil
 }
@@ -80,6 +83,8 @@ func (t Target) String() string {
 		return "access_request=" + t.Request
 	case t.MFADevice != "":
 		return "mfa_device=" + t.MFADevice
+	case t.Session != "":
+		return "session=" + t.Session
 	}
 	return "nothing"
 }
@@ -136,6 +141,8 @@ type Subject struct {
 	NodeID     string
 	Requests   []string
 	MFADevices []string
+	// Sessions are the live sessions of a connection being re-checked.
+	Sessions []string
 	// Issued is when the subject's certificate was issued; zero for
 	// subjects without one (a login being checked before issuance).
 	Issued time.Time
@@ -267,6 +274,11 @@ func (s *Set) Check(sub Subject, now time.Time) *Lock {
 			return l
 		}
 	}
+	for _, id := range sub.Sessions {
+		if l := try("session", id); l != nil {
+			return l
+		}
+	}
 	return nil
 }
 
@@ -289,6 +301,8 @@ func (l *Lock) Matches(sub Subject) bool {
 		return contains(sub.Requests, t.Request)
 	case t.MFADevice != "":
 		return contains(sub.MFADevices, t.MFADevice)
+	case t.Session != "":
+		return contains(sub.Sessions, t.Session)
 	}
 	return false
 }
@@ -322,6 +336,8 @@ func ParseTarget(s string) (Target, error) {
 		t.Request = v
 	case "mfa_device":
 		t.MFADevice = v
+	case "session":
+		t.Session = v
 	default:
 		return Target{}, fmt.Errorf("unknown lock target kind %q", k)
 	}

@@ -15,6 +15,7 @@ func TestSetCheck(t *testing.T) {
 		{ID: "n", Target: Target{Node: "db1"}},
 		{ID: "q", Target: Target{Request: "req-1"}},
 		{ID: "m", Target: Target{MFADevice: "totp-1"}},
+		{ID: "s", Target: Target{Session: "0a1b2c"}},
 	})
 	for _, tc := range []struct {
 		name string
@@ -28,6 +29,8 @@ func TestSetCheck(t *testing.T) {
 		{"node by id", Subject{User: "bob", Node: "x", NodeID: "db1"}, "n"},
 		{"request", Subject{User: "bob", Requests: []string{"req-0", "req-1"}}, "q"},
 		{"MFA device", Subject{User: "bob", MFADevices: []string{"totp-1"}}, "m"},
+		{"session", Subject{User: "bob", Sessions: []string{"ffff", "0a1b2c"}}, "s"},
+		{"another session", Subject{User: "bob", Sessions: []string{"0a1b2d"}}, ""},
 		{"nothing", Subject{User: "bob", Roles: []string{"access"}, Login: "dev", Node: "web1"}, ""},
 	} {
 		got := s.Check(tc.sub, now)
@@ -103,6 +106,9 @@ func TestTargetValidate(t *testing.T) {
 	}
 	if _, err := ParseTarget("user=alice"); err != nil {
 		t.Error(err)
+	}
+	if tg, err := ParseTarget("session=0a1b2c"); err != nil || tg.Session != "0a1b2c" || tg.String() != "session=0a1b2c" {
+		t.Errorf("session target: %+v %v", tg, err)
 	}
 	if _, err := ParseTarget("color=red"); err == nil {
 		t.Error("unknown kind accepted")

@@ -251,7 +251,9 @@ func (a *Access) Revoked(ci ConnInfo) (reason, message string) {
 	if ci.JoinOnly {
 		login = ""
 	}
-	if l := a.locks.Check(a.subject(id, login), time.Now()); l != nil {
+	sub := a.subject(id, login)
+	sub.Sessions = ci.SessionIDs // a lock on one session ends it
+	if l := a.locks.Check(sub, time.Now()); l != nil {
 		return "locked", l.UserMessage()
 	}
 	if ci.JoinOnly {

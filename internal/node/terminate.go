@@ -21,14 +21,22 @@ type ConnInfo struct {
 	JoinOnly bool
 	// Identity is Permissions.Identity.
 	Identity any
+	// SessionIDs are the ids of the connection's sessions (a lock on one
+	// session ends its connection).
+	SessionIDs []string
 }
 
 func (c *conn) info() ConnInfo {
 	c.mu.Lock()
 	n := len(c.sessions)
+	ids := make([]string, 0, n)
+	for s := range c.sessions {
+		ids = append(ids, s.id)
+	}
 	c.mu.Unlock()
 	return ConnInfo{User: c.auth.perms.User, Login: c.auth.login, Roles: c.auth.perms.Roles, Cert: c.auth.cert,
-		RemoteAddr: c.remote, Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly, Identity: c.auth.perms.Identity}
+		RemoteAddr: c.remote, Started: c.started, Sessions: n, JoinOnly: c.auth.perms.JoinOnly, Identity: c.auth.perms.Identity,
+		SessionIDs: ids}
 }
 
 // Terminate ends every live connection for which match returns a non-empty

@@ -24,6 +24,9 @@ func (h *Handler) liveSessions(w http.ResponseWriter, r *http.Request, s *sessio
 	if err != nil {
 		v.Error = h.message(err)
 	}
+	if id := r.URL.Query().Get("terminated"); sessionIDRe.MatchString(id) {
+		v.Notice = "Session " + id + " is being terminated: its node ends it as the lock reaches it."
+	}
 	v.Data = liveData{Sessions: list}
 	h.render(w, http.StatusOK, "sessions", v)
 }

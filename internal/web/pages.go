@@ -23,12 +23,15 @@ func (h *Handler) view(s *session, title, nav string, data any) view {
 }
 
 type meData struct {
-	User      string
-	Roles     []string
-	Logins    []string
-	Expires   time.Time
-	MFADevice string
-	Requests  []*access.Request
+	User  string
+	Roles []string
+	// Logins are those the current roles allow that the session's
+	// certificate carries; Later, those the roles allow now that only a
+	// new sign-in's certificate will carry.
+	Logins, Later []string
+	Expires       time.Time
+	MFADevice     string
+	Requests      []*access.Request
 }
 
 func (h *Handler) me(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
@@ -43,8 +46,28 @@ func (h *Handler) me(w http.ResponseWriter, r *http.Request, s *session, c auth.
 			active = append(active, q)
 		}
 	}
-	v.Data = meData{User: c.User, Roles: c.Roles, Logins: s.logins, Expires: c.Expires, MFADevice: c.MFADevice, Requests: active}
+	now, later := h.logins(s, c)
+	v.Data = meData{User: c.User, Roles: c.Roles, Logins: now, Later: later, Expires: c.Expires, MFADevice: c.MFADevice, Requests: active}
 	h.render(w, http.StatusOK, "me", v)
+}
+
+// logins splits the logins c's current roles allow: those the session's
+// certificate (issued at sign-in) carries, usable now, and the others,
+// usable after signing in again. A login the roles no longer allow is in
+// neither: the node would refuse it.
+func (h *Handler) logins(s *session, c auth.Caller) (now, later []string) {
+	allowed, err := h.auth.AllowedLogins(c)
+	if err != nil {
+		h.log.Warn("web: allowed logins", "user", c.User, "err", err)
+	}
+	for _, l := range allowed {
+		if slices.Contains(s.logins, l) {
+			now = append(now, l)
+		} else {
+			later = append(later, l)
+		}
+	}
+	return now, later
 }
 
 // pager describes one page of a list.
@@ -107,7 +130,8 @@ func (h *Handler) servers(w http.ResponseWriter, r *http.Request, s *session, c 
 		nodes = slices.DeleteFunc(nodes, func(n auth.Node) bool { return !nodeMatches(n, words) })
 	}
 	p, start, end := pageOf(r, len(nodes))
-	v.Data = serversData{Logins: s.logins, Query: q, Nodes: nodes[start:end], Page: p}
+	logins, _ := h.logins(s, c)
+	v.Data = serversData{Logins: logins, Query: q, Nodes: nodes[start:end], Page: p}
 	h.render(w, http.StatusOK, "servers", v)
 }
 
@@ -230,7 +254,8 @@ type auditData struct {
 const timeLayout = "2006-01-02T15:04"
 
 // auditLog searches the audit log (auth.Server.SearchAudit, as `warden
-// audit search`), oldest first, a page at a time by sequence number.
+// audit search`), newest first (order=oldest: oldest first), a page at a
+// time by sequence number.
 func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
 	f := r.URL.Query()
 	v := h.view(s, "Audit log", "audit", nil)
@@ -245,6 +270,8 @@ func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c
 		}
 	}
 	q.AfterSeq, _ = strconv.ParseInt(f.Get("after"), 10, 64)
+	q.BeforeSeq, _ = strconv.ParseInt(f.Get("before"), 10, 64)
+	q.Newest = f.Get("order") != "oldest"
 	d := auditData{Filter: f}
 	if v.Error == "" {
 		evs, err := h.auth.SearchAudit(r.Context(), c, q)
@@ -257,7 +284,14 @@ func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c
 			for k, vals := range f {
 				next[k] = vals
 			}
-			next.Set("after", strconv.FormatInt(evs[len(evs)-1].Seq, 10))
+			last := strconv.FormatInt(evs[len(evs)-1].Seq, 10)
+			if q.Newest {
+				next.Set("before", last)
+				next.Del("after")
+			} else {
+				next.Set("after", last)
+				next.Del("before")
+			}
 			d.Next = r.URL.Path + "?" + next.Encode()
 		}
 		d.Events = evs

@@ -25,6 +25,18 @@ import (
 // indexStep is the bytes of recording between two index points.
 const indexStep = 64 << 10
 
+// A recording up to fullScanMax bytes is indexed by one pass over it. A
+// larger one is probed: maxPoints reads of a few KiB, spread evenly, each
+// finding the first event line after its offset (an event line is one
+// line: asciicast escapes newlines in its strings). Event times only grow,
+// so the points are an index as good as the full pass's, at a coarser
+// step: a 1 GiB recording opens in milliseconds instead of seconds.
+const (
+	fullScanMax = 64 << 20
+	maxPoints   = 2048
+	probeSize   = 8 << 10
+)
+
 // recIndex is a recording's time → offset index: Points[i] is the time
 // (seconds) of the event line starting at byte Offsets[i]; the first is
 // the first event.
@@ -37,19 +49,109 @@ type recIndex struct {
 	Offsets  []int64   `json:"offsets"`
 }
 
-// buildIndex scans a recording once. Only each line's time is parsed
-// (the text between "[" and the first ","), so it runs at disk speed.
+// buildIndex indexes a recording: by one pass (scanIndex) or, when it is
+// large, by probes (probeIndex).
 func buildIndex(ra io.ReaderAt, size int64) (*recIndex, error) {
-	br := bufio.NewReaderSize(io.NewSectionReader(ra, 0, size), 256<<10)
+	if size > fullScanMax {
+		return probeIndex(ra, size)
+	}
+	return scanIndex(ra, size)
+}
+
+// readHeader reads the recording's header line.
+func readHeader(br *bufio.Reader, size int64) (*recIndex, []byte, error) {
 	header, err := br.ReadSlice('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && len(header) > 0) {
-		return nil, errors.New("recording has no header")
+		return nil, nil, errors.New("recording has no header")
 	}
 	var h asciicast.Header
 	if err := json.Unmarshal(bytes.TrimSpace(header), &h); err != nil {
-		return nil, errors.New("recording header: " + err.Error())
+		return nil, nil, errors.New("recording header: " + err.Error())
 	}
-	ix := &recIndex{Width: h.Width, Height: h.Height, Length: size}
+	return &recIndex{Width: h.Width, Height: h.Height, Length: size}, header, nil
+}
+
+// lineTime is the time of an event line ("[<time>, ..."), if it is one.
+func lineTime(line []byte) (float64, bool) {
+	if len(line) > 2 && line[0] == '[' {
+		if i := bytes.IndexByte(line, ','); i > 1 {
+			if t, err := strconv.ParseFloat(string(line[1:i]), 64); err == nil {
+				return t, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// probeIndex indexes a large recording with maxPoints small reads, and
+// one of its end for the duration.
+func probeIndex(ra io.ReaderAt, size int64) (*recIndex, error) {
+	ix, header, err := readHeader(bufio.NewReaderSize(io.NewSectionReader(ra, 0, size), 64<<10), size)
+	if err != nil {
+		return nil, err
+	}
+	step := max(int64(indexStep), size/maxPoints)
+	buf := make([]byte, probeSize)
+	for at := int64(len(header)); at < size; at += step {
+		n, err := ra.ReadAt(buf, at)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		b := buf[:n]
+		// The first line starting at or after at (at itself when the
+		// byte before it ends a line).
+		start := 0
+		if at > int64(len(header)) {
+			var prev [1]byte
+			if _, err := ra.ReadAt(prev[:], at-1); err != nil {
+				return nil, err
+			}
+			if prev[0] != '\n' {
+				i := bytes.IndexByte(b, '\n')
+				if i < 0 {
+					continue // a line longer than a probe: no point here
+				}
+				start = i + 1
+			}
+		}
+		off := at + int64(start)
+		if t, ok := lineTime(b[start:]); ok && (len(ix.Offsets) == 0 || off > ix.Offsets[len(ix.Offsets)-1] && t >= ix.Times[len(ix.Times)-1]) {
+			ix.Times = append(ix.Times, t)
+			ix.Offsets = append(ix.Offsets, off)
+			ix.Duration = t
+		}
+	}
+	// The duration is the time of the last event line.
+	for back := int64(probeSize); ; back *= 4 {
+		from := max(int64(len(header)), size-back)
+		tail := make([]byte, size-from)
+		if _, err := ra.ReadAt(tail, from); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		lines := bytes.Split(tail, []byte("\n"))
+		if from > int64(len(header)) {
+			lines = lines[1:] // the first may be a line's end
+		}
+		for i := len(lines) - 1; i >= 0; i-- {
+			if t, ok := lineTime(lines[i]); ok {
+				ix.Duration = max(ix.Duration, t)
+				return ix, nil
+			}
+		}
+		if from == int64(len(header)) || back > 64<<20 {
+			return ix, nil
+		}
+	}
+}
+
+// scanIndex scans a recording once. Only each line's time is parsed
+// (the text between "[" and the first ","), so it runs at disk speed.
+func scanIndex(ra io.ReaderAt, size int64) (*recIndex, error) {
+	br := bufio.NewReaderSize(io.NewSectionReader(ra, 0, size), 256<<10)
+	ix, header, err := readHeader(br, size)
+	if err != nil {
+		return nil, err
+	}
 	off := int64(len(header))
 	next := off
 	for {
@@ -64,17 +166,13 @@ func buildIndex(ra io.ReaderAt, size int64) (*recIndex, error) {
 			off += n
 			continue
 		}
-		if len(line) > 2 && line[0] == '[' {
-			if i := bytes.IndexByte(line, ','); i > 1 {
-				if t, perr := strconv.ParseFloat(string(line[1:i]), 64); perr == nil {
-					if off >= next {
-						ix.Times = append(ix.Times, t)
-						ix.Offsets = append(ix.Offsets, off)
-						next = off + indexStep
-					}
-					ix.Duration = t
-				}
+		if t, ok := lineTime(line); ok {
+			if off >= next {
+				ix.Times = append(ix.Times, t)
+				ix.Offsets = append(ix.Offsets, off)
+				next = off + indexStep
 			}
+			ix.Duration = t
 		}
 		off += int64(len(line))
 		if err != nil {

@@ -32,6 +32,53 @@ func TestBuildIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkIndex(t, ix, data)
+}
+
+// TestProbeIndex: a large recording's index, made of probes, has points at
+// line starts with their times, about every step, and the full duration.
+func TestProbeIndex(t *testing.T) {
+	var buf bytes.Buffer
+	start := time.Unix(1700000000, 0)
+	w, err := asciicast.NewWriter(&buf, asciicast.Header{Version: 2, Width: 100, Height: 30}, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20000 {
+		// Some lines longer than a probe: those probes find no point.
+		n := 20
+		if i%5000 == 7 {
+			n = 3 * probeSize
+		}
+		if err := w.Output(start.Add(time.Duration(i)*time.Millisecond), []byte(fmt.Sprintf("line %d %s\r\n", i, strings.Repeat("x", n)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	ix, err := probeIndex(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := scanIndex(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ix.Duration != full.Duration {
+		t.Fatalf("duration %v, the full pass says %v", ix.Duration, full.Duration)
+	}
+	checkIndex(t, ix, data)
+	for i := 1; i < len(ix.Offsets); i++ {
+		if ix.Times[i] < ix.Times[i-1] || ix.Offsets[i] <= ix.Offsets[i-1] || ix.Offsets[i]-ix.Offsets[i-1] > 2*indexStep+probeSize {
+			t.Fatalf("points %d and %d: %v@%d, %v@%d", i-1, i, ix.Times[i-1], ix.Offsets[i-1], ix.Times[i], ix.Offsets[i])
+		}
+	}
+}
+
+func checkIndex(t *testing.T, ix *recIndex, data []byte) {
+	t.Helper()
 	if ix.Width != 100 || ix.Height != 30 || ix.Length != int64(len(data)) {
 		t.Fatalf("index header %+v", ix)
 	}

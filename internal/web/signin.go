@@ -43,6 +43,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /web/sessions", h.authed(h.liveSessions))
 	m.HandleFunc("GET /web/sessions/{id}/join", h.authed(h.joinPage))
 	m.HandleFunc("GET /web/sessions/{id}/ws", h.authed(h.joinSocket))
+	m.HandleFunc("POST /web/sessions/{id}/terminate", h.authed(h.terminateSession))
 	m.HandleFunc("GET /web/requests", h.authed(h.requests))
 	m.HandleFunc("POST /web/requests", h.authed(h.createRequest))
 	m.HandleFunc("GET /web/requests/{id}", h.authed(h.request))

@@ -223,7 +223,8 @@ func storedEvents(ctx context.Context, tx *sql.Tx, ps []prepared) (map[string]au
 	return found, nil
 }
 
-// Search returns the events matching q, ordered by Seq ascending. Since is
+// Search returns the events matching q, ordered by Seq ascending (or
+// descending: q.Newest). Since is
 // inclusive and Until exclusive. At most q.EffectiveLimit() events are
 // returned; page on with AfterSeq set to the last Seq seen.
 // Text matches the stored JSON (keys and values; a quote or backslash in Text
@@ -261,6 +262,9 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 	if q.AfterSeq > 0 {
 		add("seq > ?", q.AfterSeq)
 	}
+	if q.BeforeSeq > 0 {
+		add("seq < ?", q.BeforeSeq)
+	}
 	limit := q.EffectiveLimit()
 
 	// SQLite's lower() folds ASCII only: an ASCII needle is matched in SQL,
@@ -283,6 +287,9 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 		stmt += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	stmt += ` ORDER BY seq`
+	if q.Newest {
+		stmt += ` DESC`
+	}
 	if match == nil {
 		stmt += ` LIMIT ?`
 		args = append(args, limit)

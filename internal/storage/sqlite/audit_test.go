@@ -303,3 +303,35 @@ func TestAuditEmitIsIdempotentByID(t *testing.T) {
 		t.Fatalf("got %d events, want 2 (no duplicates)", len(evs))
 	}
 }
+
+// TestAuditSearchNewestFirst: Newest pages from the end of the log with
+// BeforeSeq, within the filter, and meets the oldest-first pages.
+func TestAuditSearchNewestFirst(t *testing.T) {
+	_, log := chainFixture(t, 20)
+	var seqs []int64
+	q := audit.Query{User: "bob", Newest: true, Limit: 3}
+	for {
+		evs, err := log.Search(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.User != "bob" {
+				t.Fatalf("event of %s", ev.User)
+			}
+			seqs = append(seqs, ev.Seq)
+		}
+		if len(evs) < q.Limit {
+			break
+		}
+		q.BeforeSeq = evs[len(evs)-1].Seq
+	}
+	want := []int64{20, 18, 16, 14, 12, 10, 8, 6, 4, 2}
+	if fmt.Sprint(seqs) != fmt.Sprint(want) {
+		t.Fatalf("newest first: %v, want %v", seqs, want)
+	}
+	evs, err := log.Search(t.Context(), audit.Query{User: "bob", AfterSeq: 4, BeforeSeq: 10})
+	if err != nil || len(evs) != 2 || evs[0].Seq != 6 || evs[1].Seq != 8 {
+		t.Fatalf("between 4 and 10: %v %+v", err, evs)
+	}
+}
