@@ -8,7 +8,11 @@ lint:
 fuzz:
 	FUZZTIME=60s ./scripts/test.sh
 bench:
-	go test -run '^$$' -bench . -benchmem ./...
+	go test -tags integration -run '^$$' -bench . -benchmem ./...
 	./bench/run.sh
 web:
 	go generate ./internal/web
+.PHONY: test-unit
+# The unit tier: no root, no sshd or browser (make test runs both tiers).
+test-unit:
+	go test ./...
