@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: vet, race-enabled tests with verbose names so the
-# output shows what ran, and a short run of every fuzz target.
+# The whole test suite, both tiers: vet, race-enabled tests with verbose
+# names so the output shows what ran, and a short run of every fuzz target.
+# -tags integration adds the tests that need root, sshd, useradd, cgroups,
+# chromium, ssh-audit or asciinema to the unit tests (`make test-unit`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=1 # the race detector needs cgo; the warden binary itself does not
-go vet ./...
+go vet -tags integration ./...
 set +e +o pipefail
-go test -race -count=1 -timeout 30m -v ./... 2>&1 | tee /tmp/warden-test.log |
+go test -race -count=1 -timeout 30m -tags integration -v ./... 2>&1 | tee /tmp/warden-test.log |
   grep --line-buffered -E '^(--- (PASS|FAIL|SKIP)|FAIL|ok|panic)'
 status=${PIPESTATUS[0]}
 set -e -o pipefail
@@ -31,7 +33,7 @@ for pkg in $(go list ./...); do
     echo "fuzz $pkg $target ($fuzztime)"
     budget=$fuzztime
     for attempt in 1 2; do
-      if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$budget" -fuzzminimizetime 2s "$pkg" >/tmp/warden-fuzz.log 2>&1; then
+      if go test -tags integration -run '^$' -fuzz "^${target}\$" -fuzztime "$budget" -fuzzminimizetime 2s "$pkg" >/tmp/warden-fuzz.log 2>&1; then
         break
       fi
       # Go 1.26's fuzz coordinator can fail a target with a bare "context

@@ -18,6 +18,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -130,17 +131,6 @@ func runSink(t *testing.T, src Source, cfg Config) (stop func() error) {
 	return stop
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := patience.Deadline(t)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // checkExactlyOnce checks evs are seqs 1..n in order, each once.
 func checkExactlyOnce(t *testing.T, evs []audit.Event, n int) {
 	t.Helper()
@@ -201,7 +191,7 @@ func TestWebhookRetriesUntilDelivered(t *testing.T) {
 			stop := runSink(t, log, cfg)
 			// Live events arrive while the sink is retrying.
 			emitN(t, log, 151, 50)
-			waitFor(t, "200 events", func() bool { return cursorAt(cfg.CursorPath, "webhook") == 200 })
+			testkit.WaitFor(t, "200 events", func() bool { return cursorAt(cfg.CursorPath, "webhook") == 200 })
 			if err := stop(); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -228,7 +218,7 @@ func TestWebhookBackoffPacing(t *testing.T) {
 	cfg.WebhookURL = recv.srv.URL
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 200*time.Millisecond
 	stop := runSink(t, log, cfg)
-	waitFor(t, "delivery", func() bool { return len(recv.received()) == 1 })
+	testkit.WaitFor(t, "delivery", func() bool { return len(recv.received()) == 1 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +269,7 @@ func TestRestartResumesFromCursor(t *testing.T) {
 	cfg.File = filepath.Join(t.TempDir(), "siem", "audit.jsonl")
 
 	stop := runSink(t, log, cfg)
-	waitFor(t, "first 100", func() bool {
+	testkit.WaitFor(t, "first 100", func() bool {
 		return cursorAt(cfg.CursorPath, "webhook") == 100 && cursorAt(cfg.CursorPath, "file") == 100
 	})
 	if err := stop(); err != nil {
@@ -288,12 +278,12 @@ func TestRestartResumesFromCursor(t *testing.T) {
 	emitN(t, log, 101, 100) // while the sink is down
 
 	stop = runSink(t, log, cfg)
-	waitFor(t, "all 200", func() bool { return len(recv.received()) == 200 && fileSeqs(t, cfg.File) == 200 })
-	waitFor(t, "all 200", func() bool {
+	testkit.WaitFor(t, "all 200", func() bool { return len(recv.received()) == 200 && fileSeqs(t, cfg.File) == 200 })
+	testkit.WaitFor(t, "all 200", func() bool {
 		return cursorAt(cfg.CursorPath, "webhook") == 200 && cursorAt(cfg.CursorPath, "file") == 200
 	})
 	emitN(t, log, 201, 5)
-	waitFor(t, "live after restart", func() bool {
+	testkit.WaitFor(t, "live after restart", func() bool {
 		return cursorAt(cfg.CursorPath, "webhook") == 205 && cursorAt(cfg.CursorPath, "file") == 205
 	})
 	if err := stop(); err != nil {
@@ -315,7 +305,7 @@ func TestFailingWebhookDoesNotHoldBackFile(t *testing.T) {
 	cfg.File = filepath.Join(t.TempDir(), "audit.jsonl")
 	cfg.MinBackoff, cfg.MaxBackoff = 50*time.Millisecond, time.Second
 	stop := runSink(t, log, cfg)
-	waitFor(t, "file", func() bool { return cursorAt(cfg.CursorPath, "file") == 30 })
+	testkit.WaitFor(t, "file", func() bool { return cursorAt(cfg.CursorPath, "file") == 30 })
 	if err := stop(); err != nil { // while the webhook is still failing
 		t.Fatal(err)
 	}
@@ -334,7 +324,7 @@ func TestFileRecoversAfterCrash(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.File = filepath.Join(t.TempDir(), "audit.jsonl")
 	stop := runSink(t, log, cfg)
-	waitFor(t, "file", func() bool { return cursorAt(cfg.CursorPath, "file") == 20 })
+	testkit.WaitFor(t, "file", func() bool { return cursorAt(cfg.CursorPath, "file") == 20 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +344,7 @@ func TestFileRecoversAfterCrash(t *testing.T) {
 
 	emitN(t, log, 21, 10)
 	stop = runSink(t, log, cfg)
-	waitFor(t, "file", func() bool { return cursorAt(cfg.CursorPath, "file") == 30 })
+	testkit.WaitFor(t, "file", func() bool { return cursorAt(cfg.CursorPath, "file") == 30 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/storage/sqlite/sqlitetest"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // TestAuditSignedCheckpoints: auth signs checkpoints; the exported public
@@ -35,7 +38,7 @@ func TestAuditSignedCheckpoints(t *testing.T) {
 	}
 	// Wait for a checkpoint that signs the second user's creation (the
 	// sweeper signs one every tick here).
-	waitFor(t, "a checkpoint after user.create u2", func() bool {
+	testkit.WaitFor(t, "a checkpoint after user.create u2", func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Limit: audit.MaxLimit})
 		if err != nil {
 			t.Fatal(err)
@@ -58,7 +61,7 @@ func TestAuditSignedCheckpoints(t *testing.T) {
 			t.Fatalf("%v: %s", args, r)
 		}
 	}
-	waitFor(t, "a checkpoint in the sink file", func() bool {
+	testkit.WaitFor(t, "a checkpoint in the sink file", func() bool {
 		b, _ := os.ReadFile(sinkFile)
 		return strings.Contains(string(b), audit.Checkpoint)
 	})

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -17,6 +19,7 @@ import (
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // TestAuditTamperEvidence: altering one stored event makes `warden audit
@@ -61,10 +64,10 @@ func TestAuditTamperEvidence(t *testing.T) {
 			t.Fatalf("users add: %s", r)
 		}
 	}
-	waitFor(t, "three user.create events from tail -f", func() bool {
+	testkit.WaitFor(t, "three user.create events from tail -f", func() bool {
 		return strings.Count(tailOut.String(), `"event":"user.create"`) == 3
 	})
-	waitFor(t, "u3's user.create from tail -f -n 0", func() bool { return strings.Contains(tail0Out.String(), `"xu3"`) })
+	testkit.WaitFor(t, "u3's user.create from tail -f -n 0", func() bool { return strings.Contains(tail0Out.String(), `"xu3"`) })
 	cancel()
 	<-tailDone
 	<-tail0Done
@@ -109,7 +112,7 @@ func TestAuditTamperEvidence(t *testing.T) {
 		t.Fatalf("search without a match: %s", r)
 	}
 	// The sink file has every user.create, as JSON lines.
-	waitFor(t, "three user.create events in the sink file", func() bool {
+	testkit.WaitFor(t, "three user.create events in the sink file", func() bool {
 		b, _ := os.ReadFile(sinkFile)
 		return strings.Count(string(b), `"event":"user.create"`) == 3
 	})

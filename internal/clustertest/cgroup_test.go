@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/warden-sh/warden/internal/node"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // sleepers returns the pids of live `sleep ARG` processes.
@@ -60,13 +63,13 @@ func TestLockKillsDetachedProcesses(t *testing.T) {
 			t.Fatalf("ssh: %s", r)
 		}
 	}
-	waitFor(t, "the detached jobs running", func() bool {
+	testkit.WaitFor(t, "the detached jobs running", func() bool {
 		return len(sleepers(keptArg)) == 1 && len(sleepers(otherArg)) == 1
 	})
 
 	wait, arm := liveSession(t, sshArgs(cfg, osLogin+"@cg1",
 		"setsid sleep "+setsidArg+" </dev/null >/dev/null 2>&1 & nohup sleep "+nohupArg+" </dev/null >/dev/null 2>&1 & "+liveCommand))
-	waitFor(t, "the session's escaped processes running", func() bool {
+	testkit.WaitFor(t, "the session's escaped processes running", func() bool {
 		return len(sleepers(setsidArg)) == 1 && len(sleepers(nohupArg)) == 1
 	})
 	arm()
@@ -79,23 +82,23 @@ func TestLockKillsDetachedProcesses(t *testing.T) {
 		// (the nohup job gets SIGKILL after the hangup's grace): check
 		// that, and that what left the group survives, as documented.
 		t.Logf("session cgroups are unavailable here (%v): checking the process-group fallback", err)
-		waitFor(t, "the session's process group gone", func() bool { return len(sleepers(nohupArg)) == 0 })
+		testkit.WaitFor(t, "the session's process group gone", func() bool { return len(sleepers(nohupArg)) == 0 })
 		if len(sleepers(setsidArg)) != 1 || len(sleepers(keptArg)) != 1 || len(sleepers(otherArg)) != 1 {
 			t.Fatal("without cgroups, processes outside the session's group were expected to survive")
 		}
 		return
 	}
-	waitFor(t, "every process of the locked user gone", func() bool {
+	testkit.WaitFor(t, "every process of the locked user gone", func() bool {
 		return len(sleepers(setsidArg)) == 0 && len(sleepers(nohupArg)) == 0 && len(sleepers(keptArg)) == 0
 	})
 	if len(sleepers(otherArg)) != 1 {
 		t.Fatal("the lock on one user killed another user's job")
 	}
-	waitFor(t, "session.end with processes_killed", func() bool {
+	testkit.WaitFor(t, "session.end with processes_killed", func() bool {
 		r := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "escaper", "-o", "json")
 		return strings.Contains(r.Stdout, `"processes_killed":true`) && strings.Contains(r.Stdout, `"reason":"locked"`)
 	})
-	waitFor(t, "session.jobs_killed for the earlier session's job", func() bool {
+	testkit.WaitFor(t, "session.jobs_killed for the earlier session's job", func() bool {
 		r := c.Warden(admin, nil, "audit", "search", "--type", "session.jobs_killed", "-o", "json")
 		return strings.Contains(r.Stdout, `"user":"escaper"`) && strings.Contains(r.Stdout, `"processes":1`) &&
 			!strings.Contains(r.Stdout, "bystander")

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -13,6 +15,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/nodeagent"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // hostile retitles the terminal, clears it, starts a C1 CSI colour and
@@ -59,7 +62,7 @@ func TestTextViewsEscapeHostileValues(t *testing.T) {
 	admin := t.TempDir() // no profile: admin commands use the data directory's identity
 
 	// warden ls: the label, once the node has run its command.
-	waitFor(t, "hostile label", func() bool {
+	testkit.WaitFor(t, "hostile label", func() bool {
 		r := c.Warden(home, nil, "ls", "-o", "json")
 		var nodes []auth.Node
 		return r.Code == 0 && json.Unmarshal([]byte(r.Stdout), &nodes) == nil && len(nodes) == 1 && nodes[0].Labels["motd"] == hostile
@@ -93,7 +96,7 @@ func TestTextViewsEscapeHostileValues(t *testing.T) {
 	if r := c.Warden(home, nil, "ssh", osLogin+"@web1", "true '"+hostile+"'"); r.Code != 0 {
 		t.Fatalf("ssh: %s", r)
 	}
-	waitFor(t, "exec event", func() bool {
+	testkit.WaitFor(t, "exec event", func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.Exec})
 		return err == nil && len(evs) > 0
 	})

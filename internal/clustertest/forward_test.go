@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 const forwardingRole = `
@@ -47,7 +50,7 @@ func TestWardenSSHLocalForward(t *testing.T) {
 				"ssh", "-N", "-L", "0:" + echo, osLogin + "@web1"}, &cli.IO{In: strings.NewReader(""), Out: io.Discard, Err: stderr})
 		}()
 		re := regexp.MustCompile(`forwarding (127\.0\.0\.1:\d+) -> `)
-		waitFor(t, "the forward to listen", func() bool {
+		testkit.WaitFor(t, "the forward to listen", func() bool {
 			m := re.FindStringSubmatch(stderr.String())
 			if m != nil {
 				addr = m[1]
@@ -104,7 +107,7 @@ func TestWardenSSHLocalForward(t *testing.T) {
 		t.Fatalf("a refused forward carried %q", got)
 	}
 	conn.Close()
-	waitFor(t, "the node's reason on stderr", func() bool {
+	testkit.WaitFor(t, "the node's reason on stderr", func() bool {
 		return strings.Contains(stderr.String(), "port forwarding is not allowed by your roles")
 	})
 	cancel2()

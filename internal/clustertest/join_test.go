@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -15,6 +17,7 @@ import (
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 const joinRoles = `
@@ -256,7 +259,7 @@ func TestJoinSession(t *testing.T) {
 	cmd := startBackground(t, "ssh", sshArgs(c.SSHConfig(alice), osLogin+"@web1", liveCommand)...)
 	cmd.waitFor(t, "started")
 	var execID string
-	waitFor(t, "alice's command in sessions ls", func() bool {
+	testkit.WaitFor(t, "alice's command in sessions ls", func() bool {
 		var list []auth.LiveSession
 		_ = json.Unmarshal([]byte(c.Warden(bob, nil, "sessions", "ls", "-o", "json").Stdout), &list)
 		for _, s := range list {

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -10,6 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // liveCommand is the remote command of a live session: it says when it
@@ -24,7 +27,7 @@ func startLive(t *testing.T, args []string) (*bgProcess, error) {
 	p := startBackground(t, "ssh", args...)
 	code := 0
 	ended := false
-	waitFor(t, "the session to start", func() bool {
+	testkit.WaitFor(t, "the session to start", func() bool {
 		if strings.Contains(p.out.String(), "started") {
 			return true
 		}
@@ -94,7 +97,7 @@ func TestLocksEndLiveSessions(t *testing.T) {
 			wait, arm := liveSession(t, sshArgs(cfg, osLogin+"@prod1", liveCommand))
 			if tc.flag == "--user" {
 				// A command without a terminal is a live session too.
-				waitFor(t, "the command in sessions ls", func() bool {
+				testkit.WaitFor(t, "the command in sessions ls", func() bool {
 					r := c.Warden(admin, nil, "sessions", "ls")
 					return regexp.MustCompile(`contractor\s+` + osLogin + `\s+prod1\s+exec\s`).MatchString(r.Stdout)
 				})
@@ -115,7 +118,7 @@ func TestLocksEndLiveSessions(t *testing.T) {
 			}
 			// Access comes back by itself: no restart, no cache expiry
 			// (the retry covers the watch's delivery to the node).
-			waitFor(t, "ssh access after the unlock", func() bool {
+			testkit.WaitFor(t, "ssh access after the unlock", func() bool {
 				return Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@prod1", "true")...).Code == 0
 			})
 		})
@@ -141,13 +144,13 @@ func TestLocksEndLiveSessions(t *testing.T) {
 		}
 		// Node events reach auth after the node's short linger.
 		for _, typ := range []string{"exec", "session.end"} {
-			waitFor(t, typ+` with "reason":"locked"`, func() bool {
+			testkit.WaitFor(t, typ+` with "reason":"locked"`, func() bool {
 				r := c.Warden(admin, nil, "audit", "search", "--type", typ, "-o", "json")
 				return strings.Contains(r.Stdout, `"reason":"locked"`)
 			})
 		}
 		// Ended sessions leave the live list.
-		waitFor(t, "an empty session list", func() bool {
+		testkit.WaitFor(t, "an empty session list", func() bool {
 			r := c.Warden(admin, nil, "sessions", "ls", "-o", "json")
 			return r.Code == 0 && !strings.Contains(r.Stdout, `"user":"contractor"`)
 		})
@@ -354,7 +357,7 @@ func TestProxyCutsLockedConnections(t *testing.T) {
 					t.Fatalf("unlock: %s", r)
 				}
 				// The node takes the user back before the next try.
-				waitFor(t, "ssh access after the unlock", func() bool {
+				testkit.WaitFor(t, "ssh access after the unlock", func() bool {
 					return Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@cut1", "true")...).Code == 0
 				})
 				if metricValue(t, c, "warden_proxy_lock_disconnects_total") > before {
@@ -368,7 +371,7 @@ func TestProxyCutsLockedConnections(t *testing.T) {
 		})
 	}
 	// The cut is audited with its reason.
-	waitFor(t, "proxy.disconnect event", func() bool {
+	testkit.WaitFor(t, "proxy.disconnect event", func() bool {
 		r := c.Warden(admin, nil, "audit", "search", "--type", "proxy.disconnect", "--user", "mallory", "-o", "json", "--data-dir", c.DataDir)
 		return r.Code == 0 && strings.Contains(r.Stdout, `"reason":"locked"`) && strings.Contains(r.Stdout, "cut")
 	})

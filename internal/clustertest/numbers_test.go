@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // TestAuditKeepsCertificateSerials: a node's auth.attempt carries the
@@ -50,7 +53,7 @@ func TestAuditKeepsCertificateSerials(t *testing.T) {
 	if r := Run(t, nil, "ssh", c.bareSSHArgs(home, key, cert, "root@web1", "true")...); r.Code == 0 {
 		t.Fatalf("root allowed: %s", r)
 	}
-	waitFor(t, "auth.attempt", func() bool {
+	testkit.WaitFor(t, "auth.attempt", func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.AuthAttempt, User: "developer"})
 		return err == nil && len(evs) > 0
 	})

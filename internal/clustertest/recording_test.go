@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -10,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +23,7 @@ import (
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // waitRecording waits until the session's recording is complete on auth.
@@ -137,7 +141,7 @@ func TestRecordingEndToEnd(t *testing.T) {
 		t.Fatalf("play of an unknown session: %s", p)
 	}
 	// session.end carries the recording's length and hash.
-	waitFor(t, "session.end with the recording hash "+in.SHA256, func() bool {
+	testkit.WaitFor(t, "session.end with the recording hash "+in.SHA256, func() bool {
 		ev := c.Warden(admin, nil, "audit", "search", "--type", "session.end", "--user", "dev", "-o", "json")
 		return strings.Contains(ev.Stdout, in.SHA256)
 	})
@@ -167,7 +171,7 @@ func TestRecordingSurvivesAuthOutage(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	fmt.Fprintln(stdin, "echo before-outage-$((6*7))")
-	waitFor(t, "output before the outage", func() bool { return strings.Contains(out.String(), "before-outage-42") })
+	testkit.WaitFor(t, "output before the outage", func() bool { return strings.Contains(out.String(), "before-outage-42") })
 	c.Proc.Close()
 	fmt.Fprintln(stdin, "for i in 1 2 3; do echo during-outage-$i; sleep 1; done")
 	time.Sleep(30 * time.Second)
@@ -210,7 +214,7 @@ func nodeProcess(t *testing.T, c *Cluster, proxyAddr, name string) (start func(f
 		t.Fatalf("tokens add: %s", tok)
 	}
 	nodeDir = t.TempDir()
-	port = freePort(t)
+	port = strconv.Itoa(testkit.FreePort(t))
 	return func(first bool) *exec.Cmd {
 		args := []string{"start", "--services", "node", "--proxy", proxyAddr, "--name", name,
 			"--data-dir", nodeDir, "--node-listen", "127.0.0.1:" + port}
@@ -258,12 +262,12 @@ func TestRecordingSurvivesNodeKill(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	fmt.Fprintln(stdin, "echo recorded-before-kill")
-	waitFor(t, "the command's output", func() bool {
+	testkit.WaitFor(t, "the command's output", func() bool {
 		return strings.Contains(out.String(), "recorded-before-kill\r\n") && strings.Count(out.String(), "recorded-before-kill") >= 2
 	})
 	// The spool flushes what it buffered to its file: what is in the file
 	// survives kill -9.
-	waitFor(t, "the output in the node's spool file", func() bool {
+	testkit.WaitFor(t, "the output in the node's spool file", func() bool {
 		return strings.Count(readGlob(filepath.Join(nodeDir, "node", "spool", "*.cast")), "recorded-before-kill") >= 2
 	})
 	node.Process.Signal(syscall.SIGKILL)
@@ -308,7 +312,7 @@ func TestAuditSurvivesNodeKillDuringOutage(t *testing.T) {
 	}
 	// The exec event is emitted as the session closes, into the node's
 	// journal: what is in the file survives kill -9.
-	waitFor(t, "the exec event in the node's journal", func() bool {
+	testkit.WaitFor(t, "the exec event in the node's journal", func() bool {
 		return strings.Contains(readGlob(filepath.Join(nodeDir, "node", "events.journal")), marker)
 	})
 	node.Process.Signal(syscall.SIGKILL)
@@ -316,7 +320,7 @@ func TestAuditSurvivesNodeKillDuringOutage(t *testing.T) {
 
 	c2 := New(t, Options{NoNode: true, DataDir: dir, Proxy: service.ProxyConfig{Listen: addr}})
 	node = start(false)
-	waitFor(t, "the exec event from the outage", func() bool {
+	testkit.WaitFor(t, "the exec event from the outage", func() bool {
 		r := c2.Warden(t.TempDir(), nil, "audit", "search", "--type", "exec", "--user", "dev", "--text", marker, "-o", "json", "--data-dir", dir)
 		return r.Code == 0 && strings.Contains(r.Stdout, marker)
 	})

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -10,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // openSSHNoise is what OpenSSH says when a ProxyCommand gives it no
@@ -67,7 +70,7 @@ func TestProxyRefusalsReachOpenSSH(t *testing.T) {
 		check(t, r, "warden: the certificate is not signed by this Warden cluster (run warden login)", false)
 		expired := issueWithAuthority(t, c, key, osLogin, time.Second)
 		until := time.Unix(int64(readCert(t, expired).ValidBefore), 0)
-		waitFor(t, "the certificate to expire", func() bool { return time.Now().After(until) })
+		testkit.WaitFor(t, "the certificate to expire", func() bool { return time.Now().After(until) })
 		r = Run(t, nil, "ssh", sshArgs(jumpConfigWith(t, c, home, expired), "-J", "wjump", osLogin+"@prod1", "true")...)
 		check(t, r, "warden: your certificate has expired; run warden login", false)
 	})

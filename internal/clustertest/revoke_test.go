@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -17,6 +19,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // revokeRoles: ops may reach every node and request the auditor and
@@ -89,7 +92,7 @@ func wantSSHRefused(t *testing.T, what string, args []string, reason string) {
 // waitAudit waits for an audit event of type typ whose JSON contains want.
 func waitAudit(t *testing.T, c *Cluster, typ, want string) {
 	t.Helper()
-	waitFor(t, typ+" with "+want, func() bool {
+	testkit.WaitFor(t, typ+" with "+want, func() bool {
 		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: typ})
 		if err != nil {
 			return false

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -19,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +35,7 @@ import (
 	"github.com/warden-sh/warden/internal/cli"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -226,7 +230,7 @@ func ssoLogin(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA, user, password strin
 			"--sso", "corp", "--browser", "none"}, &cli.IO{In: strings.NewReader(""), Out: &out, Err: &errb})
 	}()
 	var authURL string
-	waitFor(t, "the sign-in URL", func() bool {
+	testkit.WaitFor(t, "the sign-in URL", func() bool {
 		m := regexp.MustCompile(`(?m)^\s+(http://\S+/authorize\?\S+)$`).FindStringSubmatch(errb.String())
 		if m != nil {
 			authURL = m[1]
@@ -461,7 +465,7 @@ spec:
   client_secret_file: %s
   redirect_url: https://%s/v1/sso/oidc/callback
   claims_to_roles: [{claim: groups, value: ops, roles: [access]}]
-`, freePort(t), secretFile, c.ProxyAddr()))
+`, strconv.Itoa(testkit.FreePort(t)), secretFile, c.ProxyAddr()))
 	res := c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "corp", "--browser", "none")
 	if res.Code == 0 || !strings.Contains(res.Stderr, `identity provider of connector "corp" is unreachable`) {
 		t.Fatalf("login --sso with the IdP down: %s", res)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package clustertest
 
 import (
@@ -6,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // TestStartIsReadyWhenThePortOpens: a script that waits for `warden
@@ -26,7 +30,7 @@ func TestStartIsReadyWhenThePortOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(data, 0o755) // whatever the umask
-	addr := "127.0.0.1:" + freePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(testkit.FreePort(t))
 	var out syncbuf.Buffer
 	cmd := exec.Command(WardenBinary, "start", "--data-dir", data, "--proxy-listen", addr, "--name", "ready1")
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -57,7 +61,7 @@ func TestStartIsReadyWhenThePortOpens(t *testing.T) {
 	}
 	// /readyz: 200 once every service runs (the node too).
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}, Timeout: 5 * time.Second}
-	waitFor(t, "200 from /readyz", func() bool {
+	testkit.WaitFor(t, "200 from /readyz", func() bool {
 		resp, err := hc.Get("https://" + addr + "/readyz")
 		if err != nil {
 			return false
@@ -65,7 +69,7 @@ func TestStartIsReadyWhenThePortOpens(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	waitFor(t, "the start banner", func() bool { return strings.Contains(out.String(), "data directory:    "+data) })
+	testkit.WaitFor(t, "the start banner", func() bool { return strings.Contains(out.String(), "data directory:    "+data) })
 	if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("data directory mode %v (%v), want 0700", fi.Mode(), err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 func TestBehindQueueRunsEveryJobInOrder(t *testing.T) {
@@ -22,11 +23,11 @@ func TestBehindQueueRunsEveryJobInOrder(t *testing.T) {
 			mu.Unlock()
 		})
 	}
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, "every job to run", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == n
-	}, "not every job ran", nil)
+	})
 	for i, v := range got {
 		if v != i {
 			t.Fatalf("job %d ran as number %d: %v", v, i, got)
@@ -34,11 +35,11 @@ func TestBehindQueueRunsEveryJobInOrder(t *testing.T) {
 	}
 	// The goroutine ends with the queue empty, and a later job starts it
 	// again.
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, "the queue's goroutine to end", func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		return !q.running
-	}, "the queue's goroutine did not end", nil)
+	})
 	done := make(chan struct{})
 	q.add(func() { close(done) })
 	<-done

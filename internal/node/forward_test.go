@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // echoServer echoes each connection until EOF, then closes it.
@@ -61,7 +62,7 @@ func TestPortForwarding(t *testing.T) {
 	t.Run("ssh -L permitted", func(t *testing.T) {
 		e := newEnv(t)
 		id := e.newIdentity(certOpts{principals: []string{login}})
-		lport := freePort(t)
+		lport := testkit.FreePort(t)
 		spec := "127.0.0.1:" + strconv.Itoa(lport) + ":" + echo.String()
 		// The forward lives as long as the remote command runs: until
 		// the test closes its input.
@@ -72,11 +73,11 @@ func TestPortForwarding(t *testing.T) {
 		done := make(chan result, 1)
 		go func() { done <- e.run(stdin, "ssh", args...) }()
 		var c net.Conn
-		waitFor(t, func() bool {
+		testkit.WaitFor(t, "the local forward to listen", func() bool {
 			var err error
 			c, err = net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(lport), time.Second)
 			return err == nil
-		}, "local forward listening", nil)
+		})
 		defer c.Close()
 		if _, err := io.WriteString(c, "hello -L\n"); err != nil {
 			t.Fatal(err)
@@ -149,16 +150,6 @@ func TestPortForwarding(t *testing.T) {
 		})
 		e.audit.wait(t, audit.PortForward, func(ev audit.Event) bool { return !ev.Success && ev.Fields["kind"] == "remote" })
 	})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func TestSessionEndsWhenCertificateExpires(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,28 +75,6 @@ func childCommand(t testing.TB) []string {
 		t.Fatalf("prepare child binary: %v", childErr)
 	}
 	return []string{childExe}
-}
-
-// testUser is an unprivileged OS account created for tests.
-const testUser = "wardentest"
-
-func ensureTestUser(t testing.TB) *user.User {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("these tests need root to switch users (running as uid %d)", os.Geteuid())
-	}
-	if u, err := user.Lookup(testUser); err == nil {
-		return u
-	}
-	out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", testUser).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "already exists") {
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	u, err := user.Lookup(testUser)
-	if err != nil {
-		t.Fatalf("lookup %s: %v", testUser, err)
-	}
-	return u
 }
 
 // recorder is an in-memory audit.Emitter.

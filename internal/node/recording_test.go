@@ -1,3 +1,5 @@
+//go:build integration
+
 package node
 
 import (
@@ -19,6 +21,7 @@ import (
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // spoolRecorder adapts a recording.Spool to Recorder, as the node agent's
@@ -197,7 +200,7 @@ func TestRecordingWithOpenSSH(t *testing.T) {
 	if start.Fields["recording"] != true {
 		t.Errorf("session.start fields %v", start.Fields)
 	}
-	waitFor(t, func() bool { return e.spool.Pending() == 0 }, "spool drained", nil)
+	testkit.WaitFor(t, "spool drained", func() bool { return e.spool.Pending() == 0 })
 }
 
 // TestRecordingShellResizeInput drives a shell: typed input (recorded),
@@ -224,14 +227,14 @@ func TestRecordingShellResizeInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(stdin, "echo typed-$((1+1))\n")
-	waitFor(t, func() bool { return strings.Contains(out.String(), "typed-2") }, "output %q", &out)
+	testkit.WaitFor(t, "output %q", func() bool { return strings.Contains(out.String(), "typed-2") }, &out)
 	if err := sess.WindowChange(50, 132); err != nil {
 		t.Fatal(err)
 	}
 	// The window change and the input travel apart (a request, then
 	// data): the shell waits for the new size to reach its terminal.
 	fmt.Fprintf(stdin, "until [ \"$(stty size)\" = \"50 132\" ]; do sleep 0.01; done; stty size; exit 0\n")
-	waitFor(t, func() bool { return strings.Contains(out.String(), "50 132") }, "new size in %q", &out)
+	testkit.WaitFor(t, "new size in %q", func() bool { return strings.Contains(out.String(), "50 132") }, &out)
 	if err := sess.Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +483,7 @@ func benchRecordingOverhead(b *testing.B, up recording.Uploader) {
 		off += run(RecordOff)
 		on += run(RecordBestEffort)
 		b.StopTimer()
-		waitFor(b, func() bool { return e.spool.Pending() == 0 }, "spool drained", nil)
+		testkit.WaitFor(b, "spool drained", func() bool { return e.spool.Pending() == 0 })
 		list, _ := e.store.List()
 		for _, in := range list {
 			e.store.Delete(in.SessionID)

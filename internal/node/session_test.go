@@ -11,13 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 func TestExecWithOpenSSH(t *testing.T) {
@@ -72,54 +71,6 @@ func TestExecWithOpenSSH(t *testing.T) {
 	}
 }
 
-func TestRunsAsRequestedUser(t *testing.T) {
-	u := ensureTestUser(t)
-	e := newEnv(t)
-	id := e.newIdentity(certOpts{principals: []string{testUser}})
-	r := e.ssh(id, testUser, nil, `whoami; echo "$HOME"; pwd; id -u; id -g`)
-	if r.code != 0 {
-		t.Fatalf("exit %d; stderr %q", r.code, r.stderr)
-	}
-	want := fmt.Sprintf("%s\n%s\n%s\n%s\n%s\n", testUser, u.HomeDir, u.HomeDir, u.Uid, u.Gid)
-	if r.stdout != want {
-		t.Errorf("stdout = %q, want %q", r.stdout, want)
-	}
-}
-
-func TestUnknownLoginRefused(t *testing.T) {
-	e := newEnv(t)
-	id := e.newIdentity(certOpts{principals: []string{"no-such-user-xyz"}})
-	r := e.ssh(id, "no-such-user-xyz", nil, "true")
-	if r.code != 255 || !strings.Contains(r.stderr, `login "no-such-user-xyz" does not exist on node "web1"`) {
-		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
-	}
-}
-
-func TestPTYWithOpenSSH(t *testing.T) {
-	ensureTestUser(t)
-	e := newEnv(t)
-	id := e.newIdentity(certOpts{principals: []string{testUser}})
-	r := e.ssh(id, testUser, []string{"-tt"}, `tty; echo "term=$TERM"; stty size; ls -l "$(tty)" | awk '{print $3}'; exit 7`)
-	if r.code != 7 {
-		t.Fatalf("exit %d, want 7; stdout %q stderr %q", r.code, r.stdout, r.stderr)
-	}
-	out := strings.ReplaceAll(r.stdout, "\r\n", "\n")
-	if !regexp.MustCompile(`(?m)^/dev/pts/\d+$`).MatchString(out) {
-		t.Errorf("no pty in output %q", out)
-	}
-	if !regexp.MustCompile(`(?m)^term=\S+$`).MatchString(out) || strings.Contains(out, "term=\n") {
-		t.Errorf("TERM not set: %q", out)
-	}
-	if !regexp.MustCompile(`(?m)^\d+ \d+$`).MatchString(out) {
-		t.Errorf("no size in output %q", out)
-	}
-	if !regexp.MustCompile(`(?m)^` + testUser + `$`).MatchString(out) {
-		t.Errorf("tty not owned by %s: %q", testUser, out)
-	}
-	e.audit.wait(t, audit.SessionStart, func(ev audit.Event) bool { return ev.Fields["tty"] == true })
-	e.audit.wait(t, audit.SessionEnd, func(ev audit.Event) bool { return ev.Fields["exit_code"] == 7 })
-}
-
 func TestPTYDenied(t *testing.T) {
 	e := newEnv(t)
 	e.setAuthz(func(ctx context.Context, req AuthzRequest) (*Permissions, error) {
@@ -153,51 +104,6 @@ func TestPTYDenied(t *testing.T) {
 	}
 }
 
-// TestInteractiveShell drives a login shell through a PTY with the
-// x/crypto/ssh client: window-change, input, exit status.
-func TestInteractiveShell(t *testing.T) {
-	ensureTestUser(t)
-	e := newEnv(t)
-	c := e.connect(t, testUser)
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	if err := sess.RequestPty("xterm", 40, 100, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out syncbuf.Buffer
-	sess.Stdout = &out
-	if err := sess.Shell(); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(stdin, "stty size; echo \"arg0=$0 term=$TERM\"\n")
-	waitFor(t, func() bool { return strings.Contains(out.String(), "40 100") }, "initial size in %q", &out)
-	if err := sess.WindowChange(50, 132); err != nil {
-		t.Fatal(err)
-	}
-	// The window change and the input travel apart (a request, then
-	// data): the shell waits for the new size to reach its terminal.
-	fmt.Fprintf(stdin, "until [ \"$(stty size)\" = \"50 132\" ]; do sleep 0.01; done; stty size; exit 5\n")
-	waitFor(t, func() bool { return strings.Contains(out.String(), "50 132") }, "new size in %q", &out)
-	err = sess.Wait()
-	var ee *ssh.ExitError
-	if !errors.As(err, &ee) || ee.ExitStatus() != 5 {
-		t.Fatalf("Wait: %v, want exit status 5", err)
-	}
-	s := out.String()
-	for _, want := range []string{"50 132", "arg0=-bash term=xterm"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("output %q lacks %q", s, want)
-		}
-	}
-}
-
 func TestSignalAndExitSignal(t *testing.T) {
 	e := newEnv(t)
 	login := currentLogin(t)
@@ -212,7 +118,7 @@ func TestSignalAndExitSignal(t *testing.T) {
 	if err := sess.Start("echo ready; exec sleep infinity"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") }, "ready in %q", &out)
+	testkit.WaitFor(t, "ready in %q", func() bool { return strings.Contains(out.String(), "ready") }, &out)
 	if err := sess.Signal(ssh.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +170,13 @@ func TestMaxSessionsPerConn(t *testing.T) {
 		}
 		sessions = append(sessions, s)
 	}
-	waitFor(t, func() bool { return e.srv.ActiveSessions() == 2 }, "ActiveSessions %v", nil)
+	testkit.WaitFor(t, "ActiveSessions == 2", func() bool { return e.srv.ActiveSessions() == 2 })
 	var oce *ssh.OpenChannelError
 	if _, err := c.NewSession(); !errors.As(err, &oce) || oce.Reason != ssh.ResourceShortage {
 		t.Fatalf("third session: %v, want resource shortage", err)
 	}
 	sessions[0].Close()
-	waitFor(t, func() bool { return e.srv.ActiveSessions() == 1 }, "ActiveSessions %v", nil)
+	testkit.WaitFor(t, "ActiveSessions == 1", func() bool { return e.srv.ActiveSessions() == 1 })
 	s, err := c.NewSession()
 	if err != nil {
 		t.Fatalf("session after close: %v", err)
@@ -292,7 +198,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	if err := sess.Start("echo ready; sleep infinity"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") }, "ready in %q", &out)
+	testkit.WaitFor(t, "ready in %q", func() bool { return strings.Contains(out.String(), "ready") }, &out)
 	if err := e.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -301,20 +207,6 @@ func TestCloseEndsSessions(t *testing.T) {
 	}
 	if n := e.srv.ActiveSessions(); n != 0 {
 		t.Errorf("ActiveSessions = %d after Close", n)
-	}
-}
-
-func waitFor(t testing.TB, cond func() bool, msg string, arg fmt.Stringer) {
-	t.Helper()
-	deadline := patience.Deadline(t)
-	for !cond() {
-		if time.Now().After(deadline) {
-			if arg != nil {
-				t.Fatalf("timed out waiting: "+msg, arg.String())
-			}
-			t.Fatalf("timed out waiting: %s", msg)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -356,7 +248,7 @@ func TestLiveSessionsHoldNoThreads(t *testing.T) {
 		if err := s.Start("echo ready; exec sleep infinity"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") }, "ready in %q", &out)
+		testkit.WaitFor(t, "ready in %q", func() bool { return strings.Contains(out.String(), "ready") }, &out)
 	}
 	if grown := osThreads(t) - before; grown >= n/2 {
 		t.Errorf("%d live sessions took %d more OS threads", n, grown)
@@ -373,7 +265,7 @@ func TestLiveSessionsHoldNoThreads(t *testing.T) {
 	for _, s := range sessions[1:] {
 		s.Close()
 	}
-	waitFor(t, func() bool { return e.srv.ActiveSessions() == 0 }, "ActiveSessions %v", nil)
+	testkit.WaitFor(t, "ActiveSessions == 0", func() bool { return e.srv.ActiveSessions() == 0 })
 }
 
 // osThreads is the number of this process's OS threads.

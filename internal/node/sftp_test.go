@@ -1,3 +1,5 @@
+//go:build integration
+
 package node
 
 import (
@@ -206,24 +208,5 @@ func TestFileTransferDenied(t *testing.T) {
 	// Plain commands still work.
 	if r := e.ssh(id, testUser, nil, "echo ok"); r.stdout != "ok\n" {
 		t.Errorf("exec: %+v", r)
-	}
-}
-
-func TestParseSFTPReport(t *testing.T) {
-	tests := []struct {
-		line string
-		ok   bool
-	}{
-		{`{"op":"open","path":"/a","read":1,"write":2}`, true},
-		{`{"op":"mkdir","path":"/d","error":"exists"}`, true},
-		{`{"op":"open","path":"/a","read":-1}`, false},
-		{`{"op":"exec","path":"/a"}`, false},
-		{`not json`, false},
-	}
-	for _, tc := range tests {
-		_, err := parseSFTPReport([]byte(tc.line))
-		if (err == nil) != tc.ok {
-			t.Errorf("parseSFTPReport(%s) err=%v, want ok=%v", tc.line, err, tc.ok)
-		}
 	}
 }

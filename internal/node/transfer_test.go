@@ -133,3 +133,22 @@ func FuzzFileTransferCommand(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSFTPReport(t *testing.T) {
+	tests := []struct {
+		line string
+		ok   bool
+	}{
+		{`{"op":"open","path":"/a","read":1,"write":2}`, true},
+		{`{"op":"mkdir","path":"/d","error":"exists"}`, true},
+		{`{"op":"open","path":"/a","read":-1}`, false},
+		{`{"op":"exec","path":"/a"}`, false},
+		{`not json`, false},
+	}
+	for _, tc := range tests {
+		_, err := parseSFTPReport([]byte(tc.line))
+		if (err == nil) != tc.ok {
+			t.Errorf("parseSFTPReport(%s) err=%v, want ok=%v", tc.line, err, tc.ok)
+		}
+	}
+}

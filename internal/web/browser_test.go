@@ -1,3 +1,5 @@
+//go:build integration
+
 package web_test
 
 import (
@@ -233,32 +235,6 @@ func (b *browser) signin(u *clustertest.User) {
 	b.fill("#otp", u.NextOTP(b.t))
 	b.submit("#signin")
 }
-
-const roles = `
-kind: role
-metadata: {name: dev}
-spec:
-  allow:
-    logins: ['{{internal.logins}}']
-    node_labels: {env: dev}
-    request:
-      roles: [prod-admin]
-      max_duration: 1h
-      reason_required: true
----
-kind: role
-metadata: {name: prod-admin}
-spec:
-  allow:
-    logins: ['{{internal.logins}}']
-    node_labels: {env: prod}
----
-kind: role
-metadata: {name: reviewer}
-spec:
-  allow:
-    review_requests: {roles: ['prod-*']}
-`
 
 // xss is the attempt every user-controlled string makes.
 const xss = `<script>window.__xss=1</script>"onmouseover="window.__xss=2" <img src=x onerror="window.__xss=3">`

@@ -1,3 +1,5 @@
+//go:build integration
+
 package sshclient
 
 import (
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/testkit"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -29,17 +32,17 @@ func TestDialVerifiesHostCertificate(t *testing.T) {
 		now      func() time.Time
 		wantErr  string // "" means the connection must work
 	}{
-		{name: "signed cert for the name", addr: good.addr, hostName: testHostName},
-		{name: "empty host name accepts any principal", addr: good.addr, hostName: ""},
-		{name: "plain host key", addr: plain.addr, hostName: testHostName,
+		{name: "signed cert for the name", addr: good.Addr, hostName: testHostName},
+		{name: "empty host name accepts any principal", addr: good.Addr, hostName: ""},
+		{name: "plain host key", addr: plain.Addr, hostName: testHostName,
 			wantErr: "host key for " + testHostName + " is not signed by the cluster's host CA"},
-		{name: "plain host key without host name", addr: plain.addr,
-			wantErr: "host key for " + plain.addr + " is not signed by the cluster's host CA"},
-		{name: "host cert from another CA", addr: foreign.addr, hostName: testHostName,
+		{name: "plain host key without host name", addr: plain.Addr,
+			wantErr: "host key for " + plain.Addr + " is not signed by the cluster's host CA"},
+		{name: "host cert from another CA", addr: foreign.Addr, hostName: testHostName,
 			wantErr: "host key for " + testHostName + " is not signed by the cluster's host CA"},
-		{name: "cert for another name", addr: good.addr, hostName: "node2.example.test",
+		{name: "cert for another name", addr: good.Addr, hostName: "node2.example.test",
 			wantErr: "host certificate of node2.example.test is not valid: it is issued for other names"},
-		{name: "expired host cert", addr: good.addr, hostName: testHostName,
+		{name: "expired host cert", addr: good.Addr, hostName: testHostName,
 			now:     func() time.Time { return time.Now().Add(2 * time.Hour) },
 			wantErr: "host certificate of " + testHostName + " is not valid: cert has expired"},
 	}
@@ -106,7 +109,7 @@ func TestDialPermissionDenied(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			client, err := Dial(context.Background(), Config{
-				User: login, Addr: srv.addr, Signer: tt.signer,
+				User: login, Addr: srv.Addr, Signer: tt.signer,
 				HostCAs: []ssh.PublicKey{hostCA.pub()}, HostName: testHostName, Timeout: patience.Left(t),
 			})
 			if err == nil {
@@ -134,7 +137,7 @@ func TestDialPermissionDenied(t *testing.T) {
 func TestDialUnreachable(t *testing.T) {
 	t.Parallel()
 	ca := newTestCA(t)
-	port := freePort(t) // nothing listens here any more
+	port := testkit.FreePort(t) // nothing listens here any more
 	_, err := Dial(context.Background(), Config{
 		User: "u", Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Signer: ca.userSigner(t, "u"),
 		HostCAs: []ssh.PublicKey{ca.pub()}, HostName: "n1", Timeout: 5 * time.Second,

@@ -1,27 +1,20 @@
+//go:build integration
+
 package sshclient
 
 import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"os/user"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/patience"
-	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
 )
-
-const sshdPath = "/usr/sbin/sshd"
 
 // testCA is an ed25519 SSH certificate authority for tests.
 type testCA struct {
@@ -95,123 +88,23 @@ type sshdOptions struct {
 	banner    string   // sent before authentication when set
 }
 
-type sshdServer struct {
-	addr   string
-	stderr *syncbuf.Buffer
-}
-
-// startSSHD runs /usr/sbin/sshd in the foreground on a free loopback port
-// with a config in a temp dir, and stops it when the test ends.
-func startSSHD(t *testing.T, o sshdOptions) *sshdServer {
+// startSSHD runs a real OpenSSH server (testkit.StartSSHD) with o's CAs.
+// Its log is verbose, sessions get a clean HOME (the test login may be
+// root, whose shell rc files on a developer machine, pyenv and the like,
+// write to stderr), and WARDEN_TEST_* variables pass through.
+func startSSHD(t *testing.T, o sshdOptions) *testkit.SSHD {
 	t.Helper()
-	if _, err := os.Stat(sshdPath); err != nil {
-		t.Fatalf("%s not found: these tests need the real OpenSSH server; install it with `apt-get install -y openssh-server` (%v)", sshdPath, err)
-	}
-	// sshd refuses to start without its privilege separation directory.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatalf("create /run/sshd: %v", err)
-	}
-	dir := t.TempDir()
-	write := func(name, content string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-
-	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(hostPriv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostKeyPath := write("host_ed25519", string(pem.EncodeToMemory(block)), 0o600)
-	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	port := freePort(t)
-	cfg := []string{
-		fmt.Sprintf("ListenAddress 127.0.0.1:%d", port),
-		"HostKey " + hostKeyPath,
-		"TrustedUserCAKeys " + write("user_ca.pub", string(ssh.MarshalAuthorizedKey(o.userCA.pub())), 0o644),
-		"AuthorizedKeysFile none",
-		"AuthorizedPrincipalsFile none",
-		"PubkeyAuthentication yes",
-		"PasswordAuthentication no",
-		"KbdInteractiveAuthentication no",
-		"UsePAM no",
-		"StrictModes no",
-		"PermitRootLogin prohibit-password",
-		"PidFile " + filepath.Join(dir, "sshd.pid"),
-		"Subsystem sftp internal-sftp",
-		"AcceptEnv WARDEN_TEST_*",
-		"LogLevel VERBOSE",
-		"MaxSessions 64",
-		// The test login may be root, whose shell rc files on a developer
-		// machine (pyenv and the like) write to stderr: give sessions a
-		// clean HOME.
-		"SetEnv HOME=" + dir,
+	opts := testkit.SSHDOptions{
+		UserCAs: []ssh.PublicKey{o.userCA.pub()},
+		Banner:  o.banner,
+		Config:  []string{"LogLevel VERBOSE", "MaxSessions 64", "AcceptEnv WARDEN_TEST_*", "SetEnv HOME=" + t.TempDir()},
 	}
 	if o.hostCA != nil {
-		cert := o.hostCA.sign(t, hostSigner.PublicKey(), ssh.HostCert, o.hostNames, time.Hour)
-		cfg = append(cfg, "HostCertificate "+write("host_ed25519-cert.pub", string(ssh.MarshalAuthorizedKey(cert)), 0o644))
-	}
-	if o.banner != "" {
-		cfg = append(cfg, "Banner "+write("banner", o.banner+"\n", 0o644))
-	}
-	cfgPath := write("sshd_config", strings.Join(cfg, "\n")+"\n", 0o644)
-
-	srv := &sshdServer{addr: fmt.Sprintf("127.0.0.1:%d", port), stderr: &syncbuf.Buffer{}}
-	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfgPath)
-	cmd.Stdout, cmd.Stderr = srv.stderr, srv.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start sshd: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", srv.stderr.String())
+		opts.HostCert = func(key ssh.PublicKey) (*ssh.Certificate, error) {
+			return o.hostCA.sign(t, key, ssh.HostCert, o.hostNames, time.Hour), nil
 		}
-	})
-
-	deadline := patience.Deadline(t)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited at start:\n%s", srv.stderr.String())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", srv.addr, time.Second)
-		if err == nil {
-			c.Close()
-			return srv
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not listen on %s: %v\n%s", srv.addr, err, srv.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testkit.StartSSHD(t, opts)
 }
 
 func currentLogin(t *testing.T) string {
@@ -226,7 +119,7 @@ func currentLogin(t *testing.T) string {
 // cluster is a user CA, a host CA and an sshd trusting them.
 type cluster struct {
 	userCA, hostCA *testCA
-	srv            *sshdServer
+	srv            *testkit.SSHD
 	login          string
 }
 
@@ -242,7 +135,7 @@ func newCluster(t *testing.T) *cluster {
 func (c *cluster) config(t *testing.T) Config {
 	return Config{
 		User:     c.login,
-		Addr:     c.srv.addr,
+		Addr:     c.srv.Addr,
 		Signer:   c.userCA.userSigner(t, c.login),
 		HostCAs:  []ssh.PublicKey{c.hostCA.pub()},
 		HostName: testHostName,
@@ -254,7 +147,7 @@ func (c *cluster) dial(t *testing.T) *ssh.Client {
 	t.Helper()
 	client, err := Dial(context.Background(), c.config(t))
 	if err != nil {
-		t.Fatalf("Dial: %v\nsshd log:\n%s", err, c.srv.stderr.String())
+		t.Fatalf("Dial: %v\nsshd log:\n%s", err, c.srv.Log.String())
 	}
 	t.Cleanup(func() { client.Close() })
 	return client
