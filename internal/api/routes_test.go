@@ -343,7 +343,7 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 		t.Errorf("connector: %+v", got)
 	}
 	e.call(open, "POST", "/v1/sso/oidc/begin", wire.SSOBeginRequest{Connector: "nope", PublicKey: pub, ClientRedirect: "http://127.0.0.1:1/cb"}, http.StatusNotFound)
-	e.call(open, "GET", "/v1/sso/oidc/callback?state=unknown&code=x", nil, http.StatusUnauthorized) // unknown state
+	e.call(open, "GET", "/v1/sso/oidc/callback?state=unknown&code=x", nil, http.StatusUnauthorized)                            // unknown state
 	e.call(open, "POST", "/v1/sso/oidc/result", wire.SSOResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest) // bad login id
 	e.call(admin, "DELETE", "/v1/connectors/oidc/corp", nil, http.StatusOK)
 	e.call(admin, "GET", "/v1/connectors/oidc/corp", nil, http.StatusNotFound)
