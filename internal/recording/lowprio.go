@@ -10,9 +10,8 @@ import (
 // SHA-256 and the copy into the page cache) on a few OS threads at the
 // lowest CPU priority, so that a session's own work (its PTY, its SSH
 // channel, the proxy) always goes first and recording uses what CPU is
-// left. On this project's 2-core test machine it raised a bulk session's
-// throughput with recording from 0.87-0.91 of that without recording to
-// 0.94-0.96 (BenchmarkRecording, all-in-one). Work on these threads yields
+// left (BenchmarkRecording measures a bulk session with recording on
+// against off; bench/run.sh prints the ratio). Work on these threads yields
 // its P between short steps (SpoolRecording.writeSteps), else a thread the
 // OS set aside would hold one of the runtime's Ps from the sessions.
 //
