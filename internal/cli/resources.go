@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -117,14 +118,8 @@ func newGetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			var roles []*policy.Role
-			if len(args) == 2 {
-				r, err := c.GetRole(cmd.Context(), args[1])
-				if err != nil {
-					return err
-				}
-				roles = []*policy.Role{r}
-			} else if roles, err = c.ListRoles(cmd.Context()); err != nil {
+			roles, err := oneOrAll(cmd.Context(), args[1:], c.GetRole, c.ListRoles)
+			if err != nil {
 				return err
 			}
 			switch format {
@@ -262,6 +257,20 @@ func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, error) {
 	return []byte(rest), conns, nil
 }
 
+// oneOrAll gets the resource named by args (one name), or lists them all
+// (no name).
+func oneOrAll[T any](ctx context.Context, args []string, get func(context.Context, string) (T, error),
+	list func(context.Context) ([]T, error)) ([]T, error) {
+	if len(args) == 1 {
+		one, err := get(ctx, args[0])
+		if err != nil {
+			return nil, err
+		}
+		return []T{one}, nil
+	}
+	return list(ctx)
+}
+
 // getConnectors shows OIDC connectors: their secret is never here, only
 // where auth reads it.
 func getConnectors(cmd *cobra.Command, g *globals, args []string, format string) error {
@@ -270,14 +279,8 @@ func getConnectors(cmd *cobra.Command, g *globals, args []string, format string)
 		return err
 	}
 	defer c.Close()
-	var conns []*wire.OIDCConnector
-	if len(args) == 1 {
-		conn, err := c.GetConnector(cmd.Context(), args[0])
-		if err != nil {
-			return err
-		}
-		conns = []*wire.OIDCConnector{conn}
-	} else if conns, err = c.ListConnectors(cmd.Context()); err != nil {
+	conns, err := oneOrAll(cmd.Context(), args, c.GetConnector, c.ListConnectors)
+	if err != nil {
 		return err
 	}
 	switch format {

@@ -109,15 +109,7 @@ func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) 
 		}
 		return nil, err
 	}
-	p := &Profile{Proxy: opt.Proxy, Cluster: resp.Cluster, User: resp.User, Roles: resp.Roles, Logins: resp.Logins,
-		Expires: resp.Expires, dir: dir}
-	if ping, err := c.Ping(ctx); err == nil {
-		p.CAFingerprint = ping.TLSCAFingerprint
-	}
-	if err := save(dir, p, keyPEM, pub, resp); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return saveLogin(ctx, c, dir, opt.Proxy, keyPEM, pub, resp)
 }
 
 // CompleteSignup completes a signup begun with c (a client from
@@ -138,15 +130,7 @@ func CompleteSignup(ctx context.Context, c *api.Client, dir, proxy, token, passw
 	if resp == nil {
 		return nil, errors.New("signup complete, but the cluster returned no certificates: log in with warden login")
 	}
-	p := &Profile{Proxy: proxy, Cluster: resp.Cluster, User: resp.User, Roles: resp.Roles, Logins: resp.Logins,
-		Expires: resp.Expires, dir: dir}
-	if ping, err := c.Ping(ctx); err == nil {
-		p.CAFingerprint = ping.TLSCAFingerprint
-	}
-	if err := save(dir, p, keyPEM, pub, resp); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return saveLogin(ctx, c, dir, proxy, keyPEM, pub, resp)
 }
 
 // AdminClient returns an API client for administrative commands: the local

@@ -3,6 +3,7 @@
 package client
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -176,6 +177,21 @@ func Logout(dir string) error {
 }
 
 // save writes the profile and its key material (all 0600, dir 0700).
+// saveLogin saves the profile of a login (resp, for the key pair keyPEM and
+// pub) through proxy in dir, with the pin of the cluster c reached, and
+// returns it.
+func saveLogin(ctx context.Context, c *api.Client, dir, proxy string, keyPEM []byte, pub ssh.PublicKey, resp *wire.LoginResponse) (*Profile, error) {
+	p := &Profile{Proxy: proxy, Cluster: resp.Cluster, User: resp.User, Roles: resp.Roles, Logins: resp.Logins,
+		Expires: resp.Expires, dir: dir}
+	if ping, err := c.Ping(ctx); err == nil {
+		p.CAFingerprint = ping.TLSCAFingerprint
+	}
+	if err := save(dir, p, keyPEM, pub, resp); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 func save(dir string, p *Profile, keyPEM []byte, pub ssh.PublicKey, resp *wire.LoginResponse) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -96,13 +96,5 @@ func LoginSSO(ctx context.Context, dir string, opt SSOOptions) (*Profile, error)
 	if err != nil {
 		return nil, fmt.Errorf("login failed: %v", err)
 	}
-	p := &Profile{Proxy: opt.Proxy, Cluster: resp.Cluster, User: resp.User, Roles: resp.Roles, Logins: resp.Logins,
-		Expires: resp.Expires, dir: dir}
-	if ping, err := c.Ping(ctx); err == nil {
-		p.CAFingerprint = ping.TLSCAFingerprint
-	}
-	if err := save(dir, p, keyPEM, pub, resp); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return saveLogin(ctx, c, dir, opt.Proxy, keyPEM, pub, resp)
 }
