@@ -97,6 +97,11 @@ func ParseHost(s string) (Target, error) {
 	if host == "" {
 		return t, errors.New("empty target")
 	}
+	// A colon left in the host is an IPv6 address's ("[::1]:22") or an
+	// error: names, ids and labels have none, and String must read back.
+	if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+		return t, fmt.Errorf("target %q is not a node name, id, label or address", s)
+	}
 	if k, v, ok := strings.Cut(host, "="); ok {
 		if k == "" || v == "" || strings.Contains(v, "=") {
 			return t, fmt.Errorf("label target %q must look like key=value", host)
