@@ -20,7 +20,6 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/recording"
-	"github.com/warden-sh/warden/internal/syncbuf"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -209,32 +208,16 @@ func TestRecordingShellResizeInput(t *testing.T) {
 	ensureTestUser(t)
 	e := newRecordingEnv(t, "", true)
 	c := e.connect(t, testUser)
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	if err := sess.RequestPty("vt100", 40, 100, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out syncbuf.Buffer
-	sess.Stdout = &out
-	if err := sess.Shell(); err != nil {
-		t.Fatal(err)
-	}
+	sess, stdin, out := ptyShell(t, c, "vt100")
 	fmt.Fprintf(stdin, "echo typed-$((1+1))\n")
-	testkit.WaitFor(t, "output %q", func() bool { return strings.Contains(out.String(), "typed-2") }, &out)
+	testkit.WaitFor(t, "output %q", func() bool { return strings.Contains(out.String(), "typed-2") }, out)
 	if err := sess.WindowChange(50, 132); err != nil {
 		t.Fatal(err)
 	}
 	// The window change and the input travel apart (a request, then
 	// data): the shell waits for the new size to reach its terminal.
 	fmt.Fprintf(stdin, "until [ \"$(stty size)\" = \"50 132\" ]; do sleep 0.01; done; stty size; exit 0\n")
-	testkit.WaitFor(t, "new size in %q", func() bool { return strings.Contains(out.String(), "50 132") }, &out)
+	testkit.WaitFor(t, "new size in %q", func() bool { return strings.Contains(out.String(), "50 132") }, out)
 	if err := sess.Wait(); err != nil {
 		t.Fatal(err)
 	}

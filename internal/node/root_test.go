@@ -5,6 +5,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -97,33 +98,17 @@ func TestInteractiveShell(t *testing.T) {
 	ensureTestUser(t)
 	e := newEnv(t)
 	c := e.connect(t, testUser)
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	if err := sess.RequestPty("xterm", 40, 100, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out syncbuf.Buffer
-	sess.Stdout = &out
-	if err := sess.Shell(); err != nil {
-		t.Fatal(err)
-	}
+	sess, stdin, out := ptyShell(t, c, "xterm")
 	fmt.Fprintf(stdin, "stty size; echo \"arg0=$0 term=$TERM\"\n")
-	testkit.WaitFor(t, "initial size in %q", func() bool { return strings.Contains(out.String(), "40 100") }, &out)
+	testkit.WaitFor(t, "initial size in %q", func() bool { return strings.Contains(out.String(), "40 100") }, out)
 	if err := sess.WindowChange(50, 132); err != nil {
 		t.Fatal(err)
 	}
 	// The window change and the input travel apart (a request, then
 	// data): the shell waits for the new size to reach its terminal.
 	fmt.Fprintf(stdin, "until [ \"$(stty size)\" = \"50 132\" ]; do sleep 0.01; done; stty size; exit 5\n")
-	testkit.WaitFor(t, "new size in %q", func() bool { return strings.Contains(out.String(), "50 132") }, &out)
-	err = sess.Wait()
+	testkit.WaitFor(t, "new size in %q", func() bool { return strings.Contains(out.String(), "50 132") }, out)
+	err := sess.Wait()
 	var ee *ssh.ExitError
 	if !errors.As(err, &ee) || ee.ExitStatus() != 5 {
 		t.Fatalf("Wait: %v, want exit status 5", err)
@@ -134,4 +119,27 @@ func TestInteractiveShell(t *testing.T) {
 			t.Errorf("output %q lacks %q", s, want)
 		}
 	}
+}
+
+// ptyShell starts a shell with a 40x100 terminal of type term (no echo) on
+// c, closed when the test ends; its output goes to out.
+func ptyShell(t *testing.T, c *ssh.Client, term string) (sess *ssh.Session, stdin io.WriteCloser, out *syncbuf.Buffer) {
+	t.Helper()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	if err := sess.RequestPty(term, 40, 100, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if stdin, err = sess.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out = &syncbuf.Buffer{}
+	sess.Stdout = out
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	return sess, stdin, out
 }
