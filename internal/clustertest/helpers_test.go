@@ -3,6 +3,8 @@
 package clustertest
 
 import (
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/idfile"
 	"io"
 	"strings"
 	"testing"
@@ -37,4 +39,24 @@ func directArgs(home, addr, nodeID string, rest ...string) []string {
 
 func serviceProxyMetrics(addr string) service.ProxyConfig {
 	return service.ProxyConfig{MetricsAddr: addr}
+}
+
+// nodeClient is an API client with the identity of a node, id, closed when
+// the test ends.
+func nodeClient(t *testing.T, c *Cluster, id *idfile.File) *api.Client {
+	t.Helper()
+	cert, err := id.TLSCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := id.RootCAs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := api.NewClient(api.ClientConfig{Addr: c.ProxyAddr(), RootCAs: pool, Certificate: cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

@@ -147,19 +147,7 @@ func rogueNode(t *testing.T, c *Cluster, name string) (*api.Client, string) {
 	}
 	id := &idfile.File{Kind: "node", NodeID: resp.NodeID, NodeName: name, PrivateKey: keyPEM,
 		SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA}
-	cert, err := id.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := id.RootCAs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := api.NewClient(api.ClientConfig{Addr: c.ProxyAddr(), RootCAs: pool, Certificate: cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := nodeClient(t, c, id)
 	return nc, resp.NodeID
 }
 

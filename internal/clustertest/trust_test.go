@@ -148,19 +148,7 @@ func TestNodeCannotForgeAuditEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := id.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := id.RootCAs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := api.NewClient(api.ClientConfig{Addr: c.ProxyAddr(), RootCAs: pool, Certificate: cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := nodeClient(t, c, id)
 	past := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
 	err = nc.EmitEvents(ctx, []audit.Event{
 		{ID: "forged-login", Event: audit.UserLogin, Code: "L001I", User: "admin", RemoteAddr: "10.0.0.1", Success: true, Time: past},
