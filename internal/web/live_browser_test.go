@@ -40,15 +40,7 @@ spec:
 // and sees its output from then on, cannot type into it, and is listed as
 // a participant.
 func TestBrowserLiveSessions(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("no OpenSSH client (apt-get install openssh-client)")
-	}
-	needWardenBinary(t)
-	c := clustertest.New(t, clustertest.Options{NodeLabels: map[string]string{"env": "dev"}})
-	c.ApplyRoles(liveRoles)
-	clustertest.EnsureOSUser(t, "erin")
-	erin := c.AddUser("erin", []string{"dev"}, []string{"erin"})
-	mentor := c.AddUser("mona", []string{"mentor"}, nil)
+	c, erin, mentor := liveCluster(t)
 
 	home := c.Login(erin)
 	cmd := exec.Command("ssh", "-F", c.SSHConfig(home), "-o", "BatchMode=yes", "-tt", "erin@node1")
@@ -146,4 +138,18 @@ func waitSession(t *testing.T, c *clustertest.Cluster, user string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// liveCluster starts a cluster with liveRoles and a node labelled env=dev,
+// with erin (role dev, OS login erin) and mona (role mentor).
+func liveCluster(t *testing.T) (c *clustertest.Cluster, erin, mentor *clustertest.User) {
+	t.Helper()
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("no OpenSSH client (apt-get install openssh-client)")
+	}
+	needWardenBinary(t)
+	c = clustertest.New(t, clustertest.Options{NodeLabels: map[string]string{"env": "dev"}})
+	c.ApplyRoles(liveRoles)
+	clustertest.EnsureOSUser(t, "erin")
+	return c, c.AddUser("erin", []string{"dev"}, []string{"erin"}), c.AddUser("mona", []string{"mentor"}, nil)
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
-	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
@@ -22,15 +21,7 @@ import (
 // message; another session of the same user lives on; the lock and the
 // session's end are audited; a user without the lock right is refused.
 func TestBrowserTerminateSession(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("no OpenSSH client (apt-get install openssh-client)")
-	}
-	needWardenBinary(t)
-	c := clustertest.New(t, clustertest.Options{NodeLabels: map[string]string{"env": "dev"}})
-	c.ApplyRoles(liveRoles)
-	clustertest.EnsureOSUser(t, "erin")
-	erin := c.AddUser("erin", []string{"dev"}, []string{"erin"})
-	mentor := c.AddUser("mona", []string{"mentor"}, nil)
+	c, erin, mentor := liveCluster(t)
 	root := c.AddUser("root", []string{"admin"}, nil)
 
 	home := c.Login(erin)
