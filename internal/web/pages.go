@@ -245,7 +245,12 @@ func (h *Handler) reviewRequest(w http.ResponseWriter, r *http.Request, s *sessi
 
 type auditData struct {
 	Filter url.Values
-	Events []audit.Event
+	// Export links download the filtered set (JSON lines, CSV).
+	Export exportURLs
+	// Verify is the chain check's result, when asked for (verify=1).
+	Verify      *audit.VerifyResult
+	VerifyError string
+	Events      []audit.Event
 	// Next is the link to the following page (events after the last one).
 	Next string
 }
@@ -259,20 +264,17 @@ const timeLayout = "2006-01-02T15:04"
 func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
 	f := r.URL.Query()
 	v := h.view(s, "Audit log", "audit", nil)
-	q := audit.Query{User: f.Get("user"), Type: f.Get("type"), Node: f.Get("node"), Text: f.Get("text"), Limit: pageSize + 1}
-	for name, dst := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
-		if t := f.Get(name); t != "" {
-			tt, err := time.Parse(timeLayout, t)
-			if err != nil {
-				v.Error = "Times look like 2026-11-30T14:05 (UTC)."
-			}
-			*dst = tt
-		}
+	q, qerr := auditFilter(f)
+	if qerr != "" {
+		v.Error = qerr
 	}
+	q.Limit = pageSize + 1
 	q.AfterSeq, _ = strconv.ParseInt(f.Get("after"), 10, 64)
 	q.BeforeSeq, _ = strconv.ParseInt(f.Get("before"), 10, 64)
-	q.Newest = f.Get("order") != "oldest"
-	d := auditData{Filter: f}
+	d := auditData{Filter: f, Export: exportLinks(f)}
+	if f.Get("verify") != "" {
+		d.Verify, d.VerifyError = h.verifyAudit(r, c)
+	}
 	if v.Error == "" {
 		evs, err := h.auth.SearchAudit(r.Context(), c, q)
 		if err != nil {
