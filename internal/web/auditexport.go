@@ -67,7 +67,7 @@ func (h *Handler) auditExport(w http.ResponseWriter, r *http.Request, s *session
 		h.renderError(w, r, s, http.StatusBadRequest, "The export format is jsonl or csv.")
 		return
 	}
-	q.Limit = audit.MaxLimit
+	q.Limit = exportPage
 	page, err := h.auth.SearchAudit(r.Context(), c, q)
 	if err != nil {
 		h.renderError(w, r, s, statusOf(err), h.message(err))
@@ -127,6 +127,9 @@ func (h *Handler) auditExport(w http.ResponseWriter, r *http.Request, s *session
 		h.log.Warn("web: audit export", "err", err)
 	}
 }
+
+// exportPage is the events an export reads at a time (tests lower it).
+var exportPage = audit.MaxLimit
 
 var csvHeader = []string{"seq", "time", "event", "code", "user", "login", "node", "session_id", "remote_addr", "success", "error", "fields", "id", "hash"}
 

@@ -63,6 +63,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /web/admin/users", h.authed(h.adminAddUser))
 	m.HandleFunc("POST /web/admin/users/{name}/reset", h.authed(h.adminResetUser))
 	m.HandleFunc("POST /web/admin/users/{name}/delete", h.authed(h.adminDeleteUser))
+	m.HandleFunc("POST /web/admin/users/{name}/roles", h.authed(h.adminUserRoles))
 	m.HandleFunc("GET /web/admin/roles", h.authed(h.adminRoles))
 	m.HandleFunc("POST /web/admin/roles/review", h.authed(h.adminReviewRoles))
 	m.HandleFunc("POST /web/admin/roles/apply", h.authed(h.adminApplyRoles))
