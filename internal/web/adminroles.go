@@ -35,8 +35,9 @@ type rolesData struct {
 	Lines   []numberedLine
 	// Changes is the review: one entry per role of the text, then the
 	// stored roles the text leaves out (kept).
-	Changes []roleChange
-	Kept    []string
+	Changes   []roleChange
+	Unchanged []string
+	Kept      []string
 	// Pending is whether Apply would change anything.
 	Pending bool
 }
@@ -135,10 +136,12 @@ func (h *Handler) reviewRoles(r *http.Request, c auth.Caller, text string) (role
 				ch.Op = "unchanged"
 			}
 		}
-		if ch.Op != "unchanged" {
-			ch.Diff = diffLines(string(oldY), string(newY))
-			d.Pending = true
+		if ch.Op == "unchanged" {
+			d.Unchanged = append(d.Unchanged, ch.Name)
+			continue
 		}
+		ch.Diff = diffLines(string(oldY), string(newY))
+		d.Pending = true
 		d.Changes = append(d.Changes, ch)
 	}
 	for _, r := range stored {
@@ -210,9 +213,6 @@ func (h *Handler) adminApplyRoles(w http.ResponseWriter, r *http.Request, s *ses
 	}
 	var done []string
 	for _, ch := range d.Changes {
-		if ch.Op == "unchanged" {
-			continue
-		}
 		if err := h.auth.UpsertRole(r.Context(), c, ch.role); err != nil {
 			d, _ := h.reviewRoles(r, c, r.PostFormValue("yaml"))
 			msg := h.message(err)

@@ -117,8 +117,10 @@ func fmtDuration(d time.Duration) string {
 		s = fmt.Sprintf("%ds", int(d.Seconds()))
 	case d < time.Hour:
 		s = fmt.Sprintf("%dm", int(d.Minutes()))
-	default:
+	case d < 48*time.Hour:
 		s = fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		s = fmt.Sprintf("%dd", int(d.Hours()/24))
 	}
 	if past {
 		return s + " ago"

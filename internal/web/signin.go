@@ -164,6 +164,9 @@ func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("signed_up") == "1" {
 		v.Notice = "You are signed up. Sign in with your password and the next code from your authenticator."
 	}
+	if r.URL.Query().Get("reset") == "1" {
+		v.Notice = "Your password and authenticator are reset. Sign in with the new password and the next code from your authenticator."
+	}
 	h.render(w, http.StatusOK, "login", v)
 }
 
@@ -277,6 +280,8 @@ func (s *signups) get(token string) *auth.SignupChallenge {
 }
 
 type inviteData struct {
+	// Reset: the invite of a reset (new password and TOTP), not a signup.
+	Reset   bool
 	Token   string
 	User    string
 	Cluster string
@@ -299,7 +304,7 @@ func (h *Handler) invitePage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) renderInvite(w http.ResponseWriter, r *http.Request, status int, tok string, ch *auth.SignupChallenge, errMsg string) {
 	h.render(w, status, "invite", view{Title: "Sign up", CSRF: preToken(w, r), Error: errMsg,
-		Data: inviteData{Token: tok, User: ch.User, Cluster: ch.Cluster, Secret: ch.Secret,
+		Data: inviteData{Reset: ch.Reset, Token: tok, User: ch.User, Cluster: ch.Cluster, Secret: ch.Secret,
 			QR: Prefix + "invite/" + url.PathEscape(tok) + "/qr.png"}})
 }
 
@@ -337,5 +342,9 @@ func (h *Handler) inviteComplete(w http.ResponseWriter, r *http.Request) {
 		fail(statusOf(err), h.message(err))
 		return
 	}
-	http.Redirect(w, r, Prefix+"login?signed_up=1", http.StatusSeeOther)
+	done := "signed_up=1"
+	if ch := h.signups.get(tok); ch != nil && ch.Reset {
+		done = "reset=1"
+	}
+	http.Redirect(w, r, Prefix+"login?"+done, http.StatusSeeOther)
 }
