@@ -152,7 +152,9 @@ func TestBrowserAdminPages(t *testing.T) {
 	if got := b.text("#verify-result"); !strings.Contains(got, "The chain is intact") {
 		t.Fatalf("chain check %q", got)
 	}
-	b.open("/web/audit?type=role.apply&verify=1")
+	if loc := b.location(); !strings.Contains(loc, "type=role.apply") {
+		t.Fatalf("the chain check lost the filter: %s", loc)
+	}
 	b.screenshot("audit-verify")
 	href := eval[string](b, `document.getElementById("export-jsonl").getAttribute("href")`)
 	body := eval[string](b, `(() => { const x = new XMLHttpRequest(); x.open("GET", `+jsString(href)+`, false); x.send(); return x.status + "\n" + x.responseText; })()`)
@@ -172,7 +174,30 @@ func TestBrowserAdminPages(t *testing.T) {
 		t.Fatalf("exported %d role.apply events", n)
 	}
 
-	for _, br := range []*browser{b, g} {
+	// An access request shows its thresholds and counts down its expiry.
+	ivy := c.AddUser("ivy", []string{"dev"}, []string{"ivy"})
+	iv := b.context()
+	iv.open("/web/login")
+	iv.signin(ivy)
+	iv.open("/web/requests")
+	eval[bool](iv, `(document.getElementById("new-request").open = true)`)
+	iv.fill("#req-roles", "prod-admin")
+	iv.fill("#req-reason", "migration")
+	iv.submit("#req-create")
+	if got := iv.text("#req-approvals"); !strings.Contains(got, "0 of 1 needed") {
+		t.Fatalf("approvals %q", got)
+	}
+	if got := iv.text("#req-denials"); !strings.Contains(got, "of 1 needed to deny") {
+		t.Fatalf("denials %q", got)
+	}
+	if got := iv.text("#req-countdown"); !strings.HasPrefix(got, "in ") {
+		t.Fatalf("countdown %q", got)
+	}
+	// The countdown runs in the page: point it 30 s ahead and see it count.
+	eval[bool](iv, `!!(document.getElementById("req-countdown").dateTime = new Date(Date.now() + 30000).toISOString())`)
+	iv.waitJS(`/^in (2[0-9]|30)s$/.test(document.getElementById("req-countdown").textContent)`)
+
+	for _, br := range []*browser{b, g, iv} {
 		if v := eval[bool](br, `window.__xss !== undefined`); v {
 			t.Fatal("a hostile string ran as script")
 		}

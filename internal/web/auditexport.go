@@ -33,7 +33,9 @@ func auditFilter(f url.Values) (audit.Query, string) {
 	return q, problem
 }
 
-type exportURLs struct{ JSONL, CSV string }
+// exportURLs are the links of the audit page's actions on the filter:
+// the exports and the chain check (the page again, with verify=1).
+type exportURLs struct{ JSONL, CSV, Verify string }
 
 // exportLinks are the export URLs of a filter: the whole filtered set,
 // not one page of it.
@@ -48,7 +50,11 @@ func exportLinks(f url.Values) exportURLs {
 		q.Set("format", format)
 		return Prefix + "audit/export?" + q.Encode()
 	}
-	return exportURLs{JSONL: link("jsonl"), CSV: link("csv")}
+	out := exportURLs{JSONL: link("jsonl"), CSV: link("csv")}
+	q.Del("format")
+	q.Set("verify", "1")
+	out.Verify = Prefix + "audit?" + q.Encode()
+	return out
 }
 
 // auditExport streams every event the filter matches as JSON lines or

@@ -35,6 +35,7 @@ func (h *Handler) loadTemplates() error {
 		"time":  fmtTime,
 		"until": func(t time.Time) string { return fmtDuration(t.Sub(h.now())) },
 		"join":  strings.Join,
+		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"json": func(v any) string {
 			b, err := json.MarshalIndent(v, "", "  ")
 			if err != nil {
