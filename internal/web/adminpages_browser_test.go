@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -196,6 +197,40 @@ func TestBrowserAdminPages(t *testing.T) {
 	// The countdown runs in the page: point it 30 s ahead and see it count.
 	eval[bool](iv, `!!(document.getElementById("req-countdown").dateTime = new Date(Date.now() + 30000).toISOString())`)
 	iv.waitJS(`/^in (2[0-9]|30)s$/.test(document.getElementById("req-countdown").textContent)`)
+
+	// Recordings filter by login and time: ivy's session from the web
+	// terminal is found by its login and time range, and not outside them.
+	clustertest.EnsureOSUser(t, "ivy")
+	iv.open("/web/servers/node1/terminal?login=ivy")
+	iv.waitJS(`document.getElementById("term-status").textContent === "connected"`)
+	iv.waitJS(`document.querySelector(".xterm-rows").textContent.includes("$")`)
+	iv.typeText("echo REC-$((2*3)); exit")
+	iv.pressEnter()
+	iv.waitJS(`document.getElementById("terminal").dataset.closed === "1"`)
+	rec := waitRecording(t, c, "ivy")
+	const layout = "2006-01-02T15:04"
+	before, after := rec.Start.UTC().Add(-time.Minute).Format(layout), rec.Start.UTC().Add(time.Minute).Format(layout)
+	rows := func(query string) float64 {
+		b.open("/web/recordings?" + query)
+		return eval[float64](b, `document.querySelectorAll("#recordings tbody tr").length`)
+	}
+	for query, want := range map[string]float64{
+		"login=ivy": 1, "login=root": 0, "user=ivy&login=ivy&since=" + before: 1, "since=" + after: 0,
+		"until=" + before: 0, "since=" + before + "&until=" + after + "&node=node1": 1,
+	} {
+		if got := rows(query); got != want {
+			t.Fatalf("recordings?%s lists %v, want %v", query, got, want)
+		}
+	}
+	b.open("/web/recordings?q=REC-&login=root")
+	if got := b.text("#no-matches"); got == "" {
+		t.Fatal("a command search ignores the login filter")
+	}
+	b.open("/web/recordings?q=REC-&login=ivy&since=" + before)
+	if got := b.text("#rec-matches .match code"); !strings.Contains(got, "REC-") {
+		t.Fatalf("search with filters shows %q", got)
+	}
+	b.screenshot("recordings-filter")
 
 	for _, br := range []*browser{b, g, iv} {
 		if v := eval[bool](br, `window.__xss !== undefined`); v {

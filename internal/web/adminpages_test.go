@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
@@ -245,11 +246,17 @@ func TestClusterHealthPage(t *testing.T) {
 	c.ApplyRoles(roles)
 	root := c.AddUser("root", []string{"admin"}, nil)
 	hal := c.AddUser("hal", []string{"dev"}, []string{"hal"})
+	// A node reports hostile strings (its heartbeat's version, its name).
+	hostile := `<script>window.__xss=1</script>"onmouseover="x`
+	c.Proc.Auth().SetInventory(inventory{{ID: "n1", Name: "web1" + hostile, Hostname: hostile, Version: hostile, LastSeen: time.Now()}})
 	w := newWebClient(t, c)
 	w.signin(root)
 	page := mustGet(w, "/web/admin/health")
+	if strings.Contains(page, "<script>window.__xss") || !strings.Contains(page, "&lt;script&gt;window.__xss=1&lt;/script&gt;&#34;onmouseover=&#34;x") {
+		t.Fatalf("hostile node strings are not escaped:\n%s", page)
+	}
 	for _, want := range []string{"TLS CA", "user SSH CA", "host SSH CA", `id="health-storage-state"><span class="ok">answers`,
-		`id="health-audit-log"><span class="ok">answers`, `id="health-node-counts"><strong>0</strong> online`} {
+		`id="health-audit-log"><span class="ok">answers`, `id="health-node-counts"><strong>1</strong> online`} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("health page lacks %q:\n%s", want, page)
 		}
@@ -260,3 +267,7 @@ func TestClusterHealthPage(t *testing.T) {
 		t.Fatalf("a non-admin's health page: status %d", resp.StatusCode)
 	}
 }
+
+type inventory []auth.Node
+
+func (i inventory) Nodes() []auth.Node { return i }
