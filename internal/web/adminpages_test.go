@@ -51,6 +51,7 @@ func TestRolesEditor(t *testing.T) {
 	csrf := w.signin(root)
 
 	page := mustGet(w, "/web/admin/roles")
+	text0 := "kind: role\nmetadata: {name: dev}\nspec: {}\n"
 	if !strings.Contains(page, "name: prod-admin") || !strings.Contains(page, `id="roles-yaml"`) {
 		t.Fatalf("roles page does not show the roles:\n%s", page)
 	}
@@ -68,6 +69,15 @@ func TestRolesEditor(t *testing.T) {
 	}
 	if strings.Contains(page, `id="roles-apply"`) {
 		t.Fatal("an invalid text can be applied")
+	}
+
+	// The text is bounded (1 MiB), above the 64 KiB of other forms.
+	resp, page = w.do("POST", "/web/admin/roles/review", url.Values{"csrf": {csrf}, "yaml": {strings.Repeat("#", 1<<20+1)}}, nil)
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(page, "longer than 1024 KiB") {
+		t.Fatalf("review of a long text: status %d", resp.StatusCode)
+	}
+	if resp, _ = w.do("POST", "/web/admin/roles/review", url.Values{"csrf": {csrf}, "yaml": {"# " + strings.Repeat("x", 200<<10) + "\n" + text0}}, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("review of a 200 KiB text: status %d", resp.StatusCode)
 	}
 
 	// A valid text: dev updated, ops created, the others kept; the diff
