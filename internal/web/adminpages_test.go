@@ -3,10 +3,12 @@ package web_test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/csv"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,6 +17,9 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/storage/sqlite/sqlitetest"
+	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/web"
 )
 
@@ -281,3 +286,39 @@ func TestClusterHealthPage(t *testing.T) {
 type inventory []auth.Node
 
 func (i inventory) Nodes() []auth.Node { return i }
+
+// TestAuditVerifyShowsBreak: after the owner of the database rewrites an
+// event and recomputes the chain, the audit page's chain check names the
+// first broken event (the signed checkpoint no longer matches).
+func TestAuditVerifyShowsBreak(t *testing.T) {
+	dir := t.TempDir()
+	c := clustertest.New(t, clustertest.Options{NoNode: true, DataDir: dir, Auth: service.AuthConfig{CheckpointInterval: time.Millisecond}})
+	c.ApplyRoles(roles)
+	bob := c.AddUser("bob", []string{"auditor"}, nil)
+	ctx := context.Background()
+	testkit.WaitFor(t, "a signed checkpoint", func() bool {
+		evs, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.Checkpoint, Limit: 1})
+		return err == nil && len(evs) > 0
+	})
+	w := newWebClient(t, c)
+	w.signin(bob)
+	if page := mustGet(w, "/web/audit?verify=1"); !strings.Contains(page, "The chain is intact") || !strings.Contains(page, "signed checkpoints verified") {
+		t.Fatalf("verify before the rewrite:\n%s", page)
+	}
+
+	db, err := sql.Open("sqlite", filepath.Join(dir, "warden.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `UPDATE audit_events SET body = replace(body, '"success":true', '"success":false') WHERE seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlitetest.RechainAudit(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	page := mustGet(w, "/web/audit?verify=1")
+	if !strings.Contains(page, "The chain is broken") || !regexp.MustCompile(`id="verify-first-bad">#\d+`).MatchString(page) {
+		t.Fatalf("verify after the rewrite:\n%s", page)
+	}
+}
