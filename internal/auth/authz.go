@@ -42,6 +42,8 @@ var operations = map[string]rule{
 	"GetConnector":    {kinds: kinds(KindAdmin), perms: perms("connector read")},
 	"ListConnectors":  {kinds: kinds(KindAdmin), perms: perms("connector list")},
 	"DeleteConnector": {kinds: kinds(KindAdmin), perms: perms("connector delete")},
+	// The cluster health page: read-only facts about auth, nodes, CAs, storage and the audit chain.
+	"ClusterHealth": {kinds: kinds(KindAdmin), perms: perms("cluster read")},
 
 	// The audit log, sessions, recordings.
 	"SearchAudit":      {kinds: kinds(KindAdmin), perms: perms("audit list")},

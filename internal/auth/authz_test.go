@@ -45,6 +45,7 @@ var matrix = map[string]row{
 	"SearchAudit":          {deny, deny, all, all, deny, deny, all},
 	"SubscribeAudit":       {deny, deny, all, all, deny, deny, all},
 	"VerifyAudit":          {deny, deny, all, all, deny, deny, all},
+	"ClusterHealth":        {deny, deny, deny, all, deny, deny, all},
 	"ExportAuditKey":       {deny, deny, all, all, deny, deny, all},
 	"EmitEvents":           {deny, deny, deny, deny, own, own, deny},
 	"Emitter":              {deny, deny, deny, deny, own, own, deny},
@@ -179,6 +180,10 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		_, err := f.a.SubscribeAudit(ctx, c, 1<<40)
+		return gate(err)
+	},
+	"ClusterHealth": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ClusterHealth(context.Background(), c)
 		return gate(err)
 	},
 	"VerifyAudit": func(f *matrixFixture, c auth.Caller) outcome {

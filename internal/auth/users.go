@@ -286,7 +286,7 @@ func (s *Server) BeginSignup(ctx context.Context, req SignupRequest) (*SignupCha
 	if err := s.casJSON(ctx, prefixInvites+identity.HashToken(req.Token), rev, inv, inv.Expires); err != nil {
 		return nil, fmt.Errorf("update invite: %w", err)
 	}
-	return &SignupChallenge{User: inv.User, Secret: secret, URL: u, QRPNG: png, Cluster: s.cfg.ClusterName}, nil
+	return &SignupChallenge{User: inv.User, Secret: secret, URL: u, QRPNG: png, Cluster: s.cfg.ClusterName, Reset: inv.Reset}, nil
 }
 
 // CompleteSignup sets the password and confirms TOTP enrolment with a valid

@@ -87,7 +87,7 @@ func (p *Process) startProxy(public string) error {
 func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
-	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web")})
+	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web"), Version: api.Version})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,6 +104,20 @@ func qrSVG(text string) (template.HTML, error) {
 	return template.HTML(b.String()), nil
 }
 
+// adminUserRoles sets a user's roles (`warden users update --roles`):
+// auth voids the certificates and browser sessions of a user who loses a
+// role.
+func (h *Handler) adminUserRoles(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
+	if _, err := h.auth.UpdateUser(r.Context(), c, r.PathValue("name"), auth.UpdateUserRequest{Roles: splitList(r.PostFormValue("roles"))}); err != nil {
+		users, _ := h.auth.ListUsers(r.Context(), c)
+		v := h.view(s, "Users", "admin", usersData{Users: users})
+		v.Error = h.message(err)
+		h.render(w, statusOf(err), "admin_users", v)
+		return
+	}
+	http.Redirect(w, r, Prefix+"admin/users", http.StatusSeeOther)
+}
+
 func (h *Handler) adminDeleteUser(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
 	if err := h.auth.DeleteUser(r.Context(), c, r.PathValue("name")); err != nil {
 		users, _ := h.auth.ListUsers(r.Context(), c)
@@ -117,6 +132,44 @@ func (h *Handler) adminDeleteUser(w http.ResponseWriter, r *http.Request, s *ses
 type locksData struct {
 	Locks    []*lock.Lock
 	Warnings []string
+	// Pick offers the names a lock may target (the form's pickers): those
+	// the admin may list.
+	Pick lockPicks
+}
+
+type lockPicks struct {
+	Users, Roles, Logins, Nodes []string
+}
+
+// lockPicks lists the users, roles, logins and nodes a lock may name, each
+// through its own authorized listing: what the caller may not list is not
+// offered (and may still be typed).
+func (h *Handler) lockPicks(r *http.Request, c auth.Caller) lockPicks {
+	var p lockPicks
+	logins := map[string]bool{}
+	if users, err := h.auth.ListUsers(r.Context(), c); err == nil {
+		for _, u := range users {
+			p.Users = append(p.Users, u.Name)
+			for _, l := range u.Traits["logins"] {
+				logins[l] = true
+			}
+		}
+	}
+	if roles, err := h.auth.ListRoles(r.Context(), c); err == nil {
+		for _, ro := range roles {
+			p.Roles = append(p.Roles, ro.Metadata.Name)
+		}
+	}
+	if nodes, err := h.auth.ListNodes(r.Context(), c, nil); err == nil {
+		for _, n := range nodes[:min(len(nodes), 1000)] {
+			p.Nodes = append(p.Nodes, n.Name)
+		}
+	}
+	for l := range logins {
+		p.Logins = append(p.Logins, l)
+	}
+	slices.Sort(p.Logins)
+	return p
 }
 
 func (h *Handler) adminLocks(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
@@ -133,7 +186,7 @@ func (h *Handler) renderLocks(w http.ResponseWriter, r *http.Request, s *session
 	if failed != nil {
 		v.Error, status = h.message(failed), statusOf(failed)
 	}
-	v.Data = locksData{Locks: locks, Warnings: warnings}
+	v.Data = locksData{Locks: locks, Warnings: warnings, Pick: h.lockPicks(r, c)}
 	h.render(w, status, "admin_locks", v)
 }
 
@@ -210,8 +263,10 @@ func (h *Handler) adminCreateToken(w http.ResponseWriter, r *http.Request, s *se
 		return
 	}
 	sum := sha256.Sum256(h.auth.Authority().TLSCACert().Raw)
-	cmd := fmt.Sprintf("warden start --services node --proxy %s --token %s --ca-pin sha256:%s --labels env=dev",
-		r.Host, tok.Token, hex.EncodeToString(sum[:]))
+	// The same commands as `warden tokens add`: the token goes into a
+	// file, not on the command line, where ps shows it to every user.
+	cmd := fmt.Sprintf("(umask 077; echo %s > join-token)\nwarden start --services node --proxy %s --token-file join-token --ca-pin sha256:%s --labels env=dev",
+		tok.Token, r.Host, hex.EncodeToString(sum[:]))
 	h.renderTokens(w, r, s, c, tokensData{New: tok, Command: cmd}, nil)
 }
 

@@ -98,8 +98,11 @@ func TestBrowserAdmin(t *testing.T) {
 	if flag("--proxy") != c.ProxyAddr() {
 		t.Fatalf("command %q names another proxy", cmd)
 	}
+	if strings.Contains(cmd, "--token ") {
+		t.Fatalf("the command puts the token on the command line, where ps shows it: %q", cmd)
+	}
 	n, err := nodeagent.Start(context.Background(), nodeagent.Config{
-		Settings: nodeagent.Settings{Name: "joined", ProxyAddr: flag("--proxy"), Token: flag("--token"), CAPin: flag("--ca-pin")},
+		Settings: nodeagent.Settings{Name: "joined", ProxyAddr: flag("--proxy"), Token: flag("echo"), CAPin: flag("--ca-pin")},
 		DataDir:  t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("the token's command does not join a node: %v", err)

@@ -245,7 +245,12 @@ func (h *Handler) reviewRequest(w http.ResponseWriter, r *http.Request, s *sessi
 
 type auditData struct {
 	Filter url.Values
-	Events []audit.Event
+	// Export links download the filtered set (JSON lines, CSV).
+	Export exportURLs
+	// Verify is the chain check's result, when asked for (verify=1).
+	Verify      *audit.VerifyResult
+	VerifyError string
+	Events      []audit.Event
 	// Next is the link to the following page (events after the last one).
 	Next string
 }
@@ -259,20 +264,17 @@ const timeLayout = "2006-01-02T15:04"
 func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
 	f := r.URL.Query()
 	v := h.view(s, "Audit log", "audit", nil)
-	q := audit.Query{User: f.Get("user"), Type: f.Get("type"), Node: f.Get("node"), Text: f.Get("text"), Limit: pageSize + 1}
-	for name, dst := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
-		if t := f.Get(name); t != "" {
-			tt, err := time.Parse(timeLayout, t)
-			if err != nil {
-				v.Error = "Times look like 2026-11-30T14:05 (UTC)."
-			}
-			*dst = tt
-		}
+	q, qerr := auditFilter(f)
+	if qerr != "" {
+		v.Error = qerr
 	}
+	q.Limit = pageSize + 1
 	q.AfterSeq, _ = strconv.ParseInt(f.Get("after"), 10, 64)
 	q.BeforeSeq, _ = strconv.ParseInt(f.Get("before"), 10, 64)
-	q.Newest = f.Get("order") != "oldest"
-	d := auditData{Filter: f}
+	d := auditData{Filter: f, Export: exportLinks(f)}
+	if f.Get("verify") != "" {
+		d.Verify, d.VerifyError = h.verifyAudit(r, c)
+	}
 	if v.Error == "" {
 		evs, err := h.auth.SearchAudit(r.Context(), c, q)
 		if err != nil {
@@ -316,9 +318,35 @@ type recordingMatch struct {
 func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
 	f := r.URL.Query()
 	v := h.view(s, "Recordings", "recordings", nil)
-	list, err := h.auth.ListRecordings(r.Context(), c, auth.RecordingFilter{User: f.Get("user"), Node: f.Get("node")})
-	if err != nil {
-		v.Error = h.message(err)
+	rf := auth.RecordingFilter{User: f.Get("user"), Node: f.Get("node")}
+	var until time.Time
+	for name, dst := range map[string]*time.Time{"since": &rf.Since, "until": &until} {
+		if t := f.Get(name); t != "" {
+			tt, err := time.Parse(timeLayout, t)
+			if err != nil {
+				v.Error = "Times look like 2026-11-30T14:05 (UTC)."
+			}
+			*dst = tt
+		}
+	}
+	var list []recording.Info
+	var err error
+	if v.Error == "" {
+		list, err = h.auth.ListRecordings(r.Context(), c, rf)
+		if err != nil {
+			v.Error = h.message(err)
+		}
+	}
+	// The login and the end of the time range, which auth's filter does
+	// not take, are filtered here.
+	if login := f.Get("login"); login != "" || !until.IsZero() {
+		list = slices.DeleteFunc(list, func(in recording.Info) bool {
+			return (login != "" && in.Login != login) || (!until.IsZero() && in.Start.After(until))
+		})
+	}
+	listed := make(map[string]bool, len(list))
+	for _, in := range list {
+		listed[in.SessionID] = true
 	}
 	p, start, end := pageOf(r, len(list))
 	d := recordingsData{Filter: f, List: list[start:end], Page: p}
@@ -328,7 +356,8 @@ func (h *Handler) recordings(w http.ResponseWriter, r *http.Request, s *session,
 			v.Error = h.message(err)
 		}
 		for _, m := range ms {
-			if (f.Get("user") == "" || m.User == f.Get("user")) && (f.Get("node") == "" || m.Node == f.Get("node")) {
+			// A match counts if its recording passes the filters.
+			if listed[m.SessionID] {
 				d.Matches = append(d.Matches, recordingMatch{RecordingMatch: m, URL: playURL(m.SessionID, m.Offset, q)})
 			}
 		}

@@ -35,6 +35,7 @@ func (h *Handler) loadTemplates() error {
 		"time":  fmtTime,
 		"until": func(t time.Time) string { return fmtDuration(t.Sub(h.now())) },
 		"join":  strings.Join,
+		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"json": func(v any) string {
 			b, err := json.MarshalIndent(v, "", "  ")
 			if err != nil {
@@ -117,8 +118,10 @@ func fmtDuration(d time.Duration) string {
 		s = fmt.Sprintf("%ds", int(d.Seconds()))
 	case d < time.Hour:
 		s = fmt.Sprintf("%dm", int(d.Minutes()))
-	default:
+	case d < 48*time.Hour:
 		s = fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		s = fmt.Sprintf("%dd", int(d.Hours()/24))
 	}
 	if past {
 		return s + " ago"

@@ -49,6 +49,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /web/requests/{id}", h.authed(h.request))
 	m.HandleFunc("POST /web/requests/{id}/review", h.authed(h.reviewRequest))
 	m.HandleFunc("GET /web/audit", h.authed(h.auditLog))
+	m.HandleFunc("GET /web/audit/export", h.authed(h.auditExport))
 	m.HandleFunc("GET /web/recordings", h.authed(h.recordings))
 	m.HandleFunc("GET /web/recordings/{id}", h.authed(h.recordingDownload))
 	m.HandleFunc("GET /web/recordings/{id}/play", h.authed(h.playerPage))
@@ -62,6 +63,12 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /web/admin/users", h.authed(h.adminAddUser))
 	m.HandleFunc("POST /web/admin/users/{name}/reset", h.authed(h.adminResetUser))
 	m.HandleFunc("POST /web/admin/users/{name}/delete", h.authed(h.adminDeleteUser))
+	m.HandleFunc("POST /web/admin/users/{name}/roles", h.authed(h.adminUserRoles))
+	m.HandleFunc("GET /web/admin/roles", h.authed(h.adminRoles))
+	m.HandleFunc("POST /web/admin/roles/review", h.authed(h.adminReviewRoles))
+	m.HandleFunc("POST /web/admin/roles/apply", h.authed(h.adminApplyRoles))
+	m.HandleFunc("POST /web/admin/roles/{name}/delete", h.authed(h.adminDeleteRole))
+	m.HandleFunc("GET /web/admin/health", h.authed(h.adminHealth))
 	m.HandleFunc("GET /web/admin/locks", h.authed(h.adminLocks))
 	m.HandleFunc("POST /web/admin/locks", h.authed(h.adminCreateLock))
 	m.HandleFunc("POST /web/admin/locks/{id}/delete", h.authed(h.adminDeleteLock))
@@ -156,6 +163,9 @@ func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
 	v := view{Title: "Sign in", CSRF: preToken(w, r), Data: signinData{Next: next, Connectors: h.connectors(r)}}
 	if r.URL.Query().Get("signed_up") == "1" {
 		v.Notice = "You are signed up. Sign in with your password and the next code from your authenticator."
+	}
+	if r.URL.Query().Get("reset") == "1" {
+		v.Notice = "Your password and authenticator are reset. Sign in with the new password and the next code from your authenticator."
 	}
 	h.render(w, http.StatusOK, "login", v)
 }
@@ -270,6 +280,8 @@ func (s *signups) get(token string) *auth.SignupChallenge {
 }
 
 type inviteData struct {
+	// Reset: the invite of a reset (new password and TOTP), not a signup.
+	Reset   bool
 	Token   string
 	User    string
 	Cluster string
@@ -292,7 +304,7 @@ func (h *Handler) invitePage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) renderInvite(w http.ResponseWriter, r *http.Request, status int, tok string, ch *auth.SignupChallenge, errMsg string) {
 	h.render(w, status, "invite", view{Title: "Sign up", CSRF: preToken(w, r), Error: errMsg,
-		Data: inviteData{Token: tok, User: ch.User, Cluster: ch.Cluster, Secret: ch.Secret,
+		Data: inviteData{Reset: ch.Reset, Token: tok, User: ch.User, Cluster: ch.Cluster, Secret: ch.Secret,
 			QR: Prefix + "invite/" + url.PathEscape(tok) + "/qr.png"}})
 }
 
@@ -330,5 +342,9 @@ func (h *Handler) inviteComplete(w http.ResponseWriter, r *http.Request) {
 		fail(statusOf(err), h.message(err))
 		return
 	}
-	http.Redirect(w, r, Prefix+"login?signed_up=1", http.StatusSeeOther)
+	done := "signed_up=1"
+	if ch := h.signups.get(tok); ch != nil && ch.Reset {
+		done = "reset=1"
+	}
+	http.Redirect(w, r, Prefix+"login?"+done, http.StatusSeeOther)
 }

@@ -48,6 +48,9 @@ type Config struct {
 	ProxyAddr func() string
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// Version is the version of this process (auth and proxy), shown on
+	// the cluster health page.
+	Version string
 }
 
 // Handler serves the web UI.
@@ -67,6 +70,9 @@ type Handler struct {
 	// gzipped holds each static file compressed once, at start.
 	gzipped map[string][]byte
 	cop     *http.CrossOriginProtection
+	// version and started describe this process (cluster health page).
+	version string
+	started time.Time
 }
 
 // New returns the web UI handler.
@@ -82,7 +88,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
-		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection()}
+		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {
 		return nil, err
 	}
@@ -118,8 +124,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.renderError(w, r, nil, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r.URL.Path))
 	h.mux.ServeHTTP(w, r)
+}
+
+// bodyLimit bounds a request's body: 64 KiB, but the roles editor's text
+// (maxRolesText, percent-encoded) on its review and apply.
+func bodyLimit(p string) int64 {
+	if p == Prefix+"admin/roles/review" || p == Prefix+"admin/roles/apply" {
+		return 4*maxRolesText + 64<<10
+	}
+	return 64 << 10
 }
 
 func (h *Handler) loadAssets() error {

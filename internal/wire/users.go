@@ -9,6 +9,9 @@ type SignupChallenge struct {
 	URL     string `json:"otpauth_url"`
 	QRPNG   []byte `json:"qr_png,omitempty"`
 	Cluster string `json:"cluster"`
+	// Reset is true for the invite of a reset (a new password and TOTP
+	// for an existing user), false for a new user's.
+	Reset bool `json:"reset,omitempty"`
 }
 
 // SignupRequest begins (Token) or completes (Token, Password, OTP) a

@@ -21,3 +21,28 @@ document.addEventListener("click", (ev) => {
     });
   }
 });
+
+// Countdowns (an access request's expiry): <time class="countdown"
+// datetime="…"> shows "in 4m" as the server rendered it, then counts.
+function fmtDuration(ms) {
+  const past = ms < 0;
+  const s = Math.floor(Math.abs(ms) / 1000);
+  let out;
+  if (s < 60) out = s + "s";
+  else if (s < 3600) out = Math.floor(s / 60) + "m";
+  else if (s < 48 * 3600) out = Math.floor(s / 3600) + "h" + String(Math.floor(s / 60) % 60).padStart(2, "0") + "m";
+  else out = Math.floor(s / 86400) + "d";
+  return past ? out + " ago" : "in " + out;
+}
+
+function tick() {
+  for (const el of document.querySelectorAll("time.countdown")) {
+    const t = Date.parse(el.dateTime);
+    if (!Number.isNaN(t)) el.textContent = fmtDuration(t - Date.now());
+  }
+}
+
+if (document.querySelector("time.countdown")) {
+  tick();
+  setInterval(tick, 1000);
+}

@@ -1,0 +1,9 @@
+package web
+
+// SetExportPage sets the events an audit export reads at a time, for the
+// tests of its paging; it returns the function that restores it.
+func SetExportPage(n int) func() {
+	old := exportPage
+	exportPage = n
+	return func() { exportPage = old }
+}
