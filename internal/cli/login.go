@@ -29,7 +29,8 @@ cluster its CA fingerprint is printed and pinned.
 For scripts: --password-stdin reads the password from standard input and
 --otp gives the TOTP code.
 
-With --sso NAME, sign in through the single sign-on connector NAME instead:
+With --sso NAME, sign in through the single sign-on connector NAME (OIDC or
+SAML) instead:
 your browser opens the identity provider's page (--browser none prints the
 URL to open on any browser of this machine), and comes back to a listener on
 this machine's loopback address. Your roles come from the provider's claims
