@@ -360,7 +360,7 @@ func (s *Server) SAMLMetadata(ctx context.Context, name string) ([]byte, error) 
 		if err != nil {
 			return nil, err
 		}
-		sp.Key, sp.Certificate = full.Key, full.Certificate
+		sp.Key, sp.Certificate, sp.SignatureMethod = full.Key, full.Certificate, full.SignatureMethod
 	}
 	ed := sp.Metadata()
 	for i := range ed.SPSSODescriptors {
@@ -368,7 +368,12 @@ func (s *Server) SAMLMetadata(ctx context.Context, name string) ([]byte, error) 
 		// Signing only: Warden asks for no encrypted assertions.
 		keep := d.KeyDescriptors[:0]
 		for _, k := range d.KeyDescriptors {
-			if k.Use == "signing" {
+			switch k.Use {
+			case "signing":
+				keep = append(keep, k)
+			case "":
+				k.Use = "signing"
+				k.EncryptionMethods = nil
 				keep = append(keep, k)
 			}
 		}
