@@ -301,26 +301,34 @@ func (s *Server) serviceProvider(ctx context.Context, conn *SAMLConnector, refet
 		ReplayCache: samlReplay{s: s, ctx: ctx, connector: conn.Metadata.Name},
 		HTTPClient:  idpClient, MetadataValidDuration: 7 * 24 * time.Hour}
 	if conn.Spec.SignRequests {
-		var k samlKey
-		if err := s.getJSON(ctx, prefixSAMLKey+conn.Metadata.Name, &k); err != nil {
-			return nil, fmt.Errorf("connector %q: the SP signing key: %w", conn.Metadata.Name, err)
-		}
-		kb, _ := pem.Decode([]byte(k.KeyPEM))
-		cb, _ := pem.Decode([]byte(k.CertPEM))
-		if kb == nil || cb == nil {
-			return nil, fmt.Errorf("connector %q: the stored SP signing key is damaged", conn.Metadata.Name)
-		}
-		key, err := x509.ParsePKCS1PrivateKey(kb.Bytes)
-		if err != nil {
+		if sp.Key, sp.Certificate, err = s.samlSigner(ctx, conn.Metadata.Name); err != nil {
 			return nil, err
 		}
-		cert, err := x509.ParseCertificate(cb.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		sp.Key, sp.Certificate, sp.SignatureMethod = key, cert, dsig.RSASHA256SignatureMethod
+		sp.SignatureMethod = dsig.RSASHA256SignatureMethod
 	}
 	return sp, nil
+}
+
+// samlSigner is a connector's SP signing key and certificate.
+func (s *Server) samlSigner(ctx context.Context, name string) (*rsa.PrivateKey, *x509.Certificate, error) {
+	var k samlKey
+	if err := s.getJSON(ctx, prefixSAMLKey+name, &k); err != nil {
+		return nil, nil, fmt.Errorf("connector %q: the SP signing key: %w", name, err)
+	}
+	kb, _ := pem.Decode([]byte(k.KeyPEM))
+	cb, _ := pem.Decode([]byte(k.CertPEM))
+	if kb == nil || cb == nil {
+		return nil, nil, fmt.Errorf("connector %q: the stored SP signing key is damaged", name)
+	}
+	key, err := x509.ParsePKCS1PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, cert, nil
 }
 
 // samlReplay remembers accepted assertion IDs in the state store until
@@ -356,11 +364,10 @@ func (s *Server) SAMLMetadata(ctx context.Context, name string) ([]byte, error) 
 		AuthnNameIDFormat: saml.UnspecifiedNameIDFormat, AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
 		Clock: dsig.NewFakeClockAt(s.now()), MetadataValidDuration: 7 * 24 * time.Hour}
 	if conn.Spec.SignRequests {
-		full, err := s.serviceProvider(ctx, conn, false)
-		if err != nil {
+		if sp.Key, sp.Certificate, err = s.samlSigner(ctx, conn.Metadata.Name); err != nil {
 			return nil, err
 		}
-		sp.Key, sp.Certificate, sp.SignatureMethod = full.Key, full.Certificate, full.SignatureMethod
+		sp.SignatureMethod = dsig.RSASHA256SignatureMethod
 	}
 	ed := sp.Metadata()
 	for i := range ed.SPSSODescriptors {
