@@ -297,7 +297,9 @@ func (s *Server) serviceProvider(ctx context.Context, conn *SAMLConnector, refet
 	entityID, acs, meta := s.samlURLs(conn)
 	sp := &saml.ServiceProvider{EntityID: entityID, AcsURL: acs, MetadataURL: meta, IDPMetadata: ed,
 		AuthnNameIDFormat: saml.UnspecifiedNameIDFormat, AssertionConsumerServiceBindings: []string{saml.HTTPPostBinding},
-		Clock: dsig.NewFakeClockAt(s.now()), RejectSHA1Signatures: true, RejectUnknownConditions: false,
+		// Keycloak refuses a request without a NameIDPolicy Format.
+		SendUnspecifiedNameIDFormat: true,
+		Clock:                       dsig.NewFakeClockAt(s.now()), RejectSHA1Signatures: true,
 		ReplayCache: samlReplay{s: s, ctx: ctx, connector: conn.Metadata.Name},
 		HTTPClient:  idpClient, MetadataValidDuration: 7 * 24 * time.Hour}
 	if conn.Spec.SignRequests {
