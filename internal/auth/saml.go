@@ -537,6 +537,9 @@ func (s *Server) finishSAML(ctx context.Context, p *ssoPending, samlResponse str
 	} else if a.Subject != nil && a.Subject.NameID != nil {
 		name = a.Subject.NameID.Value
 	}
+	if name, err = wire.UsernameFrom(name, conn.Spec.UsernameDomain); err != nil {
+		return nil, "user name not valid", denied("the SAML user name: %v", err)
+	}
 	if err := identity.ValidateUsername(name); err != nil {
 		return nil, "user name not valid", denied("the SAML user name is not a valid Warden user name: %v (connector %q: set username_attribute)", err, conn.Metadata.Name)
 	}

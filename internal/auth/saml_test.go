@@ -601,3 +601,22 @@ func TestMapAttributes(t *testing.T) {
 		t.Fatalf("roles %v traits %v", roles, traits)
 	}
 }
+
+// TestSAMLUsernameDomain: the NameID (an e-mail address) becomes the user
+// name once the connector's domain is taken off; another domain, or one
+// that only starts like it, is refused.
+func TestSAMLUsernameDomain(t *testing.T) {
+	f := newSAMLFixture(t, func(s *wire.SAMLConnectorSpec) { s.UsernameAttribute, s.UsernameDomain = "", "example.com" })
+	resp, err := f.finish(f.start("alice"))
+	if err != nil || resp.User != "alice" {
+		t.Fatalf("login: %+v %v", resp, err)
+	}
+	for _, v := range []string{"ann@example.com.evil.io", "ann@evil.io", "ann", "ann@x@example.com"} {
+		if got, err := wire.UsernameFrom(v, "example.com"); err == nil {
+			t.Errorf("UsernameFrom(%q) = %q", v, got)
+		}
+	}
+	if got, err := wire.UsernameFrom("Ann.B@EXAMPLE.com", "example.com"); err != nil || got != "ann.b" {
+		t.Errorf("UsernameFrom: %q %v", got, err)
+	}
+}

@@ -457,7 +457,10 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 	if len(names) != 1 {
 		return nil, "no user name claim", denied("the ID token has no %q claim for the user name (connector %q: username_claim)", claimName, conn.Metadata.Name)
 	}
-	name := names[0]
+	name, err := wire.UsernameFrom(names[0], conn.Spec.UsernameDomain)
+	if err != nil {
+		return nil, "user name claim not valid", denied("the %q claim: %v", claimName, err)
+	}
 	if err := identity.ValidateUsername(name); err != nil {
 		return nil, "user name claim not valid", denied("the %q claim is not a valid Warden user name: %v", claimName, err)
 	}

@@ -38,6 +38,10 @@ type SAMLConnectorSpec struct {
 	// value becomes the Warden user name; empty: the subject's NameID. The
 	// value must be a valid user name, else the login is refused.
 	UsernameAttribute string `json:"username_attribute,omitempty"`
+	// UsernameDomain, when set, is the e-mail domain the user name's value
+	// must end with (@DOMAIN), taken off: ann@example.com becomes ann;
+	// another domain is refused.
+	UsernameDomain string `json:"username_domain,omitempty"`
 	// AttributesToRoles maps attributes to roles; a login whose
 	// attributes match none is refused.
 	AttributesToRoles []AttributeMapping `json:"attributes_to_roles"`
@@ -90,6 +94,9 @@ func (c *SAMLConnector) Validate() error {
 		if err := checkIDPURL("acs_url", sp.ACSURL); err != nil {
 			return err
 		}
+	}
+	if err := checkUsernameDomain(sp.UsernameDomain); err != nil {
+		return err
 	}
 	if len(sp.AttributesToRoles) == 0 {
 		return errors.New("attributes_to_roles: at least one mapping is required")
