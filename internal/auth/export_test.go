@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/warden-sh/warden/internal/identity"
 )
@@ -47,4 +48,14 @@ func CopySAMLPending(t testing.TB, s *Server, relay string) string {
 		t.Fatal(err)
 	}
 	return relay2
+}
+
+// AgeSAMLMetadata makes the cached IdP metadata of connector name d older.
+func AgeSAMLMetadata(s *Server, name string, d time.Duration) {
+	c := &s.samlMeta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[name]; ok {
+		c.m[name] = &samlIdP{source: e.source, ed: e.ed, fetched: e.fetched.Add(-d)}
+	}
 }

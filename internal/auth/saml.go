@@ -246,6 +246,17 @@ func (s *Server) idpMetadata(ctx context.Context, conn *SAMLConnector, refetch b
 	if conn.Spec.IdPMetadataURL != "" {
 		var err error
 		if data, err = fetchIdPMetadata(ctx, conn.Spec.IdPMetadataURL); err != nil {
+			if ok && e.source == source {
+				// The metadata we have still serves (its certificates are
+				// what signatures are checked against); try again in a
+				// minute rather than at every login.
+				s.log.Warn("saml: refetching IdP metadata failed; using the copy fetched before",
+					"connector", conn.Metadata.Name, "fetched", e.fetched, "err", err)
+				c.mu.Lock()
+				c.m[conn.Metadata.Name] = &samlIdP{source: source, ed: e.ed, fetched: now.Add(time.Minute - samlMetadataTTL)}
+				c.mu.Unlock()
+				return e.ed, nil
+			}
 			return nil, fmt.Errorf("%w: the identity provider of connector %q is unreachable: %v", wire.ErrUpstream, conn.Metadata.Name, err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +48,8 @@ type testIdP struct {
 	cert *x509.Certificate
 	mu   sync.Mutex
 	edit func(*saml.Assertion)
+	// metadataDown makes /metadata answer 503.
+	metadataDown atomic.Bool
 }
 
 type editingMaker struct{ t *testIdP }
@@ -86,7 +89,13 @@ func startTestIdP(t testing.TB) *testIdP {
 	cert, _ := x509.ParseCertificate(der)
 	ti := &testIdP{key: key, cert: cert}
 	var h http.Handler
-	ti.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	ti.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metadata" && ti.metadataDown.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(ti.srv.Close)
 	u, _ := url.Parse(ti.srv.URL)
 	ti.idp, err = samlidp.New(samlidp.Options{URL: *u, Key: key, Certificate: cert, Store: &samlidp.MemoryStore{}})
@@ -531,6 +540,16 @@ func TestSAMLRefusals(t *testing.T) {
 		a.relay, a.begin = b.relay, b.begin
 		refused(t, a, "invalid SAML response")
 	})
+	t.Run("posted to another connector", func(t *testing.T) {
+		l := f.start("alice")
+		if _, err := f.a.SAMLACS(ctx, "other", l.samlResponse, l.relay, "127.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.a.ResultOIDC(ctx, wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken})
+		if err == nil || !strings.Contains(err.Error(), `posted to connector "other"`) {
+			t.Fatalf("a response posted to another connector's ACS: %v", err)
+		}
+	})
 	t.Run("too large", func(t *testing.T) {
 		l := f.start("alice")
 		l.samlResponse = strings.Repeat("A", auth.MaxSAMLResponse+4)
@@ -618,5 +637,19 @@ func TestSAMLUsernameDomain(t *testing.T) {
 	}
 	if got, err := wire.UsernameFrom("Ann.B@EXAMPLE.com", "example.com"); err != nil || got != "ann.b" {
 		t.Errorf("UsernameFrom: %q %v", got, err)
+	}
+}
+
+// TestSAMLMetadataStale: once the IdP's metadata was fetched, logins go on
+// with it when a refetch fails (the IdP's metadata endpoint down).
+func TestSAMLMetadataStale(t *testing.T) {
+	f := newSAMLFixture(t)
+	if _, err := f.finish(f.start("alice")); err != nil {
+		t.Fatal(err)
+	}
+	f.idp.metadataDown.Store(true)
+	auth.AgeSAMLMetadata(f.a, samlConnectorName, time.Hour)
+	if resp, err := f.finish(f.start("alice")); err != nil || resp.User != "alice" {
+		t.Fatalf("login with the IdP's metadata endpoint down: %v", err)
 	}
 }
