@@ -653,3 +653,20 @@ func TestSAMLMetadataStale(t *testing.T) {
 		t.Fatalf("login with the IdP's metadata endpoint down: %v", err)
 	}
 }
+
+// TestSAMLInlineMetadata: the IdP's metadata given inline (a file from the
+// IdP, as Google gives) works as the URL does.
+func TestSAMLInlineMetadata(t *testing.T) {
+	f := newSAMLFixture(t, func(s *wire.SAMLConnectorSpec) {
+		resp, err := http.Get(s.IdPMetadataURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		s.IdPMetadataURL, s.IdPMetadataXML = "", string(b)
+	})
+	if resp, err := f.finish(f.start("alice")); err != nil || resp.User != "alice" {
+		t.Fatalf("login with inline IdP metadata: %v", err)
+	}
+}
