@@ -499,7 +499,7 @@ func TestSAMLRefusals(t *testing.T) {
 	}{
 		{"audience", func(a *saml.Assertion) {
 			a.Conditions.AudienceRestrictions[0].Audience.Value = "https://other.example.com/sp"
-		}, "Audience"},
+		}, "udience"}, // crewjam's "Audience", or Warden's "audience"
 		{"recipient", func(a *saml.Assertion) {
 			a.Subject.SubjectConfirmations[0].SubjectConfirmationData.Recipient = "https://other.example.com/acs"
 		}, "invalid SAML response"},
