@@ -630,7 +630,8 @@ func (c *Client) TailAudit(ctx context.Context, afterSeq int64, fn func(audit.Ev
 	return ctx.Err()
 }
 
-// BeginOIDC starts an SSO login (no client certificate needed).
+// BeginOIDC starts an SSO login through a connector of either kind, OIDC
+// or SAML (no client certificate needed).
 func (c *Client) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire.SSOBeginResponse, error) {
 	var out wire.SSOBeginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/sso/oidc/begin", req, &out)
@@ -662,4 +663,26 @@ func (c *Client) GetConnector(ctx context.Context, name string) (*wire.OIDCConne
 // DeleteConnector removes an OIDC connector.
 func (c *Client) DeleteConnector(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/connectors/oidc/"+url.PathEscape(name), nil, nil)
+}
+
+// UpsertSAMLConnector creates or replaces a SAML connector.
+func (c *Client) UpsertSAMLConnector(ctx context.Context, conn *wire.SAMLConnector) error {
+	return c.do(ctx, http.MethodPut, "/v1/connectors/saml/"+url.PathEscape(conn.Metadata.Name), conn, nil)
+}
+
+// ListSAMLConnectors lists SAML connectors.
+func (c *Client) ListSAMLConnectors(ctx context.Context) ([]*wire.SAMLConnector, error) {
+	var out []*wire.SAMLConnector
+	return out, c.do(ctx, http.MethodGet, "/v1/connectors/saml", nil, &out)
+}
+
+// GetSAMLConnector fetches a SAML connector.
+func (c *Client) GetSAMLConnector(ctx context.Context, name string) (*wire.SAMLConnector, error) {
+	var out wire.SAMLConnector
+	return &out, c.do(ctx, http.MethodGet, "/v1/connectors/saml/"+url.PathEscape(name), nil, &out)
+}
+
+// DeleteSAMLConnector removes a SAML connector.
+func (c *Client) DeleteSAMLConnector(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/connectors/saml/"+url.PathEscape(name), nil, nil)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -76,7 +77,7 @@ func (h *Handler) routes() {
 	// from the IdP to the callback, the CLI fetches the outcome.
 	m.HandleFunc("POST /v1/sso/oidc/begin", open(h, func(r *http.Request, in wire.SSOBeginRequest) (*wire.SSOBeginResponse, error) {
 		in.RemoteAddr = remoteIP(r)
-		return a.BeginOIDC(r.Context(), in)
+		return a.BeginSSO(r.Context(), in) // either kind of connector
 	}))
 	m.HandleFunc("GET /v1/sso/oidc/callback", h.oidcCallback)
 	m.HandleFunc("POST /v1/sso/oidc/result", open(h, func(r *http.Request, in wire.SSOResultRequest) (*auth.LoginResponse, error) {
@@ -96,6 +97,25 @@ func (h *Handler) routes() {
 	})))
 	m.HandleFunc("DELETE /v1/connectors/oidc/{name}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
 		return done(a.DeleteConnector(r.Context(), c, r.PathValue("name")))
+	})))
+	// SAML: the SP metadata for the IdP, the assertion consumer service
+	// the browser posts the IdP's response to, and the connectors.
+	m.HandleFunc("GET /v1/sso/saml/{name}/metadata", h.samlMetadata)
+	m.HandleFunc("POST /v1/sso/saml/{name}/acs", h.samlACS)
+	m.HandleFunc("PUT /v1/connectors/saml/{name}", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in auth.SAMLConnector) (empty, error) {
+		if in.Metadata.Name != r.PathValue("name") {
+			return empty{}, fmt.Errorf("%w: connector name in path and body differ", auth.ErrBadRequest)
+		}
+		return done(a.UpsertSAMLConnector(r.Context(), c, &in))
+	})))
+	m.HandleFunc("GET /v1/connectors/saml", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]*auth.SAMLConnector, error) {
+		return list(a.ListSAMLConnectors(r.Context(), c))
+	})))
+	m.HandleFunc("GET /v1/connectors/saml/{name}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*auth.SAMLConnector, error) {
+		return a.GetSAMLConnector(r.Context(), c, r.PathValue("name"))
+	})))
+	m.HandleFunc("DELETE /v1/connectors/saml/{name}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
+		return done(a.DeleteSAMLConnector(r.Context(), c, r.PathValue("name")))
 	})))
 	m.HandleFunc("POST /v1/nodes/join", open(h, func(r *http.Request, in auth.JoinRequest) (*auth.JoinResponse, error) {
 		in.RemoteAddr = remoteIP(r)
@@ -265,4 +285,42 @@ func (h *Handler) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, next, http.StatusFound)
+}
+
+// samlMetadata serves a SAML connector's SP metadata, for the IdP.
+func (h *Handler) samlMetadata(w http.ResponseWriter, r *http.Request) {
+	b, err := h.auth.SAMLMetadata(r.Context(), r.PathValue("name"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/samlmetadata+xml")
+	w.Write(b)
+}
+
+// samlACS is where the browser posts the IdP's SAML response: auth
+// finishes the login and the browser goes on (303) to the CLI's loopback
+// listener or the web UI.
+func (h *Handler) samlACS(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, auth.MaxSAMLResponse+8<<10)
+	fail := func(code int, err error) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "warden: single sign-on failed: %v\n", err)
+	}
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			fail(http.StatusRequestEntityTooLarge, errors.New("the SAML response is too large"))
+			return
+		}
+		fail(http.StatusBadRequest, errors.New("malformed form"))
+		return
+	}
+	next, err := h.auth.SAMLACS(r.Context(), r.PathValue("name"), r.PostForm.Get("SAMLResponse"), r.PostForm.Get("RelayState"), remoteIP(r))
+	if err != nil {
+		fail(statusOf(err), err)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -348,6 +348,33 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	e.call(admin, "DELETE", "/v1/connectors/oidc/corp", nil, http.StatusOK)
 	e.call(admin, "GET", "/v1/connectors/oidc/corp", nil, http.StatusNotFound)
 
+	// SAML connectors, the SP metadata and the ACS (the flow itself, against
+	// a real IdP, is auth's TestSAMLRefusals and clustertest's TestSAMLLogin).
+	sconn := wire.SAMLConnector{Kind: wire.KindSAML, Metadata: wire.ConnectorMetadata{Name: "okta"},
+		Spec: wire.SAMLConnectorSpec{IdPMetadataURL: "https://idp.example.com/metadata", SignRequests: true,
+			AttributesToRoles: []wire.AttributeMapping{{Attribute: "groups", Value: "ops", Roles: []string{"access"}}}}}
+	e.call(admin, "PUT", "/v1/connectors/saml/other", sconn, http.StatusBadRequest) // the name must match
+	e.call(admin, "PUT", "/v1/connectors/saml/okta", sconn, http.StatusOK)
+	if got := decodeAs[[]*wire.SAMLConnector](t, e.call(admin, "GET", "/v1/connectors/saml", nil, http.StatusOK)); len(got) != 1 || got[0].Metadata.Name != "okta" {
+		t.Errorf("saml connectors: %+v", got)
+	}
+	got := e.call(admin, "GET", "/v1/connectors/saml/okta", nil, http.StatusOK)
+	if strings.Contains(string(got), "PRIVATE") || !strings.Contains(string(got), "idp.example.com") {
+		t.Errorf("saml connector: %s", got)
+	}
+	if md := e.call(open, "GET", "/v1/sso/saml/okta/metadata", nil, http.StatusOK); !strings.Contains(string(md), "/v1/sso/saml/okta/acs") ||
+		strings.Contains(string(md), "PRIVATE") {
+		t.Errorf("SP metadata: %s", md)
+	}
+	e.call(open, "GET", "/v1/sso/saml/nope/metadata", nil, http.StatusNotFound)
+	form := "application/x-www-form-urlencoded"
+	e.call(open, "POST", "/v1/sso/saml/okta/acs", "SAMLResponse=PHg%2B&RelayState=unknown", http.StatusUnauthorized, "Content-Type", form)
+	e.call(open, "POST", "/v1/sso/saml/okta/acs", "SAMLResponse=PHg%2B", http.StatusBadRequest, "Content-Type", form) // no RelayState
+	e.call(open, "POST", "/v1/sso/saml/okta/acs", "RelayState=x&SAMLResponse="+strings.Repeat("A", auth.MaxSAMLResponse+16<<10),
+		http.StatusRequestEntityTooLarge, "Content-Type", form)
+	e.call(admin, "DELETE", "/v1/connectors/saml/okta", nil, http.StatusOK)
+	e.call(admin, "GET", "/v1/connectors/saml/okta", nil, http.StatusNotFound)
+
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {
 			t.Errorf("route %q was not exercised: add it to this test", p)

@@ -69,14 +69,15 @@ type Config struct {
 
 // Server is the auth service.
 type Server struct {
-	oidc  oidcProviders
-	cfg   Config
-	b     storage.Backend
-	ca    *ca.Authority
-	log   *slog.Logger
-	now   func() time.Time
-	roles *roleCache
-	locks *lockCache
+	oidc     oidcProviders
+	samlMeta samlIdPs
+	cfg      Config
+	b        storage.Backend
+	ca       *ca.Authority
+	log      *slog.Logger
+	now      func() time.Time
+	roles    *roleCache
+	locks    *lockCache
 	// notifier sends access request webhooks (nil: none configured).
 	notifier  *notify.Notifier
 	sweepStop context.CancelFunc

@@ -38,10 +38,14 @@ var operations = map[string]rule{
 	"ListLocks":   {kinds: kinds(KindAdmin, KindNode), perms: perms("lock list")},
 	"DeleteLock":  {kinds: kinds(KindAdmin), perms: perms("lock delete")},
 	// SSO connectors (they hold no secret, only where auth reads it).
-	"UpsertConnector": {kinds: kinds(KindAdmin), perms: perms("connector update")},
-	"GetConnector":    {kinds: kinds(KindAdmin), perms: perms("connector read")},
-	"ListConnectors":  {kinds: kinds(KindAdmin), perms: perms("connector list")},
-	"DeleteConnector": {kinds: kinds(KindAdmin), perms: perms("connector delete")},
+	"UpsertConnector":     {kinds: kinds(KindAdmin), perms: perms("connector update")},
+	"GetConnector":        {kinds: kinds(KindAdmin), perms: perms("connector read")},
+	"ListConnectors":      {kinds: kinds(KindAdmin), perms: perms("connector list")},
+	"DeleteConnector":     {kinds: kinds(KindAdmin), perms: perms("connector delete")},
+	"UpsertSAMLConnector": {kinds: kinds(KindAdmin), perms: perms("connector update")},
+	"GetSAMLConnector":    {kinds: kinds(KindAdmin), perms: perms("connector read")},
+	"ListSAMLConnectors":  {kinds: kinds(KindAdmin), perms: perms("connector list")},
+	"DeleteSAMLConnector": {kinds: kinds(KindAdmin), perms: perms("connector delete")},
 	// The cluster health page: read-only facts about auth, nodes, CAs, storage and the audit chain.
 	"ClusterHealth": {kinds: kinds(KindAdmin), perms: perms("cluster read")},
 

@@ -85,6 +85,10 @@ var matrix = map[string]row{
 	"GetConnector":         {deny, deny, deny, all, deny, deny, all},
 	"ListConnectors":       {deny, deny, deny, all, deny, deny, all},
 	"DeleteConnector":      {deny, deny, deny, all, deny, deny, all},
+	"UpsertSAMLConnector":  {deny, deny, deny, all, deny, deny, all},
+	"GetSAMLConnector":     {deny, deny, deny, all, deny, deny, all},
+	"ListSAMLConnectors":   {deny, deny, deny, all, deny, deny, all},
+	"DeleteSAMLConnector":  {deny, deny, deny, all, deny, deny, all},
 	"ListSessions":         {deny, deny, all, all, deny, deny, all},
 	"CreateUser":           {deny, deny, deny, all, deny, deny, all},
 	"ListUsers":            {deny, deny, deny, all, deny, deny, all},
@@ -362,6 +366,20 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"DeleteConnector": func(f *matrixFixture, c auth.Caller) outcome {
 		return gate(f.a.DeleteConnector(context.Background(), c, "no-such-connector"))
+	},
+	"UpsertSAMLConnector": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.UpsertSAMLConnector(context.Background(), c, &auth.SAMLConnector{Kind: "saml", Metadata: wire.ConnectorMetadata{Name: "bad name"}}))
+	},
+	"GetSAMLConnector": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.GetSAMLConnector(context.Background(), c, "no-such-connector")
+		return gate(err)
+	},
+	"ListSAMLConnectors": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListSAMLConnectors(context.Background(), c)
+		return gate(err)
+	},
+	"DeleteSAMLConnector": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteSAMLConnector(context.Background(), c, "no-such-connector"))
 	},
 	"ListSessions": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.ListSessions(context.Background(), c)

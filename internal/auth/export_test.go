@@ -3,6 +3,10 @@ package auth
 import (
 	"context"
 	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/identity"
 )
 
 // SweepRequests runs one pass of the access request sweeper, for tests that
@@ -26,3 +30,32 @@ var Checkpoint = (*Server).checkpoint
 // OnMarkedComplete makes s call f between marking a recording complete and
 // auditing its completion.
 func OnMarkedComplete(s *Server, f func(id string)) { s.markedComplete = f }
+
+// CopySAMLPending stores a copy of the pending SAML login of relay under
+// a new RelayState, which it returns: the same AuthnRequest ID twice, as
+// if the RelayState's single use were bypassed (for the replay test).
+func CopySAMLPending(t testing.TB, s *Server, relay string) string {
+	t.Helper()
+	var p ssoPending
+	if err := s.getJSON(context.Background(), prefixSAMLPending+identity.HashToken(relay), &p); err != nil {
+		t.Fatal(err)
+	}
+	relay2, err := identity.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.createJSON(context.Background(), prefixSAMLPending+identity.HashToken(relay2), p, s.now().Add(ssoPendingTTL)); err != nil {
+		t.Fatal(err)
+	}
+	return relay2
+}
+
+// AgeSAMLMetadata makes the cached IdP metadata of connector name d older.
+func AgeSAMLMetadata(s *Server, name string, d time.Duration) {
+	c := &s.samlMeta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[name]; ok {
+		c.m[name] = &samlIdP{source: e.source, ed: e.ed, fetched: e.fetched.Add(-d)}
+	}
+}

@@ -58,6 +58,9 @@ func (s *Server) UpsertConnector(ctx context.Context, c Caller, conn *OIDCConnec
 			return err
 		}
 	}
+	if _, err := s.b.Get(ctx, prefixSAML+conn.Metadata.Name); err == nil {
+		return badRequest("connector %q: a saml connector has this name", conn.Metadata.Name)
+	}
 	key := prefixOIDC + conn.Metadata.Name
 	_, getErr := s.b.Get(ctx, key)
 	if err := s.putJSON(ctx, key, conn, time.Time{}); err != nil {
@@ -120,6 +123,14 @@ func (s *Server) ConnectorNames(ctx context.Context) ([]string, error) {
 	for _, c := range conns {
 		names = append(names, c.Metadata.Name)
 	}
+	if err != nil {
+		return names, err
+	}
+	sconns, err := s.listSAMLConnectors(ctx)
+	for _, c := range sconns {
+		names = append(names, c.Metadata.Name)
+	}
+	sort.Strings(names)
 	return names, err
 }
 
@@ -241,6 +252,9 @@ type ssoPending struct {
 	TTL            time.Duration `json:"ttl,omitempty"`
 	ResultHash     string        `json:"result_hash"`
 	RemoteAddr     string        `json:"remote_addr"`
+	// RequestID is a SAML login's AuthnRequest ID (the InResponseTo the
+	// assertion must carry).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // ssoResult is its outcome, for the client that started it.
@@ -255,17 +269,8 @@ type ssoResult struct {
 // the proxy (OIDCCallback), which sends it on to the client's loopback
 // ClientRedirect.
 func (s *Server) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire.SSOBeginResponse, error) {
-	if _, err := parsePublicKey(req.PublicKey); err != nil {
-		return nil, badRequest("%v", err)
-	}
-	u, err := url.Parse(req.ClientRedirect)
-	switch {
-	case req.Web:
-		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/web/") || u.RawQuery != "" {
-			return nil, badRequest("a web sign-in returns to a path under /web/")
-		}
-	case err != nil || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) || u.RawQuery != "":
-		return nil, badRequest("client_redirect must be an http URL on a loopback address, without a query")
+	if err := checkSSOBegin(req); err != nil {
+		return nil, err
 	}
 	var conn OIDCConnector
 	if err := s.getJSON(ctx, prefixOIDC+req.Connector, &conn); err != nil {
@@ -293,6 +298,23 @@ func (s *Server) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire
 	}
 	authURL := cfg.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier))
 	return &wire.SSOBeginResponse{AuthURL: authURL, ID: id, ResultToken: result}, nil
+}
+
+// checkSSOBegin checks the client's key and where the browser returns.
+func checkSSOBegin(req wire.SSOBeginRequest) error {
+	if _, err := parsePublicKey(req.PublicKey); err != nil {
+		return badRequest("%v", err)
+	}
+	u, err := url.Parse(req.ClientRedirect)
+	switch {
+	case req.Web:
+		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/web/") || u.RawQuery != "" {
+			return badRequest("a web sign-in returns to a path under /web/")
+		}
+	case err != nil || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) || u.RawQuery != "":
+		return badRequest("client_redirect must be an http URL on a loopback address, without a query")
+	}
+	return nil
 }
 
 // OIDCCallback is the IdP's redirect back (through the proxy): it spends
@@ -435,11 +457,32 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 	if len(names) != 1 {
 		return nil, "no user name claim", denied("the ID token has no %q claim for the user name (connector %q: username_claim)", claimName, conn.Metadata.Name)
 	}
-	name := names[0]
+	name, err := wire.UsernameFrom(names[0], conn.Spec.UsernameDomain)
+	if err != nil {
+		return nil, "user name claim not valid", denied("the %q claim: %v", claimName, err)
+	}
 	if err := identity.ValidateUsername(name); err != nil {
 		return nil, "user name claim not valid", denied("the %q claim is not a valid Warden user name: %v", claimName, err)
 	}
 	roles, traits := MapClaims(conn.Spec, claims)
+	return s.ssoUser(ctx, ssoIdentity{connector: conn.Metadata.Name, method: "oidc", what: "claims",
+		name: name, subject: sub, roles: roles, traits: traits}, p)
+}
+
+// ssoIdentity is what a connector's IdP vouched for, mapped.
+type ssoIdentity struct {
+	connector, method string
+	what              string // "claims" or "attributes", for the reasons
+	name, subject     string
+	roles             []string
+	traits            map[string][]string
+}
+
+// ssoUser turns a verified identity into a user record of type sso
+// (upserted, roles recomputed at each login) and certificates, under the
+// same caps, locks and current-state checks as a local user's.
+func (s *Server) ssoUser(ctx context.Context, id ssoIdentity, p *ssoPending) (*wire.LoginResponse, string, error) {
+	name, roles, traits, connName := id.name, id.roles, id.traits, id.connector
 	pub, err := parsePublicKey(p.PublicKey)
 	if err != nil {
 		return nil, "bad public key", badRequest("%v", err)
@@ -450,14 +493,14 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, "storage error", err
 	}
-	if found && (u.Type != identity.TypeSSO || u.Connector != conn.Metadata.Name) {
-		return nil, "a local user has this name", denied("user %q exists and does not belong to connector %q", name, conn.Metadata.Name)
+	if found && (u.Type != identity.TypeSSO || u.Connector != connName) {
+		return nil, "a local user has this name", denied("user %q exists and does not belong to connector %q", name, connName)
 	}
 	if len(roles) == 0 {
 		if found && len(u.Roles) > 0 {
 			// The IdP no longer vouches for any role: the certificates of
 			// earlier logins lose theirs now.
-			if err := s.voidCerts(ctx, Caller{Kind: KindAdmin, User: "sso:" + conn.Metadata.Name}, name,
+			if err := s.voidCerts(ctx, Caller{Kind: KindAdmin, User: "sso:" + connName}, name,
 				"user "+name+" no longer maps to any role at the identity provider"); err != nil {
 				return nil, "storage error", err
 			}
@@ -466,14 +509,14 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 				return nil, "concurrent login", fmt.Errorf("%w: a concurrent change to user %q; log in again", ErrUnauthenticated, name)
 			}
 		}
-		return nil, "no role matches the claims", denied("your identity provider's claims map to no role in connector %q; ask an admin to grant you one", conn.Metadata.Name)
+		return nil, "no role matches the " + id.what, denied("your identity provider's %s map to no role in connector %q; ask an admin to grant you one", id.what, connName)
 	}
 	if err := s.CheckLock(lock.Subject{User: name, Roles: roles}); err != nil {
 		return nil, "locked", err
 	}
 	now := s.now().UTC()
 	if !found {
-		u = identity.User{Name: name, Type: identity.TypeSSO, Connector: conn.Metadata.Name, CreatedAt: now}
+		u = identity.User{Name: name, Type: identity.TypeSSO, Connector: connName, CreatedAt: now}
 	}
 	u.Status = identity.StatusActive
 	lost := slices.ContainsFunc(u.Roles, func(r string) bool { return !slices.Contains(roles, r) })
@@ -481,7 +524,7 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 	if lost {
 		// As when an admin takes a role away: the certificates of earlier
 		// logins lose it now (a lock for nodes, the record for auth).
-		if err := s.voidCerts(ctx, Caller{Kind: KindAdmin, User: "sso:" + conn.Metadata.Name}, name,
+		if err := s.voidCerts(ctx, Caller{Kind: KindAdmin, User: "sso:" + connName}, name,
 			"user "+name+" lost a role at an SSO login; log in again"); err != nil {
 			return nil, "storage error", err
 		}
@@ -506,7 +549,7 @@ func (s *Server) ssoLogin(ctx context.Context, conn *OIDCConnector, claims map[s
 		return nil, "certificate issuance failed", err
 	}
 	s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: name, RemoteAddr: p.RemoteAddr, Success: true,
-		Fields: map[string]any{"method": "oidc", "connector": conn.Metadata.Name, "subject": sub, "roles": roles}})
+		Fields: map[string]any{"method": id.method, "connector": connName, "subject": id.subject, "roles": roles}})
 	return resp, "", nil
 }
 

@@ -29,11 +29,11 @@ cluster its CA fingerprint is printed and pinned.
 For scripts: --password-stdin reads the password from standard input and
 --otp gives the TOTP code.
 
-With --sso NAME, sign in through the single sign-on connector NAME instead:
-your browser opens the identity provider's page (--browser none prints the
-URL to open on any browser of this machine), and comes back to a listener on
-this machine's loopback address. Your roles come from the provider's claims
-at every login.`,
+With --sso NAME, sign in through the single sign-on connector NAME (OIDC or
+SAML) instead: your browser opens the identity provider's page (--browser
+none prints the URL to open on any browser of this machine), and comes back
+to a listener on this machine's loopback address. Your roles come from the
+provider's claims or attributes at every login.`,
 		Example: "  warden login --proxy 127.0.0.1:3080 --user developer\n  echo \"$PW\" | warden login --proxy p:3080 --user ci --password-stdin --otp 123456",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -20,13 +20,15 @@ func newApplyCmd(g *globals) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Create or update resources (roles, oidc connectors) from YAML",
+		Short: "Create or update resources (roles, oidc and saml connectors) from YAML",
 		Long: `Create or update resources from a YAML (or JSON) file; several documents may
 be separated by ---. Unknown fields and bad values are rejected with the line
 and the reason, and nothing is applied unless every document is valid.
-Kinds: role, and oidc (single sign-on connectors; docs/configuration.md): an
-oidc connector names the file or environment variable the auth service reads
-its client secret from, never the secret itself.
+Kinds: role, oidc and saml (single sign-on connectors; docs/sso-oidc.md,
+docs/sso-saml.md): an oidc connector names the file or environment variable
+the auth service reads its client secret from, never the secret itself; a
+saml connector names the IdP's metadata (URL or inline XML), and Warden
+makes and keeps its signing key itself (sign_requests: true).
 
 Example role:
   kind: role
@@ -58,7 +60,7 @@ Example role:
 			if err != nil {
 				return err
 			}
-			data, conns, err := splitConnectors(data)
+			data, conns, sconns, err := splitConnectors(data)
 			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
@@ -91,6 +93,13 @@ Example role:
 				}
 				textf(g.io.Out, "oidc connector %q applied\n", conn.Metadata.Name)
 			}
+			for _, conn := range sconns {
+				if err := c.UpsertSAMLConnector(cmd.Context(), conn); err != nil {
+					return err
+				}
+				textf(g.io.Out, "saml connector %q applied (SP metadata for the IdP: https://PROXY/v1/sso/saml/%s/metadata)\n",
+					conn.Metadata.Name, conn.Metadata.Name)
+			}
 			return nil
 		},
 	}
@@ -103,15 +112,18 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:       "get roles [NAME]",
 		Short:     "Show resources",
-		Example:   "  warden get roles\n  warden get roles access -o yaml\n  warden get oidc corp -o yaml",
-		ValidArgs: []string{"roles", "role", "oidc"},
+		Example:   "  warden get roles\n  warden get roles access -o yaml\n  warden get oidc corp -o yaml\n  warden get saml okta",
+		ValidArgs: []string{"roles", "role", "oidc", "saml"},
 		Args:      cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == "oidc" || args[0] == "connectors" {
 				return getConnectors(cmd, g, args[1:], format)
 			}
+			if args[0] == "saml" {
+				return getSAMLConnectors(cmd, g, args[1:], format)
+			}
 			if args[0] != "roles" && args[0] != "role" {
-				return fmt.Errorf("unknown resource kind %q (supported: roles, oidc)", args[0])
+				return fmt.Errorf("unknown resource kind %q (supported: roles, oidc, saml)", args[0])
 			}
 			c, err := g.adminClient()
 			if err != nil {
@@ -196,8 +208,12 @@ func newRmCmd(g *globals) *cobra.Command {
 				if err := c.DeleteConnector(cmd.Context(), name); err != nil {
 					return err
 				}
+			case "saml":
+				if err := c.DeleteSAMLConnector(cmd.Context(), name); err != nil {
+					return err
+				}
 			default:
-				return fmt.Errorf("unknown resource kind %q (supported: role, user, token, lock, oidc)", kind)
+				return fmt.Errorf("unknown resource kind %q (supported: role, user, token, lock, oidc, saml)", kind)
 			}
 			textf(g.io.Out, "%s %q removed\n", kind, name)
 			return nil
@@ -205,13 +221,14 @@ func newRmCmd(g *globals) *cobra.Command {
 	}
 }
 
-// splitConnectors takes the documents of kind oidc out of a YAML stream
+// splitConnectors takes the documents of kind oidc and saml out of a YAML stream
 // (each becomes blank lines, so the roles' line numbers stay true) and
 // decodes them strictly: an unknown field, such as an inline client_secret,
 // is refused.
-func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, error) {
+func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, []*wire.SAMLConnector, error) {
 	lines := strings.SplitAfter(string(data), "\n")
 	var conns []*wire.OIDCConnector
+	var sconns []*wire.SAMLConnector
 	var out strings.Builder
 	start := 0
 	flush := func(end int) error {
@@ -235,26 +252,38 @@ func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, error) {
 			out.WriteString(strings.Repeat("\n", end-start))
 			return nil
 		}
+		if head.Kind == wire.KindSAML {
+			var conn wire.SAMLConnector
+			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
+				return fmt.Errorf("saml connector (document at line %d): %v", start+1, err)
+			}
+			if err := conn.Validate(); err != nil {
+				return fmt.Errorf("saml connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
+			}
+			sconns = append(sconns, &conn)
+			out.WriteString(strings.Repeat("\n", end-start))
+			return nil
+		}
 		out.WriteString(doc)
 		return nil
 	}
 	for i, l := range lines {
 		if strings.TrimRight(l, "\r\n") == "---" {
 			if err := flush(i); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			out.WriteString(l)
 			start = i + 1
 		}
 	}
 	if err := flush(len(lines)); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rest := out.String()
-	if len(conns) > 0 && strings.Trim(rest, "-\r\n \t") == "" {
+	if len(conns)+len(sconns) > 0 && strings.Trim(rest, "-\r\n \t") == "" {
 		rest = ""
 	}
-	return []byte(rest), conns, nil
+	return []byte(rest), conns, sconns, nil
 }
 
 // oneOrAll gets the resource named by args (one name), or lists them all
@@ -315,4 +344,54 @@ func getConnectors(cmd *cobra.Command, g *globals, args []string, format string)
 		rows[i] = []string{conn.Metadata.Name, conn.Spec.IssuerURL, conn.Spec.ClientID, secret}
 	}
 	return writeTable(g.io.Out, "OIDC CONNECTOR\tISSUER\tCLIENT ID\tSECRET FROM", rows)
+}
+
+// getSAMLConnectors shows SAML connectors: never their signing key,
+// which auth keeps apart from them.
+func getSAMLConnectors(cmd *cobra.Command, g *globals, args []string, format string) error {
+	c, err := g.adminClient()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	conns, err := oneOrAll(cmd.Context(), args, c.GetSAMLConnector, c.ListSAMLConnectors)
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "yaml", "json":
+		for i, conn := range conns {
+			var b []byte
+			if format == "yaml" {
+				if i > 0 {
+					textf(g.io.Out, "---\n")
+				}
+				b, err = yaml.Marshal(conn)
+			} else {
+				b, err = json.MarshalIndent(conn, "", "  ")
+				b = append(b, '\n')
+			}
+			if err != nil {
+				return err
+			}
+			g.io.Out.Write(b)
+		}
+		return nil
+	case "", "text":
+	default:
+		return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
+	}
+	rows := make([][]string, len(conns))
+	for i, conn := range conns {
+		idp := conn.Spec.IdPMetadataURL
+		if idp == "" {
+			idp = "(inline XML)"
+		}
+		signed := "no"
+		if conn.Spec.SignRequests {
+			signed = "yes"
+		}
+		rows[i] = []string{conn.Metadata.Name, idp, "/v1/sso/saml/" + conn.Metadata.Name + "/metadata", signed}
+	}
+	return writeTable(g.io.Out, "SAML CONNECTOR\tIDP METADATA\tSP METADATA (on the proxy)\tSIGNED REQUESTS", rows)
 }

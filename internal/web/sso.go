@@ -52,7 +52,7 @@ func (l *ssoLogins) take(cookie string) (ssoLogin, bool) {
 	return v, ok && time.Now().Before(v.expires)
 }
 
-// ssoStart is the "Sign in with NAME" link: the same auth.BeginOIDC as
+// ssoStart is the "Sign in with NAME" link: the same auth.BeginSSO (OIDC or SAML) as
 // `warden login --sso`, coming back to ssoDone on this proxy. A link (GET),
 // not a form: the page's CSP (form-action 'self') would stop a form's
 // redirect to the IdP. Starting a sign-in changes nothing but this
@@ -69,7 +69,7 @@ func (h *Handler) ssoStart(w http.ResponseWriter, r *http.Request) {
 		h.renderSignin(w, r, http.StatusInternalServerError, next, h.message(err))
 		return
 	}
-	begin, err := h.auth.BeginOIDC(r.Context(), auth.SSOBeginRequest{Connector: r.PathValue("name"),
+	begin, err := h.auth.BeginSSO(r.Context(), auth.SSOBeginRequest{Connector: r.PathValue("name"),
 		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), ClientRedirect: Prefix + "login/sso/done", RemoteAddr: remoteIP(r), Web: true})
 	if err != nil {
 		h.renderSignin(w, r, statusOf(err), next, h.message(err))

@@ -53,6 +53,10 @@ type OIDCConnectorSpec struct {
 	// (default preferred_username); its value must be a valid user name
 	// (a-z, 0-9, '.', '_', '-'), else the login is refused.
 	UsernameClaim string `json:"username_claim,omitempty"`
+	// UsernameDomain, when set, is the e-mail domain the user name claim's
+	// value must end with (@DOMAIN), taken off to make the Warden user
+	// name: ann@example.com becomes ann; another domain is refused.
+	UsernameDomain string `json:"username_domain,omitempty"`
 	// ClaimsToRoles maps claims to roles; a login whose claims match none
 	// is refused.
 	ClaimsToRoles []ClaimMapping `json:"claims_to_roles"`
@@ -120,6 +124,9 @@ func (c *OIDCConnector) Validate() error {
 	if err := checkIDPURL("redirect_url", sp.RedirectURL); err != nil {
 		return err
 	}
+	if err := checkUsernameDomain(sp.UsernameDomain); err != nil {
+		return err
+	}
 	if len(sp.ClaimsToRoles) == 0 {
 		return errors.New("claims_to_roles: at least one mapping is required")
 	}
@@ -184,4 +191,25 @@ func ClaimMatcher(value string) (func(string) bool, error) {
 		return nil, err
 	}
 	return func(v string) bool { ok, _ := path.Match(value, v); return ok }, nil
+}
+
+// UsernameFrom makes a Warden user name of an IdP's value: as is, or with
+// domain set, the part before "@DOMAIN" (case-insensitive, as IdPs treat
+// addresses), in lower case; any other value is refused.
+func UsernameFrom(value, domain string) (string, error) {
+	if domain == "" {
+		return value, nil
+	}
+	local, dom, ok := strings.Cut(value, "@")
+	if !ok || !strings.EqualFold(dom, domain) {
+		return "", fmt.Errorf("%q is not an address @%s (username_domain)", value, domain)
+	}
+	return strings.ToLower(local), nil
+}
+
+func checkUsernameDomain(d string) error {
+	if d != "" && (strings.ContainsAny(d, "@ /") || !strings.Contains(d, ".")) {
+		return fmt.Errorf("username_domain %q: want a domain such as example.com", d)
+	}
+	return nil
 }
