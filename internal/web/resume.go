@@ -67,6 +67,9 @@ type serverMsg struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// statusTakenOver closes a socket whose terminal another socket resumed.
+const statusTakenOver websocket.StatusCode = 4000
+
 // errTerminalGone is the refusal of a resume whose token names no
 // terminal.
 var errTerminalGone = errors.New("this terminal session is gone: it ended, its page was away longer than " +
@@ -244,8 +247,11 @@ func (t *terminal) attach(att *attachment, from int64) (string, error) {
 	}
 	// Output before from is the page's already.
 	t.out.ack(from)
-	if t.att != nil {
-		t.att.cancel()
+	if old := t.att; old != nil {
+		// The previous socket is told (its sender sees it is no longer
+		// the terminal's and closes it with statusTakenOver), and cut
+		// if it does not close soon (a dead connection).
+		time.AfterFunc(5*time.Second, old.cancel)
 	}
 	t.att = att
 	att.sent = from
@@ -441,6 +447,9 @@ func (t *terminal) serve(ctx context.Context, ws *websocket.Conn, from int64) {
 	for {
 		chunk, final, stop := t.next(actx, att, buf)
 		if stop {
+			if actx.Err() == nil {
+				_ = ws.Close(statusTakenOver, "this terminal was resumed in another window")
+			}
 			return
 		}
 		if final {
