@@ -11,12 +11,14 @@ import (
 
 // DialLocal connects to the proxy's SSH side in process, for a server in
 // the same process that connects on a user's behalf (the web terminal),
-// and returns the client's end. The proxy sees clientAddr (the browser's
+// and returns the client's end; with data, to its data connection side
+// instead (tunnel.DialDataVia), where the node's connection is relayed
+// without the proxy's SSH layer. The proxy sees clientAddr (the browser's
 // address, host:port) as the connection's remote address: its checks and
 // audit, and the node's session, name the user's address rather than this
 // process's. Only code in the process can make such a connection; nothing
 // a client sends can set the address.
-func (s *Server) DialLocal(clientAddr string) (net.Conn, error) {
+func (s *Server) DialLocal(clientAddr string, data bool) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(clientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: client address %q: %w", clientAddr, err)
@@ -52,6 +54,10 @@ func (s *Server) DialLocal(clientAddr string) (net.Conn, error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		if data {
+			s.handleData(server) // untracks it
+			return
+		}
 		defer s.untrack(server)
 		s.handle(server)
 	}()

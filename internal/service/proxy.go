@@ -89,7 +89,9 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
 	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web"),
-		DialProxy: func(_ context.Context, clientAddr string) (net.Conn, error) { return p.proxy.DialLocal(clientAddr) }})
+		DialProxy: func(_ context.Context, clientAddr string, data bool) (net.Conn, error) {
+			return p.proxy.DialLocal(clientAddr, data)
+		}})
 	if err != nil {
 		return nil, err
 	}

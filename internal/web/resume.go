@@ -185,6 +185,9 @@ type terminal struct {
 	cond *sync.Cond
 	out  ring
 	att  *attachment
+	// sending: a write to att's socket is in progress (by the socket's
+	// sender, or by Write itself when att had everything before).
+	sending bool
 	// timer ends the terminal when no socket is attached for reg.grace.
 	timer *time.Timer
 	// ended: the session is over (no more output). reason and code are
@@ -200,6 +203,7 @@ type terminal struct {
 // attachment is one socket showing a terminal.
 type attachment struct {
 	ws     *websocket.Conn
+	ctx    context.Context
 	cancel context.CancelFunc
 	// sent is the offset of the next output byte to send.
 	sent int64
@@ -225,6 +229,19 @@ func (t *terminal) Write(p []byte) (int, error) {
 		if k == 0 {
 			t.cond.Wait()
 			continue
+		}
+		// A page that has everything else gets this at once, from here:
+		// a keystroke's echo waits for no other goroutine.
+		if att := t.att; att != nil && !t.sending && att.sent == t.out.end-int64(k) && att.ctx.Err() == nil {
+			att.sent += int64(k)
+			t.sending = true
+			t.mu.Unlock()
+			err := att.ws.Write(att.ctx, websocket.MessageBinary, p[:k])
+			t.mu.Lock()
+			t.sending = false
+			if err != nil {
+				att.cancel()
+			}
 		}
 		n += k
 		p = p[k:]
@@ -312,9 +329,12 @@ func (t *terminal) next(ctx context.Context, att *attachment, buf []byte) (chunk
 			return nil, false, true
 		case t.aborted:
 			return nil, true, false
+		case t.sending:
+			// Write is sending to att: wait for it.
 		case att.sent < t.out.end:
 			n := t.out.read(att.sent, buf[:min(len(buf), termChunk)])
 			att.sent += int64(n)
+			t.sending = true
 			return buf[:n], false, false
 		case t.ended:
 			return nil, true, false
@@ -377,7 +397,7 @@ func (t *terminal) finish() {
 func (t *terminal) serve(ctx context.Context, ws *websocket.Conn, from int64) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	att := &attachment{ws: ws, cancel: cancel}
+	att := &attachment{ws: ws, ctx: actx, cancel: cancel}
 	tok, err := t.attach(att, from)
 	if err != nil {
 		refuseSocket(ws, err.Error())
@@ -464,7 +484,12 @@ func (t *terminal) serve(ctx context.Context, ws *websocket.Conn, from int64) {
 			_ = ws.Close(websocket.StatusNormalClosure, truncate(reason, 120))
 			return
 		}
-		if err := ws.Write(actx, websocket.MessageBinary, chunk); err != nil {
+		err := ws.Write(actx, websocket.MessageBinary, chunk)
+		t.mu.Lock()
+		t.sending = false
+		t.cond.Broadcast()
+		t.mu.Unlock()
+		if err != nil {
 			return
 		}
 	}

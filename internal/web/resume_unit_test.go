@@ -61,12 +61,12 @@ func TestTerminalGrace(t *testing.T) {
 	if _, err := reg.lookup(tok, "other", "carol"); err == nil {
 		t.Fatal("token accepted from another browser session")
 	}
+	term.detach(att)
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := term.Write(make([]byte, termWindow+1)) // one byte over: waits
 		wrote <- err
 	}()
-	term.detach(att)
 	testkit.WaitFor(t, "the terminal to end", func() bool { _, err := reg.lookup(tok, "owner", "carol"); return err != nil })
 	if err := <-wrote; err == nil {
 		t.Fatal("the waiting writer was not let go")

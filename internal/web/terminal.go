@@ -16,6 +16,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client/sshclient"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 type terminalData struct {
@@ -205,22 +206,39 @@ func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, name,
 	proxyAddr := h.proxyAddr()
 	var dial func(ctx context.Context, _, _ string) (net.Conn, error)
 	if h.dialProxy != nil {
-		dial = func(ctx context.Context, _, _ string) (net.Conn, error) { return h.dialProxy(ctx, clientAddr) }
+		dial = func(ctx context.Context, _, _ string) (net.Conn, error) { return h.dialProxy(ctx, clientAddr, false) }
 	}
 	pc, err := sshclient.Dial(ctx, sshclient.Config{User: c.User, Addr: proxyAddr, Signer: signer, HostCAs: cas,
 		Timeout: 15 * time.Second, Dial: dial})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	viaData := false
 	nc, err := sshclient.Dial(ctx, sshclient.Config{User: login, Addr: net.JoinHostPort(id, "0"), Signer: signer, HostCAs: cas,
 		HostName: id, Timeout: 15 * time.Second,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			// As `warden ssh`: a data connection, which the proxy relays
+			// without its own SSH layer, when it offers them.
+			if h.dialProxy != nil {
+				conn, err := tunnel.DialDataVia(ctx, pc, id, func(ctx context.Context) (net.Conn, error) {
+					return h.dialProxy(ctx, clientAddr, true)
+				})
+				if !errors.Is(err, tunnel.ErrNoDataConns) {
+					viaData = err == nil
+					return conn, err
+				}
+			}
 			return pc.Dial("tcp", net.JoinHostPort(id, "0"))
 		}})
 	if err != nil {
 		pc.Close()
 		// sshclient's messages are the ones `warden ssh` shows.
 		return nil, errors.New(strings.ReplaceAll(err.Error(), id, "node "+name))
+	}
+	if viaData {
+		// A data connection does not need the connection to the proxy.
+		pc.Close()
+		return nc, nil
 	}
 	go func() {
 		_ = nc.Wait()

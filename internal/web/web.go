@@ -47,12 +47,13 @@ type Config struct {
 	// ProxyAddr is the address of the proxy's SSH side, which the web
 	// terminal connects through (nil: no web terminal).
 	ProxyAddr func() string
-	// DialProxy, if set, connects to the proxy's SSH side in process,
-	// presenting clientAddr (the browser's address) as the connection's
-	// client address, so the proxy's checks and audit, and the node's
-	// session, name the browser rather than this server. Without it the
-	// web terminal dials ProxyAddr over TCP.
-	DialProxy func(ctx context.Context, clientAddr string) (net.Conn, error)
+	// DialProxy, if set, connects to the proxy's SSH side (with data, to
+	// its data connections) in process, presenting clientAddr (the
+	// browser's address) as the connection's client address, so the
+	// proxy's checks and audit, and the node's session, name the browser
+	// rather than this server. Without it the web terminal dials
+	// ProxyAddr over TCP and reaches nodes through channels.
+	DialProxy func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
 	Logger    *slog.Logger
 	Now       func() time.Time
 }
@@ -61,7 +62,7 @@ type Config struct {
 type Handler struct {
 	auth      *auth.Server
 	proxyAddr func() string
-	dialProxy func(ctx context.Context, clientAddr string) (net.Conn, error)
+	dialProxy func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
 	terms     *terminals
 	log       *slog.Logger
 	now       func() time.Time
