@@ -37,6 +37,8 @@ const (
 	termWindow = 1 << 20
 	// termChunk is the most output one WebSocket message carries.
 	termChunk = 256 << 10
+	// directMax is the most output the session's writer sends itself.
+	directMax = 1024
 	// maxTerminalsPerSession bounds the terminals (attached or waiting for
 	// their browser) of one browser session.
 	maxTerminalsPerSession = 32
@@ -230,9 +232,11 @@ func (t *terminal) Write(p []byte) (int, error) {
 			t.cond.Wait()
 			continue
 		}
-		// A page that has everything else gets this at once, from here:
-		// a keystroke's echo waits for no other goroutine.
-		if att := t.att; att != nil && !t.sending && att.sent == t.out.end-int64(k) && att.ctx.Err() == nil {
+		// A page that has everything else gets a little output (a
+		// keystroke's echo) at once, from here: it waits for no other
+		// goroutine. More output goes through the sender, which sends
+		// what has gathered in one message.
+		if att := t.att; att != nil && k <= directMax && !t.sending && att.sent == t.out.end-int64(k) && att.ctx.Err() == nil {
 			att.sent += int64(k)
 			t.sending = true
 			t.mu.Unlock()
