@@ -323,7 +323,14 @@ func TestTerminalResumeRefused(t *testing.T) {
 		tc.waitOutput("hi-42")
 		tc.cut()
 		_, off, _, _, _ := tc.state()
+		// A second terminal, still open, ends at the sign-out.
+		open := w.openTerm("/web/servers/node1/ws?login=dave", "", 0)
+		open.waitToken()
 		w.post("/web/logout", url.Values{"csrf": {w.csrf}})
+		testkit.WaitFor(t, "the open terminal to end", func() bool { _, _, _, _, closed := open.state(); return closed })
+		if _, _, _, r, _ := open.state(); !strings.Contains(r, "signed out") {
+			t.Errorf("open terminal at sign-out: reason %q", r)
+		}
 		if r := w.openTerm("/web/servers/node1/ws?login=dave", tok, off).refused(); !strings.Contains(r, "signed out") {
 			t.Errorf("resume after sign-out: reason %q", r)
 		}
