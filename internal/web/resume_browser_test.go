@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/testkit"
@@ -155,4 +156,33 @@ func TestBrowserTerminalResume(t *testing.T) {
 		t.Fatal("the terminal closed")
 	}
 	b.screenshot("terminal-resumed")
+}
+
+// TestBrowserTerminalFlood: 20 MB of output through a web terminal all
+// arrive (the marker after them shows) while the page keeps answering:
+// the page acknowledges output as xterm writes it and the server sends at
+// most 1 MiB ahead, so xterm never queues a flood.
+func TestBrowserTerminalFlood(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{NodeLabels: map[string]string{"env": "dev"}})
+	c.ApplyRoles(roles)
+	carol := c.AddUser("carol", []string{"dev"}, []string{"carol"})
+	clustertest.EnsureOSUser(t, "carol")
+	b := newBrowser(t, "https://"+c.ProxyAddr())
+	openTerminal(t, b, carol, "carol")
+	b.typeText("yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 20M; echo END-$((6*7))")
+	b.pressEnter()
+	rows := `document.querySelector(".xterm-rows").textContent`
+	var worst time.Duration
+	for {
+		t0 := time.Now()
+		done := eval[bool](b, rows+`.includes("END-42")`)
+		worst = max(worst, time.Since(t0))
+		if done {
+			break
+		}
+	}
+	t.Logf("slowest answer of the page during the flood: %v", worst.Round(time.Millisecond))
+	if worst > 5*time.Second {
+		t.Errorf("the page took %v to answer during the flood", worst)
+	}
 }
