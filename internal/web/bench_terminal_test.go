@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,19 +241,19 @@ func BenchmarkTerminalBulk(b *testing.B) {
 		runUntil(b, t, "stty -echo; echo READY-$((6*7))\n", "READY-42")
 	}
 	const size = 100 << 20
-	var tw, tc time.Duration
+	var tw, tc, cw, cc time.Duration
 	b.ResetTimer()
 	for b.Loop() {
 		for i, t := range []termPipe{web, cli} {
-			t0 := time.Now()
+			t0, c0 := time.Now(), cpuTime(b)
 			n := runUntil(b, t, "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 100M; echo END-$((6*7))\n", "END-42")
 			if n < size {
 				b.Fatalf("read %d bytes", n)
 			}
 			if i == 0 {
-				tw += time.Since(t0)
+				tw, cw = tw+time.Since(t0), cw+cpuTime(b)-c0
 			} else {
-				tc += time.Since(t0)
+				tc, cc = tc+time.Since(t0), cc+cpuTime(b)-c0
 			}
 		}
 	}
@@ -260,4 +261,17 @@ func BenchmarkTerminalBulk(b *testing.B) {
 	mb := float64(size) / 1e6 * float64(b.N)
 	b.ReportMetric(mb/tw.Seconds(), "web-MB/s")
 	b.ReportMetric(mb/tc.Seconds(), "ssh-MB/s")
+	// CPU time of this process (node, proxy, bridge and client alike) per
+	// MB, which the machine's load does not change as it does wall time.
+	b.ReportMetric(float64(cw.Milliseconds())/mb, "web-cpu-ms/MB")
+	b.ReportMetric(float64(cc.Milliseconds())/mb, "ssh-cpu-ms/MB")
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
