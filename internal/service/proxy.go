@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,7 +88,10 @@ func (p *Process) startProxy(public string) error {
 func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
-	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web"), Version: api.Version})
+	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web"), Version: api.Version,
+		DialProxy: func(_ context.Context, clientAddr string, data bool) (net.Conn, error) {
+			return p.proxy.DialLocal(clientAddr, data)
+		}})
 	if err != nil {
 		return nil, err
 	}

@@ -116,6 +116,15 @@ func ParsePreamble(b []byte) (kind byte, ticket string, err error) {
 // proxyAddr is the proxy's address. errors.Is(err, ErrNoDataConns) tells
 // a proxy that does not offer them.
 func DialData(ctx context.Context, pc ssh.Conn, proxyAddr, target string) (net.Conn, error) {
+	return DialDataVia(ctx, pc, target, func(ctx context.Context) (net.Conn, error) {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		return d.DialContext(ctx, "tcp", proxyAddr)
+	})
+}
+
+// DialDataVia is DialData with the data connection opened by dial (the
+// web terminal's, in the proxy's own process).
+func DialDataVia(ctx context.Context, pc ssh.Conn, target string, dial func(context.Context) (net.Conn, error)) (net.Conn, error) {
 	ok, reply, err := pc.SendRequest(RequestDial, true, ssh.Marshal(struct{ Host string }{target}))
 	if err != nil {
 		return nil, err
@@ -130,8 +139,7 @@ func DialData(ctx context.Context, pc ssh.Conn, proxyAddr, target string) (net.C
 	if err := ssh.Unmarshal(reply, &r); err != nil {
 		return nil, fmt.Errorf("proxy dial reply: %w", err)
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", proxyAddr)
+	c, err := dial(ctx)
 	if err != nil {
 		return nil, err
 	}

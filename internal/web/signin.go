@@ -89,6 +89,10 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s := h.sessions.fromRequest(r)
 		if s == nil {
+			if isWebSocket(r) {
+				h.refuseUpgrade(w, r, "you are signed out; sign in again")
+				return
+			}
 			h.needSignin(w, r)
 			return
 		}
@@ -100,6 +104,11 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 			// The identity no longer holds: the session ends here.
 			if err := h.sessions.remove(context.WithoutCancel(r.Context()), s); err != nil {
 				h.log.Error("web: end session", "err", err)
+			}
+			h.terms.endOwner(s.hash, "session ended: "+h.message(err))
+			if isWebSocket(r) {
+				h.refuseUpgrade(w, r, "your session has ended: "+h.message(err))
+				return
 			}
 			clearCookie(w, sessionCookie)
 			h.renderSignin(w, r, http.StatusUnauthorized, r.URL.RequestURI(), "Your session has ended: "+h.message(err))
@@ -235,6 +244,7 @@ func (h *Handler) signout(w http.ResponseWriter, r *http.Request, s *session, c 
 		h.renderError(w, r, s, http.StatusInternalServerError, h.message(err))
 		return
 	}
+	h.terms.endOwner(s.hash, "signed out")
 	h.auth.RecordWebLogout(r.Context(), c, s.tag(), remoteIP(r))
 	clearCookie(w, sessionCookie)
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client/sshclient"
+	"github.com/warden-sh/warden/internal/tunnel"
 )
 
 type terminalData struct {
@@ -52,12 +52,6 @@ func (h *Handler) renderTerminal(w http.ResponseWriter, v view, page ...string) 
 	h.render(w, http.StatusOK, name, v)
 }
 
-// resizeMsg is the text message the terminal sends when its size changes.
-type resizeMsg struct {
-	Cols int `json:"cols"`
-	Rows int `json:"rows"`
-}
-
 // terminalSocket bridges a WebSocket to an SSH shell on a node. It
 // connects as `warden ssh` does, with the session's own certificate:
 // to the proxy (which checks the user, their requests and locks, and
@@ -67,8 +61,10 @@ func (h *Handler) terminalSocket(w http.ResponseWriter, r *http.Request, s *sess
 	h.bridge(w, r, s, c, r.PathValue("node"), r.URL.Query().Get("login"), "", true)
 }
 
-// bridge accepts the WebSocket and connects it to an SSH session on node
-// as login: a shell (command ""), or command (a join). With input, the
+// bridge accepts the WebSocket and shows a terminal on it: a new one,
+// connected to an SSH session on node as login running a shell (command
+// "") or command (a join), or, when the first message carries a resume
+// token, the terminal that token names (resume.go). With input, the
 // browser's keys and size go to the session's terminal; without (an
 // observer), the session only sends.
 func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller, node, login, command string, input bool) {
@@ -78,118 +74,83 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(64 << 10)
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	fail := func(msg string) {
-		_ = ws.Write(ctx, websocket.MessageText, []byte(msg))
-		_ = ws.Close(websocket.StatusPolicyViolation, truncate(msg, 120))
+	ctx := r.Context()
+	// The first message is the terminal's size, and the resume token and
+	// output offset when the page comes back.
+	hello := clientMsg{Cols: 80, Rows: 24}
+	hctx, hcancel := context.WithTimeout(ctx, helloTimeout)
+	typ, b, err := ws.Read(hctx)
+	hcancel()
+	if err != nil {
+		return
 	}
-	client, err := h.dialNode(ctx, s, c, node, login)
+	if typ == websocket.MessageText {
+		_ = json.Unmarshal(b, &hello)
+	}
+	if hello.Resume != "" {
+		t, err := h.terms.lookup(hello.Resume, s.hash, c.User)
+		if err != nil {
+			h.log.Info("web terminal: resume refused", "user", c.User, "session", s.tag(), "err", err)
+			refuseSocket(ws, "cannot resume: "+err.Error())
+			return
+		}
+		t.serve(ctx, ws, hello.Offset)
+		return
+	}
+	if h.terms.count(s.hash) >= maxTerminalsPerSession {
+		refuseSocket(ws, "too many open terminals in this browser session; close some first")
+		return
+	}
+	client, err := h.dialNode(ctx, s, c, node, login, r.RemoteAddr)
 	if err != nil {
 		if statusOf(err) == http.StatusInternalServerError {
 			h.log.Info("web terminal: connect", "user", c.User, "err", err)
 		}
-		fail(err.Error())
+		refuseSocket(ws, err.Error())
 		return
 	}
-	defer client.Close()
 	sess, err := client.NewSession()
 	if err != nil {
-		fail("open session: " + err.Error())
+		client.Close()
+		refuseSocket(ws, "open session: "+err.Error())
 		return
 	}
-	defer sess.Close()
-	// The first message is the terminal's size.
-	size := resizeMsg{Cols: 80, Rows: 24}
-	if typ, b, err := ws.Read(ctx); err == nil && typ == websocket.MessageText {
-		_ = json.Unmarshal(b, &size)
-	}
 	if input {
-		if err := sess.RequestPty("xterm-256color", clamp(size.Rows), clamp(size.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
-			fail("terminal: " + err.Error())
+		if err := sess.RequestPty("xterm-256color", clamp(hello.Rows), clamp(hello.Cols), ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+			client.Close()
+			refuseSocket(ws, "terminal: "+err.Error())
 			return
 		}
 	}
-	stdin, _ := sess.StdinPipe()
+	t := newTerminal(h.terms, s.hash, c.User, input)
+	t.client, t.sess = client, sess
+	t.stdin, _ = sess.StdinPipe()
 	// The shell's output and its stderr (where the node writes why it
 	// ends a session: a lock, a removal) both go to the terminal.
-	out := &wsWriter{ctx: ctx, ws: ws, cancel: cancel}
-	sess.Stdout, sess.Stderr = out, out
+	sess.Stdout, sess.Stderr = t, t
 	if command == "" {
 		err = sess.Shell()
 	} else {
 		err = sess.Start(command)
 	}
+	if err == nil {
+		err = h.terms.add(t)
+	}
 	if err != nil {
-		fail("start: " + err.Error())
+		client.Close()
+		refuseSocket(ws, "start: "+err.Error())
 		return
 	}
-	// Browser → session. An observer's keys are dropped; reading goes on
-	// to notice the browser leaving.
+	// The session outlives this socket: it ends when the shell does, or
+	// when no page has shown it for the grace window.
+	caller, via, ip := s.caller, "web terminal "+r.URL.Path, remoteIP(r)
 	go func() {
-		defer cancel()
-		for {
-			typ, b, err := ws.Read(ctx)
-			if err != nil {
-				return
-			}
-			if !input {
-				continue
-			}
-			if typ == websocket.MessageText {
-				var m resizeMsg
-				if json.Unmarshal(b, &m) == nil {
-					_ = sess.WindowChange(clamp(m.Rows), clamp(m.Cols))
-				}
-				continue
-			}
-			if _, err := stdin.Write(b); err != nil {
-				return
-			}
+		err := sess.Wait()
+		if !t.isAborted() {
+			t.end(h.sessionEnd(caller, via, ip, err))
 		}
 	}()
-	// Session → browser, until the session ends (Wait returns once its
-	// output is copied) or the browser goes.
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
-	select {
-	case err := <-done:
-		var exit *ssh.ExitError
-		if err == nil || errors.As(err, &exit) {
-			_ = ws.Close(websocket.StatusNormalClosure, "session ended")
-			return
-		}
-		// Cut without an exit status: say why if the identity no longer
-		// holds (the proxy may cut a locked connection before the node's
-		// message arrives).
-		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer ccancel()
-		if _, cerr := h.auth.CurrentCaller(cctx, s.caller, "web terminal "+r.URL.Path, remoteIP(r)); cerr != nil {
-			fail("session ended: " + h.message(cerr))
-			return
-		}
-		_ = ws.Close(websocket.StatusNormalClosure, "connection to the node lost")
-	case <-ctx.Done():
-	}
-}
-
-// wsWriter sends what it is given as binary WebSocket messages; the SSH
-// session's stdout and stderr copiers share it.
-type wsWriter struct {
-	ctx    context.Context
-	ws     *websocket.Conn
-	cancel context.CancelFunc
-	mu     sync.Mutex
-}
-
-func (w *wsWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err := w.ws.Write(w.ctx, websocket.MessageBinary, p); err != nil {
-		w.cancel()
-		return 0, err
-	}
-	return len(p), nil
+	t.serve(ctx, ws, 0)
 }
 
 func clamp(n int) int { return min(max(n, 1), 1000) }
@@ -202,8 +163,10 @@ func truncate(s string, n int) string {
 }
 
 // dialNode connects to a node the user may see, as login, through the
-// proxy's SSH side with the session's certificate.
-func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, name, login string) (*ssh.Client, error) {
+// proxy's SSH side with the session's certificate. clientAddr is the
+// browser's address: with Config.DialProxy the proxy, and so the node,
+// see it as the connection's client address.
+func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, name, login, clientAddr string) (*ssh.Client, error) {
 	if h.proxyAddr == nil || h.proxyAddr() == "" {
 		return nil, errors.New("the web terminal needs the proxy")
 	}
@@ -241,20 +204,41 @@ func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, name,
 	}
 	cas := []ssh.PublicKey{h.auth.Authority().HostCAPublicKey()}
 	proxyAddr := h.proxyAddr()
+	var dial func(ctx context.Context, _, _ string) (net.Conn, error)
+	if h.dialProxy != nil {
+		dial = func(ctx context.Context, _, _ string) (net.Conn, error) { return h.dialProxy(ctx, clientAddr, false) }
+	}
 	pc, err := sshclient.Dial(ctx, sshclient.Config{User: c.User, Addr: proxyAddr, Signer: signer, HostCAs: cas,
-		Timeout: 15 * time.Second})
+		Timeout: 15 * time.Second, Dial: dial})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	viaData := false
 	nc, err := sshclient.Dial(ctx, sshclient.Config{User: login, Addr: net.JoinHostPort(id, "0"), Signer: signer, HostCAs: cas,
 		HostName: id, Timeout: 15 * time.Second,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			// As `warden ssh`: a data connection, which the proxy relays
+			// without its own SSH layer, when it offers them.
+			if h.dialProxy != nil {
+				conn, err := tunnel.DialDataVia(ctx, pc, id, func(ctx context.Context) (net.Conn, error) {
+					return h.dialProxy(ctx, clientAddr, true)
+				})
+				if !errors.Is(err, tunnel.ErrNoDataConns) {
+					viaData = err == nil
+					return conn, err
+				}
+			}
 			return pc.Dial("tcp", net.JoinHostPort(id, "0"))
 		}})
 	if err != nil {
 		pc.Close()
 		// sshclient's messages are the ones `warden ssh` shows.
 		return nil, errors.New(strings.ReplaceAll(err.Error(), id, "node "+name))
+	}
+	if viaData {
+		// A data connection does not need the connection to the proxy.
+		pc.Close()
+		return nc, nil
 	}
 	go func() {
 		_ = nc.Wait()

@@ -14,6 +14,7 @@ package web
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -46,6 +47,13 @@ type Config struct {
 	// ProxyAddr is the address of the proxy's SSH side, which the web
 	// terminal connects through (nil: no web terminal).
 	ProxyAddr func() string
+	// DialProxy, if set, connects to the proxy's SSH side (with data, to
+	// its data connections) in process, presenting clientAddr (the
+	// browser's address) as the connection's client address, so the
+	// proxy's checks and audit, and the node's session, name the browser
+	// rather than this server. Without it the web terminal dials
+	// ProxyAddr over TCP and reaches nodes through channels.
+	DialProxy func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
 	Logger    *slog.Logger
 	Now       func() time.Time
 	// Version is the version of this process (auth and proxy), shown on
@@ -57,6 +65,8 @@ type Config struct {
 type Handler struct {
 	auth      *auth.Server
 	proxyAddr func() string
+	dialProxy func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
+	terms     *terminals
 	log       *slog.Logger
 	now       func() time.Time
 	mux       *http.ServeMux
@@ -86,7 +96,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, terms: newTerminals(), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {
