@@ -70,6 +70,8 @@ type Config struct {
 // Server is the auth service.
 type Server struct {
 	oidc  oidcProviders
+	// jwks caches the keys of the issuers OIDC join tokens trust (bots).
+	jwks  jwksCache
 	cfg   Config
 	b     storage.Backend
 	ca    *ca.Authority

@@ -41,6 +41,10 @@ type Caller struct {
 	Expires time.Time
 	// MFADevice is the MFA device of the login the certificate comes from.
 	MFADevice string
+	// BotInstance and BotGeneration: a bot's renewable identity (bots.go);
+	// empty and 0 for every other certificate.
+	BotInstance   string
+	BotGeneration uint64
 }
 
 // CallerFromTLS is the caller a verified TLS client certificate speaks
@@ -53,7 +57,8 @@ func CallerFromTLS(leaf *x509.Certificate) (Caller, error) {
 		return Caller{}, err
 	}
 	return Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits,
-		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice}, nil
+		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice,
+		BotInstance: id.BotInstance, BotGeneration: id.BotGeneration}, nil
 }
 
 // AdminCaller is the built-in local administrator (the identity written to
