@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"sync/atomic"
+	"time"
 )
 
 // SweepRequests runs one pass of the access request sweeper, for tests that
@@ -26,3 +27,11 @@ var Checkpoint = (*Server).checkpoint
 // OnMarkedComplete makes s call f between marking a recording complete and
 // auditing its completion.
 func OnMarkedComplete(s *Server, f func(id string)) { s.markedComplete = f }
+
+// SetJWKSMinRefresh sets the least time between two fetches of an OIDC
+// join issuer's keys, for a test; it returns the undo.
+func SetJWKSMinRefresh(d time.Duration) func() {
+	old := jwksMinRefresh
+	jwksMinRefresh = d
+	return func() { jwksMinRefresh = old }
+}
