@@ -120,8 +120,10 @@ type runner struct {
 	cfg  Config
 	id   *idfile.File
 	ping *api.PingResponse
-	// leaf is the identity's TLS certificate.
-	leaf *x509.Certificate
+	// leaf is the identity's TLS certificate; received is when it came
+	// (its NotBefore is set back for clock skew, so it does not say).
+	leaf     *x509.Certificate
+	received time.Time
 }
 
 func (b *runner) valid(id *idfile.File) bool {
@@ -183,7 +185,7 @@ func (b *runner) store(keyPEM string, resp *wire.BotCerts) error {
 	if err := id.Write(filepath.Join(b.cfg.DataDir, identityFile)); err != nil {
 		return fmt.Errorf("write the bot identity: %w", err)
 	}
-	b.id, b.leaf = id, leaf
+	b.id, b.leaf, b.received = id, leaf, b.cfg.Now()
 	return nil
 }
 
@@ -260,14 +262,7 @@ func (b *runner) writeOutputs(ctx context.Context) error {
 // out), then renews, retrying errors that may pass until ctx ends or the
 // identity expires.
 func (b *runner) waitAndRenew(ctx context.Context) error {
-	if b.leaf == nil {
-		leaf, err := tlsLeaf(b.id.TLSCert)
-		if err != nil {
-			return err
-		}
-		b.leaf = leaf
-	}
-	at := RenewAt(b.leaf.NotBefore, b.leaf.NotAfter, rand.Float64())
+	at := RenewAt(b.received, b.leaf.NotAfter, rand.Float64())
 	backoff := time.Second
 	for {
 		t := time.NewTimer(at.Sub(b.cfg.Now()))
@@ -290,11 +285,11 @@ func (b *runner) waitAndRenew(ctx context.Context) error {
 	}
 }
 
-// RenewAt is when an identity valid from notBefore to notAfter renews:
-// with a third of its lifetime left, earlier by up to a tenth of it
-// (jitter in [0,1)).
-func RenewAt(notBefore, notAfter time.Time, jitter float64) time.Time {
-	life := notAfter.Sub(notBefore)
+// RenewAt is when an identity received at received and valid until
+// notAfter renews: with a third of its lifetime left, earlier by up to a
+// tenth of it (jitter in [0,1)).
+func RenewAt(received, notAfter time.Time, jitter float64) time.Time {
+	life := notAfter.Sub(received)
 	return notAfter.Add(-life / 3).Add(-time.Duration(jitter * float64(life) / 10))
 }
 
