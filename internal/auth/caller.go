@@ -12,6 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
@@ -45,6 +46,10 @@ type Caller struct {
 	// empty and 0 for every other certificate.
 	BotInstance   string
 	BotGeneration uint64
+	// KeepPastExpiry is set by CurrentCaller: the current roles let
+	// sessions outlive the certificate (disconnect_expired_cert: false, as
+	// a bot's renewing sessions need), so the proxy's relays keep them too.
+	KeepPastExpiry bool
 }
 
 // CallerFromTLS is the caller a verified TLS client certificate speaks
@@ -139,6 +144,7 @@ func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
 	}
 	cur := c
 	cur.Roles, cur.Traits = uniq(roles), u.Traits
+	cur.KeepPastExpiry = !policy.MergeOptions(s.roles.get(cur.Roles)).DisconnectExpiredCert
 	// A lock on a role the user holds now but the certificate does not name.
 	if err := s.CheckLock(cur.LockSubject()); err != nil {
 		return Caller{}, err

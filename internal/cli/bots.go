@@ -211,10 +211,14 @@ environment variable --id-token-env names; never from the command line.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			err = bot.Run(ctx, cfg)
-			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			switch {
+			case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 				return nil
+			case err != nil:
+				// The whole chain: what was refused, then auth's reason.
+				return errors.New(err.Error())
 			}
-			return err
+			return nil
 		},
 	}
 	f := start.Flags()
