@@ -170,6 +170,19 @@ func TestBotOutputForOpenSSHAndAnsible(t *testing.T) {
 	if !strings.Contains(bots.Stdout, "bot-ci") || !strings.Contains(bots.Stdout, "token, gen 1") {
 		t.Errorf("bots ls: %s", bots)
 	}
+
+	// Locked (warden lock --bot): ssh and the bot's next renewal (from its
+	// stored identity) are refused with the lock's message.
+	if res := c.Warden(t.TempDir(), nil, "lock", "--bot", "ci", "--message", "rotating CI"); res.Code != 0 || !strings.Contains(res.Stdout, "user=bot-ci") {
+		t.Fatalf("lock --bot: %s", res)
+	}
+	if res := Run(t, nil, "ssh", "-F", cfg, "wbot@node1", "true"); res.Code == 0 || !strings.Contains(res.Stderr, "rotating CI") {
+		t.Errorf("ssh as a locked bot: %s", res)
+	}
+	renew := Run(t, nil, WardenBinary, "bot", "start", "--proxy", c.ProxyAddr(), "--dest", dest, "--storage", storage, "--oneshot")
+	if renew.Code == 0 || !strings.Contains(renew.Stderr, "rotating CI") {
+		t.Errorf("a locked bot renewing: %s", renew)
+	}
 }
 
 // runEnv is Run with extra environment variables.
