@@ -77,7 +77,14 @@ file is read once, to join; delete it afterwards.
 			}
 			rows := make([][]string, len(toks))
 			for i, t := range toks {
-				rows[i] = []string{t.Hint + "...", t.Type, strconv.FormatBool(t.Reusable), t.Expires.Local().Format(time.DateTime), t.CreatedBy}
+				hint, exp := t.Hint+"...", "never"
+				if t.Type == "oidc" {
+					hint = t.Hint // a name, not a secret
+				}
+				if !t.Expires.IsZero() {
+					exp = t.Expires.Local().Format(time.DateTime)
+				}
+				rows[i] = []string{hint, t.Type, strconv.FormatBool(t.Reusable), exp, t.CreatedBy}
 			}
 			return writeTable(g.io.Out, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY", rows)
 		}}
