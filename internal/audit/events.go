@@ -45,8 +45,8 @@ const (
 	// generation than the current one (a copied identity): the bot is
 	// locked.
 	BotGenerationMismatch = "bot.generation_mismatch"
-	LockCreated     = "lock.created"
-	LockDeleted     = "lock.deleted"
+	LockCreated           = "lock.created"
+	LockDeleted           = "lock.deleted"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"

@@ -69,7 +69,7 @@ type Config struct {
 
 // Server is the auth service.
 type Server struct {
-	oidc  oidcProviders
+	oidc oidcProviders
 	// jwks caches the keys of the issuers OIDC join tokens trust (bots).
 	jwks  jwksCache
 	cfg   Config

@@ -35,12 +35,12 @@ var operations = map[string]rule{
 	"ListTokens":  {kinds: kinds(KindAdmin), perms: perms("token list")},
 	"DeleteToken": {kinds: kinds(KindAdmin), perms: perms("token delete")},
 	// Bots are users: managing them takes the user verbs.
-	"CreateBot": {kinds: kinds(KindAdmin), perms: perms("user create", "token create")},
-	"ListBots":  {kinds: kinds(KindAdmin), perms: perms("user list")},
-	"DeleteBot": {kinds: kinds(KindAdmin), perms: perms("user delete")},
-	"CreateLock":  {kinds: kinds(KindAdmin), perms: perms("lock create")},
-	"ListLocks":   {kinds: kinds(KindAdmin, KindNode), perms: perms("lock list")},
-	"DeleteLock":  {kinds: kinds(KindAdmin), perms: perms("lock delete")},
+	"CreateBot":  {kinds: kinds(KindAdmin), perms: perms("user create", "token create")},
+	"ListBots":   {kinds: kinds(KindAdmin), perms: perms("user list")},
+	"DeleteBot":  {kinds: kinds(KindAdmin), perms: perms("user delete")},
+	"CreateLock": {kinds: kinds(KindAdmin), perms: perms("lock create")},
+	"ListLocks":  {kinds: kinds(KindAdmin, KindNode), perms: perms("lock list")},
+	"DeleteLock": {kinds: kinds(KindAdmin), perms: perms("lock delete")},
 	// SSO connectors (they hold no secret, only where auth reads it).
 	"UpsertConnector": {kinds: kinds(KindAdmin), perms: perms("connector update")},
 	"GetConnector":    {kinds: kinds(KindAdmin), perms: perms("connector read")},

@@ -2,8 +2,6 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -360,12 +358,4 @@ spec:
 	if _, err := f.b.Get(ctx, "/users/bot-deploy"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("the removed bot's user record: %v", err)
 	}
-}
-
-func newEd25519(t *testing.T) ed25519.PrivateKey {
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
