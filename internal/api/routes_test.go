@@ -53,13 +53,26 @@ spec:
     review_requests: {roles: [prod]}
 `
 
-// routePatterns are the patterns routes.go registers, read from its source.
+// routePatterns are the patterns routes.go (and bots.go) register, read
+// from their source.
 func routePatterns(t *testing.T) []string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "routes.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
+	var out []string
+	for _, name := range []string{"routes.go", "bots.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, handled(t, f)...)
 	}
+	if len(out) < 40 {
+		t.Fatalf("found %d routes in routes.go: the parse is broken", len(out))
+	}
+	return out
+}
+
+// handled lists the patterns f passes to HandleFunc.
+func handled(t *testing.T, f *ast.File) []string {
 	var out []string
 	ast.Inspect(f, func(n ast.Node) bool {
 		call, ok := n.(*ast.CallExpr)
@@ -77,9 +90,6 @@ func routePatterns(t *testing.T) []string {
 		}
 		return true
 	})
-	if len(out) < 40 {
-		t.Fatalf("found %d routes in routes.go: the parse is broken", len(out))
-	}
 	return out
 }
 
@@ -374,6 +384,31 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 		http.StatusRequestEntityTooLarge, "Content-Type", form)
 	e.call(admin, "DELETE", "/v1/connectors/saml/okta", nil, http.StatusOK)
 	e.call(admin, "GET", "/v1/connectors/saml/okta", nil, http.StatusNotFound)
+	// Bots: add one, join it with its token, renew, get an output's
+	// certificates, list, remove.
+	bot := decodeAs[wire.CreateBotResult](t, e.call(admin, "POST", "/v1/bots", wire.CreateBotRequest{Name: "ci", Roles: []string{"dev"}, Logins: []string{"deploy"}}, http.StatusOK))
+	e.call(admin, "POST", "/v1/bots", wire.CreateBotRequest{Name: "ci", Roles: []string{"dev"}}, http.StatusConflict)
+	botPriv, botPub := newKey(t)
+	e.clock.Advance(time.Second) // certificates issued after the bot was made
+	e.call(open, "POST", "/v1/bots/join", wire.BotJoinRequest{Token: "nope", PublicKey: botPub}, http.StatusUnauthorized)
+	botCerts := decodeAs[wire.BotCerts](t, e.call(open, "POST", "/v1/bots/join", wire.BotJoinRequest{Token: bot.Token.Token, PublicKey: botPub}, http.StatusOK))
+	if botCerts.Generation != 1 || botCerts.User != "bot-ci" {
+		t.Errorf("bot join: %+v", botCerts)
+	}
+	botClient := e.certClient(botPriv, botCerts.Certs)
+	e.call(alice, "POST", "/v1/bots/renew", wire.BotCertsRequest{PublicKey: botPub}, http.StatusForbidden) // not a bot
+	if got := decodeAs[wire.BotCerts](t, e.call(botClient, "POST", "/v1/bots/certs", wire.BotCertsRequest{PublicKey: botPub, Roles: []string{"dev"}}, http.StatusOK)); got.Generation != 0 || !slices.Equal(got.Roles, []string{"dev"}) {
+		t.Errorf("bot output: %+v", got)
+	}
+	e.call(botClient, "POST", "/v1/bots/certs", wire.BotCertsRequest{PublicKey: botPub, Roles: []string{"prod"}}, http.StatusForbidden) // wider
+	if got := decodeAs[wire.BotCerts](t, e.call(botClient, "POST", "/v1/bots/renew", wire.BotCertsRequest{PublicKey: botPub}, http.StatusOK)); got.Generation != 2 {
+		t.Errorf("bot renewal: %+v", got)
+	}
+	if got := decodeAs[[]wire.BotInfo](t, e.call(admin, "GET", "/v1/bots", nil, http.StatusOK)); len(got) != 1 || got[0].Name != "ci" || len(got[0].Instances) != 1 {
+		t.Errorf("bots: %+v", got)
+	}
+	e.call(admin, "DELETE", "/v1/bots/ci", nil, http.StatusOK)
+	e.call(admin, "DELETE", "/v1/bots/ci", nil, http.StatusNotFound)
 
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {

@@ -35,8 +35,18 @@ const (
 	TokenCreate     = "token.create"
 	TokenUse        = "token.use"
 	NodeJoin        = "node.join"
-	LockCreated     = "lock.created"
-	LockDeleted     = "lock.deleted"
+	// BotCreate, BotDelete: a bot (a machine user) was added or removed.
+	BotCreate = "bot.create"
+	BotDelete = "bot.delete"
+	// BotJoin: a bot joined with a join token (secret or OIDC) and got its
+	// renewable identity.
+	BotJoin = "bot.join"
+	// BotGenerationMismatch: a bot identity renewed with an older
+	// generation than the current one (a copied identity): the bot is
+	// locked.
+	BotGenerationMismatch = "bot.generation_mismatch"
+	LockCreated           = "lock.created"
+	LockDeleted           = "lock.deleted"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"
@@ -136,6 +146,10 @@ var types = []Type{
 	{Name: TokenCreate, Emitter: ByAuth},
 	{Name: TokenUse, Emitter: ByAuth},
 	{Name: NodeJoin, Emitter: ByAuth},
+	{Name: BotCreate, Emitter: ByAuth},
+	{Name: BotDelete, Emitter: ByAuth},
+	{Name: BotJoin, Emitter: ByAuth},
+	{Name: BotGenerationMismatch, Emitter: ByAuth},
 	{Name: NodeStart, Emitter: ByNode},
 	{Name: AuthAttempt, Emitter: ByNode},
 	{Name: SessionStart, Emitter: ByNode},

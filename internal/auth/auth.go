@@ -71,13 +71,15 @@ type Config struct {
 type Server struct {
 	oidc     oidcProviders
 	samlMeta samlIdPs
-	cfg      Config
-	b        storage.Backend
-	ca       *ca.Authority
-	log      *slog.Logger
-	now      func() time.Time
-	roles    *roleCache
-	locks    *lockCache
+	// jwks caches the keys of the issuers OIDC join tokens trust (bots).
+	jwks  jwksCache
+	cfg   Config
+	b     storage.Backend
+	ca    *ca.Authority
+	log   *slog.Logger
+	now   func() time.Time
+	roles *roleCache
+	locks *lockCache
 	// notifier sends access request webhooks (nil: none configured).
 	notifier  *notify.Notifier
 	sweepStop context.CancelFunc

@@ -34,9 +34,13 @@ var operations = map[string]rule{
 	"CreateToken": {kinds: kinds(KindAdmin), perms: perms("token create")},
 	"ListTokens":  {kinds: kinds(KindAdmin), perms: perms("token list")},
 	"DeleteToken": {kinds: kinds(KindAdmin), perms: perms("token delete")},
-	"CreateLock":  {kinds: kinds(KindAdmin), perms: perms("lock create")},
-	"ListLocks":   {kinds: kinds(KindAdmin, KindNode), perms: perms("lock list")},
-	"DeleteLock":  {kinds: kinds(KindAdmin), perms: perms("lock delete")},
+	// Bots are users: managing them takes the user verbs.
+	"CreateBot":  {kinds: kinds(KindAdmin), perms: perms("user create", "token create")},
+	"ListBots":   {kinds: kinds(KindAdmin), perms: perms("user list")},
+	"DeleteBot":  {kinds: kinds(KindAdmin), perms: perms("user delete")},
+	"CreateLock": {kinds: kinds(KindAdmin), perms: perms("lock create")},
+	"ListLocks":  {kinds: kinds(KindAdmin, KindNode), perms: perms("lock list")},
+	"DeleteLock": {kinds: kinds(KindAdmin), perms: perms("lock delete")},
 	// SSO connectors (they hold no secret, only where auth reads it).
 	"UpsertConnector":     {kinds: kinds(KindAdmin), perms: perms("connector update")},
 	"GetConnector":        {kinds: kinds(KindAdmin), perms: perms("connector read")},
@@ -83,6 +87,10 @@ var operations = map[string]rule{
 	"AppendRecording":      {kinds: kinds(KindNode), does: "upload recordings"},
 	"AppendLocalRecording": {kinds: kinds(KindNode), does: "upload recordings"},
 	"CompleteRecording":    {kinds: kinds(KindNode), does: "complete recordings"},
+	// A bot's own identity renews itself and makes its outputs' certificates
+	// (the method refuses every other user certificate).
+	"RenewBotCerts":  {kinds: kinds(KindUser), does: "renew bot certificates"},
+	"BotOutputCerts": {kinds: kinds(KindUser), does: "get bot output certificates"},
 	// Events: each kind of caller its own event types (emittable; users
 	// and admins have none), every use of an Emitter through EmitEvents.
 	"EmitEvents": {own: kinds(KindNode, KindProxy, KindUser, KindAdmin), share: "its own event types (emittable)", does: "emit events"},

@@ -12,6 +12,7 @@ import (
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 )
 
@@ -41,6 +42,14 @@ type Caller struct {
 	Expires time.Time
 	// MFADevice is the MFA device of the login the certificate comes from.
 	MFADevice string
+	// BotInstance and BotGeneration: a bot's renewable identity (bots.go);
+	// empty and 0 for every other certificate.
+	BotInstance   string
+	BotGeneration uint64
+	// KeepPastExpiry is set by CurrentCaller: the current roles let
+	// sessions outlive the certificate (disconnect_expired_cert: false, as
+	// a bot's renewing sessions need), so the proxy's relays keep them too.
+	KeepPastExpiry bool
 }
 
 // CallerFromTLS is the caller a verified TLS client certificate speaks
@@ -53,7 +62,8 @@ func CallerFromTLS(leaf *x509.Certificate) (Caller, error) {
 		return Caller{}, err
 	}
 	return Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits,
-		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice}, nil
+		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice,
+		BotInstance: id.BotInstance, BotGeneration: id.BotGeneration}, nil
 }
 
 // AdminCaller is the built-in local administrator (the identity written to
@@ -134,6 +144,7 @@ func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
 	}
 	cur := c
 	cur.Roles, cur.Traits = uniq(roles), u.Traits
+	cur.KeepPastExpiry = !policy.MergeOptions(s.roles.get(cur.Roles)).DisconnectExpiredCert
 	// A lock on a role the user holds now but the certificate does not name.
 	if err := s.CheckLock(cur.LockSubject()); err != nil {
 		return Caller{}, err

@@ -59,3 +59,11 @@ func AgeSAMLMetadata(s *Server, name string, d time.Duration) {
 		c.m[name] = &samlIdP{source: e.source, ed: e.ed, fetched: e.fetched.Add(-d)}
 	}
 }
+
+// SetJWKSMinRefresh sets the least time between two fetches of an OIDC
+// join issuer's keys, for a test; it returns the undo.
+func SetJWKSMinRefresh(d time.Duration) func() {
+	old := jwksMinRefresh
+	jwksMinRefresh = d
+	return func() { jwksMinRefresh = old }
+}

@@ -176,6 +176,9 @@ type issueParams struct {
 	issued time.Time
 	// mfaDevice is the MFA device of the login.
 	mfaDevice string
+	// botInstance, botGeneration: a bot's renewable identity (bots.go).
+	botInstance   string
+	botGeneration uint64
 }
 
 func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse, error) {
@@ -218,7 +221,7 @@ func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse,
 	principals := append(append([]string(nil), logins...), internalPrincipal(user))
 	cert, err := s.ca.IssueUser(ca.UserCertRequest{
 		PublicKey: pub, Username: user, Principals: principals, Roles: roleNames, Traits: traits, TTL: ttl, RequestIDs: p.requests,
-		Issued: p.issued, MFADevice: p.mfaDevice,
+		Issued: p.issued, MFADevice: p.mfaDevice, BotInstance: p.botInstance, BotGeneration: p.botGeneration,
 		PermitPTY: opts.PermitPTY, PermitPortForwarding: opts.PortForwarding, PermitAgentForwarding: opts.ForwardAgent,
 	})
 	if err != nil {
@@ -226,15 +229,18 @@ func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse,
 	}
 	cryptoPub := cryptoPublicKey(pub)
 	der, err := s.ca.IssueTLSClient(cryptoPub, ca.TLSIdentity{Username: user, Kind: KindUser, Roles: roleNames, Traits: traits,
-		RequestIDs: p.requests, Issued: p.issued, MFADevice: p.mfaDevice}, ttl)
+		RequestIDs: p.requests, Issued: p.issued, MFADevice: p.mfaDevice, BotInstance: p.botInstance, BotGeneration: p.botGeneration}, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("issue tls certificate: %w", err)
 	}
 	expires := time.Unix(int64(cert.ValidBefore), 0).UTC()
-	s.emit(ctx, audit.Event{Event: audit.CertIssued, User: user, RemoteAddr: remote, Success: true,
-		Fields: map[string]any{"cert_type": "user", "serial": fmt.Sprint(cert.Serial), "principals": logins,
-			"roles": roleNames, "ttl": ttl.String(), "expires": expires, "access_requests": p.requests,
-			"issued": p.issued.UTC(), "mfa_device": p.mfaDevice}})
+	fields := map[string]any{"cert_type": "user", "serial": fmt.Sprint(cert.Serial), "principals": logins,
+		"roles": roleNames, "ttl": ttl.String(), "expires": expires, "access_requests": p.requests,
+		"issued": p.issued.UTC(), "mfa_device": p.mfaDevice}
+	if p.botInstance != "" {
+		fields["bot_instance"], fields["bot_generation"] = p.botInstance, p.botGeneration
+	}
+	s.emit(ctx, audit.Event{Event: audit.CertIssued, User: user, RemoteAddr: remote, Success: true, Fields: fields})
 	return &LoginResponse{
 		Certs:  s.certs(cert, der, expires),
 		User:   user,

@@ -42,6 +42,9 @@ func (s *Server) CreateToken(ctx context.Context, c Caller, req CreateTokenReque
 	if err := s.authorize(c, "CreateToken"); err != nil {
 		return nil, err
 	}
+	if req.Type == tokenTypeBot || req.Type == tokenTypeOIDC {
+		return s.createBotToken(ctx, c, req)
+	}
 	if req.Type != "node" {
 		return nil, badRequest("unknown token type %q (supported: node)", req.Type)
 	}
@@ -85,7 +88,7 @@ func (s *Server) DeleteToken(ctx context.Context, c Caller, tokenOrHint string) 
 	}
 	h := identity.HashToken(tokenOrHint)
 	for _, t := range toks {
-		if t.Hash == h || (len(tokenOrHint) >= 6 && strings.HasPrefix(tokenOrHint, t.Hint) && len(tokenOrHint) == 6) {
+		if t.Hash == h || (t.Type == tokenTypeOIDC && t.Hint == tokenOrHint) || (len(tokenOrHint) >= 6 && strings.HasPrefix(tokenOrHint, t.Hint) && len(tokenOrHint) == 6) {
 			return s.b.Delete(ctx, prefixTokens+t.Hash)
 		}
 	}

@@ -77,6 +77,9 @@ func (s *Server) CreateAccessRequest(ctx context.Context, c Caller, in CreateAcc
 	if err != nil {
 		return nil, err
 	}
+	if err := s.botMayRequestAccess(u); err != nil {
+		return nil, err
+	}
 	r, err := access.New(access.CreateParams{
 		User: c.User, UserRoles: s.roles.get(u.Roles), Roles: in.Roles, Reason: in.Reason, Duration: in.Duration,
 		Reviewers: in.Reviewers, Now: s.now().UTC(), PendingTTL: s.cfg.RequestPendingTTL,

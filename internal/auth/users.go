@@ -64,6 +64,9 @@ func (s *Server) CreateUser(ctx context.Context, c Caller, req CreateUserRequest
 	if err := identity.ValidateUsername(req.Name); err != nil {
 		return nil, badRequest("%v", err)
 	}
+	if identity.IsBotUserName(req.Name) {
+		return nil, badRequest("user names starting with %q are bots': add a bot with warden bots add", identity.BotUserPrefix)
+	}
 	if err := s.checkUserRoles(ctx, req.Roles); err != nil {
 		return nil, err
 	}
@@ -216,6 +219,9 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
 		}
 		return nil, err
+	}
+	if u.Type == identity.TypeBot {
+		return nil, badRequest("%s is a bot: it has no password to reset (give it a new join token: warden tokens add --type bot --bot NAME)", name)
 	}
 	if u.Type == identity.TypeSSO {
 		// An invite would give an SSO user a password of their own.

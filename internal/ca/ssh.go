@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -27,6 +28,12 @@ const (
 	// ExtMFADevice is the MFA device used at the login the certificate
 	// comes from (a JSON string), so a lock on the device matches it.
 	ExtMFADevice = "mfa-device@warden.dev"
+	// ExtBotGeneration is a bot's renewable identity's generation (a JSON
+	// number), advanced at every renewal (see auth's bot renewal).
+	ExtBotGeneration = "bot-generation@warden.dev"
+	// ExtBotInstance names the join a bot identity comes from (a JSON
+	// string); generations count per instance.
+	ExtBotInstance = "bot-instance@warden.dev"
 )
 
 // Standard OpenSSH extensions and critical options.
@@ -59,7 +66,12 @@ type UserCertRequest struct {
 	Issued time.Time
 	// MFADevice is the id of the MFA device used at login, if any.
 	MFADevice string
-	TTL       time.Duration
+	// BotGeneration is the generation of a bot's renewable identity (0:
+	// none; output certificates of a bot have none).
+	BotGeneration uint64
+	// BotInstance is the bot instance (one join) the generation counts in.
+	BotInstance string
+	TTL         time.Duration
 
 	PermitPTY             bool
 	PermitPortForwarding  bool
@@ -131,6 +143,13 @@ func (a *Authority) userCert(req UserCertRequest) (*ssh.Certificate, error) {
 	ext[ExtIssued] = encodeTime(issued)
 	if req.MFADevice != "" {
 		ext[ExtMFADevice] = `"` + req.MFADevice + `"`
+	}
+	if req.BotGeneration > 0 {
+		if err := validateID(req.BotInstance); err != nil {
+			return nil, fmt.Errorf("bot instance: %w", err)
+		}
+		ext[ExtBotGeneration] = strconv.FormatUint(req.BotGeneration, 10)
+		ext[ExtBotInstance] = `"` + req.BotInstance + `"`
 	}
 	if req.PermitPTY {
 		ext[ExtPermitPTY] = ""
@@ -327,6 +346,10 @@ type CertIdentity struct {
 	Issued time.Time
 	// MFADevice is the MFA device used at login, if the certificate says.
 	MFADevice string
+	// BotGeneration is a bot identity's generation (ExtBotGeneration), 0
+	// without one.
+	BotGeneration uint64
+	BotInstance   string
 }
 
 // IdentityFromSSHCert decodes and validates the identity in a user
@@ -397,6 +420,17 @@ func identityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
 			return nil, errors.New("certificate is never valid")
 		}
 		id.Issued = time.Unix(int64(c.ValidAfter), 0)
+	}
+	if v, ok := c.Extensions[ExtBotGeneration]; ok {
+		if id.BotGeneration, err = decodeGeneration(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtBotGeneration, err)
+		}
+		if id.BotInstance, err = decodeString(c.Extensions[ExtBotInstance], maxNameLen); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtBotInstance, err)
+		}
+		if err := validateID(id.BotInstance); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtBotInstance, err)
+		}
 	}
 	if v, ok := c.Extensions[ExtMFADevice]; ok {
 		if id.MFADevice, err = decodeString(v, maxNameLen); err != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/warden-sh/warden/internal/identity"
@@ -37,6 +38,12 @@ var (
 	OIDRequests  = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 2}
 	OIDIssued    = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 3}
 	OIDMFADevice = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 1, 4}
+	// OIDBotGeneration is a bot's renewable identity's generation (a JSON
+	// number), in an arc of its own for bots.
+	OIDBotGeneration = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 2, 1}
+	// OIDBotInstance names the join the generation counts in (a JSON
+	// string).
+	OIDBotInstance = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 59999, 2, 2}
 )
 
 // TLSIdentity is the Warden identity in an X.509 client certificate.
@@ -58,6 +65,12 @@ type TLSIdentity struct {
 	Issued time.Time
 	// MFADevice is the MFA device used at login, if any.
 	MFADevice string
+	// BotGeneration is the generation of a bot's renewable identity (0:
+	// none).
+	BotGeneration uint64
+	// BotInstance is the bot instance (one join) the generation counts in;
+	// set exactly when BotGeneration is.
+	BotInstance string
 }
 
 func (id *TLSIdentity) validate() error {
@@ -88,6 +101,14 @@ func (id *TLSIdentity) validate() error {
 	if id.MFADevice != "" {
 		if err := validateID(id.MFADevice); err != nil {
 			return fmt.Errorf("MFA device: %w", err)
+		}
+	}
+	if (id.BotGeneration > 0) != (id.BotInstance != "") {
+		return errors.New("a bot generation goes with a bot instance")
+	}
+	if id.BotInstance != "" {
+		if err := validateID(id.BotInstance); err != nil {
+			return fmt.Errorf("bot instance: %w", err)
 		}
 	}
 	return validateTraits(id.Traits)
@@ -161,6 +182,14 @@ func (a *Authority) issueTLSClient(pub crypto.PublicKey, id TLSIdentity, ttl tim
 	if id.MFADevice != "" {
 		if err := addExt(OIDMFADevice, `"`+id.MFADevice+`"`); err != nil {
 			return nil, fmt.Errorf("MFA device: %w", err)
+		}
+	}
+	if id.BotGeneration > 0 {
+		if err := addExt(OIDBotGeneration, strconv.FormatUint(id.BotGeneration, 10)); err != nil {
+			return nil, fmt.Errorf("bot generation: %w", err)
+		}
+		if err := addExt(OIDBotInstance, `"`+id.BotInstance+`"`); err != nil {
+			return nil, fmt.Errorf("bot instance: %w", err)
 		}
 	}
 	return a.signLeaf(tmpl, pub)
@@ -339,6 +368,10 @@ func identityFromTLSCert(c *x509.Certificate) (*TLSIdentity, error) {
 			name = "issue time"
 		case ext.Id.Equal(OIDMFADevice):
 			name = "MFA device"
+		case ext.Id.Equal(OIDBotGeneration):
+			name = "bot generation"
+		case ext.Id.Equal(OIDBotInstance):
+			name = "bot instance"
 		default:
 			continue
 		}
@@ -363,6 +396,10 @@ func identityFromTLSCert(c *x509.Certificate) (*TLSIdentity, error) {
 			id.Issued, err = decodeTime(string(js))
 		case "MFA device":
 			id.MFADevice, err = decodeString(string(js), maxNameLen)
+		case "bot generation":
+			id.BotGeneration, err = decodeGeneration(string(js))
+		case "bot instance":
+			id.BotInstance, err = decodeString(string(js), maxNameLen)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)

@@ -184,7 +184,7 @@ Quick start (one machine):
 		newLoginCmd(g), newLogoutCmd(g), newStatusCmd(g),
 		newLsCmd(g), newSSHCmd(g), newSCPCmd(g), newConfigCmd(g), newProxyCmd(g),
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
-		newTokensCmd(g), newAuditCmd(g),
+		newTokensCmd(g), newAuditCmd(g), newBotsCmd(g), newBotCmd(g),
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g), newJoinCmd(g),
 		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g),
 	)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -13,9 +14,9 @@ import (
 func newLockCmd(g *globals) *cobra.Command {
 	var t lock.Target
 	var ttl time.Duration
-	var expires, message string
+	var expires, message, botName string
 	cmd := &cobra.Command{
-		Use:   "lock --user NAME|--role NAME|--login LOGIN|--node NODE|--request ID|--mfa-device ID|--session ID [--ttl 10m] [--message TEXT]",
+		Use:   "lock --user NAME|--bot NAME|--role NAME|--login LOGIN|--node NODE|--request ID|--mfa-device ID|--session ID [--ttl 10m] [--message TEXT]",
 		Short: "Cut off a user, role, login, node, access request or MFA device now, live sessions included",
 		Long: `Lock a target. Within a second every live session that matches ends, with the
 message shown to the user; new connections, new certificates and API calls by
@@ -25,6 +26,12 @@ Without --ttl or --expires the lock stays until removed.`,
   warden lock --node db1 --expires 2030-01-02T15:04:05Z`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if botName != "" {
+				if t.User != "" {
+					return fmt.Errorf("give --user or --bot, not both")
+				}
+				t.User = identity.BotUser(botName) // a bot is the user bot-NAME
+			}
 			req := wire.CreateLockRequest{Target: t, Message: message, TTL: ttl}
 			if expires != "" {
 				e, err := time.Parse(time.RFC3339, expires)
@@ -58,6 +65,7 @@ Without --ttl or --expires the lock stays until removed.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&t.User, "user", "", "lock a user")
+	f.StringVar(&botName, "bot", "", "lock a bot (the same as --user bot-NAME): its renewals and sessions stop")
 	f.StringVar(&t.Role, "role", "", "lock everyone holding a role")
 	f.StringVar(&t.Login, "login", "", "lock an OS login on every node")
 	f.StringVar(&t.Node, "node", "", "lock a node (name or id)")

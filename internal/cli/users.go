@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -64,6 +65,7 @@ enrol a TOTP authenticator.
 			if err != nil {
 				return err
 			}
+			users = peopleOnly(g, format, users)
 			return render(g, format, users, "NAME\tROLES\tLOGINS\tSTATUS\tCREATED\tMFA DEVICE", func(u wire.UserInfo) []string {
 				return []string{u.Name, strings.Join(u.Roles, ","), strings.Join(u.Traits["logins"], ","),
 					u.Status, u.CreatedAt.Local().Format(time.DateTime), u.MFADevice}
@@ -289,4 +291,19 @@ func readNewPassword(g *globals, fromStdin bool) (string, error) {
 		}
 		textf(g.io.Err, "The passwords differ; try again.\n")
 	}
+}
+
+// peopleOnly leaves bots out of a user listing (warden bots ls lists
+// them), saying so in a text listing.
+func peopleOnly(g *globals, format string, users []wire.UserInfo) []wire.UserInfo {
+	people := users[:0:0]
+	for _, u := range users {
+		if u.Type != identity.TypeBot {
+			people = append(people, u)
+		}
+	}
+	if n := len(users) - len(people); n > 0 && format == "text" {
+		textf(g.io.Err, "(%d bots not shown: warden bots ls)\n", n)
+	}
+	return people
 }

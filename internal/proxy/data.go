@@ -179,10 +179,16 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 		_ = req.Reply(false, []byte("data connections need a TCP client"))
 		return
 	}
-	node, t, sub, err := s.route(ctx, u, target.Host)
+	node, t, sub, caller, err := s.routeCaller(ctx, u, target.Host)
 	if err != nil {
 		_ = req.Reply(false, []byte(err.Error()))
 		return
+	}
+	deadline := u.deadline
+	if caller.KeepPastExpiry {
+		// The roles keep sessions past the certificate (a bot renewing
+		// under a live session): the node decides, locks still cut.
+		deadline = time.Time{}
 	}
 	start := time.Now()
 	nc, err := s.dialNode(ctx, t, sconn.RemoteAddr().String(), u.caller.User)
@@ -192,7 +198,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 	}
 	s.cfg.Metrics.DialSeconds.Observe(time.Since(start).Seconds())
 	ticket := tunnel.NewTicket()
-	ut := &userTicket{remote: remote, node: nc, deadline: u.deadline, relay: newRelay(sub, sconn.RemoteAddr().String(), nil)}
+	ut := &userTicket{remote: remote, node: nc, deadline: deadline, relay: newRelay(sub, sconn.RemoteAddr().String(), nil)}
 	s.data.mu.Lock()
 	if len(s.data.users) >= maxUserTickets {
 		s.data.mu.Unlock()

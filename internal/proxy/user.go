@@ -110,31 +110,38 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 // among the nodes their current roles may see, and checks locks: the node,
 // its tunnel and the connection's lock subject, or an error for the user.
 func (s *Server) route(ctx context.Context, u *userConn, host string) (*auth.Node, *nodeTunnel, lock.Subject, error) {
+	node, t, sub, _, err := s.routeCaller(ctx, u, host)
+	return node, t, sub, err
+}
+
+// routeCaller is route, also returning the current caller.
+func (s *Server) routeCaller(ctx context.Context, u *userConn, host string) (*auth.Node, *nodeTunnel, lock.Subject, auth.Caller, error) {
+	var none auth.Caller
 	tg, err := target.ParseHost(host)
 	if err != nil {
-		return nil, nil, lock.Subject{}, err
+		return nil, nil, lock.Subject{}, none, err
 	}
 	// A removed, reset or locked user, or a revoked request, goes no
 	// further, whatever the certificate still says.
 	caller, err := s.cfg.Directory.CurrentCaller(ctx, u.caller, "proxy", u.remote)
 	if err != nil {
-		return nil, nil, lock.Subject{}, errors.New(lockMessage(err))
+		return nil, nil, lock.Subject{}, none, errors.New(lockMessage(err))
 	}
 	node, err := s.resolve(ctx, caller, tg)
 	if err != nil {
-		return nil, nil, lock.Subject{}, err
+		return nil, nil, lock.Subject{}, none, err
 	}
 	// A locked node (or login-independent lock) is not even reached.
 	sub := caller.LockSubject()
 	sub.Node, sub.NodeID = node.Name, node.ID
 	if err := s.cfg.Directory.CheckLock(sub); err != nil {
-		return nil, nil, lock.Subject{}, errors.New(lockMessage(err))
+		return nil, nil, lock.Subject{}, none, errors.New(lockMessage(err))
 	}
 	t := s.reg.get(node.ID)
 	if t == nil {
-		return nil, nil, lock.Subject{}, fmt.Errorf("node %q is not connected to this proxy", node.Name)
+		return nil, nil, lock.Subject{}, none, fmt.Errorf("node %q is not connected to this proxy", node.Name)
 	}
-	return node, t, sub, nil
+	return node, t, sub, caller, nil
 }
 
 // forward connects one direct-tcpip channel to a node.

@@ -10,6 +10,10 @@ type Token struct {
 	CreatedBy string    `json:"created_by"`
 	Hint      string    `json:"hint"` // first characters, to tell tokens apart in listings
 	Hash      string    `json:"hash"`
+	// Bot is the bot a bot or oidc token joins.
+	Bot string `json:"bot,omitempty"`
+	// OIDC are an oidc token's rules (it holds no secret: Hint is its name).
+	OIDC *OIDCJoinRules `json:"oidc,omitempty"`
 }
 
 // CreateTokenRequest creates a join token.
@@ -17,6 +21,11 @@ type CreateTokenRequest struct {
 	Type     string        `json:"type"`
 	TTL      time.Duration `json:"ttl"`
 	Reusable bool          `json:"reusable,omitempty"`
+	// Bot is the bot a bot or oidc token joins.
+	Bot string `json:"bot,omitempty"`
+	// Name and OIDC: an oidc token's name and rules.
+	Name string         `json:"name,omitempty"`
+	OIDC *OIDCJoinRules `json:"oidc,omitempty"`
 }
 
 // TokenResult is the secret token, shown once.
