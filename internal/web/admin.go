@@ -13,6 +13,7 @@ import (
 	"rsc.io/qr"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/lock"
 )
 
@@ -23,6 +24,9 @@ import (
 
 type usersData struct {
 	Users []auth.UserInfo
+	// Bots are listed apart from people: they have no password or MFA
+	// to reset, and `warden bots` manages them.
+	Bots []auth.UserInfo
 }
 
 func (h *Handler) adminUsers(w http.ResponseWriter, r *http.Request, s *session, c auth.Caller) {
@@ -31,7 +35,15 @@ func (h *Handler) adminUsers(w http.ResponseWriter, r *http.Request, s *session,
 	if err != nil {
 		v.Error = h.message(err)
 	}
-	v.Data = usersData{Users: users}
+	var d usersData
+	for _, u := range users {
+		if u.Type == identity.TypeBot {
+			d.Bots = append(d.Bots, u)
+		} else {
+			d.Users = append(d.Users, u)
+		}
+	}
+	v.Data = d
 	h.render(w, statusFor(err), "admin_users", v)
 }
 
