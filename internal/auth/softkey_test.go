@@ -42,7 +42,6 @@ func newSoftKey(t *testing.T) *softKey {
 	return &softKey{t: t, priv: priv, credID: id, origin: "https://warden.test:3080", rpID: "warden.test", uv: true}
 }
 
-
 // options reads what the key needs from creation or request options.
 type keyOptions struct {
 	PublicKey struct {
