@@ -133,6 +133,9 @@ type ceremony struct {
 	// PasswordOK: the password of User was checked at the start.
 	Passwordless bool `json:"passwordless,omitempty"`
 	PasswordOK   bool `json:"password_ok,omitempty"`
+	// Enrol: a registration begun with an enrolment token
+	// (BeginEnrolPasskey), which FinishEnrolPasskey alone finishes.
+	Enrol bool `json:"enrol,omitempty"`
 }
 
 const (
@@ -227,10 +230,10 @@ func (s *Server) BeginAddMFADevice(ctx context.Context, c Caller, req wire.MFAAd
 	if err := s.authorize(c, "BeginAddMFADevice"); err != nil {
 		return nil, err
 	}
-	return s.beginAddDevice(ctx, c.User, req)
+	return s.beginAddDevice(ctx, c.User, req, false)
 }
 
-func (s *Server) beginAddDevice(ctx context.Context, name string, req wire.MFAAddRequest) (*wire.MFAAddChallenge, error) {
+func (s *Server) beginAddDevice(ctx context.Context, name string, req wire.MFAAddRequest, enrol bool) (*wire.MFAAddChallenge, error) {
 	if err := identity.ValidateDeviceName(req.Name); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -293,7 +296,7 @@ func (s *Server) beginAddDevice(ctx context.Context, name string, req wire.MFAAd
 		if err != nil {
 			return nil, err
 		}
-		id, err := s.putCeremony(ctx, ceremony{Kind: ceremonyRegister, User: u.Name, Name: req.Name, Session: *session})
+		id, err := s.putCeremony(ctx, ceremony{Kind: ceremonyRegister, User: u.Name, Name: req.Name, Session: *session, Enrol: enrol})
 		if err != nil {
 			return nil, err
 		}
@@ -309,10 +312,12 @@ func (s *Server) FinishAddMFADevice(ctx context.Context, c Caller, req wire.MFAA
 	if err := s.authorize(c, "FinishAddMFADevice"); err != nil {
 		return nil, err
 	}
-	return s.finishAddDevice(ctx, c.User, req)
+	return s.finishAddDevice(ctx, c.User, req, false)
 }
 
-func (s *Server) finishAddDevice(ctx context.Context, name string, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+// finishAddDevice adds the device of req's ceremony to the user name, or
+// with enrol to the user of an enrolment's ceremony.
+func (s *Server) finishAddDevice(ctx context.Context, name string, req wire.MFAAddFinish, enrol bool) (*wire.MFADevice, error) {
 	if len(req.WebAuthn) > maxWebAuthnJSON || len(req.OTP) > 16 {
 		return nil, badRequest("oversized response")
 	}
@@ -324,7 +329,13 @@ func (s *Server) finishAddDevice(ctx context.Context, name string, req wire.MFAA
 	if err != nil {
 		return nil, err
 	}
-	if cer.User != name {
+	if enrol {
+		if !cer.Enrol {
+			return nil, errCeremony
+		}
+		name = cer.User
+	}
+	if cer.User != name || cer.User == "" {
 		return nil, errCeremony
 	}
 	u, rev, err := s.localUser(ctx, name)

@@ -67,15 +67,15 @@ func (s *Server) BeginEnrolPasskey(ctx context.Context, token, name string) (*wi
 	if err != nil {
 		return nil, err
 	}
-	return s.beginAddDevice(ctx, cer.User, wire.MFAAddRequest{Kind: identity.DeviceWebAuthn, Name: name})
+	return s.beginAddDevice(ctx, cer.User, wire.MFAAddRequest{Kind: identity.DeviceWebAuthn, Name: name}, true)
 }
 
 // FinishEnrolPasskey completes it; the user then signs in with it.
-func (s *Server) FinishEnrolPasskey(ctx context.Context, user string, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+func (s *Server) FinishEnrolPasskey(ctx context.Context, req wire.MFAAddFinish) (*wire.MFADevice, error) {
 	if req.WebAuthn == nil {
 		return nil, badRequest("a passkey is required")
 	}
-	return s.finishAddDevice(ctx, user, req)
+	return s.finishAddDevice(ctx, "", req, true)
 }
 
 // BeginPasskeyLogin starts a WebAuthn sign-in. Passwordless (no user):

@@ -390,7 +390,7 @@ func TestRequirePasskey(t *testing.T) {
 	if _, err := f.a.BeginEnrolPasskey(ctx, enrol.Token, "again"); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("enrolment token used twice: %v", err)
 	}
-	if _, err := f.a.FinishEnrolPasskey(ctx, "dev", wire.MFAAddFinish{ID: ch.ID, WebAuthn: key.create(ch.WebAuthn)}); err != nil {
+	if _, err := f.a.FinishEnrolPasskey(ctx, wire.MFAAddFinish{ID: ch.ID, WebAuthn: key.create(ch.WebAuthn)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.passwordless(key); err != nil {
