@@ -67,6 +67,7 @@ document.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const base = form.dataset.passkeyRegister;
   const err = form.querySelector("#passkey-error");
+  if (err) err.hidden = true;
   const fields = Object.fromEntries(new FormData(form));
   try {
     const ch = await post(base + "/begin", fields);
@@ -85,6 +86,7 @@ document.addEventListener("click", async (ev) => {
   if (btn) {
     const form = document.getElementById("passkey-form");
     const err = document.getElementById("passkey-error");
+    if (err) err.hidden = true;
     const fields = Object.fromEntries(new FormData(form));
     const begin = { csrf: fields.csrf };
     if (btn.dataset.passkeySignin === "second-factor") {
@@ -107,6 +109,7 @@ document.addEventListener("click", async (ev) => {
   if (mfa) {
     const form = mfa.closest("form");
     const err = form.querySelector("#mfa-error");
+    if (err) err.hidden = true;
     try {
       const ch = await post(mfa.dataset.mfaPasskey, { csrf: form.elements.csrf.value });
       if (!ch.webauthn) throw new Error("You have no passkey or security key: use a code.");
