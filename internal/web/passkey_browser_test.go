@@ -4,6 +4,8 @@ package web_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"strings"
@@ -169,9 +171,105 @@ func TestBrowserPasskeys(t *testing.T) {
 		t.Fatalf("warden login --passkey: %s", out.String())
 	}
 	// The certificates work: warden mfa ls as alice lists the passkey.
-	var ls syncbuf.Buffer
-	if code := cli.RunIO(ctx, []string{"--home", home, "mfa", "ls"}, &cli.IO{In: strings.NewReader(""), Out: &ls, Err: &ls}); code != 0 ||
-		!strings.Contains(ls.String(), "laptop") || !strings.Contains(ls.String(), "webauthn (passkey)") {
-		t.Fatalf("warden mfa ls: %d %s", code, ls.String())
+	warden := func(stdin io.Reader, args ...string) (int, string) {
+		var o syncbuf.Buffer
+		code := cli.RunIO(ctx, append([]string{"--home", home, "--data-dir", t.TempDir()}, args...), &cli.IO{In: stdin, Out: &o, Err: &o})
+		return code, o.String()
+	}
+	if code, got := warden(strings.NewReader(""), "mfa", "ls"); code != 0 || !strings.Contains(got, "laptop") || !strings.Contains(got, "webauthn (passkey)") {
+		t.Fatalf("warden mfa ls: %d %s", code, got)
+	}
+
+	// warden mfa add: a TOTP device, its first code typed at the prompt.
+	in, typeIn := io.Pipe()
+	var addOut syncbuf.Buffer
+	added := make(chan int, 1)
+	go func() {
+		added <- cli.RunIO(ctx, []string{"--home", home, "mfa", "add", "--name", "phone"}, &cli.IO{In: in, Out: &addOut, Err: &addOut})
+	}()
+	var secret string
+	testkit.WaitFor(t, "the new device's secret", func() bool {
+		m := regexp.MustCompile(`Secret: ([A-Z2-7]+)`).FindStringSubmatch(addOut.String())
+		if m != nil {
+			secret = m[1]
+		}
+		return m != nil
+	})
+	phone := &clustertest.User{Name: "alice", TOTPSecret: secret}
+	fmt.Fprintln(typeIn, phone.NextOTP(t))
+	if code := <-added; code != 0 || !strings.Contains(addOut.String(), `MFA device "phone" added`) {
+		t.Fatalf("warden mfa add: %d %s", code, addOut.String())
+	}
+	// Recovery codes after a fresh check with the new device.
+	code, got := warden(strings.NewReader(""), "mfa", "recovery-codes", "--otp", phone.NextOTP(t))
+	codes := regexp.MustCompile(`(?m)^\s+([a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5})$`).FindAllStringSubmatch(got, -1)
+	if code != 0 || len(codes) != 10 {
+		t.Fatalf("warden mfa recovery-codes: %d %s", code, got)
+	}
+	// Never the last device.
+	for _, d := range []string{"otp", "phone"} {
+		if code, got := warden(strings.NewReader(""), "mfa", "rm", d); code != 0 {
+			t.Fatalf("warden mfa rm %s: %s", d, got)
+		}
+	}
+	if code, got := warden(strings.NewReader(""), "mfa", "rm", "laptop"); code == 0 || !strings.Contains(got, "only MFA device") {
+		t.Fatalf("warden mfa rm of the last device: %d %s", code, got)
+	}
+
+	// A recovery code in place of the second factor, once; then new codes
+	// on the Security page after a fresh check with the passkey.
+	b.open("/web/login")
+	alice.TOTPSecret = ""
+	b.fill("#user", "alice")
+	b.fill("#password", alice.Password)
+	b.fill("#otp", codes[0][1])
+	b.submit("#signin")
+	if loc := b.location(); !strings.HasSuffix(loc, "/web/servers") {
+		t.Fatalf("sign-in with a recovery code at %s", loc)
+	}
+	b.open("/web/security")
+	if got := b.text("#recovery-left"); got != "9" {
+		t.Fatalf("recovery codes left %q", got)
+	}
+	b.do(chromedp.Click(chromedp.CSS("#recovery-passkey")))
+	b.waitAcrossNavigation(`document.querySelectorAll("#recovery-codes li").length === 10`)
+	if got := b.text("#recovery-left"); got != "10" {
+		t.Fatalf("after new codes, %q left", got)
+	}
+	b.signout()
+	b.open("/web/login")
+	b.fill("#user", "alice")
+	b.fill("#password", alice.Password)
+	b.fill("#otp", codes[1][1])
+	b.submit("#signin")
+	if got := b.text("#error"); !strings.Contains(got, "Wrong user name, password or code") {
+		t.Fatalf("an old recovery code: %q", got)
+	}
+}
+
+// TestBrowserRequirePasskey: with auth.require_passkey, a password sign-in
+// of a user without a passkey leads to registering one, then signing in
+// with it; password and code alone no longer sign in.
+func TestBrowserRequirePasskey(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Proxy: service.ProxyConfig{PublicAddr: "localhost:0"},
+		Auth: service.AuthConfig{RequirePasskey: true}})
+	c.ApplyRoles(roles)
+	_, port, _ := net.SplitHostPort(c.ProxyAddr())
+	b := newBrowser(t, "https://"+net.JoinHostPort("localhost", port))
+	b.virtualAuthenticator()
+	bob := c.AddUser("bob", []string{"dev"}, nil)
+	b.open("/web/login")
+	b.signin(bob)
+	if got := b.text("#notice"); !strings.Contains(got, "requires a passkey") {
+		t.Fatalf("password sign-in without a passkey: %q at %s", got, b.location())
+	}
+	b.fill("#passkey-name", "laptop")
+	b.clickTo("#passkey-add", "/web/login?enrolled=1&next=%2Fweb%2Fservers")
+	b.clickTo("#passkey-signin", "/web/servers")
+	b.signout()
+	b.open("/web/login")
+	b.signin(bob)
+	if got := b.text("#error"); !strings.Contains(got, "requires a passkey: sign in with it") {
+		t.Fatalf("password sign-in with a passkey: %q", got)
 	}
 }
