@@ -83,9 +83,11 @@ func (k *softKey) authData(attested bool) []byte {
 		out = append(out, make([]byte, 16)...) // AAGUID
 		out = binary.BigEndian.AppendUint16(out, uint16(len(k.credID)))
 		out = append(out, k.credID...)
-		x, y := make([]byte, 32), make([]byte, 32)
-		k.priv.PublicKey.X.FillBytes(x)
-		k.priv.PublicKey.Y.FillBytes(y)
+		pub, err := k.priv.PublicKey.Bytes() // 0x04 || X || Y
+		if err != nil {
+			k.t.Fatal(err)
+		}
+		x, y := pub[1:33], pub[33:65]
 		cose, err := webauthncbor.Marshal(map[int]any{1: 2, 3: -7, -1: 1, -2: x, -3: y})
 		if err != nil {
 			k.t.Fatal(err)

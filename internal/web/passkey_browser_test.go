@@ -68,7 +68,9 @@ func (b *browser) waitAcrossNavigation(expr string) {
 	})
 }
 
-func jsString(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"` }
+func jsString(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
 
 func (b *browser) signout() {
 	b.t.Helper()
