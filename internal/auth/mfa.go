@@ -430,6 +430,10 @@ func (s *Server) DeleteMFADevice(ctx context.Context, c Caller, name string) err
 		return badRequest("%q is your only passkey and this cluster requires one: add another passkey first", d.Name)
 	}
 	u.Devices = slices.Delete(u.Devices, i, i+1)
+	if u.MFADevice == d.ID {
+		// users ls shows one device id: no longer this one.
+		u.MFADevice = u.Devices[0].ID
+	}
 	u.UpdatedAt = s.now().UTC()
 	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
 		return fmt.Errorf("%w: a concurrent change to your user; try again", ErrConflict)
