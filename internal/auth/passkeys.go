@@ -182,14 +182,29 @@ func (s *Server) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFi
 		}
 		return &wire.PasskeyLoginResult{Login: resp}, nil
 	}
-	res := ssoResult{ResultHash: hand.ResultHash, Login: resp}
+	// The code goes only to the loopback listener of the machine whose
+	// browser signed in: a CLI that began this sign-in elsewhere (a link
+	// sent to someone to sign in with their passkey) cannot fetch it.
+	code, cerr := identity.NewToken()
+	if cerr != nil {
+		return nil, cerr
+	}
+	res := passkeyResult{ResultHash: hand.ResultHash, CodeHash: identity.HashToken(code), Login: resp}
 	if err != nil {
 		res.Error = err.Error()
 	}
 	if err := s.createJSON(ctx, prefixPasskeyResult+hand.ID, res, s.now().Add(ssoResultTTL)); err != nil {
 		return nil, err
 	}
-	return &wire.PasskeyLoginResult{Redirect: hand.ClientRedirect + "?id=" + url.QueryEscape(hand.ID)}, err
+	return &wire.PasskeyLoginResult{Redirect: hand.ClientRedirect + "?id=" + url.QueryEscape(hand.ID) + "&code=" + url.QueryEscape(code)}, err
+}
+
+// passkeyResult is a hand-off's outcome, for the CLI that began it.
+type passkeyResult struct {
+	ResultHash string              `json:"result_hash"`
+	CodeHash   string              `json:"code_hash"`
+	Login      *wire.LoginResponse `json:"login,omitempty"`
+	Error      string              `json:"error,omitempty"`
 }
 
 func (s *Server) finishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.LoginResponse, error) {
@@ -318,21 +333,24 @@ func (s *Server) BeginPasskeyHandoff(ctx context.Context, req wire.PasskeyHandof
 }
 
 // ResultPasskey hands the outcome of a `warden login --passkey` to the CLI
-// that started it (it alone knows the result token), once.
+// that started it (it alone knows the result token) on the machine whose
+// browser signed in (the callback code), once.
 func (s *Server) ResultPasskey(ctx context.Context, req wire.PasskeyResultRequest) (*wire.LoginResponse, error) {
 	if len(req.ID) != 2*identity.TokenBytes || strings.Trim(req.ID, "0123456789abcdef") != "" {
 		return nil, badRequest("bad passkey login id")
 	}
 	key := prefixPasskeyResult + req.ID
-	var res ssoResult
+	var res passkeyResult
 	if err := s.getJSON(ctx, key, &res); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("%w: no outcome for this sign-in (expired or already fetched)", ErrUnauthenticated)
 		}
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(identity.HashToken(req.ResultToken)), []byte(res.ResultHash)) != 1 {
-		return nil, fmt.Errorf("%w: wrong result token", ErrUnauthenticated)
+	token := subtle.ConstantTimeCompare([]byte(identity.HashToken(req.ResultToken)), []byte(res.ResultHash))
+	code := subtle.ConstantTimeCompare([]byte(identity.HashToken(req.Code)), []byte(res.CodeHash))
+	if token&code != 1 {
+		return nil, fmt.Errorf("%w: wrong result token or callback code (the sign-in must come back to this machine's browser)", ErrUnauthenticated)
 	}
 	if err := s.b.Delete(ctx, key); err != nil {
 		return nil, fmt.Errorf("%w: no outcome for this sign-in (already fetched)", ErrUnauthenticated)

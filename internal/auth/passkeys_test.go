@@ -352,17 +352,24 @@ func TestPasskeyHandoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Login != nil || res.Redirect != "http://127.0.0.1:5555/callback?id="+h.ID {
+	back, err := url.Parse(res.Redirect)
+	if err != nil || res.Login != nil || !strings.HasPrefix(res.Redirect, "http://127.0.0.1:5555/callback?") || back.Query().Get("id") != h.ID {
 		t.Fatalf("hand-off result %+v", res)
 	}
-	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: "wrong"}); !errors.Is(err, auth.ErrUnauthenticated) {
+	code := back.Query().Get("code")
+	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: "wrong", Code: code}); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("wrong result token: %v", err)
 	}
-	login, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken})
+	// Whoever began the sign-in and sent the link to someone else has the
+	// id and the result token, not the code their browser brought back.
+	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken}); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("no callback code: %v", err)
+	}
+	login, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: code})
 	if err != nil || login.User != "dev" {
 		t.Fatalf("result: %v", err)
 	}
-	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken}); err == nil {
+	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: code}); err == nil {
 		t.Fatal("the result was fetched twice")
 	}
 	// The state is single use.

@@ -54,7 +54,7 @@ func LoginPasskey(ctx context.Context, dir string, opt PasskeyOptions) (*Profile
 		return nil, fmt.Errorf("listen for the browser's callback: %w", err)
 	}
 	defer ln.Close()
-	ids := make(chan string, 1)
+	ids := make(chan [2]string, 1)
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/callback" {
 			http.NotFound(w, r)
@@ -63,7 +63,7 @@ func LoginPasskey(ctx context.Context, dir string, opt PasskeyOptions) (*Profile
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		select {
-		case ids <- r.URL.Query().Get("id"):
+		case ids <- [2]string{r.URL.Query().Get("id"), r.URL.Query().Get("code")}:
 			fmt.Fprintln(w, "Warden: sign-in received. You can close this window and return to the terminal.")
 		default:
 			w.WriteHeader(http.StatusConflict)
@@ -82,16 +82,16 @@ func LoginPasskey(ctx context.Context, dir string, opt PasskeyOptions) (*Profile
 	}
 	wctx, cancel := context.WithTimeout(ctx, opt.Wait)
 	defer cancel()
-	var id string
+	var back [2]string
 	select {
-	case id = <-ids:
+	case back = <-ids:
 	case <-wctx.Done():
 		return nil, errors.New("timed out waiting for the browser to finish signing in")
 	}
-	if id != h.ID {
+	if back[0] != h.ID {
 		return nil, errors.New("the browser's callback is for another sign-in: start again")
 	}
-	resp, err := c.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: id, ResultToken: h.ResultToken})
+	resp, err := c.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: back[1]})
 	if err != nil {
 		return nil, fmt.Errorf("login failed: %v", err)
 	}

@@ -130,8 +130,12 @@ type PasskeyHandoff struct {
 	ResultToken string `json:"result_token"`
 }
 
-// PasskeyResultRequest fetches a hand-off's outcome, once.
+// PasskeyResultRequest fetches a hand-off's outcome, once: the login id
+// and result token the CLI got when it began, and the code the browser
+// brought to its loopback callback. Both halves are needed: whoever began
+// a sign-in and sent its link to someone else lacks the code.
 type PasskeyResultRequest struct {
 	ID          string `json:"id"`
 	ResultToken string `json:"result_token"`
+	Code        string `json:"code"`
 }
