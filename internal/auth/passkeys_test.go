@@ -151,7 +151,7 @@ func TestPasskeyRefusals(t *testing.T) {
 	f.signup("dev", []string{"access"}, []string{"dev"})
 	c := f.userCaller("dev", []string{"access"})
 	key := newSoftKey(t)
-	f.addPasskey(c, "laptop", key)
+	laptop := f.addPasskey(c, "laptop", key)
 	if _, err := f.passwordless(key); err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +233,18 @@ func TestPasskeyRefusals(t *testing.T) {
 		_, err = f.passwordless(key)
 		if !errors.Is(err, auth.ErrAccessDenied) {
 			t.Fatalf("a locked user signed in: %v", err)
+		}
+		if err := f.a.DeleteLock(ctx, auth.AdminCaller(), l.Lock.ID); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("locked device", func(t *testing.T) {
+		l, err := f.a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{MFADevice: laptop.ID}, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.passwordless(key); !errors.Is(err, auth.ErrAccessDenied) {
+			t.Fatalf("a locked device signed in: %v", err)
 		}
 		if err := f.a.DeleteLock(ctx, auth.AdminCaller(), l.Lock.ID); err != nil {
 			t.Fatal(err)
