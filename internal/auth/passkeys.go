@@ -33,6 +33,9 @@ const (
 	enrolTTL             = 10 * time.Minute
 )
 
+// passkeyChallenges bounds the passwordless challenges one address asks for.
+var passkeyChallenges = identity.ThrottleLimit{Burst: 30, Every: 2 * time.Second, MaxWait: time.Minute}
+
 // PasskeyEnrolment is the refusal of a password sign-in when the cluster
 // requires passkeys and the user has none: the password and second
 // factor were right, and Token lets the web UI register a passkey for the
@@ -92,6 +95,14 @@ func (s *Server) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBeg
 		return nil, err
 	}
 	if req.User == "" {
+		// Anyone may ask for a challenge, and each is kept until used or
+		// expired: an address gets passkeyChallenges of them at once, then
+		// one every 2 seconds.
+		a, err := s.throttle.Begin(identity.ThrottleKey{Name: sourceKey(req.RemoteAddr) + " passkey challenges", Limit: passkeyChallenges})
+		if err != nil {
+			return nil, err
+		}
+		a.Fail()
 		assertion, session, err := wa.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
 		if err != nil {
 			return nil, err

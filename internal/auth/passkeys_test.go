@@ -281,6 +281,25 @@ func TestPasskeyRefusals(t *testing.T) {
 	})
 }
 
+// TestPasskeyChallengesBounded: each passwordless challenge is stored
+// until used or expired, so one address gets a bounded number of them.
+func TestPasskeyChallengesBounded(t *testing.T) {
+	f := passkeyFixture(t)
+	ctx := context.Background()
+	var err error
+	n := 0
+	for ; n < 100 && err == nil; n++ {
+		_, err = f.a.BeginPasskeyLogin(ctx, wire.PasskeyLoginBegin{RemoteAddr: "192.0.2.7"})
+	}
+	if !errors.Is(err, auth.ErrThrottled) || n > 40 {
+		t.Fatalf("after %d challenges: %v", n, err)
+	}
+	// Another address is not affected.
+	if _, err := f.a.BeginPasskeyLogin(ctx, wire.PasskeyLoginBegin{RemoteAddr: "192.0.2.8"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRecoveryCodes(t *testing.T) {
 	f := passkeyFixture(t)
 	ctx := context.Background()
