@@ -403,6 +403,26 @@ func TestPasskeyHandoff(t *testing.T) {
 	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: code}); err == nil {
 		t.Fatal("the result was fetched twice")
 	}
+	// A refused passkey: the browser still goes back to the CLI, which
+	// gets the reason.
+	h2, err := f.a.BeginPasskeyHandoff(ctx, wire.PasskeyHandoffBegin{PublicKey: pubKey(t), ClientRedirect: "http://127.0.0.1:5555/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, _ := url.Parse(h2.URL)
+	stranger := newSoftKey(t)
+	stranger.handle = []byte("not a user of this cluster")
+	ch2, _ := f.a.BeginPasskeyLogin(ctx, wire.PasskeyLoginBegin{})
+	res2, err := f.a.FinishPasskeyLogin(ctx, wire.PasskeyLoginFinish{ID: ch2.ID, WebAuthn: stranger.get(ch2.WebAuthn), State: u2.Query().Get("state")})
+	if err == nil || res2 == nil || res2.Redirect == "" {
+		t.Fatalf("a stranger's passkey: %+v, %v", res2, err)
+	}
+	back2, _ := url.Parse(res2.Redirect)
+	if _, err := f.a.ResultPasskey(ctx, wire.PasskeyResultRequest{ID: h2.ID, ResultToken: h2.ResultToken, Code: back2.Query().Get("code")}); err == nil ||
+		!strings.Contains(err.Error(), "not registered here") {
+		t.Fatalf("the CLI's outcome of a refused passkey: %v", err)
+	}
+
 	// The state is single use.
 	ch, _ = f.a.BeginPasskeyLogin(ctx, wire.PasskeyLoginBegin{})
 	if _, err := f.a.FinishPasskeyLogin(ctx, wire.PasskeyLoginFinish{ID: ch.ID, WebAuthn: key.get(ch.WebAuthn), State: state}); !errors.Is(err, auth.ErrUnauthenticated) {

@@ -186,12 +186,14 @@ func (h *Handler) passkeyFinish(w http.ResponseWriter, r *http.Request) {
 		req.PublicKey, priv = string(ssh.MarshalAuthorizedKey(sshPub)), k
 	}
 	res, err := h.auth.FinishPasskeyLogin(r.Context(), req)
-	if err != nil {
-		h.writeJSON(w, nil, err)
+	if res != nil && res.Redirect != "" {
+		// The CLI's sign-in ended, well or not: it gets the outcome (and
+		// prints the reason of a refusal) from its loopback callback.
+		h.writeJSON(w, map[string]string{"redirect": res.Redirect}, nil)
 		return
 	}
-	if req.State != "" {
-		h.writeJSON(w, map[string]string{"redirect": res.Redirect}, nil)
+	if err != nil {
+		h.writeJSON(w, nil, err)
 		return
 	}
 	c, err := callerOf(res.Login)
