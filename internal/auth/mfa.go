@@ -152,7 +152,11 @@ func (s *Server) putCeremony(ctx context.Context, c ceremony) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c.Expires = s.now().Add(ceremonyTTL)
+	ttl := ceremonyTTL
+	if c.Kind == ceremonyEnrol {
+		ttl = enrolTTL
+	}
+	c.Expires = s.now().Add(ttl)
 	if err := s.createJSON(ctx, prefixCeremonies+identity.HashToken(id), c, c.Expires); err != nil {
 		return "", err
 	}

@@ -27,10 +27,12 @@ import (
 // proxy's web UI and gets the certificates back, as --sso does.
 
 const (
-	prefixPasskeyPending = "/passkey/pending/" // by the hash of the state; TTL ssoPendingTTL
-	prefixPasskeyResult  = "/passkey/results/" // by the login id; TTL ssoResultTTL
+	prefixPasskeyPending = "/passkey/pending/" // by the hash of the state; TTL handoffTTL
+	prefixPasskeyResult  = "/passkey/results/" // by the login id; TTL resultTTL
 	ceremonyEnrol        = "enrol"
 	enrolTTL             = 10 * time.Minute
+	handoffTTL           = 10 * time.Minute
+	resultTTL            = 2 * time.Minute
 )
 
 // passkeyChallenges bounds the passwordless challenges one address asks for.
@@ -170,10 +172,10 @@ func (s *Server) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFi
 	if len(req.WebAuthn) > maxWebAuthnJSON || len(req.PublicKey) > 16<<10 || len(req.State) > 128 {
 		return nil, badRequest("oversized input")
 	}
-	var hand *ssoPending
+	var hand *passkeyPending
 	if req.State != "" {
 		key := prefixPasskeyPending + identity.HashToken(req.State)
-		var p ssoPending
+		var p passkeyPending
 		if err := s.getJSON(ctx, key, &p); err != nil {
 			if errors.Is(err, storage.ErrNotFound) {
 				return nil, fmt.Errorf("%w: unknown or already used sign-in; run warden login --passkey again", ErrUnauthenticated)
@@ -204,10 +206,21 @@ func (s *Server) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFi
 	if err != nil {
 		res.Error = err.Error()
 	}
-	if err := s.createJSON(ctx, prefixPasskeyResult+hand.ID, res, s.now().Add(ssoResultTTL)); err != nil {
+	if err := s.createJSON(ctx, prefixPasskeyResult+hand.ID, res, s.now().Add(resultTTL)); err != nil {
 		return nil, err
 	}
 	return &wire.PasskeyLoginResult{Redirect: hand.ClientRedirect + "?id=" + url.QueryEscape(hand.ID) + "&code=" + url.QueryEscape(code)}, err
+}
+
+// passkeyPending is a `warden login --passkey` between its start and the
+// browser's sign-in.
+type passkeyPending struct {
+	ID             string        `json:"id"`
+	PublicKey      string        `json:"public_key"`
+	ClientRedirect string        `json:"client_redirect"`
+	TTL            time.Duration `json:"ttl,omitempty"`
+	ResultHash     string        `json:"result_hash"`
+	RemoteAddr     string        `json:"remote_addr"`
 }
 
 // passkeyResult is a hand-off's outcome, for the CLI that began it.
@@ -334,9 +347,9 @@ func (s *Server) BeginPasskeyHandoff(ctx context.Context, req wire.PasskeyHandof
 		}
 	}
 	state, id, result := toks[0], toks[1], toks[2]
-	p := ssoPending{ID: id, PublicKey: req.PublicKey, ClientRedirect: req.ClientRedirect, TTL: req.TTL,
+	p := passkeyPending{ID: id, PublicKey: req.PublicKey, ClientRedirect: req.ClientRedirect, TTL: req.TTL,
 		ResultHash: identity.HashToken(result), RemoteAddr: req.RemoteAddr}
-	if err := s.createJSON(ctx, prefixPasskeyPending+identity.HashToken(state), p, s.now().Add(ssoPendingTTL)); err != nil {
+	if err := s.createJSON(ctx, prefixPasskeyPending+identity.HashToken(state), p, s.now().Add(handoffTTL)); err != nil {
 		return nil, err
 	}
 	page := (&url.URL{Scheme: "https", Host: s.cfg.PublicAddr, Path: "/web/login/passkey"}).String() + "?state=" + url.QueryEscape(state)
