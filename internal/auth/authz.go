@@ -95,6 +95,7 @@ var operations = map[string]rule{
 	"BeginMFAChallenge":       {kinds: kinds(KindUser), does: "have MFA devices"},
 	"VerifyMFA":               {kinds: kinds(KindUser), does: "have MFA devices"},
 	"RegenerateRecoveryCodes": {kinds: kinds(KindUser), does: "have MFA devices"},
+	"BeginMFAHandoff":         {kinds: kinds(KindUser), does: "have MFA devices"},
 }
 
 // rule is what one operation requires of its caller.

@@ -59,6 +59,7 @@ var matrix = map[string]row{
 	"BeginMFAChallenge":       {all, all, all, all, deny, deny, deny},
 	"VerifyMFA":               {all, all, all, all, deny, deny, deny},
 	"RegenerateRecoveryCodes": {all, all, all, all, deny, deny, deny},
+	"BeginMFAHandoff":         {all, all, all, all, deny, deny, deny},
 	"CreateLock":              {deny, deny, deny, all, deny, deny, all},
 	"ListLocks":               {deny, deny, deny, all, all, deny, all},
 	"DeleteLock":              {deny, deny, deny, all, deny, deny, all},
@@ -236,6 +237,10 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"RegenerateRecoveryCodes": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.RegenerateRecoveryCodes(context.Background(), c, wire.MFAResponse{})
+		return gate(err)
+	},
+	"BeginMFAHandoff": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.BeginMFAHandoff(context.Background(), c, wire.PasskeyHandoffBegin{ClientRedirect: "http://evil.example/"}) // refused: not loopback
 		return gate(err)
 	},
 	"RecordWebLogout": func(f *matrixFixture, c auth.Caller) outcome {

@@ -143,6 +143,9 @@ const (
 	ceremonyLogin    = "login"
 	ceremonyMFA      = "mfa"
 	ceremonyTOTP     = "totp"
+	// ceremonyMFAToken is not a challenge but its outcome: a passkey check
+	// made in the browser for the CLI, spent by the call it allows.
+	ceremonyMFAToken = "mfa-token"
 )
 
 var errCeremony = fmt.Errorf("%w: unknown, used or expired challenge; start again", ErrUnauthenticated)
@@ -457,6 +460,12 @@ func (s *Server) BeginMFAChallenge(ctx context.Context, c Caller) (*wire.MFAChal
 	if err != nil {
 		return nil, err
 	}
+	return s.mfaChallenge(ctx, u)
+}
+
+// mfaChallenge is a fresh MFA check of u: TOTP if it has such a device,
+// and a WebAuthn challenge for its WebAuthn devices.
+func (s *Server) mfaChallenge(ctx context.Context, u *identity.User) (*wire.MFAChallenge, error) {
 	out := &wire.MFAChallenge{TOTP: u.Count(identity.DeviceTOTP, false) > 0}
 	if u.Count(identity.DeviceWebAuthn, false) == 0 {
 		return out, nil
@@ -511,8 +520,19 @@ func (s *Server) verifyMFA(ctx context.Context, name string, r wire.MFAResponse,
 	if len(r.OTP) > 64 || len(r.WebAuthn) > maxWebAuthnJSON {
 		return fail("oversized response", badRequest("oversized MFA response"))
 	}
-	if r.WebAuthn == nil && r.OTP == "" {
+	if r.WebAuthn == nil && r.OTP == "" && r.Token == "" {
 		return nil, badRequest("an MFA response is required: a code from your authenticator, or a passkey")
+	}
+	if r.Token != "" {
+		// A passkey check the browser made for the CLI (FinishMFAHandoff).
+		tok, err := s.takeCeremony(ctx, r.Token, ceremonyMFAToken)
+		if err != nil || tok.User != name {
+			return fail("unknown or spent MFA token", fmt.Errorf("%w: the MFA check expired or was used; check again", ErrUnauthenticated))
+		}
+		v := &wire.MFAVerified{Device: tok.Name, Kind: identity.DeviceWebAuthn}
+		s.emit(ctx, audit.Event{Event: audit.MFAVerify, User: name, Success: true,
+			Fields: map[string]any{"purpose": purpose, "mfa_device": v.Device, "kind": v.Kind, "via": "browser"}})
+		return v, nil
 	}
 	var cer *ceremony
 	if r.WebAuthn != nil {

@@ -182,6 +182,9 @@ func (s *Server) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFi
 			}
 			return nil, err
 		}
+		if p.MFA {
+			return nil, fmt.Errorf("%w: this is not a sign-in; run warden login --passkey again", ErrUnauthenticated)
+		}
 		if err := s.b.Delete(ctx, key); err != nil {
 			return nil, fmt.Errorf("%w: unknown or already used sign-in; run warden login --passkey again", ErrUnauthenticated)
 		}
@@ -215,7 +218,11 @@ func (s *Server) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFi
 // passkeyPending is a `warden login --passkey` between its start and the
 // browser's sign-in.
 type passkeyPending struct {
-	ID             string        `json:"id"`
+	ID string `json:"id"`
+	// MFA: a fresh MFA check of User for the CLI (BeginMFAHandoff), not
+	// a sign-in.
+	MFA            bool          `json:"mfa,omitempty"`
+	User           string        `json:"user,omitempty"`
 	PublicKey      string        `json:"public_key"`
 	ClientRedirect string        `json:"client_redirect"`
 	TTL            time.Duration `json:"ttl,omitempty"`
@@ -228,7 +235,9 @@ type passkeyResult struct {
 	ResultHash string              `json:"result_hash"`
 	CodeHash   string              `json:"code_hash"`
 	Login      *wire.LoginResponse `json:"login,omitempty"`
-	Error      string              `json:"error,omitempty"`
+	// MFAToken is the outcome of an MFA hand-off (a ceremonyMFAToken).
+	MFAToken string `json:"mfa_token,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 func (s *Server) finishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.LoginResponse, error) {
@@ -360,6 +369,32 @@ func (s *Server) BeginPasskeyHandoff(ctx context.Context, req wire.PasskeyHandof
 // that started it (it alone knows the result token) on the machine whose
 // browser signed in (the callback code), once.
 func (s *Server) ResultPasskey(ctx context.Context, req wire.PasskeyResultRequest) (*wire.LoginResponse, error) {
+	res, err := s.takeResult(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if res.Login == nil {
+		return nil, fmt.Errorf("%w: this is not a sign-in", ErrUnauthenticated)
+	}
+	return res.Login, nil
+}
+
+// ResultMFAHandoff hands the outcome of an MFA hand-off to the CLI that
+// started it, as ResultPasskey does: the token its next call carries.
+func (s *Server) ResultMFAHandoff(ctx context.Context, req wire.PasskeyResultRequest) (*wire.MFAResponse, error) {
+	res, err := s.takeResult(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if res.MFAToken == "" {
+		return nil, fmt.Errorf("%w: this is not an MFA check", ErrUnauthenticated)
+	}
+	return &wire.MFAResponse{Token: res.MFAToken}, nil
+}
+
+// takeResult fetches and deletes a hand-off's outcome, for the holder of
+// its result token and callback code.
+func (s *Server) takeResult(ctx context.Context, req wire.PasskeyResultRequest) (*passkeyResult, error) {
 	if len(req.ID) != 2*identity.TokenBytes || strings.Trim(req.ID, "0123456789abcdef") != "" {
 		return nil, badRequest("bad passkey login id")
 	}
@@ -382,5 +417,5 @@ func (s *Server) ResultPasskey(ctx context.Context, req wire.PasskeyResultReques
 	if res.Error != "" {
 		return nil, fmt.Errorf("%w: %s", ErrAccessDenied, res.Error)
 	}
-	return res.Login, nil
+	return &res, nil
 }

@@ -465,3 +465,72 @@ func TestRequirePasskey(t *testing.T) {
 		t.Fatalf("the only passkey removed: %v", err)
 	}
 }
+
+// TestMFAHandoff: a fresh MFA check with a passkey, made in a browser for
+// the CLI, gives a single-use token its next call carries.
+func TestMFAHandoff(t *testing.T) {
+	f := passkeyFixture(t)
+	ctx := context.Background()
+	f.signup("dev", []string{"access"}, []string{"dev"})
+	c := f.userCaller("dev", []string{"access"})
+	key := newSoftKey(t)
+	laptop := f.addPasskey(c, "laptop", key)
+	h, err := f.a.BeginMFAHandoff(ctx, c, wire.PasskeyHandoffBegin{ClientRedirect: "http://127.0.0.1:5555/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(h.URL)
+	state := u.Query().Get("state")
+	if u.Path != "/web/mfa" || state == "" {
+		t.Fatalf("MFA page %q", h.URL)
+	}
+	// A sign-in cannot use an MFA check's state.
+	if _, err := f.a.FinishPasskeyLogin(ctx, wire.PasskeyLoginFinish{ID: "x", State: state}); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("an MFA state as a sign-in: %v", err)
+	}
+	ch, err := f.a.BeginHandoffMFAChallenge(ctx, state)
+	if err != nil || ch.WebAuthn == nil {
+		t.Fatalf("challenge: %+v %v", ch, err)
+	}
+	res, err := f.a.FinishMFAHandoff(ctx, state, wire.MFAResponse{ChallengeID: ch.ID, WebAuthn: key.get(ch.WebAuthn)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := url.Parse(res.Redirect)
+	if _, err := f.a.ResultMFAHandoff(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken}); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("without the callback code: %v", err)
+	}
+	tok, err := f.a.ResultMFAHandoff(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: back.Query().Get("code")})
+	if err != nil || tok.Token == "" {
+		t.Fatalf("result: %+v %v", tok, err)
+	}
+	// Another user cannot spend it.
+	f.signup("eve", []string{"access"}, []string{"eve"})
+	if _, err := f.a.VerifyMFA(ctx, f.userCaller("eve", []string{"access"}), *tok); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("another user's MFA token: %v", err)
+	}
+	// It was spent by that refusal (single use): a new check for dev.
+	h, _ = f.a.BeginMFAHandoff(ctx, c, wire.PasskeyHandoffBegin{ClientRedirect: "http://127.0.0.1:5555/callback"})
+	u, _ = url.Parse(h.URL)
+	ch, _ = f.a.BeginHandoffMFAChallenge(ctx, u.Query().Get("state"))
+	res, err = f.a.FinishMFAHandoff(ctx, u.Query().Get("state"), wire.MFAResponse{ChallengeID: ch.ID, WebAuthn: key.get(ch.WebAuthn)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ = url.Parse(res.Redirect)
+	tok, err = f.a.ResultMFAHandoff(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: back.Query().Get("code")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := f.a.RegenerateRecoveryCodes(ctx, c, *tok)
+	if err != nil || len(rc.Codes) != 10 {
+		t.Fatalf("recovery codes with the token: %v", err)
+	}
+	if _, err := f.a.RegenerateRecoveryCodes(ctx, c, *tok); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a spent MFA token: %v", err)
+	}
+	evs := f.events(audit.Query{Type: audit.MFAVerify, User: "dev"})
+	if len(evs) == 0 || evs[len(evs)-1].Success || evs[len(evs)-2].Fields["mfa_device"] != laptop.ID {
+		t.Fatalf("mfa.verify events %+v", evs)
+	}
+}

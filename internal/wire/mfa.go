@@ -59,11 +59,13 @@ type MFAChallenge struct {
 }
 
 // MFAResponse answers an MFAChallenge: OTP (a TOTP code, or a recovery
-// code), or the WebAuthn assertion for the challenge ChallengeID.
+// code), or the WebAuthn assertion for the challenge ChallengeID, or the
+// Token a passkey check in the browser gave the CLI (single use, minutes).
 type MFAResponse struct {
 	ChallengeID string          `json:"challenge_id,omitempty"`
 	OTP         string          `json:"otp,omitempty"`
 	WebAuthn    json.RawMessage `json:"webauthn,omitempty"`
+	Token       string          `json:"token,omitempty"`
 }
 
 // MFAVerified names the device that answered a fresh MFA check.
