@@ -704,3 +704,15 @@ func (c *Client) ResultPasskey(ctx context.Context, req wire.PasskeyResultReques
 	var out wire.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/passkey/result", req, &out)
 }
+
+// BeginMFAHandoff starts a fresh MFA check with a passkey in a browser.
+func (c *Client) BeginMFAHandoff(ctx context.Context, req wire.PasskeyHandoffBegin) (*wire.PasskeyHandoff, error) {
+	var out wire.PasskeyHandoff
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/handoff", req, &out)
+}
+
+// ResultMFAHandoff fetches its outcome, once: the token of the check.
+func (c *Client) ResultMFAHandoff(ctx context.Context, req wire.PasskeyResultRequest) (*wire.MFAResponse, error) {
+	var out wire.MFAResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/handoff/result", req, &out)
+}

@@ -32,6 +32,12 @@ func (h *Handler) mfaRoutes() {
 	m.HandleFunc("POST /v1/mfa/recovery-codes", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in wire.MFAResponse) (*wire.RecoveryCodes, error) {
 		return a.RegenerateRecoveryCodes(r.Context(), c, in)
 	})))
+	m.HandleFunc("POST /v1/mfa/handoff", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in wire.PasskeyHandoffBegin) (*wire.PasskeyHandoff, error) {
+		return a.BeginMFAHandoff(r.Context(), c, in)
+	})))
+	m.HandleFunc("POST /v1/mfa/handoff/result", open(h, func(r *http.Request, in wire.PasskeyResultRequest) (*wire.MFAResponse, error) {
+		return a.ResultMFAHandoff(r.Context(), in)
+	}))
 	m.HandleFunc("POST /v1/passkey/begin", open(h, func(r *http.Request, in wire.PasskeyHandoffBegin) (*wire.PasskeyHandoff, error) {
 		in.RemoteAddr = remoteIP(r)
 		return a.BeginPasskeyHandoff(r.Context(), in)

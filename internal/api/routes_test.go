@@ -364,6 +364,8 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	}
 	e.call(alice, "POST", "/v1/mfa/verify", wire.MFAResponse{OTP: "000000"}, http.StatusUnauthorized)
 	e.call(alice, "POST", "/v1/mfa/recovery-codes", wire.MFAResponse{}, http.StatusBadRequest)
+	e.call(alice, "POST", "/v1/mfa/handoff", wire.PasskeyHandoffBegin{ClientRedirect: "http://evil.example/cb"}, http.StatusBadRequest)
+	e.call(open, "POST", "/v1/mfa/handoff/result", wire.PasskeyResultRequest{ID: "unknown"}, http.StatusBadRequest)
 	e.call(open, "POST", "/v1/passkey/begin", wire.PasskeyHandoffBegin{PublicKey: "not a key", ClientRedirect: "http://127.0.0.1:1/cb"}, http.StatusBadRequest)
 	e.call(open, "POST", "/v1/passkey/result", wire.PasskeyResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest)
 

@@ -9,6 +9,7 @@ import (
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -124,15 +125,16 @@ there if asked. --browser none prints the URL instead.`,
 			return nil
 		}}
 
-	var code string
+	var code, rcBrowser string
+	var withPasskey bool
 	rc := &cobra.Command{Use: "recovery-codes", Short: "Make a new set of one-time recovery codes (needs a fresh MFA check)",
 		Long: `Make 10 new one-time recovery codes; the old ones stop working. Each code
 stands in once for the second factor at sign-in (type it where the
 authenticator code goes). They are shown once: store them somewhere safe.
 
 A fresh MFA check comes first: a code of one of your TOTP devices or one of
-your current recovery codes (--otp, or prompted). With passkeys only, make
-them in the web UI's Security page.`,
+your current recovery codes (--otp, or prompted), or with --passkey one of
+your passkeys, in your browser (--browser none prints the URL to open).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := g.session()
@@ -140,12 +142,19 @@ them in the web UI's Security page.`,
 				return err
 			}
 			defer s.close()
-			if code == "" {
+			answer := &wire.MFAResponse{OTP: strings.TrimSpace(code)}
+			switch {
+			case withPasskey:
+				if answer, err = client.MFAWithPasskey(cmd.Context(), s.api, func(u string) error { return openBrowser(g, rcBrowser, u) }, 0); err != nil {
+					return err
+				}
+			case code == "":
 				if code, err = g.io.prompt("Code from your authenticator (or a recovery code)", false); err != nil {
 					return err
 				}
+				answer.OTP = strings.TrimSpace(code)
 			}
-			res, err := s.api.RegenerateRecoveryCodes(cmd.Context(), wire.MFAResponse{OTP: strings.TrimSpace(code)})
+			res, err := s.api.RegenerateRecoveryCodes(cmd.Context(), *answer)
 			if err != nil {
 				return err
 			}
@@ -156,6 +165,8 @@ them in the web UI's Security page.`,
 			return nil
 		}}
 	rc.Flags().StringVar(&code, "otp", "", "a TOTP code or a current recovery code (prompted if not given)")
+	rc.Flags().BoolVar(&withPasskey, "passkey", false, "check with a passkey, in your browser")
+	rc.Flags().StringVar(&rcBrowser, "browser", "", "with --passkey: none prints the URL instead of opening a browser")
 	cmd.AddCommand(ls, add, rm, rc)
 	return cmd
 }

@@ -208,6 +208,34 @@ func TestBrowserPasskeys(t *testing.T) {
 	if code != 0 || len(codes) != 10 {
 		t.Fatalf("warden mfa recovery-codes: %d %s", code, got)
 	}
+	// Recovery codes again, the fresh check with the passkey in the
+	// browser: the command prints the page to open, and waits for it.
+	rcDone := make(chan int, 1)
+	var rcOut syncbuf.Buffer
+	go func() {
+		rcDone <- cli.RunIO(ctx, []string{"--home", home, "mfa", "recovery-codes", "--passkey", "--browser", "none"},
+			&cli.IO{In: strings.NewReader(""), Out: &rcOut, Err: &rcOut})
+	}()
+	var mfaPage string
+	testkit.WaitFor(t, "the MFA page's URL", func() bool {
+		m := regexp.MustCompile(`(?m)^\s+(https://\S+/web/mfa\?state=\S+)$`).FindStringSubmatch(rcOut.String())
+		if m != nil {
+			mfaPage = m[1]
+		}
+		return m != nil
+	})
+	b.do(chromedp.Navigate(mfaPage))
+	b.do(chromedp.Click(chromedp.CSS("#mfa-confirm")))
+	b.waitAcrossNavigation(`location.hostname === "127.0.0.1" && document.body.textContent.includes("received")`)
+	if code := <-rcDone; code != 0 {
+		t.Fatalf("warden mfa recovery-codes --passkey: %d %s", code, rcOut.String())
+	}
+	old := codes
+	codes = regexp.MustCompile(`(?m)^\s+([a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5})$`).FindAllStringSubmatch(rcOut.String(), -1)
+	if len(codes) != 10 || codes[0][1] == old[0][1] {
+		t.Fatalf("warden mfa recovery-codes --passkey: %s", rcOut.String())
+	}
+
 	// Never the last device.
 	for _, d := range []string{"otp", "phone"} {
 		if code, got := warden(strings.NewReader(""), "mfa", "rm", d); code != 0 {

@@ -40,6 +40,45 @@ func (h *Handler) passkeyRoutes() {
 	m.HandleFunc("POST /web/login/passkey/finish", h.passkeyFinish)
 	m.HandleFunc("POST /web/login/passkey/enrol/begin", h.enrolBegin)
 	m.HandleFunc("POST /web/login/passkey/enrol/finish", h.enrolFinish)
+	m.HandleFunc("GET /web/mfa", h.mfaPage)
+	m.HandleFunc("POST /web/mfa/begin", h.mfaBegin)
+	m.HandleFunc("POST /web/mfa/finish", h.mfaFinish)
+}
+
+// mfaPage is what a CLI command that needs a fresh MFA check with a
+// passkey opens (auth.BeginMFAHandoff): one button.
+func (h *Handler) mfaPage(w http.ResponseWriter, r *http.Request) {
+	state := r.URL.Query().Get("state")
+	if state == "" || len(state) > 128 {
+		h.renderError(w, r, nil, http.StatusBadRequest, "This page is opened by a warden command that needs an MFA check; run it again.")
+		return
+	}
+	h.render(w, http.StatusOK, "mfa_handoff", view{Title: "Confirm with a passkey", CSRF: preToken(w, r), Data: passkeyPageData{State: state}})
+}
+
+func (h *Handler) mfaBegin(w http.ResponseWriter, r *http.Request) {
+	if !checkPreToken(r) {
+		h.writeJSON(w, nil, fmt.Errorf("%w: the form has expired; reload the page", auth.ErrBadRequest))
+		return
+	}
+	ch, err := h.auth.BeginHandoffMFAChallenge(r.Context(), r.PostFormValue("state"))
+	h.writeJSON(w, ch, err)
+}
+
+// mfaFinish hands the passkey's answer to auth; the browser then goes to
+// the CLI's loopback callback, whatever the outcome (the CLI prints it).
+func (h *Handler) mfaFinish(w http.ResponseWriter, r *http.Request) {
+	if !checkPreToken(r) {
+		h.writeJSON(w, nil, fmt.Errorf("%w: the form has expired; reload the page", auth.ErrBadRequest))
+		return
+	}
+	res, err := h.auth.FinishMFAHandoff(r.Context(), r.PostFormValue("state"),
+		wire.MFAResponse{ChallengeID: r.PostFormValue("id"), WebAuthn: json.RawMessage(r.PostFormValue("response"))})
+	if res != nil && res.Redirect != "" {
+		h.writeJSON(w, map[string]string{"redirect": res.Redirect}, nil)
+		return
+	}
+	h.writeJSON(w, nil, err)
 }
 
 // writeJSON answers a script: v, or {"error": message} with the status.

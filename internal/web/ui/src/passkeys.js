@@ -103,6 +103,24 @@ document.addEventListener("click", async (ev) => {
     }
     return;
   }
+  // A fresh MFA check for a warden command (the page it opened): the
+  // browser then goes back to the command's loopback listener.
+  const hand = ev.target.closest("[data-mfa-handoff]");
+  if (hand) {
+    const form = hand.closest("form");
+    const err = document.getElementById("passkey-error");
+    if (err) err.hidden = true;
+    const fields = Object.fromEntries(new FormData(form));
+    try {
+      const ch = await post("/web/mfa/begin", fields);
+      const cred = await navigator.credentials.get(requestOptions(ch.webauthn));
+      const done = await post("/web/mfa/finish", { ...fields, id: ch.id, response: credentialJSON(cred) });
+      window.location.assign(done.redirect);
+    } catch (e) {
+      showError(err, e);
+    }
+    return;
+  }
   // A fresh MFA check with a passkey: the assertion goes into the form,
   // which is then submitted.
   const mfa = ev.target.closest("[data-mfa-passkey]");
