@@ -203,7 +203,7 @@ func TestSessionSecurity(t *testing.T) {
 			t.Errorf("POST %s without CSRF token: status %d, want 403", path, resp.StatusCode)
 		}
 	}
-	for _, path := range []string{"/web/login/passkey/begin", "/web/login/passkey/finish", "/web/login/passkey/enrol/begin", "/web/login/passkey/enrol/finish"} {
+	for _, path := range []string{"/web/login/passkey/begin", "/web/login/passkey/finish", "/web/login/passkey/enrol/begin", "/web/login/passkey/enrol/finish", "/web/mfa/begin", "/web/mfa/finish"} {
 		if resp, _ = w.do("POST", path, url.Values{"csrf": {"forged"}}, nil); resp.StatusCode == http.StatusOK {
 			t.Errorf("POST %s with a forged CSRF token: status %d", path, resp.StatusCode)
 		}
