@@ -686,3 +686,56 @@ func (c *Client) GetSAMLConnector(ctx context.Context, name string) (*wire.SAMLC
 func (c *Client) DeleteSAMLConnector(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/connectors/saml/"+url.PathEscape(name), nil, nil)
 }
+
+// ListMFADevices lists the caller's MFA devices.
+func (c *Client) ListMFADevices(ctx context.Context) (*wire.MFADevices, error) {
+	var out wire.MFADevices
+	return &out, c.do(ctx, http.MethodGet, "/v1/mfa/devices", nil, &out)
+}
+
+// BeginAddMFADevice starts adding an MFA device.
+func (c *Client) BeginAddMFADevice(ctx context.Context, req wire.MFAAddRequest) (*wire.MFAAddChallenge, error) {
+	var out wire.MFAAddChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/devices/begin", req, &out)
+}
+
+// FinishAddMFADevice completes adding an MFA device.
+func (c *Client) FinishAddMFADevice(ctx context.Context, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	var out wire.MFADevice
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/devices/finish", req, &out)
+}
+
+// DeleteMFADevice removes an MFA device by name or id.
+func (c *Client) DeleteMFADevice(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/mfa/devices/"+url.PathEscape(name), nil, nil)
+}
+
+// RegenerateRecoveryCodes replaces the caller's recovery codes.
+func (c *Client) RegenerateRecoveryCodes(ctx context.Context, r wire.MFAResponse) (*wire.RecoveryCodes, error) {
+	var out wire.RecoveryCodes
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/recovery-codes", r, &out)
+}
+
+// BeginPasskeyHandoff starts `warden login --passkey` (no client certificate needed).
+func (c *Client) BeginPasskeyHandoff(ctx context.Context, req wire.PasskeyHandoffBegin) (*wire.PasskeyHandoff, error) {
+	var out wire.PasskeyHandoff
+	return &out, c.do(ctx, http.MethodPost, "/v1/passkey/begin", req, &out)
+}
+
+// ResultPasskey fetches the outcome of a passkey hand-off, once.
+func (c *Client) ResultPasskey(ctx context.Context, req wire.PasskeyResultRequest) (*wire.LoginResponse, error) {
+	var out wire.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/passkey/result", req, &out)
+}
+
+// BeginMFAHandoff starts a fresh MFA check with a passkey in a browser.
+func (c *Client) BeginMFAHandoff(ctx context.Context, req wire.PasskeyHandoffBegin) (*wire.PasskeyHandoff, error) {
+	var out wire.PasskeyHandoff
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/handoff", req, &out)
+}
+
+// ResultMFAHandoff fetches its outcome, once: the token of the check.
+func (c *Client) ResultMFAHandoff(ctx context.Context, req wire.PasskeyResultRequest) (*wire.MFAResponse, error) {
+	var out wire.MFAResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/handoff/result", req, &out)
+}

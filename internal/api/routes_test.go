@@ -409,6 +409,26 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	}
 	e.call(admin, "DELETE", "/v1/bots/ci", nil, http.StatusOK)
 	e.call(admin, "DELETE", "/v1/bots/ci", nil, http.StatusNotFound)
+	// MFA devices and the passkey hand-off (WebAuthn itself: auth's
+	// TestPasskey* and the web UI's browser tests).
+	if got := decodeAs[wire.MFADevices](t, e.call(alice, "GET", "/v1/mfa/devices", nil, http.StatusOK)); len(got.Devices) != 1 || got.Devices[0].Kind != "totp" {
+		t.Errorf("devices: %+v", got)
+	}
+	add := decodeAs[wire.MFAAddChallenge](t, e.call(alice, "POST", "/v1/mfa/devices/begin", wire.MFAAddRequest{Kind: "totp", Name: "phone"}, http.StatusOK))
+	if got := decodeAs[wire.MFADevice](t, e.call(alice, "POST", "/v1/mfa/devices/finish", wire.MFAAddFinish{ID: add.ID, OTP: e.totp(add.TOTPSecret)}, http.StatusOK)); got.Name != "phone" {
+		t.Errorf("added device: %+v", got)
+	}
+	e.call(alice, "DELETE", "/v1/mfa/devices/phone", nil, http.StatusOK)
+	e.call(alice, "DELETE", "/v1/mfa/devices/phone", nil, http.StatusNotFound)
+	if got := decodeAs[wire.MFAChallenge](t, e.call(alice, "POST", "/v1/mfa/challenge", nil, http.StatusOK)); !got.TOTP {
+		t.Errorf("MFA challenge: %+v", got)
+	}
+	e.call(alice, "POST", "/v1/mfa/verify", wire.MFAResponse{OTP: "000000"}, http.StatusUnauthorized)
+	e.call(alice, "POST", "/v1/mfa/recovery-codes", wire.MFAResponse{}, http.StatusBadRequest)
+	e.call(alice, "POST", "/v1/mfa/handoff", wire.PasskeyHandoffBegin{ClientRedirect: "http://evil.example/cb"}, http.StatusBadRequest)
+	e.call(open, "POST", "/v1/mfa/handoff/result", wire.PasskeyResultRequest{ID: "unknown"}, http.StatusBadRequest)
+	e.call(open, "POST", "/v1/passkey/begin", wire.PasskeyHandoffBegin{PublicKey: "not a key", ClientRedirect: "http://127.0.0.1:1/cb"}, http.StatusBadRequest)
+	e.call(open, "POST", "/v1/passkey/result", wire.PasskeyResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest)
 
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {

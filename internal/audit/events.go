@@ -20,7 +20,17 @@ const (
 	UserReset      = "user.reset"
 	UserUpdate     = "user.update"
 	UserSignup     = "user.signup"
-	CertIssued     = "cert.issued"
+	// MFAAdd, MFADelete: a user added or removed an MFA device (TOTP or
+	// WebAuthn), by name. MFARecoveryCodes: a new set of recovery codes
+	// (never the codes). MFAVerify: a fresh MFA check for a sensitive
+	// operation. MFACounterRegression: a WebAuthn credential signed with a
+	// counter at or below the one last seen (a cloned key?): refused.
+	MFAAdd               = "mfa.add"
+	MFADelete            = "mfa.delete"
+	MFARecoveryCodes     = "mfa.recovery_codes"
+	MFAVerify            = "mfa.verify"
+	MFACounterRegression = "mfa.counter_regression"
+	CertIssued           = "cert.issued"
 	// CertRefused: auth refused a certificate still within its validity,
 	// because the state it was issued from changed: its user was removed,
 	// reset or lost a role, its access request was revoked or expired, or
@@ -137,6 +147,11 @@ var types = []Type{
 	{Name: UserReset, Emitter: ByAuth},
 	{Name: UserUpdate, Emitter: ByAuth},
 	{Name: UserSignup, Emitter: ByAuth},
+	{Name: MFAAdd, Emitter: ByAuth},
+	{Name: MFADelete, Emitter: ByAuth},
+	{Name: MFARecoveryCodes, Emitter: ByAuth},
+	{Name: MFAVerify, Emitter: ByAuth},
+	{Name: MFACounterRegression, Emitter: ByAuth},
 	{Name: CertIssued, Emitter: ByAuth},
 	{Name: CertRefused, Emitter: ByAuth},
 	{Name: RoleApply, Emitter: ByAuth},

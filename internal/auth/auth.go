@@ -65,6 +65,11 @@ type Config struct {
 	// no checkpoints.
 	AuditKey           ed25519.PrivateKey
 	CheckpointInterval time.Duration
+	// WebAuthn is the passkeys' relying party (default: from PublicAddr).
+	WebAuthn WebAuthnConfig
+	// RequirePasskey requires local users to sign in with a passkey (or
+	// security key): password and TOTP alone are refused (mfa.go).
+	RequirePasskey bool
 }
 
 // Server is the auth service.
@@ -73,6 +78,7 @@ type Server struct {
 	samlMeta samlIdPs
 	// jwks caches the keys of the issuers OIDC join tokens trust (bots).
 	jwks  jwksCache
+	wa    webAuthnRP
 	cfg   Config
 	b     storage.Backend
 	ca    *ca.Authority

@@ -101,6 +101,15 @@ var operations = map[string]rule{
 	"CheckCaller":     {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
 	"RecordWebLogout": {kinds: kinds(KindUser), does: "sign out of the web UI"},
 	"AllowedLogins":   {kinds: kinds(KindUser), does: "have logins"},
+	// The caller's own MFA devices and recovery codes (mfa.go).
+	"ListMFADevices":          {kinds: kinds(KindUser), does: "have MFA devices"},
+	"BeginAddMFADevice":       {kinds: kinds(KindUser), does: "have MFA devices"},
+	"FinishAddMFADevice":      {kinds: kinds(KindUser), does: "have MFA devices"},
+	"DeleteMFADevice":         {kinds: kinds(KindUser), does: "have MFA devices"},
+	"BeginMFAChallenge":       {kinds: kinds(KindUser), does: "have MFA devices"},
+	"VerifyMFA":               {kinds: kinds(KindUser), does: "have MFA devices"},
+	"RegenerateRecoveryCodes": {kinds: kinds(KindUser), does: "have MFA devices"},
+	"BeginMFAHandoff":         {kinds: kinds(KindUser), does: "have MFA devices"},
 }
 
 // rule is what one operation requires of its caller.

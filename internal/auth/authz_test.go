@@ -42,64 +42,72 @@ type row [7]outcome
 // missing here, so a new one cannot go unpinned.
 var matrix = map[string]row{
 	//                       no roles access auditor admin role node  proxy  admin
-	"SearchAudit":          {deny, deny, all, all, deny, deny, all},
-	"SubscribeAudit":       {deny, deny, all, all, deny, deny, all},
-	"VerifyAudit":          {deny, deny, all, all, deny, deny, all},
-	"ClusterHealth":        {deny, deny, deny, all, deny, deny, all},
-	"ExportAuditKey":       {deny, deny, all, all, deny, deny, all},
-	"EmitEvents":           {deny, deny, deny, deny, own, own, deny},
-	"Emitter":              {deny, deny, deny, deny, own, own, deny},
-	"CurrentCaller":        {all, all, all, all, all, all, all},
-	"CheckCaller":          {all, all, all, all, all, all, all},
-	"RecordWebLogout":      {all, all, all, all, deny, deny, deny},
-	"AllowedLogins":        {all, all, all, all, deny, deny, deny},
-	"CreateLock":           {deny, deny, deny, all, deny, deny, all},
-	"ListLocks":            {deny, deny, deny, all, all, deny, all},
-	"DeleteLock":           {deny, deny, deny, all, deny, deny, all},
-	"CreateToken":          {deny, deny, deny, all, deny, deny, all},
-	"ListTokens":           {deny, deny, deny, all, deny, deny, all},
-	"DeleteToken":          {deny, deny, deny, all, deny, deny, all},
-	"RenewNodeCerts":       {deny, deny, deny, deny, all, deny, deny},
-	"CreateBot":            {deny, deny, deny, all, deny, deny, all},
-	"ListBots":             {deny, deny, deny, all, deny, deny, all},
-	"DeleteBot":            {deny, deny, deny, all, deny, deny, all},
-	"RenewBotCerts":        {all, all, all, all, deny, deny, deny},
-	"BotOutputCerts":       {all, all, all, all, deny, deny, deny},
-	"ListNodes":            {own, all, own, all, deny, deny, all},
-	"Watch":                {deny, deny, deny, deny, all, deny, all},
-	"OpenRecording":        {deny, deny, all, all, deny, deny, all},
-	"OpenRecordingAt":      {deny, deny, all, all, deny, deny, all},
-	"VerifyRecordings":     {deny, deny, all, all, deny, deny, all},
-	"ListRecordings":       {deny, deny, all, all, deny, deny, all},
-	"SearchRecordings":     {deny, deny, all, all, deny, deny, all},
-	"AppendRecording":      {deny, deny, deny, deny, all, deny, deny},
-	"AppendLocalRecording": {deny, deny, deny, deny, all, deny, deny},
-	"CompleteRecording":    {deny, deny, deny, deny, all, deny, deny},
-	"CreateAccessRequest":  {all, all, all, all, deny, deny, deny},
-	"ListAccessRequests":   {own, own, own, all, deny, deny, all},
-	"GetAccessRequest":     {own, own, own, all, deny, deny, all},
-	"ReviewAccessRequest":  {all, all, all, all, deny, deny, deny},
-	"RevokeAccessRequest":  {own, own, own, all, deny, deny, all},
-	"UseAccessRequest":     {all, all, all, all, deny, deny, deny},
-	"SuggestRoles":         {all, all, all, all, deny, deny, deny},
-	"UpsertRole":           {deny, deny, deny, all, deny, deny, all},
-	"GetRole":              {deny, deny, deny, all, deny, deny, all},
-	"ListRoles":            {deny, deny, deny, all, all, deny, all},
-	"DeleteRole":           {deny, deny, deny, all, deny, deny, all},
-	"UpsertConnector":      {deny, deny, deny, all, deny, deny, all},
-	"GetConnector":         {deny, deny, deny, all, deny, deny, all},
-	"ListConnectors":       {deny, deny, deny, all, deny, deny, all},
-	"DeleteConnector":      {deny, deny, deny, all, deny, deny, all},
-	"UpsertSAMLConnector":  {deny, deny, deny, all, deny, deny, all},
-	"GetSAMLConnector":     {deny, deny, deny, all, deny, deny, all},
-	"ListSAMLConnectors":   {deny, deny, deny, all, deny, deny, all},
-	"DeleteSAMLConnector":  {deny, deny, deny, all, deny, deny, all},
-	"ListSessions":         {deny, deny, all, all, deny, deny, all},
-	"CreateUser":           {deny, deny, deny, all, deny, deny, all},
-	"ListUsers":            {deny, deny, deny, all, deny, deny, all},
-	"DeleteUser":           {deny, deny, deny, all, deny, deny, all},
-	"UpdateUser":           {deny, deny, deny, all, deny, deny, all},
-	"ResetUser":            {deny, deny, deny, all, deny, deny, all},
+	"SearchAudit":             {deny, deny, all, all, deny, deny, all},
+	"SubscribeAudit":          {deny, deny, all, all, deny, deny, all},
+	"VerifyAudit":             {deny, deny, all, all, deny, deny, all},
+	"ClusterHealth":           {deny, deny, deny, all, deny, deny, all},
+	"ExportAuditKey":          {deny, deny, all, all, deny, deny, all},
+	"EmitEvents":              {deny, deny, deny, deny, own, own, deny},
+	"Emitter":                 {deny, deny, deny, deny, own, own, deny},
+	"CurrentCaller":           {all, all, all, all, all, all, all},
+	"CheckCaller":             {all, all, all, all, all, all, all},
+	"RecordWebLogout":         {all, all, all, all, deny, deny, deny},
+	"AllowedLogins":           {all, all, all, all, deny, deny, deny},
+	"CreateLock":              {deny, deny, deny, all, deny, deny, all},
+	"ListLocks":               {deny, deny, deny, all, all, deny, all},
+	"DeleteLock":              {deny, deny, deny, all, deny, deny, all},
+	"CreateToken":             {deny, deny, deny, all, deny, deny, all},
+	"ListTokens":              {deny, deny, deny, all, deny, deny, all},
+	"DeleteToken":             {deny, deny, deny, all, deny, deny, all},
+	"RenewNodeCerts":          {deny, deny, deny, deny, all, deny, deny},
+	"CreateBot":               {deny, deny, deny, all, deny, deny, all},
+	"ListBots":                {deny, deny, deny, all, deny, deny, all},
+	"DeleteBot":               {deny, deny, deny, all, deny, deny, all},
+	"RenewBotCerts":           {all, all, all, all, deny, deny, deny},
+	"BotOutputCerts":          {all, all, all, all, deny, deny, deny},
+	"ListNodes":               {own, all, own, all, deny, deny, all},
+	"Watch":                   {deny, deny, deny, deny, all, deny, all},
+	"OpenRecording":           {deny, deny, all, all, deny, deny, all},
+	"OpenRecordingAt":         {deny, deny, all, all, deny, deny, all},
+	"VerifyRecordings":        {deny, deny, all, all, deny, deny, all},
+	"ListRecordings":          {deny, deny, all, all, deny, deny, all},
+	"SearchRecordings":        {deny, deny, all, all, deny, deny, all},
+	"AppendRecording":         {deny, deny, deny, deny, all, deny, deny},
+	"AppendLocalRecording":    {deny, deny, deny, deny, all, deny, deny},
+	"CompleteRecording":       {deny, deny, deny, deny, all, deny, deny},
+	"CreateAccessRequest":     {all, all, all, all, deny, deny, deny},
+	"ListAccessRequests":      {own, own, own, all, deny, deny, all},
+	"GetAccessRequest":        {own, own, own, all, deny, deny, all},
+	"ReviewAccessRequest":     {all, all, all, all, deny, deny, deny},
+	"RevokeAccessRequest":     {own, own, own, all, deny, deny, all},
+	"UseAccessRequest":        {all, all, all, all, deny, deny, deny},
+	"SuggestRoles":            {all, all, all, all, deny, deny, deny},
+	"UpsertRole":              {deny, deny, deny, all, deny, deny, all},
+	"GetRole":                 {deny, deny, deny, all, deny, deny, all},
+	"ListRoles":               {deny, deny, deny, all, all, deny, all},
+	"DeleteRole":              {deny, deny, deny, all, deny, deny, all},
+	"UpsertConnector":         {deny, deny, deny, all, deny, deny, all},
+	"GetConnector":            {deny, deny, deny, all, deny, deny, all},
+	"ListConnectors":          {deny, deny, deny, all, deny, deny, all},
+	"DeleteConnector":         {deny, deny, deny, all, deny, deny, all},
+	"UpsertSAMLConnector":     {deny, deny, deny, all, deny, deny, all},
+	"GetSAMLConnector":        {deny, deny, deny, all, deny, deny, all},
+	"ListSAMLConnectors":      {deny, deny, deny, all, deny, deny, all},
+	"DeleteSAMLConnector":     {deny, deny, deny, all, deny, deny, all},
+	"ListSessions":            {deny, deny, all, all, deny, deny, all},
+	"CreateUser":              {deny, deny, deny, all, deny, deny, all},
+	"ListUsers":               {deny, deny, deny, all, deny, deny, all},
+	"DeleteUser":              {deny, deny, deny, all, deny, deny, all},
+	"UpdateUser":              {deny, deny, deny, all, deny, deny, all},
+	"ResetUser":               {deny, deny, deny, all, deny, deny, all},
+	"ListMFADevices":          {all, all, all, all, deny, deny, deny},
+	"BeginAddMFADevice":       {all, all, all, all, deny, deny, deny},
+	"FinishAddMFADevice":      {all, all, all, all, deny, deny, deny},
+	"DeleteMFADevice":         {all, all, all, all, deny, deny, deny},
+	"BeginMFAChallenge":       {all, all, all, all, deny, deny, deny},
+	"VerifyMFA":               {all, all, all, all, deny, deny, deny},
+	"RegenerateRecoveryCodes": {all, all, all, all, deny, deny, deny},
+	"BeginMFAHandoff":         {all, all, all, all, deny, deny, deny},
 }
 
 // gate is the outcome of a call that either is refused or goes past the
@@ -216,6 +224,37 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	"CheckCaller": func(f *matrixFixture, c auth.Caller) outcome { return gate(f.a.CheckCaller(c)) },
 	"AllowedLogins": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.AllowedLogins(c)
+		return gate(err)
+	},
+	"ListMFADevices": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListMFADevices(context.Background(), c)
+		return gate(err)
+	},
+	"BeginAddMFADevice": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.BeginAddMFADevice(context.Background(), c, wire.MFAAddRequest{Kind: "totp", Name: ""}) // an invalid name
+		return gate(err)
+	},
+	"FinishAddMFADevice": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.FinishAddMFADevice(context.Background(), c, wire.MFAAddFinish{ID: "no-such-challenge", OTP: "123456"})
+		return gate(err)
+	},
+	"DeleteMFADevice": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteMFADevice(context.Background(), c, "no-such-device"))
+	},
+	"BeginMFAChallenge": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.BeginMFAChallenge(context.Background(), c)
+		return gate(err)
+	},
+	"VerifyMFA": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.VerifyMFA(context.Background(), c, wire.MFAResponse{})
+		return gate(err)
+	},
+	"RegenerateRecoveryCodes": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.RegenerateRecoveryCodes(context.Background(), c, wire.MFAResponse{})
+		return gate(err)
+	},
+	"BeginMFAHandoff": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.BeginMFAHandoff(context.Background(), c, wire.PasskeyHandoffBegin{ClientRedirect: "http://evil.example/"}) // refused: not loopback
 		return gate(err)
 	},
 	"RecordWebLogout": func(f *matrixFixture, c auth.Caller) outcome {

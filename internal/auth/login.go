@@ -45,7 +45,7 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 			Success: false, Error: reason, Fields: loginFields(req, map[string]any{"method": "password+totp"})})
 		return nil, err
 	}
-	if len(req.User) > 128 || len(req.Password) > 1024 || len(req.OTP) > 16 || len(req.PublicKey) > 16<<10 {
+	if len(req.User) > 128 || len(req.Password) > 1024 || len(req.OTP) > 64 || len(req.PublicKey) > 16<<10 {
 		return fail("oversized input", fmt.Errorf("%w: invalid login request", ErrBadRequest))
 	}
 	// The key is checked before any credential: a key auth would not sign
@@ -68,7 +68,8 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	active := found && u.Status == identity.StatusActive && u.HasPassword() && u.HasTOTP()
+	u.MigrateDevices()
+	active := found && u.Status == identity.StatusActive && u.HasPassword() && u.HasMFA()
 	hash := s.dummyHash
 	if active {
 		hash = u.PasswordHash
@@ -77,7 +78,7 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 	if err != nil {
 		return nil, err
 	}
-	var step int64
+	method, device := "password+totp", ""
 	reason, answer := "", ErrUnauthenticated
 	switch {
 	case !found:
@@ -86,8 +87,16 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		reason = "user has not completed signup"
 	case !ok:
 		reason = "wrong password"
+	case identity.LooksLikeRecoveryCode(req.OTP):
+		// A one-time recovery code in place of the second factor.
+		method = "password+recovery_code"
+		if !u.Recovery.Use(req.OTP) {
+			reason = "invalid recovery code"
+			break
+		}
+		device = recoveryDeviceID(&u)
 	default:
-		step, err = identity.VerifyTOTP(u.TOTPSecret, req.OTP, u.TOTPLastStep, s.now())
+		i, err := u.VerifyTOTPDevices(req.OTP, s.now())
 		switch {
 		case errors.Is(err, identity.ErrTOTPReplayed):
 			// Only a client that knows the password gets this far, and a
@@ -97,36 +106,41 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 			answer = fmt.Errorf("%w: this TOTP code was already used; wait for the next one", ErrUnauthenticated)
 		case err != nil:
 			reason = "invalid TOTP code"
+		default:
+			u.Devices[i].LastUsed = s.now().UTC()
+			device = u.Devices[i].ID
 		}
+	}
+	fail = func(reason string, err error) (*LoginResponse, error) {
+		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, User: req.User, RemoteAddr: req.RemoteAddr,
+			Success: false, Error: reason, Fields: loginFields(req, map[string]any{"method": method})})
+		return nil, err
 	}
 	if reason != "" {
 		attempt.Fail()
 		return fail(reason, answer)
 	}
 	attempt.Succeed()
-	if u.MFADevice == "" {
-		// A user who signed up before devices had ids gets one now.
-		if u.MFADevice, err = identity.NewMFADeviceID(); err != nil {
-			return nil, err
-		}
-	}
 	// A locked user (or role, or device) gets nothing, even with the right
 	// password; checked before anything is signed.
-	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{u.MFADevice}}); err != nil {
+	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{device}}); err != nil {
 		return fail("locked", err)
 	}
-	u.TOTPLastStep = step
 	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
 		// A concurrent login with the same code raced us: refuse, the code is spent.
 		return fail("concurrent login", ErrUnauthenticated)
 	}
+	if s.cfg.RequirePasskey {
+		// The code is spent (stored above): the refusal cannot be replayed.
+		return fail("passkey required", s.passkeyRequired(ctx, &u))
+	}
 	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, ttl: req.TTL, remote: req.RemoteAddr,
-		issued: issued, mfaDevice: u.MFADevice})
+		issued: issued, mfaDevice: device})
 	if err != nil {
 		return fail("certificate issuance failed", err)
 	}
 	s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginSuccess, User: u.Name, RemoteAddr: req.RemoteAddr, Success: true,
-		Fields: loginFields(req, map[string]any{"method": "password+totp", "mfa_device": u.MFADevice})})
+		Fields: loginFields(req, map[string]any{"method": method, "mfa_device": device})})
 	return resp, nil
 }
 

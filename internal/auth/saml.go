@@ -534,7 +534,7 @@ func (s *Server) finishSAML(ctx context.Context, p *ssoPending, samlResponse str
 		}
 		return nil, "invalid response: " + truncate(why.Error(), 200), fmt.Errorf("%w: invalid SAML response: %v", ErrUnauthenticated, truncate(why.Error(), 300))
 	}
-	if err := s.checkAssertion(a, sp, p.RequestID); err != nil {
+	if err := s.checkSAMLAssertion(a, sp, p.RequestID); err != nil {
 		return nil, "invalid assertion: " + err.Error(), fmt.Errorf("%w: invalid SAML assertion: %v", ErrUnauthenticated, err)
 	}
 	attrs := SAMLAttributes(a)
@@ -563,12 +563,12 @@ func (s *Server) finishSAML(ctx context.Context, p *ssoPending, samlResponse str
 		name: name, subject: subject, roles: roles, traits: traits}, p)
 }
 
-// checkAssertion is Warden's own check of an assertion crewjam/saml
+// checkSAMLAssertion is Warden's own check of an assertion crewjam/saml
 // accepted: the assertion itself must be signed (not only the Response
 // around it), its times hold with a skew of samlSkew (crewjam allows
 // three minutes), and audience, recipient and InResponseTo are checked
 // again.
-func (s *Server) checkAssertion(a *saml.Assertion, sp *saml.ServiceProvider, requestID string) error {
+func (s *Server) checkSAMLAssertion(a *saml.Assertion, sp *saml.ServiceProvider, requestID string) error {
 	if a.Signature == nil {
 		return errors.New("the assertion is not signed (the identity provider must sign assertions)")
 	}

@@ -228,6 +228,7 @@ func (s *Server) ResetUser(ctx context.Context, c Caller, name string) (*InviteR
 		return nil, badRequest("user %q signs in with SSO connector %q: there is nothing to reset (remove or lock the user instead)", name, u.Connector)
 	}
 	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep, u.MFADevice = "", "", 0, ""
+	u.Devices, u.Recovery, u.WebAuthnID = nil, nil, nil
 	u.Status = "pending"
 	u.UpdatedAt = s.now().UTC()
 	u.CertsIssuedAfter = u.UpdatedAt
@@ -347,10 +348,13 @@ func (s *Server) CompleteSignup(ctx context.Context, req SignupRequest) (*LoginR
 	if err != nil {
 		return nil, fmt.Errorf("user %q: %w", inv.User, err)
 	}
-	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = hash, inv.TOTPSecret, step
+	u.PasswordHash, u.TOTPSecret, u.TOTPLastStep = hash, "", 0
 	if u.MFADevice, err = identity.NewMFADeviceID(); err != nil {
 		return nil, err
 	}
+	// The signup's authenticator is the user's first MFA device, "otp".
+	u.Devices = []identity.MFADevice{{ID: u.MFADevice, Name: "otp", Kind: identity.DeviceTOTP, CreatedAt: s.now().UTC(),
+		TOTPSecret: inv.TOTPSecret, TOTPLastStep: step}}
 	u.Status = "active"
 	u.UpdatedAt = s.now().UTC()
 	if err := s.casJSON(ctx, prefixUsers+u.Name, rev, u, time.Time{}); err != nil {
@@ -370,6 +374,9 @@ func (s *Server) CompleteSignup(ctx context.Context, req SignupRequest) (*LoginR
 	}
 	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{u.MFADevice}}); err != nil {
 		return refuse("locked", err)
+	}
+	if s.cfg.RequirePasskey {
+		return refuse("passkey required", s.passkeyRequired(ctx, &u))
 	}
 	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, remote: req.RemoteAddr,
 		issued: issued, mfaDevice: u.MFADevice})

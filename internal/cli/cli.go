@@ -181,7 +181,7 @@ Quick start (one machine):
 	root.AddCommand(
 		newStartCmd(g), newVersionCmd(g),
 		newUsersCmd(g), newSignupCmd(g),
-		newLoginCmd(g), newLogoutCmd(g), newStatusCmd(g),
+		newLoginCmd(g), newLogoutCmd(g), newStatusCmd(g), newMFACmd(g),
 		newLsCmd(g), newSSHCmd(g), newSCPCmd(g), newConfigCmd(g), newProxyCmd(g),
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
 		newTokensCmd(g), newAuditCmd(g), newBotsCmd(g), newBotCmd(g),

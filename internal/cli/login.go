@@ -14,7 +14,7 @@ import (
 
 func newLoginCmd(g *globals) *cobra.Command {
 	var opt client.LoginOptions
-	var passwordStdin bool
+	var passwordStdin, passkey bool
 	var request, sso, browser string
 	cmd := &cobra.Command{
 		Use:   "login --proxy HOST:PORT --user NAME",
@@ -33,8 +33,14 @@ With --sso NAME, sign in through the single sign-on connector NAME (OIDC or
 SAML) instead: your browser opens the identity provider's page (--browser
 none prints the URL to open on any browser of this machine), and comes back
 to a listener on this machine's loopback address. Your roles come from the
-provider's claims or attributes at every login.`,
-		Example: "  warden login --proxy 127.0.0.1:3080 --user developer\n  echo \"$PW\" | warden login --proxy p:3080 --user ci --password-stdin --otp 123456",
+provider's claims or attributes at every login.
+
+With --passkey, sign in with a passkey (WebAuthn) through your browser: it
+opens this cluster's passkey page (--browser none prints the URL), you
+confirm with the passkey, and the browser comes back to a listener on this
+machine's loopback address with the certificates' reference. Register
+passkeys first in the web UI's Security page (warden mfa add --type passkey).`,
+		Example: "  warden login --proxy 127.0.0.1:3080 --user developer\n  warden login --proxy warden.example.com:3080 --passkey\n  echo \"$PW\" | warden login --proxy p:3080 --user ci --password-stdin --otp 123456",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := g.profileDir()
@@ -49,6 +55,18 @@ provider's claims or attributes at every login.`,
 			}
 			if opt.Proxy == "" {
 				return errors.New("--proxy HOST:PORT is required")
+			}
+			if passkey {
+				p, err := client.LoginPasskey(cmd.Context(), dir, client.PasskeyOptions{Proxy: opt.Proxy, TTL: opt.TTL,
+					CAPin: opt.CAPin, Insecure: opt.Insecure, Out: g.io.Err, Open: func(u string) error { return openBrowser(g, browser, u) }})
+				if err != nil {
+					return err
+				}
+				if request != "" {
+					return useRequest(g, cmd.Context(), p, request)
+				}
+				printStatus(g, p)
+				return nil
 			}
 			if sso != "" {
 				p, err := client.LoginSSO(cmd.Context(), dir, client.SSOOptions{Proxy: opt.Proxy, Connector: sso, TTL: opt.TTL,
@@ -100,7 +118,8 @@ provider's claims or attributes at every login.`,
 	f.BoolVar(&opt.Insecure, "insecure", false, "accept a cluster CA that differs from the pinned one (testing only)")
 	f.StringVar(&request, "request", "", "also use this approved access request")
 	f.StringVar(&sso, "sso", "", "sign in with this single sign-on connector")
-	f.StringVar(&browser, "browser", "", "with --sso: none prints the sign-in URL instead of opening a browser")
+	f.BoolVar(&passkey, "passkey", false, "sign in with a passkey, through your browser")
+	f.StringVar(&browser, "browser", "", "with --sso or --passkey: none prints the sign-in URL instead of opening a browser")
 	return cmd
 }
 

@@ -43,6 +43,14 @@ type User struct {
 	// Connector mapped from the claims, and never gives it a password.
 	Type      string `json:"type,omitempty"`
 	Connector string `json:"connector,omitempty"`
+	// Devices are the user's MFA devices (TOTP, WebAuthn), with names.
+	// A record from before devices were a list keeps its one TOTP secret
+	// in TOTPSecret until MigrateDevices moves it here.
+	Devices []MFADevice `json:"devices,omitempty"`
+	// WebAuthnID is the user handle passkeys carry (random, 32 bytes).
+	WebAuthnID []byte `json:"webauthn_id,omitempty"`
+	// Recovery are the one-time recovery codes (hashed).
+	Recovery *RecoveryCodes `json:"recovery,omitempty"`
 }
 
 // TypeSSO marks a user record made by single sign-on.
@@ -92,6 +100,7 @@ func (u User) LogValue() slog.Value {
 		slog.String("status", u.Status),
 		slog.Bool("has_password", u.PasswordHash != ""),
 		slog.Bool("has_totp", u.TOTPSecret != ""),
+		slog.Int("mfa_devices", len(u.Devices)),
 	}
 	return slog.GroupValue(attrs...)
 }

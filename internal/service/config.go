@@ -65,6 +65,21 @@ type AuthConfig struct {
 	// CheckpointInterval is how often a signed checkpoint is appended to
 	// the audit log (default 10m).
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// WebAuthn is the passkeys' relying party; by default its RP ID is
+	// the host of proxy.public_addr and its origin https://public_addr.
+	WebAuthn WebAuthnConfig `yaml:"webauthn"`
+	// RequirePasskey: local users must sign in with a passkey (or
+	// security key); password and TOTP alone are refused, and a user
+	// without one is sent to register one in the web UI.
+	RequirePasskey bool `yaml:"require_passkey"`
+}
+
+// WebAuthnConfig overrides the relying party passkeys are bound to.
+type WebAuthnConfig struct {
+	// RPID is a domain: the proxy's host name or a parent domain of it.
+	RPID string `yaml:"rp_id"`
+	// Origins are the web origins (https://host[:port]) browsers sign in from.
+	Origins []string `yaml:"origins"`
 }
 
 // RetentionConfig says how long evidence is kept.

@@ -144,8 +144,14 @@ func (p *Process) startAuth(ctx context.Context) error {
 		if err := p.listen(); err != nil {
 			return err
 		}
-		if port == "0" {
-			public = p.proxyLn.Addr().String()
+		if host, port, _ := net.SplitHostPort(public); port == "0" {
+			// The host as configured (a name such as localhost stays a
+			// name: passkeys need one), the port the system picked.
+			lnHost, picked, _ := net.SplitHostPort(p.proxyLn.Addr().String())
+			if host == "" {
+				host = lnHost
+			}
+			public = net.JoinHostPort(host, picked)
 		}
 	}
 	auditLog := b.AuditLog()
@@ -174,7 +180,9 @@ func (p *Process) startAuth(ctx context.Context) error {
 		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL, NodeCertTTL: p.cfg.Auth.NodeCertTTL,
 		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL, Recordings: recordings,
 		EventRetention:     time.Duration(p.cfg.Auth.Retention.EventsDays) * 24 * time.Hour,
-		RecordingRetention: time.Duration(p.cfg.Auth.Retention.RecordingsDays) * 24 * time.Hour})
+		RecordingRetention: time.Duration(p.cfg.Auth.Retention.RecordingsDays) * 24 * time.Hour,
+		WebAuthn:           auth.WebAuthnConfig{RPID: p.cfg.Auth.WebAuthn.RPID, Origins: p.cfg.Auth.WebAuthn.Origins},
+		RequirePasskey:     p.cfg.Auth.RequirePasskey})
 	if err != nil {
 		return err
 	}

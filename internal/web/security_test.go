@@ -196,6 +196,19 @@ func TestSessionSecurity(t *testing.T) {
 		t.Fatalf("%d requests after one good post", n)
 	}
 
+	// The passkey endpoints the page's script posts to want the token too.
+	for _, path := range []string{"/web/security/passkeys/begin", "/web/security/passkeys/finish", "/web/security/mfa/begin",
+		"/web/security/recovery-codes", "/web/security/devices/otp/delete"} {
+		if resp, _ = w.do("POST", path, url.Values{"name": {"laptop"}}, nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST %s without CSRF token: status %d, want 403", path, resp.StatusCode)
+		}
+	}
+	for _, path := range []string{"/web/login/passkey/begin", "/web/login/passkey/finish", "/web/login/passkey/enrol/begin", "/web/login/passkey/enrol/finish", "/web/mfa/begin", "/web/mfa/finish"} {
+		if resp, _ = w.do("POST", path, url.Values{"csrf": {"forged"}}, nil); resp.StatusCode == http.StatusOK {
+			t.Errorf("POST %s with a forged CSRF token: status %d", path, resp.StatusCode)
+		}
+	}
+
 	// Signing out ends the session on the server: the old cookie value
 	// no longer works even if replayed.
 	if resp, _ = w.do("POST", "/web/logout", url.Values{"csrf": {csrf}}, nil); resp.StatusCode != http.StatusSeeOther {

@@ -31,6 +31,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /web/login", h.signin)
 	m.HandleFunc("GET /web/login/sso/{name}", h.ssoStart)
 	m.HandleFunc("GET /web/login/sso/done", h.ssoDone)
+	h.passkeyRoutes()
 	m.HandleFunc("POST /web/logout", h.authed(h.signout))
 	m.HandleFunc("GET /web/invite/{token}", h.invitePage)
 	m.HandleFunc("POST /web/invite/{token}", h.inviteComplete)
@@ -176,6 +177,9 @@ func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("reset") == "1" {
 		v.Notice = "Your password and authenticator are reset. Sign in with the new password and the next code from your authenticator."
 	}
+	if r.URL.Query().Get("enrolled") == "1" {
+		v.Notice = "Your passkey is registered. Sign in with it."
+	}
 	h.render(w, http.StatusOK, "login", v)
 }
 
@@ -200,6 +204,11 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := h.auth.Login(r.Context(), auth.LoginRequest{User: r.PostFormValue("user"), Password: r.PostFormValue("password"),
 		OTP: r.PostFormValue("otp"), PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), RemoteAddr: remoteIP(r), Via: "web"})
+	var enrol *auth.PasskeyEnrolment
+	if errors.As(err, &enrol) {
+		h.renderEnrol(w, r, enrol)
+		return
+	}
 	if err != nil {
 		msg := h.message(err)
 		if errors.Is(err, auth.ErrUnauthenticated) && msg == auth.ErrUnauthenticated.Error() {

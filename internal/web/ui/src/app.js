@@ -2,6 +2,7 @@
 // a strict Content-Security-Policy, plus a copy button. Every page works
 // without it.
 import htmx from "htmx.org/dist/htmx.esm.js";
+import "./passkeys.js";
 
 Object.assign(htmx.config, {
   allowEval: false, // no hx-on, no js: expressions: the CSP forbids eval anyway
