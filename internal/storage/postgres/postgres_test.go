@@ -1,0 +1,48 @@
+//go:build integration
+
+package postgres
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/storage/postgres/pgtest"
+	"github.com/warden-sh/warden/internal/storage/storagetest"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(patience.LeakCheck(m.Run()))
+}
+
+// openTest opens a backend on db (a fresh database when nil), closed at
+// cleanup.
+func openTest(t testing.TB, db *pgtest.DB, cfg Config) *Backend {
+	t.Helper()
+	if db == nil {
+		db = pgtest.New(t)
+	}
+	cfg.URL = db.URL
+	if cfg.ReapInterval == 0 {
+		cfg.ReapInterval = 10 * time.Millisecond
+	}
+	b, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.RunBackendConformance(t, func(t *testing.T, now func() time.Time) storage.Backend {
+		return openTest(t, nil, Config{Now: now})
+	})
+}
