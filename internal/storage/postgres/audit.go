@@ -222,7 +222,15 @@ func (a *AuditLog) commitGroup(group []*emitReq) {
 // with the same ids, which are idempotent.
 func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, error) {
 	var out []audit.Event
-	err := retry(ctx, func() error {
+	attempt := 0
+	err := a.b.retry(ctx, func() error {
+		if attempt++; attempt > 1 {
+			// A retry looks every id up: should the first attempt have
+			// committed after all, its events are found, not doubled.
+			for i := range ps {
+				ps[i].newID = false
+			}
+		}
 		var err error
 		out, err = a.inTx(ctx, func(tx pgx.Tx) ([]audit.Event, error) { return a.insertTx(ctx, tx, ps) })
 		return err
@@ -422,7 +430,7 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 		stmt += fmt.Sprintf(` LIMIT %d`, limit)
 	}
 	var out []audit.Event
-	err := retry(ctx, func() error {
+	err := a.b.retry(ctx, func() error {
 		out = out[:0]
 		rows, err := a.b.pool.Query(ctx, stmt, args...)
 		if err != nil {

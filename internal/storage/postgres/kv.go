@@ -37,7 +37,7 @@ func (b *Backend) Get(ctx context.Context, key string) (storage.Item, error) {
 		return storage.Item{}, fmt.Errorf("get %q: %w", key, ErrClosed)
 	}
 	var it storage.Item
-	err := retry(ctx, func() error {
+	err := b.retry(ctx, func() error {
 		var err error
 		it, err = scanItem(b.pool.QueryRow(ctx,
 			`SELECT key, value, revision, expires FROM kv WHERE key = $1 AND (expires IS NULL OR expires > $2)`,
@@ -70,7 +70,7 @@ func (b *Backend) List(ctx context.Context, prefix string, limit int) ([]storage
 		q += fmt.Sprintf(` LIMIT %d`, limit)
 	}
 	var items []storage.Item
-	err := retry(ctx, func() error {
+	err := b.retry(ctx, func() error {
 		items = items[:0]
 		rows, err := b.pool.Query(ctx, q, args...)
 		if err != nil {
@@ -165,7 +165,7 @@ func (b *Backend) write(ctx context.Context, op int, it storage.Item, rev int64)
 		}
 	}
 	var res int64
-	err := retry(ctx, func() error {
+	err := b.retry(ctx, func() error {
 		return b.pool.QueryRow(ctx, `SELECT warden_kv_write($1, $2, $3, $4, $5, $6)`,
 			op, it.Key, out.Value, expires, rev, b.now().UnixNano()).Scan(&res)
 	})
@@ -184,23 +184,42 @@ func (b *Backend) write(ctx context.Context, op int, it storage.Item, rev int64)
 	return out, nil
 }
 
-// retry runs fn again, a few times, while it fails before anything reached
-// the server (a pooled connection the server had closed, say, after a
-// restart): such a failure wrote nothing, so retrying cannot apply a write
-// twice. A failure after the statement was sent is returned as is.
-func retry(ctx context.Context, fn func() error) error {
+// retry runs fn again, a few times, while it fails before its statement
+// ran: nothing reached the server (pgconn.SafeToRetry), or the server
+// ended the session before running it (admin or crash shutdown, starting
+// up: what a database restart does to every pooled connection). Such a
+// failure wrote nothing, so retrying cannot apply a write twice. Every
+// pooled connection is then presumed dead and closed. A failure after the
+// statement ran is returned as is.
+func (b *Backend) retry(ctx context.Context, fn func() error) error {
 	var err error
-	for attempt := range 4 {
-		if err = fn(); err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil {
+	for attempt := range 6 {
+		if err = fn(); err == nil || !retryable(err) || ctx.Err() != nil || b.closed() {
 			return err
 		}
+		b.pool.Reset()
 		select {
-		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	return err
+}
+
+// retryable reports whether err says the statement did not run.
+func retryable(err error) bool {
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+	}
+	return false
 }
 
 func scanItem(row pgx.Row) (storage.Item, error) {

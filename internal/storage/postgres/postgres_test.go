@@ -46,3 +46,13 @@ func TestConformance(t *testing.T) {
 		return openTest(t, nil, Config{Now: now})
 	})
 }
+
+func TestAuditConformance(t *testing.T) {
+	storagetest.RunAuditConformance(t, func(t *testing.T, now func() time.Time) (storagetest.AuditLog, func() storagetest.AuditLog) {
+		db := pgtest.New(t)
+		b := openTest(t, db, Config{Now: now})
+		return b.AuditLog(), func() storagetest.AuditLog {
+			return openTest(t, db, Config{Now: now}).AuditLog()
+		}
+	})
+}

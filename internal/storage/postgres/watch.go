@@ -49,7 +49,7 @@ func (b *Backend) Watch(ctx context.Context, prefix string, more ...string) (<-c
 	}
 	// Every change that commits after this read has a higher revision.
 	var rev int64
-	if err := retry(ctx, func() error {
+	if err := b.retry(ctx, func() error {
 		return b.pool.QueryRow(ctx, `SELECT rev FROM kv_revision WHERE id = 1`).Scan(&rev)
 	}); err != nil {
 		return nil, fmt.Errorf("watch %q: %w", prefix, err)

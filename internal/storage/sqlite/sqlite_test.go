@@ -269,3 +269,13 @@ func BenchmarkGet(b *testing.B) {
 func kvItem(w, i int) storage.Item {
 	return storage.Item{Key: fmt.Sprintf("/w%d/%d", w, i), Value: []byte("v")}
 }
+
+func TestAuditConformance(t *testing.T) {
+	storagetest.RunAuditConformance(t, func(t *testing.T, now func() time.Time) (storagetest.AuditLog, func() storagetest.AuditLog) {
+		path := filepath.Join(t.TempDir(), "warden.db")
+		b := openTest(t, Config{Path: path, Now: now})
+		return b.AuditLog(), func() storagetest.AuditLog {
+			return openTest(t, Config{Path: path, Now: now}).AuditLog()
+		}
+	})
+}
