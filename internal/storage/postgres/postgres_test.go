@@ -56,3 +56,22 @@ func TestAuditConformance(t *testing.T) {
 		}
 	})
 }
+
+// interruptible is a Backend whose test can cut its connections.
+type interruptible struct {
+	*Backend
+	db *pgtest.DB
+}
+
+func (b interruptible) Interrupt(t testing.TB) {
+	if n := b.db.TerminateConnections(t); n == 0 {
+		t.Fatal("no connection to terminate")
+	}
+}
+
+func TestWatchResumption(t *testing.T) {
+	storagetest.RunWatchResumption(t, func(t *testing.T, now func() time.Time) storagetest.Interruptible {
+		db := pgtest.New(t)
+		return interruptible{openTest(t, db, Config{Now: now}), db}
+	})
+}
