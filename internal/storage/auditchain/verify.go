@@ -436,3 +436,27 @@ func namesCheckpoint(body []byte, cp *Checkpoint) bool {
 	}
 	return ev.Event == audit.Retention && ev.Fields.Seq == cp.Seq && ev.Fields.Deleted == cp.Count && ev.Fields.Hash == hex.EncodeToString(cp.Hash)
 }
+
+// StoredEvent is one audit row exactly as a driver stores it, for copying
+// a log from one driver to another (warden migrate) with its seqs and
+// hashes unchanged, so that its chain and signed checkpoints still verify.
+type StoredEvent struct {
+	Seq                     int64
+	ID                      string
+	Time                    int64 // unix ns
+	Event, User, Node, Sess string
+	Body, PrevHash, Hash    []byte
+}
+
+// Dump is the rest of a log besides its events: its retention checkpoints
+// (with when they were made) and the highest seq ever assigned.
+type Dump struct {
+	Checkpoints []DumpCheckpoint
+	MaxSeq      int64
+}
+
+// DumpCheckpoint is a retention checkpoint with its time (unix ns).
+type DumpCheckpoint struct {
+	Checkpoint
+	Time int64
+}
