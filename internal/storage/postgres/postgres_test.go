@@ -75,3 +75,14 @@ func TestWatchResumption(t *testing.T) {
 		return interruptible{openTest(t, db, Config{Now: now}), db}
 	})
 }
+
+func BenchmarkDriver(b *testing.B) {
+	storagetest.RunBenchmarks(b, func(b *testing.B) (storage.Backend, storagetest.AuditLog, func() (storage.Backend, storagetest.AuditLog)) {
+		db := pgtest.New(b)
+		be := openTest(b, db, Config{ReapInterval: time.Second})
+		return be, be.AuditLog(), func() (storage.Backend, storagetest.AuditLog) {
+			o := openTest(b, db, Config{ReapInterval: time.Second})
+			return o, o.AuditLog()
+		}
+	}, true)
+}

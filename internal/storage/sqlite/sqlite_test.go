@@ -279,3 +279,14 @@ func TestAuditConformance(t *testing.T) {
 		}
 	})
 }
+
+func BenchmarkDriver(b *testing.B) {
+	storagetest.RunBenchmarks(b, func(b *testing.B) (storage.Backend, storagetest.AuditLog, func() (storage.Backend, storagetest.AuditLog)) {
+		path := filepath.Join(b.TempDir(), "warden.db")
+		be := openTest(b, Config{Path: path, ReapInterval: time.Second})
+		return be, be.AuditLog(), func() (storage.Backend, storagetest.AuditLog) {
+			o := openTest(b, Config{Path: path, ReapInterval: time.Second})
+			return o, o.AuditLog()
+		}
+	}, false)
+}
