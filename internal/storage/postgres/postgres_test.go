@@ -54,7 +54,7 @@ func TestAuditConformance(t *testing.T) {
 		return b.AuditLog(), func() storagetest.AuditLog {
 			return openTest(t, db, Config{Now: now}).AuditLog()
 		}
-	})
+	}, storagetest.AuditOptions{CrossInstanceSubscribe: true})
 }
 
 // interruptible is a Backend whose test can cut its connections.

@@ -277,7 +277,7 @@ func TestAuditConformance(t *testing.T) {
 		return b.AuditLog(), func() storagetest.AuditLog {
 			return openTest(t, Config{Path: path, Now: now}).AuditLog()
 		}
-	})
+	}, storagetest.AuditOptions{})
 }
 
 func BenchmarkDriver(b *testing.B) {
