@@ -4,7 +4,9 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,4 +87,28 @@ func BenchmarkDriver(b *testing.B) {
 			return o, o.AuditLog()
 		}
 	}, true)
+}
+
+// A refused password is not in the error (which auth logs), and neither
+// is a connection string that does not parse.
+func TestErrorsDoNotShowThePassword(t *testing.T) {
+	db := pgtest.New(t)
+	u := "postgres://" + db.Config.User + "@" + db.Config.Host + ":" + fmt.Sprint(db.Config.Port) + "/" + db.Name + "?sslmode=disable"
+	_, err := Open(t.Context(), Config{URL: u, Password: "wrong-s3cret-pw"})
+	if err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	if strings.Contains(err.Error(), "wrong-s3cret-pw") || !strings.Contains(err.Error(), db.Config.User+"@") {
+		t.Fatalf("error %q: want user@host, never the password", err)
+	}
+	_, err = Open(t.Context(), Config{URL: "postgres://u:s3cret-in-url@h:notaport/db"})
+	if err == nil || strings.Contains(err.Error(), "s3cret-in-url") {
+		t.Fatalf("error %v shows the password", err)
+	}
+	// The right password in Config.Password, none in the URL, works.
+	b, err := Open(t.Context(), Config{URL: u, Password: db.Config.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
 }
