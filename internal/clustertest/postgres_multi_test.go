@@ -17,12 +17,13 @@ import (
 // a user made through instance A logs in through B and reaches B's node;
 // a lock made through A ends that live session behind B's proxy (through
 // the change log: B's watch sees A's write), and an unlock through A lets
-// the user back in; both instances append to one audit chain, which
+// the user back in; after every database connection is cut, a new lock
+// through A still ends a session behind B; both instances append to one audit chain, which
 // verifies (with the shared signing key) through either.
 func TestTwoInstancesOnePostgres(t *testing.T) {
 	requireOpenSSH(t)
 	EnsureOSUser(t, osLogin)
-	st, _ := postgresStorage(t)
+	st, db := postgresStorage(t)
 	auth := service.AuthConfig{CheckpointInterval: 50 * time.Millisecond,
 		AuditSigningKey: filepath.Join(t.TempDir(), "audit-signing-key.pem")}
 	a := New(t, Options{NodeName: "node-a", Storage: st, Auth: auth})
@@ -52,6 +53,21 @@ func TestTwoInstancesOnePostgres(t *testing.T) {
 	testkit.WaitFor(t, "ssh through B after the unlock through A", func() bool {
 		return Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@node-b", "true")...).Code == 0
 	})
+
+	// Every connection of both instances to the database is cut (what a
+	// database restart does); a lock made right after still ends the
+	// session behind B: B's watch resumes from its last revision.
+	wait, arm = liveSession(t, sshArgs(cfg, osLogin+"@node-b", liveCommand))
+	if n := db.TerminateConnections(t); n == 0 {
+		t.Fatal("no database connection to cut")
+	}
+	arm()
+	lockID(t, a.Warden(admin, nil, "lock", "--user", "multi", "--message", "locked-after-the-cut"))
+	r, took = wait()
+	if r.Code == 0 || !strings.Contains(r.Stderr, "locked-after-the-cut") {
+		t.Fatalf("after the cut, the session behind B did not end by the lock through A: %s", r)
+	}
+	t.Logf("after every database connection was cut, a lock through A ended a session behind B in %s", took.Round(time.Millisecond))
 
 	// One chain with both instances' events; it verifies through either
 	// once a checkpoint signs the newest events.

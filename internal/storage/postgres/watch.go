@@ -128,6 +128,12 @@ func (b *Backend) pollLoop(ctx context.Context) {
 				if failures == 1 || failures%100 == 0 {
 					b.log.Warn("watch: read change log failed; retrying", "err", err, "failures", failures)
 				}
+				if retryable(err) {
+					// A restart closed the pool's connections: drop them
+					// all and read again soon, not at the next tick.
+					b.pool.Reset()
+					time.AfterFunc(time.Duration(min(failures, 20))*50*time.Millisecond, b.poke)
+				}
 				break
 			}
 			if failures > 0 {
