@@ -186,7 +186,7 @@ Quick start (one machine):
 		newApplyCmd(g), newGetCmd(g), newRmCmd(g),
 		newTokensCmd(g), newAuditCmd(g), newBotsCmd(g), newBotCmd(g),
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g), newJoinCmd(g),
-		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g),
+		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g), newMigrateCmd(g),
 	)
 	return root
 }

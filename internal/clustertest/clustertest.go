@@ -47,6 +47,8 @@ type Options struct {
 	NodeListen string
 	// Auth overrides auth settings (notifications, TTLs).
 	Auth service.AuthConfig
+	// Storage chooses the storage (default: SQLite in the data directory).
+	Storage service.StorageConfig
 }
 
 // New starts a cluster that is closed when the test ends.
@@ -71,6 +73,7 @@ func New(t testing.TB, opt Options) *Cluster {
 		DataDir:     dir,
 		Proxy:       opt.Proxy,
 		Auth:        opt.Auth,
+		Storage:     opt.Storage,
 		Node:        nodeagent.Settings{Name: opt.NodeName, Labels: opt.NodeLabels, Listen: opt.NodeListen},
 	}
 	if opt.NoNode {

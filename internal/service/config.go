@@ -37,6 +37,9 @@ type Config struct {
 	Auth        AuthConfig
 	Proxy       ProxyConfig
 	Node        nodeagent.Settings
+
+	// Storage is where auth keeps state and the audit log (storage.go).
+	Storage StorageConfig `yaml:"storage"`
 }
 
 // AuthConfig configures the auth service.
@@ -170,6 +173,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if len(c.Services) == 0 {
 		c.Services = []string{Auth, Proxy, Node}
+	}
+	if err := c.checkStorage(); err != nil {
+		return err
 	}
 	for _, s := range c.Services {
 		if s != Auth && s != Proxy && s != Node {

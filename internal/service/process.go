@@ -28,14 +28,14 @@ import (
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
 	"github.com/warden-sh/warden/internal/recording"
-	"github.com/warden-sh/warden/internal/storage/sqlite"
+	"github.com/warden-sh/warden/internal/storage"
 )
 
 // Process is a running `warden start`.
 type Process struct {
 	cfg      *Config
 	log      *slog.Logger
-	backend  *sqlite.Backend
+	backend  storage.Backend
 	auth     *auth.Server
 	http     *http.Server
 	proxyLn  net.Listener
@@ -129,9 +129,9 @@ func privateDir(dir string, log *slog.Logger) error {
 }
 
 func (p *Process) startAuth(ctx context.Context) error {
-	b, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(p.cfg.DataDir, "warden.db"), Logger: p.log})
+	b, auditLog, err := p.openStorage(ctx)
 	if err != nil {
-		return fmt.Errorf("open storage: %w", err)
+		return err
 	}
 	p.backend = b
 	// The port opens once admin commands work (the admin identity is
@@ -154,8 +154,7 @@ func (p *Process) startAuth(ctx context.Context) error {
 			public = net.JoinHostPort(host, picked)
 		}
 	}
-	auditLog := b.AuditLog()
-	recordings, err := recording.OpenStore(filepath.Join(p.cfg.DataDir, "recordings"))
+	recordings, err := recording.OpenStore(p.cfg.Storage.RecordingsDir)
 	if err != nil {
 		return fmt.Errorf("recordings: %w", err)
 	}

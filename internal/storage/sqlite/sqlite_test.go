@@ -269,3 +269,24 @@ func BenchmarkGet(b *testing.B) {
 func kvItem(w, i int) storage.Item {
 	return storage.Item{Key: fmt.Sprintf("/w%d/%d", w, i), Value: []byte("v")}
 }
+
+func TestAuditConformance(t *testing.T) {
+	storagetest.RunAuditConformance(t, func(t *testing.T, now func() time.Time) (storagetest.AuditLog, func() storagetest.AuditLog) {
+		path := filepath.Join(t.TempDir(), "warden.db")
+		b := openTest(t, Config{Path: path, Now: now})
+		return b.AuditLog(), func() storagetest.AuditLog {
+			return openTest(t, Config{Path: path, Now: now}).AuditLog()
+		}
+	}, storagetest.AuditOptions{})
+}
+
+func BenchmarkDriver(b *testing.B) {
+	storagetest.RunBenchmarks(b, func(b *testing.B) (storage.Backend, storagetest.AuditLog, func() (storage.Backend, storagetest.AuditLog)) {
+		path := filepath.Join(b.TempDir(), "warden.db")
+		be := openTest(b, Config{Path: path, ReapInterval: time.Second})
+		return be, be.AuditLog(), func() (storage.Backend, storagetest.AuditLog) {
+			o := openTest(b, Config{Path: path, ReapInterval: time.Second})
+			return o, o.AuditLog()
+		}
+	}, false)
+}

@@ -1,0 +1,554 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/warden-sh/warden/internal/audit"
+)
+
+// maxGroup caps how many queued events one group commit writes (a single
+// larger EmitBatch is still written whole).
+const maxGroup = 1024
+
+// AuditLog is the audit.Store in the backend's database. Events are
+// append-only and hash-chained (audit.ChainHash) in one chain shared by
+// every instance on the database: an append locks audit_tail, reads the
+// last seq and hash, inserts its events after them and moves the tail, in
+// one transaction. Seqs are therefore gapless and in commit order, and the
+// chain verifies exactly as SQLite's does.
+type AuditLog struct{ b *Backend }
+
+var _ audit.Store = (*AuditLog)(nil)
+
+// AuditLog returns the audit store sharing b's database.
+func (b *Backend) AuditLog() *AuditLog { return &AuditLog{b: b} }
+
+// auditHub is the group commit queue and the subscribers of one Backend.
+type auditHub struct {
+	mu      sync.Mutex
+	pending []*emitReq
+	leading bool
+	subs    map[chan struct{}]struct{}
+}
+
+func newAuditHub() *auditHub { return &auditHub{subs: make(map[chan struct{}]struct{})} }
+
+// notify wakes every subscriber (after a local commit, or a NOTIFY from
+// another instance's).
+func (h *auditHub) notify() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+type emitReq struct {
+	ps   []prepared
+	done chan emitResult
+}
+
+type emitResult struct {
+	evs []audit.Event
+	err error
+}
+
+// prepared is an event with its defaults filled in and its canonical body.
+type prepared struct {
+	ev    audit.Event
+	body  []byte
+	newID bool
+}
+
+// Emit stores ev (see Append).
+func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error {
+	_, err := a.Append(ctx, ev)
+	return err
+}
+
+// Append stores ev and returns it as stored, with its ID, Time, Seq and
+// hashes. An empty ID gets a random one, a zero Time the backend clock's
+// time. Concurrent appends of this process share one transaction (group
+// commit). If ctx ends first the event may still be stored: retry with
+// the same ID, which is idempotent.
+func (a *AuditLog) Append(ctx context.Context, ev audit.Event) (audit.Event, error) {
+	if a.b.closed() {
+		return audit.Event{}, fmt.Errorf("emit audit event: %w", ErrClosed)
+	}
+	p, err := a.prepare(ev)
+	if err != nil {
+		return audit.Event{}, fmt.Errorf("emit audit event: %w", err)
+	}
+	evs, err := a.groupAppend(ctx, []prepared{p})
+	if err != nil {
+		return audit.Event{}, err
+	}
+	return evs[0], nil
+}
+
+// EmitBatch stores evs in one transaction: all or none.
+func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if a.b.closed() {
+		return fmt.Errorf("emit audit events: %w", ErrClosed)
+	}
+	ps := make([]prepared, len(evs))
+	for i, ev := range evs {
+		p, err := a.prepare(ev)
+		if err != nil {
+			return fmt.Errorf("emit audit event %d: %w", i, err)
+		}
+		ps[i] = p
+	}
+	_, err := a.groupAppend(ctx, ps)
+	return err
+}
+
+func (a *AuditLog) prepare(ev audit.Event) (prepared, error) {
+	if ev.Event == "" {
+		return prepared{}, errors.New("empty event name")
+	}
+	newID := ev.ID == ""
+	if newID {
+		var r [16]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return prepared{}, fmt.Errorf("%q: event id: %w", ev.Event, err)
+		}
+		ev.ID = hex.EncodeToString(r[:])
+	}
+	if ev.Time.IsZero() {
+		ev.Time = a.b.now()
+	}
+	ev.Time = ev.Time.UTC()
+	ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
+	body, err := audit.Canonical(ev)
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{ev: ev, body: body, newID: newID}, nil
+}
+
+// groupAppend queues ps and waits until they are committed; the first
+// caller to find no commit in progress commits everything queued.
+func (a *AuditLog) groupAppend(ctx context.Context, ps []prepared) ([]audit.Event, error) {
+	req := &emitReq{ps: ps, done: make(chan emitResult, 1)}
+	h := a.b.hub
+	h.mu.Lock()
+	h.pending = append(h.pending, req)
+	lead := !h.leading
+	h.leading = true
+	h.mu.Unlock()
+	if lead {
+		a.flush()
+	}
+	select {
+	case r := <-req.done:
+		return r.evs, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("emit audit event %q id %q: %w", ps[0].ev.Event, ps[0].ev.ID, ctx.Err())
+	}
+}
+
+func (a *AuditLog) flush() {
+	h := a.b.hub
+	h.mu.Lock()
+	n, events := 0, 0
+	for n < len(h.pending) && (n == 0 || events+len(h.pending[n].ps) <= maxGroup) {
+		events += len(h.pending[n].ps)
+		n++
+	}
+	group := make([]*emitReq, n)
+	copy(group, h.pending)
+	h.pending = append(h.pending[:0], h.pending[n:]...)
+	h.mu.Unlock()
+
+	a.commitGroup(group)
+
+	h.mu.Lock()
+	more := len(h.pending) > 0
+	h.leading = more
+	h.mu.Unlock()
+	if more {
+		go a.flush()
+	}
+}
+
+// commitGroup writes group in one transaction; if that fails each request
+// is retried alone, so one bad event cannot fail the others.
+func (a *AuditLog) commitGroup(group []*emitReq) {
+	ctx := context.Background()
+	var ps []prepared
+	for _, r := range group {
+		ps = append(ps, r.ps...)
+	}
+	out, err := a.commit(ctx, ps)
+	if err == nil {
+		for _, r := range group {
+			r.done <- emitResult{evs: out[:len(r.ps):len(r.ps)]}
+			out = out[len(r.ps):]
+		}
+		return
+	}
+	if len(group) == 1 || a.b.closed() {
+		for _, r := range group {
+			r.done <- emitResult{err: err}
+		}
+		return
+	}
+	for _, r := range group {
+		out, err := a.commit(ctx, r.ps)
+		r.done <- emitResult{evs: out, err: err}
+	}
+}
+
+// commit stores ps in one transaction. A transaction that fails before
+// anything reached the server (a connection lost to a restart) is retried:
+// it wrote nothing. One that fails later is returned; the caller retries
+// with the same ids, which are idempotent.
+func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, error) {
+	var out []audit.Event
+	attempt := 0
+	err := a.b.retry(ctx, func() error {
+		if attempt++; attempt > 1 {
+			// A retry looks every id up: should the first attempt have
+			// committed after all, its events are found, not doubled.
+			for i := range ps {
+				ps[i].newID = false
+			}
+		}
+		var err error
+		out, err = a.inTx(ctx, func(tx pgx.Tx) ([]audit.Event, error) { return a.insertTx(ctx, tx, ps) })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("emit audit events: %w", err)
+	}
+	a.b.hub.notify()
+	return out, nil
+}
+
+// inTx runs fn in a transaction and commits it.
+func (a *AuditLog) inTx(ctx context.Context, fn func(tx pgx.Tx) ([]audit.Event, error)) ([]audit.Event, error) {
+	tx, err := a.b.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
+	out, err := fn(tx)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
+}
+
+// lockTail locks the chain's tail and returns the last seq and hash.
+func lockTail(ctx context.Context, tx pgx.Tx) (int64, []byte, error) {
+	var (
+		seq  int64
+		hash []byte
+	)
+	if err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_tail WHERE id = 1 FOR UPDATE`).Scan(&seq, &hash); err != nil {
+		return 0, nil, fmt.Errorf("lock audit chain tail: %w", err)
+	}
+	return seq, hash, nil
+}
+
+// insertTx appends ps to the chain inside tx, after locking its tail.
+func (a *AuditLog) insertTx(ctx context.Context, tx pgx.Tx, ps []prepared) ([]audit.Event, error) {
+	seq, prev, err := lockTail(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := storedEvents(ctx, tx, ps)
+	if err != nil {
+		return nil, err
+	}
+	if stored == nil && len(ps) > 1 {
+		stored = make(map[string]audit.Event, len(ps))
+	}
+	var (
+		seqs                             []int64
+		times                            []int64
+		ids, names, users, nodes, sessns []string
+		bodies, prevs, hashes            [][]byte
+	)
+	out := make([]audit.Event, len(ps))
+	for i := range ps {
+		ev := ps[i].ev
+		if st, ok := stored[ev.ID]; ok {
+			// A retried delivery of an event already stored: idempotent.
+			ev.Seq, ev.PrevHash, ev.Hash = st.Seq, st.PrevHash, st.Hash
+			out[i] = ev
+			continue
+		}
+		hash := audit.ChainHash(prev, ps[i].body)
+		seq++
+		seqs, times = append(seqs, seq), append(times, ev.Time.UnixNano())
+		ids, names, users, nodes, sessns = append(ids, ev.ID), append(names, ev.Event), append(users, ev.User),
+			append(nodes, ev.Node), append(sessns, ev.SessionID)
+		bodies, prevs, hashes = append(bodies, ps[i].body), append(prevs, prev), append(hashes, hash)
+		ev.Seq, ev.PrevHash, ev.Hash = seq, hex.EncodeToString(prev), hex.EncodeToString(hash)
+		out[i] = ev
+		prev = hash
+		if stored != nil {
+			stored[ev.ID] = ev
+		}
+	}
+	if len(seqs) == 0 {
+		return out, nil
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(`INSERT INTO audit_events (seq, id, time, event, "user", node, session_id, body, prev_hash, hash)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+			$8::bytea[], $9::bytea[], $10::bytea[])`,
+		seqs, ids, times, names, users, nodes, sessns, bodies, prevs, hashes)
+	batch.Queue(`UPDATE audit_tail SET seq = $1, hash = $2 WHERE id = 1`, seq, prev)
+	batch.Queue(`SELECT pg_notify('warden_audit', $1::text)`, fmt.Sprint(seq))
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("insert audit events: %w", err)
+	}
+	return out, nil
+}
+
+// storedEvents returns the events of ps already stored, by id (nil if none).
+func storedEvents(ctx context.Context, tx pgx.Tx, ps []prepared) (map[string]audit.Event, error) {
+	var ids []string
+	for _, p := range ps {
+		if !p.newID { // 128 random bits: no need to look
+			ids = append(ids, p.ev.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT id, seq, prev_hash, hash FROM audit_events WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up ids: %w", err)
+	}
+	defer rows.Close()
+	var found map[string]audit.Event
+	for rows.Next() {
+		var (
+			ev    audit.Event
+			ph, h []byte
+		)
+		if err := rows.Scan(&ev.ID, &ev.Seq, &ph, &h); err != nil {
+			return nil, fmt.Errorf("look up ids: %w", err)
+		}
+		ev.PrevHash, ev.Hash = hex.EncodeToString(ph), hex.EncodeToString(h)
+		if found == nil {
+			found = map[string]audit.Event{}
+		}
+		found[ev.ID] = ev
+	}
+	return found, rows.Err()
+}
+
+// Search returns the events matching q, ordered by Seq ascending (or
+// descending: q.Newest), as the SQLite driver does: Since inclusive, Until
+// exclusive, Text matched case-insensitively against the stored JSON.
+func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, error) {
+	if a.b.closed() {
+		return nil, fmt.Errorf("search audit events: %w", ErrClosed)
+	}
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, arg any) {
+		args = append(args, arg)
+		where = append(where, strings.ReplaceAll(cond, "?", fmt.Sprintf("$%d", len(args))))
+	}
+	if q.Type != "" {
+		add("event = ?", q.Type)
+	}
+	if q.User != "" {
+		add(`"user" = ?`, q.User)
+	}
+	if q.Node != "" {
+		add("node = ?", q.Node)
+	}
+	if q.SessionID != "" {
+		add("session_id = ?", q.SessionID)
+	}
+	if !q.Since.IsZero() {
+		add("time >= ?", q.Since.UnixNano())
+	}
+	if !q.Until.IsZero() {
+		add("time < ?", q.Until.UnixNano())
+	}
+	if q.AfterSeq > 0 {
+		add("seq > ?", q.AfterSeq)
+	}
+	if q.BeforeSeq > 0 {
+		add("seq < ?", q.BeforeSeq)
+	}
+	limit := q.EffectiveLimit()
+	var match func(body []byte) bool
+	if q.Text != "" {
+		raw, esc := strings.ToLower(q.Text), strings.ToLower(audit.EscapeText(q.Text))
+		if isASCII(q.Text) {
+			// lower() of an ASCII needle matches whatever the database's
+			// locale folds; ASCII letters fold the same in every one.
+			args = append(args, raw, esc)
+			where = append(where, fmt.Sprintf("(strpos(lower(convert_from(body, 'UTF8')), $%d) > 0 OR strpos(lower(convert_from(body, 'UTF8')), $%d) > 0)",
+				len(args)-1, len(args)))
+		} else {
+			match = func(body []byte) bool {
+				l := strings.ToLower(string(body))
+				return strings.Contains(l, raw) || strings.Contains(l, esc)
+			}
+		}
+	}
+	stmt := `SELECT seq, body, prev_hash, hash FROM audit_events`
+	if len(where) > 0 {
+		stmt += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	stmt += ` ORDER BY seq`
+	if q.Newest {
+		stmt += ` DESC`
+	}
+	if match == nil {
+		stmt += fmt.Sprintf(` LIMIT %d`, limit)
+	}
+	var out []audit.Event
+	err := a.b.retry(ctx, func() error {
+		out = out[:0]
+		rows, err := a.b.pool.Query(ctx, stmt, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for len(out) < limit && rows.Next() {
+			var (
+				seq            int64
+				body, ph, hash []byte
+			)
+			if err := rows.Scan(&seq, &body, &ph, &hash); err != nil {
+				return err
+			}
+			if match != nil && !match(body) {
+				continue
+			}
+			var ev audit.Event
+			if err := json.Unmarshal(body, &ev); err != nil {
+				return fmt.Errorf("decode event seq %d: %w", seq, err)
+			}
+			ev.Seq, ev.PrevHash, ev.Hash = seq, hex.EncodeToString(ph), hex.EncodeToString(hash)
+			out = append(out, ev)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("search audit events: %w", err)
+	}
+	return out, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// subscribePage is how many events a subscriber reads per query.
+const subscribePage = 512
+
+// Subscribe delivers, in seq order, every event with Seq > afterSeq: those
+// stored, then new ones from any instance as they commit. The table is the
+// truth: a commit here or a NOTIFY from another instance only wakes the
+// subscriber, which reads what follows its last seq (seqs commit in order:
+// a read never sees a later event without the earlier ones). The channel
+// is closed when ctx ends or the backend closes; a read error is retried
+// (a lost connection), so a subscriber outlives a database restart.
+func (a *AuditLog) Subscribe(ctx context.Context, afterSeq int64) (<-chan audit.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("subscribe to audit log: %w", err)
+	}
+	b := a.b
+	wake := make(chan struct{}, 1)
+	h := b.hub
+	h.mu.Lock()
+	h.subs[wake] = struct{}{}
+	h.mu.Unlock()
+	b.watchMu.Lock()
+	if b.closed() {
+		b.watchMu.Unlock()
+		a.unsubscribe(wake)
+		return nil, fmt.Errorf("subscribe to audit log: %w", ErrClosed)
+	}
+	b.bg.Add(1)
+	b.watchMu.Unlock()
+	out := make(chan audit.Event, 64)
+	go func() {
+		defer b.bg.Done()
+		defer close(out)
+		defer a.unsubscribe(wake)
+		last := max(afterSeq, 0)
+		failures := 0
+		for {
+			page, err := a.Search(ctx, audit.Query{AfterSeq: last, Limit: subscribePage})
+			if err != nil {
+				if ctx.Err() != nil || b.closed() {
+					return
+				}
+				failures++
+				if failures == 1 || failures%100 == 0 {
+					b.log.Warn("audit subscriber: read failed; retrying", "after_seq", last, "err", err)
+				}
+			} else {
+				failures = 0
+			}
+			for _, ev := range page {
+				select {
+				case out <- ev:
+					last = ev.Seq
+				case <-ctx.Done():
+					return
+				case <-b.closing:
+					return
+				}
+			}
+			if len(page) == subscribePage {
+				continue
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			case <-b.closing:
+				return
+			case <-timeAfter(b.cfg.PollInterval):
+			}
+		}
+	}()
+	return out, nil
+}
+
+func (a *AuditLog) unsubscribe(wake chan struct{}) {
+	h := a.b.hub
+	h.mu.Lock()
+	delete(h.subs, wake)
+	h.mu.Unlock()
+}
