@@ -244,6 +244,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("DELETE /v1/tokens/{id}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
 		return done(a.DeleteToken(r.Context(), c, r.PathValue("id")))
 	})))
+	h.agentlessRoutes()
 }
 
 // oidcCallback is where the IdP sends the browser back: auth finishes the

@@ -56,7 +56,20 @@ spec:
 // routePatterns are the patterns routes.go registers, read from its source.
 func routePatterns(t *testing.T) []string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "routes.go", nil, 0)
+	var out []string
+	for _, file := range []string{"routes.go", "agentless.go"} {
+		out = append(out, filePatterns(t, file)...)
+	}
+	if len(out) < 40 {
+		t.Fatalf("found %d routes: the parse is broken", len(out))
+	}
+	return out
+}
+
+// filePatterns are the patterns one file registers.
+func filePatterns(t *testing.T, file string) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +90,6 @@ func routePatterns(t *testing.T) []string {
 		}
 		return true
 	})
-	if len(out) < 40 {
-		t.Fatalf("found %d routes in routes.go: the parse is broken", len(out))
-	}
 	return out
 }
 
@@ -347,6 +357,8 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	e.call(open, "POST", "/v1/sso/oidc/result", wire.SSOResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest) // bad login id
 	e.call(admin, "DELETE", "/v1/connectors/oidc/corp", nil, http.StatusOK)
 	e.call(admin, "GET", "/v1/connectors/oidc/corp", nil, http.StatusNotFound)
+
+	exerciseAgentlessRoutes(t, e, admin)
 
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {

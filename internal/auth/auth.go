@@ -103,6 +103,8 @@ type Server struct {
 	// markedComplete, if set (tests), runs between marking a recording
 	// complete and auditing its completion.
 	markedComplete func(id string)
+	// agentless is what auth keeps in memory of agentless servers.
+	agentless agentlessState
 }
 
 const (

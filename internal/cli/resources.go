@@ -24,7 +24,8 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Long: `Create or update resources from a YAML (or JSON) file; several documents may
 be separated by ---. Unknown fields and bad values are rejected with the line
 and the reason, and nothing is applied unless every document is valid.
-Kinds: role, and oidc (single sign-on connectors; docs/configuration.md): an
+Kinds: role, agentless_node (a server reached through its own sshd;
+docs/agentless.md), and oidc (single sign-on connectors; docs/configuration.md): an
 oidc connector names the file or environment variable the auth service reads
 its client secret from, never the secret itself.
 
@@ -62,6 +63,10 @@ Example role:
 			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
+			data, servers, err := splitAgentless(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
 			var roles []*policy.Role
 			if len(bytes.TrimSpace(data)) > 0 {
 				if roles, err = policy.ParseRoles(data); err != nil {
@@ -90,6 +95,12 @@ Example role:
 					return err
 				}
 				textf(g.io.Out, "oidc connector %q applied\n", conn.Metadata.Name)
+			}
+			for _, n := range servers {
+				if err := c.UpsertAgentlessNode(cmd.Context(), n); err != nil {
+					return err
+				}
+				textf(g.io.Out, "agentless server %q applied\n", n.Metadata.Name)
 			}
 			return nil
 		},
