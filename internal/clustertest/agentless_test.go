@@ -1,0 +1,261 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/cli"
+	"github.com/warden-sh/warden/internal/krl"
+	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// agentless is a real OpenSSH sshd set up as docs/agentless.md says, with
+// the CLI: it trusts the cluster's user CA (warden ca export), presents a
+// host certificate (warden sign --host), and reads the KRL warden krl sync
+// keeps current (RevokedKeys).
+type agentless struct {
+	sshd *testkit.SSHD
+	krl  string
+	sync *syncbuf.Buffer
+}
+
+func startAgentless(t *testing.T, c *Cluster, name string, labels string) *agentless {
+	t.Helper()
+	admin := t.TempDir()
+	dir := t.TempDir()
+	// Registered first (an address to be corrected once sshd has its
+	// port): the host certificate then comes with the KRL identity.
+	if r := c.Warden(admin, nil, "nodes", "add", name, "--addr", "127.0.0.1:1", "--labels", labels, "--agentless"); r.Code != 0 {
+		t.Fatalf("nodes add: %s", r)
+	}
+	r := c.Warden(admin, nil, "ca", "export", "--type", "user")
+	userCA, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.Stdout))
+	if r.Code != 0 || err != nil {
+		t.Fatalf("ca export: %s (%v)", r, err)
+	}
+	a := &agentless{krl: filepath.Join(dir, "warden.krl"), sync: &syncbuf.Buffer{}}
+	if r := c.Warden(admin, nil, "krl", "-o", a.krl); r.Code != 0 {
+		t.Fatalf("warden krl: %s", r)
+	}
+	identity := filepath.Join(dir, "warden-krl.json")
+	a.sshd = testkit.StartSSHD(t, testkit.SSHDOptions{
+		UserCAs: []ssh.PublicKey{userCA},
+		HostCert: func(pub ssh.PublicKey) (*ssh.Certificate, error) {
+			pubFile := filepath.Join(dir, "host.pub")
+			if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+				return nil, err
+			}
+			certFile := filepath.Join(dir, "host-cert.pub")
+			r := c.Warden(admin, nil, "sign", "--host", name, "--principals", "127.0.0.1", "--pubkey", pubFile, "-o", certFile,
+				"--krl-identity", identity)
+			if r.Code != 0 || !strings.Contains(r.Stderr, "renew it before then") {
+				t.Fatalf("warden sign: %s", r)
+			}
+			b, err := os.ReadFile(certFile)
+			if err != nil {
+				return nil, err
+			}
+			k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+			if err != nil {
+				return nil, err
+			}
+			return k.(*ssh.Certificate), nil
+		},
+		Config: []string{"RevokedKeys " + a.krl, "LogLevel VERBOSE"},
+	})
+	if r := c.Warden(admin, nil, "nodes", "add", name, "--addr", a.sshd.Addr, "--labels", labels, "--agentless"); r.Code != 0 {
+		t.Fatalf("nodes add: %s", r)
+	}
+	// The server's KRL sync, as warden start --services krl runs it.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.RunIO(ctx, []string{"--debug", "start", "--services", "krl", "--krl-identity", identity, "--host-key", a.sshd.HostKey,
+			"--krl-file", a.krl}, &cli.IO{In: strings.NewReader(""), Out: a.sync, Err: a.sync})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("krl sync log:\n%s", a.sync.String())
+		}
+	})
+	testkit.WaitFor(t, "the KRL sync to fetch the KRL", func() bool { return strings.Contains(a.sync.String(), "KRL updated") })
+	return a
+}
+
+// revoked reports whether sshd's current KRL file revokes cert.
+func (a *agentless) revoked(t *testing.T, cert *ssh.Certificate) bool {
+	b, err := os.ReadFile(a.krl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := krl.Parse(b)
+	if err != nil {
+		t.Fatalf("sshd's KRL file: %v", err)
+	}
+	return k.Revoked(cert)
+}
+
+// TestAgentlessServer is SCENARIOS S5 with real OpenSSH on both ends: an
+// sshd without any Warden software, reached through the proxy with the
+// same roles, recorded and audited at the proxy, cut by locks, and
+// refusing a locked user's still-valid certificate by itself (KRL).
+func TestAgentlessServer(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	// sshd without PAM refuses accounts with a locked password (useradd's
+	// default): no password, not locked.
+	if r := Run(t, nil, "usermod", "-p", "*", osLogin); r.Code != 0 {
+		t.Fatalf("usermod: %s", r)
+	}
+	c := New(t, Options{NoNode: true})
+	a := startAgentless(t, c, "legacy1", "env=prod")
+	admin := t.TempDir()
+	u := c.AddUser("alice", []string{"access"}, []string{osLogin})
+	home := c.Login(u)
+	cfg := c.SSHConfig(home)
+	target := osLogin + "@legacy1"
+
+	t.Run("listed like any node", func(t *testing.T) {
+		if r := c.Warden(home, nil, "ls"); r.Code != 0 || !strings.Contains(r.Stdout, "legacy1") || !strings.Contains(r.Stdout, "env=prod") {
+			t.Fatalf("ls: %s", r)
+		}
+		r := c.Warden(admin, nil, "nodes", "ls")
+		if r.Code != 0 || !regexp.MustCompile(`legacy1\s+agentless \S+\s+yes\s+env=prod\s+\S+ ago`).MatchString(r.Stdout) {
+			t.Fatalf("nodes ls: %s", r)
+		}
+	})
+	t.Run("ssh, warden ssh, exit status", func(t *testing.T) {
+		r := Run(t, nil, "ssh", sshArgs(cfg, target, "whoami; exit 7")...)
+		if r.Code != 7 || !strings.Contains(r.Stdout, osLogin) {
+			t.Fatalf("ssh: %s", r)
+		}
+		w := c.Warden(home, nil, "ssh", target, "echo", "via-warden")
+		if w.Code != 0 || !strings.Contains(w.Stdout, "via-warden") {
+			t.Fatalf("warden ssh: %s", w)
+		}
+	})
+	t.Run("root denied by the same decision", func(t *testing.T) {
+		r := Run(t, nil, "ssh", sshArgs(cfg, "root@legacy1", "true")...)
+		if r.Code == 0 || !strings.Contains(r.Stderr, "access denied") {
+			t.Fatalf("root: %s", r)
+		}
+	})
+	t.Run("scp and sftp", func(t *testing.T) {
+		data := bytes.Repeat([]byte("warden agentless "), 70000)
+		local := filepath.Join(t.TempDir(), "blob")
+		if err := os.WriteFile(local, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		remote := "/tmp/warden-agentless-" + randHex(t)
+		t.Cleanup(func() { os.Remove(remote) })
+		if r := Run(t, nil, "scp", sshArgs(cfg, "-q", local, target+":"+remote)...); r.Code != 0 {
+			t.Fatalf("scp: %s", r)
+		}
+		if got, err := os.ReadFile(remote); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("scp wrote %d bytes (%v), want %d", len(got), err, len(data))
+		}
+		back := filepath.Join(t.TempDir(), "back")
+		if r := Run(t, strings.NewReader("get "+remote+" "+back+"\n"), "sftp", sshArgs(cfg, "-b", "-", target)...); r.Code != 0 {
+			t.Fatalf("sftp: %s", r)
+		}
+		if got, _ := os.ReadFile(back); !bytes.Equal(got, data) {
+			t.Fatalf("sftp read %d bytes, want %d", len(got), len(data))
+		}
+	})
+	t.Run("recorded and audited at the proxy", func(t *testing.T) {
+		r := Run(t, strings.NewReader("echo agentless-$((6*7))-marker\nexit\n"), "ssh", sshArgs(cfg, "-tt", target)...)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "agentless-42-marker") {
+			t.Fatalf("ssh -tt: %s", r)
+		}
+		var id string
+		testkit.WaitFor(t, "the recording in recordings search", func() bool {
+			s := c.Warden(admin, nil, "recordings", "search", "agentless-42-marker")
+			m := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27}`).FindString(s.Stdout)
+			id = m
+			return s.Code == 0 && m != ""
+		})
+		if p := c.Warden(admin, nil, "play", id, "--speed", "1000"); p.Code != 0 || !strings.Contains(p.Stdout, "agentless-42-marker") {
+			t.Fatalf("play: %s", p)
+		}
+		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, ev := range evs {
+			if ev.Node == "legacy1" && ev.User == "alice" {
+				seen[ev.Event] = true
+			}
+		}
+		for _, e := range []string{audit.SessionStart, audit.SessionEnd, audit.RecordingComplete} {
+			if !seen[e] {
+				t.Errorf("no %s event for session %s: %+v", e, id, evs)
+			}
+		}
+	})
+
+	// alice's own certificate, used straight against sshd (bypassing the
+	// proxy), as someone who copied it would.
+	certBytes, err := os.ReadFile(filepath.Join(home, "key-cert.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, _ := ssh.ParseAuthorizedKey(certBytes)
+	cert := pub.(*ssh.Certificate)
+	_, port, _ := strings.Cut(a.sshd.Addr, ":")
+	direct := func() Result {
+		return Run(t, nil, "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "IdentitiesOnly=yes", "-i", filepath.Join(home, "key"), "-o", "CertificateFile="+filepath.Join(home, "key-cert.pub"),
+			"-p", port, osLogin+"@127.0.0.1", "echo direct-ok")
+	}
+	if r := direct(); r.Code != 0 || !strings.Contains(r.Stdout, "direct-ok") {
+		t.Fatalf("direct ssh before any lock: %s", r)
+	}
+
+	t.Run("a lock ends the live session and sshd refuses the certificate", func(t *testing.T) {
+		wait, arm := liveSession(t, sshArgs(cfg, target, liveCommand))
+		arm()
+		id := lockID(t, c.Warden(admin, nil, "lock", "--user", "alice", "--ttl", "10m", "--message", "investigating"))
+		r, took := wait()
+		if r.Code == 0 || !strings.Contains(r.Stderr, "investigating") {
+			t.Fatalf("locked session ended wrongly: %s", r)
+		}
+		if took > time.Second {
+			t.Errorf("the lock took %s to end the agentless session", took)
+		}
+		t.Logf("the lock ended the live agentless session in %s", took.Round(time.Millisecond))
+		start := time.Now()
+		testkit.WaitFor(t, "sshd's KRL to revoke alice's certificate", func() bool { return a.revoked(t, cert) })
+		t.Logf("sshd's KRL revoked the certificate %s after the lock", time.Since(start).Round(time.Millisecond))
+		if r := direct(); r.Code == 0 {
+			t.Fatalf("sshd accepted a locked user's certificate directly: %s", r)
+		}
+		if !strings.Contains(a.sshd.Log.String(), "revoked") {
+			t.Errorf("sshd's log does not say the key was revoked:\n%s", a.sshd.Log.String())
+		}
+		if r := Run(t, nil, "ssh", sshArgs(cfg, target, "true")...); r.Code == 0 {
+			t.Fatalf("ssh through the proxy while locked: %s", r)
+		}
+		if r := c.Warden(admin, nil, "unlock", id); r.Code != 0 {
+			t.Fatalf("unlock: %s", r)
+		}
+		testkit.WaitFor(t, "sshd's KRL to let alice's certificate in again", func() bool { return !a.revoked(t, cert) })
+		if r := direct(); r.Code != 0 {
+			t.Fatalf("direct ssh after the unlock: %s", r)
+		}
+	})
+}
