@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -362,7 +363,10 @@ func (s *Server) dialSSHD(ctx context.Context, dir AgentlessDirectory, n auth.No
 	sc, chans, reqs, err := ssh.NewClientConn(tcp, n.Addr, cfg)
 	if err != nil {
 		tcp.Close()
-		return nil, fmt.Errorf("sshd refused the connection: %v", err)
+		if strings.Contains(err.Error(), "no common algorithm for host key") {
+			return nil, fmt.Errorf("sshd presents no host certificate (warden sign --host %s): not connected", n.Name)
+		}
+		return nil, fmt.Errorf("connection to sshd failed: %v", err)
 	}
 	_ = tcp.SetDeadline(time.Time{})
 	return ssh.NewClient(sc, chans, reqs), nil
