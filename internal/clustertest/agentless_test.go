@@ -31,7 +31,7 @@ type agentless struct {
 	sync *syncbuf.Buffer
 }
 
-func startAgentless(t *testing.T, c *Cluster, name string, labels string) *agentless {
+func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agentless {
 	t.Helper()
 	admin := t.TempDir()
 	dir := t.TempDir()
@@ -97,7 +97,7 @@ func startAgentless(t *testing.T, c *Cluster, name string, labels string) *agent
 }
 
 // cert0 is the cluster's user CA key.
-func cert0(t *testing.T, c *Cluster) ssh.PublicKey {
+func cert0(t testing.TB, c *Cluster) ssh.PublicKey {
 	t.Helper()
 	r := c.Warden(t.TempDir(), nil, "ca", "export", "--type", "user")
 	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.Stdout))
