@@ -201,6 +201,34 @@ func TestAgentlessServer(t *testing.T) {
 			t.Fatalf("sftp read %d bytes, want %d", len(got), len(data))
 		}
 	})
+	t.Run("rsync and ansible", func(t *testing.T) {
+		src := t.TempDir()
+		for i := 0; i < 3; i++ {
+			if err := os.WriteFile(filepath.Join(src, "f"+strings.Repeat("x", i)), bytes.Repeat([]byte{byte(i)}, 10000+i), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		remote := "/tmp/warden-agentless-rsync-" + randHex(t)
+		t.Cleanup(func() { os.RemoveAll(remote) })
+		if r := Run(t, nil, "rsync", "-a", "-e", "ssh "+strings.Join(sshArgs(cfg), " "), src+"/", target+":"+remote+"/"); r.Code != 0 {
+			t.Fatalf("rsync: %s", r)
+		}
+		if got, err := os.ReadFile(filepath.Join(remote, "fxx")); err != nil || len(got) != 10002 {
+			t.Fatalf("rsync copied %d bytes (%v)", len(got), err)
+		}
+		if _, err := os.Stat("/usr/bin/ansible"); err != nil {
+			t.Fatal("ansible is required (apt-get install ansible)")
+		}
+		inv := filepath.Join(t.TempDir(), "hosts")
+		if err := os.WriteFile(inv, []byte("legacy1 ansible_user="+osLogin+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := Run(t, nil, "env", "ANSIBLE_HOST_KEY_CHECKING=True", "ANSIBLE_SSH_ARGS=-F "+cfg, "ANSIBLE_LOCAL_TEMP="+t.TempDir(),
+			"ansible", "-i", inv, "legacy1", "-m", "ping")
+		if r.Code != 0 || !strings.Contains(r.Stdout, "pong") {
+			t.Fatalf("ansible ping: %s", r)
+		}
+	})
 	t.Run("recorded and audited at the proxy", func(t *testing.T) {
 		r := Run(t, strings.NewReader("echo agentless-$((6*7))-marker\nexit\n"), "ssh", sshArgs(cfg, "-tt", target)...)
 		if r.Code != 0 || !strings.Contains(r.Stdout, "agentless-42-marker") {
