@@ -5,6 +5,8 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -168,15 +170,31 @@ func TestAgentlessServer(t *testing.T) {
 	t.Run("an sshd without a Warden host certificate is refused", func(t *testing.T) {
 		// No trust on first use: a server (or a man in the middle) that
 		// presents a plain host key is not connected to.
-		rogue := testkit.StartSSHD(t, testkit.SSHDOptions{UserCAs: []ssh.PublicKey{cert0(t, c)}})
-		if r := c.Warden(admin, nil, "nodes", "add", "rogue", "--addr", rogue.Addr, "--agentless"); r.Code != 0 {
-			t.Fatalf("nodes add: %s", r)
+		// A host certificate from another CA, naming the server, is no
+		// better.
+		_, foreignKey, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
 		}
-		defer c.Warden(admin, nil, "nodes", "rm", "rogue")
-		cfg := c.SSHConfig(home)
-		r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@rogue", "echo reached")...)
-		if r.Code == 0 || strings.Contains(r.Stdout, "reached") || !strings.Contains(r.Stderr, "host certificate") {
-			t.Fatalf("ssh to an sshd without a host certificate: %s", r)
+		foreign, _ := ssh.NewSignerFromKey(foreignKey)
+		for name, hostCert := range map[string]func(ssh.PublicKey) (*ssh.Certificate, error){
+			"rogue-plain": nil,
+			"rogue-foreign": func(pub ssh.PublicKey) (*ssh.Certificate, error) {
+				cert := &ssh.Certificate{Key: pub, Serial: 1, CertType: ssh.HostCert, KeyId: "rogue-foreign",
+					ValidPrincipals: []string{"rogue-foreign"}, ValidBefore: ssh.CertTimeInfinity}
+				return cert, cert.SignCert(rand.Reader, foreign)
+			},
+		} {
+			rogue := testkit.StartSSHD(t, testkit.SSHDOptions{UserCAs: []ssh.PublicKey{cert0(t, c)}, HostCert: hostCert})
+			if r := c.Warden(admin, nil, "nodes", "add", name, "--addr", rogue.Addr, "--agentless"); r.Code != 0 {
+				t.Fatalf("nodes add: %s", r)
+			}
+			cfg := c.SSHConfig(home)
+			r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@"+name, "echo reached")...)
+			c.Warden(admin, nil, "nodes", "rm", name)
+			if r.Code == 0 || strings.Contains(r.Stdout, "reached") || !strings.Contains(r.Stderr, "host certificate") {
+				t.Fatalf("ssh to %s: %s", name, r)
+			}
 		}
 	})
 	t.Run("scp and sftp", func(t *testing.T) {

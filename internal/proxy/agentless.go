@@ -268,7 +268,6 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 		sconn.Close()
 	}()
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	for nc := range chans {
 		switch nc.ChannelType() {
 		case "session":
@@ -291,6 +290,10 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 			_ = nc.Reject(ssh.UnknownChannelType, "unsupported channel type")
 		}
 	}
+	// The user's connection ended (or was cut): end sshd's, and with it
+	// the commands sshd would leave running for closed channels.
+	up.Close()
+	wg.Wait()
 }
 
 // emitRefusal audits a refused login as a node audits one.
