@@ -247,6 +247,36 @@ func TestAgentlessServer(t *testing.T) {
 			t.Fatalf("ansible ping: %s", r)
 		}
 	})
+	t.Run("file transfer refused by the roles", func(t *testing.T) {
+		c.ApplyRoles(`kind: role
+metadata: {name: nofiles}
+spec:
+  options: {file_transfer: false}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+`)
+		nf := c.AddUser("nofiles", []string{"nofiles"}, []string{osLogin})
+		nfCfg := c.SSHConfig(c.Login(nf))
+		local := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(local, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		remote := "/tmp/warden-agentless-nofiles-" + randHex(t)
+		t.Cleanup(func() { os.Remove(remote) })
+		if r := Run(t, nil, "scp", sshArgs(nfCfg, "-q", local, osLogin+"@legacy1:"+remote)...); r.Code == 0 {
+			t.Fatalf("scp allowed without file_transfer: %s", r)
+		}
+		if r := Run(t, nil, "ssh", sshArgs(nfCfg, osLogin+"@legacy1", "scp -t /tmp")...); r.Code == 0 || !strings.Contains(r.Stderr, "file transfer") {
+			t.Fatalf("scp -t allowed without file_transfer: %s", r)
+		}
+		if _, err := os.Stat(remote); err == nil {
+			t.Fatal("the file was written")
+		}
+		if r := Run(t, nil, "ssh", sshArgs(nfCfg, osLogin+"@legacy1", "echo shell-ok")...); r.Code != 0 || !strings.Contains(r.Stdout, "shell-ok") {
+			t.Fatalf("a plain command refused: %s", r)
+		}
+	})
 	t.Run("recorded and audited at the proxy", func(t *testing.T) {
 		r := Run(t, strings.NewReader("echo agentless-$((6*7))-marker\nexit\n"), "ssh", sshArgs(cfg, "-tt", target)...)
 		if r.Code != 0 || !strings.Contains(r.Stdout, "agentless-42-marker") {
