@@ -35,8 +35,10 @@ const (
 	TokenCreate     = "token.create"
 	TokenUse        = "token.use"
 	NodeJoin        = "node.join"
-	LockCreated     = "lock.created"
-	LockDeleted     = "lock.deleted"
+	// NodeDelete: an agentless server was removed (warden nodes rm).
+	NodeDelete  = "node.delete"
+	LockCreated = "lock.created"
+	LockDeleted = "lock.deleted"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"
@@ -136,6 +138,7 @@ var types = []Type{
 	{Name: TokenCreate, Emitter: ByAuth},
 	{Name: TokenUse, Emitter: ByAuth},
 	{Name: NodeJoin, Emitter: ByAuth},
+	{Name: NodeDelete, Emitter: ByAuth},
 	{Name: NodeStart, Emitter: ByNode},
 	{Name: AuthAttempt, Emitter: ByNode},
 	{Name: SessionStart, Emitter: ByNode},

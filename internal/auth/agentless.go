@@ -54,6 +54,13 @@ type agentlessState struct {
 	mu sync.Mutex
 	// krlFetched is when each server (by name) last fetched the KRL.
 	krlFetched map[string]time.Time
+	// krl is the last KRL built (cachedKRL).
+	krl *krlCache
+	// issued mirrors the issued-certificate records (prefixIssued) in
+	// memory, for the KRL: a feed, like the locks'.
+	issued    *feed
+	issuedMu  sync.RWMutex
+	issuedSet map[string]issuedCert
 }
 
 // SignHostCert issues a host certificate for a server's own sshd host key,
@@ -178,6 +185,8 @@ func (s *Server) DeleteAgentlessNode(ctx context.Context, c Caller, name string)
 	if err := s.b.Delete(ctx, prefixAgentless+name); err != nil {
 		return err
 	}
+	s.emit(ctx, audit.Event{Event: audit.NodeDelete, User: c.Name(), Node: rec.Name, Success: true,
+		Fields: map[string]any{"node_id": rec.ID, "agentless": true, "addr": rec.Addr}})
 	return nil
 }
 

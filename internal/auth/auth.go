@@ -196,6 +196,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.roles.stop()
 		return nil, fmt.Errorf("auth: watch locks: %w", err)
 	}
+	if err := s.startIssued(ctx); err != nil {
+		s.roles.stop()
+		s.locks.feed.stop()
+		return nil, fmt.Errorf("auth: watch issued certificates: %w", err)
+	}
 	s.startSweeper(ctx)
 	return s, nil
 }
@@ -236,6 +241,7 @@ func (s *Server) Close() error {
 	<-s.sweepDone
 	s.roles.stop()
 	s.locks.feed.stop()
+	s.agentless.issued.stop()
 	s.checkpoint(context.Background())
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -38,10 +39,47 @@ func (s *Server) recordIssued(ctx context.Context, cert *ssh.Certificate, c Call
 	exp := time.Unix(int64(cert.ValidBefore), 0).UTC()
 	rec := issuedCert{Serial: cert.Serial, User: c.User, Roles: c.Roles, Requests: c.RequestIDs, Issued: c.Issued.UTC(),
 		MFADevice: c.MFADevice, Expires: exp}
-	if err := s.putJSON(ctx, fmt.Sprintf("%s%016x", prefixIssued, cert.Serial), rec, exp); err != nil {
+	key := fmt.Sprintf("%s%016x", prefixIssued, cert.Serial)
+	if err := s.putJSON(ctx, key, rec, exp); err != nil {
 		return fmt.Errorf("record issued certificate: %w", err)
 	}
+	// In the KRL's view at once (the watch delivers it again).
+	s.agentless.issuedMu.Lock()
+	s.agentless.issuedSet[key] = rec
+	s.agentless.issuedMu.Unlock()
 	return nil
+}
+
+// startIssued starts the in-memory view of the issued certificates.
+func (s *Server) startIssued(ctx context.Context) error {
+	a := &s.agentless
+	a.issuedSet = map[string]issuedCert{}
+	a.issued = &feed{b: s.b, log: s.log, prefix: prefixIssued,
+		reset: func(items []storage.Item) {
+			m := make(map[string]issuedCert, len(items))
+			for _, it := range items {
+				var rec issuedCert
+				if json.Unmarshal(it.Value, &rec) == nil {
+					m[it.Key] = rec
+				}
+			}
+			a.issuedMu.Lock()
+			a.issuedSet = m
+			a.issuedMu.Unlock()
+		},
+		apply: func(ev storage.Event) {
+			a.issuedMu.Lock()
+			defer a.issuedMu.Unlock()
+			if ev.Type == storage.EventDelete {
+				delete(a.issuedSet, ev.Item.Key)
+				return
+			}
+			var rec issuedCert
+			if json.Unmarshal(ev.Item.Value, &rec) == nil {
+				a.issuedSet[ev.Item.Key] = rec
+			}
+		}}
+	return a.issued.start(ctx)
 }
 
 // KRLResult is a KRL and its digest.
@@ -111,7 +149,41 @@ func (s *Server) krlFor(ctx context.Context, c Caller, all bool) (*KRLResult, er
 		}
 		defer s.noteKRLFetch(name)
 	}
-	return s.buildKRL(ctx)
+	return s.cachedKRL(ctx)
+}
+
+// krlCacheFor is how long a built KRL serves every caller (many servers'
+// syncs long-poll at once); a new lock invalidates it at once.
+const krlCacheFor = time.Second
+
+type krlCache struct {
+	res   *KRLResult
+	at    time.Time
+	valid <-chan struct{} // closed by the next lock added
+	locks int             // how many locks there were (a removal)
+}
+
+func (s *Server) cachedKRL(ctx context.Context) (*KRLResult, error) {
+	s.agentless.mu.Lock()
+	c := s.agentless.krl
+	s.agentless.mu.Unlock()
+	if c != nil && time.Since(c.at) < krlCacheFor && c.locks == s.locks.set.Len() {
+		select {
+		case <-c.valid:
+		default:
+			return c.res, nil
+		}
+	}
+	valid, locks := s.LocksChanged(), s.locks.set.Len()
+	at := time.Now()
+	res, err := s.buildKRL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.agentless.mu.Lock()
+	s.agentless.krl = &krlCache{res: res, at: at, valid: valid, locks: locks}
+	s.agentless.mu.Unlock()
+	return res, nil
 }
 
 func (s *Server) noteKRLFetch(name string) {
@@ -125,10 +197,12 @@ func (s *Server) noteKRLFetch(name string) {
 
 // buildKRL makes the KRL from the issued-certificate records and the locks.
 func (s *Server) buildKRL(ctx context.Context) (*KRLResult, error) {
-	recs, err := listJSON[issuedCert](ctx, s.b, prefixIssued)
-	if err != nil {
-		return nil, err
+	s.agentless.issuedMu.RLock()
+	recs := make([]issuedCert, 0, len(s.agentless.issuedSet))
+	for _, r := range s.agentless.issuedSet {
+		recs = append(recs, r)
 	}
+	s.agentless.issuedMu.RUnlock()
 	now := s.now()
 	// Certificates of one user at one issue time (a login's) share a
 	// verdict: each is checked once.
@@ -140,6 +214,16 @@ func (s *Server) buildKRL(ctx context.Context) (*KRLResult, error) {
 	var serials []uint64
 	for _, r := range recs {
 		if !now.Before(r.Expires) {
+			continue
+		}
+		// The locks on what the certificate says first: the check
+		// CurrentCaller starts with, and all a locked certificate needs.
+		sub := lock.Subject{User: r.User, Roles: r.Roles, Requests: r.Requests, Issued: r.Issued}
+		if r.MFADevice != "" {
+			sub.MFADevices = []string{r.MFADevice}
+		}
+		if s.locks.set.Check(sub, now) != nil {
+			serials = append(serials, r.Serial)
 			continue
 		}
 		k := verdictKey{r.User, strings.Join(r.Roles, ","), strings.Join(r.Requests, ","), r.MFADevice, r.Issued.UnixNano()}

@@ -2,6 +2,8 @@ package auth_test
 
 import (
 	"context"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/krl"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/storage/sqlite"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // login logs name in and returns its SSH certificate.
@@ -119,4 +123,45 @@ func TestKRLLongPollWakesOnLock(t *testing.T) {
 	if res == nil || res.SHA256 == cur.SHA256 || res.KeyIDs != 1 {
 		t.Fatalf("long poll returned %+v", res)
 	}
+}
+
+// BenchmarkKRL100k: the KRL of 100,000 revoked certificates (a locked
+// role they all carry), built from auth's records (the target:
+// 100 ms); it reports the KRL's size.
+func BenchmarkKRL100k(b *testing.B) {
+	ctx := context.Background()
+	b.StopTimer()
+	sb, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(b.TempDir(), "w.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sb.Close()
+	a, err := auth.New(ctx, auth.Config{ClusterName: "bench", Backend: sb, Audit: sb.AuditLog(), PublicAddr: "proxy:3080"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: "dev", Roles: []string{"access"}, Logins: []string{"dev"}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := auth.PutIssuedForBench(a, 100_000, "dev", "access", time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Role: "access"}}); err != nil {
+		b.Fatal(err)
+	}
+	// Once the watch has delivered every record (and stopped working).
+	testkit.WaitFor(b, "the watch to deliver every record", func() bool { return auth.IssuedCount(a) == 100_000 })
+	runtime.GC()
+	var res *auth.KRLResult
+	b.StartTimer()
+	for b.Loop() {
+		if res, err = auth.BuildKRL(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if res.Serials != 100_000 {
+		b.Fatalf("%d serials revoked, want 100000", res.Serials)
+	}
+	b.ReportMetric(float64(len(res.Data)), "bytes")
 }
