@@ -218,12 +218,10 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 		d, err := dir.AuthorizeAgentless(ctx, auth.ProxyCaller(), user, n, meta.User(), clientAddr)
 		if err != nil {
 			s.emitRefusal(dir, n, user.User, meta.User(), clientAddr, err)
-			reason := err.Error()
+			reason := lockMessage(err)
 			var de *policy.DeniedError
 			if errors.As(err, &de) {
 				reason = "access denied: " + de.Reason
-			} else {
-				reason = lockMessage(err)
 			}
 			return nil, &ssh.BannerError{Err: err, Message: "warden: " + reason + "\n"}
 		}
