@@ -269,7 +269,7 @@ func (s *Server) agentlessNodes(ctx context.Context) []Node {
 	out := make([]Node, 0, len(recs))
 	for _, r := range recs {
 		out = append(out, Node{ID: r.ID, Name: r.Name, Hostname: r.Name, Labels: maps.Clone(r.Labels),
-			Since: r.CreatedAt, LastSeen: r.CreatedAt, Agentless: true, Addr: r.Addr})
+			Version: "agentless", Since: r.CreatedAt, LastSeen: r.CreatedAt, Agentless: true, Addr: r.Addr})
 	}
 	return out
 }
