@@ -312,6 +312,42 @@ spec:
 		}
 	})
 
+	t.Run("record_session strict refuses what the proxy cannot record", func(t *testing.T) {
+		c.ApplyRoles(`kind: role
+metadata: {name: strict}
+spec:
+  options: {record_session: strict}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+`)
+		st := c.AddUser("strict", []string{"strict"}, []string{osLogin})
+		stCfg := c.SSHConfig(c.Login(st))
+		// Auth's recording store cannot take recordings: its directory is
+		// now a file.
+		dir := filepath.Join(c.DataDir, "recordings")
+		if err := os.Rename(dir, dir+".away"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			os.Remove(dir)
+			if err := os.Rename(dir+".away", dir); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		r := Run(t, strings.NewReader("echo strict-reached\nexit\n"), "ssh", sshArgs(stCfg, "-tt", osLogin+"@legacy1")...)
+		if r.Code == 0 || strings.Contains(r.Stdout, "strict-reached") || !strings.Contains(r.Stdout+r.Stderr, "recording is required") {
+			t.Fatalf("strict session without recording: %s", r)
+		}
+		// best_effort (alice's access role) goes on without it.
+		if r := Run(t, strings.NewReader("echo best-effort-reached\nexit\n"), "ssh", sshArgs(cfg, "-tt", target)...); r.Code != 0 || !strings.Contains(r.Stdout, "best-effort-reached") {
+			t.Fatalf("best_effort session without recording: %s", r)
+		}
+	})
+
 	// alice's own certificate, used straight against sshd (bypassing the
 	// proxy), as someone who copied it would.
 	certBytes, err := os.ReadFile(filepath.Join(home, "key-cert.pub"))
