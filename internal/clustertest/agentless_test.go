@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,9 +30,10 @@ import (
 // host certificate (warden sign --host), and reads the KRL warden krl sync
 // keeps current (RevokedKeys).
 type agentless struct {
-	sshd *testkit.SSHD
-	krl  string
-	sync *syncbuf.Buffer
+	sshd     *testkit.SSHD
+	krl      string
+	identity string
+	sync     *syncbuf.Buffer
 }
 
 func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agentless {
@@ -52,6 +55,7 @@ func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agent
 		t.Fatalf("warden krl: %s", r)
 	}
 	identity := filepath.Join(dir, "warden-krl.json")
+	a.identity = identity
 	a.sshd = testkit.StartSSHD(t, testkit.SSHDOptions{
 		UserCAs: []ssh.PublicKey{userCA},
 		HostCert: func(pub ssh.PublicKey) (*ssh.Certificate, error) {
@@ -366,6 +370,43 @@ spec:
 		t.Fatalf("direct ssh before any lock: %s", r)
 	}
 
+	t.Run("a sync that cannot refresh fails closed after --krl-max-stale", func(t *testing.T) {
+		// The same identity, with a proxy address where nothing answers.
+		b, err := os.ReadFile(a.identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id map[string]any
+		if err := json.Unmarshal(b, &id); err != nil {
+			t.Fatal(err)
+		}
+		id["proxy"] = fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+		b, _ = json.Marshal(id)
+		dir := t.TempDir()
+		dead, out := filepath.Join(dir, "id.json"), filepath.Join(dir, "warden.krl")
+		if err := os.WriteFile(dead, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		log := &syncbuf.Buffer{}
+		done := make(chan int, 1)
+		go func() {
+			done <- cli.RunIO(ctx, []string{"krl", "sync", "--krl-identity", dead, "--host-key", a.sshd.HostKey, "--krl-file", out,
+				"--krl-max-stale", "1s"}, &cli.IO{In: strings.NewReader(""), Out: log, Err: log})
+		}()
+		defer func() { cancel(); <-done }()
+		testkit.WaitFor(t, "the fail-closed KRL", func() bool {
+			b, err := os.ReadFile(out)
+			if err != nil {
+				return false
+			}
+			k, err := krl.Parse(b)
+			return err == nil && k.Revoked(cert)
+		}, log)
+		if !strings.Contains(log.String(), "KRL refresh failed") {
+			t.Fatalf("the failures are not logged as errors:\n%s", log)
+		}
+	})
 	t.Run("a lock ends the live session and sshd refuses the certificate", func(t *testing.T) {
 		wait, arm := liveSession(t, sshArgs(cfg, target, liveCommand))
 		arm()
