@@ -266,6 +266,7 @@ func (h *Handler) routes() {
 		return done(a.DeleteToken(r.Context(), c, r.PathValue("id")))
 	})))
 	h.botRoutes()
+	h.agentlessRoutes()
 }
 
 // oidcCallback is where the IdP sends the browser back: auth finishes the

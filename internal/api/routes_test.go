@@ -58,7 +58,7 @@ spec:
 func routePatterns(t *testing.T) []string {
 	t.Helper()
 	var out []string
-	for _, name := range []string{"routes.go", "bots.go"} {
+	for _, name := range []string{"routes.go", "bots.go", "agentless.go"} {
 		f, err := parser.ParseFile(token.NewFileSet(), name, nil, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -429,6 +429,7 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	e.call(open, "POST", "/v1/mfa/handoff/result", wire.PasskeyResultRequest{ID: "unknown"}, http.StatusBadRequest)
 	e.call(open, "POST", "/v1/passkey/begin", wire.PasskeyHandoffBegin{PublicKey: "not a key", ClientRedirect: "http://127.0.0.1:1/cb"}, http.StatusBadRequest)
 	e.call(open, "POST", "/v1/passkey/result", wire.PasskeyResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest)
+	exerciseAgentlessRoutes(t, e, admin)
 
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {

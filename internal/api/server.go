@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/identity"
@@ -263,12 +265,18 @@ type PingResponse struct {
 	// users on first login so they can check they reached the right cluster.
 	TLSCAFingerprint string `json:"tls_ca_fingerprint"`
 	TLSCA            string `json:"tls_ca"`
+	// UserCA and HostCA are the SSH CAs' public keys (authorized_keys
+	// lines): sshd's TrustedUserCAKeys, clients' @cert-authority.
+	UserCA string `json:"user_ca,omitempty"`
+	HostCA string `json:"host_ca,omitempty"`
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) {
 	a := h.auth.Authority()
 	writeJSON(w, http.StatusOK, PingResponse{Cluster: h.auth.ClusterName(), Version: Version,
-		TLSCAFingerprint: Fingerprint(a.TLSCACert().Raw), TLSCA: string(a.TLSCAPEM())})
+		TLSCAFingerprint: Fingerprint(a.TLSCACert().Raw), TLSCA: string(a.TLSCAPEM()),
+		UserCA: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(a.UserCAPublicKey()))),
+		HostCA: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(a.HostCAPublicKey())))})
 }
 
 type renewRequest struct {

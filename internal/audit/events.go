@@ -55,8 +55,10 @@ const (
 	// generation than the current one (a copied identity): the bot is
 	// locked.
 	BotGenerationMismatch = "bot.generation_mismatch"
-	LockCreated           = "lock.created"
-	LockDeleted           = "lock.deleted"
+	// NodeDelete: an agentless server was removed (warden nodes rm).
+	NodeDelete  = "node.delete"
+	LockCreated = "lock.created"
+	LockDeleted = "lock.deleted"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"
@@ -165,6 +167,7 @@ var types = []Type{
 	{Name: BotDelete, Emitter: ByAuth},
 	{Name: BotJoin, Emitter: ByAuth},
 	{Name: BotGenerationMismatch, Emitter: ByAuth},
+	{Name: NodeDelete, Emitter: ByAuth},
 	{Name: NodeStart, Emitter: ByNode},
 	{Name: AuthAttempt, Emitter: ByNode},
 	{Name: SessionStart, Emitter: ByNode},

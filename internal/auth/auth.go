@@ -112,6 +112,8 @@ type Server struct {
 	// markedComplete, if set (tests), runs between marking a recording
 	// complete and auditing its completion.
 	markedComplete func(id string)
+	// agentless is what auth keeps in memory of agentless servers.
+	agentless agentlessState
 }
 
 const (
@@ -203,6 +205,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.roles.stop()
 		return nil, fmt.Errorf("auth: watch locks: %w", err)
 	}
+	if err := s.startIssued(ctx); err != nil {
+		s.roles.stop()
+		s.locks.feed.stop()
+		return nil, fmt.Errorf("auth: watch issued certificates: %w", err)
+	}
 	s.startSweeper(ctx)
 	return s, nil
 }
@@ -243,6 +250,7 @@ func (s *Server) Close() error {
 	<-s.sweepDone
 	s.roles.stop()
 	s.locks.feed.stop()
+	s.agentless.issued.stop()
 	s.checkpoint(context.Background())
 	return nil
 }

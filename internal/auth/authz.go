@@ -81,6 +81,19 @@ var operations = map[string]rule{
 	// Nodes.
 	"ListNodes": {kinds: kinds(KindAdmin), own: kinds(KindUser), share: "the nodes its roles allow", does: "list nodes"},
 	"Watch":     {kinds: kinds(KindAdmin, KindNode), does: "watch roles and locks"},
+	// Agentless servers (docs/agentless.md): registering them and signing
+	// their sshd host keys is node administration; the KRL names locked
+	// users. Only the proxy decides and connects on a user's behalf.
+	"SignHostCert":        {kinds: kinds(KindAdmin), perms: perms("node create")},
+	"UpsertAgentlessNode": {kinds: kinds(KindAdmin), perms: perms("node create")},
+	"DeleteAgentlessNode": {kinds: kinds(KindAdmin), perms: perms("node delete")},
+	"ListAgentlessNodes":  {kinds: kinds(KindAdmin), perms: perms("node list")},
+	"AuthorizeAgentless":  {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	"IssueSessionCert":    {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	// The KRL: an agentless server fetches its own (the method checks the
+	// node identity is one, from warden sign --host).
+	"KRL": {kinds: kinds(KindAdmin), perms: perms("lock list"), own: kinds(KindNode),
+		share: "an agentless server's identity (warden sign --krl-identity) only", does: "fetch the KRL"},
 	// Only a node renews its certificates, uploads and completes its
 	// recordings (AppendLocalRecording: the node in auth's process).
 	"RenewNodeCerts":       {kinds: kinds(KindNode), does: "renew node certificates"},

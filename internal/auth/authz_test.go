@@ -108,6 +108,13 @@ var matrix = map[string]row{
 	"VerifyMFA":               {all, all, all, all, deny, deny, deny},
 	"RegenerateRecoveryCodes": {all, all, all, all, deny, deny, deny},
 	"BeginMFAHandoff":         {all, all, all, all, deny, deny, deny},
+	"SignHostCert":            {deny, deny, deny, all, deny, deny, all},
+	"UpsertAgentlessNode":     {deny, deny, deny, all, deny, deny, all},
+	"DeleteAgentlessNode":     {deny, deny, deny, all, deny, deny, all},
+	"ListAgentlessNodes":      {deny, deny, deny, all, deny, deny, all},
+	"AuthorizeAgentless":      {deny, deny, deny, deny, deny, all, deny},
+	"IssueSessionCert":        {deny, deny, deny, deny, deny, all, deny},
+	"KRL":                     {deny, deny, deny, all, own, deny, all},
 }
 
 // gate is the outcome of a call that either is refused or goes past the
@@ -311,6 +318,50 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"RenewNodeCerts": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.RenewNodeCerts(context.Background(), c, "not a key")
+		return gate(err)
+	},
+	"SignHostCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.SignHostCert(context.Background(), c, wire.SignHostRequest{Name: "probe", PublicKey: "not a key"})
+		return gate(err)
+	},
+	"UpsertAgentlessNode": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.UpsertAgentlessNode(context.Background(), c, &auth.AgentlessNode{}))
+	},
+	"DeleteAgentlessNode": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.DeleteAgentlessNode(context.Background(), c, "no-such-server"))
+	},
+	"ListAgentlessNodes": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ListAgentlessNodes(context.Background(), c)
+		return gate(err)
+	},
+	"AuthorizeAgentless": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.AuthorizeAgentless(context.Background(), c, f.callers["access"], auth.Node{Name: "x"}, "root", "")
+		return gate(err)
+	},
+	"IssueSessionCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.IssueSessionCert(context.Background(), c, auth.Caller{Kind: auth.KindUser, User: "nobody"}, auth.Node{Name: "x"}, "root", nil, policy.EffectiveOptions{}, "")
+		return gate(err)
+	},
+	"KRL": func(f *matrixFixture, c auth.Caller) outcome {
+		if c.Kind == auth.KindNode {
+			// A joined node is refused; an agentless server's identity
+			// gets the KRL: its share.
+			if _, err := f.a.KRL(context.Background(), c, "", 0); !errors.Is(err, auth.ErrAccessDenied) {
+				return all
+			}
+			n := &auth.AgentlessNode{Spec: wire.AgentlessSpec{Addr: "127.0.0.1:1"}}
+			n.Metadata.Name = "krl-probe"
+			if err := f.a.UpsertAgentlessNode(context.Background(), auth.AdminCaller(), n); err != nil {
+				f.t.Fatal(err)
+			}
+			defer func() { _ = f.a.DeleteAgentlessNode(context.Background(), auth.AdminCaller(), "krl-probe") }()
+			c.NodeID = auth.AgentlessHostIDPrefix + "krl-probe"
+			if _, err := f.a.KRL(context.Background(), c, "", 0); err != nil {
+				return gate(err)
+			}
+			return own
+		}
+		_, err := f.a.KRL(context.Background(), c, "", 0)
 		return gate(err)
 	},
 	"ListNodes": func(f *matrixFixture, c auth.Caller) outcome {

@@ -241,6 +241,9 @@ func (s *Server) issueCerts(ctx context.Context, p issueParams) (*LoginResponse,
 	if err != nil {
 		return nil, fmt.Errorf("issue ssh certificate: %w", err)
 	}
+	if err := s.recordIssued(ctx, cert, Caller{User: user, Roles: roleNames, RequestIDs: p.requests, Issued: p.issued, MFADevice: p.mfaDevice}); err != nil {
+		return nil, err
+	}
 	cryptoPub := cryptoPublicKey(pub)
 	der, err := s.ca.IssueTLSClient(cryptoPub, ca.TLSIdentity{Username: user, Kind: KindUser, Roles: roleNames, Traits: traits,
 		RequestIDs: p.requests, Issued: p.issued, MFADevice: p.mfaDevice, BotInstance: p.botInstance, BotGeneration: p.botGeneration}, ttl)

@@ -282,7 +282,7 @@ func (s *Server) ListNodes(ctx context.Context, c Caller, filter map[string]stri
 	if err != nil {
 		return nil, err
 	}
-	nodes := s.liveNodes()
+	nodes := append(s.liveNodes(), s.agentlessNodes(ctx)...)
 	var roles []*policy.Role
 	if !all {
 		roles = s.roles.get(c.Roles)

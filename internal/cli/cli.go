@@ -187,6 +187,7 @@ Quick start (one machine):
 		newTokensCmd(g), newAuditCmd(g), newBotsCmd(g), newBotCmd(g),
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g), newJoinCmd(g),
 		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g), newMigrateCmd(g),
+		newCACmd(g), newSignCmd(g), newNodesCmd(g), newKRLCmd(g),
 	)
 	return root
 }

@@ -24,7 +24,8 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Long: `Create or update resources from a YAML (or JSON) file; several documents may
 be separated by ---. Unknown fields and bad values are rejected with the line
 and the reason, and nothing is applied unless every document is valid.
-Kinds: role, oidc and saml (single sign-on connectors; docs/sso-oidc.md,
+Kinds: role, agentless_node (a server reached through its own sshd;
+docs/agentless.md), oidc and saml (single sign-on connectors; docs/sso-oidc.md,
 docs/sso-saml.md): an oidc connector names the file or environment variable
 the auth service reads its client secret from, never the secret itself; a
 saml connector names the IdP's metadata (URL or inline XML), and Warden
@@ -64,6 +65,10 @@ Example role:
 			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
+			data, servers, err := splitAgentless(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
 			var roles []*policy.Role
 			if len(bytes.TrimSpace(data)) > 0 {
 				if roles, err = policy.ParseRoles(data); err != nil {
@@ -99,6 +104,12 @@ Example role:
 				}
 				textf(g.io.Out, "saml connector %q applied (SP metadata for the IdP: https://PROXY/v1/sso/saml/%s/metadata)\n",
 					conn.Metadata.Name, conn.Metadata.Name)
+			}
+			for _, n := range servers {
+				if err := c.UpsertAgentlessNode(cmd.Context(), n); err != nil {
+					return err
+				}
+				textf(g.io.Out, "agentless server %q applied\n", n.Metadata.Name)
 			}
 			return nil
 		},

@@ -18,6 +18,7 @@ func newStartCmd(g *globals) *cobra.Command {
 		labels     string
 		labelCmds  []string
 		cfg        service.Config
+		krlSync    krlSyncOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "start",
@@ -60,6 +61,10 @@ A YAML file (--config) can hold the same settings; flags override it:
 			}
 			if f.Changed("data-dir") || c.DataDir == "" {
 				c.DataDir = g.dataDir
+			}
+			if services == "krl" {
+				// An agentless server's KRL sync (docs/agentless.md).
+				return runKRLSync(cmd.Context(), g.logger(), krlSync)
 			}
 			if services != "" {
 				c.Services = splitList(services)
@@ -119,7 +124,8 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "YAML configuration file")
 	f.StringVar(&cfg.ClusterName, "cluster-name", "warden", "cluster name (first start only)")
-	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all)")
+	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all); or krl alone, on an agentless server (warden krl sync)")
+	krlSync.flags(f)
 	f.String("proxy-listen", service.DefaultProxyListen, "the proxy's one address: HTTPS API, SSH jump host and node tunnels")
 	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
 	f.String("metrics-addr", service.DefaultMetricsAddr, `where Prometheus metrics are served (plain HTTP, GET /metrics; not on the public port), or "off"`)

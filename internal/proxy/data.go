@@ -191,7 +191,7 @@ func (s *Server) serveDialRequest(ctx context.Context, sconn *ssh.ServerConn, u 
 		deadline = time.Time{}
 	}
 	start := time.Now()
-	nc, err := s.dialNode(ctx, t, sconn.RemoteAddr().String(), u.caller.User)
+	nc, err := s.dialTarget(ctx, node, t, u, sconn.RemoteAddr().String())
 	if err != nil {
 		_ = req.Reply(false, []byte(fmt.Sprintf("node %q did not accept the connection: %v", node.Name, err)))
 		return

@@ -67,6 +67,7 @@ func newRelay(sub lock.Subject, remote string, cut func()) *liveRelay {
 // unless their node ended them first. It does not block: call it whenever
 // locks change.
 func (s *Server) ReverifyLocks() {
+	s.reverifyAgentless()
 	s.relays.mu.Lock()
 	var matched []*liveRelay
 	for r := range s.relays.m {

@@ -77,6 +77,8 @@ type Server struct {
 	shutdown chan struct{}
 	data     dataState
 	relays   relaySet
+	// agentless is the state of agentless servers (agentless.go).
+	agentless agentlessState
 }
 
 type identityKey struct{}

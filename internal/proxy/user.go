@@ -137,6 +137,9 @@ func (s *Server) routeCaller(ctx context.Context, u *userConn, host string) (*au
 	if err := s.cfg.Directory.CheckLock(sub); err != nil {
 		return nil, nil, lock.Subject{}, none, errors.New(lockMessage(err))
 	}
+	if node.Agentless {
+		return node, nil, sub, caller, nil // the proxy connects to its sshd (agentless.go)
+	}
 	t := s.reg.get(node.ID)
 	if t == nil {
 		return nil, nil, lock.Subject{}, none, fmt.Errorf("node %q is not connected to this proxy", node.Name)
@@ -157,7 +160,7 @@ func (s *Server) forward(ctx context.Context, sconn *ssh.ServerConn, u *userConn
 		refuseChannel(nc, err.Error())
 		return
 	}
-	nodeConn, err := s.dialNode(ctx, t, sconn.RemoteAddr().String(), u.caller.User)
+	nodeConn, err := s.dialTarget(ctx, node, t, u, sconn.RemoteAddr().String())
 	if err != nil {
 		refuseChannel(nc, fmt.Sprintf("node %q did not accept the connection: %v", node.Name, err))
 		return

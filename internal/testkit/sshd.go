@@ -43,7 +43,9 @@ type SSHDOptions struct {
 type SSHD struct {
 	Addr string          // host:port it listens on
 	Log  *syncbuf.Buffer // its log (-e), shown when the test fails
-	cmd  *exec.Cmd
+	// HostKey is the path of its host private key (OpenSSH PEM).
+	HostKey string
+	cmd     *exec.Cmd
 }
 
 // PID is the listener's process id.
@@ -123,7 +125,7 @@ func StartSSHD(tb testing.TB, o SSHDOptions) *SSHD {
 	}
 	cfgPath := write("sshd_config", []byte(strings.Join(cfg, "\n")+"\n"), 0o644)
 
-	s := &SSHD{Addr: addr, Log: &syncbuf.Buffer{}}
+	s := &SSHD{Addr: addr, Log: &syncbuf.Buffer{}, HostKey: hostKey}
 	s.cmd = exec.Command(SSHDPath, "-D", "-e", "-f", cfgPath)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
 	if err := s.cmd.Start(); err != nil {

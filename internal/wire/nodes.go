@@ -61,4 +61,8 @@ type Node struct {
 	Since time.Time `json:"since"`
 	// LastSeen is the last heartbeat over the tunnel.
 	LastSeen time.Time `json:"last_seen"`
+	// Agentless: the proxy reaches the server's own sshd at Addr (no
+	// agent, no tunnel).
+	Agentless bool   `json:"agentless,omitempty"`
+	Addr      string `json:"addr,omitempty"`
 }
