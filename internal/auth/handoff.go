@@ -1,0 +1,116 @@
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
+)
+
+// Browser hand-offs (`warden login --sso`, `--passkey`, the MFA check
+// through a browser, and the web UI's single sign-on) end the same way:
+// the browser that completed the sign-in is sent to the client's
+// callback with the login id and a fresh one-time code (only its hash is
+// kept), and the client fetches the outcome with its result token AND
+// that code. Whoever began a login and sent its link to someone else
+// holds the token but never sees the code, which goes only to the
+// signer's machine (or browser): the signer's certificates stay theirs.
+
+// maxClientRedirect bounds the client's callback URL.
+const maxClientRedirect = 256
+
+// handoffResult is a hand-off's outcome, for the client that began it.
+type handoffResult struct {
+	ResultHash string              `json:"result_hash"`
+	CodeHash   string              `json:"code_hash"`
+	Login      *wire.LoginResponse `json:"login,omitempty"`
+	// MFAToken is the outcome of an MFA hand-off (a ceremonyMFAToken).
+	MFAToken string `json:"mfa_token,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// Method and Connector name the login, for the audit of a refused fetch.
+	Method    string `json:"method,omitempty"`
+	Connector string `json:"connector,omitempty"`
+}
+
+// checkLoopbackRedirect checks a CLI's callback: plain http on a loopback
+// address (the browser that signs in goes there, so it must be that
+// machine's own listener, never a host someone else names), no query,
+// fragment or user info.
+func checkLoopbackRedirect(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || len(raw) > maxClientRedirect || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) ||
+		u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" || strings.ContainsAny(raw, "#?\\") {
+		return badRequest("client_redirect must be an http URL on a loopback address, without a query")
+	}
+	return nil
+}
+
+// putHandoffResult keeps a hand-off's outcome under prefix+id with a new
+// callback code, and returns where to send the browser: redirect, with
+// the login id and the code.
+func (s *Server) putHandoffResult(ctx context.Context, prefix, id, redirect string, res handoffResult) (string, error) {
+	code, err := identity.NewToken()
+	if err != nil {
+		return "", err
+	}
+	res.CodeHash = identity.HashToken(code)
+	if err := s.createJSON(ctx, prefix+id, res, s.now().Add(resultTTL)); err != nil {
+		return "", err
+	}
+	return redirect + "?id=" + url.QueryEscape(id) + "&code=" + url.QueryEscape(code), nil
+}
+
+// takeHandoffResult fetches and deletes a hand-off's outcome, for the
+// holder of both its result token and its callback code. A right token
+// with a wrong code (the one who began the login lacks the code the
+// signer's browser got) spends the outcome, and is audited.
+func (s *Server) takeHandoffResult(ctx context.Context, prefix, id, token, code, remote string) (*handoffResult, error) {
+	if len(id) != 2*identity.TokenBytes || strings.Trim(id, "0123456789abcdef") != "" || len(token) > 128 || len(code) > 128 {
+		return nil, badRequest("bad login id")
+	}
+	key := prefix + id
+	var res handoffResult
+	if err := s.getJSON(ctx, key, &res); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("%w: no outcome for this sign-in (expired or already fetched)", ErrUnauthenticated)
+		}
+		return nil, err
+	}
+	tokenOK := subtle.ConstantTimeCompare([]byte(identity.HashToken(token)), []byte(res.ResultHash)) == 1
+	codeOK := subtle.ConstantTimeCompare([]byte(identity.HashToken(code)), []byte(res.CodeHash)) == 1
+	if !tokenOK || !codeOK {
+		reason := "result fetched with a wrong result token"
+		if tokenOK {
+			// Whoever began this login is asking without the code the
+			// signer's browser got: a link sent to someone else, or a
+			// stolen callback. Nobody gets this outcome now.
+			reason = "result fetched without the callback code"
+			_ = s.b.Delete(ctx, key)
+		}
+		user := ""
+		if res.Login != nil {
+			user = res.Login.User
+		}
+		fields := map[string]any{"method": res.Method, "stage": "result"}
+		if res.Connector != "" {
+			fields["connector"] = res.Connector
+		}
+		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, User: user, RemoteAddr: remote,
+			Success: false, Error: reason, Fields: fields})
+		return nil, fmt.Errorf("%w: wrong result token or callback code (the sign-in must come back to the browser of the machine that began it)", ErrUnauthenticated)
+	}
+	if err := s.b.Delete(ctx, key); err != nil {
+		return nil, fmt.Errorf("%w: no outcome for this sign-in (already fetched)", ErrUnauthenticated)
+	}
+	if res.Error != "" {
+		return nil, fmt.Errorf("%w: %s", ErrAccessDenied, res.Error)
+	}
+	return &res, nil
+}
