@@ -68,9 +68,9 @@ func (s *Server) putHandoffResult(ctx context.Context, prefix, id, redirect stri
 }
 
 // takeHandoffResult fetches and deletes a hand-off's outcome, for the
-// holder of both its result token and its callback code. A right token
-// with a wrong code (the one who began the login lacks the code the
-// signer's browser got) spends the outcome, and is audited.
+// holder of both its result token and its callback code. A refusal is
+// audited: a right token with a wrong or no code is whoever began the
+// login asking for a sign-in that came back to another browser.
 func (s *Server) takeHandoffResult(ctx context.Context, prefix, id, token, code, remote string) (*handoffResult, error) {
 	if len(id) != 2*identity.TokenBytes || strings.Trim(id, "0123456789abcdef") != "" || len(token) > 128 || len(code) > 128 {
 		return nil, badRequest("bad login id")
@@ -88,11 +88,7 @@ func (s *Server) takeHandoffResult(ctx context.Context, prefix, id, token, code,
 	if !tokenOK || !codeOK {
 		reason := "result fetched with a wrong result token"
 		if tokenOK {
-			// Whoever began this login is asking without the code the
-			// signer's browser got: a link sent to someone else, or a
-			// stolen callback. Nobody gets this outcome now.
 			reason = "result fetched without the callback code"
-			_ = s.b.Delete(ctx, key)
 		}
 		user := ""
 		if res.Login != nil {
