@@ -196,11 +196,12 @@ func BenchmarkSAMLLogin(b *testing.B) {
 		if resp.StatusCode != http.StatusSeeOther {
 			b.Fatalf("ACS: %d %s", resp.StatusCode, body)
 		}
-		if u, _ := url.Parse(resp.Header.Get("Location")); u == nil || u.Query().Get("id") != begin.ID {
+		back, _ := url.Parse(resp.Header.Get("Location"))
+		if back == nil || back.Query().Get("id") != begin.ID || back.Query().Get("code") == "" {
 			b.Fatalf("ACS sends the browser to %q", resp.Header.Get("Location"))
 		}
 		t2 := time.Now()
-		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken}); err != nil {
+		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken, Code: back.Query().Get("code")}); err != nil {
 			b.Fatal(err)
 		}
 		times = append(times, server+acs+time.Since(t2))
