@@ -177,7 +177,7 @@ func ssoHijackWeb(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA string) {
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusSeeOther || resp.Request.URL.Path == "/web/servers" {
-		t.Fatalf("the browser that began the sign-in got alice's session without her code: %d at %s", resp.StatusCode, resp.Request.URL)
+		t.Fatalf("the browser that began the sign-in got alice's session without her code: %d at %s: %s", resp.StatusCode, resp.Request.URL, body)
 	}
 	for _, ck := range jar.Cookies(&url.URL{Scheme: "https", Host: c.ProxyAddr(), Path: "/web/"}) {
 		if strings.Contains(ck.Name, "session") {
