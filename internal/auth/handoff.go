@@ -34,9 +34,11 @@ type handoffResult struct {
 	// MFAToken is the outcome of an MFA hand-off (a ceremonyMFAToken).
 	MFAToken string `json:"mfa_token,omitempty"`
 	Error    string `json:"error,omitempty"`
-	// Method and Connector name the login, for the audit of a refused fetch.
+	// Method, Connector and User name the login or MFA check, for the
+	// audit of a refused fetch.
 	Method    string `json:"method,omitempty"`
 	Connector string `json:"connector,omitempty"`
+	User      string `json:"user,omitempty"`
 }
 
 // checkLoopbackRedirect checks a CLI's callback: plain http on a loopback
@@ -90,16 +92,21 @@ func (s *Server) takeHandoffResult(ctx context.Context, prefix, id, token, code,
 		if tokenOK {
 			reason = "result fetched without the callback code"
 		}
-		user := ""
+		user := res.User
 		if res.Login != nil {
 			user = res.Login.User
 		}
-		fields := map[string]any{"method": res.Method, "stage": "result"}
+		ev := audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, User: user, RemoteAddr: remote, Success: false, Error: reason,
+			Fields: map[string]any{"method": res.Method, "stage": "result"}}
 		if res.Connector != "" {
-			fields["connector"] = res.Connector
+			ev.Fields["connector"] = res.Connector
 		}
-		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, User: user, RemoteAddr: remote,
-			Success: false, Error: reason, Fields: fields})
+		if res.Method == "mfa" {
+			// An MFA check through the browser, not a sign-in.
+			ev.Event, ev.Code = audit.MFAVerify, ""
+			ev.Fields = map[string]any{"purpose": "cli", "kind": "webauthn", "stage": "result"}
+		}
+		s.emit(ctx, ev)
 		return nil, fmt.Errorf("%w: wrong result token or callback code (the sign-in must come back to the browser of the machine that began it)", ErrUnauthenticated)
 	}
 	if err := s.b.Delete(ctx, key); err != nil {

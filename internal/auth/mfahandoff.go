@@ -96,7 +96,7 @@ func (s *Server) FinishMFAHandoff(ctx context.Context, state string, r wire.MFAR
 	if r.WebAuthn == nil {
 		return nil, badRequest("a passkey's answer is required")
 	}
-	res := handoffResult{ResultHash: p.ResultHash, Method: "mfa"}
+	res := handoffResult{ResultHash: p.ResultHash, Method: "mfa", User: p.User}
 	v, verr := s.verifyMFA(ctx, p.User, wire.MFAResponse{ChallengeID: r.ChallengeID, WebAuthn: r.WebAuthn}, false, "cli")
 	if verr == nil {
 		res.MFAToken, verr = s.putCeremony(ctx, ceremony{Kind: ceremonyMFAToken, User: p.User, Name: v.Device})
