@@ -36,6 +36,7 @@ func (h *Handler) mfaRoutes() {
 		return a.BeginMFAHandoff(r.Context(), c, in)
 	})))
 	m.HandleFunc("POST /v1/mfa/handoff/result", open(h, func(r *http.Request, in wire.PasskeyResultRequest) (*wire.MFAResponse, error) {
+		in.RemoteAddr = remoteIP(r)
 		return a.ResultMFAHandoff(r.Context(), in)
 	}))
 	m.HandleFunc("POST /v1/passkey/begin", open(h, func(r *http.Request, in wire.PasskeyHandoffBegin) (*wire.PasskeyHandoff, error) {
@@ -43,6 +44,7 @@ func (h *Handler) mfaRoutes() {
 		return a.BeginPasskeyHandoff(r.Context(), in)
 	}))
 	m.HandleFunc("POST /v1/passkey/result", open(h, func(r *http.Request, in wire.PasskeyResultRequest) (*wire.LoginResponse, error) {
+		in.RemoteAddr = remoteIP(r)
 		return a.ResultPasskey(r.Context(), in)
 	}))
 }

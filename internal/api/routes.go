@@ -82,6 +82,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /v1/sso/oidc/callback", h.oidcCallback)
 	h.mfaRoutes()
 	m.HandleFunc("POST /v1/sso/oidc/result", open(h, func(r *http.Request, in wire.SSOResultRequest) (*auth.LoginResponse, error) {
+		in.RemoteAddr = remoteIP(r)
 		return a.ResultOIDC(r.Context(), in)
 	}))
 	m.HandleFunc("PUT /v1/connectors/oidc/{name}", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in auth.OIDCConnector) (empty, error) {

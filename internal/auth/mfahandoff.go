@@ -23,9 +23,8 @@ func (s *Server) BeginMFAHandoff(ctx context.Context, c Caller, req wire.Passkey
 	if err := s.authorize(c, "BeginMFAHandoff"); err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(req.ClientRedirect)
-	if err != nil || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) || u.RawQuery != "" || len(req.ClientRedirect) > 256 {
-		return nil, badRequest("client_redirect must be an http URL on a loopback address, without a query")
+	if err := checkLoopbackRedirect(req.ClientRedirect); err != nil {
+		return nil, err
 	}
 	user, _, err := s.localUser(ctx, c.User)
 	if err != nil {
@@ -97,7 +96,7 @@ func (s *Server) FinishMFAHandoff(ctx context.Context, state string, r wire.MFAR
 	if r.WebAuthn == nil {
 		return nil, badRequest("a passkey's answer is required")
 	}
-	res := passkeyResult{ResultHash: p.ResultHash}
+	res := handoffResult{ResultHash: p.ResultHash, Method: "mfa", User: p.User}
 	v, verr := s.verifyMFA(ctx, p.User, wire.MFAResponse{ChallengeID: r.ChallengeID, WebAuthn: r.WebAuthn}, false, "cli")
 	if verr == nil {
 		res.MFAToken, verr = s.putCeremony(ctx, ceremony{Kind: ceremonyMFAToken, User: p.User, Name: v.Device})
@@ -105,13 +104,9 @@ func (s *Server) FinishMFAHandoff(ctx context.Context, state string, r wire.MFAR
 	if verr != nil {
 		res.Error = verr.Error()
 	}
-	code, err := identity.NewToken()
+	next, err := s.putHandoffResult(ctx, prefixPasskeyResult, p.ID, p.ClientRedirect, res)
 	if err != nil {
 		return nil, err
 	}
-	res.CodeHash = identity.HashToken(code)
-	if err := s.createJSON(ctx, prefixPasskeyResult+p.ID, res, s.now().Add(resultTTL)); err != nil {
-		return nil, err
-	}
-	return &wire.PasskeyLoginResult{Redirect: p.ClientRedirect + "?id=" + url.QueryEscape(p.ID) + "&code=" + url.QueryEscape(code)}, verr
+	return &wire.PasskeyLoginResult{Redirect: next}, verr
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -201,18 +200,15 @@ func (s *Server) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFi
 	// The code goes only to the loopback listener of the machine whose
 	// browser signed in: a CLI that began this sign-in elsewhere (a link
 	// sent to someone to sign in with their passkey) cannot fetch it.
-	code, cerr := identity.NewToken()
-	if cerr != nil {
-		return nil, cerr
-	}
-	res := passkeyResult{ResultHash: hand.ResultHash, CodeHash: identity.HashToken(code), Login: resp}
+	res := handoffResult{ResultHash: hand.ResultHash, Login: resp, Method: "passkey"}
 	if err != nil {
 		res.Error = err.Error()
 	}
-	if err := s.createJSON(ctx, prefixPasskeyResult+hand.ID, res, s.now().Add(resultTTL)); err != nil {
-		return nil, err
+	next, perr := s.putHandoffResult(ctx, prefixPasskeyResult, hand.ID, hand.ClientRedirect, res)
+	if perr != nil {
+		return nil, perr
 	}
-	return &wire.PasskeyLoginResult{Redirect: hand.ClientRedirect + "?id=" + url.QueryEscape(hand.ID) + "&code=" + url.QueryEscape(code)}, err
+	return &wire.PasskeyLoginResult{Redirect: next}, err
 }
 
 // passkeyPending is a `warden login --passkey` between its start and the
@@ -228,16 +224,6 @@ type passkeyPending struct {
 	TTL            time.Duration `json:"ttl,omitempty"`
 	ResultHash     string        `json:"result_hash"`
 	RemoteAddr     string        `json:"remote_addr"`
-}
-
-// passkeyResult is a hand-off's outcome, for the CLI that began it.
-type passkeyResult struct {
-	ResultHash string              `json:"result_hash"`
-	CodeHash   string              `json:"code_hash"`
-	Login      *wire.LoginResponse `json:"login,omitempty"`
-	// MFAToken is the outcome of an MFA hand-off (a ceremonyMFAToken).
-	MFAToken string `json:"mfa_token,omitempty"`
-	Error    string `json:"error,omitempty"`
 }
 
 func (s *Server) finishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.LoginResponse, error) {
@@ -342,15 +328,15 @@ func (s *Server) BeginPasskeyHandoff(ctx context.Context, req wire.PasskeyHandof
 	if _, err := parsePublicKey(req.PublicKey); err != nil {
 		return nil, badRequest("%v", err)
 	}
-	u, err := url.Parse(req.ClientRedirect)
-	if err != nil || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) || u.RawQuery != "" || len(req.ClientRedirect) > 256 {
-		return nil, badRequest("client_redirect must be an http URL on a loopback address, without a query")
+	if err := checkLoopbackRedirect(req.ClientRedirect); err != nil {
+		return nil, err
 	}
 	if _, err := s.webAuthn(); err != nil {
 		return nil, err
 	}
 	var toks [3]string
 	for i := range toks {
+		var err error
 		if toks[i], err = identity.NewToken(); err != nil {
 			return nil, err
 		}
@@ -393,29 +379,7 @@ func (s *Server) ResultMFAHandoff(ctx context.Context, req wire.PasskeyResultReq
 }
 
 // takeResult fetches and deletes a hand-off's outcome, for the holder of
-// its result token and callback code.
-func (s *Server) takeResult(ctx context.Context, req wire.PasskeyResultRequest) (*passkeyResult, error) {
-	if len(req.ID) != 2*identity.TokenBytes || strings.Trim(req.ID, "0123456789abcdef") != "" {
-		return nil, badRequest("bad passkey login id")
-	}
-	key := prefixPasskeyResult + req.ID
-	var res passkeyResult
-	if err := s.getJSON(ctx, key, &res); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("%w: no outcome for this sign-in (expired or already fetched)", ErrUnauthenticated)
-		}
-		return nil, err
-	}
-	token := subtle.ConstantTimeCompare([]byte(identity.HashToken(req.ResultToken)), []byte(res.ResultHash))
-	code := subtle.ConstantTimeCompare([]byte(identity.HashToken(req.Code)), []byte(res.CodeHash))
-	if token&code != 1 {
-		return nil, fmt.Errorf("%w: wrong result token or callback code (the sign-in must come back to this machine's browser)", ErrUnauthenticated)
-	}
-	if err := s.b.Delete(ctx, key); err != nil {
-		return nil, fmt.Errorf("%w: no outcome for this sign-in (already fetched)", ErrUnauthenticated)
-	}
-	if res.Error != "" {
-		return nil, fmt.Errorf("%w: %s", ErrAccessDenied, res.Error)
-	}
-	return &res, nil
+// its result token and callback code (takeHandoffResult).
+func (s *Server) takeResult(ctx context.Context, req wire.PasskeyResultRequest) (*handoffResult, error) {
+	return s.takeHandoffResult(ctx, prefixPasskeyResult, req.ID, req.ResultToken, req.Code, req.RemoteAddr)
 }

@@ -464,7 +464,8 @@ func (s *Server) BeginSAML(ctx context.Context, req wire.SSOBeginRequest) (*wire
 // recipient and destination, InResponseTo, times, replay; and Warden's
 // own checks on top: the assertion itself signed, no comments, one
 // assertion, a small clock skew), maps the attributes to roles and issues
-// the certificates. It returns where to send the browser next.
+// the certificates. It returns where to send the browser next (with the
+// login id and a one-time code, as OIDCCallback).
 func (s *Server) SAMLACS(ctx context.Context, connector, samlResponse, relayState, remote string) (string, error) {
 	if relayState == "" || len(relayState) > 128 {
 		return "", badRequest("missing RelayState")
@@ -490,16 +491,14 @@ func (s *Server) SAMLACS(ctx context.Context, connector, samlResponse, relayStat
 	} else {
 		resp, reason, err = s.finishSAML(ctx, &p, samlResponse)
 	}
-	res := ssoResult{ResultHash: p.ResultHash, Login: resp}
+	res := handoffResult{ResultHash: p.ResultHash, Login: resp, Method: "saml", Connector: p.Connector}
 	if err != nil {
 		res.Error = err.Error()
 		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, RemoteAddr: p.RemoteAddr, Success: false,
 			Error: reason, Fields: map[string]any{"method": "saml", "connector": p.Connector}})
 	}
-	if err := s.createJSON(ctx, prefixSSOResult+p.ID, res, s.now().Add(ssoResultTTL)); err != nil {
-		return "", err
-	}
-	return p.ClientRedirect + "?id=" + url.QueryEscape(p.ID), nil
+	// As OIDCCallback: the login id and a one-time code for the browser.
+	return s.putHandoffResult(ctx, prefixSSOResult, p.ID, p.ClientRedirect, res)
 }
 
 func (s *Server) finishSAML(ctx context.Context, p *ssoPending, samlResponse string) (*wire.LoginResponse, string, error) {

@@ -236,10 +236,21 @@ func (f *samlFixture) finish(l samlLogin) (*wire.LoginResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want := "http://127.0.0.1:1/callback?id=" + l.begin.ID; next != want {
-		f.t.Fatalf("ACS sends the browser to %s, want %s", next, want)
+	return f.a.ResultOIDC(context.Background(), wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken,
+		Code: callbackCode(f.t, next, "http://127.0.0.1:1/callback", l.begin.ID)})
+}
+
+// callbackCode checks where the proxy sends the browser after the IdP
+// (the client's callback with the login id and a one-time code) and
+// returns the code.
+func callbackCode(t testing.TB, next, callback, id string) string {
+	t.Helper()
+	u, err := url.Parse(next)
+	q := u.Query()
+	if err != nil || !strings.HasPrefix(next, callback+"?") || q.Get("id") != id || len(q.Get("code")) != 2*identity.TokenBytes || len(q) != 2 {
+		t.Fatalf("the browser is sent to %s, want %s?id=%s&code=...", next, callback, id)
 	}
-	return f.a.ResultOIDC(context.Background(), wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken})
+	return q.Get("code")
 }
 
 func TestSAMLLogin(t *testing.T) {
@@ -542,10 +553,12 @@ func TestSAMLRefusals(t *testing.T) {
 	})
 	t.Run("posted to another connector", func(t *testing.T) {
 		l := f.start("alice")
-		if _, err := f.a.SAMLACS(ctx, "other", l.samlResponse, l.relay, "127.0.0.1"); err != nil {
+		next, err := f.a.SAMLACS(ctx, "other", l.samlResponse, l.relay, "127.0.0.1")
+		if err != nil {
 			t.Fatal(err)
 		}
-		_, err := f.a.ResultOIDC(ctx, wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken})
+		_, err = f.a.ResultOIDC(ctx, wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken,
+			Code: callbackCode(t, next, "http://127.0.0.1:1/callback", l.begin.ID)})
 		if err == nil || !strings.Contains(err.Error(), `posted to connector "other"`) {
 			t.Fatalf("a response posted to another connector's ACS: %v", err)
 		}
@@ -572,10 +585,12 @@ func TestSAMLRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer a2.Close()
-		if _, err := a2.SAMLACS(ctx, samlConnectorName, l.samlResponse, relay3, "127.0.0.1"); err != nil {
+		next, err := a2.SAMLACS(ctx, samlConnectorName, l.samlResponse, relay3, "127.0.0.1")
+		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = a2.ResultOIDC(ctx, wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken})
+		_, err = a2.ResultOIDC(ctx, wire.SSOResultRequest{ID: l.begin.ID, ResultToken: l.begin.ResultToken,
+			Code: callbackCode(t, next, "http://127.0.0.1:1/callback", l.begin.ID)})
 		if err == nil || !strings.Contains(err.Error(), "already been used") {
 			t.Fatalf("replay after a restart: %v", err)
 		}

@@ -38,9 +38,8 @@ type (
 const (
 	prefixOIDC       = "/connectors/oidc/"
 	prefixSSOPending = "/sso/pending/" // by the hash of the state; TTL ssoPendingTTL
-	prefixSSOResult  = "/sso/results/" // by the login id; TTL ssoResultTTL
+	prefixSSOResult  = "/sso/results/" // by the login id; TTL resultTTL
 	ssoPendingTTL    = 10 * time.Minute
-	ssoResultTTL     = 2 * time.Minute
 	// oidcSkew is the clock skew allowed between auth and the IdP.
 	oidcSkew = time.Minute
 )
@@ -257,13 +256,6 @@ type ssoPending struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
-// ssoResult is its outcome, for the client that started it.
-type ssoResult struct {
-	ResultHash string              `json:"result_hash"`
-	Login      *wire.LoginResponse `json:"login,omitempty"`
-	Error      string              `json:"error,omitempty"`
-}
-
 // BeginOIDC starts an SSO login: authorization code flow with PKCE
 // (S256), a state and a nonce, each single-use. The browser comes back to
 // the proxy (OIDCCallback), which sends it on to the client's loopback
@@ -300,28 +292,29 @@ func (s *Server) BeginOIDC(ctx context.Context, req wire.SSOBeginRequest) (*wire
 	return &wire.SSOBeginResponse{AuthURL: authURL, ID: id, ResultToken: result}, nil
 }
 
-// checkSSOBegin checks the client's key and where the browser returns.
+// checkSSOBegin checks the client's key and where the browser returns:
+// the CLI's loopback listener, or for the web UI a path on the proxy.
 func checkSSOBegin(req wire.SSOBeginRequest) error {
 	if _, err := parsePublicKey(req.PublicKey); err != nil {
 		return badRequest("%v", err)
 	}
-	u, err := url.Parse(req.ClientRedirect)
-	switch {
-	case req.Web:
-		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/web/") || u.RawQuery != "" {
+	if req.Web {
+		u, err := url.Parse(req.ClientRedirect)
+		if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/web/") || strings.HasPrefix(u.Path, "//") ||
+			u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || len(req.ClientRedirect) > maxClientRedirect {
 			return badRequest("a web sign-in returns to a path under /web/")
 		}
-	case err != nil || u.Scheme != "http" || !wire.IsLoopbackHost(u.Hostname()) || u.RawQuery != "":
-		return badRequest("client_redirect must be an http URL on a loopback address, without a query")
+		return nil
 	}
-	return nil
+	return checkLoopbackRedirect(req.ClientRedirect)
 }
 
 // OIDCCallback is the IdP's redirect back (through the proxy): it spends
 // the state, exchanges the code with the PKCE verifier, verifies the ID
 // token (signature, issuer, audience, expiry, nonce), maps the claims to
 // roles and issues the certificates. It returns where to send the browser
-// next: the client's loopback callback, with the login id. Failures
+// next: the client's loopback callback, with the login id and a fresh
+// one-time code the result must carry. Failures
 // before the state is known return an error; later ones are kept for the
 // client to fetch (ResultOIDC).
 func (s *Server) OIDCCallback(ctx context.Context, state, code, idpError, remote string) (string, error) {
@@ -341,16 +334,15 @@ func (s *Server) OIDCCallback(ctx context.Context, state, code, idpError, remote
 		return "", fmt.Errorf("%w: unknown or already used SSO state; start the login again", ErrUnauthenticated)
 	}
 	resp, reason, err := s.finishOIDC(ctx, &p, code, idpError)
-	res := ssoResult{ResultHash: p.ResultHash, Login: resp}
+	res := handoffResult{ResultHash: p.ResultHash, Login: resp, Method: "oidc", Connector: p.Connector}
 	if err != nil {
 		res.Error = err.Error()
 		s.emit(ctx, audit.Event{Event: audit.UserLogin, Code: audit.CodeLoginFailure, RemoteAddr: p.RemoteAddr, Success: false,
 			Error: reason, Fields: map[string]any{"method": "oidc", "connector": p.Connector}})
 	}
-	if err := s.createJSON(ctx, prefixSSOResult+p.ID, res, s.now().Add(ssoResultTTL)); err != nil {
-		return "", err
-	}
-	return p.ClientRedirect + "?id=" + url.QueryEscape(p.ID), nil
+	// The login id and a one-time code go to the browser that came back
+	// from the IdP: the result needs both the begin's token and this code.
+	return s.putHandoffResult(ctx, prefixSSOResult, p.ID, p.ClientRedirect, res)
 }
 
 // finishOIDC returns the certificates, or the error for the client and
@@ -553,28 +545,16 @@ func (s *Server) ssoUser(ctx context.Context, id ssoIdentity, p *ssoPending) (*w
 	return resp, "", nil
 }
 
-// ResultOIDC hands the outcome of an SSO login to the client that started
-// it (it alone knows the result token), once.
+// ResultOIDC hands the outcome of an SSO login (OIDC or SAML) to the
+// client that started it (it alone knows the result token) on the machine
+// or browser that signed in at the IdP (the callback code), once.
 func (s *Server) ResultOIDC(ctx context.Context, req wire.SSOResultRequest) (*wire.LoginResponse, error) {
-	if len(req.ID) != 2*identity.TokenBytes {
-		return nil, badRequest("bad SSO login id")
-	}
-	key := prefixSSOResult + req.ID
-	var res ssoResult
-	if err := s.getJSON(ctx, key, &res); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("%w: no outcome for this SSO login (expired or already fetched)", ErrUnauthenticated)
-		}
+	res, err := s.takeHandoffResult(ctx, prefixSSOResult, req.ID, req.ResultToken, req.Code, req.RemoteAddr)
+	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(identity.HashToken(req.ResultToken)), []byte(res.ResultHash)) != 1 {
-		return nil, fmt.Errorf("%w: wrong SSO result token", ErrUnauthenticated)
-	}
-	if err := s.b.Delete(ctx, key); err != nil {
-		return nil, fmt.Errorf("%w: no outcome for this SSO login (already fetched)", ErrUnauthenticated)
-	}
-	if res.Error != "" {
-		return nil, fmt.Errorf("%w: %s", ErrAccessDenied, res.Error)
+	if res.Login == nil {
+		return nil, fmt.Errorf("%w: this is not a sign-in", ErrUnauthenticated)
 	}
 	return res.Login, nil
 }

@@ -110,7 +110,15 @@ func browserHandoff(ctx context.Context, open func(string) error, wait time.Dura
 		}
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
+	// Shutdown, not Close: the browser's request that brought the code
+	// gets its whole answer before the listener goes.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
 	h, err := begin("http://" + ln.Addr().String() + "/callback")
 	if err != nil {
 		return none, err

@@ -2,11 +2,8 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -32,14 +29,13 @@ type SSOOptions struct {
 // LoginSSO logs in through an SSO connector: a key pair is made here, auth
 // returns the IdP's URL (authorization code flow with PKCE, state and
 // nonce, all kept by auth), the browser signs in with the IdP and comes
-// back through the proxy to a listener on this machine's loopback, and
-// the certificates are fetched with a token only this process knows.
+// back through the proxy to a listener on this machine's loopback with a
+// one-time code, and the certificates are fetched with that code and a
+// token only this process knows (someone who got the IdP's link from
+// whoever ran this cannot hand their sign-in to them).
 func LoginSSO(ctx context.Context, dir string, opt SSOOptions) (*Profile, error) {
 	if opt.Out == nil {
 		opt.Out = io.Discard
-	}
-	if opt.Wait <= 0 {
-		opt.Wait = 5 * time.Minute
 	}
 	c, _, err := TrustCluster(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
 	if err != nil {
@@ -50,49 +46,22 @@ func LoginSSO(ctx context.Context, dir string, opt SSOOptions) (*Profile, error)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listen for the SSO callback: %w", err)
-	}
-	defer ln.Close()
-	ids := make(chan string, 1)
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/callback" {
-			http.NotFound(w, r)
-			return
+	// The same hand-off as --passkey: the browser comes back to a loopback
+	// listener with the login id and a one-time code, and the result needs
+	// the code as well as the token only this process knows.
+	var begin *wire.SSOBeginResponse
+	back, err := browserHandoff(ctx, opt.Open, opt.Wait, func(redirect string) (*wire.PasskeyHandoff, error) {
+		begin, err = c.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: opt.Connector, PublicKey: strings.TrimSpace(string(marshalPub(pub))),
+			ClientRedirect: redirect, TTL: opt.TTL})
+		if err != nil {
+			return nil, err
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		select {
-		case ids <- r.URL.Query().Get("id"):
-			fmt.Fprintln(w, "Warden: sign-in received. You can close this window and return to the terminal.")
-		default:
-			w.WriteHeader(http.StatusConflict)
-			fmt.Fprintln(w, "Warden: this sign-in was already received.")
-		}
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	begin, err := c.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: opt.Connector, PublicKey: strings.TrimSpace(string(marshalPub(pub))),
-		ClientRedirect: "http://" + ln.Addr().String() + "/callback", TTL: opt.TTL})
+		return &wire.PasskeyHandoff{URL: begin.AuthURL, ID: begin.ID, ResultToken: begin.ResultToken}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := opt.Open(begin.AuthURL); err != nil {
-		return nil, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, opt.Wait)
-	defer cancel()
-	var id string
-	select {
-	case id = <-ids:
-	case <-wctx.Done():
-		return nil, errors.New("timed out waiting for the browser to finish signing in")
-	}
-	if id != begin.ID {
-		return nil, errors.New("the SSO callback is for another login: start again")
-	}
-	resp, err := c.ResultOIDC(ctx, wire.SSOResultRequest{ID: id, ResultToken: begin.ResultToken})
+	resp, err := c.ResultOIDC(ctx, wire.SSOResultRequest{ID: back.ID, ResultToken: back.ResultToken, Code: back.Code})
 	if err != nil {
 		return nil, fmt.Errorf("login failed: %v", err)
 	}

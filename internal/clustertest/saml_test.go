@@ -118,6 +118,34 @@ spec:
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != osLogin {
 		t.Fatalf("ssh with the SAML login's certificate: %s", r)
 	}
+	// Whoever begins a login and sends the IdP's link to alice does not
+	// get her certificates: the code goes to her browser only.
+	t.Run("hand-off to another's browser", func(t *testing.T) {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sshPub, _ := ssh.NewPublicKey(pub)
+		begin, err := c.Admin.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: "corp", PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))),
+			ClientRedirect: "http://127.0.0.1:1/callback"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim := HTTPSClient(ping.TLSCA, nil)
+		victim.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, body := PostSAMLResponse(t, victim, idp.SignIn(t, victim, begin.AuthURL, "alice"))
+		back, _ := url.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusSeeOther || back == nil || back.Hostname() != "127.0.0.1" || back.Query().Get("id") != begin.ID || back.Query().Get("code") == "" {
+			t.Fatalf("ACS: %d to %q: %s", resp.StatusCode, resp.Header.Get("Location"), body)
+		}
+		if got, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken}); err == nil ||
+			!strings.Contains(err.Error(), "callback code") {
+			t.Fatalf("whoever began the login, without alice's code: %+v %v", got, err)
+		}
+		if got, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken, Code: back.Query().Get("code")}); err != nil || got.User != "alice" {
+			t.Fatalf("with alice's code: %+v %v", got, err)
+		}
+	})
 	// Bob's groups map to no role: refused, with the reason.
 	if _, res := samlLogin(t, c, idp, ping.TLSCA, "bob"); res.Code == 0 || !strings.Contains(res.Stderr, "attributes map to no role") {
 		t.Fatalf("login --sso of an unmapped user: %s", res)
@@ -196,11 +224,12 @@ func BenchmarkSAMLLogin(b *testing.B) {
 		if resp.StatusCode != http.StatusSeeOther {
 			b.Fatalf("ACS: %d %s", resp.StatusCode, body)
 		}
-		if u, _ := url.Parse(resp.Header.Get("Location")); u == nil || u.Query().Get("id") != begin.ID {
+		back, _ := url.Parse(resp.Header.Get("Location"))
+		if back == nil || back.Query().Get("id") != begin.ID || back.Query().Get("code") == "" {
 			b.Fatalf("ACS sends the browser to %q", resp.Header.Get("Location"))
 		}
 		t2 := time.Now()
-		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken}); err != nil {
+		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken, Code: back.Query().Get("code")}); err != nil {
 			b.Fatal(err)
 		}
 		times = append(times, server+acs+time.Since(t2))

@@ -325,7 +325,11 @@ spec:
 			t.Fatalf("after the web sign-in: %s", page)
 		}
 	})
-
+	// Whoever begins a sign-in and sends the IdP's link to alice does not
+	// get her certificates or session: the CLI's, then the web UI's (a
+	// token request each).
+	t.Run("hand-off to another's browser", func(t *testing.T) { ssoHijackCLI(t, c, idp, ping.TLSCA) })
+	t.Run("web hand-off to another's browser", func(t *testing.T) { ssoHijackWeb(t, c, idp, ping.TLSCA) })
 	// The IdP rotates its signing key: auth fetches the new JWKS for the
 	// unknown key id, and the next login works. Alice has left dbas
 	// meanwhile: the new login has ops only, and the certificate of the
@@ -443,9 +447,10 @@ spec:
 		t.Fatalf("user.login events with method oidc: success %v, refusal %v: %+v", ok, refused, evs)
 	}
 	idp.mu.Lock()
-	defer idp.mu.Unlock()
-	if idp.tokens != 12 {
-		t.Fatalf("%d token requests, want 12", idp.tokens)
+	tokens := idp.tokens
+	idp.mu.Unlock()
+	if tokens != 14 {
+		t.Fatalf("%d token requests, want 14", tokens)
 	}
 }
 
@@ -554,8 +559,9 @@ spec:
 		if resp.StatusCode != http.StatusFound {
 			b.Fatalf("callback: %d %s", resp.StatusCode, body)
 		}
+		back, _ := url.Parse(resp.Header.Get("Location"))
 		t2 := time.Now()
-		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken}); err != nil {
+		if _, err := c.Admin.ResultOIDC(ctx, wire.SSOResultRequest{ID: begin.ID, ResultToken: begin.ResultToken, Code: back.Query().Get("code")}); err != nil {
 			b.Fatal(err)
 		}
 		times = append(times, server+cb+time.Since(t2))

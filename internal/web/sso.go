@@ -84,7 +84,8 @@ func (h *Handler) ssoStart(w http.ResponseWriter, r *http.Request) {
 }
 
 // ssoDone is where the proxy's SSO callback sends the browser: the
-// outcome is fetched with the token only this browser's entry holds, and
+// outcome is fetched with the token only this browser's entry holds and
+// the one-time code in this request's URL, and
 // the certificates become the session's identity, as a password sign-in's.
 func (h *Handler) ssoDone(w http.ResponseWriter, r *http.Request) {
 	c, err := r.Cookie(ssoCookie)
@@ -99,7 +100,12 @@ func (h *Handler) ssoDone(w http.ResponseWriter, r *http.Request) {
 		h.renderSignin(w, r, http.StatusUnauthorized, Prefix+"servers", "This single sign-on was not started in this browser, or took too long; please try again.")
 		return
 	}
-	resp, err := h.auth.ResultOIDC(r.Context(), auth.SSOResultRequest{ID: l.id, ResultToken: l.resultToken})
+	// Both halves: the result token this browser's cookie entry holds, and
+	// the one-time code the IdP's return brought to this very request. A
+	// browser that started a sign-in and sent the IdP's link to someone
+	// else has the cookie but never sees the code.
+	resp, err := h.auth.ResultOIDC(r.Context(), auth.SSOResultRequest{ID: l.id, ResultToken: l.resultToken,
+		Code: r.URL.Query().Get("code"), RemoteAddr: remoteIP(r)})
 	if err != nil {
 		h.renderSignin(w, r, statusOf(err), l.next, h.message(err))
 		return

@@ -140,4 +140,5 @@ type PasskeyResultRequest struct {
 	ID          string `json:"id"`
 	ResultToken string `json:"result_token"`
 	Code        string `json:"code"`
+	RemoteAddr  string `json:"-"`
 }

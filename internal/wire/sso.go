@@ -96,10 +96,15 @@ type SSOBeginResponse struct {
 	ResultToken string `json:"result_token"`
 }
 
-// SSOResultRequest fetches the outcome of an SSO login (once).
+// SSOResultRequest fetches the outcome of an SSO login, once: the login
+// id and result token the client got when it began, and the code the
+// browser brought back to its callback. Both halves are needed: whoever
+// began a login and sent the IdP's link to someone else lacks the code.
 type SSOResultRequest struct {
 	ID          string `json:"id"`
 	ResultToken string `json:"result_token"`
+	Code        string `json:"code"`
+	RemoteAddr  string `json:"-"`
 }
 
 // Validate checks a connector: auth before it stores it, the CLI before
