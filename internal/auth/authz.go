@@ -71,6 +71,10 @@ var operations = map[string]rule{
 	// Nodes.
 	"ListNodes": {kinds: kinds(KindAdmin), own: kinds(KindUser), share: "the nodes its roles allow", does: "list nodes"},
 	"Watch":     {kinds: kinds(KindAdmin, KindNode), does: "watch roles and locks"},
+	// Kubernetes: clusters listed like nodes; each API request decided for
+	// the user making it (the proxy asks with the user's current caller).
+	"ListKubeClusters": {kinds: kinds(KindAdmin), own: kinds(KindUser), share: "the clusters its roles allow", does: "list kubernetes clusters"},
+	"AuthorizeKube":    {kinds: kinds(KindUser), does: "use kubernetes clusters"},
 	// Only a node renews its certificates, uploads and completes its
 	// recordings (AppendLocalRecording: the node in auth's process).
 	"RenewNodeCerts":       {kinds: kinds(KindNode), does: "renew node certificates"},
