@@ -187,6 +187,7 @@ Quick start (one machine):
 		newTokensCmd(g), newAuditCmd(g),
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g), newJoinCmd(g),
 		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g),
+		newKubeCmd(g),
 	)
 	return root
 }

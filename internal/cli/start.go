@@ -103,6 +103,9 @@ A YAML file (--config) can hold the same settings; flags override it:
 				}
 				c.Node.Commands = append(c.Node.Commands, parsed)
 			}
+			if err := applyKubeStartFlags(f, c, c.Node.Labels); err != nil {
+				return err
+			}
 			if err := c.CheckAndSetDefaults(); err != nil {
 				return err
 			}
@@ -119,7 +122,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "YAML configuration file")
 	f.StringVar(&cfg.ClusterName, "cluster-name", "warden", "cluster name (first start only)")
-	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all)")
+	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node,kube (default auth,proxy,node)")
 	f.String("proxy-listen", service.DefaultProxyListen, "the proxy's one address: HTTPS API, SSH jump host and node tunnels")
 	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
 	f.String("metrics-addr", service.DefaultMetricsAddr, `where Prometheus metrics are served (plain HTTP, GET /metrics; not on the public port), or "off"`)
@@ -133,6 +136,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
 	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
 	f.String("session-cgroups", "auto", "auto: each session's processes in a cgroup of their own where the node can (root, cgroup v2), so a lock kills all of them, nohup and setsid jobs included; off: process groups only (node only)")
+	addKubeStartFlags(f)
 	f.BoolVar(&cfg.Node.TunnelOnly, "tunnel-only", false, "carry sessions inside the node's one tunnel instead of a connection per session dialed out to the proxy (slower; node only)")
 	return cmd
 }

@@ -50,7 +50,7 @@ file is read once, to join; delete it afterwards.
 			return nil
 		},
 	}
-	add.Flags().StringVar(&typ, "type", "node", "token type (node)")
+	add.Flags().StringVar(&typ, "type", "node", "token type: node, or kube (a kube agent: warden start --services kube, docs/kubernetes.md)")
 	add.Flags().DurationVar(&ttl, "ttl", 30*time.Minute, "how long the token is valid (max 168h)")
 	add.Flags().BoolVar(&reusable, "reusable", false, "allow several joins until expiry (default: single use)")
 
