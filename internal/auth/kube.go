@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
+	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -94,7 +96,34 @@ func (s *Server) AuthorizeKube(ctx context.Context, c Caller, cluster KubeCluste
 		Resource: res,
 	})
 	if !d.Allowed {
+		if roles := s.suggestKube(ctx, c, cluster, res); len(roles) > 0 {
+			return d, fmt.Errorf("%w: %w; you may request access: warden request create --roles %s --reason \"...\"",
+				ErrAccessDenied, d.Err(), strings.Join(roles, ","))
+		}
 		return d, fmt.Errorf("%w: %w", ErrAccessDenied, d.Err())
 	}
 	return d, nil
+}
+
+// suggestKube names the roles c may request that would allow the request
+// (for the refusal's message), as SuggestRoles does for SSH.
+func (s *Server) suggestKube(ctx context.Context, c Caller, cluster KubeCluster, res policy.KubeResource) []string {
+	held := s.roles.get(c.Roles)
+	all, err := listJSON[*policy.Role](ctx, s.b, prefixRoles)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, cand := range all {
+		if cand == nil || slices.Contains(c.Roles, cand.Metadata.Name) || !access.Requestable(held, cand.Metadata.Name) {
+			continue
+		}
+		d := policy.DecideKube(policy.KubeRequest{Identity: policy.Identity{User: c.User, Traits: c.Traits},
+			Roles: append(slices.Clone(held), cand), Cluster: policy.KubeCluster{Name: cluster.Name, Labels: cluster.Labels}, Resource: res})
+		if d.Allowed {
+			out = append(out, cand.Metadata.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

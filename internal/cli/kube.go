@@ -62,7 +62,7 @@ func newKubeLsCmd(g *globals) *cobra.Command {
 func kubeContextName(cluster string) string { return "warden-" + cluster }
 
 func newKubeLoginCmd(g *globals) *cobra.Command {
-	var kubeconfig string
+	var kubeconfig, binary string
 	c := &cobra.Command{Use: "login CLUSTER", Short: "Point kubectl at a cluster through Warden",
 		Long: `Write a kubeconfig context for CLUSTER and make it current.
 
@@ -87,7 +87,9 @@ $KUBECONFIG, else ~/.kube/config; other entries in it are kept.`,
 				found = found || k.Name == name
 			}
 			if !found {
-				return fmt.Errorf("kubernetes cluster %q is not connected or not allowed by your roles (see: warden kube ls)", name)
+				// Written anyway: with just-in-time access the context
+				// works once a request is approved.
+				textf(g.io.Err, "warning: kubernetes cluster %q is not connected or not allowed by your roles now (see: warden kube ls);\nkubectl will be refused until it is (warden request create --roles ROLE to ask for access).\n", name)
 			}
 			p, err := g.profile()
 			if err != nil {
@@ -97,9 +99,11 @@ $KUBECONFIG, else ~/.kube/config; other entries in it are kept.`,
 			if err != nil {
 				return err
 			}
-			exe, err := os.Executable()
-			if err != nil {
-				return err
+			exe := binary
+			if exe == "" {
+				if exe, err = os.Executable(); err != nil {
+					return err
+				}
 			}
 			args = []string{"kube", "credentials"}
 			if g.home != "" {
@@ -122,6 +126,7 @@ $KUBECONFIG, else ~/.kube/config; other entries in it are kept.`,
 			return nil
 		}}
 	c.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file to write (default: first of $KUBECONFIG, else ~/.kube/config)")
+	c.Flags().StringVar(&binary, "binary", "", "warden binary kubectl runs for credentials (default: this one)")
 	return c
 }
 
