@@ -326,4 +326,3 @@ func write(t testing.TB, dir, name string, data []byte) string {
 	}
 	return p
 }
-
