@@ -1,0 +1,242 @@
+package service
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/kubeagent"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// The kube path in one process, on the unit tier: auth, proxy and a kube
+// agent whose "API server" records what reaches it (the integration tier,
+// internal/clustertest/kube_test.go, runs the same against a real
+// kube-apiserver with kubectl). What reaches the cluster is only the
+// proxy's decision; a refusal never reaches it; a lock ends a live watch
+// at once and refuses the next request.
+func TestKubeThroughProxyAndAgent(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	upstream := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		if r.URL.Query().Get("watch") == "true" {
+			w.Header().Set("Content-Type", "application/json")
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(w, "{\"type\":\"ADDED\",\"n\":%d}\n", i); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+		fmt.Fprintf(w, `{"kind":"PodList","user":%q}`, r.Header.Get("Impersonate-User"))
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: a
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: agent-secret}}]
+contexts: [{name: a, context: {cluster: c, user: u}}]
+`, upstream.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{ClusterName: "test", DataDir: filepath.Join(dir, "data"), Services: []string{Auth, Proxy, Kube},
+		Proxy: ProxyConfig{Listen: "127.0.0.1:0", MetricsAddr: MetricsOff}}
+	cfg.Kube.Clusters = append(cfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
+	ctx := context.Background()
+	p, err := Start(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a := p.Auth()
+	roles, err := policy.ParseRoles([]byte(`kind: role
+metadata: {name: kube-dev}
+spec:
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: [developers]
+    kubernetes_resources: [{kind: pods, namespace: default}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	hc := userClient(t, a, "alice", []string{"kube-dev"})
+	testkit.WaitFor(t, "the kube agent's cluster", func() bool {
+		cl, err := a.ListKubeClusters(ctx, auth.AdminCaller())
+		return err == nil && len(cl) == 1
+	})
+	base := "https://" + p.ProxyAddr() + "/kube/"
+
+	get := func(path string, h map[string]string) (int, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	last := func() http.Header {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) == 0 {
+			return nil
+		}
+		return seen[len(seen)-1]
+	}
+
+	code, body := get("k1/api/v1/namespaces/default/pods", map[string]string{
+		"Impersonate-User": "admin", "Impersonate-Group": "system:masters", "Authorization": "Bearer stolen",
+		"X-Warden-Kube-Identity": `{"cluster":"k1","user":"admin","groups":["system:masters"]}`})
+	if code != http.StatusOK || !strings.Contains(body, `"user":"alice"`) {
+		t.Fatalf("allowed request: %d %s", code, body)
+	}
+	h := last()
+	if h.Get("Impersonate-User") != "alice" || strings.Join(h.Values("Impersonate-Group"), ",") != "developers" ||
+		h.Get("Authorization") != "Bearer agent-secret" || h.Get("X-Warden-Kube-Identity") != "" {
+		t.Fatalf("the API server saw %v", h)
+	}
+
+	mu.Lock()
+	n := len(seen)
+	mu.Unlock()
+	for path, want := range map[string]string{
+		"k1/api/v1/namespaces/kube-system/pods": `list pods in namespace kube-system is not allowed on kubernetes cluster \"k1\"`,
+		"k1/api/v1/nodes":                       `list nodes is not allowed`,
+		"k2/api/v1/namespaces/default/pods":     `kubernetes cluster \"k2\" is not connected or not allowed`,
+	} {
+		if code, body := get(path, nil); code != http.StatusForbidden || !strings.Contains(body, want) || !strings.Contains(body, `"kind":"Status"`) {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+	}
+	mu.Lock()
+	if len(seen) != n {
+		t.Fatalf("refused requests reached the API server: %v", seen[n:])
+	}
+	mu.Unlock()
+
+	// A live watch ends as soon as a lock matches its user.
+	resp, err := hc.Get(base + "k1/api/v1/namespaces/default/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewReader(resp.Body)
+	if _, err := lines.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "go home"}); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := lines.ReadString('\n'); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ended:
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("the watch ended %s after the lock", d)
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatal("the watch outlived the lock")
+	}
+	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusForbidden || !strings.Contains(body, "go home") {
+		t.Fatalf("after the lock: %d %s", code, body)
+	}
+}
+
+// userClient signs up user with roles and returns an HTTPS client with
+// the user's certificate.
+func userClient(t *testing.T, a *auth.Server, user string, roles []string) *http.Client {
+	t.Helper()
+	ctx := context.Background()
+	inv, err := a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: user, Roles: roles})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := a.BeginSignup(ctx, auth.SignupRequest{Token: inv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otp, err := identity.TOTPCode(ch.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.CompleteSignup(ctx, auth.SignupRequest{Token: inv.Token, Password: "a good long password", OTP: otp,
+		PublicKey: string(ssh.MarshalAuthorizedKey(sp))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pemDecode([]byte(resp.TLSCert))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(resp.TLSCA))
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{block}, PrivateKey: priv}}}}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return hc
+}
+
+func kubeClusterSettings(name, kubeconfig string) kubeagent.ClusterSettings {
+	return kubeagent.ClusterSettings{Name: name, Kubeconfig: kubeconfig, Labels: map[string]string{"env": "dev"}}
+}
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	p, rest := pem.Decode(b)
+	if p == nil {
+		return nil, rest
+	}
+	return p.Bytes, rest
+}
