@@ -66,11 +66,11 @@ spec:
 type kubeEnv struct {
 	c    *Cluster
 	kc   *kubetest.Cluster
-	t    *testing.T
+	t    testing.TB
 	name string
 }
 
-func startKubeEnv(t *testing.T) *kubeEnv {
+func startKubeEnv(t testing.TB) *kubeEnv {
 	t.Helper()
 	kc := kubetest.Start(t)
 	c := New(t, Options{NoNode: true})
@@ -129,7 +129,7 @@ func startKubeEnv(t *testing.T) *kubeEnv {
 	return &kubeEnv{c: c, kc: kc, t: t, name: "test-k8s"}
 }
 
-func readFile(t *testing.T, p string) string {
+func readFile(t testing.TB, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	if err != nil {
