@@ -375,6 +375,11 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+				kubeStatus(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
+					fmt.Sprintf("warden: the request body is larger than %d bytes", maxKubeBody))
+				return
+			}
 			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 				err = cause
 			}

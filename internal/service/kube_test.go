@@ -43,6 +43,10 @@ func TestKubeThroughProxyAndAgent(t *testing.T) {
 		mu.Lock()
 		seen = append(seen, r.Header.Clone())
 		mu.Unlock()
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		if r.URL.Query().Get("watch") == "true" {
 			w.Header().Set("Content-Type", "application/json")
 			for i := 0; ; i++ {
@@ -148,6 +152,23 @@ spec:
 			t.Fatalf("%s: %d %s", path, code, body)
 		}
 	}
+	// Bodies are bounded.
+	big, err := http.NewRequest("POST", base+"k1/api/v1/namespaces/default/pods", io.LimitReader(zeros{}, 9<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := hc.Do(big); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("9 MiB body: %s", resp.Status)
+		}
+	}
+	mu.Lock()
+	n = len(seen) // the upstream may have seen the start of it
+	mu.Unlock()
+
 	mu.Lock()
 	if len(seen) != n {
 		t.Fatalf("refused requests reached the API server: %v", seen[n:])
@@ -239,4 +260,11 @@ func pemDecode(b []byte) ([]byte, []byte) {
 		return nil, rest
 	}
 	return p.Bytes, rest
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
