@@ -231,3 +231,13 @@ func applyKubeStartFlags(f *pflag.FlagSet, c *service.Config, labels map[string]
 	c.Kube.Clusters = append(c.Kube.Clusters, kubeagent.ClusterSettings{Name: name, Labels: labels, Kubeconfig: kc, Context: kctx, InCluster: in})
 	return nil
 }
+
+// joinExtra is what the join command printed by tokens add needs besides
+// the token for a token type: a kube agent names its cluster and the
+// kubeconfig with its own credentials.
+func joinExtra(tokenType string) string {
+	if tokenType == "kube" {
+		return " \\\n      --kube-cluster NAME --kubeconfig agent.kubeconfig   # credentials that may only impersonate: docs/kubernetes.md"
+	}
+	return ""
+}
