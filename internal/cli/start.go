@@ -146,6 +146,10 @@ const tokenEnv = "WARDEN_TOKEN"
 
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
+	if p.Auth() == nil && p.Node() == nil {
+		textf(w, "\nKube agent %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Kube.Name, c.Kube.ProxyAddr, c.DataDir)
+		return
+	}
 	if p.Auth() == nil {
 		textf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Node.Name, c.Node.ProxyAddr, c.DataDir)
 		return

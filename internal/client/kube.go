@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -40,6 +41,9 @@ func (p *Profile) KubeCredential() (*KubeCredential, error) {
 	raw, err := ssh.ParseRawPrivateKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("profile key: %w", err)
+	}
+	if k, ok := raw.(*ed25519.PrivateKey); ok {
+		raw = *k
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(raw)
 	if err != nil {

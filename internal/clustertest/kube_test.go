@@ -124,7 +124,9 @@ func startKubeEnv(t testing.TB) *kubeEnv {
 	})
 	// Something to see, and RBAC for the viewers group in default.
 	kc.Must(t, "apiVersion: v1\nkind: Node\nmetadata: {name: kube-node-1}\n", "apply", "-f", "-")
-	kc.Must(t, "", "create", "rolebinding", "viewers", "--clusterrole=view", "--group=viewers", "-n", "default")
+	// (The aggregated "view" role stays empty without a controller manager.)
+	kc.Must(t, "", "create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods,configmaps", "-n", "default")
+	kc.Must(t, "", "create", "rolebinding", "viewers", "--role=pod-reader", "--group=viewers", "-n", "default")
 	kc.Must(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm1, namespace: default}\ndata: {a: b}\n", "apply", "-f", "-")
 	return &kubeEnv{c: c, kc: kc, t: t, name: "test-k8s"}
 }

@@ -289,6 +289,8 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func kubeError(w http.ResponseWriter, code int, msg string) {
+	// kubectl shows a discovery request's error only as a warning.
+	w.Header().Set("Warning", `299 - "`+strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", " ", "\r", " ").Replace(msg)+`"`)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{},

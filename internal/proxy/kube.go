@@ -268,7 +268,12 @@ func (s *Server) KubeHandler() http.Handler {
 
 // kubeStatus writes a Kubernetes Status object, which kubectl prints as
 // "Error from server (Reason): message".
+//
+// The message also goes in a Warning header (RFC 7234 form, which
+// client-go prints as "Warning: ..."): kubectl shows only "unknown" for
+// a refused discovery request (/api, /apis), the first request it makes.
 func kubeStatus(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set("Warning", `299 - "`+strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", " ", "\r", " ").Replace(msg)+`"`)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
