@@ -463,19 +463,42 @@ func (s *Server) kubeAudit(ev audit.Event) {
 }
 
 func (s *Server) runKubeAudit() {
+	batch := make([]audit.Event, 0, 512)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if be, ok := s.cfg.Audit.(audit.BatchEmitter); ok {
+			_ = be.EmitBatch(context.Background(), batch)
+		} else {
+			for _, ev := range batch {
+				_ = s.cfg.Audit.Emit(context.Background(), ev)
+			}
+		}
+		batch = batch[:0]
+	}
+	// Take what is queued, up to a batch, and store it in one go: one
+	// transaction for many requests.
+	take := func() {
+		for len(batch) < cap(batch) {
+			select {
+			case ev := <-s.kube.events:
+				batch = append(batch, ev)
+			default:
+				return
+			}
+		}
+	}
 	for {
 		select {
 		case ev := <-s.kube.events:
-			_ = s.cfg.Audit.Emit(context.Background(), ev)
+			batch = append(batch, ev)
+			take()
+			flush()
 		case <-s.shutdown:
-			for {
-				select {
-				case ev := <-s.kube.events:
-					_ = s.cfg.Audit.Emit(context.Background(), ev)
-				default:
-					return
-				}
-			}
+			take()
+			flush()
+			return
 		}
 	}
 }
