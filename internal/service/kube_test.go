@@ -209,6 +209,19 @@ spec:
 	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusForbidden || !strings.Contains(body, "go home") {
 		t.Fatalf("after the lock: %d %s", code, body)
 	}
+
+	// A lock on the cluster (by its name, as a node's) refuses everyone.
+	bob := userClient(t, a, "bob", []string{"kube-dev"})
+	hc = bob
+	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusOK {
+		t.Fatalf("bob: %d %s", code, body)
+	}
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Node: "k1"}, Message: "k1 under maintenance"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusForbidden || !strings.Contains(body, "k1 under maintenance") {
+		t.Fatalf("bob after the cluster lock: %d %s", code, body)
+	}
 }
 
 // userClient signs up user with roles and returns an HTTPS client with
