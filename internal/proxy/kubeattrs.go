@@ -37,13 +37,22 @@ func parseKubeRequest(method, path string, query url.Values) (policy.KubeResourc
 	case len(parts) >= 3 && parts[0] == "apis":
 		parts = parts[3:]
 	default:
-		res.Verb = strings.ToLower(method)
-		if method == "GET" || method == "HEAD" {
+		// A non-resource URL: its verb is the method, as the API server
+		// says it.
+		switch method {
+		case "GET", "HEAD":
 			res.Verb = "get"
+		case "POST", "PUT", "PATCH", "DELETE", "OPTIONS":
+			res.Verb = strings.ToLower(method)
+		default:
+			return policy.KubeResource{}, errors.New("unsupported method " + method)
 		}
 		return res, nil
 	}
 	if len(parts) == 0 || parts[0] == "" {
+		if method != "GET" && method != "HEAD" {
+			return policy.KubeResource{}, errors.New("unsupported method " + method)
+		}
 		res.Verb = "get"
 		return res, nil
 	}
