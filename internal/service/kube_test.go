@@ -152,6 +152,12 @@ spec:
 			t.Fatalf("%s: %d %s", path, code, body)
 		}
 	}
+	mu.Lock()
+	if len(seen) != n {
+		t.Fatalf("refused requests reached the API server: %v", seen[n:])
+	}
+	mu.Unlock()
+
 	// Bodies are bounded.
 	big, err := http.NewRequest("POST", base+"k1/api/v1/namespaces/default/pods", io.LimitReader(zeros{}, 9<<20))
 	if err != nil {
@@ -165,15 +171,6 @@ spec:
 			t.Fatalf("9 MiB body: %s", resp.Status)
 		}
 	}
-	mu.Lock()
-	n = len(seen) // the upstream may have seen the start of it
-	mu.Unlock()
-
-	mu.Lock()
-	if len(seen) != n {
-		t.Fatalf("refused requests reached the API server: %v", seen[n:])
-	}
-	mu.Unlock()
 
 	// A live watch ends as soon as a lock matches its user.
 	resp, err := hc.Get(base + "k1/api/v1/namespaces/default/pods?watch=true")
