@@ -278,3 +278,25 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+func TestKubeServiceConfig(t *testing.T) {
+	c := &Config{DataDir: t.TempDir(), Services: []string{Kube}}
+	if err := c.CheckAndSetDefaults(); err == nil || !strings.Contains(err.Error(), "--proxy") {
+		t.Fatalf("a kube agent without a proxy: %v", err)
+	}
+	c = &Config{DataDir: t.TempDir(), Services: []string{Kube}, Kube: kubeagent.Settings{ProxyAddr: "proxy:3080"}}
+	if err := c.CheckAndSetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
+	if err := os.WriteFile(cfgPath, []byte("services: [kube]\nkube:\n  proxy: p:3080\n  clusters:\n    - {name: a, kubeconfig: /k, labels: {env: dev}}\n    - {name: b, in_cluster: true}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded.Kube.Clusters) != 2 || loaded.Kube.Clusters[0].Labels["env"] != "dev" || !loaded.Kube.Clusters[1].InCluster {
+		t.Fatalf("kube config: %+v", loaded.Kube)
+	}
+}
