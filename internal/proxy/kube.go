@@ -20,6 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
@@ -77,7 +78,17 @@ type kubeState struct {
 type kubeLive struct {
 	sub    lock.Subject
 	cancel context.CancelCauseFunc
+	// For the periodic re-decision (roles edited, requests expired).
+	caller  auth.Caller
+	remote  string
+	cluster auth.KubeCluster
+	res     policy.KubeResource
 }
+
+// kubeRedecideInterval is how often live kube requests are decided
+// again against the current state (a role's definition changed, an access
+// request expired); locks end them at once (ReverifyKube).
+const kubeRedecideInterval = 10 * time.Second
 
 // KubeClusters lists the clusters of the connected kube agents.
 func (s *Server) KubeClusters() []auth.KubeCluster {
@@ -344,7 +355,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	live := &kubeLive{sub: sub, cancel: cancel}
+	live := &kubeLive{sub: sub, cancel: cancel, caller: c, remote: r.RemoteAddr, cluster: cluster, res: res}
 	s.kube.mu.Lock()
 	s.kube.live[live] = struct{}{}
 	s.kube.mu.Unlock()
@@ -445,6 +456,40 @@ func (s *Server) ReverifyKube() {
 	s.kube.mu.RUnlock()
 	for i, l := range matched {
 		l.cancel(errors.New(kubeReason(errs[i])))
+	}
+}
+
+// redecideKube decides every live kube request again, as if it were
+// made now, and ends those no longer allowed.
+func (s *Server) redecideKube() {
+	s.kube.mu.RLock()
+	live := make([]*kubeLive, 0, len(s.kube.live))
+	for l := range s.kube.live {
+		live = append(live, l)
+	}
+	s.kube.mu.RUnlock()
+	ctx := context.Background()
+	for _, l := range live {
+		cur, err := s.cfg.Directory.CurrentCaller(ctx, l.caller, "kube", l.remote)
+		if err == nil {
+			_, err = s.cfg.Directory.AuthorizeKube(ctx, cur, l.cluster, l.res)
+		}
+		if err != nil {
+			l.cancel(errors.New(kubeReason(err)))
+		}
+	}
+}
+
+func (s *Server) runKubeRedecide() {
+	t := time.NewTicker(kubeRedecideInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.redecideKube()
+		case <-s.shutdown:
+			return
+		}
 	}
 }
 

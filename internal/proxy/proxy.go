@@ -130,6 +130,8 @@ func New(cfg Config) (*Server, error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.runKubeAudit() }()
 	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.runKubeRedecide() }()
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
 		MaxAuthTries:      6,

@@ -213,6 +213,35 @@ spec:
 	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusOK {
 		t.Fatalf("bob: %d %s", code, body)
 	}
+	// An edited role ends live requests it no longer allows, at the next
+	// re-decision (every 10 s).
+	watch, err := hc.Get(base + "k1/api/v1/namespaces/default/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Body.Close()
+	wlines := bufio.NewReader(watch.Body)
+	if _, err := wlines.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	narrowed := *roles[0]
+	narrowed.Spec.Allow.KubernetesResources = []policy.KubernetesResource{{Kind: "configmaps"}}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), &narrowed); err != nil {
+		t.Fatal(err)
+	}
+	edited := time.Now()
+	for {
+		if _, err := wlines.ReadString('\n'); err != nil {
+			break
+		}
+	}
+	if d := time.Since(edited); d > 15*time.Second {
+		t.Fatalf("the watch ended %s after the role was edited", d)
+	}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+
 	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Node: "k1"}, Message: "k1 under maintenance"}); err != nil {
 		t.Fatal(err)
 	}
