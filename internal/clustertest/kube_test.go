@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
@@ -128,6 +130,10 @@ func startKubeEnv(t testing.TB) *kubeEnv {
 	kc.Must(t, "", "create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods,configmaps", "-n", "default")
 	kc.Must(t, "", "create", "rolebinding", "viewers", "--role=pod-reader", "--group=viewers", "-n", "default")
 	kc.Must(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm1, namespace: default}\ndata: {a: b}\n", "apply", "-f", "-")
+	// A kubelet (the test stand-in: commands run as local processes) and
+	// a pod on it, for exec and logs.
+	kubelet := kc.StartKubelet(t, "vk1")
+	kc.Must(t, kubelet.Pod("default", "shell"), "apply", "-f", "-")
 	return &kubeEnv{c: c, kc: kc, t: t, name: "test-k8s"}
 }
 
@@ -151,10 +157,26 @@ func (e *kubeEnv) kubeLogin(home, cluster string) string {
 	return kubeconfig
 }
 
-// kubectl runs the real kubectl with a user's kubeconfig.
+// kubectl runs the real kubectl with a user's kubeconfig; one that runs
+// for more than a minute fails the test.
 func kubectl(t *testing.T, kubeconfig string, args ...string) Result {
 	t.Helper()
-	return Run(t, nil, "kubectl", append([]string{"--kubeconfig", kubeconfig, "--request-timeout", "20s"}, args...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kubeconfig, "--request-timeout", "20s"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("kubectl %s did not finish in a minute:\nstdout: %s\nstderr: %s", strings.Join(args, " "), out.String(), errb.String())
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
 type whoami struct {
@@ -234,31 +256,60 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 		t.Fatalf("kubectl delete: %s", r)
 	}
 
-	// A live watch ends within a second of the lock.
-	watch := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "configmaps", "-n", "default", "--watch")
-	var wout syncbuf.Buffer
-	watch.Stdout, watch.Stderr = &wout, &wout
-	if err := watch.Start(); err != nil {
+	// exec, with and without a terminal (the kubelet stand-in runs the
+	// command as a local process).
+	if r := kubectl(t, kubeconfig, "exec", "shell", "-n", "default", "--", "echo", "hello from the pod"); r.Code != 0 || !strings.Contains(r.Stdout, "hello from the pod") {
+		t.Fatalf("kubectl exec: %s", r)
+	}
+	shell := exec.Command("kubectl", "--kubeconfig", kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+	term, err := pty.Start(shell)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- watch.Wait() }()
-	t.Cleanup(func() { _ = watch.Process.Kill() })
-	testkit.WaitFor(t, "the watch's first lines", func() bool { return strings.Contains(wout.String(), "cm1") })
-	// The watch is live at the proxy before the lock (its first lines
-	// came through it).
+	defer term.Close()
+	var sout syncbuf.Buffer
+	go func() { _, _ = io.Copy(&sout, term) }()
+	if _, err := term.Write([]byte("echo $((6*7))\n")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the shell's answer", func() bool { return strings.Contains(sout.String(), "42") })
+
+	// Long-lived requests: the shell above, logs -f and a watch, each
+	// ends within a second of the lock.
+	var live []*liveKubectl
+	live = append(live, &liveKubectl{name: "exec -it", cmd: shell, out: &sout})
+	for _, args := range [][]string{{"logs", "-f", "shell", "-n", "default"}, {"get", "configmaps", "-n", "default", "--watch"}} {
+		l := &liveKubectl{name: strings.Join(args[:2], " "), cmd: exec.Command("kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...), out: &syncbuf.Buffer{}}
+		l.cmd.Stdout, l.cmd.Stderr = l.out, l.out
+		if err := l.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		live = append(live, l)
+	}
+	for _, l := range live {
+		l.exited = make(chan error, 1)
+		go func() { l.exited <- l.cmd.Wait() }()
+		t.Cleanup(func() { _ = l.cmd.Process.Kill() })
+	}
+	testkit.WaitFor(t, "the first lines of logs -f and the watch", func() bool {
+		return strings.Contains(live[1].out.String(), "shell log line") && strings.Contains(live[2].out.String(), "cm1")
+	})
+	// All are live at the proxy before the lock (their first lines came
+	// through it).
 	locked := time.Now()
 	if r := c.Warden(t.TempDir(), nil, "lock", "--user", "contractor", "--message", "contract ended"); r.Code != 0 {
 		t.Fatalf("lock: %s", r)
 	}
-	select {
-	case <-exited:
-		if d := time.Since(locked); d > time.Second+500*time.Millisecond {
-			t.Fatalf("the watch ended %s after the lock", d)
+	for _, l := range live {
+		select {
+		case <-l.exited:
+			if d := time.Since(locked); d > time.Second+500*time.Millisecond {
+				t.Fatalf("kubectl %s ended %s after the lock", l.name, d)
+			}
+			t.Logf("kubectl %s ended %s after the lock command returned", l.name, time.Since(locked).Round(time.Millisecond))
+		case <-time.After(time.Until(patience.Deadline(t))):
+			t.Fatalf("kubectl %s outlived the lock:\n%s", l.name, l.out.String())
 		}
-		t.Logf("watch ended %s after the lock command returned", time.Since(locked).Round(time.Millisecond))
-	case <-time.After(time.Until(patience.Deadline(t))):
-		t.Fatalf("the watch outlived the lock:\n%s", wout.String())
 	}
 	r = kubectl(t, kubeconfig, "get", "pods")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "contract ended") {
@@ -270,17 +321,27 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var refused, listed bool
+	var refused, listed, execed bool
 	for _, ev := range evs {
 		if ev.Fields["cluster"] != "test-k8s" {
 			continue
 		}
 		refused = refused || (!ev.Success && fmt.Sprint(ev.Fields["status"]) == "403")
 		listed = listed || (ev.Success && ev.Fields["verb"] == "list" && ev.Fields["resource"] == "nodes")
+		execed = execed || (ev.Fields["resource"] == "pods/exec" && ev.Fields["name"] == "shell" &&
+			strings.Contains(fmt.Sprint(ev.Fields["command"]), "hello from the pod"))
 	}
-	if !refused || !listed {
-		t.Fatalf("kube.request events: refused %v, listed %v, events %d", refused, listed, len(evs))
+	if !refused || !listed || !execed {
+		t.Fatalf("kube.request events: refused %v, listed %v, exec with its command %v; events %d", refused, listed, execed, len(evs))
 	}
+}
+
+// liveKubectl is a kubectl process that keeps a request open.
+type liveKubectl struct {
+	name   string
+	cmd    *exec.Cmd
+	out    *syncbuf.Buffer
+	exited chan error
 }
 
 func contains(list []string, s string) bool {

@@ -71,6 +71,8 @@ type Cluster struct {
 	// warden-kube-agent, bound to AgentClusterRole.
 	AdminKubeconfig, AgentKubeconfig string
 	admin                            *http.Client
+	caKey                            *ecdsa.PrivateKey
+	caCert                           *x509.Certificate
 }
 
 // APIServerPath is where the test finds kube-apiserver:
@@ -107,6 +109,7 @@ func Start(t testing.TB) *Cluster {
 	// Certificates: a CA, the API server's serving certificate, the
 	// admin's and the agent's client certificates, service account keys.
 	caKey, caCert, caDER := newCA(t)
+	c.caKey, c.caCert = caKey, caCert
 	c.CAPEM = pemBlock("CERTIFICATE", caDER)
 	write(t, dir, "ca.crt", c.CAPEM)
 	servingKey, servingDER := issue(t, caKey, caCert, pkix.Name{CommonName: "kube-apiserver"}, true)
@@ -135,6 +138,8 @@ func Start(t testing.TB) *Cluster {
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-cluster-ip-range", "10.96.0.0/24",
 		"--authorization-mode", "Node,RBAC",
+		// The test kubelet (StartKubelet) is reached at its node's InternalIP.
+		"--kubelet-preferred-address-types", "InternalIP",
 		// No controller manager runs to make service accounts.
 		"--disable-admission-plugins", "ServiceAccount",
 		"--enable-priority-and-fairness=false",
@@ -326,3 +331,5 @@ func write(t testing.TB, dir, name string, data []byte) string {
 	}
 	return p
 }
+
+func pkixName(cn string) pkix.Name { return pkix.Name{CommonName: cn} }

@@ -47,6 +47,18 @@ func TestKubeThroughProxyAndAgent(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		if strings.HasSuffix(r.URL.Path, "/exec") {
+			// An upgrade, echoed back.
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			_ = brw.Flush()
+			_, _ = io.Copy(conn, brw)
+			return
+		}
 		if r.URL.Query().Get("watch") == "true" {
 			w.Header().Set("Content-Type", "application/json")
 			for i := 0; ; i++ {
@@ -91,7 +103,7 @@ spec:
   allow:
     kubernetes_labels: {env: dev}
     kubernetes_groups: [developers]
-    kubernetes_resources: [{kind: pods, namespace: default}]
+    kubernetes_resources: [{kind: pods, namespace: default}, {kind: "pods/exec", namespace: default}]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +169,38 @@ spec:
 		t.Fatalf("refused requests reached the API server: %v", seen[n:])
 	}
 	mu.Unlock()
+
+	// An upgraded stream (exec) passes both ways.
+	func() {
+		tr := hc.Transport.(*http.Transport)
+		cfg := tr.TLSClientConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		conn, err := tls.Dial("tcp", p.ProxyAddr(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(conn, "GET /kube/k1/api/v1/namespaces/default/pods/p1/exec?command=sh HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		br := bufio.NewReader(conn)
+		status, err := br.ReadString('\n')
+		if err != nil || !strings.Contains(status, "101") {
+			t.Fatalf("upgrade: %q %v", status, err)
+		}
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		fmt.Fprintf(conn, "ping\n")
+		if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+			t.Fatalf("echo: %q %v", line, err)
+		}
+	}()
 
 	// Bodies are bounded.
 	big, err := http.NewRequest("POST", base+"k1/api/v1/namespaces/default/pods", io.LimitReader(zeros{}, 9<<20))
