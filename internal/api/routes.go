@@ -130,6 +130,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /v1/nodes/renew", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in renewRequest) (*auth.Certs, error) {
 		return a.RenewNodeCerts(r.Context(), c, in.PublicKey)
 	})))
+	h.kubeRoutes()
 	m.HandleFunc("GET /v1/nodes", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]auth.Node, error) {
 		filter := map[string]string{}
 		for _, l := range r.URL.Query()["label"] {

@@ -245,6 +245,12 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 		t.Errorf("nodes: %+v", got)
 	}
 	e.call(alice, "GET", "/v1/nodes?label=env", nil, http.StatusBadRequest)
+	// Kubernetes clusters (none connected here): the route reaches
+	// ListKubeClusters, which refuses a node.
+	if got := decodeAs[wire.KubeClusterList](t, e.call(admin, "GET", "/v1/kube/clusters", nil, http.StatusOK)); got.Clusters == nil {
+		t.Errorf("kube clusters: %+v", got)
+	}
+	e.call(node, "GET", "/v1/kube/clusters", nil, http.StatusForbidden)
 
 	// The node's audit events and recordings.
 	e.call(node, "POST", "/v1/events", []audit.Event{{Event: audit.SessionStart, SessionID: "s1", User: "alice", Login: "alice",

@@ -114,6 +114,9 @@ const (
 const (
 	// ProxyDisconnect: the proxy cut a relayed connection.
 	ProxyDisconnect = "proxy.disconnect"
+	// KubeRequest: a Kubernetes API request through the proxy, allowed
+	// or refused.
+	KubeRequest = "kube.request"
 )
 
 // Event codes: stable codes some events carry besides their name. Codes
@@ -179,6 +182,7 @@ var types = []Type{
 	{Name: SFTP, Emitter: ByNode},
 	{Name: PortForward, Emitter: ByNode},
 	{Name: ProxyDisconnect, Emitter: ByProxy},
+	{Name: KubeRequest, Emitter: ByProxy},
 	{Name: RecordingComplete, Emitter: ByAuth},
 	{Name: RecordingRefused, Emitter: ByAuth},
 	{Name: RecordingAltered, Emitter: ByAuth},

@@ -92,6 +92,8 @@ type Server struct {
 	sweepDone chan struct{}
 	// inventory is the live node set, set by the proxy.
 	inventory atomic.Pointer[Inventory]
+	// kubeInventory is the live Kubernetes cluster set, set by the proxy.
+	kubeInventory atomic.Pointer[KubeInventory]
 	// nodeRegs caches node registrations (id → NodeRegistration).
 	nodeRegs sync.Map
 	// throttle counts failed logins and signups (see beginAttempt).

@@ -94,6 +94,10 @@ var operations = map[string]rule{
 	// node identity is one, from warden sign --host).
 	"KRL": {kinds: kinds(KindAdmin), perms: perms("lock list"), own: kinds(KindNode),
 		share: "an agentless server's identity (warden sign --krl-identity) only", does: "fetch the KRL"},
+	// Kubernetes: clusters listed like nodes; each API request decided for
+	// the user making it (the proxy asks with the user's current caller).
+	"ListKubeClusters": {kinds: kinds(KindAdmin), own: kinds(KindUser), share: "the clusters its roles allow", does: "list kubernetes clusters"},
+	"AuthorizeKube":    {kinds: kinds(KindUser), does: "use kubernetes clusters"},
 	// Only a node renews its certificates, uploads and completes its
 	// recordings (AppendLocalRecording: the node in auth's process).
 	"RenewNodeCerts":       {kinds: kinds(KindNode), does: "renew node certificates"},

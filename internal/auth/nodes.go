@@ -45,8 +45,8 @@ func (s *Server) CreateToken(ctx context.Context, c Caller, req CreateTokenReque
 	if req.Type == tokenTypeBot || req.Type == tokenTypeOIDC {
 		return s.createBotToken(ctx, c, req)
 	}
-	if req.Type != "node" {
-		return nil, badRequest("unknown token type %q (supported: node)", req.Type)
+	if !joinTokenType(req.Type) {
+		return nil, badRequest("unknown token type %q (supported: %s)", req.Type, strings.Join(joinTokenTypes, ", "))
 	}
 	if req.TTL <= 0 {
 		req.TTL = 30 * time.Minute
@@ -133,6 +133,8 @@ type NodeRegistration struct {
 	Name     string    `json:"name"`
 	Hostname string    `json:"hostname"`
 	JoinedAt time.Time `json:"joined_at"`
+	// Kind is empty for a node, "kube" for a kube agent.
+	Kind string `json:"kind,omitempty"`
 }
 
 // Node is wire.Node: the API carries it.
@@ -175,14 +177,18 @@ func (s *Server) JoinNode(ctx context.Context, req JoinRequest) (*JoinResponse, 
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	if err := s.useToken(ctx, req.Token, "node", req.RemoteAddr); err != nil {
+	kind, err := joinKind(req.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.useToken(ctx, req.Token, kind, req.RemoteAddr); err != nil {
 		return nil, err
 	}
 	id, err := newNodeID()
 	if err != nil {
 		return nil, err
 	}
-	reg := NodeRegistration{ID: id, Name: req.Name, Hostname: req.Hostname, JoinedAt: s.now().UTC()}
+	reg := NodeRegistration{ID: id, Name: req.Name, Hostname: req.Hostname, JoinedAt: s.now().UTC(), Kind: registrationKind(kind)}
 	if err := s.createJSON(ctx, prefixNodeReg+id, reg, time.Time{}); err != nil {
 		return nil, fmt.Errorf("register node: %w", err)
 	}

@@ -108,6 +108,9 @@ A YAML file (--config) can hold the same settings; flags override it:
 				}
 				c.Node.Commands = append(c.Node.Commands, parsed)
 			}
+			if err := applyKubeStartFlags(f, c, c.Node.Labels); err != nil {
+				return err
+			}
 			if err := c.CheckAndSetDefaults(); err != nil {
 				return err
 			}
@@ -124,7 +127,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f := cmd.Flags()
 	f.StringVarP(&configPath, "config", "c", "", "YAML configuration file")
 	f.StringVar(&cfg.ClusterName, "cluster-name", "warden", "cluster name (first start only)")
-	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node (default all); or krl alone, on an agentless server (warden krl sync)")
+	f.StringVar(&services, "services", "", "comma-separated services to run: auth,proxy,node,kube (default auth,proxy,node); or krl alone, on an agentless server (warden krl sync)")
 	krlSync.flags(f)
 	f.String("proxy-listen", service.DefaultProxyListen, "the proxy's one address: HTTPS API, SSH jump host and node tunnels")
 	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
@@ -139,6 +142,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("ca-pin", "", "expected cluster CA fingerprint sha256:... (node only, first start)")
 	f.BoolVar(&cfg.Node.Insecure, "insecure", false, "join without checking the CA pin (testing only)")
 	f.String("session-cgroups", "auto", "auto: each session's processes in a cgroup of their own where the node can (root, cgroup v2), so a lock kills all of them, nohup and setsid jobs included; off: process groups only (node only)")
+	addKubeStartFlags(f)
 	f.BoolVar(&cfg.Node.TunnelOnly, "tunnel-only", false, "carry sessions inside the node's one tunnel instead of a connection per session dialed out to the proxy (slower; node only)")
 	return cmd
 }
@@ -148,6 +152,10 @@ const tokenEnv = "WARDEN_TOKEN"
 
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
+	if p.Auth() == nil && p.Node() == nil {
+		textf(w, "\nKube agent %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Kube.Name, c.Kube.ProxyAddr, c.DataDir)
+		return
+	}
 	if p.Auth() == nil {
 		textf(w, "\nNode %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Node.Name, c.Node.ProxyAddr, c.DataDir)
 		return

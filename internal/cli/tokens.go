@@ -51,15 +51,15 @@ token goes in a file, not on the command line, where ps would show it to
 every user of the machine:
 
   (umask 077; echo %s > join-token)
-  warden start --services node --proxy %s --token-file join-token --ca-pin %s --labels env=dev
+  warden start --services %s --proxy %s --token-file join-token --ca-pin %s --labels env=dev%s
 
 (Or put the token in the environment variable %s instead of a file.) The
 file is read once, to join; delete it afterwards.
-`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), humanDuration(ttl), tok.Token, c.Addr(), ping.TLSCAFingerprint, tokenEnv)
+`, use, tok.Type, tok.Token, tok.Expires.Local().Format(time.RFC1123), humanDuration(ttl), tok.Token, tok.Type, c.Addr(), ping.TLSCAFingerprint, joinExtra(tok.Type), tokenEnv)
 			return nil
 		},
 	}
-	add.Flags().StringVar(&typ, "type", "node", "token type: node, bot (a bot's single-use join token) or oidc (a CI provider's ID tokens join a bot)")
+	add.Flags().StringVar(&typ, "type", "node", "token type: node, kube (a kube agent: warden start --services kube, docs/kubernetes.md), bot (a bot's single-use join token) or oidc (a CI provider's ID tokens join a bot)")
 	botTokenFlags(add, bt)
 	add.Flags().DurationVar(&ttl, "ttl", 30*time.Minute, "how long the token is valid (max 168h)")
 	add.Flags().BoolVar(&reusable, "reusable", false, "allow several joins until expiry (default: single use)")

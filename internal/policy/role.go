@@ -64,6 +64,12 @@ type Conditions struct {
 	// JoinSessions says whose live sessions holders may join, and how
 	// (see CanJoin).
 	JoinSessions []JoinSessions `json:"join_sessions,omitempty" yaml:"join_sessions,omitempty"`
+	// Kubernetes: which clusters (labels), as whom (groups and users to
+	// impersonate; templates allowed) and which resources (see kube.go).
+	KubernetesGroups    Strings              `json:"kubernetes_groups,omitempty" yaml:"kubernetes_groups,omitempty"`
+	KubernetesUsers     Strings              `json:"kubernetes_users,omitempty" yaml:"kubernetes_users,omitempty"`
+	KubernetesLabels    Labels               `json:"kubernetes_labels,omitempty" yaml:"kubernetes_labels,omitempty"`
+	KubernetesResources []KubernetesResource `json:"kubernetes_resources,omitempty" yaml:"kubernetes_resources,omitempty"`
 }
 
 // JoinSessions lets holders join live sessions of users holding one of

@@ -129,7 +129,7 @@ func (c *Conditions) validate() error {
 			return fmt.Errorf("join_sessions[%d].%w", i, err)
 		}
 	}
-	return nil
+	return c.validateKube()
 }
 
 func (j JoinSessions) validate() error {

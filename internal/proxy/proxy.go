@@ -21,6 +21,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
@@ -36,6 +37,8 @@ type Directory interface {
 	// (user, access requests, locks) and returns the caller with the
 	// current roles.
 	CurrentCaller(ctx context.Context, c auth.Caller, via, remote string) (auth.Caller, error)
+	// AuthorizeKube decides a Kubernetes API request of a current caller.
+	AuthorizeKube(ctx context.Context, c auth.Caller, cluster auth.KubeCluster, res policy.KubeResource) (policy.KubeDecision, error)
 }
 
 // Config configures the proxy.
@@ -79,6 +82,7 @@ type Server struct {
 	relays   relaySet
 	// agentless is the state of agentless servers (agentless.go).
 	agentless agentlessState
+	kube      kubeState
 }
 
 type identityKey struct{}
@@ -121,7 +125,15 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "proxy"), reg: newRegistry(cfg.Metrics),
 		unauth: make(chan struct{}, cfg.MaxUnauthenticated), conns: map[net.Conn]struct{}{}, shutdown: make(chan struct{}),
 		data:   dataState{pending: map[string]chan net.Conn{}, users: map[string]*userTicket{}},
-		relays: relaySet{m: map[*liveRelay]struct{}{}}}
+		relays: relaySet{m: map[*liveRelay]struct{}{}},
+		kube: kubeState{agents: map[string]*kubeAgent{}, byCluster: map[string]*kubeAgent{}, live: map[*kubeLive]struct{}{},
+			events: make(chan audit.Event, 4096)}}
+	if cfg.Audit != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.runKubeAudit() }()
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.runKubeRedecide() }()
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
 		MaxAuthTries:      6,

@@ -104,6 +104,10 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 		s.log.Warn("tunnel from unregistered node refused", "node_id", id, "err", err)
 		return
 	}
+	if reg.Kind == auth.RegistrationKube {
+		s.serveKubeTunnel(sconn, chans, reqs, reg)
+		return
+	}
 	now := s.cfg.Now().UTC()
 	t := &nodeTunnel{conn: sconn, node: auth.Node{ID: reg.ID, Name: reg.Name, Hostname: reg.Hostname, Since: now, LastSeen: now}}
 	go func() {

@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/warden-sh/warden/internal/kubeagent"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/notify"
@@ -26,6 +27,8 @@ const (
 	Auth  = "auth"
 	Proxy = "proxy"
 	Node  = "node"
+	// Kube is the kube agent (internal/kubeagent).
+	Kube = "kube"
 )
 
 // Config is the `warden start` configuration (YAML file and flags).
@@ -37,6 +40,8 @@ type Config struct {
 	Auth        AuthConfig
 	Proxy       ProxyConfig
 	Node        nodeagent.Settings
+	// Kube is the kube agent's configuration (services: [kube]).
+	Kube kubeagent.Settings
 
 	// Storage is where auth keeps state and the audit log (storage.go).
 	Storage StorageConfig `yaml:"storage"`
@@ -178,8 +183,8 @@ func (c *Config) CheckAndSetDefaults() error {
 		return err
 	}
 	for _, s := range c.Services {
-		if s != Auth && s != Proxy && s != Node {
-			return fmt.Errorf("unknown service %q (choose from auth, proxy, node)", s)
+		if s != Auth && s != Proxy && s != Node && s != Kube {
+			return fmt.Errorf("unknown service %q (choose from auth, proxy, node, kube)", s)
 		}
 	}
 	if c.Has(Proxy) != c.Has(Auth) {
@@ -220,6 +225,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	case "", node.CgroupsAuto, node.CgroupsOff:
 	default:
 		return fmt.Errorf("node session_cgroups must be %q or %q, not %q", node.CgroupsAuto, node.CgroupsOff, c.Node.SessionCgroups)
+	}
+	if c.Has(Kube) && !c.Has(Auth) && c.Kube.ProxyAddr == "" {
+		return errors.New("a kube agent that runs without auth needs --proxy host:port")
 	}
 	if c.Has(Node) && !c.Has(Auth) {
 		if c.Node.ProxyAddr == "" {

@@ -24,6 +24,7 @@ import (
 	"github.com/warden-sh/warden/internal/auditsink"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/kubeagent"
 	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/notify"
 	"github.com/warden-sh/warden/internal/proxy"
@@ -44,6 +45,7 @@ type Process struct {
 	metrics  *prometheus.Registry
 	notifier *notify.Notifier
 	node     *nodeagent.Agent
+	kube     *kubeagent.Agent
 	// ready is set once every service started (/readyz).
 	ready    atomic.Bool
 	wg       sync.WaitGroup
@@ -103,6 +105,11 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 			return nil, err
 		}
 		p.node = agent
+	}
+	if cfg.Has(Kube) {
+		if err := p.startKube(ctx); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	p.ready.Store(true)
@@ -368,6 +375,9 @@ func (p *Process) Wait(ctx context.Context) error {
 // Close stops every service.
 func (p *Process) Close() error {
 	p.closeOne.Do(func() {
+		if p.kube != nil {
+			p.kube.Close()
+		}
 		if p.node != nil {
 			p.node.Close()
 		}

@@ -79,6 +79,9 @@ func (p *Process) startProxy(public string) error {
 	// Live connections a new lock matches end at the proxy too.
 	p.auth.OnLocksChanged(srv.ReverifyLocks)
 	p.auth.SetInventory(srv.Registry())
+	// Kubernetes clusters of the kube agents; live kube requests end on a lock.
+	p.auth.SetKubeInventory(srv)
+	p.auth.OnLocksChanged(srv.ReverifyKube)
 	return nil
 }
 
@@ -96,6 +99,7 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 		return nil, err
 	}
 	mux.Handle(web.Prefix, ui)
+	mux.Handle(proxy.KubePrefix, p.proxy.KubeHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

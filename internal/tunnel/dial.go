@@ -39,6 +39,9 @@ type Config struct {
 	// MaxBackoff caps the reconnect delay (default 4s, so a restarted
 	// proxy sees its nodes back within seconds).
 	MaxBackoff time.Duration
+	// ChannelType is the kind of channel the agent serves (default
+	// ChannelNodeConn; a kube agent serves ChannelKubeConn).
+	ChannelType string
 	// NoDialBack refuses the proxy's requests for data connections, so
 	// every session is carried on the tunnel itself (slower: the bytes are
 	// encrypted twice). For networks where the node may open only one
@@ -54,6 +57,9 @@ func DialAndServe(ctx context.Context, cfg Config) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.ChannelType == "" {
+		cfg.ChannelType = ChannelNodeConn
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 4 * time.Second
@@ -160,12 +166,12 @@ func dialOnce(ctx context.Context, cfg Config) error {
 		}
 	}()
 	for nc := range chans {
-		if nc.ChannelType() != ChannelNodeConn {
+		if nc.ChannelType() != cfg.ChannelType {
 			_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
 			continue
 		}
 		var p NodeConnPayload
-		if len(nc.ExtraData()) > 4096 || json.Unmarshal(nc.ExtraData(), &p) != nil {
+		if cfg.ChannelType == ChannelNodeConn && (len(nc.ExtraData()) > 4096 || json.Unmarshal(nc.ExtraData(), &p) != nil) {
 			_ = nc.Reject(ssh.ConnectionFailed, "bad payload")
 			continue
 		}

@@ -12,6 +12,9 @@ const (
 	// ChannelNodeConn is opened by the proxy on a node's tunnel for each
 	// user connection; its payload is a NodeConnPayload.
 	ChannelNodeConn = "node-conn@warden.dev"
+	// ChannelKubeConn is opened by the proxy on a kube agent's tunnel for
+	// each HTTP/1.1 connection carrying Kubernetes API requests; no payload.
+	ChannelKubeConn = "kube-conn@warden.dev"
 	// RequestHeartbeat is a global request from the node carrying a
 	// Heartbeat as JSON.
 	RequestHeartbeat = "heartbeat@warden.dev"
@@ -29,4 +32,12 @@ type NodeConnPayload struct {
 type Heartbeat struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Version string            `json:"version,omitempty"`
+	// Kube lists the Kubernetes clusters a kube agent serves.
+	Kube []KubeCluster `json:"kube,omitempty"`
+}
+
+// KubeCluster is one cluster a kube agent serves.
+type KubeCluster struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
 }

@@ -37,7 +37,10 @@ type TokenResult struct {
 
 // JoinRequest is sent by a node with a join token.
 type JoinRequest struct {
-	Token      string `json:"token"`
+	Token string `json:"token"`
+	// Kind is what joins: "node" (the default) or "kube" (a kube agent,
+	// with a kube join token).
+	Kind       string `json:"kind,omitempty"`
 	Name       string `json:"name"`
 	Hostname   string `json:"hostname"`
 	PublicKey  string `json:"public_key"`

@@ -1,0 +1,375 @@
+package service
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/identity"
+	"github.com/warden-sh/warden/internal/kubeagent"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// The kube path in one process, on the unit tier: auth, proxy and a kube
+// agent whose "API server" records what reaches it (the integration tier,
+// internal/clustertest/kube_test.go, runs the same against a real
+// kube-apiserver with kubectl). What reaches the cluster is only the
+// proxy's decision; a refusal never reaches it; a lock ends a live watch
+// at once and refuses the next request.
+func TestKubeThroughProxyAndAgent(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	upstream := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/exec") {
+			// An upgrade, echoed back.
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			_ = brw.Flush()
+			_, _ = io.Copy(conn, brw)
+			return
+		}
+		if r.URL.Query().Get("watch") == "true" {
+			w.Header().Set("Content-Type", "application/json")
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(w, "{\"type\":\"ADDED\",\"n\":%d}\n", i); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+		fmt.Fprintf(w, `{"kind":"PodList","user":%q}`, r.Header.Get("Impersonate-User"))
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: a
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: agent-secret}}]
+contexts: [{name: a, context: {cluster: c, user: u}}]
+`, upstream.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{ClusterName: "test", DataDir: filepath.Join(dir, "data"), Services: []string{Auth, Proxy, Kube},
+		Proxy: ProxyConfig{Listen: "127.0.0.1:0", MetricsAddr: MetricsOff}}
+	cfg.Kube.Clusters = append(cfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
+	ctx := context.Background()
+	p, err := Start(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a := p.Auth()
+	roles, err := policy.ParseRoles([]byte(`kind: role
+metadata: {name: kube-dev}
+spec:
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: [developers]
+    kubernetes_resources: [{kind: pods, namespace: default}, {kind: "pods/exec", namespace: default}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	hc := userClient(t, a, "alice", []string{"kube-dev"})
+	testkit.WaitFor(t, "the kube agent's cluster", func() bool {
+		cl, err := a.ListKubeClusters(ctx, auth.AdminCaller())
+		return err == nil && len(cl) == 1
+	})
+	base := "https://" + p.ProxyAddr() + "/kube/"
+
+	get := func(path string, h map[string]string) (int, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	last := func() http.Header {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) == 0 {
+			return nil
+		}
+		return seen[len(seen)-1]
+	}
+
+	code, body := get("k1/api/v1/namespaces/default/pods", map[string]string{
+		"Impersonate-User": "admin", "Impersonate-Group": "system:masters", "Authorization": "Bearer stolen",
+		"X-Warden-Kube-Identity": `{"cluster":"k1","user":"admin","groups":["system:masters"]}`})
+	if code != http.StatusOK || !strings.Contains(body, `"user":"alice"`) {
+		t.Fatalf("allowed request: %d %s", code, body)
+	}
+	h := last()
+	if h.Get("Impersonate-User") != "alice" || strings.Join(h.Values("Impersonate-Group"), ",") != "developers" ||
+		h.Get("Authorization") != "Bearer agent-secret" || h.Get("X-Warden-Kube-Identity") != "" {
+		t.Fatalf("the API server saw %v", h)
+	}
+
+	mu.Lock()
+	n := len(seen)
+	mu.Unlock()
+	for path, want := range map[string]string{
+		"k1/api/v1/namespaces/kube-system/pods": `list pods in namespace kube-system is not allowed on kubernetes cluster \"k1\"`,
+		"k1/api/v1/nodes":                       `list nodes is not allowed`,
+		"k2/api/v1/namespaces/default/pods":     `kubernetes cluster \"k2\" is not connected or not allowed`,
+	} {
+		if code, body := get(path, nil); code != http.StatusForbidden || !strings.Contains(body, want) || !strings.Contains(body, `"kind":"Status"`) {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+	}
+	mu.Lock()
+	if len(seen) != n {
+		t.Fatalf("refused requests reached the API server: %v", seen[n:])
+	}
+	mu.Unlock()
+
+	// An upgraded stream (exec) passes both ways.
+	func() {
+		tr := hc.Transport.(*http.Transport)
+		cfg := tr.TLSClientConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		conn, err := tls.Dial("tcp", p.ProxyAddr(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(conn, "GET /kube/k1/api/v1/namespaces/default/pods/p1/exec?command=sh HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		br := bufio.NewReader(conn)
+		status, err := br.ReadString('\n')
+		if err != nil || !strings.Contains(status, "101") {
+			t.Fatalf("upgrade: %q %v", status, err)
+		}
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		fmt.Fprintf(conn, "ping\n")
+		if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+			t.Fatalf("echo: %q %v", line, err)
+		}
+	}()
+
+	// Bodies are bounded.
+	big, err := http.NewRequest("POST", base+"k1/api/v1/namespaces/default/pods", io.LimitReader(zeros{}, 9<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := hc.Do(big); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("9 MiB body: %s", resp.Status)
+		}
+	}
+
+	// A live watch ends as soon as a lock matches its user.
+	resp, err := hc.Get(base + "k1/api/v1/namespaces/default/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewReader(resp.Body)
+	if _, err := lines.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "go home"}); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := lines.ReadString('\n'); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ended:
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("the watch ended %s after the lock", d)
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatal("the watch outlived the lock")
+	}
+	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusForbidden || !strings.Contains(body, "go home") {
+		t.Fatalf("after the lock: %d %s", code, body)
+	}
+
+	// A lock on the cluster (by its name, as a node's) refuses everyone.
+	bob := userClient(t, a, "bob", []string{"kube-dev"})
+	hc = bob
+	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusOK {
+		t.Fatalf("bob: %d %s", code, body)
+	}
+	// An edited role ends live requests it no longer allows, at the next
+	// re-decision (every 10 s).
+	watch, err := hc.Get(base + "k1/api/v1/namespaces/default/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Body.Close()
+	wlines := bufio.NewReader(watch.Body)
+	if _, err := wlines.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	narrowed := *roles[0]
+	narrowed.Spec.Allow.KubernetesResources = []policy.KubernetesResource{{Kind: "configmaps"}}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), &narrowed); err != nil {
+		t.Fatal(err)
+	}
+	edited := time.Now()
+	for {
+		if _, err := wlines.ReadString('\n'); err != nil {
+			break
+		}
+	}
+	if d := time.Since(edited); d > 15*time.Second {
+		t.Fatalf("the watch ended %s after the role was edited", d)
+	}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Node: "k1"}, Message: "k1 under maintenance"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("k1/api/v1/namespaces/default/pods", nil); code != http.StatusForbidden || !strings.Contains(body, "k1 under maintenance") {
+		t.Fatalf("bob after the cluster lock: %d %s", code, body)
+	}
+}
+
+// userClient signs up user with roles and returns an HTTPS client with
+// the user's certificate.
+func userClient(t *testing.T, a *auth.Server, user string, roles []string) *http.Client {
+	t.Helper()
+	ctx := context.Background()
+	inv, err := a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: user, Roles: roles})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := a.BeginSignup(ctx, auth.SignupRequest{Token: inv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otp, err := identity.TOTPCode(ch.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.CompleteSignup(ctx, auth.SignupRequest{Token: inv.Token, Password: "a good long password", OTP: otp,
+		PublicKey: string(ssh.MarshalAuthorizedKey(sp))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pemDecode([]byte(resp.TLSCert))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(resp.TLSCA))
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{block}, PrivateKey: priv}}}}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return hc
+}
+
+func kubeClusterSettings(name, kubeconfig string) kubeagent.ClusterSettings {
+	return kubeagent.ClusterSettings{Name: name, Kubeconfig: kubeconfig, Labels: map[string]string{"env": "dev"}}
+}
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	p, rest := pem.Decode(b)
+	if p == nil {
+		return nil, rest
+	}
+	return p.Bytes, rest
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestKubeServiceConfig(t *testing.T) {
+	c := &Config{DataDir: t.TempDir(), Services: []string{Kube}}
+	if err := c.CheckAndSetDefaults(); err == nil || !strings.Contains(err.Error(), "--proxy") {
+		t.Fatalf("a kube agent without a proxy: %v", err)
+	}
+	c = &Config{DataDir: t.TempDir(), Services: []string{Kube}, Kube: kubeagent.Settings{ProxyAddr: "proxy:3080"}}
+	if err := c.CheckAndSetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
+	if err := os.WriteFile(cfgPath, []byte("services: [kube]\nkube:\n  proxy: p:3080\n  clusters:\n    - {name: a, kubeconfig: /k, labels: {env: dev}}\n    - {name: b, in_cluster: true}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded.Kube.Clusters) != 2 || loaded.Kube.Clusters[0].Labels["env"] != "dev" || !loaded.Kube.Clusters[1].InCluster {
+		t.Fatalf("kube config: %+v", loaded.Kube)
+	}
+}
