@@ -94,6 +94,8 @@ var operations = map[string]rule{
 	"DeleteMFADevice":         {kinds: kinds(KindUser), does: "have MFA devices"},
 	"BeginMFAChallenge":       {kinds: kinds(KindUser), does: "have MFA devices"},
 	"VerifyMFA":               {kinds: kinds(KindUser), does: "have MFA devices"},
+	"SessionMFAStatus":        {kinds: kinds(KindUser), does: "open sessions to nodes"},
+	"IssueSessionCert":        {kinds: kinds(KindUser), does: "open sessions to nodes"},
 	"RegenerateRecoveryCodes": {kinds: kinds(KindUser), does: "have MFA devices"},
 	"BeginMFAHandoff":         {kinds: kinds(KindUser), does: "have MFA devices"},
 }

@@ -58,6 +58,8 @@ var matrix = map[string]row{
 	"DeleteMFADevice":         {all, all, all, all, deny, deny, deny},
 	"BeginMFAChallenge":       {all, all, all, all, deny, deny, deny},
 	"VerifyMFA":               {all, all, all, all, deny, deny, deny},
+	"SessionMFAStatus":        {all, all, all, all, deny, deny, deny},
+	"IssueSessionCert":        {all, all, all, all, deny, deny, deny},
 	"RegenerateRecoveryCodes": {all, all, all, all, deny, deny, deny},
 	"BeginMFAHandoff":         {all, all, all, all, deny, deny, deny},
 	"CreateLock":              {deny, deny, deny, all, deny, deny, all},
@@ -233,6 +235,14 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"VerifyMFA": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.VerifyMFA(context.Background(), c, wire.MFAResponse{})
+		return gate(err)
+	},
+	"SessionMFAStatus": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.SessionMFAStatus(context.Background(), c, wire.SessionMFAQuery{})
+		return gate(err)
+	},
+	"IssueSessionCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.IssueSessionCert(context.Background(), c, wire.SessionCertRequest{})
 		return gate(err)
 	},
 	"RegenerateRecoveryCodes": func(f *matrixFixture, c auth.Caller) outcome {

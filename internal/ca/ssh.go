@@ -59,7 +59,9 @@ type UserCertRequest struct {
 	Issued time.Time
 	// MFADevice is the id of the MFA device used at login, if any.
 	MFADevice string
-	TTL       time.Duration
+	// SessionMFA marks a per-session MFA certificate (ExtSessionMFA).
+	SessionMFA *SessionMFA
+	TTL        time.Duration
 
 	PermitPTY             bool
 	PermitPortForwarding  bool
@@ -131,6 +133,14 @@ func (a *Authority) userCert(req UserCertRequest) (*ssh.Certificate, error) {
 	ext[ExtIssued] = encodeTime(issued)
 	if req.MFADevice != "" {
 		ext[ExtMFADevice] = `"` + req.MFADevice + `"`
+	}
+	if req.SessionMFA != nil {
+		if err := req.SessionMFA.validate(); err != nil {
+			return nil, err
+		}
+		if ext[ExtSessionMFA], err = marshalExt(req.SessionMFA); err != nil {
+			return nil, err
+		}
 	}
 	if req.PermitPTY {
 		ext[ExtPermitPTY] = ""
@@ -327,6 +337,8 @@ type CertIdentity struct {
 	Issued time.Time
 	// MFADevice is the MFA device used at login, if the certificate says.
 	MFADevice string
+	// SessionMFA is the mark of a per-session MFA certificate, or nil.
+	SessionMFA *SessionMFA
 }
 
 // IdentityFromSSHCert decodes and validates the identity in a user
@@ -404,6 +416,11 @@ func identityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
 		}
 		if err := validateID(id.MFADevice); err != nil {
 			return nil, fmt.Errorf("%s: %w", ExtMFADevice, err)
+		}
+	}
+	if v, ok := c.Extensions[ExtSessionMFA]; ok {
+		if id.SessionMFA, err = decodeSessionMFA(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtSessionMFA, err)
 		}
 	}
 	return id, nil
