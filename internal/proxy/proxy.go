@@ -36,6 +36,12 @@ type Directory interface {
 	// (user, access requests, locks) and returns the caller with the
 	// current roles.
 	CurrentCaller(ctx context.Context, c auth.Caller, via, remote string) (auth.Caller, error)
+	// SessionMFANeeded reports whether a session to the node needs a
+	// per-session MFA certificate (policy.SessionMFARequired).
+	SessionMFANeeded(roles []string, traits map[string][]string, n auth.Node) bool
+	// SpendSessionCert counts one use of a per-session certificate,
+	// refusing it beyond max.
+	SpendSessionCert(ctx context.Context, serial uint64, expires time.Time, max int) error
 }
 
 // Config configures the proxy.

@@ -1,0 +1,216 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+
+	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/wire"
+)
+
+// Per-session MFA on the client side (docs/session-mfa.md): before a
+// session to a node that requires it, the fresh MFA check, answered on
+// the terminal (or from a file, WARDEN_MFA_CODE, or a passkey in the
+// browser), yields a certificate for that node and login, valid about a
+// minute and used once.
+
+// envMFACode is the environment variable a script sets to a TOTP code.
+const envMFACode = "WARDEN_MFA_CODE"
+
+// maxMFACodeFile bounds what --mfa-code-file reads.
+const maxMFACodeFile = 256
+
+// sessionMFAOptions are the flags that answer a per-session MFA check.
+type sessionMFAOptions struct {
+	codeFile string
+	passkey  bool
+	browser  string
+	// sessions asks one check to cover this many sessions (a batch, where
+	// the roles allow session_mfa_window); nodes names the batch's nodes.
+	sessions int
+	nodes    []string
+	// ttyOnly: never read standard input (it belongs to ssh).
+	ttyOnly bool
+}
+
+func addSessionMFAFlags(cmd *cobra.Command, o *sessionMFAOptions) {
+	cmd.Flags().StringVar(&o.codeFile, "mfa-code-file", "", "where a node needs an MFA check per session: read the TOTP code from this file (- for standard input); or set "+envMFACode)
+	cmd.Flags().BoolVar(&o.passkey, "mfa-passkey", false, "where a node needs an MFA check per session: answer it with a passkey, in your browser")
+	cmd.Flags().StringVar(&o.browser, "mfa-browser", "", "with --mfa-passkey: none prints the URL instead of opening a browser")
+}
+
+// sessionMFASigner makes the per-session MFA check for a session as login
+// to the nodes (ids) if they need one, and returns a signer with the
+// per-session certificate; nil when no check is needed.
+func (g *globals) sessionMFASigner(ctx context.Context, s *session, o *sessionMFAOptions, nodes []string, nodeNames, login string) (ssh.Signer, *wire.SessionCert, error) {
+	st, err := s.api.SessionMFAStatus(ctx, wire.SessionMFAQuery{Nodes: nodes, Login: login})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !st.Required {
+		return nil, nil, nil
+	}
+	answer, err := g.sessionMFAAnswer(ctx, s, o, st, nodeNames)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := profileKey(s.p)
+	if err != nil {
+		return nil, nil, err
+	}
+	sessions := 0
+	if o != nil {
+		sessions = o.sessions
+	}
+	sc, err := s.api.IssueSessionCert(ctx, wire.SessionCertRequest{PublicKey: string(ssh.MarshalAuthorizedKey(key.PublicKey())),
+		Nodes: nodes, Login: login, Sessions: sessions, MFA: *answer})
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(sc.SSHCert))
+	if err != nil {
+		return nil, nil, fmt.Errorf("per-session certificate: %w", err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, nil, errors.New("per-session certificate: not a certificate")
+	}
+	signer, err := ssh.NewCertSigner(cert, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return signer, sc, nil
+}
+
+// profileKey is the profile's private key, without its certificate.
+func profileKey(p *client.Profile) (ssh.Signer, error) {
+	keyPEM, err := os.ReadFile(p.KeyPath())
+	if err != nil {
+		return nil, err
+	}
+	return ssh.ParsePrivateKey(keyPEM)
+}
+
+// sessionMFAAnswer gets the answer to the check: --mfa-code-file,
+// WARDEN_MFA_CODE, --mfa-passkey, or a prompt on the terminal; with none
+// of them, an error that says how to comply.
+func (g *globals) sessionMFAAnswer(ctx context.Context, s *session, o *sessionMFAOptions, st *wire.SessionMFAStatus, nodes string) (*wire.MFAResponse, error) {
+	if o == nil {
+		o = &sessionMFAOptions{}
+	}
+	switch {
+	case o.codeFile != "":
+		var r io.Reader
+		if o.codeFile == "-" {
+			r = g.io.In
+		} else {
+			f, err := os.Open(o.codeFile)
+			if err != nil {
+				return nil, fmt.Errorf("--mfa-code-file: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		b, err := io.ReadAll(io.LimitReader(r, maxMFACodeFile))
+		if err != nil {
+			return nil, fmt.Errorf("--mfa-code-file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		return &wire.MFAResponse{OTP: strings.TrimSpace(line)}, nil
+	case os.Getenv(envMFACode) != "":
+		return &wire.MFAResponse{OTP: strings.TrimSpace(os.Getenv(envMFACode))}, nil
+	case o.passkey:
+		textf(g.io.Err, "%s requires an MFA check for this session: confirm with your passkey in the browser.\n", nodes)
+		return client.MFAWithPasskey(ctx, s.api, func(u string) error { return openBrowser(g, o.browser, u) }, 0)
+	}
+	howTo := fmt.Sprintf("%s requires an MFA check for each session, and no terminal is here to ask it: "+
+		"set %s to a code from your authenticator, or pass --mfa-code-file FILE (- for standard input), or --mfa-passkey "+
+		"(for ssh through the ProxyCommand: %s=CODE ssh ...)", nodes, envMFACode, envMFACode)
+	if !st.TOTP && st.WebAuthn {
+		textf(g.io.Err, "%s requires an MFA check for this session: your devices are passkeys, so it happens in the browser.\n", nodes)
+		return client.MFAWithPasskey(ctx, s.api, func(u string) error { return openBrowser(g, o.browser, u) }, 0)
+	}
+	label := fmt.Sprintf("MFA check for %s: code from your authenticator", nodes)
+	if !o.ttyOnly && g.io.stdinIsTerminal() {
+		code, err := g.io.prompt(label, false)
+		if err != nil {
+			return nil, err
+		}
+		return &wire.MFAResponse{OTP: strings.TrimSpace(code)}, nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, errors.New(howTo)
+	}
+	defer tty.Close()
+	if !term.IsTerminal(int(tty.Fd())) {
+		return nil, errors.New(howTo)
+	}
+	fmt.Fprintf(tty, "%s: ", label)
+	code, err := readTTYLine(tty)
+	if err != nil {
+		return nil, fmt.Errorf("reading the MFA code from the terminal: %w", err)
+	}
+	return &wire.MFAResponse{OTP: strings.TrimSpace(code)}, nil
+}
+
+// readTTYLine reads one short line from the terminal, byte by byte (no
+// read-ahead past it).
+func readTTYLine(r io.Reader) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) < maxMFACodeFile {
+		n, err := r.Read(one)
+		if n == 1 {
+			if one[0] == '\n' {
+				break
+			}
+			b = append(b, one[0])
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(b) > 0 {
+				break
+			}
+			return "", err
+		}
+	}
+	return strings.TrimRight(string(b), "\r"), nil
+}
+
+// sessionCertPath is where `warden proxy ssh` leaves the per-session
+// certificate for the ssh that runs it to read (the CertificateFile
+// `warden config ssh` lists first, with the same %r@%h).
+func sessionCertPath(p *client.Profile, login, host string) (string, error) {
+	if login == "" || strings.ContainsAny(login+host, "/\x00") || host == "" || host[0] == '.' {
+		return "", fmt.Errorf("cannot name a per-session certificate for %q@%q", login, host)
+	}
+	return filepath.Join(p.Path("session-certs"), login+"@"+host+"-cert.pub"), nil
+}
+
+// sessionCertGlob is the CertificateFile line's pattern (ssh expands %r
+// and %h).
+func sessionCertGlob(p *client.Profile) string {
+	return filepath.Join(p.Path("session-certs"), "%r@%h-cert.pub")
+}
+
+// writeSessionCert writes the per-session certificate where ssh reads it.
+func writeSessionCert(path, cert string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.%d.%d.tmp", path, os.Getpid(), time.Now().UnixNano())
+	if err := os.WriteFile(tmp, []byte(cert+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
