@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -213,4 +215,160 @@ func writeSessionCert(path, cert string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// proxySessionMFA is per-session MFA in `warden proxy ssh`: when the node
+// needs a check (asked of auth only then: a refusal-free path costs plain
+// sessions nothing extra beyond one status call), it makes the check (or
+// takes a batch certificate of `warden mfa session`), leaves the
+// certificate for ssh (with fdpass), and returns a proxy connection made
+// with it; else pc as it was.
+func (g *globals) proxySessionMFA(ctx context.Context, s *session, pc *ssh.Client, o *sessionMFAOptions, login, host string, fdpass bool) (*ssh.Client, error) {
+	var path string
+	if login != "" {
+		var err error
+		if path, err = sessionCertPath(s.p, login, host); err == nil {
+			_ = os.Remove(path) // a spent one would cost ssh an attempt
+		} else {
+			path = ""
+		}
+	}
+	if login == "" {
+		return pc, nil
+	}
+	n, err := s.resolveNode(ctx, host)
+	if err != nil {
+		return pc, nil // the proxy refuses it with its own reason
+	}
+	var signer ssh.Signer
+	var certText string
+	if b := loadBatchCert(s.p, n.ID, login); b != nil {
+		signer, certText = b.signer, b.Cert
+	} else {
+		var sc *wire.SessionCert
+		signer, sc, err = g.sessionMFASigner(ctx, s, o, []string{n.ID}, fmt.Sprintf("node %q", n.Name), login)
+		if err != nil {
+			return nil, err
+		}
+		if signer == nil {
+			return pc, nil
+		}
+		certText = sc.SSHCert
+	}
+	if fdpass {
+		if path == "" {
+			return nil, fmt.Errorf("cannot leave a per-session certificate for %s@%s", login, host)
+		}
+		if err := writeSessionCert(path, certText); err != nil {
+			return nil, err
+		}
+	}
+	s.signer = signer
+	npc, err := s.proxyClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pc.Close()
+	return npc, nil
+}
+
+// batchCert is a batch check's certificate as `warden mfa session` leaves
+// it for later `warden proxy ssh` runs (0600, in the profile).
+type batchCert struct {
+	Cert    string    `json:"cert"`
+	Login   string    `json:"login"`
+	Nodes   []string  `json:"nodes"`
+	Expires time.Time `json:"expires"`
+	signer  ssh.Signer
+}
+
+func batchCertPath(p *client.Profile) string { return p.Path(filepath.Join("session-certs", "batch.json")) }
+
+// loadBatchCert returns the batch certificate if it covers login on the
+// node and has not expired; nil otherwise.
+func loadBatchCert(p *client.Profile, nodeID, login string) *batchCert {
+	data, err := os.ReadFile(batchCertPath(p))
+	if err != nil || len(data) > 64<<10 {
+		return nil
+	}
+	var b batchCert
+	if json.Unmarshal(data, &b) != nil || b.Login != login || !slices.Contains(b.Nodes, nodeID) || !time.Now().Before(b.Expires) {
+		return nil
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(b.Cert))
+	if err != nil {
+		return nil
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	key, kerr := profileKey(p)
+	if !ok || kerr != nil {
+		return nil
+	}
+	if b.signer, err = ssh.NewCertSigner(cert, key); err != nil {
+		return nil
+	}
+	return &b
+}
+
+func newMFASessionCmd(g *globals) *cobra.Command {
+	var o sessionMFAOptions
+	var login string
+	cmd := &cobra.Command{
+		Use:   "session --login LOGIN NODE...",
+		Short: "One MFA check for a batch of sessions (an Ansible run), where your roles allow it",
+		Long: `Where your roles require an MFA check for each session but allow one check
+to cover a batch (session_mfa_window, session_mfa_max_sessions), make that
+check now for the nodes named up front, as LOGIN. Until the window ends, ssh
+through the ProxyCommand of "warden config ssh" (and so scp, rsync, Ansible)
+uses it for those nodes without asking again, up to the sessions allowed.
+
+The code comes from the terminal, --mfa-code-file, WARDEN_MFA_CODE, or a
+passkey in the browser (--mfa-passkey).`,
+		Example: `  warden mfa session --login ops web1 web2 && ansible-playbook -i web1,web2 site.yml
+  WARDEN_MFA_CODE=123456 warden mfa session --login ops --sessions 10 web1 web2`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.session()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			if login == "" {
+				if login, err = s.defaultLogin(); err != nil {
+					return err
+				}
+			}
+			var ids, names []string
+			for _, a := range args {
+				n, err := s.resolveNode(cmd.Context(), a)
+				if err != nil {
+					return err
+				}
+				ids, names = append(ids, n.ID), append(names, n.Name)
+			}
+			_, sc, err := g.sessionMFASigner(cmd.Context(), s, &o, ids, strings.Join(names, ", "), login)
+			if err != nil {
+				return err
+			}
+			if sc == nil {
+				textf(g.io.Out, "No MFA check is needed for sessions as %s to %s.\n", login, strings.Join(names, ", "))
+				return nil
+			}
+			data, err := json.Marshal(batchCert{Cert: sc.SSHCert, Login: login, Nodes: ids, Expires: sc.Expires})
+			if err != nil {
+				return err
+			}
+			path := batchCertPath(s.p)
+			if err := writeSessionCert(path, string(data)); err != nil {
+				return err
+			}
+			textf(g.io.Out, "MFA check done: %d sessions as %s to %s until %s.\n", sc.MaxSessions, login, strings.Join(names, ", "),
+				sc.Expires.Local().Format(time.TimeOnly))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&login, "login", "l", "", "the OS login of the sessions")
+	cmd.Flags().IntVar(&o.sessions, "sessions", 0, "how many sessions in all (default: one per node)")
+	addSessionMFAFlags(cmd, &o)
+	return cmd
 }

@@ -565,6 +565,10 @@ func writeSSHConfig(g *globals, p *client.Profile, nodes []wire.Node, binary str
 	// With ProxyUseFdpass, `warden proxy ssh` hands ssh the connection to
 	// the proxy and exits: no process relays the session's bytes.
 	textf(w, "    ProxyCommand %q --home %q proxy ssh --fdpass %%r@%%h:%%p\n    ProxyUseFdpass yes\n", binary, strings.TrimSuffix(home, "/"))
+	// Per-session MFA: the ProxyCommand leaves the one-minute certificate
+	// here before it passes the connection; ssh, which waits for it under
+	// ProxyUseFdpass, reads it then, and offers it first.
+	textf(w, "    CertificateFile %q\n", sessionCertGlob(p))
 	writeSSHIdentity(w, p)
 	return nil
 }
@@ -592,6 +596,7 @@ func uniqStrings(in []string) []string {
 func newProxyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "proxy", Short: "Connect other tools through the Warden proxy"}
 	var fdpass bool
+	var mfa sessionMFAOptions
 	sshCmd := &cobra.Command{
 		Use:   "ssh [LOGIN@]NODE[:PORT]",
 		Short: "Connect OpenSSH to a node's SSH server through the proxy (ProxyCommand)",
@@ -602,14 +607,21 @@ certificate, roles and locks, then joins your connection to the node's.
 
 By default this command relays standard input and output. With --fdpass (and
 "ProxyUseFdpass yes" in ssh_config) it passes the connection itself to ssh
-and exits, so no process copies the session's bytes.`,
+and exits, so no process copies the session's bytes.
+
+Where your roles require an MFA check for each session, it asks for a code
+from your authenticator on the terminal (/dev/tty), or takes it from
+WARDEN_MFA_CODE or --mfa-code-file, or checks a passkey in the browser
+(--mfa-passkey), or uses the batch check of "warden mfa session"; with
+--fdpass it leaves the one-minute certificate where the ssh config of
+"warden config ssh" makes ssh read it (CertificateFile .../session-certs/%r@%h-cert.pub).`,
 		Example: `  ssh -o ProxyCommand='warden proxy ssh %r@%h:%p' dev@web1
   ssh -o ProxyUseFdpass=yes -o ProxyCommand='warden proxy ssh --fdpass %r@%h:%p' dev@web1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target := args[0]
-			if _, rest, ok := strings.Cut(target, "@"); ok {
-				target = rest
+			target, login := args[0], ""
+			if l, rest, ok := strings.Cut(target, "@"); ok {
+				target, login = rest, l
 			}
 			host, _, err := net.SplitHostPort(target)
 			if err != nil {
@@ -620,7 +632,11 @@ and exits, so no process copies the session's bytes.`,
 				return refuseSSH(g.io, fdpass, err)
 			}
 			defer s.close()
-			defer pc.Close()
+			defer func() { pc.Close() }()
+			mfa.ttyOnly = true
+			if pc, err = g.proxySessionMFA(cmd.Context(), s, pc, &mfa, login, host, fdpass); err != nil {
+				return refuseSSH(g.io, fdpass, err)
+			}
 			if fdpass {
 				conn, err := tunnel.DialData(cmd.Context(), pc, s.p.Proxy, host)
 				if err != nil {
@@ -654,6 +670,7 @@ and exits, so no process copies the session's bytes.`,
 		},
 	}
 	sshCmd.Flags().BoolVar(&fdpass, "fdpass", false, "pass the connection to ssh over standard output (needs ProxyUseFdpass yes)")
+	addSessionMFAFlags(sshCmd, &mfa)
 	cmd.AddCommand(sshCmd)
 	return cmd
 }
