@@ -1,0 +1,189 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/client/sshclient"
+	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
+	"github.com/warden-sh/warden/internal/tunnel"
+)
+
+const sessionMFARole = `
+kind: role
+metadata: {name: prod}
+spec:
+  options: {require_session_mfa: true}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+`
+
+// sshOnPTY runs the real OpenSSH client on a new pseudo-terminal (its
+// controlling terminal, so the ProxyCommand's /dev/tty is it), answers
+// the MFA prompt with code, and returns the exit status and what the
+// terminal showed.
+func sshOnPTY(t *testing.T, code string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command("ssh", args...)
+	ptmx, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var out syncbuf.Buffer
+	copied := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				close(copied)
+				return
+			}
+		}
+	}()
+	testkit.WaitFor(t, "the MFA prompt on the terminal", func() bool { return strings.Contains(out.String(), "code from your authenticator") }, &out)
+	if _, err := ptmx.Write([]byte(code + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	<-copied
+	status := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		status = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return status, out.String()
+}
+
+// sessionCertSigner is the profile key with a per-session certificate
+// that `warden proxy ssh` left for ssh.
+func sessionCertSigner(t *testing.T, p *client.Profile, certPath string) ssh.Signer {
+	t.Helper()
+	keyPEM, err := os.ReadFile(p.KeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ssh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewCertSigner(pub.(*ssh.Certificate), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestSessionMFAOpenSSH: a role with require_session_mfa. warden ssh with a
+// scripted code connects; the real OpenSSH client through the ProxyCommand
+// of `warden config ssh` asks on its terminal and connects; without a
+// terminal or a code it fails saying how to comply; a certificate from
+// login is refused by the proxy (ssh -J) with that reason; a per-session
+// certificate is refused a second time, and on another node.
+func TestSessionMFAOpenSSH(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NodeName: "node1"})
+	c.StartNode("node2", nil)
+	c.WaitForNodes(2)
+	c.ApplyRoles(sessionMFARole)
+	u := c.AddUser("alice", []string{"prod"}, []string{osLogin})
+	home := c.Login(u)
+	cfg := c.SSHConfig(home)
+
+	// warden ssh, the code from a file.
+	codeFile := filepath.Join(t.TempDir(), "code")
+	if err := os.WriteFile(codeFile, []byte(u.NextOTP(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Warden(home, nil, "ssh", "--mfa-code-file", codeFile, osLogin+"@node1", "echo", "via-warden")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "via-warden" {
+		t.Fatalf("warden ssh with a per-session MFA check: %s", r)
+	}
+	// The same code again: the device's replay guard refuses it.
+	r = c.Warden(home, nil, "ssh", "--mfa-code-file", codeFile, osLogin+"@node1", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "already used") {
+		t.Fatalf("a replayed TOTP code: %s", r)
+	}
+
+	// No terminal (setsid: no controlling terminal) and no code: how to comply.
+	r = Run(t, nil, "setsid", append([]string{"-w", "ssh"}, sshArgs(cfg, osLogin+"@node1", "true")...)...)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "WARDEN_MFA_CODE") {
+		t.Fatalf("ssh without a terminal: %s", r)
+	}
+	// ssh -J with the certificate from login: the proxy refuses.
+	r = Run(t, nil, "ssh", sshArgs(cfg, "-J", osLogin+"@"+c.ProxyAddr(), osLogin+"@node1", "true")...)
+	if r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "requires an MFA check for each session") {
+		t.Fatalf("ssh -J with a certificate from login: %s", r)
+	}
+
+	// The real OpenSSH client on a terminal: the ProxyCommand asks.
+	status, out := sshOnPTY(t, u.NextOTP(t), sshArgs(cfg, osLogin+"@node1", "echo via-openssh")...)
+	if status != 0 || !strings.Contains(out, "via-openssh") {
+		t.Fatalf("ssh through the ProxyCommand on a terminal: status %d\n%s", status, out)
+	}
+
+	// The certificate the ProxyCommand left: used once already.
+	p, err := client.LoadProfile(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := sessionCertSigner(t, p, p.Path(filepath.Join("session-certs", osLogin+"@node1-cert.pub")))
+	cas, err := p.HostCAs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pc, err := sshclient.Dial(ctx, sshclient.Config{User: osLogin, Addr: c.ProxyAddr(), Signer: signer, HostCAs: cas,
+		HostName: "127.0.0.1", Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := tunnel.DialData(ctx, pc, c.ProxyAddr(), "node1"); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("a per-session certificate used again: %v", err)
+	}
+	if _, err := tunnel.DialData(ctx, pc, c.ProxyAddr(), "node2"); err == nil || !strings.Contains(err.Error(), "not for node") {
+		t.Fatalf("a per-session certificate on another node: %v", err)
+	}
+
+	// Audited: the check with the device, and the certificate.
+	evs, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.MFAVerify, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for _, ev := range evs {
+		if ev.Success && ev.Fields["purpose"] == "session" && ev.Fields["mfa_device"] != "" {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("%d audited per-session MFA checks, want 2", ok)
+	}
+}
