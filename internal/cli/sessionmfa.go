@@ -282,7 +282,9 @@ type batchCert struct {
 	signer  ssh.Signer
 }
 
-func batchCertPath(p *client.Profile) string { return p.Path(filepath.Join("session-certs", "batch.json")) }
+func batchCertPath(p *client.Profile) string {
+	return p.Path(filepath.Join("session-certs", "batch.json"))
+}
 
 // loadBatchCert returns the batch certificate if it covers login on the
 // node and has not expired; nil otherwise.
