@@ -187,3 +187,54 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 		t.Fatalf("%d audited per-session MFA checks, want 2", ok)
 	}
 }
+
+// TestSessionMFAAnsibleBatch: a role allows one MFA check to cover a
+// bounded batch (session_mfa_window, session_mfa_max_sessions). One check
+// with `warden mfa session` for two nodes, then an Ansible run to both
+// through the ProxyCommand of `warden config ssh`, asking nothing more;
+// a node outside the batch is still refused.
+func TestSessionMFAAnsibleBatch(t *testing.T) {
+	requireOpenSSH(t)
+	if _, err := exec.LookPath("ansible"); err != nil {
+		t.Fatalf("ansible is required (apt-get install ansible): %v", err)
+	}
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NodeName: "node1"})
+	c.StartNode("node2", nil)
+	c.StartNode("node3", nil)
+	c.WaitForNodes(3)
+	c.ApplyRoles(`
+kind: role
+metadata: {name: prod}
+spec:
+  options: {require_session_mfa: true, session_mfa_window: 5m, session_mfa_max_sessions: 6}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+`)
+	u := c.AddUser("alice", []string{"prod"}, []string{osLogin})
+	home := c.Login(u)
+	cfg := c.SSHConfig(home)
+	codeFile := filepath.Join(t.TempDir(), "code")
+	if err := os.WriteFile(codeFile, []byte(u.NextOTP(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Warden(home, nil, "mfa", "session", "--login", osLogin, "--sessions", "6", "--mfa-code-file", codeFile, "node1", "node2")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "6 sessions") {
+		t.Fatalf("warden mfa session: %s", r)
+	}
+	tmp := t.TempDir()
+	cmd := exec.Command("setsid", "-w", "ansible", "all", "-i", "node1,node2,", "-u", osLogin, "-m", "raw", "-a", "echo ansible-ok-$(hostname)")
+	cmd.Env = append(os.Environ(), "ANSIBLE_SSH_ARGS=-F "+cfg+" -o ControlMaster=no",
+		"ANSIBLE_SSH_CONTROL_PATH_DIR="+filepath.Join(tmp, "cp"), "ANSIBLE_LOCAL_TEMP="+filepath.Join(tmp, "local"),
+		"ANSIBLE_HOME="+filepath.Join(tmp, "home"), "ANSIBLE_HOST_KEY_CHECKING=False", "ANSIBLE_NOCOLOR=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Count(string(out), "ansible-ok-") != 2 {
+		t.Fatalf("ansible to two nodes after one MFA check: %v\n%s", err, out)
+	}
+	// node3 is outside the batch: without a terminal or a code, refused.
+	r = Run(t, nil, "setsid", append([]string{"-w", "ssh"}, sshArgs(cfg, osLogin+"@node3", "true")...)...)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "WARDEN_MFA_CODE") {
+		t.Fatalf("ssh to a node outside the batch: %s", r)
+	}
+}
