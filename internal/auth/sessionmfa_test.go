@@ -131,3 +131,15 @@ spec:
 		t.Fatalf("batch certificate %+v", sc)
 	}
 }
+
+// TestSessionMFAClusterWide: auth.require_session_mfa requires the check
+// for every node, whatever the roles say (the proxy's decision).
+func TestSessionMFAClusterWide(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		f := newFixture(t, func(c *auth.Config) { c.RequireSessionMFA = cluster })
+		n := auth.Node{ID: "d1", Name: "dev1", Labels: map[string]string{"env": "dev"}}
+		if got := f.a.SessionMFANeeded([]string{"access"}, nil, n); got != cluster {
+			t.Errorf("cluster setting %v: session MFA needed = %v", cluster, got)
+		}
+	}
+}
