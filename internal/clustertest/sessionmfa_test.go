@@ -17,6 +17,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/client/sshclient"
+	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/syncbuf"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/tunnel"
@@ -236,5 +237,20 @@ spec:
 	r = Run(t, nil, "setsid", append([]string{"-w", "ssh"}, sshArgs(cfg, osLogin+"@node3", "true")...)...)
 	if r.Code == 0 || !strings.Contains(r.Stderr, "WARDEN_MFA_CODE") {
 		t.Fatalf("ssh to a node outside the batch: %s", r)
+	}
+}
+
+// TestSessionMFAClusterWideAtProxy: auth.require_session_mfa, with roles
+// that do not ask for it: the proxy refuses a login certificate (ssh -J),
+// with how to comply.
+func TestSessionMFAClusterWideAtProxy(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	c := New(t, Options{NodeName: "node1", Auth: service.AuthConfig{RequireSessionMFA: true}})
+	home := c.Login(c.AddUser("alice", []string{"access"}, []string{osLogin}))
+	cfg := c.SSHConfig(home)
+	r := Run(t, nil, "ssh", sshArgs(cfg, "-J", osLogin+"@"+c.ProxyAddr(), osLogin+"@node1", "echo", "in")...)
+	if r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "requires an MFA check for each session") {
+		t.Fatalf("ssh -J with a login certificate, session MFA cluster-wide: %s", r)
 	}
 }
