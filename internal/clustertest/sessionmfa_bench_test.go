@@ -82,6 +82,6 @@ spec:
 	mp, mm := median(plain), median(mfa)
 	b.ReportMetric(float64(mp.Microseconds())/1000, "plain-ms")
 	b.ReportMetric(float64(mm.Microseconds())/1000, "session-mfa-ms")
-	b.ReportMetric(float64((mm - mp).Microseconds())/1000, "added-ms")
+	b.ReportMetric(float64((mm-mp).Microseconds())/1000, "added-ms")
 	b.ReportMetric(float64(mm)/float64(mp), "ratio")
 }
