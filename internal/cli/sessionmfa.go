@@ -38,9 +38,8 @@ type sessionMFAOptions struct {
 	passkey  bool
 	browser  string
 	// sessions asks one check to cover this many sessions (a batch, where
-	// the roles allow session_mfa_window); nodes names the batch's nodes.
+	// the roles allow session_mfa_window).
 	sessions int
-	nodes    []string
 	// ttyOnly: never read standard input (it belongs to ssh).
 	ttyOnly bool
 }

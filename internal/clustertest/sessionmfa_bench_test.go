@@ -44,7 +44,6 @@ spec:
 	type profile struct {
 		u    *User
 		home string
-		uses int
 	}
 	users := make([]*profile, 0, 8)
 	for i := range cap(users) {
