@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,76 @@ func TestSessionMFAClusterWide(t *testing.T) {
 		if got := f.a.SessionMFANeeded([]string{"access"}, nil, n); got != cluster {
 			t.Errorf("cluster setting %v: session MFA needed = %v", cluster, got)
 		}
+	}
+}
+
+// TestIssueSessionCertWithPasskey: the CLI's passkey check through the
+// browser (the MFA hand-off's single-use token) yields a per-session
+// certificate carrying the passkey's device; the token works once; a
+// WebAuthn assertion made directly works too.
+func TestIssueSessionCertWithPasskey(t *testing.T) {
+	f := passkeyFixture(t)
+	ctx := context.Background()
+	roles, err := policy.ParseRoles([]byte(`
+kind: role
+metadata: {name: prod}
+spec:
+  options: {require_session_mfa: true}
+  allow:
+    logins: [ops]
+    node_labels: {'*': '*'}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	f.a.SetInventory(staticInventory{{ID: "p1", Name: "web1"}})
+	f.signup("alice", []string{"prod"}, []string{"ops"})
+	c := f.userCaller("alice", []string{"prod"})
+	key := newSoftKey(t)
+	laptop := f.addPasskey(c, "laptop", key)
+	testkit.WaitFor(t, "the role to apply", func() bool {
+		st, err := f.a.SessionMFAStatus(ctx, c, wire.SessionMFAQuery{Nodes: []string{"p1"}, Login: "ops"})
+		return err == nil && st.Required && st.WebAuthn
+	})
+	h, err := f.a.BeginMFAHandoff(ctx, c, wire.PasskeyHandoffBegin{ClientRedirect: "http://127.0.0.1:5555/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(h.URL)
+	state := u.Query().Get("state")
+	ch, err := f.a.BeginHandoffMFAChallenge(ctx, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.a.FinishMFAHandoff(ctx, state, wire.MFAResponse{ChallengeID: ch.ID, WebAuthn: key.get(ch.WebAuthn)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := url.Parse(res.Redirect)
+	tok, err := f.a.ResultMFAHandoff(ctx, wire.PasskeyResultRequest{ID: h.ID, ResultToken: h.ResultToken, Code: back.Query().Get("code")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := wire.SessionCertRequest{PublicKey: pubKey(t), Nodes: []string{"p1"}, Login: "ops", MFA: *tok}
+	sc, err := f.a.IssueSessionCert(ctx, c, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Device != laptop.ID {
+		t.Fatalf("device %q, want the passkey %q", sc.Device, laptop.ID)
+	}
+	if _, err := f.a.IssueSessionCert(ctx, c, req); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a spent MFA token: %v", err)
+	}
+	mc, err := f.a.BeginMFAChallenge(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.MFA = wire.MFAResponse{ChallengeID: mc.ID, WebAuthn: key.get(mc.WebAuthn)}
+	if sc, err = f.a.IssueSessionCert(ctx, c, req); err != nil || sc.Device != laptop.ID {
+		t.Fatalf("with an assertion: %+v %v", sc, err)
 	}
 }
