@@ -242,15 +242,22 @@ spec:
 
 // TestSessionMFAClusterWideAtProxy: auth.require_session_mfa, with roles
 // that do not ask for it: the proxy refuses a login certificate (ssh -J),
-// with how to comply.
+// with how to comply, and so does the node on its own port.
 func TestSessionMFAClusterWideAtProxy(t *testing.T) {
 	requireOpenSSH(t)
 	EnsureOSUser(t, osLogin)
-	c := New(t, Options{NodeName: "node1", Auth: service.AuthConfig{RequireSessionMFA: true}})
+	c := New(t, Options{NodeName: "node1", NodeListen: "127.0.0.1:0", Auth: service.AuthConfig{RequireSessionMFA: true}})
 	home := c.Login(c.AddUser("alice", []string{"access"}, []string{osLogin}))
 	cfg := c.SSHConfig(home)
 	r := Run(t, nil, "ssh", sshArgs(cfg, "-J", osLogin+"@"+c.ProxyAddr(), osLogin+"@node1", "echo", "in")...)
 	if r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "requires an MFA check for each session") {
 		t.Fatalf("ssh -J with a login certificate, session MFA cluster-wide: %s", r)
+	}
+	// The node itself, on its own port (no proxy): the setting reached it
+	// with the feed's snapshot.
+	n := c.Proc.Node()
+	r = Run(t, nil, "ssh", directArgs(home, n.Addr(), n.ID(), osLogin+"@node1", "echo", "in")...)
+	if r.Code == 0 || !strings.Contains(r.Stdout+r.Stderr, "requires an MFA check for each session") {
+		t.Fatalf("ssh to the node's own port with a login certificate, session MFA cluster-wide: %s", r)
 	}
 }

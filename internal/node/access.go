@@ -50,6 +50,8 @@ type Access struct {
 	// uses counts the sessions opened with each per-session MFA
 	// certificate (sessionmfa.go).
 	uses sessionUses
+	// clusterSessionMFA is the cluster's auth.require_session_mfa.
+	clusterSessionMFA atomic.Bool
 }
 
 // NewAccess returns an Access that refuses every connection until its

@@ -17,7 +17,7 @@ import (
 // certificate from login.
 func (a *Access) checkSessionMFA(id *ca.CertIdentity, roles []*policy.Role, req AuthzRequest) (time.Time, error) {
 	t := policy.Target{Login: req.Login, NodeName: a.cfg.NodeName, NodeID: a.cfg.NodeID, Labels: a.cfg.Labels()}
-	required := policy.SessionMFARequired(roles, id.Traits, t, false)
+	required := policy.SessionMFARequired(roles, id.Traits, t, a.clusterSessionMFA.Load())
 	var mark *policy.SessionMFAMark
 	if id.SessionMFA != nil {
 		mark = &policy.SessionMFAMark{Nodes: id.SessionMFA.Nodes, MaxSessions: id.SessionMFA.MaxSessions}
@@ -39,6 +39,10 @@ func (a *Access) checkSessionMFA(id *ca.CertIdentity, roles []*policy.Role, req 
 	}
 	return id.Issued.Add(ttl), nil
 }
+
+// SetRequireSessionMFA sets the cluster's auth.require_session_mfa, as the
+// feed's snapshot carries it.
+func (a *Access) SetRequireSessionMFA(on bool) { a.clusterSessionMFA.Store(on) }
 
 // sessionUses counts uses of per-session certificates by serial.
 type sessionUses struct {

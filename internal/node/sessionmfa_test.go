@@ -97,4 +97,11 @@ spec:
 	if _, err := authz(prod, batch); err == nil {
 		t.Fatal("batch certificate used beyond its sessions")
 	}
+
+	// The cluster's auth.require_session_mfa (from the feed's snapshot):
+	// every node asks.
+	dev.SetRequireSessionMFA(true)
+	if _, err := authz(dev, cert("")); err == nil {
+		t.Fatal("login certificate with session MFA required cluster-wide")
+	}
 }
