@@ -192,8 +192,8 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 // TestSessionMFAAnsibleBatch: a role allows one MFA check to cover a
 // bounded batch (session_mfa_window, session_mfa_max_sessions). One check
 // with `warden mfa session` for two nodes, then an Ansible run to both
-// through the ProxyCommand of `warden config ssh`, asking nothing more;
-// a node outside the batch is still refused.
+// through the ProxyCommand of `warden config ssh`, then scp and rsync,
+// asking nothing more; a node outside the batch is still refused.
 func TestSessionMFAAnsibleBatch(t *testing.T) {
 	requireOpenSSH(t)
 	if _, err := exec.LookPath("ansible"); err != nil {
@@ -232,6 +232,32 @@ spec:
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.Count(string(out), "ansible-ok-") != 2 {
 		t.Fatalf("ansible to two nodes after one MFA check: %v\n%s", err, out)
+	}
+	// scp and rsync through the same ProxyCommand, within the batch.
+	src := filepath.Join(tmp, "payload")
+	if err := os.WriteFile(src, []byte("per-session payload\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.MkdirTemp("", "warden-session-mfa-") // the node's login can reach it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dst) })
+	if err := os.Chmod(dst, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	r = Run(t, nil, "setsid", append([]string{"-w", "scp"}, sshArgs(cfg, src, osLogin+"@node1:"+filepath.Join(dst, "via-scp"))...)...)
+	if r.Code != 0 {
+		t.Fatalf("scp within the batch: %s", r)
+	}
+	r = Run(t, nil, "setsid", "-w", "rsync", "-e", "ssh -F "+cfg+" -o BatchMode=yes", src, osLogin+"@node2:"+filepath.Join(dst, "via-rsync"))
+	if r.Code != 0 {
+		t.Fatalf("rsync within the batch: %s", r)
+	}
+	for _, name := range []string{"via-scp", "via-rsync"} {
+		if b, err := os.ReadFile(filepath.Join(dst, name)); err != nil || string(b) != "per-session payload\n" {
+			t.Fatalf("%s: %q %v", name, b, err)
+		}
 	}
 	// node3 is outside the batch: without a terminal or a code, refused.
 	r = Run(t, nil, "setsid", append([]string{"-w", "ssh"}, sshArgs(cfg, osLogin+"@node3", "true")...)...)
