@@ -112,19 +112,21 @@ func (g *globals) sessionMFAAnswer(ctx context.Context, s *session, o *sessionMF
 		o = &sessionMFAOptions{}
 	}
 	switch {
-	case o.codeFile != "":
-		var r io.Reader
-		if o.codeFile == "-" {
-			r = g.io.In
-		} else {
-			f, err := os.Open(o.codeFile)
-			if err != nil {
-				return nil, fmt.Errorf("--mfa-code-file: %w", err)
-			}
-			defer f.Close()
-			r = f
+	case o.codeFile == "-":
+		// One line, read byte by byte: the rest of standard input stays
+		// for the remote command.
+		line, err := readTTYLine(g.io.In)
+		if err != nil {
+			return nil, fmt.Errorf("--mfa-code-file -: %w", err)
 		}
-		b, err := io.ReadAll(io.LimitReader(r, maxMFACodeFile))
+		return &wire.MFAResponse{OTP: strings.TrimSpace(line)}, nil
+	case o.codeFile != "":
+		f, err := os.Open(o.codeFile)
+		if err != nil {
+			return nil, fmt.Errorf("--mfa-code-file: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxMFACodeFile))
 		if err != nil {
 			return nil, fmt.Errorf("--mfa-code-file: %w", err)
 		}

@@ -117,16 +117,18 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 	home := c.Login(u)
 	cfg := c.SSHConfig(home)
 
-	// warden ssh, the code from a file.
-	codeFile := filepath.Join(t.TempDir(), "code")
-	if err := os.WriteFile(codeFile, []byte(u.NextOTP(t)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := c.Warden(home, nil, "ssh", "--mfa-code-file", codeFile, osLogin+"@node1", "echo", "via-warden")
+	// warden ssh, the code from standard input's first line; the rest is
+	// the remote command's.
+	code := u.NextOTP(t)
+	r := c.Warden(home, strings.NewReader(code+"\nvia-warden\n"), "ssh", "--mfa-code-file", "-", osLogin+"@node1", "cat")
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "via-warden" {
 		t.Fatalf("warden ssh with a per-session MFA check: %s", r)
 	}
-	// The same code again: the device's replay guard refuses it.
+	// The same code again, from a file: the device's replay guard refuses it.
+	codeFile := filepath.Join(t.TempDir(), "code")
+	if err := os.WriteFile(codeFile, []byte(code+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r = c.Warden(home, nil, "ssh", "--mfa-code-file", codeFile, osLogin+"@node1", "true")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "already used") {
 		t.Fatalf("a replayed TOTP code: %s", r)
