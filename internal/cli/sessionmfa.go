@@ -112,6 +112,8 @@ func (g *globals) sessionMFAAnswer(ctx context.Context, s *session, o *sessionMF
 		o = &sessionMFAOptions{}
 	}
 	switch {
+	case o.codeFile == "-" && o.ttyOnly:
+		return nil, errors.New("--mfa-code-file -: standard input is ssh's connection here; use a file or " + envMFACode)
 	case o.codeFile == "-":
 		// One line, read byte by byte: the rest of standard input stays
 		// for the remote command.
