@@ -156,7 +156,7 @@ func (s *Server) IssueSessionCert(ctx context.Context, c Caller, req SessionCert
 	cert, err := s.ca.IssueUser(ca.UserCertRequest{
 		PublicKey: pub, Username: c.User, Principals: []string{req.Login, internalPrincipal(c.User)}, Roles: c.Roles, Traits: c.Traits,
 		RequestIDs: c.RequestIDs, Issued: issued, MFADevice: v.Device, TTL: ttl,
-		SessionMFA: &ca.SessionMFA{Nodes: ids, MaxSessions: uses},
+		SessionMFA: &ca.SessionMFA{Nodes: ids, MaxSessions: uses, Until: sessionsUntil(c)},
 		PermitPTY:  opts.PermitPTY, PermitPortForwarding: opts.PortForwarding, PermitAgentForwarding: opts.ForwardAgent,
 	})
 	if err != nil {
@@ -168,6 +168,15 @@ func (s *Server) IssueSessionCert(ctx context.Context, c Caller, req SessionCert
 			"nodes": ids, "max_sessions": uses, "ttl": ttl.String(), "expires": expires, "issued": issued.UTC(),
 			"mfa_device": v.Device, "mfa_kind": v.Kind, "access_requests": c.RequestIDs}})
 	return &wire.SessionCert{SSHCert: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))), Expires: expires, Device: v.Device, MaxSessions: uses}, nil
+}
+
+// sessionsUntil is when the sessions of a per-session certificate end at
+// the latest: when the caller's login certificate expires (zero: unset).
+func sessionsUntil(c Caller) int64 {
+	if c.Expires.IsZero() || c.Expires.Unix() < 0 {
+		return 0
+	}
+	return c.Expires.Unix()
 }
 
 // errSessionCertSpent refuses a per-session certificate used up.

@@ -85,6 +85,9 @@ spec:
 	if id.SessionMFA == nil || len(id.SessionMFA.Nodes) != 1 || id.SessionMFA.Nodes[0] != "p1" || id.SessionMFA.MaxSessions != 1 {
 		t.Fatalf("mark %+v", id.SessionMFA)
 	}
+	if id.SessionMFA.Until != 0 {
+		t.Fatalf("until %d for a caller without an expiry", id.SessionMFA.Until)
+	}
 	if id.MFADevice == "" || id.MFADevice != sc.Device {
 		t.Fatalf("device %q / %q", id.MFADevice, sc.Device)
 	}
@@ -118,7 +121,8 @@ spec:
 	if _, err := f.a.IssueSessionCert(ctx, alice, req); !errors.Is(err, auth.ErrAccessDenied) {
 		t.Fatalf("a batch without session_mfa_window: %v", err)
 	}
-	batcher := auth.Caller{Kind: auth.KindUser, User: "alice", Roles: []string{"batch"}}
+	loginExpiry := f.clock.Now().Add(time.Hour).Truncate(time.Second)
+	batcher := auth.Caller{Kind: auth.KindUser, User: "alice", Roles: []string{"batch"}, Expires: loginExpiry}
 	req.Sessions = 4
 	if _, err := f.a.IssueSessionCert(ctx, batcher, req); !errors.Is(err, auth.ErrAccessDenied) {
 		t.Fatalf("a batch beyond session_mfa_max_sessions: %v", err)
@@ -130,6 +134,14 @@ spec:
 	}
 	if sc.MaxSessions != 3 || sc.Expires.Sub(f.clock.Now()) > 5*time.Minute+time.Second {
 		t.Fatalf("batch certificate %+v", sc)
+	}
+	// Its sessions end no later than the login certificate.
+	k, _, _, _, err = ssh.ParseAuthorizedKey([]byte(sc.SSHCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err = ca.IdentityFromSSHCert(k.(*ssh.Certificate)); err != nil || id.SessionMFA.Until != loginExpiry.Unix() {
+		t.Fatalf("until %+v %v, want %d", id.SessionMFA, err, loginExpiry.Unix())
 	}
 }
 

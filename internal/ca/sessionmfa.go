@@ -9,7 +9,8 @@ import (
 
 // ExtSessionMFA marks a per-session MFA certificate: issued after a fresh
 // MFA check, for the nodes it names only, valid for at most MaxSessions
-// sessions in all (a JSON object {"nodes":[ids],"max_sessions":n}). A node
+// sessions in all, ending by until (a JSON object
+// {"nodes":[ids],"max_sessions":n,"until":unix}). A node
 // or proxy that requires per-session MFA accepts only certificates with it.
 const ExtSessionMFA = "session-mfa@warden.dev"
 
@@ -23,6 +24,10 @@ const (
 type SessionMFA struct {
 	Nodes       []string `json:"nodes"`
 	MaxSessions int      `json:"max_sessions"`
+	// Until (unix seconds, 0: unset) is when the sessions it opens end at
+	// the latest: the login certificate's expiry, which a per-session
+	// check must not extend.
+	Until int64 `json:"until,omitempty"`
 }
 
 func (m *SessionMFA) validate() error {
@@ -33,6 +38,9 @@ func (m *SessionMFA) validate() error {
 		if err := validateID(n); err != nil {
 			return fmt.Errorf("session MFA node: %w", err)
 		}
+	}
+	if m.Until < 0 {
+		return errors.New("session MFA: negative until")
 	}
 	if m.MaxSessions < 1 || m.MaxSessions > maxSessionMFASessions {
 		return fmt.Errorf("session MFA: max_sessions %d, want 1 to %d", m.MaxSessions, maxSessionMFASessions)

@@ -13,7 +13,8 @@ import (
 // use of a per-session certificate, counted here by serial until it
 // expires. A per-session certificate is valid about a minute, but the
 // session it opened is not cut then: it lasts until expires (its issue
-// time plus the roles' max_session_ttl), which is returned; zero for a
+// time plus the roles' max_session_ttl, and no later than the login
+// certificate's expiry the mark carries), which is returned; zero for a
 // certificate from login.
 func (a *Access) checkSessionMFA(id *ca.CertIdentity, roles []*policy.Role, req AuthzRequest) (time.Time, error) {
 	t := policy.Target{Login: req.Login, NodeName: a.cfg.NodeName, NodeID: a.cfg.NodeID, Labels: a.cfg.Labels()}
@@ -37,7 +38,11 @@ func (a *Access) checkSessionMFA(id *ca.CertIdentity, roles []*policy.Role, req 
 	if ttl <= 0 {
 		ttl = policy.DefaultSessionTTL
 	}
-	return id.Issued.Add(ttl), nil
+	end := id.Issued.Add(ttl)
+	if u := id.SessionMFA.Until; u > 0 && time.Unix(u, 0).Before(end) {
+		end = time.Unix(u, 0)
+	}
+	return end, nil
 }
 
 // SetRequireSessionMFA sets the cluster's auth.require_session_mfa, as the

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,12 @@ spec:
 	}
 	if !p.KeepAfterCertExpiry || p.Expires.Before(time.Now().Add(time.Hour)) {
 		t.Fatalf("the session would end with its one-minute certificate: %+v", p)
+	}
+	// It ends no later than the login certificate would have.
+	until := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	p, err = authz(prod, cert(fmt.Sprintf(`{"nodes":["p1"],"max_sessions":1,"until":%d}`, until.Unix())))
+	if err != nil || !p.Expires.Equal(until) {
+		t.Fatalf("a session past the login certificate's expiry: %+v %v", p, err)
 	}
 	if _, err := authz(prod, one); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("per-session certificate reused: %v", err)
