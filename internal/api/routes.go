@@ -81,6 +81,7 @@ func (h *Handler) routes() {
 	}))
 	m.HandleFunc("GET /v1/sso/oidc/callback", h.oidcCallback)
 	h.mfaRoutes()
+	h.sessionMFARoutes()
 	m.HandleFunc("POST /v1/sso/oidc/result", open(h, func(r *http.Request, in wire.SSOResultRequest) (*auth.LoginResponse, error) {
 		in.RemoteAddr = remoteIP(r)
 		return a.ResultOIDC(r.Context(), in)

@@ -430,6 +430,8 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 		t.Errorf("MFA challenge: %+v", got)
 	}
 	e.call(alice, "POST", "/v1/mfa/verify", wire.MFAResponse{OTP: "000000"}, http.StatusUnauthorized)
+	e.call(alice, "POST", "/v1/session-mfa/status", wire.SessionMFAQuery{Nodes: []string{"no-such-node"}, Login: "alice"}, http.StatusNotFound)
+	e.call(alice, "POST", "/v1/session-mfa/certs", wire.SessionCertRequest{}, http.StatusBadRequest)
 	e.call(alice, "POST", "/v1/mfa/recovery-codes", wire.MFAResponse{}, http.StatusBadRequest)
 	e.call(alice, "POST", "/v1/mfa/handoff", wire.PasskeyHandoffBegin{ClientRedirect: "http://evil.example/cb"}, http.StatusBadRequest)
 	e.call(open, "POST", "/v1/mfa/handoff/result", wire.PasskeyResultRequest{ID: "unknown"}, http.StatusBadRequest)

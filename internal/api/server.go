@@ -321,6 +321,9 @@ type WatchEvent struct {
 	Role  *policy.Role   `json:"role,omitempty"`
 	Lock  *lock.Lock     `json:"lock,omitempty"`
 	Name  string         `json:"name,omitempty"`
+	// RequireSessionMFA is the cluster's auth.require_session_mfa
+	// (snapshot only).
+	RequireSessionMFA bool `json:"require_session_mfa,omitempty"`
 }
 
 // WatchKeepalive is how often an idle watch stream carries a keepalive, so
@@ -351,7 +354,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 		line, err := json.Marshal(ev)
 		return err == nil && write(append(line, '\n'))
 	}
-	if !send(WatchEvent{Type: "snapshot", Roles: snap.Roles, Locks: snap.Locks}) {
+	if !send(WatchEvent{Type: "snapshot", Roles: snap.Roles, Locks: snap.Locks, RequireSessionMFA: snap.RequireSessionMFA}) {
 		return
 	}
 	tick := time.NewTicker(WatchKeepalive)

@@ -317,13 +317,13 @@ func (s *Server) AuthorizeAgentless(ctx context.Context, c Caller, user Caller, 
 	return &AgentlessDecision{Caller: cur, Options: d.Options}, nil
 }
 
-// IssueSessionCert issues the certificate the proxy presents to an
+// IssueAgentlessCert issues the certificate the proxy presents to an
 // agentless server's sshd for one login of one user: valid SessionCertTTL,
 // with that login as its only principal, the user's name as key ID, and
 // the source address pinned when given. The user never sees it.
-func (s *Server) IssueSessionCert(ctx context.Context, c Caller, user Caller, node Node, login string, pub ssh.PublicKey,
+func (s *Server) IssueAgentlessCert(ctx context.Context, c Caller, user Caller, node Node, login string, pub ssh.PublicKey,
 	opts policy.EffectiveOptions, source string) (*ssh.Certificate, error) {
-	if err := s.authorize(c, "IssueSessionCert"); err != nil {
+	if err := s.authorize(c, "IssueAgentlessCert"); err != nil {
 		return nil, err
 	}
 	cert, err := s.ca.IssueUser(ca.UserCertRequest{

@@ -70,6 +70,10 @@ type Config struct {
 	// RequirePasskey requires local users to sign in with a passkey (or
 	// security key): password and TOTP alone are refused (mfa.go).
 	RequirePasskey bool
+	// RequireSessionMFA makes every new session to any node need a
+	// per-session MFA check (sessionmfa.go), as require_session_mfa in
+	// every role would.
+	RequireSessionMFA bool
 }
 
 // Server is the auth service.

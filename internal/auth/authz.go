@@ -89,7 +89,7 @@ var operations = map[string]rule{
 	"DeleteAgentlessNode": {kinds: kinds(KindAdmin), perms: perms("node delete")},
 	"ListAgentlessNodes":  {kinds: kinds(KindAdmin), perms: perms("node list")},
 	"AuthorizeAgentless":  {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
-	"IssueSessionCert":    {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	"IssueAgentlessCert":  {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
 	// The KRL: an agentless server fetches its own (the method checks the
 	// node identity is one, from warden sign --host).
 	"KRL": {kinds: kinds(KindAdmin), perms: perms("lock list"), own: kinds(KindNode),
@@ -125,6 +125,8 @@ var operations = map[string]rule{
 	"DeleteMFADevice":         {kinds: kinds(KindUser), does: "have MFA devices"},
 	"BeginMFAChallenge":       {kinds: kinds(KindUser), does: "have MFA devices"},
 	"VerifyMFA":               {kinds: kinds(KindUser), does: "have MFA devices"},
+	"SessionMFAStatus":        {kinds: kinds(KindUser), does: "open sessions to nodes"},
+	"IssueSessionCert":        {kinds: kinds(KindUser), does: "open sessions to nodes"},
 	"RegenerateRecoveryCodes": {kinds: kinds(KindUser), does: "have MFA devices"},
 	"BeginMFAHandoff":         {kinds: kinds(KindUser), does: "have MFA devices"},
 }

@@ -53,6 +53,16 @@ var matrix = map[string]row{
 	"CheckCaller":             {all, all, all, all, all, all, all},
 	"RecordWebLogout":         {all, all, all, all, deny, deny, deny},
 	"AllowedLogins":           {all, all, all, all, deny, deny, deny},
+	"ListMFADevices":          {all, all, all, all, deny, deny, deny},
+	"BeginAddMFADevice":       {all, all, all, all, deny, deny, deny},
+	"FinishAddMFADevice":      {all, all, all, all, deny, deny, deny},
+	"DeleteMFADevice":         {all, all, all, all, deny, deny, deny},
+	"BeginMFAChallenge":       {all, all, all, all, deny, deny, deny},
+	"VerifyMFA":               {all, all, all, all, deny, deny, deny},
+	"SessionMFAStatus":        {all, all, all, all, deny, deny, deny},
+	"IssueSessionCert":        {all, all, all, all, deny, deny, deny},
+	"RegenerateRecoveryCodes": {all, all, all, all, deny, deny, deny},
+	"BeginMFAHandoff":         {all, all, all, all, deny, deny, deny},
 	"CreateLock":              {deny, deny, deny, all, deny, deny, all},
 	"ListLocks":               {deny, deny, deny, all, all, deny, all},
 	"DeleteLock":              {deny, deny, deny, all, deny, deny, all},
@@ -100,20 +110,12 @@ var matrix = map[string]row{
 	"DeleteUser":              {deny, deny, deny, all, deny, deny, all},
 	"UpdateUser":              {deny, deny, deny, all, deny, deny, all},
 	"ResetUser":               {deny, deny, deny, all, deny, deny, all},
-	"ListMFADevices":          {all, all, all, all, deny, deny, deny},
-	"BeginAddMFADevice":       {all, all, all, all, deny, deny, deny},
-	"FinishAddMFADevice":      {all, all, all, all, deny, deny, deny},
-	"DeleteMFADevice":         {all, all, all, all, deny, deny, deny},
-	"BeginMFAChallenge":       {all, all, all, all, deny, deny, deny},
-	"VerifyMFA":               {all, all, all, all, deny, deny, deny},
-	"RegenerateRecoveryCodes": {all, all, all, all, deny, deny, deny},
-	"BeginMFAHandoff":         {all, all, all, all, deny, deny, deny},
 	"SignHostCert":            {deny, deny, deny, all, deny, deny, all},
 	"UpsertAgentlessNode":     {deny, deny, deny, all, deny, deny, all},
 	"DeleteAgentlessNode":     {deny, deny, deny, all, deny, deny, all},
 	"ListAgentlessNodes":      {deny, deny, deny, all, deny, deny, all},
 	"AuthorizeAgentless":      {deny, deny, deny, deny, deny, all, deny},
-	"IssueSessionCert":        {deny, deny, deny, deny, deny, all, deny},
+	"IssueAgentlessCert":      {deny, deny, deny, deny, deny, all, deny},
 	"KRL":                     {deny, deny, deny, all, own, deny, all},
 }
 
@@ -256,6 +258,14 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		_, err := f.a.VerifyMFA(context.Background(), c, wire.MFAResponse{})
 		return gate(err)
 	},
+	"SessionMFAStatus": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.SessionMFAStatus(context.Background(), c, wire.SessionMFAQuery{})
+		return gate(err)
+	},
+	"IssueSessionCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.IssueSessionCert(context.Background(), c, wire.SessionCertRequest{})
+		return gate(err)
+	},
 	"RegenerateRecoveryCodes": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.RegenerateRecoveryCodes(context.Background(), c, wire.MFAResponse{})
 		return gate(err)
@@ -338,8 +348,8 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		_, err := f.a.AuthorizeAgentless(context.Background(), c, f.callers["access"], auth.Node{Name: "x"}, "root", "")
 		return gate(err)
 	},
-	"IssueSessionCert": func(f *matrixFixture, c auth.Caller) outcome {
-		_, err := f.a.IssueSessionCert(context.Background(), c, auth.Caller{Kind: auth.KindUser, User: "nobody"}, auth.Node{Name: "x"}, "root", nil, policy.EffectiveOptions{}, "")
+	"IssueAgentlessCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.IssueAgentlessCert(context.Background(), c, auth.Caller{Kind: auth.KindUser, User: "nobody"}, auth.Node{Name: "x"}, "root", nil, policy.EffectiveOptions{}, "")
 		return gate(err)
 	},
 	"KRL": func(f *matrixFixture, c auth.Caller) outcome {

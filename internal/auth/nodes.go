@@ -333,6 +333,8 @@ func (s *Server) SearchAudit(ctx context.Context, c Caller, q audit.Query) ([]au
 type WatchSnapshot struct {
 	Roles []*policy.Role `json:"roles"`
 	Locks []*lock.Lock   `json:"locks"`
+	// RequireSessionMFA is the cluster's auth.require_session_mfa.
+	RequireSessionMFA bool `json:"require_session_mfa,omitempty"`
 }
 
 // Watch streams role and lock changes to nodes and proxies: the current
@@ -363,7 +365,7 @@ func (s *Server) Watch(ctx context.Context, c Caller) (_ *WatchSnapshot, _ <-cha
 	if err != nil {
 		return nil, nil, err
 	}
-	return &WatchSnapshot{Roles: roles, Locks: locks}, ch, nil
+	return &WatchSnapshot{Roles: roles, Locks: locks, RequireSessionMFA: s.cfg.RequireSessionMFA}, ch, nil
 }
 
 func uniq(in []string) []string {

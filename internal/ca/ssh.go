@@ -71,7 +71,9 @@ type UserCertRequest struct {
 	BotGeneration uint64
 	// BotInstance is the bot instance (one join) the generation counts in.
 	BotInstance string
-	TTL         time.Duration
+	// SessionMFA marks a per-session MFA certificate (ExtSessionMFA).
+	SessionMFA *SessionMFA
+	TTL        time.Duration
 
 	PermitPTY             bool
 	PermitPortForwarding  bool
@@ -150,6 +152,14 @@ func (a *Authority) userCert(req UserCertRequest) (*ssh.Certificate, error) {
 		}
 		ext[ExtBotGeneration] = strconv.FormatUint(req.BotGeneration, 10)
 		ext[ExtBotInstance] = `"` + req.BotInstance + `"`
+	}
+	if req.SessionMFA != nil {
+		if err := req.SessionMFA.validate(); err != nil {
+			return nil, err
+		}
+		if ext[ExtSessionMFA], err = marshalExt(req.SessionMFA); err != nil {
+			return nil, err
+		}
 	}
 	if req.PermitPTY {
 		ext[ExtPermitPTY] = ""
@@ -350,6 +360,8 @@ type CertIdentity struct {
 	// without one.
 	BotGeneration uint64
 	BotInstance   string
+	// SessionMFA is the mark of a per-session MFA certificate, or nil.
+	SessionMFA *SessionMFA
 }
 
 // IdentityFromSSHCert decodes and validates the identity in a user
@@ -438,6 +450,11 @@ func identityFromSSHCert(c *ssh.Certificate) (*CertIdentity, error) {
 		}
 		if err := validateID(id.MFADevice); err != nil {
 			return nil, fmt.Errorf("%s: %w", ExtMFADevice, err)
+		}
+	}
+	if v, ok := c.Extensions[ExtSessionMFA]; ok {
+		if id.SessionMFA, err = decodeSessionMFA(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ExtSessionMFA, err)
 		}
 	}
 	return id, nil

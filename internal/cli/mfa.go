@@ -167,6 +167,6 @@ your passkeys, in your browser (--browser none prints the URL to open).`,
 	rc.Flags().StringVar(&code, "otp", "", "a TOTP code or a current recovery code (prompted if not given)")
 	rc.Flags().BoolVar(&withPasskey, "passkey", false, "check with a passkey, in your browser")
 	rc.Flags().StringVar(&rcBrowser, "browser", "", "with --passkey: none prints the URL instead of opening a browser")
-	cmd.AddCommand(ls, add, rm, rc)
+	cmd.AddCommand(ls, add, rm, rc, newMFASessionCmd(g))
 	return cmd
 }

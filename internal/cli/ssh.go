@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/client/sshclient"
 	"github.com/warden-sh/warden/internal/target"
@@ -29,6 +30,21 @@ import (
 type session struct {
 	p   *client.Profile
 	api *api.Client
+	// g and mfa answer a per-session MFA check (sessionmfa.go); signer,
+	// once set, is the per-session certificate's.
+	g      *globals
+	mfa    *sessionMFAOptions
+	signer ssh.Signer
+}
+
+// keySigner is the signer connections use: the per-session certificate's
+// once a check made one, else the profile's.
+func (s *session) keySigner() (ssh.Signer, error) {
+	if s.signer != nil {
+		return s.signer, nil
+	}
+	signer, _, err := s.p.Signer()
+	return signer, err
 }
 
 func (g *globals) session() (*session, error) {
@@ -43,7 +59,7 @@ func (g *globals) session() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{p: p, api: c}, nil
+	return &session{p: p, api: c, g: g}, nil
 }
 
 func (s *session) close() { s.api.Close() }
@@ -85,7 +101,7 @@ func (s *session) resolveNode(ctx context.Context, name string) (*wire.Node, err
 // the user's certificate; the proxy's host certificate is checked against
 // the cluster host CA.
 func (s *session) proxyClient(ctx context.Context) (*ssh.Client, error) {
-	signer, _, err := s.p.Signer()
+	signer, err := s.keySigner()
 	if err != nil {
 		return nil, err
 	}
@@ -109,11 +125,18 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 	if err != nil {
 		return nil, err
 	}
+	if !strings.HasPrefix(login, ca.InternalPrincipalPrefix) && s.signer == nil {
+		signer, _, err := s.g.sessionMFASigner(ctx, s, s.mfa, []string{n.ID}, strconv.Quote(n.Name), login)
+		if err != nil {
+			return nil, err
+		}
+		s.signer = signer
+	}
 	pc, err := s.proxyClient(ctx)
 	if err != nil {
 		return nil, err
 	}
-	signer, _, err := s.p.Signer()
+	signer, err := s.keySigner()
 	if err != nil {
 		pc.Close()
 		return nil, err
@@ -253,6 +276,7 @@ func newSSHCmd(g *globals) *cobra.Command {
 	var forceTTY, noTTY, noCommand bool
 	var login string
 	var forwardSpecs []string
+	var mfa sessionMFAOptions
 	cmd := &cobra.Command{
 		Use:   "ssh [-t] [-L [BIND:]PORT:HOST:HOSTPORT] [-N] [LOGIN@]NODE [COMMAND...]",
 		Short: "Open a shell or run a command on a node",
@@ -261,7 +285,12 @@ the remote command becomes warden's own. NODE is a node name or id (warden ls).
 
 -L forwards a local port through the node to HOST:HOSTPORT as the node sees it
 (your roles must allow port forwarding); with -N no command runs and warden
-forwards until interrupted.`,
+forwards until interrupted.
+
+Where your roles require an MFA check for each session (require_session_mfa),
+warden asks for a code from your authenticator first (or takes it from
+--mfa-code-file or WARDEN_MFA_CODE, or checks a passkey in your browser with
+--mfa-passkey) and connects with a certificate for this one session.`,
 		Example: "  warden ssh dev@web1\n  warden ssh dev@web1 uptime\n  warden ssh -t dev@web1 top\n" +
 			"  warden ssh -N -L 5432:localhost:5432 dev@db1   # then: psql -h 127.0.0.1",
 		Args: cobra.MinimumNArgs(1),
@@ -289,6 +318,7 @@ forwards until interrupted.`,
 				return err
 			}
 			defer s.close()
+			s.mfa = &mfa
 			if l == "" {
 				l = login
 			}
@@ -327,6 +357,7 @@ forwards until interrupted.`,
 	cmd.Flags().StringArrayVarP(&forwardSpecs, "local-forward", "L", nil,
 		"forward [BIND_ADDRESS:]PORT (default bind 127.0.0.1) to HOST:HOSTPORT through the node (repeatable)")
 	cmd.Flags().BoolVarP(&noCommand, "no-command", "N", false, "run no command, only forward ports (with -L)")
+	addSessionMFAFlags(cmd, &mfa)
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
@@ -389,6 +420,7 @@ func (l localForwards) close() {
 
 func newSCPCmd(g *globals) *cobra.Command {
 	var recursive, quiet bool
+	var mfa sessionMFAOptions
 	cmd := &cobra.Command{
 		Use:   "scp [-r] SOURCE... DEST",
 		Short: "Copy files to or from a node (over SFTP)",
@@ -433,6 +465,7 @@ where NODE is a node name or id, or a label KEY=VALUE that names one node
 				return err
 			}
 			defer s.close()
+			s.mfa = &mfa
 			if login == "" {
 				if login, err = s.defaultLogin(); err != nil {
 					return err
@@ -455,6 +488,7 @@ where NODE is a node name or id, or a label KEY=VALUE that names one node
 	}
 	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "copy directories recursively")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	addSessionMFAFlags(cmd, &mfa)
 	return cmd
 }
 
@@ -531,6 +565,10 @@ func writeSSHConfig(g *globals, p *client.Profile, nodes []wire.Node, binary str
 	// With ProxyUseFdpass, `warden proxy ssh` hands ssh the connection to
 	// the proxy and exits: no process relays the session's bytes.
 	textf(w, "    ProxyCommand %q --home %q proxy ssh --fdpass %%r@%%h:%%p\n    ProxyUseFdpass yes\n", binary, strings.TrimSuffix(home, "/"))
+	// Per-session MFA: the ProxyCommand leaves the one-minute certificate
+	// here before it passes the connection; ssh, which waits for it under
+	// ProxyUseFdpass, reads it then, and offers it first.
+	textf(w, "    CertificateFile %q\n", sessionCertGlob(p))
 	writeSSHIdentity(w, p)
 	return nil
 }
@@ -558,6 +596,7 @@ func uniqStrings(in []string) []string {
 func newProxyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "proxy", Short: "Connect other tools through the Warden proxy"}
 	var fdpass bool
+	var mfa sessionMFAOptions
 	sshCmd := &cobra.Command{
 		Use:   "ssh [LOGIN@]NODE[:PORT]",
 		Short: "Connect OpenSSH to a node's SSH server through the proxy (ProxyCommand)",
@@ -568,14 +607,21 @@ certificate, roles and locks, then joins your connection to the node's.
 
 By default this command relays standard input and output. With --fdpass (and
 "ProxyUseFdpass yes" in ssh_config) it passes the connection itself to ssh
-and exits, so no process copies the session's bytes.`,
+and exits, so no process copies the session's bytes.
+
+Where your roles require an MFA check for each session, it asks for a code
+from your authenticator on the terminal (/dev/tty), or takes it from
+WARDEN_MFA_CODE or --mfa-code-file, or checks a passkey in the browser
+(--mfa-passkey), or uses the batch check of "warden mfa session"; with
+--fdpass it leaves the one-minute certificate where the ssh config of
+"warden config ssh" makes ssh read it (CertificateFile .../session-certs/%r@%h-cert.pub).`,
 		Example: `  ssh -o ProxyCommand='warden proxy ssh %r@%h:%p' dev@web1
   ssh -o ProxyUseFdpass=yes -o ProxyCommand='warden proxy ssh --fdpass %r@%h:%p' dev@web1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target := args[0]
-			if _, rest, ok := strings.Cut(target, "@"); ok {
-				target = rest
+			target, login := args[0], ""
+			if l, rest, ok := strings.Cut(target, "@"); ok {
+				target, login = rest, l
 			}
 			host, _, err := net.SplitHostPort(target)
 			if err != nil {
@@ -586,7 +632,11 @@ and exits, so no process copies the session's bytes.`,
 				return refuseSSH(g.io, fdpass, err)
 			}
 			defer s.close()
-			defer pc.Close()
+			defer func() { pc.Close() }()
+			mfa.ttyOnly = true
+			if pc, err = g.proxySessionMFA(cmd.Context(), s, pc, &mfa, login, host, fdpass); err != nil {
+				return refuseSSH(g.io, fdpass, err)
+			}
 			if fdpass {
 				conn, err := tunnel.DialData(cmd.Context(), pc, s.p.Proxy, host)
 				if err != nil {
@@ -620,6 +670,7 @@ and exits, so no process copies the session's bytes.`,
 		},
 	}
 	sshCmd.Flags().BoolVar(&fdpass, "fdpass", false, "pass the connection to ssh over standard output (needs ProxyUseFdpass yes)")
+	addSessionMFAFlags(sshCmd, &mfa)
 	cmd.AddCommand(sshCmd)
 	return cmd
 }

@@ -47,6 +47,11 @@ type Access struct {
 	// down.
 	connected atomic.Bool
 	lostAt    atomic.Int64
+	// uses counts the sessions opened with each per-session MFA
+	// certificate (sessionmfa.go).
+	uses sessionUses
+	// clusterSessionMFA is the cluster's auth.require_session_mfa.
+	clusterSessionMFA atomic.Bool
 }
 
 // NewAccess returns an Access that refuses every connection until its
@@ -220,6 +225,10 @@ func (a *Access) Authorize(_ context.Context, req AuthzRequest) (*Permissions, e
 		return nil, &policy.DeniedError{Reason: "this node cannot reach auth to check locks, and your roles require it (lock_mode strict); try again later",
 			Detail: fmt.Sprintf("lock view stale for %s", a.Staleness().Round(time.Second))}
 	}
+	expires, err := a.checkSessionMFA(id, roles, req)
+	if err != nil {
+		return nil, err
+	}
 	_, certPTY := req.Cert.Permissions.Extensions["permit-pty"]
 	_, certPF := req.Cert.Permissions.Extensions["permit-port-forwarding"]
 	_, certAgent := req.Cert.Permissions.Extensions["permit-agent-forwarding"]
@@ -232,7 +241,8 @@ func (a *Access) Authorize(_ context.Context, req AuthzRequest) (*Permissions, e
 		FileTransfer:        d.Options.FileTransfer,
 		RecordMode:          d.Options.RecordSession,
 		RecordInput:         d.Options.RecordInput,
-		KeepAfterCertExpiry: !d.Options.DisconnectExpiredCert,
+		KeepAfterCertExpiry: !d.Options.DisconnectExpiredCert || !expires.IsZero(),
+		Expires:             expires,
 		IdleTimeout:         d.Options.ClientIdleTimeout,
 		Identity:            id,
 	}, nil

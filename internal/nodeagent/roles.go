@@ -57,6 +57,7 @@ func (w *roleWatcher) apply(ev api.WatchEvent) {
 	switch {
 	case ev.Type == "snapshot":
 		w.access.Replace(ev.Roles, ev.Locks)
+		w.access.SetRequireSessionMFA(ev.RequireSessionMFA)
 		w.once.Do(func() { close(w.synced) })
 		changed = "snapshot"
 	case ev.Kind == "role" && ev.Type == "put":

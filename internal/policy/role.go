@@ -209,6 +209,18 @@ type RoleOptions struct {
 	// current locks: best_effort (default) keeps the last known set; strict
 	// refuses new sessions and ends live ones after a bounded staleness.
 	LockMode string `json:"lock_mode,omitempty" yaml:"lock_mode,omitempty"`
+	// RequireSessionMFA makes every new session to the nodes this role
+	// covers (its allow.node_labels; every node when it has none) need a
+	// fresh MFA check: a certificate for that one node and login, valid
+	// about a minute, used once (see SessionMFARequired).
+	RequireSessionMFA *bool `json:"require_session_mfa,omitempty" yaml:"require_session_mfa,omitempty"`
+	// SessionMFAWindow lets one MFA check cover a batch: the certificate
+	// is valid this long (at most MaxSessionMFAWindow) for the nodes chosen
+	// up front, and SessionMFAMaxSessions sessions.
+	SessionMFAWindow Duration `json:"session_mfa_window,omitempty" yaml:"session_mfa_window,omitempty"`
+	// SessionMFAMaxSessions bounds the sessions one batch check opens
+	// (default 1 session per node chosen, at most MaxSessionMFASessions).
+	SessionMFAMaxSessions int `json:"session_mfa_max_sessions,omitempty" yaml:"session_mfa_max_sessions,omitempty"`
 }
 
 // Record modes and lock modes.

@@ -79,6 +79,15 @@ func (o *RoleOptions) validate() error {
 	if o.ClientIdleTimeout < 0 {
 		return fmt.Errorf("client_idle_timeout: must not be negative")
 	}
+	if w := time.Duration(o.SessionMFAWindow); w < 0 || w > MaxSessionMFAWindow {
+		return fmt.Errorf("session_mfa_window: must be between 0 and %s, got %s", MaxSessionMFAWindow, w)
+	}
+	if o.SessionMFAMaxSessions < 0 || o.SessionMFAMaxSessions > MaxSessionMFASessions {
+		return fmt.Errorf("session_mfa_max_sessions: must be between 0 and %d, got %d", MaxSessionMFASessions, o.SessionMFAMaxSessions)
+	}
+	if o.SessionMFAMaxSessions > 0 && o.SessionMFAWindow == 0 {
+		return fmt.Errorf("session_mfa_max_sessions: needs session_mfa_window")
+	}
 	return nil
 }
 

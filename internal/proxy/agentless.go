@@ -34,7 +34,7 @@ import (
 // node's channels for session events and recordings.
 type AgentlessDirectory interface {
 	AuthorizeAgentless(ctx context.Context, c auth.Caller, user auth.Caller, n auth.Node, login, remote string) (*auth.AgentlessDecision, error)
-	IssueSessionCert(ctx context.Context, c auth.Caller, user auth.Caller, n auth.Node, login string, pub ssh.PublicKey,
+	IssueAgentlessCert(ctx context.Context, c auth.Caller, user auth.Caller, n auth.Node, login string, pub ssh.PublicKey,
 		opts policy.EffectiveOptions, source string) (*ssh.Certificate, error)
 	IssueProxyHostCert(pub ssh.PublicKey, principals []string, ttl time.Duration) (*ssh.Certificate, error)
 	EmitEvents(ctx context.Context, c auth.Caller, events []audit.Event) error
@@ -328,7 +328,7 @@ func (s *Server) dialSSHD(ctx context.Context, dir AgentlessDirectory, n auth.No
 		return nil, err
 	}
 	key, _ := ssh.NewSignerFromKey(priv)
-	cert, err := dir.IssueSessionCert(ctx, auth.ProxyCaller(), d.Caller, n, login, key.PublicKey(), d.Options, source)
+	cert, err := dir.IssueAgentlessCert(ctx, auth.ProxyCaller(), d.Caller, n, login, key.PublicKey(), d.Options, source)
 	if err != nil {
 		tcp.Close()
 		return nil, fmt.Errorf("session certificate: %v", err)

@@ -39,6 +39,12 @@ type Directory interface {
 	CurrentCaller(ctx context.Context, c auth.Caller, via, remote string) (auth.Caller, error)
 	// AuthorizeKube decides a Kubernetes API request of a current caller.
 	AuthorizeKube(ctx context.Context, c auth.Caller, cluster auth.KubeCluster, res policy.KubeResource) (policy.KubeDecision, error)
+	// SessionMFANeeded reports whether a session to the node needs a
+	// per-session MFA certificate (policy.SessionMFARequired).
+	SessionMFANeeded(roles []string, traits map[string][]string, n auth.Node) bool
+	// SpendSessionCert counts one use of a per-session certificate,
+	// refusing it beyond max.
+	SpendSessionCert(ctx context.Context, serial uint64, expires time.Time, max int) error
 }
 
 // Config configures the proxy.

@@ -14,6 +14,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/target"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
@@ -38,6 +39,10 @@ type userConn struct {
 	remote string
 	// deadline is when the certificate expires (zero: never).
 	deadline time.Time
+	// sessionMFA is the mark of a per-session MFA certificate (nil for a
+	// certificate from login), with the certificate's serial.
+	sessionMFA *policy.SessionMFAMark
+	serial     uint64
 }
 
 func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
@@ -47,11 +52,17 @@ func (s *Server) serveUser(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, r
 	defer cancel()
 	u := &userConn{caller: auth.Caller{Kind: auth.KindUser, User: id.Username, Roles: id.Roles, Traits: id.Traits,
 		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: id.Expires, MFADevice: id.MFADevice},
-		remote: sconn.RemoteAddr().String()}
+		remote: sconn.RemoteAddr().String(), serial: cert.Serial}
+	if m := id.SessionMFA; m != nil {
+		u.sessionMFA = &policy.SessionMFAMark{Nodes: m.Nodes, MaxSessions: m.MaxSessions}
+	}
 	// The proxy connection does not outlive the certificate. The grace
 	// period lets the node end its sessions first, with a message the user
-	// sees, rather than the jump connection vanishing silently.
-	if cert.ValidBefore != ssh.CertTimeInfinity {
+	// sees, rather than the jump connection vanishing silently. A
+	// per-session MFA certificate lasts about a minute but the sessions it
+	// opens do not end with it: the node bounds them (node.checkSessionMFA),
+	// and the connection ends with them.
+	if cert.ValidBefore != ssh.CertTimeInfinity && u.sessionMFA == nil {
 		u.deadline = time.Unix(int64(cert.ValidBefore), 0)
 		timer := time.AfterFunc(u.deadline.Sub(s.cfg.Now())+expiryGrace, func() { sconn.Close() })
 		defer timer.Stop()
@@ -137,6 +148,19 @@ func (s *Server) routeCaller(ctx context.Context, u *userConn, host string) (*au
 	if err := s.cfg.Directory.CheckLock(sub); err != nil {
 		return nil, nil, lock.Subject{}, none, errors.New(lockMessage(err))
 	}
+	// Per-session MFA: the decision the node makes too, and one use of a
+	// per-session certificate, counted in storage.
+	required := s.cfg.Directory.SessionMFANeeded(caller.Roles, caller.Traits, *node)
+	if err := policy.CheckSessionMFA(required, u.sessionMFA, node.ID, node.Name); err != nil {
+		return nil, nil, lock.Subject{}, none, err
+	}
+	if u.sessionMFA != nil {
+		if err := s.cfg.Directory.SpendSessionCert(ctx, u.serial, u.caller.Expires, u.sessionMFA.MaxSessions); err != nil {
+			return nil, nil, lock.Subject{}, none, err
+		}
+	}
+	// An agentless server's sshd knows nothing of per-session MFA: the
+	// proxy's check above is the only one, so it comes first.
 	if node.Agentless {
 		return node, nil, sub, caller, nil // the proxy connects to its sshd (agentless.go)
 	}

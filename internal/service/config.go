@@ -80,6 +80,10 @@ type AuthConfig struct {
 	// security key); password and TOTP alone are refused, and a user
 	// without one is sent to register one in the web UI.
 	RequirePasskey bool `yaml:"require_passkey"`
+	// RequireSessionMFA: every new session to any node needs a fresh MFA
+	// check (per-session MFA, docs/session-mfa.md), as if every role set
+	// require_session_mfa.
+	RequireSessionMFA bool `yaml:"require_session_mfa"`
 }
 
 // WebAuthnConfig overrides the relying party passkeys are bound to.

@@ -188,7 +188,7 @@ func (p *Process) startAuth(ctx context.Context) error {
 		EventRetention:     time.Duration(p.cfg.Auth.Retention.EventsDays) * 24 * time.Hour,
 		RecordingRetention: time.Duration(p.cfg.Auth.Retention.RecordingsDays) * 24 * time.Hour,
 		WebAuthn:           auth.WebAuthnConfig{RPID: p.cfg.Auth.WebAuthn.RPID, Origins: p.cfg.Auth.WebAuthn.Origins},
-		RequirePasskey:     p.cfg.Auth.RequirePasskey})
+		RequirePasskey:     p.cfg.Auth.RequirePasskey, RequireSessionMFA: p.cfg.Auth.RequireSessionMFA})
 	if err != nil {
 		return err
 	}
