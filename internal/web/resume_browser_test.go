@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,18 +172,29 @@ func TestBrowserTerminalFlood(t *testing.T) {
 	openTerminal(t, b, carol, "carol")
 	b.typeText("yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 20M; echo END-$((6*7))")
 	b.pressEnter()
+	// The page stays responsive when it keeps answering script while the
+	// output still streams in: answers that saw the screen move on before
+	// the end. A page blocked by the flood would answer only once it is
+	// over. How fast it answers is a figure, not a pass mark (a busy
+	// machine slows everything down).
 	rows := `document.querySelector(".xterm-rows").textContent`
 	var worst time.Duration
+	var midFlood int
+	last := ""
 	for {
 		t0 := time.Now()
-		done := eval[bool](b, rows+`.includes("END-42")`)
+		screen := eval[string](b, rows)
 		worst = max(worst, time.Since(t0))
-		if done {
+		if strings.Contains(screen, "END-42") {
 			break
 		}
+		if last != "" && screen != last {
+			midFlood++
+		}
+		last = screen
 	}
-	t.Logf("slowest answer of the page during the flood: %v", worst.Round(time.Millisecond))
-	if worst > 5*time.Second {
-		t.Errorf("the page took %v to answer during the flood", worst)
+	t.Logf("answers while the output streamed: %d; slowest: %v", midFlood, worst.Round(time.Millisecond))
+	if midFlood < 2 {
+		t.Errorf("the page answered %d times while 20 MB streamed in: blocked by the flood", midFlood)
 	}
 }
