@@ -241,8 +241,13 @@ spec:
 	}()
 	select {
 	case <-ended:
-		if d := time.Since(start); d > time.Second {
-			t.Fatalf("the watch ended %s after the lock", d)
+		// The lock's own hook ends it (measured: 60–120 ms); the bound only
+		// tells that hook from the proxy's re-decision every 10 s, which
+		// would end it too, and leaves a busy machine 5 s of slack.
+		d := time.Since(start)
+		t.Logf("the watch ended %s after the lock", d)
+		if d > 5*time.Second {
+			t.Fatalf("the watch ended %s after the lock: not by the lock's hook", d)
 		}
 	case <-time.After(time.Until(patience.Deadline(t))):
 		t.Fatal("the watch outlived the lock")
@@ -274,13 +279,23 @@ spec:
 		t.Fatal(err)
 	}
 	edited := time.Now()
-	for {
-		if _, err := wlines.ReadString('\n'); err != nil {
-			break
+	// Without the re-decision the API server would keep the watch open
+	// for half an hour or more: ending before the test's deadline is the
+	// pass mark, how soon is a figure.
+	wended := make(chan struct{})
+	go func() {
+		defer close(wended)
+		for {
+			if _, err := wlines.ReadString('\n'); err != nil {
+				return
+			}
 		}
-	}
-	if d := time.Since(edited); d > 15*time.Second {
-		t.Fatalf("the watch ended %s after the role was edited", d)
+	}()
+	select {
+	case <-wended:
+		t.Logf("the watch ended %s after the role was edited", time.Since(edited))
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatal("the watch outlived the role edit")
 	}
 	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
 		t.Fatal(err)
