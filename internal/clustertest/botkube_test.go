@@ -43,7 +43,9 @@ func TestBotKubeconfig(t *testing.T) {
 		t.Errorf("kubeconfig holds a key:\n%s", cfg)
 	}
 
-	get := func() Result { return kubectl(t, kubeconfig, "--context", e.name, "get", "pods", "-n", "default", "-o", "name") }
+	get := func() Result {
+		return kubectl(t, kubeconfig, "--context", e.name, "get", "pods", "-n", "default", "-o", "name")
+	}
 	if r := get(); r.Code != 0 || !strings.Contains(r.Stdout, "pod/shell") {
 		t.Fatalf("kubectl get pods with the bot's kubeconfig: %s", r)
 	}
