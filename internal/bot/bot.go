@@ -3,7 +3,7 @@
 // bot's renewable identity in its data directory, renews it well before it
 // expires, and keeps each output directory filled with certificates that
 // plain ssh, scp, rsync and Ansible use as they are (a Warden profile plus
-// an ssh_config).
+// an ssh_config), and a kubeconfig plain kubectl uses.
 package bot
 
 import (
@@ -252,7 +252,11 @@ func (b *runner) writeOutputs(ctx context.Context) error {
 		if err := idfile.WriteAtomic(filepath.Join(o.Dir, "ssh_config"), sshConfig(b.cfg.Binary, o.Dir, resp), 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", o.Dir, err)
 		}
-		b.cfg.Log.Info("bot output written", "dir", o.Dir, "roles", resp.Roles, "logins", resp.Logins, "expires", resp.Expires)
+		kube, err := b.writeKube(ctx, o.Dir)
+		if err != nil {
+			return fmt.Errorf("kubeconfig for %s: %w", o.Dir, err)
+		}
+		b.cfg.Log.Info("bot output written", "dir", o.Dir, "roles", resp.Roles, "logins", resp.Logins, "kube_clusters", kube, "expires", resp.Expires)
 	}
 	return nil
 }

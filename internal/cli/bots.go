@@ -135,6 +135,12 @@ CA and an ssh_config that plain ssh, scp, rsync and Ansible use as they are:
   ssh -F DIR/ssh_config LOGIN@NODE
   ANSIBLE_SSH_ARGS="-F DIR/ssh_config" ansible-playbook -i inventory site.yml
 
+and, when its roles reach Kubernetes clusters, a kubeconfig (one context per
+cluster, named as it; the certificate files by path, so renewals need no
+rewrite) that plain kubectl uses:
+
+  kubectl --kubeconfig DIR/kubeconfig [--context CLUSTER] get pods
+
 The bot's own identity stays in --storage (0700); it renews with a third of its
 lifetime left (jittered), each renewal with a new key and the next generation
 of the identity: if a copy of it renews too, auth locks the bot. An output
