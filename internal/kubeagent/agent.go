@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -31,6 +30,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/agentid"
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/tunnel"
@@ -148,14 +148,8 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	id, err := idfile.Read(a.idPath)
-	switch {
-	case err == nil:
-	case errors.Is(err, os.ErrNotExist):
-		if id, err = a.join(ctx); err != nil {
-			return nil, err
-		}
-	default:
+	id, _, err := agentid.LoadOrJoin(a.idPath, func() (*idfile.File, error) { return a.join(ctx) })
+	if err != nil {
 		return nil, err
 	}
 	if err := a.setIdentity(id); err != nil {
@@ -192,9 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 				return a.signer
 			}),
 			HostCAs: func() []ssh.PublicKey {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				cas, _ := idfile.ParseAuthorizedKeys(a.id.HostCAs)
+				cas, _ := idfile.ParseAuthorizedKeys(a.current().HostCAs)
 				return cas
 			},
 			Heartbeat:         func() tunnel.Heartbeat { return a.heartbeat },
@@ -318,51 +310,14 @@ func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	if a.cfg.ProxyAddr == "" {
 		return nil, errors.New("joining needs --proxy host:port")
 	}
-	probe, err := api.NewClient(api.ClientConfig{Addr: a.cfg.ProxyAddr, Insecure: true})
+	id, err := agentid.Join(ctx, agentid.JoinRequest{ProxyAddr: a.cfg.ProxyAddr, Token: token, CAPin: pin, Name: a.cfg.Name, Kind: wire.TokenTypeKube})
 	if err != nil {
 		return nil, err
 	}
-	defer probe.Close()
-	ping, err := probe.Ping(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if pin != "" && !strings.EqualFold(ping.TLSCAFingerprint, pin) {
-		return nil, fmt.Errorf("the proxy at %s presented CA %s, which does not match --ca-pin %s: refusing to join", a.cfg.ProxyAddr, ping.TLSCAFingerprint, pin)
-	}
-	pool, err := (&idfile.File{TLSCA: ping.TLSCA}).RootCAs()
-	if err != nil {
-		return nil, err
-	}
-	c, err := api.NewClient(api.ClientConfig{Addr: a.cfg.ProxyAddr, RootCAs: pool})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	keyPEM, priv, err := idfile.NewPrivateKey()
-	if err != nil {
-		return nil, err
-	}
-	sshPub, err := ssh.NewPublicKey(priv.Public())
-	if err != nil {
-		return nil, err
-	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = a.cfg.Name
-	}
-	resp, err := c.JoinNode(ctx, wire.JoinRequest{Token: token, Kind: wire.TokenTypeKube, Name: a.cfg.Name, Hostname: host,
-		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))})
-	if err != nil {
-		return nil, fmt.Errorf("join cluster: %w", err)
-	}
-	id := &idfile.File{Kind: "kube", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
-		PrivateKey: keyPEM, SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA,
-		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}
 	if err := id.Write(a.idPath); err != nil {
 		return nil, fmt.Errorf("save kube agent identity: %w", err)
 	}
-	a.log.Info("joined cluster", "cluster", resp.Cluster, "agent_id", resp.NodeID)
+	a.log.Info("joined cluster", "cluster", id.Cluster, "agent_id", id.NodeID)
 	return id, nil
 }
 
@@ -380,54 +335,14 @@ func (a *Agent) setIdentity(id *idfile.File) error {
 // maintain renews the agent's certificates in the last third of their
 // life, as a node does.
 func (a *Agent) maintain(ctx context.Context) {
-	every := a.cfg.RenewCheckInterval
-	if every <= 0 {
-		every = time.Minute
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := a.renewIfDue(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("certificate renewal failed", "err", err)
-		}
-	}
+	agentid.Renewal{Every: a.cfg.RenewCheckInterval, Client: a.client, Path: a.idPath, Current: a.current,
+		Set: a.setIdentity, Log: a.log, What: "kube agent"}.Run(ctx)
 }
 
-func (a *Agent) renewIfDue(ctx context.Context) error {
+func (a *Agent) current() *idfile.File {
 	a.mu.Lock()
-	id := a.id
-	a.mu.Unlock()
-	_, cert, err := id.CertSigner()
-	if err != nil {
-		return err
-	}
-	start, end := time.Unix(int64(cert.ValidAfter), 0), time.Unix(int64(cert.ValidBefore), 0)
-	life := end.Sub(start)
-	due := end.Add(-life / 3).Add(-time.Duration(rand.Int64N(int64(life/10) + 1)))
-	if time.Now().Before(due) {
-		return nil
-	}
-	signer, _, err := id.Signer()
-	if err != nil {
-		return err
-	}
-	certs, err := a.client.RenewNodeCerts(ctx, string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	if err != nil {
-		return err
-	}
-	next := *id
-	next.SSHCert, next.TLSCert, next.TLSCA = certs.SSHCert, certs.TLSCert, certs.TLSCA
-	next.HostCAs, next.UserCAs = certs.HostCAs, certs.UserCAs
-	if err := next.Write(a.idPath); err != nil {
-		return err
-	}
-	a.log.Info("renewed kube agent certificates", "expires", certs.Expires)
-	return a.setIdentity(&next)
+	defer a.mu.Unlock()
+	return a.id
 }
 
 // signerFunc is an ssh.Signer that asks for the current one each time

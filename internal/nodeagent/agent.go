@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,13 +22,13 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/agentid"
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/tunnel"
-	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Settings are the node agent's part of the configuration (the node:
@@ -135,16 +134,12 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, idPath: filepath.Join(cfg.DataDir, "identity.json"), dyn: newDynamicLabels(cfg.Labels)}
-	id, err := idfile.Read(a.idPath)
-	switch {
-	case err == nil:
-		a.log.Info("loaded node identity", "node_id", id.NodeID)
-	case errors.Is(err, os.ErrNotExist):
-		if id, err = a.join(ctx); err != nil {
-			return nil, err
-		}
-	default:
+	id, loaded, err := agentid.LoadOrJoin(a.idPath, func() (*idfile.File, error) { return a.join(ctx) })
+	if err != nil {
 		return nil, err
+	}
+	if loaded {
+		a.log.Info("loaded node identity", "node_id", id.NodeID)
 	}
 	if err := a.setIdentity(id); err != nil {
 		return nil, err
@@ -239,9 +234,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 			Addr:   a.proxyAddr(),
 			Signer: a.host,
 			HostCAs: func() []ssh.PublicKey {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				cas, _ := idfile.ParseAuthorizedKeys(a.id.HostCAs)
+				cas, _ := idfile.ParseAuthorizedKeys(a.current().HostCAs)
 				return cas
 			},
 			Heartbeat:         func() tunnel.Heartbeat { return tunnel.Heartbeat{Labels: a.labels(), Version: api.Version} },
@@ -286,52 +279,14 @@ func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	if pin == "" && !a.cfg.Insecure {
 		return nil, errors.New("joining needs --ca-pin sha256:... (printed by warden tokens add) so the node knows it talks to the right cluster")
 	}
-	probe, err := api.NewClient(api.ClientConfig{Addr: a.cfg.ProxyAddr, Insecure: true})
+	id, err := agentid.Join(ctx, agentid.JoinRequest{ProxyAddr: a.cfg.ProxyAddr, Token: token, CAPin: pin, Name: a.cfg.Name})
 	if err != nil {
 		return nil, err
 	}
-	defer probe.Close()
-	ping, err := probe.Ping(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if pin != "" && !strings.EqualFold(ping.TLSCAFingerprint, pin) {
-		return nil, fmt.Errorf("the proxy at %s presented CA %s, which does not match --ca-pin %s: refusing to join", a.cfg.ProxyAddr, ping.TLSCAFingerprint, pin)
-	}
-	tmp := &idfile.File{TLSCA: ping.TLSCA}
-	pool, err := tmp.RootCAs()
-	if err != nil {
-		return nil, err
-	}
-	c, err := api.NewClient(api.ClientConfig{Addr: a.cfg.ProxyAddr, RootCAs: pool})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	keyPEM, priv, err := idfile.NewPrivateKey()
-	if err != nil {
-		return nil, err
-	}
-	sshPub, err := ssh.NewPublicKey(priv.Public())
-	if err != nil {
-		return nil, err
-	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = a.cfg.Name
-	}
-	resp, err := c.JoinNode(ctx, wire.JoinRequest{Token: token, Name: a.cfg.Name, Hostname: host,
-		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))})
-	if err != nil {
-		return nil, fmt.Errorf("join cluster: %w", err)
-	}
-	id := &idfile.File{Kind: "node", ProxyAddr: a.cfg.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: a.cfg.Name,
-		PrivateKey: keyPEM, SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA,
-		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}
 	if err := id.Write(a.idPath); err != nil {
 		return nil, fmt.Errorf("save node identity: %w", err)
 	}
-	a.log.Info("joined cluster", "cluster", resp.Cluster, "node_id", resp.NodeID)
+	a.log.Info("joined cluster", "cluster", id.Cluster, "node_id", id.NodeID)
 	return id, nil
 }
 
@@ -367,56 +322,14 @@ func (a *Agent) labels() map[string]string { return a.dyn.get() }
 
 // maintain renews certificates before they expire.
 func (a *Agent) maintain(ctx context.Context) {
-	every := a.cfg.RenewCheckInterval
-	if every <= 0 {
-		every = time.Minute
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := a.renewIfDue(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("certificate renewal failed", "err", err)
-		}
-	}
+	agentid.Renewal{Every: a.cfg.RenewCheckInterval, Client: a.client, Path: a.idPath, Current: a.current,
+		Set: a.setIdentity, Log: a.log, What: "node"}.Run(ctx)
 }
 
-func (a *Agent) renewIfDue(ctx context.Context) error {
+func (a *Agent) current() *idfile.File {
 	a.mu.Lock()
-	id := a.id
-	a.mu.Unlock()
-	_, cert, err := id.CertSigner()
-	if err != nil {
-		return err
-	}
-	start, end := time.Unix(int64(cert.ValidAfter), 0), time.Unix(int64(cert.ValidBefore), 0)
-	// Renew in the last third of the lifetime, with jitter (up to a tenth
-	// of the lifetime) so a fleet does not renew at the same second.
-	life := end.Sub(start)
-	due := end.Add(-life / 3).Add(-time.Duration(rand.Int64N(int64(life/10) + 1)))
-	if time.Now().Before(due) {
-		return nil
-	}
-	signer, _, err := id.Signer()
-	if err != nil {
-		return err
-	}
-	certs, err := a.client.RenewNodeCerts(ctx, string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	if err != nil {
-		return err
-	}
-	next := *id
-	next.SSHCert, next.TLSCert, next.TLSCA = certs.SSHCert, certs.TLSCert, certs.TLSCA
-	next.HostCAs, next.UserCAs = certs.HostCAs, certs.UserCAs
-	if err := next.Write(a.idPath); err != nil {
-		return err
-	}
-	a.log.Info("renewed node certificates", "expires", certs.Expires)
-	return a.setIdentity(&next)
+	defer a.mu.Unlock()
+	return a.id
 }
 
 // Addr returns the node's SSH address.

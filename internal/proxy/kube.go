@@ -190,53 +190,24 @@ func (s *Server) serveKubeTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChan
 		}
 	}()
 	first := true
-	keepalive := time.NewTicker(tunnelKeepalive)
-	defer keepalive.Stop()
 	defer func() {
 		if !first {
 			s.kube.remove(a)
 			s.log.Info("kube agent tunnel closed", "agent", reg.Name, "agent_id", reg.ID)
 		}
 	}()
-	for {
-		select {
-		case req, ok := <-reqs:
-			if !ok {
-				return
-			}
-			if req.Type != tunnel.RequestHeartbeat {
-				_ = req.Reply(false, nil)
-				continue
-			}
-			var hb tunnel.Heartbeat
-			if err := decodeKubeHeartbeat(req.Payload, &hb); err != nil {
-				_ = req.Reply(false, []byte(err.Error()))
-				continue
-			}
-			s.kube.setClusters(a, hb.Kube)
-			if first {
-				first = false
-				s.log.Info("kube agent tunnel up", "agent", reg.Name, "agent_id", reg.ID, "clusters", len(hb.Kube))
-			}
-			_ = req.Reply(true, nil)
-		case <-keepalive.C:
-			done := make(chan error, 1)
-			go func() {
-				_, _, err := sconn.SendRequest("keepalive@openssh.com", true, nil)
-				done <- err
-			}()
-			select {
-			case err := <-done:
-				if err != nil {
-					return
-				}
-			case <-time.After(tunnelKeepalive):
-				return
-			}
-		case <-s.shutdown:
-			return
+	s.serveHeartbeats(sconn, reqs, func(p []byte) error {
+		var hb tunnel.Heartbeat
+		if err := decodeKubeHeartbeat(p, &hb); err != nil {
+			return err
 		}
-	}
+		s.kube.setClusters(a, hb.Kube)
+		if first {
+			first = false
+			s.log.Info("kube agent tunnel up", "agent", reg.Name, "agent_id", reg.ID, "clusters", len(hb.Kube))
+		}
+		return nil
+	})
 }
 
 func decodeKubeHeartbeat(p []byte, hb *tunnel.Heartbeat) error {

@@ -117,14 +117,36 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 	}()
 	// The first heartbeat (labels) must arrive before the node is listed.
 	first := true
-	keepalive := time.NewTicker(tunnelKeepalive)
-	defer keepalive.Stop()
 	defer func() {
 		if !first {
 			s.reg.remove(t)
 			s.log.Info("node tunnel closed", "node", reg.Name, "node_id", id)
 		}
 	}()
+	s.serveHeartbeats(sconn, reqs, func(p []byte) error {
+		var hb tunnel.Heartbeat
+		if err := decodeHeartbeat(p, &hb); err != nil {
+			return err
+		}
+		t.mu.Lock()
+		t.node.Labels, t.node.Version, t.node.LastSeen = hb.Labels, hb.Version, s.cfg.Now().UTC()
+		t.mu.Unlock()
+		if first {
+			first = false
+			s.reg.add(t)
+			s.log.Info("node tunnel up", "node", reg.Name, "node_id", id, "remote", sconn.RemoteAddr().String())
+		}
+		return nil
+	})
+}
+
+// serveHeartbeats answers the requests on an agent's (node's or kube
+// agent's) tunnel until it ends, its peer stops answering keepalives or
+// the proxy shuts down: beat takes each heartbeat's payload, and its
+// error refuses the request; other requests are refused.
+func (s *Server) serveHeartbeats(sconn ssh.Conn, reqs <-chan *ssh.Request, beat func(payload []byte) error) {
+	keepalive := time.NewTicker(tunnelKeepalive)
+	defer keepalive.Stop()
 	for {
 		select {
 		case req, ok := <-reqs:
@@ -135,22 +157,13 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 				_ = req.Reply(false, nil)
 				continue
 			}
-			var hb tunnel.Heartbeat
-			if err := decodeHeartbeat(req.Payload, &hb); err != nil {
+			if err := beat(req.Payload); err != nil {
 				_ = req.Reply(false, []byte(err.Error()))
 				continue
 			}
-			t.mu.Lock()
-			t.node.Labels, t.node.Version, t.node.LastSeen = hb.Labels, hb.Version, s.cfg.Now().UTC()
-			t.mu.Unlock()
-			if first {
-				first = false
-				s.reg.add(t)
-				s.log.Info("node tunnel up", "node", reg.Name, "node_id", id, "remote", sconn.RemoteAddr().String())
-			}
 			_ = req.Reply(true, nil)
 		case <-keepalive.C:
-			// A dead peer (no FIN) is noticed here, and the node leaves the
+			// A dead peer (no FIN) is noticed here, and the agent leaves the
 			// inventory.
 			done := make(chan error, 1)
 			go func() {
