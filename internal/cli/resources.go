@@ -145,29 +145,10 @@ func newGetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			switch format {
-			case "yaml", "json":
-				for i, r := range roles {
-					if i > 0 && format == "yaml" {
-						textf(g.io.Out, "---\n")
-					}
-					b, err := policy.MarshalRole(r, format)
-					if err != nil {
-						return err
-					}
-					g.io.Out.Write(b)
-				}
-				return nil
-			case "", "text":
-			default:
-				return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
-			}
-			rows := make([][]string, len(roles))
-			for i, r := range roles {
-				rows[i] = []string{r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
+			return renderDocs(g, format, roles, policy.MarshalRole, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION", func(r *policy.Role) []string {
+				return []string{r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
 					formatMatchers(r.Spec.Allow.NodeLabels), r.Metadata.Description}
-			}
-			return writeTable(g.io.Out, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION", rows)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
@@ -323,38 +304,13 @@ func getConnectors(cmd *cobra.Command, g *globals, args []string, format string)
 	if err != nil {
 		return err
 	}
-	switch format {
-	case "yaml", "json":
-		for i, conn := range conns {
-			var b []byte
-			if format == "yaml" {
-				if i > 0 {
-					textf(g.io.Out, "---\n")
-				}
-				b, err = yaml.Marshal(conn)
-			} else {
-				b, err = json.MarshalIndent(conn, "", "  ")
-				b = append(b, '\n')
-			}
-			if err != nil {
-				return err
-			}
-			g.io.Out.Write(b)
-		}
-		return nil
-	case "", "text":
-	default:
-		return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
-	}
-	rows := make([][]string, len(conns))
-	for i, conn := range conns {
+	return renderDocs(g, format, conns, marshalDoc, "OIDC CONNECTOR\tISSUER\tCLIENT ID\tSECRET FROM", func(conn *wire.OIDCConnector) []string {
 		secret := "file " + conn.Spec.ClientSecretFile
 		if conn.Spec.ClientSecretEnv != "" {
 			secret = "env " + conn.Spec.ClientSecretEnv
 		}
-		rows[i] = []string{conn.Metadata.Name, conn.Spec.IssuerURL, conn.Spec.ClientID, secret}
-	}
-	return writeTable(g.io.Out, "OIDC CONNECTOR\tISSUER\tCLIENT ID\tSECRET FROM", rows)
+		return []string{conn.Metadata.Name, conn.Spec.IssuerURL, conn.Spec.ClientID, secret}
+	})
 }
 
 // getSAMLConnectors shows SAML connectors: never their signing key,
@@ -369,19 +325,30 @@ func getSAMLConnectors(cmd *cobra.Command, g *globals, args []string, format str
 	if err != nil {
 		return err
 	}
+	return renderDocs(g, format, conns, marshalDoc, "SAML CONNECTOR\tIDP METADATA\tSP METADATA (on the proxy)\tSIGNED REQUESTS", func(conn *wire.SAMLConnector) []string {
+		idp := conn.Spec.IdPMetadataURL
+		if idp == "" {
+			idp = "(inline XML)"
+		}
+		signed := "no"
+		if conn.Spec.SignRequests {
+			signed = "yes"
+		}
+		return []string{conn.Metadata.Name, idp, "/v1/sso/saml/" + conn.Metadata.Name + "/metadata", signed}
+	})
+}
+
+// renderDocs writes items as yaml documents (--- between them) or one JSON
+// object each (format json), or else as a table.
+func renderDocs[T any](g *globals, format string, items []T, marshal func(T, string) ([]byte, error),
+	header string, row func(T) []string) error {
 	switch format {
 	case "yaml", "json":
-		for i, conn := range conns {
-			var b []byte
-			if format == "yaml" {
-				if i > 0 {
-					textf(g.io.Out, "---\n")
-				}
-				b, err = yaml.Marshal(conn)
-			} else {
-				b, err = json.MarshalIndent(conn, "", "  ")
-				b = append(b, '\n')
+		for i, it := range items {
+			if i > 0 && format == "yaml" {
+				textf(g.io.Out, "---\n")
 			}
+			b, err := marshal(it, format)
 			if err != nil {
 				return err
 			}
@@ -392,17 +359,19 @@ func getSAMLConnectors(cmd *cobra.Command, g *globals, args []string, format str
 	default:
 		return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
 	}
-	rows := make([][]string, len(conns))
-	for i, conn := range conns {
-		idp := conn.Spec.IdPMetadataURL
-		if idp == "" {
-			idp = "(inline XML)"
-		}
-		signed := "no"
-		if conn.Spec.SignRequests {
-			signed = "yes"
-		}
-		rows[i] = []string{conn.Metadata.Name, idp, "/v1/sso/saml/" + conn.Metadata.Name + "/metadata", signed}
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it)
 	}
-	return writeTable(g.io.Out, "SAML CONNECTOR\tIDP METADATA\tSP METADATA (on the proxy)\tSIGNED REQUESTS", rows)
+	return writeTable(g.io.Out, header, rows)
+}
+
+// marshalDoc encodes one resource as a yaml document or an indented JSON
+// object ending in a newline.
+func marshalDoc[T any](v T, format string) ([]byte, error) {
+	if format == "yaml" {
+		return yaml.Marshal(v)
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	return append(b, '\n'), err
 }
