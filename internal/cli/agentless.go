@@ -286,19 +286,9 @@ The same as a resource for warden apply:
 			return writeTable(g.io.Out, "NODE\tKIND\tREACHABLE\tLABELS\tKRL FETCHED", rows)
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
-	rm := &cobra.Command{Use: "rm NAME", Short: "Remove an agentless server", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.DeleteAgentlessNode(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			textf(g.io.Out, "agentless server %q removed\n", args[0])
-			return nil
-		}}
+	rm := removeCmd(g, "rm NAME", "Remove an agentless server", (*api.Client).DeleteAgentlessNode, func(w io.Writer, name string) {
+		textf(w, "agentless server %q removed\n", name)
+	})
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }
