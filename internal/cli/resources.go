@@ -218,41 +218,68 @@ func newRmCmd(g *globals) *cobra.Command {
 // decodes them strictly: an unknown field, such as an inline client_secret,
 // is refused.
 func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, []*wire.SAMLConnector, error) {
-	lines := strings.SplitAfter(string(data), "\n")
 	var conns []*wire.OIDCConnector
 	var sconns []*wire.SAMLConnector
+	rest, err := splitDocs(data, func(kind, doc string, line int) (bool, error) {
+		switch kind {
+		case wire.KindOIDC:
+			var conn wire.OIDCConnector
+			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
+				if strings.Contains(err.Error(), "client_secret") {
+					return false, fmt.Errorf("oidc connector (document at line %d): the client secret cannot be part of the connector: "+
+						"use client_secret_file or client_secret_env (read by the auth service)", line)
+				}
+				return false, fmt.Errorf("oidc connector (document at line %d): %v", line, err)
+			}
+			if err := conn.Validate(); err != nil {
+				return false, fmt.Errorf("oidc connector %q (document at line %d): %v", conn.Metadata.Name, line, err)
+			}
+			conns = append(conns, &conn)
+			return true, nil
+		case wire.KindSAML:
+			var conn wire.SAMLConnector
+			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
+				return false, fmt.Errorf("saml connector (document at line %d): %v", line, err)
+			}
+			if err := conn.Validate(); err != nil {
+				return false, fmt.Errorf("saml connector %q (document at line %d): %v", conn.Metadata.Name, line, err)
+			}
+			sconns = append(sconns, &conn)
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return rest, conns, sconns, nil
+}
+
+// splitDocs walks the documents of a YAML stream (split at --- lines):
+// take is given each one's kind (blank if it does not parse), text and
+// first line number, and reports whether it took it. A document taken
+// becomes blank lines, so the line numbers of the others' errors stay
+// true. What is left is returned, or nothing if it is only separators and
+// something was taken.
+func splitDocs(data []byte, take func(kind, doc string, line int) (bool, error)) ([]byte, error) {
+	lines := strings.SplitAfter(string(data), "\n")
 	var out strings.Builder
+	took := false
 	start := 0
 	flush := func(end int) error {
 		doc := strings.Join(lines[start:end], "")
 		var head struct {
 			Kind string `json:"kind"`
 		}
-		if yaml.Unmarshal([]byte(doc), &head) == nil && head.Kind == wire.KindOIDC {
-			var conn wire.OIDCConnector
-			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
-				if strings.Contains(err.Error(), "client_secret") {
-					return fmt.Errorf("oidc connector (document at line %d): the client secret cannot be part of the connector: "+
-						"use client_secret_file or client_secret_env (read by the auth service)", start+1)
-				}
-				return fmt.Errorf("oidc connector (document at line %d): %v", start+1, err)
-			}
-			if err := conn.Validate(); err != nil {
-				return fmt.Errorf("oidc connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
-			}
-			conns = append(conns, &conn)
-			out.WriteString(strings.Repeat("\n", end-start))
-			return nil
+		if yaml.Unmarshal([]byte(doc), &head) != nil {
+			head.Kind = ""
 		}
-		if head.Kind == wire.KindSAML {
-			var conn wire.SAMLConnector
-			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
-				return fmt.Errorf("saml connector (document at line %d): %v", start+1, err)
-			}
-			if err := conn.Validate(); err != nil {
-				return fmt.Errorf("saml connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
-			}
-			sconns = append(sconns, &conn)
+		ok, err := take(head.Kind, doc, start+1)
+		if err != nil {
+			return err
+		}
+		if ok {
+			took = true
 			out.WriteString(strings.Repeat("\n", end-start))
 			return nil
 		}
@@ -262,20 +289,20 @@ func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, []*wire.SAMLCo
 	for i, l := range lines {
 		if strings.TrimRight(l, "\r\n") == "---" {
 			if err := flush(i); err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
 			out.WriteString(l)
 			start = i + 1
 		}
 	}
 	if err := flush(len(lines)); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	rest := out.String()
-	if len(conns)+len(sconns) > 0 && strings.Trim(rest, "-\r\n \t") == "" {
+	if took && strings.Trim(rest, "-\r\n \t") == "" {
 		rest = ""
 	}
-	return []byte(rest), conns, sconns, nil
+	return []byte(rest), nil
 }
 
 // oneOrAll gets the resource named by args (one name), or lists them all
