@@ -462,13 +462,17 @@ spec:
   redirect_url: https://%s/v1/sso/oidc/callback
   claims_to_roles: [{claim: groups, value: ops, roles: [access]}]
 `, strconv.Itoa(testkit.FreePort(t)), secretFile, c.ProxyAddr()))
-	res := c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "corp", "--browser", "none")
-	if res.Code == 0 || !strings.Contains(res.Stderr, `identity provider of connector "corp" is unreachable`) {
-		t.Fatalf("login --sso with the IdP down: %s", res)
-	}
-	res = c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "nope", "--browser", "none")
-	if res.Code == 0 || !strings.Contains(res.Stderr, `no SSO connector "nope"`) {
-		t.Fatalf("login --sso with an unknown connector: %s", res)
+	ssoLoginRefused(t, c, "corp", `identity provider of connector "corp" is unreachable`, "with the IdP down")
+	ssoLoginRefused(t, c, "nope", `no SSO connector "nope"`, "with an unknown connector")
+}
+
+// ssoLoginRefused runs warden login --sso connector, which must fail with
+// want in its error (what says how, for the failure message).
+func ssoLoginRefused(t *testing.T, c *Cluster, connector, want, what string) {
+	t.Helper()
+	res := c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", connector, "--browser", "none")
+	if res.Code == 0 || !strings.Contains(res.Stderr, want) {
+		t.Fatalf("login --sso %s: %s", what, res)
 	}
 }
 
