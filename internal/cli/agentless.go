@@ -286,19 +286,9 @@ The same as a resource for warden apply:
 			return writeTable(g.io.Out, "NODE\tKIND\tREACHABLE\tLABELS\tKRL FETCHED", rows)
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
-	rm := &cobra.Command{Use: "rm NAME", Short: "Remove an agentless server", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.DeleteAgentlessNode(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			textf(g.io.Out, "agentless server %q removed\n", args[0])
-			return nil
-		}}
+	rm := removeCmd(g, "rm NAME", "Remove an agentless server", (*api.Client).DeleteAgentlessNode, func(w io.Writer, name string) {
+		textf(w, "agentless server %q removed\n", name)
+	})
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }
@@ -523,46 +513,24 @@ func certWithKey(certPEM []byte, key crypto.Signer) (tls.Certificate, error) {
 // (warden apply), leaving blank lines in their place so that the line
 // numbers of the other documents' errors stay true.
 func splitAgentless(data []byte) ([]byte, []*wire.AgentlessNode, error) {
-	lines := strings.SplitAfter(string(data), "\n")
 	var nodes []*wire.AgentlessNode
-	var out strings.Builder
-	start := 0
-	flush := func(end int) error {
-		doc := strings.Join(lines[start:end], "")
-		var head struct {
-			Kind string `json:"kind"`
+	rest, err := splitDocs(data, func(kind, doc string, line int) (bool, error) {
+		if kind != wire.KindAgentlessNode {
+			return false, nil
 		}
-		if yaml.Unmarshal([]byte(doc), &head) == nil && head.Kind == wire.KindAgentlessNode {
-			var n wire.AgentlessNode
-			if err := yaml.UnmarshalStrict([]byte(doc), &n); err != nil {
-				return fmt.Errorf("agentless_node (document at line %d): %v", start+1, err)
-			}
-			if n.Metadata.Name == "" || n.Spec.Addr == "" {
-				return fmt.Errorf("agentless_node (document at line %d): metadata.name and spec.addr are required", start+1)
-			}
-			n.Status = nil
-			nodes = append(nodes, &n)
-			out.WriteString(strings.Repeat("\n", end-start))
-			return nil
+		var n wire.AgentlessNode
+		if err := yaml.UnmarshalStrict([]byte(doc), &n); err != nil {
+			return false, fmt.Errorf("agentless_node (document at line %d): %v", line, err)
 		}
-		out.WriteString(doc)
-		return nil
-	}
-	for i, l := range lines {
-		if strings.TrimRight(l, "\r\n") == "---" {
-			if err := flush(i); err != nil {
-				return nil, nil, err
-			}
-			out.WriteString(l)
-			start = i + 1
+		if n.Metadata.Name == "" || n.Spec.Addr == "" {
+			return false, fmt.Errorf("agentless_node (document at line %d): metadata.name and spec.addr are required", line)
 		}
-	}
-	if err := flush(len(lines)); err != nil {
+		n.Status = nil
+		nodes = append(nodes, &n)
+		return true, nil
+	})
+	if err != nil {
 		return nil, nil, err
 	}
-	rest := out.String()
-	if len(nodes) > 0 && strings.Trim(rest, "-\r\n \t") == "" {
-		rest = ""
-	}
-	return []byte(rest), nodes, nil
+	return rest, nodes, nil
 }

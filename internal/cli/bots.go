@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/bot"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -96,19 +98,9 @@ Then ssh, scp, rsync and Ansible use the output directory as it is:
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 
-	rm := &cobra.Command{Use: "rm NAME", Short: "Remove a bot: its certificates stop working at once, live sessions included", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.DeleteBot(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			textf(g.io.Out, "bot %s removed; its certificates are void\n", args[0])
-			return nil
-		}}
+	rm := removeCmd(g, "rm NAME", "Remove a bot: its certificates stop working at once, live sessions included", (*api.Client).DeleteBot, func(w io.Writer, name string) {
+		textf(w, "bot %s removed; its certificates are void\n", name)
+	})
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }

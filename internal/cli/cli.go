@@ -214,6 +214,25 @@ func render[T any](g *globals, format string, items []T, header string, row func
 	return writeTable(g.io.Out, header, rows)
 }
 
+// removeCmd is an admin's "rm NAME": del removes the named thing, then the
+// command has done write what happened.
+func removeCmd(g *globals, use, short string, del func(*api.Client, context.Context, string) error,
+	done func(w io.Writer, name string)) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.adminClient()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := del(c, cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			done(g.io.Out, args[0])
+			return nil
+		}}
+}
+
 // writeJSONList writes a slice as a JSON array with one compact element per
 // line: readable, and several times faster than indenting every field
 // (warden ls over 10,000 nodes).

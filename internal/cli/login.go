@@ -56,9 +56,9 @@ passkeys first in the web UI's Security page (warden mfa add --type passkey).`,
 			if opt.Proxy == "" {
 				return errors.New("--proxy HOST:PORT is required")
 			}
-			if passkey {
-				p, err := client.LoginPasskey(cmd.Context(), dir, client.PasskeyOptions{Proxy: opt.Proxy, TTL: opt.TTL,
-					CAPin: opt.CAPin, Insecure: opt.Insecure, Out: g.io.Err, Open: func(u string) error { return openBrowser(g, browser, u) }})
+			// loggedIn ends every kind of login: it uses the access request
+			// if one is given, or shows the new status.
+			loggedIn := func(p *client.Profile, err error) error {
 				if err != nil {
 					return err
 				}
@@ -68,17 +68,13 @@ passkeys first in the web UI's Security page (warden mfa add --type passkey).`,
 				printStatus(g, p)
 				return nil
 			}
+			if passkey {
+				return loggedIn(client.LoginPasskey(cmd.Context(), dir, client.PasskeyOptions{Proxy: opt.Proxy, TTL: opt.TTL,
+					CAPin: opt.CAPin, Insecure: opt.Insecure, Out: g.io.Err, Open: func(u string) error { return openBrowser(g, browser, u) }}))
+			}
 			if sso != "" {
-				p, err := client.LoginSSO(cmd.Context(), dir, client.SSOOptions{Proxy: opt.Proxy, Connector: sso, TTL: opt.TTL,
-					CAPin: opt.CAPin, Insecure: opt.Insecure, Out: g.io.Err, Open: func(u string) error { return openBrowser(g, browser, u) }})
-				if err != nil {
-					return err
-				}
-				if request != "" {
-					return useRequest(g, cmd.Context(), p, request)
-				}
-				printStatus(g, p)
-				return nil
+				return loggedIn(client.LoginSSO(cmd.Context(), dir, client.SSOOptions{Proxy: opt.Proxy, Connector: sso, TTL: opt.TTL,
+					CAPin: opt.CAPin, Insecure: opt.Insecure, Out: g.io.Err, Open: func(u string) error { return openBrowser(g, browser, u) }}))
 			}
 			if opt.User == "" {
 				return errors.New("--user NAME is required")
@@ -97,15 +93,7 @@ passkeys first in the web UI's Security page (warden mfa add --type passkey).`,
 			}
 			opt.OTP = strings.TrimSpace(opt.OTP)
 			opt.Out = g.io.Err
-			p, err := client.Login(cmd.Context(), dir, opt)
-			if err != nil {
-				return err
-			}
-			if request != "" {
-				return useRequest(g, cmd.Context(), p, request)
-			}
-			printStatus(g, p)
-			return nil
+			return loggedIn(client.Login(cmd.Context(), dir, opt))
 		},
 	}
 	f := cmd.Flags()

@@ -145,29 +145,10 @@ func newGetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			switch format {
-			case "yaml", "json":
-				for i, r := range roles {
-					if i > 0 && format == "yaml" {
-						textf(g.io.Out, "---\n")
-					}
-					b, err := policy.MarshalRole(r, format)
-					if err != nil {
-						return err
-					}
-					g.io.Out.Write(b)
-				}
-				return nil
-			case "", "text":
-			default:
-				return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
-			}
-			rows := make([][]string, len(roles))
-			for i, r := range roles {
-				rows[i] = []string{r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
+			return renderDocs(g, format, roles, policy.MarshalRole, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION", func(r *policy.Role) []string {
+				return []string{r.Metadata.Name, strings.Join(r.Spec.Allow.Logins, ","),
 					formatMatchers(r.Spec.Allow.NodeLabels), r.Metadata.Description}
-			}
-			return writeTable(g.io.Out, "ROLE\tLOGINS\tNODE LABELS\tDESCRIPTION", rows)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
@@ -237,41 +218,68 @@ func newRmCmd(g *globals) *cobra.Command {
 // decodes them strictly: an unknown field, such as an inline client_secret,
 // is refused.
 func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, []*wire.SAMLConnector, error) {
-	lines := strings.SplitAfter(string(data), "\n")
 	var conns []*wire.OIDCConnector
 	var sconns []*wire.SAMLConnector
+	rest, err := splitDocs(data, func(kind, doc string, line int) (bool, error) {
+		switch kind {
+		case wire.KindOIDC:
+			var conn wire.OIDCConnector
+			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
+				if strings.Contains(err.Error(), "client_secret") {
+					return false, fmt.Errorf("oidc connector (document at line %d): the client secret cannot be part of the connector: "+
+						"use client_secret_file or client_secret_env (read by the auth service)", line)
+				}
+				return false, fmt.Errorf("oidc connector (document at line %d): %v", line, err)
+			}
+			if err := conn.Validate(); err != nil {
+				return false, fmt.Errorf("oidc connector %q (document at line %d): %v", conn.Metadata.Name, line, err)
+			}
+			conns = append(conns, &conn)
+			return true, nil
+		case wire.KindSAML:
+			var conn wire.SAMLConnector
+			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
+				return false, fmt.Errorf("saml connector (document at line %d): %v", line, err)
+			}
+			if err := conn.Validate(); err != nil {
+				return false, fmt.Errorf("saml connector %q (document at line %d): %v", conn.Metadata.Name, line, err)
+			}
+			sconns = append(sconns, &conn)
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return rest, conns, sconns, nil
+}
+
+// splitDocs walks the documents of a YAML stream (split at --- lines):
+// take is given each one's kind (blank if it does not parse), text and
+// first line number, and reports whether it took it. A document taken
+// becomes blank lines, so the line numbers of the others' errors stay
+// true. What is left is returned, or nothing if it is only separators and
+// something was taken.
+func splitDocs(data []byte, take func(kind, doc string, line int) (bool, error)) ([]byte, error) {
+	lines := strings.SplitAfter(string(data), "\n")
 	var out strings.Builder
+	took := false
 	start := 0
 	flush := func(end int) error {
 		doc := strings.Join(lines[start:end], "")
 		var head struct {
 			Kind string `json:"kind"`
 		}
-		if yaml.Unmarshal([]byte(doc), &head) == nil && head.Kind == wire.KindOIDC {
-			var conn wire.OIDCConnector
-			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
-				if strings.Contains(err.Error(), "client_secret") {
-					return fmt.Errorf("oidc connector (document at line %d): the client secret cannot be part of the connector: "+
-						"use client_secret_file or client_secret_env (read by the auth service)", start+1)
-				}
-				return fmt.Errorf("oidc connector (document at line %d): %v", start+1, err)
-			}
-			if err := conn.Validate(); err != nil {
-				return fmt.Errorf("oidc connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
-			}
-			conns = append(conns, &conn)
-			out.WriteString(strings.Repeat("\n", end-start))
-			return nil
+		if yaml.Unmarshal([]byte(doc), &head) != nil {
+			head.Kind = ""
 		}
-		if head.Kind == wire.KindSAML {
-			var conn wire.SAMLConnector
-			if err := yaml.UnmarshalStrict([]byte(doc), &conn); err != nil {
-				return fmt.Errorf("saml connector (document at line %d): %v", start+1, err)
-			}
-			if err := conn.Validate(); err != nil {
-				return fmt.Errorf("saml connector %q (document at line %d): %v", conn.Metadata.Name, start+1, err)
-			}
-			sconns = append(sconns, &conn)
+		ok, err := take(head.Kind, doc, start+1)
+		if err != nil {
+			return err
+		}
+		if ok {
+			took = true
 			out.WriteString(strings.Repeat("\n", end-start))
 			return nil
 		}
@@ -281,20 +289,20 @@ func splitConnectors(data []byte) ([]byte, []*wire.OIDCConnector, []*wire.SAMLCo
 	for i, l := range lines {
 		if strings.TrimRight(l, "\r\n") == "---" {
 			if err := flush(i); err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
 			out.WriteString(l)
 			start = i + 1
 		}
 	}
 	if err := flush(len(lines)); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	rest := out.String()
-	if len(conns)+len(sconns) > 0 && strings.Trim(rest, "-\r\n \t") == "" {
+	if took && strings.Trim(rest, "-\r\n \t") == "" {
 		rest = ""
 	}
-	return []byte(rest), conns, sconns, nil
+	return []byte(rest), nil
 }
 
 // oneOrAll gets the resource named by args (one name), or lists them all
@@ -323,38 +331,13 @@ func getConnectors(cmd *cobra.Command, g *globals, args []string, format string)
 	if err != nil {
 		return err
 	}
-	switch format {
-	case "yaml", "json":
-		for i, conn := range conns {
-			var b []byte
-			if format == "yaml" {
-				if i > 0 {
-					textf(g.io.Out, "---\n")
-				}
-				b, err = yaml.Marshal(conn)
-			} else {
-				b, err = json.MarshalIndent(conn, "", "  ")
-				b = append(b, '\n')
-			}
-			if err != nil {
-				return err
-			}
-			g.io.Out.Write(b)
-		}
-		return nil
-	case "", "text":
-	default:
-		return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
-	}
-	rows := make([][]string, len(conns))
-	for i, conn := range conns {
+	return renderDocs(g, format, conns, marshalDoc, "OIDC CONNECTOR\tISSUER\tCLIENT ID\tSECRET FROM", func(conn *wire.OIDCConnector) []string {
 		secret := "file " + conn.Spec.ClientSecretFile
 		if conn.Spec.ClientSecretEnv != "" {
 			secret = "env " + conn.Spec.ClientSecretEnv
 		}
-		rows[i] = []string{conn.Metadata.Name, conn.Spec.IssuerURL, conn.Spec.ClientID, secret}
-	}
-	return writeTable(g.io.Out, "OIDC CONNECTOR\tISSUER\tCLIENT ID\tSECRET FROM", rows)
+		return []string{conn.Metadata.Name, conn.Spec.IssuerURL, conn.Spec.ClientID, secret}
+	})
 }
 
 // getSAMLConnectors shows SAML connectors: never their signing key,
@@ -369,19 +352,30 @@ func getSAMLConnectors(cmd *cobra.Command, g *globals, args []string, format str
 	if err != nil {
 		return err
 	}
+	return renderDocs(g, format, conns, marshalDoc, "SAML CONNECTOR\tIDP METADATA\tSP METADATA (on the proxy)\tSIGNED REQUESTS", func(conn *wire.SAMLConnector) []string {
+		idp := conn.Spec.IdPMetadataURL
+		if idp == "" {
+			idp = "(inline XML)"
+		}
+		signed := "no"
+		if conn.Spec.SignRequests {
+			signed = "yes"
+		}
+		return []string{conn.Metadata.Name, idp, "/v1/sso/saml/" + conn.Metadata.Name + "/metadata", signed}
+	})
+}
+
+// renderDocs writes items as yaml documents (--- between them) or one JSON
+// object each (format json), or else as a table.
+func renderDocs[T any](g *globals, format string, items []T, marshal func(T, string) ([]byte, error),
+	header string, row func(T) []string) error {
 	switch format {
 	case "yaml", "json":
-		for i, conn := range conns {
-			var b []byte
-			if format == "yaml" {
-				if i > 0 {
-					textf(g.io.Out, "---\n")
-				}
-				b, err = yaml.Marshal(conn)
-			} else {
-				b, err = json.MarshalIndent(conn, "", "  ")
-				b = append(b, '\n')
+		for i, it := range items {
+			if i > 0 && format == "yaml" {
+				textf(g.io.Out, "---\n")
 			}
+			b, err := marshal(it, format)
 			if err != nil {
 				return err
 			}
@@ -392,17 +386,19 @@ func getSAMLConnectors(cmd *cobra.Command, g *globals, args []string, format str
 	default:
 		return fmt.Errorf("unknown output format %q (use text, json or yaml)", format)
 	}
-	rows := make([][]string, len(conns))
-	for i, conn := range conns {
-		idp := conn.Spec.IdPMetadataURL
-		if idp == "" {
-			idp = "(inline XML)"
-		}
-		signed := "no"
-		if conn.Spec.SignRequests {
-			signed = "yes"
-		}
-		rows[i] = []string{conn.Metadata.Name, idp, "/v1/sso/saml/" + conn.Metadata.Name + "/metadata", signed}
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it)
 	}
-	return writeTable(g.io.Out, "SAML CONNECTOR\tIDP METADATA\tSP METADATA (on the proxy)\tSIGNED REQUESTS", rows)
+	return writeTable(g.io.Out, header, rows)
+}
+
+// marshalDoc encodes one resource as a yaml document or an indented JSON
+// object ending in a newline.
+func marshalDoc[T any](v T, format string) ([]byte, error) {
+	if format == "yaml" {
+		return yaml.Marshal(v)
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	return append(b, '\n'), err
 }

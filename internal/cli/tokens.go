@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -88,19 +89,9 @@ file is read once, to join; delete it afterwards.
 			}
 			return writeTable(g.io.Out, "TOKEN\tTYPE\tREUSABLE\tEXPIRES\tCREATED BY", rows)
 		}}
-	rm := &cobra.Command{Use: "rm TOKEN", Short: "Revoke a join token", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.DeleteToken(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			textf(g.io.Out, "token revoked\n")
-			return nil
-		}}
+	rm := removeCmd(g, "rm TOKEN", "Revoke a join token", (*api.Client).DeleteToken, func(w io.Writer, name string) {
+		textf(w, "token revoked\n")
+	})
 	cmd.AddCommand(add, ls, rm)
 	return cmd
 }

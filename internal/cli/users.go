@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/identity"
 	"github.com/warden-sh/warden/internal/wire"
@@ -73,19 +75,9 @@ enrol a TOTP authenticator.
 		}}
 	ls.Flags().StringVarP(&format, "output", "o", "text", "output format: text, json or yaml")
 
-	rm := &cobra.Command{Use: "rm NAME", Short: "Remove a user", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.adminClient()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			textf(g.io.Out, "User %q removed. Their certificates no longer work, and their live sessions have ended.\n", args[0])
-			return nil
-		}}
+	rm := removeCmd(g, "rm NAME", "Remove a user", (*api.Client).DeleteUser, func(w io.Writer, name string) {
+		textf(w, "User %q removed. Their certificates no longer work, and their live sessions have ended.\n", name)
+	})
 	var newRoles string
 	update := &cobra.Command{Use: "update NAME --roles ROLE[,ROLE]", Short: "Set a user's roles",
 		Long: `Set a user's roles (the list replaces the old one). API calls use the new

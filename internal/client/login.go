@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/wire"
@@ -83,6 +85,21 @@ func writePins(dir string, m map[string]string) error {
 	return idfile.WriteAtomic(filepath.Join(dir, filePins), data, 0o600)
 }
 
+// trustAndKey is the start of every login: TrustCluster, then the key pair
+// the certificates will be for. The caller closes the client.
+func trustAndKey(ctx context.Context, dir, proxy, pin string, insecure bool, out io.Writer) (*api.Client, []byte, ssh.PublicKey, error) {
+	c, _, err := TrustCluster(ctx, dir, proxy, pin, insecure, out)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyPEM, _, pub, err := newKey()
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, err
+	}
+	return c, keyPEM, pub, nil
+}
+
 // Login authenticates and stores a new profile. The private key is made
 // here and never sent anywhere.
 func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) {
@@ -92,15 +109,11 @@ func Login(ctx context.Context, dir string, opt LoginOptions) (*Profile, error) 
 	if opt.User == "" {
 		return nil, errors.New("--user is required")
 	}
-	c, _, err := TrustCluster(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
+	c, keyPEM, pub, err := trustAndKey(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, _, pub, err := newKey()
-	if err != nil {
-		return nil, err
-	}
 	resp, err := c.Login(ctx, wire.LoginRequest{User: opt.User, Password: opt.Password, OTP: opt.OTP,
 		PublicKey: strings.TrimSpace(string(marshalPub(pub))), TTL: opt.TTL})
 	if err != nil {

@@ -39,15 +39,11 @@ func LoginPasskey(ctx context.Context, dir string, opt PasskeyOptions) (*Profile
 	if opt.Out == nil {
 		opt.Out = io.Discard
 	}
-	c, _, err := TrustCluster(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
+	c, keyPEM, pub, err := trustAndKey(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, _, pub, err := newKey()
-	if err != nil {
-		return nil, err
-	}
 	res, err := browserHandoff(ctx, opt.Open, opt.Wait, func(redirect string) (*wire.PasskeyHandoff, error) {
 		return c.BeginPasskeyHandoff(ctx, wire.PasskeyHandoffBegin{PublicKey: strings.TrimSpace(string(marshalPub(pub))),
 			ClientRedirect: redirect, TTL: opt.TTL})

@@ -37,15 +37,11 @@ func LoginSSO(ctx context.Context, dir string, opt SSOOptions) (*Profile, error)
 	if opt.Out == nil {
 		opt.Out = io.Discard
 	}
-	c, _, err := TrustCluster(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
+	c, keyPEM, pub, err := trustAndKey(ctx, dir, opt.Proxy, opt.CAPin, opt.Insecure, opt.Out)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, _, pub, err := newKey()
-	if err != nil {
-		return nil, err
-	}
 	// The same hand-off as --passkey: the browser comes back to a loopback
 	// listener with the login id and a one-time code, and the result needs
 	// the code as well as the token only this process knows.

@@ -4,8 +4,6 @@ package clustertest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/cli"
@@ -121,12 +117,7 @@ spec:
 	// Whoever begins a login and sends the IdP's link to alice does not
 	// get her certificates: the code goes to her browser only.
 	t.Run("hand-off to another's browser", func(t *testing.T) {
-		pub, _, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sshPub, _ := ssh.NewPublicKey(pub)
-		begin, err := c.Admin.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: "corp", PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))),
+		begin, err := c.Admin.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: "corp", PublicKey: newKeyLine(t),
 			ClientRedirect: "http://127.0.0.1:1/callback"})
 		if err != nil {
 			t.Fatal(err)
@@ -180,10 +171,7 @@ spec:
 		"apply", "-f", "-"); res.Code != 0 {
 		t.Fatalf("apply: %s", res)
 	}
-	res = c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "down", "--browser", "none")
-	if res.Code == 0 || !strings.Contains(res.Stderr, `identity provider of connector "down" is unreachable`) {
-		t.Fatalf("login --sso with the IdP down: %s", res)
-	}
+	ssoLoginRefused(t, c, "down", `identity provider of connector "down" is unreachable`, "with the IdP down")
 }
 
 // BenchmarkSAMLLogin measures the server-side time Warden adds to a SAML
@@ -200,12 +188,7 @@ func BenchmarkSAMLLogin(b *testing.B) {
 	idp := StartSAMLIdP(b, SAMLUser{Name: "alice", Email: "alice@example.com", Surname: "alice", Groups: []string{"ops-team"}})
 	c.ApplyRoles("kind: role\nmetadata: {name: ops}\nspec: {allow: {logins: [alice]}}\n---\n" + fmt.Sprintf(samlConnectorYAML, idp.URL))
 	idp.Register(b, ping.TLSCA, "https://"+c.ProxyAddr()+"/v1/sso/saml/corp/metadata")
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sshPub, _ := ssh.NewPublicKey(pub)
-	key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	key := newKeyLine(b)
 	browser := HTTPSClient(ping.TLSCA, nil)
 	browser.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	var times, tb, ta []time.Duration

@@ -135,18 +135,9 @@ func (idp *ssoIdP) browse(t *testing.T, tlsCA, authURL, user, password string) {
 			}
 			return nil
 		}}
-	resp, err := b.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindSubmatch(page)
-	if m == nil {
-		t.Fatalf("no login form from the IdP: %s", page)
-	}
+	resp, code := idpLoginForm(t, b, authURL)
 	resp, err = b.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {user}, "psw": {password}, "state": {q.Get("state")},
-		"code": {string(m[1])}, "redirect_uri": {q.Get("redirect_uri")}})
+		"code": {code}, "redirect_uri": {q.Get("redirect_uri")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,13 +462,17 @@ spec:
   redirect_url: https://%s/v1/sso/oidc/callback
   claims_to_roles: [{claim: groups, value: ops, roles: [access]}]
 `, strconv.Itoa(testkit.FreePort(t)), secretFile, c.ProxyAddr()))
-	res := c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "corp", "--browser", "none")
-	if res.Code == 0 || !strings.Contains(res.Stderr, `identity provider of connector "corp" is unreachable`) {
-		t.Fatalf("login --sso with the IdP down: %s", res)
-	}
-	res = c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", "nope", "--browser", "none")
-	if res.Code == 0 || !strings.Contains(res.Stderr, `no SSO connector "nope"`) {
-		t.Fatalf("login --sso with an unknown connector: %s", res)
+	ssoLoginRefused(t, c, "corp", `identity provider of connector "corp" is unreachable`, "with the IdP down")
+	ssoLoginRefused(t, c, "nope", `no SSO connector "nope"`, "with an unknown connector")
+}
+
+// ssoLoginRefused runs warden login --sso connector, which must fail with
+// want in its error (what says how, for the failure message).
+func ssoLoginRefused(t *testing.T, c *Cluster, connector, want, what string) {
+	t.Helper()
+	res := c.Warden(t.TempDir(), nil, "login", "--proxy", c.ProxyAddr(), "--sso", connector, "--browser", "none")
+	if res.Code == 0 || !strings.Contains(res.Stderr, want) {
+		t.Fatalf("login --sso %s: %s", what, res)
 	}
 }
 
@@ -512,12 +507,7 @@ spec:
 	pool.AppendCertsFromPEM([]byte(ping.TLSCA))
 	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sshPub, _ := ssh.NewPublicKey(pub)
-	key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	key := newKeyLine(b)
 	call := func(resp *http.Response, err error) (*http.Response, string) {
 		if err != nil {
 			b.Fatal(err)
@@ -569,4 +559,32 @@ spec:
 	b.StopTimer()
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2])/float64(time.Millisecond), "p50-ms")
+}
+
+// newKeyLine makes an ed25519 key and returns its public half as an
+// authorized_keys line, for a login's public key.
+func newKeyLine(tb testing.TB) string {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sshPub, _ := ssh.NewPublicKey(pub)
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+}
+
+// idpLoginForm opens the test IdP's sign-in page at authURL with browser
+// and returns the response (body read and closed) and the form's hidden
+// code.
+func idpLoginForm(t *testing.T, browser *http.Client, authURL string) (*http.Response, string) {
+	resp, err := browser.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("no login form from the IdP: %s", page)
+	}
+	return resp, string(m[1])
 }

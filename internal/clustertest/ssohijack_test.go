@@ -4,17 +4,12 @@ package clustertest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/wire"
@@ -29,12 +24,7 @@ import (
 // them over.
 func ssoHijackCLI(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA string) {
 	ctx := context.Background()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, _ := ssh.NewPublicKey(pub)
-	begin, err := c.Admin.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: "corp", PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))),
+	begin, err := c.Admin.BeginOIDC(ctx, wire.SSOBeginRequest{Connector: "corp", PublicKey: newKeyLine(t),
 		ClientRedirect: "http://127.0.0.1:1/callback"})
 	if err != nil {
 		t.Fatal(err)
@@ -57,19 +47,10 @@ func ssoHijackCLI(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA string) {
 	idp.mu.Lock()
 	idp.challenges[au.Query().Get("code_challenge")] = true
 	idp.mu.Unlock()
-	resp, err := victim.Get(begin.AuthURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindSubmatch(page)
-	if m == nil {
-		t.Fatalf("no login form from the IdP: %s", page)
-	}
+	resp, code := idpLoginForm(t, victim, begin.AuthURL)
 	q := resp.Request.URL.Query()
 	resp, err = victim.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {"alice"}, "psw": {"alice-pw"}, "state": {q.Get("state")},
-		"code": {string(m[1])}, "redirect_uri": {q.Get("redirect_uri")}})
+		"code": {code}, "redirect_uri": {q.Get("redirect_uri")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,19 +126,10 @@ func ssoHijackWeb(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA string) {
 	idp.mu.Lock()
 	idp.challenges[u.Query().Get("code_challenge")] = true
 	idp.mu.Unlock()
-	resp, err = victim.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="code" type="hidden" value="([^"]+)"`).FindSubmatch(page)
-	if m == nil {
-		t.Fatalf("no login form from the IdP: %s", page)
-	}
+	resp, code := idpLoginForm(t, victim, authURL)
 	q := u.Query()
 	resp, err = victim.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {"alice"}, "psw": {"alice-pw"}, "state": {q.Get("state")},
-		"code": {string(m[1])}, "redirect_uri": {q.Get("redirect_uri")}})
+		"code": {code}, "redirect_uri": {q.Get("redirect_uri")}})
 	if err != nil {
 		t.Fatal(err)
 	}
