@@ -86,7 +86,7 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 		if err != nil {
 			return nil, err
 		}
-		return a.insertTx(ctx, tx, []prepared{p})
+		return a.insertTx(ctx, tx, []auditchain.Prepared{p})
 	})
 	switch {
 	case err != nil:
@@ -233,7 +233,7 @@ func (a *AuditLog) DeleteBefore(ctx context.Context, t time.Time) (int64, error)
 		if err != nil {
 			return nil, err
 		}
-		return a.insertTx(ctx, tx, []prepared{p})
+		return a.insertTx(ctx, tx, []auditchain.Prepared{p})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("audit retention: %w", err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
 
 // AppendCheckpoint appends the checkpoint event that sign makes for the
@@ -75,7 +76,7 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 	if err != nil {
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: %w", err)
 	}
-	out, err := a.insertTx(ctx, tx, []prepared{p})
+	out, err := a.insertTx(ctx, tx, []auditchain.Prepared{p})
 	if err != nil {
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: %w", err)
 	}
