@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -31,24 +31,14 @@ func (b *Backend) AuditLog() *AuditLog { return &AuditLog{b: b} }
 // auditHub is the group commit queue and the subscribers of one Backend.
 type auditHub struct {
 	queue auditchain.Queue
-	mu    sync.Mutex // guards subs
-	subs  map[chan struct{}]struct{}
+	subs  auditchain.Subscribers
 }
 
-func newAuditHub() *auditHub { return &auditHub{subs: make(map[chan struct{}]struct{})} }
+func newAuditHub() *auditHub { return &auditHub{} }
 
 // notify wakes every subscriber (after a local commit, or a NOTIFY from
 // another instance's).
-func (h *auditHub) notify() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+func (h *auditHub) notify() { h.subs.Notify() }
 
 // appender is the shared half of Emit, Append and EmitBatch.
 func (a *AuditLog) appender() auditchain.Appender {
@@ -333,9 +323,6 @@ func isASCII(s string) bool {
 	return true
 }
 
-// subscribePage is how many events a subscriber reads per query.
-const subscribePage = 512
-
 // Subscribe delivers, in seq order, every event with Seq > afterSeq: those
 // stored, then new ones from any instance as they commit. The table is the
 // truth: a commit here or a NOTIFY from another instance only wakes the
@@ -349,67 +336,31 @@ func (a *AuditLog) Subscribe(ctx context.Context, afterSeq int64) (<-chan audit.
 	}
 	b := a.b
 	wake := make(chan struct{}, 1)
-	h := b.hub
-	h.mu.Lock()
-	h.subs[wake] = struct{}{}
-	h.mu.Unlock()
+	b.hub.subs.Add(wake)
 	b.watchMu.Lock()
 	if b.closed() {
 		b.watchMu.Unlock()
-		a.unsubscribe(wake)
+		b.hub.subs.Remove(wake)
 		return nil, fmt.Errorf("subscribe to audit log: %w", ErrClosed)
 	}
 	b.bg.Add(1)
 	b.watchMu.Unlock()
 	out := make(chan audit.Event, 64)
+	f := auditchain.Follower{
+		Search: a.Search, Wake: wake, Closing: b.closing, Closed: b.closed,
+		ReadFailed: func(last int64, failures int, err error) bool {
+			if failures == 1 || failures%100 == 0 {
+				b.log.Warn("audit subscriber: read failed; retrying", "after_seq", last, "err", err)
+			}
+			return true
+		},
+		Poll: func() <-chan time.Time { return timeAfter(b.cfg.PollInterval) },
+	}
 	go func() {
 		defer b.bg.Done()
 		defer close(out)
-		defer a.unsubscribe(wake)
-		last := max(afterSeq, 0)
-		failures := 0
-		for {
-			page, err := a.Search(ctx, audit.Query{AfterSeq: last, Limit: subscribePage})
-			if err != nil {
-				if ctx.Err() != nil || b.closed() {
-					return
-				}
-				failures++
-				if failures == 1 || failures%100 == 0 {
-					b.log.Warn("audit subscriber: read failed; retrying", "after_seq", last, "err", err)
-				}
-			} else {
-				failures = 0
-			}
-			for _, ev := range page {
-				select {
-				case out <- ev:
-					last = ev.Seq
-				case <-ctx.Done():
-					return
-				case <-b.closing:
-					return
-				}
-			}
-			if len(page) == subscribePage {
-				continue
-			}
-			select {
-			case <-wake:
-			case <-ctx.Done():
-				return
-			case <-b.closing:
-				return
-			case <-timeAfter(b.cfg.PollInterval):
-			}
-		}
+		defer b.hub.subs.Remove(wake)
+		f.Follow(ctx, afterSeq, out)
 	}()
 	return out, nil
-}
-
-func (a *AuditLog) unsubscribe(wake chan struct{}) {
-	h := a.b.hub
-	h.mu.Lock()
-	delete(h.subs, wake)
-	h.mu.Unlock()
 }

@@ -18,8 +18,7 @@ import (
 // group commit queue and the subscribers to wake after a commit.
 type auditHub struct {
 	queue auditchain.Queue
-	mu    sync.Mutex // guards subs
-	subs  map[chan struct{}]struct{}
+	subs  auditchain.Subscribers
 }
 
 // auditHubs maps a Backend to its hub. AuditLog values are cheap handles
@@ -33,7 +32,7 @@ func hubFor(b *Backend) *auditHub {
 	if h, ok := auditHubs.Load(key); ok {
 		return h.(*auditHub)
 	}
-	h, loaded := auditHubs.LoadOrStore(key, &auditHub{subs: make(map[chan struct{}]struct{})})
+	h, loaded := auditHubs.LoadOrStore(key, &auditHub{})
 	if !loaded {
 		runtime.AddCleanup(b, func(k weak.Pointer[Backend]) { auditHubs.Delete(k) }, key)
 	}
@@ -42,16 +41,7 @@ func hubFor(b *Backend) *auditHub {
 
 // notify wakes every subscriber after a commit; a subscriber already woken
 // and not yet reading keeps its single pending wake-up.
-func (h *auditHub) notify() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+func (h *auditHub) notify() { h.subs.Notify() }
 
 // tail returns the seq and hash the next event chains to: the last event's,
 // or the latest retention checkpoint's when every event was deleted, or
