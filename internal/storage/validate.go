@@ -62,3 +62,14 @@ func PrefixEnd(prefix string) (end string, ok bool) {
 	}
 	return "", false
 }
+
+// HasAnyPrefix reports whether key starts with one of prefixes (a
+// watcher's test for the changes it delivers).
+func HasAnyPrefix(key string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -2,23 +2,18 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
-
-// maxGroup caps how many queued events one group commit writes (a single
-// larger EmitBatch is still written whole).
-const maxGroup = 1024
 
 // AuditLog is the audit.Store in the backend's database. Events are
 // append-only and hash-chained (audit.ChainHash) in one chain shared by
@@ -35,49 +30,23 @@ func (b *Backend) AuditLog() *AuditLog { return &AuditLog{b: b} }
 
 // auditHub is the group commit queue and the subscribers of one Backend.
 type auditHub struct {
-	mu      sync.Mutex
-	pending []*emitReq
-	leading bool
-	subs    map[chan struct{}]struct{}
+	queue auditchain.Queue
+	subs  auditchain.Subscribers
 }
 
-func newAuditHub() *auditHub { return &auditHub{subs: make(map[chan struct{}]struct{})} }
+func newAuditHub() *auditHub { return &auditHub{} }
 
 // notify wakes every subscriber (after a local commit, or a NOTIFY from
 // another instance's).
-func (h *auditHub) notify() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+func (h *auditHub) notify() { h.subs.Notify() }
 
-type emitReq struct {
-	ps   []prepared
-	done chan emitResult
-}
-
-type emitResult struct {
-	evs []audit.Event
-	err error
-}
-
-// prepared is an event with its defaults filled in and its canonical body.
-type prepared struct {
-	ev    audit.Event
-	body  []byte
-	newID bool
+// appender is the shared half of Emit, Append and EmitBatch.
+func (a *AuditLog) appender() auditchain.Appender {
+	return auditchain.Appender{Queue: &a.b.hub.queue, Now: a.b.now, Closed: a.b.closed, ErrClosed: ErrClosed, Commit: a.commit}
 }
 
 // Emit stores ev (see Append).
-func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error {
-	_, err := a.Append(ctx, ev)
-	return err
-}
+func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error { return a.appender().Emit(ctx, ev) }
 
 // Append stores ev and returns it as stored, with its ID, Time, Seq and
 // hashes. An empty ID gets a random one, a zero Time the backend clock's
@@ -85,142 +54,24 @@ func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error {
 // commit). If ctx ends first the event may still be stored: retry with
 // the same ID, which is idempotent.
 func (a *AuditLog) Append(ctx context.Context, ev audit.Event) (audit.Event, error) {
-	if a.b.closed() {
-		return audit.Event{}, fmt.Errorf("emit audit event: %w", ErrClosed)
-	}
-	p, err := a.prepare(ev)
-	if err != nil {
-		return audit.Event{}, fmt.Errorf("emit audit event: %w", err)
-	}
-	evs, err := a.groupAppend(ctx, []prepared{p})
-	if err != nil {
-		return audit.Event{}, err
-	}
-	return evs[0], nil
+	return a.appender().Append(ctx, ev)
 }
 
 // EmitBatch stores evs in one transaction: all or none.
 func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	if a.b.closed() {
-		return fmt.Errorf("emit audit events: %w", ErrClosed)
-	}
-	ps := make([]prepared, len(evs))
-	for i, ev := range evs {
-		p, err := a.prepare(ev)
-		if err != nil {
-			return fmt.Errorf("emit audit event %d: %w", i, err)
-		}
-		ps[i] = p
-	}
-	_, err := a.groupAppend(ctx, ps)
-	return err
+	return a.appender().EmitBatch(ctx, evs)
 }
 
-func (a *AuditLog) prepare(ev audit.Event) (prepared, error) {
-	if ev.Event == "" {
-		return prepared{}, errors.New("empty event name")
-	}
-	newID := ev.ID == ""
-	if newID {
-		var r [16]byte
-		if _, err := rand.Read(r[:]); err != nil {
-			return prepared{}, fmt.Errorf("%q: event id: %w", ev.Event, err)
-		}
-		ev.ID = hex.EncodeToString(r[:])
-	}
-	if ev.Time.IsZero() {
-		ev.Time = a.b.now()
-	}
-	ev.Time = ev.Time.UTC()
-	ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
-	body, err := audit.Canonical(ev)
-	if err != nil {
-		return prepared{}, err
-	}
-	return prepared{ev: ev, body: body, newID: newID}, nil
-}
-
-// groupAppend queues ps and waits until they are committed; the first
-// caller to find no commit in progress commits everything queued.
-func (a *AuditLog) groupAppend(ctx context.Context, ps []prepared) ([]audit.Event, error) {
-	req := &emitReq{ps: ps, done: make(chan emitResult, 1)}
-	h := a.b.hub
-	h.mu.Lock()
-	h.pending = append(h.pending, req)
-	lead := !h.leading
-	h.leading = true
-	h.mu.Unlock()
-	if lead {
-		a.flush()
-	}
-	select {
-	case r := <-req.done:
-		return r.evs, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("emit audit event %q id %q: %w", ps[0].ev.Event, ps[0].ev.ID, ctx.Err())
-	}
-}
-
-func (a *AuditLog) flush() {
-	h := a.b.hub
-	h.mu.Lock()
-	n, events := 0, 0
-	for n < len(h.pending) && (n == 0 || events+len(h.pending[n].ps) <= maxGroup) {
-		events += len(h.pending[n].ps)
-		n++
-	}
-	group := make([]*emitReq, n)
-	copy(group, h.pending)
-	h.pending = append(h.pending[:0], h.pending[n:]...)
-	h.mu.Unlock()
-
-	a.commitGroup(group)
-
-	h.mu.Lock()
-	more := len(h.pending) > 0
-	h.leading = more
-	h.mu.Unlock()
-	if more {
-		go a.flush()
-	}
-}
-
-// commitGroup writes group in one transaction; if that fails each request
-// is retried alone, so one bad event cannot fail the others.
-func (a *AuditLog) commitGroup(group []*emitReq) {
-	ctx := context.Background()
-	var ps []prepared
-	for _, r := range group {
-		ps = append(ps, r.ps...)
-	}
-	out, err := a.commit(ctx, ps)
-	if err == nil {
-		for _, r := range group {
-			r.done <- emitResult{evs: out[:len(r.ps):len(r.ps)]}
-			out = out[len(r.ps):]
-		}
-		return
-	}
-	if len(group) == 1 || a.b.closed() {
-		for _, r := range group {
-			r.done <- emitResult{err: err}
-		}
-		return
-	}
-	for _, r := range group {
-		out, err := a.commit(ctx, r.ps)
-		r.done <- emitResult{evs: out, err: err}
-	}
+// prepare validates ev, fills in its ID and Time and encodes its body.
+func (a *AuditLog) prepare(ev audit.Event) (auditchain.Prepared, error) {
+	return auditchain.Prepare(ev, a.b.now)
 }
 
 // commit stores ps in one transaction. A transaction that fails before
 // anything reached the server (a connection lost to a restart) is retried:
 // it wrote nothing. One that fails later is returned; the caller retries
 // with the same ids, which are idempotent.
-func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, error) {
+func (a *AuditLog) commit(ctx context.Context, ps []auditchain.Prepared) ([]audit.Event, error) {
 	var out []audit.Event
 	attempt := 0
 	err := a.b.retry(ctx, func() error {
@@ -228,7 +79,7 @@ func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, er
 			// A retry looks every id up: should the first attempt have
 			// committed after all, its events are found, not doubled.
 			for i := range ps {
-				ps[i].newID = false
+				ps[i].NewID = false
 			}
 		}
 		var err error
@@ -272,7 +123,7 @@ func lockTail(ctx context.Context, tx pgx.Tx) (int64, []byte, error) {
 }
 
 // insertTx appends ps to the chain inside tx, after locking its tail.
-func (a *AuditLog) insertTx(ctx context.Context, tx pgx.Tx, ps []prepared) ([]audit.Event, error) {
+func (a *AuditLog) insertTx(ctx context.Context, tx pgx.Tx, ps []auditchain.Prepared) ([]audit.Event, error) {
 	seq, prev, err := lockTail(ctx, tx)
 	if err != nil {
 		return nil, err
@@ -292,19 +143,19 @@ func (a *AuditLog) insertTx(ctx context.Context, tx pgx.Tx, ps []prepared) ([]au
 	)
 	out := make([]audit.Event, len(ps))
 	for i := range ps {
-		ev := ps[i].ev
+		ev := ps[i].Ev
 		if st, ok := stored[ev.ID]; ok {
 			// A retried delivery of an event already stored: idempotent.
 			ev.Seq, ev.PrevHash, ev.Hash = st.Seq, st.PrevHash, st.Hash
 			out[i] = ev
 			continue
 		}
-		hash := audit.ChainHash(prev, ps[i].body)
+		hash := audit.ChainHash(prev, ps[i].Body)
 		seq++
 		seqs, times = append(seqs, seq), append(times, ev.Time.UnixNano())
 		ids, names, users, nodes, sessns = append(ids, ev.ID), append(names, ev.Event), append(users, ev.User),
 			append(nodes, ev.Node), append(sessns, ev.SessionID)
-		bodies, prevs, hashes = append(bodies, ps[i].body), append(prevs, prev), append(hashes, hash)
+		bodies, prevs, hashes = append(bodies, ps[i].Body), append(prevs, prev), append(hashes, hash)
 		ev.Seq, ev.PrevHash, ev.Hash = seq, hex.EncodeToString(prev), hex.EncodeToString(hash)
 		out[i] = ev
 		prev = hash
@@ -329,11 +180,11 @@ func (a *AuditLog) insertTx(ctx context.Context, tx pgx.Tx, ps []prepared) ([]au
 }
 
 // storedEvents returns the events of ps already stored, by id (nil if none).
-func storedEvents(ctx context.Context, tx pgx.Tx, ps []prepared) (map[string]audit.Event, error) {
+func storedEvents(ctx context.Context, tx pgx.Tx, ps []auditchain.Prepared) (map[string]audit.Event, error) {
 	var ids []string
 	for _, p := range ps {
-		if !p.newID { // 128 random bits: no need to look
-			ids = append(ids, p.ev.ID)
+		if !p.NewID { // 128 random bits: no need to look
+			ids = append(ids, p.Ev.ID)
 		}
 	}
 	if len(ids) == 0 {
@@ -472,9 +323,6 @@ func isASCII(s string) bool {
 	return true
 }
 
-// subscribePage is how many events a subscriber reads per query.
-const subscribePage = 512
-
 // Subscribe delivers, in seq order, every event with Seq > afterSeq: those
 // stored, then new ones from any instance as they commit. The table is the
 // truth: a commit here or a NOTIFY from another instance only wakes the
@@ -488,67 +336,31 @@ func (a *AuditLog) Subscribe(ctx context.Context, afterSeq int64) (<-chan audit.
 	}
 	b := a.b
 	wake := make(chan struct{}, 1)
-	h := b.hub
-	h.mu.Lock()
-	h.subs[wake] = struct{}{}
-	h.mu.Unlock()
+	b.hub.subs.Add(wake)
 	b.watchMu.Lock()
 	if b.closed() {
 		b.watchMu.Unlock()
-		a.unsubscribe(wake)
+		b.hub.subs.Remove(wake)
 		return nil, fmt.Errorf("subscribe to audit log: %w", ErrClosed)
 	}
 	b.bg.Add(1)
 	b.watchMu.Unlock()
 	out := make(chan audit.Event, 64)
+	f := auditchain.Follower{
+		Search: a.Search, Wake: wake, Closing: b.closing, Closed: b.closed,
+		ReadFailed: func(last int64, failures int, err error) bool {
+			if failures == 1 || failures%100 == 0 {
+				b.log.Warn("audit subscriber: read failed; retrying", "after_seq", last, "err", err)
+			}
+			return true
+		},
+		Poll: func() <-chan time.Time { return timeAfter(b.cfg.PollInterval) },
+	}
 	go func() {
 		defer b.bg.Done()
 		defer close(out)
-		defer a.unsubscribe(wake)
-		last := max(afterSeq, 0)
-		failures := 0
-		for {
-			page, err := a.Search(ctx, audit.Query{AfterSeq: last, Limit: subscribePage})
-			if err != nil {
-				if ctx.Err() != nil || b.closed() {
-					return
-				}
-				failures++
-				if failures == 1 || failures%100 == 0 {
-					b.log.Warn("audit subscriber: read failed; retrying", "after_seq", last, "err", err)
-				}
-			} else {
-				failures = 0
-			}
-			for _, ev := range page {
-				select {
-				case out <- ev:
-					last = ev.Seq
-				case <-ctx.Done():
-					return
-				case <-b.closing:
-					return
-				}
-			}
-			if len(page) == subscribePage {
-				continue
-			}
-			select {
-			case <-wake:
-			case <-ctx.Done():
-				return
-			case <-b.closing:
-				return
-			case <-timeAfter(b.cfg.PollInterval):
-			}
-		}
+		defer b.hub.subs.Remove(wake)
+		f.Follow(ctx, afterSeq, out)
 	}()
 	return out, nil
-}
-
-func (a *AuditLog) unsubscribe(wake chan struct{}) {
-	h := a.b.hub
-	h.mu.Lock()
-	delete(h.subs, wake)
-	h.mu.Unlock()
 }

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -86,7 +85,7 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 		if err != nil {
 			return nil, err
 		}
-		return a.insertTx(ctx, tx, []prepared{p})
+		return a.insertTx(ctx, tx, []auditchain.Prepared{p})
 	})
 	switch {
 	case err != nil:
@@ -100,43 +99,39 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 	return out[0], nil, nil
 }
 
-// checkSince checks that the event at pos still has pos's hash and that
-// every later event chains to it, and returns the last event checked.
+// checkSince is auditchain.CheckSince over q.
 func checkSince(ctx context.Context, q querier, pos audit.ChainPos) (audit.ChainPos, *audit.BadEvent, error) {
-	want, err := hex.DecodeString(pos.Hash)
+	return auditchain.CheckSince(sinceReader{ctx, q}, pos)
+}
+
+// sinceReader reads what auditchain.CheckSince needs through q.
+type sinceReader struct {
+	ctx context.Context
+	q   querier
+}
+
+func (r sinceReader) RetentionCheckpoint() (seq int64, hash []byte, err error) {
+	err = r.q.QueryRow(r.ctx, `SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil, nil
+	}
+	return seq, hash, err
+}
+
+func (r sinceReader) HashAt(seq int64) (hash []byte, found bool, err error) {
+	err = r.q.QueryRow(r.ctx, `SELECT hash FROM audit_events WHERE seq = $1`, seq).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	return hash, err == nil, err
+}
+
+func (r sinceReader) EventsAfter(after int64, fn func(seq int64, id string, body, prevHash, hash []byte) bool) error {
+	rows, err := r.q.Query(r.ctx, `SELECT seq, id, body, prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq`, after)
 	if err != nil {
-		return pos, nil, fmt.Errorf("audit checkpoint: bad position hash: %w", err)
-	}
-	var (
-		cpSeq  int64
-		cpHash []byte
-	)
-	switch err := q.QueryRow(ctx, `SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).Scan(&cpSeq, &cpHash); {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return pos, nil, fmt.Errorf("audit checkpoint: read retention checkpoint: %w", err)
-	}
-	start, prev := pos.Seq, want
-	if cpSeq >= pos.Seq {
-		start, prev = cpSeq, cpHash
-	} else {
-		var have []byte
-		err := q.QueryRow(ctx, `SELECT hash FROM audit_events WHERE seq = $1`, pos.Seq).Scan(&have)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return pos, &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint was removed"}, nil
-		case err != nil:
-			return pos, nil, fmt.Errorf("audit checkpoint: read seq %d: %w", pos.Seq, err)
-		case !bytes.Equal(have, want):
-			return pos, &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint has another hash: log rewritten"}, nil
-		}
-	}
-	rows, err := q.Query(ctx, `SELECT seq, id, body, prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq`, start)
-	if err != nil {
-		return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+		return err
 	}
 	defer rows.Close()
-	last := start
 	for rows.Next() {
 		var (
 			seq                  int64
@@ -144,25 +139,13 @@ func checkSince(ctx context.Context, q querier, pos audit.ChainPos) (audit.Chain
 			body, prevHash, hash []byte
 		)
 		if err := rows.Scan(&seq, &id, &body, &prevHash, &hash); err != nil {
-			return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+			return err
 		}
-		bad := func(reason string) *audit.BadEvent { return &audit.BadEvent{Seq: seq, ID: id, Reason: reason} }
-		switch {
-		case seq != last+1:
-			return pos, bad(fmt.Sprintf("expected seq %d: events removed or renumbered", last+1)), nil
-		case hash == nil:
-			return pos, bad("event has no hash"), nil
-		case !bytes.Equal(prevHash, prev):
-			return pos, bad("does not follow the event before it"), nil
-		case !bytes.Equal(audit.ChainHash(prev, body), hash):
-			return pos, bad("event altered: its body no longer matches its hash"), nil
+		if !fn(seq, id, body, prevHash, hash) {
+			return nil
 		}
-		last, prev = seq, hash
 	}
-	if err := rows.Err(); err != nil {
-		return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
-	}
-	return audit.ChainPos{Seq: last, Hash: hex.EncodeToString(prev)}, nil, nil
+	return rows.Err()
 }
 
 // LastCheckpoint returns the last checkpoint event of the log, if any.
@@ -233,7 +216,7 @@ func (a *AuditLog) DeleteBefore(ctx context.Context, t time.Time) (int64, error)
 		if err != nil {
 			return nil, err
 		}
-		return a.insertTx(ctx, tx, []prepared{p})
+		return a.insertTx(ctx, tx, []auditchain.Prepared{p})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("audit retention: %w", err)

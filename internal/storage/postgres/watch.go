@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,15 +20,6 @@ type watcher struct {
 	after    int64 // deliver revisions above this
 	ch       chan storage.Event
 	gone     chan struct{}
-}
-
-func (w *watcher) wants(key string) bool {
-	for _, p := range w.prefixes {
-		if strings.HasPrefix(key, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // Watch delivers, in commit order, every change committed after it returns
@@ -233,7 +223,7 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 			}
 		}
 		for w := range b.watchers {
-			if c.rev <= w.after || !w.wants(c.key) {
+			if c.rev <= w.after || !storage.HasAnyPrefix(c.key, w.prefixes) {
 				continue
 			}
 			select {

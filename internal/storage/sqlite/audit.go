@@ -2,16 +2,15 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
 
 // AuditLog is the audit.Store kept in the backend's database. Events are
@@ -29,89 +28,37 @@ var _ audit.Store = (*AuditLog)(nil)
 // returned for one Backend share their group commit queue and subscribers.
 func (b *Backend) AuditLog() *AuditLog { return &AuditLog{b: b, hub: hubFor(b)} }
 
+// appender is the shared half of Emit, Append and EmitBatch.
+func (a *AuditLog) appender() auditchain.Appender {
+	return auditchain.Appender{Queue: &a.hub.queue, Now: a.b.now, Closed: a.b.closed, ErrClosed: ErrClosed, Commit: a.commit}
+}
+
 // Emit stores ev. An empty ID gets a random one and a zero Time the
 // backend clock's current time (UTC); Seq, PrevHash and Hash are assigned by
 // the store. Concurrent Emits are committed together (group commit); each
 // returns once its event is durable. If ctx ends first, Emit returns its
 // error but the event may still be stored: retry with the same ID.
-func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error {
-	_, err := a.Append(ctx, ev)
-	return err
-}
+func (a *AuditLog) Emit(ctx context.Context, ev audit.Event) error { return a.appender().Emit(ctx, ev) }
 
 // Append is Emit that also returns the event as stored, with its ID, Time,
 // Seq and hashes filled in.
 func (a *AuditLog) Append(ctx context.Context, ev audit.Event) (audit.Event, error) {
-	if a.b.closed() {
-		return audit.Event{}, fmt.Errorf("emit audit event: %w", ErrClosed)
-	}
-	p, err := a.prepare(ev)
-	if err != nil {
-		return audit.Event{}, fmt.Errorf("emit audit event: %w", err)
-	}
-	evs, err := a.groupAppend(ctx, []prepared{p})
-	if err != nil {
-		return audit.Event{}, err
-	}
-	return evs[0], nil
+	return a.appender().Append(ctx, ev)
 }
 
 // EmitBatch stores evs in one transaction: all or none. Fields are filled
 // in as by Emit. Concurrent batches and Emits share group commits.
 func (a *AuditLog) EmitBatch(ctx context.Context, evs []audit.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	if a.b.closed() {
-		return fmt.Errorf("emit audit events: %w", ErrClosed)
-	}
-	ps := make([]prepared, len(evs))
-	for i, ev := range evs {
-		p, err := a.prepare(ev)
-		if err != nil {
-			return fmt.Errorf("emit audit event %d: %w", i, err)
-		}
-		ps[i] = p
-	}
-	_, err := a.groupAppend(ctx, ps)
-	return err
+	return a.appender().EmitBatch(ctx, evs)
 }
 
-// prepared is an event with its defaults filled in and its canonical body.
-type prepared struct {
-	ev    audit.Event
-	body  []byte
-	newID bool // ID generated here: it cannot be stored yet
-}
-
-// prepare validates ev, fills in its ID and Time and encodes its body. It
-// runs in the caller's goroutine, outside the write lock.
-func (a *AuditLog) prepare(ev audit.Event) (prepared, error) {
-	if ev.Event == "" {
-		return prepared{}, errors.New("empty event name")
-	}
-	newID := ev.ID == ""
-	if newID {
-		id, err := newEventID()
-		if err != nil {
-			return prepared{}, fmt.Errorf("%q: %w", ev.Event, err)
-		}
-		ev.ID = id
-	}
-	if ev.Time.IsZero() {
-		ev.Time = a.b.now()
-	}
-	ev.Time = ev.Time.UTC()
-	ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
-	body, err := audit.Canonical(ev)
-	if err != nil {
-		return prepared{}, err
-	}
-	return prepared{ev: ev, body: body, newID: newID}, nil
+// prepare validates ev, fills in its ID and Time and encodes its body.
+func (a *AuditLog) prepare(ev audit.Event) (auditchain.Prepared, error) {
+	return auditchain.Prepare(ev, a.b.now)
 }
 
 // commit stores ps in one transaction and wakes subscribers.
-func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, error) {
+func (a *AuditLog) commit(ctx context.Context, ps []auditchain.Prepared) ([]audit.Event, error) {
 	tx, err := a.b.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: begin: %w", err)
@@ -130,7 +77,7 @@ func (a *AuditLog) commit(ctx context.Context, ps []prepared) ([]audit.Event, er
 
 // insertTx appends ps to the chain inside tx: one read of the chain's tail,
 // then one insert per event.
-func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]audit.Event, error) {
+func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []auditchain.Prepared) ([]audit.Event, error) {
 	_, prev, err := a.tail(ctx, tx)
 	if err != nil {
 		return nil, fmt.Errorf("emit audit events: %w", err)
@@ -153,7 +100,7 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 	defer insert.Close()
 	out := make([]audit.Event, len(ps))
 	for i := range ps {
-		ev := ps[i].ev
+		ev := ps[i].Ev
 		if st, ok := stored[ev.ID]; ok {
 			// A retried delivery of an event already stored (same id):
 			// idempotent, the first copy stays and the chain is unchanged.
@@ -161,9 +108,9 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 			out[i] = ev
 			continue
 		}
-		hash := audit.ChainHash(prev, ps[i].body)
+		hash := audit.ChainHash(prev, ps[i].Body)
 		res, err := insert.ExecContext(ctx, ev.ID, ev.Time.UnixNano(), ev.Event, ev.User, ev.Node, ev.SessionID,
-			ps[i].body, prev, hash)
+			ps[i].Body, prev, hash)
 		if err != nil {
 			return nil, fmt.Errorf("emit audit event %q id %q: %w", ev.Event, ev.ID, err)
 		}
@@ -182,12 +129,12 @@ func (a *AuditLog) insertTx(ctx context.Context, tx *sql.Tx, ps []prepared) ([]a
 
 // storedEvents returns the events of ps already stored, by id (nil if
 // none), reading them in a few queries rather than one per event.
-func storedEvents(ctx context.Context, tx *sql.Tx, ps []prepared) (map[string]audit.Event, error) {
+func storedEvents(ctx context.Context, tx *sql.Tx, ps []auditchain.Prepared) (map[string]audit.Event, error) {
 	const chunk = 500 // well under SQLite's limit on bound parameters
 	var ids []any
 	for _, p := range ps {
-		if !p.newID { // 128 random bits: no need to look
-			ids = append(ids, p.ev.ID)
+		if !p.NewID { // 128 random bits: no need to look
+			ids = append(ids, p.Ev.ID)
 		}
 	}
 	var found map[string]audit.Event
@@ -332,13 +279,4 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// newEventID returns 16 random bytes in hex.
-func newEventID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("event id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }

@@ -11,19 +11,14 @@ import (
 	"weak"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
-
-// maxGroup caps how many queued events one group commit writes (a single
-// larger EmitBatch is still written whole).
-const maxGroup = 1024
 
 // auditHub is the audit state shared by every AuditLog of one Backend: the
 // group commit queue and the subscribers to wake after a commit.
 type auditHub struct {
-	mu      sync.Mutex
-	pending []*emitReq
-	leading bool // a goroutine is committing pending requests
-	subs    map[chan struct{}]struct{}
+	queue auditchain.Queue
+	subs  auditchain.Subscribers
 }
 
 // auditHubs maps a Backend to its hub. AuditLog values are cheap handles
@@ -37,7 +32,7 @@ func hubFor(b *Backend) *auditHub {
 	if h, ok := auditHubs.Load(key); ok {
 		return h.(*auditHub)
 	}
-	h, loaded := auditHubs.LoadOrStore(key, &auditHub{subs: make(map[chan struct{}]struct{})})
+	h, loaded := auditHubs.LoadOrStore(key, &auditHub{})
 	if !loaded {
 		runtime.AddCleanup(b, func(k weak.Pointer[Backend]) { auditHubs.Delete(k) }, key)
 	}
@@ -46,110 +41,7 @@ func hubFor(b *Backend) *auditHub {
 
 // notify wakes every subscriber after a commit; a subscriber already woken
 // and not yet reading keeps its single pending wake-up.
-func (h *auditHub) notify() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// emitReq is one Emit or EmitBatch: its events are committed together or
-// not at all.
-type emitReq struct {
-	ps   []prepared
-	done chan emitResult // buffered: the committer never blocks on it
-}
-
-type emitResult struct {
-	evs []audit.Event
-	err error
-}
-
-// groupAppend queues ps and waits until they are committed. The first
-// caller to find no commit in progress commits everything queued so far in
-// one transaction (one fsync) on its own goroutine; Emits and EmitBatches
-// arriving meanwhile queue up and are committed by a goroutine it starts,
-// so a busy log is written in batches without a fixed flush delay and an
-// idle one without waiting.
-func (a *AuditLog) groupAppend(ctx context.Context, ps []prepared) ([]audit.Event, error) {
-	req := &emitReq{ps: ps, done: make(chan emitResult, 1)}
-	h := a.hub
-	h.mu.Lock()
-	h.pending = append(h.pending, req)
-	lead := !h.leading
-	h.leading = true
-	h.mu.Unlock()
-	if lead {
-		a.flush()
-	}
-	select {
-	case r := <-req.done:
-		return r.evs, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("emit audit event %q id %q: %w", ps[0].ev.Event, ps[0].ev.ID, ctx.Err())
-	}
-}
-
-// flush commits one group of queued requests (up to maxGroup events, at
-// least one request); if more queued meanwhile it hands the next group to a
-// new goroutine, so no caller commits for others indefinitely. Called with
-// h.leading set and h.pending non-empty.
-func (a *AuditLog) flush() {
-	h := a.hub
-	h.mu.Lock()
-	n, events := 0, 0
-	for n < len(h.pending) && (n == 0 || events+len(h.pending[n].ps) <= maxGroup) {
-		events += len(h.pending[n].ps)
-		n++
-	}
-	group := make([]*emitReq, n)
-	copy(group, h.pending)
-	h.pending = append(h.pending[:0], h.pending[n:]...)
-	h.mu.Unlock()
-
-	a.commitGroup(group)
-
-	h.mu.Lock()
-	more := len(h.pending) > 0
-	h.leading = more
-	h.mu.Unlock()
-	if more {
-		go a.flush()
-	}
-}
-
-// commitGroup writes group in one transaction. If that fails, each request
-// is retried alone so one bad event cannot fail the others. The transaction
-// does not use any caller's context: callers share it.
-func (a *AuditLog) commitGroup(group []*emitReq) {
-	ctx := context.Background()
-	var ps []prepared
-	for _, r := range group {
-		ps = append(ps, r.ps...)
-	}
-	out, err := a.commit(ctx, ps)
-	if err == nil {
-		for _, r := range group {
-			r.done <- emitResult{evs: out[:len(r.ps):len(r.ps)]}
-			out = out[len(r.ps):]
-		}
-		return
-	}
-	if len(group) == 1 || a.b.closed() {
-		for _, r := range group {
-			r.done <- emitResult{err: err}
-		}
-		return
-	}
-	for _, r := range group {
-		out, err := a.commit(ctx, r.ps)
-		r.done <- emitResult{evs: out, err: err}
-	}
-}
+func (h *auditHub) notify() { h.subs.Notify() }
 
 // tail returns the seq and hash the next event chains to: the last event's,
 // or the latest retention checkpoint's when every event was deleted, or

@@ -1,14 +1,13 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
 
 // AppendCheckpoint appends the checkpoint event that sign makes for the
@@ -75,7 +74,7 @@ func (a *AuditLog) AppendCheckpoint(ctx context.Context, after audit.ChainPos,
 	if err != nil {
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: %w", err)
 	}
-	out, err := a.insertTx(ctx, tx, []prepared{p})
+	out, err := a.insertTx(ctx, tx, []auditchain.Prepared{p})
 	if err != nil {
 		return audit.Event{}, nil, fmt.Errorf("audit checkpoint: %w", err)
 	}
@@ -92,45 +91,39 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// checkSince checks that the event at pos still has pos's hash and that
-// every later event chains to it, and returns the last event checked. An
-// event at pos deleted by retention is fine: the chain is then checked
-// from the retention checkpoint.
-func checkSince(ctx context.Context, tx querier, pos audit.ChainPos) (audit.ChainPos, *audit.BadEvent, error) {
-	want, err := hex.DecodeString(pos.Hash)
+// checkSince is auditchain.CheckSince over q.
+func checkSince(ctx context.Context, q querier, pos audit.ChainPos) (audit.ChainPos, *audit.BadEvent, error) {
+	return auditchain.CheckSince(sinceReader{ctx, q}, pos)
+}
+
+// sinceReader reads what auditchain.CheckSince needs through q.
+type sinceReader struct {
+	ctx context.Context
+	q   querier
+}
+
+func (r sinceReader) RetentionCheckpoint() (seq int64, hash []byte, err error) {
+	err = r.q.QueryRowContext(r.ctx, `SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, nil
+	}
+	return seq, hash, err
+}
+
+func (r sinceReader) HashAt(seq int64) (hash []byte, found bool, err error) {
+	err = r.q.QueryRowContext(r.ctx, `SELECT hash FROM audit_events WHERE seq = ?`, seq).Scan(&hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	return hash, err == nil, err
+}
+
+func (r sinceReader) EventsAfter(after int64, fn func(seq int64, id string, body, prevHash, hash []byte) bool) error {
+	rows, err := r.q.QueryContext(r.ctx, `SELECT seq, id, body, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq`, after)
 	if err != nil {
-		return pos, nil, fmt.Errorf("audit checkpoint: bad position hash: %w", err)
-	}
-	var (
-		cpSeq  int64
-		cpHash []byte
-	)
-	switch err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`).Scan(&cpSeq, &cpHash); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return pos, nil, fmt.Errorf("audit checkpoint: read retention checkpoint: %w", err)
-	}
-	start, prev := pos.Seq, want
-	if cpSeq >= pos.Seq {
-		start, prev = cpSeq, cpHash
-	} else {
-		var have []byte
-		err := tx.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE seq = ?`, pos.Seq).Scan(&have)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return pos, &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint was removed"}, nil
-		case err != nil:
-			return pos, nil, fmt.Errorf("audit checkpoint: read seq %d: %w", pos.Seq, err)
-		case !bytes.Equal(have, want):
-			return pos, &audit.BadEvent{Seq: pos.Seq, Reason: "the event of the last signed checkpoint has another hash: log rewritten"}, nil
-		}
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, id, body, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq`, start)
-	if err != nil {
-		return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+		return err
 	}
 	defer rows.Close()
-	last := start
 	for rows.Next() {
 		var (
 			seq                  int64
@@ -138,25 +131,13 @@ func checkSince(ctx context.Context, tx querier, pos audit.ChainPos) (audit.Chai
 			body, prevHash, hash []byte
 		)
 		if err := rows.Scan(&seq, &id, &body, &prevHash, &hash); err != nil {
-			return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
+			return err
 		}
-		bad := func(reason string) *audit.BadEvent { return &audit.BadEvent{Seq: seq, ID: id, Reason: reason} }
-		switch {
-		case seq != last+1:
-			return pos, bad(fmt.Sprintf("expected seq %d: events removed or renumbered", last+1)), nil
-		case hash == nil:
-			return pos, bad("event has no hash"), nil
-		case !bytes.Equal(prevHash, prev):
-			return pos, bad("does not follow the event before it"), nil
-		case !bytes.Equal(audit.ChainHash(prev, body), hash):
-			return pos, bad("event altered: its body no longer matches its hash"), nil
+		if !fn(seq, id, body, prevHash, hash) {
+			return nil
 		}
-		last, prev = seq, hash
 	}
-	if err := rows.Err(); err != nil {
-		return pos, nil, fmt.Errorf("audit checkpoint: read events: %w", err)
-	}
-	return audit.ChainPos{Seq: last, Hash: hex.EncodeToString(prev)}, nil, nil
+	return rows.Err()
 }
 
 // LastCheckpoint returns the last checkpoint event of the log, if any (as

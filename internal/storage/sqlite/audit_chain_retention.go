@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
 
 // DeleteBefore deletes the events older than t and returns how many it
@@ -78,7 +79,7 @@ func (a *AuditLog) DeleteBefore(ctx context.Context, t time.Time) (int64, error)
 	if err != nil {
 		return 0, fmt.Errorf("audit retention: %w", err)
 	}
-	if _, err := a.insertTx(ctx, tx, []prepared{p}); err != nil {
+	if _, err := a.insertTx(ctx, tx, []auditchain.Prepared{p}); err != nil {
 		return 0, fmt.Errorf("audit retention: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -5,10 +5,8 @@ import (
 	"fmt"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
-
-// subscribePage is how many events a subscriber reads per query.
-const subscribePage = 512
 
 // Subscribe delivers, in seq order, every event with Seq > afterSeq: first
 // those already stored, then new ones as they commit, with no gap or
@@ -29,60 +27,30 @@ func (a *AuditLog) Subscribe(ctx context.Context, afterSeq int64) (<-chan audit.
 	b := a.b
 	// Registering before the first read means no commit is missed: one
 	// that lands after the read wakes us.
-	a.hub.mu.Lock()
-	a.hub.subs[wake] = struct{}{}
-	a.hub.mu.Unlock()
+	a.hub.subs.Add(wake)
 	// Ordered with Close as Watch is: Close waits for this goroutine.
 	b.watchMu.Lock()
 	if b.closed() {
 		b.watchMu.Unlock()
-		a.unsubscribe(wake)
+		a.hub.subs.Remove(wake)
 		return nil, fmt.Errorf("subscribe to audit log: %w", ErrClosed)
 	}
 	b.bg.Add(1)
 	b.watchMu.Unlock()
 
 	out := make(chan audit.Event, 64)
+	f := auditchain.Follower{
+		Search: a.Search, Wake: wake, Closing: b.closing, Closed: b.closed,
+		ReadFailed: func(last int64, _ int, err error) bool {
+			b.log.Error("audit subscriber: read failed", "after_seq", last, "err", err)
+			return false
+		},
+	}
 	go func() {
 		defer b.bg.Done()
 		defer close(out)
-		defer a.unsubscribe(wake)
-		last := max(afterSeq, 0)
-		for {
-			page, err := a.Search(ctx, audit.Query{AfterSeq: last, Limit: subscribePage})
-			if err != nil {
-				if ctx.Err() == nil && !b.closed() {
-					b.log.Error("audit subscriber: read failed", "after_seq", last, "err", err)
-				}
-				return
-			}
-			for _, ev := range page {
-				select {
-				case out <- ev:
-					last = ev.Seq
-				case <-ctx.Done():
-					return
-				case <-b.closing:
-					return
-				}
-			}
-			if len(page) == subscribePage {
-				continue // more backlog
-			}
-			select {
-			case <-wake:
-			case <-ctx.Done():
-				return
-			case <-b.closing:
-				return
-			}
-		}
+		defer a.hub.subs.Remove(wake)
+		f.Follow(ctx, afterSeq, out)
 	}()
 	return out, nil
-}
-
-func (a *AuditLog) unsubscribe(wake chan struct{}) {
-	a.hub.mu.Lock()
-	delete(a.hub.subs, wake)
-	a.hub.mu.Unlock()
 }

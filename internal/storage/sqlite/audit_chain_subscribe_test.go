@@ -9,6 +9,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/storage/auditchain"
 )
 
 // TestAuditSubscribeBacklogThenLive subscribes while writers are emitting:
@@ -18,7 +19,7 @@ func TestAuditSubscribeBacklogThenLive(t *testing.T) {
 	b := openTest(t, Config{})
 	log := b.AuditLog()
 	ctx := t.Context()
-	const backlog, writers, each, after = 3*subscribePage + 17, 4, 50, 100
+	const backlog, writers, each, after = 3*auditchain.SubscribePage + 17, 4, 50, 100
 	batch := make([]audit.Event, backlog)
 	for i := range batch {
 		batch[i] = audit.Event{Event: audit.Exec, ID: fmt.Sprintf("b%d", i)}

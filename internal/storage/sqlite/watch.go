@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/warden-sh/warden/internal/storage"
 )
@@ -16,16 +15,6 @@ type watcher struct {
 	prefixes []string
 	ch       chan storage.Event
 	gone     chan struct{} // closed when the watcher is dropped
-}
-
-// wants reports whether key is under one of the watcher's prefixes.
-func (w *watcher) wants(key string) bool {
-	for _, p := range w.prefixes {
-		if strings.HasPrefix(key, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // Watch delivers, in commit order, every change committed after it returns
@@ -82,7 +71,7 @@ func (b *Backend) broadcast(events []storage.Event) {
 	defer b.watchMu.Unlock()
 	for w := range b.watchers {
 		for _, ev := range events {
-			if !w.wants(ev.Item.Key) {
+			if !storage.HasAnyPrefix(ev.Item.Key, w.prefixes) {
 				continue
 			}
 			select {
