@@ -135,8 +135,8 @@ func (idp *ssoIdP) browse(t *testing.T, tlsCA, authURL, user, password string) {
 			}
 			return nil
 		}}
-	resp, code := idpLoginForm(t, b, authURL)
-	resp, err = b.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {user}, "psw": {password}, "state": {q.Get("state")},
+	_, code := idpLoginForm(t, b, authURL)
+	resp, err := b.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {user}, "psw": {password}, "state": {q.Get("state")},
 		"code": {code}, "redirect_uri": {q.Get("redirect_uri")}})
 	if err != nil {
 		t.Fatal(err)

@@ -126,7 +126,7 @@ func ssoHijackWeb(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA string) {
 	idp.mu.Lock()
 	idp.challenges[u.Query().Get("code_challenge")] = true
 	idp.mu.Unlock()
-	resp, code := idpLoginForm(t, victim, authURL)
+	_, code := idpLoginForm(t, victim, authURL)
 	q := u.Query()
 	resp, err = victim.PostForm(idp.tp.Addr()+"/login", url.Values{"uname": {"alice"}, "psw": {"alice-pw"}, "state": {q.Get("state")},
 		"code": {code}, "redirect_uri": {q.Get("redirect_uri")}})
