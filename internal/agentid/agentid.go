@@ -20,8 +20,7 @@ import (
 	"github.com/warden-sh/warden/internal/wire"
 )
 
-// JoinRequest is what joining needs; the agent has found the token and
-// checked that it has a pin (or may go without).
+// JoinRequest is what joining needs; the agent has found the token.
 type JoinRequest struct {
 	ProxyAddr string
 	Token     string
@@ -32,11 +31,21 @@ type JoinRequest struct {
 	// Kind is the request's wire.JoinRequest.Kind: "" for a node, or
 	// wire.TokenTypeKube.
 	Kind string
+	// Insecure allows joining without CAPin.
+	Insecure bool
+	// Agent names the agent in errors ("node", "kube agent").
+	Agent string
+	// Path is where the joined identity is saved.
+	Path string
 }
 
-// Join asks the proxy for the cluster TLS CA, checks it against the pin,
-// and joins with a new key. The identity it returns is not saved yet.
+// Join asks the proxy for the cluster TLS CA, checks it against the pin
+// (required unless Insecure), joins with a new key, and saves the
+// identity at Path.
 func Join(ctx context.Context, r JoinRequest) (*idfile.File, error) {
+	if r.CAPin == "" && !r.Insecure {
+		return nil, fmt.Errorf("joining needs --ca-pin sha256:... (printed by warden tokens add) so the %s knows it talks to the right cluster", r.Agent)
+	}
 	probe, err := api.NewClient(api.ClientConfig{Addr: r.ProxyAddr, Insecure: true})
 	if err != nil {
 		return nil, err
@@ -79,9 +88,13 @@ func Join(ctx context.Context, r JoinRequest) (*idfile.File, error) {
 	if kind == "" {
 		kind = wire.TokenTypeNode
 	}
-	return &idfile.File{Kind: kind, ProxyAddr: r.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: r.Name,
+	id := &idfile.File{Kind: kind, ProxyAddr: r.ProxyAddr, Cluster: resp.Cluster, NodeID: resp.NodeID, NodeName: r.Name,
 		PrivateKey: keyPEM, SSHCert: resp.SSHCert, TLSCert: resp.TLSCert, TLSCA: resp.TLSCA,
-		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}, nil
+		HostCAs: resp.HostCAs, UserCAs: resp.UserCAs}
+	if err := id.Write(r.Path); err != nil {
+		return nil, fmt.Errorf("save %s identity: %w", r.Agent, err)
+	}
+	return id, nil
 }
 
 // Renewal renews an agent's certificates.

@@ -310,12 +310,10 @@ func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	if a.cfg.ProxyAddr == "" {
 		return nil, errors.New("joining needs --proxy host:port")
 	}
-	id, err := agentid.Join(ctx, agentid.JoinRequest{ProxyAddr: a.cfg.ProxyAddr, Token: token, CAPin: pin, Name: a.cfg.Name, Kind: wire.TokenTypeKube})
+	id, err := agentid.Join(ctx, agentid.JoinRequest{ProxyAddr: a.cfg.ProxyAddr, Token: token, CAPin: pin, Name: a.cfg.Name, Kind: wire.TokenTypeKube,
+		Insecure: a.cfg.Insecure, Agent: "kube agent", Path: a.idPath})
 	if err != nil {
 		return nil, err
-	}
-	if err := id.Write(a.idPath); err != nil {
-		return nil, fmt.Errorf("save kube agent identity: %w", err)
 	}
 	a.log.Info("joined cluster", "cluster", id.Cluster, "agent_id", id.NodeID)
 	return id, nil

@@ -276,15 +276,10 @@ func (a *Agent) join(ctx context.Context) (*idfile.File, error) {
 	if token == "" {
 		return nil, errors.New("this node has not joined a cluster yet: give a join token with --token-file or WARDEN_TOKEN (an admin creates one with: warden tokens add --type node)")
 	}
-	if pin == "" && !a.cfg.Insecure {
-		return nil, errors.New("joining needs --ca-pin sha256:... (printed by warden tokens add) so the node knows it talks to the right cluster")
-	}
-	id, err := agentid.Join(ctx, agentid.JoinRequest{ProxyAddr: a.cfg.ProxyAddr, Token: token, CAPin: pin, Name: a.cfg.Name})
+	id, err := agentid.Join(ctx, agentid.JoinRequest{ProxyAddr: a.cfg.ProxyAddr, Token: token, CAPin: pin, Name: a.cfg.Name,
+		Insecure: a.cfg.Insecure, Agent: "node", Path: a.idPath})
 	if err != nil {
 		return nil, err
-	}
-	if err := id.Write(a.idPath); err != nil {
-		return nil, fmt.Errorf("save node identity: %w", err)
 	}
 	a.log.Info("joined cluster", "cluster", id.Cluster, "node_id", id.NodeID)
 	return id, nil
