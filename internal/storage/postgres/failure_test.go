@@ -4,11 +4,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/patience"
@@ -244,4 +247,143 @@ func TestSurvivesPostgresRestart(t *testing.T) {
 		l.progress(t, 200)
 	}
 	l.check(t, a)
+}
+
+// PostgreSQL fails over under load: a primary with a synchronous
+// streaming-replication standby (both started here), Warden given both
+// hosts with target_session_attrs=read-write; the primary is killed
+// (SIGKILL, as a machine that dies) and the standby promoted. Warden
+// carries on against the new primary by itself: writes in flight wait and
+// are retried, nothing acknowledged is lost (every acknowledged commit had
+// reached the standby), the chain has no duplicate and the watcher misses
+// no put.
+func TestSurvivesPostgresFailover(t *testing.T) {
+	primary := pgtest.NewServer(t, pgtest.ServerOptions{})
+	primary.CreateDB("warden")
+	standby := primary.NewStandby(pgtest.ServerOptions{})
+	// Commits wait until the standby has them on disk.
+	primary.Exec("postgres", `ALTER SYSTEM SET synchronous_standby_names = 'standby'`)
+	primary.Exec("postgres", `SELECT pg_reload_conf()`)
+	waitSync(t, primary)
+
+	url := fmt.Sprintf("postgres://postgres@%s,%s/warden?sslmode=disable&target_session_attrs=read-write",
+		primary.Addr(), standby.Addr())
+	open := func() *Backend {
+		b, err := Open(t.Context(), Config{URL: url, RetryWait: 2 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	a, b := open(), open()
+	l := startLoad(t, []*Backend{a, b})
+	l.progress(t, 200)
+	start := time.Now()
+	primary.Kill()
+	standby.Promote()
+	t.Logf("primary killed and standby promoted in %v", time.Since(start))
+	l.progress(t, 200)
+	t.Logf("load going again %v after the kill", time.Since(start))
+	l.check(t, a)
+}
+
+// waitSync waits until the primary's standby is synchronous.
+func waitSync(t *testing.T, primary *pgtest.Server) {
+	t.Helper()
+	if err := patience.Retry(t, func() error {
+		c, err := pgx.Connect(t.Context(), primary.URL("postgres"))
+		if err != nil {
+			return err
+		}
+		defer c.Close(context.Background())
+		var state string
+		if err := c.QueryRow(t.Context(), `SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'`).Scan(&state); err != nil {
+			return err
+		}
+		if state != "sync" {
+			return fmt.Errorf("standby is %s, not sync", state)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// What an asynchronous standby can lose, and what Warden does about it:
+// commits acknowledged while the standby was away are gone after the
+// failover, and the new primary hands out their revisions again. A watcher
+// that had seen them must not be fed the new changes as if nothing
+// happened (it would miss writes under reused revisions): it is closed, to
+// re-list and watch again.
+func TestAsyncFailoverMakesWatchersResync(t *testing.T) {
+	primary := pgtest.NewServer(t, pgtest.ServerOptions{})
+	primary.CreateDB("warden")
+	standby := primary.NewStandby(pgtest.ServerOptions{})
+	url := fmt.Sprintf("postgres://postgres@%s,%s/warden?sslmode=disable&target_session_attrs=read-write",
+		primary.Addr(), standby.Addr())
+	be, err := Open(t.Context(), Config{URL: url, RetryWait: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	ch, err := be.Watch(t.Context(), "/locks/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Put(t.Context(), storage.Item{Key: "/locks/kept", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, ch)
+	// The standby has everything so far; then it goes away.
+	waitReplayed(t, primary)
+	standby.Stop("fast")
+	for _, k := range []string{"/locks/lost1", "/locks/lost2"} {
+		if _, err := be.Put(t.Context(), storage.Item{Key: k, Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, ch)
+	}
+	primary.Kill()
+	standby.Start()
+	standby.Promote()
+	if _, err := be.Put(t.Context(), storage.Item{Key: "/locks/after", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Get(t.Context(), "/locks/lost1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("get a put the asynchronous standby never had: %v; want it lost", err)
+	}
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return // told to resync
+			}
+			t.Fatalf("the watcher got %s at revision %d after the database's revisions went back; want it closed", ev.Item.Key, ev.Item.Revision)
+		case <-time.After(patience.Left(t)):
+			t.Fatal("the watcher was not closed")
+		}
+	}
+}
+
+// waitReplayed waits until the standby has replayed all the primary wrote.
+func waitReplayed(t *testing.T, primary *pgtest.Server) {
+	t.Helper()
+	if err := patience.Retry(t, func() error {
+		c, err := pgx.Connect(t.Context(), primary.URL("postgres"))
+		if err != nil {
+			return err
+		}
+		defer c.Close(context.Background())
+		var caughtUp bool
+		if err := c.QueryRow(t.Context(), `SELECT replay_lsn >= pg_current_wal_lsn() FROM pg_stat_replication WHERE application_name = 'standby'`).Scan(&caughtUp); err != nil {
+			return err
+		}
+		if !caughtUp {
+			return errors.New("standby behind")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
