@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,7 +78,10 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, c auth.Caller, rem
 			return nil, fmt.Errorf("streaming protocol %q (upgrade %q) is not one Warden records",
 				resp.Header.Get("Sec-WebSocket-Protocol"), resp.Header.Get("Upgrade"))
 		}
-		ks.ctx, ks.protocol = req.Context(), cmp.Or(proto.Name, "SPDY/3.1")
+		ks.ctx, ks.protocol = req.Context(), "websocket "+proto.Name
+		if proto.SPDY {
+			ks.protocol = strings.TrimSpace("SPDY/3.1 " + proto.Name)
+		}
 		if err := ks.start(); err != nil {
 			_ = resp.Body.Close()
 			return nil, err
