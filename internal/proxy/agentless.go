@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -773,7 +774,7 @@ func (s *agentlessSession) start(kind, cmd string) bool {
 	if term != "" {
 		h.Env = map[string]string{"TERM": term}
 	}
-	r, err := startProxyRecording(c, meta, h, mode == "strict", func() {
+	r, err := startProxyRecording(recordTarget{dir: c.dir, caller: c.nodeCaller(), log: c.s.log}, meta, h, mode == "strict", func() {
 		// Strict: a recording that fails ends the session.
 		c.s.log.Error("recording failed: ending the session (record_session strict)", "session", s.id)
 		s.setReason("recording failed")
@@ -821,10 +822,23 @@ func (s *agentlessSession) finish() {
 	c.emit(evs...)
 }
 
+// recordTarget is where a proxy recording goes: auth's recording store,
+// as the recording of the node (agentless server, or kube agent) the
+// proxy speaks for.
+type recordTarget struct {
+	dir interface {
+		AppendRecording(ctx context.Context, c auth.Caller, meta recording.Meta, offset int64, data []byte) (int64, error)
+		CompleteRecording(ctx context.Context, c auth.Caller, sessionID string, length int64, sha string, interrupted bool) error
+	}
+	caller auth.Caller
+	log    *slog.Logger
+}
+
 // proxyRecording writes a session's asciicast at the proxy and streams it
-// to auth's recording store as the agentless server's recording.
+// to auth's recording store as the agentless server's (or kube agent's)
+// recording.
 type proxyRecording struct {
-	c      *agentlessConn
+	c      recordTarget
 	meta   recording.Meta
 	start  time.Time
 	mu     sync.Mutex
@@ -839,7 +853,7 @@ type proxyRecording struct {
 	done   chan struct{}
 }
 
-func startProxyRecording(c *agentlessConn, meta recording.Meta, h asciicast.Header, strict bool, onFail func()) (*proxyRecording, error) {
+func startProxyRecording(c recordTarget, meta recording.Meta, h asciicast.Header, strict bool, onFail func()) (*proxyRecording, error) {
 	r := &proxyRecording{c: c, meta: meta, start: meta.Start, strict: strict, onFail: onFail, stop: make(chan struct{}), done: make(chan struct{})}
 	r.hw = asciicast.NewHashingWriter(&r.buf)
 	w, err := asciicast.NewWriter(r.hw, h, meta.Start)
@@ -881,7 +895,7 @@ func (r *proxyRecording) fail(err error) {
 	if already {
 		return
 	}
-	r.c.s.log.Error("proxy recording failed", "session", r.meta.SessionID, "err", err)
+	r.c.log.Error("proxy recording failed", "session", r.meta.SessionID, "err", err)
 	if r.strict && r.onFail != nil {
 		r.onFail()
 	}
@@ -900,7 +914,7 @@ func (r *proxyRecording) flush() error {
 	r.mu.Unlock()
 	for len(data) > 0 {
 		n := min(len(data), recording.MaxChunk)
-		if _, err := r.c.dir.AppendRecording(context.Background(), r.c.nodeCaller(), r.meta, off, data[:n]); err != nil {
+		if _, err := r.c.dir.AppendRecording(context.Background(), r.c.caller, r.meta, off, data[:n]); err != nil {
 			return err
 		}
 		off += int64(n)
@@ -961,7 +975,7 @@ func (r *proxyRecording) close(interrupted bool) {
 	r.mu.Lock()
 	length, sum := r.hw.Len(), r.hw.SumHex()
 	r.mu.Unlock()
-	if err := r.c.dir.CompleteRecording(context.Background(), r.c.nodeCaller(), r.meta.SessionID, length, sum, interrupted); err != nil {
-		r.c.s.log.Error("complete proxy recording", "session", r.meta.SessionID, "err", err)
+	if err := r.c.dir.CompleteRecording(context.Background(), r.c.caller, r.meta.SessionID, length, sum, interrupted); err != nil {
+		r.c.log.Error("complete proxy recording", "session", r.meta.SessionID, "err", err)
 	}
 }
