@@ -352,6 +352,49 @@ spec:
 		}
 	})
 
+	t.Run("a role edit or removal ends the live session", func(t *testing.T) {
+		role := func(logins string) string {
+			return `kind: role
+metadata: {name: editable}
+spec:
+  allow:
+    logins: ` + logins + `
+    node_labels: {'*': '*'}
+`
+		}
+		c.ApplyRoles(role(`['{{internal.logins}}']`))
+		bob := c.AddUser("bob", []string{"editable"}, []string{osLogin})
+		bobCfg := c.SSHConfig(c.Login(bob))
+		for _, tc := range []struct {
+			name   string
+			narrow func()
+			want   string
+		}{
+			{"the login taken out of the role", func() { c.ApplyRoles(role(`[someone-else]`)) }, "access denied"},
+			{"the role deleted", func() {
+				if err := c.Admin.DeleteRole(context.Background(), "editable"); err != nil {
+					t.Fatal(err)
+				}
+			}, "access denied"},
+		} {
+			c.ApplyRoles(role(`['{{internal.logins}}']`))
+			wait, arm := liveSession(t, sshArgs(bobCfg, osLogin+"@legacy1", liveCommand))
+			arm()
+			tc.narrow()
+			r, took := wait()
+			if r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {
+				t.Fatalf("%s: the live session ended wrongly: %s", tc.name, r)
+			}
+			t.Logf("%s ended the live agentless session in %s", tc.name, took.Round(time.Millisecond))
+		}
+		// Not a lock: nothing is revoked for sshd, and the restored role
+		// lets bob in again with the same certificate.
+		c.ApplyRoles(role(`['{{internal.logins}}']`))
+		if r := Run(t, nil, "ssh", sshArgs(bobCfg, osLogin+"@legacy1", "echo back")...); r.Code != 0 || !strings.Contains(r.Stdout, "back") {
+			t.Fatalf("ssh after the role was restored: %s", r)
+		}
+	})
+
 	// alice's own certificate, used straight against sshd (bypassing the
 	// proxy), as someone who copied it would.
 	certBytes, err := os.ReadFile(filepath.Join(home, "key-cert.pub"))
