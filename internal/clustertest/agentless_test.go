@@ -38,6 +38,13 @@ type agentless struct {
 
 func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agentless {
 	t.Helper()
+	return startAgentlessWith(t, c, name, labels, testkit.SSHDOptions{})
+}
+
+// startAgentlessWith is startAgentless with sshd's namespace and address
+// (o.NetNS, o.Listen) chosen by the caller.
+func startAgentlessWith(t testing.TB, c *Cluster, name string, labels string, o testkit.SSHDOptions) *agentless {
+	t.Helper()
 	admin := t.TempDir()
 	dir := t.TempDir()
 	// Registered first (an address to be corrected once sshd has its
@@ -56,7 +63,13 @@ func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agent
 	}
 	identity := filepath.Join(dir, "warden-krl.json")
 	a.identity = identity
+	principal := "127.0.0.1"
+	if o.Listen != "" {
+		principal, _, _ = strings.Cut(o.Listen, ":")
+	}
 	a.sshd = testkit.StartSSHD(t, testkit.SSHDOptions{
+		NetNS:   o.NetNS,
+		Listen:  o.Listen,
 		UserCAs: []ssh.PublicKey{userCA},
 		HostCert: func(pub ssh.PublicKey) (*ssh.Certificate, error) {
 			pubFile := filepath.Join(dir, "host.pub")
@@ -64,7 +77,7 @@ func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agent
 				return nil, err
 			}
 			certFile := filepath.Join(dir, "host-cert.pub")
-			r := c.Warden(admin, nil, "sign", "--host", name, "--principals", "127.0.0.1", "--pubkey", pubFile, "-o", certFile,
+			r := c.Warden(admin, nil, "sign", "--host", name, "--principals", principal, "--pubkey", pubFile, "-o", certFile,
 				"--krl-identity", identity)
 			if r.Code != 0 || !strings.Contains(r.Stderr, "renew it before then") {
 				t.Fatalf("warden sign: %s", r)
