@@ -63,6 +63,8 @@ type agentlessState struct {
 	key   ssh.Signer
 	certs map[string]*agentlessHostCert // by node id
 	live  map[*agentlessConn]struct{}
+	// redecide asks runAgentlessRedecide for a pass (RedecideAgentless).
+	redecide chan struct{}
 }
 
 type agentlessHostCert struct {
@@ -164,14 +166,18 @@ func (s *Server) agentlessHostSigner(dir AgentlessDirectory, n auth.Node) (ssh.S
 
 type decisionKey struct{}
 type upstreamKey struct{}
+type certUserKey struct{}
 
 // agentlessConn is one user's SSH connection to an agentless server,
 // served by the proxy.
 type agentlessConn struct {
-	s        *Server
-	dir      AgentlessDirectory
-	node     auth.Node
-	user     auth.Caller // current, as decided
+	s    *Server
+	dir  AgentlessDirectory
+	node auth.Node
+	user auth.Caller // current, as decided
+	// cert is the identity of the user's certificate, decided again when
+	// roles change (redecideAgentless).
+	cert     auth.Caller
 	login    string
 	remote   string
 	opts     policy.EffectiveOptions
@@ -233,6 +239,7 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 		}
 		perms.ExtraData[decisionKey{}] = d
 		perms.ExtraData[upstreamKey{}] = up
+		perms.ExtraData[certUserKey{}] = user
 		return perms, nil
 	}
 	if err := ca.ServerConfig(cfg, hostSigner); err != nil {
@@ -250,7 +257,8 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 	d := sconn.Permissions.ExtraData[decisionKey{}].(*auth.AgentlessDecision)
 	up := sconn.Permissions.ExtraData[upstreamKey{}].(*ssh.Client)
 	defer up.Close()
-	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, login: sconn.User(), remote: clientAddr, opts: d.Options,
+	cert := sconn.Permissions.ExtraData[certUserKey{}].(auth.Caller)
+	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, cert: cert, login: sconn.User(), remote: clientAddr, opts: d.Options,
 		up: up, sconn: sconn, sessions: map[*agentlessSession]struct{}{}}
 	c.sub = d.Caller.LockSubject()
 	c.sub.Login, c.sub.Node, c.sub.NodeID = c.login, n.Name, n.ID
@@ -383,7 +391,7 @@ func (s *Server) trackAgentless(c *agentlessConn) func() {
 	s.agentless.live[c] = struct{}{}
 	s.agentless.mu.Unlock()
 	if err := s.cfg.Directory.CheckLock(c.sub); err != nil {
-		c.end(lockMessage(err))
+		c.end("locked", lockMessage(err))
 	}
 	return func() {
 		s.agentless.mu.Lock()
@@ -406,8 +414,112 @@ func (s *Server) reverifyAgentless() {
 		sub := c.sub
 		sub.Sessions = c.sessionIDs()
 		if err := s.cfg.Directory.CheckLock(sub); err != nil {
-			c.end(lockMessage(err))
+			c.end("locked", lockMessage(err))
 		}
+	}
+}
+
+// agentlessRedecideInterval is how often live agentless connections are
+// decided again when nothing announced a change (a user's record edited on
+// another auth server, a node's labels, an expiring request): role edits
+// and locks act at once.
+const agentlessRedecideInterval = 10 * time.Second
+
+// RedecideAgentless decides every live agentless connection again, as if
+// it were made now, and ends those the current roles, user, requests,
+// node or locks no longer allow, or allow with less (no terminal, port
+// forwarding or file transfer where they had it). It does not block: auth
+// calls it whenever roles change. Runs are coalesced: one more follows a
+// run in progress.
+func (s *Server) RedecideAgentless() {
+	select {
+	case s.agentless.redecide <- struct{}{}:
+	default: // one is already due
+	}
+}
+
+// runAgentlessRedecide serves RedecideAgentless and the periodic pass.
+func (s *Server) runAgentlessRedecide() {
+	t := time.NewTicker(agentlessRedecideInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.agentless.redecide:
+		case <-t.C:
+		case <-s.shutdown:
+			return
+		}
+		s.redecideAgentless()
+	}
+}
+
+func (s *Server) redecideAgentless() {
+	s.agentless.mu.Lock()
+	conns := make([]*agentlessConn, 0, len(s.agentless.live))
+	for c := range s.agentless.live {
+		conns = append(conns, c)
+	}
+	s.agentless.mu.Unlock()
+	for _, c := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), agentlessDialTimeout)
+		n := c.node
+		cert := c.cert
+		expired := !cert.Expires.IsZero() && !time.Now().Before(cert.Expires)
+		if expired {
+			// The connection outlived its certificate, which its roles
+			// allowed (the proxy ends it otherwise): decide the rest.
+			cert.Expires = time.Time{}
+		}
+		d, err := c.dir.AuthorizeAgentless(ctx, auth.ProxyCaller(), cert, n, c.login, c.remote)
+		timedOut := ctx.Err() != nil
+		cancel()
+		if err == nil && expired && !d.Caller.KeepPastExpiry {
+			err = errors.New("your certificate has expired; log in again")
+		}
+		switch {
+		case err != nil && timedOut:
+			// auth did not answer in time: the next pass decides.
+			s.log.Warn("agentless re-decision timed out", "node", n.Name, "user", c.cert.User, "err", err)
+		case err != nil:
+			reason := lockMessage(err)
+			var de *policy.DeniedError
+			if errors.As(err, &de) {
+				reason = "access denied: " + de.Reason
+			}
+			c.end("access changed", reason)
+		default:
+			if why := narrowed(c.opts, d.Options); why != "" {
+				c.end("access changed", "your roles no longer allow "+why)
+			}
+		}
+	}
+}
+
+// narrowed names what the new options take away that a live connection
+// was decided with ("" if nothing).
+func narrowed(was, now policy.EffectiveOptions) string {
+	switch {
+	case was.PermitPTY && !now.PermitPTY:
+		return "a terminal"
+	case was.PortForwarding && !now.PortForwarding:
+		return "port forwarding"
+	case was.FileTransfer && !now.FileTransfer:
+		return "file transfer"
+	case recordRank(now.RecordSession) > recordRank(was.RecordSession):
+		return "this session without " + now.RecordSession + " recording"
+	}
+	return ""
+}
+
+// recordRank orders record_session modes by strictness.
+func recordRank(mode string) int {
+	switch mode {
+	case "off":
+		return 0
+	case "", "best_effort":
+		return 1
+	default:
+		return 2
 	}
 }
 
@@ -421,8 +533,9 @@ func (c *agentlessConn) sessionIDs() []string {
 	return ids
 }
 
-// end tells every session why and closes the connection.
-func (c *agentlessConn) end(msg string) {
+// end tells every session why (msg) and closes the connection; reason is
+// the sessions' end reason in the audit.
+func (c *agentlessConn) end(reason, msg string) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
@@ -432,7 +545,7 @@ func (c *agentlessConn) end(msg string) {
 	sessions := make([]*agentlessSession, 0, len(c.sessions))
 	for s := range c.sessions {
 		sessions = append(sessions, s)
-		s.setReason("locked")
+		s.setReason(reason)
 	}
 	c.mu.Unlock()
 	for _, s := range sessions {

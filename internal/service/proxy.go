@@ -78,6 +78,9 @@ func (p *Process) startProxy(public string) error {
 	p.proxy = srv
 	// Live connections a new lock matches end at the proxy too.
 	p.auth.OnLocksChanged(srv.ReverifyLocks)
+	// A role edit that no longer allows a live agentless session ends it
+	// (agent nodes decide their own sessions again).
+	p.auth.OnRolesChanged(srv.RedecideAgentless)
 	p.auth.SetInventory(srv.Registry())
 	// Kubernetes clusters of the kube agents; live kube requests end on a lock.
 	p.auth.SetKubeInventory(srv)
