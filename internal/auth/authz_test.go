@@ -345,7 +345,19 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		return gate(err)
 	},
 	"AuthorizeAgentless": func(f *matrixFixture, c auth.Caller) outcome {
-		_, err := f.a.AuthorizeAgentless(context.Background(), c, f.callers["access"], auth.Node{Name: "x"}, "root", "")
+		// A registered server: an unknown one is refused as such, whoever asks.
+		ctx := context.Background()
+		var n auth.AgentlessNode
+		n.Metadata.Name, n.Spec.Addr = "probe-sshd", "127.0.0.1:22"
+		if err := f.a.UpsertAgentlessNode(ctx, auth.AdminCaller(), &n); err != nil {
+			f.t.Fatal(err)
+		}
+		defer func() { _ = f.a.DeleteAgentlessNode(ctx, auth.AdminCaller(), "probe-sshd") }()
+		list, err := f.a.ListAgentlessNodes(ctx, auth.AdminCaller())
+		if err != nil || len(list) == 0 || list[0].Status == nil {
+			f.t.Fatalf("agentless servers: %v %v", list, err)
+		}
+		_, err = f.a.AuthorizeAgentless(ctx, c, f.callers["access"], auth.Node{Name: "probe-sshd", ID: list[0].Status.ID}, "root", "")
 		return gate(err)
 	},
 	"IssueAgentlessCert": func(f *matrixFixture, c auth.Caller) outcome {
