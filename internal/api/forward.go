@@ -75,11 +75,16 @@ func (h *Handler) clientCert(r *http.Request) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: malformed forwarded client certificate", auth.ErrUnauthenticated)
 	}
-	id, err := h.auth.Authority().VerifyTLSClient(fwd)
+	// Verified as the TLS handshake verifies a client's own certificate.
+	if _, err := fwd.Verify(x509.VerifyOptions{Roots: h.auth.Authority().CertPool(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("%w: forwarded client certificate: %v", auth.ErrUnauthenticated, err)
+	}
+	c, err := auth.CallerFromTLS(fwd)
 	if err != nil {
 		return nil, fmt.Errorf("%w: forwarded client certificate: %v", auth.ErrUnauthenticated, err)
 	}
-	if id.Kind == auth.KindProxy {
+	if c.Kind == auth.KindProxy {
 		// A proxy calls auth as itself, never through another proxy.
 		return nil, fmt.Errorf("%w: a proxy identity cannot be forwarded", auth.ErrUnauthenticated)
 	}

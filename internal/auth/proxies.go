@@ -217,7 +217,11 @@ func (s *Server) ProxySpendSessionCert(ctx context.Context, c Caller, serial uin
 	if err := s.authorize(c, "ProxySpendSessionCert"); err != nil {
 		return err
 	}
-	return s.SpendSessionCert(ctx, serial, expires, max)
+	err := s.SpendSessionCert(ctx, serial, expires, max)
+	if errors.Is(err, errSessionCertSpent) {
+		return fmt.Errorf("%w: %v", ErrAccessDenied, err)
+	}
+	return err
 }
 
 // The node inventory of proxies running apart: each publishes the nodes
