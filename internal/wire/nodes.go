@@ -40,10 +40,10 @@ type JoinRequest struct {
 	Token string `json:"token"`
 	// Kind is what joins: "node" (the default) or "kube" (a kube agent,
 	// with a kube join token).
-	Kind       string `json:"kind,omitempty"`
-	Name       string `json:"name"`
-	Hostname   string `json:"hostname"`
-	PublicKey  string `json:"public_key"`
+	Kind      string `json:"kind,omitempty"`
+	Name      string `json:"name"`
+	Hostname  string `json:"hostname"`
+	PublicKey string `json:"public_key"`
 	// Principals are, for a proxy, the names and addresses users and
 	// nodes reach it by (its certificates are issued for them).
 	Principals []string `json:"principals,omitempty"`
