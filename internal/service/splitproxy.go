@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -52,9 +53,11 @@ const (
 	// change to publish; it publishes unchanged ones every third of
 	// auth.ProxyInventoryTTL.
 	inventoryEvery = 200 * time.Millisecond
-	// identityCheckEvery is how often the identity is checked for renewal.
-	identityCheckEvery = time.Minute
 )
+
+// identityCheckEvery is how often the identity is checked for renewal (a
+// variable for tests).
+var identityCheckEvery = time.Minute
 
 // proxyIdentityPath is where a proxy running apart keeps its identity.
 func proxyIdentityPath(dataDir string) string { return filepath.Join(dataDir, "proxy-identity.json") }
@@ -79,6 +82,28 @@ type splitProxy struct {
 	locks      *lock.Set
 	regs       sync.Map // node id -> auth.NodeRegistration
 	srv        *proxy.Server
+	// host is the proxy's SSH host certificate signer, swapped on renewal.
+	host rotatingSigner
+}
+
+// rotatingSigner is an SSH signer whose certificate can be replaced
+// while the server runs (the key stays the same: renewals are for it).
+type rotatingSigner struct{ cur atomic.Pointer[ssh.Signer] }
+
+func (r *rotatingSigner) set(s ssh.Signer) { r.cur.Store(&s) }
+
+func (r *rotatingSigner) PublicKey() ssh.PublicKey { return (*r.cur.Load()).PublicKey() }
+
+func (r *rotatingSigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	return (*r.cur.Load()).Sign(rand, data)
+}
+
+func (r *rotatingSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	s := *r.cur.Load()
+	if as, ok := s.(ssh.AlgorithmSigner); ok {
+		return as.SignWithAlgorithm(rand, data, algorithm)
+	}
+	return s.Sign(rand, data)
 }
 
 func (p *Process) startSplitProxy(ctx context.Context) error {
@@ -106,6 +131,7 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.host.set(sshSigner)
 	userCAs, err := idfile.ParseAuthorizedKeys(id.UserCAs)
 	if err != nil {
 		return err
@@ -117,7 +143,7 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	p.metrics = prometheus.NewRegistry()
 	p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Config{
-		HostSigner: sshSigner,
+		HostSigner: &s.host,
 		UserCAs:    func() []ssh.PublicKey { return userCAs },
 		HostCAs:    func() []ssh.PublicKey { return hostCAs },
 		Directory:  s,
@@ -315,9 +341,8 @@ func (s *splitProxy) setIdentity(id *idfile.File) error {
 	return nil
 }
 
-// renew renews the identity in the last third of its life. The TLS
-// certificates are swapped in at once; the SSH host certificate at the
-// next start (it is issued for the proxy's lifetime at start).
+// renew renews the identity in the last third of its life; the new
+// certificates (TLS client and server, SSH host) are used at once.
 func (s *splitProxy) renew(ctx context.Context) {
 	t := time.NewTicker(identityCheckEvery)
 	defer t.Stop()
@@ -350,10 +375,15 @@ func (s *splitProxy) renew(ctx context.Context) {
 		}
 		id.SSHCert, id.TLSCert, id.TLSServerCert = certs.SSHCert, certs.TLSCert, certs.TLSServerCert
 		id.HostCAs, id.UserCAs = certs.HostCAs, certs.UserCAs
-		if err := s.setIdentity(&id); err != nil {
+		hostSigner, _, err := id.CertSigner()
+		if err == nil {
+			err = s.setIdentity(&id)
+		}
+		if err != nil {
 			s.log.Error("renewed proxy identity", "err", err)
 			continue
 		}
+		s.host.set(hostSigner)
 		if err := id.Write(proxyIdentityPath(s.p.cfg.DataDir)); err != nil {
 			s.log.Error("save the renewed proxy identity", "err", err)
 		}
