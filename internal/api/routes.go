@@ -132,6 +132,7 @@ func (h *Handler) routes() {
 		return a.RenewNodeCerts(r.Context(), c, in.PublicKey)
 	})))
 	h.kubeRoutes()
+	h.proxyRoutes()
 	m.HandleFunc("GET /v1/nodes", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]auth.Node, error) {
 		filter := map[string]string{}
 		for _, l := range r.URL.Query()["label"] {

@@ -438,6 +438,7 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	e.call(open, "POST", "/v1/passkey/begin", wire.PasskeyHandoffBegin{PublicKey: "not a key", ClientRedirect: "http://127.0.0.1:1/cb"}, http.StatusBadRequest)
 	e.call(open, "POST", "/v1/passkey/result", wire.PasskeyResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest)
 	exerciseAgentlessRoutes(t, e, admin)
+	exerciseProxyRoutes(t, e, admin)
 
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {

@@ -62,6 +62,12 @@ func NewHandler(a *auth.Server, log *slog.Logger) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	w.Header().Set("Cache-Control", "no-store")
+	// Only a proxy speaks for the client it serves (forward.go): the
+	// headers from anyone else are refused, not ignored.
+	if forwardedHeaders(r) && !fromProxy(r) {
+		h.fail(w, fmt.Errorf("%w: only a Warden proxy forwards a client's identity or address", auth.ErrUnauthenticated))
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 
@@ -87,11 +93,11 @@ type callerHandler func(w http.ResponseWriter, r *http.Request, c auth.Caller)
 // authed requires a verified client certificate and turns it into a Caller.
 func (h *Handler) authed(next callerHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-			h.fail(w, fmt.Errorf("%w: this call needs a client certificate: run warden login", auth.ErrUnauthenticated))
+		leaf, err := h.clientCert(r)
+		if err != nil {
+			h.fail(w, err)
 			return
 		}
-		leaf := r.TLS.VerifiedChains[0][0]
 		c, err := auth.CallerFromTLS(leaf)
 		if err != nil {
 			h.fail(w, fmt.Errorf("%w: bad client certificate", auth.ErrUnauthenticated))
@@ -250,6 +256,9 @@ func tooLarge(mbe *http.MaxBytesError) error {
 }
 
 func remoteIP(r *http.Request) string {
+	if a := r.Header.Get(HeaderClientAddr); a != "" && fromProxy(r) {
+		return a
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

@@ -98,6 +98,9 @@ type Server struct {
 	inventory atomic.Pointer[Inventory]
 	// kubeInventory is the live Kubernetes cluster set, set by the proxy.
 	kubeInventory atomic.Pointer[KubeInventory]
+	// inventoryCache is the last read of the proxies' published
+	// inventories (StoredInventory).
+	inventoryCache atomic.Pointer[cachedInventory]
 	// nodeRegs caches node registrations (id → NodeRegistration).
 	nodeRegs sync.Map
 	// throttle counts failed logins and signups (see beginAttempt).

@@ -80,7 +80,15 @@ var operations = map[string]rule{
 
 	// Nodes.
 	"ListNodes": {kinds: kinds(KindAdmin), own: kinds(KindUser), share: "the nodes its roles allow", does: "list nodes"},
-	"Watch":     {kinds: kinds(KindAdmin, KindNode), does: "watch roles and locks"},
+	"Watch":     {kinds: kinds(KindAdmin, KindNode, KindProxy), does: "watch roles and locks"},
+	// A proxy running apart from auth (proxies.go): its own certificates
+	// and inventory, and the checks it makes for the users whose
+	// certificates it verified.
+	"RenewProxyCerts":       {kinds: kinds(KindProxy), does: "renew proxy certificates"},
+	"ProxyCheckUser":        {kinds: kinds(KindProxy), does: "speak for users"},
+	"ProxyNodeRegistration": {kinds: kinds(KindProxy), does: "serve node tunnels"},
+	"ProxySpendSessionCert": {kinds: kinds(KindProxy), does: "speak for users"},
+	"PublishProxyInventory": {kinds: kinds(KindProxy), does: "serve node tunnels"},
 	// Agentless servers (docs/agentless.md): registering them and signing
 	// their sshd host keys is node administration; the KRL names locked
 	// users. Only the proxy decides and connects on a user's behalf.

@@ -76,7 +76,12 @@ var matrix = map[string]row{
 	"RenewBotCerts":           {all, all, all, all, deny, deny, deny},
 	"BotOutputCerts":          {all, all, all, all, deny, deny, deny},
 	"ListNodes":               {own, all, own, all, deny, deny, all},
-	"Watch":                   {deny, deny, deny, deny, all, deny, all},
+	"Watch":                   {deny, deny, deny, deny, all, all, all},
+	"RenewProxyCerts":         {deny, deny, deny, deny, deny, all, deny},
+	"ProxyCheckUser":          {deny, deny, deny, deny, deny, all, deny},
+	"ProxyNodeRegistration":   {deny, deny, deny, deny, deny, all, deny},
+	"ProxySpendSessionCert":   {deny, deny, deny, deny, deny, all, deny},
+	"PublishProxyInventory":   {deny, deny, deny, deny, deny, all, deny},
 	"OpenRecording":           {deny, deny, all, all, deny, deny, all},
 	"OpenRecordingAt":         {deny, deny, all, all, deny, deny, all},
 	"VerifyRecordings":        {deny, deny, all, all, deny, deny, all},
@@ -389,6 +394,24 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	"ListNodes": func(f *matrixFixture, c auth.Caller) outcome {
 		nodes, err := f.a.ListNodes(context.Background(), c, nil)
 		return share(err, len(nodes) == 2)
+	},
+	"RenewProxyCerts": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.RenewProxyCerts(context.Background(), c, "not a key")
+		return gate(err)
+	},
+	"ProxyCheckUser": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyCheckUser(context.Background(), c, f.callers["access"], "probe", "")
+		return gate(err)
+	},
+	"ProxyNodeRegistration": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyNodeRegistration(context.Background(), c, "no-such-node")
+		return gate(err)
+	},
+	"ProxySpendSessionCert": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.ProxySpendSessionCert(context.Background(), c, 1, time.Now().Add(time.Minute), 1))
+	},
+	"PublishProxyInventory": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.PublishProxyInventory(context.Background(), c, nil))
 	},
 	"Watch": func(f *matrixFixture, c auth.Caller) outcome {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -21,7 +21,8 @@ const (
 	KindUser  = "user"
 	KindNode  = "node"
 	KindAdmin = "admin"
-	// KindProxy is the proxy in auth's process; it has no certificate.
+	// KindProxy is a proxy: the one in auth's process (no certificate),
+	// or one running apart with a proxy identity (proxies.go).
 	KindProxy = "proxy"
 )
 
@@ -60,6 +61,9 @@ func CallerFromTLS(leaf *x509.Certificate) (Caller, error) {
 	id, err := ca.IdentityFromTLSCert(leaf)
 	if err != nil {
 		return Caller{}, err
+	}
+	if id.Kind == KindProxy {
+		return Caller{Kind: KindProxy, User: "proxy", NodeID: id.NodeID, Issued: id.Issued, Expires: leaf.NotAfter}, nil
 	}
 	return Caller{Kind: id.Kind, User: id.Username, NodeID: id.NodeID, Roles: id.Roles, Traits: id.Traits,
 		RequestIDs: id.RequestIDs, Issued: id.Issued, Expires: leaf.NotAfter, MFADevice: id.MFADevice,

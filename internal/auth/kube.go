@@ -16,7 +16,7 @@ import (
 type KubeCluster = wire.KubeCluster
 
 // joinTokenTypes are the kinds of join token CreateToken makes.
-var joinTokenTypes = []string{wire.TokenTypeNode, wire.TokenTypeKube}
+var joinTokenTypes = []string{wire.TokenTypeNode, wire.TokenTypeKube, wire.TokenTypeProxy}
 
 func joinTokenType(t string) bool { return slices.Contains(joinTokenTypes, t) }
 

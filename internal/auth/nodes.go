@@ -133,8 +133,11 @@ type NodeRegistration struct {
 	Name     string    `json:"name"`
 	Hostname string    `json:"hostname"`
 	JoinedAt time.Time `json:"joined_at"`
-	// Kind is empty for a node, "kube" for a kube agent.
+	// Kind is empty for a node, "kube" for a kube agent, "proxy" for a
+	// proxy running apart from auth.
 	Kind string `json:"kind,omitempty"`
+	// Principals are a proxy's names and addresses (proxies.go).
+	Principals []string `json:"principals,omitempty"`
 }
 
 // Node is wire.Node: the API carries it.

@@ -24,6 +24,9 @@ const (
 	KindUser  = "user"
 	KindNode  = "node"
 	KindAdmin = "admin"
+	// KindProxy is a proxy running apart from auth (its CommonName is its
+	// registration id, as for a node).
+	KindProxy = "proxy"
 )
 
 // OIDTraits is the X.509 extension carrying a client's traits as a JSON
@@ -82,12 +85,12 @@ func (id *TLSIdentity) validate() error {
 		if id.NodeID != "" {
 			return fmt.Errorf("%s identity with a node ID", id.Kind)
 		}
-	case KindNode:
+	case KindNode, KindProxy:
 		if err := validateID(id.NodeID); err != nil {
 			return fmt.Errorf("node ID: %w", err)
 		}
 		if id.Username != "" {
-			return errors.New("node identity with a username")
+			return fmt.Errorf("%s identity with a username", id.Kind)
 		}
 	default:
 		return fmt.Errorf("unknown identity kind %q", truncate(id.Kind))
@@ -120,7 +123,7 @@ func (a *Authority) IssueTLSClient(pub crypto.PublicKey, id TLSIdentity, ttl tim
 	der, err := a.issueTLSClient(pub, id, ttl)
 	if err != nil {
 		name := id.Username
-		if id.Kind == KindNode {
+		if id.Kind == KindNode || id.Kind == KindProxy {
 			name = id.NodeID
 		}
 		return nil, fmt.Errorf("issue TLS client cert for %s %q: %w", truncate(id.Kind), truncate(name), err)
@@ -133,7 +136,7 @@ func (a *Authority) issueTLSClient(pub crypto.PublicKey, id TLSIdentity, ttl tim
 		return nil, err
 	}
 	cn := id.Username
-	if id.Kind == KindNode {
+	if id.Kind == KindNode || id.Kind == KindProxy {
 		cn = id.NodeID
 	}
 	tmpl, err := a.leafTemplate(pub, ttl)
@@ -351,7 +354,7 @@ func identityFromTLSCert(c *x509.Certificate) (*TLSIdentity, error) {
 	}
 	// DER encodes the organizations as a SET, which does not keep order.
 	slices.Sort(id.Roles)
-	if id.Kind == KindNode {
+	if id.Kind == KindNode || id.Kind == KindProxy {
 		id.NodeID = c.Subject.CommonName
 	} else {
 		id.Username = c.Subject.CommonName

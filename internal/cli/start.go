@@ -88,6 +88,25 @@ A YAML file (--config) can hold the same settings; flags override it:
 				}
 				os.Unsetenv(tokenEnv)
 			}
+			if f.Changed("auth-listen") {
+				c.Auth.Listen, _ = f.GetString("auth-listen")
+			}
+			if f.Changed("auth-server") {
+				c.Proxy.AuthServers, _ = f.GetStringArray("auth-server")
+			}
+			if c.Has(service.Proxy) && !c.Has(service.Auth) {
+				// A proxy running apart joins with the join flags.
+				if c.Proxy.Token == "" && c.Proxy.TokenFile == "" {
+					c.Proxy.Token, c.Proxy.TokenFile = c.Node.Token, c.Node.TokenFile
+					c.Node.Token, c.Node.TokenFile = "", ""
+				}
+				if c.Proxy.CAPin == "" {
+					c.Proxy.CAPin = c.Node.CAPin
+				}
+				if c.Proxy.Name == "" && f.Changed("name") {
+					c.Proxy.Name = c.Node.Name
+				}
+			}
 			if f.Changed("insecure") {
 				c.Node.Insecure = cfg.Node.Insecure
 			}
@@ -132,6 +151,8 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("proxy-listen", service.DefaultProxyListen, "the proxy's one address: HTTPS API, SSH jump host and node tunnels")
 	f.String("public-addr", "", "address users and nodes use to reach the proxy (default: --proxy-listen)")
 	f.String("metrics-addr", service.DefaultMetricsAddr, `where Prometheus metrics are served (plain HTTP, GET /metrics; not on the public port), or "off"`)
+	f.String("auth-listen", service.DefaultAuthListen, "where auth serves its API when it runs without the proxy (--services auth)")
+	f.StringArray("auth-server", nil, "an auth server's address host:port, for a proxy that runs without auth (repeatable: the next is used when one is down)")
 	f.String("node-listen", "", "also serve SSH directly on this address (default: none; nodes are reached through the proxy)")
 	f.String("name", "", "node name (default: host name)")
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")
@@ -152,6 +173,16 @@ const tokenEnv = "WARDEN_TOKEN"
 
 func printNextSteps(g *globals, c *service.Config, p *service.Process) {
 	w := g.io.Err
+	if p.Auth() == nil && c.Has(service.Proxy) {
+		textf(w, "\nProxy %q is running at %s (HTTPS API, SSH jump host, node tunnels), calling auth at %s.\n  data directory: %s\n",
+			c.Proxy.Name, p.ProxyAddr(), strings.Join(c.Proxy.AuthServers, ", "), c.DataDir)
+		return
+	}
+	if p.Auth() != nil && !c.Has(service.Proxy) {
+		textf(w, "\nWarden auth for cluster %q is serving its API at %s (for proxies and admin commands; no proxy in this process).\n  data directory: %s\n",
+			c.ClusterName, p.ProxyAddr(), c.DataDir)
+		return
+	}
 	if p.Auth() == nil && p.Node() == nil {
 		textf(w, "\nKube agent %q is connected to the proxy at %s (no inbound port needed).\n  data directory: %s\n", c.Kube.Name, c.Kube.ProxyAddr, c.DataDir)
 		return

@@ -45,6 +45,18 @@ func newTokensCmd(g *globals) *cobra.Command {
 			if reusable {
 				use = "reusable"
 			}
+			if tok.Type == wire.TokenTypeProxy {
+				textf(g.io.Out, `The %s proxy token %s expires %s (in %s).
+
+Run this on the proxy's host to join it (a proxy that runs apart from auth:
+docs/postgres.md, "Split deployments"); the token goes in a file, read once:
+
+  (umask 077; echo %s > join-token)
+  warden start --services proxy --auth-server %s --token-file join-token --ca-pin %s \
+      --proxy-listen 0.0.0.0:3080 --public-addr PROXY-HOST:3080
+`, use, tok.Token, tok.Expires.Local().Format(time.RFC1123), humanDuration(ttl), tok.Token, c.Addr(), ping.TLSCAFingerprint)
+				return nil
+			}
 			textf(g.io.Out, `The %s %s token %s expires %s (in %s).
 
 Run this on the server to join it (add your own --labels and --name). The
@@ -60,7 +72,7 @@ file is read once, to join; delete it afterwards.
 			return nil
 		},
 	}
-	add.Flags().StringVar(&typ, "type", "node", "token type: node, kube (a kube agent: warden start --services kube, docs/kubernetes.md), bot (a bot's single-use join token) or oidc (a CI provider's ID tokens join a bot)")
+	add.Flags().StringVar(&typ, "type", "node", "token type: node, proxy (a proxy that runs apart from auth: docs/postgres.md), kube (a kube agent: warden start --services kube, docs/kubernetes.md), bot (a bot's single-use join token) or oidc (a CI provider's ID tokens join a bot)")
 	botTokenFlags(add, bt)
 	add.Flags().DurationVar(&ttl, "ttl", 30*time.Minute, "how long the token is valid (max 168h)")
 	add.Flags().BoolVar(&reusable, "reusable", false, "allow several joins until expiry (default: single use)")

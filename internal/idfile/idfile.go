@@ -35,6 +35,9 @@ type File struct {
 	TLSCA      string   `json:"tls_ca"`
 	HostCAs    []string `json:"host_cas,omitempty"`
 	UserCAs    []string `json:"user_cas,omitempty"`
+	// TLSServerCert is a proxy's TLS server certificate (PEM), for the
+	// same key.
+	TLSServerCert string `json:"tls_server_cert,omitempty"`
 }
 
 // NewPrivateKey returns a fresh Ed25519 key as an OpenSSH PEM.
@@ -158,6 +161,15 @@ func (f *File) TLSCertificate() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("identity TLS certificate: %w", err)
 	}
 	return &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: cs, Leaf: leaf}, nil
+}
+
+// TLSServerCertificate returns a proxy's TLS server certificate.
+func (f *File) TLSServerCertificate() (*tls.Certificate, error) {
+	c, err := (&File{PrivateKey: f.PrivateKey, TLSCert: f.TLSServerCert}).TLSCertificate()
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	return c, nil
 }
 
 // RootCAs returns a pool with the cluster TLS CA.

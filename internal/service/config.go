@@ -49,6 +49,12 @@ type Config struct {
 
 // AuthConfig configures the auth service.
 type AuthConfig struct {
+	// Listen is where auth serves its API (HTTPS, mutual TLS) when it runs
+	// without the proxy in its process (--services auth): for proxies,
+	// nodes' calls through them, and admin commands. Default
+	// DefaultAuthListen. With the proxy in the process, the API is served
+	// on the proxy's port and this is unused.
+	Listen string `yaml:"listen"`
 	// DefaultTTL is the user certificate TTL when none is requested.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
 	// NodeCertTTL is the validity of node certificates (default 24h);
@@ -124,6 +130,18 @@ type ProxyConfig struct {
 	// session itself (the user then sees the lock's message) before the
 	// proxy cuts the connection (default 250ms; negative: at once).
 	LockGrace time.Duration `yaml:"lock_grace"`
+	// AuthServers are the auth instances (host:port of their auth.listen)
+	// a proxy that runs without auth calls, in order of preference; it
+	// moves to the next when one cannot be reached.
+	AuthServers []string `yaml:"auth_servers"`
+	// Token or TokenFile is the proxy join token (warden tokens add --type
+	// proxy), needed at the first start only; CAPin is the cluster CA's
+	// fingerprint it is checked against.
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	CAPin     string `yaml:"ca_pin"`
+	// Name names the proxy (default: the host name).
+	Name string `yaml:"name"`
 	// MetricsAddr is where Prometheus metrics are served (plain HTTP,
 	// GET /metrics), apart from the public port: DefaultMetricsAddr when
 	// empty, or MetricsOff.
@@ -133,6 +151,9 @@ type ProxyConfig struct {
 // Defaults.
 const (
 	DefaultProxyListen = "127.0.0.1:3080"
+	// DefaultAuthListen is auth's API address when it runs without the
+	// proxy.
+	DefaultAuthListen = "127.0.0.1:3025"
 	// DefaultMetricsAddr is local only: metrics describe the cluster's
 	// activity and are not for the public port.
 	DefaultMetricsAddr = "127.0.0.1:3081"
@@ -191,8 +212,33 @@ func (c *Config) CheckAndSetDefaults() error {
 			return fmt.Errorf("unknown service %q (choose from auth, proxy, node, kube)", s)
 		}
 	}
-	if c.Has(Proxy) != c.Has(Auth) {
-		return errors.New("the proxy and auth services run together in this version (--services auth,proxy[,node])")
+	if c.Has(Proxy) && !c.Has(Auth) {
+		if len(c.Proxy.AuthServers) == 0 {
+			return errors.New("a proxy that runs without auth needs the auth servers' addresses (proxy auth_servers, --auth-server host:port)")
+		}
+		for _, a := range c.Proxy.AuthServers {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("proxy auth_servers %q: %w", a, err)
+			}
+		}
+		if c.Proxy.Token != "" && c.Proxy.TokenFile != "" {
+			return errors.New("proxy: give token or token_file, not both")
+		}
+		if c.Proxy.Name == "" {
+			h, err := os.Hostname()
+			if err != nil {
+				return fmt.Errorf("proxy name: %w", err)
+			}
+			c.Proxy.Name = h
+		}
+	}
+	if c.Has(Auth) && !c.Has(Proxy) {
+		if c.Auth.Listen == "" {
+			c.Auth.Listen = DefaultAuthListen
+		}
+		if _, _, err := net.SplitHostPort(c.Auth.Listen); err != nil {
+			return fmt.Errorf("auth listen %q: %w", c.Auth.Listen, err)
+		}
 	}
 	if c.Proxy.Listen == "" {
 		c.Proxy.Listen = DefaultProxyListen
@@ -230,10 +276,10 @@ func (c *Config) CheckAndSetDefaults() error {
 	default:
 		return fmt.Errorf("node session_cgroups must be %q or %q, not %q", node.CgroupsAuto, node.CgroupsOff, c.Node.SessionCgroups)
 	}
-	if c.Has(Kube) && !c.Has(Auth) && c.Kube.ProxyAddr == "" {
+	if c.Has(Kube) && !c.Has(Auth) && !c.Has(Proxy) && c.Kube.ProxyAddr == "" {
 		return errors.New("a kube agent that runs without auth needs --proxy host:port")
 	}
-	if c.Has(Node) && !c.Has(Auth) {
+	if c.Has(Node) && !c.Has(Proxy) {
 		if c.Node.ProxyAddr == "" {
 			return errors.New("a node that runs without auth needs --proxy host:port")
 		}

@@ -18,7 +18,7 @@ func (p *Process) startKube(ctx context.Context) error {
 	if kcfg.Name == "" {
 		kcfg.Name = p.cfg.Node.Name
 	}
-	if p.auth != nil && kcfg.ProxyAddr == "" {
+	if p.auth != nil && p.cfg.Has(Proxy) && kcfg.ProxyAddr == "" {
 		kcfg.ProxyAddr = p.ProxyAddr()
 		if kcfg.Token == "" && kcfg.TokenFile == "" {
 			tok, err := p.auth.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: wire.TokenTypeKube, TTL: 5 * time.Minute})

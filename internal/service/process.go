@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
@@ -81,14 +82,19 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Process, error)
 			p.Close()
 		}
 	}()
-	if cfg.Has(Auth) {
+	switch {
+	case cfg.Has(Auth):
 		if err := p.startAuth(ctx); err != nil {
+			return nil, err
+		}
+	case cfg.Has(Proxy):
+		if err := p.startSplitProxy(ctx); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Has(Node) {
 		ncfg := cfg.Node
-		if cfg.Has(Auth) && ncfg.ProxyAddr == "" {
+		if cfg.Has(Proxy) && ncfg.ProxyAddr == "" {
 			ncfg.ProxyAddr = p.ProxyAddr()
 		}
 		acfg := nodeagent.Config{
@@ -145,10 +151,17 @@ func (p *Process) startAuth(ctx context.Context) error {
 	// written), so a script may wait for it. Only a port the system picks
 	// (":0", tests) must be opened first, to learn it; nobody can wait for
 	// that one before it is printed.
+	withProxy := p.cfg.Has(Proxy)
+	listenAddr := p.cfg.Proxy.Listen
 	public := p.cfg.Proxy.PublicAddr
-	_, listenPort, _ := net.SplitHostPort(p.cfg.Proxy.Listen)
+	if !withProxy {
+		// Auth alone serves its API on auth.listen; admin commands on this
+		// host call it there.
+		listenAddr, public = p.cfg.Auth.Listen, p.cfg.Auth.Listen
+	}
+	_, listenPort, _ := net.SplitHostPort(listenAddr)
 	if _, port, _ := net.SplitHostPort(public); port == "0" || listenPort == "0" {
-		if err := p.listen(); err != nil {
+		if err := p.listenOn(listenAddr); err != nil {
 			return err
 		}
 		if host, port, _ := net.SplitHostPort(public); port == "0" {
@@ -204,17 +217,29 @@ func (p *Process) startAuth(ctx context.Context) error {
 			}
 		}()
 	}
-	tlsCfg, err := p.serverTLS(public)
+	tlsCfg, err := p.serverTLS(public, listenAddr)
 	if err != nil {
 		return err
 	}
-	if err := p.startProxy(public); err != nil {
-		return err
+	if withProxy {
+		if err := p.startProxy(public); err != nil {
+			return err
+		}
+	} else {
+		// The nodes are those the proxies running apart publish.
+		a.SetInventory(a.StoredInventory())
+		p.metrics = prometheus.NewRegistry()
+		p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	if err := p.startMetrics(); err != nil {
 		return err
 	}
-	handler, err := p.httpHandler(a)
+	var handler http.Handler
+	if withProxy {
+		handler, err = p.httpHandler(a)
+	} else {
+		handler = p.authHandler(a)
+	}
 	if err != nil {
 		return err
 	}
@@ -231,9 +256,19 @@ func (p *Process) startAuth(ctx context.Context) error {
 		return err
 	}
 	if p.proxyLn == nil {
-		if err := p.listen(); err != nil {
+		if err := p.listenOn(listenAddr); err != nil {
 			return err
 		}
+	}
+	if !withProxy {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := p.http.ServeTLS(p.proxyLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.errc <- fmt.Errorf("auth api: %w", err)
+			}
+		}()
+		return nil
 	}
 	p.mux = proxy.NewMux(p.proxyLn)
 	if p.cfg.Proxy.HandshakeTimeout > 0 {
@@ -267,10 +302,10 @@ func (p *Process) startAuth(ctx context.Context) error {
 	return nil
 }
 
-func (p *Process) listen() error {
-	ln, err := net.Listen("tcp", p.cfg.Proxy.Listen)
+func (p *Process) listenOn(addr string) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("proxy listen: %w", err)
+		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	p.proxyLn = ln
 	return nil
@@ -278,7 +313,7 @@ func (p *Process) listen() error {
 
 // serverTLS issues a fresh server certificate for this process from the
 // cluster TLS CA; client certificates are verified when presented.
-func (p *Process) serverTLS(public string) (*tls.Config, error) {
+func (p *Process) serverTLS(public, listen string) (*tls.Config, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -288,7 +323,7 @@ func (p *Process) serverTLS(public string) (*tls.Config, error) {
 	if h, err := os.Hostname(); err == nil {
 		names = append(names, h)
 	}
-	for _, addr := range []string{public, p.cfg.Proxy.Listen} {
+	for _, addr := range []string{public, listen} {
 		host, _, _ := net.SplitHostPort(addr)
 		if ip := net.ParseIP(host); ip != nil {
 			ips = append(ips, ip)

@@ -163,3 +163,26 @@ func (p *Process) MetricsAddr() string {
 	}
 	return p.metricsLn.Addr().String()
 }
+
+// authHandler serves the API and the health endpoints of auth running
+// without the proxy (its clients: proxies, the nodes' and users' calls
+// they forward, admin commands on the host).
+func (p *Process) authHandler(a *auth.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if p.base.Err() != nil {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if !p.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return api.SecurityHeaders(mux)
+}

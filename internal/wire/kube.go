@@ -18,4 +18,7 @@ type KubeClusterList struct {
 const (
 	TokenTypeNode = "node"
 	TokenTypeKube = "kube"
+	// TokenTypeProxy joins a proxy that runs apart from auth
+	// (docs/postgres.md, split deployments).
+	TokenTypeProxy = "proxy"
 )

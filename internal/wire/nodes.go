@@ -40,17 +40,39 @@ type JoinRequest struct {
 	Token string `json:"token"`
 	// Kind is what joins: "node" (the default) or "kube" (a kube agent,
 	// with a kube join token).
-	Kind       string `json:"kind,omitempty"`
-	Name       string `json:"name"`
-	Hostname   string `json:"hostname"`
-	PublicKey  string `json:"public_key"`
-	RemoteAddr string `json:"-"`
+	Kind      string `json:"kind,omitempty"`
+	Name      string `json:"name"`
+	Hostname  string `json:"hostname"`
+	PublicKey string `json:"public_key"`
+	// Principals are, for a proxy, the names and addresses users and
+	// nodes reach it by (its certificates are issued for them).
+	Principals []string `json:"principals,omitempty"`
+	RemoteAddr string   `json:"-"`
 }
 
 // JoinResponse carries the node's new identity.
 type JoinResponse struct {
 	Certs
 	NodeID string `json:"node_id"`
+}
+
+// ProxyCerts are a proxy's certificates: those of Certs (its SSH host
+// certificate and its API client certificate) and the TLS server
+// certificate it presents to users and nodes.
+type ProxyCerts struct {
+	Certs
+	TLSServerCert string `json:"tls_server_cert"`
+}
+
+// ProxyJoinResponse carries a proxy's new identity.
+type ProxyJoinResponse struct {
+	ProxyCerts
+	ProxyID string `json:"proxy_id"`
+}
+
+// ProxyRenewRequest asks for a proxy's certificates for a new key.
+type ProxyRenewRequest struct {
+	PublicKey string `json:"public_key"`
 }
 
 // Node is a live node as seen through its tunnel.
