@@ -18,10 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/storage/sqlite"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // peerEnv is a proxy with peering on (its shared state in a SQLite file)
@@ -281,4 +285,97 @@ func FuzzPeerDial(f *testing.F) {
 		}
 		_ = readPeerReply(bytes.NewReader(b))
 	})
+}
+
+// TestPeeringState: two proxies on one store. A node's tunnel at A, with
+// its labels, shows in B's inventory with A as its owner, and leaves it
+// when the tunnel closes; a proxy that died without cleaning up (its
+// record expired) is no one's owner any more, and its keys are reaped.
+func TestPeeringState(t *testing.T) {
+	ctx := context.Background()
+	sb, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "shared.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	peer := func(id string) func(*Config) {
+		return func(c *Config) {
+			c.Peering = &PeerConfig{ID: id, Addr: "127.0.0.1:1", Store: sb, Heartbeat: 50 * time.Millisecond, TTL: time.Second,
+				Certificate: func() (*tls.Certificate, error) { return nil, errors.New("unused") },
+				Roots:       x509.NewCertPool}
+		}
+	}
+	a := newProxyEnv(t, peer("proxy-a"))
+	b := newProxyEnv(t, peer("proxy-b"))
+	tok, err := a.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: "node", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newSigner(t)
+	joined, err := a.a.JoinNode(ctx, auth.JoinRequest{Token: tok.Token, Name: "web1", Hostname: "web1",
+		PublicKey: string(ssh.MarshalAuthorizedKey(key.PublicKey()))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(joined.SSHCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeSigner, err := ssh.NewCertSigner(pub.(*ssh.Certificate), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, _, err := a.dial(tunnelUser, nodeSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func(env string) {
+		p, _ := json.Marshal(heartbeat{Labels: map[string]string{"env": env}})
+		if ok, _, err := tun.SendRequest(requestHeartbeat, true, p); err != nil || !ok {
+			t.Fatalf("heartbeat: %v", err)
+		}
+	}
+	atB := func() map[string]string {
+		out := map[string]string{}
+		for _, n := range b.s.Inventory().Nodes() {
+			out[n.Name] = n.Labels["env"]
+		}
+		return out
+	}
+	beat("dev")
+	testkit.WaitFor(t, "B to list web1 behind A", func() bool { return atB()["web1"] == "dev" })
+	if pr, _, ok := b.s.peers.owner(joined.NodeID); !ok || pr.ID != "proxy-a" {
+		t.Fatalf("owner of web1 seen from B: %+v %v", pr, ok)
+	}
+	if _, _, ok := a.s.peers.owner(joined.NodeID); ok {
+		t.Fatal("A routes its own node to a peer")
+	}
+	beat("prod")
+	testkit.WaitFor(t, "B to see web1's new labels", func() bool { return atB()["web1"] == "prod" })
+	tun.Close()
+	testkit.WaitFor(t, "web1 to leave B's inventory", func() bool { _, ok := atB()["web1"]; return !ok })
+
+	// A proxy that died: its record expires, its tunnel key is reaped.
+	v, _ := json.Marshal(proxyRecord{ID: "proxy-z", Addr: "127.0.0.1:2"})
+	if _, err := sb.Put(ctx, storage.Item{Key: peerProxiesPrefix + "proxy-z", Value: v, Expires: time.Now().Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	v, _ = json.Marshal(tunnelRecord{Proxy: "proxy-z", Node: auth.Node{ID: "node-z", Name: "zed"}})
+	if _, err := sb.Put(ctx, storage.Item{Key: tunnelKey("node-z", "proxy-z"), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "B to list zed behind proxy-z", func() bool { _, ok := atB()["zed"]; return ok })
+	testkit.WaitFor(t, "zed to leave B's inventory when proxy-z's record expires", func() bool { _, ok := atB()["zed"]; return !ok })
+	testkit.WaitFor(t, "proxy-z's tunnel key to be reaped", func() bool {
+		_, err := sb.Get(ctx, tunnelKey("node-z", "proxy-z"))
+		return errors.Is(err, storage.ErrNotFound)
+	})
+	// B's own record is there; A's goes when A closes.
+	if _, err := sb.Get(ctx, peerProxiesPrefix+"proxy-a"); err != nil {
+		t.Fatalf("A's record: %v", err)
+	}
+	a.s.Close()
+	if _, err := sb.Get(ctx, peerProxiesPrefix+"proxy-a"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("A's record after Close: %v", err)
+	}
 }

@@ -169,13 +169,17 @@ func (p *peering) heartbeat() {
 	}
 }
 
-// republish publishes every local tunnel again.
+// republish writes every tunnel key again: those of the local tunnels
+// are put, and those published for tunnels gone meanwhile are deleted.
 func (p *peering) republish() {
 	p.dirtyMu.Lock()
+	for id := range p.published {
+		p.published[id] = "" // written again whatever it was
+		p.dirty[id] = struct{}{}
+	}
 	for _, n := range p.s.reg.Nodes() {
 		p.dirty[n.ID] = struct{}{}
 	}
-	p.published = map[string]string{}
 	p.dirtyMu.Unlock()
 	p.poke()
 }
