@@ -352,6 +352,16 @@ func TestPeeringState(t *testing.T) {
 	}
 	beat("prod")
 	testkit.WaitFor(t, "B to see web1's new labels", func() bool { return atB()["web1"] == "prod" })
+	// A key A published that vanished (a peer reaped it while A looked
+	// dead) is written again.
+	if err := sb.Delete(ctx, tunnelKey(joined.NodeID, "proxy-a")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "A to write web1's key again", func() bool {
+		_, err := sb.Get(ctx, tunnelKey(joined.NodeID, "proxy-a"))
+		return err == nil
+	})
+	testkit.WaitFor(t, "B to list web1 again", func() bool { return atB()["web1"] == "prod" })
 	tun.Close()
 	testkit.WaitFor(t, "web1 to leave B's inventory", func() bool { _, ok := atB()["web1"]; return !ok })
 

@@ -55,6 +55,9 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 		_, _ = tc.Write(peerRefusal("malformed peer dial"))
 		return
 	}
+	// Connecting the node may take up to tunnel.DialBackTimeout; the
+	// dialling proxy bounds its wait.
+	_ = c.SetDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	refuse := func(msg string) {
@@ -88,7 +91,6 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 	if _, err := tc.Write([]byte{peerStatusOK}); err != nil {
 		return
 	}
-	_ = c.SetDeadline(time.Time{})
 	if !req.Deadline.IsZero() && !caller.KeepPastExpiry {
 		timer := time.AfterFunc(req.Deadline.Sub(s.cfg.Now())+expiryGrace, func() {
 			tc.Close()

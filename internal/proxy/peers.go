@@ -160,9 +160,12 @@ func (p *peering) heartbeat() {
 			p.s.log.Warn("proxy peering: heartbeat failed", "err", err)
 			continue
 		}
-		if time.Since(last) > p.cfg.TTL {
+		// Half the TTL: peers' clocks may see the record expire sooner.
+		if time.Since(last) > p.cfg.TTL/2 {
 			p.s.log.Info("proxy peering: registration renewed after a gap; publishing tunnels again")
 			p.republish()
+		} else {
+			p.repairMissing()
 		}
 		last = time.Now()
 		p.reapDead()
@@ -179,6 +182,40 @@ func (p *peering) republish() {
 	}
 	for _, n := range p.s.reg.Nodes() {
 		p.dirty[n.ID] = struct{}{}
+	}
+	p.dirtyMu.Unlock()
+	p.poke()
+}
+
+// repairMissing writes again the tunnel keys this proxy published that
+// the shared state no longer has (a peer reaped them while this proxy
+// looked dead to it).
+func (p *peering) repairMissing() {
+	p.dirtyMu.Lock()
+	ids := make([]string, 0, len(p.published))
+	for id := range p.published {
+		ids = append(ids, id)
+	}
+	p.dirtyMu.Unlock()
+	var missing []string
+	p.mu.RLock()
+	if p.synced {
+		for _, id := range ids {
+			if _, ok := p.tunnels[id][p.cfg.ID]; !ok {
+				missing = append(missing, id)
+			}
+		}
+	}
+	p.mu.RUnlock()
+	if len(missing) == 0 {
+		return
+	}
+	p.dirtyMu.Lock()
+	for _, id := range missing {
+		if _, ok := p.published[id]; ok {
+			p.published[id] = ""
+			p.dirty[id] = struct{}{}
+		}
 	}
 	p.dirtyMu.Unlock()
 	p.poke()
