@@ -416,7 +416,9 @@ func BenchmarkPeerWatchPropagation(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	b.ReportMetric(q(0.5), "ms-p50")
+	b.ReportMetric(q(0.9), "ms-p90")
 	b.ReportMetric(q(0.99), "ms-p99")
+	b.ReportMetric(q(1), "ms-max")
 }
 
 func lockTarget(user string) lock.Target { return lock.Target{User: user} }
