@@ -9,16 +9,22 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/ca"
@@ -26,6 +32,7 @@ import (
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/nodeagent"
 	"github.com/warden-sh/warden/internal/service"
+	"github.com/warden-sh/warden/internal/syncbuf"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -422,3 +429,135 @@ func BenchmarkPeerWatchPropagation(b *testing.B) {
 }
 
 func lockTarget(user string) lock.Target { return lock.Target{User: user} }
+
+// TestProxyPeeringKilledProxy: proxy A is a separate `warden start`
+// process, killed with SIGKILL (no cleanup of its shared state). A node
+// behind a TCP relay (the load balancer) is reached through B -> A; after
+// the kill the relay sends new connections to B, the node reconnects to B
+// by itself and is reached there; B lists it once, and A's stale records
+// leave the shared state when they expire (B reaps A's tunnel key).
+func TestProxyPeeringKilledProxy(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	st, db := postgresStorage(t)
+	signingKey := filepath.Join(t.TempDir(), "audit-signing-key.pem")
+	// B first: it makes the cluster (CAs, signing key) that A joins.
+	b := New(t, Options{NoNode: true, Storage: st, Auth: service.AuthConfig{AuditSigningKey: signingKey},
+		Proxy: service.ProxyConfig{PeerListen: "127.0.0.1:0"}})
+	dir := t.TempDir()
+	aListen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	cfg := fmt.Sprintf(`cluster_name: test
+storage: {type: postgres, conn: %q, password_file: %q}
+auth: {audit_signing_key: %q}
+proxy: {listen: %q, peer_listen: "127.0.0.1:%d", metrics_addr: "off"}
+`, st.Conn, st.PasswordFile, signingKey, aListen, testkit.FreePort(t))
+	cfgPath := filepath.Join(dir, "warden.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(WardenBinary, "start", "--config", cfgPath, "--data-dir", filepath.Join(dir, "data"), "--services", "auth,proxy")
+	var out syncbuf.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("proxy A output:\n%s", out.String())
+		}
+	})
+	livePeers := func() []string {
+		conn, err := pgx.Connect(context.Background(), db.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		rows, err := conn.Query(context.Background(), `SELECT key FROM kv WHERE key LIKE '/peering/%' AND (expires IS NULL OR expires > $1) ORDER BY key`,
+			time.Now().UnixNano())
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	ready := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	testkit.WaitFor(t, "proxy A to be ready", func() bool {
+		resp, err := ready.Get("https://" + aListen + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if keys := livePeers(); len(keys) != 2 {
+		t.Fatalf("shared state with A and B up: %v", keys)
+	}
+
+	lb := newTCPRelay(t, aListen)
+	b.StartNode("node-k", nil, func(c *nodeagent.Config) { c.ProxyAddr = lb.Addr() })
+	u := b.AddUser("killed", []string{"access"}, []string{osLogin})
+	sshCfg := b.SSHConfig(b.Login(u))
+	b.WaitForNodes(1)
+	if metricValue(t, b, "warden_proxy_tunnels_connected") != 0 {
+		t.Fatal("the node's tunnel is at B before the kill")
+	}
+	peer0 := nodeConnMetric(t, b, "peer")
+	if r := Run(t, nil, "ssh", sshArgs(sshCfg, osLogin+"@node-k", "echo before")...); r.Code != 0 || !strings.Contains(r.Stdout, "before") {
+		t.Fatalf("ssh through B to the node behind A: %s", r)
+	}
+	if nodeConnMetric(t, b, "peer") != peer0+1 {
+		t.Fatal("the session before the kill did not go through A")
+	}
+	var tunnelKeyA string
+	for _, k := range livePeers() {
+		if strings.HasPrefix(k, "/peering/tunnels/") {
+			tunnelKeyA = k
+		}
+	}
+	if tunnelKeyA == "" {
+		t.Fatalf("no tunnel key for the node behind A: %v", livePeers())
+	}
+
+	lb.SetTarget(b.ProxyAddr())
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed = true
+	testkit.WaitFor(t, "the node to reconnect to B", func() bool {
+		return metricValue(t, b, "warden_proxy_tunnels_connected") == 1
+	})
+	t.Logf("the node reconnected to B %s after A was killed", time.Since(start).Round(time.Millisecond))
+	var r Result
+	testkit.WaitFor(t, "ssh through B after the kill", func() bool {
+		r = Run(t, nil, "ssh", sshArgs(sshCfg, osLogin+"@node-k", "echo after")...)
+		return r.Code == 0
+	})
+	if !strings.Contains(r.Stdout, "after") {
+		t.Fatalf("ssh after the kill: %s", r)
+	}
+	nodes, err := b.Admin.ListNodes(context.Background(), nil)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("B's inventory after the kill: %v %v", nodes, err)
+	}
+	// A's record expires (TTL) and B reaps the tunnel key A left.
+	testkit.WaitFor(t, "A's stale keys to leave the shared state", func() bool {
+		keys := livePeers()
+		for _, k := range keys {
+			if k == tunnelKeyA {
+				return false
+			}
+		}
+		return len(keys) == 2 // B's record and B's tunnel key
+	})
+	t.Logf("A's keys were gone %s after the kill", time.Since(start).Round(time.Millisecond))
+}
