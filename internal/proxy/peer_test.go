@@ -172,6 +172,11 @@ func TestPeerChecksLocksItself(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not connected to proxy proxy-a") {
 		t.Fatalf("before the lock: want the node lookup's refusal, got %v", err)
 	}
+	expired := *d
+	expired.Caller.Issued, expired.Caller.Expires = time.Now().Add(-2*time.Hour).UTC(), time.Now().Add(-time.Hour).UTC()
+	if err := peerAttemptDial(t, e.peerAddr, cert, &expired); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("an expired certificate's forwarded dial: %v", err)
+	}
 	if _, err := e.a.CreateLock(context.Background(), auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "peer-stop"}); err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,12 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 		_, _ = tc.Write(peerRefusal(msg))
 	}
 	// The peer decided the dial; the state may have changed since (or
-	// differ here): the user, their requests and locks are checked again.
+	// differ here): the certificate's validity, the user, their requests
+	// and locks are checked again.
+	if exp := req.Caller.Expires; !exp.IsZero() && !s.cfg.Now().Before(exp) {
+		refuse("your certificate has expired; run warden login")
+		return
+	}
 	caller, err := s.cfg.Directory.CurrentCaller(ctx, req.Caller.caller(), "proxy-peer", req.ClientAddr)
 	if err != nil {
 		refuse(lockMessage(err))
