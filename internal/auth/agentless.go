@@ -301,6 +301,18 @@ func (s *Server) AuthorizeAgentless(ctx context.Context, c Caller, user Caller, 
 	if err != nil {
 		return nil, err
 	}
+	// The server as registered now: removed or re-registered (another id),
+	// it is not reached; its labels are the current ones.
+	var rec agentlessRecord
+	switch err := s.getJSON(ctx, prefixAgentless+node.Name, &rec); {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil, denied("server %q was removed", node.Name)
+	case err != nil:
+		return nil, err
+	case rec.ID != node.ID:
+		return nil, denied("server %q was registered again", node.Name)
+	}
+	node.Labels, node.Addr = rec.Labels, rec.Addr
 	d := policy.Decide(policy.Request{
 		Identity: policy.Identity{User: cur.User, Roles: cur.Roles, Traits: cur.Traits},
 		Roles:    s.roles.get(cur.Roles),

@@ -153,6 +153,9 @@ func (s *Server) CompleteRecording(ctx context.Context, c Caller, sessionID stri
 		Fields: map[string]any{"length": length, "sha256": strings.ToLower(sha), "interrupted": interrupted}}
 	if info != nil {
 		ev.User, ev.Login, ev.Node = info.User, info.Login, info.Node
+		if info.BlocksSHA256 != "" {
+			ev.Fields["blocks_sha256"] = info.BlocksSHA256
+		}
 	}
 	// Reading the recording checks it against this event: without it the
 	// recording could not be read, so the node retries until it is stored.
@@ -246,6 +249,9 @@ func (r *RecordingStream) Close() error { return r.closer.Close() }
 type recordingRef struct {
 	length int64
 	sha256 string
+	// blocks is the root of its block hashes (recording.BlockSize), empty
+	// for a recording completed before they were kept.
+	blocks string
 }
 
 // recordingRefs reads the recording.complete events auth wrote (a node's
@@ -267,8 +273,9 @@ func (s *Server) recordingRefs(ctx context.Context, id string) (refs map[string]
 			}
 			sha, _ := ev.Fields["sha256"].(string)
 			length, lerr := int64Of(ev.Fields["length"])
-			ref := recordingRef{length: length, sha256: strings.ToLower(sha)}
-			if lerr != nil || len(ref.sha256) != 64 {
+			blocks, _ := ev.Fields["blocks_sha256"].(string)
+			ref := recordingRef{length: length, sha256: strings.ToLower(sha), blocks: strings.ToLower(blocks)}
+			if lerr != nil || len(ref.sha256) != 64 || (ref.blocks != "" && len(ref.blocks) != 64) {
 				bad[ev.SessionID] = &recording.AlteredError{SessionID: ev.SessionID,
 					Reason: fmt.Sprintf("its recording.complete event (seq %d) has no valid length and sha256", ev.Seq)}
 				continue

@@ -22,6 +22,30 @@ type roleCache struct {
 	feed  *feed
 	mu    sync.RWMutex
 	roles map[string]*policy.Role
+	// hooks are called (they must not block) after the roles change.
+	hookMu sync.Mutex
+	hooks  []func()
+}
+
+// changed tells the hooks that the roles changed.
+func (c *roleCache) changed() {
+	c.hookMu.Lock()
+	hooks := c.hooks
+	c.hookMu.Unlock()
+	for _, h := range hooks {
+		h()
+	}
+}
+
+// OnRolesChanged registers f, called (it must not block) whenever a role
+// is created, edited or deleted, here or on another auth server (the
+// storage watch delivers it), once the new definitions are in force. The
+// proxy uses it to decide its live agentless sessions again: a role edit
+// that no longer allows one ends it.
+func (s *Server) OnRolesChanged(f func()) {
+	s.roles.hookMu.Lock()
+	defer s.roles.hookMu.Unlock()
+	s.roles.hooks = append(s.roles.hooks, f)
 }
 
 func newRoleCache(b storage.Backend, log *slog.Logger) *roleCache {
@@ -46,14 +70,16 @@ func (c *roleCache) reset(items []storage.Item) {
 	c.mu.Lock()
 	c.roles = m
 	c.mu.Unlock()
+	c.changed()
 }
 
 func (c *roleCache) apply(ev storage.Event) {
 	name := strings.TrimPrefix(ev.Item.Key, prefixRoles)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if ev.Type == storage.EventDelete {
+		c.mu.Lock()
 		delete(c.roles, name)
+		c.mu.Unlock()
+		c.changed()
 		return
 	}
 	var r policy.Role
@@ -61,7 +87,10 @@ func (c *roleCache) apply(ev storage.Event) {
 		c.feed.log.Error("skipping undecodable role", "key", ev.Item.Key, "err", err)
 		return
 	}
+	c.mu.Lock()
 	c.roles[name] = &r
+	c.mu.Unlock()
+	c.changed()
 }
 
 // get resolves role names to their current definitions; unknown names are

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +46,9 @@ sessions with warden sessions ls; give --node when you may not list sessions.`,
 				for _, ls := range sessions {
 					if ls.ID != id {
 						continue
+					}
+					if strings.HasPrefix(ls.Kind, "kube-") {
+						return fmt.Errorf("session %s is a kubernetes %s through the proxy: it is recorded, but cannot be joined yet (play it once it ends: warden play %s)", id, strings.TrimPrefix(ls.Kind, "kube-"), id)
 					}
 					if !ls.TTY && ls.Kind != "" {
 						return fmt.Errorf("session %s runs without a terminal (%s); only sessions with one can be joined", id, sessionKind(ls))

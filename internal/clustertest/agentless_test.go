@@ -38,6 +38,13 @@ type agentless struct {
 
 func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agentless {
 	t.Helper()
+	return startAgentlessWith(t, c, name, labels, testkit.SSHDOptions{})
+}
+
+// startAgentlessWith is startAgentless with sshd's namespace and address
+// (o.NetNS, o.Listen) chosen by the caller.
+func startAgentlessWith(t testing.TB, c *Cluster, name string, labels string, o testkit.SSHDOptions) *agentless {
+	t.Helper()
 	admin := t.TempDir()
 	dir := t.TempDir()
 	// Registered first (an address to be corrected once sshd has its
@@ -56,7 +63,13 @@ func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agent
 	}
 	identity := filepath.Join(dir, "warden-krl.json")
 	a.identity = identity
+	principal := "127.0.0.1"
+	if o.Listen != "" {
+		principal, _, _ = strings.Cut(o.Listen, ":")
+	}
 	a.sshd = testkit.StartSSHD(t, testkit.SSHDOptions{
+		NetNS:   o.NetNS,
+		Listen:  o.Listen,
 		UserCAs: []ssh.PublicKey{userCA},
 		HostCert: func(pub ssh.PublicKey) (*ssh.Certificate, error) {
 			pubFile := filepath.Join(dir, "host.pub")
@@ -64,7 +77,7 @@ func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agent
 				return nil, err
 			}
 			certFile := filepath.Join(dir, "host-cert.pub")
-			r := c.Warden(admin, nil, "sign", "--host", name, "--principals", "127.0.0.1", "--pubkey", pubFile, "-o", certFile,
+			r := c.Warden(admin, nil, "sign", "--host", name, "--principals", principal, "--pubkey", pubFile, "-o", certFile,
 				"--krl-identity", identity)
 			if r.Code != 0 || !strings.Contains(r.Stderr, "renew it before then") {
 				t.Fatalf("warden sign: %s", r)
@@ -349,6 +362,49 @@ spec:
 		// best_effort (alice's access role) goes on without it.
 		if r := Run(t, strings.NewReader("echo best-effort-reached\nexit\n"), "ssh", sshArgs(cfg, "-tt", target)...); r.Code != 0 || !strings.Contains(r.Stdout, "best-effort-reached") {
 			t.Fatalf("best_effort session without recording: %s", r)
+		}
+	})
+
+	t.Run("a role edit or removal ends the live session", func(t *testing.T) {
+		role := func(logins string) string {
+			return `kind: role
+metadata: {name: editable}
+spec:
+  allow:
+    logins: ` + logins + `
+    node_labels: {'*': '*'}
+`
+		}
+		c.ApplyRoles(role(`['{{internal.logins}}']`))
+		bob := c.AddUser("bob", []string{"editable"}, []string{osLogin})
+		bobCfg := c.SSHConfig(c.Login(bob))
+		for _, tc := range []struct {
+			name   string
+			narrow func()
+			want   string
+		}{
+			{"the login taken out of the role", func() { c.ApplyRoles(role(`[someone-else]`)) }, "access denied"},
+			{"the role deleted", func() {
+				if err := c.Admin.DeleteRole(context.Background(), "editable"); err != nil {
+					t.Fatal(err)
+				}
+			}, "access denied"},
+		} {
+			c.ApplyRoles(role(`['{{internal.logins}}']`))
+			wait, arm := liveSession(t, sshArgs(bobCfg, osLogin+"@legacy1", liveCommand))
+			arm()
+			tc.narrow()
+			r, took := wait()
+			if r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {
+				t.Fatalf("%s: the live session ended wrongly: %s", tc.name, r)
+			}
+			t.Logf("%s ended the live agentless session in %s", tc.name, took.Round(time.Millisecond))
+		}
+		// Not a lock: nothing is revoked for sshd, and the restored role
+		// lets bob in again with the same certificate.
+		c.ApplyRoles(role(`['{{internal.logins}}']`))
+		if r := Run(t, nil, "ssh", sshArgs(bobCfg, osLogin+"@legacy1", "echo back")...); r.Code != 0 || !strings.Contains(r.Stdout, "back") {
+			t.Fatalf("ssh after the role was restored: %s", r)
 		}
 	})
 

@@ -53,6 +53,13 @@ spec:
     review_requests: {roles: [kube-member]}
 ---
 kind: role
+metadata: {name: session-lister}
+spec:
+  allow:
+    rules:
+      - {resources: [session], verbs: [list]}
+---
+kind: role
 metadata: {name: kube-viewer}
 spec:
   allow:
@@ -269,10 +276,17 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 	defer term.Close()
 	var sout syncbuf.Buffer
 	go func() { _, _ = io.Copy(&sout, term) }()
-	if _, err := term.Write([]byte("echo $((6*7))\n")); err != nil {
+	if _, err := term.Write([]byte("echo kube-$((6*7))-marker\n")); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, "the shell's answer", func() bool { return strings.Contains(sout.String(), "42") })
+	testkit.WaitFor(t, "the shell's answer", func() bool { return strings.Contains(sout.String(), "kube-42-marker") })
+	// The session is live in sessions ls, with a terminal (recorded).
+	admin := t.TempDir()
+	sessionID := liveKubeSession(t, c, admin, "contractor", "kube-exec")
+	lister := c.Login(c.AddUser("lister", []string{"session-lister"}, nil))
+	if r := c.Warden(lister, nil, "join", sessionID); r.Code == 0 || !strings.Contains(r.Stderr, "cannot be joined") {
+		t.Fatalf("join a kube session: %s", r)
+	}
 
 	// Long-lived requests: the shell above, logs -f and a watch, each
 	// ends within a second of the lock.
@@ -316,8 +330,29 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 		t.Fatalf("kubectl after the lock: %s", r)
 	}
 
+	// The exec session was recorded: listed, complete, it plays, and its
+	// typed command is found; its end says why.
+	checkKubeRecording(t, c, admin, sessionID, "kube-42-marker", "echo kube-$((6*7))-marker")
+	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: sessionID, Type: audit.SessionEnd})
+	if err != nil || len(evs) != 1 || !strings.Contains(fmt.Sprint(evs[0].Fields["reason"]), "contract ended") {
+		t.Fatalf("session.end of the locked exec: %v %+v", err, evs)
+	}
+	// exec without a terminal is audited with its command and exit code.
+	execs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.Exec, User: "contractor", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain bool
+	for _, ev := range execs {
+		plain = plain || (ev.Fields["command"] == "echo hello from the pod" && ev.Fields["tty"] == false &&
+			fmt.Sprint(ev.Fields["exit_code"]) == "0" && ev.Fields["kubernetes_pod"] == "shell")
+	}
+	if !plain {
+		t.Fatalf("no exec event for the command without a terminal: %+v", execs)
+	}
+
 	// Every request is audited: refusals and successes.
-	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "contractor", Limit: 1000})
+	evs, err = c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "contractor", Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,6 +368,53 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 	}
 	if !refused || !listed || !execed {
 		t.Fatalf("kube.request events: refused %v, listed %v, exec with its command %v; events %d", refused, listed, execed, len(evs))
+	}
+}
+
+// liveKubeSession waits for user's live kube session of kind (with a
+// terminal) in warden sessions ls and returns its id.
+func liveKubeSession(t *testing.T, c *Cluster, admin, user, kind string) string {
+	t.Helper()
+	var id string
+	testkit.WaitFor(t, "the "+kind+" session in sessions ls", func() bool {
+		r := c.Warden(admin, nil, "sessions", "ls", "-o", "json")
+		var list []struct {
+			ID, User, Kind string
+			TTY            bool
+		}
+		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &list) != nil {
+			return false
+		}
+		for _, ls := range list {
+			if ls.User == user && ls.Kind == kind && ls.TTY {
+				id = ls.ID
+			}
+		}
+		return id != ""
+	})
+	return id
+}
+
+// checkKubeRecording checks a kube session's recording: complete (its
+// recording.complete audited), in recordings ls, verified, it plays with
+// output in it, and a search for typed finds it.
+func checkKubeRecording(t *testing.T, c *Cluster, admin, id, output, typed string) {
+	t.Helper()
+	testkit.WaitFor(t, "recording.complete of "+id, func() bool {
+		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.RecordingComplete})
+		return err == nil && len(evs) == 1
+	})
+	if r := c.Warden(admin, nil, "recordings", "ls"); r.Code != 0 || !strings.Contains(r.Stdout, id) {
+		t.Fatalf("recordings ls: %s", r)
+	}
+	if r := c.Warden(admin, nil, "recordings", "verify", id); r.Code != 0 {
+		t.Fatalf("recordings verify: %s", r)
+	}
+	if r := c.Warden(admin, nil, "play", id, "--speed", "1000"); r.Code != 0 || !strings.Contains(r.Stdout, output) {
+		t.Fatalf("play: %s", r)
+	}
+	if r := c.Warden(admin, nil, "recordings", "search", typed); r.Code != 0 || !strings.Contains(r.Stdout, id) {
+		t.Fatalf("recordings search %q: %s", typed, r)
 	}
 }
 

@@ -43,8 +43,11 @@ func (c *Cluster) StartKubelet(t testing.TB, name string) *Kubelet {
 	}
 	h := vkapi.PodHandler(vkapi.PodHandlerConfig{
 		RunInContainer: runInContainer,
-		AttachToContainer: func(context.Context, string, string, string, vkapi.AttachIO) error {
-			return errors.New("attach is not supported")
+		// No container has a main process here: attach gets a shell
+		// started for it (sh on a terminal when the client asks for one),
+		// which ends when the client detaches.
+		AttachToContainer: func(ctx context.Context, ns, pod, container string, attach vkapi.AttachIO) error {
+			return runInContainer(ctx, ns, pod, container, []string{"sh"}, attach)
 		},
 		GetContainerLogs:  containerLogs,
 		PortForward:       portForward,
@@ -71,6 +74,18 @@ metadata: {name: %s, namespace: %s}
 spec:
   nodeName: %s
   containers: [{name: main, image: local}]
+`, name, namespace, k.Node)
+}
+
+// AttachablePod is Pod with a container that has stdin and a terminal,
+// as kubectl attach -it wants.
+func (k *Kubelet) AttachablePod(namespace, name string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+  nodeName: %s
+  containers: [{name: main, image: local, stdin: true, tty: true}]
 `, name, namespace, k.Node)
 }
 
@@ -115,7 +130,7 @@ func runInContainer(ctx context.Context, _, _, _ string, cmd []string, attach vk
 		}()
 		err = c.Wait()
 		<-done
-		return err
+		return exitStatus(err)
 	}
 	// Stdin is copied apart: Wait must not wait for a client that never
 	// closes its stdin.
@@ -132,7 +147,22 @@ func runInContainer(ctx context.Context, _, _, _ string, cmd []string, attach vk
 	if e := attach.Stderr(); e != nil {
 		c.Stderr = e
 	}
-	return c.Run()
+	return exitStatus(c.Run())
+}
+
+// exitError is a command's exit status as the kubelet's streaming server
+// reports it (k8s.io/utils/exec.ExitError): an ExitCode cause in the
+// Status on the error stream, which kubectl exits with.
+type exitError struct{ *exec.ExitError }
+
+func (e exitError) ExitStatus() int { return e.ExitCode() }
+
+func exitStatus(err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Exited() {
+		return exitError{ee}
+	}
+	return err
 }
 
 // containerLogs is a log line every 100 ms (a few lines, or without end

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -62,6 +63,8 @@ type agentlessState struct {
 	key   ssh.Signer
 	certs map[string]*agentlessHostCert // by node id
 	live  map[*agentlessConn]struct{}
+	// redecide asks runAgentlessRedecide for a pass (RedecideAgentless).
+	redecide chan struct{}
 }
 
 type agentlessHostCert struct {
@@ -166,14 +169,18 @@ func (s *Server) agentlessHostSigner(dir AgentlessDirectory, n auth.Node) (ssh.S
 
 type decisionKey struct{}
 type upstreamKey struct{}
+type certUserKey struct{}
 
 // agentlessConn is one user's SSH connection to an agentless server,
 // served by the proxy.
 type agentlessConn struct {
-	s        *Server
-	dir      AgentlessDirectory
-	node     auth.Node
-	user     auth.Caller // current, as decided
+	s    *Server
+	dir  AgentlessDirectory
+	node auth.Node
+	user auth.Caller // current, as decided
+	// cert is the identity of the user's certificate, decided again when
+	// roles change (redecideAgentless).
+	cert     auth.Caller
 	login    string
 	remote   string
 	opts     policy.EffectiveOptions
@@ -235,6 +242,7 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 		}
 		perms.ExtraData[decisionKey{}] = d
 		perms.ExtraData[upstreamKey{}] = up
+		perms.ExtraData[certUserKey{}] = user
 		return perms, nil
 	}
 	if err := ca.ServerConfig(cfg, hostSigner); err != nil {
@@ -252,7 +260,8 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 	d := sconn.Permissions.ExtraData[decisionKey{}].(*auth.AgentlessDecision)
 	up := sconn.Permissions.ExtraData[upstreamKey{}].(*ssh.Client)
 	defer up.Close()
-	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, login: sconn.User(), remote: clientAddr, opts: d.Options,
+	cert := sconn.Permissions.ExtraData[certUserKey{}].(auth.Caller)
+	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, cert: cert, login: sconn.User(), remote: clientAddr, opts: d.Options,
 		up: up, sconn: sconn, sessions: map[*agentlessSession]struct{}{}}
 	c.sub = d.Caller.LockSubject()
 	c.sub.Login, c.sub.Node, c.sub.NodeID = c.login, n.Name, n.ID
@@ -385,7 +394,7 @@ func (s *Server) trackAgentless(c *agentlessConn) func() {
 	s.agentless.live[c] = struct{}{}
 	s.agentless.mu.Unlock()
 	if err := s.cfg.Directory.CheckLock(c.sub); err != nil {
-		c.end(lockMessage(err))
+		c.end("locked", lockMessage(err))
 	}
 	return func() {
 		s.agentless.mu.Lock()
@@ -408,8 +417,112 @@ func (s *Server) reverifyAgentless() {
 		sub := c.sub
 		sub.Sessions = c.sessionIDs()
 		if err := s.cfg.Directory.CheckLock(sub); err != nil {
-			c.end(lockMessage(err))
+			c.end("locked", lockMessage(err))
 		}
+	}
+}
+
+// agentlessRedecideInterval is how often live agentless connections are
+// decided again when nothing announced a change (a user's record edited on
+// another auth server, a node's labels, an expiring request): role edits
+// and locks act at once.
+const agentlessRedecideInterval = 10 * time.Second
+
+// RedecideAgentless decides every live agentless connection again, as if
+// it were made now, and ends those the current roles, user, requests,
+// node or locks no longer allow, or allow with less (no terminal, port
+// forwarding or file transfer where they had it). It does not block: auth
+// calls it whenever roles change. Runs are coalesced: one more follows a
+// run in progress.
+func (s *Server) RedecideAgentless() {
+	select {
+	case s.agentless.redecide <- struct{}{}:
+	default: // one is already due
+	}
+}
+
+// runAgentlessRedecide serves RedecideAgentless and the periodic pass.
+func (s *Server) runAgentlessRedecide() {
+	t := time.NewTicker(agentlessRedecideInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.agentless.redecide:
+		case <-t.C:
+		case <-s.shutdown:
+			return
+		}
+		s.redecideAgentless()
+	}
+}
+
+func (s *Server) redecideAgentless() {
+	s.agentless.mu.Lock()
+	conns := make([]*agentlessConn, 0, len(s.agentless.live))
+	for c := range s.agentless.live {
+		conns = append(conns, c)
+	}
+	s.agentless.mu.Unlock()
+	for _, c := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), agentlessDialTimeout)
+		n := c.node
+		cert := c.cert
+		expired := !cert.Expires.IsZero() && !time.Now().Before(cert.Expires)
+		if expired {
+			// The connection outlived its certificate, which its roles
+			// allowed (the proxy ends it otherwise): decide the rest.
+			cert.Expires = time.Time{}
+		}
+		d, err := c.dir.AuthorizeAgentless(ctx, auth.ProxyCaller(), cert, n, c.login, c.remote)
+		timedOut := ctx.Err() != nil
+		cancel()
+		if err == nil && expired && !d.Caller.KeepPastExpiry {
+			err = errors.New("your certificate has expired; log in again")
+		}
+		switch {
+		case err != nil && timedOut:
+			// auth did not answer in time: the next pass decides.
+			s.log.Warn("agentless re-decision timed out", "node", n.Name, "user", c.cert.User, "err", err)
+		case err != nil:
+			reason := lockMessage(err)
+			var de *policy.DeniedError
+			if errors.As(err, &de) {
+				reason = "access denied: " + de.Reason
+			}
+			c.end("access changed", reason)
+		default:
+			if why := narrowed(c.opts, d.Options); why != "" {
+				c.end("access changed", "your roles no longer allow "+why)
+			}
+		}
+	}
+}
+
+// narrowed names what the new options take away that a live connection
+// was decided with ("" if nothing).
+func narrowed(was, now policy.EffectiveOptions) string {
+	switch {
+	case was.PermitPTY && !now.PermitPTY:
+		return "a terminal"
+	case was.PortForwarding && !now.PortForwarding:
+		return "port forwarding"
+	case was.FileTransfer && !now.FileTransfer:
+		return "file transfer"
+	case recordRank(now.RecordSession) > recordRank(was.RecordSession):
+		return "this session without " + now.RecordSession + " recording"
+	}
+	return ""
+}
+
+// recordRank orders record_session modes by strictness.
+func recordRank(mode string) int {
+	switch mode {
+	case "off":
+		return 0
+	case "", "best_effort":
+		return 1
+	default:
+		return 2
 	}
 }
 
@@ -423,8 +536,9 @@ func (c *agentlessConn) sessionIDs() []string {
 	return ids
 }
 
-// end tells every session why and closes the connection.
-func (c *agentlessConn) end(msg string) {
+// end tells every session why (msg) and closes the connection; reason is
+// the sessions' end reason in the audit.
+func (c *agentlessConn) end(reason, msg string) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
@@ -434,7 +548,7 @@ func (c *agentlessConn) end(msg string) {
 	sessions := make([]*agentlessSession, 0, len(c.sessions))
 	for s := range c.sessions {
 		sessions = append(sessions, s)
-		s.setReason("locked")
+		s.setReason(reason)
 	}
 	c.mu.Unlock()
 	for _, s := range sessions {
@@ -776,7 +890,7 @@ func (s *agentlessSession) start(kind, cmd string) bool {
 	if term != "" {
 		h.Env = map[string]string{"TERM": term}
 	}
-	r, err := startProxyRecording(c, meta, h, mode == "strict", func() {
+	r, err := startProxyRecording(recordTarget{dir: c.dir, caller: c.nodeCaller(), log: c.s.log}, meta, h, mode == "strict", func() {
 		// Strict: a recording that fails ends the session.
 		c.s.log.Error("recording failed: ending the session (record_session strict)", "session", s.id)
 		s.setReason("recording failed")
@@ -824,10 +938,23 @@ func (s *agentlessSession) finish() {
 	c.emit(evs...)
 }
 
+// recordTarget is where a proxy recording goes: auth's recording store,
+// as the recording of the node (agentless server, or kube agent) the
+// proxy speaks for.
+type recordTarget struct {
+	dir interface {
+		AppendRecording(ctx context.Context, c auth.Caller, meta recording.Meta, offset int64, data []byte) (int64, error)
+		CompleteRecording(ctx context.Context, c auth.Caller, sessionID string, length int64, sha string, interrupted bool) error
+	}
+	caller auth.Caller
+	log    *slog.Logger
+}
+
 // proxyRecording writes a session's asciicast at the proxy and streams it
-// to auth's recording store as the agentless server's recording.
+// to auth's recording store as the agentless server's (or kube agent's)
+// recording.
 type proxyRecording struct {
-	c      *agentlessConn
+	c      recordTarget
 	meta   recording.Meta
 	start  time.Time
 	mu     sync.Mutex
@@ -842,7 +969,7 @@ type proxyRecording struct {
 	done   chan struct{}
 }
 
-func startProxyRecording(c *agentlessConn, meta recording.Meta, h asciicast.Header, strict bool, onFail func()) (*proxyRecording, error) {
+func startProxyRecording(c recordTarget, meta recording.Meta, h asciicast.Header, strict bool, onFail func()) (*proxyRecording, error) {
 	r := &proxyRecording{c: c, meta: meta, start: meta.Start, strict: strict, onFail: onFail, stop: make(chan struct{}), done: make(chan struct{})}
 	r.hw = asciicast.NewHashingWriter(&r.buf)
 	w, err := asciicast.NewWriter(r.hw, h, meta.Start)
@@ -884,7 +1011,7 @@ func (r *proxyRecording) fail(err error) {
 	if already {
 		return
 	}
-	r.c.s.log.Error("proxy recording failed", "session", r.meta.SessionID, "err", err)
+	r.c.log.Error("proxy recording failed", "session", r.meta.SessionID, "err", err)
 	if r.strict && r.onFail != nil {
 		r.onFail()
 	}
@@ -903,7 +1030,7 @@ func (r *proxyRecording) flush() error {
 	r.mu.Unlock()
 	for len(data) > 0 {
 		n := min(len(data), recording.MaxChunk)
-		if _, err := r.c.dir.AppendRecording(context.Background(), r.c.nodeCaller(), r.meta, off, data[:n]); err != nil {
+		if _, err := r.c.dir.AppendRecording(context.Background(), r.c.caller, r.meta, off, data[:n]); err != nil {
 			return err
 		}
 		off += int64(n)
@@ -964,7 +1091,7 @@ func (r *proxyRecording) close(interrupted bool) {
 	r.mu.Lock()
 	length, sum := r.hw.Len(), r.hw.SumHex()
 	r.mu.Unlock()
-	if err := r.c.dir.CompleteRecording(context.Background(), r.c.nodeCaller(), r.meta.SessionID, length, sum, interrupted); err != nil {
-		r.c.s.log.Error("complete proxy recording", "session", r.meta.SessionID, "err", err)
+	if err := r.c.dir.CompleteRecording(context.Background(), r.c.caller, r.meta.SessionID, length, sum, interrupted); err != nil {
+		r.c.log.Error("complete proxy recording", "session", r.meta.SessionID, "err", err)
 	}
 }

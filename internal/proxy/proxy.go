@@ -146,6 +146,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.runKubeRedecide() }()
+	s.agentless.redecide = make(chan struct{}, 1)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.runAgentlessRedecide() }()
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
 		MaxAuthTries:      6,

@@ -83,6 +83,9 @@ func (p *Process) startProxy(public string) error {
 	p.proxy = srv
 	// Live connections a new lock matches end at the proxy too.
 	p.auth.OnLocksChanged(srv.ReverifyLocks)
+	// A role edit that no longer allows a live agentless session ends it
+	// (agent nodes decide their own sessions again).
+	p.auth.OnRolesChanged(srv.RedecideAgentless)
 	// With peering, the inventory also holds the nodes behind live peers.
 	p.auth.SetInventory(srv.Inventory())
 	if p.peerLn != nil {

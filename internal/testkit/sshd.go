@@ -37,6 +37,12 @@ type SSHDOptions struct {
 	// Config holds more sshd_config lines ("LogLevel VERBOSE"). They come
 	// first: in sshd_config the first value given for an option wins.
 	Config []string
+	// NetNS runs sshd in that network namespace (ip netns exec); Listen
+	// must then be an address of the namespace.
+	NetNS string
+	// Listen is the address sshd listens on (default: a free loopback
+	// port).
+	Listen string
 }
 
 // SSHD is a running sshd on a loopback port.
@@ -97,7 +103,10 @@ func StartSSHD(tb testing.TB, o SSHDOptions) *SSHD {
 		userCAs = append(userCAs, ssh.MarshalAuthorizedKey(k)...)
 	}
 
-	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
+	addr := o.Listen
+	if addr == "" {
+		addr = fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
+	}
 	cfg := append(append([]string(nil), o.Config...),
 		"ListenAddress "+addr,
 		"HostKey "+hostKey,
@@ -127,6 +136,11 @@ func StartSSHD(tb testing.TB, o SSHDOptions) *SSHD {
 
 	s := &SSHD{Addr: addr, Log: &syncbuf.Buffer{}, HostKey: hostKey}
 	s.cmd = exec.Command(SSHDPath, "-D", "-e", "-f", cfgPath)
+	if o.NetNS != "" {
+		// ip netns exec enters the namespace and executes sshd in the same
+		// process: signals reach sshd.
+		s.cmd = exec.Command("ip", "netns", "exec", o.NetNS, SSHDPath, "-D", "-e", "-f", cfgPath)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
 	if err := s.cmd.Start(); err != nil {
 		tb.Fatalf("start sshd: %v", err)

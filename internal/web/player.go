@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/warden-sh/warden/internal/asciicast"
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/recording"
 )
 
 // The recording player (player.js, on xterm) streams a recording: it asks
@@ -282,8 +284,53 @@ func (h *Handler) recordingCast(w http.ResponseWriter, r *http.Request, s *sessi
 		return
 	}
 	defer f.Close()
+	// A read that meets an altered block stops the response where the
+	// block begins; checking the range's blocks first answers such a
+	// request with the reason instead (the player reads CHUNK bytes at a
+	// time: a block or two).
+	if start, end, ok := singleRange(r.Header.Get("Range"), f.Size); ok {
+		if err := checkBlocks(f, start, end); err != nil {
+			http.Error(w, h.message(err), statusOf(err))
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, f.Size))
+}
+
+// singleRange parses a Range header of one range, "bytes=START-END" or
+// "bytes=START-", within size bytes.
+func singleRange(h string, size int64) (start, end int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(spec, "-")
+	start, err := strconv.ParseInt(a, 10, 64)
+	if !found || err != nil || start < 0 || start >= size {
+		return 0, 0, false
+	}
+	end = size - 1
+	if b != "" {
+		if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+			return 0, 0, false
+		}
+		end = min(end, size-1)
+	}
+	return start, end, true
+}
+
+// checkBlocks reads a byte of each of the first blocks (at most 8) of
+// start..end, which makes the reader check them.
+func checkBlocks(ra io.ReaderAt, start, end int64) error {
+	var b [1]byte
+	last := min(end, start+8*recording.BlockSize-1)
+	for off := start; off <= last; off = (off/recording.BlockSize + 1) * recording.BlockSize {
+		if _, err := ra.ReadAt(b[:], off); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+	}
+	return nil
 }
 
 type searchHit struct {

@@ -4,6 +4,9 @@ package web_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +88,29 @@ func TestBrowserRecordingPlayer(t *testing.T) {
 	b.waitJS(`document.querySelector("#cmd-results .hit") !== null`)
 	eval[bool](b, `(document.querySelector("#cmd-results .hit").click(), true)`)
 	b.waitJS(`document.querySelector(".xterm-rows").textContent.includes("FIND-ME-42")`)
+
+	// A byte changed in the stored recording: the player's range reads of
+	// that block are refused with the reason; the other blocks still read.
+	cast := filepath.Join(c.DataDir, "recordings", rec.SessionID+".cast")
+	data, err := os.ReadFile(cast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[recording.BlockSize+10] ^= 0x20
+	if err := os.WriteFile(cast, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rangeStatus := func(from, to int) string {
+		return eval[string](b, fmt.Sprintf(`(() => { const x = new XMLHttpRequest();
+			x.open("GET", "/web/recordings/%s/cast", false); x.setRequestHeader("Range", "bytes=%d-%d"); x.send();
+			return x.status + " " + (x.status === 206 ? "" : x.responseText); })()`, rec.SessionID, from, to))
+	}
+	if got := rangeStatus(0, 1000); got != "206 " {
+		t.Fatalf("range of an intact block: %s", got)
+	}
+	if got := rangeStatus(recording.BlockSize-100, recording.BlockSize+100); !strings.HasPrefix(got, "409 ") || !strings.Contains(got, "altered") {
+		t.Fatalf("range of the edited block: %s", got)
+	}
 }
 
 // waitRecording waits until user's recording is complete.

@@ -98,3 +98,26 @@ func checkIndex(t *testing.T, ix *recIndex, data []byte) {
 		}
 	}
 }
+
+func TestSingleRange(t *testing.T) {
+	for _, c := range []struct {
+		h          string
+		start, end int64
+		ok         bool
+	}{
+		{"bytes=0-99", 0, 99, true},
+		{"bytes=500-", 500, 999, true},
+		{"bytes=900-5000", 900, 999, true},
+		{"bytes=1000-", 0, 0, false}, // past the end
+		{"bytes=5-1", 0, 0, false},
+		{"bytes=0-1,5-9", 0, 0, false},
+		{"bytes=-100", 0, 0, false}, // a suffix range: checked as it is read
+		{"items=0-1", 0, 0, false},
+		{"", 0, 0, false},
+	} {
+		start, end, ok := singleRange(c.h, 1000)
+		if start != c.start || end != c.end || ok != c.ok {
+			t.Errorf("%q: %d-%d %v, want %d-%d %v", c.h, start, end, ok, c.start, c.end, c.ok)
+		}
+	}
+}

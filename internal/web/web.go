@@ -264,7 +264,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed):
+	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed), errors.Is(err, auth.ErrConflict):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

@@ -204,6 +204,11 @@ func (a Appender) commitGroup(group []*emitReq) {
 		return
 	}
 	for _, r := range group {
+		// The group's transaction may have committed after all (its
+		// reply lost with the connection): look every id up.
+		for i := range r.ps {
+			r.ps[i].NewID = false
+		}
 		out, err := a.Commit(ctx, r.ps)
 		r.done <- emitResult{evs: out, err: err}
 	}

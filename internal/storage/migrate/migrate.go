@@ -111,8 +111,14 @@ func Run(ctx context.Context, src *sqlite.Backend, dst *postgres.Backend, opt Op
 	return r, nil
 }
 
-// copyRecordings copies every recording (SESSION.cast and its SESSION.json
-// state) from one directory to another, refusing to overwrite a different
+// recordingFile tells a recording store's files: SESSION.cast (the bytes),
+// SESSION.json (the state) and SESSION.blocks (the block hashes).
+func recordingFile(name string) bool {
+	return strings.HasSuffix(name, ".cast") || strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".blocks")
+}
+
+// copyRecordings copies every recording (SESSION.cast, its SESSION.json
+// state and SESSION.blocks hashes) from one directory to another, refusing to overwrite a different
 // file, and returns how many recordings and bytes it copied.
 func copyRecordings(from, to string) (int, int64, error) {
 	entries, err := os.ReadDir(from)
@@ -128,7 +134,7 @@ func copyRecordings(from, to string) (int, int64, error) {
 	n, total := 0, int64(0)
 	for _, e := range entries {
 		name := e.Name()
-		if !e.Type().IsRegular() || (!strings.HasSuffix(name, ".cast") && !strings.HasSuffix(name, ".json")) {
+		if !e.Type().IsRegular() || !recordingFile(name) {
 			continue
 		}
 		size, err := copyFile(filepath.Join(from, name), filepath.Join(to, name))

@@ -67,14 +67,15 @@ func (a *AuditLog) prepare(ev audit.Event) (auditchain.Prepared, error) {
 	return auditchain.Prepare(ev, a.b.now)
 }
 
-// commit stores ps in one transaction. A transaction that fails before
-// anything reached the server (a connection lost to a restart) is retried:
-// it wrote nothing. One that fails later is returned; the caller retries
-// with the same ids, which are idempotent.
+// commit stores ps in one transaction. One that fails because the
+// database went away (a restart, a failover, a lost connection) is retried
+// for at most Config.RetryWait: every retry looks the events' ids up under
+// the tail lock, so a first attempt that committed after all (its reply was
+// lost) is found, not stored twice.
 func (a *AuditLog) commit(ctx context.Context, ps []auditchain.Prepared) ([]audit.Event, error) {
 	var out []audit.Event
 	attempt := 0
-	err := a.b.retry(ctx, func() error {
+	err := a.b.retryIdempotent(ctx, func() error {
 		if attempt++; attempt > 1 {
 			// A retry looks every id up: should the first attempt have
 			// committed after all, its events are found, not doubled.
@@ -281,7 +282,7 @@ func (a *AuditLog) Search(ctx context.Context, q audit.Query) ([]audit.Event, er
 		stmt += fmt.Sprintf(` LIMIT %d`, limit)
 	}
 	var out []audit.Event
-	err := a.b.retry(ctx, func() error {
+	err := a.b.retryIdempotent(ctx, func() error {
 		out = out[:0]
 		rows, err := a.b.pool.Query(ctx, stmt, args...)
 		if err != nil {

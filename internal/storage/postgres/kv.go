@@ -2,9 +2,15 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,7 +43,7 @@ func (b *Backend) Get(ctx context.Context, key string) (storage.Item, error) {
 		return storage.Item{}, fmt.Errorf("get %q: %w", key, ErrClosed)
 	}
 	var it storage.Item
-	err := b.retry(ctx, func() error {
+	err := b.retryIdempotent(ctx, func() error {
 		var err error
 		it, err = scanItem(b.pool.QueryRow(ctx,
 			`SELECT key, value, revision, expires FROM kv WHERE key = $1 AND (expires IS NULL OR expires > $2)`,
@@ -70,7 +76,7 @@ func (b *Backend) List(ctx context.Context, prefix string, limit int) ([]storage
 		q += fmt.Sprintf(` LIMIT %d`, limit)
 	}
 	var items []storage.Item
-	err := b.retry(ctx, func() error {
+	err := b.retryIdempotent(ctx, func() error {
 		items = items[:0]
 		rows, err := b.pool.Query(ctx, q, args...)
 		if err != nil {
@@ -164,10 +170,18 @@ func (b *Backend) write(ctx context.Context, op int, it storage.Item, rev int64)
 			out.Expires = time.Unix(0, ns).UTC()
 		}
 	}
+	// The write's id makes it idempotent: retried after a lost connection
+	// (did it commit?), the function finds its change and returns its
+	// revision instead of writing again.
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return storage.Item{}, err
+	}
+	writeID := hex.EncodeToString(id[:])
 	var res int64
-	err := b.retry(ctx, func() error {
-		return b.pool.QueryRow(ctx, `SELECT warden_kv_write($1, $2, $3, $4, $5, $6)`,
-			op, it.Key, out.Value, expires, rev, b.now().UnixNano()).Scan(&res)
+	err := b.retryIdempotent(ctx, func() error {
+		return b.pool.QueryRow(ctx, `SELECT warden_kv_write($1, $2, $3, $4, $5, $6, $7)`,
+			op, it.Key, out.Value, expires, rev, b.now().UnixNano(), writeID).Scan(&res)
 	})
 	switch {
 	case err != nil:
@@ -184,33 +198,64 @@ func (b *Backend) write(ctx context.Context, op int, it storage.Item, rev int64)
 	return out, nil
 }
 
-// retry runs fn again, a few times, while it fails before its statement
-// ran: nothing reached the server (pgconn.SafeToRetry), or the server
-// ended the session before running it (admin or crash shutdown, starting
-// up: what a database restart does to every pooled connection). Such a
-// failure wrote nothing, so retrying cannot apply a write twice. Every
-// pooled connection is then presumed dead and closed. A failure after the
-// statement ran is returned as is.
+// retry runs fn again while it fails before its statement ran: nothing
+// reached the server (pgconn.SafeToRetry), the server ended the session
+// before running it (admin or crash shutdown, starting up: what a database
+// restart does to every pooled connection), or no server could be reached
+// (down, restarting, failing over: a connection refused, or no host of a
+// failover list writable yet). Such a failure wrote nothing, so retrying
+// cannot apply a write twice. It retries with jittered exponential backoff
+// for at most Config.RetryWait, then returns the last error. A failure
+// after the statement may have run is returned as is (see retryIdempotent).
 func (b *Backend) retry(ctx context.Context, fn func() error) error {
-	var err error
-	for attempt := range 6 {
-		if err = fn(); err == nil || !retryable(err) || ctx.Err() != nil || b.closed() {
+	return b.retryWith(ctx, retryable, fn)
+}
+
+// retryIdempotent is retry for an fn that may run twice with the same
+// effect as once (a read, or a write that carries its own id and finds
+// itself done): it is also retried when the connection was lost after its
+// statement was sent, when nobody can tell whether it committed.
+func (b *Backend) retryIdempotent(ctx context.Context, fn func() error) error {
+	return b.retryWith(ctx, transient, fn)
+}
+
+func (b *Backend) retryWith(ctx context.Context, again func(error) bool, fn func() error) error {
+	deadline := time.Now().Add(b.cfg.RetryWait)
+	backoff := 25 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !again(err) || ctx.Err() != nil || b.closed() {
 			return err
 		}
+		// Every pooled connection is presumed dead: those in use are
+		// closed when they are released.
 		b.pool.Reset()
+		wait := backoff/2 + mrand.N(backoff/2+1)
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("database unavailable for %s (%d attempts): %w", b.cfg.RetryWait, attempt, err)
+		}
+		if attempt == 1 {
+			b.log.Warn("database unavailable; retrying", "for_at_most", b.cfg.RetryWait, "err", err)
+		}
 		select {
-		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-b.closing:
+			return ErrClosed
 		}
+		backoff = min(2*backoff, time.Second)
 	}
-	return err
 }
 
 // retryable reports whether err says the statement did not run.
 func retryable(err error) bool {
 	if pgconn.SafeToRetry(err) {
 		return true
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true // no session: nothing was sent
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -220,6 +265,26 @@ func retryable(err error) bool {
 		}
 	}
 	return false
+}
+
+// transient reports whether err is the database going away or not being
+// there (the statement may or may not have run): a lost connection, a
+// server shutting down, or a read-only server (a standby not promoted
+// yet, reached without target_session_attrs=read-write).
+func transient(err error) bool {
+	if retryable(err) {
+		return true
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "25006" // connection_exception, read_only_sql_transaction
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
 func scanItem(row pgx.Row) (storage.Item, error) {

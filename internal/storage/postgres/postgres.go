@@ -50,6 +50,11 @@ const (
 	DefaultPollInterval = 500 * time.Millisecond
 	// DefaultMaxConns bounds the connection pool.
 	DefaultMaxConns = 16
+	// DefaultRetryWait is how long an operation waits for an unavailable
+	// database (restarting, failing over) before it fails.
+	DefaultRetryWait = 30 * time.Second
+	// DefaultConnectTimeout bounds one connection attempt to one host.
+	DefaultConnectTimeout = 5 * time.Second
 )
 
 // ErrClosed is returned by operations on a closed Backend.
@@ -82,6 +87,9 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxConns bounds the connection pool (DefaultMaxConns if zero).
 	MaxConns int32
+	// RetryWait is how long an operation keeps retrying while the
+	// database is unavailable (DefaultRetryWait if zero).
+	RetryWait time.Duration
 }
 
 // Backend is a storage.Backend on PostgreSQL. Create it with Open.
@@ -120,7 +128,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ReapInterval < 0 || cfg.WatchBuffer < 0 || cfg.ChangeKeep < 0 || cfg.PollInterval < 0 || cfg.MaxConns < 0 {
+	if cfg.ReapInterval < 0 || cfg.WatchBuffer < 0 || cfg.ChangeKeep < 0 || cfg.PollInterval < 0 || cfg.MaxConns < 0 || cfg.RetryWait < 0 {
 		return nil, errors.New("open postgres storage: negative setting")
 	}
 	if cfg.ReapInterval == 0 {
@@ -138,6 +146,9 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.RetryWait == 0 {
+		cfg.RetryWait = DefaultRetryWait
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		// pgx's message may quote the URL, password included: say less.
@@ -153,6 +164,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "warden"
 	}
 	pcfg.MaxConns = cfg.MaxConns
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// A host that does not answer (cut off, not refusing) must not
+		// hold a connection attempt, and the next host in the list, for
+		// ever.
+		pcfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres storage %s: %w", describe(pcfg.ConnConfig), err)

@@ -124,6 +124,41 @@ var migrations = []string{
 		time  bigint NOT NULL,    -- when (unix ns)
 		count bigint NOT NULL     -- events deleted
 	);`,
+
+	// 2: key-value writes carry an id, so that a write retried after a
+	// lost connection (did it commit?) finds itself done instead of
+	// applying twice (or failing a Create or CAS it had itself satisfied).
+	`ALTER TABLE kv_changes ADD COLUMN write_id text NULL;
+	CREATE UNIQUE INDEX kv_changes_write_id ON kv_changes (write_id) WHERE write_id IS NOT NULL;
+	-- As version 1's, plus p_write_id: when a change with that id is in the
+	-- change log (looked up under the revision lock, so a first attempt
+	-- still running is waited for), its revision is returned and nothing
+	-- is written.
+	CREATE FUNCTION warden_kv_write(p_op int, p_key text, p_value bytea, p_expires bigint, p_rev bigint, p_now bigint, p_write_id text)
+	RETURNS bigint LANGUAGE plpgsql AS $$
+	DECLARE
+		cur bigint;
+		r   bigint;
+	BEGIN
+		PERFORM 1 FROM kv_revision WHERE id = 1 FOR UPDATE;
+		SELECT rev INTO r FROM kv_changes WHERE write_id = p_write_id;
+		IF FOUND THEN RETURN r; END IF;
+		SELECT revision INTO cur FROM kv WHERE key = p_key AND (expires IS NULL OR expires > p_now);
+		IF p_op = 1 AND FOUND THEN RETURN -1; END IF;
+		IF p_op IN (2, 3) AND NOT FOUND THEN RETURN -2; END IF;
+		IF p_op = 2 AND cur <> p_rev THEN RETURN -3; END IF;
+		UPDATE kv_revision SET rev = rev + 1 WHERE id = 1 RETURNING rev INTO r;
+		IF p_op = 3 THEN
+			DELETE FROM kv WHERE key = p_key;
+			INSERT INTO kv_changes (rev, type, key, write_id) VALUES (r, 2, p_key, p_write_id);
+		ELSE
+			INSERT INTO kv (key, value, revision, expires) VALUES (p_key, p_value, r, p_expires)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision, expires = excluded.expires;
+			INSERT INTO kv_changes (rev, type, key, value, expires, write_id) VALUES (r, 1, p_key, p_value, p_expires, p_write_id);
+		END IF;
+		PERFORM pg_notify('warden_kv', r::text);
+		RETURN r;
+	END $$;`,
 }
 
 // schemaVersion is the version this code expects after migrate.

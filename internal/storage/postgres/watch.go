@@ -39,7 +39,7 @@ func (b *Backend) Watch(ctx context.Context, prefix string, more ...string) (<-c
 	}
 	// Every change that commits after this read has a higher revision.
 	var rev int64
-	if err := b.retry(ctx, func() error {
+	if err := b.retryIdempotent(ctx, func() error {
 		return b.pool.QueryRow(ctx, `SELECT rev FROM kv_revision WHERE id = 1`).Scan(&rev)
 	}); err != nil {
 		return nil, fmt.Errorf("watch %q: %w", prefix, err)
@@ -165,8 +165,8 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 		b.watchMu.Lock()
-		if len(b.watchers) == 0 && rev > b.pos {
-			b.pos = rev
+		if len(b.watchers) == 0 && rev != b.pos {
+			b.pos = rev // forward, or back after a failover lost commits
 		}
 		b.watchMu.Unlock()
 		return false, nil
@@ -190,7 +190,7 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	if len(page) == 0 {
-		return false, nil
+		return false, b.checkRewound(ctx, pos)
 	}
 	b.watchMu.Lock()
 	defer b.watchMu.Unlock()
@@ -236,6 +236,33 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 	}
 	b.pos = page[len(page)-1].rev
 	return len(page) == pollPage, nil
+}
+
+// checkRewound closes every watcher if the database's revision is behind
+// pos, the last revision delivered: the database lost commits this process
+// had read (a failover to an asynchronous standby that had not received
+// them). Its next revisions reuse numbers already delivered, so watchers
+// must re-list, as after a pruned change log.
+func (b *Backend) checkRewound(ctx context.Context, pos int64) error {
+	var rev int64
+	if err := b.pool.QueryRow(ctx, `SELECT rev FROM kv_revision WHERE id = 1`).Scan(&rev); err != nil {
+		return err
+	}
+	if rev >= pos {
+		return nil
+	}
+	b.watchMu.Lock()
+	defer b.watchMu.Unlock()
+	if b.pos != pos {
+		return nil
+	}
+	b.log.Warn("watch: the database's revision went back (a failover lost commits); watchers must resync",
+		"delivered", pos, "database", rev, "watchers", len(b.watchers))
+	for w := range b.watchers {
+		b.dropWatcherLocked(w)
+	}
+	b.pos = rev
+	return nil
 }
 
 // listenLoop keeps a dedicated connection LISTENing for the wake-ups of

@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -123,6 +124,42 @@ func RunBenchmarks(b *testing.B, f BenchFactory, crossInstanceWatch bool) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	})
+	// AuditIngest is what auth's event ingest does under load: many nodes
+	// each hand over a batch of their journal's events (with the ids they
+	// retry with), spread over two instances writing one chain.
+	b.Run("AuditIngest", func(b *testing.B) {
+		_, log, another := f(b)
+		_, log2 := another()
+		const senders, batch = 64, 50
+		var next, sender atomic.Int64
+		b.SetParallelism(senders / runtime.GOMAXPROCS(0))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			id := sender.Add(1)
+			l := log
+			if id%2 == 0 {
+				l = log2
+			}
+			evs := make([]audit.Event, batch)
+			for pb.Next() {
+				first := next.Add(batch) - batch
+				for i := range evs {
+					evs[i] = audit.Event{ID: fmt.Sprintf("node%d-%d", id, first+int64(i)), Event: audit.Exec, User: "bench",
+						Node: fmt.Sprintf("node%d", id), SessionID: "s", Fields: map[string]any{"command": "ls -la"}}
+				}
+				if err := l.EmitBatch(b.Context(), evs); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)*batch/b.Elapsed().Seconds(), "events/s")
+		b.StopTimer()
+		res, err := log.Verify(b.Context())
+		if err != nil || !res.OK || res.Checked != int64(b.N)*batch {
+			b.Fatalf("after the ingest: verify %+v, %v; want %d events checked, intact", res, err, b.N*batch)
+		}
 	})
 	b.Run("AuditAppendTwoInstances", func(b *testing.B) {
 		_, log, another := f(b)

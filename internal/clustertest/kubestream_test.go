@@ -1,0 +1,371 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// kubectlTTY runs kubectl on a terminal (a pty) and returns it and its
+// output so far.
+func kubectlTTY(t *testing.T, env []string, kubeconfig string, args ...string) (*exec.Cmd, *os.File, *syncbuf.Buffer) {
+	t.Helper()
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	term, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncbuf.Buffer{}
+	go func() { _, _ = io.Copy(out, term) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		term.Close()
+	})
+	return cmd, term, out
+}
+
+// waitExit waits for cmd to end by itself.
+func waitExit(t *testing.T, cmd *exec.Cmd, out *syncbuf.Buffer) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("kubectl did not end:\n%s", out.String())
+	}
+}
+
+// kubectl attach, exec over SPDY, port-forward and cp through the proxy
+// and the kube agent, with the real kubectl and kube-apiserver; and a
+// malformed stream frame ends its own stream only.
+func TestKubeStreams(t *testing.T) {
+	e := startKubeEnv(t)
+	c := e.c
+	admin := t.TempDir()
+	dev := c.AddUser("dev", []string{"kube-member"}, nil)
+	home := c.Login(dev)
+	kubeconfig := e.kubeLogin(home, "test-k8s")
+	kubelet := e.kc.StartKubelet(t, "vk2")
+	e.kc.Must(t, kubelet.AttachablePod("default", "attachme"), "apply", "-f", "-")
+
+	t.Run("attach -it is recorded", func(t *testing.T) {
+		cmd, term, out := kubectlTTY(t, nil, kubeconfig, "attach", "-it", "attachme", "-n", "default", "-c", "main")
+		testkit.WaitFor(t, "the attached shell", func() bool {
+			_, _ = term.Write([]byte("echo attach-$((6*7))-marker\n"))
+			return strings.Contains(out.String(), "attach-42-marker")
+		})
+		id := liveKubeSession(t, c, admin, "dev", "kube-attach")
+		if _, err := term.Write([]byte("exit\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, cmd, out)
+		checkKubeRecording(t, c, admin, id, "attach-42-marker", "echo attach-$((6*7))")
+	})
+
+	t.Run("exec -it over SPDY is recorded", func(t *testing.T) {
+		// kubectl before 1.30 speaks SPDY; today's does when told to.
+		cmd, term, out := kubectlTTY(t, []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}, kubeconfig,
+			"exec", "-it", "shell", "-n", "default", "--", "sh")
+		testkit.WaitFor(t, "the shell over SPDY", func() bool {
+			_, _ = term.Write([]byte("echo spdy-$((6*7))-marker\n"))
+			return strings.Contains(out.String(), "spdy-42-marker")
+		})
+		id := liveKubeSession(t, c, admin, "dev", "kube-exec")
+		if _, err := term.Write([]byte("exit 3\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, cmd, out)
+		if code := cmd.ProcessState.ExitCode(); code != 3 {
+			t.Fatalf("kubectl exit code %d, want 3:\n%s", code, out.String())
+		}
+		checkKubeRecording(t, c, admin, id, "spdy-42-marker", "echo spdy-$((6*7))")
+		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionStart})
+		if err != nil || len(evs) != 1 || !strings.HasPrefix(fmt.Sprint(evs[0].Fields["protocol"]), "SPDY/3.1") {
+			t.Fatalf("session.start: %v %+v", err, evs)
+		}
+		execs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.Exec})
+		if err != nil || len(execs) != 1 || fmt.Sprint(execs[0].Fields["exit_code"]) != "3" || execs[0].Fields["command"] != "sh" {
+			t.Fatalf("exec event: %v %+v", err, execs)
+		}
+	})
+
+	t.Run("port-forward carries bytes", func(t *testing.T) {
+		// The "pod's" port: an echo server on loopback.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer conn.Close(); _, _ = io.Copy(conn, conn) }()
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		// kubectl forwards only to a running pod; the stand-in kubelet
+		// runs no pod controller, so the test says it runs.
+		e.kc.Must(t, "", "patch", "pod", "shell", "-n", "default", "--subresource=status", "--type=merge",
+			"-p", `{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}`)
+		pf := exec.Command("kubectl", "--kubeconfig", kubeconfig, "port-forward", "-n", "default", "pod/shell", fmt.Sprintf(":%d", port))
+		out := &syncbuf.Buffer{}
+		pf.Stdout, pf.Stderr = out, out
+		if err := pf.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+		var local string
+		testkit.WaitFor(t, "kubectl port-forward listening", func() bool {
+			m := regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) ->`).FindStringSubmatch(out.String())
+			if m != nil {
+				local = m[1]
+			}
+			return m != nil
+		}, out)
+		conn, err := net.Dial("tcp", local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		want := make([]byte, 1<<20)
+		_, _ = rand.Read(want)
+		go func() { _, _ = conn.Write(want) }()
+		_ = conn.SetReadDeadline(patience.Deadline(t))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("echo through port-forward: %v (equal %v)\n%s", err, bytes.Equal(got, want), out.String())
+		}
+		// Audited when the request ends.
+		_ = pf.Process.Kill()
+		testkit.WaitFor(t, "the port-forward's kube.request event", func() bool {
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "dev", Limit: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs {
+				if ev.Fields["resource"] == "pods/portforward" && ev.Fields["name"] == "shell" {
+					return true
+				}
+			}
+			return false
+		})
+	})
+
+	t.Run("cp both ways", func(t *testing.T) {
+		// The "container" is this machine: its paths are local ones.
+		dir := t.TempDir()
+		want := make([]byte, 300<<10)
+		_, _ = rand.Read(want)
+		src := filepath.Join(dir, "up.bin")
+		if err := os.WriteFile(src, want, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		podDir := t.TempDir()
+		if r := kubectl(t, kubeconfig, "cp", src, "default/shell:"+podDir+"/in-pod.bin"); r.Code != 0 {
+			t.Fatalf("cp to the pod: %s", r)
+		}
+		if got, err := os.ReadFile(filepath.Join(podDir, "in-pod.bin")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the file in the pod: %v (equal %v)", err, bytes.Equal(got, want))
+		}
+		back := filepath.Join(dir, "down.bin")
+		if r := kubectl(t, kubeconfig, "cp", "default/shell:"+podDir+"/in-pod.bin", back); r.Code != 0 {
+			t.Fatalf("cp from the pod: %s", r)
+		}
+		if got, err := os.ReadFile(back); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the file copied back: %v (equal %v)", err, bytes.Equal(got, want))
+		}
+		// Both are exec sessions without a terminal: audited with their
+		// tar commands (when each stream has ended).
+		var up, down bool
+		testkit.WaitFor(t, "the exec events of both copies", func() bool {
+			execs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.Exec, User: "dev", Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range execs {
+				cmd, ok := fmt.Sprint(ev.Fields["command"]), ev.Fields["tty"] == false && fmt.Sprint(ev.Fields["exit_code"]) == "0"
+				up = up || (ok && strings.HasPrefix(cmd, "tar -xmf - -C "+podDir))
+				down = down || (ok && strings.HasPrefix(cmd, "tar cf - ") && strings.Contains(cmd, "in-pod.bin"))
+			}
+			return up && down
+		}, &up, &down)
+	})
+
+	t.Run("a malformed frame ends its stream only", func(t *testing.T) {
+		// A live terminal session next to it must not notice.
+		_, term, out := kubectlTTY(t, nil, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+		testkit.WaitFor(t, "the other shell", func() bool {
+			_, _ = term.Write([]byte("echo before-$((6*7))\n"))
+			return strings.Contains(out.String(), "before-42")
+		})
+		ws := dialKubeWebSocket(t, c.ProxyAddr(), home,
+			"/kube/test-k8s/api/v1/namespaces/default/pods/shell/exec?command=sh&stdin=true&stdout=true&stderr=true")
+		ws.send(t, 0x2, append([]byte{0}, "echo ws-$((6*7))\n"...))
+		ws.readUntil(t, "ws-42")
+		// Opcode 3 is reserved: the proxy ends this stream.
+		ws.send(t, 0x3, []byte("junk"))
+		_ = ws.conn.SetReadDeadline(patience.Deadline(t))
+		if _, err := io.Copy(io.Discard, ws.r); err != nil && !isClosed(err) {
+			t.Fatalf("the malformed stream was not ended: %v", err)
+		}
+		// Its session's end says why.
+		testkit.WaitFor(t, "the malformed session's end", func() bool {
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.SessionEnd, User: "dev", Limit: 100})
+			if err != nil {
+				return false
+			}
+			for _, ev := range evs {
+				if strings.Contains(fmt.Sprint(ev.Fields["reason"]), "reserved opcode") {
+					return true
+				}
+			}
+			return false
+		})
+		// The other session and new requests go on.
+		testkit.WaitFor(t, "the other shell after", func() bool {
+			_, _ = term.Write([]byte("echo after-$((6*7))\n"))
+			return strings.Contains(out.String(), "after-42")
+		})
+		if r := kubectl(t, kubeconfig, "get", "pods", "-n", "default"); r.Code != 0 || !strings.Contains(r.Stdout, "shell") {
+			t.Fatalf("get pods after: %s", r)
+		}
+	})
+}
+
+func isClosed(err error) bool {
+	return err == io.EOF || strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "closed")
+}
+
+// kubeWS is a hand-made WebSocket client (v5.channel.k8s.io), so a test
+// can send frames kubectl never would.
+type kubeWS struct {
+	conn net.Conn
+	r    *bufio.Reader
+	out  bytes.Buffer
+}
+
+func dialKubeWebSocket(t *testing.T, proxyAddr, home, path string) *kubeWS {
+	t.Helper()
+	p, err := client.LoadProfile(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := p.KubeCredential()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(cred.CertPEM, cred.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := p.TLSCAPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	host, _, _ := net.SplitHostPort(proxyAddr)
+	conn, err := tls.Dial("tcp", proxyAddr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: host, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n", path, proxyAddr, base64.StdEncoding.EncodeToString(key))
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		t.Fatalf("upgrade: %s %s", resp.Status, b)
+	}
+	return &kubeWS{conn: conn, r: r}
+}
+
+// send writes one masked frame.
+func (w *kubeWS) send(t *testing.T, opcode byte, payload []byte) {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteByte(0x80 | opcode)
+	if len(payload) < 126 {
+		b.WriteByte(0x80 | byte(len(payload)))
+	} else {
+		b.WriteByte(0x80 | 126)
+		_ = binary.Write(&b, binary.BigEndian, uint16(len(payload)))
+	}
+	mask := []byte{1, 2, 3, 4}
+	b.Write(mask)
+	for i, c := range payload {
+		b.WriteByte(c ^ mask[i%4])
+	}
+	if _, err := w.conn.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readUntil reads the server's frames until stdout holds want.
+func (w *kubeWS) readUntil(t *testing.T, want string) {
+	t.Helper()
+	_ = w.conn.SetReadDeadline(patience.Deadline(t))
+	defer func() { _ = w.conn.SetReadDeadline(time.Time{}) }()
+	for !strings.Contains(w.out.String(), want) {
+		var h [2]byte
+		if _, err := io.ReadFull(w.r, h[:]); err != nil {
+			t.Fatalf("read frame: %v (stdout so far %q)", err, w.out.String())
+		}
+		n := int(h[1] & 0x7f)
+		switch n {
+		case 126:
+			var l uint16
+			_ = binary.Read(w.r, binary.BigEndian, &l)
+			n = int(l)
+		case 127:
+			var l uint64
+			_ = binary.Read(w.r, binary.BigEndian, &l)
+			n = int(l)
+		}
+		p := make([]byte, n)
+		if _, err := io.ReadFull(w.r, p); err != nil {
+			t.Fatal(err)
+		}
+		if h[0]&0x0f == 0x2 && len(p) > 0 && p[0] == 1 {
+			w.out.Write(p[1:])
+		}
+	}
+}
