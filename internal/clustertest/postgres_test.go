@@ -21,7 +21,7 @@ import (
 
 // postgresStorage is a fresh database as storage config: the connection
 // string without the password, which is in a 0600 file.
-func postgresStorage(t *testing.T) (service.StorageConfig, *pgtest.DB) {
+func postgresStorage(t testing.TB) (service.StorageConfig, *pgtest.DB) {
 	t.Helper()
 	db := pgtest.New(t)
 	pwFile := filepath.Join(t.TempDir(), "pgpass")

@@ -85,6 +85,9 @@ func (s *Server) agentlessDir() (AgentlessDirectory, error) {
 // connects to sshd on the user's behalf.
 func (s *Server) dialTarget(ctx context.Context, n *auth.Node, t *nodeTunnel, u *userConn, clientAddr string) (net.Conn, error) {
 	if !n.Agentless {
+		if t.peer != nil {
+			return s.dialPeer(ctx, t.peer.proxy, n, u, clientAddr)
+		}
 		return s.dialNode(ctx, t, clientAddr, u.caller.User)
 	}
 	dir, err := s.agentlessDir()

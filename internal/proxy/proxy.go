@@ -70,6 +70,10 @@ type Config struct {
 	// the lock message) before the proxy cuts it (default
 	// DefaultLockGrace; negative: at once).
 	LockGrace time.Duration
+	// Peering, when set, makes this proxy one of several on shared state
+	// (peers.go): it publishes the tunnels it holds and reaches nodes
+	// whose tunnels end at another proxy through that proxy.
+	Peering *PeerConfig
 }
 
 // Server is the proxy's SSH side.
@@ -89,6 +93,8 @@ type Server struct {
 	// agentless is the state of agentless servers (agentless.go).
 	agentless agentlessState
 	kube      kubeState
+	// peers is proxy peering (peers.go); nil when off.
+	peers *peering
 }
 
 type identityKey struct{}
@@ -150,6 +156,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err := ca.ServerConfig(s.sshCfg, cfg.HostSigner); err != nil {
 		return nil, err
+	}
+	if cfg.Peering != nil {
+		if err := s.startPeering(*cfg.Peering); err != nil {
+			close(s.shutdown)
+			s.wg.Wait()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -331,6 +344,12 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.shutdown)
+	s.mu.Unlock()
+	if s.peers != nil {
+		// Peers stop routing here first.
+		s.peers.close()
+	}
+	s.mu.Lock()
 	for c := range s.conns {
 		c.Close()
 	}

@@ -18,6 +18,9 @@ import (
 
 type nodeTunnel struct {
 	conn ssh.Conn
+	// peer is set instead of conn for a node whose tunnel ends at a peer
+	// proxy (peerconn.go).
+	peer *peerRoute
 	// noDialBack is set once the node failed to dial back a data
 	// connection; its sessions then use channels on the tunnel.
 	noDialBack atomic.Bool
@@ -39,6 +42,15 @@ type Registry struct {
 	mu      sync.RWMutex
 	tunnels map[string]*nodeTunnel
 	m       *Metrics
+	// onChange, when set (peering), is told of every node that came up,
+	// changed or went down.
+	onChange func(nodeID string)
+}
+
+func (r *Registry) changed(id string) {
+	if r.onChange != nil {
+		r.onChange(id)
+	}
 }
 
 func newRegistry(m *Metrics) *Registry {
@@ -81,6 +93,7 @@ func (r *Registry) add(t *nodeTunnel) {
 		old.conn.Close()
 	}
 	r.m.Tunnels.Set(float64(n))
+	r.changed(t.node.ID)
 }
 
 func (r *Registry) remove(t *nodeTunnel) {
@@ -91,6 +104,7 @@ func (r *Registry) remove(t *nodeTunnel) {
 	n := len(r.tunnels)
 	r.mu.Unlock()
 	r.m.Tunnels.Set(float64(n))
+	r.changed(t.node.ID)
 }
 
 const tunnelKeepalive = 15 * time.Second
@@ -131,6 +145,9 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 		t.mu.Lock()
 		t.node.Labels, t.node.Version, t.node.LastSeen = hb.Labels, hb.Version, s.cfg.Now().UTC()
 		t.mu.Unlock()
+		if !first {
+			s.reg.changed(t.node.ID) // labels may have changed
+		}
 		if first {
 			first = false
 			s.reg.add(t)

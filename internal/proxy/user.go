@@ -166,7 +166,10 @@ func (s *Server) routeCaller(ctx context.Context, u *userConn, host string) (*au
 	}
 	t := s.reg.get(node.ID)
 	if t == nil {
-		return nil, nil, lock.Subject{}, none, fmt.Errorf("node %q is not connected to this proxy", node.Name)
+		// Its tunnel ends at a peer, which checks the state again.
+		if t, err = s.routePeer(node); err != nil {
+			return nil, nil, lock.Subject{}, none, err
+		}
 	}
 	return node, t, sub, caller, nil
 }

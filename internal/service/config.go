@@ -146,6 +146,14 @@ type ProxyConfig struct {
 	// GET /metrics), apart from the public port: DefaultMetricsAddr when
 	// empty, or MetricsOff.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// PeerListen turns proxy peering on (several proxies on one
+	// PostgreSQL database): other proxies connect here, over mutual TLS
+	// with certificates from the cluster CA, to reach the nodes whose
+	// tunnels end at this proxy. Empty: off.
+	PeerListen string `yaml:"peer_listen"`
+	// PeerAddr is the address peers dial (default: PeerListen; needed when
+	// that is a wildcard address).
+	PeerAddr string `yaml:"peer_addr"`
 }
 
 // Defaults.
@@ -284,7 +292,19 @@ func (c *Config) CheckAndSetDefaults() error {
 			return errors.New("a node that runs without auth needs --proxy host:port")
 		}
 	}
-	for _, a := range []string{c.Proxy.Listen, c.Node.Listen} {
+	if c.Proxy.PeerListen != "" {
+		if c.Proxy.PeerAddr == "" {
+			c.Proxy.PeerAddr = c.Proxy.PeerListen
+		}
+		host, _, err := net.SplitHostPort(c.Proxy.PeerAddr)
+		if err != nil {
+			return fmt.Errorf("proxy peer_addr %q: %w", c.Proxy.PeerAddr, err)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return fmt.Errorf("proxy peer_addr %q: peers need an address to dial (set peer_addr when peer_listen is a wildcard)", c.Proxy.PeerAddr)
+		}
+	}
+	for _, a := range []string{c.Proxy.Listen, c.Node.Listen, c.Proxy.PeerListen} {
 		if a == "" {
 			continue
 		}

@@ -142,4 +142,27 @@ func TestMetricsAddrSetting(t *testing.T) {
 	}
 }
 
+func TestPeerSettings(t *testing.T) {
+	for _, tc := range []struct{ listen, addr, want, err string }{
+		{},
+		{listen: "10.0.0.1:3082", want: "10.0.0.1:3082"},
+		{listen: "0.0.0.0:3082", addr: "proxy1.example.com:3082", want: "proxy1.example.com:3082"},
+		{listen: "0.0.0.0:3082", err: "set peer_addr"},
+		{listen: ":3082", err: "set peer_addr"},
+		{listen: "3082", err: "peer_addr"},
+	} {
+		c := Config{DataDir: t.TempDir(), Proxy: ProxyConfig{PeerListen: tc.listen, PeerAddr: tc.addr}}
+		err := c.CheckAndSetDefaults()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("peer_listen %q: got %v, want an error with %q", tc.listen, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.Proxy.PeerAddr != tc.want {
+			t.Errorf("peer_listen %q peer_addr %q: got %q, %v; want %q", tc.listen, tc.addr, c.Proxy.PeerAddr, err, tc.want)
+		}
+	}
+}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

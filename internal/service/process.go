@@ -60,6 +60,8 @@ type Process struct {
 	// metricsLn and metricsSrv serve /metrics apart from the public port.
 	metricsLn  net.Listener
 	metricsSrv *http.Server
+	// peerLn is the proxy's peer listener (proxy peering; nil when off).
+	peerLn net.Listener
 }
 
 // Start starts the configured services and returns once they serve.
@@ -429,6 +431,9 @@ func (p *Process) Close() error {
 			_ = p.metricsSrv.Close()
 		} else if p.metricsLn != nil {
 			p.metricsLn.Close()
+		}
+		if p.peerLn != nil {
+			p.peerLn.Close()
 		}
 		if p.mux != nil {
 			p.mux.Close()

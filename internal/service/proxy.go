@@ -57,6 +57,10 @@ func (p *Process) startProxy(public string) error {
 		return err
 	}
 	a := p.auth.Authority()
+	peering, err := p.peering()
+	if err != nil {
+		return err
+	}
 	p.metrics = prometheus.NewRegistry()
 	p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Config{
@@ -71,6 +75,7 @@ func (p *Process) startProxy(public string) error {
 		HandshakeTimeout:   p.cfg.Proxy.HandshakeTimeout,
 		MaxUnauthenticated: p.cfg.Proxy.MaxUnauthenticated,
 		LockGrace:          p.cfg.Proxy.LockGrace,
+		Peering:            peering,
 	})
 	if err != nil {
 		return err
@@ -81,7 +86,17 @@ func (p *Process) startProxy(public string) error {
 	// A role edit that no longer allows a live agentless session ends it
 	// (agent nodes decide their own sessions again).
 	p.auth.OnRolesChanged(srv.RedecideAgentless)
-	p.auth.SetInventory(srv.Registry())
+	// With peering, the inventory also holds the nodes behind live peers.
+	p.auth.SetInventory(srv.Inventory())
+	if p.peerLn != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := srv.ServePeers(p.peerLn); err != nil {
+				p.errc <- fmt.Errorf("proxy peer listener: %w", err)
+			}
+		}()
+	}
 	// Kubernetes clusters of the kube agents; live kube requests end on a lock.
 	p.auth.SetKubeInventory(srv)
 	p.auth.OnLocksChanged(srv.ReverifyKube)
