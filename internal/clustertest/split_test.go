@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/storage/postgres/pgtest"
@@ -263,9 +264,32 @@ func TestSplitAuthAndProxyProcesses(t *testing.T) {
 	cfgA := s.Login(u, proxyA)
 	cfgB := s.Login(u, proxyB)
 	for cfg, node := range map[string]string{cfgA: "node-a", cfgB: "node-b"} {
-		if r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@"+node, "echo", "hello-from-"+node)...); r.Code != 0 || !strings.Contains(r.Stdout, "hello-from-"+node) {
+		// With a terminal: such sessions are recorded.
+		if r := Run(t, nil, "ssh", sshArgs(cfg, "-tt", osLogin+"@"+node, "echo", "hello-from-"+node)...); r.Code != 0 || !strings.Contains(r.Stdout, "hello-from-"+node) {
 			t.Fatalf("ssh to %s: %s", node, r)
 		}
+	}
+
+	// The nodes' recordings and audit events reached auth through the
+	// proxies: each session's recording is complete, listed through auth B,
+	// and the one audit chain verifies through auth A.
+	for _, node := range []string{"node-a", "node-b"} {
+		testkit.WaitFor(t, "a complete recording of the session on "+node, func() bool {
+			recs, err := authB.admin.ListRecordings(context.Background(), "splituser", node, time.Time{})
+			return err == nil && len(recs) == 1 && recs[0].Complete
+		})
+		evs, err := authB.admin.SearchAudit(context.Background(), audit.Query{Type: audit.SessionStart, Node: node, Limit: 10})
+		if err != nil || len(evs) != 1 || evs[0].User != "splituser" {
+			t.Fatalf("session.start of %s in the audit log: %v %+v", node, err, evs)
+		}
+	}
+	var v Result
+	testkit.WaitFor(t, "audit verify through auth A", func() bool {
+		v = s.adminCLI(authA, "audit", "verify")
+		return v.Code == 0 && strings.Contains(v.Stdout, "signed: events up to seq")
+	})
+	if !strings.Contains(v.Stdout, "intact") {
+		t.Fatalf("audit verify: %s", v)
 	}
 
 	// A lock through auth A ends the live session behind proxy B.
