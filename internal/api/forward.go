@@ -15,11 +15,15 @@ import (
 // auth over its own mutually authenticated connection. It tells auth who
 // the client is in two headers: the client certificate it verified in
 // the TLS handshake (HeaderClientCert) and the client's address
-// (HeaderClientAddr). Auth believes them only on a connection whose own
-// verified client certificate is a proxy identity (kind "proxy", issued
-// at the proxy's join); on any other connection they are refused. The
-// forwarded certificate is verified again against the cluster CA, so a
-// proxy can speak only for clients whose certificates it was shown.
+// (HeaderClientAddr, on every forwarded request). A request from a proxy
+// with either header is a client's, never the proxy's own: without a
+// forwarded certificate the client has none (only the proxy's own calls
+// carry neither header). Auth believes the headers only on a connection
+// whose own verified client certificate is a proxy identity (kind
+// "proxy", issued at the proxy's join); on any other connection they are
+// refused. The forwarded certificate is verified again against the
+// cluster CA, so a proxy can speak only for clients whose certificates it
+// was shown.
 const (
 	HeaderClientCert = "X-Warden-Client-Cert"
 	HeaderClientAddr = "X-Warden-Client-Addr"
@@ -60,9 +64,14 @@ func (h *Handler) clientCert(r *http.Request) (*x509.Certificate, error) {
 	if leaf == nil {
 		return nil, fmt.Errorf("%w: this call needs a client certificate: run warden login", auth.ErrUnauthenticated)
 	}
-	v := r.Header.Get(HeaderClientCert)
-	if v == "" || !fromProxy(r) {
+	if !fromProxy(r) || !forwardedHeaders(r) {
 		return leaf, nil
+	}
+	// A request the proxy forwards is its client's, never the proxy's own:
+	// without a forwarded certificate, the client showed none.
+	v := r.Header.Get(HeaderClientCert)
+	if v == "" {
+		return nil, fmt.Errorf("%w: this call needs a client certificate: run warden login", auth.ErrUnauthenticated)
 	}
 	if len(v) > maxForwardedCert {
 		return nil, fmt.Errorf("%w: forwarded client certificate too large", auth.ErrUnauthenticated)
@@ -100,9 +109,12 @@ func ForwardHeaders(h http.Header, clientCert *x509.Certificate, remoteAddr stri
 	if clientCert != nil {
 		h.Set(HeaderClientCert, base64.StdEncoding.EncodeToString(clientCert.Raw))
 	}
+	// Always set: it marks the request as forwarded (clientCert).
 	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
 		h.Set(HeaderClientAddr, host)
 	} else if remoteAddr != "" {
 		h.Set(HeaderClientAddr, remoteAddr)
+	} else {
+		h.Set(HeaderClientAddr, "unknown")
 	}
 }

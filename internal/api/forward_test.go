@@ -98,6 +98,12 @@ func TestForwardedIdentityOnlyFromAProxy(t *testing.T) {
 	if w := who(proxy, http.StatusOK, HeaderClientCert, fwdAdmin); w.Kind != auth.KindAdmin {
 		t.Fatalf("the proxy forwarding the admin's certificate: %+v", w)
 	}
+	// A request the proxy forwards for a client without a certificate is
+	// not the proxy's own.
+	who(proxy, http.StatusUnauthorized, HeaderClientAddr, "192.0.2.1")
+	e.call(proxy, "POST", "/v1/proxies/check-user", ProxyCheckUserRequest{User: auth.Caller{Kind: auth.KindUser, User: "alice"}},
+		http.StatusUnauthorized, HeaderClientAddr, "192.0.2.1")
+	e.call(proxy, "GET", "/v1/ping", nil, http.StatusOK, HeaderClientAddr, "192.0.2.1")
 	// Nobody else may forward: not a node, not a user, not a client
 	// without a certificate; and not the address either.
 	for name, c := range map[string]*Client{"node": node, "user": user, "no certificate": e.client(nil)} {

@@ -4,6 +4,11 @@ package clustertest
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +17,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/storage/postgres/pgtest"
@@ -263,9 +269,37 @@ func TestSplitAuthAndProxyProcesses(t *testing.T) {
 	cfgA := s.Login(u, proxyA)
 	cfgB := s.Login(u, proxyB)
 	for cfg, node := range map[string]string{cfgA: "node-a", cfgB: "node-b"} {
-		if r := Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@"+node, "echo", "hello-from-"+node)...); r.Code != 0 || !strings.Contains(r.Stdout, "hello-from-"+node) {
+		// With a terminal: such sessions are recorded.
+		if r := Run(t, nil, "ssh", sshArgs(cfg, "-tt", osLogin+"@"+node, "echo", "hello-from-"+node)...); r.Code != 0 || !strings.Contains(r.Stdout, "hello-from-"+node) {
 			t.Fatalf("ssh to %s: %s", node, r)
 		}
+	}
+
+	// A client cannot make a proxy speak for someone else: the forwarding
+	// headers it sends are replaced by what the proxy verified (here:
+	// no certificate), so a forged admin certificate gets nowhere.
+	s.forgedThroughProxy(authA, proxyB)
+
+	// The nodes' recordings and audit events reached auth through the
+	// proxies: each session's recording is complete, listed through auth B,
+	// and the one audit chain verifies through auth A.
+	for _, node := range []string{"node-a", "node-b"} {
+		testkit.WaitFor(t, "a complete recording of the session on "+node, func() bool {
+			recs, err := authB.admin.ListRecordings(context.Background(), "splituser", node, time.Time{})
+			return err == nil && len(recs) == 1 && recs[0].Complete
+		})
+		evs, err := authB.admin.SearchAudit(context.Background(), audit.Query{Type: audit.SessionStart, Node: node, Limit: 10})
+		if err != nil || len(evs) != 1 || evs[0].User != "splituser" {
+			t.Fatalf("session.start of %s in the audit log: %v %+v", node, err, evs)
+		}
+	}
+	var v Result
+	testkit.WaitFor(t, "audit verify through auth A", func() bool {
+		v = s.adminCLI(authA, "audit", "verify")
+		return v.Code == 0 && strings.Contains(v.Stdout, "signed: events up to seq")
+	})
+	if !strings.Contains(v.Stdout, "intact") {
+		t.Fatalf("audit verify: %s", v)
 	}
 
 	// A lock through auth A ends the live session behind proxy B.
@@ -313,5 +347,41 @@ func TestSplitAuthAndProxyProcesses(t *testing.T) {
 		strings.TrimSpace(r.Stderr))
 	if r := Run(t, nil, "ssh", sshArgs(cfgA, osLogin+"@node-a", "true")...); r.Code == 0 {
 		t.Fatalf("a removed user reached node-a through proxy A: %s", r)
+	}
+}
+
+// forgedThroughProxy sends, through proxy p and without a client
+// certificate, a request whose forwarding header names auth a's admin
+// certificate: it must be refused as unauthenticated.
+func (s *splitCluster) forgedThroughProxy(a *splitAuth, p *splitProxyProc) {
+	s.t.Helper()
+	id, err := idfile.Read(idfile.AdminPath(a.dataDir))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(id.TLSCert))
+	pool, err := id.RootCAs()
+	if err != nil || block == nil {
+		s.t.Fatalf("admin identity: %v", err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for _, hdr := range []string{api.HeaderClientCert, api.HeaderClientAddr} {
+		req, err := http.NewRequest(http.MethodGet, "https://"+p.Addr()+"/v1/whoami", nil)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		req.Header.Set(api.HeaderClientCert, base64.StdEncoding.EncodeToString(block.Bytes))
+		if hdr == api.HeaderClientAddr {
+			req.Header.Set(api.HeaderClientAddr, "192.0.2.7")
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			s.t.Fatalf("a forged forwarding header through %s: %s %s", p.host.Name, resp.Status, body)
+		}
 	}
 }

@@ -251,7 +251,7 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.Proxy.Listen == "" {
 		c.Proxy.Listen = DefaultProxyListen
 	}
-	if c.Proxy.PublicAddr == "" {
+	if c.Proxy.PublicAddr == "" && c.Has(Proxy) {
 		c.Proxy.PublicAddr = c.Proxy.Listen
 	}
 	if r := c.Auth.Retention; r.EventsDays > 0 && (r.RecordingsDays == 0 || r.RecordingsDays > r.EventsDays) {

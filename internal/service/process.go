@@ -176,6 +176,13 @@ func (p *Process) startAuth(ctx context.Context) error {
 			public = net.JoinHostPort(host, picked)
 		}
 	}
+	// What users are told to reach (invites, passkeys' relying party): the
+	// proxy's public address, also when auth runs apart from the proxies
+	// and proxy.public_addr names them (or their load balancer).
+	usersAddr := public
+	if !withProxy && p.cfg.Proxy.PublicAddr != "" {
+		usersAddr = p.cfg.Proxy.PublicAddr
+	}
 	recordings, err := recording.OpenStore(p.cfg.Storage.RecordingsDir)
 	if err != nil {
 		return fmt.Errorf("recordings: %w", err)
@@ -198,7 +205,7 @@ func (p *Process) startAuth(ctx context.Context) error {
 	}
 	a, err := auth.New(ctx, auth.Config{ClusterName: p.cfg.ClusterName, Backend: b, Audit: auditLog,
 		AuditKey: auditKey, CheckpointInterval: p.cfg.Auth.CheckpointInterval,
-		PublicAddr: public, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL, NodeCertTTL: p.cfg.Auth.NodeCertTTL,
+		PublicAddr: usersAddr, Logger: p.log.With("service", "auth"), DefaultTTL: p.cfg.Auth.DefaultTTL, NodeCertTTL: p.cfg.Auth.NodeCertTTL,
 		Notifier: p.notifier, RequestPendingTTL: p.cfg.Auth.RequestPendingTTL, Recordings: recordings,
 		EventRetention:     time.Duration(p.cfg.Auth.Retention.EventsDays) * 24 * time.Hour,
 		RecordingRetention: time.Duration(p.cfg.Auth.Retention.RecordingsDays) * 24 * time.Hour,

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -87,5 +90,41 @@ func TestSplitProxyRenewsItsIdentity(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(dir, "proxy-identity.json")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSplitProxyViewFailsClosed: the decisions a proxy running apart
+// makes from its watched view of auth. Before the first view every
+// subject is refused; a lock in the view refuses its subject, and its
+// removal lets it back; a user's nodes are those their current roles
+// allow, none for a role the view does not know.
+func TestSplitProxyViewFailsClosed(t *testing.T) {
+	s := &splitProxy{locks: lock.NewSet()}
+	alice := lock.Subject{User: "alice", Roles: []string{"dev"}, Issued: time.Now()}
+	if err := s.CheckLock(alice); err == nil {
+		t.Fatal("a subject was let in before the proxy had any view of the locks")
+	}
+	roles, err := policy.ParseRoles([]byte("kind: role\nmetadata: {name: dev}\nspec: {allow: {logins: [dev], node_labels: {env: dev}}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.apply(api.WatchEvent{Type: "snapshot", Roles: roles})
+	if err := s.CheckLock(alice); err != nil {
+		t.Fatalf("no lock, yet refused: %v", err)
+	}
+	s.apply(api.WatchEvent{Type: "put", Kind: "lock", Lock: &lock.Lock{ID: "l1", Target: lock.Target{User: "alice"}, Message: "stop"}})
+	if err := s.CheckLock(alice); err == nil || !strings.Contains(err.Error(), "stop") {
+		t.Fatalf("a locked user: %v", err)
+	}
+	s.apply(api.WatchEvent{Type: "delete", Kind: "lock", Name: "l1"})
+	if err := s.CheckLock(alice); err != nil {
+		t.Fatalf("after the unlock: %v", err)
+	}
+	if got := s.rolesOf([]string{"dev", "unknown"}); len(got) != 1 || got[0].Metadata.Name != "dev" {
+		t.Fatalf("roles of the view: %+v", got)
+	}
+	s.apply(api.WatchEvent{Type: "delete", Kind: "role", Name: "dev"})
+	if got := s.rolesOf([]string{"dev"}); len(got) != 0 {
+		t.Fatalf("a deleted role is still in the view: %+v", got)
 	}
 }
