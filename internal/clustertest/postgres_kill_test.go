@@ -90,11 +90,13 @@ func startWardenProc(t *testing.T, name string, st service.StorageConfig, signin
 // kill sends SIGKILL to the process (its group: it has no children of
 // its own here, but nothing may outlive it) and reaps it.
 func (p *wardenProc) kill() {
-	if p.cmd.ProcessState != nil {
+	select {
+	case <-p.done:
 		return
+	default:
 	}
 	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // may be gone
-	p.cmd.Wait()                                      //nolint:errcheck // killed
+	<-p.done
 }
 
 // stringer shows a state when a wait fails.
