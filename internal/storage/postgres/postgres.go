@@ -106,6 +106,9 @@ type Backend struct {
 	paused   chan struct{} // tests: non-nil while the poller is held
 
 	hub *auditHub
+	// auditOneTx makes audit appends use a pgx.Tx (five round trips)
+	// instead of the pipelined path: the baseline of a benchmark.
+	auditOneTx bool
 
 	closing   chan struct{}
 	stop      context.CancelFunc

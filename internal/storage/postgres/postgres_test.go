@@ -112,3 +112,27 @@ func TestErrorsDoNotShowThePassword(t *testing.T) {
 	}
 	b.Close()
 }
+
+// BenchmarkAuditCommitPath compares, in one run, the pipelined audit
+// append (two round trips per group commit) with the transaction it
+// replaced (five), under 16 concurrent appenders and under batched
+// ingest, one instance and then two on one chain.
+func BenchmarkAuditCommitPath(b *testing.B) {
+	for _, path := range []string{"OneTx", "Pipelined"} {
+		b.Run(path, func(b *testing.B) {
+			storagetest.RunAuditBenchmarks(b, func(b *testing.B) (storage.Backend, storagetest.AuditLog, func() (storage.Backend, storagetest.AuditLog)) {
+				db := pgtest.New(b)
+				open := func() *Backend {
+					be := openTest(b, db, Config{ReapInterval: time.Second})
+					be.auditOneTx = path == "OneTx"
+					return be
+				}
+				be := open()
+				return be, be.AuditLog(), func() (storage.Backend, storagetest.AuditLog) {
+					o := open()
+					return o, o.AuditLog()
+				}
+			})
+		})
+	}
+}

@@ -111,6 +111,13 @@ func RunBenchmarks(b *testing.B, f BenchFactory, crossInstanceWatch bool) {
 	if crossInstanceWatch {
 		b.Run("WatchFanout16OtherInstance", func(b *testing.B) { watchLatency(b, true) })
 	}
+	RunAuditBenchmarks(b, f)
+}
+
+// RunAuditBenchmarks measures audit appends per second: 16 concurrent
+// appenders of single events on one instance; many nodes' batches over two
+// instances (AuditIngest); 16 appenders over two instances.
+func RunAuditBenchmarks(b *testing.B, f BenchFactory) {
 	b.Run("AuditAppendParallel", func(b *testing.B) {
 		_, log, _ := f(b)
 		b.SetParallelism(16)

@@ -79,8 +79,23 @@ func Drop(tb testing.TB, name string) {
 		return
 	}
 	defer admin.Close(context.Background())
-	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
-		tb.Errorf("pgtest: drop %s: %v", name, err)
+	// FORCE ends the test's own sessions; it may not end an autovacuum
+	// worker (the superuser's: SQLSTATE 42501), which a plain DROP
+	// cancels, so both are tried until one works.
+	for attempt := 0; ; attempt++ {
+		stmt := `DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`
+		if attempt%2 == 1 {
+			stmt = `DROP DATABASE IF EXISTS ` + name
+		}
+		_, err := admin.Exec(ctx, stmt)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			tb.Errorf("pgtest: drop %s: %v", name, err)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
