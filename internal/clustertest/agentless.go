@@ -121,4 +121,3 @@ func (a *Agentless) Revoked(t testing.TB, cert *ssh.Certificate) bool {
 	}
 	return k.Revoked(cert)
 }
-
