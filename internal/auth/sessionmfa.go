@@ -35,16 +35,17 @@ type SessionMFAQuery = wire.SessionMFAQuery
 // SessionCertRequest is wire.SessionCertRequest: the API carries it.
 type SessionCertRequest = wire.SessionCertRequest
 
-// sessionMFANodes resolves node ids among the live nodes, for the caller's
+// sessionMFANodes resolves node ids among the live nodes and agentless servers, for the caller's
 // roles: each must exist and allow login there.
-func (s *Server) sessionMFANodes(c Caller, roles []*policy.Role, ids []string, login string) ([]Node, error) {
+func (s *Server) sessionMFANodes(ctx context.Context, c Caller, roles []*policy.Role, ids []string, login string) ([]Node, error) {
 	if len(ids) == 0 || len(ids) > policy.MaxSessionMFANodes {
 		return nil, badRequest("name 1 to %d nodes", policy.MaxSessionMFANodes)
 	}
 	if login == "" || len(login) > 256 {
 		return nil, badRequest("a login is required")
 	}
-	live := s.liveNodes()
+	// Agentless servers too: the proxy makes their per-session MFA check.
+	live := append(s.liveNodes(), s.agentlessNodes(ctx)...)
 	out := make([]Node, 0, len(ids))
 	for _, id := range ids {
 		i := slices.IndexFunc(live, func(n Node) bool { return n.ID == id })
@@ -78,7 +79,7 @@ func (s *Server) SessionMFAStatus(ctx context.Context, c Caller, q SessionMFAQue
 		return nil, err
 	}
 	roles := s.roles.get(c.Roles)
-	nodes, err := s.sessionMFANodes(c, roles, q.Nodes, q.Login)
+	nodes, err := s.sessionMFANodes(ctx, c, roles, q.Nodes, q.Login)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +120,7 @@ func (s *Server) IssueSessionCert(ctx context.Context, c Caller, req SessionCert
 		return nil, badRequest("%v", err)
 	}
 	roles := s.roles.get(c.Roles)
-	nodes, err := s.sessionMFANodes(c, roles, req.Nodes, req.Login)
+	nodes, err := s.sessionMFANodes(ctx, c, roles, req.Nodes, req.Login)
 	if err != nil {
 		return nil, err
 	}

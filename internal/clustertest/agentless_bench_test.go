@@ -24,11 +24,11 @@ func newAgentlessBench(b *testing.B) *agentlessBench {
 		b.Fatalf("usermod: %s", r)
 	}
 	c := New(b, Options{NoNode: true})
-	a := startAgentless(b, c, "legacy1", "env=prod")
+	a := StartAgentless(b, c, "legacy1", "env=prod")
 	u := c.AddUser("bench", []string{"access"}, []string{osLogin})
 	home := c.Login(u)
 	cfg := c.SSHConfig(home)
-	_, port, _ := strings.Cut(a.sshd.Addr, ":")
+	_, port, _ := strings.Cut(a.SSHD.Addr, ":")
 	return &agentlessBench{
 		proxied: func(cmd ...string) []string {
 			return append([]string{"-F", cfg, "-o", "BatchMode=yes", osLogin + "@legacy1"}, cmd...)

@@ -115,7 +115,7 @@ func TestAgentlessNetworkIsolation(t *testing.T) {
 	}
 	n := newNetTopo(t)
 	c := New(t, Options{NoNode: true, Proxy: service.ProxyConfig{Listen: n.proxyIP + ":0"}})
-	a := startAgentlessWith(t, c, "isolated1", "env=prod", testkit.SSHDOptions{NetNS: n.server, Listen: n.serverIP + ":22"})
+	a := StartAgentlessWith(t, c, "isolated1", "env=prod", testkit.SSHDOptions{NetNS: n.server, Listen: n.serverIP + ":22"})
 	admin := t.TempDir()
 	u := c.AddUser("alice", []string{"access"}, []string{osLogin})
 	home := c.Login(u)
@@ -245,13 +245,13 @@ func TestAgentlessNetworkIsolation(t *testing.T) {
 		cert := pub.(*ssh.Certificate)
 		lockAt := time.Now()
 		id := lockID(t, c.Warden(admin, nil, "lock", "--user", "alice", "--ttl", "10m", "--message", "investigating"))
-		testkit.WaitFor(t, "sshd's KRL to revoke alice's certificate", func() bool { return a.revoked(t, cert) })
+		testkit.WaitFor(t, "sshd's KRL to revoke alice's certificate", func() bool { return a.Revoked(t, cert) })
 		t.Logf("sshd's KRL revoked the certificate %s after the lock command started", time.Since(lockAt).Round(time.Millisecond))
 		if r := direct(host); r.Code == 0 || strings.Contains(r.Stdout, "direct-ok") {
 			t.Fatalf("sshd accepted a locked user's certificate directly: %s", r)
 		}
-		if !strings.Contains(a.sshd.Log.String(), "revoked by file") {
-			t.Errorf("sshd's log does not say the key was revoked:\n%s", a.sshd.Log.String())
+		if !strings.Contains(a.SSHD.Log.String(), "revoked by file") {
+			t.Errorf("sshd's log does not say the key was revoked:\n%s", a.SSHD.Log.String())
 		}
 		if r := user(nil, "ssh", sshArgs(cfg, target, "true")...); r.Code == 0 || !strings.Contains(r.Stderr, "investigating") {
 			t.Fatalf("ssh through the proxy while locked: %s", r)
@@ -260,7 +260,7 @@ func TestAgentlessNetworkIsolation(t *testing.T) {
 		if r := c.Warden(admin, nil, "unlock", id); r.Code != 0 {
 			t.Fatalf("unlock: %s", r)
 		}
-		testkit.WaitFor(t, "sshd's KRL to let alice's certificate in again", func() bool { return !a.revoked(t, cert) })
+		testkit.WaitFor(t, "sshd's KRL to let alice's certificate in again", func() bool { return !a.Revoked(t, cert) })
 		t.Logf("sshd's KRL let the certificate in again %s after the unlock command started", time.Since(unlockAt).Round(time.Millisecond))
 		if r := direct(host); r.Code != 0 || !strings.Contains(r.Stdout, "direct-ok") {
 			t.Fatalf("direct ssh after the unlock: %s", r)

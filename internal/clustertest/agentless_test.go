@@ -25,96 +25,6 @@ import (
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
-// agentless is a real OpenSSH sshd set up as docs/agentless.md says, with
-// the CLI: it trusts the cluster's user CA (warden ca export), presents a
-// host certificate (warden sign --host), and reads the KRL warden krl sync
-// keeps current (RevokedKeys).
-type agentless struct {
-	sshd     *testkit.SSHD
-	krl      string
-	identity string
-	sync     *syncbuf.Buffer
-}
-
-func startAgentless(t testing.TB, c *Cluster, name string, labels string) *agentless {
-	t.Helper()
-	return startAgentlessWith(t, c, name, labels, testkit.SSHDOptions{})
-}
-
-// startAgentlessWith is startAgentless with sshd's namespace and address
-// (o.NetNS, o.Listen) chosen by the caller.
-func startAgentlessWith(t testing.TB, c *Cluster, name string, labels string, o testkit.SSHDOptions) *agentless {
-	t.Helper()
-	admin := t.TempDir()
-	dir := t.TempDir()
-	// Registered first (an address to be corrected once sshd has its
-	// port): the host certificate then comes with the KRL identity.
-	if r := c.Warden(admin, nil, "nodes", "add", name, "--addr", "127.0.0.1:1", "--labels", labels, "--agentless"); r.Code != 0 {
-		t.Fatalf("nodes add: %s", r)
-	}
-	r := c.Warden(admin, nil, "ca", "export", "--type", "user")
-	userCA, _, _, _, err := ssh.ParseAuthorizedKey([]byte(r.Stdout))
-	if r.Code != 0 || err != nil {
-		t.Fatalf("ca export: %s (%v)", r, err)
-	}
-	a := &agentless{krl: filepath.Join(dir, "warden.krl"), sync: &syncbuf.Buffer{}}
-	if r := c.Warden(admin, nil, "krl", "-o", a.krl); r.Code != 0 {
-		t.Fatalf("warden krl: %s", r)
-	}
-	identity := filepath.Join(dir, "warden-krl.json")
-	a.identity = identity
-	principal := "127.0.0.1"
-	if o.Listen != "" {
-		principal, _, _ = strings.Cut(o.Listen, ":")
-	}
-	a.sshd = testkit.StartSSHD(t, testkit.SSHDOptions{
-		NetNS:   o.NetNS,
-		Listen:  o.Listen,
-		UserCAs: []ssh.PublicKey{userCA},
-		HostCert: func(pub ssh.PublicKey) (*ssh.Certificate, error) {
-			pubFile := filepath.Join(dir, "host.pub")
-			if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
-				return nil, err
-			}
-			certFile := filepath.Join(dir, "host-cert.pub")
-			r := c.Warden(admin, nil, "sign", "--host", name, "--principals", principal, "--pubkey", pubFile, "-o", certFile,
-				"--krl-identity", identity)
-			if r.Code != 0 || !strings.Contains(r.Stderr, "renew it before then") {
-				t.Fatalf("warden sign: %s", r)
-			}
-			b, err := os.ReadFile(certFile)
-			if err != nil {
-				return nil, err
-			}
-			k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-			if err != nil {
-				return nil, err
-			}
-			return k.(*ssh.Certificate), nil
-		},
-		Config: []string{"RevokedKeys " + a.krl, "LogLevel VERBOSE"},
-	})
-	if r := c.Warden(admin, nil, "nodes", "add", name, "--addr", a.sshd.Addr, "--labels", labels, "--agentless"); r.Code != 0 {
-		t.Fatalf("nodes add: %s", r)
-	}
-	// The server's KRL sync, as warden start --services krl runs it.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- cli.RunIO(ctx, []string{"--debug", "start", "--services", "krl", "--krl-identity", identity, "--host-key", a.sshd.HostKey,
-			"--krl-file", a.krl}, &cli.IO{In: strings.NewReader(""), Out: a.sync, Err: a.sync})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("krl sync log:\n%s", a.sync.String())
-		}
-	})
-	testkit.WaitFor(t, "the KRL sync to fetch the KRL", func() bool { return strings.Contains(a.sync.String(), "KRL updated") })
-	return a
-}
-
 // cert0 is the cluster's user CA key.
 func cert0(t testing.TB, c *Cluster) ssh.PublicKey {
 	t.Helper()
@@ -124,19 +34,6 @@ func cert0(t testing.TB, c *Cluster) ssh.PublicKey {
 		t.Fatalf("ca export: %s", r)
 	}
 	return k
-}
-
-// revoked reports whether sshd's current KRL file revokes cert.
-func (a *agentless) revoked(t *testing.T, cert *ssh.Certificate) bool {
-	b, err := os.ReadFile(a.krl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := krl.Parse(b)
-	if err != nil {
-		t.Fatalf("sshd's KRL file: %v", err)
-	}
-	return k.Revoked(cert)
 }
 
 // TestAgentlessServer is SCENARIOS S5 with real OpenSSH on both ends: an
@@ -152,7 +49,7 @@ func TestAgentlessServer(t *testing.T) {
 		t.Fatalf("usermod: %s", r)
 	}
 	c := New(t, Options{NoNode: true})
-	a := startAgentless(t, c, "legacy1", "env=prod")
+	a := StartAgentless(t, c, "legacy1", "env=prod")
 	admin := t.TempDir()
 	u := c.AddUser("alice", []string{"access"}, []string{osLogin})
 	home := c.Login(u)
@@ -416,7 +313,7 @@ spec:
 	}
 	pub, _, _, _, _ := ssh.ParseAuthorizedKey(certBytes)
 	cert := pub.(*ssh.Certificate)
-	_, port, _ := strings.Cut(a.sshd.Addr, ":")
+	_, port, _ := strings.Cut(a.SSHD.Addr, ":")
 	direct := func() Result {
 		return Run(t, nil, "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 			"-o", "IdentitiesOnly=yes", "-i", filepath.Join(home, "key"), "-o", "CertificateFile="+filepath.Join(home, "key-cert.pub"),
@@ -428,7 +325,7 @@ spec:
 
 	t.Run("a sync that cannot refresh fails closed after --krl-max-stale", func(t *testing.T) {
 		// The same identity, with a proxy address where nothing answers.
-		b, err := os.ReadFile(a.identity)
+		b, err := os.ReadFile(a.Identity)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -447,7 +344,7 @@ spec:
 		log := &syncbuf.Buffer{}
 		done := make(chan int, 1)
 		go func() {
-			done <- cli.RunIO(ctx, []string{"krl", "sync", "--krl-identity", dead, "--host-key", a.sshd.HostKey, "--krl-file", out,
+			done <- cli.RunIO(ctx, []string{"krl", "sync", "--krl-identity", dead, "--host-key", a.SSHD.HostKey, "--krl-file", out,
 				"--krl-max-stale", "1s"}, &cli.IO{In: strings.NewReader(""), Out: log, Err: log})
 		}()
 		defer func() { cancel(); <-done }()
@@ -476,13 +373,13 @@ spec:
 			t.Errorf("the lock took %s to end the agentless session", took)
 		}
 		t.Logf("the lock ended the live agentless session in %s", took.Round(time.Millisecond))
-		testkit.WaitFor(t, "sshd's KRL to revoke alice's certificate", func() bool { return a.revoked(t, cert) })
+		testkit.WaitFor(t, "sshd's KRL to revoke alice's certificate", func() bool { return a.Revoked(t, cert) })
 		t.Logf("sshd's KRL file revoked the certificate at most %s after the lock command started", time.Since(lockAt).Round(time.Millisecond))
 		if r := direct(); r.Code == 0 {
 			t.Fatalf("sshd accepted a locked user's certificate directly: %s", r)
 		}
-		if !strings.Contains(a.sshd.Log.String(), "revoked") {
-			t.Errorf("sshd's log does not say the key was revoked:\n%s", a.sshd.Log.String())
+		if !strings.Contains(a.SSHD.Log.String(), "revoked") {
+			t.Errorf("sshd's log does not say the key was revoked:\n%s", a.SSHD.Log.String())
 		}
 		if r := Run(t, nil, "ssh", sshArgs(cfg, target, "true")...); r.Code == 0 {
 			t.Fatalf("ssh through the proxy while locked: %s", r)
@@ -490,9 +387,67 @@ spec:
 		if r := c.Warden(admin, nil, "unlock", id); r.Code != 0 {
 			t.Fatalf("unlock: %s", r)
 		}
-		testkit.WaitFor(t, "sshd's KRL to let alice's certificate in again", func() bool { return !a.revoked(t, cert) })
+		testkit.WaitFor(t, "sshd's KRL to let alice's certificate in again", func() bool { return !a.Revoked(t, cert) })
 		if r := direct(); r.Code != 0 {
 			t.Fatalf("direct ssh after the unlock: %s", r)
 		}
 	})
+}
+
+// TestAgentlessSessionMFA: a role with require_session_mfa applies to an
+// agentless server as to an agent node, at the proxy (sshd knows nothing
+// of it): warden ssh with a scripted TOTP code connects, the same code
+// again is refused, the real OpenSSH client through the ProxyCommand asks
+// on its terminal, and ssh -J with the certificate from login is refused.
+func TestAgentlessSessionMFA(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	if r := Run(t, nil, "usermod", "-p", "*", osLogin); r.Code != 0 {
+		t.Fatalf("usermod: %s", r)
+	}
+	c := New(t, Options{NoNode: true})
+	StartAgentless(t, c, "legacy1", "env=prod")
+	c.ApplyRoles(sessionMFARole)
+	u := c.AddUser("alice", []string{"prod"}, []string{osLogin})
+	home := c.Login(u)
+	cfg := c.SSHConfig(home)
+	target := osLogin + "@legacy1"
+
+	// ssh -J with the certificate from login: the proxy refuses.
+	r := Run(t, nil, "ssh", sshArgs(cfg, "-J", osLogin+"@"+c.ProxyAddr(), target, "echo reached")...)
+	if r.Code == 0 || strings.Contains(r.Stdout, "reached") || !strings.Contains(r.Stdout+r.Stderr, "requires an MFA check for each session") {
+		t.Fatalf("ssh -J to an agentless server with a certificate from login: %s", r)
+	}
+	// warden ssh, the code on standard input's first line.
+	code := u.NextOTP(t)
+	r = c.Warden(home, strings.NewReader(code+"\nvia-warden\n"), "ssh", "--mfa-code-file", "-", target, "cat")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "via-warden" {
+		t.Fatalf("warden ssh to an agentless server with a per-session MFA check: %s", r)
+	}
+	codeFile := filepath.Join(t.TempDir(), "code")
+	if err := os.WriteFile(codeFile, []byte(code+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = c.Warden(home, nil, "ssh", "--mfa-code-file", codeFile, target, "echo reached")
+	if r.Code == 0 || strings.Contains(r.Stdout, "reached") || !strings.Contains(r.Stderr, "already used") {
+		t.Fatalf("a replayed TOTP code: %s", r)
+	}
+	// The real OpenSSH client on a terminal: the ProxyCommand asks.
+	status, out := sshOnPTY(t, u.NextOTP(t), sshArgs(cfg, target, "echo via-openssh")...)
+	if status != 0 || !strings.Contains(out, "via-openssh") {
+		t.Fatalf("ssh through the ProxyCommand on a terminal: status %d\n%s", status, out)
+	}
+	evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.MFAVerify, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for _, ev := range evs {
+		if ev.Success && ev.Fields["purpose"] == "session" {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("%d audited per-session MFA checks, want 2", ok)
+	}
 }
