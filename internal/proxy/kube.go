@@ -346,7 +346,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	rp := &httputil.ReverseProxy{
 		// exec and attach streams are audited and recorded (kuberec.go).
-		Transport: s.kubeSessionTransport(agent.transport, c, r.RemoteAddr, cluster, agent.id, res, r.URL.Query()),
+		Transport: s.kubeSessionTransport(agent.transport, live, agent.id, r.URL.Query()),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme, out.URL.Host = "http", "kube-agent"

@@ -16,7 +16,6 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/kubestream"
-	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
 )
 
@@ -46,7 +45,11 @@ const maxKubeStatus = 64 << 10
 
 // kubeSessionTransport returns the transport for a request: for exec and
 // attach, base with the upgraded stream tapped, audited and recorded.
-func (s *Server) kubeSessionTransport(base http.RoundTripper, c auth.Caller, remote string, cluster auth.KubeCluster, agentID string, res policy.KubeResource, q map[string][]string) http.RoundTripper {
+//
+// The session's id joins the live request's lock subject, so a lock on
+// the session (warden lock --session, the web UI's Terminate) ends it.
+func (s *Server) kubeSessionTransport(base http.RoundTripper, live *kubeLive, agentID string, q map[string][]string) http.RoundTripper {
+	c, remote, cluster, res := live.caller, live.remote, live.cluster, live.res
 	if res.Verb != "create" || (res.Kind != "pods/exec" && res.Kind != "pods/attach") {
 		return base
 	}
@@ -85,6 +88,14 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, c auth.Caller, rem
 		if err := ks.start(); err != nil {
 			_ = resp.Body.Close()
 			return nil, err
+		}
+		s.kube.mu.Lock()
+		live.sub.Sessions = append(live.sub.Sessions, ks.id)
+		sub := live.sub
+		s.kube.mu.Unlock()
+		// A lock on the session made before it was known.
+		if err := s.cfg.Directory.CheckLock(sub); err != nil {
+			live.cancel(errors.New(kubeReason(err)))
 		}
 		resp.Body = kubestream.NewTap(rwc, proto, ks, ks.end)
 		return resp, nil

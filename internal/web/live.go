@@ -60,6 +60,9 @@ func (h *Handler) joinTarget(r *http.Request, c auth.Caller) (id, mode, node str
 		if !ls.TTY && ls.Kind != "" {
 			return "", "", "", fmt.Errorf("%w: session %s runs without a terminal; only sessions with one can be joined", auth.ErrBadRequest, id)
 		}
+		if ls.Kind == "kube-exec" || ls.Kind == "kube-attach" {
+			return "", "", "", fmt.Errorf("%w: session %s is a kubernetes %s through the proxy: it is recorded, but cannot be joined yet", auth.ErrBadRequest, id, ls.Kind)
+		}
 		return id, mode, ls.NodeID, nil
 	}
 	return "", "", "", fmt.Errorf("%w: no live session %s", storage.ErrNotFound, id)
