@@ -48,7 +48,11 @@ sessions with warden sessions ls; give --node when you may not list sessions.`,
 						continue
 					}
 					if strings.HasPrefix(ls.Kind, "kube-") {
-						return fmt.Errorf("session %s is a kubernetes %s through the proxy: it is recorded, but cannot be joined yet (play it once it ends: warden play %s)", id, strings.TrimPrefix(ls.Kind, "kube-"), id)
+						// It lives at the proxy: watched over HTTPS.
+						if mode != policy.JoinObserver {
+							return fmt.Errorf("session %s is a kubernetes %s: it can be joined as observer only", id, strings.TrimPrefix(ls.Kind, "kube-"))
+						}
+						return s.observeKube(cmd.Context(), id, g.io.Out)
 					}
 					if !ls.TTY && ls.Kind != "" {
 						return fmt.Errorf("session %s runs without a terminal (%s); only sessions with one can be joined", id, sessionKind(ls))

@@ -71,7 +71,9 @@ type kubeState struct {
 	// byCluster is the agent serving each cluster (the latest to report it).
 	byCluster map[string]*kubeAgent
 	live      map[*kubeLive]struct{}
-	events    chan audit.Event
+	// sessions are the live exec/attach sessions by id (kubejoin.go).
+	sessions sync.Map
+	events   chan audit.Event
 }
 
 // kubeLive is a request in flight (watches, logs -f, exec streams last).

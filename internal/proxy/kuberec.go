@@ -63,7 +63,7 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, live *kubeLive, ag
 		}
 		return ""
 	}
-	ks := &kubeSession{s: s, dir: dir, id: newSessionID(), user: c.User, remote: remote, cluster: cluster.Name,
+	ks := &kubeSession{s: s, dir: dir, id: newSessionID(), user: c.User, ownerRoles: c.Roles, remote: remote, cluster: cluster.Name, clusterInfo: cluster,
 		agent: auth.Caller{Kind: auth.KindNode, NodeID: agentID}, kind: "kube-" + strings.TrimPrefix(res.Kind, "pods/"),
 		namespace: res.Namespace, pod: res.Name, container: truncate(first("container"), 253),
 		command: truncate(strings.Join(q["command"], " "), 1024), tty: first("tty") == "true" || first("tty") == "1"}
@@ -89,6 +89,7 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, live *kubeLive, ag
 			_ = resp.Body.Close()
 			return nil, err
 		}
+		s.kube.sessions.Store(ks.id, ks)
 		s.kube.mu.Lock()
 		live.sub.Sessions = append(live.sub.Sessions, ks.id)
 		sub := live.sub
@@ -116,6 +117,12 @@ type kubeSession struct {
 	command                             string
 	tty                                 bool
 	agent                               auth.Caller
+	ownerRoles                          []string
+	clusterInfo                         auth.KubeCluster
+	// observers are the users who joined (kubejoin.go), under obsMu.
+	obsMu     sync.Mutex
+	observers map[*kubeObserver]struct{}
+	obsClosed bool
 
 	mu       sync.Mutex
 	rec      *proxyRecording
@@ -190,6 +197,7 @@ func (k *kubeSession) Data(st kubestream.Stream, p []byte) {
 		if r := k.recording(80, 24); r != nil {
 			r.output(p)
 		}
+		k.broadcast(p)
 	case kubestream.Error:
 		k.mu.Lock()
 		if len(k.status)+len(p) <= maxKubeStatus {
@@ -220,6 +228,8 @@ func (k *kubeSession) end(streamErr error) {
 	k.ended = true
 	r, status := k.rec, k.status
 	k.mu.Unlock()
+	k.s.kube.sessions.Delete(k.id)
+	k.closeObservers()
 	reason := ""
 	if cause := context.Cause(k.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		reason = cause.Error()
