@@ -24,7 +24,9 @@ session's owner and the audit log see who joined (session.join, session.leave),
 and warden sessions ls lists the participants.
 
 Your roles must allow it (allow.join_sessions names the roles whose sessions
-you may join, and the modes), and let you see the session's node. Find
+you may join, and the modes), and let you see the session's node. A kubectl
+exec or attach session (kind kube-exec, kube-attach) is watched through the
+proxy, as observer only, if your roles let you get its pod. Find
 sessions with warden sessions ls; give --node when you may not list sessions.`,
 		Example: "  warden join 3f9c0a1b2c3d4e5f\n  warden join 3f9c0a1b2c3d4e5f --mode peer",
 		Args:    cobra.ExactArgs(1),
