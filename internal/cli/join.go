@@ -24,7 +24,9 @@ session's owner and the audit log see who joined (session.join, session.leave),
 and warden sessions ls lists the participants.
 
 Your roles must allow it (allow.join_sessions names the roles whose sessions
-you may join, and the modes), and let you see the session's node. Find
+you may join, and the modes), and let you see the session's node. A kubectl
+exec or attach session (kind kube-exec, kube-attach) is watched through the
+proxy, as observer only, if your roles let you get its pod. Find
 sessions with warden sessions ls; give --node when you may not list sessions.`,
 		Example: "  warden join 3f9c0a1b2c3d4e5f\n  warden join 3f9c0a1b2c3d4e5f --mode peer",
 		Args:    cobra.ExactArgs(1),
@@ -48,7 +50,11 @@ sessions with warden sessions ls; give --node when you may not list sessions.`,
 						continue
 					}
 					if strings.HasPrefix(ls.Kind, "kube-") {
-						return fmt.Errorf("session %s is a kubernetes %s through the proxy: it is recorded, but cannot be joined yet (play it once it ends: warden play %s)", id, strings.TrimPrefix(ls.Kind, "kube-"), id)
+						// It lives at the proxy: watched over HTTPS.
+						if mode != policy.JoinObserver {
+							return fmt.Errorf("session %s is a kubernetes %s: it can be joined as observer only", id, strings.TrimPrefix(ls.Kind, "kube-"))
+						}
+						return s.observeKube(cmd.Context(), id, g.io.Out)
 					}
 					if !ls.TTY && ls.Kind != "" {
 						return fmt.Errorf("session %s runs without a terminal (%s); only sessions with one can be joined", id, sessionKind(ls))

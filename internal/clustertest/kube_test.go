@@ -58,6 +58,8 @@ spec:
   allow:
     rules:
       - {resources: [session], verbs: [list]}
+    join_sessions:
+      - {roles: [kube-member], modes: [observer, peer]}
 ---
 kind: role
 metadata: {name: kube-viewer}
@@ -283,10 +285,33 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 	// The session is live in sessions ls, with a terminal (recorded).
 	admin := t.TempDir()
 	sessionID := liveKubeSession(t, c, admin, "contractor", "kube-exec")
-	lister := c.Login(c.AddUser("lister", []string{"session-lister"}, nil))
-	if r := c.Warden(lister, nil, "join", sessionID); r.Code == 0 || !strings.Contains(r.Stderr, "cannot be joined") {
-		t.Fatalf("join a kube session: %s", r)
+	// It can be watched (observer), by one whose roles allow joining the
+	// contractor's and seeing the pod.
+	lister := c.Login(c.AddUser("lister", []string{"session-lister", "kube-viewer"}, nil))
+	if r := c.Warden(lister, nil, "join", sessionID, "--mode", "peer"); r.Code == 0 || !strings.Contains(r.Stderr, "observer only") {
+		t.Fatalf("join a kube session as peer: %s", r)
 	}
+	nosy := c.Login(c.AddUser("nosy", []string{"session-lister"}, nil))
+	if r := c.Warden(nosy, nil, "join", sessionID); r.Code == 0 || !strings.Contains(r.Stderr, "needs get on the pod") {
+		t.Fatalf("join by one who may not see the pod: %s", r)
+	}
+	observer := exec.Command(WardenBinary, "--data-dir", c.DataDir, "--home", lister, "join", sessionID)
+	var oout syncbuf.Buffer
+	observer.Stdout, observer.Stderr = &oout, &oout
+	if err := observer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	observerDone := make(chan error, 1)
+	go func() { observerDone <- observer.Wait() }()
+	t.Cleanup(func() { _ = observer.Process.Kill() })
+	testkit.WaitFor(t, "the observer in the session's participants", func() bool {
+		r := c.Warden(admin, nil, "sessions", "ls")
+		return strings.Contains(r.Stdout, sessionID) && strings.Contains(r.Stdout, "contractor,lister")
+	}, &oout)
+	if _, err := term.Write([]byte("echo observed-$((6*7))\n")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the observer's view", func() bool { return strings.Contains(oout.String(), "observed-42") }, &oout)
 
 	// Long-lived requests: the shell above, logs -f and a watch, each
 	// ends within a second of the lock.
@@ -328,6 +353,15 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 	r = kubectl(t, kubeconfig, "get", "pods")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "contract ended") {
 		t.Fatalf("kubectl after the lock: %s", r)
+	}
+	// The observer's view ended with the session.
+	select {
+	case <-observerDone:
+		if !strings.Contains(oout.String(), "the session ended") {
+			t.Fatalf("observer output: %s", oout.String())
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("the observer outlived the session:\n%s", oout.String())
 	}
 
 	// The exec session was recorded: listed, complete, it plays, and its

@@ -118,6 +118,34 @@ func TestKubeStreams(t *testing.T) {
 		}
 	})
 
+	t.Run("a lock on one session ends it only", func(t *testing.T) {
+		one, term1, out1 := kubectlTTY(t, nil, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+		testkit.WaitFor(t, "the first shell", func() bool {
+			_, _ = term1.Write([]byte("echo one-$((6*7))\n"))
+			return strings.Contains(out1.String(), "one-42")
+		})
+		id := liveKubeSession(t, c, admin, "dev", "kube-exec")
+		_, term2, out2 := kubectlTTY(t, nil, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+		testkit.WaitFor(t, "the second shell", func() bool {
+			_, _ = term2.Write([]byte("echo two-$((6*7))\n"))
+			return strings.Contains(out2.String(), "two-42")
+		})
+		// What the web UI's Terminate does.
+		if r := c.Warden(admin, nil, "lock", "--session", id, "--message", "terminated by the test"); r.Code != 0 {
+			t.Fatalf("lock --session: %s", r)
+		}
+		waitExit(t, one, out1)
+		testkit.WaitFor(t, "the session's end with the lock's message", func() bool {
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionEnd})
+			return err == nil && len(evs) == 1 && strings.Contains(fmt.Sprint(evs[0].Fields["reason"]), "terminated by the test")
+		})
+		testkit.WaitFor(t, "the second shell after", func() bool {
+			_, _ = term2.Write([]byte("echo still-$((6*7))\n"))
+			return strings.Contains(out2.String(), "still-42")
+		})
+		_, _ = term2.Write([]byte("exit\n"))
+	})
+
 	t.Run("port-forward carries bytes", func(t *testing.T) {
 		// The "pod's" port: an echo server on loopback.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -71,7 +71,9 @@ type kubeState struct {
 	// byCluster is the agent serving each cluster (the latest to report it).
 	byCluster map[string]*kubeAgent
 	live      map[*kubeLive]struct{}
-	events    chan audit.Event
+	// sessions are the live exec/attach sessions by id (kubejoin.go).
+	sessions sync.Map
+	events   chan audit.Event
 }
 
 // kubeLive is a request in flight (watches, logs -f, exec streams last).
@@ -346,7 +348,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	rp := &httputil.ReverseProxy{
 		// exec and attach streams are audited and recorded (kuberec.go).
-		Transport: s.kubeSessionTransport(agent.transport, c, r.RemoteAddr, cluster, agent.id, res, r.URL.Query()),
+		Transport: s.kubeSessionTransport(agent.transport, live, agent.id, r.URL.Query()),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme, out.URL.Host = "http", "kube-agent"

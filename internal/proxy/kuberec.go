@@ -16,7 +16,6 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/kubestream"
-	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
 )
 
@@ -46,7 +45,11 @@ const maxKubeStatus = 64 << 10
 
 // kubeSessionTransport returns the transport for a request: for exec and
 // attach, base with the upgraded stream tapped, audited and recorded.
-func (s *Server) kubeSessionTransport(base http.RoundTripper, c auth.Caller, remote string, cluster auth.KubeCluster, agentID string, res policy.KubeResource, q map[string][]string) http.RoundTripper {
+//
+// The session's id joins the live request's lock subject, so a lock on
+// the session (warden lock --session, the web UI's Terminate) ends it.
+func (s *Server) kubeSessionTransport(base http.RoundTripper, live *kubeLive, agentID string, q map[string][]string) http.RoundTripper {
+	c, remote, cluster, res := live.caller, live.remote, live.cluster, live.res
 	if res.Verb != "create" || (res.Kind != "pods/exec" && res.Kind != "pods/attach") {
 		return base
 	}
@@ -60,7 +63,7 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, c auth.Caller, rem
 		}
 		return ""
 	}
-	ks := &kubeSession{s: s, dir: dir, id: newSessionID(), user: c.User, remote: remote, cluster: cluster.Name,
+	ks := &kubeSession{s: s, dir: dir, id: newSessionID(), user: c.User, ownerRoles: c.Roles, remote: remote, cluster: cluster.Name, clusterInfo: cluster,
 		agent: auth.Caller{Kind: auth.KindNode, NodeID: agentID}, kind: "kube-" + strings.TrimPrefix(res.Kind, "pods/"),
 		namespace: res.Namespace, pod: res.Name, container: truncate(first("container"), 253),
 		command: truncate(strings.Join(q["command"], " "), 1024), tty: first("tty") == "true" || first("tty") == "1"}
@@ -86,6 +89,15 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, c auth.Caller, rem
 			_ = resp.Body.Close()
 			return nil, err
 		}
+		s.kube.sessions.Store(ks.id, ks)
+		s.kube.mu.Lock()
+		live.sub.Sessions = append(live.sub.Sessions, ks.id)
+		sub := live.sub
+		s.kube.mu.Unlock()
+		// A lock on the session made before it was known.
+		if err := s.cfg.Directory.CheckLock(sub); err != nil {
+			live.cancel(errors.New(kubeReason(err)))
+		}
 		resp.Body = kubestream.NewTap(rwc, proto, ks, ks.end)
 		return resp, nil
 	})
@@ -105,6 +117,12 @@ type kubeSession struct {
 	command                             string
 	tty                                 bool
 	agent                               auth.Caller
+	ownerRoles                          []string
+	clusterInfo                         auth.KubeCluster
+	// observers are the users who joined (kubejoin.go), under obsMu.
+	obsMu     sync.Mutex
+	observers map[*kubeObserver]struct{}
+	obsClosed bool
 
 	mu       sync.Mutex
 	rec      *proxyRecording
@@ -179,6 +197,7 @@ func (k *kubeSession) Data(st kubestream.Stream, p []byte) {
 		if r := k.recording(80, 24); r != nil {
 			r.output(p)
 		}
+		k.broadcast(p)
 	case kubestream.Error:
 		k.mu.Lock()
 		if len(k.status)+len(p) <= maxKubeStatus {
@@ -209,6 +228,8 @@ func (k *kubeSession) end(streamErr error) {
 	k.ended = true
 	r, status := k.rec, k.status
 	k.mu.Unlock()
+	k.s.kube.sessions.Delete(k.id)
+	k.closeObservers()
 	reason := ""
 	if cause := context.Cause(k.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		reason = cause.Error()

@@ -118,6 +118,7 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	}
 	mux.Handle(web.Prefix, ui)
 	mux.Handle(proxy.KubePrefix, p.proxy.KubeHandler())
+	mux.Handle(proxy.KubeSessionsPrefix, p.proxy.KubeSessionsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

@@ -60,6 +60,9 @@ func (h *Handler) joinTarget(r *http.Request, c auth.Caller) (id, mode, node str
 		if !ls.TTY && ls.Kind != "" {
 			return "", "", "", fmt.Errorf("%w: session %s runs without a terminal; only sessions with one can be joined", auth.ErrBadRequest, id)
 		}
+		if ls.Kind == "kube-exec" || ls.Kind == "kube-attach" {
+			return "", "", "", fmt.Errorf("%w: session %s is a kubernetes %s through the proxy: watch it with warden join %s (observer); the web UI does not join kubernetes sessions yet", auth.ErrBadRequest, id, ls.Kind, id)
+		}
 		return id, mode, ls.NodeID, nil
 	}
 	return "", "", "", fmt.Errorf("%w: no live session %s", storage.ErrNotFound, id)

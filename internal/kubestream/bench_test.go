@@ -1,0 +1,62 @@
+package kubestream
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/moby/spdystream/spdy"
+)
+
+type nopSink struct{}
+
+func (nopSink) Data(Stream, []byte)   {}
+func (nopSink) Resize(uint16, uint16) {}
+
+// benchStream is exec output as the server sends it: 32 KiB of stdout a
+// frame, 64 MiB in all.
+func benchStream(b *testing.B, p Protocol) []byte {
+	chunk := bytes.Repeat([]byte("output line of a command\r\n"), 32<<10/27)
+	var out []byte
+	if p.SPDY {
+		frames := []spdy.Frame{}
+		for range 64 << 20 / len(chunk) {
+			frames = append(frames, data(1, string(chunk)))
+		}
+		return spdyFrames(b, frames...)
+	}
+	for range 64 << 20 / len(chunk) {
+		out = append(out, wsFrame(true, opBinary, false, append([]byte{1}, chunk...))...)
+	}
+	return out
+}
+
+// relay copies the stream from a reader to io.Discard through a 32 KiB
+// buffer, as the reverse proxy does: through a Tap, or not (the
+// baseline, in the same run).
+func benchRelay(b *testing.B, p Protocol, tapped bool) {
+	stream := benchStream(b, p)
+	b.SetBytes(int64(len(stream)))
+	b.ResetTimer()
+	for range b.N {
+		var src io.ReadWriteCloser = &conn{r: bytes.NewReader(stream)}
+		if tapped {
+			t := NewTap(src, p, nopSink{}, nil)
+			if p.SPDY {
+				// The client opened stdout first.
+				if _, err := t.client.Write(spdyFrames(b, synStream(1, "stdout"))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			src = t
+		}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{src}, make([]byte, 32<<10)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRelayWebSocketBaseline(b *testing.B) { benchRelay(b, Protocol{V5: true}, false) }
+func BenchmarkRelayWebSocketTapped(b *testing.B)   { benchRelay(b, Protocol{V5: true}, true) }
+func BenchmarkRelaySPDYBaseline(b *testing.B)      { benchRelay(b, Protocol{SPDY: true}, false) }
+func BenchmarkRelaySPDYTapped(b *testing.B)        { benchRelay(b, Protocol{SPDY: true}, true) }
