@@ -3,11 +3,13 @@ package auth
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
@@ -130,7 +132,7 @@ func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
 	}
 	roles := slices.Clone(u.Roles)
 	for _, id := range c.RequestIDs {
-		r, _, err := s.loadRequest(ctx, id)
+		r, err := s.currentRequest(ctx, id)
 		if errors.Is(err, storage.ErrNotFound) {
 			return Caller{}, denied("access request %s no longer exists; log in again", id)
 		}
@@ -156,7 +158,7 @@ func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
 // certificate when the user was removed, has not signed up again after a
 // reset, or was reset or lost a role after it was issued.
 func (s *Server) currentUser(ctx context.Context, c Caller) (*identity.User, error) {
-	u, err := s.userRecord(ctx, c.User)
+	u, err := s.currentUserRecord(ctx, c.User)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, denied("user %q no longer exists", c.User)
 	}
@@ -170,4 +172,41 @@ func (s *Server) currentUser(ctx context.Context, c Caller) (*identity.User, err
 		return nil, denied("user %q was reset or lost a role after this certificate was issued; log in again", c.User)
 	}
 	return u, nil
+}
+
+// currentUserRecord is userRecord through the state cache (statecache.go):
+// the same answer, as of the current state, without a storage read when
+// nothing changed.
+func (s *Server) currentUserRecord(ctx context.Context, name string) (*identity.User, error) {
+	var u identity.User
+	if err := s.cachedJSON(ctx, prefixUsers+name, &u); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &u, nil
+}
+
+// currentRequest is loadRequest through the state cache.
+func (s *Server) currentRequest(ctx context.Context, id string) (*access.Request, error) {
+	if id == "" || len(id) > 64 {
+		return nil, badRequest("invalid access request id")
+	}
+	var r access.Request
+	if err := s.cachedJSON(ctx, prefixRequests+id, &r); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (s *Server) cachedJSON(ctx context.Context, key string, v any) error {
+	it, err := s.state.get(ctx, key)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(it.Value, v)
 }
