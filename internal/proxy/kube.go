@@ -464,61 +464,6 @@ func (s *Server) runKubeRedecide() {
 	}
 }
 
-// kubeAudit queues a kube.request event; a goroutine hands them to auth
-// in batches, so auditing never waits in the request's path. When the
-// queue is full (auth far behind) the event is emitted synchronously.
-func (s *Server) kubeAudit(ev audit.Event) {
-	if s.cfg.Audit == nil {
-		return
-	}
-	select {
-	case s.kube.events <- ev:
-	default:
-		_ = s.cfg.Audit.Emit(context.Background(), ev)
-	}
-}
-
-func (s *Server) runKubeAudit() {
-	batch := make([]audit.Event, 0, 512)
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		if be, ok := s.cfg.Audit.(audit.BatchEmitter); ok {
-			_ = be.EmitBatch(context.Background(), batch)
-		} else {
-			for _, ev := range batch {
-				_ = s.cfg.Audit.Emit(context.Background(), ev)
-			}
-		}
-		batch = batch[:0]
-	}
-	// Take what is queued, up to a batch, and store it in one go: one
-	// transaction for many requests.
-	take := func() {
-		for len(batch) < cap(batch) {
-			select {
-			case ev := <-s.kube.events:
-				batch = append(batch, ev)
-			default:
-				return
-			}
-		}
-	}
-	for {
-		select {
-		case ev := <-s.kube.events:
-			batch = append(batch, ev)
-			take()
-			flush()
-		case <-s.shutdown:
-			take()
-			flush()
-			return
-		}
-	}
-}
-
 // statusRecorder remembers the response status; Unwrap lets the reverse
 // proxy flush and hijack (upgrades) through it.
 type statusRecorder struct {
