@@ -271,6 +271,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 		FlushInterval: -1,
+		BufferPool:    copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			// Say why, without the agent's credentials or addresses
 			// beyond the server the admin configured.

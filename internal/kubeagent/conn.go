@@ -143,3 +143,24 @@ func (d *deadlineConn) SetReadDeadline(t time.Time) error {
 	}
 	return nil
 }
+
+// copyBuffers are the reverse proxy's copy buffers, reused (every request
+// would otherwise allocate 32 KiB of garbage).
+var copyBuffers = &bufferPool{}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, deadlineBuf)
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != deadlineBuf {
+		return
+	}
+	buf = buf[:deadlineBuf]
+	b.p.Put(&buf)
+}

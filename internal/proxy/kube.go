@@ -361,6 +361,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 			out.Header.Set(KubeIdentityHeader, string(id))
 		},
 		FlushInterval: -1,
+		BufferPool:    kubeBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
 				kubeStatus(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",

@@ -36,6 +36,10 @@ const (
 	kubeAuditRetryMax = 5 * time.Second
 	// kubeAuditDrain bounds the retries at shutdown.
 	kubeAuditDrain = 10 * time.Second
+	// kubeAuditLinger is how long the writer waits, after the first event
+	// of a batch, for more: one commit (an fsync) for many requests rather
+	// than one for each of a steady trickle.
+	kubeAuditLinger = 20 * time.Millisecond
 )
 
 // kubeAudit queues a kube.request event, waiting for room when the queue
@@ -73,11 +77,28 @@ func (s *Server) runKubeAudit() {
 			}
 		}
 	}
+	linger := time.NewTimer(kubeAuditLinger)
+	linger.Stop()
+	// fill waits up to kubeAuditLinger for the batch to fill.
+	fill := func() {
+		linger.Reset(kubeAuditLinger)
+		defer linger.Stop()
+		for len(batch) < cap(batch) {
+			select {
+			case ev := <-s.kube.events:
+				batch = append(batch, ev)
+			case <-linger.C:
+				return
+			case <-s.shutdown:
+				return
+			}
+		}
+	}
 	for {
 		select {
 		case ev := <-s.kube.events:
 			batch = append(batch, ev)
-			take()
+			fill()
 			if s.emitKubeBatch(batch, s.shutdown) == nil {
 				batch = batch[:0]
 				continue
