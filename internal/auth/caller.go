@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -176,37 +175,35 @@ func (s *Server) currentUser(ctx context.Context, c Caller) (*identity.User, err
 
 // currentUserRecord is userRecord through the state cache (statecache.go):
 // the same answer, as of the current state, without a storage read when
-// nothing changed.
+// nothing changed. It is a copy; its slices and maps are shared with the
+// cache (clipped, so an append copies): read them only.
 func (s *Server) currentUserRecord(ctx context.Context, name string) (*identity.User, error) {
-	var u identity.User
-	if err := s.cachedJSON(ctx, prefixUsers+name, &u); err != nil {
+	u, err := cachedValue[identity.User](ctx, s.state, prefixUsers+name)
+	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
 		}
 		return nil, err
 	}
-	return &u, nil
+	cp := *u
+	cp.Roles = slices.Clip(cp.Roles)
+	return &cp, nil
 }
 
-// currentRequest is loadRequest through the state cache.
+// currentRequest is loadRequest through the state cache (a copy, as
+// currentUserRecord).
 func (s *Server) currentRequest(ctx context.Context, id string) (*access.Request, error) {
 	if id == "" || len(id) > 64 {
 		return nil, badRequest("invalid access request id")
 	}
-	var r access.Request
-	if err := s.cachedJSON(ctx, prefixRequests+id, &r); err != nil {
+	r, err := cachedValue[access.Request](ctx, s.state, prefixRequests+id)
+	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
 		}
 		return nil, err
 	}
-	return &r, nil
-}
-
-func (s *Server) cachedJSON(ctx context.Context, key string, v any) error {
-	it, err := s.state.get(ctx, key)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(it.Value, v)
+	cp := *r
+	cp.Roles = slices.Clip(cp.Roles)
+	return &cp, nil
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
@@ -37,10 +38,17 @@ type stateCache struct {
 	// live: the watch is up, so cached entries are current.
 	live  bool
 	gen   uint64
-	items map[string]storage.Item
+	items map[string]*cacheEntry
 
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// cacheEntry is a cached item and, once decoded, its value (shared by
+// every reader: read only).
+type cacheEntry struct {
+	it  storage.Item
+	val any
 }
 
 // cachedPrefixes are the prefixes stateCache holds.
@@ -59,7 +67,7 @@ func cachedKey(key string) bool {
 }
 
 func newStateCache(b storage.Backend, log *slog.Logger, now func() time.Time) *stateCache {
-	return &stateCache{b: b, log: log, now: now, items: map[string]storage.Item{}}
+	return &stateCache{b: b, log: log, now: now, items: map[string]*cacheEntry{}}
 }
 
 // start watches the cached prefixes; it returns once the first watch is
@@ -130,29 +138,59 @@ func (c *stateCache) invalidate(key string) {
 	delete(c.items, key)
 }
 
-// get returns the item at key from the cache, or reads it from storage
+// get returns the item at key, and its decoded value when an earlier
+// reader stored one (setValue), from the cache; or reads it from storage
 // (caching it when nothing changed meanwhile and the watch is up).
-func (c *stateCache) get(ctx context.Context, key string) (storage.Item, error) {
+func (c *stateCache) get(ctx context.Context, key string) (storage.Item, any, error) {
 	c.mu.Lock()
-	it, ok := c.items[key]
+	e, ok := c.items[key]
 	live, gen := c.live, c.gen
 	c.mu.Unlock()
-	if ok && (it.Expires.IsZero() || c.now().Before(it.Expires)) {
-		return it, nil
+	if ok && (e.it.Expires.IsZero() || c.now().Before(e.it.Expires)) {
+		return e.it, e.val, nil
 	}
 	it, err := c.b.Get(ctx, key)
 	if err != nil || !live || !cachedKey(key) {
-		return it, err
+		return it, nil, err
 	}
 	c.mu.Lock()
 	if c.gen == gen && c.live {
 		if len(c.items) >= maxCachedItems {
 			clear(c.items)
 		}
-		c.items[key] = it
+		c.items[key] = &cacheEntry{it: it}
 	}
 	c.mu.Unlock()
-	return it, nil
+	return it, nil, nil
+}
+
+// setValue keeps v, decoded from the item at key of revision rev, for the
+// next readers (if that item is still the cached one).
+func (c *stateCache) setValue(key string, rev int64, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[key]; ok && e.it.Revision == rev && e.val == nil {
+		e.val = v
+	}
+}
+
+// cachedValue is the value of type T stored at key, decoded once per
+// revision. The value is shared: callers must not change it (currentUser
+// and currentRequest hand out copies).
+func cachedValue[T any](ctx context.Context, c *stateCache, key string) (*T, error) {
+	it, val, err := c.get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := val.(*T); ok {
+		return v, nil
+	}
+	v := new(T)
+	if err := json.Unmarshal(it.Value, v); err != nil {
+		return nil, err
+	}
+	c.setValue(key, it.Revision, v)
+	return v, nil
 }
 
 // cachingBackend is the backend auth uses: every write of a cached key
