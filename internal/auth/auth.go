@@ -90,6 +90,9 @@ type Server struct {
 	now   func() time.Time
 	roles *roleCache
 	locks *lockCache
+	// state caches user records and access requests for CurrentCaller
+	// (statecache.go); b invalidates it on every write.
+	state *stateCache
 	// notifier sends access request webhooks (nil: none configured).
 	notifier  *notify.Notifier
 	sweepStop context.CancelFunc
@@ -189,6 +192,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, now: cfg.Now, notifier: cfg.Notifier,
 		throttle: identity.NewThrottle(cfg.Now, 0), dummyHash: dummy, checkPassword: identity.CheckPassword}
+	s.state = newStateCache(cfg.Backend, cfg.Logger, cfg.Now)
+	s.b = cachingBackend{Backend: cfg.Backend, cache: s.state}
+	s.state.start(ctx)
+	ok := false
+	defer func() {
+		if !ok {
+			s.state.stop()
+		}
+	}()
 	keys, err := s.loadOrCreateCA(ctx)
 	if err != nil {
 		return nil, err
@@ -220,6 +232,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("auth: watch issued certificates: %w", err)
 	}
 	s.startSweeper(ctx)
+	ok = true
 	return s, nil
 }
 
@@ -260,6 +273,7 @@ func (s *Server) Close() error {
 	s.roles.stop()
 	s.locks.feed.stop()
 	s.agentless.issued.stop()
+	s.state.stop()
 	s.checkpoint(context.Background())
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/warden-sh/warden/internal/access"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
 	"github.com/warden-sh/warden/internal/identity"
@@ -134,7 +135,7 @@ func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
 	}
 	roles := slices.Clone(u.Roles)
 	for _, id := range c.RequestIDs {
-		r, _, err := s.loadRequest(ctx, id)
+		r, err := s.currentRequest(ctx, id)
 		if errors.Is(err, storage.ErrNotFound) {
 			return Caller{}, denied("access request %s no longer exists; log in again", id)
 		}
@@ -160,7 +161,7 @@ func (s *Server) currentCaller(ctx context.Context, c Caller) (Caller, error) {
 // certificate when the user was removed, has not signed up again after a
 // reset, or was reset or lost a role after it was issued.
 func (s *Server) currentUser(ctx context.Context, c Caller) (*identity.User, error) {
-	u, err := s.userRecord(ctx, c.User)
+	u, err := s.currentUserRecord(ctx, c.User)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, denied("user %q no longer exists", c.User)
 	}
@@ -174,4 +175,39 @@ func (s *Server) currentUser(ctx context.Context, c Caller) (*identity.User, err
 		return nil, denied("user %q was reset or lost a role after this certificate was issued; log in again", c.User)
 	}
 	return u, nil
+}
+
+// currentUserRecord is userRecord through the state cache (statecache.go):
+// the same answer, as of the current state, without a storage read when
+// nothing changed. It is a copy; its slices and maps are shared with the
+// cache (clipped, so an append copies): read them only.
+func (s *Server) currentUserRecord(ctx context.Context, name string) (*identity.User, error) {
+	u, err := cachedValue[identity.User](ctx, s.state, prefixUsers+name)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("user %q %w", name, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	cp := *u
+	cp.Roles = slices.Clip(cp.Roles)
+	return &cp, nil
+}
+
+// currentRequest is loadRequest through the state cache (a copy, as
+// currentUserRecord).
+func (s *Server) currentRequest(ctx context.Context, id string) (*access.Request, error) {
+	if id == "" || len(id) > 64 {
+		return nil, badRequest("invalid access request id")
+	}
+	r, err := cachedValue[access.Request](ctx, s.state, prefixRequests+id)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("access request %q %w", id, storage.ErrNotFound)
+		}
+		return nil, err
+	}
+	cp := *r
+	cp.Roles = slices.Clip(cp.Roles)
+	return &cp, nil
 }

@@ -3,16 +3,25 @@
 package clustertest
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/warden-sh/warden/internal/client"
 )
@@ -205,4 +214,112 @@ func BenchmarkKubectlExecThroughput(b *testing.B) {
 	b.ReportMetric(mbps(direct), "MiB/s-direct")
 	b.ReportMetric(mbps(warden), "MiB/s-warden")
 	b.ReportMetric(mbps(warden)/mbps(direct), "ratio")
+}
+
+// BenchmarkKubeExecSessionMemory measures the memory each live exec
+// session costs the kube agent (the real `warden start --services kube`
+// process): it opens one session (to warm the paths), reads the agent's
+// resident set, opens kubeExecSessions more sessions through Warden
+// (WebSocket v5.channel.k8s.io, as kubectl speaks it, each running cat
+// and checked live by an echo), and reports the growth of the agent's
+// resident set divided by the number of sessions (the issue's target:
+// ≤ 1 MiB). Resident memory counts everything (heap with the garbage
+// collector's headroom, goroutine stacks, buffers), so it is an upper
+// bound on the heap the sessions hold. Run it with -benchtime 1x: a
+// second round reuses what the first freed.
+func BenchmarkKubeExecSessionMemory(b *testing.B) {
+	e, home, _ := kubeBenchEnv(b)
+	p, err := client.LoadProfile(home)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cred, err := p.KubeCredential()
+	if err != nil {
+		b.Fatal(err)
+	}
+	caPEM, _ := p.TLSCAPEM()
+	hc := httpClient(b, caPEM, cred.CertPEM, cred.KeyPEM)
+	pid := kubeAgentPID(b, e.c.ProxyAddr())
+	url := "wss://" + e.c.ProxyAddr() + "/kube/test-k8s/api/v1/namespaces/default/pods/shell/exec?command=cat&stdin=true&stdout=true&stderr=true"
+	ctx := context.Background()
+	open := func(i int) *websocket.Conn {
+		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"v5.channel.k8s.io"}})
+		if err != nil {
+			b.Fatalf("exec session %d: %v", i, err)
+		}
+		// Live: what goes to cat's stdin comes back on stdout.
+		ping := fmt.Sprintf("ping %d\n", i)
+		if err := c.Write(ctx, websocket.MessageBinary, append([]byte{0}, ping...)); err != nil {
+			b.Fatal(err)
+		}
+		var got []byte
+		for !bytes.Contains(got, []byte(ping)) {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, msg, err := c.Read(rctx)
+			cancel()
+			if err != nil {
+				b.Fatalf("exec session %d: %v (read %q)", i, err, got)
+			}
+			if len(msg) > 0 && msg[0] == 1 {
+				got = append(got, msg[1:]...)
+			}
+		}
+		return c
+	}
+	for range b.N {
+		var conns []*websocket.Conn
+		conns = append(conns, open(0))
+		before := residentKiB(b, pid)
+		for i := 1; i <= kubeExecSessions; i++ {
+			conns = append(conns, open(i))
+		}
+		after := residentKiB(b, pid)
+		b.ReportMetric(float64(after-before)/kubeExecSessions, "KiB-rss/session")
+		b.ReportMetric(float64(after)/1024, "MiB-rss-agent")
+		for _, c := range conns {
+			_ = c.Close(websocket.StatusNormalClosure, "")
+		}
+	}
+}
+
+// kubeExecSessions is how many live exec sessions the memory benchmark
+// opens.
+const kubeExecSessions = 100
+
+// kubeAgentPID finds the kube agent process started for the proxy at
+// proxyAddr.
+func kubeAgentPID(b *testing.B, proxyAddr string) int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if slices.Contains(args, "kube") && slices.Contains(args, proxyAddr) && slices.Contains(args, "start") {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			return pid
+		}
+	}
+	b.Fatal("kube agent process not found")
+	return 0
+}
+
+// residentKiB is a process's resident set (VmRSS).
+func residentKiB(b *testing.B, pid int) int {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
 }

@@ -271,6 +271,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 		FlushInterval: -1,
+		BufferPool:    copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			// Say why, without the agent's credentials or addresses
 			// beyond the server the admin configured.
@@ -351,33 +352,6 @@ func (f signerFunc) PublicKey() ssh.PublicKey { return f().PublicKey() }
 func (f signerFunc) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
 	return f().Sign(r, data)
 }
-
-// withDeadlines gives a tunnel channel's connection working deadlines, as
-// net/http's server needs them: to hand over an upgraded connection
-// (exec, attach, port-forward) it ends its pending background read with a
-// read deadline in the past, which a channel cannot do (Hijack would wait
-// for ever). The server gets one end of a pipe; two copies join the
-// other end to the channel.
-func withDeadlines(c net.Conn) net.Conn {
-	server, near := net.Pipe()
-	go func() {
-		_, _ = io.Copy(near, c)
-		near.Close()
-	}()
-	go func() {
-		_, _ = io.Copy(c, near)
-		c.Close()
-	}()
-	return &pipeConn{Conn: server, local: c.LocalAddr(), remote: c.RemoteAddr()}
-}
-
-type pipeConn struct {
-	net.Conn
-	local, remote net.Addr
-}
-
-func (p *pipeConn) LocalAddr() net.Addr  { return p.local }
-func (p *pipeConn) RemoteAddr() net.Addr { return p.remote }
 
 // connListener is a net.Listener of the connections the proxy opens on
 // the tunnel (kube-conn channels), for the agent's HTTP server.

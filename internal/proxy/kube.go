@@ -364,6 +364,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 			out.Header.Set(KubeIdentityHeader, string(id))
 		},
 		FlushInterval: -1,
+		BufferPool:    kubeBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
 				kubeStatus(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
@@ -462,61 +463,6 @@ func (s *Server) runKubeRedecide() {
 		case <-t.C:
 			s.redecideKube()
 		case <-s.shutdown:
-			return
-		}
-	}
-}
-
-// kubeAudit queues a kube.request event; a goroutine hands them to auth
-// in batches, so auditing never waits in the request's path. When the
-// queue is full (auth far behind) the event is emitted synchronously.
-func (s *Server) kubeAudit(ev audit.Event) {
-	if s.cfg.Audit == nil {
-		return
-	}
-	select {
-	case s.kube.events <- ev:
-	default:
-		_ = s.cfg.Audit.Emit(context.Background(), ev)
-	}
-}
-
-func (s *Server) runKubeAudit() {
-	batch := make([]audit.Event, 0, 512)
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		if be, ok := s.cfg.Audit.(audit.BatchEmitter); ok {
-			_ = be.EmitBatch(context.Background(), batch)
-		} else {
-			for _, ev := range batch {
-				_ = s.cfg.Audit.Emit(context.Background(), ev)
-			}
-		}
-		batch = batch[:0]
-	}
-	// Take what is queued, up to a batch, and store it in one go: one
-	// transaction for many requests.
-	take := func() {
-		for len(batch) < cap(batch) {
-			select {
-			case ev := <-s.kube.events:
-				batch = append(batch, ev)
-			default:
-				return
-			}
-		}
-	}
-	for {
-		select {
-		case ev := <-s.kube.events:
-			batch = append(batch, ev)
-			take()
-			flush()
-		case <-s.shutdown:
-			take()
-			flush()
 			return
 		}
 	}

@@ -139,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 		data:   dataState{pending: map[string]chan net.Conn{}, users: map[string]*userTicket{}},
 		relays: relaySet{m: map[*liveRelay]struct{}{}},
 		kube: kubeState{agents: map[string]*kubeAgent{}, byCluster: map[string]*kubeAgent{}, live: map[*kubeLive]struct{}{},
-			events: make(chan audit.Event, 4096)}}
+			events: make(chan audit.Event, kubeAuditQueue)}}
 	if cfg.Audit != nil {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.runKubeAudit() }()
