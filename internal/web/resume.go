@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Resumable web terminals. The SSH session of a web terminal belongs to
@@ -59,6 +60,13 @@ type clientMsg struct {
 	Resume string `json:"resume,omitempty"`
 	Offset int64  `json:"offset,omitempty"`
 	Ack    *int64 `json:"ack,omitempty"`
+	// The answer to a per-session MFA check (sessionmfa.go): MFABegin
+	// asks for a passkey challenge; OTP is a code, or ChallengeID and
+	// WebAuthn the passkey's assertion.
+	MFABegin    bool            `json:"mfa_begin,omitempty"`
+	OTP         string          `json:"otp,omitempty"`
+	ChallengeID string          `json:"challenge_id,omitempty"`
+	WebAuthn    json.RawMessage `json:"webauthn,omitempty"`
 }
 
 // serverMsg is a text message to the page: on attach, the resume token
@@ -67,6 +75,12 @@ type serverMsg struct {
 	Token  string `json:"token,omitempty"`
 	Offset int64  `json:"offset"`
 	Reason string `json:"reason,omitempty"`
+	// MFA asks for a per-session MFA check before the terminal opens;
+	// Challenge is the passkey challenge asked for; MFAError says why an
+	// answer was refused (another may be given).
+	MFA       *mfaPrompt         `json:"mfa,omitempty"`
+	Challenge *wire.MFAChallenge `json:"challenge,omitempty"`
+	MFAError  string             `json:"mfa_error,omitempty"`
 }
 
 // statusTakenOver closes a socket whose terminal another socket resumed.

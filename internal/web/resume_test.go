@@ -102,6 +102,10 @@ type termConn struct {
 	token    string
 	reason   string
 	closed   bool
+	// mfa: the server asked for a per-session MFA check; mfaErrors are
+	// the answers it refused.
+	mfa       bool
+	mfaErrors []string
 }
 
 // openTerm opens a web terminal socket (path: /web/servers/NODE/ws?login=)
@@ -152,10 +156,18 @@ func (tc *termConn) read() {
 			continue
 		}
 		var m struct {
-			Token  string `json:"token"`
-			Reason string `json:"reason"`
+			Token    string          `json:"token"`
+			Reason   string          `json:"reason"`
+			MFA      json.RawMessage `json:"mfa"`
+			MFAError string          `json:"mfa_error"`
 		}
 		_ = json.Unmarshal(b, &m)
+		if len(m.MFA) > 0 {
+			tc.mfa = true
+		}
+		if m.MFAError != "" {
+			tc.mfaErrors = append(tc.mfaErrors, m.MFAError)
+		}
 		if m.Token != "" {
 			tc.token = m.Token
 		}
@@ -204,6 +216,15 @@ func (tc *termConn) refused() string {
 func (tc *termConn) send(s string) {
 	tc.t.Helper()
 	if err := tc.ws.Write(context.Background(), websocket.MessageBinary, []byte(s)); err != nil {
+		tc.t.Fatal(err)
+	}
+}
+
+// sendJSON sends a text message (an MFA answer, a size).
+func (tc *termConn) sendJSON(v any) {
+	tc.t.Helper()
+	b, _ := json.Marshal(v)
+	if err := tc.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
 		tc.t.Fatal(err)
 	}
 }
