@@ -59,6 +59,9 @@ const (
 	NodeDelete  = "node.delete"
 	LockCreated = "lock.created"
 	LockDeleted = "lock.deleted"
+	// ClusterSettingsUpdate: an admin changed a cluster setting kept in
+	// storage (warden cluster settings).
+	ClusterSettingsUpdate = "cluster.settings_update"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"
@@ -189,6 +192,7 @@ var types = []Type{
 	{Name: RecordingRetention, Emitter: ByAuth},
 	{Name: LockCreated, Emitter: ByAuth},
 	{Name: LockDeleted, Emitter: ByAuth},
+	{Name: ClusterSettingsUpdate, Emitter: ByAuth},
 	{Name: RequestCreate, Emitter: ByAuth},
 	{Name: RequestReview, Emitter: ByAuth},
 	{Name: RequestApproved, Emitter: ByAuth},

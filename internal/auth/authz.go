@@ -52,6 +52,9 @@ var operations = map[string]rule{
 	"DeleteSAMLConnector": {kinds: kinds(KindAdmin), perms: perms("connector delete")},
 	// The cluster health page: read-only facts about auth, nodes, CAs, storage and the audit chain.
 	"ClusterHealth": {kinds: kinds(KindAdmin), perms: perms("cluster read")},
+	// Cluster settings kept in storage (settings.go).
+	"ClusterSettings":       {kinds: kinds(KindAdmin), perms: perms("cluster read")},
+	"UpdateClusterSettings": {kinds: kinds(KindAdmin), perms: perms("cluster update")},
 
 	// The audit log, sessions, recordings.
 	"SearchAudit":      {kinds: kinds(KindAdmin), perms: perms("audit list")},

@@ -46,6 +46,8 @@ var matrix = map[string]row{
 	"SubscribeAudit":          {deny, deny, all, all, deny, deny, all},
 	"VerifyAudit":             {deny, deny, all, all, deny, deny, all},
 	"ClusterHealth":           {deny, deny, deny, all, deny, deny, all},
+	"ClusterSettings":         {deny, deny, deny, all, deny, deny, all},
+	"UpdateClusterSettings":   {deny, deny, deny, all, deny, deny, all},
 	"ExportAuditKey":          {deny, deny, all, all, deny, deny, all},
 	"EmitEvents":              {deny, deny, deny, deny, own, own, deny},
 	"Emitter":                 {deny, deny, deny, deny, own, own, deny},
@@ -206,6 +208,15 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		_, err := f.a.SubscribeAudit(ctx, c, 1<<40)
+		return gate(err)
+	},
+	"ClusterSettings": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ClusterSettings(context.Background(), c)
+		return gate(err)
+	},
+	"UpdateClusterSettings": func(f *matrixFixture, c auth.Caller) outcome {
+		off := false
+		_, err := f.a.UpdateClusterSettings(context.Background(), c, wire.ClusterSettings{RequirePasskey: &off})
 		return gate(err)
 	},
 	"ClusterHealth": func(f *matrixFixture, c auth.Caller) outcome {
