@@ -117,10 +117,11 @@ var operations = map[string]rule{
 	"Emitter":    {via: "EmitEvents"},
 
 	// The caller's own state: the checks of its certificate, its web sign-out.
-	"CurrentCaller":   {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
-	"CheckCaller":     {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
-	"RecordWebLogout": {kinds: kinds(KindUser), does: "sign out of the web UI"},
-	"AllowedLogins":   {kinds: kinds(KindUser), does: "have logins"},
+	"CurrentCaller":           {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
+	"CheckCaller":             {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
+	"RecordWebLogout":         {kinds: kinds(KindUser), does: "sign out of the web UI"},
+	"RecordWebTerminalResume": {kinds: kinds(KindUser), does: "use the web terminal"},
+	"AllowedLogins":           {kinds: kinds(KindUser), does: "have logins"},
 	// The caller's own MFA devices and recovery codes (mfa.go).
 	"ListMFADevices":          {kinds: kinds(KindUser), does: "have MFA devices"},
 	"BeginAddMFADevice":       {kinds: kinds(KindUser), does: "have MFA devices"},

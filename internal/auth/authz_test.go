@@ -54,6 +54,7 @@ var matrix = map[string]row{
 	"CurrentCaller":           {all, all, all, all, all, all, all},
 	"CheckCaller":             {all, all, all, all, all, all, all},
 	"RecordWebLogout":         {all, all, all, all, deny, deny, deny},
+	"RecordWebTerminalResume": {all, all, all, all, deny, deny, deny},
 	"AllowedLogins":           {all, all, all, all, deny, deny, deny},
 	"ListMFADevices":          {all, all, all, all, deny, deny, deny},
 	"BeginAddMFADevice":       {all, all, all, all, deny, deny, deny},
@@ -290,6 +291,15 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		tag := fmt.Sprintf("probe-%d", f.seq)
 		f.a.RecordWebLogout(context.Background(), c, tag, "")
 		if len(f.events(audit.Query{Type: audit.UserLogout, Text: tag})) == 1 {
+			return all
+		}
+		return deny
+	},
+	"RecordWebTerminalResume": func(f *matrixFixture, c auth.Caller) outcome {
+		f.seq++
+		tag := fmt.Sprintf("probe-%d", f.seq)
+		f.a.RecordWebTerminalResume(context.Background(), c, auth.WebTerminalResume{Session: tag})
+		if len(f.events(audit.Query{Type: audit.WebTerminalResume, Text: tag})) == 1 {
 			return all
 		}
 		return deny

@@ -128,6 +128,11 @@ type ProxyConfig struct {
 	// GET /metrics), apart from the public port: DefaultMetricsAddr when
 	// empty, or MetricsOff.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// WebTerminalResumeGrace is how long a web terminal keeps its SSH
+	// session while no page shows it (a network blip), for the page to
+	// resume it: web.DefaultResumeGrace (60s) if zero, at most
+	// web.MaxResumeGrace (1h).
+	WebTerminalResumeGrace time.Duration `yaml:"web_terminal_resume_grace"`
 }
 
 // Defaults.

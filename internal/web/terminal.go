@@ -25,6 +25,8 @@ type terminalData struct {
 	Title, WS string
 	// ReadOnly terminals (observers) send no keys.
 	ReadOnly bool
+	// GraceMS is the resume grace window (the page stops trying after it).
+	GraceMS int64
 }
 
 // terminalPage is the page of a web terminal; its script opens the
@@ -34,7 +36,7 @@ func (h *Handler) terminalPage(w http.ResponseWriter, r *http.Request, s *sessio
 	if login == "" && len(s.logins) > 0 {
 		login = s.logins[0]
 	}
-	h.renderTerminal(w, h.view(s, login+"@"+node, "servers", terminalData{Title: login + "@" + node,
+	h.renderTerminal(w, h.view(s, login+"@"+node, "servers", terminalData{Title: login + "@" + node, GraceMS: h.terms.grace.Milliseconds(),
 		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()}))
 }
 
@@ -88,13 +90,26 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 		_ = json.Unmarshal(b, &hello)
 	}
 	if hello.Resume != "" {
+		// A resume is audited (web.terminal_resume), refused or not.
+		record := func(t *terminal, away time.Duration, err error) {
+			res := auth.WebTerminalResume{Session: s.tag(), RemoteAddr: remoteIP(r), Offset: hello.Offset, Away: away}
+			if t != nil {
+				res.Node, res.Login = t.node, t.login
+			}
+			if err != nil {
+				res.Error = err.Error()
+				h.log.Info("web terminal: resume refused", "user", c.User, "session", s.tag(), "err", err)
+			}
+			h.auth.RecordWebTerminalResume(context.WithoutCancel(ctx), c, res)
+		}
 		t, err := h.terms.lookup(hello.Resume, s.hash, c.User)
 		if err != nil {
-			h.log.Info("web terminal: resume refused", "user", c.User, "session", s.tag(), "err", err)
+			record(nil, 0, err)
 			refuseSocket(ws, "cannot resume: "+err.Error())
 			return
 		}
-		t.serve(ctx, ws, hello.Offset)
+		away := t.awayFor()
+		t.serve(ctx, ws, hello.Offset, func(err error) { record(t, away, err) })
 		return
 	}
 	if h.terms.count(s.hash) >= maxTerminalsPerSession {
@@ -141,7 +156,7 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 		}
 	}
 	t := newTerminal(h.terms, s.hash, c.User, input)
-	t.client, t.sess = client, sess
+	t.client, t.sess, t.node, t.login = client, sess, n.Name, login
 	t.stdin, _ = sess.StdinPipe()
 	// The shell's output and its stderr (where the node writes why it
 	// ends a session: a lock, a removal) both go to the terminal.
@@ -168,7 +183,7 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 			t.end(h.sessionEnd(caller, via, ip, err))
 		}
 	}()
-	t.serve(ctx, ws, 0)
+	t.serve(ctx, ws, 0, nil)
 }
 
 func clamp(n int) int { return min(max(n, 1), 1000) }

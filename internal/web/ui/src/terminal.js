@@ -7,7 +7,7 @@
 // a close, the reason ({reason}).
 //
 // Resume: when the socket drops (a network blip), the server keeps the
-// SSH session for a grace window (60 s). The page reconnects with backoff
+// SSH session for a grace window (60 s unless configured: data-grace). The page reconnects with backoff
 // and sends the token and the number of output bytes it has received; the
 // server sends the rest and goes on.
 //
@@ -36,7 +36,7 @@ term.open(box);
 fit.fit();
 term.focus();
 
-const GRACE_MS = 60000; // the server's grace window
+const GRACE_MS = Number(box.dataset.grace) || 60000; // the server's grace window
 const ACK_BYTES = 64 * 1024;
 const url = new URL(box.dataset.ws, location.href);
 url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
