@@ -200,10 +200,10 @@ type terminal struct {
 	// node and login name the session (for the audit of a resume).
 	node, login string
 	// away is when its last socket went (zero: one is attached).
-	away time.Time
-	client      *ssh.Client
-	sess        *ssh.Session
-	stdin       io.Writer
+	away   time.Time
+	client *ssh.Client
+	sess   *ssh.Session
+	stdin  io.Writer
 
 	// token is the SHA-256 of the current resume token (guarded by reg.mu).
 	token string
