@@ -225,6 +225,28 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 	if ok != 2 {
 		t.Fatalf("%d audited per-session MFA checks, want 2", ok)
 	}
+	// And the sessions they opened (warden ssh, OpenSSH through the
+	// ProxyCommand): session.start says the check was made, and with
+	// which device.
+	var device string
+	for _, ev := range evs {
+		if ev.Success && ev.Fields["purpose"] == "session" {
+			device, _ = ev.Fields["mfa_device"].(string)
+		}
+	}
+	testkit.WaitFor(t, "two session.start events with mfa_verified", func() bool {
+		starts, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.SessionStart, User: "alice"})
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, ev := range starts {
+			if ev.Fields["mfa_verified"] == true && ev.Fields["mfa_device"] == device {
+				n++
+			}
+		}
+		return n == 2 && len(starts) == 2
+	})
 }
 
 // TestSessionMFAAnsibleBatch: a role allows one MFA check to cover a

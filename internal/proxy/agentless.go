@@ -167,19 +167,21 @@ type upstreamKey struct{}
 // agentlessConn is one user's SSH connection to an agentless server,
 // served by the proxy.
 type agentlessConn struct {
-	s        *Server
-	dir      AgentlessDirectory
-	node     auth.Node
-	user     auth.Caller // current, as decided
-	login    string
-	remote   string
-	opts     policy.EffectiveOptions
-	sub      lock.Subject
-	up       *ssh.Client
-	sconn    *ssh.ServerConn
-	mu       sync.Mutex
-	sessions map[*agentlessSession]struct{}
-	ended    bool
+	s    *Server
+	dir  AgentlessDirectory
+	node auth.Node
+	user auth.Caller // current, as decided
+	// mfaVerified: the connection's certificate is a per-session MFA one.
+	mfaVerified bool
+	login       string
+	remote      string
+	opts        policy.EffectiveOptions
+	sub         lock.Subject
+	up          *ssh.Client
+	sconn       *ssh.ServerConn
+	mu          sync.Mutex
+	sessions    map[*agentlessSession]struct{}
+	ended       bool
 }
 
 // nodeCaller is the node's identity for its session events and
@@ -249,7 +251,7 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 	d := sconn.Permissions.ExtraData[decisionKey{}].(*auth.AgentlessDecision)
 	up := sconn.Permissions.ExtraData[upstreamKey{}].(*ssh.Client)
 	defer up.Close()
-	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, login: sconn.User(), remote: clientAddr, opts: d.Options,
+	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, mfaVerified: u.sessionMFA != nil, login: sconn.User(), remote: clientAddr, opts: d.Options,
 		up: up, sconn: sconn, sessions: map[*agentlessSession]struct{}{}}
 	c.sub = d.Caller.LockSubject()
 	c.sub.Login, c.sub.Node, c.sub.NodeID = c.login, n.Name, n.ID
@@ -760,6 +762,12 @@ func (s *agentlessSession) start(kind, cmd string) bool {
 		RemoteAddr: c.remote, Success: true, Fields: map[string]any{"kind": kind, "tty": tty, "recorded": record}}
 	if cmd != "" {
 		start.Fields["command"] = cmd
+	}
+	if c.user.MFADevice != "" {
+		start.Fields["mfa_device"] = c.user.MFADevice
+	}
+	if c.mfaVerified {
+		start.Fields["mfa_verified"] = true
 	}
 	c.emit(start)
 	if !record {

@@ -82,6 +82,12 @@ func TestTerminalSessionMFA(t *testing.T) {
 		t.Fatalf("cert.issued events %+v", issued)
 	}
 
+	// The session says the check was made, and with which device.
+	testkit.WaitFor(t, "session.start with mfa_verified", func() bool {
+		starts := auditEvents(t, c, audit.SessionStart, "carol", nil)
+		return len(starts) == 1 && starts[0].Fields["mfa_verified"] == true && starts[0].Fields["mfa_device"] == verified[0].Fields["mfa_device"]
+	})
+
 	// Without the check: the proxy refuses the browser session's own
 	// certificate, with the reason.
 	restore := web.SkipSessionMFA()
