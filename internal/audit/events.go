@@ -12,6 +12,9 @@ import "slices"
 const (
 	UserLogin  = "user.login"
 	UserLogout = "user.logout" // a sign-out of the web UI
+	// WebTerminalResume: a web terminal's page came back after its socket
+	// dropped, and got its session again (or was refused).
+	WebTerminalResume = "web.terminal_resume"
 	// LoginThrottled: a login or signup attempt was refused because of
 	// earlier failures from the same address (or address and account).
 	LoginThrottled = "user.login_throttled"
@@ -59,6 +62,9 @@ const (
 	NodeDelete  = "node.delete"
 	LockCreated = "lock.created"
 	LockDeleted = "lock.deleted"
+	// ClusterSettingsUpdate: an admin changed a cluster setting kept in
+	// storage (warden cluster settings).
+	ClusterSettingsUpdate = "cluster.settings_update"
 	// RecordingComplete: a recording was closed; its length and sha256 are
 	// what reading the recording checks.
 	RecordingComplete = "recording.complete"
@@ -189,6 +195,8 @@ var types = []Type{
 	{Name: RecordingRetention, Emitter: ByAuth},
 	{Name: LockCreated, Emitter: ByAuth},
 	{Name: LockDeleted, Emitter: ByAuth},
+	{Name: WebTerminalResume, Emitter: ByAuth},
+	{Name: ClusterSettingsUpdate, Emitter: ByAuth},
 	{Name: RequestCreate, Emitter: ByAuth},
 	{Name: RequestReview, Emitter: ByAuth},
 	{Name: RequestApproved, Emitter: ByAuth},

@@ -52,6 +52,9 @@ var operations = map[string]rule{
 	"DeleteSAMLConnector": {kinds: kinds(KindAdmin), perms: perms("connector delete")},
 	// The cluster health page: read-only facts about auth, nodes, CAs, storage and the audit chain.
 	"ClusterHealth": {kinds: kinds(KindAdmin), perms: perms("cluster read")},
+	// Cluster settings kept in storage (settings.go).
+	"ClusterSettings":       {kinds: kinds(KindAdmin), perms: perms("cluster read")},
+	"UpdateClusterSettings": {kinds: kinds(KindAdmin), perms: perms("cluster update")},
 
 	// The audit log, sessions, recordings.
 	"SearchAudit":      {kinds: kinds(KindAdmin), perms: perms("audit list")},
@@ -122,10 +125,11 @@ var operations = map[string]rule{
 	"Emitter":    {via: "EmitEvents"},
 
 	// The caller's own state: the checks of its certificate, its web sign-out.
-	"CurrentCaller":   {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
-	"CheckCaller":     {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
-	"RecordWebLogout": {kinds: kinds(KindUser), does: "sign out of the web UI"},
-	"AllowedLogins":   {kinds: kinds(KindUser), does: "have logins"},
+	"CurrentCaller":           {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
+	"CheckCaller":             {kinds: kinds(KindUser, KindNode, KindAdmin, KindProxy), does: "call auth"},
+	"RecordWebLogout":         {kinds: kinds(KindUser), does: "sign out of the web UI"},
+	"RecordWebTerminalResume": {kinds: kinds(KindUser), does: "use the web terminal"},
+	"AllowedLogins":           {kinds: kinds(KindUser), does: "have logins"},
 	// The caller's own MFA devices and recovery codes (mfa.go).
 	"ListMFADevices":          {kinds: kinds(KindUser), does: "have MFA devices"},
 	"BeginAddMFADevice":       {kinds: kinds(KindUser), does: "have MFA devices"},

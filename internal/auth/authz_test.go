@@ -46,12 +46,15 @@ var matrix = map[string]row{
 	"SubscribeAudit":          {deny, deny, all, all, deny, deny, all},
 	"VerifyAudit":             {deny, deny, all, all, deny, deny, all},
 	"ClusterHealth":           {deny, deny, deny, all, deny, deny, all},
+	"ClusterSettings":         {deny, deny, deny, all, deny, deny, all},
+	"UpdateClusterSettings":   {deny, deny, deny, all, deny, deny, all},
 	"ExportAuditKey":          {deny, deny, all, all, deny, deny, all},
 	"EmitEvents":              {deny, deny, deny, deny, own, own, deny},
 	"Emitter":                 {deny, deny, deny, deny, own, own, deny},
 	"CurrentCaller":           {all, all, all, all, all, all, all},
 	"CheckCaller":             {all, all, all, all, all, all, all},
 	"RecordWebLogout":         {all, all, all, all, deny, deny, deny},
+	"RecordWebTerminalResume": {all, all, all, all, deny, deny, deny},
 	"AllowedLogins":           {all, all, all, all, deny, deny, deny},
 	"ListMFADevices":          {all, all, all, all, deny, deny, deny},
 	"BeginAddMFADevice":       {all, all, all, all, deny, deny, deny},
@@ -213,6 +216,15 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		_, err := f.a.SubscribeAudit(ctx, c, 1<<40)
 		return gate(err)
 	},
+	"ClusterSettings": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ClusterSettings(context.Background(), c)
+		return gate(err)
+	},
+	"UpdateClusterSettings": func(f *matrixFixture, c auth.Caller) outcome {
+		off := false
+		_, err := f.a.UpdateClusterSettings(context.Background(), c, wire.ClusterSettings{RequirePasskey: &off})
+		return gate(err)
+	},
 	"ClusterHealth": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.ClusterHealth(context.Background(), c)
 		return gate(err)
@@ -284,6 +296,15 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		tag := fmt.Sprintf("probe-%d", f.seq)
 		f.a.RecordWebLogout(context.Background(), c, tag, "")
 		if len(f.events(audit.Query{Type: audit.UserLogout, Text: tag})) == 1 {
+			return all
+		}
+		return deny
+	},
+	"RecordWebTerminalResume": func(f *matrixFixture, c auth.Caller) outcome {
+		f.seq++
+		tag := fmt.Sprintf("probe-%d", f.seq)
+		f.a.RecordWebTerminalResume(context.Background(), c, auth.WebTerminalResume{Session: tag})
+		if len(f.events(audit.Query{Type: audit.WebTerminalResume, Text: tag})) == 1 {
 			return all
 		}
 		return deny

@@ -130,7 +130,7 @@ func (s *Server) Login(ctx context.Context, req LoginRequest) (*LoginResponse, e
 		// A concurrent login with the same code raced us: refuse, the code is spent.
 		return fail("concurrent login", ErrUnauthenticated)
 	}
-	if s.cfg.RequirePasskey {
+	if s.requirePasskey(ctx) {
 		// The code is spent (stored above): the refusal cannot be replayed.
 		return fail("passkey required", s.passkeyRequired(ctx, &u))
 	}

@@ -223,7 +223,7 @@ func (s *Server) ListMFADevices(ctx context.Context, c Caller) (*wire.MFADevices
 	if err != nil {
 		return nil, err
 	}
-	out := &wire.MFADevices{Devices: []wire.MFADevice{}, RecoveryCodesLeft: u.Recovery.Left(), PasskeyRequired: s.cfg.RequirePasskey}
+	out := &wire.MFADevices{Devices: []wire.MFADevice{}, RecoveryCodesLeft: u.Recovery.Left(), PasskeyRequired: s.requirePasskey(ctx)}
 	for _, d := range u.Devices {
 		out.Devices = append(out.Devices, deviceInfo(d))
 	}
@@ -433,7 +433,7 @@ func (s *Server) DeleteMFADevice(ctx context.Context, c Caller, name string) err
 	switch {
 	case len(u.Devices) == 1:
 		return badRequest("%q is your only MFA device: add another one first (warden mfa add), then remove this one", d.Name)
-	case s.cfg.RequirePasskey && d.Kind == identity.DeviceWebAuthn && u.Count(identity.DeviceWebAuthn, false) == 1:
+	case s.requirePasskey(ctx) && d.Kind == identity.DeviceWebAuthn && u.Count(identity.DeviceWebAuthn, false) == 1:
 		return badRequest("%q is your only passkey and this cluster requires one: add another passkey first", d.Name)
 	}
 	u.Devices = slices.Delete(u.Devices, i, i+1)

@@ -534,3 +534,51 @@ func TestMFAHandoff(t *testing.T) {
 		t.Fatalf("mfa.verify events %+v", evs)
 	}
 }
+
+// TestRequirePasskeyWithoutRestart: require_passkey changed in the
+// cluster settings applies at the next sign-in of the same running auth:
+// on, a password+TOTP sign-in is
+// refused for want of a passkey; off again, it works. Audited.
+func TestRequirePasskeyWithoutRestart(t *testing.T) {
+	f := passkeyFixture(t)
+	ctx := context.Background()
+	secret := f.signup("dev", []string{"access"}, []string{"dev"})
+	login := func() error {
+		f.clock.Advance(30 * time.Second) // a fresh TOTP step
+		_, err := f.a.Login(ctx, auth.LoginRequest{User: "dev", Password: testPassword, OTP: f.code(secret), PublicKey: pubKey(t)})
+		return err
+	}
+	if err := login(); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	set := func(on bool) *wire.ClusterSettingsView {
+		t.Helper()
+		v, err := f.a.UpdateClusterSettings(ctx, auth.AdminCaller(), wire.ClusterSettings{RequirePasskey: &on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := set(true); !v.Effective.RequirePasskey || v.Stored.RequirePasskey == nil {
+		t.Fatalf("settings after on: %+v", v)
+	}
+	var enrol *auth.PasskeyEnrolment
+	if err := login(); !errors.As(err, &enrol) {
+		t.Fatalf("password+TOTP with require_passkey set at run time: %v", err)
+	}
+	devs, err := f.a.ListMFADevices(ctx, f.userCaller("dev", []string{"access"}))
+	if err != nil || !devs.PasskeyRequired {
+		t.Fatalf("the Security page's view: %+v %v", devs, err)
+	}
+	set(false)
+	if err := login(); err != nil {
+		t.Fatalf("after turning it off: %v", err)
+	}
+	if _, err := f.a.UpdateClusterSettings(ctx, auth.AdminCaller(), wire.ClusterSettings{}); !errors.Is(err, auth.ErrBadRequest) {
+		t.Fatalf("no setting: %v", err)
+	}
+	evs, err := f.a.SearchAudit(ctx, auth.AdminCaller(), audit.Query{Type: audit.ClusterSettingsUpdate})
+	if err != nil || len(evs) != 2 || evs[0].Fields["require_passkey"] != true || evs[0].User == "" {
+		t.Fatalf("audit: %+v %v", evs, err)
+	}
+}

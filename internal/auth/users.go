@@ -375,7 +375,7 @@ func (s *Server) CompleteSignup(ctx context.Context, req SignupRequest) (*LoginR
 	if err := s.CheckLock(lock.Subject{User: u.Name, Roles: u.Roles, MFADevices: []string{u.MFADevice}}); err != nil {
 		return refuse("locked", err)
 	}
-	if s.cfg.RequirePasskey {
+	if s.requirePasskey(ctx) {
 		return refuse("passkey required", s.passkeyRequired(ctx, &u))
 	}
 	resp, err := s.issueCerts(ctx, issueParams{user: u.Name, roles: u.Roles, traits: u.Traits, pub: pub, remote: req.RemoteAddr,

@@ -71,3 +71,27 @@ func (s *Server) RecordWebLogout(ctx context.Context, c Caller, session, remoteA
 	s.emit(ctx, audit.Event{Event: audit.UserLogout, User: c.User, RemoteAddr: remoteAddr, Success: true,
 		Fields: map[string]any{"via": "web", "session": session}})
 }
+
+// WebTerminalResume is a web terminal's page coming back after its socket
+// dropped (a network blip): the browser session (its tag), the terminal's
+// node and login (unknown when the token named none), where the page
+// resumed from, how long the terminal had no page, and Error if refused.
+type WebTerminalResume struct {
+	Session, Node, Login, RemoteAddr, Error string
+	Offset                                  int64
+	Away                                    time.Duration
+}
+
+// RecordWebTerminalResume audits a web terminal's resume
+// (web.terminal_resume), refused or not.
+func (s *Server) RecordWebTerminalResume(ctx context.Context, c Caller, r WebTerminalResume) {
+	if s.authorize(c, "RecordWebTerminalResume") != nil {
+		return // only a person's web terminal resumes
+	}
+	ev := audit.Event{Event: audit.WebTerminalResume, User: c.User, Node: r.Node, Login: r.Login, RemoteAddr: r.RemoteAddr,
+		Success: r.Error == "", Error: r.Error, Fields: map[string]any{"via": "web", "session": r.Session, "offset": r.Offset}}
+	if r.Away > 0 {
+		ev.Fields["away_ms"] = r.Away.Milliseconds()
+	}
+	s.emit(ctx, ev)
+}

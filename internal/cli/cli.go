@@ -188,7 +188,7 @@ Quick start (one machine):
 		newLockCmd(g), newLocksCmd(g), newUnlockCmd(g), newSessionsCmd(g), newJoinCmd(g),
 		newRequestCmd(g), newRecordingsCmd(g), newPlayCmd(g), newMigrateCmd(g),
 		newCACmd(g), newSignCmd(g), newNodesCmd(g), newKRLCmd(g),
-		newKubeCmd(g),
+		newKubeCmd(g), newClusterCmd(g),
 	)
 	return root
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/tunnel"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -42,6 +44,8 @@ type sessionMFAOptions struct {
 	sessions int
 	// ttyOnly: never read standard input (it belongs to ssh).
 	ttyOnly bool
+	// fdpass: `warden proxy ssh --fdpass` (the certificate is left for ssh).
+	fdpass bool
 }
 
 func addSessionMFAFlags(cmd *cobra.Command, o *sessionMFAOptions) {
@@ -51,19 +55,36 @@ func addSessionMFAFlags(cmd *cobra.Command, o *sessionMFAOptions) {
 }
 
 // sessionMFASigner makes the per-session MFA check for a session as login
-// to the nodes (ids) if they need one, and returns a signer with the
-// per-session certificate; nil when no check is needed.
-func (g *globals) sessionMFASigner(ctx context.Context, s *session, o *sessionMFAOptions, nodes []string, nodeNames, login string) (ssh.Signer, *wire.SessionCert, error) {
-	st, err := s.api.SessionMFAStatus(ctx, wire.SessionMFAQuery{Nodes: nodes, Login: login})
-	if err != nil {
-		// Connect as before: where a check was needed, the proxy and the
-		// node refuse with the reason (an older auth, a role changing).
-		return nil, nil, nil
+// to the nodes (ids) and returns a signer with the per-session
+// certificate. With known (the proxy refused the session for want of the
+// check: tunnel.CodeSessionMFA) it asks no status first; otherwise it asks
+// auth whether the nodes need a check, and returns nil when they do not.
+func (g *globals) sessionMFASigner(ctx context.Context, s *session, o *sessionMFAOptions, nodes []string, nodeNames, login string, known bool) (ssh.Signer, *wire.SessionCert, error) {
+	var st *wire.SessionMFAStatus
+	if !known {
+		var err error
+		st, err = s.api.SessionMFAStatus(ctx, wire.SessionMFAQuery{Nodes: nodes, Login: login})
+		if err != nil {
+			// Connect as before: where a check was needed, the proxy and the
+			// node refuse with the reason (an older auth, a role changing).
+			return nil, nil, nil
+		}
+		if !st.Required {
+			return nil, nil, nil
+		}
 	}
-	if !st.Required {
-		return nil, nil, nil
+	status := func() *wire.SessionMFAStatus {
+		if st == nil {
+			// Only to choose how to ask (a code, or a passkey for a user
+			// with passkeys only): not on the path of a scripted answer.
+			var err error
+			if st, err = s.api.SessionMFAStatus(ctx, wire.SessionMFAQuery{Nodes: nodes, Login: login}); err != nil {
+				st = &wire.SessionMFAStatus{Required: true, TOTP: true}
+			}
+		}
+		return st
 	}
-	answer, err := g.sessionMFAAnswer(ctx, s, o, st, nodeNames)
+	answer, err := g.sessionMFAAnswer(ctx, s, o, status, nodeNames)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -107,7 +128,7 @@ func profileKey(p *client.Profile) (ssh.Signer, error) {
 // sessionMFAAnswer gets the answer to the check: --mfa-code-file,
 // WARDEN_MFA_CODE, --mfa-passkey, or a prompt on the terminal; with none
 // of them, an error that says how to comply.
-func (g *globals) sessionMFAAnswer(ctx context.Context, s *session, o *sessionMFAOptions, st *wire.SessionMFAStatus, nodes string) (*wire.MFAResponse, error) {
+func (g *globals) sessionMFAAnswer(ctx context.Context, s *session, o *sessionMFAOptions, status func() *wire.SessionMFAStatus, nodes string) (*wire.MFAResponse, error) {
 	if o == nil {
 		o = &sessionMFAOptions{}
 	}
@@ -143,7 +164,7 @@ func (g *globals) sessionMFAAnswer(ctx context.Context, s *session, o *sessionMF
 	howTo := fmt.Sprintf("%s requires an MFA check for each session, and no terminal is here to ask it: "+
 		"set %s to a code from your authenticator, or pass --mfa-code-file FILE (- for standard input), or --mfa-passkey "+
 		"(for ssh through the ProxyCommand: %s=CODE ssh ...)", nodes, envMFACode, envMFACode)
-	if !st.TOTP && st.WebAuthn {
+	if st := status(); !st.TOTP && st.WebAuthn {
 		textf(g.io.Err, "%s requires an MFA check for this session: your devices are passkeys, so it happens in the browser.\n", nodes)
 		return client.MFAWithPasskey(ctx, s.api, func(u string) error { return openBrowser(g, o.browser, u) }, 0)
 	}
@@ -222,13 +243,14 @@ func writeSessionCert(path, cert string) error {
 	return os.Rename(tmp, path)
 }
 
-// proxySessionMFA is per-session MFA in `warden proxy ssh`: when the node
-// needs a check (asked of auth only then: a refusal-free path costs plain
-// sessions nothing extra beyond one status call), it makes the check (or
-// takes a batch certificate of `warden mfa session`), leaves the
-// certificate for ssh (with fdpass), and returns a proxy connection made
-// with it; else pc as it was.
-func (g *globals) proxySessionMFA(ctx context.Context, s *session, pc *ssh.Client, o *sessionMFAOptions, login, host string, fdpass bool) (*ssh.Client, error) {
+// proxyConnect connects `warden proxy ssh` to host through the proxy
+// connection pc, with the login certificate first; when the proxy refuses
+// it for want of a per-session MFA check (tunnel.CodeSessionMFA), it takes
+// a batch certificate of `warden mfa session` or makes the check, leaves
+// the certificate for ssh (with fdpass), and connects once more with it.
+// So a session that needs no check costs no call to auth. It returns the
+// connection and the proxy connection it runs on (pc, or a new one).
+func (g *globals) proxyConnect(ctx context.Context, s *session, pc *ssh.Client, o *sessionMFAOptions, login, host string, fdpass bool) (net.Conn, *ssh.Client, error) {
 	var path string
 	if login != "" {
 		var err error
@@ -238,9 +260,43 @@ func (g *globals) proxySessionMFA(ctx context.Context, s *session, pc *ssh.Clien
 			path = ""
 		}
 	}
+	reach := func(conn net.Conn, pc *ssh.Client, err error) (net.Conn, *ssh.Client, error) {
+		if err != nil {
+			return nil, pc, fmt.Errorf("cannot reach %s through the proxy: %w", host, err)
+		}
+		return conn, pc, nil
+	}
+	conn, err := tunnel.DialData(ctx, pc, s.p.Proxy, host)
+	if errors.Is(err, tunnel.ErrNoDataConns) && !fdpass {
+		// Through a channel the refusal would come inside the stream
+		// ssh reads: ask whether a check is needed first.
+		if pc, err = g.proxySessionMFA(ctx, s, pc, o, login, host, path, false); err != nil {
+			return nil, pc, err
+		}
+		conn, err = s.dialNode(ctx, pc, host)
+		return reach(conn, pc, err)
+	}
+	if err == nil || login == "" || !tunnel.HasCode(err, tunnel.CodeSessionMFA) {
+		return reach(conn, pc, err)
+	}
+	npc, err := g.proxySessionMFA(ctx, s, pc, o, login, host, path, true)
+	if err != nil {
+		return nil, pc, err
+	}
+	conn, err = tunnel.DialData(ctx, npc, s.p.Proxy, host)
+	return reach(conn, npc, err)
+}
+
+// proxySessionMFA is per-session MFA in `warden proxy ssh`: when the node
+// needs a check (known: the proxy said so), it makes the check (or takes
+// a batch certificate of `warden mfa session`), leaves the certificate
+// for ssh at path (with fdpass), and returns a proxy connection made with
+// it; else pc as it was.
+func (g *globals) proxySessionMFA(ctx context.Context, s *session, pc *ssh.Client, o *sessionMFAOptions, login, host, path string, known bool) (*ssh.Client, error) {
 	if login == "" {
 		return pc, nil
 	}
+	fdpass := o != nil && o.fdpass
 	n, err := s.resolveNode(ctx, host)
 	if err != nil {
 		return pc, nil // the proxy refuses it with its own reason
@@ -251,7 +307,7 @@ func (g *globals) proxySessionMFA(ctx context.Context, s *session, pc *ssh.Clien
 		signer, certText = b.signer, b.Cert
 	} else {
 		var sc *wire.SessionCert
-		signer, sc, err = g.sessionMFASigner(ctx, s, o, []string{n.ID}, fmt.Sprintf("node %q", n.Name), login)
+		signer, sc, err = g.sessionMFASigner(ctx, s, o, []string{n.ID}, fmt.Sprintf("node %q", n.Name), login, known)
 		if err != nil {
 			return nil, err
 		}
@@ -353,10 +409,14 @@ passkey in the browser (--mfa-passkey).`,
 				}
 				ids, names = append(ids, n.ID), append(names, n.Name)
 			}
-			if _, err := s.api.SessionMFAStatus(cmd.Context(), wire.SessionMFAQuery{Nodes: ids, Login: login}); err != nil {
+			st, err := s.api.SessionMFAStatus(cmd.Context(), wire.SessionMFAQuery{Nodes: ids, Login: login})
+			if err != nil {
 				return err
 			}
-			_, sc, err := g.sessionMFASigner(cmd.Context(), s, &o, ids, strings.Join(names, ", "), login)
+			var sc *wire.SessionCert
+			if st.Required {
+				_, sc, err = g.sessionMFASigner(cmd.Context(), s, &o, ids, strings.Join(names, ", "), login, true)
+			}
 			if err != nil {
 				return err
 			}

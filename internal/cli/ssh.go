@@ -125,13 +125,24 @@ func (s *session) dial(ctx context.Context, login, nodeName string) (*ssh.Client
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(login, ca.InternalPrincipalPrefix) && s.signer == nil {
-		signer, _, err := s.g.sessionMFASigner(ctx, s, s.mfa, []string{n.ID}, strconv.Quote(n.Name), login)
-		if err != nil {
-			return nil, err
+	c, err := s.dialOnce(ctx, login, n)
+	// Connect first: only when the proxy refuses for want of a per-session
+	// MFA check does the check happen, and the connection is made once
+	// more with its certificate.
+	if err != nil && s.signer == nil && tunnel.HasCode(err, tunnel.CodeSessionMFA) && !strings.HasPrefix(login, ca.InternalPrincipalPrefix) {
+		signer, _, merr := s.g.sessionMFASigner(ctx, s, s.mfa, []string{n.ID}, strconv.Quote(n.Name), login, true)
+		if merr != nil {
+			return nil, merr
 		}
 		s.signer = signer
+		c, err = s.dialOnce(ctx, login, n)
 	}
+	return c, err
+}
+
+// dialOnce connects to node n as login through the proxy, with the
+// session's signer.
+func (s *session) dialOnce(ctx context.Context, login string, n *wire.Node) (*ssh.Client, error) {
 	pc, err := s.proxyClient(ctx)
 	if err != nil {
 		return nil, err
@@ -633,21 +644,15 @@ WARDEN_MFA_CODE or --mfa-code-file, or checks a passkey in the browser
 			}
 			defer s.close()
 			defer func() { pc.Close() }()
-			mfa.ttyOnly = true
-			if pc, err = g.proxySessionMFA(cmd.Context(), s, pc, &mfa, login, host, fdpass); err != nil {
+			mfa.ttyOnly, mfa.fdpass = true, fdpass
+			conn, npc, err := g.proxyConnect(cmd.Context(), s, pc, &mfa, login, host, fdpass)
+			pc = npc
+			if err != nil {
 				return refuseSSH(g.io, fdpass, err)
 			}
 			if fdpass {
-				conn, err := tunnel.DialData(cmd.Context(), pc, s.p.Proxy, host)
-				if err != nil {
-					return refuseSSH(g.io, fdpass, fmt.Errorf("cannot reach %s through the proxy: %w", host, err))
-				}
 				defer conn.Close()
 				return passConn(g.io.Out, conn)
-			}
-			conn, err := s.dialNode(cmd.Context(), pc, host)
-			if err != nil {
-				return refuseSSH(g.io, fdpass, fmt.Errorf("cannot reach %s through the proxy: %w", host, err))
 			}
 			defer conn.Close()
 			done := make(chan struct{}, 2)

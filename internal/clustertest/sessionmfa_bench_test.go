@@ -84,3 +84,47 @@ spec:
 	b.ReportMetric(float64((mm-mp).Microseconds())/1000, "added-ms")
 	b.ReportMetric(float64(mm)/float64(mp), "ratio")
 }
+
+// BenchmarkSSHPlain measures `warden ssh NODE true` set-up to a node
+// without per-session MFA, with a cluster where other nodes require it:
+// what every plain session pays for per-session MFA existing (since the
+// connect-first flow, no call to auth beyond the node lookup). Reported:
+// the median.
+func BenchmarkSSHPlain(b *testing.B) {
+	EnsureOSUser(b, osLogin)
+	c := New(b, Options{NodeName: "node1"})
+	c.StartNode("plain1", map[string]string{"env": "dev"})
+	c.StartNode("mfa1", map[string]string{"env": "prod"})
+	c.WaitForNodes(3)
+	c.ApplyRoles(`
+kind: role
+metadata: {name: dev}
+spec:
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {env: dev}
+---
+kind: role
+metadata: {name: prod}
+spec:
+  options: {require_session_mfa: true}
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {env: prod}
+`)
+	u := c.AddUser("bench", []string{"dev", "prod"}, []string{osLogin})
+	home := c.Login(u)
+	var plain []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		r := c.Warden(home, nil, "ssh", osLogin+"@plain1", "true")
+		plain = append(plain, time.Since(start))
+		if r.Code != 0 {
+			b.Fatalf("warden ssh: %s", r)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(plain)
+	b.ReportMetric(float64(plain[len(plain)/2].Microseconds())/1000, "plain-ms")
+}

@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,6 +135,46 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 		t.Fatalf("a replayed TOTP code: %s", r)
 	}
 
+	// The proxy's refusal of a login certificate is machine-readable, on
+	// both of its paths (a data connection's dial reply, and the
+	// disconnect inside a direct-tcpip channel): `warden ssh` connects
+	// first and makes the check only on it. A refusal for another reason
+	// is not tagged.
+	ctx := context.Background()
+	lp, err := client.LoadProfile(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loginSigner, _, err := lp.Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := lp.HostCAs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lpc, err := sshclient.Dial(ctx, sshclient.Config{User: osLogin, Addr: c.ProxyAddr(), Signer: loginSigner, HostCAs: cas,
+		HostName: "127.0.0.1", Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lpc.Close()
+	if _, err := tunnel.DialData(ctx, lpc, c.ProxyAddr(), "node1"); !tunnel.HasCode(err, tunnel.CodeSessionMFA) {
+		t.Fatalf("a login certificate's data connection: %v", err)
+	}
+	ch, err := lpc.Dial("tcp", "node1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sshclient.Dial(ctx, sshclient.Config{User: osLogin, Addr: "node1:0", Signer: loginSigner, HostCAs: cas, Timeout: 15 * time.Second,
+		Dial: func(context.Context, string, string) (net.Conn, error) { return ch, nil }})
+	if !tunnel.HasCode(err, tunnel.CodeSessionMFA) {
+		t.Fatalf("a login certificate through a channel: %v", err)
+	}
+	if _, err := tunnel.DialData(ctx, lpc, c.ProxyAddr(), "no-such-node"); err == nil || tunnel.HasCode(err, tunnel.CodeSessionMFA) {
+		t.Fatalf("an unknown node: %v", err)
+	}
+
 	// No terminal (setsid: no controlling terminal) and no code: how to comply.
 	r = Run(t, nil, "setsid", append([]string{"-w", "ssh"}, sshArgs(cfg, osLogin+"@node1", "true")...)...)
 	if r.Code == 0 || !strings.Contains(r.Stderr, "WARDEN_MFA_CODE") {
@@ -157,11 +198,6 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	signer := sessionCertSigner(t, p, p.Path(filepath.Join("session-certs", osLogin+"@node1-cert.pub")))
-	cas, err := p.HostCAs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
 	pc, err := sshclient.Dial(ctx, sshclient.Config{User: osLogin, Addr: c.ProxyAddr(), Signer: signer, HostCAs: cas,
 		HostName: "127.0.0.1", Timeout: 15 * time.Second})
 	if err != nil {
@@ -189,6 +225,28 @@ func TestSessionMFAOpenSSH(t *testing.T) {
 	if ok != 2 {
 		t.Fatalf("%d audited per-session MFA checks, want 2", ok)
 	}
+	// And the sessions they opened (warden ssh, OpenSSH through the
+	// ProxyCommand): session.start says the check was made, and with
+	// which device.
+	var device string
+	for _, ev := range evs {
+		if ev.Success && ev.Fields["purpose"] == "session" {
+			device, _ = ev.Fields["mfa_device"].(string)
+		}
+	}
+	testkit.WaitFor(t, "two session.start events with mfa_verified", func() bool {
+		starts, err := c.Admin.SearchAudit(ctx, audit.Query{Type: audit.SessionStart, User: "alice"})
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, ev := range starts {
+			if ev.Fields["mfa_verified"] == true && ev.Fields["mfa_device"] == device {
+				n++
+			}
+		}
+		return n == 2 && len(starts) == 2
+	})
 }
 
 // TestSessionMFAAnsibleBatch: a role allows one MFA check to cover a

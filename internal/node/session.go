@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/ca"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -436,6 +437,16 @@ func (s *session) startEvent(kind, command string, tty bool, recFields map[strin
 	maps.Copy(ev.Fields, recFields)
 	if command != "" {
 		ev.Fields["command"] = command
+	}
+	// The MFA device of the certificate, and whether it is a per-session
+	// MFA one (a fresh check for this session: mfa_verified).
+	if id, ok := s.c.auth.perms.Identity.(*ca.CertIdentity); ok && id != nil {
+		if id.MFADevice != "" {
+			ev.Fields["mfa_device"] = id.MFADevice
+		}
+		if id.SessionMFA != nil {
+			ev.Fields["mfa_verified"] = true
+		}
 	}
 	return ev
 }

@@ -78,6 +78,9 @@ type EffectiveOptions struct {
 type DeniedError struct {
 	Reason string
 	Detail string
+	// Code, when set, names the refusal for programs (e.g.
+	// CodeSessionMFARequired): a client may act on it.
+	Code string
 }
 
 func (e *DeniedError) Error() string { return e.Reason }

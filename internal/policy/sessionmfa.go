@@ -79,6 +79,10 @@ type SessionMFAMark struct {
 	MaxSessions int      `json:"max_sessions"`
 }
 
+// CodeSessionMFARequired is the DeniedError code of a session refused for
+// want of a per-session MFA check (one a check would lift).
+const CodeSessionMFARequired = "session-mfa-required"
+
 // CheckSessionMFA decides a session to the node nodeID (called node for
 // the user) given whether it needs per-session MFA and the certificate's
 // mark (nil: a certificate from login). A refusal says how to comply.
@@ -91,6 +95,7 @@ func CheckSessionMFA(required bool, mark *SessionMFAMark, nodeID, node string) e
 			Reason: fmt.Sprintf("node %q requires an MFA check for each session: connect with `warden ssh` (it asks for your code), "+
 				"or with ssh through the ProxyCommand from `warden config ssh` on a terminal (or with WARDEN_MFA_CODE / --mfa-code-file)", node),
 			Detail: "session MFA required; certificate without a per-session MFA mark",
+			Code:   CodeSessionMFARequired,
 		}
 	}
 	if !slices.Contains(mark.Nodes, nodeID) {

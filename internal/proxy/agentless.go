@@ -180,16 +180,18 @@ type agentlessConn struct {
 	user auth.Caller // current, as decided
 	// cert is the identity of the user's certificate, decided again when
 	// roles change (redecideAgentless).
-	cert     auth.Caller
-	login    string
-	remote   string
-	opts     policy.EffectiveOptions
-	sub      lock.Subject
-	up       *ssh.Client
-	sconn    *ssh.ServerConn
-	mu       sync.Mutex
-	sessions map[*agentlessSession]struct{}
-	ended    bool
+	cert auth.Caller
+	// mfaVerified: the connection's certificate is a per-session MFA one.
+	mfaVerified bool
+	login       string
+	remote      string
+	opts        policy.EffectiveOptions
+	sub         lock.Subject
+	up          *ssh.Client
+	sconn       *ssh.ServerConn
+	mu          sync.Mutex
+	sessions    map[*agentlessSession]struct{}
+	ended       bool
 }
 
 // nodeCaller is the node's identity for its session events and
@@ -261,7 +263,7 @@ func (s *Server) serveAgentless(dir AgentlessDirectory, conn net.Conn, hostSigne
 	up := sconn.Permissions.ExtraData[upstreamKey{}].(*ssh.Client)
 	defer up.Close()
 	cert := sconn.Permissions.ExtraData[certUserKey{}].(auth.Caller)
-	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, cert: cert, login: sconn.User(), remote: clientAddr, opts: d.Options,
+	c := &agentlessConn{s: s, dir: dir, node: n, user: d.Caller, cert: cert, mfaVerified: u.sessionMFA != nil, login: sconn.User(), remote: clientAddr, opts: d.Options,
 		up: up, sconn: sconn, sessions: map[*agentlessSession]struct{}{}}
 	c.sub = d.Caller.LockSubject()
 	c.sub.Login, c.sub.Node, c.sub.NodeID = c.login, n.Name, n.ID
@@ -877,6 +879,12 @@ func (s *agentlessSession) start(kind, cmd string) bool {
 		RemoteAddr: c.remote, Success: true, Fields: map[string]any{"kind": kind, "tty": tty, "recorded": record}}
 	if cmd != "" {
 		start.Fields["command"] = cmd
+	}
+	if c.user.MFADevice != "" {
+		start.Fields["mfa_device"] = c.user.MFADevice
+	}
+	if c.mfaVerified {
+		start.Fields["mfa_verified"] = true
 	}
 	c.emit(start)
 	if !record {

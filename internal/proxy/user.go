@@ -152,6 +152,12 @@ func (s *Server) routeCaller(ctx context.Context, u *userConn, host string) (*au
 	// per-session certificate, counted in storage.
 	required := s.cfg.Directory.SessionMFANeeded(caller.Roles, caller.Traits, *node)
 	if err := policy.CheckSessionMFA(required, u.sessionMFA, node.ID, node.Name); err != nil {
+		// Tagged for Warden clients, which then make the check and
+		// connect again (a connection needs no status call before).
+		var de *policy.DeniedError
+		if errors.As(err, &de) && de.Code == policy.CodeSessionMFARequired {
+			err = errors.New(tunnel.Tag(tunnel.CodeSessionMFA, de.Reason))
+		}
 		return nil, nil, lock.Subject{}, none, err
 	}
 	if u.sessionMFA != nil {

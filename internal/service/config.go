@@ -154,6 +154,11 @@ type ProxyConfig struct {
 	// PeerAddr is the address peers dial (default: PeerListen; needed when
 	// that is a wildcard address).
 	PeerAddr string `yaml:"peer_addr"`
+	// WebTerminalResumeGrace is how long a web terminal keeps its SSH
+	// session while no page shows it (a network blip), for the page to
+	// resume it: web.DefaultResumeGrace (60s) if zero, at most
+	// web.MaxResumeGrace (1h).
+	WebTerminalResumeGrace time.Duration `yaml:"web_terminal_resume_grace"`
 }
 
 // Defaults.

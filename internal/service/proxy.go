@@ -110,6 +110,7 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.NewHandler(a, p.log.With("service", "api")))
 	ui, err := web.New(web.Config{Auth: a, ProxyAddr: p.ProxyAddr, Logger: p.log.With("service", "web"), Version: api.Version,
+		ResumeGrace: p.cfg.Proxy.WebTerminalResumeGrace,
 		DialProxy: func(_ context.Context, clientAddr string, data bool) (net.Conn, error) {
 			return p.proxy.DialLocal(clientAddr, data)
 		}})

@@ -12,6 +12,23 @@ import (
 // bytes of it.
 const maxRefusal = 400
 
+// CodeSessionMFA tags a proxy's refusal that a per-session MFA check
+// lifts: the node needs one for this session and the certificate carries
+// none (policy.CheckSessionMFA). A Warden client that sees it makes the
+// check and connects again once; anyone else reads the reason that
+// follows the tag.
+const CodeSessionMFA = "session-mfa-required"
+
+// Tag marks a refusal's reason with a machine-readable code: "[CODE] reason".
+func Tag(code, reason string) string { return "[" + code + "] " + reason }
+
+// HasCode reports whether err (a refusal as the client got it: a dial
+// reply, or the disconnect inside a channel, with what wraps them) carries
+// the code.
+func HasCode(err error, code string) bool {
+	return err != nil && strings.Contains(err.Error(), "["+code+"] ")
+}
+
 // RefusalStream is what an SSH server that refuses a client at once sends:
 // its version line, then, before any key exchange, SSH_MSG_DISCONNECT with
 // the reason (RFC 4253 11.1: a client must process it at any time). OpenSSH

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -35,6 +36,18 @@ func TestRefusalStream(t *testing.T) {
 		}
 		if len(reason) <= maxRefusal && msg.Description != reason {
 			t.Fatalf("reason %q, want %q", msg.Description, reason)
+		}
+	}
+}
+
+func TestRefusalCode(t *testing.T) {
+	tagged := errors.New("through the proxy: warden: " + Tag(CodeSessionMFA, `node "web1" requires an MFA check for each session`))
+	if !HasCode(tagged, CodeSessionMFA) {
+		t.Fatalf("%v: no code", tagged)
+	}
+	for _, err := range []error{nil, errors.New(`node "web1" requires an MFA check for each session`), errors.New("[session-mfa-required]")} {
+		if HasCode(err, CodeSessionMFA) {
+			t.Fatalf("%v: code found", err)
 		}
 	}
 }

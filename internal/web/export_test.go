@@ -7,3 +7,11 @@ func SetExportPage(n int) func() {
 	exportPage = n
 	return func() { exportPage = old }
 }
+
+// SkipSessionMFA makes the web terminal open sessions without the
+// per-session MFA check (to show the proxy and node refuse them); it
+// returns the function that restores it.
+func SkipSessionMFA() func() {
+	skipSessionMFA = true
+	return func() { skipSessionMFA = false }
+}

@@ -76,7 +76,7 @@ func (h *Handler) joinPage(w http.ResponseWriter, r *http.Request, s *session, c
 		return
 	}
 	q := url.Values{"mode": {mode}, "node": {node}}
-	h.renderTerminal(w, h.view(s, "Session "+id, "sessions", terminalData{Title: "session " + id + " (" + mode + ")",
+	h.renderTerminal(w, h.view(s, "Session "+id, "sessions", terminalData{Title: "session " + id + " (" + mode + ")", GraceMS: h.terms.grace.Milliseconds(),
 		WS: Prefix + "sessions/" + url.PathEscape(id) + "/ws?" + q.Encode(), ReadOnly: mode == policy.JoinObserver}))
 }
 

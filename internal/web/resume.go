@@ -14,11 +14,13 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // Resumable web terminals. The SSH session of a web terminal belongs to
 // a terminal, not to the WebSocket that shows it: when the browser's
-// socket drops, the terminal keeps the session for resumeGrace, holding
+// socket drops, the terminal keeps the session for the grace window
+// (Config.ResumeGrace, DefaultResumeGrace), holding
 // the output the browser has not acknowledged (at most termWindow bytes;
 // past that the session's output waits, through SSH flow control, as it
 // would for a slow reader). The page reconnects with the resume token it
@@ -29,9 +31,12 @@ import (
 // (the previous socket, if any, is closed: one holder at a time), and is
 // valid only while the terminal lives in this proxy process.
 const (
-	// resumeGrace is how long a terminal waits for its browser to come
-	// back before it ends the SSH session.
-	resumeGrace = 60 * time.Second
+	// DefaultResumeGrace is how long a terminal waits for its browser to
+	// come back before it ends the SSH session (Config.ResumeGrace).
+	DefaultResumeGrace = 60 * time.Second
+	// MaxResumeGrace bounds Config.ResumeGrace: a session nobody sees is
+	// not kept for long.
+	MaxResumeGrace = time.Hour
 	// termWindow bounds the output a terminal holds that its browser has
 	// not acknowledged.
 	termWindow = 1 << 20
@@ -59,6 +64,13 @@ type clientMsg struct {
 	Resume string `json:"resume,omitempty"`
 	Offset int64  `json:"offset,omitempty"`
 	Ack    *int64 `json:"ack,omitempty"`
+	// The answer to a per-session MFA check (sessionmfa.go): MFABegin
+	// asks for a passkey challenge; OTP is a code, or ChallengeID and
+	// WebAuthn the passkey's assertion.
+	MFABegin    bool            `json:"mfa_begin,omitempty"`
+	OTP         string          `json:"otp,omitempty"`
+	ChallengeID string          `json:"challenge_id,omitempty"`
+	WebAuthn    json.RawMessage `json:"webauthn,omitempty"`
 }
 
 // serverMsg is a text message to the page: on attach, the resume token
@@ -67,6 +79,12 @@ type serverMsg struct {
 	Token  string `json:"token,omitempty"`
 	Offset int64  `json:"offset"`
 	Reason string `json:"reason,omitempty"`
+	// MFA asks for a per-session MFA check before the terminal opens;
+	// Challenge is the passkey challenge asked for; MFAError says why an
+	// answer was refused (another may be given).
+	MFA       *mfaPrompt         `json:"mfa,omitempty"`
+	Challenge *wire.MFAChallenge `json:"challenge,omitempty"`
+	MFAError  string             `json:"mfa_error,omitempty"`
 }
 
 // statusTakenOver closes a socket whose terminal another socket resumed.
@@ -75,7 +93,7 @@ const statusTakenOver websocket.StatusCode = 4000
 // errTerminalGone is the refusal of a resume whose token names no
 // terminal.
 var errTerminalGone = errors.New("this terminal session is gone: it ended, its page was away longer than " +
-	resumeGrace.String() + ", it was resumed in another window, or the proxy restarted")
+	"the grace window, it was resumed in another window, or the proxy restarted")
 
 // terminals is the registry of live web terminals of this process.
 type terminals struct {
@@ -85,8 +103,11 @@ type terminals struct {
 	grace   time.Duration
 }
 
-func newTerminals() *terminals {
-	return &terminals{byToken: map[string]*terminal{}, byOwner: map[string]map[*terminal]struct{}{}, grace: resumeGrace}
+func newTerminals(grace time.Duration) *terminals {
+	if grace <= 0 {
+		grace = DefaultResumeGrace
+	}
+	return &terminals{byToken: map[string]*terminal{}, byOwner: map[string]map[*terminal]struct{}{}, grace: grace}
 }
 
 // add registers t, unless its browser session has too many terminals.
@@ -176,9 +197,13 @@ type terminal struct {
 	reg         *terminals
 	owner, user string
 	input       bool
-	client      *ssh.Client
-	sess        *ssh.Session
-	stdin       io.Writer
+	// node and login name the session (for the audit of a resume).
+	node, login string
+	// away is when its last socket went (zero: one is attached).
+	away   time.Time
+	client *ssh.Client
+	sess   *ssh.Session
+	stdin  io.Writer
 
 	// token is the SHA-256 of the current resume token (guarded by reg.mu).
 	token string
@@ -276,6 +301,7 @@ func (t *terminal) attach(att *attachment, from int64) (string, error) {
 	}
 	t.att = att
 	att.sent = from
+	t.away = time.Time{}
 	if t.timer != nil {
 		t.timer.Stop()
 		t.timer = nil
@@ -298,6 +324,7 @@ func (t *terminal) detach(att *attachment) {
 		return
 	}
 	t.att = nil
+	t.away = time.Now()
 	if t.done || t.aborted {
 		return
 	}
@@ -309,6 +336,16 @@ func (t *terminal) detach(att *attachment) {
 			t.abort("the page was away longer than " + t.reg.grace.String())
 		}
 	})
+}
+
+// awayFor is how long the terminal has had no socket (0: it has one).
+func (t *terminal) awayFor() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.away.IsZero() {
+		return 0
+	}
+	return time.Since(t.away)
 }
 
 // ack records that the page has the output up to off.
@@ -397,12 +434,16 @@ func (t *terminal) finish() {
 }
 
 // serve shows the terminal on ws from output offset from until the
-// socket goes, the terminal ends, or another socket takes over.
-func (t *terminal) serve(ctx context.Context, ws *websocket.Conn, from int64) {
+// socket goes, the terminal ends, or another socket takes over. attached,
+// if set, is told the outcome of the attach (a resume's audit).
+func (t *terminal) serve(ctx context.Context, ws *websocket.Conn, from int64, attached func(error)) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	att := &attachment{ws: ws, ctx: actx, cancel: cancel}
 	tok, err := t.attach(att, from)
+	if attached != nil {
+		attached(err)
+	}
 	if err != nil {
 		refuseSocket(ws, err.Error())
 		return

@@ -26,6 +26,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -102,6 +103,10 @@ type termConn struct {
 	token    string
 	reason   string
 	closed   bool
+	// mfa: the server asked for a per-session MFA check; mfaErrors are
+	// the answers it refused.
+	mfa       bool
+	mfaErrors []string
 }
 
 // openTerm opens a web terminal socket (path: /web/servers/NODE/ws?login=)
@@ -152,10 +157,18 @@ func (tc *termConn) read() {
 			continue
 		}
 		var m struct {
-			Token  string `json:"token"`
-			Reason string `json:"reason"`
+			Token    string          `json:"token"`
+			Reason   string          `json:"reason"`
+			MFA      json.RawMessage `json:"mfa"`
+			MFAError string          `json:"mfa_error"`
 		}
 		_ = json.Unmarshal(b, &m)
+		if len(m.MFA) > 0 {
+			tc.mfa = true
+		}
+		if m.MFAError != "" {
+			tc.mfaErrors = append(tc.mfaErrors, m.MFAError)
+		}
 		if m.Token != "" {
 			tc.token = m.Token
 		}
@@ -204,6 +217,15 @@ func (tc *termConn) refused() string {
 func (tc *termConn) send(s string) {
 	tc.t.Helper()
 	if err := tc.ws.Write(context.Background(), websocket.MessageBinary, []byte(s)); err != nil {
+		tc.t.Fatal(err)
+	}
+}
+
+// sendJSON sends a text message (an MFA answer, a size).
+func (tc *termConn) sendJSON(v any) {
+	tc.t.Helper()
+	b, _ := json.Marshal(v)
+	if err := tc.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
 		tc.t.Fatal(err)
 	}
 }
@@ -302,6 +324,67 @@ func TestTerminalResume(t *testing.T) {
 	live, err = c.Admin.ListSessions(context.Background())
 	if err != nil || len(live) != 1 || live[0].ID != start.SessionID {
 		t.Errorf("live sessions %+v (%v), want only %s", live, err, start.SessionID)
+	}
+
+	// Every resume is audited: the two that worked, with the node, the
+	// login, the browser's address and the time away; the three refused,
+	// with the reason.
+	resumes, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.WebTerminalResume, User: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, refused int
+	for _, ev := range resumes {
+		switch {
+		case ev.Success && ev.Node == "node1" && ev.Login == "carol" && strings.HasPrefix(ev.RemoteAddr, "127.0.0.2") && ev.Fields["session"] != "":
+			ok++
+		case !ev.Success && ev.Error != "":
+			refused++
+		default:
+			t.Errorf("web.terminal_resume %+v", ev)
+		}
+	}
+	if ok != 2 || refused != 3 {
+		t.Errorf("web.terminal_resume: %d resumed, %d refused; want 2 and 3: %+v", ok, refused, resumes)
+	}
+	for _, ev := range resumes {
+		if !ev.Success {
+			continue
+		}
+		if _, set := ev.Fields["away_ms"]; !set {
+			t.Errorf("the first resume does not say how long the page was away: %+v", ev)
+		}
+		break
+	}
+}
+
+// TestTerminalResumeGrace: proxy.web_terminal_resume_grace sets how long a
+// terminal waits for its page: with 1s, a terminal whose socket is cut
+// ends (its session ends on the node) and can no longer be resumed; the
+// page is told the window (data-grace).
+func TestTerminalResumeGrace(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{NodeLabels: map[string]string{"env": "dev"},
+		Proxy: service.ProxyConfig{WebTerminalResumeGrace: time.Second}})
+	c.ApplyRoles(roles)
+	carol := c.AddUser("carol", []string{"dev"}, []string{"carol"})
+	clustertest.EnsureOSUser(t, "carol")
+	a := webSignin(t, c, carol, "")
+	if page := a.get("/web/servers/node1/terminal?login=carol"); !strings.Contains(page, `data-grace="1000"`) {
+		t.Fatalf("the terminal page does not carry the grace window: %s", page)
+	}
+	const path = "/web/servers/node1/ws?login=carol"
+	tc := a.openTerm(path, "", 0)
+	tok := tc.waitToken()
+	tc.send("echo up-$((6*7))\n")
+	tc.waitOutput("up-42")
+	tc.cut()
+	testkit.WaitFor(t, "the session to end after the grace window", func() bool {
+		evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.SessionEnd, User: "carol"})
+		return err == nil && len(evs) == 1
+	})
+	_, off, _, _, _ := tc.state()
+	if r := a.openTerm(path, tok, off).refused(); !strings.Contains(r, "gone") {
+		t.Fatalf("resume after the grace window: %q", r)
 	}
 }
 

@@ -44,7 +44,7 @@ func TestRing(t *testing.T) {
 // TestTerminalGrace: a terminal no page shows for the grace window ends,
 // and its token then names nothing; a writer waiting for room is let go.
 func TestTerminalGrace(t *testing.T) {
-	reg := newTerminals()
+	reg := newTerminals(0)
 	reg.grace = 50e6 // 50 ms
 	term := newTerminal(reg, "owner", "carol", true)
 	if err := reg.add(term); err != nil {

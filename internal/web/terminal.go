@@ -25,6 +25,8 @@ type terminalData struct {
 	Title, WS string
 	// ReadOnly terminals (observers) send no keys.
 	ReadOnly bool
+	// GraceMS is the resume grace window (the page stops trying after it).
+	GraceMS int64
 }
 
 // terminalPage is the page of a web terminal; its script opens the
@@ -34,7 +36,7 @@ func (h *Handler) terminalPage(w http.ResponseWriter, r *http.Request, s *sessio
 	if login == "" && len(s.logins) > 0 {
 		login = s.logins[0]
 	}
-	h.renderTerminal(w, h.view(s, login+"@"+node, "servers", terminalData{Title: login + "@" + node,
+	h.renderTerminal(w, h.view(s, login+"@"+node, "servers", terminalData{Title: login + "@" + node, GraceMS: h.terms.grace.Milliseconds(),
 		WS: Prefix + "servers/" + url.PathEscape(node) + "/ws?" + url.Values{"login": {login}}.Encode()}))
 }
 
@@ -88,20 +90,51 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 		_ = json.Unmarshal(b, &hello)
 	}
 	if hello.Resume != "" {
+		// A resume is audited (web.terminal_resume), refused or not.
+		record := func(t *terminal, away time.Duration, err error) {
+			res := auth.WebTerminalResume{Session: s.tag(), RemoteAddr: remoteIP(r), Offset: hello.Offset, Away: away}
+			if t != nil {
+				res.Node, res.Login = t.node, t.login
+			}
+			if err != nil {
+				res.Error = err.Error()
+				h.log.Info("web terminal: resume refused", "user", c.User, "session", s.tag(), "err", err)
+			}
+			h.auth.RecordWebTerminalResume(context.WithoutCancel(ctx), c, res)
+		}
 		t, err := h.terms.lookup(hello.Resume, s.hash, c.User)
 		if err != nil {
-			h.log.Info("web terminal: resume refused", "user", c.User, "session", s.tag(), "err", err)
+			record(nil, 0, err)
 			refuseSocket(ws, "cannot resume: "+err.Error())
 			return
 		}
-		t.serve(ctx, ws, hello.Offset)
+		away := t.awayFor()
+		t.serve(ctx, ws, hello.Offset, func(err error) { record(t, away, err) })
 		return
 	}
 	if h.terms.count(s.hash) >= maxTerminalsPerSession {
 		refuseSocket(ws, "too many open terminals in this browser session; close some first")
 		return
 	}
-	client, err := h.dialNode(ctx, s, c, node, login, r.RemoteAddr)
+	n, err := h.findNode(ctx, c, node)
+	if err != nil {
+		refuseSocket(ws, err.Error())
+		return
+	}
+	// A node that needs an MFA check for each session gets it first, over
+	// this socket; the terminal then runs as the per-session certificate.
+	caller := s.caller
+	var signer ssh.Signer
+	if command == "" && input {
+		signer, c, err = h.sessionMFA(ctx, ws, s, c, n, login, &hello)
+		if err != nil {
+			h.log.Info("web terminal: per-session MFA", "user", c.User, "node", n.Name, "err", err)
+			refuseSocket(ws, h.message(err))
+			return
+		}
+		caller.MFADevice = c.MFADevice
+	}
+	client, err := h.dialNode(ctx, s, c, n, login, r.RemoteAddr, signer)
 	if err != nil {
 		if statusOf(err) == http.StatusInternalServerError {
 			h.log.Info("web terminal: connect", "user", c.User, "err", err)
@@ -123,7 +156,7 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 		}
 	}
 	t := newTerminal(h.terms, s.hash, c.User, input)
-	t.client, t.sess = client, sess
+	t.client, t.sess, t.node, t.login = client, sess, n.Name, login
 	t.stdin, _ = sess.StdinPipe()
 	// The shell's output and its stderr (where the node writes why it
 	// ends a session: a lock, a removal) both go to the terminal.
@@ -143,14 +176,14 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 	}
 	// The session outlives this socket: it ends when the shell does, or
 	// when no page has shown it for the grace window.
-	caller, via, ip := s.caller, "web terminal "+r.URL.Path, remoteIP(r)
+	via, ip := "web terminal "+r.URL.Path, remoteIP(r)
 	go func() {
 		err := sess.Wait()
 		if !t.isAborted() {
 			t.end(h.sessionEnd(caller, via, ip, err))
 		}
 	}()
-	t.serve(ctx, ws, 0)
+	t.serve(ctx, ws, 0, nil)
 }
 
 func clamp(n int) int { return min(max(n, 1), 1000) }
@@ -162,45 +195,50 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// dialNode connects to a node the user may see, as login, through the
-// proxy's SSH side with the session's certificate. clientAddr is the
-// browser's address: with Config.DialProxy the proxy, and so the node,
-// see it as the connection's client address.
-func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, name, login, clientAddr string) (*ssh.Client, error) {
+// findNode finds the one node, among those the user may see, that name
+// (its name or id) names.
+func (h *Handler) findNode(ctx context.Context, c auth.Caller, name string) (auth.Node, error) {
 	if h.proxyAddr == nil || h.proxyAddr() == "" {
-		return nil, errors.New("the web terminal needs the proxy")
+		return auth.Node{}, errors.New("the web terminal needs the proxy")
 	}
 	nodes, err := h.auth.ListNodes(ctx, c, nil)
 	if err != nil {
-		return nil, err
+		return auth.Node{}, err
 	}
-	var id string
-	for _, n := range nodes {
+	var found *auth.Node
+	for i, n := range nodes {
 		if n.Name == name || n.ID == name {
-			if id != "" {
-				return nil, fmt.Errorf("%w: several nodes are called %q; use its id", auth.ErrBadRequest, name)
+			if found != nil {
+				return auth.Node{}, fmt.Errorf("%w: several nodes are called %q; use its id", auth.ErrBadRequest, name)
 			}
-			id = n.ID
+			found = &nodes[i]
 		}
 	}
-	if id == "" {
-		return nil, fmt.Errorf("%w: node %q not found among the nodes you may access", auth.ErrAccessDenied, name)
+	if found == nil {
+		return auth.Node{}, fmt.Errorf("%w: node %q not found among the nodes you may access", auth.ErrAccessDenied, name)
 	}
-	cert, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s.sshCert))
-	if err != nil {
-		return nil, err
-	}
-	key, err := ssh.NewSignerFromKey(s.key)
-	if err != nil {
-		return nil, err
-	}
-	sc, ok := cert.(*ssh.Certificate)
-	if !ok {
-		return nil, errors.New("the session has no SSH certificate")
-	}
-	signer, err := ssh.NewCertSigner(sc, key)
-	if err != nil {
-		return nil, err
+	return *found, nil
+}
+
+// dialNode connects to node n as login, through the proxy's SSH side
+// with the session's certificate, or signer's (a per-session MFA
+// certificate) if set. clientAddr is the browser's address: with
+// Config.DialProxy the proxy, and so the node, see it as the
+// connection's client address.
+func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, n auth.Node, login, clientAddr string, signer ssh.Signer) (*ssh.Client, error) {
+	id, name := n.ID, n.Name
+	if signer == nil {
+		sc, err := parseCert(s.sshCert)
+		if err != nil {
+			return nil, errors.New("the session has no SSH certificate")
+		}
+		key, err := ssh.NewSignerFromKey(s.key)
+		if err != nil {
+			return nil, err
+		}
+		if signer, err = ssh.NewCertSigner(sc, key); err != nil {
+			return nil, err
+		}
 	}
 	cas := []ssh.PublicKey{h.auth.Authority().HostCAPublicKey()}
 	proxyAddr := h.proxyAddr()

@@ -59,6 +59,10 @@ type Config struct {
 	// Version is the version of this process (auth and proxy), shown on
 	// the cluster health page.
 	Version string
+	// ResumeGrace is how long a web terminal keeps its SSH session while
+	// no page shows it (a network blip): DefaultResumeGrace if zero, at
+	// most MaxResumeGrace.
+	ResumeGrace time.Duration
 }
 
 // Handler serves the web UI.
@@ -96,7 +100,10 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, terms: newTerminals(), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	if cfg.ResumeGrace < 0 || cfg.ResumeGrace > MaxResumeGrace {
+		return nil, fmt.Errorf("web: the terminal resume grace must be between 0 (the default, %s) and %s, got %s", DefaultResumeGrace, MaxResumeGrace, cfg.ResumeGrace)
+	}
+	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {

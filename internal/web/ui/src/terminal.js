@@ -7,9 +7,16 @@
 // a close, the reason ({reason}).
 //
 // Resume: when the socket drops (a network blip), the server keeps the
-// SSH session for a grace window (60 s). The page reconnects with backoff
+// SSH session for a grace window (60 s unless configured: data-grace). The page reconnects with backoff
 // and sends the token and the number of output bytes it has received; the
 // server sends the rest and goes on.
+//
+// Per-session MFA: when the node requires a fresh MFA check for each
+// session, the server's first message is {mfa: {node, login, totp,
+// webauthn}}: the page shows a form, and sends the answer over the socket
+// ({otp}, or {mfa_begin} for a passkey challenge ({challenge}), then
+// {challenge_id, webauthn}). A refused answer comes back as {mfa_error};
+// the terminal opens (the token message) once the check is done.
 //
 // Flow control: the page acknowledges output once xterm has written it
 // (write callback), and the server sends at most a window (1 MiB) ahead of
@@ -18,6 +25,7 @@
 import "./nonce.js";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
+import { requestOptions, credentialJSON } from "./webauthn.js";
 
 const box = document.getElementById("terminal");
 const status = document.getElementById("term-status");
@@ -28,7 +36,7 @@ term.open(box);
 fit.fit();
 term.focus();
 
-const GRACE_MS = 60000; // the server's grace window
+const GRACE_MS = Number(box.dataset.grace) || 60000; // the server's grace window
 const ACK_BYTES = 64 * 1024;
 const url = new URL(box.dataset.ws, location.href);
 url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
@@ -58,7 +66,55 @@ const ack = () => {
 };
 const showReason = (msg) => term.write("\r\n\x1b[1;31m" + String(msg).replace(/[\x00-\x1f\x7f]/g, "") + "\x1b[0m\r\n");
 
+// The per-session MFA form.
+const mfa = {
+  form: document.getElementById("mfa-form"),
+  otp: document.getElementById("mfa-otp"),
+  error: document.getElementById("mfa-error"),
+  show(p) {
+    document.getElementById("mfa-label").textContent =
+      `${p.login}@${p.node} requires an MFA check for each session.`;
+    document.getElementById("mfa-totp").hidden = !p.totp;
+    document.getElementById("mfa-webauthn").hidden = !p.webauthn;
+    this.form.hidden = false;
+    status.textContent = "MFA check";
+    box.dataset.mfa = "1";
+    if (p.totp) this.otp.focus();
+  },
+  fail(msg) {
+    this.error.textContent = msg;
+    this.error.hidden = false;
+    this.otp.value = "";
+  },
+  hide() {
+    if (this.form.hidden) return;
+    this.form.hidden = true;
+    delete box.dataset.mfa;
+    term.focus();
+  },
+};
+mfa.form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  mfa.error.hidden = true;
+  send({ otp: mfa.otp.value.trim() });
+  status.textContent = "checking…";
+});
+document.getElementById("mfa-passkey").addEventListener("click", () => {
+  mfa.error.hidden = true;
+  send({ mfa_begin: true });
+});
+async function passkey(ch) {
+  try {
+    const cred = await navigator.credentials.get(requestOptions(ch.webauthn));
+    send({ challenge_id: ch.id, webauthn: JSON.parse(credentialJSON(cred)) });
+    status.textContent = "checking…";
+  } catch (e) {
+    mfa.fail(e.name === "NotAllowedError" ? "The passkey was not used (cancelled or timed out)." : e.message);
+  }
+}
+
 function finish(reason) {
+  mfa.hide();
   finished = true;
   status.textContent = "disconnected" + (reason ? ": " + reason : "");
   box.dataset.closed = "1";
@@ -97,7 +153,11 @@ function connect() {
     } catch {
       m = { reason: ev.data };
     }
+    if (m.mfa) mfa.show(m.mfa);
+    if (m.challenge) passkey(m.challenge);
+    if (m.mfa_error) mfa.fail(m.mfa_error);
     if (m.token) {
+      mfa.hide();
       token = m.token;
       // Output before m.offset is written or queued; acknowledge from there.
       acked = Math.max(acked, m.offset);
@@ -146,7 +206,7 @@ window.addEventListener("online", () => {
   }
 });
 
-term.onData((d) => !readOnly && open() && ws.send(enc.encode(d)));
+term.onData((d) => !readOnly && token && open() && ws.send(enc.encode(d)));
 term.onResize(size);
 window.addEventListener("resize", () => fit.fit());
 connect();
