@@ -285,13 +285,15 @@ spec:
 		// runs no pod controller, so the test says it runs.
 		e.kc.Must(t, "", "patch", "pod", "shell", "-n", "default", "--subresource=status", "--type=merge",
 			"-p", `{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}`)
-		pf := exec.Command("kubectl", "--kubeconfig", kubeconfig, "port-forward", "-n", "default", "pod/shell", fmt.Sprintf(":%d", port))
+		// A user of its own, locked at the end.
+		fwdConfig := e.kubeLogin(c.Login(c.AddUser("forwarder", []string{"kube-member"}, nil)), "test-k8s")
+		pf := exec.Command("kubectl", "--kubeconfig", fwdConfig, "port-forward", "-n", "default", "pod/shell", fmt.Sprintf(":%d", port))
 		out := &syncbuf.Buffer{}
 		pf.Stdout, pf.Stderr = out, out
 		if err := pf.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+		t.Cleanup(func() { _ = pf.Process.Kill() })
 		var local string
 		testkit.WaitFor(t, "kubectl port-forward listening", func() bool {
 			m := regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) ->`).FindStringSubmatch(out.String())
@@ -313,10 +315,24 @@ spec:
 		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("echo through port-forward: %v (equal %v)\n%s", err, bytes.Equal(got, want), out.String())
 		}
+		// A lock ends the live forward: the open connection is cut and
+		// kubectl port-forward stops.
+		exited := make(chan error, 1)
+		go func() { exited <- pf.Wait() }()
+		if r := c.Warden(admin, nil, "lock", "--user", "forwarder", "--message", "no more forwarding"); r.Code != 0 {
+			t.Fatalf("lock: %s", r)
+		}
+		if _, err := io.Copy(io.Discard, conn); err != nil && !isClosed(err) {
+			t.Fatalf("the forwarded connection after the lock: %v", err)
+		}
+		select {
+		case <-exited:
+		case <-time.After(time.Until(patience.Deadline(t))):
+			t.Fatalf("kubectl port-forward outlived the lock:\n%s", out.String())
+		}
 		// Audited when the request ends.
-		_ = pf.Process.Kill()
 		testkit.WaitFor(t, "the port-forward's kube.request event", func() bool {
-			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "dev", Limit: 1000})
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "forwarder", Limit: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}
