@@ -312,6 +312,37 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, "the observer's view", func() bool { return strings.Contains(oout.String(), "observed-42") }, &oout)
+	// A lock on an observer ends their view, not the session.
+	watcher := c.Login(c.AddUser("watcher", []string{"session-lister", "kube-viewer"}, nil))
+	second := exec.Command(WardenBinary, "--data-dir", c.DataDir, "--home", watcher, "join", sessionID)
+	var wout syncbuf.Buffer
+	second.Stdout, second.Stderr = &wout, &wout
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- second.Wait() }()
+	t.Cleanup(func() { _ = second.Process.Kill() })
+	testkit.WaitFor(t, "the second observer in the participants", func() bool {
+		return strings.Contains(c.Warden(admin, nil, "sessions", "ls").Stdout, "watcher")
+	}, &wout)
+	if r := c.Warden(admin, nil, "lock", "--user", "watcher", "--message", "stop watching"); r.Code != 0 {
+		t.Fatalf("lock the second observer: %s", r)
+	}
+	select {
+	case <-secondDone:
+		if !strings.Contains(wout.String(), "stop watching") {
+			t.Fatalf("the locked observer's output: %s", wout.String())
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("the locked observer went on watching:\n%s", wout.String())
+	}
+	if _, err := term.Write([]byte("echo still-$((6*7))\n")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the session after the observer's lock", func() bool {
+		return strings.Contains(sout.String(), "still-42") && strings.Contains(oout.String(), "still-42")
+	}, &oout)
 
 	// Long-lived requests: the shell above, logs -f and a watch, each
 	// ends within a second of the lock.

@@ -34,7 +34,7 @@ import (
 
 // kubectlTTY runs kubectl on a terminal (a pty) and returns it and its
 // output so far.
-func kubectlTTY(t *testing.T, env []string, kubeconfig string, args ...string) (*exec.Cmd, *os.File, *syncbuf.Buffer) {
+func kubectlTTY(t *testing.T, env []string, kubeconfig string, args ...string) (*exec.Cmd, *os.File, *ttyOut) {
 	t.Helper()
 	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
@@ -42,8 +42,8 @@ func kubectlTTY(t *testing.T, env []string, kubeconfig string, args ...string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncbuf.Buffer{}
-	go func() { _, _ = io.Copy(out, term) }()
+	out := &ttyOut{Buffer: &syncbuf.Buffer{}, done: make(chan struct{})}
+	go func() { _, _ = io.Copy(out, term); close(out.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -52,8 +52,15 @@ func kubectlTTY(t *testing.T, env []string, kubeconfig string, args ...string) (
 	return cmd, term, out
 }
 
-// waitExit waits for cmd to end by itself.
-func waitExit(t *testing.T, cmd *exec.Cmd, out *syncbuf.Buffer) {
+// ttyOut is what kubectl wrote on its terminal; done is closed once all
+// of it is read.
+type ttyOut struct {
+	*syncbuf.Buffer
+	done chan struct{}
+}
+
+// waitExit waits for cmd to end by itself, and for all its output.
+func waitExit(t *testing.T, cmd *exec.Cmd, out *ttyOut) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -61,6 +68,11 @@ func waitExit(t *testing.T, cmd *exec.Cmd, out *syncbuf.Buffer) {
 	case <-done:
 	case <-time.After(time.Until(patience.Deadline(t))):
 		t.Fatalf("kubectl did not end:\n%s", out.String())
+	}
+	select {
+	case <-out.done:
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("kubectl's terminal did not close:\n%s", out.String())
 	}
 }
 
@@ -146,6 +158,112 @@ func TestKubeStreams(t *testing.T) {
 		_, _ = term2.Write([]byte("exit\n"))
 	})
 
+	t.Run("the roles' record_session and record_input apply", func(t *testing.T) {
+		c.ApplyRoles(`kind: role
+metadata: {name: kube-strict}
+spec:
+  options: {record_session: strict, record_input: true}
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: ["system:masters"]
+---
+kind: role
+metadata: {name: kube-unrecorded}
+spec:
+  options: {record_session: "off"}
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: ["system:masters"]
+`)
+		strictCfg := e.kubeLogin(c.Login(c.AddUser("strict", []string{"kube-strict"}, nil)), "test-k8s")
+		offCfg := e.kubeLogin(c.Login(c.AddUser("unrecorded", []string{"kube-unrecorded"}, nil)), "test-k8s")
+
+		// Typed with the terminal's echo off: only a recording of the
+		// input has it.
+		typeHidden := func(kubeconfig, marker string) *exec.Cmd {
+			cmd, term, out := kubectlTTY(t, nil, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+			testkit.WaitFor(t, "a shell", func() bool {
+				_, _ = term.Write([]byte("echo up-$((6*7))\n"))
+				return strings.Contains(out.String(), "up-42")
+			})
+			_, _ = term.Write([]byte("stty -echo; echo echo-$((2*3))-off\n"))
+			testkit.WaitFor(t, "the terminal's echo off", func() bool { return strings.Contains(out.String(), "echo-6-off") })
+			_, _ = term.Write([]byte("echo " + marker + "-$((1+1))\n"))
+			testkit.WaitFor(t, "the hidden command's output", func() bool { return strings.Contains(out.String(), marker+"-2") })
+			if strings.Contains(out.String(), marker+"-$((1+1))") {
+				t.Fatalf("the terminal echoed: %s", out.String())
+			}
+			_, _ = term.Write([]byte("exit\n"))
+			waitExit(t, cmd, out)
+			return cmd
+		}
+		sessionOf := func(user string) (id string, recorded bool) {
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.SessionStart, User: user, Limit: 100})
+			if err != nil || len(evs) == 0 {
+				t.Fatalf("session.start of %s: %v", user, err)
+			}
+			last := evs[len(evs)-1]
+			return last.SessionID, last.Fields["recorded"] == true
+		}
+
+		typeHidden(strictCfg, "strict-input")
+		id, _ := sessionOf("strict")
+		checkKubeRecording(t, c, admin, id, "strict-input-2", "echo strict-input-$((1+1))")
+
+		// best_effort without record_input (dev): the output only.
+		typeHidden(kubeconfig, "plain-input")
+		id, _ = sessionOf("dev")
+		testkit.WaitFor(t, "recording.complete of "+id, func() bool {
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.RecordingComplete})
+			return err == nil && len(evs) == 1
+		})
+		if r := c.Warden(admin, nil, "recordings", "search", "echo plain-input-$((1+1))"); r.Code != 0 || strings.Contains(r.Stdout, id) {
+			t.Fatalf("input recorded without record_input: %s", r)
+		}
+
+		// off: not recorded.
+		typeHidden(offCfg, "off-input")
+		id, recorded := sessionOf("unrecorded")
+		if recorded {
+			t.Fatal("session.start says recorded with record_session off")
+		}
+		if r := c.Warden(admin, nil, "recordings", "ls"); r.Code != 0 || strings.Contains(r.Stdout, id) {
+			t.Fatalf("a recording with record_session off: %s", r)
+		}
+
+		// strict, with auth's recording store broken (its directory is
+		// now a file): refused; best_effort goes on.
+		dir := filepath.Join(c.DataDir, "recordings")
+		if err := os.Rename(dir, dir+".away"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			os.Remove(dir)
+			if err := os.Rename(dir+".away", dir); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		onTerminal := func(kubeconfig, word string) (*exec.Cmd, string) {
+			cmd, _, out := kubectlTTY(t, nil, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "echo", word)
+			waitExit(t, cmd, out)
+			return cmd, out.String()
+		}
+		if cmd, out := onTerminal(strictCfg, "strict-reached"); cmd.ProcessState.ExitCode() == 0 || strings.Contains(out, "strict-reached") ||
+			!strings.Contains(out, "session recording is required") {
+			t.Fatalf("strict exec -it without a recording store: code %d: %s", cmd.ProcessState.ExitCode(), out)
+		}
+		if cmd, out := onTerminal(kubeconfig, "best-effort-reached"); cmd.ProcessState.ExitCode() != 0 || !strings.Contains(out, "best-effort-reached") {
+			t.Fatalf("best_effort exec -it without a recording store: code %d: %s", cmd.ProcessState.ExitCode(), out)
+		}
+		// Without a terminal nothing is recorded: strict does not apply.
+		if r := kubectl(t, strictCfg, "exec", "shell", "-n", "default", "--", "echo", "plain-reached"); r.Code != 0 || !strings.Contains(r.Stdout, "plain-reached") {
+			t.Fatalf("strict exec without a terminal: %s", r)
+		}
+	})
+
 	t.Run("port-forward carries bytes", func(t *testing.T) {
 		// The "pod's" port: an echo server on loopback.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -167,13 +285,15 @@ func TestKubeStreams(t *testing.T) {
 		// runs no pod controller, so the test says it runs.
 		e.kc.Must(t, "", "patch", "pod", "shell", "-n", "default", "--subresource=status", "--type=merge",
 			"-p", `{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}`)
-		pf := exec.Command("kubectl", "--kubeconfig", kubeconfig, "port-forward", "-n", "default", "pod/shell", fmt.Sprintf(":%d", port))
+		// A user of its own, locked at the end.
+		fwdConfig := e.kubeLogin(c.Login(c.AddUser("forwarder", []string{"kube-member"}, nil)), "test-k8s")
+		pf := exec.Command("kubectl", "--kubeconfig", fwdConfig, "port-forward", "-n", "default", "pod/shell", fmt.Sprintf(":%d", port))
 		out := &syncbuf.Buffer{}
 		pf.Stdout, pf.Stderr = out, out
 		if err := pf.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+		t.Cleanup(func() { _ = pf.Process.Kill() })
 		var local string
 		testkit.WaitFor(t, "kubectl port-forward listening", func() bool {
 			m := regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) ->`).FindStringSubmatch(out.String())
@@ -195,10 +315,24 @@ func TestKubeStreams(t *testing.T) {
 		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("echo through port-forward: %v (equal %v)\n%s", err, bytes.Equal(got, want), out.String())
 		}
+		// A lock ends the live forward: the open connection is cut and
+		// kubectl port-forward stops.
+		exited := make(chan error, 1)
+		go func() { exited <- pf.Wait() }()
+		if r := c.Warden(admin, nil, "lock", "--user", "forwarder", "--message", "no more forwarding"); r.Code != 0 {
+			t.Fatalf("lock: %s", r)
+		}
+		if _, err := io.Copy(io.Discard, conn); err != nil && !isClosed(err) {
+			t.Fatalf("the forwarded connection after the lock: %v", err)
+		}
+		select {
+		case <-exited:
+		case <-time.After(time.Until(patience.Deadline(t))):
+			t.Fatalf("kubectl port-forward outlived the lock:\n%s", out.String())
+		}
 		// Audited when the request ends.
-		_ = pf.Process.Kill()
 		testkit.WaitFor(t, "the port-forward's kube.request event", func() bool {
-			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "dev", Limit: 1000})
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "forwarder", Limit: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,6 +3,7 @@ package kubestream
 import (
 	"bytes"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/moby/spdystream/spdy"
@@ -60,3 +61,48 @@ func BenchmarkRelayWebSocketBaseline(b *testing.B) { benchRelay(b, Protocol{V5: 
 func BenchmarkRelayWebSocketTapped(b *testing.B)   { benchRelay(b, Protocol{V5: true}, true) }
 func BenchmarkRelaySPDYBaseline(b *testing.B)      { benchRelay(b, Protocol{SPDY: true}, false) }
 func BenchmarkRelaySPDYTapped(b *testing.B)        { benchRelay(b, Protocol{SPDY: true}, true) }
+
+// BenchmarkTapMemory reports the heap a live tapped session holds (both
+// parsers, after an interactive exchange: resize, typed lines, 32 KiB
+// output frames), as bytes/session.
+func BenchmarkTapMemory(b *testing.B) {
+	for _, p := range []Protocol{{V5: true, Name: "v5.channel.k8s.io"}, {SPDY: true}} {
+		name := "websocket"
+		var client, server []byte
+		if p.SPDY {
+			name = "spdy"
+			client = spdyFrames(b, synStream(1, "error"), synStream(3, "stdin"), synStream(5, "stdout"), synStream(7, "resize"),
+				data(7, `{"Width":120,"Height":40}`+"\n"), data(3, "ls -l\n"))
+			server = spdyFrames(b, data(5, string(bytes.Repeat([]byte("x"), 32<<10))))
+		} else {
+			client = join(wsFrame(true, opBinary, true, chanMsg(4, `{"Width":120,"Height":40}`)), wsFrame(true, opBinary, true, chanMsg(0, "ls -l\n")))
+			server = wsFrame(true, opBinary, false, chanMsg(1, string(bytes.Repeat([]byte("x"), 32<<10))))
+		}
+		b.Run(name, func(b *testing.B) {
+			const n = 1000
+			var before, after runtime.MemStats
+			for range b.N {
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				taps := make([]*Tap, n)
+				for i := range taps {
+					taps[i] = NewTap(&conn{r: bytes.NewReader(server)}, p, nopSink{}, nil)
+					if _, err := taps[i].Write(client); err != nil {
+						b.Fatal(err)
+					}
+					buf := make([]byte, 32<<10)
+					for {
+						if _, err := taps[i].Read(buf); err != nil {
+							break
+						}
+					}
+					taps[i].conn.(*conn).w.Reset() // the test conn's own buffer is not the tap's
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/session")
+				runtime.KeepAlive(taps)
+			}
+		})
+	}
+}

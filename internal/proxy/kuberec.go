@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/kubestream"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/recording"
 )
 
@@ -78,16 +81,22 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, live *kubeLive, ag
 			// A stream that cannot be read cannot be recorded or
 			// audited: refused.
 			_ = resp.Body.Close()
-			return nil, fmt.Errorf("streaming protocol %q (upgrade %q) is not one Warden records",
-				resp.Header.Get("Sec-WebSocket-Protocol"), resp.Header.Get("Upgrade"))
+			return refusedResponse(req, http.StatusBadGateway, "BadGateway", fmt.Sprintf("warden: streaming protocol %q (upgrade %q) is not one Warden can record",
+				resp.Header.Get("Sec-WebSocket-Protocol"), resp.Header.Get("Upgrade"))), nil
 		}
 		ks.ctx, ks.protocol = req.Context(), "websocket "+proto.Name
 		if proto.SPDY {
 			ks.protocol = strings.TrimSpace("SPDY/3.1 " + proto.Name)
 		}
+		opts, err := s.kubeSessionOptions(req.Context(), live, ks.agent)
+		if err != nil {
+			_ = resp.Body.Close()
+			return refusedResponse(req, http.StatusServiceUnavailable, "ServiceUnavailable", "warden: the session's options: "+err.Error()), nil
+		}
+		ks.mode, ks.recordInput = recordMode(opts.RecordSession), opts.RecordInput
 		if err := ks.start(); err != nil {
 			_ = resp.Body.Close()
-			return nil, err
+			return refusedResponse(req, http.StatusServiceUnavailable, "ServiceUnavailable", "warden: "+err.Error()), nil
 		}
 		s.kube.sessions.Store(ks.id, ks)
 		s.kube.mu.Lock()
@@ -98,9 +107,62 @@ func (s *Server) kubeSessionTransport(base http.RoundTripper, live *kubeLive, ag
 		if err := s.cfg.Directory.CheckLock(sub); err != nil {
 			live.cancel(errors.New(kubeReason(err)))
 		}
-		resp.Body = kubestream.NewTap(rwc, proto, ks, ks.end)
+		tap := kubestream.NewTap(rwc, proto, ks, ks.end)
+		ks.mu.Lock()
+		ks.tap = tap
+		ks.mu.Unlock()
+		if ks.tty && ks.mode == policy.RecordStrict && ks.recording(80, 24) == nil {
+			// No recording, no session.
+			msg := "session recording is required by your roles but is unavailable"
+			ks.setFailReason("recording unavailable")
+			_ = tap.Close()
+			return refusedResponse(req, http.StatusForbidden, "Forbidden", "warden: "+msg), nil
+		}
+		resp.Body = tap
 		return resp, nil
 	})
+}
+
+// recordMode is a role's record_session as kube sessions apply it:
+// unset is best_effort, anything unknown strict (fail closed).
+func recordMode(m string) string {
+	switch m {
+	case "", policy.RecordBestEffort:
+		return policy.RecordBestEffort
+	case policy.RecordOff:
+		return policy.RecordOff
+	}
+	return policy.RecordStrict
+}
+
+// kubeSessionOptions merges the session options (record_session,
+// record_input) of the caller's current roles: the strictest wins
+// (policy.MergeOptions).
+func (s *Server) kubeSessionOptions(ctx context.Context, live *kubeLive, agent auth.Caller) (policy.EffectiveOptions, error) {
+	rl, ok := s.cfg.Directory.(kubeRoleLister)
+	if !ok {
+		return policy.EffectiveOptions{}, errors.New("this proxy cannot read roles")
+	}
+	cur, err := s.cfg.Directory.CurrentCaller(ctx, live.caller, "kube", live.remote)
+	if err != nil {
+		return policy.EffectiveOptions{}, errors.New(kubeReason(err))
+	}
+	all, err := rl.ListRoles(ctx, agent)
+	if err != nil {
+		return policy.EffectiveOptions{}, err
+	}
+	roles := slices.DeleteFunc(all, func(r *policy.Role) bool { return r == nil || !slices.Contains(cur.Roles, r.Metadata.Name) })
+	return policy.MergeOptions(roles), nil
+}
+
+// refusedResponse answers a request with a Kubernetes Status instead of
+// the upgrade (kubectl prints its message).
+func refusedResponse(req *http.Request, code int, reason, msg string) *http.Response {
+	rec := httptest.NewRecorder()
+	kubeStatus(rec, code, reason, msg)
+	resp := rec.Result()
+	resp.Request = req
+	return resp
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -118,6 +180,8 @@ type kubeSession struct {
 	tty                                 bool
 	agent                               auth.Caller
 	ownerRoles                          []string
+	mode                                string // record_session: best_effort, strict or off
+	recordInput                         bool
 	clusterInfo                         auth.KubeCluster
 	// observers are the users who joined (kubejoin.go), under obsMu.
 	obsMu     sync.Mutex
@@ -125,6 +189,8 @@ type kubeSession struct {
 	obsClosed bool
 
 	mu       sync.Mutex
+	tap      *kubestream.Tap
+	failWhy  string
 	rec      *proxyRecording
 	recTried bool
 	status   []byte
@@ -143,6 +209,14 @@ func (k *kubeSession) fields() map[string]any {
 	return f
 }
 
+func (k *kubeSession) setFailReason(why string) {
+	k.mu.Lock()
+	if k.failWhy == "" {
+		k.failWhy = why
+	}
+	k.mu.Unlock()
+}
+
 // login is what the session's login column shows: the pod.
 func (k *kubeSession) login() string { return k.namespace + "/" + k.pod }
 
@@ -154,7 +228,8 @@ func (k *kubeSession) emit(evs ...audit.Event) error {
 // and lets auth accept its recording).
 func (k *kubeSession) start() error {
 	f := k.fields()
-	f["recorded"] = k.tty
+	f["recorded"] = k.tty && k.mode != policy.RecordOff
+	f["record_mode"] = k.mode
 	ev := audit.Event{Event: audit.SessionStart, User: k.user, Login: k.login(), SessionID: k.id, RemoteAddr: k.remote,
 		Success: true, Fields: f}
 	if err := k.emit(ev); err != nil {
@@ -166,7 +241,7 @@ func (k *kubeSession) start() error {
 // recording starts the terminal's recording at its first size or output
 // (nil: none, or it could not start: best effort, as SSH's default).
 func (k *kubeSession) recording(width, height uint16) *proxyRecording {
-	if !k.tty {
+	if !k.tty || k.mode == policy.RecordOff {
 		return nil
 	}
 	k.mu.Lock()
@@ -180,7 +255,18 @@ func (k *kubeSession) recording(width, height uint16) *proxyRecording {
 	h := asciicast.Header{Width: int(max(width, 1)), Height: int(max(height, 1)), Timestamp: now.Unix(),
 		Title: fmt.Sprintf("%s in pod %s/%s on kubernetes cluster %s", k.user, k.namespace, k.pod, k.cluster),
 		Env:   map[string]string{"TERM": "xterm"}}
-	r, err := startProxyRecording(recordTarget{dir: k.dir, caller: k.agent, log: k.s.log}, meta, h, false, nil)
+	strict := k.mode == policy.RecordStrict
+	r, err := startProxyRecording(recordTarget{dir: k.dir, caller: k.agent, log: k.s.log}, meta, h, strict, func() {
+		// Strict: a recording that fails ends the session.
+		k.s.log.Error("kube session recording failed: ending the session (record_session strict)", "session", k.id)
+		k.setFailReason("recording failed")
+		k.mu.Lock()
+		tap := k.tap
+		k.mu.Unlock()
+		if tap != nil {
+			go tap.Close() // not from the recording's own goroutine: Close waits for it
+		}
+	})
 	if err != nil {
 		k.s.log.Warn("kube session recording could not start", "session", k.id, "err", err)
 		return nil
@@ -198,6 +284,15 @@ func (k *kubeSession) Data(st kubestream.Stream, p []byte) {
 			r.output(p)
 		}
 		k.broadcast(p)
+	case kubestream.Stdin:
+		if k.recordInput {
+			k.mu.Lock()
+			r := k.rec
+			k.mu.Unlock()
+			if r != nil {
+				r.input(p)
+			}
+		}
 	case kubestream.Error:
 		k.mu.Lock()
 		if len(k.status)+len(p) <= maxKubeStatus {
@@ -238,6 +333,11 @@ func (k *kubeSession) end(streamErr error) {
 		reason = streamErr.Error()
 		k.s.log.Warn("kube session stream ended: malformed", "session", k.id, "err", streamErr)
 	}
+	k.mu.Lock()
+	if k.failWhy != "" {
+		reason = k.failWhy
+	}
+	k.mu.Unlock()
 	if r != nil {
 		r.close(reason != "")
 	}
