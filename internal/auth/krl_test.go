@@ -2,8 +2,11 @@ package auth_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,4 +167,61 @@ func BenchmarkKRL100k(b *testing.B) {
 		b.Fatalf("%d serials revoked, want 100000", res.Serials)
 	}
 	b.ReportMetric(float64(len(res.Data)), "bytes")
+}
+
+// TestAgentlessProbesBounded: warden nodes ls probes agentless servers
+// concurrently but at most auth.AgentlessProbeConcurrency at once. Each
+// fake sshd holds its connection a moment before it answers, so that
+// unbounded probes would all be open together.
+func TestAgentlessProbesBounded(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var open, most atomic.Int32
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				n := open.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(100 * time.Millisecond)
+				open.Add(-1)
+				_, _ = conn.Write([]byte("SSH-2.0-fake\r\n"))
+			}()
+		}
+	}()
+	const servers = 3 * auth.AgentlessProbeConcurrency
+	for i := 0; i < servers; i++ {
+		n := &auth.AgentlessNode{}
+		n.Metadata.Name = fmt.Sprintf("srv%03d", i)
+		n.Spec.Addr = ln.Addr().String()
+		if err := f.a.UpsertAgentlessNode(ctx, auth.AdminCaller(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := f.a.ListAgentlessNodes(ctx, auth.AdminCaller())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != servers {
+		t.Fatalf("%d servers listed, want %d", len(list), servers)
+	}
+	for _, n := range list {
+		if !n.Status.Reachable {
+			t.Fatalf("%s: not reachable: %s", n.Metadata.Name, n.Status.Error)
+		}
+	}
+	if m := most.Load(); m > auth.AgentlessProbeConcurrency || m < 2 {
+		t.Fatalf("%d probes at once, want 2 to %d", m, auth.AgentlessProbeConcurrency)
+	}
+	t.Logf("at most %d probes at once", most.Load())
 }
