@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"time"
 
@@ -33,10 +34,17 @@ type issuedCert struct {
 	// verdict (user, roles, requests, MFA device): set by setGroup when
 	// the record enters the KRL's view, so that a build compares strings.
 	group string
+	// groupHash is group's hash: a build's maps are keyed by it (a
+	// collision is told apart by group).
+	groupHash uint64
 }
+
+// groupSeed seeds the group hashes of this process.
+var groupSeed = maphash.MakeSeed()
 
 func (r *issuedCert) setGroup() *issuedCert {
 	r.group = r.User + "\x00" + strings.Join(r.Roles, ",") + "\x00" + strings.Join(r.Requests, ",") + "\x00" + r.MFADevice
+	r.groupHash = maphash.String(groupSeed, r.group)
 	return r
 }
 
@@ -224,7 +232,11 @@ func (s *Server) buildKRL(ctx context.Context) (*KRLResult, error) {
 		group  string
 		issued int64
 	}
-	locksOf := map[string][]*lock.Lock{}
+	type groupLocks struct {
+		group string
+		locks []*lock.Lock
+	}
+	locksOf := map[uint64]groupLocks{}
 	verdicts := map[verdictKey]bool{}
 	serials := make([]uint64, 0, len(recs))
 	for _, r := range recs {
@@ -233,15 +245,18 @@ func (s *Server) buildKRL(ctx context.Context) (*KRLResult, error) {
 		}
 		// The locks on what the certificate says first: the check
 		// CurrentCaller starts with, and all a locked certificate needs.
-		locks, ok := locksOf[r.group]
-		if !ok {
+		g, ok := locksOf[r.groupHash]
+		if !ok || g.group != r.group {
 			sub := lock.Subject{User: r.User, Roles: r.Roles, Requests: r.Requests}
 			if r.MFADevice != "" {
 				sub.MFADevices = []string{r.MFADevice}
 			}
-			locks = s.locks.set.Matching(sub, now)
-			locksOf[r.group] = locks
+			g = groupLocks{group: r.group, locks: s.locks.set.Matching(sub, now)}
+			if !ok {
+				locksOf[r.groupHash] = g
+			}
 		}
+		locks := g.locks
 		locked := false
 		for _, l := range locks {
 			if l.CoversIssued(r.Issued) {
