@@ -345,7 +345,21 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		return gate(err)
 	},
 	"AuthorizeAgentless": func(f *matrixFixture, c auth.Caller) outcome {
-		_, err := f.a.AuthorizeAgentless(context.Background(), c, f.callers["access"], auth.Node{Name: "x"}, "root", "")
+		// A registered server: the decision refuses one that is not (an
+		// access denial, like the authorization's).
+		ctx := context.Background()
+		n := &auth.AgentlessNode{}
+		n.Metadata.Name, n.Spec.Addr = "probe-x", "127.0.0.1:1"
+		if err := f.a.UpsertAgentlessNode(ctx, auth.AdminCaller(), n); err != nil {
+			panic(err)
+		}
+		// Gone again for the other probes (ListNodes counts nodes).
+		defer func() { _ = f.a.DeleteAgentlessNode(ctx, auth.AdminCaller(), "probe-x") }()
+		list, err := f.a.ListAgentlessNodes(ctx, auth.AdminCaller())
+		if err != nil || len(list) == 0 {
+			panic(fmt.Sprint("list agentless servers: ", err))
+		}
+		_, err = f.a.AuthorizeAgentless(ctx, c, f.callers["access"], auth.Node{Name: "probe-x", ID: list[0].Status.ID}, "root", "")
 		return gate(err)
 	},
 	"IssueAgentlessCert": func(f *matrixFixture, c auth.Caller) outcome {
