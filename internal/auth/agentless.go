@@ -33,8 +33,15 @@ const (
 	// SessionCertTTL is how long the certificate the proxy presents to an
 	// agentless server's sshd, for one login, is valid.
 	SessionCertTTL = time.Minute
-	// agentlessProbeTimeout bounds the reachability probe of warden nodes ls.
+	// agentlessProbeTimeout bounds one reachability probe of warden nodes
+	// ls (connect and SSH version line).
 	agentlessProbeTimeout = 2 * time.Second
+	// AgentlessProbeConcurrency bounds the probes of one listing running
+	// at once.
+	AgentlessProbeConcurrency = 32
+	// agentlessProbeBudget bounds a whole listing's probing: servers whose
+	// probe has not started by then are listed as not probed.
+	agentlessProbeBudget = 6 * time.Second
 )
 
 // AgentlessNode is wire.AgentlessNode: the API carries it.
@@ -60,7 +67,7 @@ type agentlessState struct {
 	// memory, for the KRL: a feed, like the locks'.
 	issued    *feed
 	issuedMu  sync.RWMutex
-	issuedSet map[string]issuedCert
+	issuedSet map[string]*issuedCert
 }
 
 // SignHostCert issues a host certificate for a server's own sshd host key,
@@ -201,6 +208,13 @@ func (s *Server) ListAgentlessNodes(ctx context.Context, c Caller) ([]AgentlessN
 		return nil, err
 	}
 	out := make([]AgentlessNode, len(recs))
+	// The probes run concurrently, at most AgentlessProbeConcurrency at
+	// once, each bounded by agentlessProbeTimeout and all together by
+	// agentlessProbeBudget: a listing of many unreachable servers takes
+	// seconds, not a timeout per server.
+	probeCtx, cancel := context.WithTimeout(ctx, agentlessProbeBudget)
+	defer cancel()
+	slots := make(chan struct{}, AgentlessProbeConcurrency)
 	var wg sync.WaitGroup
 	for i, r := range recs {
 		n := &out[i]
@@ -208,10 +222,17 @@ func (s *Server) ListAgentlessNodes(ctx context.Context, c Caller) ([]AgentlessN
 		n.Metadata.Name = r.Name
 		n.Spec = wire.AgentlessSpec{Addr: r.Addr, Labels: r.Labels}
 		n.Status = &wire.AgentlessStatus{ID: r.ID, CreatedAt: r.CreatedAt, KRLFetched: s.krlFetchedAt(r.Name)}
+		select {
+		case slots <- struct{}{}:
+		case <-probeCtx.Done():
+			n.Status.Error = "not probed: too many servers to probe in time"
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := ProbeSSH(ctx, r.Addr, agentlessProbeTimeout); err != nil {
+			defer func() { <-slots }()
+			if err := ProbeSSH(probeCtx, r.Addr, agentlessProbeTimeout); err != nil {
 				n.Status.Error = err.Error()
 			} else {
 				n.Status.Reachable = true

@@ -2,11 +2,11 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"time"
 
@@ -30,6 +30,22 @@ type issuedCert struct {
 	Issued    time.Time `json:"issued"`
 	MFADevice string    `json:"mfa_device,omitempty"`
 	Expires   time.Time `json:"expires"`
+	// group is what, with the issue time, decides the certificate's
+	// verdict (user, roles, requests, MFA device): set by setGroup when
+	// the record enters the KRL's view, so that a build compares strings.
+	group string
+	// groupHash is group's hash: a build's maps are keyed by it (a
+	// collision is told apart by group).
+	groupHash uint64
+}
+
+// groupSeed seeds the group hashes of this process.
+var groupSeed = maphash.MakeSeed()
+
+func (r *issuedCert) setGroup() *issuedCert {
+	r.group = r.User + "\x00" + strings.Join(r.Roles, ",") + "\x00" + strings.Join(r.Requests, ",") + "\x00" + r.MFADevice
+	r.groupHash = maphash.String(groupSeed, r.group)
+	return r
 }
 
 // recordIssued remembers an issued user certificate until it expires. A
@@ -45,7 +61,7 @@ func (s *Server) recordIssued(ctx context.Context, cert *ssh.Certificate, c Call
 	}
 	// In the KRL's view at once (the watch delivers it again).
 	s.agentless.issuedMu.Lock()
-	s.agentless.issuedSet[key] = rec
+	s.agentless.issuedSet[key] = rec.setGroup()
 	s.agentless.issuedMu.Unlock()
 	return nil
 }
@@ -53,14 +69,14 @@ func (s *Server) recordIssued(ctx context.Context, cert *ssh.Certificate, c Call
 // startIssued starts the in-memory view of the issued certificates.
 func (s *Server) startIssued(ctx context.Context) error {
 	a := &s.agentless
-	a.issuedSet = map[string]issuedCert{}
+	a.issuedSet = map[string]*issuedCert{}
 	a.issued = &feed{b: s.b, log: s.log, prefix: prefixIssued,
 		reset: func(items []storage.Item) {
-			m := make(map[string]issuedCert, len(items))
+			m := make(map[string]*issuedCert, len(items))
 			for _, it := range items {
-				var rec issuedCert
-				if json.Unmarshal(it.Value, &rec) == nil {
-					m[it.Key] = rec
+				rec := new(issuedCert)
+				if json.Unmarshal(it.Value, rec) == nil {
+					m[it.Key] = rec.setGroup()
 				}
 			}
 			a.issuedMu.Lock()
@@ -74,9 +90,9 @@ func (s *Server) startIssued(ctx context.Context) error {
 				delete(a.issuedSet, ev.Item.Key)
 				return
 			}
-			var rec issuedCert
-			if json.Unmarshal(ev.Item.Value, &rec) == nil {
-				a.issuedSet[ev.Item.Key] = rec
+			rec := new(issuedCert)
+			if json.Unmarshal(ev.Item.Value, rec) == nil {
+				a.issuedSet[ev.Item.Key] = rec.setGroup()
 			}
 		}}
 	return a.issued.start(ctx)
@@ -197,36 +213,62 @@ func (s *Server) noteKRLFetch(name string) {
 
 // buildKRL makes the KRL from the issued-certificate records and the locks.
 func (s *Server) buildKRL(ctx context.Context) (*KRLResult, error) {
+	// The records are never changed once in the set: a copy of the
+	// pointers is a consistent view, and certificates are issued (added)
+	// while the KRL is built.
 	s.agentless.issuedMu.RLock()
-	recs := make([]issuedCert, 0, len(s.agentless.issuedSet))
+	recs := make([]*issuedCert, 0, len(s.agentless.issuedSet))
 	for _, r := range s.agentless.issuedSet {
 		recs = append(recs, r)
 	}
 	s.agentless.issuedMu.RUnlock()
 	now := s.now()
-	// Certificates of one user at one issue time (a login's) share a
-	// verdict: each is checked once.
+	// Certificates of one group (user, roles, requests, MFA device) share
+	// the locks on what they say, looked up once per group; each
+	// certificate then only compares its issue time with their bounds.
+	// Certificates of one group at one issue time (a login's) share the
+	// rest of the verdict (CurrentCaller's): each is checked once.
 	type verdictKey struct {
-		user, roles, requests, mfa string
-		issued                     int64
+		group  string
+		issued int64
 	}
+	type groupLocks struct {
+		group string
+		locks []*lock.Lock
+	}
+	locksOf := map[uint64]groupLocks{}
 	verdicts := map[verdictKey]bool{}
-	var serials []uint64
+	serials := make([]uint64, 0, len(recs))
 	for _, r := range recs {
 		if !now.Before(r.Expires) {
 			continue
 		}
 		// The locks on what the certificate says first: the check
 		// CurrentCaller starts with, and all a locked certificate needs.
-		sub := lock.Subject{User: r.User, Roles: r.Roles, Requests: r.Requests, Issued: r.Issued}
-		if r.MFADevice != "" {
-			sub.MFADevices = []string{r.MFADevice}
+		g, ok := locksOf[r.groupHash]
+		if !ok || g.group != r.group {
+			sub := lock.Subject{User: r.User, Roles: r.Roles, Requests: r.Requests}
+			if r.MFADevice != "" {
+				sub.MFADevices = []string{r.MFADevice}
+			}
+			g = groupLocks{group: r.group, locks: s.locks.set.Matching(sub, now)}
+			if !ok {
+				locksOf[r.groupHash] = g
+			}
 		}
-		if s.locks.set.Check(sub, now) != nil {
+		locks := g.locks
+		locked := false
+		for _, l := range locks {
+			if l.CoversIssued(r.Issued) {
+				locked = true
+				break
+			}
+		}
+		if locked {
 			serials = append(serials, r.Serial)
 			continue
 		}
-		k := verdictKey{r.User, strings.Join(r.Roles, ","), strings.Join(r.Requests, ","), r.MFADevice, r.Issued.UnixNano()}
+		k := verdictKey{r.group, r.Issued.UnixNano()}
 		revoked, ok := verdicts[k]
 		if !ok {
 			_, err := s.currentCaller(ctx, Caller{Kind: KindUser, User: r.User, Roles: r.Roles, RequestIDs: r.Requests,
@@ -254,9 +296,8 @@ func (s *Server) buildKRL(ctx context.Context) (*KRLResult, error) {
 	sec := krl.CertSection{CA: s.ca.UserCAPublicKey(), Serials: serials, KeyIDs: keyIDs}
 	k := &krl.KRL{Version: uint64(now.UnixMilli()), Generated: now, Comment: "warden " + s.cfg.ClusterName, Certs: []krl.CertSection{sec}}
 	// The digest covers what is revoked, not when the list was made.
-	body := (&krl.KRL{Certs: k.Certs}).Marshal()
-	sum := sha256.Sum256(body)
-	return &KRLResult{Data: k.Marshal(), SHA256: hex.EncodeToString(sum[:]), Serials: len(serials), KeyIDs: len(keyIDs)}, nil
+	data, sum := k.MarshalDigest()
+	return &KRLResult{Data: data, SHA256: hex.EncodeToString(sum[:]), Serials: len(serials), KeyIDs: len(keyIDs)}, nil
 }
 
 func lockInForce(l *lock.Lock, now time.Time) bool {

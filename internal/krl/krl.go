@@ -7,6 +7,7 @@ package krl
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -67,33 +68,56 @@ type CertSection struct {
 // without duplicates (the canonical order OpenSSH writes); serial 0 and
 // empty ranges are dropped.
 func (k *KRL) Marshal() []byte {
-	var b bytes.Buffer
-	b.WriteString(magic)
-	putU32(&b, formatVersion)
-	putU64(&b, k.Version)
+	b, _ := k.marshal()
+	return b
+}
+
+// MarshalDigest is Marshal, also returning the SHA-256 of the encoded
+// sections: of what the KRL revokes, not of its version, generation time
+// or comment. Equal digests, same revocations.
+func (k *KRL) MarshalDigest() ([]byte, [32]byte) {
+	b, at := k.marshal()
+	return b, sha256.Sum256(b[at:])
+}
+
+// marshal encodes the KRL and returns where its sections start.
+func (k *KRL) marshal() ([]byte, int) {
+	sections := make([][]byte, len(k.Certs))
+	size := len(magic) + 4 + 8 + 8 + 8 + 4 + 4 + len(k.Comment)
+	for i := range k.Certs {
+		sections[i] = k.Certs[i].marshal()
+		size += 1 + 4 + len(sections[i])
+	}
+	b := make([]byte, 0, size)
+	b = append(b, magic...)
+	b = binary.BigEndian.AppendUint32(b, formatVersion)
+	b = binary.BigEndian.AppendUint64(b, k.Version)
 	gen := k.Generated.Unix()
 	if gen < 0 {
 		gen = 0
 	}
-	putU64(&b, uint64(gen))
-	putU64(&b, 0)      // flags
-	putString(&b, nil) // reserved
-	putString(&b, []byte(k.Comment))
-	for _, s := range k.Certs {
-		b.WriteByte(sectionCertificates)
-		putString(&b, s.marshal())
+	b = binary.BigEndian.AppendUint64(b, uint64(gen))
+	b = binary.BigEndian.AppendUint64(b, 0) // flags
+	b = appendString(b, nil)                // reserved
+	b = appendString(b, []byte(k.Comment))
+	at := len(b)
+	for _, sec := range sections {
+		b = append(b, sectionCertificates)
+		b = appendString(b, sec)
 	}
-	return b.Bytes()
+	return b, at
+}
+
+func appendString(b, s []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
 }
 
 func (s *CertSection) marshal() []byte {
-	var b bytes.Buffer
+	var ca []byte
 	if s.CA != nil {
-		putString(&b, s.CA.Marshal())
-	} else {
-		putString(&b, nil)
+		ca = s.CA.Marshal()
 	}
-	putString(&b, nil) // reserved
 	serials := make([]uint64, 0, len(s.Serials))
 	for _, v := range s.Serials {
 		if v != 0 {
@@ -102,15 +126,6 @@ func (s *CertSection) marshal() []byte {
 	}
 	slices.Sort(serials)
 	serials = slices.Compact(serials)
-	if len(serials) > 0 {
-		var d bytes.Buffer
-		d.Grow(8 * len(serials))
-		for _, v := range serials {
-			putU64(&d, v)
-		}
-		b.WriteByte(certSerialList)
-		putString(&b, d.Bytes())
-	}
 	ranges := make([][2]uint64, 0, len(s.Ranges))
 	for _, r := range s.Ranges {
 		if r[0] != 0 && r[0] <= r[1] {
@@ -124,25 +139,37 @@ func (s *CertSection) marshal() []byte {
 		return cmpU64(a[1], b[1])
 	})
 	ranges = slices.Compact(ranges)
-	for _, r := range ranges {
-		var d bytes.Buffer
-		putU64(&d, r[0])
-		putU64(&d, r[1])
-		b.WriteByte(certSerialRange)
-		putString(&b, d.Bytes())
-	}
 	ids := slices.Clone(s.KeyIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	if len(ids) > 0 {
-		var d bytes.Buffer
-		for _, id := range ids {
-			putString(&d, []byte(id))
-		}
-		b.WriteByte(certKeyID)
-		putString(&b, d.Bytes())
+	idsLen := 0
+	for _, id := range ids {
+		idsLen += 4 + len(id)
 	}
-	return b.Bytes()
+	b := make([]byte, 0, 4+len(ca)+4+(1+4+8*len(serials))+len(ranges)*(1+4+16)+(1+4+idsLen))
+	b = appendString(b, ca)
+	b = appendString(b, nil) // reserved
+	if len(serials) > 0 {
+		b = append(b, certSerialList)
+		b = binary.BigEndian.AppendUint32(b, uint32(8*len(serials)))
+		for _, v := range serials {
+			b = binary.BigEndian.AppendUint64(b, v)
+		}
+	}
+	for _, r := range ranges {
+		b = append(b, certSerialRange)
+		b = binary.BigEndian.AppendUint32(b, 16)
+		b = binary.BigEndian.AppendUint64(b, r[0])
+		b = binary.BigEndian.AppendUint64(b, r[1])
+	}
+	if len(ids) > 0 {
+		b = append(b, certKeyID)
+		b = binary.BigEndian.AppendUint32(b, uint32(idsLen))
+		for _, id := range ids {
+			b = appendString(b, []byte(id))
+		}
+	}
+	return b
 }
 
 func cmpU64(a, b uint64) int {
@@ -378,21 +405,4 @@ func (r *reader) strN(max int) []byte {
 		return nil
 	}
 	return r.bytes(int(n))
-}
-
-func putU32(b *bytes.Buffer, v uint32) {
-	var x [4]byte
-	binary.BigEndian.PutUint32(x[:], v)
-	b.Write(x[:])
-}
-
-func putU64(b *bytes.Buffer, v uint64) {
-	var x [8]byte
-	binary.BigEndian.PutUint64(x[:], v)
-	b.Write(x[:])
-}
-
-func putString(b *bytes.Buffer, s []byte) {
-	putU32(b, uint32(len(s)))
-	b.Write(s)
 }

@@ -108,6 +108,10 @@ func (l *Lock) Validate() error {
 // InForce reports whether the lock applies at now.
 func (l *Lock) InForce(now time.Time) bool { return l.Expires.IsZero() || now.Before(l.Expires) }
 
+// CoversIssued reports whether the lock applies to a certificate issued
+// at issued (zero: not a certificate), whatever it locks.
+func (l *Lock) CoversIssued(issued time.Time) bool { return l.coversIssued(issued) }
+
 // coversIssued reports whether the lock applies to a certificate issued at
 // issued (zero: not a certificate).
 func (l *Lock) coversIssued(issued time.Time) bool {
@@ -226,6 +230,46 @@ func (s *Set) List() []*Lock {
 	}
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+// Matching returns every lock in force at now whose target matches sub,
+// whatever the certificate's issue time (sub.Issued is ignored): a caller
+// checking many certificates of one subject (a KRL build) looks the locks
+// up once and tests each certificate with CoversIssued.
+func (s *Set) Matching(sub Subject, now time.Time) []*Lock {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.byID) == 0 {
+		return nil
+	}
+	var out []*Lock
+	add := func(kind, v string) {
+		if v == "" {
+			return
+		}
+		for _, l := range s.index[kind+"="+v] {
+			if l.InForce(now) {
+				out = append(out, l)
+			}
+		}
+	}
+	add("user", sub.User)
+	for _, r := range sub.Roles {
+		add("role", r)
+	}
+	add("login", sub.Login)
+	add("node", sub.Node)
+	add("node", sub.NodeID)
+	for _, r := range sub.Requests {
+		add("access_request", r)
+	}
+	for _, d := range sub.MFADevices {
+		add("mfa_device", d)
+	}
+	for _, id := range sub.Sessions {
+		add("session", id)
+	}
 	return out
 }
 

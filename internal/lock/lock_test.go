@@ -37,6 +37,10 @@ func TestSetCheck(t *testing.T) {
 		if (got == nil && tc.want != "") || (got != nil && got.ID != tc.want) {
 			t.Errorf("%s: got %v, want %q", tc.name, got, tc.want)
 		}
+		// Matching (then CoversIssued) finds the same lock.
+		if m := s.Matching(tc.sub, now); (len(m) == 0) != (tc.want == "") || len(m) > 0 && m[0].ID != tc.want {
+			t.Errorf("%s: Matching = %v, want %q", tc.name, m, tc.want)
+		}
 		if got != nil && !got.Matches(tc.sub) {
 			t.Errorf("%s: Check returned a lock that does not Match", tc.name)
 		}
@@ -79,6 +83,10 @@ func TestIssuedNotAfter(t *testing.T) {
 		}
 		if got := s.List()[0].Matches(sub); got != tc.want {
 			t.Errorf("%s: Matches = %v, want %v", tc.name, got, tc.want)
+		}
+		m := s.Matching(sub, now)
+		if len(m) != 1 || m[0].CoversIssued(tc.issued) != tc.want {
+			t.Errorf("%s: Matching = %v, CoversIssued want %v", tc.name, m, tc.want)
 		}
 	}
 	// An ordinary lock on the same target still applies to everything.
