@@ -270,7 +270,10 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 				out.Header.Set("Authorization", "Bearer "+token)
 			}
 		},
-		FlushInterval: -1,
+		// Streaming responses (watch, logs -f: no Content-Length) are
+		// flushed at every write anyway; one of known length goes out
+		// whole, in one write (one tunnel packet) rather than one per copy.
+		FlushInterval: 0,
 		BufferPool:    copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			// Say why, without the agent's credentials or addresses

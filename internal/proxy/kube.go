@@ -363,7 +363,10 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 			}
 			out.Header.Set(KubeIdentityHeader, string(id))
 		},
-		FlushInterval: -1,
+		// Streaming responses (watch, logs -f: no Content-Length) are
+		// flushed at every write anyway; one of known length goes out
+		// whole, in one write (one tunnel packet) rather than one per copy.
+		FlushInterval: 0,
 		BufferPool:    kubeBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
