@@ -136,7 +136,8 @@ func TestForwardedIdentityOnlyFromAProxy(t *testing.T) {
 	for _, c := range []*Client{node, user, admin} {
 		e.call(c, "POST", "/v1/proxies/check-user", check, http.StatusForbidden)
 		e.call(c, "GET", "/v1/proxies/noderegs/x", nil, http.StatusForbidden)
-		e.call(c, "PUT", "/v1/proxies/inventory", []wire.Node{}, http.StatusForbidden)
+		e.call(c, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{}, http.StatusForbidden)
+		e.call(c, "POST", "/v1/proxies/authorize-kube", ProxyKubeRequest{User: check.User}, http.StatusForbidden)
 	}
 }
 
@@ -161,8 +162,10 @@ func exerciseProxyRoutes(t *testing.T, e *env, admin *Client) {
 		t.Fatalf("registration: %+v", reg)
 	}
 	e.call(proxy, "GET", "/v1/proxies/noderegs/"+joined.ProxyID, nil, http.StatusNotFound)
-	e.call(proxy, "PUT", "/v1/proxies/inventory", []wire.Node{{ID: nodeJoin.NodeID, Name: "pub1", Hostname: "pub1"}}, http.StatusOK)
-	e.call(proxy, "PUT", "/v1/proxies/inventory", []wire.Node{{ID: nodeJoin.NodeID, Name: "forged", Hostname: "pub1"}}, http.StatusBadRequest)
+	e.call(proxy, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{Nodes: []wire.Node{{ID: nodeJoin.NodeID, Name: "pub1", Hostname: "pub1"}}}, http.StatusOK)
+	e.call(proxy, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{Nodes: []wire.Node{{ID: nodeJoin.NodeID, Name: "forged", Hostname: "pub1"}}}, http.StatusBadRequest)
+	e.call(proxy, "POST", "/v1/proxies/authorize-kube", ProxyKubeRequest{User: auth.Caller{Kind: auth.KindUser, User: "nobody", Issued: time.Now()},
+		Cluster: auth.KubeCluster{Name: "k1"}}, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/check-user", ProxyCheckUserRequest{User: auth.Caller{Kind: auth.KindUser, User: "nobody", Issued: time.Now()}},
 		http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/spend-session-cert", ProxySpendRequest{Serial: 7, Expires: time.Now().Add(time.Hour), Max: 1}, http.StatusOK)

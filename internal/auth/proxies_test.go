@@ -56,13 +56,13 @@ func TestProxiesJoinAndPublishTheirNodes(t *testing.T) {
 	}
 
 	n1, n2 := f.joinNode("n1"), f.joinNode("n2")
-	if err := f.a.PublishProxyInventory(ctx, proxyA, []auth.Node{{ID: n1.NodeID, Name: "n1", Hostname: "n1"}}); err != nil {
+	if err := f.a.PublishProxyInventory(ctx, proxyA, auth.ProxyInventory{Nodes: []auth.Node{{ID: n1.NodeID, Name: "n1", Hostname: "n1"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.a.PublishProxyInventory(ctx, proxyB, []auth.Node{{ID: n2.NodeID, Name: "n2", Hostname: "n2"}}); err != nil {
+	if err := f.a.PublishProxyInventory(ctx, proxyB, auth.ProxyInventory{Nodes: []auth.Node{{ID: n2.NodeID, Name: "n2", Hostname: "n2"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.a.PublishProxyInventory(ctx, proxyB, []auth.Node{{ID: "11111111-1111-1111-1111-111111111111", Name: "ghost", Hostname: "ghost"}}); err == nil {
+	if err := f.a.PublishProxyInventory(ctx, proxyB, auth.ProxyInventory{Nodes: []auth.Node{{ID: "11111111-1111-1111-1111-111111111111", Name: "ghost", Hostname: "ghost"}}}); err == nil {
 		t.Fatal("a proxy published a node that never joined")
 	}
 	names := func() []string {
@@ -76,12 +76,16 @@ func TestProxiesJoinAndPublishTheirNodes(t *testing.T) {
 		}
 		return out
 	}
+	// Nor a node as a kube agent.
+	if err := f.a.PublishProxyInventory(ctx, proxyB, auth.ProxyInventory{KubeClusters: []auth.KubeCluster{{Name: "k1", AgentID: n2.NodeID}}}); err == nil {
+		t.Fatal("a proxy published a node as a kube agent")
+	}
 	if got := names(); len(got) != 2 || got[0] != "n1" || got[1] != "n2" {
 		t.Fatalf("nodes of both proxies: %v", got)
 	}
 	// Proxy B stops publishing: its nodes drop out when the TTL ends.
 	f.clock.Advance(auth.ProxyInventoryTTL / 2)
-	if err := f.a.PublishProxyInventory(ctx, proxyA, []auth.Node{{ID: n1.NodeID, Name: "n1", Hostname: "n1"}}); err != nil {
+	if err := f.a.PublishProxyInventory(ctx, proxyA, auth.ProxyInventory{Nodes: []auth.Node{{ID: n1.NodeID, Name: "n1", Hostname: "n1"}}}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(auth.ProxyInventoryTTL/2 + time.Second)
