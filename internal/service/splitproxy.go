@@ -579,7 +579,9 @@ func (s *splitProxy) publishInventory(ctx context.Context) {
 		if sum == last && time.Since(lastAt) < auth.ProxyInventoryTTL/3 {
 			continue
 		}
-		err := s.call(ctx, func(c *api.Client) error { return c.PublishProxyInventory(ctx, wire.ProxyInventory{Nodes: nodes, KubeClusters: kube}) })
+		err := s.call(ctx, func(c *api.Client) error {
+			return c.PublishProxyInventory(ctx, wire.ProxyInventory{Nodes: nodes, KubeClusters: kube})
+		})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("publish the proxy's nodes", "err", err)
