@@ -165,13 +165,12 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	if err := p.startMetrics(); err != nil {
 		return err
 	}
-	pool2, _ := id.RootCAs()
 	p.http = &http.Server{
 		Handler: api.SecurityHeaders(s.httpHandler()),
 		TLSConfig: &tls.Config{
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.srvCert.Load(), nil },
 			ClientAuth:     tls.VerifyClientCertIfGiven,
-			ClientCAs:      pool2,
+			ClientCAs:      pool,
 			MinVersion:     tls.VersionTLS12,
 			CipherSuites:   TLS12CipherSuites,
 			NextProtos:     []string{"h2", "http/1.1"},
