@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -130,6 +131,14 @@ func TestForwardedIdentityOnlyFromAProxy(t *testing.T) {
 	who(proxy, http.StatusUnauthorized, HeaderClientCert, base64.StdEncoding.EncodeToString(self))
 	who(proxy, http.StatusUnauthorized, HeaderClientCert, "not base64!")
 	who(proxy, http.StatusUnauthorized, HeaderClientCert, base64.StdEncoding.EncodeToString(certDER(t, joined.TLSCert)))
+
+	// A lock on the proxy revokes it: its own calls and those it forwards.
+	lk := decodeAs[wire.CreateLockResult](t, e.call(admin, "POST", "/v1/locks", wire.CreateLockRequest{Target: lock.Target{Node: joined.ProxyID}}, http.StatusOK))
+	who(proxy, http.StatusForbidden)
+	who(proxy, http.StatusForbidden, HeaderClientCert, fwdAdmin)
+	e.call(proxy, "GET", "/v1/ping", nil, http.StatusForbidden, HeaderClientAddr, "192.0.2.1")
+	e.call(admin, "DELETE", "/v1/locks/"+lk.Lock.ID, nil, http.StatusOK)
+	who(proxy, http.StatusOK, HeaderClientCert, fwdAdmin)
 
 	// The calls of proxies are theirs only.
 	check := ProxyCheckUserRequest{User: auth.Caller{Kind: auth.KindUser, User: "alice", Roles: []string{"dev"}, Issued: time.Now()}, Via: "test"}

@@ -76,6 +76,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, fmt.Errorf("%w: only a Warden proxy forwards a client's identity or address", auth.ErrUnauthenticated))
 		return
 	}
+	// A proxy revoked (locked, or its registration gone) is refused,
+	// whoever it calls for.
+	if fromProxy(r) {
+		pc, err := auth.CallerFromTLS(peerCert(r))
+		if err == nil {
+			_, err = h.auth.CurrentCaller(r.Context(), pc, "api "+r.Method+" "+r.URL.Path, remoteIP(r))
+		}
+		if err != nil {
+			h.fail(w, err)
+			return
+		}
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

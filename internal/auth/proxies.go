@@ -15,6 +15,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/wire"
@@ -84,6 +85,20 @@ func (s *Server) JoinProxy(ctx context.Context, req JoinRequest) (*ProxyJoinResp
 	s.emit(ctx, audit.Event{Event: audit.NodeJoin, Node: req.Name, RemoteAddr: req.RemoteAddr, Success: true,
 		Fields: map[string]any{"proxy_id": id, "hostname": req.Hostname, "kind": RegistrationProxy, "principals": principals}})
 	return &ProxyJoinResponse{ProxyCerts: *certs, ProxyID: id}, nil
+}
+
+// currentProxy refuses a proxy running apart whose registration is gone,
+// or that a lock on it (warden lock --node PROXY-ID or its name) revokes:
+// every call it makes for itself or its clients is then refused.
+func (s *Server) currentProxy(ctx context.Context, c Caller) error {
+	reg, err := s.GetNodeRegistration(ctx, c.NodeID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && reg.Kind != RegistrationProxy) {
+		return fmt.Errorf("%w: proxy %s is not registered", ErrUnauthenticated, c.NodeID)
+	}
+	if err != nil {
+		return err
+	}
+	return s.CheckLock(lock.Subject{Node: reg.Name, NodeID: reg.ID})
 }
 
 // RenewProxyCerts re-issues a joined proxy's certificates (called by the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
@@ -93,6 +94,27 @@ func TestProxiesJoinAndPublishTheirNodes(t *testing.T) {
 		got := names()
 		return len(got) == 1 && got[0] == "n1"
 	})
+
+	// A lock on a proxy (by id or name) revokes its identity at once.
+	if _, err := f.a.CurrentCaller(ctx, proxyA, "test", ""); err != nil {
+		t.Fatalf("proxy A before the lock: %v", err)
+	}
+	for _, target := range []string{pa.ProxyID, "proxy-b"} {
+		if _, err := f.a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Node: target}, Message: "revoked"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []auth.Caller{proxyA, proxyB} {
+		if _, err := f.a.CurrentCaller(ctx, p, "test", ""); !errors.Is(err, auth.ErrAccessDenied) {
+			t.Fatalf("a locked proxy: %v", err)
+		}
+	}
+	if _, err := f.a.CurrentCaller(ctx, auth.Caller{Kind: auth.KindProxy, User: "proxy", NodeID: "no-such-proxy"}, "test", ""); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("an unregistered proxy: %v", err)
+	}
+	if _, err := f.a.CurrentCaller(ctx, auth.ProxyCaller(), "test", ""); err != nil {
+		t.Fatalf("the proxy in auth's process: %v", err)
+	}
 
 	h, err := f.a.ClusterHealth(ctx, auth.AdminCaller())
 	if err != nil {
