@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -131,12 +132,21 @@ func TestForwardedIdentityOnlyFromAProxy(t *testing.T) {
 	who(proxy, http.StatusUnauthorized, HeaderClientCert, "not base64!")
 	who(proxy, http.StatusUnauthorized, HeaderClientCert, base64.StdEncoding.EncodeToString(certDER(t, joined.TLSCert)))
 
+	// A lock on the proxy revokes it: its own calls and those it forwards.
+	lk := decodeAs[wire.CreateLockResult](t, e.call(admin, "POST", "/v1/locks", wire.CreateLockRequest{Target: lock.Target{Node: joined.ProxyID}}, http.StatusOK))
+	who(proxy, http.StatusForbidden)
+	who(proxy, http.StatusForbidden, HeaderClientCert, fwdAdmin)
+	e.call(proxy, "GET", "/v1/ping", nil, http.StatusForbidden, HeaderClientAddr, "192.0.2.1")
+	e.call(admin, "DELETE", "/v1/locks/"+lk.Lock.ID, nil, http.StatusOK)
+	who(proxy, http.StatusOK, HeaderClientCert, fwdAdmin)
+
 	// The calls of proxies are theirs only.
 	check := ProxyCheckUserRequest{User: auth.Caller{Kind: auth.KindUser, User: "alice", Roles: []string{"dev"}, Issued: time.Now()}, Via: "test"}
 	for _, c := range []*Client{node, user, admin} {
 		e.call(c, "POST", "/v1/proxies/check-user", check, http.StatusForbidden)
 		e.call(c, "GET", "/v1/proxies/noderegs/x", nil, http.StatusForbidden)
-		e.call(c, "PUT", "/v1/proxies/inventory", []wire.Node{}, http.StatusForbidden)
+		e.call(c, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{}, http.StatusForbidden)
+		e.call(c, "POST", "/v1/proxies/authorize-kube", ProxyKubeRequest{User: check.User}, http.StatusForbidden)
 	}
 }
 
@@ -161,8 +171,10 @@ func exerciseProxyRoutes(t *testing.T, e *env, admin *Client) {
 		t.Fatalf("registration: %+v", reg)
 	}
 	e.call(proxy, "GET", "/v1/proxies/noderegs/"+joined.ProxyID, nil, http.StatusNotFound)
-	e.call(proxy, "PUT", "/v1/proxies/inventory", []wire.Node{{ID: nodeJoin.NodeID, Name: "pub1", Hostname: "pub1"}}, http.StatusOK)
-	e.call(proxy, "PUT", "/v1/proxies/inventory", []wire.Node{{ID: nodeJoin.NodeID, Name: "forged", Hostname: "pub1"}}, http.StatusBadRequest)
+	e.call(proxy, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{Nodes: []wire.Node{{ID: nodeJoin.NodeID, Name: "pub1", Hostname: "pub1"}}}, http.StatusOK)
+	e.call(proxy, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{Nodes: []wire.Node{{ID: nodeJoin.NodeID, Name: "forged", Hostname: "pub1"}}}, http.StatusBadRequest)
+	e.call(proxy, "POST", "/v1/proxies/authorize-kube", ProxyKubeRequest{User: auth.Caller{Kind: auth.KindUser, User: "nobody", Issued: time.Now()},
+		Cluster: auth.KubeCluster{Name: "k1"}}, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/check-user", ProxyCheckUserRequest{User: auth.Caller{Kind: auth.KindUser, User: "nobody", Issued: time.Now()}},
 		http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/spend-session-cert", ProxySpendRequest{Serial: 7, Expires: time.Now().Add(time.Hour), Max: 1}, http.StatusOK)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -45,8 +46,11 @@ func (h *Handler) proxyRoutes() {
 	m.HandleFunc("POST /v1/proxies/spend-session-cert", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in ProxySpendRequest) (empty, error) {
 		return done(a.ProxySpendSessionCert(r.Context(), c, in.Serial, in.Expires, in.Max))
 	})))
-	m.HandleFunc("PUT /v1/proxies/inventory", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in []auth.Node) (empty, error) {
+	m.HandleFunc("PUT /v1/proxies/inventory", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in auth.ProxyInventory) (empty, error) {
 		return done(a.PublishProxyInventory(r.Context(), c, in))
+	})))
+	m.HandleFunc("POST /v1/proxies/authorize-kube", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in ProxyKubeRequest) (policy.KubeDecision, error) {
+		return a.ProxyAuthorizeKube(r.Context(), c, in.User, in.Cluster, in.Resource)
 	})))
 }
 
@@ -80,10 +84,25 @@ func (c *Client) ProxySpendSessionCert(ctx context.Context, req ProxySpendReques
 	return c.do(ctx, http.MethodPost, "/v1/proxies/spend-session-cert", req, nil)
 }
 
-// PublishProxyInventory publishes the calling proxy's live nodes.
-func (c *Client) PublishProxyInventory(ctx context.Context, nodes []wire.Node) error {
-	if nodes == nil {
-		nodes = []wire.Node{}
+// PublishProxyInventory publishes the calling proxy's live nodes and
+// Kubernetes clusters.
+func (c *Client) PublishProxyInventory(ctx context.Context, inv wire.ProxyInventory) error {
+	if inv.Nodes == nil {
+		inv.Nodes = []wire.Node{}
 	}
-	return c.do(ctx, http.MethodPut, "/v1/proxies/inventory", nodes, nil)
+	return c.do(ctx, http.MethodPut, "/v1/proxies/inventory", inv, nil)
+}
+
+// ProxyKubeRequest asks auth to decide a Kubernetes API request of a user
+// whose certificate the calling proxy verified.
+type ProxyKubeRequest struct {
+	User     auth.Caller         `json:"user"`
+	Cluster  auth.KubeCluster    `json:"cluster"`
+	Resource policy.KubeResource `json:"resource"`
+}
+
+// ProxyAuthorizeKube decides a user's Kubernetes API request, for a proxy.
+func (c *Client) ProxyAuthorizeKube(ctx context.Context, req ProxyKubeRequest) (policy.KubeDecision, error) {
+	var out policy.KubeDecision
+	return out, c.do(ctx, http.MethodPost, "/v1/proxies/authorize-kube", req, &out)
 }

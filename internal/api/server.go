@@ -38,6 +38,10 @@ var Version = "0.1.0-dev"
 // maxBody bounds request bodies (a recording chunk is at most 1 MiB).
 const maxBody = 2 << 20
 
+// maxInventoryBody bounds a proxy's published node inventory (up to
+// 20,000 nodes, auth.maxProxyInventory).
+const maxInventoryBody = 16 << 20
+
 // Handler serves the API.
 type Handler struct {
 	auth *auth.Server
@@ -60,13 +64,29 @@ func NewHandler(a *auth.Server, log *slog.Logger) *Handler {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	limit := int64(maxBody)
+	if r.URL.Path == "/v1/proxies/inventory" {
+		limit = maxInventoryBody
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	w.Header().Set("Cache-Control", "no-store")
 	// Only a proxy speaks for the client it serves (forward.go): the
 	// headers from anyone else are refused, not ignored.
 	if forwardedHeaders(r) && !fromProxy(r) {
 		h.fail(w, fmt.Errorf("%w: only a Warden proxy forwards a client's identity or address", auth.ErrUnauthenticated))
 		return
+	}
+	// A proxy revoked (locked, or its registration gone) is refused,
+	// whoever it calls for.
+	if fromProxy(r) {
+		pc, err := auth.CallerFromTLS(peerCert(r))
+		if err == nil {
+			_, err = h.auth.CurrentCaller(r.Context(), pc, "api "+r.Method+" "+r.URL.Path, remoteIP(r))
+		}
+		if err != nil {
+			h.fail(w, err)
+			return
+		}
 	}
 	h.mux.ServeHTTP(w, r)
 }

@@ -92,6 +92,7 @@ var operations = map[string]rule{
 	"ProxyNodeRegistration": {kinds: kinds(KindProxy), does: "serve node tunnels"},
 	"ProxySpendSessionCert": {kinds: kinds(KindProxy), does: "speak for users"},
 	"PublishProxyInventory": {kinds: kinds(KindProxy), does: "serve node tunnels"},
+	"ProxyAuthorizeKube":    {kinds: kinds(KindProxy), does: "speak for users"},
 	// Agentless servers (docs/agentless.md): registering them and signing
 	// their sshd host keys is node administration; the KRL names locked
 	// users. Only the proxy decides and connects on a user's behalf.

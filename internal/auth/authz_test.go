@@ -85,6 +85,7 @@ var matrix = map[string]row{
 	"ProxyNodeRegistration":   {deny, deny, deny, deny, deny, all, deny},
 	"ProxySpendSessionCert":   {deny, deny, deny, deny, deny, all, deny},
 	"PublishProxyInventory":   {deny, deny, deny, deny, deny, all, deny},
+	"ProxyAuthorizeKube":      {deny, deny, deny, deny, deny, all, deny},
 	"OpenRecording":           {deny, deny, all, all, deny, deny, all},
 	"OpenRecordingAt":         {deny, deny, all, all, deny, deny, all},
 	"VerifyRecordings":        {deny, deny, all, all, deny, deny, all},
@@ -432,7 +433,16 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		return gate(f.a.ProxySpendSessionCert(context.Background(), c, 1, time.Now().Add(time.Minute), 1))
 	},
 	"PublishProxyInventory": func(f *matrixFixture, c auth.Caller) outcome {
-		return gate(f.a.PublishProxyInventory(context.Background(), c, nil))
+		return gate(f.a.PublishProxyInventory(context.Background(), c, auth.ProxyInventory{}))
+	},
+	"ProxyAuthorizeKube": func(f *matrixFixture, c auth.Caller) outcome {
+		// Past the gate, the user's request is decided (and refused: no
+		// role of theirs allows the cluster).
+		_, err := f.a.ProxyAuthorizeKube(context.Background(), c, f.callers["access"], auth.KubeCluster{Name: "k"}, policy.KubeResource{Verb: "list", Kind: "pods"})
+		if err != nil && strings.Contains(err.Error(), "only the proxy speak for users") {
+			return deny
+		}
+		return all
 	},
 	"Watch": func(f *matrixFixture, c auth.Caller) outcome {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -108,6 +108,12 @@ func (s *Server) CurrentCaller(ctx context.Context, c Caller, via, remote string
 	if err := s.authorize(c, "CurrentCaller"); err != nil {
 		return Caller{}, err
 	}
+	if c.Kind == KindProxy && c.NodeID != "" {
+		if err := s.currentProxy(ctx, c); err != nil {
+			return Caller{}, err
+		}
+		return c, nil
+	}
 	if c.Kind != KindUser {
 		return c, nil
 	}

@@ -98,7 +98,8 @@ func (s *Server) ClusterHealth(ctx context.Context, c Caller) (*ClusterHealth, e
 	if err == nil {
 		for _, it := range regs {
 			var reg NodeRegistration
-			if json.Unmarshal(it.Value, &reg) == nil && !seen[reg.ID] {
+			// Proxies are not nodes: they are never offline nodes.
+			if json.Unmarshal(it.Value, &reg) == nil && !seen[reg.ID] && reg.Kind != RegistrationProxy {
 				h.Offline = append(h.Offline, reg)
 			}
 		}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -83,6 +85,20 @@ func (s *Server) JoinProxy(ctx context.Context, req JoinRequest) (*ProxyJoinResp
 	s.emit(ctx, audit.Event{Event: audit.NodeJoin, Node: req.Name, RemoteAddr: req.RemoteAddr, Success: true,
 		Fields: map[string]any{"proxy_id": id, "hostname": req.Hostname, "kind": RegistrationProxy, "principals": principals}})
 	return &ProxyJoinResponse{ProxyCerts: *certs, ProxyID: id}, nil
+}
+
+// currentProxy refuses a proxy running apart whose registration is gone,
+// or that a lock on it (warden lock --node PROXY-ID or its name) revokes:
+// every call it makes for itself or its clients is then refused.
+func (s *Server) currentProxy(ctx context.Context, c Caller) error {
+	reg, err := s.GetNodeRegistration(ctx, c.NodeID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && reg.Kind != RegistrationProxy) {
+		return fmt.Errorf("%w: proxy %s is not registered", ErrUnauthenticated, c.NodeID)
+	}
+	if err != nil {
+		return err
+	}
+	return s.CheckLock(lock.Subject{Node: reg.Name, NodeID: reg.ID})
 }
 
 // RenewProxyCerts re-issues a joined proxy's certificates (called by the
@@ -241,16 +257,33 @@ const (
 	inventoryFresh = 250 * time.Millisecond
 )
 
-// PublishProxyInventory stores the calling proxy's live nodes.
-func (s *Server) PublishProxyInventory(ctx context.Context, c Caller, nodes []Node) error {
+// ProxyInventory is wire.ProxyInventory: the API carries it.
+type ProxyInventory = wire.ProxyInventory
+
+// PublishProxyInventory stores the calling proxy's live nodes and
+// Kubernetes clusters.
+func (s *Server) PublishProxyInventory(ctx context.Context, c Caller, inv ProxyInventory) error {
 	if err := s.authorize(c, "PublishProxyInventory"); err != nil {
 		return err
 	}
 	if c.NodeID == "" {
 		return fmt.Errorf("%w: only a joined proxy publishes its nodes", ErrUnauthenticated)
 	}
-	if len(nodes) > maxProxyInventory {
-		return badRequest("%d nodes, at most %d per proxy", len(nodes), maxProxyInventory)
+	nodes := inv.Nodes
+	if len(nodes)+len(inv.KubeClusters) > maxProxyInventory {
+		return badRequest("%d nodes and clusters, at most %d per proxy", len(nodes)+len(inv.KubeClusters), maxProxyInventory)
+	}
+	for _, k := range inv.KubeClusters {
+		reg, err := s.GetNodeRegistration(ctx, k.AgentID)
+		if err != nil {
+			return badRequest("kube agent %s: %v", k.AgentID, err)
+		}
+		if reg.Kind != RegistrationKube {
+			return badRequest("%s is not a kube agent", k.AgentID)
+		}
+		if err := validateNodeName("kubernetes cluster name", k.Name); err != nil {
+			return err
+		}
 	}
 	for _, n := range nodes {
 		if n.Agentless {
@@ -265,7 +298,7 @@ func (s *Server) PublishProxyInventory(ctx context.Context, c Caller, nodes []No
 			return badRequest("node %s is not the registered node %q", n.ID, reg.Name)
 		}
 	}
-	err := s.putJSON(ctx, prefixProxyInventory+c.NodeID, nodes, s.now().Add(ProxyInventoryTTL))
+	err := s.putJSON(ctx, prefixProxyInventory+c.NodeID, inv, s.now().Add(ProxyInventoryTTL))
 	if err == nil {
 		s.inventoryCache.Store(nil) // read afresh
 	}
@@ -276,44 +309,76 @@ func (s *Server) PublishProxyInventory(ctx context.Context, c Caller, nodes []No
 // proxies run apart: the nodes every proxy published.
 func (s *Server) StoredInventory() Inventory { return storedInventory{s} }
 
+// StoredKubeInventory is StoredInventory for Kubernetes clusters.
+func (s *Server) StoredKubeInventory() KubeInventory { return storedInventory{s} }
+
 type storedInventory struct{ s *Server }
 
 type cachedInventory struct {
 	at    time.Time
 	nodes []Node
+	kube  []KubeCluster
 }
 
-func (i storedInventory) Nodes() []Node {
+func (i storedInventory) Nodes() []Node { return i.read().nodes }
+
+func (i storedInventory) KubeClusters() []KubeCluster { return i.read().kube }
+
+func (i storedInventory) read() *cachedInventory {
 	s := i.s
 	if c := s.inventoryCache.Load(); c != nil && time.Since(c.at) < inventoryFresh {
-		return c.nodes
+		return c
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	items, err := s.b.List(ctx, prefixProxyInventory, 0)
 	if err != nil {
 		s.log.Warn("cannot read the proxies' node inventory", "err", err)
-		return nil
+		return &cachedInventory{}
 	}
 	byID := map[string]Node{}
+	kube := map[string]KubeCluster{}
 	for _, it := range items {
-		var nodes []Node
-		if err := json.Unmarshal(it.Value, &nodes); err != nil {
+		var inv ProxyInventory
+		if err := json.Unmarshal(it.Value, &inv); err != nil {
 			continue
 		}
-		for _, n := range nodes {
+		for _, n := range inv.Nodes {
 			// A node that moved keeps its newest tunnel.
 			if o, ok := byID[n.ID]; !ok || n.Since.After(o.Since) {
 				byID[n.ID] = n
 			}
 		}
+		for _, k := range inv.KubeClusters {
+			kube[k.Name+"\x00"+k.AgentID] = k
+		}
 	}
-	out := make([]Node, 0, len(byID))
+	c := &cachedInventory{at: time.Now(), nodes: make([]Node, 0, len(byID)), kube: make([]KubeCluster, 0, len(kube))}
 	for _, n := range byID {
-		out = append(out, n)
+		c.nodes = append(c.nodes, n)
 	}
-	s.inventoryCache.Store(&cachedInventory{at: time.Now(), nodes: out})
-	return out
+	for _, k := range kube {
+		c.kube = append(c.kube, k)
+	}
+	s.inventoryCache.Store(c)
+	return c
+}
+
+// ProxyAuthorizeKube is AuthorizeKube for the user whose certificate a
+// proxy verified (user is their caller as the proxy last had it checked;
+// it is checked again here).
+func (s *Server) ProxyAuthorizeKube(ctx context.Context, c Caller, user Caller, cluster KubeCluster, res policy.KubeResource) (policy.KubeDecision, error) {
+	if err := s.authorize(c, "ProxyAuthorizeKube"); err != nil {
+		return policy.KubeDecision{}, err
+	}
+	if user.Kind != KindUser {
+		return policy.KubeDecision{}, badRequest("a proxy speaks for users only, not %q", user.Kind)
+	}
+	cur, err := s.currentCaller(ctx, user)
+	if err != nil {
+		return policy.KubeDecision{}, err
+	}
+	return s.AuthorizeKube(ctx, cur, cluster, res)
 }
 
 func pemCertificate(der []byte) string {

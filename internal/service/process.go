@@ -237,6 +237,7 @@ func (p *Process) startAuth(ctx context.Context) error {
 	} else {
 		// The nodes are those the proxies running apart publish.
 		a.SetInventory(a.StoredInventory())
+		a.SetKubeInventory(a.StoredKubeInventory())
 		p.metrics = prometheus.NewRegistry()
 		p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}

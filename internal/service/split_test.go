@@ -1,11 +1,17 @@
 package service
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +21,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
@@ -126,5 +133,157 @@ func TestSplitProxyViewFailsClosed(t *testing.T) {
 	s.apply(api.WatchEvent{Type: "delete", Kind: "role", Name: "dev"})
 	if got := s.rolesOf([]string{"dev"}); len(got) != 0 {
 		t.Fatalf("a deleted role is still in the view: %+v", got)
+	}
+}
+
+// TestSplitProxyKube: Kubernetes through a proxy running apart from auth.
+// A kube agent connects to the proxy (services: [kube]); auth lists its
+// cluster (the proxy publishes it); a user's request is decided by auth
+// for the user the proxy verified and reaches the API server as them; one
+// their roles do not allow never does; a lock made through auth ends a
+// live watch at the proxy and refuses the next request.
+func TestSplitProxyKube(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	upstream := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path)
+		mu.Unlock()
+		if r.URL.Query().Get("watch") == "true" {
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(w, "{\"n\":%d}\n", i); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+		fmt.Fprintf(w, `{"kind":"PodList","user":%q}`, r.Header.Get("Impersonate-User"))
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: a
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: agent-secret}}]
+contexts: [{name: a, context: {cluster: c, user: u}}]
+`, upstream.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ap, err := Start(ctx, &Config{DataDir: filepath.Join(dir, "auth"), Services: []string{Auth}, Auth: AuthConfig{Listen: "127.0.0.1:0"},
+		Proxy: ProxyConfig{MetricsAddr: MetricsOff}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ap.Close()
+	a := ap.Auth()
+	pin := api.Fingerprint(a.Authority().TLSCACert().Raw)
+	token := func(typ string) string {
+		tok, err := a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: typ, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token
+	}
+	pp, err := Start(ctx, &Config{DataDir: filepath.Join(dir, "proxy"), Services: []string{Proxy}, Proxy: ProxyConfig{Listen: "127.0.0.1:0",
+		MetricsAddr: MetricsOff, AuthServers: []string{ap.ProxyAddr()}, Token: token(wire.TokenTypeProxy), CAPin: pin}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pp.Close()
+	kcfg := &Config{DataDir: filepath.Join(dir, "kube"), Services: []string{Kube}, Proxy: ProxyConfig{MetricsAddr: MetricsOff}}
+	kcfg.Kube.ProxyAddr, kcfg.Kube.Token, kcfg.Kube.CAPin, kcfg.Kube.Name = pp.ProxyAddr(), token(wire.TokenTypeKube), pin, "agent1"
+	kcfg.Kube.Clusters = append(kcfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
+	kp, err := Start(ctx, kcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kp.Close()
+
+	roles, err := policy.ParseRoles([]byte(`kind: role
+metadata: {name: kube-dev}
+spec:
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: [developers]
+    kubernetes_resources: [{kind: pods, namespace: default}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "auth to list the cluster the proxy publishes", func() bool {
+		cl, err := a.ListKubeClusters(ctx, auth.AdminCaller())
+		return err == nil && len(cl) == 1 && cl[0].Name == "k1"
+	})
+	hc := userClient(t, a, "alice", []string{"kube-dev"})
+	base := "https://" + pp.ProxyAddr() + "/kube/"
+	get := func(path string) (int, string) {
+		resp, err := hc.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var code int
+	var body string
+	testkit.WaitFor(t, "the proxy's view of the roles", func() bool {
+		code, body = get("k1/api/v1/namespaces/default/pods")
+		return code == http.StatusOK
+	})
+	if !strings.Contains(body, `"user":"alice"`) {
+		t.Fatalf("allowed request: %d %s", code, body)
+	}
+	mu.Lock()
+	n := len(seen)
+	mu.Unlock()
+	if code, body := get("k1/api/v1/namespaces/kube-system/pods"); code != http.StatusForbidden || !strings.Contains(body, "not allowed") {
+		t.Fatalf("a request the roles do not allow: %d %s", code, body)
+	}
+	mu.Lock()
+	if len(seen) != n {
+		t.Fatalf("a refused request reached the API server: %v", seen[n:])
+	}
+	mu.Unlock()
+
+	resp, err := hc.Get(base + "k1/api/v1/namespaces/default/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewReader(resp.Body)
+	if _, err := lines.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "go home"}); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := lines.ReadString('\n'); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ended:
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatal("the watch outlived the lock")
+	}
+	if code, body := get("k1/api/v1/namespaces/default/pods"); code != http.StatusForbidden || !strings.Contains(body, "go home") {
+		t.Fatalf("after the lock: %d %s", code, body)
 	}
 }

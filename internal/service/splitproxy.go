@@ -165,13 +165,12 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	if err := p.startMetrics(); err != nil {
 		return err
 	}
-	pool2, _ := id.RootCAs()
 	p.http = &http.Server{
 		Handler: api.SecurityHeaders(s.httpHandler()),
 		TLSConfig: &tls.Config{
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.srvCert.Load(), nil },
 			ClientAuth:     tls.VerifyClientCertIfGiven,
-			ClientCAs:      pool2,
+			ClientCAs:      pool,
 			MinVersion:     tls.VersionTLS12,
 			CipherSuites:   TLS12CipherSuites,
 			NextProtos:     []string{"h2", "http/1.1"},
@@ -436,6 +435,8 @@ func (s *splitProxy) httpHandler() http.Handler {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	mux.Handle("/", rp)
+	// Kubernetes API requests are the proxy's own (decided with auth).
+	mux.Handle(proxy.KubePrefix, s.srv.KubeHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.p.base.Err() != nil {
@@ -532,6 +533,7 @@ func (s *splitProxy) apply(ev api.WatchEvent) {
 	}
 	if lockChanged && s.srv != nil {
 		s.srv.ReverifyLocks()
+		s.srv.ReverifyKube()
 	}
 }
 
@@ -563,15 +565,22 @@ func (s *splitProxy) publishInventory(ctx context.Context) {
 		}
 		nodes := s.srv.Registry().Nodes()
 		sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+		kube := s.srv.KubeClusters()
+		sort.Slice(kube, func(i, j int) bool { return kube[i].Name+kube[i].AgentID < kube[j].Name+kube[j].AgentID })
 		h := fnv.New64a()
 		for _, n := range nodes {
 			fmt.Fprintf(h, "%s\x00%s\x00%v\x00%s\x01", n.ID, n.Name, n.Labels, n.Since)
+		}
+		for _, k := range kube {
+			fmt.Fprintf(h, "%s\x00%s\x00%v\x02", k.AgentID, k.Name, k.Labels)
 		}
 		sum := h.Sum64()
 		if sum == last && time.Since(lastAt) < auth.ProxyInventoryTTL/3 {
 			continue
 		}
-		err := s.call(ctx, func(c *api.Client) error { return c.PublishProxyInventory(ctx, nodes) })
+		err := s.call(ctx, func(c *api.Client) error {
+			return c.PublishProxyInventory(ctx, wire.ProxyInventory{Nodes: nodes, KubeClusters: kube})
+		})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("publish the proxy's nodes", "err", err)
@@ -661,8 +670,14 @@ func (s *splitProxy) CurrentCaller(ctx context.Context, c auth.Caller, via, remo
 	return cur, nil
 }
 
-func (s *splitProxy) AuthorizeKube(context.Context, auth.Caller, auth.KubeCluster, policy.KubeResource) (policy.KubeDecision, error) {
-	return policy.KubeDecision{}, fmt.Errorf("%w: Kubernetes access through a proxy running apart from auth is not supported yet", auth.ErrAccessDenied)
+func (s *splitProxy) AuthorizeKube(ctx context.Context, c auth.Caller, cluster auth.KubeCluster, res policy.KubeResource) (policy.KubeDecision, error) {
+	var d policy.KubeDecision
+	err := s.call(ctx, func(cl *api.Client) error {
+		var err error
+		d, err = cl.ProxyAuthorizeKube(ctx, api.ProxyKubeRequest{User: c, Cluster: cluster, Resource: res})
+		return err
+	})
+	return d, err
 }
 
 func (s *splitProxy) SessionMFANeeded(roles []string, traits map[string][]string, n auth.Node) bool {

@@ -70,6 +70,13 @@ type ProxyJoinResponse struct {
 	ProxyID string `json:"proxy_id"`
 }
 
+// ProxyInventory is what a proxy running apart publishes: the nodes and
+// Kubernetes clusters whose tunnels end at it.
+type ProxyInventory struct {
+	Nodes        []Node        `json:"nodes"`
+	KubeClusters []KubeCluster `json:"kube_clusters,omitempty"`
+}
+
 // ProxyRenewRequest asks for a proxy's certificates for a new key.
 type ProxyRenewRequest struct {
 	PublicKey string `json:"public_key"`
