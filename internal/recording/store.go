@@ -41,7 +41,7 @@ type Info struct {
 // serialized.
 type Store struct {
 	dir   string
-	locks [64]sync.Mutex
+	locks [64]sync.Mutex // in this process; lockFile across processes
 
 	// live holds the state of recordings being appended to. Their state
 	// file is rewritten (after an fsync of the data) every persistBytes or
@@ -64,6 +64,11 @@ type liveInfo struct {
 	sum hash.Hash
 	// blocks hashes the same bytes by block (see BlockSize); set with sum.
 	blocks *blockHasher
+	// stamp is the state file as this process last read or wrote it.
+	// Another auth process sharing the directory that writes the state
+	// (its own appends, Complete) changes it: this entry is then stale
+	// and the state file is read again.
+	stamp fileStamp
 }
 
 // How often the state of a growing recording is made durable.
@@ -80,24 +85,65 @@ func OpenStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("recording: create store directory: %w", err)
 	}
-	// Leftover temporary state files from a crash mid-update.
-	tmps, _ := filepath.Glob(filepath.Join(dir, "*.json.tmp"))
-	blockTmps, _ := filepath.Glob(filepath.Join(dir, "*.blocks.tmp"))
+	// Leftover temporary state and block files from a crash mid-update:
+	// old ones only, since another auth process sharing the directory may
+	// be writing its own right now.
+	tmps, _ := filepath.Glob(filepath.Join(dir, "*.json.tmp*"))
+	blockTmps, _ := filepath.Glob(filepath.Join(dir, "*.blocks.tmp*"))
 	for _, t := range append(tmps, blockTmps...) {
-		_ = os.Remove(t)
+		if st, err := os.Stat(t); err == nil && time.Since(st.ModTime()) > staleTemp {
+			_ = os.Remove(t)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, lockDir), 0o700); err != nil {
+		return nil, fmt.Errorf("recording: create lock directory: %w", err)
 	}
 	return &Store{dir: dir, live: map[string]*liveInfo{}}, nil
 }
 
+// Several auth processes may share one store directory (several auth
+// instances on PostgreSQL, the directory on a network file system): each
+// operation on a session holds, besides this process's mutex, an exclusive
+// flock on one of 64 lock files (by the session id's hash) in lockDir, and
+// an in-memory state is used only while the state file is as this process
+// left it.
+const (
+	lockDir   = ".locks"
+	staleTemp = 10 * time.Minute
+)
+
 // current returns the state of id: the in-memory state of a recording being
-// appended to (and that entry), else the state file's.
-func (s *Store) current(id string) (*Info, *liveInfo, error) {
+// appended to (and that entry) while the state file is as this process
+// left it, else the state file's (and its stamp, for a new entry).
+func (s *Store) current(id string) (*Info, *liveInfo, fileStamp, error) {
 	if l := s.getLive(id); l != nil {
-		info := l.info
-		return &info, l, nil
+		if st, err := os.Stat(s.statePath(id)); err == nil && stampOf(st) == l.stamp {
+			info := l.info
+			return &info, l, l.stamp, nil
+		}
+		// Another process wrote the state (or deleted it): ours is stale.
+		s.dropLive(id, l)
 	}
-	info, err := s.readInfo(id)
-	return info, nil, err
+	info, stamp, err := s.readInfo(id)
+	return info, nil, stamp, err
+}
+
+// dropLive removes l from the in-memory states if it is still id's.
+func (s *Store) dropLive(id string, l *liveInfo) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.live[id] == l {
+		delete(s.live, id)
+	}
+}
+
+// stateStamp is the state file's stamp as it is now.
+func (s *Store) stateStamp(id string) (fileStamp, error) {
+	st, err := os.Stat(s.statePath(id))
+	if err != nil {
+		return fileStamp{}, fmt.Errorf("recording: stat state of %s: %w", id, err)
+	}
+	return stampOf(st), nil
 }
 
 func (s *Store) setLive(id string, l *liveInfo) {
@@ -116,40 +162,63 @@ func (s *Store) getLive(id string) *liveInfo {
 	return s.live[id]
 }
 
-func (s *Store) lock(id string) func() {
+// lock serialises the operations on id, in this process and across the
+// processes sharing the directory.
+func (s *Store) lock(id string) (unlock func(), err error) {
 	h := fnv.New32a()
 	h.Write([]byte(id))
-	m := &s.locks[h.Sum32()%uint32(len(s.locks))]
+	stripe := h.Sum32() % uint32(len(s.locks))
+	m := &s.locks[stripe]
 	m.Lock()
-	return m.Unlock
+	f, err := os.OpenFile(filepath.Join(s.dir, lockDir, fmt.Sprintf("%02d", stripe)), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		m.Unlock()
+		return nil, fmt.Errorf("recording: lock %s: %w", id, err)
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		m.Unlock()
+		return nil, fmt.Errorf("recording: lock %s: %w", id, err)
+	}
+	return func() {
+		f.Close() // releases the flock
+		m.Unlock()
+	}, nil
 }
 
 func (s *Store) castPath(id string) string   { return filepath.Join(s.dir, id+".cast") }
 func (s *Store) statePath(id string) string  { return filepath.Join(s.dir, id+".json") }
 func (s *Store) blocksPath(id string) string { return filepath.Join(s.dir, id+".blocks") }
 
-// readInfo loads the state of id; ErrNotFound when there is none.
-func (s *Store) readInfo(id string) (*Info, error) {
-	p := s.statePath(id)
-	data, err := os.ReadFile(p)
+// readInfo loads the state of id and the stamp of the file it read;
+// ErrNotFound when there is none.
+func (s *Store) readInfo(id string) (*Info, fileStamp, error) {
+	f, err := os.Open(s.statePath(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return nil, fileStamp{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("recording: read state of %s: %w", id, err)
+		return nil, fileStamp{}, fmt.Errorf("recording: read state of %s: %w", id, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("recording: read state of %s: %w", id, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("recording: read state of %s: %w", id, err)
 	}
 	var info Info
 	if err := json.Unmarshal(data, &info); err != nil {
-		return nil, fmt.Errorf("recording: decode state of %s: %w", id, err)
+		return nil, fileStamp{}, fmt.Errorf("recording: decode state of %s: %w", id, err)
 	}
 	if info.SessionID != id || info.Length < 0 {
-		return nil, fmt.Errorf("recording: corrupt state of %s", id)
+		return nil, fileStamp{}, fmt.Errorf("recording: corrupt state of %s", id)
 	}
 	info.Meta.NodeID = info.NodeID // one JSON field for both
-	if st, err := os.Stat(p); err == nil {
-		info.Modified = st.ModTime()
-	}
-	return &info, nil
+	info.Modified = st.ModTime()
+	return &info, stampOf(st), nil
 }
 
 // writeInfo replaces the state file. Non-durable updates (a new length
@@ -162,7 +231,7 @@ func (s *Store) writeInfo(info *Info, durable bool) error {
 	if err != nil {
 		return fmt.Errorf("recording: encode state: %w", err)
 	}
-	if err := writeFileAtomic(s.statePath(info.SessionID), data, durable); err != nil {
+	if err := writeStateAtomic(s.statePath(info.SessionID), data, durable); err != nil {
 		return fmt.Errorf("recording: write state of %s: %w", info.SessionID, err)
 	}
 	return nil
@@ -207,9 +276,13 @@ func (s *Store) append(meta Meta, nodeID string, offset int64, data []byte, trus
 	if nodeID == "" {
 		return 0, errors.New("recording: node id is required")
 	}
-	defer s.lock(id)()
+	unlock, err := s.lock(id)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 
-	info, l, err := s.current(id)
+	info, l, stamp, err := s.current(id)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		if offset != 0 {
@@ -222,13 +295,16 @@ func (s *Store) append(meta Meta, nodeID string, offset int64, data []byte, trus
 		if err := s.writeInfo(info, true); err != nil {
 			return 0, err
 		}
+		if stamp, err = s.stateStamp(id); err != nil {
+			return 0, err
+		}
 	case err != nil:
 		return 0, err
 	case info.NodeID != nodeID:
 		return 0, fmt.Errorf("%w: %s", ErrNotOwner, id)
 	}
 	if l == nil {
-		l = &liveInfo{info: *info, persisted: info.Length, at: time.Now()}
+		l = &liveInfo{info: *info, persisted: info.Length, at: time.Now(), stamp: stamp}
 		if info.Length == 0 {
 			if !trusted {
 				l.sum, l.blocks = sha256.New(), newBlockHasher()
@@ -280,9 +356,13 @@ func (s *Store) append(meta Meta, nodeID string, offset int64, data []byte, trus
 	}
 	// A published liveInfo is never modified (Stat reads it without the
 	// session's lock): replace it.
-	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at, sum: l.sum, blocks: l.blocks}
+	next := &liveInfo{info: *info, persisted: l.persisted, at: l.at, sum: l.sum, blocks: l.blocks, stamp: l.stamp}
 	if persist {
 		if err := s.writeInfo(info, false); err != nil {
+			s.setLive(id, nil)
+			return 0, err
+		}
+		if next.stamp, err = s.stateStamp(id); err != nil {
 			s.setLive(id, nil)
 			return 0, err
 		}
@@ -320,8 +400,12 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 	if err := checkID(sessionID); err != nil {
 		return err
 	}
-	defer s.lock(sessionID)()
-	info, l, err := s.current(sessionID)
+	unlock, err := s.lock(sessionID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	info, l, _, err := s.current(sessionID)
 	if err != nil {
 		return err
 	}
@@ -338,14 +422,23 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 		}
 		return fmt.Errorf("%w: %s is already complete with other length or hash", ErrMismatch, sessionID)
 	}
-	if length != info.Length {
-		return fmt.Errorf("%w: %s: length %d, stored %d", ErrMismatch, sessionID, length, info.Length)
-	}
 	f, err := os.OpenFile(s.castPath(sessionID), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("recording: open %s: %w", sessionID, err)
 	}
 	defer f.Close()
+	if length > info.Length {
+		// Another auth process sharing the directory may have stored
+		// bytes this one has not seen (its appends since its last state
+		// update are known only to it): if the file holds them, the hash
+		// of the file's first length bytes decides, as for any recording.
+		if st, err := f.Stat(); err == nil && st.Size() >= length {
+			info.Length, l = length, nil
+		}
+	}
+	if length != info.Length {
+		return fmt.Errorf("%w: %s: length %d, stored %d", ErrMismatch, sessionID, length, info.Length)
+	}
 	list, err := checkSum(f, l, info.Length, sessionID, sha256hex)
 	if err != nil {
 		return err
@@ -362,7 +455,7 @@ func (s *Store) Complete(sessionID, nodeID string, length int64, sha256hex strin
 	}
 	dropCache(f, info.Length)
 	// The block hashes are durable before the state that names their root.
-	if err := writeFileAtomic(s.blocksPath(sessionID), list, true); err != nil {
+	if err := writeStateAtomic(s.blocksPath(sessionID), list, true); err != nil {
 		return fmt.Errorf("recording: write block hashes of %s: %w", sessionID, err)
 	}
 	info.Complete, info.Interrupted, info.SHA256, info.BlocksSHA256 = true, interrupted, sha256hex, BlocksRoot(list)
@@ -453,7 +546,7 @@ func (s *Store) Stat(sessionID string) (*Info, error) {
 	if err := checkID(sessionID); err != nil {
 		return nil, err
 	}
-	info, _, err := s.current(sessionID)
+	info, _, _, err := s.current(sessionID)
 	return info, err
 }
 
@@ -469,7 +562,7 @@ func (s *Store) List() ([]Info, error) {
 		if !ok || !e.Type().IsRegular() || !ValidSessionID(id) {
 			continue
 		}
-		info, _, err := s.current(id)
+		info, _, _, err := s.current(id)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted meanwhile
 		}
@@ -492,8 +585,12 @@ func (s *Store) Delete(sessionID string) error {
 	if err := checkID(sessionID); err != nil {
 		return err
 	}
-	defer s.lock(sessionID)()
-	if _, _, err := s.current(sessionID); err != nil {
+	unlock, err := s.lock(sessionID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, _, _, err := s.current(sessionID); err != nil {
 		return err
 	}
 	s.setLive(sessionID, nil)

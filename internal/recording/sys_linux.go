@@ -2,6 +2,7 @@ package recording
 
 import (
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,3 +40,26 @@ func lowerThreadPriority() error {
 // onMainThread reports whether the calling goroutine runs on the process's
 // main thread (whose thread id is the process id).
 func onMainThread() bool { return unix.Gettid() == unix.Getpid() }
+
+// lockFile takes an exclusive flock on f (released when f is closed).
+func lockFile(f *os.File) error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// fileStamp identifies a version of a file written by replacing it.
+type fileStamp struct {
+	ino, size, mtime int64
+}
+
+func stampOf(fi os.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = int64(sys.Ino)
+	}
+	return st
+}

@@ -198,23 +198,16 @@ func (b *Backend) write(ctx context.Context, op int, it storage.Item, rev int64)
 	return out, nil
 }
 
-// retry runs fn again while it fails before its statement ran: nothing
-// reached the server (pgconn.SafeToRetry), the server ended the session
-// before running it (admin or crash shutdown, starting up: what a database
-// restart does to every pooled connection), or no server could be reached
-// (down, restarting, failing over: a connection refused, or no host of a
-// failover list writable yet). Such a failure wrote nothing, so retrying
-// cannot apply a write twice. It retries with jittered exponential backoff
-// for at most Config.RetryWait, then returns the last error. A failure
-// after the statement may have run is returned as is (see retryIdempotent).
-func (b *Backend) retry(ctx context.Context, fn func() error) error {
-	return b.retryWith(ctx, retryable, fn)
-}
-
-// retryIdempotent is retry for an fn that may run twice with the same
-// effect as once (a read, or a write that carries its own id and finds
-// itself done): it is also retried when the connection was lost after its
-// statement was sent, when nobody can tell whether it committed.
+// retryIdempotent runs fn again while the database is away: fn failed
+// before its statement ran (nothing reached the server, the server ended
+// the session before running it: what a restart does to every pooled
+// connection), or no server could be reached (down, restarting, failing
+// over: a connection refused, or no host of a failover list writable yet),
+// or the connection was lost after the statement was sent, when nobody can
+// tell whether it committed. fn must have the same effect run twice as once:
+// a read, or a write that carries its own id and finds itself done (every
+// write here does). It retries with jittered exponential backoff for at
+// most Config.RetryWait, then returns the last error.
 func (b *Backend) retryIdempotent(ctx context.Context, fn func() error) error {
 	return b.retryWith(ctx, transient, fn)
 }
