@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/idfile"
 	"github.com/warden-sh/warden/internal/tunnel"
@@ -27,6 +30,30 @@ type SimNode struct {
 	hostCAs []ssh.PublicKey
 	labels  map[string]string
 	proxy   string
+	// key is the node's private key; tlsCert and tlsCA its API identity
+	// (PEM), as the join returned them.
+	key            ed25519.PrivateKey
+	tlsCert, tlsCA string
+}
+
+// SetProxy points the node's tunnel and API client at another proxy
+// address (call before Run).
+func (s *SimNode) SetProxy(addr string) { s.proxy = addr }
+
+// APIClient is an API client with the node's identity, through its proxy:
+// what a node agent uses for its watch of locks and roles.
+func (s *SimNode) APIClient() (*api.Client, error) {
+	id := idfile.File{TLSCert: s.tlsCert, TLSCA: s.tlsCA}
+	block, _ := pem.Decode([]byte(s.tlsCert))
+	if block == nil {
+		return nil, fmt.Errorf("simulated node %s: no TLS certificate", s.Name)
+	}
+	pool, err := id.RootCAs()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewClient(api.ClientConfig{Addr: s.proxy, RootCAs: pool,
+		Certificate: &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: s.key}})
 }
 
 // SimulateNodes joins n simulated nodes through the API with one reusable
@@ -67,7 +94,8 @@ func SimulateNodes(t testing.TB, c *Cluster, n int, labels func(i int) map[strin
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, &SimNode{Name: name, ID: resp.NodeID, signer: cs, hostCAs: cas, labels: labels(i), proxy: c.ProxyAddr()})
+		out = append(out, &SimNode{Name: name, ID: resp.NodeID, signer: cs, hostCAs: cas, labels: labels(i), proxy: c.ProxyAddr(),
+			key: priv, tlsCert: resp.TLSCert, tlsCA: resp.TLSCA})
 	}
 	return out
 }
