@@ -163,7 +163,8 @@ type multiFigures struct {
 // watch of every one of WARDEN_BENCH_PG_FANOUT_NODES nodes spread over
 // both proxies; and WARDEN_BENCH_PG_RECONNECT_NODES nodes reconnecting
 // (the node's own tunnel code, jittered exponential backoff) after their
-// instance restarts. It reports figures only.
+// instance restarts. The simulated nodes' tunnels run in a child process
+// (simfleet_test.go). It reports figures only.
 func BenchmarkPostgresMulti(b *testing.B) {
 	freeMemory()
 	clustertest.EnsureOSUser(b, osUser)
@@ -172,7 +173,9 @@ func BenchmarkPostgresMulti(b *testing.B) {
 	fanNodes := min(envInt(b, "WARDEN_BENCH_PG_FANOUT_NODES", 1000), lsNodes)
 	reNodes := min(envInt(b, "WARDEN_BENCH_PG_RECONNECT_NODES", 1000), lsNodes)
 	runs := envInt(b, "WARDEN_BENCH_PG_PROP_RUNS", 100)
-	raiseNoFile(b, uint64(4*lsNodes+4096))
+	// This process holds the proxies' ends of the tunnels (the nodes run
+	// in a child) and both ends of the lock watches.
+	raiseNoFile(b, uint64(lsNodes+4*fanNodes+2048))
 	load0, _ := os.ReadFile("/proc/loadavg")
 	res := map[string]*multiFigures{}
 	for _, kind := range []string{"sqlite", "postgres"} {
@@ -338,12 +341,7 @@ func runMulti(b *testing.B, kind, bin string, lsNodes, fanNodes, reNodes, runs i
 		n.SetProxy(s.inst[i%len(s.inst)].ProxyAddr())
 	}
 	start = time.Now()
-	for i, n := range nodes {
-		fleet.Go(func() { n.Run(fleetCtx) })
-		if i%200 == 199 {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	stopLsFleet := startSimFleet(b, nodes)
 	waitTunnels(b, s, lsNodes+1, 10*time.Minute)
 	f.lsTunnel = time.Since(start)
 	f.tunnelRate = float64(lsNodes+1) / f.lsTunnel.Seconds()
@@ -460,19 +458,14 @@ func runMulti(b *testing.B, kind, bin string, lsNodes, fanNodes, reNodes, runs i
 	// 5. Reconnect: the fleet stops; reNodes nodes connect to the last
 	// instance, which restarts; every tunnel comes back by the node's own
 	// reconnect (tunnel.DialAndServe: jittered exponential backoff).
+	stopLsFleet()
 	stopFleet()
 	fleet.Wait()
 	pollUntil(b, "the fleet's tunnels to close", 2*time.Minute, func() bool { n, err := s.tunnels(); return err == nil && n == 0 })
-	reCtx, stopRe := context.WithCancel(ctx)
-	var re sync.WaitGroup
-	defer func() { stopRe(); re.Wait() }()
 	for i := range reNodes {
 		nodes[i].SetProxy(last.ProxyAddr())
-		re.Go(func() { nodes[i].Run(reCtx) })
-		if i%200 == 199 {
-			time.Sleep(20 * time.Millisecond)
-		}
 	}
+	startSimFleet(b, nodes[:reNodes])
 	waitTunnels(b, s, reNodes, 5*time.Minute)
 	down := s.restartLast(b)
 	f.restartTook = time.Since(down)

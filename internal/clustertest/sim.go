@@ -112,3 +112,58 @@ func (s *SimNode) Run(ctx context.Context) {
 		Logger:            slog.New(slog.DiscardHandler),
 	})
 }
+
+// SimNodeData is a simulated node's identity in a form another process
+// can load (NewSimNode), to run many tunnels away from the proxies'
+// process.
+type SimNodeData struct {
+	Name    string            `json:"name"`
+	ID      string            `json:"id"`
+	Proxy   string            `json:"proxy"`
+	Key     []byte            `json:"key"` // Ed25519 seed
+	SSHCert string            `json:"ssh_cert"`
+	HostCAs []string          `json:"host_cas"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	TLSCert string            `json:"tls_cert"`
+	TLSCA   string            `json:"tls_ca"`
+}
+
+// Data returns the node's identity.
+func (s *SimNode) Data() SimNodeData {
+	d := SimNodeData{Name: s.Name, ID: s.ID, Proxy: s.proxy, Key: s.key.Seed(), Labels: s.labels, TLSCert: s.tlsCert, TLSCA: s.tlsCA,
+		SSHCert: string(ssh.MarshalAuthorizedKey(s.signer.PublicKey()))}
+	for _, k := range s.hostCAs {
+		d.HostCAs = append(d.HostCAs, string(ssh.MarshalAuthorizedKey(k)))
+	}
+	return d
+}
+
+// NewSimNode loads a simulated node from its identity.
+func NewSimNode(d SimNodeData) (*SimNode, error) {
+	if len(d.Key) != ed25519.SeedSize {
+		return nil, fmt.Errorf("simulated node %s: bad key", d.Name)
+	}
+	key := ed25519.NewKeyFromSeed(d.Key)
+	s, err := ssh.NewSignerFromKey(key)
+	if err != nil {
+		return nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.SSHCert))
+	if err != nil {
+		return nil, err
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("simulated node %s: host certificate is a plain key", d.Name)
+	}
+	cs, err := ssh.NewCertSigner(cert, s)
+	if err != nil {
+		return nil, err
+	}
+	cas, err := idfile.ParseAuthorizedKeys(d.HostCAs)
+	if err != nil {
+		return nil, err
+	}
+	return &SimNode{Name: d.Name, ID: d.ID, signer: cs, hostCAs: cas, labels: d.Labels, proxy: d.Proxy,
+		key: key, tlsCert: d.TLSCert, tlsCA: d.TLSCA}, nil
+}
