@@ -144,6 +144,7 @@ type multiFigures struct {
 	renewCPUms               float64 // this process's CPU per renewal
 	propP50, propP99         float64 // ms, write on A to event at a node behind B
 	lsP50, lsP90, lsAPIP50   float64 // ms
+	lsAPICPUms               float64 // this process's CPU per API listing
 	fanP50, fanP99, fanMax   float64 // ms
 	reconnectAll, peakRate   float64 // s, tunnels/s
 	reconnectNodes, lsNodes  int
@@ -212,8 +213,8 @@ func BenchmarkPostgresMulti(b *testing.B) {
 				pg.propRuns, pg.propP50, sq.propP50)},
 		Row{Metric: fmt.Sprintf("PG x2: warden ls -o json p50, %s nodes", groupThousands(strconv.Itoa(pg.lsNodes))), Warden: pg.lsP50, Baseline: sq.lsP50, Unit: "ms",
 			Goal: Goal{Kind: AtMost, Value: 200},
-			Note: fmt.Sprintf("the real CLI through proxy B, tunnels spread over both proxies; p90 %.0f ms; the API call alone %.0f ms (SQLite: %.0f ms)",
-				pg.lsP90, pg.lsAPIP50, sq.lsAPIP50)},
+			Note: fmt.Sprintf("the real CLI through proxy B, tunnels spread over both proxies; p90 %.0f ms; the API call alone %.0f ms, %.0f ms of CPU (SQLite: %.0f ms, %.0f ms of CPU)",
+				pg.lsP90, pg.lsAPIP50, pg.lsAPICPUms, sq.lsAPIP50, sq.lsAPICPUms)},
 		Row{Metric: fmt.Sprintf("PG x2: lock fan-out to %s node watches, p99", groupThousands(strconv.Itoa(pg.fanNodes))), Warden: pg.fanP99, Baseline: sq.fanP99, Unit: "ms",
 			Goal: Goal{Kind: AtMost, Value: 150},
 			Note: fmt.Sprintf("lock written through auth A until every simulated node's lock watch (half through each proxy) delivers it; p50 %.1f, max %.1f ms (SQLite: p50 %.1f, max %.1f ms)",
@@ -392,7 +393,9 @@ func runMulti(b *testing.B, kind, bin string, lsNodes, fanNodes, reNodes, runs i
 		b.Fatal(err)
 	}
 	var at []time.Duration
+	var lsCPU uint64
 	for i := range 10 {
+		c0 := selfCPUTicks()
 		t0 := time.Now()
 		got, err := apiC.ListNodes(ctx, nil)
 		if err != nil || len(got) != want {
@@ -400,11 +403,14 @@ func runMulti(b *testing.B, kind, bin string, lsNodes, fanNodes, reNodes, runs i
 		}
 		if i > 0 {
 			at = append(at, time.Since(t0))
+			lsCPU += selfCPUTicks() - c0
 		}
 	}
 	apiC.Close()
 	f.lsAPIP50 = Median(Millis(at))
-	b.Logf("%s: warden ls over %d nodes ms: p50 %.0f p90 %.0f; API alone p50 %.0f", kind, want, f.lsP50, f.lsP90, f.lsAPIP50)
+	f.lsAPICPUms = float64(lsCPU) * 10 / float64(len(at))
+	b.Logf("%s: warden ls over %d nodes ms: p50 %.0f p90 %.0f; API alone p50 %.0f, %.0f ms of this process's CPU each (server and client)",
+		kind, want, f.lsP50, f.lsP90, f.lsAPIP50, f.lsAPICPUms)
 
 	// 4. Lock fan-out: the first fanNodes nodes (alternately behind each
 	// proxy) keep a lock watch through their proxy, as node agents do.
