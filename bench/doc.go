@@ -19,6 +19,12 @@
 // WARDEN_BENCH_LOCK_NODES (node agents for the lock fan-out, default 1000),
 // WARDEN_BENCH_REC_BYTES and WARDEN_BENCH_REC_RUNS (recording overhead:
 // bytes per session, default 128 MiB, and on/off pairs, default 30).
+// BenchmarkPostgresMulti (issue 26: two instances on one PostgreSQL
+// database against the SQLite all-in-one; needs the server of
+// scripts/postgres-peer.sh): WARDEN_BENCH_PG_LS_NODES (default 10000),
+// WARDEN_BENCH_PG_FANOUT_NODES (default 1000),
+// WARDEN_BENCH_PG_RECONNECT_NODES (default 1000) and
+// WARDEN_BENCH_PG_PROP_RUNS (default 100).
 //
 // Profiling: WARDEN_BENCH_LOCK_PROFILE (shell sessions' fan-out),
 // WARDEN_BENCH_LOCK_PROFILE_FWD (port forwards' fan-out) and

@@ -36,6 +36,10 @@ func TestMain(m *testing.M) {
 	if maybeRunLockClients() {
 		return
 	}
+	// BenchmarkPostgresMulti re-executes it for its fleet of nodes.
+	if maybeRunSimFleet() {
+		return
+	}
 	code := m.Run()
 	if rows := summary.Rows(); len(rows) > 0 {
 		fmt.Println()

@@ -10,7 +10,10 @@
 #
 # Knobs (environment): WARDEN_BENCH_NODES (10000), WARDEN_BENCH_RUNS (30),
 # WARDEN_BENCH_BULK_BYTES (1073741824), WARDEN_BENCH_BULK_RUNS (3),
-# WARDEN_BENCH_SESSIONS (20). Runs as root: it creates the OS user
+# WARDEN_BENCH_SESSIONS (20), WARDEN_BENCH_PG_LS_NODES (10000),
+# WARDEN_BENCH_PG_FANOUT_NODES (1000), WARDEN_BENCH_PG_RECONNECT_NODES (1000),
+# WARDEN_BENCH_PG_PROP_RUNS (100); BenchmarkPostgresMulti needs the
+# PostgreSQL server of scripts/postgres-peer.sh. Runs as root: it creates the OS user
 # "wardenbench" (shell /bin/sh), starts sshd on a loopback port and raises
 # RLIMIT_NOFILE. A log is kept in $WARDEN_BENCH_LOG (default
 # /tmp/warden-bench-<time>.log).

@@ -97,5 +97,6 @@ func joinSimNode(ctx context.Context, admin *api.Client, token, proxyAddr string
 	if labels != nil {
 		l = labels(i)
 	}
-	return &SimNode{Name: name, ID: resp.NodeID, signer: cs, hostCAs: cas, labels: l, proxy: proxyAddr}, nil
+	return &SimNode{Name: name, ID: resp.NodeID, signer: cs, hostCAs: cas, labels: l, proxy: proxyAddr,
+		key: priv, tlsCert: resp.TLSCert, tlsCA: resp.TLSCA}, nil
 }

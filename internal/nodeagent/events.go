@@ -143,7 +143,7 @@ func (f *eventForwarder) run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(jitter(backoff)):
 			}
 			backoff = min(backoff*2, 5*time.Second)
 		}

@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -23,10 +24,32 @@ type roleWatcher struct {
 	// onChange is called after every lock or role change (to re-evaluate
 	// live sessions).
 	onChange func(kind string)
+	// sleep waits d before a reconnect, false if ctx ended first (tests
+	// replace it).
+	sleep func(ctx context.Context, d time.Duration) bool
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// jitter is a reconnect wait for the backoff step d: uniformly random in
+// [d/2, d], so that a fleet of nodes cut off at the same moment (an auth
+// or proxy restart) does not come back in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 func newRoleWatcher(c *api.Client, log *slog.Logger, access *node.Access) *roleWatcher {
-	return &roleWatcher{c: c, log: log, access: access, synced: make(chan struct{})}
+	return &roleWatcher{c: c, log: log, access: access, synced: make(chan struct{}), sleep: sleepCtx}
 }
 
 func (w *roleWatcher) run(ctx context.Context) {
@@ -41,11 +64,10 @@ func (w *roleWatcher) run(ctx context.Context) {
 		if time.Since(start) > 30*time.Second {
 			backoff = 250 * time.Millisecond
 		}
-		w.log.Warn("role watch ended; reconnecting", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		wait := jitter(backoff)
+		w.log.Warn("role watch ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		if !w.sleep(ctx, wait) {
 			return
-		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
