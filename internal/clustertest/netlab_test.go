@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,8 +97,7 @@ type labProcess struct {
 }
 
 // Start runs name args... in the host's namespace until the test ends
-// (SIGTERM, then SIGKILL); its output goes to a log file kept with the
-// test's temporary files and is shown when the test fails.
+// (SIGTERM, then SIGKILL); its output is shown when the test fails.
 func (h *labHost) Start(t *testing.T, name string, args ...string) *labProcess {
 	t.Helper()
 	p := &labProcess{cmd: exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...),
@@ -115,7 +112,6 @@ func (h *labHost) Start(t *testing.T, name string, args ...string) *labProcess {
 		if t.Failed() {
 			t.Logf("--- output of %s:\n%s", h.Name, p.out.String())
 		}
-		_ = os.WriteFile(filepath.Join(os.TempDir(), "warden-lab-"+h.lab.tag+"-"+h.Name+".log"), []byte(p.out.String()), 0o600)
 	})
 	return p
 }

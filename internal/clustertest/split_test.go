@@ -348,6 +348,25 @@ func TestSplitAuthAndProxyProcesses(t *testing.T) {
 	if r := Run(t, nil, "ssh", sshArgs(cfgA, osLogin+"@node-a", "true")...); r.Code == 0 {
 		t.Fatalf("a removed user reached node-a through proxy A: %s", r)
 	}
+
+	// A lock on proxy B (by its id, through auth A) revokes it: its users
+	// are refused, through proxy A they still get in.
+	u2 := s.AddUser(authA, "splituser2", []string{"access"}, []string{osLogin})
+	cfgA2, cfgB2 := s.Login(u2, proxyA), s.Login(u2, proxyB)
+	id2, err := idfile.Read(filepath.Join(s.dir, "proxy-b", "proxy-identity.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := Run(t, nil, "ssh", sshArgs(cfgB2, osLogin+"@node-b", "true")...); r.Code != 0 {
+		t.Fatalf("through proxy B before it was revoked: %s", r)
+	}
+	lockID(t, s.adminCLI(authA, "lock", "--node", id2.NodeID, "--message", "proxy-b-revoked"))
+	testkit.WaitFor(t, "proxy B to refuse its users", func() bool {
+		return Run(t, nil, "ssh", sshArgs(cfgB2, osLogin+"@node-b", "true")...).Code != 0
+	})
+	if r := Run(t, nil, "ssh", sshArgs(cfgA2, osLogin+"@node-a", "true")...); r.Code != 0 {
+		t.Fatalf("through proxy A after proxy B was revoked: %s", r)
+	}
 }
 
 // forgedThroughProxy sends, through proxy p and without a client
