@@ -344,12 +344,19 @@ func TestAsyncFailoverMakesWatchersResync(t *testing.T) {
 		}
 		recv(t, ch)
 	}
+	// The watcher reads again only once the new primary has gone past
+	// the revision it had delivered: the revision counter alone would not
+	// tell, the changes under the reused numbers do.
+	resume := be.PauseWatch()
 	primary.Kill()
 	standby.Start()
 	standby.Promote()
-	if _, err := be.Put(t.Context(), storage.Item{Key: "/locks/after", Value: []byte("v")}); err != nil {
-		t.Fatal(err)
+	for _, k := range []string{"/locks/after1", "/locks/after2", "/locks/after3"} {
+		if _, err := be.Put(t.Context(), storage.Item{Key: k, Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	resume()
 	if _, err := be.Get(t.Context(), "/locks/lost1"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("get a put the asynchronous standby never had: %v; want it lost", err)
 	}

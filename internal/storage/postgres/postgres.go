@@ -102,6 +102,7 @@ type Backend struct {
 	watchMu  sync.Mutex
 	watchers map[*watcher]struct{}
 	pos      int64         // last revision the poller delivered (watchMu)
+	posFP    *changeFP     // that change's fingerprint, if read (watchMu)
 	pokeKV   chan struct{} // wakes the poller
 	paused   chan struct{} // tests: non-nil while the poller is held
 

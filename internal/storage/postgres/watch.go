@@ -143,7 +143,16 @@ type change struct {
 	key     string
 	value   []byte
 	expires *int64
+	writeID string
 }
+
+// changeFP tells one change from another made under the same revision
+// number in another history (after a failover that lost commits, the new
+// primary hands out their numbers again): its key and its write's random
+// id.
+type changeFP struct{ key, writeID string }
+
+func (c change) fp() *changeFP { return &changeFP{c.key, c.writeID} }
 
 // pollOnce delivers one page of changes; more is true if a full page was
 // read.
@@ -166,20 +175,22 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 		}
 		b.watchMu.Lock()
 		if len(b.watchers) == 0 && rev != b.pos {
-			b.pos = rev // forward, or back after a failover lost commits
+			b.pos, b.posFP = rev, nil // forward, or back after a failover lost commits
 		}
 		b.watchMu.Unlock()
 		return false, nil
 	}
-	rows, err := b.pool.Query(ctx, `SELECT rev, type, key, value, expires FROM kv_changes WHERE rev > $1 ORDER BY rev LIMIT $2`,
-		pos, pollPage)
+	// The change at pos itself comes first: it must be the one delivered
+	// (else the database's history is not the one this process read).
+	rows, err := b.pool.Query(ctx, `SELECT rev, type, key, value, expires, coalesce(write_id, '') FROM kv_changes
+		WHERE rev >= $1 ORDER BY rev LIMIT $2`, pos, pollPage+1)
 	if err != nil {
 		return false, err
 	}
 	var page []change
 	for rows.Next() {
 		var c change
-		if err := rows.Scan(&c.rev, &c.typ, &c.key, &c.value, &c.expires); err != nil {
+		if err := rows.Scan(&c.rev, &c.typ, &c.key, &c.value, &c.expires, &c.writeID); err != nil {
 			rows.Close()
 			return false, err
 		}
@@ -189,14 +200,31 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 	if err := rows.Err(); err != nil {
 		return false, err
 	}
-	if len(page) == 0 {
-		return false, b.checkRewound(ctx, pos)
-	}
+	more = len(page) == pollPage+1
 	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
 	if b.pos != pos {
+		b.watchMu.Unlock()
 		return true, nil // moved meanwhile (idle fast-forward): read again
 	}
+	if len(page) > 0 && page[0].rev == pos {
+		if b.posFP != nil && *b.posFP != *page[0].fp() {
+			b.log.Warn("watch: the change at the last revision delivered is not the one delivered (a failover lost commits); watchers must resync",
+				"revision", pos, "watchers", len(b.watchers))
+			for w := range b.watchers {
+				b.dropWatcherLocked(w)
+			}
+			last := page[len(page)-1]
+			b.pos, b.posFP = last.rev, last.fp()
+			b.watchMu.Unlock()
+			return more, nil
+		}
+		page = page[1:]
+	}
+	if len(page) == 0 {
+		b.watchMu.Unlock()
+		return false, b.checkRewound(ctx, pos)
+	}
+	defer b.watchMu.Unlock()
 	if page[0].rev != pos+1 {
 		// Revisions are gapless: the changes after pos were pruned while
 		// this process was not reading. Nobody can be told exactly what
@@ -206,8 +234,9 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 		for w := range b.watchers {
 			b.dropWatcherLocked(w)
 		}
-		b.pos = page[len(page)-1].rev
-		return len(page) == pollPage, nil
+		last := page[len(page)-1]
+		b.pos, b.posFP = last.rev, last.fp()
+		return more, nil
 	}
 	for _, c := range page {
 		ev := storage.Event{Type: storage.EventPut, Item: storage.Item{Key: c.key, Revision: c.rev}}
@@ -234,8 +263,9 @@ func (b *Backend) pollOnce(ctx context.Context) (more bool, err error) {
 			}
 		}
 	}
-	b.pos = page[len(page)-1].rev
-	return len(page) == pollPage, nil
+	last := page[len(page)-1]
+	b.pos, b.posFP = last.rev, last.fp()
+	return more, nil
 }
 
 // checkRewound closes every watcher if the database's revision is behind
@@ -261,7 +291,7 @@ func (b *Backend) checkRewound(ctx context.Context, pos int64) error {
 	for w := range b.watchers {
 		b.dropWatcherLocked(w)
 	}
-	b.pos = rev
+	b.pos, b.posFP = rev, nil
 	return nil
 }
 
