@@ -39,6 +39,7 @@ type netTopo struct {
 // ends.
 func newNetTopo(t *testing.T) *netTopo {
 	t.Helper()
+	testkit.ChangeNetwork(t) // no browser test meanwhile (its Chromium would see the interfaces change)
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("ip (iproute2) is required: apt-get install iproute2")
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/warden-sh/warden/internal/testkit"
 	"io"
 	"net"
 	"os/exec"
@@ -34,6 +35,7 @@ type netLab struct {
 
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
+	testkit.ChangeNetwork(t) // no browser test meanwhile (its Chromium would see the interfaces change)
 	var b [3]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		t.Fatal(err)

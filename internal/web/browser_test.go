@@ -24,6 +24,7 @@ import (
 	"github.com/warden-sh/warden/internal/clustertest"
 	"github.com/warden-sh/warden/internal/node"
 	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 var screenshots = flag.Bool("screenshots", false, "write a screenshot of every page into docs/screenshots")
@@ -82,6 +83,7 @@ func chromiumPath(t *testing.T) string {
 // comes from its own CA, which this fresh profile does not trust.
 func newBrowser(t *testing.T, base string) *browser {
 	t.Helper()
+	testkit.ShareNetwork(t) // see testkit.ChangeNetwork
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
 		chromedp.NoSandbox,
