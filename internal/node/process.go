@@ -256,7 +256,7 @@ type ioStreams struct {
 func (p *proc) run(ctx context.Context, st ioStreams, wg *sync.WaitGroup) *os.ProcessState {
 	var outWG sync.WaitGroup
 	if p.ptmx != nil {
-		outWG.Go(func() { _, _ = io.Copy(st.out, p.ptmx) })
+		outWG.Go(func() { _ = readAheadCopy(st.out, p.ptmx) })
 		wg.Go(func() { _, _ = io.Copy(p.ptmx, st.in) })
 	} else {
 		outWG.Go(func() { _, _ = io.Copy(st.out, p.outR) })
