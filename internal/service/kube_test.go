@@ -189,7 +189,7 @@ spec:
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode == http.StatusSwitchingProtocols || !strings.Contains(string(body), "not one Warden records") {
+		if resp.StatusCode == http.StatusSwitchingProtocols || !strings.Contains(string(body), "is not one Warden can record") {
 			t.Fatalf("an exec stream Warden cannot read: %s %s", resp.Status, body)
 		}
 	}()
