@@ -34,9 +34,10 @@ func (b *countingBackend) Watch(ctx context.Context, prefix string, more ...stri
 	go func() {
 		defer close(out)
 		for ev := range in {
+			// The test holds the gate to hold the watch back.
 			b.gate.Lock()
-			b.gate.Unlock()
 			out <- ev
+			b.gate.Unlock()
 		}
 	}()
 	return out, nil
