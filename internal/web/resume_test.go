@@ -305,8 +305,11 @@ func TestTerminalResume(t *testing.T) {
 		t.Error("the resume token was not replaced")
 	}
 	tc2.waitOutput("during-resumed-42")
-	tc2.send("echo again-$V\n")
-	tc2.waitOutput("again-resumed-42")
+	// A prompt of its own marks the end of the output: the offset read
+	// after it is all there will be (a later prompt, acknowledged, would
+	// make it too old to resume from).
+	tc2.send("PS1='p-$V> '; echo again-$V\n")
+	tc2.waitOutput("again-resumed-42\r\np-resumed-42> ")
 
 	// The first token is spent.
 	_, off2, _, _, _ := tc2.state()
