@@ -46,32 +46,12 @@ func Join(ctx context.Context, r JoinRequest) (*idfile.File, error) {
 	if r.CAPin == "" && !r.Insecure {
 		return nil, fmt.Errorf("joining needs --ca-pin sha256:... (printed by warden tokens add) so the %s knows it talks to the right cluster", r.Agent)
 	}
-	probe, err := api.NewClient(api.ClientConfig{Addr: r.ProxyAddr, Insecure: true})
-	if err != nil {
-		return nil, err
-	}
-	defer probe.Close()
-	ping, err := probe.Ping(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if r.CAPin != "" && !strings.EqualFold(ping.TLSCAFingerprint, r.CAPin) {
-		return nil, fmt.Errorf("the proxy at %s presented CA %s, which does not match --ca-pin %s: refusing to join", r.ProxyAddr, ping.TLSCAFingerprint, r.CAPin)
-	}
-	pool, err := (&idfile.File{TLSCA: ping.TLSCA}).RootCAs()
-	if err != nil {
-		return nil, err
-	}
-	c, err := api.NewClient(api.ClientConfig{Addr: r.ProxyAddr, RootCAs: pool})
+	c, err := PinnedClient(ctx, r.ProxyAddr, r.CAPin, "the proxy", "--ca-pin")
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, priv, err := idfile.NewPrivateKey()
-	if err != nil {
-		return nil, err
-	}
-	sshPub, err := ssh.NewPublicKey(priv.Public())
+	keyPEM, pub, err := NewKey()
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +60,7 @@ func Join(ctx context.Context, r JoinRequest) (*idfile.File, error) {
 		host = r.Name
 	}
 	resp, err := c.JoinNode(ctx, wire.JoinRequest{Token: r.Token, Kind: r.Kind, Name: r.Name, Hostname: host,
-		PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))})
+		PublicKey: pub})
 	if err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
@@ -95,6 +75,44 @@ func Join(ctx context.Context, r JoinRequest) (*idfile.File, error) {
 		return nil, fmt.Errorf("save %s identity: %w", r.Agent, err)
 	}
 	return id, nil
+}
+
+// PinnedClient asks addr for the cluster TLS CA, checks its fingerprint
+// against pin (no check when pin is empty: the caller decided that is
+// allowed), and returns an API client that trusts that CA only. who and
+// pinName name the server and the pin in the refusal.
+func PinnedClient(ctx context.Context, addr, pin, who, pinName string) (*api.Client, error) {
+	probe, err := api.NewClient(api.ClientConfig{Addr: addr, Insecure: true})
+	if err != nil {
+		return nil, err
+	}
+	defer probe.Close()
+	ping, err := probe.Ping(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if pin != "" && !strings.EqualFold(ping.TLSCAFingerprint, pin) {
+		return nil, fmt.Errorf("%s at %s presented CA %s, which does not match %s %s: refusing to join", who, addr, ping.TLSCAFingerprint, pinName, pin)
+	}
+	pool, err := (&idfile.File{TLSCA: ping.TLSCA}).RootCAs()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewClient(api.ClientConfig{Addr: addr, RootCAs: pool})
+}
+
+// NewKey makes the private key of a joining identity: its PEM, and its
+// public key in authorized_keys form for the join request.
+func NewKey() (keyPEM, authorizedKey string, err error) {
+	keyPEM, priv, err := idfile.NewPrivateKey()
+	if err != nil {
+		return "", "", err
+	}
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		return "", "", err
+	}
+	return keyPEM, string(ssh.MarshalAuthorizedKey(pub)), nil
 }
 
 // Renewal renews an agent's certificates.

@@ -167,10 +167,10 @@ func newNodeID() (string, error) {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
 }
 
-// JoinNode registers a new node with a join token and issues its host
-// certificate and API identity.
-func (s *Server) JoinNode(ctx context.Context, req JoinRequest) (*JoinResponse, error) {
-	if err := validateNodeName("node name", req.Name); err != nil {
+// checkJoin validates a join request's name (called nameField in errors),
+// hostname and public key, and returns the key.
+func checkJoin(nameField string, req JoinRequest) (ssh.PublicKey, error) {
+	if err := validateNodeName(nameField, req.Name); err != nil {
 		return nil, err
 	}
 	if err := validateNodeName("hostname", req.Hostname); err != nil {
@@ -179,6 +179,16 @@ func (s *Server) JoinNode(ctx context.Context, req JoinRequest) (*JoinResponse, 
 	pub, err := parsePublicKey(req.PublicKey)
 	if err != nil {
 		return nil, badRequest("%v", err)
+	}
+	return pub, nil
+}
+
+// JoinNode registers a new node with a join token and issues its host
+// certificate and API identity.
+func (s *Server) JoinNode(ctx context.Context, req JoinRequest) (*JoinResponse, error) {
+	pub, err := checkJoin("node name", req)
+	if err != nil {
+		return nil, err
 	}
 	kind, err := joinKind(req.Kind)
 	if err != nil {

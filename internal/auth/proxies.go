@@ -49,15 +49,9 @@ type ProxyJoinResponse = wire.ProxyJoinResponse
 // JoinProxy registers a proxy with a proxy join token and issues its
 // identity for the principals it names.
 func (s *Server) JoinProxy(ctx context.Context, req JoinRequest) (*ProxyJoinResponse, error) {
-	if err := validateNodeName("proxy name", req.Name); err != nil {
-		return nil, err
-	}
-	if err := validateNodeName("hostname", req.Hostname); err != nil {
-		return nil, err
-	}
-	pub, err := parsePublicKey(req.PublicKey)
+	pub, err := checkJoin("proxy name", req)
 	if err != nil {
-		return nil, badRequest("%v", err)
+		return nil, err
 	}
 	principals, err := proxyPrincipals(req.Principals)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/agentid"
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/auth"
@@ -282,32 +283,16 @@ func (s *splitProxy) loadOrJoin(ctx context.Context) (*idfile.File, error) {
 }
 
 func (s *splitProxy) join(ctx context.Context, addr, token, pin string) (*idfile.File, error) {
-	probe, err := api.NewClient(api.ClientConfig{Addr: addr, Insecure: true})
-	if err != nil {
-		return nil, err
+	if pin == "" {
+		// PinnedClient would not check an empty pin: a proxy always joins pinned.
+		return nil, errors.New("joining needs the cluster CA pin (--ca-pin)")
 	}
-	defer probe.Close()
-	ping, err := probe.Ping(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !strings.EqualFold(ping.TLSCAFingerprint, pin) {
-		return nil, fmt.Errorf("auth at %s presented CA %s, which does not match the pin %s: refusing to join", addr, ping.TLSCAFingerprint, pin)
-	}
-	pool, err := (&idfile.File{TLSCA: ping.TLSCA}).RootCAs()
-	if err != nil {
-		return nil, err
-	}
-	c, err := api.NewClient(api.ClientConfig{Addr: addr, RootCAs: pool})
+	c, err := agentid.PinnedClient(ctx, addr, pin, "auth", "the pin")
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	keyPEM, priv, err := idfile.NewPrivateKey()
-	if err != nil {
-		return nil, err
-	}
-	pub, err := ssh.NewPublicKey(priv.Public())
+	keyPEM, pub, err := agentid.NewKey()
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +301,7 @@ func (s *splitProxy) join(ctx context.Context, addr, token, pin string) (*idfile
 		host = s.p.cfg.Proxy.Name
 	}
 	resp, err := c.JoinProxy(ctx, wire.JoinRequest{Token: token, Kind: wire.TokenTypeProxy, Name: s.p.cfg.Proxy.Name, Hostname: host,
-		PublicKey: string(ssh.MarshalAuthorizedKey(pub)), Principals: s.principals()})
+		PublicKey: pub, Principals: s.principals()})
 	if err != nil {
 		return nil, err
 	}
