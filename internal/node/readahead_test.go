@@ -62,3 +62,44 @@ func TestReadAheadCopyReturnsReadAndWriteErrors(t *testing.T) {
 	}
 	pr.Close()
 }
+
+// TestReadAheadCopySmallWrites: little reads that find nothing pending are
+// written by the reader itself, in order, and a failure of such a write
+// ends the copy with its error.
+func TestReadAheadCopySmallWrites(t *testing.T) {
+	pr, pw := io.Pipe()
+	go func() {
+		for i := range 200 {
+			if _, err := pw.Write([]byte{byte('a' + i%26)}); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	var w slowWriter
+	if err := readAheadCopy(&w, pr); err != nil {
+		t.Fatal(err)
+	}
+	if w.buf.Len() != 200 {
+		t.Fatalf("copied %d bytes, want 200", w.buf.Len())
+	}
+	for i, c := range w.buf.Bytes() {
+		if c != byte('a'+i%26) {
+			t.Fatalf("byte %d is %q: out of order", i, c)
+		}
+	}
+
+	pr2, pw2 := io.Pipe()
+	defer pw2.Close()
+	go func() {
+		for {
+			if _, err := pw2.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	if err := readAheadCopy(&slowWriter{failAt: 1}, pr2); err == nil || err.Error() != "peer gone" {
+		t.Fatalf("got %v, want the write error", err)
+	}
+	pr2.Close()
+}

@@ -113,7 +113,8 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 		ResumeGrace: p.cfg.Proxy.WebTerminalResumeGrace,
 		DialProxy: func(_ context.Context, clientAddr string, data bool) (net.Conn, error) {
 			return p.proxy.DialLocal(clientAddr, data)
-		}})
+		},
+		RedeemData: p.proxy.RedeemLocal})
 	if err != nil {
 		return nil, err
 	}

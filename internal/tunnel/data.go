@@ -125,19 +125,9 @@ func DialData(ctx context.Context, pc ssh.Conn, proxyAddr, target string) (net.C
 // DialDataVia is DialData with the data connection opened by dial (the
 // web terminal's, in the proxy's own process).
 func DialDataVia(ctx context.Context, pc ssh.Conn, target string, dial func(context.Context) (net.Conn, error)) (net.Conn, error) {
-	ok, reply, err := pc.SendRequest(RequestDial, true, ssh.Marshal(struct{ Host string }{target}))
+	r, err := requestDial(pc, target)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		if len(reply) == 0 {
-			return nil, ErrNoDataConns
-		}
-		return nil, &DialError{Msg: string(reply)}
-	}
-	var r DialReply
-	if err := ssh.Unmarshal(reply, &r); err != nil {
-		return nil, fmt.Errorf("proxy dial reply: %w", err)
 	}
 	c, err := dial(ctx)
 	if err != nil {
@@ -162,6 +152,38 @@ func DialDataVia(ctx context.Context, pc ssh.Conn, target string, dial func(cont
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	return c, nil
+}
+
+// DialDataRedeem is DialData for a client in the proxy's own process (the
+// web terminal): redeem takes the ticket the proxy answered and returns
+// the node's connection (proxy.Server.RedeemLocal), without a data
+// connection to the proxy's port.
+func DialDataRedeem(pc ssh.Conn, target string, redeem func(ticket string) (net.Conn, error)) (net.Conn, error) {
+	r, err := requestDial(pc, target)
+	if err != nil {
+		return nil, err
+	}
+	return redeem(r.Ticket)
+}
+
+// requestDial asks the proxy, over pc, for a ticket for a data connection
+// to target.
+func requestDial(pc ssh.Conn, target string) (DialReply, error) {
+	ok, reply, err := pc.SendRequest(RequestDial, true, ssh.Marshal(struct{ Host string }{target}))
+	if err != nil {
+		return DialReply{}, err
+	}
+	if !ok {
+		if len(reply) == 0 {
+			return DialReply{}, ErrNoDataConns
+		}
+		return DialReply{}, &DialError{Msg: string(reply)}
+	}
+	var r DialReply
+	if err := ssh.Unmarshal(reply, &r); err != nil {
+		return DialReply{}, fmt.Errorf("proxy dial reply: %w", err)
+	}
+	return r, nil
 }
 
 // ErrNoDataConns is returned by DialData when the proxy does not offer data

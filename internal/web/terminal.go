@@ -257,10 +257,19 @@ func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, n aut
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			// As `warden ssh`: a data connection, which the proxy relays
 			// without its own SSH layer, when it offers them.
+			// In process, the node's connection itself.
 			if h.dialProxy != nil {
-				conn, err := tunnel.DialDataVia(ctx, pc, id, func(ctx context.Context) (net.Conn, error) {
-					return h.dialProxy(ctx, clientAddr, true)
-				})
+				var conn net.Conn
+				var err error
+				if h.redeemData != nil {
+					conn, err = tunnel.DialDataRedeem(pc, id, func(ticket string) (net.Conn, error) {
+						return h.redeemData(clientAddr, ticket)
+					})
+				} else {
+					conn, err = tunnel.DialDataVia(ctx, pc, id, func(ctx context.Context) (net.Conn, error) {
+						return h.dialProxy(ctx, clientAddr, true)
+					})
+				}
 				if !errors.Is(err, tunnel.ErrNoDataConns) {
 					viaData = err == nil
 					return conn, err

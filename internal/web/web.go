@@ -54,8 +54,14 @@ type Config struct {
 	// rather than this server. Without it the web terminal dials
 	// ProxyAddr over TCP and reaches nodes through channels.
 	DialProxy func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// RedeemData, if set with DialProxy, takes the ticket of a data
+	// connection that the proxy gave the connection DialProxy made for
+	// clientAddr and returns the node's connection itself, in process
+	// (proxy.Server.RedeemLocal): the terminal's bytes then pass no
+	// socket pair and no relay in this process.
+	RedeemData func(clientAddr, ticket string) (net.Conn, error)
+	Logger     *slog.Logger
+	Now        func() time.Time
 	// Version is the version of this process (auth and proxy), shown on
 	// the cluster health page.
 	Version string
@@ -67,18 +73,19 @@ type Config struct {
 
 // Handler serves the web UI.
 type Handler struct {
-	auth      *auth.Server
-	proxyAddr func() string
-	dialProxy func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
-	terms     *terminals
-	log       *slog.Logger
-	now       func() time.Time
-	mux       *http.ServeMux
-	sessions  *sessions
-	indexes   *indexCache
-	signups   *signups
-	sso       ssoLogins
-	pages     map[string]*template.Template
+	auth       *auth.Server
+	proxyAddr  func() string
+	dialProxy  func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
+	redeemData func(clientAddr, ticket string) (net.Conn, error)
+	terms      *terminals
+	log        *slog.Logger
+	now        func() time.Time
+	mux        *http.ServeMux
+	sessions   *sessions
+	indexes    *indexCache
+	signups    *signups
+	sso        ssoLogins
+	pages      map[string]*template.Template
 	// assets maps a static file name to its content hash (cache busting).
 	assets map[string]string
 	// gzipped holds each static file compressed once, at start.
@@ -103,7 +110,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.ResumeGrace < 0 || cfg.ResumeGrace > MaxResumeGrace {
 		return nil, fmt.Errorf("web: the terminal resume grace must be between 0 (the default, %s) and %s, got %s", DefaultResumeGrace, MaxResumeGrace, cfg.ResumeGrace)
 	}
-	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {
