@@ -416,24 +416,25 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 		t.Fatalf("no exec event for the command without a terminal: %+v", execs)
 	}
 
-	// Every request is audited: refusals and successes.
-	evs, err = c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "contractor", Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var refused, listed, execed bool
-	for _, ev := range evs {
-		if ev.Fields["cluster"] != "test-k8s" {
-			continue
+	// Every request is audited: refusals and successes (stored in batches,
+	// a moment after the request: proxy/kubeaudit.go).
+	testkit.WaitFor(t, "the kube.request events: a refusal, the node listing, the exec with its command", func() bool {
+		evs, err = c.Admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "contractor", Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
 		}
-		refused = refused || (!ev.Success && fmt.Sprint(ev.Fields["status"]) == "403")
-		listed = listed || (ev.Success && ev.Fields["verb"] == "list" && ev.Fields["resource"] == "nodes")
-		execed = execed || (ev.Fields["resource"] == "pods/exec" && ev.Fields["name"] == "shell" &&
-			strings.Contains(fmt.Sprint(ev.Fields["command"]), "hello from the pod"))
-	}
-	if !refused || !listed || !execed {
-		t.Fatalf("kube.request events: refused %v, listed %v, exec with its command %v; events %d", refused, listed, execed, len(evs))
-	}
+		var refused, listed, execed bool
+		for _, ev := range evs {
+			if ev.Fields["cluster"] != "test-k8s" {
+				continue
+			}
+			refused = refused || (!ev.Success && fmt.Sprint(ev.Fields["status"]) == "403")
+			listed = listed || (ev.Success && ev.Fields["verb"] == "list" && ev.Fields["resource"] == "nodes")
+			execed = execed || (ev.Fields["resource"] == "pods/exec" && ev.Fields["name"] == "shell" &&
+				strings.Contains(fmt.Sprint(ev.Fields["command"]), "hello from the pod"))
+		}
+		return refused && listed && execed
+	})
 }
 
 // liveKubeSession waits for user's live kube session of kind (with a

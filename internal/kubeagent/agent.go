@@ -24,6 +24,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,6 +106,8 @@ type Agent struct {
 	tunnelUp  chan struct{}
 	upOnce    sync.Once
 	heartbeat tunnel.Heartbeat
+	// identities are the decisions (IdentityHeader) decoded.
+	identities identities
 }
 
 // Start joins (first start) or loads the agent's identity, loads each
@@ -233,9 +236,8 @@ func (a *Agent) proxyAddr() string {
 
 // serve relays one request the proxy decided to the cluster's API server.
 func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
-	var id identity
-	raw := r.Header.Get(IdentityHeader)
-	if raw == "" || len(raw) > 16<<10 || json.Unmarshal([]byte(raw), &id) != nil || id.User == "" {
+	id, ok := a.identities.parse(r.Header.Get(IdentityHeader))
+	if !ok {
 		// Only the proxy writes this header; without it nothing passes.
 		http.Error(w, "warden kube agent: request without a decision", http.StatusForbidden)
 		return
@@ -396,3 +398,38 @@ type kubeAddr struct{}
 
 func (kubeAddr) Network() string { return "tunnel" }
 func (kubeAddr) String() string  { return "kube-conn" }
+
+// identities decodes the proxy's decisions, remembering the last ones by
+// their exact text: one user's requests carry the same decision, and at a
+// thousand requests a second the JSON decode is worth saving.
+type identities struct {
+	mu sync.Mutex
+	m  map[string]identity
+}
+
+// identitiesMax bounds the remembered decisions.
+const identitiesMax = 1024
+
+func (c *identities) parse(raw string) (identity, bool) {
+	if raw == "" || len(raw) > 16<<10 {
+		return identity{}, false
+	}
+	c.mu.Lock()
+	id, ok := c.m[raw]
+	c.mu.Unlock()
+	if ok {
+		// Callers may append to Groups.
+		id.Groups = slices.Clone(id.Groups)
+		return id, true
+	}
+	if json.Unmarshal([]byte(raw), &id) != nil || id.User == "" {
+		return identity{}, false
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= identitiesMax {
+		c.m = make(map[string]identity)
+	}
+	c.m[raw] = identity{Cluster: id.Cluster, User: id.User, Groups: slices.Clone(id.Groups)}
+	c.mu.Unlock()
+	return id, true
+}

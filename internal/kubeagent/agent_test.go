@@ -71,3 +71,25 @@ func TestServeImpersonatesOnlyTheDecision(t *testing.T) {
 		}
 	}
 }
+
+// The decisions the agent remembers answer as a fresh decode does; a
+// caller's change to one does not reach the next request; what is not a
+// decision never passes, remembered or not.
+func TestIdentitiesCache(t *testing.T) {
+	var c identities
+	raw, _ := json.Marshal(identity{Cluster: "k1", User: "alice", Groups: []string{"dev", "ops"}})
+	for i := range 3 {
+		id, ok := c.parse(string(raw))
+		if !ok || id.Cluster != "k1" || id.User != "alice" || !slices.Equal(id.Groups, []string{"dev", "ops"}) {
+			t.Fatalf("decode %d: %+v %v", i, id, ok)
+		}
+		id.Groups[0] = "system:masters"
+	}
+	for _, bad := range []string{"", "{", `{"cluster":"k1"}`, `{"cluster":"k1","user":""}`, `"alice"`, `{"user":"a","groups":` + strings.Repeat(`"g",`, 5000) + `"g"]}`} {
+		for range 2 {
+			if id, ok := c.parse(bad); ok {
+				t.Fatalf("%.40q passed: %+v", bad, id)
+			}
+		}
+	}
+}

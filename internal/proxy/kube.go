@@ -74,6 +74,8 @@ type kubeState struct {
 	// sessions are the live exec/attach sessions by id (kubejoin.go).
 	sessions sync.Map
 	events   chan audit.Event
+	// callers are the decoded client certificates (kubecallers.go).
+	callers kubeCallers
 }
 
 // kubeLive is a request in flight (watches, logs -f, exec streams last).
@@ -277,7 +279,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 		kubeStatus(w, http.StatusUnauthorized, "Unauthorized", "warden: a Warden client certificate is required; run: warden kube login "+name)
 		return
 	}
-	c, err := auth.CallerFromTLS(r.TLS.PeerCertificates[0])
+	c, err := s.kube.callers.get(r.TLS.PeerCertificates[0])
 	if err != nil || c.Kind != auth.KindUser {
 		kubeStatus(w, http.StatusUnauthorized, "Unauthorized", "warden: only user certificates reach kubernetes clusters")
 		return

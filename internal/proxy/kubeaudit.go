@@ -38,8 +38,10 @@ const (
 	kubeAuditDrain = 10 * time.Second
 	// kubeAuditLinger is how long the writer waits, after the first event
 	// of a batch, for more: one commit (an fsync) for many requests rather
-	// than one for each of a steady trickle.
-	kubeAuditLinger = 20 * time.Millisecond
+	// than one for each of a steady trickle. At 20 ms, with a thousand
+	// requests a second on a loaded machine, the commits were half of the
+	// writer's CPU (profiled: docs/kubernetes.md, Performance).
+	kubeAuditLinger = 100 * time.Millisecond
 )
 
 // kubeAudit queues a kube.request event, waiting for room when the queue

@@ -303,7 +303,7 @@ spec:
 
 // userClient signs up user with roles and returns an HTTPS client with
 // the user's certificate.
-func userClient(t *testing.T, a *auth.Server, user string, roles []string) *http.Client {
+func userClient(t testing.TB, a *auth.Server, user string, roles []string) *http.Client {
 	t.Helper()
 	ctx := context.Background()
 	inv, err := a.CreateUser(ctx, auth.AdminCaller(), auth.CreateUserRequest{Name: user, Roles: roles})
