@@ -57,3 +57,34 @@ func TestSplitJSONArrayMatchesUnmarshal(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkListNodesJSONDecode compares, in one run, what `warden ls -o
+// json` does with 10,000 listed nodes before (json.Unmarshal into
+// []json.RawMessage) and now (splitJSONArray).
+func BenchmarkListNodesJSONDecode(b *testing.B) {
+	nodes := make([]wire.Node, 10000)
+	now := time.Now().UTC()
+	for i := range nodes {
+		nodes[i] = wire.Node{ID: "5d2d8f7a-0c3e-4f7b-9a63-9d8f1e2c3b4a", Name: "node-12345", Hostname: "node-12345.example.com",
+			Labels: map[string]string{"shard": "7", "env": "prod"}, Version: "1.2.3", Since: now, LastSeen: now}
+	}
+	body, err := json.Marshal(nodes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Unmarshal", func(b *testing.B) {
+		for b.Loop() {
+			var out []json.RawMessage
+			if err := json.Unmarshal(body, &out); err != nil || len(out) != len(nodes) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("splitJSONArray", func(b *testing.B) {
+		for b.Loop() {
+			if out, err := splitJSONArray(body); err != nil || len(out) != len(nodes) {
+				b.Fatal(err)
+			}
+		}
+	})
+}
