@@ -3,6 +3,7 @@ package ca
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -78,8 +79,10 @@ func leafCovered(tmpl *x509.Certificate) bool {
 
 // signLeafDER encodes tmpl for pub, issued by the TLS CA, and signs it.
 func (a *Authority) signLeafDER(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	// ECDSA with SHA-256 is what CreateCertificate chooses for a P-256
+	// key, the only TLS CA key New loads.
 	key, ok := a.tlsKey.(*ecdsa.PrivateKey)
-	if !ok || !leafCovered(tmpl) {
+	if !ok || key.Curve != elliptic.P256() || !leafCovered(tmpl) {
 		return nil, errLeafTemplateNotCovered
 	}
 	tbs, err := a.leafTBS(tmpl, pub)
