@@ -88,3 +88,30 @@ func BenchmarkListNodesJSONDecode(b *testing.B) {
 		}
 	})
 }
+
+// FuzzSplitJSONArray: for any body, splitJSONArray accepts exactly what
+// json.Unmarshal into []json.RawMessage accepts, with the same elements.
+func FuzzSplitJSONArray(f *testing.F) {
+	for _, s := range []string{"[]", "null", `[1,"a,]",{"b":[{}]}]`, `[{"id":"x\"]"}]`, "[1,]", `{"a":1}`, " [ 1 ] "} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want []json.RawMessage
+		werr := json.Unmarshal(data, &want)
+		got, err := splitJSONArray(data)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("%q: error %v, json.Unmarshal's %v", data, err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if (got == nil) != (want == nil) || len(got) != len(want) {
+			t.Fatalf("%q: %d elements, want %d", data, len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("%q: element %d = %s, want %s", data, i, got[i], want[i])
+			}
+		}
+	})
+}
