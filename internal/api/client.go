@@ -139,6 +139,10 @@ func readResponse(resp *http.Response, out any) error {
 	if out == nil {
 		return nil
 	}
+	if raw, ok := out.(*rawBody); ok {
+		*raw = data
+		return nil
+	}
 	return json.Unmarshal(data, out)
 }
 
@@ -222,8 +226,60 @@ func (c *Client) ListNodes(ctx context.Context, labels map[string]string) ([]wir
 // ListNodesJSON is ListNodes with each node left as the JSON auth sent
 // (checked to be well-formed, not decoded): for printing them as JSON.
 func (c *Client) ListNodesJSON(ctx context.Context, labels map[string]string) ([]json.RawMessage, error) {
-	var out []json.RawMessage
-	return out, c.do(ctx, http.MethodGet, nodesPath(labels), nil, &out)
+	var body rawBody
+	if err := c.do(ctx, http.MethodGet, nodesPath(labels), nil, &body); err != nil {
+		return nil, err
+	}
+	return splitJSONArray(body)
+}
+
+// rawBody, as do's out, is given the response body as it is.
+type rawBody []byte
+
+// splitJSONArray returns the elements of the JSON array data, as
+// json.Unmarshal into a []json.RawMessage does, with one validating pass
+// over the document (encoding/json makes two: validation, then decoding)
+// and a split at the array's top-level commas. The elements share data.
+func splitJSONArray(data []byte) ([]json.RawMessage, error) {
+	if !json.Valid(data) {
+		return nil, errors.New("invalid JSON in the response")
+	}
+	data = bytes.TrimSpace(data)
+	if string(data) == "null" {
+		return nil, nil
+	}
+	if data[0] != '[' {
+		return nil, errors.New("the response is not a JSON array")
+	}
+	out := make([]json.RawMessage, 0, bytes.Count(data, []byte("},"))+1)
+	depth, inString, escaped, start := 0, false, false, 1
+	for i := 1; i < len(data)-1; i++ {
+		b := data[i]
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+		case b == '"':
+			inString = true
+		case b == '[' || b == '{':
+			depth++
+		case b == ']' || b == '}':
+			depth--
+		case b == ',' && depth == 0:
+			out = append(out, json.RawMessage(bytes.TrimSpace(data[start:i])))
+			start = i + 1
+		}
+	}
+	if last := bytes.TrimSpace(data[start : len(data)-1]); len(last) > 0 || len(out) > 0 {
+		out = append(out, json.RawMessage(last))
+	}
+	return out, nil
 }
 
 func nodesPath(labels map[string]string) string {

@@ -133,17 +133,32 @@ func (h *Handler) routes() {
 	})))
 	h.kubeRoutes()
 	h.proxyRoutes()
-	m.HandleFunc("GET /v1/nodes", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]auth.Node, error) {
+	m.HandleFunc("GET /v1/nodes", h.authed(func(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 		filter := map[string]string{}
 		for _, l := range r.URL.Query()["label"] {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
-				return nil, fmt.Errorf("%w: label filter %q must be key=value", auth.ErrBadRequest, l)
+				h.fail(w, fmt.Errorf("%w: label filter %q must be key=value", auth.ErrBadRequest, l))
+				return
 			}
 			filter[k] = v
 		}
-		return list(a.ListNodes(r.Context(), c, filter))
-	})))
+		nodes, err := a.ListNodes(r.Context(), c, filter)
+		if err != nil {
+			h.fail(w, err)
+			return
+		}
+		// Thousands of nodes: encoded without reflection, as
+		// encoding/json would (wire.AppendNodesJSON).
+		body, ok := wire.AppendNodesJSON(nil, nodes)
+		if !ok {
+			writeJSON(w, http.StatusOK, nodes) // its error, as before
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(append(body, '\n'))
+	}))
 	m.HandleFunc("POST /v1/events", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in []audit.Event) (empty, error) {
 		return done(a.EmitEvents(r.Context(), c, in))
 	})))

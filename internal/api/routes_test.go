@@ -245,6 +245,9 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 		t.Errorf("nodes: %+v", got)
 	}
 	e.call(alice, "GET", "/v1/nodes?label=env", nil, http.StatusBadRequest)
+	if got := e.call(admin, "GET", "/v1/nodes?label=env=none", nil, http.StatusOK); string(got) != "[]\n" {
+		t.Errorf("no nodes listed as %q, want []", got)
+	}
 	// Kubernetes clusters (none connected here): the route reaches
 	// ListKubeClusters, which refuses a node.
 	if got := decodeAs[wire.KubeClusterList](t, e.call(admin, "GET", "/v1/kube/clusters", nil, http.StatusOK)); got.Clusters == nil {

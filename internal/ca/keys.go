@@ -137,6 +137,9 @@ type Authority struct {
 	tlsCert    *x509.Certificate
 	tlsCertPEM []byte
 	tlsPool    *x509.CertPool
+
+	// onLeaf, set by tests only, sees every leaf certificate signed.
+	onLeaf func(tmpl *x509.Certificate, pub crypto.PublicKey, der []byte)
 }
 
 // New loads k. now is the clock used for validity periods; nil means

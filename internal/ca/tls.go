@@ -283,6 +283,14 @@ func (a *Authority) leafTemplate(pub crypto.PublicKey, ttl time.Duration) (*x509
 }
 
 func (a *Authority) signLeaf(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
+	if der, err := a.signLeafDER(tmpl, pub); err == nil {
+		if a.onLeaf != nil {
+			a.onLeaf(tmpl, pub, der)
+		}
+		return der, nil
+	} else if !errors.Is(err, errLeafTemplateNotCovered) {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.tlsCert, pub, a.tlsKey)
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
