@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -506,8 +505,7 @@ func (p *peering) remoteNodes(local map[string]bool) []auth.Node {
 		if !ok {
 			continue
 		}
-		n := r.Node
-		n.Labels = maps.Clone(n.Labels)
+		n := r.Node // its label map shared, as the registry's (snapshot)
 		n.LastSeen = pr.expires.Add(-p.cfg.TTL).UTC()
 		out = append(out, n)
 	}
