@@ -50,8 +50,9 @@ type PeerConfig struct {
 	ID string
 	// Addr is where peers reach this proxy's peer listener (host:port).
 	Addr string
-	// Store is the state shared by all proxies.
-	Store storage.Backend
+	// Store is the state shared by all proxies: the database for a proxy
+	// in auth's process, auth's API for one running apart.
+	Store PeerStore
 	// Certificate returns this proxy's current peering certificate
 	// (ca.IssueProxyPeer), used both ways.
 	Certificate func() (*tls.Certificate, error)
@@ -59,6 +60,16 @@ type PeerConfig struct {
 	Roots func() *x509.CertPool
 	// Heartbeat and TTL default to DefaultPeerHeartbeat and DefaultPeerTTL.
 	Heartbeat, TTL time.Duration
+}
+
+// PeerStore is what peering needs of the shared state (storage.Backend
+// has it): each proxy puts and deletes its own keys, and follows every
+// proxy's with a watch, then a list.
+type PeerStore interface {
+	Put(ctx context.Context, it storage.Item) (storage.Item, error)
+	Delete(ctx context.Context, key string) error
+	List(ctx context.Context, prefix string, limit int) ([]storage.Item, error)
+	Watch(ctx context.Context, prefix string, more ...string) (<-chan storage.Event, error)
 }
 
 type proxyRecord struct {
