@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -392,5 +393,44 @@ func TestPeeringState(t *testing.T) {
 	a.s.Close()
 	if _, err := sb.Get(ctx, peerProxiesPrefix+"proxy-a"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("A's record after Close: %v", err)
+	}
+}
+
+// TestPeerOwnersSkipUnreachable: a peer a dial could not reach since its
+// last heartbeat comes after the other peers holding the same node's
+// tunnel (it may have just died, its record not yet expired), and is
+// first again once it renews its record.
+func TestPeerOwnersSkipUnreachable(t *testing.T) {
+	p := &peering{cfg: PeerConfig{ID: "proxy-b", TTL: 10 * time.Second}, proxies: map[string]proxyRecord{},
+		tunnels: map[string]map[string]tunnelRecord{}}
+	now := time.Now()
+	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: now.Add(9 * time.Second)}
+	p.proxies["proxy-c"] = proxyRecord{ID: "proxy-c", Addr: "192.0.2.3:1", expires: now.Add(9 * time.Second)}
+	p.tunnels["n1"] = map[string]tunnelRecord{
+		"proxy-a": {Proxy: "proxy-a", rev: 7}, // the newest
+		"proxy-c": {Proxy: "proxy-c", rev: 3},
+		"proxy-b": {Proxy: "proxy-b", rev: 9}, // this proxy's own: never a peer route
+	}
+	order := func() []string {
+		var out []string
+		for _, o := range p.owners("n1") {
+			out = append(out, o.proxy.ID)
+		}
+		return out
+	}
+	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
+		t.Fatalf("owners: %v", got)
+	}
+	p.markUnreachable("proxy-a")
+	if got := order(); !slices.Equal(got, []string{"proxy-c", "proxy-a"}) {
+		t.Fatalf("owners after proxy-a was unreachable: %v", got)
+	}
+	if pr, _, ok := p.owner("n1"); !ok || pr.ID != "proxy-c" {
+		t.Fatalf("owner after proxy-a was unreachable: %+v", pr)
+	}
+	// proxy-a heartbeats again: it is alive after all.
+	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: time.Now().Add(10*time.Second + time.Millisecond)}
+	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
+		t.Fatalf("owners after proxy-a renewed its record: %v", got)
 	}
 }

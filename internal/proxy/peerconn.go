@@ -123,6 +123,44 @@ func (s *Server) routePeer(node *auth.Node) (*nodeTunnel, error) {
 	return nil, fmt.Errorf("node %q is not connected to any proxy", node.Name)
 }
 
+// dialPeers connects a user's connection to a node through first, the
+// peer found holding its tunnel; if first cannot be reached (it may have
+// just died, its record not yet expired) the dial is tried through the
+// other live peers holding the node's tunnel, or the tunnel here if the
+// node has reconnected to this proxy. A peer's refusal is final.
+func (s *Server) dialPeers(ctx context.Context, first proxyRecord, n *auth.Node, u *userConn, clientAddr string) (net.Conn, error) {
+	tried := map[string]bool{}
+	pr := first
+	var errs []error
+	for {
+		tried[pr.ID] = true
+		c, err := s.dialPeer(ctx, pr, n, u, clientAddr)
+		var refused errPeerRefused
+		if err == nil || errors.As(err, &refused) || ctx.Err() != nil {
+			return c, err
+		}
+		s.peers.markUnreachable(pr.ID)
+		errs = append(errs, err)
+		s.log.Warn("peer unreachable; trying the node elsewhere", "peer", pr.ID, "node_id", n.ID, "err", err)
+		if t := s.reg.get(n.ID); t != nil {
+			return s.dialNode(ctx, t, clientAddr, u.caller.User)
+		}
+		next := false
+		for _, o := range s.peers.owners(n.ID) {
+			if !tried[o.proxy.ID] {
+				pr, next = o.proxy, true
+				break
+			}
+		}
+		if !next || len(tried) >= maxPeerTries {
+			return nil, errors.Join(errs...)
+		}
+	}
+}
+
+// maxPeerTries bounds the peers one dial tries.
+const maxPeerTries = 3
+
 // dialPeer connects a user's connection to a node through the peer that
 // holds its tunnel, forwarding the decided dial.
 func (s *Server) dialPeer(ctx context.Context, pr proxyRecord, n *auth.Node, u *userConn, clientAddr string) (net.Conn, error) {

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -104,6 +105,9 @@ type peering struct {
 	published map[string]string // node ID → value written (publisher only)
 
 	clientSessions tls.ClientSessionCache
+	// unreachable is when a dial last failed to reach a peer (peer ID →
+	// time.Time).
+	unreachable sync.Map
 }
 
 func (s *Server) startPeering(cfg PeerConfig) error {
@@ -479,12 +483,26 @@ func (p *peering) applyDelete(key string) {
 // published it and whose records are current, the latest to publish (a
 // node that moved leaves the old key until its old proxy notices).
 func (p *peering) owner(nodeID string) (proxyRecord, tunnelRecord, bool) {
+	all := p.owners(nodeID)
+	if len(all) == 0 {
+		return proxyRecord{}, tunnelRecord{}, false
+	}
+	return all[0].proxy, all[0].tunnel, true
+}
+
+type peerOwner struct {
+	proxy  proxyRecord
+	tunnel tunnelRecord
+}
+
+// owners are the live peers holding a node's tunnel, the latest to
+// publish first. A peer a dial could not reach since its last heartbeat
+// comes last (it may have just died: its record outlives it by up to the
+// TTL).
+func (p *peering) owners(nodeID string) []peerOwner {
 	now := time.Now()
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	var best tunnelRecord
-	var bestProxy proxyRecord
-	found := false
+	var out []peerOwner
 	for proxyID, r := range p.tunnels[nodeID] {
 		if proxyID == p.cfg.ID {
 			continue
@@ -493,12 +511,25 @@ func (p *peering) owner(nodeID string) (proxyRecord, tunnelRecord, bool) {
 		if !ok || !now.Before(pr.expires) {
 			continue
 		}
-		if !found || r.rev > best.rev {
-			best, bestProxy, found = r, pr, true
-		}
+		out = append(out, peerOwner{pr, r})
 	}
-	return bestProxy, best, found
+	p.mu.RUnlock()
+	suspect := func(o peerOwner) bool {
+		at, ok := p.unreachable.Load(o.proxy.ID)
+		// Since its last heartbeat (the record's expiry less the TTL).
+		return ok && at.(time.Time).After(o.proxy.expires.Add(-p.cfg.TTL))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if si, sj := suspect(out[i]), suspect(out[j]); si != sj {
+			return sj
+		}
+		return out[i].tunnel.rev > out[j].tunnel.rev
+	})
+	return out
 }
+
+// markUnreachable notes that a dial could not reach peer id.
+func (p *peering) markUnreachable(id string) { p.unreachable.Store(id, time.Now()) }
 
 // remoteNodes are the nodes whose tunnels end at live peers (and not
 // here).
