@@ -26,6 +26,9 @@ const (
 	prefixPeering        = "/peering/"
 	prefixPeeringProxies = "/peering/proxies/"
 	prefixPeeringTunnels = "/peering/tunnels/"
+	prefixPeeringKube    = "/peering/kube/"
+	// maxPeerKubeClusters bounds the clusters of one agent's record.
+	maxPeerKubeClusters = 256
 	// maxPeerRecord bounds one peering key's value.
 	maxPeerRecord = 16 << 10
 	// maxPeerRecordTTL bounds a proxy record's life (proxies renew it
@@ -40,6 +43,12 @@ const (
 type peerProxyRecord struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
+}
+
+type peerKubeRecord struct {
+	Proxy    string        `json:"proxy"`
+	Agent    string        `json:"agent"`
+	Clusters []KubeCluster `json:"clusters"`
 }
 
 type peerTunnelRecord struct {
@@ -117,6 +126,34 @@ func (s *Server) ProxyPeerPut(ctx context.Context, c Caller, it storage.Item) (i
 		if reg.Kind != "" || reg.Name != r.Node.Name || reg.Hostname != r.Node.Hostname {
 			return 0, badRequest("node %s is not the registered node %q", nodeID, reg.Name)
 		}
+	case strings.HasPrefix(it.Key, prefixPeeringKube):
+		agentID, proxyID, ok := strings.Cut(strings.TrimPrefix(it.Key, prefixPeeringKube), "/")
+		if !ok || proxyID != c.NodeID {
+			return 0, fmt.Errorf("%w: a proxy writes its own kube keys only", ErrAccessDenied)
+		}
+		var r peerKubeRecord
+		if err := dec(&r); err != nil {
+			return 0, err
+		}
+		if r.Proxy != c.NodeID || r.Agent != agentID || len(r.Clusters) == 0 || len(r.Clusters) > maxPeerKubeClusters {
+			return 0, badRequest("kube record for agent %q of proxy %q at key %q", truncateString(r.Agent), truncateString(r.Proxy), truncateString(it.Key))
+		}
+		// Only registered kube agents, with the clusters named rightly.
+		reg, err := s.GetNodeRegistration(ctx, agentID)
+		if err != nil {
+			return 0, badRequest("kube agent %s: %v", truncateString(agentID), err)
+		}
+		if reg.Kind != RegistrationKube {
+			return 0, badRequest("%s is not a kube agent", truncateString(agentID))
+		}
+		for _, k := range r.Clusters {
+			if k.AgentID != agentID {
+				return 0, badRequest("cluster %q of another agent", truncateString(k.Name))
+			}
+			if err := validateNodeName("kubernetes cluster name", k.Name); err != nil {
+				return 0, err
+			}
+		}
 	default:
 		return 0, badRequest("not a peering key")
 	}
@@ -136,13 +173,14 @@ func (s *Server) ProxyPeerDelete(ctx context.Context, c Caller, key string) erro
 	}
 	switch {
 	case key == prefixPeeringProxies+c.NodeID:
-	case strings.HasPrefix(key, prefixPeeringTunnels):
-		_, proxyID, ok := strings.Cut(strings.TrimPrefix(key, prefixPeeringTunnels), "/")
+	case strings.HasPrefix(key, prefixPeeringTunnels), strings.HasPrefix(key, prefixPeeringKube):
+		rest := strings.TrimPrefix(strings.TrimPrefix(key, prefixPeeringTunnels), prefixPeeringKube)
+		_, proxyID, ok := strings.Cut(rest, "/")
 		if !ok || proxyID == "" || strings.Contains(proxyID, "/") {
 			return badRequest("not a tunnel key")
 		}
 		if proxyID != c.NodeID {
-			// Another proxy's tunnel: only once its record is gone
+			// Another proxy's tunnel or kube key: only once its record is gone
 			// (expired records are not returned).
 			_, err := s.b.Get(ctx, prefixPeeringProxies+proxyID)
 			if err == nil {

@@ -75,6 +75,10 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 		refuse(lockMessage(err))
 		return
 	}
+	if req.Kube != "" {
+		s.servePeerKube(tc, peerID, req, caller, refuse)
+		return
+	}
 	t := s.reg.get(req.NodeID)
 	if t == nil {
 		refuse(fmt.Sprintf("node %s is not connected to proxy %s", req.NodeID, s.peers.cfg.ID))
@@ -164,17 +168,23 @@ const maxPeerTries = 3
 // dialPeer connects a user's connection to a node through the peer that
 // holds its tunnel, forwarding the decided dial.
 func (s *Server) dialPeer(ctx context.Context, pr proxyRecord, n *auth.Node, u *userConn, clientAddr string) (net.Conn, error) {
-	if _, err := netip.ParseAddrPort(clientAddr); err != nil {
+	return s.dialPeerWith(ctx, pr, &PeerDial{NodeID: n.ID, ClientAddr: clientAddr, Caller: peerCallerOf(u.caller), Deadline: u.deadline})
+}
+
+// dialPeerWith sends a forwarded dial to peer pr and returns the
+// connection after its OK.
+func (s *Server) dialPeerWith(ctx context.Context, pr proxyRecord, d *PeerDial) (net.Conn, error) {
+	if _, err := netip.ParseAddrPort(d.ClientAddr); err != nil {
 		return nil, fmt.Errorf("client address: %w", err)
 	}
-	frame, err := encodePeerDial(&PeerDial{NodeID: n.ID, ClientAddr: clientAddr, Caller: peerCallerOf(u.caller), Deadline: u.deadline})
+	frame, err := encodePeerDial(d)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout)
 	defer cancel()
-	d := net.Dialer{}
-	raw, err := d.DialContext(ctx, "tcp", pr.Addr)
+	var dialer net.Dialer
+	raw, err := dialer.DialContext(ctx, "tcp", pr.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", pr.ID, err)
 	}
