@@ -3,6 +3,7 @@
 package clustertest
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/idfile"
+	"github.com/warden-sh/warden/internal/kubetest"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -131,4 +134,105 @@ func TestSplitProxyPeering(t *testing.T) {
 	testkit.WaitFor(t, "proxy A to log the refused peer connections", func() bool {
 		return strings.Count(proxyA.proc.out.String(), "peer connection refused") >= 2
 	})
+}
+
+const splitKubeRoles = `
+kind: role
+metadata: {name: cm-viewer}
+spec:
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: [viewers]
+    kubernetes_resources:
+      - {kind: configmaps, namespace: default, verbs: [get, list, watch]}
+`
+
+// TestSplitProxyPeeringKube: a kube agent (the real warden binary in front
+// of a real kube-apiserver) is connected to proxy A only; a user logged in
+// through proxy B runs the real kubectl against the cluster. Proxy B
+// decides the request, forwards it to proxy A over the peer link, and A
+// decides it again and sends it to the agent. What the user's roles do not
+// allow is refused; a lock through auth A ends a live watch through B
+// within a second and refuses new requests.
+func TestSplitProxyPeeringKube(t *testing.T) {
+	kc := kubetest.Start(t)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	authB := s.StartAuth("auth-b")
+	proxyA := s.StartPeeringProxy("proxy-a", authA, authA, authB)
+	proxyB := s.StartPeeringProxy("proxy-b", authB, authB, authA)
+	if r := Run(t, strings.NewReader(splitKubeRoles), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply roles: %s", r)
+	}
+	kc.Must(t, "", "create", "role", "cm-reader", "--verb=get,list,watch", "--resource=configmaps", "-n", "default")
+	kc.Must(t, "", "create", "rolebinding", "viewers", "--role=cm-reader", "--group=viewers", "-n", "default")
+	kc.Must(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm1, namespace: default}\ndata: {a: b}\n", "apply", "-f", "-")
+
+	// The agent runs on the test's host (the API server listens on its
+	// loopback) and connects to proxy A only.
+	dir := t.TempDir()
+	agent := startBackground(t, WardenBinary, "start", "--data-dir", filepath.Join(dir, "kagent"), "--services", "kube",
+		"--proxy", proxyA.Addr(), "--token-file", s.token(authA, wire.TokenTypeKube), "--ca-pin", s.pin,
+		"--name", "kagent", "--kube-cluster", "test-k8s", "--kubeconfig", kc.AgentKubeconfig, "--labels", "env=dev")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kube agent output:\n%s%s", agent.out.String(), agent.err.String())
+		}
+	})
+	testkit.WaitFor(t, "auth B to list the cluster behind proxy A", func() bool {
+		cl, err := authB.admin.ListKubeClusters(context.Background())
+		return err == nil && len(cl) == 1
+	})
+
+	u := s.AddUser(authA, "kubepeer", []string{"cm-viewer"}, []string{osLogin})
+	home := filepath.Dir(s.Login(u, proxyB))
+	kubeconfig := filepath.Join(home, "test-k8s.kubeconfig")
+	if r := Run(t, nil, WardenBinary, "--home", home, "kube", "login", "test-k8s", "--kubeconfig", kubeconfig, "--binary", WardenBinary); r.Code != 0 {
+		t.Fatalf("kube login through proxy B: %s", r)
+	}
+	var r Result
+	testkit.WaitFor(t, "kubectl through proxy B to reach the cluster behind proxy A", func() bool {
+		r = kubectl(t, kubeconfig, "get", "configmaps", "-n", "default")
+		return r.Code == 0
+	})
+	if !strings.Contains(r.Stdout, "cm1") {
+		t.Fatalf("kubectl get configmaps through proxy B: %s", r)
+	}
+	if r := kubectl(t, kubeconfig, "get", "secrets", "-n", "default"); r.Code == 0 || !strings.Contains(r.Stderr, "Forbidden") {
+		t.Fatalf("kubectl get secrets (not allowed by the user's roles) through proxy B: %s", r)
+	}
+	// Proxy A audited the forwarded request as one from proxy B.
+	testkit.WaitFor(t, "the kube.request forwarded from proxy B in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "kubepeer", Limit: 100})
+		if err != nil {
+			return false
+		}
+		for _, ev := range evs {
+			if ev.Success && ev.Fields["from_proxy"] != nil && ev.Fields["resource"] == "configmaps" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A lock through auth A ends a live watch user → B → A → agent.
+	watch := startBackground(t, "kubectl", "--kubeconfig", kubeconfig, "get", "configmaps", "-n", "default", "-w")
+	testkit.WaitFor(t, "the watch through proxy B to list cm1", func() bool {
+		select {
+		case code := <-watch.done:
+			t.Fatalf("the watch ended (exit %d): %s", code, watch.err.String())
+		default:
+		}
+		return strings.Contains(watch.out.String(), "cm1")
+	})
+	start := time.Now()
+	lockID(t, s.adminCLI(authA, "lock", "--user", "kubepeer", "--message", "kube-locked"))
+	_, took, ended := endsWithin(t, watch, start, time.Second)
+	if !ended {
+		t.Fatalf("the kubectl watch through the peer still runs %s after the lock through auth A", took)
+	}
+	t.Logf("a lock through auth A ended a kubectl watch user→proxy B→proxy A→agent %s after the lock command started", took.Round(time.Millisecond))
+	if r := kubectl(t, kubeconfig, "get", "configmaps", "-n", "default"); r.Code == 0 {
+		t.Fatalf("kubectl through proxy B while locked: %s", r)
+	}
 }

@@ -59,6 +59,12 @@ func newPeerEnv(t *testing.T) *peerEnv {
 		ln.Close()
 		<-done
 	})
+	// proxy-b, the tests' dialling peer, is a live peer.
+	v, _ := json.Marshal(proxyRecord{ID: "proxy-b", Addr: "127.0.0.1:2"})
+	if _, err := b.Put(context.Background(), storage.Item{Key: peerProxiesPrefix + "proxy-b", Value: v, Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "proxy-b to be a live peer", func() bool { return e.s.peers.live("proxy-b") })
 	return &peerEnv{proxyEnv: e, peerAddr: ln.Addr().String()}
 }
 
@@ -178,6 +184,11 @@ func TestPeerChecksLocksItself(t *testing.T) {
 	if err := peerAttemptDial(t, e.peerAddr, cert, &expired); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("an expired certificate's forwarded dial: %v", err)
 	}
+	// A proxy with a valid peering certificate that is not a live peer
+	// (never registered, or revoked and unable to renew its record).
+	if err := peerAttemptDial(t, e.peerAddr, issuePeerCert(t, e.a.Authority(), "proxy-c"), d); err == nil || !strings.Contains(err.Error(), "not a live peer") {
+		t.Fatalf("a dial from a proxy that is not a live peer: %v", err)
+	}
 	if _, err := e.a.CreateLock(context.Background(), auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "peer-stop"}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +197,14 @@ func TestPeerChecksLocksItself(t *testing.T) {
 	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "peer-stop") {
 		t.Fatalf("a locked user's forwarded dial: want the lock's refusal, got %v", err)
 	}
+	// A lock on the dialling proxy (warden lock --node PROXY-ID).
+	if _, err := e.a.CreateLock(context.Background(), auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Node: "proxy-b"}, Message: "proxy-stop"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "a dial from the locked proxy to be refused", func() bool {
+		err := peerAttemptDial(t, e.peerAddr, cert, d)
+		return err != nil && strings.Contains(err.Error(), "proxy proxy-b is locked")
+	})
 }
 
 // TestPeerDialChecksPeerID: a proxy dialling a peer checks that the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 )
 
 // peerRoute is a node reached through the peer holding its tunnel.
@@ -47,6 +48,19 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 	}
 	peerID, err := ca.VerifyProxyPeer(tc.ConnectionState().PeerCertificates, s.peers.cfg.Roots(), x509.ExtKeyUsageClientAuth, time.Now())
 	if err != nil { // VerifyConnection checked it; never reached
+		return
+	}
+	// The peer must be current: registered among the live peers (a proxy
+	// revoked or gone cannot renew its record) and not locked
+	// (`warden lock --node PROXY-ID`); its certificate alone is not enough.
+	if !s.peers.live(peerID) {
+		s.log.Warn("peer connection refused: not a live peer", "peer", peerID, "remote", c.RemoteAddr().String())
+		_, _ = tc.Write(peerRefusal("proxy " + peerID + " is not a live peer"))
+		return
+	}
+	if err := s.cfg.Directory.CheckLock(lock.Subject{NodeID: peerID}); err != nil {
+		s.log.Warn("peer connection refused: locked", "peer", peerID, "remote", c.RemoteAddr().String(), "err", err)
+		_, _ = tc.Write(peerRefusal("proxy " + peerID + " is locked"))
 		return
 	}
 	req, err := readPeerDial(tc)

@@ -612,6 +612,14 @@ func (p *peering) owners(nodeID string) []peerOwner {
 	return out
 }
 
+// live reports whether id is a live peer (its record current).
+func (p *peering) live(id string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	r, ok := p.proxies[id]
+	return ok && id != p.cfg.ID && time.Now().Before(r.expires)
+}
+
 // markUnreachable notes that a dial could not reach peer id.
 func (p *peering) markUnreachable(id string) { p.unreachable.Store(id, time.Now()) }
 
