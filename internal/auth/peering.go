@@ -56,10 +56,8 @@ type peerTunnelRecord struct {
 	Node  Node   `json:"node"`
 }
 
-func (s *Server) peeringProxy(c Caller, op string) error {
-	if err := s.authorize(c, op); err != nil {
-		return err
-	}
+// joinedProxy refuses a proxy caller without a registration ID.
+func joinedProxy(c Caller) error {
 	if c.NodeID == "" {
 		return fmt.Errorf("%w: only a joined proxy peers", ErrUnauthenticated)
 	}
@@ -70,7 +68,10 @@ func (s *Server) peeringProxy(c Caller, op string) error {
 // (with a TTL of at most a minute) or the tunnel of a registered node it
 // holds.
 func (s *Server) ProxyPeerPut(ctx context.Context, c Caller, it storage.Item) (int64, error) {
-	if err := s.peeringProxy(c, "ProxyPeerPut"); err != nil {
+	if err := s.authorize(c, "ProxyPeerPut"); err != nil {
+		return 0, err
+	}
+	if err := joinedProxy(c); err != nil {
 		return 0, err
 	}
 	if len(it.Value) > maxPeerRecord {
@@ -168,7 +169,10 @@ func (s *Server) ProxyPeerPut(ctx context.Context, c Caller, it storage.Item) (i
 // tunnel key of a proxy whose record is gone (a proxy that died: its
 // peers clean up after it).
 func (s *Server) ProxyPeerDelete(ctx context.Context, c Caller, key string) error {
-	if err := s.peeringProxy(c, "ProxyPeerDelete"); err != nil {
+	if err := s.authorize(c, "ProxyPeerDelete"); err != nil {
+		return err
+	}
+	if err := joinedProxy(c); err != nil {
 		return err
 	}
 	switch {
@@ -203,7 +207,10 @@ func (s *Server) ProxyPeerDelete(ctx context.Context, c Caller, key string) erro
 // ProxyPeerList lists the peering keys (every proxy's record and
 // tunnels).
 func (s *Server) ProxyPeerList(ctx context.Context, c Caller) ([]storage.Item, error) {
-	if err := s.peeringProxy(c, "ProxyPeerList"); err != nil {
+	if err := s.authorize(c, "ProxyPeerList"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
 		return nil, err
 	}
 	return s.b.List(ctx, prefixPeering, 0)
@@ -212,7 +219,10 @@ func (s *Server) ProxyPeerList(ctx context.Context, c Caller) ([]storage.Item, e
 // ProxyPeerWatch follows the peering keys (the watch is in place when it
 // returns: list after it, as for any watch).
 func (s *Server) ProxyPeerWatch(ctx context.Context, c Caller) (<-chan storage.Event, error) {
-	if err := s.peeringProxy(c, "ProxyPeerWatch"); err != nil {
+	if err := s.authorize(c, "ProxyPeerWatch"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
 		return nil, err
 	}
 	return s.b.Watch(ctx, prefixPeering)
@@ -221,7 +231,10 @@ func (s *Server) ProxyPeerWatch(ctx context.Context, c Caller) (<-chan storage.E
 // IssueProxyPeerCert issues the calling proxy's peering certificate
 // (ca.IssueProxyPeer) for a key: its registration ID is its peer ID.
 func (s *Server) IssueProxyPeerCert(ctx context.Context, c Caller, publicKey string) ([]byte, error) {
-	if err := s.peeringProxy(c, "IssueProxyPeerCert"); err != nil {
+	if err := s.authorize(c, "IssueProxyPeerCert"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
 		return nil, err
 	}
 	pub, err := parsePublicKey(publicKey)
