@@ -248,6 +248,7 @@ func TestPeerDialWire(t *testing.T) {
 		"role":                 func(d *PeerDial) { d.Caller.Roles = []string{"a b"} },
 		"no issue time":        func(d *PeerDial) { d.Caller.Issued = time.Time{} },
 		"expires before issue": func(d *PeerDial) { d.Caller.Expires = d.Caller.Issued.Add(-time.Second) },
+		"kube cluster name":    func(d *PeerDial) { d.Kube = "-k1/../x" },
 	}
 	for name, mod := range bad {
 		d := validDial()
@@ -280,6 +281,10 @@ func FuzzPeerDial(f *testing.F) {
 	frame, _ := encodePeerDial(validDial())
 	f.Add(frame)
 	f.Add(frame[8:])
+	kube := validDial()
+	kube.Kube = "k1"
+	kframe, _ := encodePeerDial(kube)
+	f.Add(kframe)
 	f.Add([]byte(peerMagic + "\x00\x00\x00\x02{}"))
 	f.Add(append([]byte(peerMagic), binary.BigEndian.AppendUint32(nil, 1<<31)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
