@@ -89,6 +89,10 @@ func TestProxyPeeringThroughAuth(t *testing.T) {
 			tunnel(pa.NodeID, "11111111-1111-1111-1111-111111111111", "ghost"), time.Time{}},
 		{"a node under another name", "/peering/tunnels/" + n1.NodeID + "/" + pa.NodeID, tunnel(pa.NodeID, n1.NodeID, "forged"), time.Time{}},
 		{"a key outside peering", "/locks/x", []byte(`{}`), time.Time{}},
+		{"clusters of a node that is no kube agent", "/peering/kube/" + n1.NodeID + "/" + pa.NodeID,
+			[]byte(`{"proxy":"` + pa.NodeID + `","agent":"` + n1.NodeID + `","clusters":[{"name":"k1","agent_id":"` + n1.NodeID + `"}]}`), time.Time{}},
+		{"another proxy's kube key", "/peering/kube/" + n1.NodeID + "/" + pb.NodeID,
+			[]byte(`{"proxy":"` + pb.NodeID + `","agent":"` + n1.NodeID + `","clusters":[{"name":"k1","agent_id":"` + n1.NodeID + `"}]}`), time.Time{}},
 		{"a record too large", "/peering/proxies/" + pa.NodeID, []byte(`"` + strings.Repeat("a", 20<<10) + `"`), soon},
 	}
 	for _, r := range refused {
