@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -17,6 +18,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -147,6 +149,11 @@ func TestForwardedIdentityOnlyFromAProxy(t *testing.T) {
 		e.call(c, "GET", "/v1/proxies/noderegs/x", nil, http.StatusForbidden)
 		e.call(c, "PUT", "/v1/proxies/inventory", wire.ProxyInventory{}, http.StatusForbidden)
 		e.call(c, "POST", "/v1/proxies/authorize-kube", ProxyKubeRequest{User: check.User}, http.StatusForbidden)
+		e.call(c, "GET", "/v1/proxies/peering/keys", nil, http.StatusForbidden)
+		e.call(c, "GET", "/v1/proxies/peering/watch", nil, http.StatusForbidden)
+		e.call(c, "PUT", "/v1/proxies/peering/keys", PeerItem{Key: "/peering/proxies/x"}, http.StatusForbidden)
+		e.call(c, "DELETE", "/v1/proxies/peering/keys?key=/peering/proxies/x", nil, http.StatusForbidden)
+		e.call(c, "POST", "/v1/proxies/peering/cert", PeerCertRequest{}, http.StatusForbidden)
 	}
 }
 
@@ -179,4 +186,39 @@ func exerciseProxyRoutes(t *testing.T, e *env, admin *Client) {
 		http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/spend-session-cert", ProxySpendRequest{Serial: 7, Expires: time.Now().Add(time.Hour), Max: 1}, http.StatusOK)
 	e.call(proxy, "POST", "/v1/proxies/spend-session-cert", ProxySpendRequest{Serial: 7, Expires: time.Now().Add(time.Hour), Max: 1}, http.StatusForbidden)
+
+	// Peering: the proxy's own keys, written, watched, listed and deleted
+	// through auth; its peering certificate.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, err := proxy.PeerWatch(ctx)
+	if err != nil {
+		t.Fatalf("peering watch: %v", err)
+	}
+	rec := []byte(`{"id":"` + joined.ProxyID + `","addr":"10.1.2.3:3082"}`)
+	if _, err := proxy.PeerPut(ctx, storage.Item{Key: "/peering/proxies/" + joined.ProxyID, Value: rec, Expires: e.clock.Now().Add(10 * time.Second)}); err != nil {
+		t.Fatalf("peering record: %v", err)
+	}
+	if _, err := proxy.PeerPut(ctx, storage.Item{Key: "/peering/proxies/someone-else", Value: rec, Expires: e.clock.Now().Add(10 * time.Second)}); err == nil {
+		t.Fatal("a proxy wrote another's peering record through the API")
+	}
+	select {
+	case ev := <-events:
+		if ev.Type != storage.EventPut || ev.Item.Key != "/peering/proxies/"+joined.ProxyID || string(ev.Item.Value) != string(rec) || ev.Item.Expires.IsZero() {
+			t.Fatalf("peering watch event: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the peering watch saw nothing")
+	}
+	items, err := proxy.PeerList(ctx)
+	if err != nil || len(items) != 1 || items[0].Revision == 0 {
+		t.Fatalf("peering list: %v %+v", err, items)
+	}
+	if err := proxy.PeerDelete(ctx, "/peering/proxies/"+joined.ProxyID); err != nil {
+		t.Fatalf("peering delete: %v", err)
+	}
+	_, peerPub := newKey(t)
+	if der, err := proxy.PeerCert(ctx, peerPub); err != nil || len(der) == 0 {
+		t.Fatalf("peering certificate: %v", err)
+	}
 }

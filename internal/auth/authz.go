@@ -93,6 +93,12 @@ var operations = map[string]rule{
 	"ProxySpendSessionCert": {kinds: kinds(KindProxy), does: "speak for users"},
 	"PublishProxyInventory": {kinds: kinds(KindProxy), does: "serve node tunnels"},
 	"ProxyAuthorizeKube":    {kinds: kinds(KindProxy), does: "speak for users"},
+	// Proxy peering of a proxy running apart (peering.go).
+	"ProxyPeerPut":       {kinds: kinds(KindProxy), does: "peer with proxies"},
+	"ProxyPeerDelete":    {kinds: kinds(KindProxy), does: "peer with proxies"},
+	"ProxyPeerList":      {kinds: kinds(KindProxy), does: "peer with proxies"},
+	"ProxyPeerWatch":     {kinds: kinds(KindProxy), does: "peer with proxies"},
+	"IssueProxyPeerCert": {kinds: kinds(KindProxy), does: "peer with proxies"},
 	// Agentless servers (docs/agentless.md): registering them and signing
 	// their sshd host keys is node administration; the KRL names locked
 	// users. Only the proxy decides and connects on a user's behalf.

@@ -86,6 +86,11 @@ var matrix = map[string]row{
 	"ProxySpendSessionCert":   {deny, deny, deny, deny, deny, all, deny},
 	"PublishProxyInventory":   {deny, deny, deny, deny, deny, all, deny},
 	"ProxyAuthorizeKube":      {deny, deny, deny, deny, deny, all, deny},
+	"ProxyPeerPut":            {deny, deny, deny, deny, deny, all, deny},
+	"ProxyPeerDelete":         {deny, deny, deny, deny, deny, all, deny},
+	"ProxyPeerList":           {deny, deny, deny, deny, deny, all, deny},
+	"ProxyPeerWatch":          {deny, deny, deny, deny, deny, all, deny},
+	"IssueProxyPeerCert":      {deny, deny, deny, deny, deny, all, deny},
 	"OpenRecording":           {deny, deny, all, all, deny, deny, all},
 	"OpenRecordingAt":         {deny, deny, all, all, deny, deny, all},
 	"VerifyRecordings":        {deny, deny, all, all, deny, deny, all},
@@ -431,6 +436,28 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"ProxySpendSessionCert": func(f *matrixFixture, c auth.Caller) outcome {
 		return gate(f.a.ProxySpendSessionCert(context.Background(), c, 1, time.Now().Add(time.Minute), 1))
+	},
+	"ProxyPeerPut": func(f *matrixFixture, c auth.Caller) outcome {
+		// Past the gate, a key outside /peering/ is a bad request.
+		_, err := f.a.ProxyPeerPut(context.Background(), c, storage.Item{Key: "/probe", Value: []byte("{}")})
+		return gate(err)
+	},
+	"ProxyPeerDelete": func(f *matrixFixture, c auth.Caller) outcome {
+		return gate(f.a.ProxyPeerDelete(context.Background(), c, "/peering/tunnels/no-proxy-part"))
+	},
+	"ProxyPeerList": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyPeerList(context.Background(), c)
+		return gate(err)
+	},
+	"ProxyPeerWatch": func(f *matrixFixture, c auth.Caller) outcome {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, err := f.a.ProxyPeerWatch(ctx, c)
+		return gate(err)
+	},
+	"IssueProxyPeerCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.IssueProxyPeerCert(context.Background(), c, "not a key")
+		return gate(err)
 	},
 	"PublishProxyInventory": func(f *matrixFixture, c auth.Caller) outcome {
 		return gate(f.a.PublishProxyInventory(context.Background(), c, auth.ProxyInventory{}))

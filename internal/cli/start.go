@@ -74,6 +74,7 @@ A YAML file (--config) can hold the same settings; flags override it:
 				"node-listen": &c.Node.Listen, "name": &c.Node.Name,
 				"proxy": &c.Node.ProxyAddr, "token": &c.Node.Token, "token-file": &c.Node.TokenFile, "ca-pin": &c.Node.CAPin,
 				"session-cgroups": &c.Node.SessionCgroups,
+				"peer-listen":     &c.Proxy.PeerListen, "peer-addr": &c.Proxy.PeerAddr,
 			} {
 				if f.Changed(flag) {
 					v, _ := f.GetString(flag)
@@ -153,6 +154,8 @@ A YAML file (--config) can hold the same settings; flags override it:
 	f.String("metrics-addr", service.DefaultMetricsAddr, `where Prometheus metrics are served (plain HTTP, GET /metrics; not on the public port), or "off"`)
 	f.String("auth-listen", service.DefaultAuthListen, "where auth serves its API when it runs without the proxy (--services auth)")
 	f.StringArray("auth-server", nil, "an auth server's address host:port, for a proxy that runs without auth (repeatable: the next is used when one is down)")
+	f.String("peer-listen", "", "turn proxy peering on: other proxies connect here over mutual TLS (docs/postgres.md)")
+	f.String("peer-addr", "", "the address peers dial (default: --peer-listen; needed when it is a wildcard)")
 	f.String("node-listen", "", "also serve SSH directly on this address (default: none; nodes are reached through the proxy)")
 	f.String("name", "", "node name (default: host name)")
 	f.StringVar(&labels, "labels", "", "node labels, e.g. env=prod,team=a")

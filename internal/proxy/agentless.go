@@ -86,7 +86,7 @@ func (s *Server) agentlessDir() (AgentlessDirectory, error) {
 func (s *Server) dialTarget(ctx context.Context, n *auth.Node, t *nodeTunnel, u *userConn, clientAddr string) (net.Conn, error) {
 	if !n.Agentless {
 		if t.peer != nil {
-			return s.dialPeer(ctx, t.peer.proxy, n, u, clientAddr)
+			return s.dialPeers(ctx, t.peer.proxy, n, u, clientAddr)
 		}
 		return s.dialNode(ctx, t, clientAddr, u.caller.User)
 	}

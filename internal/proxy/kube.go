@@ -76,6 +76,9 @@ type kubeState struct {
 	events   chan audit.Event
 	// callers are the decoded client certificates (kubecallers.go).
 	callers kubeCallers
+	// onChange is told an agent's clusters changed (peering publishes
+	// them); set before serving.
+	onChange func(agentID string)
 }
 
 // kubeLive is a request in flight (watches, logs -f, exec streams last).
@@ -110,6 +113,38 @@ func (s *Server) KubeClusters() []auth.KubeCluster {
 		a.mu.RUnlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// agentClusters are the clusters agent id serves here (nil if it is not
+// connected).
+func (k *kubeState) agentClusters(id string) []auth.KubeCluster {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	a := k.agents[id]
+	if a == nil {
+		return nil
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make([]auth.KubeCluster, 0, len(a.clusters))
+	for _, c := range a.clusters {
+		if k.byCluster[c.Name] == a {
+			out = append(out, auth.KubeCluster{Name: c.Name, Labels: maps.Clone(c.Labels), AgentID: a.id})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// agentIDs are the connected agents.
+func (k *kubeState) agentIDs() []string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	out := make([]string, 0, len(k.agents))
+	for id := range k.agents {
+		out = append(out, id)
+	}
 	return out
 }
 
@@ -197,6 +232,9 @@ func (s *Server) serveKubeTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChan
 	defer func() {
 		if !first {
 			s.kube.remove(a)
+			if f := s.kube.onChange; f != nil {
+				f(a.id)
+			}
 			s.log.Info("kube agent tunnel closed", "agent", reg.Name, "agent_id", reg.ID)
 		}
 	}()
@@ -206,6 +244,9 @@ func (s *Server) serveKubeTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChan
 			return err
 		}
 		s.kube.setClusters(a, hb.Kube)
+		if f := s.kube.onChange; f != nil {
+			f(a.id)
+		}
 		if first {
 			first = false
 			s.log.Info("kube agent tunnel up", "agent", reg.Name, "agent_id", reg.ID, "clusters", len(hb.Kube))
@@ -284,15 +325,34 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 		kubeStatus(w, http.StatusUnauthorized, "Unauthorized", "warden: only user certificates reach kubernetes clusters")
 		return
 	}
-	ev := audit.Event{Event: audit.KubeRequest, User: c.User, RemoteAddr: r.RemoteAddr,
+	s.serveKubeAs(w, r, c, r.RemoteAddr, "")
+}
+
+// serveKubeAs serves a Kubernetes API request of the user whose
+// certificate identity is c, from address remote: verified here, or by
+// peer fromPeer, which forwarded the request (peerkube.go). A request for
+// a cluster served through a peer is decided here, then forwarded; one
+// that came from a peer is never forwarded again.
+func (s *Server) serveKubeAs(w http.ResponseWriter, r *http.Request, c auth.Caller, remote, fromPeer string) {
+	rest, ok := strings.CutPrefix(r.URL.Path, KubePrefix)
+	if !ok {
+		kubeStatus(w, http.StatusNotFound, "NotFound", "not found")
+		return
+	}
+	name, path, _ := strings.Cut(rest, "/")
+	path = "/" + path
+	ev := audit.Event{Event: audit.KubeRequest, User: c.User, RemoteAddr: remote,
 		Fields: map[string]any{"cluster": name, "method": r.Method, "path": truncate(path, 512)}}
+	if fromPeer != "" {
+		ev.Fields["from_proxy"] = fromPeer
+	}
 	refuse := func(code int, reason, msg string) {
 		ev.Error = msg
 		ev.Fields["status"] = code
 		s.kubeAudit(ev)
 		kubeStatus(w, code, reason, "warden: "+msg)
 	}
-	cur, err := s.cfg.Directory.CurrentCaller(r.Context(), c, "kube", r.RemoteAddr)
+	cur, err := s.cfg.Directory.CurrentCaller(r.Context(), c, "kube", remote)
 	if err != nil {
 		refuse(http.StatusForbidden, "Forbidden", kubeReason(err))
 		return
@@ -307,6 +367,14 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 		ev.Fields["command"] = truncate(strings.Join(cmd, " "), 1024)
 	}
 	agent, cluster, found := s.kube.cluster(name)
+	var peer *proxyRecord
+	if !found && s.peers != nil && fromPeer == "" {
+		// Its agent is connected to a peer: decided here, then forwarded.
+		if pr, pc, ok := s.peers.kubeOwner(name); ok {
+			peer, cluster, found = &pr, pc, true
+			ev.Fields["via_proxy"] = pr.ID
+		}
+	}
 	if !found {
 		// The same answer whether the cluster does not exist or is not
 		// connected: a name tells nothing more than that.
@@ -330,7 +398,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	live := &kubeLive{sub: sub, cancel: cancel, caller: c, remote: r.RemoteAddr, cluster: cluster, res: res}
+	live := &kubeLive{sub: sub, cancel: cancel, caller: c, remote: remote, cluster: cluster, res: res}
 	s.kube.mu.Lock()
 	s.kube.live[live] = struct{}{}
 	s.kube.mu.Unlock()
@@ -348,14 +416,23 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxKubeBody)
 	}
 	rec := &statusRecorder{ResponseWriter: w}
-	rp := &httputil.ReverseProxy{
+	var transport http.RoundTripper
+	target := path
+	if peer != nil {
+		// The peer decides again, records exec and attach, and audits.
+		transport = s.peerKubeTransport(*peer, cluster, c, remote)
+		target = KubePrefix + name + path
+	} else {
 		// exec and attach streams are audited and recorded (kuberec.go).
-		Transport: s.kubeSessionTransport(agent.transport, live, agent.id, r.URL.Query()),
+		transport = s.kubeSessionTransport(agent.transport, live, agent.id, r.URL.Query())
+	}
+	rp := &httputil.ReverseProxy{
+		Transport: transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme, out.URL.Host = "http", "kube-agent"
 			// Exactly the path that was decided on.
-			out.URL.Path, out.URL.RawPath = path, ""
+			out.URL.Path, out.URL.RawPath = target, ""
 			out.Host = "kube-agent"
 			stripKubeCredentials(out.Header)
 			for k := range out.Header {
@@ -378,6 +455,10 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 			}
 			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 				err = cause
+			}
+			if msg, ok := errIsPeerRefusal(err); ok {
+				kubeStatus(w, http.StatusForbidden, "Forbidden", "warden: "+msg)
+				return
 			}
 			kubeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable",
 				fmt.Sprintf("warden: kubernetes cluster %q is unreachable: %v", cluster.Name, err))

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,12 @@ func newPeerEnv(t *testing.T) *peerEnv {
 		ln.Close()
 		<-done
 	})
+	// proxy-b, the tests' dialling peer, is a live peer.
+	v, _ := json.Marshal(proxyRecord{ID: "proxy-b", Addr: "127.0.0.1:2"})
+	if _, err := b.Put(context.Background(), storage.Item{Key: peerProxiesPrefix + "proxy-b", Value: v, Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "proxy-b to be a live peer", func() bool { return e.s.peers.live("proxy-b") })
 	return &peerEnv{proxyEnv: e, peerAddr: ln.Addr().String()}
 }
 
@@ -177,6 +184,11 @@ func TestPeerChecksLocksItself(t *testing.T) {
 	if err := peerAttemptDial(t, e.peerAddr, cert, &expired); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("an expired certificate's forwarded dial: %v", err)
 	}
+	// A proxy with a valid peering certificate that is not a live peer
+	// (never registered, or revoked and unable to renew its record).
+	if err := peerAttemptDial(t, e.peerAddr, issuePeerCert(t, e.a.Authority(), "proxy-c"), d); err == nil || !strings.Contains(err.Error(), "not a live peer") {
+		t.Fatalf("a dial from a proxy that is not a live peer: %v", err)
+	}
 	if _, err := e.a.CreateLock(context.Background(), auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "peer-stop"}); err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +197,14 @@ func TestPeerChecksLocksItself(t *testing.T) {
 	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "peer-stop") {
 		t.Fatalf("a locked user's forwarded dial: want the lock's refusal, got %v", err)
 	}
+	// A lock on the dialling proxy (warden lock --node PROXY-ID).
+	if _, err := e.a.CreateLock(context.Background(), auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{Node: "proxy-b"}, Message: "proxy-stop"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "a dial from the locked proxy to be refused", func() bool {
+		err := peerAttemptDial(t, e.peerAddr, cert, d)
+		return err != nil && strings.Contains(err.Error(), "proxy proxy-b is locked")
+	})
 }
 
 // TestPeerDialChecksPeerID: a proxy dialling a peer checks that the
@@ -228,6 +248,7 @@ func TestPeerDialWire(t *testing.T) {
 		"role":                 func(d *PeerDial) { d.Caller.Roles = []string{"a b"} },
 		"no issue time":        func(d *PeerDial) { d.Caller.Issued = time.Time{} },
 		"expires before issue": func(d *PeerDial) { d.Caller.Expires = d.Caller.Issued.Add(-time.Second) },
+		"kube cluster name":    func(d *PeerDial) { d.Kube = "-k1/../x" },
 	}
 	for name, mod := range bad {
 		d := validDial()
@@ -260,6 +281,10 @@ func FuzzPeerDial(f *testing.F) {
 	frame, _ := encodePeerDial(validDial())
 	f.Add(frame)
 	f.Add(frame[8:])
+	kube := validDial()
+	kube.Kube = "k1"
+	kframe, _ := encodePeerDial(kube)
+	f.Add(kframe)
 	f.Add([]byte(peerMagic + "\x00\x00\x00\x02{}"))
 	f.Add(append([]byte(peerMagic), binary.BigEndian.AppendUint32(nil, 1<<31)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -392,5 +417,44 @@ func TestPeeringState(t *testing.T) {
 	a.s.Close()
 	if _, err := sb.Get(ctx, peerProxiesPrefix+"proxy-a"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("A's record after Close: %v", err)
+	}
+}
+
+// TestPeerOwnersSkipUnreachable: a peer a dial could not reach since its
+// last heartbeat comes after the other peers holding the same node's
+// tunnel (it may have just died, its record not yet expired), and is
+// first again once it renews its record.
+func TestPeerOwnersSkipUnreachable(t *testing.T) {
+	p := &peering{cfg: PeerConfig{ID: "proxy-b", TTL: 10 * time.Second}, proxies: map[string]proxyRecord{},
+		tunnels: map[string]map[string]tunnelRecord{}}
+	now := time.Now()
+	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: now.Add(9 * time.Second)}
+	p.proxies["proxy-c"] = proxyRecord{ID: "proxy-c", Addr: "192.0.2.3:1", expires: now.Add(9 * time.Second)}
+	p.tunnels["n1"] = map[string]tunnelRecord{
+		"proxy-a": {Proxy: "proxy-a", rev: 7}, // the newest
+		"proxy-c": {Proxy: "proxy-c", rev: 3},
+		"proxy-b": {Proxy: "proxy-b", rev: 9}, // this proxy's own: never a peer route
+	}
+	order := func() []string {
+		var out []string
+		for _, o := range p.owners("n1") {
+			out = append(out, o.proxy.ID)
+		}
+		return out
+	}
+	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
+		t.Fatalf("owners: %v", got)
+	}
+	p.markUnreachable("proxy-a")
+	if got := order(); !slices.Equal(got, []string{"proxy-c", "proxy-a"}) {
+		t.Fatalf("owners after proxy-a was unreachable: %v", got)
+	}
+	if pr, _, ok := p.owner("n1"); !ok || pr.ID != "proxy-c" {
+		t.Fatalf("owner after proxy-a was unreachable: %+v", pr)
+	}
+	// proxy-a heartbeats again: it is alive after all.
+	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: time.Now().Add(10*time.Second + time.Millisecond)}
+	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
+		t.Fatalf("owners after proxy-a renewed its record: %v", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/lock"
 )
 
 // peerRoute is a node reached through the peer holding its tunnel.
@@ -49,6 +50,19 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 	if err != nil { // VerifyConnection checked it; never reached
 		return
 	}
+	// The peer must be current: registered among the live peers (a proxy
+	// revoked or gone cannot renew its record) and not locked
+	// (`warden lock --node PROXY-ID`); its certificate alone is not enough.
+	if !s.peers.live(peerID) {
+		s.log.Warn("peer connection refused: not a live peer", "peer", peerID, "remote", c.RemoteAddr().String())
+		_, _ = tc.Write(peerRefusal("proxy " + peerID + " is not a live peer"))
+		return
+	}
+	if err := s.cfg.Directory.CheckLock(lock.Subject{NodeID: peerID}); err != nil {
+		s.log.Warn("peer connection refused: locked", "peer", peerID, "remote", c.RemoteAddr().String(), "err", err)
+		_, _ = tc.Write(peerRefusal("proxy " + peerID + " is locked"))
+		return
+	}
 	req, err := readPeerDial(tc)
 	if err != nil {
 		s.log.Warn("peer dial refused", "peer", peerID, "remote", c.RemoteAddr().String(), "err", err)
@@ -73,6 +87,10 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 	caller, err := s.cfg.Directory.CurrentCaller(ctx, req.Caller.caller(), "proxy-peer", req.ClientAddr)
 	if err != nil {
 		refuse(lockMessage(err))
+		return
+	}
+	if req.Kube != "" {
+		s.servePeerKube(tc, peerID, req, caller, refuse)
 		return
 	}
 	t := s.reg.get(req.NodeID)
@@ -123,20 +141,64 @@ func (s *Server) routePeer(node *auth.Node) (*nodeTunnel, error) {
 	return nil, fmt.Errorf("node %q is not connected to any proxy", node.Name)
 }
 
+// dialPeers connects a user's connection to a node through first, the
+// peer found holding its tunnel; if first cannot be reached (it may have
+// just died, its record not yet expired) the dial is tried through the
+// other live peers holding the node's tunnel, or the tunnel here if the
+// node has reconnected to this proxy. A peer's refusal is final.
+func (s *Server) dialPeers(ctx context.Context, first proxyRecord, n *auth.Node, u *userConn, clientAddr string) (net.Conn, error) {
+	tried := map[string]bool{}
+	pr := first
+	var errs []error
+	for {
+		tried[pr.ID] = true
+		c, err := s.dialPeer(ctx, pr, n, u, clientAddr)
+		var refused errPeerRefused
+		if err == nil || errors.As(err, &refused) || ctx.Err() != nil {
+			return c, err
+		}
+		s.peers.markUnreachable(pr.ID)
+		errs = append(errs, err)
+		s.log.Warn("peer unreachable; trying the node elsewhere", "peer", pr.ID, "node_id", n.ID, "err", err)
+		if t := s.reg.get(n.ID); t != nil {
+			return s.dialNode(ctx, t, clientAddr, u.caller.User)
+		}
+		next := false
+		for _, o := range s.peers.owners(n.ID) {
+			if !tried[o.proxy.ID] {
+				pr, next = o.proxy, true
+				break
+			}
+		}
+		if !next || len(tried) >= maxPeerTries {
+			return nil, errors.Join(errs...)
+		}
+	}
+}
+
+// maxPeerTries bounds the peers one dial tries.
+const maxPeerTries = 3
+
 // dialPeer connects a user's connection to a node through the peer that
 // holds its tunnel, forwarding the decided dial.
 func (s *Server) dialPeer(ctx context.Context, pr proxyRecord, n *auth.Node, u *userConn, clientAddr string) (net.Conn, error) {
-	if _, err := netip.ParseAddrPort(clientAddr); err != nil {
+	return s.dialPeerWith(ctx, pr, &PeerDial{NodeID: n.ID, ClientAddr: clientAddr, Caller: peerCallerOf(u.caller), Deadline: u.deadline})
+}
+
+// dialPeerWith sends a forwarded dial to peer pr and returns the
+// connection after its OK.
+func (s *Server) dialPeerWith(ctx context.Context, pr proxyRecord, d *PeerDial) (net.Conn, error) {
+	if _, err := netip.ParseAddrPort(d.ClientAddr); err != nil {
 		return nil, fmt.Errorf("client address: %w", err)
 	}
-	frame, err := encodePeerDial(&PeerDial{NodeID: n.ID, ClientAddr: clientAddr, Caller: peerCallerOf(u.caller), Deadline: u.deadline})
+	frame, err := encodePeerDial(d)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout)
 	defer cancel()
-	d := net.Dialer{}
-	raw, err := d.DialContext(ctx, "tcp", pr.Addr)
+	var dialer net.Dialer
+	raw, err := dialer.DialContext(ctx, "tcp", pr.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", pr.ID, err)
 	}

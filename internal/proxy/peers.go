@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +33,12 @@ const (
 	peerPrefix        = "/peering/"
 	peerProxiesPrefix = "/peering/proxies/"
 	peerTunnelsPrefix = "/peering/tunnels/"
+	// peerKubePrefix holds, per kube agent and proxy, the clusters the
+	// agent serves through that proxy.
+	peerKubePrefix = "/peering/kube/"
+	// kubeDirty marks a kube agent's ID in the dirty and published sets
+	// (node IDs never start with it).
+	kubeDirty = "kube:"
 	// DefaultPeerHeartbeat is how often a proxy renews its record.
 	DefaultPeerHeartbeat = 2 * time.Second
 	// DefaultPeerTTL is how long a proxy's record outlives its last
@@ -49,8 +57,9 @@ type PeerConfig struct {
 	ID string
 	// Addr is where peers reach this proxy's peer listener (host:port).
 	Addr string
-	// Store is the state shared by all proxies.
-	Store storage.Backend
+	// Store is the state shared by all proxies: the database for a proxy
+	// in auth's process, auth's API for one running apart.
+	Store PeerStore
 	// Certificate returns this proxy's current peering certificate
 	// (ca.IssueProxyPeer), used both ways.
 	Certificate func() (*tls.Certificate, error)
@@ -58,6 +67,16 @@ type PeerConfig struct {
 	Roots func() *x509.CertPool
 	// Heartbeat and TTL default to DefaultPeerHeartbeat and DefaultPeerTTL.
 	Heartbeat, TTL time.Duration
+}
+
+// PeerStore is what peering needs of the shared state (storage.Backend
+// has it): each proxy puts and deletes its own keys, and follows every
+// proxy's with a watch, then a list.
+type PeerStore interface {
+	Put(ctx context.Context, it storage.Item) (storage.Item, error)
+	Delete(ctx context.Context, key string) error
+	List(ctx context.Context, prefix string, limit int) ([]storage.Item, error)
+	Watch(ctx context.Context, prefix string, more ...string) (<-chan storage.Event, error)
 }
 
 type proxyRecord struct {
@@ -73,6 +92,14 @@ type tunnelRecord struct {
 	rev   int64
 }
 
+// kubeRecord is the clusters a kube agent serves through a proxy.
+type kubeRecord struct {
+	Proxy    string             `json:"proxy"`
+	Agent    string             `json:"agent"`
+	Clusters []auth.KubeCluster `json:"clusters"`
+	rev      int64
+}
+
 type peering struct {
 	s      *Server
 	cfg    PeerConfig
@@ -83,6 +110,7 @@ type peering struct {
 	mu      sync.RWMutex
 	proxies map[string]proxyRecord
 	tunnels map[string]map[string]tunnelRecord // node ID → proxy ID →
+	kube    map[string]map[string]kubeRecord   // agent ID → proxy ID →
 	revs    map[string]int64                   // key → revision seen
 	synced  bool
 
@@ -92,6 +120,9 @@ type peering struct {
 	published map[string]string // node ID → value written (publisher only)
 
 	clientSessions tls.ClientSessionCache
+	// unreachable is when a dial last failed to reach a peer (peer ID →
+	// time.Time).
+	unreachable sync.Map
 }
 
 func (s *Server) startPeering(cfg PeerConfig) error {
@@ -108,6 +139,7 @@ func (s *Server) startPeering(cfg PeerConfig) error {
 		cfg.TTL = DefaultPeerTTL
 	}
 	p := &peering{s: s, cfg: cfg, proxies: map[string]proxyRecord{}, tunnels: map[string]map[string]tunnelRecord{},
+		kube: map[string]map[string]kubeRecord{},
 		revs: map[string]int64{}, dirty: map[string]struct{}{}, kick: make(chan struct{}, 1), published: map[string]string{},
 		clientSessions: tls.NewLRUClientSessionCache(256)}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -121,6 +153,7 @@ func (s *Server) startPeering(cfg PeerConfig) error {
 	}
 	s.peers = p
 	s.reg.onChange = p.markDirty
+	s.kube.onChange = func(agentID string) { p.markDirty(kubeDirty + agentID) }
 	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.watch() }()
 	go func() { defer p.wg.Done(); p.heartbeat() }()
@@ -131,6 +164,17 @@ func (s *Server) startPeering(cfg PeerConfig) error {
 func (p *peering) selfKey() string { return peerProxiesPrefix + p.cfg.ID }
 
 func tunnelKey(nodeID, proxyID string) string { return peerTunnelsPrefix + nodeID + "/" + proxyID }
+
+func kubeKey(agentID, proxyID string) string { return peerKubePrefix + agentID + "/" + proxyID }
+
+// keyOf is the key of a dirty or published ID (a node's, or a kube
+// agent's with kubeDirty).
+func (p *peering) keyOf(id string) string {
+	if agent, ok := strings.CutPrefix(id, kubeDirty); ok {
+		return kubeKey(agent, p.cfg.ID)
+	}
+	return tunnelKey(id, p.cfg.ID)
+}
 
 func (p *peering) putSelf(ctx context.Context) error {
 	v, _ := json.Marshal(proxyRecord{ID: p.cfg.ID, Addr: p.cfg.Addr})
@@ -182,6 +226,9 @@ func (p *peering) republish() {
 	for _, n := range p.s.reg.Nodes() {
 		p.dirty[n.ID] = struct{}{}
 	}
+	for _, id := range p.s.kube.agentIDs() {
+		p.dirty[kubeDirty+id] = struct{}{}
+	}
 	p.dirtyMu.Unlock()
 	p.poke()
 }
@@ -200,6 +247,12 @@ func (p *peering) repairMissing() {
 	p.mu.RLock()
 	if p.synced {
 		for _, id := range ids {
+			if agent, ok := strings.CutPrefix(id, kubeDirty); ok {
+				if _, ok := p.kube[agent][p.cfg.ID]; !ok {
+					missing = append(missing, id)
+				}
+				continue
+			}
 			if _, ok := p.tunnels[id][p.cfg.ID]; !ok {
 				missing = append(missing, id)
 			}
@@ -234,6 +287,16 @@ func (p *peering) reapDead() {
 				}
 				if pr, ok := p.proxies[proxyID]; !ok || !now.Before(pr.expires) {
 					keys = append(keys, tunnelKey(nodeID, proxyID))
+				}
+			}
+		}
+		for agentID, by := range p.kube {
+			for proxyID := range by {
+				if proxyID == p.cfg.ID {
+					continue
+				}
+				if pr, ok := p.proxies[proxyID]; !ok || !now.Before(pr.expires) {
+					keys = append(keys, kubeKey(agentID, proxyID))
 				}
 			}
 		}
@@ -311,9 +374,18 @@ func (p *peering) publish() {
 func (p *peering) publishOne(id string) error {
 	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
 	defer cancel()
-	key := tunnelKey(id, p.cfg.ID)
-	t := p.s.reg.get(id)
-	if t == nil {
+	key := p.keyOf(id)
+	var v []byte
+	if agent, ok := strings.CutPrefix(id, kubeDirty); ok {
+		if clusters := p.s.kube.agentClusters(agent); len(clusters) > 0 {
+			v, _ = json.Marshal(kubeRecord{Proxy: p.cfg.ID, Agent: agent, Clusters: clusters})
+		}
+	} else if t := p.s.reg.get(id); t != nil {
+		n := t.snapshot()
+		n.LastSeen = time.Time{} // heartbeats would rewrite the key each time
+		v, _ = json.Marshal(tunnelRecord{Proxy: p.cfg.ID, Node: n})
+	}
+	if v == nil {
 		p.dirtyMu.Lock()
 		_, had := p.published[id]
 		delete(p.published, id)
@@ -329,9 +401,6 @@ func (p *peering) publishOne(id string) error {
 		}
 		return nil
 	}
-	n := t.snapshot()
-	n.LastSeen = time.Time{} // heartbeats would rewrite the key each time
-	v, _ := json.Marshal(tunnelRecord{Proxy: p.cfg.ID, Node: n})
 	p.dirtyMu.Lock()
 	same := p.published[id] == string(v)
 	p.dirtyMu.Unlock()
@@ -380,6 +449,7 @@ func (p *peering) watchOnce() error {
 	}
 	p.mu.Lock()
 	p.proxies, p.tunnels, p.revs = map[string]proxyRecord{}, map[string]map[string]tunnelRecord{}, map[string]int64{}
+	p.kube = map[string]map[string]kubeRecord{}
 	var listed int64
 	for _, it := range items {
 		p.applyPut(it)
@@ -441,6 +511,28 @@ func (p *peering) applyPut(it storage.Item) {
 			p.tunnels[nodeID] = by
 		}
 		by[proxyID] = r
+	case strings.HasPrefix(it.Key, peerKubePrefix):
+		agentID, proxyID, ok := strings.Cut(strings.TrimPrefix(it.Key, peerKubePrefix), "/")
+		if !ok {
+			return
+		}
+		var r kubeRecord
+		if json.Unmarshal(it.Value, &r) != nil || r.Proxy != proxyID || r.Agent != agentID {
+			return
+		}
+		kept := r.Clusters[:0]
+		for _, c := range r.Clusters {
+			if c.AgentID == agentID && kubeClusterName(c.Name) {
+				kept = append(kept, c)
+			}
+		}
+		r.Clusters, r.rev = kept, it.Revision
+		by := p.kube[agentID]
+		if by == nil {
+			by = map[string]kubeRecord{}
+			p.kube[agentID] = by
+		}
+		by[proxyID] = r
 	default:
 		return
 	}
@@ -460,6 +552,14 @@ func (p *peering) applyDelete(key string) {
 				delete(p.tunnels, nodeID)
 			}
 		}
+	case strings.HasPrefix(key, peerKubePrefix):
+		agentID, proxyID, _ := strings.Cut(strings.TrimPrefix(key, peerKubePrefix), "/")
+		if by := p.kube[agentID]; by != nil {
+			delete(by, proxyID)
+			if len(by) == 0 {
+				delete(p.kube, agentID)
+			}
+		}
 	}
 }
 
@@ -467,12 +567,26 @@ func (p *peering) applyDelete(key string) {
 // published it and whose records are current, the latest to publish (a
 // node that moved leaves the old key until its old proxy notices).
 func (p *peering) owner(nodeID string) (proxyRecord, tunnelRecord, bool) {
+	all := p.owners(nodeID)
+	if len(all) == 0 {
+		return proxyRecord{}, tunnelRecord{}, false
+	}
+	return all[0].proxy, all[0].tunnel, true
+}
+
+type peerOwner struct {
+	proxy  proxyRecord
+	tunnel tunnelRecord
+}
+
+// owners are the live peers holding a node's tunnel, the latest to
+// publish first. A peer a dial could not reach since its last heartbeat
+// comes last (it may have just died: its record outlives it by up to the
+// TTL).
+func (p *peering) owners(nodeID string) []peerOwner {
 	now := time.Now()
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	var best tunnelRecord
-	var bestProxy proxyRecord
-	found := false
+	var out []peerOwner
 	for proxyID, r := range p.tunnels[nodeID] {
 		if proxyID == p.cfg.ID {
 			continue
@@ -481,11 +595,84 @@ func (p *peering) owner(nodeID string) (proxyRecord, tunnelRecord, bool) {
 		if !ok || !now.Before(pr.expires) {
 			continue
 		}
-		if !found || r.rev > best.rev {
-			best, bestProxy, found = r, pr, true
+		out = append(out, peerOwner{pr, r})
+	}
+	p.mu.RUnlock()
+	suspect := func(o peerOwner) bool {
+		at, ok := p.unreachable.Load(o.proxy.ID)
+		// Since its last heartbeat (the record's expiry less the TTL).
+		return ok && at.(time.Time).After(o.proxy.expires.Add(-p.cfg.TTL))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if si, sj := suspect(out[i]), suspect(out[j]); si != sj {
+			return sj
+		}
+		return out[i].tunnel.rev > out[j].tunnel.rev
+	})
+	return out
+}
+
+// live reports whether id is a live peer (its record current).
+func (p *peering) live(id string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	r, ok := p.proxies[id]
+	return ok && id != p.cfg.ID && time.Now().Before(r.expires)
+}
+
+// markUnreachable notes that a dial could not reach peer id.
+func (p *peering) markUnreachable(id string) { p.unreachable.Store(id, time.Now()) }
+
+// kubeOwner is the live peer through which a cluster's agent is
+// connected (the latest to publish it), with the cluster.
+func (p *peering) kubeOwner(name string) (proxyRecord, auth.KubeCluster, bool) {
+	now := time.Now()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var bestRev int64 = -1
+	var bestProxy proxyRecord
+	var best auth.KubeCluster
+	for _, by := range p.kube {
+		for proxyID, r := range by {
+			if proxyID == p.cfg.ID || r.rev <= bestRev {
+				continue
+			}
+			pr, ok := p.proxies[proxyID]
+			if !ok || !now.Before(pr.expires) {
+				continue
+			}
+			for _, c := range r.Clusters {
+				if c.Name == name {
+					bestRev, bestProxy, best = r.rev, pr, c
+					best.Labels = maps.Clone(c.Labels)
+				}
+			}
 		}
 	}
-	return bestProxy, best, found
+	return bestProxy, best, bestRev >= 0
+}
+
+// remoteKube are the clusters served through live peers (and not here).
+func (p *peering) remoteKube(local map[string]bool) []auth.KubeCluster {
+	p.mu.RLock()
+	names := map[string]bool{}
+	for _, by := range p.kube {
+		for _, r := range by {
+			for _, c := range r.Clusters {
+				if !local[c.Name] {
+					names[c.Name] = true
+				}
+			}
+		}
+	}
+	p.mu.RUnlock()
+	var out []auth.KubeCluster
+	for name := range names {
+		if _, c, ok := p.kubeOwner(name); ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // remoteNodes are the nodes whose tunnels end at live peers (and not
@@ -545,7 +732,7 @@ func (p *peering) close() {
 	p.dirtyMu.Unlock()
 	_ = p.cfg.Store.Delete(ctx, p.selfKey())
 	for _, id := range ids {
-		_ = p.cfg.Store.Delete(ctx, tunnelKey(id, p.cfg.ID))
+		_ = p.cfg.Store.Delete(ctx, p.keyOf(id))
 	}
 }
 
@@ -605,4 +792,23 @@ func (p *peering) clientTLS(id string) *tls.Config {
 			return nil
 		},
 	}
+}
+
+// KubeInventory is the cluster's live Kubernetes clusters as this proxy
+// sees them: those of the agents connected here, and with peering those
+// served through live peers.
+func (s *Server) KubeInventory() auth.KubeInventory { return kubeInventory{s} }
+
+type kubeInventory struct{ s *Server }
+
+func (i kubeInventory) KubeClusters() []auth.KubeCluster {
+	local := i.s.KubeClusters()
+	if i.s.peers == nil {
+		return local
+	}
+	names := make(map[string]bool, len(local))
+	for _, c := range local {
+		names[c.Name] = true
+	}
+	return append(local, i.s.peers.remoteKube(names)...)
 }

@@ -49,6 +49,11 @@ type PeerDial struct {
 	// Deadline is when the dialling proxy ends the connection (the
 	// certificate's expiry; zero: it does not).
 	Deadline time.Time `json:"deadline,omitzero"`
+	// Kube, when set, is a Kubernetes cluster the user's request is for
+	// (NodeID is then the ID of the kube agent serving it): after an OK
+	// reply the connection carries one HTTP/1.1 request to the receiving
+	// proxy, which decides it again and forwards it to the agent.
+	Kube string `json:"kube,omitempty"`
 }
 
 // PeerCaller is a user certificate's identity on the peer wire.
@@ -80,6 +85,9 @@ func (p PeerCaller) caller() auth.Caller {
 func (d *PeerDial) validate() error {
 	if err := validatePeerID(d.NodeID); err != nil {
 		return fmt.Errorf("node id: %w", err)
+	}
+	if d.Kube != "" && !kubeClusterName(d.Kube) {
+		return errors.New("kube: not a cluster name")
 	}
 	ap, err := netip.ParseAddrPort(d.ClientAddr)
 	if err != nil || !ap.IsValid() {

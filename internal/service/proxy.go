@@ -98,7 +98,7 @@ func (p *Process) startProxy(public string) error {
 		}()
 	}
 	// Kubernetes clusters of the kube agents; live kube requests end on a lock.
-	p.auth.SetKubeInventory(srv)
+	p.auth.SetKubeInventory(srv.KubeInventory())
 	p.auth.OnLocksChanged(srv.ReverifyKube)
 	return nil
 }

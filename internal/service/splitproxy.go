@@ -141,6 +141,10 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	peering, err := s.peering(ctx)
+	if err != nil {
+		return err
+	}
 	p.metrics = prometheus.NewRegistry()
 	p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Config{
@@ -155,11 +159,21 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 		HandshakeTimeout:   p.cfg.Proxy.HandshakeTimeout,
 		MaxUnauthenticated: p.cfg.Proxy.MaxUnauthenticated,
 		LockGrace:          p.cfg.Proxy.LockGrace,
+		Peering:            peering,
 	})
 	if err != nil {
 		return err
 	}
 	s.srv, p.proxy = srv, srv
+	if p.peerLn != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := srv.ServePeers(p.peerLn); err != nil {
+				p.errc <- fmt.Errorf("proxy peer listener: %w", err)
+			}
+		}()
+	}
 	if err := p.listenOn(p.cfg.Proxy.Listen); err != nil {
 		return err
 	}
@@ -604,7 +618,9 @@ func (s *splitProxy) ListNodes(_ context.Context, c auth.Caller, filter map[stri
 	}
 	roles := s.rolesOf(c.Roles)
 	var out []auth.Node
-	for _, n := range s.srv.Registry().Nodes() {
+	// The nodes whose tunnels end here, and with peering those of the
+	// live peers.
+	for _, n := range s.srv.Inventory().Nodes() {
 		ok := true
 		for k, v := range filter {
 			if n.Labels[k] != v {

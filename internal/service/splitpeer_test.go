@@ -1,0 +1,140 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/api"
+	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/lock"
+	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/testkit"
+	"github.com/warden-sh/warden/internal/wire"
+)
+
+// TestSplitProxyPeeringKubeForwarding: two proxies running apart, with
+// peering, in one process for speed (the netns lab tests,
+// internal/clustertest TestSplitProxyPeering*, run them as processes on
+// hosts of their own). A kube agent is connected to proxy 1; a user's
+// request at proxy 2 is forwarded to proxy 1 over the peer link and
+// reaches the agent with the decision made there; what the roles do not
+// allow never reaches the API server; a lock refuses the next request.
+func TestSplitProxyPeeringKubeForwarding(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	upstream := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path)
+		mu.Unlock()
+		fmt.Fprintf(w, `{"kind":"PodList","user":%q}`, r.Header.Get("Impersonate-User"))
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: a
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: agent-secret}}]
+contexts: [{name: a, context: {cluster: c, user: u}}]
+`, upstream.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ap, err := Start(ctx, &Config{DataDir: filepath.Join(dir, "auth"), Services: []string{Auth}, Auth: AuthConfig{Listen: "127.0.0.1:0"},
+		Proxy: ProxyConfig{MetricsAddr: MetricsOff}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ap.Close()
+	a := ap.Auth()
+	pin := api.Fingerprint(a.Authority().TLSCACert().Raw)
+	token := func(typ string) string {
+		tok, err := a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: typ, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token
+	}
+	startProxy := func(name string) *Process {
+		pp, err := Start(ctx, &Config{DataDir: filepath.Join(dir, name), Services: []string{Proxy}, Proxy: ProxyConfig{Listen: "127.0.0.1:0",
+			MetricsAddr: MetricsOff, AuthServers: []string{ap.ProxyAddr()}, Token: token(wire.TokenTypeProxy), CAPin: pin,
+			PeerListen: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pp.Close() })
+		return pp
+	}
+	p1, p2 := startProxy("proxy1"), startProxy("proxy2")
+	kcfg := &Config{DataDir: filepath.Join(dir, "kube"), Services: []string{Kube}, Proxy: ProxyConfig{MetricsAddr: MetricsOff}}
+	kcfg.Kube.ProxyAddr, kcfg.Kube.Token, kcfg.Kube.CAPin, kcfg.Kube.Name = p1.ProxyAddr(), token(wire.TokenTypeKube), pin, "agent1"
+	kcfg.Kube.Clusters = append(kcfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
+	kp, err := Start(ctx, kcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kp.Close()
+
+	roles, err := policy.ParseRoles([]byte(`kind: role
+metadata: {name: kube-dev}
+spec:
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: [developers]
+    kubernetes_resources: [{kind: pods, namespace: default}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	hc := userClient(t, a, "alice", []string{"kube-dev"})
+	base := "https://" + p2.ProxyAddr() + "/kube/"
+	get := func(path string) (int, string) {
+		resp, err := hc.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var code int
+	var body string
+	testkit.WaitFor(t, "proxy 2 to reach the cluster behind proxy 1", func() bool {
+		code, body = get("k1/api/v1/namespaces/default/pods")
+		return code == http.StatusOK
+	})
+	if !strings.Contains(body, `"user":"alice"`) {
+		t.Fatalf("allowed request: %d %s", code, body)
+	}
+	mu.Lock()
+	n := len(seen)
+	mu.Unlock()
+	if code, body := get("k1/api/v1/namespaces/kube-system/pods"); code != http.StatusForbidden || !strings.Contains(body, "not allowed") {
+		t.Fatalf("a request the roles do not allow: %d %s", code, body)
+	}
+	mu.Lock()
+	if len(seen) != n {
+		t.Fatalf("a refused request reached the API server: %v", seen[n:])
+	}
+	mu.Unlock()
+	if _, err := a.CreateLock(ctx, auth.AdminCaller(), auth.CreateLockRequest{Target: lock.Target{User: "alice"}, Message: "go home"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the locked user to be refused at proxy 2", func() bool {
+		code, body := get("k1/api/v1/namespaces/default/pods")
+		return code == http.StatusForbidden && strings.Contains(body, "go home")
+	})
+}
