@@ -220,7 +220,7 @@ func (s *Server) JoinKube(ctx context.Context, c auth.Caller, remote, id, mode s
 		return nil, refused(http.StatusServiceUnavailable, "ServiceUnavailable", "warden: the join could not be audited: "+err.Error())
 	}
 	return &KubeParticipant{s: s, ks: ks, o: o, user: cur.User, remote: remote, mode: mode, ctx: pctx, cancel: cancel, live: live,
-		why: "the session ended"}, nil
+		why: "left"}, nil
 }
 
 // Mode is observer or peer.
