@@ -361,8 +361,7 @@ func (s *Server) serveKubeJoin(w http.ResponseWriter, r *http.Request) {
 
 // serveKubeJoinSocket carries a participation over a WebSocket: the
 // session's output as binary messages; a peer's binary messages are its
-// input (an observer's end the socket). The close reason says why it
-// ended.
+// input (an observer's end the socket). Why it ended is the last output.
 func (s *Server) serveKubeJoinSocket(w http.ResponseWriter, r *http.Request, p *KubeParticipant) {
 	// The client is warden join, not a browser: no Origin to check, the
 	// client certificate authenticates it.
@@ -398,7 +397,10 @@ func (s *Server) serveKubeJoinSocket(w http.ResponseWriter, r *http.Request, p *
 				p.setWhy("left")
 				return
 			}
-			_ = conn.Close(websocket.StatusNormalClosure, closeReason("warden: "+err.Error()))
+			// The reason in full as output (a close reason holds 123
+			// bytes), then the close.
+			_ = conn.Write(ctx, websocket.MessageBinary, []byte("\r\nwarden: "+err.Error()+"\r\n"))
+			_ = conn.Close(websocket.StatusNormalClosure, "")
 			return
 		}
 		if err := conn.Write(ctx, websocket.MessageBinary, b); err != nil {
