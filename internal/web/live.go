@@ -178,6 +178,7 @@ func (h *Handler) kubeJoinSocket(w http.ResponseWriter, r *http.Request, s *sess
 		b, err := p.Next(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
+				_ = ws.Write(ctx, websocket.MessageBinary, []byte("\r\nwarden: "+err.Error()+"\r\n"))
 				_ = ws.Close(websocket.StatusNormalClosure, truncate(err.Error(), 120))
 			}
 			return
