@@ -136,7 +136,18 @@ spec:
 				t.Fatalf("the terminal echoed: %s", out.String())
 			}
 			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionJoin})
-			if err != nil || len(evs) != 1 || evs[0].User != "pairer" || fmt.Sprint(evs[0].Fields["mode"]) != "peer" || !evs[0].Success {
+			joins := 0
+			for _, ev := range evs {
+				if ev.Success {
+					joins++
+					if ev.User != "pairer" || fmt.Sprint(ev.Fields["mode"]) != "peer" {
+						t.Fatalf("session.join: %+v", ev)
+					}
+				} else if ev.User != "onlywatch" || !strings.Contains(ev.Error, "as peer") {
+					t.Fatalf("a refused session.join: %+v", ev)
+				}
+			}
+			if err != nil || joins != 1 {
 				t.Fatalf("session.join: %v %+v", err, evs)
 			}
 			if tc.name == "websocket" {
