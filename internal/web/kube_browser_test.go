@@ -3,6 +3,7 @@
 package web_test
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -104,6 +105,19 @@ func TestBrowserKubeRecordingPlayer(t *testing.T) {
 	b.signin(c.AddUser("audrey", []string{"auditor"}, nil))
 	b.open("/web/recordings")
 	b.submit(`a.play[href="/web/recordings/` + rec.SessionID + `/play"]`)
+	// What the player reads: the index and a range of the cast.
+	for _, path := range []string{"index", "cast"} {
+		got := eval[string](b, fmt.Sprintf(`(() => { const x = new XMLHttpRequest();
+			x.open("GET", "/web/recordings/%s/%s", false); x.setRequestHeader("Range", "bytes=0-1000"); x.send();
+			return x.status + " " + x.responseText.slice(0, 300); })()`, rec.SessionID, path))
+		if !strings.HasPrefix(got, "200 ") && !strings.HasPrefix(got, "206 ") {
+			t.Fatalf("the player's read of the recording's %s: %s", path, got)
+		}
+	}
+	// It opens paused at the start: play it, fast.
+	b.waitJS(`document.getElementById("player").dataset.state === "paused"`)
+	eval[bool](b, `(document.getElementById("speed").value = "8") === "8"`)
+	eval[bool](b, `(document.getElementById("play").click(), true)`)
 	b.waitJS(`document.querySelector(".xterm-rows") && document.querySelector(".xterm-rows").textContent.includes("PLAYED-IN-POD-42")`)
 	b.waitJS(`document.getElementById("player").dataset.state === "ended"`)
 	b.screenshot("player-kube")
