@@ -55,7 +55,9 @@ type kubeShell struct {
 func startKubeShell(t *testing.T, kubeconfig string) *kubeShell {
 	t.Helper()
 	cmd := exec.Command("kubectl", "--kubeconfig", kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
-	term, err := pty.Start(cmd)
+	// A terminal of a real size (a pty starts at 0x0, which the
+	// recording would keep as its size).
+	term, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 100, Rows: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
