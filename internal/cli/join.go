@@ -25,8 +25,9 @@ and warden sessions ls lists the participants.
 
 Your roles must allow it (allow.join_sessions names the roles whose sessions
 you may join, and the modes), and let you see the session's node. A kubectl
-exec or attach session (kind kube-exec, kube-attach) is watched through the
-proxy, as observer only, if your roles let you get its pod. Find
+exec or attach session (kind kube-exec, kube-attach) is joined through the
+proxy, if your roles also let you get its pod; a peer's keys go into the
+command's stdin. Find
 sessions with warden sessions ls; give --node when you may not list sessions.`,
 		Example: "  warden join 3f9c0a1b2c3d4e5f\n  warden join 3f9c0a1b2c3d4e5f --mode peer",
 		Args:    cobra.ExactArgs(1),
@@ -50,9 +51,12 @@ sessions with warden sessions ls; give --node when you may not list sessions.`,
 						continue
 					}
 					if strings.HasPrefix(ls.Kind, "kube-") {
-						// It lives at the proxy: watched over HTTPS.
-						if mode != policy.JoinObserver {
-							return fmt.Errorf("session %s is a kubernetes %s: it can be joined as observer only", id, strings.TrimPrefix(ls.Kind, "kube-"))
+						// It lives at the proxy: joined over HTTPS.
+						if !ls.TTY {
+							return fmt.Errorf("session %s runs without a terminal (%s); only sessions with one can be joined", id, sessionKind(ls))
+						}
+						if mode == policy.JoinPeer {
+							return s.peerKube(cmd.Context(), id, g.io.In, g.io.Out)
 						}
 						return s.observeKube(cmd.Context(), id, g.io.Out)
 					}

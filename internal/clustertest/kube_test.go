@@ -22,7 +22,6 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/kubetest"
 	"github.com/warden-sh/warden/internal/patience"
@@ -72,78 +71,19 @@ spec:
       - {kind: selfsubjectreviews}
 `
 
-// kubeEnv is a Warden cluster with a kube agent (the real warden binary,
-// `warden start --services kube`) in front of a real kube-apiserver.
+// kubeEnv is StartKube's environment, for this package's tests.
 type kubeEnv struct {
 	c    *Cluster
 	kc   *kubetest.Cluster
 	t    testing.TB
 	name string
+	env  *KubeEnv
 }
 
 func startKubeEnv(t testing.TB) *kubeEnv {
 	t.Helper()
-	kc := kubetest.Start(t)
-	c := New(t, Options{NoNode: true})
-	c.ApplyRoles(kubeRoles)
-	ctx := context.Background()
-	tok, err := c.Admin.CreateToken(ctx, auth.CreateTokenRequest{Type: "kube", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ping, err := c.Admin.Ping(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	tokFile := filepath.Join(dir, "join-token")
-	if err := os.WriteFile(tokFile, []byte(tok.Token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// A second cluster whose API server is down: its agent answers 503
-	// with the reason.
-	dead := strings.Replace(readFile(t, kc.AgentKubeconfig), kc.Server, "https://127.0.0.1:"+fmt.Sprint(testkit.FreePort(t)), 1)
-	deadPath := filepath.Join(dir, "dead.kubeconfig")
-	if err := os.WriteFile(deadPath, []byte(dead), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf("kube:\n  clusters:\n    - {name: dead, kubeconfig: %s, labels: {env: dev}}\n", deadPath)
-	cfgPath := filepath.Join(dir, "warden.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The agent as an admin runs it: flags for one cluster, the config
-	// file for more.
-	cmd := exec.Command(WardenBinary, "start", "--config", cfgPath, "--data-dir", filepath.Join(dir, "data"),
-		"--services", "kube", "--proxy", c.ProxyAddr(), "--token-file", tokFile, "--ca-pin", ping.TLSCAFingerprint,
-		"--name", "kagent", "--kube-cluster", "test-k8s", "--kubeconfig", kc.AgentKubeconfig, "--labels", "env=dev")
-	var out syncbuf.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("kube agent output:\n%s", out.String())
-		}
-	})
-	testkit.WaitFor(t, "the kube agent's clusters", func() bool {
-		cl, err := c.Admin.ListKubeClusters(ctx)
-		return err == nil && len(cl) == 2
-	})
-	// Something to see, and RBAC for the viewers group in default.
-	kc.Must(t, "apiVersion: v1\nkind: Node\nmetadata: {name: kube-node-1}\n", "apply", "-f", "-")
-	// (The aggregated "view" role stays empty without a controller manager.)
-	kc.Must(t, "", "create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods,configmaps", "-n", "default")
-	kc.Must(t, "", "create", "rolebinding", "viewers", "--role=pod-reader", "--group=viewers", "-n", "default")
-	kc.Must(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm1, namespace: default}\ndata: {a: b}\n", "apply", "-f", "-")
-	// A kubelet (the test stand-in: commands run as local processes) and
-	// a pod on it, for exec and logs.
-	kubelet := kc.StartKubelet(t, "vk1")
-	kc.Must(t, kubelet.Pod("default", "shell"), "apply", "-f", "-")
-	return &kubeEnv{c: c, kc: kc, t: t, name: "test-k8s"}
+	e := StartKube(t, kubeRoles)
+	return &kubeEnv{c: e.C, kc: e.KC, t: t, name: e.Name, env: e}
 }
 
 func readFile(t testing.TB, p string) string {
@@ -159,11 +99,7 @@ func readFile(t testing.TB, p string) string {
 // its own in the profile home and returns its path.
 func (e *kubeEnv) kubeLogin(home, cluster string) string {
 	e.t.Helper()
-	kubeconfig := filepath.Join(home, cluster+".kubeconfig")
-	if r := e.c.Warden(home, nil, "kube", "login", cluster, "--kubeconfig", kubeconfig, "--binary", WardenBinary); r.Code != 0 {
-		e.t.Fatalf("kube login: %s", r)
-	}
-	return kubeconfig
+	return e.env.KubeLogin(home, cluster)
 }
 
 // kubectl runs the real kubectl with a user's kubeconfig; one that runs
@@ -288,9 +224,6 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 	// It can be watched (observer), by one whose roles allow joining the
 	// contractor's and seeing the pod.
 	lister := c.Login(c.AddUser("lister", []string{"session-lister", "kube-viewer"}, nil))
-	if r := c.Warden(lister, nil, "join", sessionID, "--mode", "peer"); r.Code == 0 || !strings.Contains(r.Stderr, "observer only") {
-		t.Fatalf("join a kube session as peer: %s", r)
-	}
 	nosy := c.Login(c.AddUser("nosy", []string{"session-lister"}, nil))
 	if r := c.Warden(nosy, nil, "join", sessionID); r.Code == 0 || !strings.Contains(r.Stderr, "needs get on the pod") {
 		t.Fatalf("join by one who may not see the pod: %s", r)

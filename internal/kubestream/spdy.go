@@ -22,12 +22,17 @@ const (
 	spdyWindowUpdate = 9
 )
 
+// spdyFlagFin ends a stream's data in its direction.
+const spdyFlagFin = 0x01
+
 // spdyStreams is the stream types of one connection, which the client
 // names when it opens each stream (header "streamtype"); both
 // directions' parsers share it.
 type spdyStreams struct {
 	mu    sync.Mutex
 	types map[uint32]Stream
+	// closed are the streams closed (FIN from the client, or reset).
+	closed map[uint32]bool
 }
 
 func (s *spdyStreams) get(id uint32) (Stream, bool) {
@@ -65,6 +70,7 @@ type spdyParser struct {
 	control   bool
 	ctype     uint16
 	streamID  uint32
+	flags     byte
 	remaining uint32
 	ctrl      []byte // a control frame's payload, kept whole
 
@@ -75,6 +81,8 @@ type spdyParser struct {
 	pair []byte
 
 	resize []byte // resize stream bytes up to a newline
+
+	goneAway bool // the client sent GOAWAY: nothing more is injected
 }
 
 func (s *spdyParser) Write(p []byte) (int, error) {
@@ -115,6 +123,7 @@ func (s *spdyParser) Write(p []byte) (int, error) {
 func (s *spdyParser) startFrame() error {
 	h := s.hdr[:]
 	length := uint32(h[5])<<16 | uint32(h[6])<<8 | uint32(h[7])
+	s.flags = h[4]
 	s.control = h[0]&0x80 != 0
 	if s.control {
 		if v := binary.BigEndian.Uint16(h[0:2]) & 0x7fff; v != 3 {
@@ -184,6 +193,9 @@ func (s *spdyParser) data(p []byte) error {
 func (s *spdyParser) endFrame() error {
 	s.inPayload = false
 	if !s.control {
+		if s.fromClient && s.flags&spdyFlagFin != 0 {
+			s.streams.close(s.streamID)
+		}
 		return nil
 	}
 	p := s.ctrl
@@ -213,7 +225,13 @@ func (s *spdyParser) endFrame() error {
 		if err != nil {
 			return err
 		}
-		return s.streams.add(id, t)
+		if err := s.streams.add(id, t); err != nil {
+			return err
+		}
+		if s.flags&spdyFlagFin != 0 {
+			s.streams.close(id)
+		}
+		return nil
 	case spdySynReply:
 		if s.fromClient {
 			// Its header block would move the client's compression
@@ -232,6 +250,14 @@ func (s *spdyParser) endFrame() error {
 	case spdyRstStream, spdyGoAway, spdyWindowUpdate, spdyPing:
 		if n := map[uint16]int{spdyRstStream: 8, spdyGoAway: 8, spdyWindowUpdate: 8, spdyPing: 4}[s.ctype]; len(p) != n {
 			return malformed("spdy: control frame %d of %d bytes", s.ctype, len(p))
+		}
+		switch s.ctype {
+		case spdyRstStream:
+			s.streams.close(binary.BigEndian.Uint32(p[0:4]) & 0x7fffffff)
+		case spdyGoAway:
+			if s.fromClient {
+				s.goneAway = true
+			}
 		}
 	}
 	// SYN_REPLY: the server's header blocks are not read. Unknown

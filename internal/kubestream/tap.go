@@ -14,17 +14,24 @@ import (
 type Tap struct {
 	conn           io.ReadWriteCloser
 	client, server Parser
+	sink           Sink
 	mu             sync.Mutex
 	err            error
 	once           sync.Once
 	onClose        func(error)
+
+	// wmu orders the client's writes and injected input (inject.go);
+	// pending is input held until the client is between messages.
+	wmu        sync.Mutex
+	pending    [][]byte
+	pendingLen int
 }
 
 // NewTap taps conn with protocol p. onClose, if set, runs once when the
 // connection is closed, with the parse error if one ended it.
 func NewTap(conn io.ReadWriteCloser, p Protocol, sink Sink, onClose func(err error)) *Tap {
 	c, s := NewParsers(p, sink)
-	return &Tap{conn: conn, client: c, server: s, onClose: onClose}
+	return &Tap{conn: conn, client: c, server: s, sink: sink, onClose: onClose}
 }
 
 // Read reads the server's bytes.
@@ -40,15 +47,42 @@ func (t *Tap) Read(p []byte) (int, error) {
 }
 
 // Write parses the client's bytes, then writes them to the server.
+// While injected input is held (Inject), the bytes pass frame by frame,
+// and the input goes in at the first point between messages.
 func (t *Tap) Write(p []byte) (int, error) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	if err := t.Err(); err != nil {
 		return 0, err
 	}
-	if _, perr := t.client.Write(p); perr != nil {
-		t.fail(perr)
-		return 0, perr
+	in, _ := t.client.(injector)
+	if len(t.pending) == 0 || in == nil {
+		if _, perr := t.client.Write(p); perr != nil {
+			t.fail(perr)
+			return 0, perr
+		}
+		return t.conn.Write(p)
 	}
-	return t.conn.Write(p)
+	done := 0
+	for done < len(p) {
+		k := min(in.step(), len(p)-done)
+		part := p[done : done+k]
+		if _, perr := t.client.Write(part); perr != nil {
+			t.fail(perr)
+			return done, perr
+		}
+		n, err := t.conn.Write(part)
+		done += n
+		if err != nil {
+			return done, err
+		}
+		if len(t.pending) > 0 && in.atBoundary() {
+			if err := t.flushPending(in); err != nil {
+				return done, err
+			}
+		}
+	}
+	return done, nil
 }
 
 // Close closes the connection.

@@ -47,6 +47,10 @@ type wsParser struct {
 	chanSeen bool
 	channel  byte
 	msg      []byte // kept whole: base64, resize and close messages
+
+	// What injection needs to know (client direction): the client
+	// closed stdin (v5's close message), or the connection.
+	stdinClosed, closed bool
 }
 
 func (w *wsParser) Write(p []byte) (int, error) {
@@ -231,6 +235,9 @@ func (w *wsParser) checkChannel() error {
 
 func (w *wsParser) endFrame() error {
 	w.inPayload = false
+	if w.opcode == opClose {
+		w.closed = true
+	}
 	if w.opcode >= opClose || !w.fin {
 		return nil
 	}
@@ -246,6 +253,9 @@ func (w *wsParser) endFrame() error {
 	case w.channel == closeChannel:
 		if len(w.msg) != 1 || w.msg[0] > byte(Resize) {
 			return malformed("websocket: close message names no channel")
+		}
+		if w.msg[0] == byte(Stdin) {
+			w.stdinClosed = true
 		}
 	}
 	return nil

@@ -114,7 +114,14 @@ func (p *Process) httpHandler(a *auth.Server) (http.Handler, error) {
 		DialProxy: func(_ context.Context, clientAddr string, data bool) (net.Conn, error) {
 			return p.proxy.DialLocal(clientAddr, data)
 		},
-		RedeemData: p.proxy.RedeemLocal})
+		RedeemData: p.proxy.RedeemLocal,
+		JoinKube: func(ctx context.Context, c auth.Caller, remoteAddr, id, mode string) (web.KubeParticipant, error) {
+			kp, err := p.proxy.JoinKube(ctx, c, remoteAddr, id, mode)
+			if err != nil {
+				return nil, err
+			}
+			return kp, nil
+		}})
 	if err != nil {
 		return nil, err
 	}

@@ -60,8 +60,13 @@ type Config struct {
 	// (proxy.Server.RedeemLocal): the terminal's bytes then pass no
 	// socket pair and no relay in this process.
 	RedeemData func(clientAddr, ticket string) (net.Conn, error)
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// JoinKube, if set, joins a live kube session (kubectl exec or
+	// attach) of the proxy in this process, deciding as the proxy does
+	// for warden join (proxy.Server.JoinKube); remoteAddr is the
+	// browser's.
+	JoinKube func(ctx context.Context, c auth.Caller, remoteAddr, id, mode string) (KubeParticipant, error)
+	Logger   *slog.Logger
+	Now      func() time.Time
 	// Version is the version of this process (auth and proxy), shown on
 	// the cluster health page.
 	Version string
@@ -77,6 +82,7 @@ type Handler struct {
 	proxyAddr  func() string
 	dialProxy  func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
 	redeemData func(clientAddr, ticket string) (net.Conn, error)
+	joinKube   func(ctx context.Context, c auth.Caller, remoteAddr, id, mode string) (KubeParticipant, error)
 	terms      *terminals
 	log        *slog.Logger
 	now        func() time.Time
@@ -110,7 +116,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.ResumeGrace < 0 || cfg.ResumeGrace > MaxResumeGrace {
 		return nil, fmt.Errorf("web: the terminal resume grace must be between 0 (the default, %s) and %s, got %s", DefaultResumeGrace, MaxResumeGrace, cfg.ResumeGrace)
 	}
-	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, joinKube: cfg.JoinKube, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
 		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {

@@ -1,0 +1,185 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/syncbuf"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// peerJoin is `warden join --mode peer` running, with its stdin open.
+type peerJoin struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *syncbuf.Buffer
+	ended chan error
+}
+
+func startPeerJoin(t *testing.T, c *Cluster, home, id string) *peerJoin {
+	t.Helper()
+	cmd := exec.Command(WardenBinary, "--data-dir", c.DataDir, "--home", home, "join", id, "--mode", "peer")
+	p := &peerJoin{cmd: cmd, out: &syncbuf.Buffer{}, ended: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.in = in
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.ended <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return p
+}
+
+func (p *peerJoin) waitEnd(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.ended:
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("warden join did not end:\n%s", p.out.String())
+	}
+}
+
+// Joining kubectl exec -it sessions as a peer (warden join --mode peer):
+// the peer's keys reach the shell, over WebSocket (v5) and SPDY; the
+// peer is a participant, audited with its mode; a joiner whose roles
+// allow observing only is refused as a peer; what a peer types with the
+// terminal's echo off is in the recording when the owner's roles record
+// input; a lock on the peer ends their participation, not the session.
+func TestKubePeerJoin(t *testing.T) {
+	e := startKubeEnv(t)
+	c := e.c
+	c.ApplyRoles(`kind: role
+metadata: {name: kube-input}
+spec:
+  options: {record_input: true}
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: ["system:masters"]
+---
+kind: role
+metadata: {name: watch-only}
+spec:
+  allow:
+    rules:
+      - {resources: [session], verbs: [list]}
+    join_sessions:
+      - {roles: [kube-member, kube-input], modes: [observer]}
+---
+kind: role
+metadata: {name: pair}
+spec:
+  allow:
+    rules:
+      - {resources: [session], verbs: [list]}
+    join_sessions:
+      - {roles: [kube-member, kube-input], modes: [observer, peer]}
+`)
+	admin := t.TempDir()
+	owner := c.AddUser("owner", []string{"kube-input"}, nil)
+	kubeconfig := e.kubeLogin(c.Login(owner), "test-k8s")
+	peerHome := c.Login(c.AddUser("pairer", []string{"pair", "kube-viewer"}, nil))
+	watcherHome := c.Login(c.AddUser("onlywatch", []string{"watch-only", "kube-viewer"}, nil))
+
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{
+		{"spdy", []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}},
+		{"websocket", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, term, out := kubectlTTY(t, tc.env, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+			testkit.WaitFor(t, "the owner's shell", func() bool {
+				_, _ = term.Write([]byte("echo up-$((6*7))\n"))
+				return strings.Contains(out.String(), "up-42")
+			})
+			id := liveKubeSession(t, c, admin, "owner", "kube-exec")
+			if tc.name == "spdy" {
+				if r := c.Warden(watcherHome, nil, "join", id, "--mode", "peer"); r.Code == 0 || !strings.Contains(r.Stderr+r.Stdout, "as peer (join_sessions)") {
+					t.Fatalf("a peer join by one allowed to observe only: %s", r)
+				}
+			}
+			p := startPeerJoin(t, c, peerHome, id)
+			testkit.WaitFor(t, "the peer in the participants", func() bool {
+				return strings.Contains(c.Warden(admin, nil, "sessions", "ls").Stdout, "owner,pairer")
+			}, p.out)
+			marker := "peer-" + tc.name
+			// Typed by the peer: the shell runs it; both see it.
+			if _, err := io.WriteString(p.in, "echo "+marker+"-$((6*7))\n"); err != nil {
+				t.Fatal(err)
+			}
+			testkit.WaitFor(t, "the peer's command in the owner's shell", func() bool {
+				return strings.Contains(out.String(), marker+"-42") && strings.Contains(p.out.String(), marker+"-42")
+			}, p.out)
+			// With the echo off, only a recording of the input has it.
+			_, _ = term.Write([]byte("stty -echo; echo echo-$((2*3))-off\n"))
+			testkit.WaitFor(t, "the terminal's echo off", func() bool { return strings.Contains(out.String(), "echo-6-off") })
+			hidden := "hidden-" + tc.name
+			if _, err := io.WriteString(p.in, "echo "+hidden+"-$((1+1))\n"); err != nil {
+				t.Fatal(err)
+			}
+			testkit.WaitFor(t, "the hidden command's output", func() bool { return strings.Contains(out.String(), hidden+"-2") })
+			if strings.Contains(out.String(), hidden+"-$((1+1))") {
+				t.Fatalf("the terminal echoed: %s", out.String())
+			}
+			evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionJoin})
+			joins := 0
+			for _, ev := range evs {
+				if ev.Success {
+					joins++
+					if ev.User != "pairer" || fmt.Sprint(ev.Fields["mode"]) != "peer" {
+						t.Fatalf("session.join: %+v", ev)
+					}
+				} else if ev.User != "onlywatch" || !strings.Contains(ev.Error, "as peer") {
+					t.Fatalf("a refused session.join: %+v", ev)
+				}
+			}
+			if err != nil || joins != 1 {
+				t.Fatalf("session.join: %v %+v", err, evs)
+			}
+			if tc.name == "websocket" {
+				// A lock on the peer ends their part only.
+				if r := c.Warden(admin, nil, "lock", "--user", "pairer", "--message", "pairing over", "--ttl", "1m"); r.Code != 0 {
+					t.Fatalf("lock the peer: %s", r)
+				}
+				p.waitEnd(t)
+				if !strings.Contains(p.out.String(), "pairing over") {
+					t.Fatalf("the locked peer's output: %s", p.out.String())
+				}
+				testkit.WaitFor(t, "session.leave of the locked peer", func() bool {
+					evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionLeave})
+					return err == nil && len(evs) == 1 && strings.Contains(fmt.Sprint(evs[0].Fields["reason"]), "pairing over")
+				})
+				testkit.WaitFor(t, "the session after the peer's lock", func() bool {
+					_, _ = term.Write([]byte("echo after-$((6*7))\n"))
+					return strings.Contains(out.String(), "after-42")
+				})
+			} else {
+				_ = p.in.Close() // end of input: the peer leaves
+				p.waitEnd(t)
+			}
+			_, _ = term.Write([]byte("exit\n"))
+			waitExit(t, cmd, out)
+			testkit.WaitFor(t, "recording.complete of "+id, func() bool {
+				evs, err := c.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.RecordingComplete})
+				return err == nil && len(evs) == 1
+			})
+			if r := c.Warden(admin, nil, "recordings", "search", "echo "+hidden+"-$((1+1))"); r.Code != 0 || !strings.Contains(r.Stdout, id) {
+				t.Fatalf("the peer's hidden input is not in the recording: %s", r)
+			}
+		})
+	}
+}
