@@ -314,8 +314,7 @@ func (s *Server) serveKube(w http.ResponseWriter, r *http.Request) {
 		kubeStatus(w, http.StatusNotFound, "NotFound", "not found")
 		return
 	}
-	name, path, _ := strings.Cut(rest, "/")
-	path = "/" + path
+	name, _, _ := strings.Cut(rest, "/")
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		kubeStatus(w, http.StatusUnauthorized, "Unauthorized", "warden: a Warden client certificate is required; run: warden kube login "+name)
 		return
