@@ -28,6 +28,7 @@ import (
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/service"
 	"github.com/warden-sh/warden/internal/testkit"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // webUser is a signed-in browser session driven from Go over the real
@@ -267,9 +268,15 @@ func TestTerminalResume(t *testing.T) {
 	if !strings.HasPrefix(start.RemoteAddr, "127.0.0.2:") {
 		t.Errorf("session.start remote_addr %q, want the browser's 127.0.0.2", start.RemoteAddr)
 	}
-	live, err := c.Admin.ListSessions(context.Background())
-	if err != nil || len(live) != 1 || !strings.HasPrefix(live[0].RemoteAddr, "127.0.0.2:") {
-		t.Errorf("live sessions %+v (%v), want one from 127.0.0.2", live, err)
+	// The live record is written apart from session.start: wait for it.
+	var live []wire.LiveSession
+	testkit.WaitFor(t, "the live session", func() bool {
+		var err error
+		live, err = c.Admin.ListSessions(context.Background())
+		return err == nil && len(live) > 0
+	})
+	if len(live) != 1 || !strings.HasPrefix(live[0].RemoteAddr, "127.0.0.2:") {
+		t.Errorf("live sessions %+v, want one from 127.0.0.2", live)
 	}
 
 	// Output while the page is away: the shell waits for a file, then
