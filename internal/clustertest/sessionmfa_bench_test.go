@@ -20,27 +20,7 @@ import (
 // from a pool of users. Reported: the medians and their difference
 // (target: at most 100 ms).
 func BenchmarkSessionMFA(b *testing.B) {
-	EnsureOSUser(b, osLogin)
-	c := New(b, Options{NodeName: "node1"})
-	c.StartNode("plain1", map[string]string{"env": "dev"})
-	c.StartNode("mfa1", map[string]string{"env": "prod"})
-	c.WaitForNodes(3)
-	c.ApplyRoles(`
-kind: role
-metadata: {name: dev}
-spec:
-  allow:
-    logins: ['{{internal.logins}}']
-    node_labels: {env: dev}
----
-kind: role
-metadata: {name: prod}
-spec:
-  options: {require_session_mfa: true}
-  allow:
-    logins: ['{{internal.logins}}']
-    node_labels: {env: prod}
-`)
+	c := sessionMFABenchCluster(b)
 	type profile struct {
 		u    *User
 		home string
@@ -91,6 +71,28 @@ spec:
 // connect-first flow, no call to auth beyond the node lookup). Reported:
 // the median.
 func BenchmarkSSHPlain(b *testing.B) {
+	c := sessionMFABenchCluster(b)
+	u := c.AddUser("bench", []string{"dev", "prod"}, []string{osLogin})
+	home := c.Login(u)
+	var plain []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		r := c.Warden(home, nil, "ssh", osLogin+"@plain1", "true")
+		plain = append(plain, time.Since(start))
+		if r.Code != 0 {
+			b.Fatalf("warden ssh: %s", r)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(plain)
+	b.ReportMetric(float64(plain[len(plain)/2].Microseconds())/1000, "plain-ms")
+}
+
+// sessionMFABenchCluster is the session MFA benchmarks' cluster: node
+// plain1 (env=dev, role dev) and node mfa1 (env=prod, role prod, which
+// requires per-session MFA).
+func sessionMFABenchCluster(b *testing.B) *Cluster {
 	EnsureOSUser(b, osLogin)
 	c := New(b, Options{NodeName: "node1"})
 	c.StartNode("plain1", map[string]string{"env": "dev"})
@@ -112,19 +114,5 @@ spec:
     logins: ['{{internal.logins}}']
     node_labels: {env: prod}
 `)
-	u := c.AddUser("bench", []string{"dev", "prod"}, []string{osLogin})
-	home := c.Login(u)
-	var plain []time.Duration
-	b.ResetTimer()
-	for range b.N {
-		start := time.Now()
-		r := c.Warden(home, nil, "ssh", osLogin+"@plain1", "true")
-		plain = append(plain, time.Since(start))
-		if r.Code != 0 {
-			b.Fatalf("warden ssh: %s", r)
-		}
-	}
-	b.StopTimer()
-	slices.Sort(plain)
-	b.ReportMetric(float64(plain[len(plain)/2].Microseconds())/1000, "plain-ms")
+	return c
 }
