@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,16 +35,7 @@ import (
 // allowed everything in the cluster.
 func kubeBenchPath(b *testing.B, upstream *httptest.Server) (string, *http.Client) {
 	dir := b.TempDir()
-	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: a
-clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: agent-secret}}]
-contexts: [{name: a, context: {cluster: c, user: u}}]
-`, upstream.URL)), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	kubeconfig := writeAgentKubeconfig(b, dir, upstream.URL)
 	cfg := &Config{ClusterName: "test", DataDir: filepath.Join(dir, "data"), Services: []string{Auth, Proxy, Kube},
 		Proxy: ProxyConfig{Listen: "127.0.0.1:0", MetricsAddr: MetricsOff}}
 	cfg.Kube.Clusters = append(cfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))

@@ -77,16 +77,7 @@ func TestKubeThroughProxyAndAgent(t *testing.T) {
 	}))
 	defer upstream.Close()
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: a
-clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: agent-secret}}]
-contexts: [{name: a, context: {cluster: c, user: u}}]
-`, upstream.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := writeAgentKubeconfig(t, dir, upstream.URL)
 	cfg := &Config{ClusterName: "test", DataDir: filepath.Join(dir, "data"), Services: []string{Auth, Proxy, Kube},
 		Proxy: ProxyConfig{Listen: "127.0.0.1:0", MetricsAddr: MetricsOff}}
 	cfg.Kube.Clusters = append(cfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
@@ -379,4 +370,21 @@ func TestKubeServiceConfig(t *testing.T) {
 	if len(loaded.Kube.Clusters) != 2 || loaded.Kube.Clusters[0].Labels["env"] != "dev" || !loaded.Kube.Clusters[1].InCluster {
 		t.Fatalf("kube config: %+v", loaded.Kube)
 	}
+}
+
+// writeAgentKubeconfig writes the kube agent's kubeconfig for the API
+// server at server (its token agent-secret) into dir and returns its path.
+func writeAgentKubeconfig(tb testing.TB, dir, server string) string {
+	tb.Helper()
+	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: a
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: agent-secret}}]
+contexts: [{name: a, context: {cluster: c, user: u}}]
+`, server)), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return kubeconfig
 }

@@ -166,16 +166,7 @@ func TestSplitProxyKube(t *testing.T) {
 	}))
 	defer upstream.Close()
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: a
-clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: agent-secret}}]
-contexts: [{name: a, context: {cluster: c, user: u}}]
-`, upstream.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := writeAgentKubeconfig(t, dir, upstream.URL)
 	ctx := context.Background()
 	ap, err := Start(ctx, &Config{DataDir: filepath.Join(dir, "auth"), Services: []string{Auth}, Auth: AuthConfig{Listen: "127.0.0.1:0"},
 		Proxy: ProxyConfig{MetricsAddr: MetricsOff}}, nil)
