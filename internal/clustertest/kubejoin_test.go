@@ -116,6 +116,9 @@ spec:
 			testkit.WaitFor(t, "the peer in the participants", func() bool {
 				return strings.Contains(c.Warden(admin, nil, "sessions", "ls").Stdout, "owner,pairer")
 			}, p.out)
+			// The owner's kubectl is told, in its own protocol's stdout.
+			joined := "warden: pairer joined this session as peer\r\n"
+			testkit.WaitFor(t, "the join notice on the owner's terminal", func() bool { return strings.Contains(out.String(), joined) })
 			marker := "peer-" + tc.name
 			// Typed by the peer: the shell runs it; both see it.
 			if _, err := io.WriteString(p.in, "echo "+marker+"-$((6*7))\n"); err != nil {
@@ -171,6 +174,12 @@ spec:
 				_ = p.in.Close() // end of input: the peer leaves
 				p.waitEnd(t)
 			}
+			left := "warden: pairer (peer) left this session\r\n"
+			testkit.WaitFor(t, "the leave notice on the owner's terminal", func() bool { return strings.Contains(out.String(), left) })
+			testkit.WaitFor(t, "the shell after the notices", func() bool {
+				_, _ = term.Write([]byte("echo still-$((6*7))\n"))
+				return strings.Contains(out.String(), "still-42")
+			})
 			_, _ = term.Write([]byte("exit\n"))
 			waitExit(t, cmd, out)
 			testkit.WaitFor(t, "recording.complete of "+id, func() bool {
@@ -179,6 +188,13 @@ spec:
 			})
 			if r := c.Warden(admin, nil, "recordings", "search", "echo "+hidden+"-$((1+1))"); r.Code != 0 || !strings.Contains(r.Stdout, id) {
 				t.Fatalf("the peer's hidden input is not in the recording: %s", r)
+			}
+			// The notices are recorded, and the recording stays valid.
+			if r := c.Warden(admin, nil, "recordings", "verify", id); r.Code != 0 {
+				t.Fatalf("verify the recording: %s", r)
+			}
+			if r := c.Warden(admin, nil, "play", id, "--speed", "1000"); r.Code != 0 || !strings.Contains(r.Stdout, joined) || !strings.Contains(r.Stdout, left) {
+				t.Fatalf("the notices are not in the played recording: %s", r)
 			}
 		})
 	}

@@ -219,8 +219,26 @@ func (s *Server) JoinKube(ctx context.Context, c auth.Caller, remote, id, mode s
 		unlive()
 		return nil, refused(http.StatusServiceUnavailable, "ServiceUnavailable", "warden: the join could not be audited: "+err.Error())
 	}
+	ks.notice(policy.JoinNotice(cur.User, mode, true))
 	return &KubeParticipant{s: s, ks: ks, o: o, user: cur.User, remote: remote, mode: mode, ctx: pctx, cancel: cancel, live: live,
 		why: "left"}, nil
+}
+
+// notice tells the session's owner (and everyone in it) on the terminal
+// that someone joined or left: written into the session's stdout in the
+// client's protocol, between the API server's frames
+// (kubestream.Tap.Notice), and so recorded and seen by observers too.
+// Best effort: a session whose stdout has ended is not told.
+func (k *kubeSession) notice(msg string) {
+	k.mu.Lock()
+	tap, ended := k.tap, k.ended
+	k.mu.Unlock()
+	if tap == nil || ended {
+		return
+	}
+	if err := tap.Notice([]byte(msg)); err != nil {
+		k.s.log.Debug("kube session notice not written", "session", k.id, "err", err)
+	}
 }
 
 // Mode is observer or peer.
@@ -291,6 +309,7 @@ func (p *KubeParticipant) Leave() {
 		p.mu.Unlock()
 		leave := map[string]any{"mode": p.mode, "owner": p.ks.user, "kind": p.ks.kind, "recorded_by": "proxy", "reason": why}
 		_ = p.ks.emit(audit.Event{Event: audit.SessionLeave, User: p.user, SessionID: p.ks.id, RemoteAddr: p.remote, Success: true, Fields: leave})
+		p.ks.notice(policy.JoinNotice(p.user, p.mode, false))
 	})
 }
 
