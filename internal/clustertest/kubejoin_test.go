@@ -199,3 +199,100 @@ spec:
 		})
 	}
 }
+
+// TestKubeJoinThroughPeer: two proxies with peering (two all-in-one
+// instances on one PostgreSQL database); the kube agent in front of the
+// real kube-apiserver is connected to proxy A, where the owner's real
+// kubectl exec -it session runs and is recorded. Users logged in through
+// proxy B join it with warden join: B forwards the join to A, which
+// decides it again (a joiner allowed to observe only is refused as a
+// peer, with A's reason), audits it with via_proxy, and relays the
+// session: the peer's command runs in the owner's shell, both see its
+// output, the owner's terminal is told of the join and the leave. A lock
+// on the peer ends their participation (with the lock's message) and not
+// the session; a session ID that lives nowhere is not found.
+func TestKubeJoinThroughPeer(t *testing.T) {
+	a, b := peered(t, true)
+	e := StartKubeOn(t, a, kubeRoles+`---
+kind: role
+metadata: {name: watch-only}
+spec:
+  allow:
+    rules:
+      - {resources: [session], verbs: [list]}
+    join_sessions:
+      - {roles: [kube-member], modes: [observer]}
+`)
+	admin := t.TempDir()
+	owner := a.AddUser("kowner", []string{"kube-member"}, nil)
+	kubeconfig := e.KubeLogin(a.Login(owner), "test-k8s")
+	peerHome := b.Login(a.AddUser("kpeer", []string{"session-lister", "kube-viewer"}, nil))
+	watcherHome := b.Login(a.AddUser("kwatcher", []string{"watch-only", "kube-viewer"}, nil))
+
+	cmd, term, out := kubectlTTY(t, nil, kubeconfig, "exec", "-it", "shell", "-n", "default", "--", "sh")
+	testkit.WaitFor(t, "the owner's shell", func() bool {
+		_, _ = term.Write([]byte("echo up-$((6*7))\n"))
+		return strings.Contains(out.String(), "up-42")
+	})
+	id := liveKubeSession(t, a, admin, "kowner", "kube-exec")
+
+	if r := b.Warden(peerHome, nil, "join", "0000dead-beef-0000-0000-000000000000"); r.Code == 0 || !strings.Contains(r.Stderr+r.Stdout, "no") {
+		t.Fatalf("join of a session that is nowhere: %s", r)
+	}
+	if r := b.Warden(watcherHome, nil, "join", id, "--mode", "peer"); r.Code == 0 || !strings.Contains(r.Stderr+r.Stdout, "as peer (join_sessions)") {
+		t.Fatalf("a peer join through B by one allowed to observe only: %s", r)
+	}
+	p := startPeerJoin(t, b, peerHome, id)
+	joined := "warden: kpeer joined this session as peer\r\n"
+	testkit.WaitFor(t, "the join notice on the owner's terminal", func() bool { return strings.Contains(out.String(), joined) }, p.out)
+	if _, err := io.WriteString(p.in, "echo through-b-$((6*7))\n"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the peer's command (through B) in the owner's shell", func() bool {
+		return strings.Contains(out.String(), "through-b-42") && strings.Contains(p.out.String(), "through-b-42")
+	}, p.out)
+	testkit.WaitFor(t, "the peer in the participants", func() bool {
+		return strings.Contains(a.Warden(admin, nil, "sessions", "ls").Stdout, "kowner,kpeer")
+	})
+	evs, err := a.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionJoin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, refused int
+	for _, ev := range evs {
+		via, _ := ev.Fields["via_proxy"].(string)
+		switch {
+		case ev.Success && ev.User == "kpeer" && fmt.Sprint(ev.Fields["mode"]) == "peer" && via != "":
+			ok++
+		case !ev.Success && ev.User == "kwatcher" && via != "":
+			refused++
+		default:
+			t.Fatalf("session.join: %+v", ev)
+		}
+	}
+	if ok != 1 || refused != 1 {
+		t.Fatalf("session.join through B: %d joined, %d refused: %+v", ok, refused, evs)
+	}
+
+	// A lock on the peer ends their part only, with its message.
+	if r := a.Warden(admin, nil, "lock", "--user", "kpeer", "--message", "pairing through b over", "--ttl", "1m"); r.Code != 0 {
+		t.Fatalf("lock the peer: %s", r)
+	}
+	p.waitEnd(t)
+	if !strings.Contains(p.out.String(), "pairing through b over") {
+		t.Fatalf("the locked peer's output: %s", p.out.String())
+	}
+	testkit.WaitFor(t, "session.leave of the locked peer", func() bool {
+		evs, err := a.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionLeave})
+		return err == nil && len(evs) == 1 && strings.Contains(fmt.Sprint(evs[0].Fields["reason"]), "pairing through b over")
+	})
+	testkit.WaitFor(t, "the leave notice on the owner's terminal", func() bool {
+		return strings.Contains(out.String(), "warden: kpeer (peer) left this session\r\n")
+	})
+	testkit.WaitFor(t, "the session after the peer's lock", func() bool {
+		_, _ = term.Write([]byte("echo after-$((6*7))\n"))
+		return strings.Contains(out.String(), "after-42")
+	})
+	_, _ = term.Write([]byte("exit\n"))
+	waitExit(t, cmd, out)
+}
