@@ -242,6 +242,11 @@ spec:
 	if r := b.Warden(watcherHome, nil, "join", id, "--mode", "peer"); r.Code == 0 || !strings.Contains(r.Stderr+r.Stdout, "as peer (join_sessions)") {
 		t.Fatalf("a peer join through B by one allowed to observe only: %s", r)
 	}
+	// An observer through B (plain HTTPS): sees the output, and the end.
+	observer := startBackground(t, WardenBinary, "--data-dir", b.DataDir, "--home", watcherHome, "join", id)
+	testkit.WaitFor(t, "the observer's join notice", func() bool {
+		return strings.Contains(out.String(), "warden: kwatcher joined this session as observer\r\n")
+	})
 	p := startPeerJoin(t, b, peerHome, id)
 	joined := "warden: kpeer joined this session as peer\r\n"
 	testkit.WaitFor(t, "the join notice on the owner's terminal", func() bool { return strings.Contains(out.String(), joined) }, p.out)
@@ -251,8 +256,9 @@ spec:
 	testkit.WaitFor(t, "the peer's command (through B) in the owner's shell", func() bool {
 		return strings.Contains(out.String(), "through-b-42") && strings.Contains(p.out.String(), "through-b-42")
 	}, p.out)
+	observer.waitFor(t, "through-b-42")
 	testkit.WaitFor(t, "the peer in the participants", func() bool {
-		return strings.Contains(a.Warden(admin, nil, "sessions", "ls").Stdout, "kowner,kpeer")
+		return strings.Contains(a.Warden(admin, nil, "sessions", "ls").Stdout, "kowner,kwatcher,kpeer")
 	})
 	evs, err := a.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionJoin})
 	if err != nil {
@@ -264,6 +270,7 @@ spec:
 		switch {
 		case ev.Success && ev.User == "kpeer" && fmt.Sprint(ev.Fields["mode"]) == "peer" && via != "":
 			ok++
+		case ev.Success && ev.User == "kwatcher" && fmt.Sprint(ev.Fields["mode"]) == "observer" && via != "":
 		case !ev.Success && ev.User == "kwatcher" && via != "":
 			refused++
 		default:
@@ -286,6 +293,11 @@ spec:
 		evs, err := a.Admin.SearchAudit(context.Background(), audit.Query{SessionID: id, Type: audit.SessionLeave})
 		return err == nil && len(evs) == 1 && strings.Contains(fmt.Sprint(evs[0].Fields["reason"]), "pairing through b over")
 	})
+	select {
+	case code := <-observer.done:
+		t.Fatalf("the observer's view ended with the peer's lock (exit %d): %s%s", code, observer.out.String(), observer.err.String())
+	default:
+	}
 	testkit.WaitFor(t, "the leave notice on the owner's terminal", func() bool {
 		return strings.Contains(out.String(), "warden: kpeer (peer) left this session\r\n")
 	})
@@ -295,4 +307,8 @@ spec:
 	})
 	_, _ = term.Write([]byte("exit\n"))
 	waitExit(t, cmd, out)
+	// The session's end reaches the observer through B.
+	if code := observer.wait(t); code != 0 || !strings.Contains(observer.out.String()+observer.err.String(), "the session ended") {
+		t.Fatalf("the observer through B at the session's end: exit %d: %s%s", code, observer.out.String(), observer.err.String())
+	}
 }
