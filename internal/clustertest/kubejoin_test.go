@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/syncbuf"
 	"github.com/warden-sh/warden/internal/testkit"
@@ -305,6 +306,23 @@ spec:
 		_, _ = term.Write([]byte("echo after-$((6*7))\n"))
 		return strings.Contains(out.String(), "after-42")
 	})
+	// The web UI's join at B: what its live page calls, in B's process,
+	// with the browser's address (no port).
+	wp, err := b.Proc.Proxy().JoinKube(patience.Context(t), auth.Caller{Kind: auth.KindUser, User: "kwatcher",
+		Roles: []string{"watch-only", "kube-viewer"}, Issued: time.Now()}, "127.0.0.1", id, "observer")
+	if err != nil {
+		t.Fatalf("the web UI's join at B: %v", err)
+	}
+	var web strings.Builder
+	for !strings.Contains(web.String(), "web-9") {
+		_, _ = term.Write([]byte("echo web-$((3*3))\n"))
+		b, err := wp.Next(patience.Context(t))
+		if err != nil {
+			t.Fatalf("the web UI's view through B: %v (it got %q)", err, web.String())
+		}
+		web.Write(b)
+	}
+	wp.Leave()
 	_, _ = term.Write([]byte("exit\n"))
 	waitExit(t, cmd, out)
 	// The session's end reaches the observer through B.

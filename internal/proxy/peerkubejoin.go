@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"sync"
 
@@ -186,7 +187,16 @@ func (s *Server) joinKubePeers(ctx context.Context, c, cur auth.Caller, remote, 
 	if err := s.cfg.Directory.CheckLock(cur.LockSubject()); err != nil {
 		return nil, &KubeJoinError{Code: http.StatusForbidden, Reason: "Forbidden", Msg: "warden: " + kubeReason(err)}
 	}
-	d := &PeerDial{KubeSession: id, KubeJoinMode: mode, ClientAddr: remote, Caller: peerCallerOf(c)}
+	// The web UI gives the browser's address without a port.
+	clientAddr := remote
+	if _, err := netip.ParseAddrPort(remote); err != nil {
+		ip, err := netip.ParseAddr(remote)
+		if err != nil {
+			return nil, &KubeJoinError{Code: http.StatusBadRequest, Reason: "BadRequest", Msg: "warden: the joiner's address is not an IP address"}
+		}
+		clientAddr = netip.AddrPortFrom(ip, 0).String()
+	}
+	d := &PeerDial{KubeSession: id, KubeJoinMode: mode, ClientAddr: clientAddr, Caller: peerCallerOf(c)}
 	var unreachable []error
 	for i, pr := range s.peers.kubeJoinPeers() {
 		if i == maxPeerJoinTries {
