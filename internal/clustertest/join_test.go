@@ -206,6 +206,8 @@ func TestJoinSession(t *testing.T) {
 
 	observer := startBackground(t, WardenBinary, "--home", bob, "join", id)
 	observer.waitFor(t, "joined alice's session")
+	// The owner is told, on their own terminal.
+	owner.waitFor(t, "warden: bob joined this session as observer\r\n")
 	io.WriteString(owner.stdin, "echo OBSERVED-$((6*7))\n")
 	observer.waitFor(t, "OBSERVED-42")
 	waitParticipants(t, c, bob, id, "alice,bob")
@@ -219,6 +221,7 @@ func TestJoinSession(t *testing.T) {
 	if code := peer.wait(t); code != 0 {
 		t.Fatalf("peer exit %d: %s", code, peer.err.String())
 	}
+	owner.waitFor(t, "warden: bob (peer) left this session\r\n")
 
 	io.WriteString(owner.stdin, "exit\n")
 	if code := owner.wait(t); code != 0 {

@@ -31,8 +31,14 @@ type KubeEnv struct {
 // StartKube starts a KubeEnv with roles applied.
 func StartKube(t testing.TB, roles string) *KubeEnv {
 	t.Helper()
+	return StartKubeOn(t, New(t, Options{NoNode: true}), roles)
+}
+
+// StartKubeOn is StartKube on cluster c: the kube agent connects to c's
+// proxy.
+func StartKubeOn(t testing.TB, c *Cluster, roles string) *KubeEnv {
+	t.Helper()
 	kc := kubetest.Start(t)
-	c := New(t, Options{NoNode: true})
 	c.ApplyRoles(roles)
 	ctx := context.Background()
 	tok, err := c.Admin.CreateToken(ctx, auth.CreateTokenRequest{Type: "kube", TTL: time.Minute})

@@ -33,6 +33,10 @@ type spdyStreams struct {
 	types map[uint32]Stream
 	// closed are the streams closed (FIN from the client, or reset).
 	closed map[uint32]bool
+	// replied are the streams the server replied to; outDone those it
+	// ended (FIN from the server, or reset): notices go on stdout
+	// between the two.
+	replied, outDone map[uint32]bool
 }
 
 func (s *spdyStreams) get(id uint32) (Stream, bool) {
@@ -193,8 +197,12 @@ func (s *spdyParser) data(p []byte) error {
 func (s *spdyParser) endFrame() error {
 	s.inPayload = false
 	if !s.control {
-		if s.fromClient && s.flags&spdyFlagFin != 0 {
-			s.streams.close(s.streamID)
+		if s.flags&spdyFlagFin != 0 {
+			if s.fromClient {
+				s.streams.close(s.streamID)
+			} else {
+				s.streams.serverEvent(s.streamID, false)
+			}
 		}
 		return nil
 	}
@@ -238,6 +246,11 @@ func (s *spdyParser) endFrame() error {
 			// context past what is read here.
 			return malformed("spdy: the client replied to a stream")
 		}
+		id := binary.BigEndian.Uint32(p[0:4]) & 0x7fffffff
+		s.streams.serverEvent(id, true)
+		if s.flags&spdyFlagFin != 0 {
+			s.streams.serverEvent(id, false)
+		}
 	case spdyHeaders:
 		if s.fromClient {
 			_, err := s.headers(p[4:])
@@ -253,7 +266,9 @@ func (s *spdyParser) endFrame() error {
 		}
 		switch s.ctype {
 		case spdyRstStream:
-			s.streams.close(binary.BigEndian.Uint32(p[0:4]) & 0x7fffffff)
+			id := binary.BigEndian.Uint32(p[0:4]) & 0x7fffffff
+			s.streams.close(id)
+			s.streams.serverEvent(id, false)
 		case spdyGoAway:
 			if s.fromClient {
 				s.goneAway = true

@@ -25,6 +25,16 @@ type Tap struct {
 	wmu        sync.Mutex
 	pending    [][]byte
 	pendingLen int
+
+	// omu orders what goes to the client: the server's bytes and
+	// notices (notice.go). out is the client while WriteTo runs; rbuf
+	// is notice bytes a Read has yet to return.
+	omu  sync.Mutex
+	out  io.Writer
+	rbuf []byte
+	// notices wait (under nmu) for a boundary in the server's bytes.
+	nmu     sync.Mutex
+	notices [][]byte
 }
 
 // NewTap taps conn with protocol p. onClose, if set, runs once when the
@@ -34,11 +44,25 @@ func NewTap(conn io.ReadWriteCloser, p Protocol, sink Sink, onClose func(err err
 	return &Tap{conn: conn, client: c, server: s, sink: sink, onClose: onClose}
 }
 
-// Read reads the server's bytes.
+// Read reads the server's bytes (and notices, between them).
 func (t *Tap) Read(p []byte) (int, error) {
+	t.omu.Lock()
+	if len(t.rbuf) == 0 {
+		t.rbuf = t.readNotices()
+	}
+	if len(t.rbuf) > 0 {
+		n := copy(p, t.rbuf)
+		t.rbuf = t.rbuf[n:]
+		t.omu.Unlock()
+		return n, nil
+	}
+	t.omu.Unlock()
 	n, err := t.conn.Read(p)
 	if n > 0 {
-		if _, perr := t.server.Write(p[:n]); perr != nil {
+		t.omu.Lock()
+		_, perr := t.server.Write(p[:n])
+		t.omu.Unlock()
+		if perr != nil {
 			t.fail(perr)
 			return 0, perr
 		}

@@ -92,16 +92,92 @@ func (sess *session) broadcast(b []byte) {
 	}
 }
 
-// observedWriter passes session output on to its participants.
+// observedWriter passes session output on to its participants, and
+// writes join notices between two of its writes (the owner's terminal
+// output is never cut by one): to the owner, into the recording, and to
+// every participant, as output.
 type observedWriter struct {
 	w    io.Writer
 	sess *session
+
+	mu     sync.Mutex // orders writes and notices
+	closed bool       // output has ended: no more notices
+
+	nmu     sync.Mutex
+	notices []string
 }
 
-func (o observedWriter) Write(b []byte) (int, error) {
+// maxWaitingNotices bounds the notices waiting for a write to end.
+const maxWaitingNotices = 16
+
+func (o *observedWriter) Write(b []byte) (int, error) {
+	o.mu.Lock()
 	n, err := o.w.Write(b)
 	o.sess.broadcast(b[:n])
+	o.mu.Unlock()
+	if o.hasNotices() {
+		o.kick()
+	}
 	return n, err
+}
+
+func (o *observedWriter) hasNotices() bool {
+	o.nmu.Lock()
+	defer o.nmu.Unlock()
+	return len(o.notices) > 0
+}
+
+// notice queues msg for the terminal; it never blocks on the client.
+func (o *observedWriter) notice(msg string) {
+	o.nmu.Lock()
+	if len(o.notices) >= maxWaitingNotices {
+		o.nmu.Unlock()
+		return
+	}
+	o.notices = append(o.notices, msg)
+	o.nmu.Unlock()
+	go o.kick()
+}
+
+// kick writes the waiting notices unless a write is in progress (whose
+// writer calls kick when it ends).
+func (o *observedWriter) kick() {
+	for o.hasNotices() {
+		if !o.mu.TryLock() {
+			return
+		}
+		o.nmu.Lock()
+		notices := o.notices
+		o.notices = nil
+		o.nmu.Unlock()
+		for _, msg := range notices {
+			if o.closed {
+				break
+			}
+			n, _ := o.w.Write([]byte(msg))
+			o.sess.broadcast([]byte(msg)[:n])
+		}
+		o.mu.Unlock()
+	}
+}
+
+// close ends notices: the session's output has ended (a write after the
+// channel's CloseWrite is not allowed).
+func (o *observedWriter) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+}
+
+// notice tells a live session's owner (and its participants) on the
+// terminal that someone joined or left.
+func (sess *session) notice(msg string) {
+	sess.partMu.Lock()
+	o := sess.observed
+	sess.partMu.Unlock()
+	if o != nil {
+		o.notice(msg)
+	}
 }
 
 // handleJoinOnly serves the requests of a session channel on a join-only
@@ -171,6 +247,7 @@ func (s *session) join(ctx context.Context, command string) (bool, func(context.
 	}
 	s.started = true
 	srv.emit(ctx, ev)
+	target.notice(policy.JoinNotice(joiner.User, mode, true))
 	s.log().Info("joined session", slog.String("target", id), slog.String("mode", mode), slog.String("owner", owner.User))
 	return true, func(ctx context.Context) {
 		defer func() {
@@ -181,6 +258,7 @@ func (s *session) join(ctx context.Context, command string) (bool, func(context.
 			leave.SessionID, leave.Login = id, target.c.auth.login
 			leave.Fields = map[string]any{"mode": mode, "owner": owner.User}
 			srv.emit(context.WithoutCancel(ctx), leave)
+			target.notice(policy.JoinNotice(joiner.User, mode, false))
 		}()
 		_, _ = fmt.Fprintf(s.ch.Stderr(), "warden: joined %s's session %s as %s\r\n", owner.User, id, mode)
 		if mode == policy.JoinPeer {

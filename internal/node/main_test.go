@@ -241,6 +241,7 @@ type certOpts struct {
 	certType   uint32
 	ca         ssh.Signer // default e.userCA
 	key        any        // private key; default a new ed25519 key
+	keyID      string     // the user; default alice
 }
 
 // identity is a client key and certificate on disk.
@@ -293,8 +294,11 @@ func (e *env) newIdentity(o certOpts) identity {
 	if o.ca == nil {
 		o.ca = e.userCA
 	}
+	if o.keyID == "" {
+		o.keyID = "alice"
+	}
 	cert := &ssh.Certificate{
-		Key: signer.PublicKey(), CertType: o.certType, KeyId: "alice", Serial: 7,
+		Key: signer.PublicKey(), CertType: o.certType, KeyId: o.keyID, Serial: 7,
 		ValidPrincipals: o.principals,
 		ValidAfter:      uint64(o.validAfter.Unix()),
 		ValidBefore:     uint64(o.validAfter.Add(o.ttl).Unix()),

@@ -47,6 +47,9 @@ type session struct {
 	// participants are users joined to this (PTY) session.
 	partMu       sync.Mutex
 	participants map[*participant]struct{}
+	// observed is the session's output while others may join (notices
+	// go through it), under partMu.
+	observed *observedWriter
 }
 
 func newSession(c *conn, ch ssh.Channel) *session {
@@ -386,10 +389,17 @@ func (s *session) start(ctx context.Context, kind, command string) (bool, func(c
 		joinable := s.pty != nil
 		if joinable {
 			// Others may join (warden join) and see the output from then on.
-			streams.out = observedWriter{w: streams.out, sess: s}
+			ow := &observedWriter{w: streams.out, sess: s}
+			streams.out = ow
+			s.partMu.Lock()
+			s.observed = ow
+			s.partMu.Unlock()
 			s.c.srv.registerLive(s)
 		}
 		st := p.run(runCtx, streams, &s.wg)
+		if joinable {
+			s.observed.close()
+		}
 		if p.releaseCgroup() {
 			// Jobs the user detached live on: a later revocation of
 			// this user's access ends them too.

@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"fmt"
 	"path"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // CanJoin reports whether a user holding joinerRoles may join, in mode, a
@@ -50,4 +52,31 @@ func MatchRole(patterns []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// maxNoticeName bounds a user name in a join notice (in runes).
+const maxNoticeName = 64
+
+// JoinNotice is the line a live session's owner (and everyone in it)
+// sees on the terminal when user joins it in mode, or leaves it: the
+// same words for SSH and Kubernetes sessions. The name is made safe for
+// a terminal: control characters (C0, DEL, C1: escape sequences) and
+// other non-printable runes become '?', and it is cut at 64 runes.
+func JoinNotice(user, mode string, joined bool) string {
+	name := []rune(strings.ToValidUTF8(user, "?"))
+	if len(name) > maxNoticeName {
+		name = append(name[:maxNoticeName], '…')
+	}
+	for i, r := range name {
+		if !unicode.IsPrint(r) {
+			name[i] = '?'
+		}
+	}
+	if mode != JoinObserver && mode != JoinPeer {
+		mode = "?"
+	}
+	if joined {
+		return fmt.Sprintf("\r\nwarden: %s joined this session as %s\r\n", string(name), mode)
+	}
+	return fmt.Sprintf("\r\nwarden: %s (%s) left this session\r\n", string(name), mode)
 }

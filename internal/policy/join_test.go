@@ -66,3 +66,21 @@ func TestJoinSessionsValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestJoinNotice(t *testing.T) {
+	for _, tc := range []struct {
+		user, mode string
+		joined     bool
+		want       string
+	}{
+		{"alice", JoinObserver, true, "\r\nwarden: alice joined this session as observer\r\n"},
+		{"bob@example.com", JoinPeer, false, "\r\nwarden: bob@example.com (peer) left this session\r\n"},
+		// Escape sequences, a C1 CSI, a bidi override, invalid UTF-8.
+		{"ev\x1b]0;pwned\x07il\u009b2J\u202e\xff", JoinPeer, true, "\r\nwarden: ev?]0;pwned?il?2J?? joined this session as peer\r\n"},
+		{strings.Repeat("é", 70), "\x1b[2J", true, "\r\nwarden: " + strings.Repeat("é", 64) + "… joined this session as ?\r\n"},
+	} {
+		if got := JoinNotice(tc.user, tc.mode, tc.joined); got != tc.want {
+			t.Errorf("JoinNotice(%q, %q, %v) = %q, want %q", tc.user, tc.mode, tc.joined, got, tc.want)
+		}
+	}
+}

@@ -130,6 +130,10 @@ type KubeParticipant struct {
 	once   sync.Once
 	mu     sync.Mutex
 	why    string
+	// peer, when set, relays a session that lives at a peer proxy
+	// (peerkubejoin.go); ks, o and live are then nil.
+	peer *peerKubeJoin
+	via  string
 }
 
 // ErrKubeSessionEnded is Next's error once the session has ended.
@@ -139,7 +143,15 @@ var ErrKubeSessionEnded = errors.New("the session ended")
 // peer), in the live kube session id on this proxy; remote is the
 // joiner's address. The participation lasts until Leave, a lock on the
 // joiner, or the session's end.
+// With peering, a session that does not run here is joined through the
+// peer where it runs, which decides again (peerkubejoin.go).
 func (s *Server) JoinKube(ctx context.Context, c auth.Caller, remote, id, mode string) (*KubeParticipant, error) {
+	return s.joinKube(ctx, c, remote, id, mode, "")
+}
+
+// joinKube is JoinKube; via is the peer proxy that forwarded the join
+// (then it is not forwarded again), "" for a user of this proxy.
+func (s *Server) joinKube(ctx context.Context, c auth.Caller, remote, id, mode, via string) (*KubeParticipant, error) {
 	refused := func(code int, reason, msg string) error { return &KubeJoinError{Code: code, Reason: reason, Msg: msg} }
 	if mode == "" {
 		mode = policy.JoinObserver
@@ -155,12 +167,19 @@ func (s *Server) JoinKube(ctx context.Context, c auth.Caller, remote, id, mode s
 		return nil, refused(http.StatusForbidden, "Forbidden", "warden: "+kubeReason(err))
 	}
 	v, ok := s.kube.sessions.Load(id)
+	if !ok && via == "" && s.peers != nil {
+		return s.joinKubePeers(ctx, c, cur, remote, id, mode)
+	}
 	if !ok {
 		return nil, refused(http.StatusNotFound, "NotFound", fmt.Sprintf("warden: no live kubernetes session %.64q on this proxy (see: warden sessions ls)", id))
 	}
 	ks := v.(*kubeSession)
 	joinFields := func() map[string]any {
-		return map[string]any{"mode": mode, "owner": ks.user, "kind": ks.kind, "recorded_by": "proxy"}
+		f := map[string]any{"mode": mode, "owner": ks.user, "kind": ks.kind, "recorded_by": "proxy"}
+		if via != "" {
+			f["via_proxy"] = via
+		}
+		return f
 	}
 	refuse := func(msg string) error {
 		ev := audit.Event{Event: audit.SessionJoin, User: cur.User, SessionID: ks.id, RemoteAddr: remote, Error: msg, Fields: joinFields()}
@@ -219,8 +238,26 @@ func (s *Server) JoinKube(ctx context.Context, c auth.Caller, remote, id, mode s
 		unlive()
 		return nil, refused(http.StatusServiceUnavailable, "ServiceUnavailable", "warden: the join could not be audited: "+err.Error())
 	}
+	ks.notice(policy.JoinNotice(cur.User, mode, true))
 	return &KubeParticipant{s: s, ks: ks, o: o, user: cur.User, remote: remote, mode: mode, ctx: pctx, cancel: cancel, live: live,
-		why: "left"}, nil
+		why: "left", via: via}, nil
+}
+
+// notice tells the session's owner (and everyone in it) on the terminal
+// that someone joined or left: written into the session's stdout in the
+// client's protocol, between the API server's frames
+// (kubestream.Tap.Notice), and so recorded and seen by observers too.
+// Best effort: a session whose stdout has ended is not told.
+func (k *kubeSession) notice(msg string) {
+	k.mu.Lock()
+	tap, ended := k.tap, k.ended
+	k.mu.Unlock()
+	if tap == nil || ended {
+		return
+	}
+	if err := tap.Notice([]byte(msg)); err != nil {
+		k.s.log.Debug("kube session notice not written", "session", k.id, "err", err)
+	}
 }
 
 // Mode is observer or peer.
@@ -236,6 +273,9 @@ func (p *KubeParticipant) setWhy(why string) {
 // participation ended: ErrKubeSessionEnded, a lock's message, falling
 // behind, or ctx's end.
 func (p *KubeParticipant) Next(ctx context.Context) ([]byte, error) {
+	if p.peer != nil {
+		return p.peer.next(ctx)
+	}
 	select {
 	case b, ok := <-p.o.out:
 		if !ok {
@@ -265,6 +305,9 @@ func (p *KubeParticipant) Input(b []byte) error {
 	if p.mode != policy.JoinPeer {
 		return errors.New("an observer cannot type into the session")
 	}
+	if p.peer != nil {
+		return p.peer.input(b)
+	}
 	if err := p.ctx.Err(); err != nil {
 		return context.Cause(p.ctx)
 	}
@@ -281,6 +324,12 @@ func (p *KubeParticipant) Input(b []byte) error {
 // ended). It may be called more than once.
 func (p *KubeParticipant) Leave() {
 	p.once.Do(func() {
+		if p.peer != nil {
+			// The peer where the session runs audits the leave.
+			p.peer.leave()
+			p.cancel(nil)
+			return
+		}
 		p.ks.removeObserver(p.o)
 		p.cancel(nil)
 		p.s.kube.mu.Lock()
@@ -290,7 +339,11 @@ func (p *KubeParticipant) Leave() {
 		why := p.why
 		p.mu.Unlock()
 		leave := map[string]any{"mode": p.mode, "owner": p.ks.user, "kind": p.ks.kind, "recorded_by": "proxy", "reason": why}
+		if p.via != "" {
+			leave["via_proxy"] = p.via
+		}
 		_ = p.ks.emit(audit.Event{Event: audit.SessionLeave, User: p.user, SessionID: p.ks.id, RemoteAddr: p.remote, Success: true, Fields: leave})
+		p.ks.notice(policy.JoinNotice(p.user, p.mode, false))
 	})
 }
 

@@ -241,14 +241,29 @@ func TestPeerDialWire(t *testing.T) {
 		t.Fatalf("round trip: %+v", d)
 	}
 	bad := map[string]func(*PeerDial){
-		"node id with a slash": func(d *PeerDial) { d.NodeID = "../x" },
-		"empty node id":        func(d *PeerDial) { d.NodeID = "" },
-		"client address":       func(d *PeerDial) { d.ClientAddr = "example.com:22" },
-		"username":             func(d *PeerDial) { d.Caller.User = "alice\n" },
-		"role":                 func(d *PeerDial) { d.Caller.Roles = []string{"a b"} },
-		"no issue time":        func(d *PeerDial) { d.Caller.Issued = time.Time{} },
-		"expires before issue": func(d *PeerDial) { d.Caller.Expires = d.Caller.Issued.Add(-time.Second) },
-		"kube cluster name":    func(d *PeerDial) { d.Kube = "-k1/../x" },
+		"node id with a slash":        func(d *PeerDial) { d.NodeID = "../x" },
+		"empty node id":               func(d *PeerDial) { d.NodeID = "" },
+		"client address":              func(d *PeerDial) { d.ClientAddr = "example.com:22" },
+		"username":                    func(d *PeerDial) { d.Caller.User = "alice\n" },
+		"role":                        func(d *PeerDial) { d.Caller.Roles = []string{"a b"} },
+		"no issue time":               func(d *PeerDial) { d.Caller.Issued = time.Time{} },
+		"expires before issue":        func(d *PeerDial) { d.Caller.Expires = d.Caller.Issued.Add(-time.Second) },
+		"kube cluster name":           func(d *PeerDial) { d.Kube = "-k1/../x" },
+		"join mode without a session": func(d *PeerDial) { d.KubeJoinMode = "peer" },
+		"join with a node":            func(d *PeerDial) { d.KubeSession, d.KubeJoinMode = "a-b", "peer" },
+		"join with a cluster": func(d *PeerDial) {
+			d.NodeID, d.Kube, d.KubeSession, d.KubeJoinMode = "", "k1", "a-b", "peer"
+		},
+		"join session id": func(d *PeerDial) { d.NodeID, d.KubeSession, d.KubeJoinMode = "", "../x", "peer" },
+		"join session id too long": func(d *PeerDial) {
+			d.NodeID, d.KubeSession, d.KubeJoinMode = "", strings.Repeat("a", maxKubeSessionID+1), "peer"
+		},
+		"join mode": func(d *PeerDial) { d.NodeID, d.KubeSession, d.KubeJoinMode = "", "a-b", "owner" },
+	}
+	join := validDial()
+	join.NodeID, join.KubeSession, join.KubeJoinMode = "", "0a1b2c3d-0000-1111-2222-333344445555", "observer"
+	if js, _ := json.Marshal(join); func() error { _, err := parsePeerDial(js); return err }() != nil {
+		t.Errorf("a valid kube join refused: %s", js)
 	}
 	for name, mod := range bad {
 		d := validDial()
@@ -285,6 +300,10 @@ func FuzzPeerDial(f *testing.F) {
 	kube.Kube = "k1"
 	kframe, _ := encodePeerDial(kube)
 	f.Add(kframe)
+	join := validDial()
+	join.NodeID, join.KubeSession, join.KubeJoinMode = "", "0a1b2c3d-0000-1111", "peer"
+	jframe, _ := encodePeerDial(join)
+	f.Add(jframe)
 	f.Add([]byte(peerMagic + "\x00\x00\x00\x02{}"))
 	f.Add(append([]byte(peerMagic), binary.BigEndian.AppendUint32(nil, 1<<31)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -456,5 +475,34 @@ func TestPeerOwnersSkipUnreachable(t *testing.T) {
 	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: time.Now().Add(10*time.Second + time.Millisecond)}
 	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
 		t.Fatalf("owners after proxy-a renewed its record: %v", got)
+	}
+}
+
+// The frames of a join relayed between peers are bounded: a frame that
+// claims more than maxPeerJoinFrame fails before anything is allocated.
+func TestPeerJoinFrames(t *testing.T) {
+	var b bytes.Buffer
+	if err := writePeerJoinFrame(&b, peerJoinOutput, []byte("out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePeerJoinFrame(&b, peerJoinEnd, nil); err != nil {
+		t.Fatal(err)
+	}
+	typ, p, err := readPeerJoinFrame(&b)
+	if err != nil || typ != peerJoinOutput || string(p) != "out" {
+		t.Fatalf("frame: %c %q %v", typ, p, err)
+	}
+	if typ, p, err = readPeerJoinFrame(&b); err != nil || typ != peerJoinEnd || len(p) != 0 {
+		t.Fatalf("frame: %c %q %v", typ, p, err)
+	}
+	if err := writePeerJoinFrame(&b, peerJoinOutput, make([]byte, maxPeerJoinFrame+1)); err == nil {
+		t.Fatal("an oversized frame was written")
+	}
+	big := append([]byte{peerJoinOutput}, binary.BigEndian.AppendUint32(nil, maxPeerJoinFrame+1)...)
+	if _, _, err := readPeerJoinFrame(bytes.NewReader(big)); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("an oversized frame: %v", err)
+	}
+	if _, _, err := readPeerJoinFrame(bytes.NewReader([]byte{peerJoinOutput, 0, 0, 0, 9, 'x'})); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a truncated frame: %v", err)
 	}
 }

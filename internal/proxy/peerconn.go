@@ -93,6 +93,10 @@ func (s *Server) handlePeer(c net.Conn, cfg *tls.Config) {
 		s.servePeerKube(tc, peerID, req, caller, refuse)
 		return
 	}
+	if req.KubeSession != "" {
+		s.servePeerKubeJoin(tc, peerID, req, refuse)
+		return
+	}
 	t := s.reg.get(req.NodeID)
 	if t == nil {
 		refuse(fmt.Sprintf("node %s is not connected to proxy %s", req.NodeID, s.peers.cfg.ID))

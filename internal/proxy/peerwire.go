@@ -13,6 +13,7 @@ import (
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/ca"
+	"github.com/warden-sh/warden/internal/policy"
 )
 
 // The peer wire: what one proxy sends another over mutual TLS to reach a
@@ -54,6 +55,13 @@ type PeerDial struct {
 	// reply the connection carries one HTTP/1.1 request to the receiving
 	// proxy, which decides it again and forwards it to the agent.
 	Kube string `json:"kube,omitempty"`
+	// KubeSession, when set, is a live kube session (kubectl exec or
+	// attach) running at the receiving proxy that the user joins, in
+	// KubeJoinMode; NodeID and Kube are then empty. The receiving proxy
+	// decides the join itself (JoinKube's rules); after an OK reply the
+	// connection carries the participation (peerkubejoin.go).
+	KubeSession  string `json:"kube_session,omitempty"`
+	KubeJoinMode string `json:"kube_join_mode,omitempty"`
 }
 
 // PeerCaller is a user certificate's identity on the peer wire.
@@ -83,8 +91,20 @@ func (p PeerCaller) caller() auth.Caller {
 // validate checks every field as the certificate the identity came from
 // was checked when issued.
 func (d *PeerDial) validate() error {
-	if err := validatePeerID(d.NodeID); err != nil {
+	if d.KubeSession != "" {
+		if err := validatePeerID(d.KubeSession); err != nil || len(d.KubeSession) > maxKubeSessionID {
+			return errors.New("kube session: not a session id")
+		}
+		if d.KubeJoinMode != policy.JoinObserver && d.KubeJoinMode != policy.JoinPeer {
+			return errors.New("kube join mode: observer or peer")
+		}
+		if d.NodeID != "" || d.Kube != "" {
+			return errors.New("a kube session join names no node or cluster")
+		}
+	} else if err := validatePeerID(d.NodeID); err != nil {
 		return fmt.Errorf("node id: %w", err)
+	} else if d.KubeJoinMode != "" {
+		return errors.New("kube join mode without a kube session")
 	}
 	if d.Kube != "" && !kubeClusterName(d.Kube) {
 		return errors.New("kube: not a cluster name")

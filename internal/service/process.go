@@ -407,6 +407,9 @@ func (p *Process) ProxyAddr() string {
 // Node returns the node agent (nil if not running).
 func (p *Process) Node() *nodeagent.Agent { return p.node }
 
+// Proxy returns the proxy server (nil if the proxy does not run).
+func (p *Process) Proxy() *proxy.Server { return p.proxy }
+
 // Wait blocks until ctx ends or a service fails.
 func (p *Process) Wait(ctx context.Context) error {
 	select {
