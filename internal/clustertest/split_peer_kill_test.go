@@ -1,0 +1,127 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warden-sh/warden/internal/testkit"
+	"github.com/warden-sh/warden/internal/wire"
+)
+
+// TestSplitProxyPeeringKilledProxy: one auth and three proxies running
+// apart (A1, A2, B), each a process on a host of its own, with peering on.
+// Node node-m has a tunnel to both A2 and A1 (two node processes on two
+// hosts with the one node identity: a node reachable through two proxies;
+// A1's tunnel is the newer, so proxy B routes through A1 first); node-x
+// has its tunnel to A2. A user at B reaches node-m through A1. Proxy A1 is
+// killed with SIGKILL (no clean-up: its record stays current for up to its
+// TTL): a new `ssh` through B still reaches node-m, through A2 (B's dial to
+// A1 fails and is tried again through the other proxy holding the node's
+// tunnel), and the live sessions through A2 (user → B → A2 → node-x, user
+// → A2 → node-m) go on.
+func TestSplitProxyPeeringKilledProxy(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA1 := s.StartPeeringProxy("proxy-a1", authA, authA)
+	proxyA2 := s.StartPeeringProxy("proxy-a2", authA, authA)
+	proxyB := s.StartPeeringProxy("proxy-b", authA, authA)
+	s.StartNode("node-x", authA, proxyA2)
+	s.StartNode("node-m1", authA, proxyA2)
+	// The same identity on a second host, its tunnel to A1. The node's name
+	// is the one it joined with (node-m1).
+	m2 := s.lab.Host("node-m2")
+	m2Dir := filepath.Join(s.dir, "node-m2")
+	if r := Run(t, nil, "cp", "-a", filepath.Join(s.dir, "node-m1"), m2Dir); r.Code != 0 {
+		t.Fatalf("copy node-m1's data dir: %s", r)
+	}
+	m2Proc := m2.Start(t, WardenBinary, "start", "--services", "node", "--proxy", proxyA1.Addr(), "--name", "node-m1",
+		"--token-file", s.token(authA, wire.TokenTypeNode), "--ca-pin", s.pin, "--data-dir", m2Dir)
+	m2Proc.waitOutput(t, "tunnel to proxy up")
+	if strings.Contains(m2Proc.out.String(), "joined cluster") {
+		t.Fatalf("the second node-m1 process joined anew instead of using the copied identity:\n%s", m2Proc.out.String())
+	}
+
+	netns := func(hostName string) string {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join("/run/netns", "w"+s.lab.tag+"-"+hostName), &st); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("net:[%d]", st.Ino)
+	}
+	m1NS, m2NS := netns("node-m1"), netns(m2.Name)
+	if m1NS == m2NS {
+		t.Fatalf("node-m1's two hosts share a network namespace (%s)", m1NS)
+	}
+	u := s.AddUser(authA, "killuser", []string{"access"}, []string{osLogin})
+	cfgB := s.Login(u, proxyB)
+	cfgA2 := s.Login(u, proxyA2)
+	whereIs := func(cfg string) Result {
+		return Run(t, nil, "ssh", sshArgs(cfg, osLogin+"@node-m1", "readlink", "/proc/self/ns/net")...)
+	}
+	testkit.WaitFor(t, "ssh through proxy B to reach node-m1 through A1 (its newest tunnel)", func() bool {
+		r := whereIs(cfgB)
+		return r.Code == 0 && strings.TrimSpace(r.Stdout) == m2NS
+	})
+
+	// Live sessions through the proxy that stays: each echoes its input.
+	const echo = "echo started; exec cat"
+	liveX, err := startLive(t, sshArgs(cfgB, osLogin+"@node-x", echo))
+	if err != nil {
+		t.Fatalf("session user → B → A2 → node-x: %v", err)
+	}
+	liveM, err := startLive(t, sshArgs(cfgA2, osLogin+"@node-m1", echo))
+	if err != nil {
+		t.Fatalf("session user → A2 → node-m1: %v", err)
+	}
+
+	bOut := len(proxyB.proc.out.String())
+	start := time.Now()
+	if err := proxyA1.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-proxyA1.proc.done
+	// Right away: A1's record is still current at B (it outlives A1 by up
+	// to its TTL), and A1 holds node-m1's newest tunnel.
+	r := whereIs(cfgB)
+	took := time.Since(start)
+	if r.Code != 0 {
+		t.Fatalf("a new ssh through B after A1 was killed: %s", r)
+	}
+	if got := strings.TrimSpace(r.Stdout); got != m1NS {
+		t.Fatalf("the ssh after the kill reached %s, not node-m1 behind A2 (%s)", got, m1NS)
+	}
+	if logB := proxyB.proc.out.String()[bOut:]; !strings.Contains(logB, "peer unreachable; trying the node elsewhere") {
+		t.Fatalf("proxy B did not dial through A1 first and retry (%s after the kill; A1's record may have expired first):\n%s", took, logB)
+	}
+	t.Logf("a new ssh through B reached node-m1 through A2 %s after A1 was killed (B's dial to A1 refused, then retried)", took.Round(time.Millisecond))
+
+	// The sessions through A2 go on: each still echoes.
+	for name, p := range map[string]*bgProcess{"user → B → A2 → node-x": liveX, "user → A2 → node-m1": liveM} {
+		msg := "still-here-" + strings.NewReplacer(" ", "", "→", "-").Replace(name)
+		if _, err := fmt.Fprintln(p.stdin, msg); err != nil {
+			t.Fatalf("session %s: %v", name, err)
+		}
+		testkit.WaitFor(t, "session "+name+" to echo after the kill", func() bool {
+			select {
+			case code := <-p.done:
+				t.Fatalf("session %s ended (%d) after A1 was killed: %s %s", name, code, p.out.String(), p.err.String())
+			default:
+			}
+			return strings.Contains(p.out.String(), msg)
+		})
+	}
+	// And later dials (A1's record gone or not) keep going through A2.
+	for i := 0; i < 3; i++ {
+		if r := whereIs(cfgB); r.Code != 0 || strings.TrimSpace(r.Stdout) != m1NS {
+			t.Fatalf("ssh %d through B after the kill: %s", i, r)
+		}
+	}
+}
