@@ -1,0 +1,133 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// TestSplitProxyAgentless: an agentless server (the real OpenSSH sshd,
+// trusting the cluster's user CA and presenting a host certificate from
+// warden sign --host, set up with the CLI as docs/agentless.md says) on a
+// host of its own, reached through a proxy running apart from auth (each
+// a process on a host of its own, on PostgreSQL). The proxy asks auth
+// for the decision and the one-minute certificate for sshd, and for the
+// host certificate it presents in the server's name: the real OpenSSH
+// client and warden ssh reach sshd through it; a login the roles do not
+// allow is refused; a lock through auth ends the live session within a
+// second and refuses the next; the session's events reach the audit log
+// as the server's.
+func TestSplitProxyAgentless(t *testing.T) {
+	requireOpenSSH(t)
+	EnsureOSUser(t, osLogin)
+	if r := Run(t, nil, "usermod", "-p", "*", osLogin); r.Code != 0 {
+		t.Fatalf("usermod: %s", r)
+	}
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	cli := func(args ...string) Result {
+		t.Helper()
+		r := s.adminCLI(authA, args...)
+		if r.Code != 0 {
+			t.Fatalf("warden %s: %s", strings.Join(args, " "), r)
+		}
+		return r
+	}
+
+	// The agentless server, on a host of its own.
+	h := s.lab.Host("sshd1")
+	dir := t.TempDir()
+	cli("nodes", "add", "agentless1", "--addr", "127.0.0.1:1", "--labels", "env=dev", "--agentless")
+	userCA, _, _, _, err := ssh.ParseAuthorizedKey([]byte(cli("ca", "export", "--type", "user").Stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	krlPath := filepath.Join(dir, "warden.krl")
+	cli("krl", "-o", krlPath)
+	sshd := testkit.StartSSHD(t, testkit.SSHDOptions{
+		NetNS:   h.NS,
+		Listen:  h.IP + ":22",
+		UserCAs: []ssh.PublicKey{userCA},
+		HostCert: func(pub ssh.PublicKey) (*ssh.Certificate, error) {
+			pubFile, certFile := filepath.Join(dir, "host.pub"), filepath.Join(dir, "host-cert.pub")
+			if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+				return nil, err
+			}
+			cli("sign", "--host", "agentless1", "--principals", h.IP, "--pubkey", pubFile, "-o", certFile)
+			b, err := os.ReadFile(certFile)
+			if err != nil {
+				return nil, err
+			}
+			k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+			if err != nil {
+				return nil, err
+			}
+			return k.(*ssh.Certificate), nil
+		},
+		Config: []string{"RevokedKeys " + krlPath, "LogLevel VERBOSE"},
+	})
+	cli("nodes", "add", "agentless1", "--addr", sshd.Addr, "--labels", "env=dev", "--agentless")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sshd log:\n%s", sshd.Log.String())
+		}
+	})
+
+	u := s.AddUser(authA, "agentuser", []string{"access"}, []string{osLogin})
+	cfg := s.Login(u, proxyA)
+	target := osLogin + "@agentless1"
+	var r Result
+	testkit.WaitFor(t, "ssh through the proxy running apart to the agentless server", func() bool {
+		r = Run(t, nil, "ssh", sshArgs(cfg, target, "echo", "agentless-through-split")...)
+		return r.Code == 0
+	})
+	if !strings.Contains(r.Stdout, "agentless-through-split") {
+		t.Fatalf("ssh to the agentless server: %s", r)
+	}
+	if !strings.Contains(sshd.Log.String(), "agentuser") {
+		t.Fatalf("sshd did not log the login with the user's certificate (key ID):\n%s", sshd.Log.String())
+	}
+	home := filepath.Dir(cfg)
+	if w := Run(t, nil, WardenBinary, "--home", home, "ssh", target, "echo", "via-warden-ssh"); w.Code != 0 || !strings.Contains(w.Stdout, "via-warden-ssh") {
+		t.Fatalf("warden ssh through the proxy running apart: %s", w)
+	}
+	// A login the user's roles do not allow: refused by auth's decision.
+	if r := Run(t, nil, "ssh", sshArgs(cfg, "root@agentless1", "true")...); r.Code == 0 {
+		t.Fatalf("a login the roles do not allow: %s", r)
+	}
+
+	// A lock through auth ends the live session.
+	live, err := startLive(t, sshArgs(cfg, target, liveCommand))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cli("lock", "--user", "agentuser", "--message", "agentless-locked")
+	res, took, ended := endsWithin(t, live, start, time.Second)
+	if !ended {
+		t.Fatalf("the agentless session through the proxy running apart still runs %s after the lock", took)
+	}
+	if res.Code == 0 {
+		t.Fatalf("the session did not end by the lock: %s", res)
+	}
+	t.Logf("a lock through auth ended a session user → proxy running apart → sshd %s after the lock command started: %s",
+		took.Round(time.Millisecond), strings.TrimSpace(res.Stderr))
+	if r := Run(t, nil, "ssh", sshArgs(cfg, target, "true")...); r.Code == 0 {
+		t.Fatalf("a new session while locked: %s", r)
+	}
+
+	// The session's events reached auth as the server's.
+	testkit.WaitFor(t, "the agentless session's events in the audit log", func() bool {
+		out := s.adminCLI(authA, "audit", "search", "--node", "agentless1")
+		return out.Code == 0 && strings.Contains(out.Stdout, "session.start")
+	})
+}
