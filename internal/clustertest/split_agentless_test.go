@@ -3,14 +3,17 @@
 package clustertest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -23,8 +26,8 @@ import (
 // host certificate it presents in the server's name: the real OpenSSH
 // client and warden ssh reach sshd through it; a login the roles do not
 // allow is refused; a lock through auth ends the live session within a
-// second and refuses the next; the session's events reach the audit log
-// as the server's.
+// second and refuses the next; the session is recorded at the proxy and
+// its recording and events reach auth as the server's.
 func TestSplitProxyAgentless(t *testing.T) {
 	requireOpenSSH(t)
 	EnsureOSUser(t, osLogin)
@@ -105,6 +108,34 @@ func TestSplitProxyAgentless(t *testing.T) {
 		t.Fatalf("a login the roles do not allow: %s", r)
 	}
 
+	// Recorded at the proxy, stored at auth as the server's recording.
+	if r := Run(t, strings.NewReader("echo split-$((6*7))-marker\nexit\n"), "ssh", sshArgs(cfg, "-tt", target)...); r.Code != 0 || !strings.Contains(r.Stdout, "split-42-marker") {
+		t.Fatalf("ssh -tt: %s", r)
+	}
+	var id string
+	testkit.WaitFor(t, "the recording in recordings search", func() bool {
+		out := s.adminCLI(authA, "recordings", "search", "split-42-marker")
+		id = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27}`).FindString(out.Stdout)
+		return out.Code == 0 && id != ""
+	})
+	testkit.WaitFor(t, "session.start, session.end and recording.complete of the session as agentless1's", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{SessionID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, ev := range evs {
+			if ev.Node == "agentless1" && ev.User == "agentuser" {
+				seen[ev.Event] = true
+			}
+		}
+		return seen[audit.SessionStart] && seen[audit.SessionEnd] && seen[audit.RecordingComplete]
+	})
+	if p := cli("play", id, "--speed", "1000"); !strings.Contains(p.Stdout, "split-42-marker") {
+		t.Fatalf("play: %s", p)
+	}
+	cli("recordings", "verify", id)
+
 	// A lock through auth ends the live session.
 	live, err := startLive(t, sshArgs(cfg, target, liveCommand))
 	if err != nil {
@@ -125,9 +156,4 @@ func TestSplitProxyAgentless(t *testing.T) {
 		t.Fatalf("a new session while locked: %s", r)
 	}
 
-	// The session's events reached auth as the server's.
-	testkit.WaitFor(t, "the agentless session's events in the audit log", func() bool {
-		out := s.adminCLI(authA, "audit", "search", "--node", "agentless1")
-		return out.Code == 0 && strings.Contains(out.Stdout, "session.start")
-	})
 }
