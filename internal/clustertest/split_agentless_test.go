@@ -136,14 +136,47 @@ func TestSplitProxyAgentless(t *testing.T) {
 	}
 	cli("recordings", "verify", id)
 
+	// A role edit through auth: the proxy decides the live session again
+	// at auth and ends it.
+	role := func(logins string) Result {
+		r := Run(t, strings.NewReader(`kind: role
+metadata: {name: editable}
+spec:
+  allow:
+    logins: `+logins+`
+    node_labels: {'*': '*'}
+`), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-")
+		if r.Code != 0 {
+			t.Fatalf("apply role: %s", r)
+		}
+		return r
+	}
+	role(`['{{internal.logins}}']`)
+	bob := s.AddUser(authA, "bob", []string{"editable"}, []string{osLogin})
+	bobCfg := s.Login(bob, proxyA)
+	bobLive, err := startLive(t, sshArgs(bobCfg, target, liveCommand))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	role(`[someone-else]`)
+	// Well within the periodic pass (every 10 s): the watch's role event
+	// must do it.
+	res, took, ended := endsWithin(t, bobLive, start, 2*time.Second)
+	if !ended || res.Code == 0 || !strings.Contains(res.Stderr, "is not allowed on node") {
+		t.Fatalf("the role edit did not end the live session (%s): %s", took, res)
+	}
+	t.Logf("a role edit through auth ended the live agentless session through the proxy running apart %s after the apply started",
+		took.Round(time.Millisecond))
+
 	// A lock through auth ends the live session.
 	live, err := startLive(t, sshArgs(cfg, target, liveCommand))
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	start = time.Now()
 	cli("lock", "--user", "agentuser", "--message", "agentless-locked")
-	res, took, ended := endsWithin(t, live, start, time.Second)
+	res, took, ended = endsWithin(t, live, start, time.Second)
 	if !ended {
 		t.Fatalf("the agentless session through the proxy running apart still runs %s after the lock", took)
 	}

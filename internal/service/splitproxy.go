@@ -536,6 +536,9 @@ func (s *splitProxy) apply(ev api.WatchEvent) {
 		s.srv.ReverifyLocks()
 		s.srv.ReverifyKube()
 	}
+	if (ev.Type == "snapshot" || ev.Kind == "role") && s.srv != nil {
+		s.srv.RedecideAgentless() // live agentless connections decided again at auth
+	}
 }
 
 // rolesOf are the definitions of the named roles in the current view.
