@@ -26,6 +26,29 @@ import (
 // tunnel), and the live sessions through A2 (user → B → A2 → node-x, user
 // → A2 → node-m) go on.
 func TestSplitProxyPeeringKilledProxy(t *testing.T) {
+	splitPeeringLoseProxy(t, "killed", func(p *splitProxyProc) {
+		if err := p.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-p.proc.done
+	})
+}
+
+// TestSplitProxyPeeringCutProxy is TestSplitProxyPeeringKilledProxy with
+// A1's network cut instead (its link down: it runs on, unreachable, its
+// record current at B until it expires): B's dial to A1 fails (no route)
+// and is tried again through A2.
+func TestSplitProxyPeeringCutProxy(t *testing.T) {
+	splitPeeringLoseProxy(t, "cut off", func(p *splitProxyProc) {
+		if r := Run(t, nil, "ip", "-n", p.host.NS, "link", "set", "eth0", "down"); r.Code != 0 {
+			t.Fatalf("cut proxy A1's link: %s", r)
+		}
+	})
+}
+
+// splitPeeringLoseProxy is the test of TestSplitProxyPeeringKilledProxy,
+// losing A1 by lose (what describes it).
+func splitPeeringLoseProxy(t *testing.T, what string, lose func(*splitProxyProc)) {
 	requireOpenSSH(t)
 	EnsureOSUser(t, osLogin)
 	s := newSplitCluster(t)
@@ -84,24 +107,21 @@ func TestSplitProxyPeeringKilledProxy(t *testing.T) {
 
 	bOut := len(proxyB.proc.out.String())
 	start := time.Now()
-	if err := proxyA1.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-proxyA1.proc.done
+	lose(proxyA1)
 	// Right away: A1's record is still current at B (it outlives A1 by up
 	// to its TTL), and A1 holds node-m1's newest tunnel.
 	r := whereIs(cfgB)
 	took := time.Since(start)
 	if r.Code != 0 {
-		t.Fatalf("a new ssh through B after A1 was killed: %s", r)
+		t.Fatalf("a new ssh through B after A1 was %s: %s", what, r)
 	}
 	if got := strings.TrimSpace(r.Stdout); got != m1NS {
 		t.Fatalf("the ssh after the kill reached %s, not node-m1 behind A2 (%s)", got, m1NS)
 	}
 	if logB := proxyB.proc.out.String()[bOut:]; !strings.Contains(logB, "peer unreachable; trying the node elsewhere") {
-		t.Fatalf("proxy B did not dial through A1 first and retry (%s after the kill; A1's record may have expired first):\n%s", took, logB)
+		t.Fatalf("proxy B did not dial through A1 first and retry (%s after A1 was %s; A1's record may have expired first):\n%s", took, what, logB)
 	}
-	t.Logf("a new ssh through B reached node-m1 through A2 %s after A1 was killed (B's dial to A1 refused, then retried)", took.Round(time.Millisecond))
+	t.Logf("a new ssh through B reached node-m1 through A2 %s after A1 was %s (B's dial to A1 failed, then was tried again)", took.Round(time.Millisecond), what)
 
 	// The sessions through A2 go on: each still echoes.
 	for name, p := range map[string]*bgProcess{"user → B → A2 → node-x": liveX, "user → A2 → node-m1": liveM} {
@@ -109,10 +129,10 @@ func TestSplitProxyPeeringKilledProxy(t *testing.T) {
 		if _, err := fmt.Fprintln(p.stdin, msg); err != nil {
 			t.Fatalf("session %s: %v", name, err)
 		}
-		testkit.WaitFor(t, "session "+name+" to echo after the kill", func() bool {
+		testkit.WaitFor(t, "session "+name+" to echo after A1 was "+what, func() bool {
 			select {
 			case code := <-p.done:
-				t.Fatalf("session %s ended (%d) after A1 was killed: %s %s", name, code, p.out.String(), p.err.String())
+				t.Fatalf("session %s ended (%d) after A1 was %s: %s %s", name, code, what, p.out.String(), p.err.String())
 			default:
 			}
 			return strings.Contains(p.out.String(), msg)

@@ -47,7 +47,11 @@ const (
 	// peerDialTimeout bounds the peer's connection, handshake and reply
 	// (the peer waits up to tunnel.DialBackTimeout for its node).
 	peerDialTimeout = 20 * time.Second
-	peerCertRenew   = 0.5
+	// peerConnectTimeout bounds the connection and TLS handshake alone:
+	// a peer cut off the network (or frozen) is given up on in seconds, and
+	// the dial tried through another peer holding the node's tunnel.
+	peerConnectTimeout = 5 * time.Second
+	peerCertRenew      = 0.5
 )
 
 // PeerConfig turns peering on.
