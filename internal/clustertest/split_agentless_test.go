@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/krl"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -55,6 +57,7 @@ func TestSplitProxyAgentless(t *testing.T) {
 		t.Fatal(err)
 	}
 	krlPath := filepath.Join(dir, "warden.krl")
+	identity := filepath.Join(dir, "warden-krl.json")
 	cli("krl", "-o", krlPath)
 	sshd := testkit.StartSSHD(t, testkit.SSHDOptions{
 		NetNS:   h.NS,
@@ -65,7 +68,7 @@ func TestSplitProxyAgentless(t *testing.T) {
 			if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
 				return nil, err
 			}
-			cli("sign", "--host", "agentless1", "--principals", h.IP, "--pubkey", pubFile, "-o", certFile)
+			cli("sign", "--host", "agentless1", "--principals", h.IP, "--pubkey", pubFile, "-o", certFile, "--krl-identity", identity)
 			b, err := os.ReadFile(certFile)
 			if err != nil {
 				return nil, err
@@ -79,6 +82,26 @@ func TestSplitProxyAgentless(t *testing.T) {
 		Config: []string{"RevokedKeys " + krlPath, "LogLevel VERBOSE"},
 	})
 	cli("nodes", "add", "agentless1", "--addr", sshd.Addr, "--labels", "env=dev", "--agentless")
+	// The server's KRL sync runs on its host and reaches the cluster through
+	// the proxy running apart only (its identity names the proxy).
+	var idf map[string]any
+	b, err := os.ReadFile(identity)
+	if err == nil {
+		err = json.Unmarshal(b, &idf)
+	}
+	if err != nil {
+		t.Fatalf("the KRL identity: %v", err)
+	}
+	idf["proxy_addr"] = proxyA.Addr()
+	if b, err = json.Marshal(idf); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(identity, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	krlSync := h.Start(t, WardenBinary, "--debug", "start", "--services", "krl", "--krl-identity", identity, "--host-key", sshd.HostKey,
+		"--krl-file", krlPath)
+	krlSync.waitOutput(t, "KRL updated")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("sshd log:\n%s", sshd.Log.String())
@@ -185,6 +208,27 @@ spec:
 	}
 	t.Logf("a lock through auth ended a session user → proxy running apart → sshd %s after the lock command started: %s",
 		took.Round(time.Millisecond), strings.TrimSpace(res.Stderr))
+	// sshd itself refuses the user's certificate: the KRL sync fetched the
+	// new KRL through the proxy.
+	certBytes, err := os.ReadFile(filepath.Join(home, "key-cert.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(certBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userCert := k.(*ssh.Certificate)
+	testkit.WaitFor(t, "sshd's KRL to revoke the locked user's certificate", func() bool {
+		b, err := os.ReadFile(krlPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := krl.Parse(b)
+		return err == nil && l.Revoked(userCert)
+	})
+	t.Logf("sshd's KRL revoked the locked user's certificate %s after the lock command started (synced through the proxy running apart)",
+		time.Since(start).Round(time.Millisecond))
 	if r := Run(t, nil, "ssh", sshArgs(cfg, target, "true")...); r.Code == 0 {
 		t.Fatalf("a new session while locked: %s", r)
 	}
