@@ -3,13 +3,17 @@
 package clustertest
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/kubetest"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -144,4 +148,98 @@ func splitPeeringLoseProxy(t *testing.T, what string, lose func(*splitProxyProc)
 			t.Fatalf("ssh %d through B after the kill: %s", i, r)
 		}
 	}
+}
+
+// TestSplitProxyPeeringKubeKilledProxy is TestSplitProxyPeeringKilledProxy
+// for Kubernetes: a kube agent (the real warden binary in front of a real
+// kube-apiserver) connected to proxies A2 and A1 (two agent processes with
+// the one identity, A1's the newer), the user's kubectl at proxy B. A1 is
+// killed with SIGKILL: the next kubectl through B is forwarded through A1
+// first, which cannot be reached, then through A2, and succeeds.
+func TestSplitProxyPeeringKubeKilledProxy(t *testing.T) {
+	kc := kubetest.Start(t)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA1 := s.StartPeeringProxy("proxy-a1", authA, authA)
+	proxyA2 := s.StartPeeringProxy("proxy-a2", authA, authA)
+	proxyB := s.StartPeeringProxy("proxy-b", authA, authA)
+	if r := Run(t, strings.NewReader(splitKubeRoles), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply roles: %s", r)
+	}
+	kc.Must(t, "", "create", "role", "cm-reader", "--verb=get,list,watch", "--resource=configmaps", "-n", "default")
+	kc.Must(t, "", "create", "rolebinding", "viewers", "--role=cm-reader", "--group=viewers", "-n", "default")
+	kc.Must(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm1, namespace: default}\ndata: {a: b}\n", "apply", "-f", "-")
+
+	dir := t.TempDir()
+	startAgent := func(name string, p *splitProxyProc) *bgProcess {
+		a := startBackground(t, WardenBinary, "start", "--data-dir", filepath.Join(dir, name), "--services", "kube",
+			"--proxy", p.Addr(), "--token-file", s.token(authA, wire.TokenTypeKube), "--ca-pin", s.pin,
+			"--name", "kagent", "--kube-cluster", "test-k8s", "--kubeconfig", kc.AgentKubeconfig, "--labels", "env=dev")
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("kube agent %s output:\n%s%s", name, a.out.String(), a.err.String())
+			}
+		})
+		testkit.WaitFor(t, "kube agent "+name+"'s tunnel", func() bool {
+			return strings.Contains(a.out.String()+a.err.String(), "tunnel to proxy up")
+		})
+		return a
+	}
+	startAgent("kagent2", proxyA2)
+	if r := Run(t, nil, "cp", "-a", filepath.Join(dir, "kagent2"), filepath.Join(dir, "kagent1")); r.Code != 0 {
+		t.Fatalf("copy the agent's data dir: %s", r)
+	}
+	a1 := startAgent("kagent1", proxyA1)
+	if strings.Contains(a1.out.String()+a1.err.String(), "joined cluster") {
+		t.Fatal("the second agent process joined anew instead of using the copied identity")
+	}
+
+	u := s.AddUser(authA, "kubekill", []string{"cm-viewer"}, []string{osLogin})
+	home := filepath.Dir(s.Login(u, proxyB))
+	kubeconfig := filepath.Join(home, "test-k8s.kubeconfig")
+	if r := Run(t, nil, WardenBinary, "--home", home, "kube", "login", "test-k8s", "--kubeconfig", kubeconfig, "--binary", WardenBinary); r.Code != 0 {
+		t.Fatalf("kube login through proxy B: %s", r)
+	}
+	testkit.WaitFor(t, "kubectl through proxy B to reach the cluster", func() bool {
+		r := kubectl(t, kubeconfig, "get", "configmaps", "-n", "default")
+		return r.Code == 0 && strings.Contains(r.Stdout, "cm1")
+	})
+	// B forwards through A1 (the newest key) before the kill: its
+	// kube.request names A1 in via_proxy.
+	a1ID := regexp.MustCompile(`proxy_id=([0-9a-f-]+)`).FindStringSubmatch(proxyA1.proc.out.String())
+	if a1ID == nil {
+		t.Fatalf("proxy A1's id is not in its log:\n%s", proxyA1.proc.out.String())
+	}
+	testkit.WaitFor(t, "proxy B to forward through A1", func() bool {
+		if r := kubectl(t, kubeconfig, "get", "configmaps", "-n", "default"); r.Code != 0 {
+			return false
+		}
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.KubeRequest, User: "kubekill", Limit: 1000})
+		if err != nil || len(evs) == 0 {
+			return false
+		}
+		// Once B has A1's key (the newest), it forwards through A1.
+		for _, ev := range evs {
+			if ev.Fields["via_proxy"] == a1ID[1] {
+				return true
+			}
+		}
+		return false
+	})
+
+	bOut := len(proxyB.proc.out.String())
+	start := time.Now()
+	if err := proxyA1.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-proxyA1.proc.done
+	r := kubectl(t, kubeconfig, "get", "configmaps", "-n", "default")
+	took := time.Since(start)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "cm1") {
+		t.Fatalf("kubectl through B after A1 was killed: %s", r)
+	}
+	if logB := proxyB.proc.out.String()[bOut:]; !strings.Contains(logB, "peer unreachable; trying the kubernetes cluster elsewhere") {
+		t.Fatalf("proxy B did not forward through A1 first and retry (%s after the kill; A1's record may have expired first):\n%s", took, logB)
+	}
+	t.Logf("kubectl through B reached the cluster through A2 %s after A1 was killed (B's forward to A1 refused, then retried)", took.Round(time.Millisecond))
 }
