@@ -487,12 +487,17 @@ func (c *Client) SuggestRoles(ctx context.Context, login, node string) ([]string
 // AppendRecording uploads a recording chunk (node). On an offset conflict it
 // returns *recording.OffsetError with the stored length.
 func (c *Client) AppendRecording(ctx context.Context, meta recording.Meta, offset int64, data []byte) (int64, error) {
+	return c.appendRecordingAt(ctx, "/v1/recordings/", meta, offset, data)
+}
+
+// appendRecordingAt is AppendRecording at path (then the session id).
+func (c *Client) appendRecordingAt(ctx context.Context, path string, meta recording.Meta, offset int64, data []byte) (int64, error) {
 	mj, err := json.Marshal(meta)
 	if err != nil {
 		return 0, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut,
-		c.base+"/v1/recordings/"+url.PathEscape(meta.SessionID)+"?offset="+strconv.FormatInt(offset, 10), bytes.NewReader(data))
+		c.base+path+url.PathEscape(meta.SessionID)+"?offset="+strconv.FormatInt(offset, 10), bytes.NewReader(data))
 	if err != nil {
 		return 0, err
 	}

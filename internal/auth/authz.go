@@ -108,6 +108,12 @@ var operations = map[string]rule{
 	"ListAgentlessNodes":  {kinds: kinds(KindAdmin), perms: perms("node list")},
 	"AuthorizeAgentless":  {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
 	"IssueAgentlessCert":  {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	// The same through a proxy running apart (proxyagentless.go).
+	"ProxyListAgentless":      {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	"ProxyAuthorizeAgentless": {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	"ProxyIssueAgentlessCert": {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	"ProxyAgentlessHostCert":  {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
+	"ProxyAgentlessCaller":    {kinds: kinds(KindProxy), does: "connect to agentless servers for users"},
 	// The KRL: an agentless server fetches its own (the method checks the
 	// node identity is one, from warden sign --host).
 	"KRL": {kinds: kinds(KindAdmin), perms: perms("lock list"), own: kinds(KindNode),

@@ -130,6 +130,11 @@ var matrix = map[string]row{
 	"ListAgentlessNodes":      {deny, deny, deny, all, deny, deny, all},
 	"AuthorizeAgentless":      {deny, deny, deny, deny, deny, all, deny},
 	"IssueAgentlessCert":      {deny, deny, deny, deny, deny, all, deny},
+	"ProxyListAgentless":      {deny, deny, deny, deny, deny, all, deny},
+	"ProxyAuthorizeAgentless": {deny, deny, deny, deny, deny, all, deny},
+	"ProxyIssueAgentlessCert": {deny, deny, deny, deny, deny, all, deny},
+	"ProxyAgentlessHostCert":  {deny, deny, deny, deny, deny, all, deny},
+	"ProxyAgentlessCaller":    {deny, deny, deny, deny, deny, all, deny},
 	"KRL":                     {deny, deny, deny, all, own, deny, all},
 }
 
@@ -395,6 +400,27 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	"IssueAgentlessCert": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.IssueAgentlessCert(context.Background(), c, auth.Caller{Kind: auth.KindUser, User: "nobody"}, auth.Node{Name: "x"}, "root", nil, policy.EffectiveOptions{}, "")
 		return gate(err)
+	},
+	// Past the gate, each is refused for what it names (no such server).
+	"ProxyListAgentless": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyListAgentless(context.Background(), c)
+		return agentlessGate(err)
+	},
+	"ProxyAuthorizeAgentless": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyAuthorizeAgentless(context.Background(), c, f.callers["access"], auth.Node{Name: "x", ID: "y"}, "root", "")
+		return agentlessGate(err)
+	},
+	"ProxyIssueAgentlessCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyIssueAgentlessCert(context.Background(), c, f.callers["access"], auth.Node{Name: "x", ID: "y"}, "root", "", nil, "")
+		return agentlessGate(err)
+	},
+	"ProxyAgentlessHostCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyAgentlessHostCert(context.Background(), c, "x", "y", nil)
+		return agentlessGate(err)
+	},
+	"ProxyAgentlessCaller": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyAgentlessCaller(context.Background(), c, "y")
+		return agentlessGate(err)
 	},
 	"KRL": func(f *matrixFixture, c auth.Caller) outcome {
 		if c.Kind == auth.KindNode {
@@ -747,4 +773,13 @@ spec:
 	if _, err := f.a.SearchRecordings(ctx, c, "secret", 10); !errors.Is(err, auth.ErrAccessDenied) {
 		t.Fatalf("a role that may only list recordings searched their contents: %v", err)
 	}
+}
+
+// agentlessGate tells the refusal of the operation itself from a refusal
+// of what it named.
+func agentlessGate(err error) outcome {
+	if err != nil && strings.Contains(err.Error(), "connect to agentless servers for users") {
+		return deny
+	}
+	return all
 }

@@ -506,3 +506,52 @@ func TestPeerJoinFrames(t *testing.T) {
 		t.Fatalf("a truncated frame: %v", err)
 	}
 }
+
+// TestPeerKubeOwnersSkipUnreachable: as for node tunnels, a peer a kube
+// dial could not reach since its last heartbeat comes after the other
+// peers through which the same cluster is connected, and is first again
+// once it renews its record; a dead peer and this proxy are never routes.
+func TestPeerKubeOwnersSkipUnreachable(t *testing.T) {
+	p := &peering{cfg: PeerConfig{ID: "proxy-b", TTL: 10 * time.Second}, proxies: map[string]proxyRecord{},
+		kube: map[string]map[string]kubeRecord{}}
+	now := time.Now()
+	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: now.Add(9 * time.Second)}
+	p.proxies["proxy-c"] = proxyRecord{ID: "proxy-c", Addr: "192.0.2.3:1", expires: now.Add(9 * time.Second)}
+	p.proxies["proxy-d"] = proxyRecord{ID: "proxy-d", Addr: "192.0.2.4:1", expires: now.Add(-time.Second)} // dead
+	k1 := func(agent string) []auth.KubeCluster {
+		return []auth.KubeCluster{{Name: "other"}, {Name: "k1", AgentID: agent, Labels: map[string]string{"env": "dev"}}}
+	}
+	p.kube["agent-1"] = map[string]kubeRecord{
+		"proxy-a": {Proxy: "proxy-a", Agent: "agent-1", Clusters: k1("agent-1"), rev: 7}, // the newest
+		"proxy-c": {Proxy: "proxy-c", Agent: "agent-1", Clusters: k1("agent-1"), rev: 3},
+		"proxy-b": {Proxy: "proxy-b", Agent: "agent-1", Clusters: k1("agent-1"), rev: 9}, // this proxy's own
+		"proxy-d": {Proxy: "proxy-d", Agent: "agent-1", Clusters: k1("agent-1"), rev: 11},
+	}
+	order := func() []string {
+		var out []string
+		for _, o := range p.kubeOwners("k1") {
+			if o.cluster.AgentID != "agent-1" || o.cluster.Labels["env"] != "dev" {
+				t.Fatalf("cluster through %s: %+v", o.proxy.ID, o.cluster)
+			}
+			out = append(out, o.proxy.ID)
+		}
+		return out
+	}
+	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
+		t.Fatalf("kube owners: %v", got)
+	}
+	p.markUnreachable("proxy-a")
+	if got := order(); !slices.Equal(got, []string{"proxy-c", "proxy-a"}) {
+		t.Fatalf("kube owners after proxy-a was unreachable: %v", got)
+	}
+	if pr, c, ok := p.kubeOwner("k1"); !ok || pr.ID != "proxy-c" || c.Name != "k1" {
+		t.Fatalf("kube owner after proxy-a was unreachable: %+v %+v", pr, c)
+	}
+	p.proxies["proxy-a"] = proxyRecord{ID: "proxy-a", Addr: "192.0.2.1:1", expires: time.Now().Add(10*time.Second + time.Millisecond)}
+	if got := order(); !slices.Equal(got, []string{"proxy-a", "proxy-c"}) {
+		t.Fatalf("kube owners after proxy-a renewed its record: %v", got)
+	}
+	if got := p.kubeOwners("missing"); len(got) != 0 {
+		t.Fatalf("owners of an unknown cluster: %v", got)
+	}
+}

@@ -201,14 +201,16 @@ func (s *Server) dialPeerWith(ctx context.Context, pr proxyRecord, d *PeerDial) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerDialTimeout)
 	defer cancel()
+	hctx, hcancel := context.WithTimeout(ctx, peerConnectTimeout)
+	defer hcancel()
 	var dialer net.Dialer
-	raw, err := dialer.DialContext(ctx, "tcp", pr.Addr)
+	raw, err := dialer.DialContext(hctx, "tcp", pr.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", pr.ID, err)
 	}
 	tc := tls.Client(raw, s.peers.clientTLS(pr.ID))
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	err = tc.HandshakeContext(ctx)
+	err = tc.HandshakeContext(hctx)
 	if err == nil {
 		_, err = tc.Write(frame)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -57,15 +59,52 @@ func (s *Server) servePeerKube(tc *tls.Conn, peerID string, req *PeerDial, calle
 }
 
 // peerKubeTransport is the transport of one Kubernetes request forwarded
-// to peer pr: each request on a connection of its own.
+// to peer pr: each request on a connection of its own. If pr cannot be
+// reached (connection or handshake failed: it may have just died, its
+// record not yet expired), the request is sent through the other live
+// peers through which the same cluster (same name and labels, as decided
+// here) is connected, at most maxPeerTries peers in all; a peer's refusal
+// is final. Nothing of the request is sent before a peer accepted the
+// dial, so a retry never sends it twice; exec and attach streams are
+// retried at their start only.
 func (s *Server) peerKubeTransport(pr proxyRecord, cluster auth.KubeCluster, c auth.Caller, clientAddr string) http.RoundTripper {
-	d := &PeerDial{NodeID: cluster.AgentID, Kube: cluster.Name, ClientAddr: clientAddr, Caller: peerCallerOf(c)}
+	caller := peerCallerOf(c)
 	return &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return s.dialPeerWith(ctx, pr, d)
+			return s.dialPeersKube(ctx, pr, cluster, caller, clientAddr)
 		},
 		MaxResponseHeaderBytes: 1 << 20,
+	}
+}
+
+// dialPeersKube dials first for a cluster, then the other live peers
+// serving it if first cannot be reached (see peerKubeTransport).
+func (s *Server) dialPeersKube(ctx context.Context, first proxyRecord, cluster auth.KubeCluster, caller PeerCaller, clientAddr string) (net.Conn, error) {
+	tried := map[string]bool{}
+	pr, agentID := first, cluster.AgentID
+	var errs []error
+	for {
+		tried[pr.ID] = true
+		d := &PeerDial{NodeID: agentID, Kube: cluster.Name, ClientAddr: clientAddr, Caller: caller}
+		c, err := s.dialPeerWith(ctx, pr, d)
+		var refused errPeerRefused
+		if err == nil || errors.As(err, &refused) || ctx.Err() != nil {
+			return c, err
+		}
+		s.peers.markUnreachable(pr.ID)
+		errs = append(errs, err)
+		s.log.Warn("peer unreachable; trying the kubernetes cluster elsewhere", "peer", pr.ID, "cluster", cluster.Name, "err", err)
+		next := false
+		for _, o := range s.peers.kubeOwners(cluster.Name) {
+			if !tried[o.proxy.ID] && maps.Equal(o.cluster.Labels, cluster.Labels) {
+				pr, agentID, next = o.proxy, o.cluster.AgentID, true
+				break
+			}
+		}
+		if !next || len(tried) >= maxPeerTries {
+			return nil, fmt.Errorf("no proxy through which it is connected could be reached (%d tried): %w", len(tried), errors.Join(errs...))
+		}
 	}
 }
 

@@ -47,7 +47,11 @@ const (
 	// peerDialTimeout bounds the peer's connection, handshake and reply
 	// (the peer waits up to tunnel.DialBackTimeout for its node).
 	peerDialTimeout = 20 * time.Second
-	peerCertRenew   = 0.5
+	// peerConnectTimeout bounds the connection and TLS handshake alone:
+	// a peer cut off the network (or frozen) is given up on in seconds, and
+	// the dial tried through another peer holding the node's tunnel.
+	peerConnectTimeout = 5 * time.Second
+	peerCertRenew      = 0.5
 )
 
 // PeerConfig turns peering on.
@@ -626,15 +630,29 @@ func (p *peering) markUnreachable(id string) { p.unreachable.Store(id, time.Now(
 // kubeOwner is the live peer through which a cluster's agent is
 // connected (the latest to publish it), with the cluster.
 func (p *peering) kubeOwner(name string) (proxyRecord, auth.KubeCluster, bool) {
+	all := p.kubeOwners(name)
+	if len(all) == 0 {
+		return proxyRecord{}, auth.KubeCluster{}, false
+	}
+	return all[0].proxy, all[0].cluster, true
+}
+
+type peerKubeOwner struct {
+	proxy   proxyRecord
+	cluster auth.KubeCluster
+	rev     int64
+}
+
+// kubeOwners are the live peers through which a cluster's agent is
+// connected, the latest to publish first. A peer a dial could not reach
+// since its last heartbeat comes last, as for node tunnels (owners).
+func (p *peering) kubeOwners(name string) []peerKubeOwner {
 	now := time.Now()
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	var bestRev int64 = -1
-	var bestProxy proxyRecord
-	var best auth.KubeCluster
+	var out []peerKubeOwner
 	for _, by := range p.kube {
 		for proxyID, r := range by {
-			if proxyID == p.cfg.ID || r.rev <= bestRev {
+			if proxyID == p.cfg.ID {
 				continue
 			}
 			pr, ok := p.proxies[proxyID]
@@ -643,13 +661,25 @@ func (p *peering) kubeOwner(name string) (proxyRecord, auth.KubeCluster, bool) {
 			}
 			for _, c := range r.Clusters {
 				if c.Name == name {
-					bestRev, bestProxy, best = r.rev, pr, c
-					best.Labels = maps.Clone(c.Labels)
+					c.Labels = maps.Clone(c.Labels)
+					out = append(out, peerKubeOwner{pr, c, r.rev})
+					break
 				}
 			}
 		}
 	}
-	return bestProxy, best, bestRev >= 0
+	p.mu.RUnlock()
+	suspect := func(o peerKubeOwner) bool {
+		at, ok := p.unreachable.Load(o.proxy.ID)
+		return ok && at.(time.Time).After(o.proxy.expires.Add(-p.cfg.TTL))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if si, sj := suspect(out[i]), suspect(out[j]); si != sj {
+			return sj
+		}
+		return out[i].rev > out[j].rev
+	})
+	return out
 }
 
 // remoteKube are the clusters served through live peers (and not here).

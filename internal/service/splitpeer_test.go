@@ -2,8 +2,10 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
 	"github.com/warden-sh/warden/internal/policy"
+	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
 )
@@ -109,6 +112,7 @@ spec:
 	if !strings.Contains(body, `"user":"alice"`) {
 		t.Fatalf("allowed request: %d %s", code, body)
 	}
+	peerKubeRetry(t, ap, p2, get)
 	mu.Lock()
 	n := len(seen)
 	mu.Unlock()
@@ -127,4 +131,66 @@ spec:
 		code, body := get("k1/api/v1/namespaces/default/pods")
 		return code == http.StatusForbidden && strings.Contains(body, "go home")
 	})
+}
+
+// peerKubeRetry: a proxy through which cluster k1's agent is published
+// (newer than proxy 1's key, so proxy 2 tries it first) but which cannot
+// be reached, as a proxy that was just killed (its record not yet
+// expired): proxy 2's request is retried through proxy 1 and succeeds. A
+// cluster published only through unreachable proxies is refused with a
+// 503 naming the reason.
+func peerKubeRetry(t *testing.T, ap, p2 *Process, get func(string) (int, string)) {
+	t.Helper()
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	items, err := ap.backend.List(ctx, "/peering/kube/", 0)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("the kube agent's peering keys: %d, %v", len(items), err)
+	}
+	var rec struct {
+		Proxy    string             `json:"proxy"`
+		Agent    string             `json:"agent"`
+		Clusters []auth.KubeCluster `json:"clusters"`
+	}
+	if err := json.Unmarshal(items[0].Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p2.proxy.Peers()[rec.Proxy]; !ok {
+		t.Fatalf("k1 is published through %s, not proxy 1 (proxy 2's peers: %v)", rec.Proxy, p2.proxy.Peers())
+	}
+	put := func(key string, v any, expires time.Time) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ap.backend.Put(ctx, storage.Item{Key: key, Value: b, Expires: expires}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const dead = "proxy-00000000000000de"
+	k2 := rec.Clusters[0]
+	k2.Name = "k2"
+	put("/peering/kube/"+rec.Agent+"/"+dead, map[string]any{"proxy": dead, "agent": rec.Agent,
+		"clusters": append(rec.Clusters, k2)}, time.Time{})
+	// Last: once proxy 2 knows the dead proxy it has its kube key too.
+	put("/peering/proxies/"+dead, map[string]string{"id": dead, "addr": deadAddr}, time.Now().Add(time.Minute))
+	testkit.WaitFor(t, "proxy 2 to know the unreachable proxy", func() bool { _, ok := p2.proxy.Peers()[dead]; return ok })
+	if code, body := get("k1/api/v1/namespaces/default/pods"); code != http.StatusOK || !strings.Contains(body, `"user":"alice"`) {
+		t.Fatalf("a request whose first peer is unreachable: %d %s", code, body)
+	}
+	code, body := get("k2/api/v1/namespaces/default/pods")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "could be reached") || !strings.Contains(body, dead) {
+		t.Fatalf("a cluster behind an unreachable proxy only: %d %s", code, body)
+	}
+	if err := ap.backend.Delete(ctx, "/peering/proxies/"+dead); err != nil {
+		t.Fatal(err)
+	}
+	if err := ap.backend.Delete(ctx, "/peering/kube/"+rec.Agent+"/"+dead); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -85,6 +85,8 @@ type splitProxy struct {
 	srv        *proxy.Server
 	// host is the proxy's SSH host certificate signer, swapped on renewal.
 	host rotatingSigner
+	// agentless is auth's list of agentless servers (splitagentless.go).
+	agentless agentlessList
 }
 
 // rotatingSigner is an SSH signer whose certificate can be replaced
@@ -534,6 +536,9 @@ func (s *splitProxy) apply(ev api.WatchEvent) {
 		s.srv.ReverifyLocks()
 		s.srv.ReverifyKube()
 	}
+	if (ev.Type == "snapshot" || ev.Kind == "role") && s.srv != nil {
+		s.srv.RedecideAgentless() // live agentless connections decided again at auth
+	}
 }
 
 // rolesOf are the definitions of the named roles in the current view.
@@ -612,15 +617,15 @@ func (s *splitProxy) GetNodeRegistration(ctx context.Context, id string) (*auth.
 	return reg, nil
 }
 
-func (s *splitProxy) ListNodes(_ context.Context, c auth.Caller, filter map[string]string) ([]auth.Node, error) {
+func (s *splitProxy) ListNodes(ctx context.Context, c auth.Caller, filter map[string]string) ([]auth.Node, error) {
 	if c.Kind != auth.KindUser {
 		return nil, fmt.Errorf("%w: the proxy lists nodes for users only", auth.ErrAccessDenied)
 	}
 	roles := s.rolesOf(c.Roles)
 	var out []auth.Node
 	// The nodes whose tunnels end here, and with peering those of the
-	// live peers.
-	for _, n := range s.srv.Inventory().Nodes() {
+	// live peers; and the agentless servers (splitagentless.go).
+	for _, n := range append(s.srv.Inventory().Nodes(), s.agentlessNodes(ctx)...) {
 		ok := true
 		for k, v := range filter {
 			if n.Labels[k] != v {
