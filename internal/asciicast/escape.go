@@ -2,6 +2,7 @@ package asciicast
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 )
@@ -30,42 +31,51 @@ var verbatim = func() (t [utf8.RuneSelf]bool) {
 // end of p is not written but saved in tail for the caller to prepend to the
 // next chunk. U+2028 and U+2029 are escaped because JavaScript and some line
 // splitters treat them as line breaks.
+//
+// Runs of bytes carried verbatim are found eight at a time (special8) and
+// copied at once; only the bytes that need work (an escape, a multi-byte
+// sequence to check) are looked at one by one. escape_ref_test.go holds
+// the byte-at-a-time encoder this one must match exactly.
 func appendJSONData(dst, p []byte, tail *utf8Tail, final bool) []byte {
 	start := 0
 	i := 0
 	for i < len(p) {
-		// Skip eight plain ASCII bytes at a time, the common case; when a
-		// word has something else, handle that word byte by byte.
-		if i+8 <= len(p) && plain8(binary.LittleEndian.Uint64(p[i:])) {
-			i += 8
-			continue
-		}
-		for end := min(i+8, len(p)); i < end; {
-			b := p[i]
-			if b < utf8.RuneSelf {
-				if verbatim[b] {
-					i++
-					continue
-				}
-				dst = append(dst, p[start:i]...)
-				switch b {
-				case '"':
-					dst = append(dst, '\\', '"')
-				case '\\':
-					dst = append(dst, '\\', '\\')
-				case '\n':
-					dst = append(dst, '\\', 'n')
-				case '\r':
-					dst = append(dst, '\\', 'r')
-				case '\t':
-					dst = append(dst, '\\', 't')
-				default:
-					dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-				}
-				i++
-				start = i
+		if i+8 <= len(p) {
+			m := special8(binary.LittleEndian.Uint64(p[i:]))
+			if m == 0 {
+				i += 8
 				continue
 			}
+			// The first byte of the word that needs work.
+			i += bits.TrailingZeros64(m) >> 3
+		} else if b := p[i]; b < utf8.RuneSelf && verbatim[b] {
+			i++
+			continue
+		}
+		b := p[i]
+		if b < utf8.RuneSelf {
+			dst = append(dst, p[start:i]...)
+			switch b {
+			case '"':
+				dst = append(dst, '\\', '"')
+			case '\\':
+				dst = append(dst, '\\', '\\')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		// A run of multi-byte sequences (text in most scripts) is checked
+		// rune by rune here, without going back to the word test for each.
+		for i < len(p) && p[i] >= utf8.RuneSelf {
 			if !final && len(p)-i < utf8.UTFMax && !utf8.FullRune(p[i:]) {
 				dst = append(dst, p[start:i]...)
 				tail.n = copy(tail.b[:], p[i:])
@@ -95,19 +105,20 @@ const (
 	highs = 0x8080808080808080
 )
 
-// plain8 reports whether all eight bytes of x are ASCII that JSON strings
-// carry verbatim: no byte >= 0x80, < 0x20, '"' or '\\'.
-func plain8(x uint64) bool {
-	if x&highs != 0 {
-		return false
-	}
-	// With every byte < 0x80, (x - n*ones) & ^x & highs flags bytes < n,
-	// and a zero byte of x^(c*ones) is a byte equal to c.
+// special8 flags, with the high bit of each, the bytes of x (little
+// endian: byte 0 is the lowest) that a JSON string does not carry
+// verbatim: >= 0x80, < 0x20, '"' and '\\'. It is zero when there is none,
+// and its lowest flag is exact (a borrow only moves a flag upwards, past
+// the first byte that needs work), so bits.TrailingZeros64(m)/8 is that
+// byte's index.
+func special8(x uint64) uint64 {
+	// (v - ones) & ^v & highs flags zero bytes of v, and
+	// (x - n*ones) & ^x & highs bytes of x below n (< 0x80).
 	const quote, backslash = '"' * ones, '\\' * ones
 	lt := (x - 0x20*ones) & ^x
 	q := x ^ quote
 	bs := x ^ backslash
-	return (lt|(q-ones)&^q|(bs-ones)&^bs)&highs == 0
+	return (x | lt | (q-ones)&^q | (bs-ones)&^bs) & highs
 }
 
 // appendSeconds appends micros as seconds with exactly six decimals.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math/bits"
 	"strings"
 	"sync"
 	"testing"
@@ -362,19 +363,48 @@ func TestHashingWriter(t *testing.T) {
 	}
 }
 
-func TestPlain8(t *testing.T) {
+// TestSpecial8: every byte value at every position of a word, amid plain
+// bytes and behind a second special one: special8 flags exactly the
+// bytes JSON strings do not carry verbatim, and its lowest flag is the
+// first of them.
+func TestSpecial8(t *testing.T) {
 	t.Parallel()
+	special := func(b int) bool { return !(b >= 0x20 && b < 0x80 && b != '"' && b != '\\') }
+	word := func(w []byte) uint64 {
+		x := uint64(0)
+		for i := 7; i >= 0; i-- {
+			x = x<<8 | uint64(w[i])
+		}
+		return x
+	}
 	for b := range 256 {
-		want := b >= 0x20 && b < 0x80 && b != '"' && b != '\\'
 		for pos := range 8 {
-			word := []byte("abcdefgh")
-			word[pos] = byte(b)
-			x := uint64(0)
-			for i := 7; i >= 0; i-- {
-				x = x<<8 | uint64(word[i])
+			w := []byte("abcdefgh")
+			w[pos] = byte(b)
+			m := special8(word(w))
+			if got := m != 0; got != special(b) {
+				t.Fatalf("special8 with byte %#x at %d = %#x, want flagged %v", b, pos, m, special(b))
 			}
-			if got := plain8(x); got != want {
-				t.Fatalf("plain8 with byte %#x at %d = %v, want %v", b, pos, got, want)
+			if m != 0 && bits.TrailingZeros64(m)>>3 != pos {
+				t.Fatalf("special8 with byte %#x at %d: first flag at byte %d", b, pos, bits.TrailingZeros64(m)>>3)
+			}
+			for c := range 256 {
+				// A second byte above: the first flag stays exact.
+				for above := pos + 1; above < 8; above++ {
+					w2 := append([]byte(nil), w...)
+					w2[above] = byte(c)
+					m := special8(word(w2))
+					first := -1
+					for i, v := range w2 {
+						if special(int(v)) {
+							first = i
+							break
+						}
+					}
+					if (m == 0) != (first < 0) || m != 0 && bits.TrailingZeros64(m)>>3 != first {
+						t.Fatalf("special8(%q) = %#x, first special byte %d", w2, m, first)
+					}
+				}
 			}
 		}
 	}
