@@ -87,10 +87,12 @@ func (s *Server) ProxyAgentlessHostCert(ctx context.Context, c Caller, name, id 
 // running apart presents in an agentless server's name lives.
 const AgentlessProxyHostCertTTL = time.Hour
 
-// ProxyAgentlessCaller is the caller a proxy speaks as for an agentless
-// server it fronts: the server's node identity, for its session events
-// and recordings (as the proxy in auth's process does), once the server
-// is found registered.
+// ProxyAgentlessCaller is the caller a proxy speaks as for a server it
+// fronts, for that server's session events and recordings (as the proxy
+// in auth's process does): an agentless server (the proxy holds its
+// sessions) or a kube agent (the proxy records the exec and attach
+// sessions it relays to it), once found registered as such. Never a node
+// with an agent of its own: that node speaks for itself.
 func (s *Server) ProxyAgentlessCaller(ctx context.Context, c Caller, id string) (Caller, error) {
 	if err := s.authorize(c, "ProxyAgentlessCaller"); err != nil {
 		return Caller{}, err
@@ -99,8 +101,10 @@ func (s *Server) ProxyAgentlessCaller(ctx context.Context, c Caller, id string) 
 	if err != nil {
 		return Caller{}, err
 	}
-	if _, err := s.currentAgentless(ctx, reg.Name, id); err != nil {
-		return Caller{}, err
+	if reg.Kind != RegistrationKube {
+		if _, err := s.currentAgentless(ctx, reg.Name, id); err != nil {
+			return Caller{}, err
+		}
 	}
 	return Caller{Kind: KindNode, NodeID: id}, nil
 }

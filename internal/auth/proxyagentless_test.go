@@ -22,8 +22,8 @@ import (
 // the login auth decided, with the options auth decided, for a server
 // registered under that name and id; a lock is checked at auth. The host
 // certificate names exactly a registered agentless server. The proxy
-// speaks as an agentless server for its events, never as a node with an
-// agent.
+// speaks as an agentless server or a kube agent for their events, never
+// as a node with an agent.
 func TestProxyAgentlessThroughAuth(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -118,6 +118,24 @@ func TestProxyAgentlessThroughAuth(t *testing.T) {
 	}
 	if _, err := f.a.ProxyAgentlessCaller(ctx, proxy, n1.NodeID); err == nil {
 		t.Fatal("the proxy spoke as a node with an agent")
+	}
+	// A kube agent: the proxy records the exec sessions it relays to it.
+	ktok, err := f.a.CreateToken(ctx, auth.AdminCaller(), auth.CreateTokenRequest{Type: wire.TokenTypeKube, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kj, err := f.a.JoinNode(ctx, auth.JoinRequest{Token: ktok.Token, Kind: wire.TokenTypeKube, Name: "kagent", Hostname: "kagent", PublicKey: pubKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kc, err := f.a.ProxyAgentlessCaller(ctx, proxy, kj.NodeID); err != nil || kc.Kind != auth.KindNode || kc.NodeID != kj.NodeID {
+		t.Fatalf("the kube agent's caller: %+v %v", kc, err)
+	}
+	if _, err := f.a.ProxyAgentlessCaller(ctx, n1, kj.NodeID); err == nil {
+		t.Fatal("a node spoke as a kube agent")
+	}
+	if _, err := f.a.ProxyAgentlessCaller(ctx, proxy, "00000000-0000-0000-0000-00000000beef"); err == nil {
+		t.Fatal("the proxy spoke for an unregistered id")
 	}
 
 	// A lock on the user, checked at auth: no certificate.

@@ -129,14 +129,14 @@ func (s *splitProxy) IssueProxyHostCert(pub ssh.PublicKey, principals []string, 
 // server's node identity, which the proxy speaks as).
 func (s *splitProxy) EmitEvents(ctx context.Context, c auth.Caller, events []audit.Event) error {
 	if c.Kind != auth.KindNode || c.NodeID == "" {
-		return fmt.Errorf("%w: the proxy sends events for agentless servers only here", auth.ErrAccessDenied)
+		return fmt.Errorf("%w: the proxy sends events only for agentless servers and kube agents here", auth.ErrAccessDenied)
 	}
 	return s.call(ctx, func(cl *api.Client) error { return cl.AgentlessEmitEvents(ctx, c.NodeID, events) })
 }
 
 func (s *splitProxy) AppendRecording(ctx context.Context, c auth.Caller, meta recording.Meta, offset int64, data []byte) (int64, error) {
 	if c.Kind != auth.KindNode || c.NodeID == "" {
-		return 0, fmt.Errorf("%w: the proxy records agentless servers' sessions only", auth.ErrAccessDenied)
+		return 0, fmt.Errorf("%w: the proxy records only agentless servers' and kube agents' sessions", auth.ErrAccessDenied)
 	}
 	var n int64
 	err := s.call(ctx, func(cl *api.Client) error {
@@ -149,7 +149,7 @@ func (s *splitProxy) AppendRecording(ctx context.Context, c auth.Caller, meta re
 
 func (s *splitProxy) CompleteRecording(ctx context.Context, c auth.Caller, sessionID string, length int64, sha string, interrupted bool) error {
 	if c.Kind != auth.KindNode || c.NodeID == "" {
-		return fmt.Errorf("%w: the proxy records agentless servers' sessions only", auth.ErrAccessDenied)
+		return fmt.Errorf("%w: the proxy records only agentless servers' and kube agents' sessions", auth.ErrAccessDenied)
 	}
 	return s.call(ctx, func(cl *api.Client) error {
 		return cl.AgentlessCompleteRecording(ctx, c.NodeID, sessionID, length, sha, interrupted)
