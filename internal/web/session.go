@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -46,6 +47,20 @@ type session struct {
 	// key and sshCert are the session's SSH identity (for the web terminal).
 	key     ed25519.PrivateKey
 	sshCert string
+	// tlsCert is the TLS certificate (DER) auth issued at sign-in, whose
+	// identity caller is: a proxy running apart from auth calls auth as
+	// the user with it (Identity).
+	tlsCert []byte
+}
+
+// identity is the session's Identity for a request from remoteAddr (its
+// certificate nil if the session was stored without one).
+func (s *session) identity(remoteAddr string) Identity {
+	id := Identity{RemoteAddr: remoteAddr}
+	if len(s.tlsCert) > 0 {
+		id.Cert, _ = x509.ParseCertificate(s.tlsCert)
+	}
+	return id
 }
 
 func (s *session) expires() time.Time { return s.caller.Expires }
@@ -62,6 +77,7 @@ type storedSession struct {
 	Created time.Time   `json:"created"`
 	KeySeed []byte      `json:"key_seed"`
 	SSHCert string      `json:"ssh_cert"`
+	TLSCert []byte      `json:"tls_cert,omitempty"`
 }
 
 // sessionStore is where sessions are kept: auth's storage.
@@ -116,7 +132,7 @@ func (st *sessions) add(ctx context.Context, s *session) (string, error) {
 	id := randomToken()
 	s.hash, s.csrf = hashID(id), randomToken()
 	plain, err := json.Marshal(storedSession{Caller: s.caller, Logins: s.logins, CSRF: s.csrf, Created: s.created,
-		KeySeed: s.key.Seed(), SSHCert: s.sshCert})
+		KeySeed: s.key.Seed(), SSHCert: s.sshCert, TLSCert: s.tlsCert})
 	if err != nil {
 		return "", err
 	}
@@ -158,7 +174,7 @@ func (st *sessions) get(ctx context.Context, id string) *session {
 		return nil
 	}
 	s := &session{hash: h, csrf: ss.CSRF, caller: ss.Caller, logins: ss.Logins, created: ss.Created,
-		key: ed25519.NewKeyFromSeed(ss.KeySeed), sshCert: ss.SSHCert}
+		key: ed25519.NewKeyFromSeed(ss.KeySeed), sshCert: ss.SSHCert, tlsCert: ss.TLSCert}
 	if !st.now().Before(s.expires()) {
 		return nil
 	}

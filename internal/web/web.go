@@ -43,7 +43,10 @@ const Prefix = "/web/"
 
 // Config configures the web UI.
 type Config struct {
-	Auth *auth.Server
+	// Auth is the auth server in this process; Remote, set instead, is
+	// auth reached over its API (a proxy running apart from auth).
+	Auth   *auth.Server
+	Remote Auth
 	// ProxyAddr is the address of the proxy's SSH side, which the web
 	// terminal connects through (nil: no web terminal).
 	ProxyAddr func() string
@@ -78,7 +81,7 @@ type Config struct {
 
 // Handler serves the web UI.
 type Handler struct {
-	auth       *auth.Server
+	auth       Auth
 	proxyAddr  func() string
 	dialProxy  func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
 	redeemData func(clientAddr, ticket string) (net.Conn, error)
@@ -104,7 +107,15 @@ type Handler struct {
 
 // New returns the web UI handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Auth == nil {
+	var a Auth
+	switch {
+	case cfg.Auth != nil && cfg.Remote != nil:
+		return nil, errors.New("web: set Auth or Remote, not both")
+	case cfg.Auth != nil:
+		a = InProcess(cfg.Auth)
+	case cfg.Remote != nil:
+		a = cfg.Remote
+	default:
 		return nil, errors.New("web: Auth is required")
 	}
 	if cfg.Logger == nil {
@@ -116,8 +127,8 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.ResumeGrace < 0 || cfg.ResumeGrace > MaxResumeGrace {
 		return nil, fmt.Errorf("web: the terminal resume grace must be between 0 (the default, %s) and %s, got %s", DefaultResumeGrace, MaxResumeGrace, cfg.ResumeGrace)
 	}
-	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, joinKube: cfg.JoinKube, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
-		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
+	h := &Handler{auth: a, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, joinKube: cfg.JoinKube, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+		sessions: newSessions(cfg.Now, a), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {
 		return nil, err
@@ -286,6 +297,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed), errors.Is(err, auth.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrNotAvailable):
+		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
 }
