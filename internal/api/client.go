@@ -113,6 +113,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
+	forwardFrom(req)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -496,6 +497,7 @@ func (c *Client) AppendRecording(ctx context.Context, meta recording.Meta, offse
 	if err != nil {
 		return 0, err
 	}
+	forwardFrom(req)
 	req.Header.Set(RecordingMetaHeader, base64.StdEncoding.EncodeToString(mj))
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.hc.Do(req)
@@ -589,6 +591,7 @@ func (c *Client) OpenRecording(ctx context.Context, id string) (*RecordingBody, 
 	if err != nil {
 		return nil, err
 	}
+	forwardFrom(req)
 	resp, err := c.stream.Do(req)
 	if err != nil {
 		return nil, err
@@ -626,6 +629,7 @@ func (c *Client) openStreamWith(ctx context.Context, hc *http.Client, path strin
 	if err != nil {
 		return nil, err
 	}
+	forwardFrom(req)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err

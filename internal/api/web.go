@@ -1,0 +1,182 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/warden-sh/warden/internal/auth"
+)
+
+// The calls of the web UI served by a proxy running apart from auth
+// (service/splitweb.go). Before sign-in the proxy calls as itself: the
+// web sessions' storage and the SSO connectors' names are refused to any
+// other caller. After sign-in it calls as the signed-in user, forwarding
+// the certificate auth issued at sign-in (ForwardAs): auth verifies it
+// against the cluster CA, checks it on current state (CurrentCaller) and
+// decides each call as for the CLI.
+
+// WebSession is a web UI session's sealed value in auth's storage.
+type WebSession struct {
+	Value   []byte    `json:"value"`
+	Expires time.Time `json:"expires"`
+}
+
+// WebCallerRequest names where a web session's identity is checked.
+type WebCallerRequest struct {
+	Via string `json:"via"`
+}
+
+// WebLogoutRequest audits a sign-out from the web UI.
+type WebLogoutRequest struct {
+	Session string `json:"session"`
+}
+
+// proxyOnly refuses every caller but a proxy calling as itself.
+func proxyOnly(c auth.Caller) error {
+	if c.Kind != auth.KindProxy {
+		return fmt.Errorf("%w: only a Warden proxy calls this", auth.ErrAccessDenied)
+	}
+	return nil
+}
+
+// userOnly refuses every caller but a person.
+func userOnly(c auth.Caller) error {
+	if c.Kind != auth.KindUser {
+		return fmt.Errorf("%w: only a signed-in user calls this", auth.ErrAccessDenied)
+	}
+	return nil
+}
+
+func (h *Handler) webRoutes() {
+	m, a := h.mux, h.auth
+	m.HandleFunc("PUT /v1/proxies/web-sessions/{key}", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebSession) (empty, error) {
+		if err := proxyOnly(c); err != nil {
+			return empty{}, err
+		}
+		return done(a.PutWebSession(r.Context(), r.PathValue("key"), in.Value, in.Expires))
+	})))
+	m.HandleFunc("GET /v1/proxies/web-sessions/{key}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*WebSession, error) {
+		if err := proxyOnly(c); err != nil {
+			return nil, err
+		}
+		v, err := a.GetWebSession(r.Context(), r.PathValue("key"))
+		if err != nil {
+			return nil, err
+		}
+		return &WebSession{Value: v}, nil
+	})))
+	m.HandleFunc("DELETE /v1/proxies/web-sessions/{key}", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (empty, error) {
+		if err := proxyOnly(c); err != nil {
+			return empty{}, err
+		}
+		return done(a.DeleteWebSession(r.Context(), r.PathValue("key")))
+	})))
+	m.HandleFunc("GET /v1/proxies/sso-connectors", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
+		if err := proxyOnly(c); err != nil {
+			return nil, err
+		}
+		return list(a.ConnectorNames(r.Context()))
+	})))
+	// The signed-in user's: authed has checked the forwarded certificate
+	// on current state (CurrentCaller); the answer is that caller.
+	m.HandleFunc("POST /v1/web/caller", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebCallerRequest) (auth.Caller, error) {
+		if err := userOnly(c); err != nil {
+			return auth.Caller{}, err
+		}
+		return c, nil
+	})))
+	m.HandleFunc("GET /v1/web/logins", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
+		if err := userOnly(c); err != nil {
+			return nil, err
+		}
+		return list(a.AllowedLogins(c))
+	})))
+	m.HandleFunc("POST /v1/web/logout", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebLogoutRequest) (empty, error) {
+		if err := userOnly(c); err != nil {
+			return empty{}, err
+		}
+		a.RecordWebLogout(r.Context(), c, in.Session, remoteIP(r))
+		return empty{}, nil
+	})))
+	m.HandleFunc("POST /v1/web/terminal-resume", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in auth.WebTerminalResume) (empty, error) {
+		if err := userOnly(c); err != nil {
+			return empty{}, err
+		}
+		in.RemoteAddr = remoteIP(r)
+		a.RecordWebTerminalResume(r.Context(), c, in)
+		return empty{}, nil
+	})))
+}
+
+// PutWebSession stores a web session (a proxy's call).
+func (c *Client) PutWebSession(ctx context.Context, key string, value []byte, expires time.Time) error {
+	return c.do(ctx, http.MethodPut, "/v1/proxies/web-sessions/"+url.PathEscape(key), WebSession{Value: value, Expires: expires}, nil)
+}
+
+// GetWebSession returns a web session's value (a proxy's call).
+func (c *Client) GetWebSession(ctx context.Context, key string) ([]byte, error) {
+	var out WebSession
+	if err := c.do(ctx, http.MethodGet, "/v1/proxies/web-sessions/"+url.PathEscape(key), nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Value, nil
+}
+
+// DeleteWebSession ends a web session (a proxy's call).
+func (c *Client) DeleteWebSession(ctx context.Context, key string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/proxies/web-sessions/"+url.PathEscape(key), nil, nil)
+}
+
+// SSOConnectorNames are the names of the SSO connectors (a proxy's call).
+func (c *Client) SSOConnectorNames(ctx context.Context) ([]string, error) {
+	var out []string
+	return out, c.do(ctx, http.MethodGet, "/v1/proxies/sso-connectors", nil, &out)
+}
+
+// WebCaller is the forwarded user's current identity (ForwardAs).
+func (c *Client) WebCaller(ctx context.Context, via string) (auth.Caller, error) {
+	var out auth.Caller
+	return out, c.do(ctx, http.MethodPost, "/v1/web/caller", WebCallerRequest{Via: via}, &out)
+}
+
+// WebLogins are the logins the forwarded user may use now.
+func (c *Client) WebLogins(ctx context.Context) ([]string, error) {
+	var out []string
+	return out, c.do(ctx, http.MethodGet, "/v1/web/logins", nil, &out)
+}
+
+// RecordWebLogout audits the forwarded user's sign-out from the web UI.
+func (c *Client) RecordWebLogout(ctx context.Context, session string) error {
+	return c.do(ctx, http.MethodPost, "/v1/web/logout", WebLogoutRequest{Session: session}, nil)
+}
+
+// RecordWebTerminalResume audits the forwarded user's web terminal resume.
+func (c *Client) RecordWebTerminalResume(ctx context.Context, r auth.WebTerminalResume) error {
+	return c.do(ctx, http.MethodPost, "/v1/web/terminal-resume", r, nil)
+}
+
+type forwardAsKey struct{}
+
+type forwardAs struct {
+	cert *x509.Certificate
+	addr string
+}
+
+// ForwardAs makes the calls of a proxy's Client with ctx its client's:
+// they carry the client's certificate (nil: none) and address in the
+// forwarding headers (ForwardHeaders). Auth believes them only from a
+// proxy, and verifies the certificate again against the cluster CA.
+func ForwardAs(ctx context.Context, cert *x509.Certificate, remoteAddr string) context.Context {
+	return context.WithValue(ctx, forwardAsKey{}, forwardAs{cert: cert, addr: remoteAddr})
+}
+
+// forwardFrom sets the forwarding headers of req from its context.
+func forwardFrom(req *http.Request) {
+	if f, ok := req.Context().Value(forwardAsKey{}).(forwardAs); ok {
+		ForwardHeaders(req.Header, f.cert, f.addr)
+	}
+}
