@@ -436,6 +436,10 @@ func (s *splitProxy) httpHandler() http.Handler {
 	mux.Handle("/", rp)
 	// Kubernetes API requests are the proxy's own (decided with auth).
 	mux.Handle(proxy.KubePrefix, s.srv.KubeHandler())
+	// The web UI is the proxy's own, deciding with auth (splitweb.go).
+	if err := s.mountWeb(mux); err != nil {
+		s.log.Error("web UI not served", "err", err)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.p.base.Err() != nil {
