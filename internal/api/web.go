@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // The calls of the web UI served by a proxy running apart from auth
@@ -80,6 +81,10 @@ func (h *Handler) webRoutes() {
 			return nil, err
 		}
 		return list(a.ConnectorNames(r.Context()))
+	})))
+	// The cluster health page's (auth authorizes "cluster read").
+	m.HandleFunc("GET /v1/cluster/health", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*auth.ClusterHealth, error) {
+		return a.ClusterHealth(r.Context(), c)
 	})))
 	// The signed-in user's: authed has checked the forwarded certificate
 	// on current state (CurrentCaller); the answer is that caller.
@@ -157,6 +162,18 @@ func (c *Client) RecordWebLogout(ctx context.Context, session string) error {
 // RecordWebTerminalResume audits the forwarded user's web terminal resume.
 func (c *Client) RecordWebTerminalResume(ctx context.Context, r auth.WebTerminalResume) error {
 	return c.do(ctx, http.MethodPost, "/v1/web/terminal-resume", r, nil)
+}
+
+// ClusterHealth is the cluster's health (nodes, CAs, storage, audit).
+func (c *Client) ClusterHealth(ctx context.Context) (*auth.ClusterHealth, error) {
+	var out auth.ClusterHealth
+	return &out, c.do(ctx, http.MethodGet, "/v1/cluster/health", nil, &out)
+}
+
+// BeginMFAChallenge starts a fresh MFA check of the caller's devices.
+func (c *Client) BeginMFAChallenge(ctx context.Context) (*wire.MFAChallenge, error) {
+	var out wire.MFAChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/mfa/challenge", nil, &out)
 }
 
 type forwardAsKey struct{}

@@ -66,6 +66,11 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 		e.call(c, "POST", "/v1/web/logout", WebLogoutRequest{}, http.StatusForbidden)
 		e.call(c, "POST", "/v1/web/terminal-resume", auth.WebTerminalResume{}, http.StatusForbidden)
 	}
+	// The cluster health page: an admin's (cluster read), not a user's.
+	if ch := decodeAs[auth.ClusterHealth](t, e.call(admin, "GET", "/v1/cluster/health", nil, http.StatusOK)); ch.ClusterName != "test" || !ch.Storage.OK {
+		t.Errorf("cluster health: %+v", ch)
+	}
+	e.call(proxy, "GET", "/v1/cluster/health", nil, http.StatusForbidden, fwd...)
 	// A lock on the user refuses the identity the proxy forwards.
 	lk := decodeAs[wire.CreateLockResult](t, e.call(admin, "POST", "/v1/locks",
 		wire.CreateLockRequest{Target: lock.Target{User: "webuser"}, Message: "web-user-locked"}, http.StatusOK))

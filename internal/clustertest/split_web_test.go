@@ -169,7 +169,8 @@ func (tc *splitTerm) waitOutput(s string) {
 // proxy A: the shell runs through B → A → node-a. Every decision is
 // auth's: a lock through auth A ends the web terminal and the browser
 // session (the next page asks to sign in again); an admin's pages (users,
-// audit log, live sessions, locks) work through proxy B, and a user who
+// cluster health, audit log, live sessions, locks, requests, recordings)
+// work through proxy B, and a user who
 // is not an admin is refused them by auth; sign-out ends the session.
 func TestSplitProxyWebUI(t *testing.T) {
 	EnsureOSUser(t, osLogin)
@@ -216,9 +217,10 @@ func TestSplitProxyWebUI(t *testing.T) {
 		st, page := aw.get("/web/sessions")
 		return st == http.StatusOK && strings.Contains(page, "webpeer")
 	})
-	for _, p := range []string{"/web/admin/users", "/web/admin/locks", "/web/requests"} {
-		if st, page := aw.get(p); st != http.StatusOK || !strings.Contains(page, "webpeer") && p == "/web/admin/users" {
-			t.Fatalf("%s for the admin at proxy B: status %d: %.500s", p, st, page)
+	for p, want := range map[string]string{"/web/admin/users": "webpeer", "/web/admin/health": "node-a", "/web/admin/locks": "Locks",
+		"/web/requests": "Access requests", "/web/recordings": "Recordings"} {
+		if st, page := aw.get(p); st != http.StatusOK || !strings.Contains(page, want) {
+			t.Fatalf("%s for the admin at proxy B: status %d, want 200 with %q: %.500s", p, st, want, page)
 		}
 	}
 	testkit.WaitFor(t, "the user's events on proxy B's audit page", func() bool {
@@ -241,6 +243,12 @@ func TestSplitProxyWebUI(t *testing.T) {
 	if st, page := w.get("/web/servers"); st != http.StatusUnauthorized || !strings.Contains(page, "web-locked-through-auth-a") {
 		t.Fatalf("the servers page of the locked user: status %d: %.500s", st, page)
 	}
+
+	// The web terminal's recording is listed through proxy B.
+	testkit.WaitFor(t, "the web terminal's recording on proxy B's recordings page", func() bool {
+		st, page := aw.get("/web/recordings")
+		return st == http.StatusOK && strings.Contains(page, "node-a")
+	})
 
 	// Sign-out ends the admin's session at every proxy.
 	if st, _ := aw.post("/web/logout", url.Values{"csrf": {aw.csrf}}); st != http.StatusOK {

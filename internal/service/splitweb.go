@@ -298,8 +298,8 @@ func (a *splitWebAuth) IssueSessionCert(ctx context.Context, _ auth.Caller, req 
 	})
 }
 
-func (a *splitWebAuth) BeginMFAChallenge(context.Context, auth.Caller) (*wire.MFAChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginMFAChallenge(ctx context.Context, _ auth.Caller) (*wire.MFAChallenge, error) {
+	return userCall(a, ctx, func(ctx context.Context, c *api.Client) (*wire.MFAChallenge, error) { return c.BeginMFAChallenge(ctx) })
 }
 
 func (a *splitWebAuth) ListSessions(ctx context.Context, _ auth.Caller) ([]auth.LiveSession, error) {
@@ -449,8 +449,8 @@ func (a *splitWebAuth) DeleteToken(ctx context.Context, _ auth.Caller, tokenOrHi
 	return a.asUser(ctx, func(ctx context.Context, c *api.Client) error { return c.DeleteToken(ctx, tokenOrHint) })
 }
 
-func (a *splitWebAuth) ClusterHealth(context.Context, auth.Caller) (*auth.ClusterHealth, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) ClusterHealth(ctx context.Context, _ auth.Caller) (*auth.ClusterHealth, error) {
+	return userCall(a, ctx, func(ctx context.Context, c *api.Client) (*auth.ClusterHealth, error) { return c.ClusterHealth(ctx) })
 }
 
 // The cluster's CAs, from the proxy's identity (given by auth at join

@@ -122,7 +122,8 @@ var ErrNotAvailable = errors.New("not available through a proxy running apart fr
 
 type identityKey struct{}
 
-func withIdentity(ctx context.Context, id Identity) context.Context {
+// WithIdentity returns ctx with the identity calls to auth are made for.
+func WithIdentity(ctx context.Context, id Identity) context.Context {
 	return context.WithValue(ctx, identityKey{}, id)
 }
 

@@ -630,7 +630,7 @@ func (h *Handler) sessionEnd(caller auth.Caller, id Identity, via, ip string, er
 	if err == nil || errors.As(err, &exit) {
 		return "session ended", websocket.StatusNormalClosure
 	}
-	cctx, ccancel := context.WithTimeout(withIdentity(context.Background(), id), 5*time.Second)
+	cctx, ccancel := context.WithTimeout(WithIdentity(context.Background(), id), 5*time.Second)
 	defer ccancel()
 	if _, cerr := h.auth.CurrentCaller(cctx, caller, via, ip); cerr != nil {
 		return "session ended: " + h.message(cerr), websocket.StatusPolicyViolation

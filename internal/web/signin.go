@@ -98,7 +98,7 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 			return
 		}
 		// Calls to auth for this request are the session's user's.
-		r = r.WithContext(withIdentity(r.Context(), s.identity(remoteIP(r))))
+		r = r.WithContext(WithIdentity(r.Context(), s.identity(remoteIP(r))))
 		c, err := h.auth.CurrentCaller(r.Context(), s.caller, "web "+r.Method+" "+r.URL.Path, remoteIP(r))
 		if err != nil {
 			if r.Context().Err() != nil {
@@ -167,7 +167,7 @@ func (h *Handler) renderSignin(w http.ResponseWriter, r *http.Request, status in
 func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
 	next := localPath(r.URL.Query().Get("next"))
 	if s := h.sessions.fromRequest(r); s != nil {
-		ctx := withIdentity(r.Context(), s.identity(remoteIP(r)))
+		ctx := WithIdentity(r.Context(), s.identity(remoteIP(r)))
 		if _, err := h.auth.CurrentCaller(ctx, s.caller, "web GET /web/login", remoteIP(r)); err == nil {
 			http.Redirect(w, r, next, http.StatusSeeOther)
 			return

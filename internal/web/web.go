@@ -3,9 +3,10 @@
 // /web/ on its one HTTPS port. Scripts and styles are built from ui/ by
 // esbuild and embedded (static/), so the binary needs nothing else.
 //
-// The pages call the same auth.Server methods as the JSON API, with a
-// Caller checked by auth.Server.CurrentCaller on every request: a browser
-// may do nothing the CLI may not. See docs/web.md for the session cookie,
+// The pages call the same auth.Server methods as the JSON API (through
+// the Auth interface: in process, or over the API from a proxy running
+// apart from auth), with a Caller checked by CurrentCaller on every
+// request: a browser may do nothing the CLI may not. See docs/web.md for the session cookie,
 // CSRF and Content-Security-Policy choices.
 package web
 
