@@ -26,11 +26,6 @@ type WebSession struct {
 	Expires time.Time `json:"expires"`
 }
 
-// WebCallerRequest names where a web session's identity is checked.
-type WebCallerRequest struct {
-	Via string `json:"via"`
-}
-
 // WebLogoutRequest audits a sign-out from the web UI.
 type WebLogoutRequest struct {
 	Session string `json:"session"`
@@ -88,7 +83,8 @@ func (h *Handler) webRoutes() {
 	})))
 	// The signed-in user's: authed has checked the forwarded certificate
 	// on current state (CurrentCaller); the answer is that caller.
-	m.HandleFunc("POST /v1/web/caller", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebCallerRequest) (auth.Caller, error) {
+	// (A refusal is audited as cert.refused via "api GET /v1/web/caller".)
+	m.HandleFunc("GET /v1/web/caller", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (auth.Caller, error) {
 		if err := userOnly(c); err != nil {
 			return auth.Caller{}, err
 		}
@@ -143,9 +139,9 @@ func (c *Client) SSOConnectorNames(ctx context.Context) ([]string, error) {
 }
 
 // WebCaller is the forwarded user's current identity (ForwardAs).
-func (c *Client) WebCaller(ctx context.Context, via string) (auth.Caller, error) {
+func (c *Client) WebCaller(ctx context.Context) (auth.Caller, error) {
 	var out auth.Caller
-	return out, c.do(ctx, http.MethodPost, "/v1/web/caller", WebCallerRequest{Via: via}, &out)
+	return out, c.do(ctx, http.MethodGet, "/v1/web/caller", nil, &out)
 }
 
 // WebLogins are the logins the forwarded user may use now.

@@ -50,7 +50,7 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(proxy, "GET", path, nil, http.StatusNotFound)
 
 	// The user's calls, as the proxy forwards them.
-	c := decodeAs[auth.Caller](t, e.call(proxy, "POST", "/v1/web/caller", WebCallerRequest{Via: "web GET /web/servers"}, http.StatusOK, fwd...))
+	c := decodeAs[auth.Caller](t, e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusOK, fwd...))
 	if c.Kind != auth.KindUser || c.User != "webuser" || !slices.Contains(c.Roles, "access") {
 		t.Errorf("the forwarded user's identity: %+v", c)
 	}
@@ -61,7 +61,7 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(proxy, "POST", "/v1/web/terminal-resume", auth.WebTerminalResume{Session: "0123456789abcdef", Node: "web1"}, http.StatusOK, fwd...)
 	// Never the proxy's own, nor the admin's.
 	for _, c := range []*Client{proxy, admin} {
-		e.call(c, "POST", "/v1/web/caller", WebCallerRequest{}, http.StatusForbidden)
+		e.call(c, "GET", "/v1/web/caller", nil, http.StatusForbidden)
 		e.call(c, "GET", "/v1/web/logins", nil, http.StatusForbidden)
 		e.call(c, "POST", "/v1/web/logout", WebLogoutRequest{}, http.StatusForbidden)
 		e.call(c, "POST", "/v1/web/terminal-resume", auth.WebTerminalResume{}, http.StatusForbidden)
@@ -74,12 +74,12 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	// A lock on the user refuses the identity the proxy forwards.
 	lk := decodeAs[wire.CreateLockResult](t, e.call(admin, "POST", "/v1/locks",
 		wire.CreateLockRequest{Target: lock.Target{User: "webuser"}, Message: "web-user-locked"}, http.StatusOK))
-	if b := e.call(proxy, "POST", "/v1/web/caller", WebCallerRequest{}, http.StatusForbidden, fwd...); !strings.Contains(string(b), "web-user-locked") {
+	if b := e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusForbidden, fwd...); !strings.Contains(string(b), "web-user-locked") {
 		t.Errorf("the locked user's identity: %s", b)
 	}
 	e.call(proxy, "GET", "/v1/web/logins", nil, http.StatusForbidden, fwd...)
 	e.call(admin, "DELETE", "/v1/locks/"+lk.Lock.ID, nil, http.StatusOK)
-	e.call(proxy, "POST", "/v1/web/caller", WebCallerRequest{}, http.StatusOK, fwd...)
+	e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusOK, fwd...)
 }
 
 // TestWebRoutesOfASplitProxy: the web routes, each as its caller only.

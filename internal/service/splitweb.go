@@ -247,14 +247,14 @@ func (a *splitWebAuth) FinishEnrolPasskey(context.Context, wire.MFAAddFinish) (*
 // certificate, not from the Caller the UI passes (which auth alone
 // issued, but which this process could alter).
 
-func (a *splitWebAuth) CurrentCaller(ctx context.Context, c auth.Caller, via, remote string) (auth.Caller, error) {
+func (a *splitWebAuth) CurrentCaller(ctx context.Context, c auth.Caller, _, remote string) (auth.Caller, error) {
 	id, ok := web.RequestIdentity(ctx)
 	if !ok {
 		return auth.Caller{}, fmt.Errorf("%w: this web session has no certificate from auth; sign in again", auth.ErrUnauthenticated)
 	}
 	id.RemoteAddr = remote
 	cur, err := userCall(a, web.WithIdentity(ctx, id), func(ctx context.Context, cl *api.Client) (auth.Caller, error) {
-		return cl.WebCaller(ctx, via)
+		return cl.WebCaller(ctx)
 	})
 	if err != nil {
 		return auth.Caller{}, err
