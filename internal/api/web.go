@@ -77,6 +77,11 @@ func (h *Handler) webRoutes() {
 		}
 		return list(a.ConnectorNames(r.Context()))
 	})))
+	// The proxy's certificate for browsers (ECDSA: they refuse Ed25519).
+	m.HandleFunc("POST /v1/proxies/web-cert", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in PeerCertRequest) (PeerCertResponse, error) {
+		der, err := a.IssueProxyWebCert(r.Context(), c, in.PublicKey)
+		return PeerCertResponse{Cert: der}, err
+	})))
 	// The cluster health page's (auth authorizes "cluster read").
 	m.HandleFunc("GET /v1/cluster/health", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*auth.ClusterHealth, error) {
 		return a.ClusterHealth(r.Context(), c)
@@ -158,6 +163,13 @@ func (c *Client) RecordWebLogout(ctx context.Context, session string) error {
 // RecordWebTerminalResume audits the forwarded user's web terminal resume.
 func (c *Client) RecordWebTerminalResume(ctx context.Context, r auth.WebTerminalResume) error {
 	return c.do(ctx, http.MethodPost, "/v1/web/terminal-resume", r, nil)
+}
+
+// ProxyWebCert issues the calling proxy a TLS server certificate (DER)
+// for an ECDSA key (an authorized_keys line), for browsers.
+func (c *Client) ProxyWebCert(ctx context.Context, publicKey string) ([]byte, error) {
+	var out PeerCertResponse
+	return out.Cert, c.do(ctx, http.MethodPost, "/v1/proxies/web-cert", PeerCertRequest{PublicKey: publicKey}, &out)
 }
 
 // ClusterHealth is the cluster's health (nodes, CAs, storage, audit).

@@ -1,12 +1,18 @@
 package api
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
@@ -48,6 +54,25 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	}
 	e.call(proxy, "DELETE", path, nil, http.StatusOK)
 	e.call(proxy, "GET", path, nil, http.StatusNotFound)
+
+	// The proxy's certificate for browsers: ECDSA, for its names.
+	webKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(&webKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webCert := PeerCertRequest{PublicKey: string(ssh.MarshalAuthorizedKey(sshPub))}
+	got := decodeAs[PeerCertResponse](t, e.call(proxy, "POST", "/v1/proxies/web-cert", webCert, http.StatusOK))
+	if cert, err := x509.ParseCertificate(got.Cert); err != nil || cert.VerifyHostname("proxy-a.example") != nil || cert.PublicKeyAlgorithm != x509.ECDSA {
+		t.Errorf("the proxy's web certificate: %v", err)
+	}
+	_, edPub := newKey(t)
+	e.call(proxy, "POST", "/v1/proxies/web-cert", PeerCertRequest{PublicKey: edPub}, http.StatusBadRequest)
+	e.call(user, "POST", "/v1/proxies/web-cert", webCert, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/web-cert", webCert, http.StatusForbidden, fwd...)
 
 	// The user's calls, as the proxy forwards them.
 	c := decodeAs[auth.Caller](t, e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusOK, fwd...))
