@@ -74,6 +74,8 @@ type splitProxy struct {
 	id      atomic.Pointer[idfile.File]
 	tlsCert atomic.Pointer[tls.Certificate]
 	srvCert atomic.Pointer[tls.Certificate]
+	// webCert is the HTTPS certificate for browsers (splitweb.go).
+	webCert atomic.Pointer[tls.Certificate]
 
 	// The view of roles and locks from auth's watch stream.
 	mu         sync.RWMutex
@@ -183,7 +185,7 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	p.http = &http.Server{
 		Handler: api.SecurityHeaders(s.httpHandler()),
 		TLSConfig: &tls.Config{
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.srvCert.Load(), nil },
+			GetCertificate: s.serverCert,
 			ClientAuth:     tls.VerifyClientCertIfGiven,
 			ClientCAs:      pool,
 			MinVersion:     tls.VersionTLS12,

@@ -2,6 +2,10 @@ package service
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -56,7 +60,70 @@ func (s *splitProxy) mountWeb(mux *http.ServeMux) error {
 		return err
 	}
 	mux.Handle(web.Prefix, ui)
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); s.keepWebCert(p.base) }()
 	return nil
+}
+
+// serverCert is the HTTPS certificate for a client: the proxy's own
+// (Ed25519, its identity key) for clients that accept it (warden, Go),
+// else the ECDSA one auth issued for browsers, which accept no Ed25519.
+func (s *splitProxy) serverCert(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	own := s.srvCert.Load()
+	if hello.SupportsCertificate(own) == nil {
+		return own, nil
+	}
+	if wc := s.webCert.Load(); wc != nil {
+		return wc, nil
+	}
+	return own, nil
+}
+
+// keepWebCert keeps the browsers' certificate (auth.IssueProxyWebCert,
+// for an ECDSA key made here and kept in memory only): fetched at start,
+// tried again every second until it is, and renewed in the last third of
+// its life.
+func (s *splitProxy) keepWebCert(ctx context.Context) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		s.log.Error("web: certificate key", "err", err)
+		return
+	}
+	sshPub, err := ssh.NewPublicKey(&key.PublicKey)
+	if err != nil {
+		s.log.Error("web: certificate key", "err", err)
+		return
+	}
+	line := string(ssh.MarshalAuthorizedKey(sshPub))
+	for {
+		wait := identityCheckEvery
+		cur := s.webCert.Load()
+		if cur == nil || time.Until(cur.Leaf.NotAfter) < cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore)/3 {
+			var der []byte
+			err := s.call(ctx, func(c *api.Client) error {
+				var err error
+				der, err = c.ProxyWebCert(ctx, line)
+				return err
+			})
+			var leaf *x509.Certificate
+			if err == nil {
+				leaf, err = x509.ParseCertificate(der)
+			}
+			if err == nil {
+				s.webCert.Store(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf})
+			} else if ctx.Err() == nil {
+				s.log.Warn("web: the browsers' certificate", "err", err)
+				if cur == nil {
+					wait = time.Second
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // splitWebAuth is web.Auth over auth's API.
