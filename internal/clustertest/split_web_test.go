@@ -168,7 +168,8 @@ func (tc *splitTerm) waitOutput(s string) {
 // the servers, and opens a web terminal to node-a, whose tunnel ends at
 // proxy A: the shell runs through B → A → node-a. Every decision is
 // auth's: a lock through auth A ends the web terminal and the browser
-// session (the next page asks to sign in again); an admin's pages (users,
+// session (the next page asks to sign in again); an admin joins the
+// terminal's session as an observer from proxy B; an admin's pages (users,
 // cluster health, audit log, live sessions, locks, requests, recordings)
 // work through proxy B, and a user who
 // is not an admin is refused them by auth; sign-out ends the session.
@@ -217,6 +218,27 @@ func TestSplitProxyWebUI(t *testing.T) {
 		st, page := aw.get("/web/sessions")
 		return st == http.StatusOK && strings.Contains(page, "webpeer")
 	})
+	// The admin joins the web terminal's session as an observer, from
+	// proxy B's live sessions (through B → A → node-a), and sees what the
+	// user types.
+	var sid string
+	testkit.WaitFor(t, "the web terminal's live session at auth", func() bool {
+		list, err := authA.admin.ListSessions(context.Background())
+		for _, ls := range list {
+			if err == nil && ls.User == "webpeer" {
+				sid = ls.ID
+			}
+		}
+		return sid != ""
+	})
+	if st, page := aw.get("/web/sessions/" + sid + "/join?mode=observer"); st != http.StatusOK {
+		t.Fatalf("the join page at proxy B: status %d: %.500s", st, page)
+	}
+	obs := aw.openTerm("/web/sessions/" + sid + "/ws?mode=observer")
+	obs.waitOutput("joined webpeer's session")
+	tc.send("echo observed-$((7*6))\n")
+	obs.waitOutput("observed-42")
+
 	for p, want := range map[string]string{"/web/admin/users": "webpeer", "/web/admin/health": "node-a", "/web/admin/locks": "Locks",
 		"/web/requests": "Access requests", "/web/recordings": "Recordings"} {
 		if st, page := aw.get(p); st != http.StatusOK || !strings.Contains(page, want) {
