@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -270,6 +271,19 @@ func TestSplitProxyWebUI(t *testing.T) {
 	testkit.WaitFor(t, "the web terminal's recording on proxy B's recordings page", func() bool {
 		st, page := aw.get("/web/recordings")
 		return st == http.StatusOK && strings.Contains(page, "node-a")
+	})
+
+	// With auth out of reach nothing is decided: a page fails (503) but
+	// the session does not end; with auth back, it goes on.
+	authA.proc.stop()
+	authB.proc.stop()
+	if st, page := aw.get("/web/servers"); st != http.StatusServiceUnavailable || !strings.Contains(page, "auth is not reachable") {
+		t.Fatalf("the servers page with auth out of reach: status %d: %.500s", st, page)
+	}
+	authB.proc = authB.host.Start(t, WardenBinary, "start", "-c", filepath.Join(s.dir, "auth-b.yaml"), "--data-dir", authB.dataDir)
+	testkit.WaitFor(t, "the admin's session at proxy B once auth B is back", func() bool {
+		st, page := aw.get("/web/admin/users")
+		return st == http.StatusOK && strings.Contains(page, "webpeer")
 	})
 
 	// Sign-out ends the admin's session at every proxy.

@@ -145,8 +145,15 @@ func (e *remoteError) Unwrap() error { return e.kind }
 // returned in process (the web UI picks status and message from it).
 func fromAPI(err error) error {
 	var ae *api.Error
-	if !errors.As(err, &ae) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if !errors.As(err, &ae) {
+		// Auth was not reached: nothing was decided.
+		return fmt.Errorf("%w (%v)", web.ErrAuthUnreachable, err)
+	}
+	if ae.Status == http.StatusBadGateway || ae.Status == http.StatusServiceUnavailable {
+		return fmt.Errorf("%w (%s)", web.ErrAuthUnreachable, ae.Message)
 	}
 	var kind error
 	switch ae.Status {

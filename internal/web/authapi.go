@@ -120,6 +120,11 @@ type Identity struct {
 // running apart from auth, for the pages it does not serve yet).
 var ErrNotAvailable = errors.New("not available through a proxy running apart from auth (yet): use a proxy that runs with auth, or the CLI")
 
+// ErrAuthUnreachable is returned by an Auth that could not reach auth:
+// nothing was decided, so the request fails (503) but the browser's
+// session does not end.
+var ErrAuthUnreachable = errors.New("auth is not reachable from this proxy; try again shortly")
+
 type identityKey struct{}
 
 // WithIdentity returns ctx with the identity calls to auth are made for.

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -153,32 +154,42 @@ func (st *sessions) add(ctx context.Context, s *session) (string, error) {
 
 // get returns the live session a cookie value names.
 func (st *sessions) get(ctx context.Context, id string) *session {
+	s, _ := st.lookup(ctx, id)
+	return s
+}
+
+// lookup is get, but tells a store out of reach (ErrAuthUnreachable: a
+// proxy running apart that cannot reach auth) from no session.
+func (st *sessions) lookup(ctx context.Context, id string) (*session, error) {
 	if id == "" || len(id) > 128 {
-		return nil
+		return nil, nil
 	}
 	h := hashID(id)
 	sealed, err := st.store.GetWebSession(ctx, h)
+	if errors.Is(err, ErrAuthUnreachable) {
+		return nil, err
+	}
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	aead, err := sealer(id)
 	if err != nil || len(sealed) < aead.NonceSize() {
-		return nil
+		return nil, nil
 	}
 	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(h))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	var ss storedSession
 	if json.Unmarshal(plain, &ss) != nil || len(ss.KeySeed) != ed25519.SeedSize {
-		return nil
+		return nil, nil
 	}
 	s := &session{hash: h, csrf: ss.CSRF, caller: ss.Caller, logins: ss.Logins, created: ss.Created,
 		key: ed25519.NewKeyFromSeed(ss.KeySeed), sshCert: ss.SSHCert, tlsCert: ss.TLSCert}
 	if !st.now().Before(s.expires()) {
-		return nil
+		return nil, nil
 	}
-	return s
+	return s, nil
 }
 
 func (st *sessions) remove(ctx context.Context, s *session) error {
@@ -192,6 +203,15 @@ func (st *sessions) fromRequest(r *http.Request) *session {
 		return nil
 	}
 	return st.get(r.Context(), c.Value)
+}
+
+// lookupRequest is fromRequest, telling a store out of reach apart.
+func (st *sessions) lookupRequest(r *http.Request) (*session, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil, nil
+	}
+	return st.lookup(r.Context(), c.Value)
 }
 
 func setSessionCookie(w http.ResponseWriter, id string, expires time.Time) {

@@ -88,7 +88,16 @@ func (h *Handler) routes() {
 // session's CSRF token.
 func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := h.sessions.fromRequest(r)
+		s, err := h.sessions.lookupRequest(r)
+		if err != nil {
+			// Nothing was decided: this request fails, the session stays.
+			if isWebSocket(r) {
+				h.refuseUpgrade(w, r, h.message(err))
+				return
+			}
+			h.renderError(w, r, nil, http.StatusServiceUnavailable, h.message(err))
+			return
+		}
 		if s == nil {
 			if isWebSocket(r) {
 				h.refuseUpgrade(w, r, "you are signed out; sign in again")
@@ -102,6 +111,15 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 		c, err := h.auth.CurrentCaller(r.Context(), s.caller, "web "+r.Method+" "+r.URL.Path, remoteIP(r))
 		if err != nil {
 			if r.Context().Err() != nil {
+				return
+			}
+			if errors.Is(err, ErrAuthUnreachable) {
+				// Nothing was decided: this request fails, the session stays.
+				if isWebSocket(r) {
+					h.refuseUpgrade(w, r, h.message(err))
+					return
+				}
+				h.renderError(w, r, nil, http.StatusServiceUnavailable, h.message(err))
 				return
 			}
 			// The identity no longer holds: the session ends here.

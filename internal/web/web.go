@@ -300,6 +300,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrNotAvailable):
 		return http.StatusNotImplemented
+	case errors.Is(err, ErrAuthUnreachable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
@@ -310,6 +312,10 @@ func (h *Handler) message(err error) string {
 	if statusOf(err) == http.StatusInternalServerError {
 		h.log.Error("web internal error", "err", err)
 		return "internal error (see the auth service log)"
+	}
+	if errors.Is(err, ErrAuthUnreachable) {
+		h.log.Warn("web: auth not reached", "err", err)
+		return ErrAuthUnreachable.Error()
 	}
 	return err.Error()
 }
