@@ -3,12 +3,16 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/warden-sh/warden/internal/auth"
+	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/wire"
 )
 
@@ -24,6 +28,46 @@ import (
 type WebSession struct {
 	Value   []byte    `json:"value"`
 	Expires time.Time `json:"expires"`
+}
+
+// RecordingFileInfo describes a recording opened for ranged reads.
+type RecordingFileInfo struct {
+	Info recording.Info `json:"info"`
+	Size int64          `json:"size"`
+}
+
+// maxRecordingRead bounds one ranged read of a recording.
+const maxRecordingRead = 1 << 20
+
+// recordingAt answers up to length bytes of a recording from offset (fewer
+// at its end), read as OpenRecordingAt reads them.
+func (h *Handler) recordingAt(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+	off, err1 := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	n, err2 := strconv.Atoi(r.URL.Query().Get("length"))
+	if err1 != nil || err2 != nil || off < 0 || n <= 0 || n > maxRecordingRead {
+		h.fail(w, fmt.Errorf("%w: offset must be >= 0 and length 1 to %d", auth.ErrBadRequest, maxRecordingRead))
+		return
+	}
+	f, err := h.auth.OpenRecordingAt(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	defer f.Close()
+	if off >= f.Size {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	buf := make([]byte, min(int64(n), f.Size-off))
+	got, err := f.ReadAt(buf, off)
+	if err != nil && !(errors.Is(err, io.EOF) && got == len(buf)) {
+		h.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf[:got])
 }
 
 // WebLogoutRequest audits a sign-out from the web UI.
@@ -82,6 +126,18 @@ func (h *Handler) webRoutes() {
 		der, err := a.IssueProxyWebCert(r.Context(), c, in.PublicKey)
 		return PeerCertResponse{Cert: der}, err
 	})))
+	// The recording player's ranged reads (OpenRecordingAt): the
+	// recording's description, then its bytes a range at a time, each
+	// read checked by auth against the recording's block hashes.
+	m.HandleFunc("GET /v1/recordings/{id}/file", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*RecordingFileInfo, error) {
+		f, err := a.OpenRecordingAt(r.Context(), c, r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return &RecordingFileInfo{Info: f.Info, Size: f.Size}, nil
+	})))
+	m.HandleFunc("GET /v1/recordings/{id}/at", h.authed(h.recordingAt))
 	// The cluster health page's (auth authorizes "cluster read").
 	m.HandleFunc("GET /v1/cluster/health", h.authed(noBody(h, func(r *http.Request, c auth.Caller) (*auth.ClusterHealth, error) {
 		return a.ClusterHealth(r.Context(), c)
@@ -170,6 +226,19 @@ func (c *Client) RecordWebTerminalResume(ctx context.Context, r auth.WebTerminal
 func (c *Client) ProxyWebCert(ctx context.Context, publicKey string) ([]byte, error) {
 	var out PeerCertResponse
 	return out.Cert, c.do(ctx, http.MethodPost, "/v1/proxies/web-cert", PeerCertRequest{PublicKey: publicKey}, &out)
+}
+
+// OpenRecordingFile describes a recording for ranged reads (ReadRecordingAt).
+func (c *Client) OpenRecordingFile(ctx context.Context, id string) (*RecordingFileInfo, error) {
+	var out RecordingFileInfo
+	return &out, c.do(ctx, http.MethodGet, "/v1/recordings/"+url.PathEscape(id)+"/file", nil, &out)
+}
+
+// ReadRecordingAt reads up to length bytes of a recording from offset.
+func (c *Client) ReadRecordingAt(ctx context.Context, id string, offset int64, length int) ([]byte, error) {
+	var out rawBody
+	q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "length": {strconv.Itoa(length)}}
+	return out, c.do(ctx, http.MethodGet, "/v1/recordings/"+url.PathEscape(id)+"/at?"+q.Encode(), nil, &out)
 }
 
 // ClusterHealth is the cluster's health (nodes, CAs, storage, audit).

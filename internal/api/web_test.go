@@ -91,6 +91,14 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 		e.call(c, "POST", "/v1/web/logout", WebLogoutRequest{}, http.StatusForbidden)
 		e.call(c, "POST", "/v1/web/terminal-resume", auth.WebTerminalResume{}, http.StatusForbidden)
 	}
+	// The player's ranged reads: OpenRecordingAt's authorization and
+	// answers (TestSplitProxyWebUI reads a real recording through them).
+	e.call(admin, "GET", "/v1/recordings/no-such-recording/file", nil, http.StatusNotFound)
+	e.call(admin, "GET", "/v1/recordings/no-such-recording/at?offset=0&length=10", nil, http.StatusNotFound)
+	e.call(admin, "GET", "/v1/recordings/no-such-recording/at?offset=-1&length=10", nil, http.StatusBadRequest)
+	e.call(admin, "GET", "/v1/recordings/no-such-recording/at?offset=0&length=2000000", nil, http.StatusBadRequest)
+	e.call(proxy, "GET", "/v1/recordings/no-such-recording/file", nil, http.StatusForbidden)
+	e.call(proxy, "GET", "/v1/recordings/no-such-recording/at?offset=0&length=10", nil, http.StatusForbidden, fwd...)
 	// The cluster health page: an admin's (cluster read), not a user's.
 	if ch := decodeAs[auth.ClusterHealth](t, e.call(admin, "GET", "/v1/cluster/health", nil, http.StatusOK)); ch.ClusterName != "test" || !ch.Storage.OK {
 		t.Errorf("cluster health: %+v", ch)

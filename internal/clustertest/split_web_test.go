@@ -171,7 +171,8 @@ func (tc *splitTerm) waitOutput(s string) {
 // auth's: a lock through auth A ends the web terminal and the browser
 // session (the next page asks to sign in again); an admin joins the
 // terminal's session as an observer from proxy B; an admin's pages (users,
-// cluster health, audit log, live sessions, locks, requests, recordings)
+// cluster health, audit log, live sessions, locks, requests, recordings
+// and the player)
 // work through proxy B, and a user who
 // is not an admin is refused them by auth; sign-out ends the session.
 func TestSplitProxyWebUI(t *testing.T) {
@@ -272,6 +273,22 @@ func TestSplitProxyWebUI(t *testing.T) {
 		st, page := aw.get("/web/recordings")
 		return st == http.StatusOK && strings.Contains(page, "node-a")
 	})
+
+	// The player reads it through proxy B, a range at a time from auth.
+	if st, page := aw.get("/web/recordings/" + sid + "/play"); st != http.StatusOK {
+		t.Fatalf("the player page at proxy B: status %d: %.500s", st, page)
+	}
+	testkit.WaitFor(t, "the recording's bytes through proxy B's player", func() bool {
+		st, cast := aw.get("/web/recordings/" + sid + "/cast")
+		return st == http.StatusOK && strings.Contains(cast, "observed-42")
+	})
+	if st, ix := aw.get("/web/recordings/" + sid + "/index"); st != http.StatusOK || !strings.HasPrefix(ix, "{") && !strings.HasPrefix(ix, "[") {
+		t.Fatalf("the recording's index at proxy B: status %d: %.300s", st, ix)
+	}
+	// The download is not available through a proxy running apart yet.
+	if st, _ := aw.get("/web/recordings/" + sid); st != http.StatusNotImplemented {
+		t.Fatalf("the recording's download at proxy B: status %d, want 501", st)
+	}
 
 	// With auth out of reach nothing is decided: a page fails (503) but
 	// the session does not end; with auth back, it goes on.

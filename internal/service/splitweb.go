@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -438,15 +439,58 @@ func (a *splitWebAuth) SearchRecordings(ctx context.Context, _ auth.Caller, text
 	})
 }
 
-// The recordings' player and download read auth's files in process only,
-// for now.
+// The download and the search in one recording read the whole recording
+// checked against its SHA-256 in auth's process only, for now.
 
 func (a *splitWebAuth) OpenRecording(context.Context, auth.Caller, string) (*auth.RecordingStream, error) {
 	return nil, web.ErrNotAvailable
 }
 
-func (a *splitWebAuth) OpenRecordingAt(context.Context, auth.Caller, string) (*auth.RecordingFile, error) {
-	return nil, web.ErrNotAvailable
+// OpenRecordingAt opens a recording for the player: each read is a
+// ranged read of auth (GET /v1/recordings/{id}/at) as the signed-in user,
+// which auth authorizes and checks against the recording's block hashes.
+func (a *splitWebAuth) OpenRecordingAt(ctx context.Context, _ auth.Caller, id string) (*auth.RecordingFile, error) {
+	fi, err := userCall(a, ctx, func(ctx context.Context, c *api.Client) (*api.RecordingFileInfo, error) {
+		return c.OpenRecordingFile(ctx, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	ra := &remoteRecording{a: a, ctx: ctx, id: id, size: fi.Size}
+	return &auth.RecordingFile{Info: fi.Info, ReaderAt: ra, Closer: io.NopCloser(nil), Size: fi.Size}, nil
+}
+
+// remoteRecording reads a recording from auth, a range at a time.
+type remoteRecording struct {
+	a    *splitWebAuth
+	ctx  context.Context
+	id   string
+	size int64
+}
+
+// maxRemoteRead is the most one read asks auth for (its limit).
+const maxRemoteRead = 1 << 20
+
+func (r *remoteRecording) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		if at >= r.size {
+			return n, io.EOF
+		}
+		want := min(len(p)-n, maxRemoteRead)
+		b, err := userCall(r.a, r.ctx, func(ctx context.Context, c *api.Client) ([]byte, error) {
+			return c.ReadRecordingAt(ctx, r.id, at, want)
+		})
+		if err != nil {
+			return n, err
+		}
+		if len(b) == 0 || len(b) > want {
+			return n, io.ErrUnexpectedEOF
+		}
+		n += copy(p[n:], b)
+	}
+	return n, nil
 }
 
 func (a *splitWebAuth) ListMFADevices(ctx context.Context, _ auth.Caller) (*wire.MFADevices, error) {
