@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -91,6 +92,10 @@ type splitTerm struct {
 	out    bytes.Buffer
 	reason string
 	closed bool
+	// mfa: the server asked for a per-session MFA check; mfaErrors are
+	// the answers it refused.
+	mfa       bool
+	mfaErrors []string
 }
 
 func (w *splitWebUser) openTerm(path string) *splitTerm {
@@ -126,11 +131,19 @@ func (w *splitWebUser) openTerm(path string) *splitTerm {
 				continue
 			}
 			var m struct {
-				Reason string `json:"reason"`
+				Reason   string          `json:"reason"`
+				MFA      json.RawMessage `json:"mfa"`
+				MFAError string          `json:"mfa_error"`
 			}
 			_ = json.Unmarshal(b, &m)
 			if m.Reason != "" {
 				tc.reason = m.Reason
+			}
+			if len(m.MFA) > 0 {
+				tc.mfa = true
+			}
+			if m.MFAError != "" {
+				tc.mfaErrors = append(tc.mfaErrors, m.MFAError)
 			}
 			tc.mu.Unlock()
 		}
@@ -310,4 +323,58 @@ func TestSplitProxyWebUI(t *testing.T) {
 	if st, page := aw.get("/web/servers"); st != http.StatusOK || !strings.Contains(page, `id="signin"`) {
 		t.Fatalf("after sign-out, the servers page: status %d: %.300s", st, page)
 	}
+}
+
+// TestSplitProxyWebSessionMFA: a role that requires a per-session MFA
+// check, and the web terminal of a proxy running apart: the terminal asks
+// for a code, auth refuses a wrong one (the answer goes to auth as the
+// signed-in user: IssueSessionCert), and with the next code from the
+// user's authenticator the shell runs, as the per-session certificate
+// auth issued (the proxy counts its use with auth).
+func TestSplitProxyWebSessionMFA(t *testing.T) {
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	s.StartNode("node-a", authA, proxyA)
+	if r := Run(t, strings.NewReader(sessionMFARole), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply roles: %s", r)
+	}
+	u := s.AddUser(authA, "webmfa", []string{"prod"}, []string{osLogin})
+	w := newSplitWebUser(t, proxyA)
+	if st, page := w.signin(u, u.Password); st != http.StatusOK {
+		t.Fatalf("sign in: status %d: %.500s", st, page)
+	}
+	testkit.WaitFor(t, "node-a on the servers page", func() bool {
+		st, page := w.get("/web/servers")
+		return st == http.StatusOK && strings.Contains(page, "node-a")
+	})
+	tc := w.openTerm("/web/servers/node-a/ws?login=" + osLogin)
+	testkit.WaitFor(t, "the MFA prompt", func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return tc.mfa || tc.closed })
+	if _, reason, closed := tc.state(); closed {
+		t.Fatalf("the terminal closed instead of asking for a code: %q", reason)
+	}
+	if err := tc.ws.Write(context.Background(), websocket.MessageText, []byte(`{"otp":"000000"}`)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the wrong code's refusal", func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return len(tc.mfaErrors) > 0 || tc.closed })
+	if out, _, _ := tc.state(); strings.Contains(out, "$") {
+		t.Fatalf("a shell after a wrong code: %q", out)
+	}
+	code, _ := json.Marshal(map[string]string{"otp": u.NextOTP(t)})
+	if err := tc.ws.Write(context.Background(), websocket.MessageText, code); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitOutput("$")
+	tc.send("echo mfa-split-$((6*7))\n")
+	tc.waitOutput("mfa-split-42")
+	testkit.WaitFor(t, "the per-session certificate in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.CertIssued, User: "webmfa", Limit: 50})
+		for _, ev := range evs {
+			if err == nil && ev.Fields["cert_type"] == "session_mfa" {
+				return true
+			}
+		}
+		return false
+	})
 }
