@@ -184,8 +184,8 @@ func (tc *splitTerm) waitOutput(s string) {
 // auth's: a lock through auth A ends the web terminal and the browser
 // session (the next page asks to sign in again); an admin joins the
 // terminal's session as an observer from proxy B; an admin's pages (users,
-// cluster health, audit log, live sessions, locks, requests, recordings
-// and the player)
+// cluster health, audit log, live sessions, locks, requests, recordings,
+// the player, the download and the search in a recording)
 // work through proxy B, and a user who
 // is not an admin is refused them by auth; sign-out ends the session.
 func TestSplitProxyWebUI(t *testing.T) {
@@ -298,9 +298,12 @@ func TestSplitProxyWebUI(t *testing.T) {
 	if st, ix := aw.get("/web/recordings/" + sid + "/index"); st != http.StatusOK || !strings.HasPrefix(ix, "{") && !strings.HasPrefix(ix, "[") {
 		t.Fatalf("the recording's index at proxy B: status %d: %.300s", st, ix)
 	}
-	// The download is not available through a proxy running apart yet.
-	if st, _ := aw.get("/web/recordings/" + sid); st != http.StatusNotImplemented {
-		t.Fatalf("the recording's download at proxy B: status %d, want 501", st)
+	// The download and the search in it stream it from auth, checked.
+	if st, cast := aw.get("/web/recordings/" + sid); st != http.StatusOK || !strings.Contains(cast, "observed-42") {
+		t.Fatalf("the recording's download at proxy B: status %d: %.300s", st, cast)
+	}
+	if st, hits := aw.get("/web/recordings/" + sid + "/search?q=" + url.QueryEscape("echo observed")); st != http.StatusOK || !strings.Contains(hits, `"t":`) {
+		t.Fatalf("the search in the recording at proxy B: status %d: %.300s", st, hits)
 	}
 
 	// With auth out of reach nothing is decided: a page fails (503) but

@@ -439,11 +439,24 @@ func (a *splitWebAuth) SearchRecordings(ctx context.Context, _ auth.Caller, text
 	})
 }
 
-// The download and the search in one recording read the whole recording
-// checked against its SHA-256 in auth's process only, for now.
-
-func (a *splitWebAuth) OpenRecording(context.Context, auth.Caller, string) (*auth.RecordingStream, error) {
-	return nil, web.ErrNotAvailable
+// OpenRecording streams a recording from auth as the signed-in user
+// (the download, the search in one recording): auth checks the bytes
+// against the recording's SHA-256 as they go, and the stream ends with
+// the outcome (api.RecordingBody).
+func (a *splitWebAuth) OpenRecording(ctx context.Context, _ auth.Caller, id string) (*auth.RecordingStream, error) {
+	fi, err := userCall(a, ctx, func(ctx context.Context, c *api.Client) (*api.RecordingFileInfo, error) {
+		return c.OpenRecordingFile(ctx, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	body, err := userCall(a, ctx, func(ctx context.Context, c *api.Client) (*api.RecordingBody, error) {
+		return c.OpenRecording(ctx, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return auth.RemoteRecordingStream(fi.Info, fi.Info.Complete, body), nil
 }
 
 // OpenRecordingAt opens a recording for the player: each read is a
