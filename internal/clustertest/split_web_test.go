@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -380,4 +381,45 @@ func TestSplitProxyWebSessionMFA(t *testing.T) {
 		}
 		return false
 	})
+}
+
+var splitSecretRe = regexp.MustCompile(`id="totp-secret" class="secret">([A-Z2-7]+)<`)
+
+// TestSplitProxyWebInvite: the invite sign-up at the web UI of a proxy
+// running apart (auth's BeginSignup and CompleteSignup, called by the
+// proxy for the browser's address): the page shows a new TOTP secret, a
+// wrong code is refused, the right one signs the user up, and the user
+// then signs in at the proxy.
+func TestSplitProxyWebInvite(t *testing.T) {
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	inv, err := authA.admin.CreateUser(context.Background(), auth.CreateUserRequest{Name: "webinvite", Roles: []string{"access"}, Logins: []string{osLogin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newSplitWebUser(t, proxyA)
+	path := "/web/invite/" + url.PathEscape(inv.Token)
+	var page string
+	testkit.WaitFor(t, "the invite page at the proxy", func() bool {
+		var st int
+		st, page = w.get(path)
+		return st == http.StatusOK
+	})
+	sec, csrf := splitSecretRe.FindStringSubmatch(page), splitCSRFRe.FindStringSubmatch(page)
+	if sec == nil || csrf == nil {
+		t.Fatalf("no TOTP secret or CSRF token on the invite page: %.500s", page)
+	}
+	u := &User{Name: "webinvite", Password: "correct horse battery webinvite", TOTPSecret: sec[1]}
+	form := url.Values{"csrf": {csrf[1]}, "password": {u.Password}, "password2": {u.Password}, "otp": {"000000"}}
+	if st, _ := w.post(path, form); st != http.StatusUnauthorized && st != http.StatusBadRequest {
+		t.Fatalf("a wrong code at sign-up: status %d, want a refusal", st)
+	}
+	form.Set("otp", u.NextOTP(t))
+	if st, page := w.post(path, form); st != http.StatusOK || !strings.Contains(page, "You are signed up") {
+		t.Fatalf("sign-up at the proxy: status %d: %.500s", st, page)
+	}
+	if st, page := w.signin(u, u.Password); st != http.StatusOK || w.csrf == "" {
+		t.Fatalf("sign in after the sign-up: status %d: %.500s", st, page)
+	}
 }
