@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -70,6 +71,12 @@ func (h *Handler) recordingAt(w http.ResponseWriter, r *http.Request, c auth.Cal
 	_, _ = w.Write(buf[:got])
 }
 
+// WebLoginRequest is a browser's sign-in at a proxy's web UI.
+type WebLoginRequest struct {
+	Login      auth.LoginRequest `json:"login"`
+	RemoteAddr string            `json:"remote_addr"`
+}
+
 // WebLogoutRequest audits a sign-out from the web UI.
 type WebLogoutRequest struct {
 	Session string `json:"session"`
@@ -114,6 +121,19 @@ func (h *Handler) webRoutes() {
 			return empty{}, err
 		}
 		return done(a.DeleteWebSession(r.Context(), r.PathValue("key")))
+	})))
+	// The web UI's sign-in: auth.Server.Login as for the CLI, audited
+	// with via "web", throttled by the browser's address (which only a
+	// proxy may state).
+	m.HandleFunc("POST /v1/proxies/web-login", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebLoginRequest) (*auth.LoginResponse, error) {
+		if err := proxyOnly(c); err != nil {
+			return nil, err
+		}
+		if net.ParseIP(in.RemoteAddr) == nil {
+			return nil, fmt.Errorf("%w: the browser's address must be an IP address", auth.ErrBadRequest)
+		}
+		in.Login.RemoteAddr, in.Login.Via = in.RemoteAddr, "web"
+		return a.Login(r.Context(), in.Login)
 	})))
 	m.HandleFunc("GET /v1/proxies/sso-connectors", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
 		if err := proxyOnly(c); err != nil {
@@ -191,6 +211,13 @@ func (c *Client) GetWebSession(ctx context.Context, key string) ([]byte, error) 
 // DeleteWebSession ends a web session (a proxy's call).
 func (c *Client) DeleteWebSession(ctx context.Context, key string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/proxies/web-sessions/"+url.PathEscape(key), nil, nil)
+}
+
+// WebLogin signs a browser in at the calling proxy's web UI (a proxy's
+// call, for the browser's address).
+func (c *Client) WebLogin(ctx context.Context, req auth.LoginRequest, remoteAddr string) (*auth.LoginResponse, error) {
+	var out auth.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/web-login", WebLoginRequest{Login: req, RemoteAddr: remoteAddr}, &out)
 }
 
 // SSOConnectorNames are the names of the SSO connectors (a proxy's call).

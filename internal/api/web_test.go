@@ -74,6 +74,20 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(user, "POST", "/v1/proxies/web-cert", webCert, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/web-cert", webCert, http.StatusForbidden, fwd...)
 
+	// The web sign-in: a proxy's call, for the browser's address.
+	_, pub := newKey(t)
+	login := WebLoginRequest{Login: auth.LoginRequest{User: "webuser", Password: "a good long password", OTP: e.totp(up.secret), PublicKey: pub},
+		RemoteAddr: "192.0.2.7"}
+	if got := decodeAs[auth.LoginResponse](t, e.call(proxy, "POST", "/v1/proxies/web-login", login, http.StatusOK)); got.User != "webuser" || got.TLSCert == "" {
+		t.Errorf("web sign-in: %+v", got)
+	}
+	login.Login.Password = "wrong password!!"
+	e.call(proxy, "POST", "/v1/proxies/web-login", login, http.StatusUnauthorized)
+	login.RemoteAddr = "not an address"
+	e.call(proxy, "POST", "/v1/proxies/web-login", login, http.StatusBadRequest)
+	e.call(user, "POST", "/v1/proxies/web-login", login, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/web-login", login, http.StatusForbidden, fwd...)
+
 	// The user's calls, as the proxy forwards them.
 	c := decodeAs[auth.Caller](t, e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusOK, fwd...))
 	if c.Kind != auth.KindUser || c.User != "webuser" || !slices.Contains(c.Roles, "access") {

@@ -212,6 +212,16 @@ func TestSplitProxyWebUI(t *testing.T) {
 		st, page := w.get("/web/servers")
 		return st == http.StatusOK && strings.Contains(page, "node-a")
 	})
+	// Auth audited the sign-in as the web's, from the browser's address.
+	testkit.WaitFor(t, "the web sign-in in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: "webpeer", Limit: 20})
+		for _, ev := range evs {
+			if err == nil && ev.Success && ev.Fields["via"] == "web" && ev.RemoteAddr == s.lab.Gateway() {
+				return true
+			}
+		}
+		return false
+	})
 	if st, page := w.get("/web/me"); st != http.StatusOK || !strings.Contains(page, osLogin) {
 		t.Fatalf("the me page at proxy B: status %d: %.500s", st, page)
 	}

@@ -211,13 +211,15 @@ func userCall[T any](a *splitWebAuth, ctx context.Context, fn func(context.Conte
 	return out, err
 }
 
-// Before sign-in: the proxy's calls, for the browser's address.
+// Before sign-in: the proxy's calls, for the browser's address (sign-in
+// states it in the body of a proxy-only call, so auth audits it as the
+// web's; the others forward it as a client's).
 
 func (a *splitWebAuth) Login(ctx context.Context, req auth.LoginRequest) (*auth.LoginResponse, error) {
 	var out *auth.LoginResponse
-	err := a.asProxy(ctx, req.RemoteAddr, func(ctx context.Context, c *api.Client) error {
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
 		var err error
-		out, err = c.Login(ctx, req)
+		out, err = c.WebLogin(ctx, req, req.RemoteAddr)
 		return err
 	})
 	return out, err
