@@ -113,6 +113,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
+	forwardFrom(req)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -501,6 +502,7 @@ func (c *Client) appendRecordingAt(ctx context.Context, path string, meta record
 	if err != nil {
 		return 0, err
 	}
+	forwardFrom(req)
 	req.Header.Set(RecordingMetaHeader, base64.StdEncoding.EncodeToString(mj))
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.hc.Do(req)
@@ -594,6 +596,7 @@ func (c *Client) OpenRecording(ctx context.Context, id string) (*RecordingBody, 
 	if err != nil {
 		return nil, err
 	}
+	forwardFrom(req)
 	resp, err := c.stream.Do(req)
 	if err != nil {
 		return nil, err
@@ -631,6 +634,7 @@ func (c *Client) openStreamWith(ctx context.Context, hc *http.Client, path strin
 	if err != nil {
 		return nil, err
 	}
+	forwardFrom(req)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err

@@ -134,6 +134,7 @@ func (h *Handler) routes() {
 	h.kubeRoutes()
 	h.proxyRoutes()
 	h.proxyAgentlessRoutes()
+	h.webRoutes()
 	h.peeringRoutes()
 	m.HandleFunc("GET /v1/nodes", h.authed(func(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 		filter := map[string]string{}

@@ -442,6 +442,7 @@ func TestEveryRouteReachesItsHandler(t *testing.T) {
 	e.call(open, "POST", "/v1/passkey/result", wire.PasskeyResultRequest{ID: "unknown", ResultToken: "x"}, http.StatusBadRequest)
 	exerciseAgentlessRoutes(t, e, admin)
 	exerciseProxyRoutes(t, e, admin)
+	exerciseWebRoutes(t, e, admin)
 
 	for _, p := range routePatterns(t) {
 		if !e.patterns[p] {

@@ -88,6 +88,7 @@ var operations = map[string]rule{
 	// and inventory, and the checks it makes for the users whose
 	// certificates it verified.
 	"RenewProxyCerts":       {kinds: kinds(KindProxy), does: "renew proxy certificates"},
+	"IssueProxyWebCert":     {kinds: kinds(KindProxy), does: "renew proxy certificates"},
 	"ProxyCheckUser":        {kinds: kinds(KindProxy), does: "speak for users"},
 	"ProxyNodeRegistration": {kinds: kinds(KindProxy), does: "serve node tunnels"},
 	"ProxySpendSessionCert": {kinds: kinds(KindProxy), does: "speak for users"},

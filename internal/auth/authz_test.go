@@ -81,6 +81,7 @@ var matrix = map[string]row{
 	"ListNodes":               {own, all, own, all, deny, deny, all},
 	"Watch":                   {deny, deny, deny, deny, all, all, all},
 	"RenewProxyCerts":         {deny, deny, deny, deny, deny, all, deny},
+	"IssueProxyWebCert":       {deny, deny, deny, deny, deny, all, deny},
 	"ProxyCheckUser":          {deny, deny, deny, deny, deny, all, deny},
 	"ProxyNodeRegistration":   {deny, deny, deny, deny, deny, all, deny},
 	"ProxySpendSessionCert":   {deny, deny, deny, deny, deny, all, deny},
@@ -479,6 +480,10 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		_, err := f.a.ProxyPeerWatch(ctx, c)
+		return gate(err)
+	},
+	"IssueProxyWebCert": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.IssueProxyWebCert(context.Background(), c, "not a key")
 		return gate(err)
 	},
 	"IssueProxyPeerCert": func(f *matrixFixture, c auth.Caller) outcome {

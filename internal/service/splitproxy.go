@@ -74,6 +74,8 @@ type splitProxy struct {
 	id      atomic.Pointer[idfile.File]
 	tlsCert atomic.Pointer[tls.Certificate]
 	srvCert atomic.Pointer[tls.Certificate]
+	// webCert is the HTTPS certificate for browsers (splitweb.go).
+	webCert atomic.Pointer[tls.Certificate]
 
 	// The view of roles and locks from auth's watch stream.
 	mu         sync.RWMutex
@@ -185,7 +187,7 @@ func (p *Process) startSplitProxy(ctx context.Context) error {
 	p.http = &http.Server{
 		Handler: api.SecurityHeaders(s.httpHandler()),
 		TLSConfig: &tls.Config{
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.srvCert.Load(), nil },
+			GetCertificate: s.serverCert,
 			ClientAuth:     tls.VerifyClientCertIfGiven,
 			ClientCAs:      pool,
 			MinVersion:     tls.VersionTLS12,
@@ -438,6 +440,10 @@ func (s *splitProxy) httpHandler() http.Handler {
 	mux.Handle("/", rp)
 	// Kubernetes API requests are the proxy's own (decided with auth).
 	mux.Handle(proxy.KubePrefix, s.srv.KubeHandler())
+	// The web UI is the proxy's own, deciding with auth (splitweb.go).
+	if err := s.mountWeb(mux); err != nil {
+		s.log.Error("web UI not served", "err", err)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.p.base.Err() != nil {

@@ -274,7 +274,7 @@ func (h *Handler) adminCreateToken(w http.ResponseWriter, r *http.Request, s *se
 		h.renderTokens(w, r, s, c, tokensData{}, err)
 		return
 	}
-	sum := sha256.Sum256(h.auth.Authority().TLSCACert().Raw)
+	sum := sha256.Sum256(h.auth.TLSCACert().Raw)
 	// The same commands as `warden tokens add`: the token goes into a
 	// file, not on the command line, where ps shows it to every user.
 	cmd := fmt.Sprintf("(umask 077; echo %s > join-token)\nwarden start --services node --proxy %s --token-file join-token --ca-pin sha256:%s --labels env=dev",

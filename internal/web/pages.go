@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/url"
@@ -46,7 +47,7 @@ func (h *Handler) me(w http.ResponseWriter, r *http.Request, s *session, c auth.
 			active = append(active, q)
 		}
 	}
-	now, later := h.logins(s, c)
+	now, later := h.logins(r.Context(), s, c)
 	v.Data = meData{User: c.User, Roles: c.Roles, Logins: now, Later: later, Expires: c.Expires, MFADevice: c.MFADevice, Requests: active}
 	h.render(w, http.StatusOK, "me", v)
 }
@@ -55,8 +56,8 @@ func (h *Handler) me(w http.ResponseWriter, r *http.Request, s *session, c auth.
 // certificate (issued at sign-in) carries, usable now, and the others,
 // usable after signing in again. A login the roles no longer allow is in
 // neither: the node would refuse it.
-func (h *Handler) logins(s *session, c auth.Caller) (now, later []string) {
-	allowed, err := h.auth.AllowedLogins(c)
+func (h *Handler) logins(ctx context.Context, s *session, c auth.Caller) (now, later []string) {
+	allowed, err := h.auth.AllowedLogins(ctx, c)
 	if err != nil {
 		h.log.Warn("web: allowed logins", "user", c.User, "err", err)
 	}
@@ -130,7 +131,7 @@ func (h *Handler) servers(w http.ResponseWriter, r *http.Request, s *session, c 
 		nodes = slices.DeleteFunc(nodes, func(n auth.Node) bool { return !nodeMatches(n, words) })
 	}
 	p, start, end := pageOf(r, len(nodes))
-	logins, _ := h.logins(s, c)
+	logins, _ := h.logins(r.Context(), s, c)
 	v.Data = serversData{Logins: logins, Query: q, Nodes: nodes[start:end], Page: p}
 	h.render(w, http.StatusOK, "servers", v)
 }

@@ -235,12 +235,12 @@ func (h *Handler) passkeyFinish(w http.ResponseWriter, r *http.Request) {
 		h.writeJSON(w, nil, err)
 		return
 	}
-	c, err := callerOf(res.Login)
+	c, leaf, err := callerOf(res.Login)
 	if err != nil {
 		h.writeJSON(w, nil, err)
 		return
 	}
-	s := &session{caller: c, logins: res.Login.Logins, created: h.now(), key: priv, sshCert: res.Login.SSHCert}
+	s := &session{caller: c, tlsCert: leaf.Raw, logins: res.Login.Logins, created: h.now(), key: priv, sshCert: res.Login.SSHCert}
 	id, err := h.sessions.add(r.Context(), s)
 	if err != nil {
 		h.writeJSON(w, nil, err)

@@ -625,12 +625,12 @@ func (r *ring) ack(off int64) {
 
 // sessionEnd is what the page is told when the session ends: the exit, or
 // (cut without an exit status) why the identity no longer holds.
-func (h *Handler) sessionEnd(caller auth.Caller, via, ip string, err error) (string, websocket.StatusCode) {
+func (h *Handler) sessionEnd(caller auth.Caller, id Identity, via, ip string, err error) (string, websocket.StatusCode) {
 	var exit *ssh.ExitError
 	if err == nil || errors.As(err, &exit) {
 		return "session ended", websocket.StatusNormalClosure
 	}
-	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	cctx, ccancel := context.WithTimeout(WithIdentity(context.Background(), id), 5*time.Second)
 	defer ccancel()
 	if _, cerr := h.auth.CurrentCaller(cctx, caller, via, ip); cerr != nil {
 		return "session ended: " + h.message(cerr), websocket.StatusPolicyViolation

@@ -9,9 +9,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -46,6 +48,20 @@ type session struct {
 	// key and sshCert are the session's SSH identity (for the web terminal).
 	key     ed25519.PrivateKey
 	sshCert string
+	// tlsCert is the TLS certificate (DER) auth issued at sign-in, whose
+	// identity caller is: a proxy running apart from auth calls auth as
+	// the user with it (Identity).
+	tlsCert []byte
+}
+
+// identity is the session's Identity for a request from remoteAddr (its
+// certificate nil if the session was stored without one).
+func (s *session) identity(remoteAddr string) Identity {
+	id := Identity{RemoteAddr: remoteAddr}
+	if len(s.tlsCert) > 0 {
+		id.Cert, _ = x509.ParseCertificate(s.tlsCert)
+	}
+	return id
 }
 
 func (s *session) expires() time.Time { return s.caller.Expires }
@@ -62,6 +78,7 @@ type storedSession struct {
 	Created time.Time   `json:"created"`
 	KeySeed []byte      `json:"key_seed"`
 	SSHCert string      `json:"ssh_cert"`
+	TLSCert []byte      `json:"tls_cert,omitempty"`
 }
 
 // sessionStore is where sessions are kept: auth's storage.
@@ -116,7 +133,7 @@ func (st *sessions) add(ctx context.Context, s *session) (string, error) {
 	id := randomToken()
 	s.hash, s.csrf = hashID(id), randomToken()
 	plain, err := json.Marshal(storedSession{Caller: s.caller, Logins: s.logins, CSRF: s.csrf, Created: s.created,
-		KeySeed: s.key.Seed(), SSHCert: s.sshCert})
+		KeySeed: s.key.Seed(), SSHCert: s.sshCert, TLSCert: s.tlsCert})
 	if err != nil {
 		return "", err
 	}
@@ -137,32 +154,42 @@ func (st *sessions) add(ctx context.Context, s *session) (string, error) {
 
 // get returns the live session a cookie value names.
 func (st *sessions) get(ctx context.Context, id string) *session {
+	s, _ := st.lookup(ctx, id)
+	return s
+}
+
+// lookup is get, but tells a store out of reach (ErrAuthUnreachable: a
+// proxy running apart that cannot reach auth) from no session.
+func (st *sessions) lookup(ctx context.Context, id string) (*session, error) {
 	if id == "" || len(id) > 128 {
-		return nil
+		return nil, nil
 	}
 	h := hashID(id)
 	sealed, err := st.store.GetWebSession(ctx, h)
+	if errors.Is(err, ErrAuthUnreachable) {
+		return nil, err
+	}
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	aead, err := sealer(id)
 	if err != nil || len(sealed) < aead.NonceSize() {
-		return nil
+		return nil, nil
 	}
 	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(h))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	var ss storedSession
 	if json.Unmarshal(plain, &ss) != nil || len(ss.KeySeed) != ed25519.SeedSize {
-		return nil
+		return nil, nil
 	}
 	s := &session{hash: h, csrf: ss.CSRF, caller: ss.Caller, logins: ss.Logins, created: ss.Created,
-		key: ed25519.NewKeyFromSeed(ss.KeySeed), sshCert: ss.SSHCert}
+		key: ed25519.NewKeyFromSeed(ss.KeySeed), sshCert: ss.SSHCert, tlsCert: ss.TLSCert}
 	if !st.now().Before(s.expires()) {
-		return nil
+		return nil, nil
 	}
-	return s
+	return s, nil
 }
 
 func (st *sessions) remove(ctx context.Context, s *session) error {
@@ -176,6 +203,15 @@ func (st *sessions) fromRequest(r *http.Request) *session {
 		return nil
 	}
 	return st.get(r.Context(), c.Value)
+}
+
+// lookupRequest is fromRequest, telling a store out of reach apart.
+func (st *sessions) lookupRequest(r *http.Request) (*session, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil, nil
+	}
+	return st.lookup(r.Context(), c.Value)
 }
 
 func setSessionCookie(w http.ResponseWriter, id string, expires time.Time) {

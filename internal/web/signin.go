@@ -88,7 +88,16 @@ func (h *Handler) routes() {
 // session's CSRF token.
 func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := h.sessions.fromRequest(r)
+		s, err := h.sessions.lookupRequest(r)
+		if err != nil {
+			// Nothing was decided: this request fails, the session stays.
+			if isWebSocket(r) {
+				h.refuseUpgrade(w, r, h.message(err))
+				return
+			}
+			h.renderError(w, r, nil, http.StatusServiceUnavailable, h.message(err))
+			return
+		}
 		if s == nil {
 			if isWebSocket(r) {
 				h.refuseUpgrade(w, r, "you are signed out; sign in again")
@@ -97,9 +106,20 @@ func (h *Handler) authed(next pageHandler) http.HandlerFunc {
 			h.needSignin(w, r)
 			return
 		}
+		// Calls to auth for this request are the session's user's.
+		r = r.WithContext(WithIdentity(r.Context(), s.identity(remoteIP(r))))
 		c, err := h.auth.CurrentCaller(r.Context(), s.caller, "web "+r.Method+" "+r.URL.Path, remoteIP(r))
 		if err != nil {
 			if r.Context().Err() != nil {
+				return
+			}
+			if errors.Is(err, ErrAuthUnreachable) {
+				// Nothing was decided: this request fails, the session stays.
+				if isWebSocket(r) {
+					h.refuseUpgrade(w, r, h.message(err))
+					return
+				}
+				h.renderError(w, r, nil, http.StatusServiceUnavailable, h.message(err))
 				return
 			}
 			// The identity no longer holds: the session ends here.
@@ -165,7 +185,8 @@ func (h *Handler) renderSignin(w http.ResponseWriter, r *http.Request, status in
 func (h *Handler) signinPage(w http.ResponseWriter, r *http.Request) {
 	next := localPath(r.URL.Query().Get("next"))
 	if s := h.sessions.fromRequest(r); s != nil {
-		if _, err := h.auth.CurrentCaller(r.Context(), s.caller, "web GET /web/login", remoteIP(r)); err == nil {
+		ctx := WithIdentity(r.Context(), s.identity(remoteIP(r)))
+		if _, err := h.auth.CurrentCaller(ctx, s.caller, "web GET /web/login", remoteIP(r)); err == nil {
 			http.Redirect(w, r, next, http.StatusSeeOther)
 			return
 		}
@@ -217,12 +238,12 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 		h.renderSignin(w, r, statusOf(err), r.PostFormValue("next"), msg)
 		return
 	}
-	c, err := callerOf(resp)
+	c, leaf, err := callerOf(resp)
 	if err != nil {
 		h.renderSignin(w, r, http.StatusInternalServerError, r.PostFormValue("next"), h.message(err))
 		return
 	}
-	s := &session{caller: c, logins: resp.Logins, created: h.now(), key: priv, sshCert: resp.SSHCert}
+	s := &session{caller: c, tlsCert: leaf.Raw, logins: resp.Logins, created: h.now(), key: priv, sshCert: resp.SSHCert}
 	id, err := h.sessions.add(r.Context(), s)
 	if err != nil {
 		h.renderSignin(w, r, http.StatusInternalServerError, r.PostFormValue("next"), h.message(err))
@@ -234,16 +255,17 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 }
 
 // callerOf is the identity in the TLS certificate a login returned.
-func callerOf(resp *auth.LoginResponse) (auth.Caller, error) {
+func callerOf(resp *auth.LoginResponse) (auth.Caller, *x509.Certificate, error) {
 	block, _ := pem.Decode([]byte(resp.TLSCert))
 	if block == nil {
-		return auth.Caller{}, errors.New("login returned no TLS certificate")
+		return auth.Caller{}, nil, errors.New("login returned no TLS certificate")
 	}
 	leaf, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return auth.Caller{}, fmt.Errorf("parse login certificate: %w", err)
+		return auth.Caller{}, nil, fmt.Errorf("parse login certificate: %w", err)
 	}
-	return auth.CallerFromTLS(leaf)
+	c, err := auth.CallerFromTLS(leaf)
+	return c, leaf, err
 }
 
 // signout ends the session in storage (a copied cookie is then

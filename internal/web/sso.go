@@ -110,12 +110,12 @@ func (h *Handler) ssoDone(w http.ResponseWriter, r *http.Request) {
 		h.renderSignin(w, r, statusOf(err), l.next, h.message(err))
 		return
 	}
-	caller, err := callerOf(resp)
+	caller, leaf, err := callerOf(resp)
 	if err != nil {
 		h.renderSignin(w, r, http.StatusInternalServerError, l.next, h.message(err))
 		return
 	}
-	s := &session{caller: caller, logins: resp.Logins, created: h.now(), key: l.key, sshCert: resp.SSHCert}
+	s := &session{caller: caller, tlsCert: leaf.Raw, logins: resp.Logins, created: h.now(), key: l.key, sshCert: resp.SSHCert}
 	id, err := h.sessions.add(r.Context(), s)
 	if err != nil {
 		h.renderSignin(w, r, http.StatusInternalServerError, l.next, h.message(err))

@@ -177,10 +177,11 @@ func (h *Handler) bridge(w http.ResponseWriter, r *http.Request, s *session, c a
 	// The session outlives this socket: it ends when the shell does, or
 	// when no page has shown it for the grace window.
 	via, ip := "web terminal "+r.URL.Path, remoteIP(r)
+	id := s.identity(ip)
 	go func() {
 		err := sess.Wait()
 		if !t.isAborted() {
-			t.end(h.sessionEnd(caller, via, ip, err))
+			t.end(h.sessionEnd(caller, id, via, ip, err))
 		}
 	}()
 	t.serve(ctx, ws, 0, nil)
@@ -240,7 +241,7 @@ func (h *Handler) dialNode(ctx context.Context, s *session, c auth.Caller, n aut
 			return nil, err
 		}
 	}
-	cas := []ssh.PublicKey{h.auth.Authority().HostCAPublicKey()}
+	cas := h.auth.HostCAPublicKeys()
 	proxyAddr := h.proxyAddr()
 	var dial func(ctx context.Context, _, _ string) (net.Conn, error)
 	if h.dialProxy != nil {

@@ -3,9 +3,10 @@
 // /web/ on its one HTTPS port. Scripts and styles are built from ui/ by
 // esbuild and embedded (static/), so the binary needs nothing else.
 //
-// The pages call the same auth.Server methods as the JSON API, with a
-// Caller checked by auth.Server.CurrentCaller on every request: a browser
-// may do nothing the CLI may not. See docs/web.md for the session cookie,
+// The pages call the same auth.Server methods as the JSON API (through
+// the Auth interface: in process, or over the API from a proxy running
+// apart from auth), with a Caller checked by CurrentCaller on every
+// request: a browser may do nothing the CLI may not. See docs/web.md for the session cookie,
 // CSRF and Content-Security-Policy choices.
 package web
 
@@ -43,7 +44,10 @@ const Prefix = "/web/"
 
 // Config configures the web UI.
 type Config struct {
-	Auth *auth.Server
+	// Auth is the auth server in this process; Remote, set instead, is
+	// auth reached over its API (a proxy running apart from auth).
+	Auth   *auth.Server
+	Remote Auth
 	// ProxyAddr is the address of the proxy's SSH side, which the web
 	// terminal connects through (nil: no web terminal).
 	ProxyAddr func() string
@@ -78,7 +82,7 @@ type Config struct {
 
 // Handler serves the web UI.
 type Handler struct {
-	auth       *auth.Server
+	auth       Auth
 	proxyAddr  func() string
 	dialProxy  func(ctx context.Context, clientAddr string, data bool) (net.Conn, error)
 	redeemData func(clientAddr, ticket string) (net.Conn, error)
@@ -104,7 +108,15 @@ type Handler struct {
 
 // New returns the web UI handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Auth == nil {
+	var a Auth
+	switch {
+	case cfg.Auth != nil && cfg.Remote != nil:
+		return nil, errors.New("web: set Auth or Remote, not both")
+	case cfg.Auth != nil:
+		a = InProcess(cfg.Auth)
+	case cfg.Remote != nil:
+		a = cfg.Remote
+	default:
 		return nil, errors.New("web: Auth is required")
 	}
 	if cfg.Logger == nil {
@@ -116,8 +128,8 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.ResumeGrace < 0 || cfg.ResumeGrace > MaxResumeGrace {
 		return nil, fmt.Errorf("web: the terminal resume grace must be between 0 (the default, %s) and %s, got %s", DefaultResumeGrace, MaxResumeGrace, cfg.ResumeGrace)
 	}
-	h := &Handler{auth: cfg.Auth, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, joinKube: cfg.JoinKube, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
-		sessions: newSessions(cfg.Now, cfg.Auth), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
+	h := &Handler{auth: a, proxyAddr: cfg.ProxyAddr, dialProxy: cfg.DialProxy, redeemData: cfg.RedeemData, joinKube: cfg.JoinKube, terms: newTerminals(cfg.ResumeGrace), log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+		sessions: newSessions(cfg.Now, a), indexes: newIndexCache(64), signups: newSignups(cfg.Now), assets: map[string]string{},
 		gzipped: map[string][]byte{}, cop: http.NewCrossOriginProtection(), version: cfg.Version, started: cfg.Now()}
 	if err := h.loadAssets(); err != nil {
 		return nil, err
@@ -286,6 +298,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, storage.ErrAlreadyExists), errors.Is(err, storage.ErrCompareFailed), errors.Is(err, auth.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrNotAvailable):
+		return http.StatusNotImplemented
+	case errors.Is(err, ErrAuthUnreachable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
@@ -296,6 +312,10 @@ func (h *Handler) message(err error) string {
 	if statusOf(err) == http.StatusInternalServerError {
 		h.log.Error("web internal error", "err", err)
 		return "internal error (see the auth service log)"
+	}
+	if errors.Is(err, ErrAuthUnreachable) {
+		h.log.Warn("web: auth not reached", "err", err)
+		return ErrAuthUnreachable.Error()
 	}
 	return err.Error()
 }

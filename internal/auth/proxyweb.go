@@ -1,0 +1,61 @@
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/recording"
+	"github.com/warden-sh/warden/internal/storage"
+)
+
+// IssueProxyWebCert issues the calling proxy a TLS server certificate for
+// its HTTPS port, for an ECDSA key: the proxy's identity key is Ed25519,
+// which browsers do not accept in TLS, so the web UI of a proxy running
+// apart is served with this one (for the same names and addresses, for
+// the same time as its other certificates).
+func (s *Server) IssueProxyWebCert(ctx context.Context, c Caller, publicKey string) ([]byte, error) {
+	if err := s.authorize(c, "IssueProxyWebCert"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	pub, err := parsePublicKey(publicKey)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	key := cryptoPublicKey(pub)
+	if _, ok := key.(*ecdsa.PublicKey); !ok {
+		return nil, badRequest("the web certificate's key must be ECDSA (browsers accept no Ed25519 in TLS)")
+	}
+	reg, err := s.GetNodeRegistration(ctx, c.NodeID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && reg.Kind != RegistrationProxy) {
+		return nil, fmt.Errorf("%w: proxy %s is no longer registered", ErrUnauthenticated, c.NodeID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ttl := ProxyCertTTL
+	if s.cfg.NodeCertTTL > 0 && s.cfg.NodeCertTTL < ttl {
+		ttl = s.cfg.NodeCertTTL
+	}
+	der, err := s.issueProxyServer(key, reg.Principals, ttl)
+	if err != nil {
+		return nil, err
+	}
+	s.emit(ctx, audit.Event{Event: audit.CertIssued, Node: reg.Name, Success: true,
+		Fields: map[string]any{"cert_type": "proxy_web", "proxy_id": reg.ID, "principals": reg.Principals}})
+	return der, nil
+}
+
+// RemoteRecordingStream is a recording auth streams to a proxy running
+// apart (GET /v1/recordings/{id}), for the proxy's web UI: r's reads end
+// with the outcome of auth's check (an *recording.AlteredError, which auth
+// has audited, instead of io.EOF for an altered recording).
+func RemoteRecordingStream(info recording.Info, checked bool, r io.ReadCloser) *RecordingStream {
+	return &RecordingStream{Info: info, Checked: checked, r: r, closer: r, altered: func(error) {}}
+}

@@ -1,0 +1,158 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+
+	"github.com/warden-sh/warden/internal/patience"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// splitBrowser is a headless Debian Chromium at a proxy's web UI.
+type splitBrowser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+}
+
+// newSplitBrowser starts Chromium once the lab's hosts are up: the lab
+// holds the network lock alone (no other browser test runs meanwhile),
+// and no interface changes until the test ends (the browser is closed
+// before the lab's interfaces are removed: cleanups run last first).
+func newSplitBrowser(t *testing.T, base string) *splitBrowser {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("no chromium: install it (apt-get install -y --no-install-recommends chromium); .ci/run does")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1280, 800))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &splitBrowser{t: t, ctx: ctx, base: base}
+}
+
+func (b *splitBrowser) do(steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.t.Fatalf("browser: %v", err)
+	}
+}
+
+// open loads a page. Chromium aborts a load when it sees the machine's
+// network change (the lab's fresh interfaces settling their addresses):
+// such a load is tried again.
+func (b *splitBrowser) open(path string) {
+	b.t.Helper()
+	var err error
+	testkit.WaitFor(b.t, "load "+path, func() bool {
+		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
+		defer cancel()
+		err = chromedp.Do(ctx, chromedp.Navigate(b.base+path))
+		return err == nil || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED")
+	})
+	if err != nil {
+		b.t.Fatalf("load %s: %v", path, err)
+	}
+}
+
+func (b *splitBrowser) submit(sel string) {
+	b.t.Helper()
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
+	defer cancel()
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
+		b.t.Fatalf("submit %s: %v", sel, err)
+	}
+}
+
+// waitJS waits until a JavaScript expression is truthy.
+func (b *splitBrowser) waitJS(expr string) {
+	b.t.Helper()
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(patience.Left(b.t)))); err != nil {
+		loc, _ := chromedp.Run(b.ctx, chromedp.Location())
+		b.t.Fatalf("waiting for %s: %v (at %s)", expr, err, loc)
+	}
+}
+
+// typeLine types text into the focused terminal as a keyboard inserts
+// it, then Enter.
+func (b *splitBrowser) typeLine(text string) {
+	b.t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: text}); err != nil {
+			return err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			p := input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}
+			if typ == input.DispatchKeyEventTypeKeyDown {
+				p.Text = "\r"
+			}
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+// TestSplitProxyWebBrowser: a real browser (headless Chromium) at the web
+// UI of a proxy running apart from auth, each a process on a host of its
+// own: sign in with password and TOTP, find the node on the servers page,
+// open its web terminal (the page's own script, xterm.js, over the
+// WebSocket) and run a command; a lock through auth ends the terminal,
+// which shows the lock's message.
+func TestSplitProxyWebBrowser(t *testing.T) {
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	s.StartNode("node-a", authA, proxyA)
+	u := s.AddUser(authA, "webbrowser", []string{"access"}, []string{osLogin})
+
+	b := newSplitBrowser(t, "https://"+proxyA.Addr())
+	b.open("/web/login")
+	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+		chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
+	b.submit("#signin")
+	b.waitJS(`location.pathname === "/web/servers"`)
+	// The node's tunnel may reach the proxy after the page first loads.
+	testkit.WaitFor(t, "node-a on the servers page", func() bool {
+		b.open("/web/servers")
+		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(t))
+		defer cancel()
+		found, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.body.textContent.includes("node-a")`))
+		return err == nil && found
+	})
+	b.open("/web/servers/node-a/terminal?login=" + osLogin)
+	b.waitJS(`document.getElementById("term-status").textContent === "connected"`)
+	b.waitJS(`document.querySelector(".xterm-rows").textContent.includes("$")`)
+	b.typeLine("echo browser-split-$((6*7))")
+	b.waitJS(`document.querySelector(".xterm-rows").textContent.includes("browser-split-42")`)
+
+	lockID(t, s.adminCLI(authA, "lock", "--user", u.Name, "--message", "browser-locked-through-auth"))
+	b.waitJS(`document.getElementById("terminal").dataset.closed === "1"`)
+	b.waitJS(`document.querySelector(".xterm-rows").textContent.includes("browser-locked-through-auth")`)
+	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(t))
+	defer cancel()
+	st, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#term-status")))
+	if err != nil || !strings.HasPrefix(st, "disconnected") {
+		t.Fatalf("terminal status %q after the lock (%v)", st, err)
+	}
+}
