@@ -13,14 +13,16 @@ import (
 // in large pieces. A TLS connection's Read returns one record, at most
 // 16 KiB, and each read went to the proxy as one packet on the tunnel (a
 // packet costs the agent two writes and the proxy a read, whatever its
-// size). So the TLS connection reads its socket through a buffer of
-// rawBuffer bytes (one system call takes what has arrived), and
-// coalescingConn's Read, once a read filled a whole record (data is
-// streaming), also takes the records already received, without waiting
-// for more: with a read deadline in the past, the TLS connection returns
-// at once when its buffers hold no complete record (the socket is not
-// even read), keeping what it has (a timeout is not fatal to it). A
-// 32 KiB copy buffer then goes to the proxy as one full packet.
+// size; the API server's records are often smaller still). So the TLS
+// connection reads its socket through a buffer of rawBuffer bytes (one
+// system call takes what has arrived), and coalescingConn's Read, after
+// the read that waited for data, also takes the records already
+// received, without waiting for more: with a read deadline in the past,
+// the TLS connection returns at once when its buffers hold no complete
+// record (the socket is not even read), keeping what it has (a timeout is
+// not fatal to it). A 32 KiB copy buffer then goes to the proxy as one
+// full packet, and output that comes in small pieces still goes on at
+// once.
 
 // rawBuffer is the read buffer under the TLS connection: two full
 // records and their framing.
@@ -28,6 +30,12 @@ const rawBuffer = 40 << 10
 
 // maxRecord is the largest TLS record's payload.
 const maxRecord = 16 << 10
+
+// minCoalesce is the least room left in a read's buffer worth taking more
+// records into. The HTTP client reads responses through a 4 KiB buffer:
+// those reads never try (nor need to); an upgraded stream's copy (32 KiB)
+// does.
+const minCoalesce = 4<<10 + 1
 
 // longAgo is a read deadline that has passed.
 var longAgo = time.Unix(1, 0)
@@ -68,7 +76,7 @@ func dialTLS(cfg *tls.Config) func(ctx context.Context, network, addr string) (n
 
 func (c *coalescingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil || n != maxRecord || len(p)-n < maxRecord {
+	if err != nil || n == 0 || len(p)-n < minCoalesce {
 		return n, err
 	}
 	c.mu.Lock()
@@ -76,7 +84,7 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	if c.Conn.SetReadDeadline(longAgo) != nil {
 		return n, nil
 	}
-	for len(p)-n >= maxRecord {
+	for len(p)-n >= minCoalesce {
 		m, err := c.Conn.Read(p[n:])
 		n += m
 		if err != nil || m == 0 {

@@ -104,7 +104,7 @@ func waitReceived(t *testing.T, rc syscall.RawConn, n int) {
 }
 
 // A read for a large buffer takes the records already received, not just
-// one: a stream goes on to the proxy in full tunnel packets.
+// one, full or not: a stream goes on to the proxy in full tunnel packets.
 func TestCoalescingReadTakesReceivedRecords(t *testing.T) {
 	client, server, raw := tlsPair(t)
 	// Past Go's small first records (dynamic record sizing: 128 KiB).
@@ -130,11 +130,31 @@ func TestCoalescingReadTakesReceivedRecords(t *testing.T) {
 	if !bytes.Equal(buf, data[:n]) {
 		t.Fatal("the data read is not what was sent")
 	}
-	// The rest, then the server's close comes through as EOF.
+	// The rest, then records smaller than full ones (as the API server
+	// often sends): three taken in one read.
 	rest, err := io.ReadAll(io.LimitReader(client, int64(len(data)-n)))
 	if err != nil || !bytes.Equal(rest, data[n:]) {
 		t.Fatalf("rest: %d bytes, %v", len(rest), err)
 	}
+	small := make([]byte, 10<<10)
+	for i := range 3 {
+		for j := range small {
+			small[j] = byte(i)
+		}
+		if _, err := server.Write(small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitReceived(t, raw, 3*(5+len(small)+1+16))
+	if n, err = client.Read(buf); err != nil || n != 3*len(small) {
+		t.Fatalf("read %d bytes, %v; want the three records received (%d bytes)", n, err, 3*len(small))
+	}
+	for i := range 3 {
+		if part := buf[i*len(small) : (i+1)*len(small)]; !bytes.Equal(part, bytes.Repeat([]byte{byte(i)}, len(small))) {
+			t.Fatalf("record %d read back wrong", i)
+		}
+	}
+	// The server's close comes through as EOF.
 	server.Close()
 	if m, err := client.Read(buf); m != 0 || err != io.EOF {
 		t.Fatalf("after close: %d, %v; want EOF", m, err)
