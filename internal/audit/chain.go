@@ -113,7 +113,8 @@ func canonicalFast(ev Event) ([]byte, bool) {
 }
 
 // appendFlatFields writes fields canonically when every value is a string
-// (valid UTF-8), a bool or an integer, the common case; otherwise it
+// (valid UTF-8), a bool, an integer or a list of strings (a kube.request's
+// groups), the common case; otherwise it
 // reports false and the caller takes the general path from b's length.
 func appendFlatFields(b []byte, fields map[string]any) ([]byte, bool) {
 	keys := make([]string, 0, len(fields))
@@ -124,6 +125,12 @@ func appendFlatFields(b []byte, fields map[string]any) ([]byte, bool) {
 				return b, false
 			}
 		case bool, int, int64, int32, uint, uint64, uint32:
+		case []string:
+			for _, e := range v {
+				if !utf8.ValidString(e) {
+					return b, false
+				}
+			}
 		default:
 			return b, false
 		}
@@ -157,6 +164,19 @@ func appendFlatFields(b []byte, fields map[string]any) ([]byte, bool) {
 			b = strconv.AppendUint(b, v, 10)
 		case uint32:
 			b = strconv.AppendUint(b, uint64(v), 10)
+		case []string:
+			if v == nil {
+				b = append(b, "null"...)
+				break
+			}
+			b = append(b, '[')
+			for j, e := range v {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, e)
+			}
+			b = append(b, ']')
 		}
 	}
 	return append(b, '}'), true

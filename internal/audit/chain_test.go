@@ -155,6 +155,9 @@ func TestCanonicalFastMatchesSlow(t *testing.T) {
 		{Event: "bad year", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, // both fail
 		{Event: "flat", Fields: map[string]any{"s": "v\n\"", "b": false, "i": -1, "i64": int64(math.MinInt64),
 			"i32": int32(7), "u": uint(3), "u64": uint64(math.MaxUint64), "u32": uint32(9), "k\"\\\x01é": true}},
+		{Event: "flat lists", Fields: map[string]any{"groups": []string{"system:masters", "q\"é\u2028<"}, "none": []string(nil),
+			"empty": []string{}, "s": "v"}},
+		{Event: "flat bad utf8 list", Fields: map[string]any{"l": []string{"ok", "\xff"}}},
 		{Event: "flat bad utf8 value", Fields: map[string]any{"s": "\xff"}},
 		{Event: "flat bad utf8 key", Fields: map[string]any{"\xff": 1}},
 		{Event: "mixed", Fields: map[string]any{"s": "v", "f": 1.5}},

@@ -187,12 +187,14 @@ func inCluster() (*upstream, error) {
 }
 
 // newTransport speaks HTTP/1.1 to the API server, so that upgrades (exec,
-// attach, port-forward) pass through as they are.
+// attach, port-forward) pass through as they are. Its connections read
+// streams in large pieces (coalesce.go).
 func newTransport(tlsCfg *tls.Config) *http.Transport {
 	return &http.Transport{
 		Proxy:               nil,
 		TLSClientConfig:     tlsCfg,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialTLSContext:      dialTLS(tlsCfg),
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,

@@ -340,8 +340,10 @@ func (s *Server) serveKubeAs(w http.ResponseWriter, r *http.Request, c auth.Call
 	}
 	name, path, _ := strings.Cut(rest, "/")
 	path = "/" + path
-	ev := audit.Event{Event: audit.KubeRequest, User: c.User, RemoteAddr: remote,
-		Fields: map[string]any{"cluster": name, "method": r.Method, "path": truncate(path, 512)}}
+	// Sized for every field a request gets (no growth on the way).
+	fields := make(map[string]any, 16)
+	fields["cluster"], fields["method"], fields["path"] = name, r.Method, truncate(path, 512)
+	ev := audit.Event{Event: audit.KubeRequest, User: c.User, RemoteAddr: remote, Fields: fields}
 	if fromPeer != "" {
 		ev.Fields["from_proxy"] = fromPeer
 	}
@@ -356,13 +358,14 @@ func (s *Server) serveKubeAs(w http.ResponseWriter, r *http.Request, c auth.Call
 		refuse(http.StatusForbidden, "Forbidden", kubeReason(err))
 		return
 	}
-	res, err := parseKubeRequest(r.Method, path, r.URL.Query())
+	query := r.URL.Query()
+	res, err := parseKubeRequest(r.Method, path, query)
 	if err != nil {
 		refuse(http.StatusBadRequest, "BadRequest", err.Error())
 		return
 	}
 	ev.Fields["verb"], ev.Fields["resource"], ev.Fields["namespace"], ev.Fields["name"] = res.Verb, res.Kind, res.Namespace, res.Name
-	if cmd := r.URL.Query()["command"]; len(cmd) > 0 {
+	if cmd := query["command"]; len(cmd) > 0 {
 		ev.Fields["command"] = truncate(strings.Join(cmd, " "), 1024)
 	}
 	agent, cluster, found := s.kube.cluster(name)
@@ -423,7 +426,7 @@ func (s *Server) serveKubeAs(w http.ResponseWriter, r *http.Request, c auth.Call
 		target = KubePrefix + name + path
 	} else {
 		// exec and attach streams are audited and recorded (kuberec.go).
-		transport = s.kubeSessionTransport(agent.transport, live, agent.id, r.URL.Query())
+		transport = s.kubeSessionTransport(agent.transport, live, agent.id, query)
 	}
 	rp := &httputil.ReverseProxy{
 		Transport: transport,

@@ -73,6 +73,9 @@ func (m *Mux) route(c net.Conn) {
 	case tunnel.DataMagic:
 		m.data.deliver(pc)
 	default:
+		// TLS clients (browsers, kubectl, Go programs) turn Nagle's
+		// algorithm off: no quick ACKs needed.
+		pc.QuickAckOff()
 		m.tls.deliver(pc)
 	}
 }
@@ -95,6 +98,14 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// QuickAckOff turns quick ACKs off on the connection (internal/quickack),
+// if it has them.
+func (c *peekedConn) QuickAckOff() {
+	if q, ok := c.Conn.(interface{ QuickAckOff() }); ok {
+		q.QuickAckOff()
+	}
+}
 
 type chanListener struct {
 	addr   net.Addr

@@ -359,7 +359,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) handle(c net.Conn) {
+func (s *Server) handle(raw net.Conn) {
+	// Buffered once it is known to be a kube agent's tunnel (serveTunnel).
+	c := tunnel.NewBufferedConn(raw)
 	_ = c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, s.sshCfg)
 	<-s.unauth
@@ -371,7 +373,7 @@ func (s *Server) handle(c net.Conn) {
 	defer sconn.Close()
 	switch sconn.Permissions.Extensions[extKind] {
 	case kindNode:
-		s.serveTunnel(sconn, chans, reqs)
+		s.serveTunnel(sconn, chans, reqs, c)
 	case kindUser:
 		s.serveUser(sconn, chans, reqs)
 	}

@@ -109,7 +109,7 @@ func (r *Registry) remove(t *nodeTunnel) {
 
 const tunnelKeepalive = 15 * time.Second
 
-func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request, conn *tunnel.BufferedConn) {
 	id := sconn.Permissions.Extensions[extNodeID]
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -119,6 +119,11 @@ func (s *Server) serveTunnel(sconn *ssh.ServerConn, chans <-chan ssh.NewChannel,
 		return
 	}
 	if reg.Kind == auth.RegistrationKube {
+		// Every Kubernetes request and stream crosses this tunnel: read
+		// it in large pieces, without a quick ACK before each read (the
+		// agent, Warden's own, turns Nagle's algorithm off).
+		conn.Buffer()
+		conn.QuickAckOff()
 		s.serveKubeTunnel(sconn, chans, reqs, reg)
 		return
 	}

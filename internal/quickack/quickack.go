@@ -7,6 +7,7 @@ package quickack
 
 import (
 	"net"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -15,7 +16,8 @@ const tcpQuickAck = 0xc
 
 type conn struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	rc  syscall.RawConn
+	off atomic.Bool
 }
 
 // Wrap returns c with quick ACKs, or c itself if it is not a TCP connection.
@@ -32,9 +34,18 @@ func Wrap(c net.Conn) net.Conn {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	if c.off.Load() {
+		return c.TCPConn.Read(p)
+	}
 	_ = c.rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpQuickAck, 1) })
 	return c.TCPConn.Read(p)
 }
+
+// QuickAckOff stops setting quick ACKs before reads: for a peer known to
+// turn Nagle's algorithm off (TLS clients such as browsers and kubectl,
+// Warden's own agents), where the extra system call before each read buys
+// nothing.
+func (c *conn) QuickAckOff() { c.off.Store(true) }
 
 // Unwrap returns the TCP connection, for callers that hand the socket to
 // the kernel (splice) and need no more reads of their own.

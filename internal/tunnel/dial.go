@@ -108,7 +108,12 @@ func dialOnce(ctx context.Context, cfg Config) error {
 	}
 	ca.ClientConfig(ccfg)
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	sconn, chans, reqs, err := ssh.NewClientConn(conn, net.JoinHostPort(host, "0"), ccfg)
+	// Read in large pieces: one read takes what has arrived, often several
+	// packets, where the SSH library's own 4 KiB buffer took two reads for
+	// each large packet.
+	bc := NewBufferedConn(conn)
+	bc.Buffer()
+	sconn, chans, reqs, err := ssh.NewClientConn(bc, net.JoinHostPort(host, "0"), ccfg)
 	if err != nil {
 		return fmt.Errorf("tunnel handshake with %s: %w", cfg.Addr, err)
 	}
