@@ -17,7 +17,8 @@ import (
 
 // TestSplitProxyKubeExecRecorded: `kubectl exec -it` through a proxy
 // running apart from auth (processes apart, on PostgreSQL) is a session
-// like one through auth's own proxy: listed live in `sessions ls`, its
+// like one through auth's own proxy: listed live in `sessions ls`,
+// watched with `warden join` through that proxy (the owner told), its
 // recording written to auth in the kube agent's name, complete, verified
 // and played back, with the roles' strict recording honoured; the agent,
 // the real kube-apiserver and the kubelet stand-in run on the test's host.
@@ -35,6 +36,17 @@ spec:
   allow:
     kubernetes_labels: {env: dev}
     kubernetes_groups: ["system:masters"]
+---
+kind: role
+metadata: {name: kube-watch}
+spec:
+  allow:
+    kubernetes_labels: {env: dev}
+    kubernetes_groups: ["system:masters"]
+    rules:
+      - {resources: [session], verbs: [list]}
+    join_sessions:
+      - {roles: [kube-rec], modes: [observer]}
 `
 	if r := Run(t, strings.NewReader(roles), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
 		t.Fatalf("apply roles: %s", r)
@@ -80,6 +92,21 @@ spec:
 		}
 		return id != ""
 	})
+	// Watched through the proxy running apart (warden join): the owner is
+	// told, the observer sees what the shell prints.
+	watcher := s.AddUser(authA, "kwatch", []string{"kube-watch"}, nil)
+	whome := filepath.Dir(s.Login(watcher, proxyA))
+	observer := startBackground(t, WardenBinary, "--home", whome, "join", id)
+	testkit.WaitFor(t, "the join notice on the owner's terminal", func() bool {
+		select {
+		case code := <-observer.done:
+			t.Fatalf("warden join ended (exit %d): %s%s", code, observer.out.String(), observer.err.String())
+		default:
+		}
+		return strings.Contains(out.String(), "warden: kwatch joined this session as observer")
+	})
+	_, _ = term.Write([]byte("echo observed-$((6*7))\n"))
+	testkit.WaitFor(t, "the observer's view", func() bool { return strings.Contains(observer.out.String(), "observed-42") })
 	_, _ = term.Write([]byte("echo split-recorded-$((6*7)); exit\n"))
 	waitExit(t, cmd, out)
 	if !strings.Contains(out.String(), "split-recorded-42") {

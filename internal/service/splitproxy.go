@@ -440,6 +440,8 @@ func (s *splitProxy) httpHandler() http.Handler {
 	mux.Handle("/", rp)
 	// Kubernetes API requests are the proxy's own (decided with auth).
 	mux.Handle(proxy.KubePrefix, s.srv.KubeHandler())
+	// `warden join` of the kube sessions held here (or at a peer).
+	mux.Handle(proxy.KubeSessionsPrefix, s.srv.KubeSessionsHandler())
 	// The web UI is the proxy's own, deciding with auth (splitweb.go).
 	if err := s.mountWeb(mux); err != nil {
 		s.log.Error("web UI not served", "err", err)
