@@ -77,6 +77,18 @@ type WebLoginRequest struct {
 	RemoteAddr string            `json:"remote_addr"`
 }
 
+// WebPasskeyBegin starts a browser's passkey sign-in at a proxy's web UI.
+type WebPasskeyBegin struct {
+	Begin      wire.PasskeyLoginBegin `json:"begin"`
+	RemoteAddr string                 `json:"remote_addr"`
+}
+
+// WebPasskeyFinish finishes it.
+type WebPasskeyFinish struct {
+	Finish     wire.PasskeyLoginFinish `json:"finish"`
+	RemoteAddr string                  `json:"remote_addr"`
+}
+
 // WebLogoutRequest audits a sign-out from the web UI.
 type WebLogoutRequest struct {
 	Session string `json:"session"`
@@ -134,6 +146,16 @@ func (h *Handler) webRoutes() {
 		}
 		in.Login.RemoteAddr, in.Login.Via = in.RemoteAddr, "web"
 		return a.Login(r.Context(), in.Login)
+	})))
+	// The web UI's passkey sign-in: the ceremony lives at auth, and the
+	// finish names it by the one-use ID the begin answered.
+	m.HandleFunc("POST /v1/proxies/passkey-login/begin", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyBegin) (*wire.PasskeyLoginChallenge, error) {
+		in.Begin.RemoteAddr = in.RemoteAddr
+		return a.ProxyBeginPasskeyLogin(r.Context(), c, in.Begin)
+	})))
+	m.HandleFunc("POST /v1/proxies/passkey-login/finish", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyFinish) (*auth.LoginResponse, error) {
+		in.Finish.RemoteAddr = in.RemoteAddr
+		return a.ProxyFinishPasskeyLogin(r.Context(), c, in.Finish)
 	})))
 	m.HandleFunc("GET /v1/proxies/sso-connectors", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
 		if err := proxyOnly(c); err != nil {
@@ -218,6 +240,19 @@ func (c *Client) DeleteWebSession(ctx context.Context, key string) error {
 func (c *Client) WebLogin(ctx context.Context, req auth.LoginRequest, remoteAddr string) (*auth.LoginResponse, error) {
 	var out auth.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/web-login", WebLoginRequest{Login: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebBeginPasskeyLogin starts a browser's passkey sign-in at the calling
+// proxy's web UI (a proxy's call, for the browser's address).
+func (c *Client) WebBeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin, remoteAddr string) (*wire.PasskeyLoginChallenge, error) {
+	var out wire.PasskeyLoginChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/begin", WebPasskeyBegin{Begin: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebFinishPasskeyLogin finishes it: the certificates for req.PublicKey.
+func (c *Client) WebFinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*auth.LoginResponse, error) {
+	var out auth.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/finish", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
 }
 
 // SSOConnectorNames are the names of the SSO connectors (a proxy's call).
