@@ -293,15 +293,35 @@ func (a *splitWebAuth) DeleteWebSession(ctx context.Context, key string) error {
 	return a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error { return c.DeleteWebSession(ctx, key) })
 }
 
-// Passkey sign-in and enrolment go through auth's ceremonies in process
-// only, for now.
+// Passkey sign-in: auth's ceremony, begun and finished by this proxy for
+// the browser's address (proxy-only calls); auth keeps the challenge and
+// takes it once, by the ID its begin answered. The CLI's hand-off and the
+// first passkey's enrolment go through auth's web UI only, for now.
 
-func (a *splitWebAuth) BeginPasskeyLogin(context.Context, wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
+	var out *wire.PasskeyLoginChallenge
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebBeginPasskeyLogin(ctx, req, req.RemoteAddr)
+		return err
+	})
+	return out, err
 }
 
-func (a *splitWebAuth) FinishPasskeyLogin(context.Context, wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
+	if req.State != "" {
+		return nil, web.ErrNotAvailable
+	}
+	var out *auth.LoginResponse
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebFinishPasskeyLogin(ctx, req, req.RemoteAddr)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &wire.PasskeyLoginResult{Login: out}, nil
 }
 
 func (a *splitWebAuth) BeginHandoffMFAChallenge(context.Context, string) (*wire.MFAChallenge, error) {
