@@ -89,6 +89,13 @@ type WebPasskeyFinish struct {
 	RemoteAddr string                  `json:"remote_addr"`
 }
 
+// WebEnrolBegin starts the first passkey's registration with the token
+// of a web sign-in refused for want of one.
+type WebEnrolBegin struct {
+	Token string `json:"token"`
+	Name  string `json:"name"`
+}
+
 // WebLogoutRequest audits a sign-out from the web UI.
 type WebLogoutRequest struct {
 	Session string `json:"session"`
@@ -137,7 +144,7 @@ func (h *Handler) webRoutes() {
 	// The web UI's sign-in: auth.Server.Login as for the CLI, audited
 	// with via "web", throttled by the browser's address (which only a
 	// proxy may state).
-	m.HandleFunc("POST /v1/proxies/web-login", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebLoginRequest) (*auth.LoginResponse, error) {
+	m.HandleFunc("POST /v1/proxies/web-login", h.authed(withBodyOr(h, func(r *http.Request, c auth.Caller, in WebLoginRequest) (*auth.LoginResponse, error) {
 		if err := proxyOnly(c); err != nil {
 			return nil, err
 		}
@@ -146,6 +153,23 @@ func (h *Handler) webRoutes() {
 		}
 		in.Login.RemoteAddr, in.Login.Via = in.RemoteAddr, "web"
 		return a.Login(r.Context(), in.Login)
+	}, func(w http.ResponseWriter, err error) bool {
+		// Refused for want of a passkey: the proxy's web UI registers
+		// one with the token (ProxyBeginEnrolPasskey).
+		var e *auth.PasskeyEnrolment
+		if !errors.As(err, &e) {
+			return false
+		}
+		writeJSON(w, http.StatusForbidden, Error{Message: e.Error(), Code: CodePasskeyEnrol, EnrolToken: e.Token})
+		return true
+	})))
+	// The first passkey's registration, with that token (the token is
+	// the authority, for its user, once; the caller a joined proxy).
+	m.HandleFunc("POST /v1/proxies/passkey-enrol/begin", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebEnrolBegin) (*wire.MFAAddChallenge, error) {
+		return a.ProxyBeginEnrolPasskey(r.Context(), c, in.Token, in.Name)
+	})))
+	m.HandleFunc("POST /v1/proxies/passkey-enrol/finish", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in wire.MFAAddFinish) (*wire.MFADevice, error) {
+		return a.ProxyFinishEnrolPasskey(r.Context(), c, in)
 	})))
 	// The web UI's passkey sign-in: the ceremony lives at auth, and the
 	// finish names it by the one-use ID the begin answered.
@@ -253,6 +277,19 @@ func (c *Client) WebBeginPasskeyLogin(ctx context.Context, req wire.PasskeyLogin
 func (c *Client) WebFinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*auth.LoginResponse, error) {
 	var out auth.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/finish", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebBeginEnrolPasskey starts the first passkey's registration (a
+// proxy's call, with the token auth gave at the refused sign-in).
+func (c *Client) WebBeginEnrolPasskey(ctx context.Context, token, name string) (*wire.MFAAddChallenge, error) {
+	var out wire.MFAAddChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-enrol/begin", WebEnrolBegin{Token: token, Name: name}, &out)
+}
+
+// WebFinishEnrolPasskey finishes it.
+func (c *Client) WebFinishEnrolPasskey(ctx context.Context, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	var out wire.MFADevice
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-enrol/finish", req, &out)
 }
 
 // SSOConnectorNames are the names of the SSO connectors (a proxy's call).

@@ -107,6 +107,15 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(user, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusForbidden, fwd...)
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusForbidden, fwd...)
+	// The first passkey's registration: only with a token auth gave at a
+	// refused sign-in (TestSplitProxyWebRequirePasskey has one), only for
+	// a proxy.
+	enrol := WebEnrolBegin{Token: "not-a-token", Name: "laptop"}
+	e.call(proxy, "POST", "/v1/proxies/passkey-enrol/begin", enrol, http.StatusUnauthorized)
+	e.call(proxy, "POST", "/v1/proxies/passkey-enrol/finish", wire.MFAAddFinish{ID: "not-a-ceremony"}, http.StatusBadRequest)
+	e.call(user, "POST", "/v1/proxies/passkey-enrol/begin", enrol, http.StatusForbidden)
+	e.call(user, "POST", "/v1/proxies/passkey-enrol/finish", wire.MFAAddFinish{ID: "not-a-ceremony"}, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/passkey-enrol/begin", enrol, http.StatusForbidden, fwd...)
 
 	// The user's calls, as the proxy forwards them.
 	c := decodeAs[auth.Caller](t, e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusOK, fwd...))

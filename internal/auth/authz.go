@@ -92,6 +92,8 @@ var operations = map[string]rule{
 	// The passkey sign-in of its web UI, for a browser (proxyweb.go).
 	"ProxyBeginPasskeyLogin":  {kinds: kinds(KindProxy), does: "sign browsers in"},
 	"ProxyFinishPasskeyLogin": {kinds: kinds(KindProxy), does: "sign browsers in"},
+	"ProxyBeginEnrolPasskey":  {kinds: kinds(KindProxy), does: "sign browsers in"},
+	"ProxyFinishEnrolPasskey": {kinds: kinds(KindProxy), does: "sign browsers in"},
 	"ProxyCheckUser":          {kinds: kinds(KindProxy), does: "speak for users"},
 	"ProxyNodeRegistration":   {kinds: kinds(KindProxy), does: "serve node tunnels"},
 	"ProxySpendSessionCert":   {kinds: kinds(KindProxy), does: "speak for users"},

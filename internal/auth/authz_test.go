@@ -84,6 +84,8 @@ var matrix = map[string]row{
 	"IssueProxyWebCert":       {deny, deny, deny, deny, deny, all, deny},
 	"ProxyBeginPasskeyLogin":  {deny, deny, deny, deny, deny, all, deny},
 	"ProxyFinishPasskeyLogin": {deny, deny, deny, deny, deny, all, deny},
+	"ProxyBeginEnrolPasskey":  {deny, deny, deny, deny, deny, all, deny},
+	"ProxyFinishEnrolPasskey": {deny, deny, deny, deny, deny, all, deny},
 	"ProxyCheckUser":          {deny, deny, deny, deny, deny, all, deny},
 	"ProxyNodeRegistration":   {deny, deny, deny, deny, deny, all, deny},
 	"ProxySpendSessionCert":   {deny, deny, deny, deny, deny, all, deny},
@@ -494,6 +496,14 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"ProxyFinishPasskeyLogin": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.ProxyFinishPasskeyLogin(context.Background(), c, wire.PasskeyLoginFinish{RemoteAddr: "not an address"})
+		return gate(err)
+	},
+	"ProxyBeginEnrolPasskey": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyBeginEnrolPasskey(context.Background(), c, "not-a-token", "laptop")
+		return gate(err)
+	},
+	"ProxyFinishEnrolPasskey": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyFinishEnrolPasskey(context.Background(), c, wire.MFAAddFinish{ID: "not-a-ceremony"})
 		return gate(err)
 	},
 	"IssueProxyPeerCert": func(f *matrixFixture, c auth.Caller) outcome {

@@ -108,3 +108,30 @@ func (s *Server) ProxyFinishPasskeyLogin(ctx context.Context, c Caller, req wire
 	}
 	return res.Login, nil
 }
+
+// ProxyBeginEnrolPasskey starts, at the web UI of the calling proxy, the
+// first passkey's registration of a user whose password sign-in was
+// refused for want of one (the token of that refusal,
+// PasskeyEnrolment, which auth gives only to the proxy that signed the
+// browser in): BeginEnrolPasskey, the ceremony kept here.
+func (s *Server) ProxyBeginEnrolPasskey(ctx context.Context, c Caller, token, name string) (*wire.MFAAddChallenge, error) {
+	if err := s.authorize(c, "ProxyBeginEnrolPasskey"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	return s.BeginEnrolPasskey(ctx, token, name)
+}
+
+// ProxyFinishEnrolPasskey finishes it (FinishEnrolPasskey: the
+// registration ceremony of req.ID, taken once).
+func (s *Server) ProxyFinishEnrolPasskey(ctx context.Context, c Caller, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	if err := s.authorize(c, "ProxyFinishEnrolPasskey"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	return s.FinishEnrolPasskey(ctx, req)
+}

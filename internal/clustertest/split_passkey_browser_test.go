@@ -119,3 +119,46 @@ func TestSplitProxyWebPasskey(t *testing.T) {
 		return false
 	})
 }
+
+// TestSplitProxyWebRequirePasskey: with auth.require_passkey, a password
+// sign-in at a proxy running apart of a user without a passkey leads to
+// registering one there (the token auth gave the proxy with the refusal),
+// then signing in with it; password and code alone no longer sign in.
+func TestSplitProxyWebRequirePasskey(t *testing.T) {
+	s := newSplitCluster(t)
+	relay := newTCPRelay(t, "127.0.0.1:1")
+	_, port, _ := net.SplitHostPort(relay.Addr())
+	origin := "https://localhost:" + port
+	s.authExtra = `, require_passkey: true, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	relay.SetTarget(proxyA.Addr())
+	u := s.AddUser(authA, "webenrol", []string{"access"}, []string{osLogin})
+
+	b := newSplitBrowser(t, origin)
+	b.virtualAuthenticator()
+	signin := func() {
+		b.open("/web/login")
+		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
+		b.submit("#signin")
+	}
+	signin()
+	if got := b.eval(`(document.getElementById("notice")||{}).textContent||""`); !strings.Contains(got, "requires a passkey") {
+		t.Fatalf("password sign-in without a passkey: %q at %s", got, b.eval(`location.href`))
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#passkey-name"), "laptop"))
+	b.clickTo("#passkey-add", "/web/login?enrolled=1&next=%2Fweb%2Fservers")
+	b.clickTo("#passkey-signin", "/web/servers")
+	b.open("/web/me")
+	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != u.Name {
+		t.Fatalf("sign-in with the new passkey as %q, want %s", got, u.Name)
+	}
+	b.submit("#signout")
+
+	// The password and a code alone: refused, the passkey named.
+	signin()
+	if got := b.eval(`(document.getElementById("error")||{}).textContent||""`); !strings.Contains(got, "requires a passkey: sign in with it") {
+		t.Fatalf("password sign-in with a passkey: %q", got)
+	}
+}

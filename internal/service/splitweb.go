@@ -217,11 +217,20 @@ func userCall[T any](a *splitWebAuth, ctx context.Context, fn func(context.Conte
 
 func (a *splitWebAuth) Login(ctx context.Context, req auth.LoginRequest) (*auth.LoginResponse, error) {
 	var out *auth.LoginResponse
+	var enrol *auth.PasskeyEnrolment
 	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
 		var err error
 		out, err = c.WebLogin(ctx, req, req.RemoteAddr)
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusForbidden && ae.Code == api.CodePasskeyEnrol && ae.EnrolToken != "" {
+			enrol = &auth.PasskeyEnrolment{User: req.User, Token: ae.EnrolToken}
+		}
 		return err
 	})
+	if enrol != nil {
+		// The page that registers the first passkey, with auth's token.
+		return nil, enrol
+	}
 	return out, err
 }
 
@@ -295,8 +304,10 @@ func (a *splitWebAuth) DeleteWebSession(ctx context.Context, key string) error {
 
 // Passkey sign-in: auth's ceremony, begun and finished by this proxy for
 // the browser's address (proxy-only calls); auth keeps the challenge and
-// takes it once, by the ID its begin answered. The CLI's hand-off and the
-// first passkey's enrolment go through auth's web UI only, for now.
+// takes it once, by the ID its begin answered. The first passkey's
+// registration, when auth refuses a password sign-in for want of one, is
+// begun with the token auth gave this proxy with that refusal. The CLI's
+// hand-offs go through auth's web UI only, for now.
 
 func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
 	var out *wire.PasskeyLoginChallenge
@@ -332,12 +343,24 @@ func (a *splitWebAuth) FinishMFAHandoff(context.Context, string, wire.MFARespons
 	return nil, web.ErrNotAvailable
 }
 
-func (a *splitWebAuth) BeginEnrolPasskey(context.Context, string, string) (*wire.MFAAddChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginEnrolPasskey(ctx context.Context, token, name string) (*wire.MFAAddChallenge, error) {
+	var out *wire.MFAAddChallenge
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebBeginEnrolPasskey(ctx, token, name)
+		return err
+	})
+	return out, err
 }
 
-func (a *splitWebAuth) FinishEnrolPasskey(context.Context, wire.MFAAddFinish) (*wire.MFADevice, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) FinishEnrolPasskey(ctx context.Context, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	var out *wire.MFADevice
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebFinishEnrolPasskey(ctx, req)
+		return err
+	})
+	return out, err
 }
 
 // The signed-in user's calls: auth decides from the forwarded
