@@ -68,8 +68,9 @@ func (b *splitBrowser) clickTo(sel, pathSuffix string) {
 // virtual authenticator) at the web UI of a proxy running apart from
 // auth: the user signs in with password and TOTP, registers a passkey on
 // the proxy's Security page, signs out, and signs in with the passkey
-// alone; auth audits the sign-in as the web's, from the browser's
-// address. Passkeys need a domain as the relying party and browsers allow
+// alone, then with the password and the passkey (a wrong password
+// refused first); auth audits the sign-ins as the web's, from the
+// browser's address. Passkeys need a domain as the relying party and browsers allow
 // them on localhost: the browser reaches the proxy through a relay on
 // the test's loopback, the origin auth's WebAuthn settings list.
 func TestSplitProxyWebPasskey(t *testing.T) {
@@ -113,6 +114,29 @@ func TestSplitProxyWebPasskey(t *testing.T) {
 		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: u.Name, Limit: 20})
 		for _, ev := range evs {
 			if err == nil && ev.Success && ev.Fields["via"] == "web" && ev.Fields["method"] == "passkey" && ev.RemoteAddr == s.lab.Gateway() {
+				return true
+			}
+		}
+		return false
+	})
+	b.open("/web/me")
+	b.submit("#signout")
+
+	// Second factor: the password (checked by auth at the begin), then
+	// the passkey instead of a code.
+	b.open("/web/login")
+	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), "wrong password for sure"))
+	b.do(chromedp.Click(chromedp.CSS("#passkey-2fa")))
+	b.waitJS(`!document.getElementById("passkey-error").hidden`)
+	if got := b.eval(`document.getElementById("passkey-error").textContent`); !strings.Contains(got, "wrong user name or password") {
+		t.Fatalf("a wrong password with the passkey: %q", got)
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#password"), u.Password))
+	b.clickTo("#passkey-2fa", "/web/servers")
+	testkit.WaitFor(t, "the password+passkey sign-in in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: u.Name, Limit: 20})
+		for _, ev := range evs {
+			if err == nil && ev.Success && ev.Fields["via"] == "web" && ev.Fields["method"] == "password+passkey" && ev.RemoteAddr == s.lab.Gateway() {
 				return true
 			}
 		}
