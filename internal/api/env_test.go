@@ -80,7 +80,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	a, err := auth.New(ctx, auth.Config{ClusterName: "test", Backend: b, Audit: b.AuditLog(), PublicAddr: "proxy:3080",
-		Now: clk.Now, AuditKey: auditKey, Recordings: store})
+		WebAuthn: auth.WebAuthnConfig{RPID: "proxy.example", Origins: []string{"https://proxy.example:3080"}},
+		Now:      clk.Now, AuditKey: auditKey, Recordings: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,23 @@ func withBody[In, Out any](h *Handler, fn func(r *http.Request, c auth.Caller, i
 	}
 }
 
+// withBodyOr is withBody whose errors refused may answer first (true:
+// it wrote the response).
+func withBodyOr[In, Out any](h *Handler, fn func(r *http.Request, c auth.Caller, in In) (Out, error), refused func(http.ResponseWriter, error) bool) callerHandler {
+	return func(w http.ResponseWriter, r *http.Request, c auth.Caller) {
+		var in In
+		if err := decode(r, &in); err != nil {
+			h.fail(w, err)
+			return
+		}
+		out, err := fn(r, c, in)
+		if err != nil && refused(w, err) {
+			return
+		}
+		respond(h, w, out, err)
+	}
+}
+
 // noBody calls fn and writes its result.
 func noBody[Out any](h *Handler, fn func(r *http.Request, c auth.Caller) (Out, error)) callerHandler {
 	return func(w http.ResponseWriter, r *http.Request, c auth.Caller) {

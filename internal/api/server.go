@@ -145,6 +145,10 @@ type Error struct {
 	// Code tells apart errors a client acts on that share a status:
 	// CodeOffset, CodeRecordingComplete, CodeSessionUnknown.
 	Code string `json:"code,omitempty"`
+	// EnrolToken is, with CodePasskeyEnrol, the token of a web sign-in
+	// refused for want of a passkey (auth.PasskeyEnrolment): given to the
+	// proxy whose web UI signs the browser in only (/v1/proxies/web-login).
+	EnrolToken string `json:"enrol_token,omitempty"`
 }
 
 // Error codes.
@@ -157,6 +161,9 @@ const (
 	// CodeSessionUnknown: auth has no record of the node starting the
 	// session a recording is uploaded for.
 	CodeSessionUnknown = "session_unknown"
+	// CodePasskeyEnrol: a web sign-in refused because the cluster
+	// requires a passkey and the user has none (EnrolToken).
+	CodePasskeyEnrol = "passkey_enrol"
 )
 
 // errorCode is the Code for err ("" if none).

@@ -77,6 +77,25 @@ type WebLoginRequest struct {
 	RemoteAddr string            `json:"remote_addr"`
 }
 
+// WebPasskeyBegin starts a browser's passkey sign-in at a proxy's web UI.
+type WebPasskeyBegin struct {
+	Begin      wire.PasskeyLoginBegin `json:"begin"`
+	RemoteAddr string                 `json:"remote_addr"`
+}
+
+// WebPasskeyFinish finishes it.
+type WebPasskeyFinish struct {
+	Finish     wire.PasskeyLoginFinish `json:"finish"`
+	RemoteAddr string                  `json:"remote_addr"`
+}
+
+// WebEnrolBegin starts the first passkey's registration with the token
+// of a web sign-in refused for want of one.
+type WebEnrolBegin struct {
+	Token string `json:"token"`
+	Name  string `json:"name"`
+}
+
 // WebLogoutRequest audits a sign-out from the web UI.
 type WebLogoutRequest struct {
 	Session string `json:"session"`
@@ -125,7 +144,7 @@ func (h *Handler) webRoutes() {
 	// The web UI's sign-in: auth.Server.Login as for the CLI, audited
 	// with via "web", throttled by the browser's address (which only a
 	// proxy may state).
-	m.HandleFunc("POST /v1/proxies/web-login", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebLoginRequest) (*auth.LoginResponse, error) {
+	m.HandleFunc("POST /v1/proxies/web-login", h.authed(withBodyOr(h, func(r *http.Request, c auth.Caller, in WebLoginRequest) (*auth.LoginResponse, error) {
 		if err := proxyOnly(c); err != nil {
 			return nil, err
 		}
@@ -134,6 +153,33 @@ func (h *Handler) webRoutes() {
 		}
 		in.Login.RemoteAddr, in.Login.Via = in.RemoteAddr, "web"
 		return a.Login(r.Context(), in.Login)
+	}, func(w http.ResponseWriter, err error) bool {
+		// Refused for want of a passkey: the proxy's web UI registers
+		// one with the token (ProxyBeginEnrolPasskey).
+		var e *auth.PasskeyEnrolment
+		if !errors.As(err, &e) {
+			return false
+		}
+		writeJSON(w, http.StatusForbidden, Error{Message: e.Error(), Code: CodePasskeyEnrol, EnrolToken: e.Token})
+		return true
+	})))
+	// The first passkey's registration, with that token (the token is
+	// the authority, for its user, once; the caller a joined proxy).
+	m.HandleFunc("POST /v1/proxies/passkey-enrol/begin", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebEnrolBegin) (*wire.MFAAddChallenge, error) {
+		return a.ProxyBeginEnrolPasskey(r.Context(), c, in.Token, in.Name)
+	})))
+	m.HandleFunc("POST /v1/proxies/passkey-enrol/finish", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in wire.MFAAddFinish) (*wire.MFADevice, error) {
+		return a.ProxyFinishEnrolPasskey(r.Context(), c, in)
+	})))
+	// The web UI's passkey sign-in: the ceremony lives at auth, and the
+	// finish names it by the one-use ID the begin answered.
+	m.HandleFunc("POST /v1/proxies/passkey-login/begin", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyBegin) (*wire.PasskeyLoginChallenge, error) {
+		in.Begin.RemoteAddr = in.RemoteAddr
+		return a.ProxyBeginPasskeyLogin(r.Context(), c, in.Begin)
+	})))
+	m.HandleFunc("POST /v1/proxies/passkey-login/finish", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyFinish) (*auth.LoginResponse, error) {
+		in.Finish.RemoteAddr = in.RemoteAddr
+		return a.ProxyFinishPasskeyLogin(r.Context(), c, in.Finish)
 	})))
 	m.HandleFunc("GET /v1/proxies/sso-connectors", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
 		if err := proxyOnly(c); err != nil {
@@ -218,6 +264,32 @@ func (c *Client) DeleteWebSession(ctx context.Context, key string) error {
 func (c *Client) WebLogin(ctx context.Context, req auth.LoginRequest, remoteAddr string) (*auth.LoginResponse, error) {
 	var out auth.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/web-login", WebLoginRequest{Login: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebBeginPasskeyLogin starts a browser's passkey sign-in at the calling
+// proxy's web UI (a proxy's call, for the browser's address).
+func (c *Client) WebBeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin, remoteAddr string) (*wire.PasskeyLoginChallenge, error) {
+	var out wire.PasskeyLoginChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/begin", WebPasskeyBegin{Begin: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebFinishPasskeyLogin finishes it: the certificates for req.PublicKey.
+func (c *Client) WebFinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*auth.LoginResponse, error) {
+	var out auth.LoginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/finish", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebBeginEnrolPasskey starts the first passkey's registration (a
+// proxy's call, with the token auth gave at the refused sign-in).
+func (c *Client) WebBeginEnrolPasskey(ctx context.Context, token, name string) (*wire.MFAAddChallenge, error) {
+	var out wire.MFAAddChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-enrol/begin", WebEnrolBegin{Token: token, Name: name}, &out)
+}
+
+// WebFinishEnrolPasskey finishes it.
+func (c *Client) WebFinishEnrolPasskey(ctx context.Context, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	var out wire.MFADevice
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-enrol/finish", req, &out)
 }
 
 // SSOConnectorNames are the names of the SSO connectors (a proxy's call).

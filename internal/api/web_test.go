@@ -88,6 +88,35 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(user, "POST", "/v1/proxies/web-login", login, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/web-login", login, http.StatusForbidden, fwd...)
 
+	// The web passkey sign-in: a proxy's call, for the browser's address.
+	// A passwordless begin gives a ceremony ID; the finish names it, and
+	// an ID auth did not give (or already spent) is refused.
+	begin := WebPasskeyBegin{RemoteAddr: "192.0.2.7"}
+	ch := decodeAs[wire.PasskeyLoginChallenge](t, e.call(proxy, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusOK))
+	if ch.ID == "" || !strings.Contains(string(ch.WebAuthn), "challenge") {
+		t.Errorf("web passkey challenge: %+v", ch)
+	}
+	finish := WebPasskeyFinish{Finish: wire.PasskeyLoginFinish{ID: "not-a-ceremony", WebAuthn: []byte(`{}`), PublicKey: pub}, RemoteAddr: "192.0.2.7"}
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusUnauthorized)
+	finish.Finish.State = "a-cli-handoff"
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusBadRequest)
+	begin.RemoteAddr, finish.RemoteAddr = "not an address", "not an address"
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusBadRequest)
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusBadRequest)
+	e.call(user, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusForbidden)
+	e.call(user, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusForbidden, fwd...)
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusForbidden, fwd...)
+	// The first passkey's registration: only with a token auth gave at a
+	// refused sign-in (TestSplitProxyWebRequirePasskey has one), only for
+	// a proxy.
+	enrol := WebEnrolBegin{Token: "not-a-token", Name: "laptop"}
+	e.call(proxy, "POST", "/v1/proxies/passkey-enrol/begin", enrol, http.StatusUnauthorized)
+	e.call(proxy, "POST", "/v1/proxies/passkey-enrol/finish", wire.MFAAddFinish{ID: "not-a-ceremony"}, http.StatusBadRequest)
+	e.call(user, "POST", "/v1/proxies/passkey-enrol/begin", enrol, http.StatusForbidden)
+	e.call(user, "POST", "/v1/proxies/passkey-enrol/finish", wire.MFAAddFinish{ID: "not-a-ceremony"}, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/passkey-enrol/begin", enrol, http.StatusForbidden, fwd...)
+
 	// The user's calls, as the proxy forwards them.
 	c := decodeAs[auth.Caller](t, e.call(proxy, "GET", "/v1/web/caller", nil, http.StatusOK, fwd...))
 	if c.Kind != auth.KindUser || c.User != "webuser" || !slices.Contains(c.Roles, "access") {

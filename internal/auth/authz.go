@@ -87,13 +87,18 @@ var operations = map[string]rule{
 	// A proxy running apart from auth (proxies.go): its own certificates
 	// and inventory, and the checks it makes for the users whose
 	// certificates it verified.
-	"RenewProxyCerts":       {kinds: kinds(KindProxy), does: "renew proxy certificates"},
-	"IssueProxyWebCert":     {kinds: kinds(KindProxy), does: "renew proxy certificates"},
-	"ProxyCheckUser":        {kinds: kinds(KindProxy), does: "speak for users"},
-	"ProxyNodeRegistration": {kinds: kinds(KindProxy), does: "serve node tunnels"},
-	"ProxySpendSessionCert": {kinds: kinds(KindProxy), does: "speak for users"},
-	"PublishProxyInventory": {kinds: kinds(KindProxy), does: "serve node tunnels"},
-	"ProxyAuthorizeKube":    {kinds: kinds(KindProxy), does: "speak for users"},
+	"RenewProxyCerts":   {kinds: kinds(KindProxy), does: "renew proxy certificates"},
+	"IssueProxyWebCert": {kinds: kinds(KindProxy), does: "renew proxy certificates"},
+	// The passkey sign-in of its web UI, for a browser (proxyweb.go).
+	"ProxyBeginPasskeyLogin":  {kinds: kinds(KindProxy), does: "sign browsers in"},
+	"ProxyFinishPasskeyLogin": {kinds: kinds(KindProxy), does: "sign browsers in"},
+	"ProxyBeginEnrolPasskey":  {kinds: kinds(KindProxy), does: "sign browsers in"},
+	"ProxyFinishEnrolPasskey": {kinds: kinds(KindProxy), does: "sign browsers in"},
+	"ProxyCheckUser":          {kinds: kinds(KindProxy), does: "speak for users"},
+	"ProxyNodeRegistration":   {kinds: kinds(KindProxy), does: "serve node tunnels"},
+	"ProxySpendSessionCert":   {kinds: kinds(KindProxy), does: "speak for users"},
+	"PublishProxyInventory":   {kinds: kinds(KindProxy), does: "serve node tunnels"},
+	"ProxyAuthorizeKube":      {kinds: kinds(KindProxy), does: "speak for users"},
 	// Proxy peering of a proxy running apart (peering.go).
 	"ProxyPeerPut":       {kinds: kinds(KindProxy), does: "peer with proxies"},
 	"ProxyPeerDelete":    {kinds: kinds(KindProxy), does: "peer with proxies"},

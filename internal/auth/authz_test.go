@@ -82,6 +82,10 @@ var matrix = map[string]row{
 	"Watch":                   {deny, deny, deny, deny, all, all, all},
 	"RenewProxyCerts":         {deny, deny, deny, deny, deny, all, deny},
 	"IssueProxyWebCert":       {deny, deny, deny, deny, deny, all, deny},
+	"ProxyBeginPasskeyLogin":  {deny, deny, deny, deny, deny, all, deny},
+	"ProxyFinishPasskeyLogin": {deny, deny, deny, deny, deny, all, deny},
+	"ProxyBeginEnrolPasskey":  {deny, deny, deny, deny, deny, all, deny},
+	"ProxyFinishEnrolPasskey": {deny, deny, deny, deny, deny, all, deny},
 	"ProxyCheckUser":          {deny, deny, deny, deny, deny, all, deny},
 	"ProxyNodeRegistration":   {deny, deny, deny, deny, deny, all, deny},
 	"ProxySpendSessionCert":   {deny, deny, deny, deny, deny, all, deny},
@@ -484,6 +488,22 @@ var probes = map[string]func(f *matrixFixture, c auth.Caller) outcome{
 	},
 	"IssueProxyWebCert": func(f *matrixFixture, c auth.Caller) outcome {
 		_, err := f.a.IssueProxyWebCert(context.Background(), c, "not a key")
+		return gate(err)
+	},
+	"ProxyBeginPasskeyLogin": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyBeginPasskeyLogin(context.Background(), c, wire.PasskeyLoginBegin{RemoteAddr: "not an address"})
+		return gate(err)
+	},
+	"ProxyFinishPasskeyLogin": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyFinishPasskeyLogin(context.Background(), c, wire.PasskeyLoginFinish{RemoteAddr: "not an address"})
+		return gate(err)
+	},
+	"ProxyBeginEnrolPasskey": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyBeginEnrolPasskey(context.Background(), c, "not-a-token", "laptop")
+		return gate(err)
+	},
+	"ProxyFinishEnrolPasskey": func(f *matrixFixture, c auth.Caller) outcome {
+		_, err := f.a.ProxyFinishEnrolPasskey(context.Background(), c, wire.MFAAddFinish{ID: "not-a-ceremony"})
 		return gate(err)
 	},
 	"IssueProxyPeerCert": func(f *matrixFixture, c auth.Caller) outcome {

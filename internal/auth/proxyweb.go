@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/warden-sh/warden/internal/audit"
 	"github.com/warden-sh/warden/internal/recording"
 	"github.com/warden-sh/warden/internal/storage"
+	"github.com/warden-sh/warden/internal/wire"
 )
 
 // IssueProxyWebCert issues the calling proxy a TLS server certificate for
@@ -58,4 +60,78 @@ func (s *Server) IssueProxyWebCert(ctx context.Context, c Caller, publicKey stri
 // has audited, instead of io.EOF for an altered recording).
 func RemoteRecordingStream(info recording.Info, checked bool, r io.ReadCloser) *RecordingStream {
 	return &RecordingStream{Info: info, Checked: checked, r: r, closer: r, altered: func(error) {}}
+}
+
+// ProxyBeginPasskeyLogin starts a passkey sign-in at the web UI of the
+// calling proxy, for the browser at req.RemoteAddr (throttled by it as in
+// process): the challenge and what it is for stay here, in a ceremony
+// the proxy knows only by its one-use ID.
+func (s *Server) ProxyBeginPasskeyLogin(ctx context.Context, c Caller, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
+	if err := s.authorize(c, "ProxyBeginPasskeyLogin"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	if net.ParseIP(req.RemoteAddr) == nil {
+		return nil, badRequest("the browser's address must be an IP address")
+	}
+	return s.BeginPasskeyLogin(ctx, req)
+}
+
+// ProxyFinishPasskeyLogin finishes it: the ceremony of req.ID, taken
+// once, decides (the same checks as FinishPasskeyLogin), and the
+// certificates are for the key the proxy made for the browser's web
+// session; the sign-in is audited via "web" with the browser's address.
+// The CLI's hand-off (req.State) is not finished through a proxy
+// running apart.
+func (s *Server) ProxyFinishPasskeyLogin(ctx context.Context, c Caller, req wire.PasskeyLoginFinish) (*wire.LoginResponse, error) {
+	if err := s.authorize(c, "ProxyFinishPasskeyLogin"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	if net.ParseIP(req.RemoteAddr) == nil {
+		return nil, badRequest("the browser's address must be an IP address")
+	}
+	if req.State != "" {
+		return nil, badRequest("warden login --passkey signs in at auth's web UI, not a proxy running apart")
+	}
+	req.Via = "web"
+	res, err := s.FinishPasskeyLogin(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if res.Login == nil {
+		return nil, errors.New("passkey sign-in: no certificates")
+	}
+	return res.Login, nil
+}
+
+// ProxyBeginEnrolPasskey starts, at the web UI of the calling proxy, the
+// first passkey's registration of a user whose password sign-in was
+// refused for want of one (the token of that refusal,
+// PasskeyEnrolment, which auth gives only to the proxy that signed the
+// browser in): BeginEnrolPasskey, the ceremony kept here.
+func (s *Server) ProxyBeginEnrolPasskey(ctx context.Context, c Caller, token, name string) (*wire.MFAAddChallenge, error) {
+	if err := s.authorize(c, "ProxyBeginEnrolPasskey"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	return s.BeginEnrolPasskey(ctx, token, name)
+}
+
+// ProxyFinishEnrolPasskey finishes it (FinishEnrolPasskey: the
+// registration ceremony of req.ID, taken once).
+func (s *Server) ProxyFinishEnrolPasskey(ctx context.Context, c Caller, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	if err := s.authorize(c, "ProxyFinishEnrolPasskey"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	return s.FinishEnrolPasskey(ctx, req)
 }

@@ -36,6 +36,9 @@ type splitCluster struct {
 	pgConn, pgPassFile, signingKey, recordings string
 	// pin is the cluster CA's fingerprint.
 	pin string
+	// authExtra is more of auth's section of the auth instances' config
+	// (YAML flow mapping entries, e.g. "webauthn: {...}").
+	authExtra string
 }
 
 const (
@@ -82,7 +85,7 @@ func (s *splitCluster) StartAuth(name string) *splitAuth {
 	a := &splitAuth{host: h, dataDir: filepath.Join(s.dir, name)}
 	cfg := "cluster_name: split\nservices: [auth]\n" +
 		"storage: {type: postgres, conn: \"" + s.pgConn + "\", password_file: \"" + s.pgPassFile + "\", recordings_dir: \"" + s.recordings + "\"}\n" +
-		"auth: {listen: \"" + a.Addr() + "\", audit_signing_key: \"" + s.signingKey + "\", checkpoint_interval: 1s}\n" +
+		"auth: {listen: \"" + a.Addr() + "\", audit_signing_key: \"" + s.signingKey + "\", checkpoint_interval: 1s" + s.authExtra + "}\n" +
 		"proxy: {metrics_addr: \"off\"}\n"
 	path := filepath.Join(s.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

@@ -217,11 +217,20 @@ func userCall[T any](a *splitWebAuth, ctx context.Context, fn func(context.Conte
 
 func (a *splitWebAuth) Login(ctx context.Context, req auth.LoginRequest) (*auth.LoginResponse, error) {
 	var out *auth.LoginResponse
+	var enrol *auth.PasskeyEnrolment
 	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
 		var err error
 		out, err = c.WebLogin(ctx, req, req.RemoteAddr)
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusForbidden && ae.Code == api.CodePasskeyEnrol && ae.EnrolToken != "" {
+			enrol = &auth.PasskeyEnrolment{User: req.User, Token: ae.EnrolToken}
+		}
 		return err
 	})
+	if enrol != nil {
+		// The page that registers the first passkey, with auth's token.
+		return nil, enrol
+	}
 	return out, err
 }
 
@@ -293,15 +302,37 @@ func (a *splitWebAuth) DeleteWebSession(ctx context.Context, key string) error {
 	return a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error { return c.DeleteWebSession(ctx, key) })
 }
 
-// Passkey sign-in and enrolment go through auth's ceremonies in process
-// only, for now.
+// Passkey sign-in: auth's ceremony, begun and finished by this proxy for
+// the browser's address (proxy-only calls); auth keeps the challenge and
+// takes it once, by the ID its begin answered. The first passkey's
+// registration, when auth refuses a password sign-in for want of one, is
+// begun with the token auth gave this proxy with that refusal. The CLI's
+// hand-offs go through auth's web UI only, for now.
 
-func (a *splitWebAuth) BeginPasskeyLogin(context.Context, wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
+	var out *wire.PasskeyLoginChallenge
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebBeginPasskeyLogin(ctx, req, req.RemoteAddr)
+		return err
+	})
+	return out, err
 }
 
-func (a *splitWebAuth) FinishPasskeyLogin(context.Context, wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
+	if req.State != "" {
+		return nil, web.ErrNotAvailable
+	}
+	var out *auth.LoginResponse
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebFinishPasskeyLogin(ctx, req, req.RemoteAddr)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &wire.PasskeyLoginResult{Login: out}, nil
 }
 
 func (a *splitWebAuth) BeginHandoffMFAChallenge(context.Context, string) (*wire.MFAChallenge, error) {
@@ -312,12 +343,24 @@ func (a *splitWebAuth) FinishMFAHandoff(context.Context, string, wire.MFARespons
 	return nil, web.ErrNotAvailable
 }
 
-func (a *splitWebAuth) BeginEnrolPasskey(context.Context, string, string) (*wire.MFAAddChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginEnrolPasskey(ctx context.Context, token, name string) (*wire.MFAAddChallenge, error) {
+	var out *wire.MFAAddChallenge
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebBeginEnrolPasskey(ctx, token, name)
+		return err
+	})
+	return out, err
 }
 
-func (a *splitWebAuth) FinishEnrolPasskey(context.Context, wire.MFAAddFinish) (*wire.MFADevice, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) FinishEnrolPasskey(ctx context.Context, req wire.MFAAddFinish) (*wire.MFADevice, error) {
+	var out *wire.MFADevice
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebFinishEnrolPasskey(ctx, req)
+		return err
+	})
+	return out, err
 }
 
 // The signed-in user's calls: auth decides from the forwarded

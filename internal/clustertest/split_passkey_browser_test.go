@@ -1,0 +1,188 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/webauthn"
+	"github.com/chromedp/chromedp"
+
+	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// virtualAuthenticator gives the tab Chromium's virtual authenticator
+// (CDP WebAuthn domain): a platform authenticator with resident keys and
+// a verified user, so passkeys are real WebAuthn ceremonies.
+func (b *splitBrowser) virtualAuthenticator() {
+	b.t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, t, webauthn.Enable, webauthn.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, t, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
+			Options: &webauthn.VirtualAuthenticatorOptions{Protocol: webauthn.AuthenticatorProtocolCtap2,
+				Transport: webauthn.AuthenticatorTransportInternal, HasResidentKey: true, HasUserVerification: true,
+				IsUserVerified: true, AutomaticPresenceSimulation: true}})
+		return err
+	}))
+}
+
+// eval evaluates a JavaScript expression.
+func (b *splitBrowser) eval(expr string) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return s
+}
+
+// clickTo clicks a button whose script ends by loading another page and
+// waits for that page (or the passkey error the page shows instead).
+func (b *splitBrowser) clickTo(sel, pathSuffix string) {
+	b.t.Helper()
+	b.do(chromedp.Click(chromedp.CSS(sel)))
+	errShown := `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
+	expr := `((location.pathname + location.search).endsWith("` + pathSuffix + `") && document.readyState === "complete") || ` + errShown
+	testkit.WaitFor(b.t, expr, func() bool {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		defer cancel()
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		return err == nil && ok
+	})
+	if loc := b.eval(`location.pathname + location.search`); !strings.HasSuffix(loc, pathSuffix) {
+		b.t.Fatalf("after %s at %s (error: %q), want %s", sel, loc, b.eval(`(document.getElementById("passkey-error")||{}).textContent||""`), pathSuffix)
+	}
+}
+
+// TestSplitProxyWebPasskey: a real browser (headless Chromium, its
+// virtual authenticator) at the web UI of a proxy running apart from
+// auth: the user signs in with password and TOTP, registers a passkey on
+// the proxy's Security page, signs out, and signs in with the passkey
+// alone, then with the password and the passkey (a wrong password
+// refused first); auth audits the sign-ins as the web's, from the
+// browser's address. Passkeys need a domain as the relying party and browsers allow
+// them on localhost: the browser reaches the proxy through a relay on
+// the test's loopback, the origin auth's WebAuthn settings list.
+func TestSplitProxyWebPasskey(t *testing.T) {
+	s := newSplitCluster(t)
+	relay := newTCPRelay(t, "127.0.0.1:1")
+	_, port, _ := net.SplitHostPort(relay.Addr())
+	origin := "https://localhost:" + port
+	s.authExtra = `, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	relay.SetTarget(proxyA.Addr())
+	u := s.AddUser(authA, "webpasskey", []string{"access"}, []string{osLogin})
+
+	b := newSplitBrowser(t, origin)
+	b.virtualAuthenticator()
+	b.open("/web/login")
+	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+		chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
+	b.submit("#signin")
+	b.waitJS(`location.pathname === "/web/servers"`)
+
+	// Register a passkey on the proxy's Security page (the signed-in
+	// user's calls to auth).
+	b.open("/web/security?add=laptop")
+	b.clickTo("#passkey-add", "/web/security?done=added")
+	if got := b.eval(`document.querySelector('#devices tr[data-device="laptop"] .kind').textContent.trim()`); got != "passkey" {
+		t.Fatalf("the new device is a %q, want passkey", got)
+	}
+	b.open("/web/me")
+	b.submit("#signout")
+
+	// The passkey alone, at the proxy running apart.
+	b.open("/web/login")
+	b.clickTo("#passkey-signin", "/web/servers")
+	b.open("/web/me")
+	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != u.Name {
+		t.Fatalf("passwordless sign-in as %q, want %s", got, u.Name)
+	}
+	// Auth audited the sign-in as the web's, from the browser's address.
+	testkit.WaitFor(t, "the passkey sign-in in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: u.Name, Limit: 20})
+		for _, ev := range evs {
+			if err == nil && ev.Success && ev.Fields["via"] == "web" && ev.Fields["method"] == "passkey" && ev.RemoteAddr == s.lab.Gateway() {
+				return true
+			}
+		}
+		return false
+	})
+	b.open("/web/me")
+	b.submit("#signout")
+
+	// Second factor: the password (checked by auth at the begin), then
+	// the passkey instead of a code.
+	b.open("/web/login")
+	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), "wrong password for sure"))
+	b.do(chromedp.Click(chromedp.CSS("#passkey-2fa")))
+	b.waitJS(`!document.getElementById("passkey-error").hidden`)
+	if got := b.eval(`document.getElementById("passkey-error").textContent`); !strings.Contains(got, "wrong user name or password") {
+		t.Fatalf("a wrong password with the passkey: %q", got)
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#password"), u.Password))
+	b.clickTo("#passkey-2fa", "/web/servers")
+	testkit.WaitFor(t, "the password+passkey sign-in in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: u.Name, Limit: 20})
+		for _, ev := range evs {
+			if err == nil && ev.Success && ev.Fields["via"] == "web" && ev.Fields["method"] == "password+passkey" && ev.RemoteAddr == s.lab.Gateway() {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestSplitProxyWebRequirePasskey: with auth.require_passkey, a password
+// sign-in at a proxy running apart of a user without a passkey leads to
+// registering one there (the token auth gave the proxy with the refusal),
+// then signing in with it; password and code alone no longer sign in.
+func TestSplitProxyWebRequirePasskey(t *testing.T) {
+	s := newSplitCluster(t)
+	relay := newTCPRelay(t, "127.0.0.1:1")
+	_, port, _ := net.SplitHostPort(relay.Addr())
+	origin := "https://localhost:" + port
+	s.authExtra = `, require_passkey: true, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	relay.SetTarget(proxyA.Addr())
+	u := s.AddUser(authA, "webenrol", []string{"access"}, []string{osLogin})
+
+	b := newSplitBrowser(t, origin)
+	b.virtualAuthenticator()
+	signin := func() {
+		b.open("/web/login")
+		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
+		b.submit("#signin")
+	}
+	signin()
+	if got := b.eval(`(document.getElementById("notice")||{}).textContent||""`); !strings.Contains(got, "requires a passkey") {
+		t.Fatalf("password sign-in without a passkey: %q at %s", got, b.eval(`location.href`))
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#passkey-name"), "laptop"))
+	b.clickTo("#passkey-add", "/web/login?enrolled=1&next=%2Fweb%2Fservers")
+	b.clickTo("#passkey-signin", "/web/servers")
+	b.open("/web/me")
+	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != u.Name {
+		t.Fatalf("sign-in with the new passkey as %q, want %s", got, u.Name)
+	}
+	b.submit("#signout")
+
+	// The password and a code alone: refused, the passkey named.
+	signin()
+	if got := b.eval(`(document.getElementById("error")||{}).textContent||""`); !strings.Contains(got, "requires a passkey: sign in with it") {
+		t.Fatalf("password sign-in with a passkey: %q", got)
+	}
+}
