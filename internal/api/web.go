@@ -181,6 +181,12 @@ func (h *Handler) webRoutes() {
 		in.Finish.RemoteAddr = in.RemoteAddr
 		return a.ProxyFinishPasskeyLogin(r.Context(), c, in.Finish)
 	})))
+	// The browser's half of `warden login --passkey` (a hand-off state
+	// auth keeps): the answer is where to send the browser.
+	m.HandleFunc("POST /v1/proxies/passkey-login/handoff", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyFinish) (*wire.PasskeyLoginResult, error) {
+		in.Finish.RemoteAddr = in.RemoteAddr
+		return a.ProxyFinishPasskeyHandoff(r.Context(), c, in.Finish)
+	})))
 	m.HandleFunc("GET /v1/proxies/sso-connectors", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
 		if err := proxyOnly(c); err != nil {
 			return nil, err
@@ -277,6 +283,13 @@ func (c *Client) WebBeginPasskeyLogin(ctx context.Context, req wire.PasskeyLogin
 func (c *Client) WebFinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*auth.LoginResponse, error) {
 	var out auth.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/finish", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebFinishPasskeyHandoff finishes the browser's half of a
+// `warden login --passkey` (req.State): where to send the browser.
+func (c *Client) WebFinishPasskeyHandoff(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*wire.PasskeyLoginResult, error) {
+	var out wire.PasskeyLoginResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/handoff", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
 }
 
 // WebBeginEnrolPasskey starts the first passkey's registration (a

@@ -306,8 +306,10 @@ func (a *splitWebAuth) DeleteWebSession(ctx context.Context, key string) error {
 // the browser's address (proxy-only calls); auth keeps the challenge and
 // takes it once, by the ID its begin answered. The first passkey's
 // registration, when auth refuses a password sign-in for want of one, is
-// begun with the token auth gave this proxy with that refusal. The CLI's
-// hand-offs go through auth's web UI only, for now.
+// begun with the token auth gave this proxy with that refusal. The
+// browser's half of `warden login --passkey` is finished the same way,
+// auth taking the hand-off's state; `warden mfa ... --passkey`'s page
+// is auth's web UI's only, for now.
 
 func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
 	var out *wire.PasskeyLoginChallenge
@@ -321,7 +323,18 @@ func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLo
 
 func (a *splitWebAuth) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
 	if req.State != "" {
-		return nil, web.ErrNotAvailable
+		// `warden login --passkey`: auth takes the hand-off and answers
+		// where the browser goes (the CLI's callback).
+		var out *wire.PasskeyLoginResult
+		err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+			var err error
+			out, err = c.WebFinishPasskeyHandoff(ctx, req, req.RemoteAddr)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	var out *auth.LoginResponse
 	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
