@@ -140,6 +140,40 @@ func (s *Server) ProxyFinishPasskeyHandoff(ctx context.Context, c Caller, req wi
 	return nil, errors.New("passkey hand-off: no redirect")
 }
 
+// ProxyBeginHandoffMFAChallenge is, for the web UI of the calling proxy,
+// the WebAuthn challenge of the MFA hand-off of state (a `warden mfa ...
+// --passkey`): BeginHandoffMFAChallenge, the hand-off and the challenge
+// kept here.
+func (s *Server) ProxyBeginHandoffMFAChallenge(ctx context.Context, c Caller, state string) (*wire.MFAChallenge, error) {
+	if err := s.authorize(c, "ProxyBeginHandoffMFAChallenge"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	return s.BeginHandoffMFAChallenge(ctx, state)
+}
+
+// ProxyFinishMFAHandoff finishes it (FinishMFAHandoff: the state taken
+// once, the passkey's answer checked here); the outcome, well or not, is
+// kept for the CLI, and the proxy gets only where to send the browser.
+func (s *Server) ProxyFinishMFAHandoff(ctx context.Context, c Caller, state string, r wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
+	if err := s.authorize(c, "ProxyFinishMFAHandoff"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	res, err := s.FinishMFAHandoff(ctx, state, wire.MFAResponse{ChallengeID: r.ChallengeID, WebAuthn: r.WebAuthn})
+	if res != nil && res.Redirect != "" {
+		return &wire.PasskeyLoginResult{Redirect: res.Redirect}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nil, errors.New("MFA hand-off: no redirect")
+}
+
 // ProxyBeginEnrolPasskey starts, at the web UI of the calling proxy, the
 // first passkey's registration of a user whose password sign-in was
 // refused for want of one (the token of that refusal,

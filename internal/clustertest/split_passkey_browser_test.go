@@ -195,7 +195,9 @@ func TestSplitProxyWebRequirePasskey(t *testing.T) {
 // hand-off's state (proxy-only /v1/proxies/passkey-login/handoff) and the
 // browser goes on to the CLI's loopback callback; the CLI gets
 // certificates that work, and auth audits the sign-in via "cli" from the
-// browser's address. The page's state, spent, signs nobody in again.
+// browser's address. With them, `warden mfa recovery-codes --passkey`
+// is confirmed at the proxy's /web/mfa page. The sign-in page's state,
+// spent, signs nobody in again.
 func TestSplitProxyPasskeyHandoff(t *testing.T) {
 	s := newSplitCluster(t)
 	relay := newTCPRelay(t, "127.0.0.1:1")
@@ -207,13 +209,28 @@ func TestSplitProxyPasskeyHandoff(t *testing.T) {
 	relay.SetTarget(proxyA.Addr())
 	u := s.AddUser(authA, "clipasskey", []string{"access"}, []string{osLogin})
 
-	// A passkey, registered at the proxy's Security page.
+	// A passkey, registered at the proxy's Security page. Chromium may
+	// abort the sign-in's load when the lab's fresh interfaces settle
+	// (ERR_NETWORK_CHANGED): then it signs in again, with a fresh code.
 	b := newSplitBrowser(t, origin)
 	b.virtualAuthenticator()
-	b.open("/web/login")
-	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
-		chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
-	b.submit("#signin")
+	testkit.WaitFor(t, "sign-in with password and code", func() bool {
+		b.open("/web/login")
+		if b.eval(`location.pathname`) == "/web/servers" {
+			return true
+		}
+		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
+		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(t))
+		defer cancel()
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#signin"))); err != nil {
+			if strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+				return false
+			}
+			t.Fatalf("submit #signin: %v", err)
+		}
+		return true
+	})
 	b.waitJS(`location.pathname === "/web/servers"`)
 	b.open("/web/security?add=laptop")
 	b.clickTo("#passkey-add", "/web/security?done=added")
@@ -259,6 +276,32 @@ func TestSplitProxyPasskeyHandoff(t *testing.T) {
 		}
 		return false
 	})
+
+	// `warden mfa recovery-codes --passkey` with those certificates: the
+	// fresh MFA check at the proxy's /web/mfa page (proxy-only
+	// /v1/proxies/mfa-handoff/begin and /finish), then the new codes.
+	rc := startBackground(t, WardenBinary, "--home", home, "mfa", "recovery-codes", "--passkey", "--browser", "none")
+	var mfaState string
+	testkit.WaitFor(t, "the MFA page's URL", func() bool {
+		m := regexp.MustCompile(`(?m)^\s+https://\S+/web/mfa\?state=(\S+)$`).FindStringSubmatch(rc.out.String() + rc.err.String())
+		if m != nil {
+			mfaState = m[1]
+		}
+		return m != nil
+	})
+	b.open("/web/mfa?state=" + mfaState)
+	b.do(chromedp.Click(chromedp.CSS("#mfa-confirm")))
+	received := `location.hostname === "127.0.0.1" && document.body.textContent.includes("received")`
+	testkit.WaitFor(t, received, func() bool { return b.eval("String("+received+")") == "true" })
+	select {
+	case code := <-rc.done:
+		codes := regexp.MustCompile(`(?m)^\s+([a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5})$`).FindAllString(rc.out.String(), -1)
+		if code != 0 || len(codes) != 10 {
+			t.Fatalf("warden mfa recovery-codes --passkey: exit %d\n%s\n%s", code, rc.out.String(), rc.err.String())
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("warden mfa recovery-codes --passkey did not end:\n%s\n%s", rc.out.String(), rc.err.String())
+	}
 
 	// The state is spent: the page again is refused, nobody signed in.
 	b.open("/web/login/passkey?state=" + state)

@@ -307,9 +307,8 @@ func (a *splitWebAuth) DeleteWebSession(ctx context.Context, key string) error {
 // takes it once, by the ID its begin answered. The first passkey's
 // registration, when auth refuses a password sign-in for want of one, is
 // begun with the token auth gave this proxy with that refusal. The
-// browser's half of `warden login --passkey` is finished the same way,
-// auth taking the hand-off's state; `warden mfa ... --passkey`'s page
-// is auth's web UI's only, for now.
+// browser's half of `warden login --passkey` and of `warden mfa ...
+// --passkey` is relayed the same way, auth taking the hand-off's state.
 
 func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
 	var out *wire.PasskeyLoginChallenge
@@ -348,12 +347,24 @@ func (a *splitWebAuth) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyL
 	return &wire.PasskeyLoginResult{Login: out}, nil
 }
 
-func (a *splitWebAuth) BeginHandoffMFAChallenge(context.Context, string) (*wire.MFAChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginHandoffMFAChallenge(ctx context.Context, state string) (*wire.MFAChallenge, error) {
+	var out *wire.MFAChallenge
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebBeginHandoffMFAChallenge(ctx, state)
+		return err
+	})
+	return out, err
 }
 
-func (a *splitWebAuth) FinishMFAHandoff(context.Context, string, wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) FinishMFAHandoff(ctx context.Context, state string, r wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
+	var out *wire.PasskeyLoginResult
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebFinishMFAHandoff(ctx, state, r)
+		return err
+	})
+	return out, err
 }
 
 func (a *splitWebAuth) BeginEnrolPasskey(ctx context.Context, token, name string) (*wire.MFAAddChallenge, error) {
