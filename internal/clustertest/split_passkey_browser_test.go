@@ -189,6 +189,19 @@ func TestSplitProxyWebRequirePasskey(t *testing.T) {
 	}
 }
 
+// waitCallback waits, across the navigation (which interrupts a poll),
+// for the CLI's loopback callback page saying text, or fails with the
+// error the hand-off page shows instead.
+func (b *splitBrowser) waitCallback(text string) {
+	b.t.Helper()
+	at := `location.hostname === "127.0.0.1" && document.body.textContent.includes("` + text + `")`
+	shown := `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
+	testkit.WaitFor(b.t, at+" || "+shown, func() bool { return b.eval("String(("+at+") || "+shown+")") == "true" })
+	if b.eval("String("+at+")") != "true" {
+		b.t.Fatalf("the hand-off page at %s: %q", b.eval(`location.href`), b.eval(`(document.getElementById("passkey-error")||{}).textContent||""`))
+	}
+}
+
 // TestSplitProxyPasskeyHandoff: `warden login --passkey` (the warden
 // binary, --browser none) through a proxy running apart from auth is
 // finished by the browser at that proxy's passkey page: auth takes the
@@ -252,9 +265,7 @@ func TestSplitProxyPasskeyHandoff(t *testing.T) {
 	})
 	b.open("/web/login/passkey?state=" + state)
 	b.do(chromedp.Click(chromedp.CSS("#passkey-signin")))
-	// A navigation interrupts a poll: poll across it.
-	callback := `location.hostname === "127.0.0.1" && document.body.textContent.includes("sign-in received")`
-	testkit.WaitFor(t, callback, func() bool { return b.eval("String("+callback+")") == "true" })
+	b.waitCallback(`sign-in received`)
 	select {
 	case code := <-cliProc.done:
 		if code != 0 || !strings.Contains(cliProc.out.String(), "User:    "+u.Name) {
@@ -291,8 +302,7 @@ func TestSplitProxyPasskeyHandoff(t *testing.T) {
 	})
 	b.open("/web/mfa?state=" + mfaState)
 	b.do(chromedp.Click(chromedp.CSS("#mfa-confirm")))
-	received := `location.hostname === "127.0.0.1" && document.body.textContent.includes("received")`
-	testkit.WaitFor(t, received, func() bool { return b.eval("String("+received+")") == "true" })
+	b.waitCallback(`received`)
 	select {
 	case code := <-rc.done:
 		codes := regexp.MustCompile(`(?m)^\s+([a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5})$`).FindAllString(rc.out.String(), -1)
