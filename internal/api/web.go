@@ -89,6 +89,13 @@ type WebPasskeyFinish struct {
 	RemoteAddr string                  `json:"remote_addr"`
 }
 
+// WebMFAHandoff is the browser's half of an MFA hand-off: its state and,
+// at the finish, the passkey's answer.
+type WebMFAHandoff struct {
+	State    string           `json:"state"`
+	Response wire.MFAResponse `json:"response,omitempty"`
+}
+
 // WebEnrolBegin starts the first passkey's registration with the token
 // of a web sign-in refused for want of one.
 type WebEnrolBegin struct {
@@ -180,6 +187,19 @@ func (h *Handler) webRoutes() {
 	m.HandleFunc("POST /v1/proxies/passkey-login/finish", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyFinish) (*auth.LoginResponse, error) {
 		in.Finish.RemoteAddr = in.RemoteAddr
 		return a.ProxyFinishPasskeyLogin(r.Context(), c, in.Finish)
+	})))
+	// The browser's half of `warden login --passkey` (a hand-off state
+	// auth keeps): the answer is where to send the browser.
+	m.HandleFunc("POST /v1/proxies/passkey-login/handoff", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebPasskeyFinish) (*wire.PasskeyLoginResult, error) {
+		in.Finish.RemoteAddr = in.RemoteAddr
+		return a.ProxyFinishPasskeyHandoff(r.Context(), c, in.Finish)
+	})))
+	// The page of `warden mfa ... --passkey` (an MFA hand-off auth keeps).
+	m.HandleFunc("POST /v1/proxies/mfa-handoff/begin", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebMFAHandoff) (*wire.MFAChallenge, error) {
+		return a.ProxyBeginHandoffMFAChallenge(r.Context(), c, in.State)
+	})))
+	m.HandleFunc("POST /v1/proxies/mfa-handoff/finish", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebMFAHandoff) (*wire.PasskeyLoginResult, error) {
+		return a.ProxyFinishMFAHandoff(r.Context(), c, in.State, in.Response)
 	})))
 	m.HandleFunc("GET /v1/proxies/sso-connectors", h.authed(noBody(h, func(r *http.Request, c auth.Caller) ([]string, error) {
 		if err := proxyOnly(c); err != nil {
@@ -277,6 +297,26 @@ func (c *Client) WebBeginPasskeyLogin(ctx context.Context, req wire.PasskeyLogin
 func (c *Client) WebFinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*auth.LoginResponse, error) {
 	var out auth.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/finish", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebFinishPasskeyHandoff finishes the browser's half of a
+// `warden login --passkey` (req.State): where to send the browser.
+func (c *Client) WebFinishPasskeyHandoff(ctx context.Context, req wire.PasskeyLoginFinish, remoteAddr string) (*wire.PasskeyLoginResult, error) {
+	var out wire.PasskeyLoginResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/passkey-login/handoff", WebPasskeyFinish{Finish: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebBeginHandoffMFAChallenge is the challenge of the MFA hand-off of
+// state, for the page at the calling proxy.
+func (c *Client) WebBeginHandoffMFAChallenge(ctx context.Context, state string) (*wire.MFAChallenge, error) {
+	var out wire.MFAChallenge
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/mfa-handoff/begin", WebMFAHandoff{State: state}, &out)
+}
+
+// WebFinishMFAHandoff finishes it: where to send the browser.
+func (c *Client) WebFinishMFAHandoff(ctx context.Context, state string, r wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
+	var out wire.PasskeyLoginResult
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/mfa-handoff/finish", WebMFAHandoff{State: state, Response: r}, &out)
 }
 
 // WebBeginEnrolPasskey starts the first passkey's registration (a

@@ -100,9 +100,27 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusUnauthorized)
 	finish.Finish.State = "a-cli-handoff"
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusBadRequest)
+	// The browser's half of `warden login --passkey`: only a state auth
+	// gave (TestSplitProxyPasskeyHandoff has one), only for a proxy.
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/handoff", finish, http.StatusUnauthorized)
+	e.call(user, "POST", "/v1/proxies/passkey-login/handoff", finish, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/handoff", finish, http.StatusForbidden, fwd...)
+	finish.Finish.State = ""
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/handoff", finish, http.StatusBadRequest)
+	// The page of `warden mfa ... --passkey`: likewise.
+	mfa := WebMFAHandoff{State: "not-a-state"}
+	e.call(proxy, "POST", "/v1/proxies/mfa-handoff/begin", mfa, http.StatusUnauthorized)
+	e.call(proxy, "POST", "/v1/proxies/mfa-handoff/finish", mfa, http.StatusUnauthorized)
+	e.call(user, "POST", "/v1/proxies/mfa-handoff/begin", mfa, http.StatusForbidden)
+	e.call(user, "POST", "/v1/proxies/mfa-handoff/finish", mfa, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/mfa-handoff/begin", mfa, http.StatusForbidden, fwd...)
+	e.call(proxy, "POST", "/v1/proxies/mfa-handoff/finish", mfa, http.StatusForbidden, fwd...)
+	e.call(proxy, "POST", "/v1/proxies/mfa-handoff/begin", WebMFAHandoff{}, http.StatusBadRequest)
+	finish.Finish.State = "a-cli-handoff"
 	begin.RemoteAddr, finish.RemoteAddr = "not an address", "not an address"
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusBadRequest)
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusBadRequest)
+	e.call(proxy, "POST", "/v1/proxies/passkey-login/handoff", finish, http.StatusBadRequest)
 	e.call(user, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusForbidden)
 	e.call(user, "POST", "/v1/proxies/passkey-login/finish", finish, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/passkey-login/begin", begin, http.StatusForbidden, fwd...)

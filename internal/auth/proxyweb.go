@@ -83,8 +83,7 @@ func (s *Server) ProxyBeginPasskeyLogin(ctx context.Context, c Caller, req wire.
 // once, decides (the same checks as FinishPasskeyLogin), and the
 // certificates are for the key the proxy made for the browser's web
 // session; the sign-in is audited via "web" with the browser's address.
-// The CLI's hand-off (req.State) is not finished through a proxy
-// running apart.
+// The CLI's hand-off (req.State) is ProxyFinishPasskeyHandoff's.
 func (s *Server) ProxyFinishPasskeyLogin(ctx context.Context, c Caller, req wire.PasskeyLoginFinish) (*wire.LoginResponse, error) {
 	if err := s.authorize(c, "ProxyFinishPasskeyLogin"); err != nil {
 		return nil, err
@@ -96,7 +95,7 @@ func (s *Server) ProxyFinishPasskeyLogin(ctx context.Context, c Caller, req wire
 		return nil, badRequest("the browser's address must be an IP address")
 	}
 	if req.State != "" {
-		return nil, badRequest("warden login --passkey signs in at auth's web UI, not a proxy running apart")
+		return nil, badRequest("a hand-off is finished by ProxyFinishPasskeyHandoff")
 	}
 	req.Via = "web"
 	res, err := s.FinishPasskeyLogin(ctx, req)
@@ -107,6 +106,72 @@ func (s *Server) ProxyFinishPasskeyLogin(ctx context.Context, c Caller, req wire
 		return nil, errors.New("passkey sign-in: no certificates")
 	}
 	return res.Login, nil
+}
+
+// ProxyFinishPasskeyHandoff finishes, at the web UI of the calling proxy,
+// the browser's half of a `warden login --passkey`: the hand-off of
+// req.State, kept here, is taken once and decides whose key gets the
+// certificates (FinishPasskeyLogin, via "cli", for the browser's
+// address). The outcome, well or not, is kept for the CLI; the proxy gets
+// only where to send the browser (the CLI's loopback callback), or a
+// refusal when there is no such hand-off.
+func (s *Server) ProxyFinishPasskeyHandoff(ctx context.Context, c Caller, req wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
+	if err := s.authorize(c, "ProxyFinishPasskeyHandoff"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	if net.ParseIP(req.RemoteAddr) == nil {
+		return nil, badRequest("the browser's address must be an IP address")
+	}
+	if req.State == "" {
+		return nil, badRequest("missing state")
+	}
+	req.PublicKey = "" // the hand-off's, never the proxy's
+	res, err := s.FinishPasskeyLogin(ctx, req)
+	if res != nil && res.Redirect != "" {
+		// The CLI reads a refusal's reason at its callback.
+		return &wire.PasskeyLoginResult{Redirect: res.Redirect}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nil, errors.New("passkey hand-off: no redirect")
+}
+
+// ProxyBeginHandoffMFAChallenge is, for the web UI of the calling proxy,
+// the WebAuthn challenge of the MFA hand-off of state (a `warden mfa ...
+// --passkey`): BeginHandoffMFAChallenge, the hand-off and the challenge
+// kept here.
+func (s *Server) ProxyBeginHandoffMFAChallenge(ctx context.Context, c Caller, state string) (*wire.MFAChallenge, error) {
+	if err := s.authorize(c, "ProxyBeginHandoffMFAChallenge"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	return s.BeginHandoffMFAChallenge(ctx, state)
+}
+
+// ProxyFinishMFAHandoff finishes it (FinishMFAHandoff: the state taken
+// once, the passkey's answer checked here); the outcome, well or not, is
+// kept for the CLI, and the proxy gets only where to send the browser.
+func (s *Server) ProxyFinishMFAHandoff(ctx context.Context, c Caller, state string, r wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
+	if err := s.authorize(c, "ProxyFinishMFAHandoff"); err != nil {
+		return nil, err
+	}
+	if err := joinedProxy(c); err != nil {
+		return nil, err
+	}
+	res, err := s.FinishMFAHandoff(ctx, state, wire.MFAResponse{ChallengeID: r.ChallengeID, WebAuthn: r.WebAuthn})
+	if res != nil && res.Redirect != "" {
+		return &wire.PasskeyLoginResult{Redirect: res.Redirect}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nil, errors.New("MFA hand-off: no redirect")
 }
 
 // ProxyBeginEnrolPasskey starts, at the web UI of the calling proxy, the

@@ -5,6 +5,7 @@ package clustertest
 import (
 	"context"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/warden-sh/warden/internal/audit"
+	"github.com/warden-sh/warden/internal/patience"
 	"github.com/warden-sh/warden/internal/testkit"
 )
 
@@ -184,5 +186,138 @@ func TestSplitProxyWebRequirePasskey(t *testing.T) {
 	signin()
 	if got := b.eval(`(document.getElementById("error")||{}).textContent||""`); !strings.Contains(got, "requires a passkey: sign in with it") {
 		t.Fatalf("password sign-in with a passkey: %q", got)
+	}
+}
+
+// waitCallback waits, across the navigation (which interrupts a poll),
+// for the CLI's loopback callback page saying text, or fails with the
+// error the hand-off page shows instead.
+func (b *splitBrowser) waitCallback(text string) {
+	b.t.Helper()
+	at := `location.hostname === "127.0.0.1" && document.body.textContent.includes("` + text + `")`
+	shown := `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
+	testkit.WaitFor(b.t, at+" || "+shown, func() bool { return b.eval("String(("+at+") || "+shown+")") == "true" })
+	if b.eval("String("+at+")") != "true" {
+		b.t.Fatalf("the hand-off page at %s: %q", b.eval(`location.href`), b.eval(`(document.getElementById("passkey-error")||{}).textContent||""`))
+	}
+}
+
+// TestSplitProxyPasskeyHandoff: `warden login --passkey` (the warden
+// binary, --browser none) through a proxy running apart from auth is
+// finished by the browser at that proxy's passkey page: auth takes the
+// hand-off's state (proxy-only /v1/proxies/passkey-login/handoff) and the
+// browser goes on to the CLI's loopback callback; the CLI gets
+// certificates that work, and auth audits the sign-in via "cli" from the
+// browser's address. With them, `warden mfa recovery-codes --passkey`
+// is confirmed at the proxy's /web/mfa page. The sign-in page's state,
+// spent, signs nobody in again.
+func TestSplitProxyPasskeyHandoff(t *testing.T) {
+	s := newSplitCluster(t)
+	relay := newTCPRelay(t, "127.0.0.1:1")
+	_, port, _ := net.SplitHostPort(relay.Addr())
+	origin := "https://localhost:" + port
+	s.authExtra = `, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	relay.SetTarget(proxyA.Addr())
+	u := s.AddUser(authA, "clipasskey", []string{"access"}, []string{osLogin})
+
+	// A passkey, registered at the proxy's Security page. Chromium may
+	// abort the sign-in's load when the lab's fresh interfaces settle
+	// (ERR_NETWORK_CHANGED): then it signs in again, with a fresh code.
+	b := newSplitBrowser(t, origin)
+	b.virtualAuthenticator()
+	testkit.WaitFor(t, "sign-in with password and code", func() bool {
+		b.open("/web/login")
+		if b.eval(`location.pathname`) == "/web/servers" {
+			return true
+		}
+		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
+		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(t))
+		defer cancel()
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#signin"))); err != nil {
+			if strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+				return false
+			}
+			t.Fatalf("submit #signin: %v", err)
+		}
+		return true
+	})
+	b.waitJS(`location.pathname === "/web/servers"`)
+	b.open("/web/security?add=laptop")
+	b.clickTo("#passkey-add", "/web/security?done=added")
+	b.open("/web/me")
+	b.submit("#signout")
+
+	// warden login --passkey through the proxy; the printed page opened
+	// at the proxy (the user's browser reaches it as origin).
+	home := t.TempDir()
+	cliProc := startBackground(t, WardenBinary, "--home", home, "login", "--proxy", proxyA.Addr(), "--ca-pin", s.pin,
+		"--passkey", "--browser", "none")
+	var state string
+	testkit.WaitFor(t, "the sign-in URL", func() bool {
+		m := regexp.MustCompile(`(?m)^\s+https://\S+/web/login/passkey\?state=(\S+)$`).FindStringSubmatch(cliProc.err.String())
+		if m != nil {
+			state = m[1]
+		}
+		return m != nil
+	})
+	b.open("/web/login/passkey?state=" + state)
+	b.do(chromedp.Click(chromedp.CSS("#passkey-signin")))
+	b.waitCallback(`sign-in received`)
+	select {
+	case code := <-cliProc.done:
+		if code != 0 || !strings.Contains(cliProc.out.String(), "User:    "+u.Name) {
+			t.Fatalf("warden login --passkey: exit %d\n%s\n%s", code, cliProc.out.String(), cliProc.err.String())
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("warden login --passkey did not end:\n%s\n%s", cliProc.out.String(), cliProc.err.String())
+	}
+	// Its certificates work through the proxy.
+	if r := Run(t, nil, WardenBinary, "--home", home, "mfa", "ls"); r.Code != 0 || !strings.Contains(r.Stdout, "laptop") {
+		t.Fatalf("warden mfa ls with the passkey's certificates: %s", r)
+	}
+	testkit.WaitFor(t, "the CLI's passkey sign-in in the audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.UserLogin, User: u.Name, Limit: 20})
+		for _, ev := range evs {
+			if err == nil && ev.Success && ev.Fields["via"] == "cli" && ev.Fields["method"] == "passkey" && ev.RemoteAddr == s.lab.Gateway() {
+				return true
+			}
+		}
+		return false
+	})
+
+	// `warden mfa recovery-codes --passkey` with those certificates: the
+	// fresh MFA check at the proxy's /web/mfa page (proxy-only
+	// /v1/proxies/mfa-handoff/begin and /finish), then the new codes.
+	rc := startBackground(t, WardenBinary, "--home", home, "mfa", "recovery-codes", "--passkey", "--browser", "none")
+	var mfaState string
+	testkit.WaitFor(t, "the MFA page's URL", func() bool {
+		m := regexp.MustCompile(`(?m)^\s+https://\S+/web/mfa\?state=(\S+)$`).FindStringSubmatch(rc.out.String() + rc.err.String())
+		if m != nil {
+			mfaState = m[1]
+		}
+		return m != nil
+	})
+	b.open("/web/mfa?state=" + mfaState)
+	b.do(chromedp.Click(chromedp.CSS("#mfa-confirm")))
+	b.waitCallback(`received`)
+	select {
+	case code := <-rc.done:
+		codes := regexp.MustCompile(`(?m)^\s+([a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5}-[a-z2-7]{5})$`).FindAllString(rc.out.String(), -1)
+		if code != 0 || len(codes) != 10 {
+			t.Fatalf("warden mfa recovery-codes --passkey: exit %d\n%s\n%s", code, rc.out.String(), rc.err.String())
+		}
+	case <-time.After(time.Until(patience.Deadline(t))):
+		t.Fatalf("warden mfa recovery-codes --passkey did not end:\n%s\n%s", rc.out.String(), rc.err.String())
+	}
+
+	// The state is spent: the page again is refused, nobody signed in.
+	b.open("/web/login/passkey?state=" + state)
+	b.do(chromedp.Click(chromedp.CSS("#passkey-signin")))
+	b.waitJS(`!document.getElementById("passkey-error").hidden`)
+	if got := b.eval(`document.getElementById("passkey-error").textContent`); !strings.Contains(got, "already used") {
+		t.Fatalf("a spent hand-off state: %q", got)
 	}
 }

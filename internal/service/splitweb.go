@@ -306,8 +306,9 @@ func (a *splitWebAuth) DeleteWebSession(ctx context.Context, key string) error {
 // the browser's address (proxy-only calls); auth keeps the challenge and
 // takes it once, by the ID its begin answered. The first passkey's
 // registration, when auth refuses a password sign-in for want of one, is
-// begun with the token auth gave this proxy with that refusal. The CLI's
-// hand-offs go through auth's web UI only, for now.
+// begun with the token auth gave this proxy with that refusal. The
+// browser's half of `warden login --passkey` and of `warden mfa ...
+// --passkey` is relayed the same way, auth taking the hand-off's state.
 
 func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLoginBegin) (*wire.PasskeyLoginChallenge, error) {
 	var out *wire.PasskeyLoginChallenge
@@ -321,7 +322,18 @@ func (a *splitWebAuth) BeginPasskeyLogin(ctx context.Context, req wire.PasskeyLo
 
 func (a *splitWebAuth) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyLoginFinish) (*wire.PasskeyLoginResult, error) {
 	if req.State != "" {
-		return nil, web.ErrNotAvailable
+		// `warden login --passkey`: auth takes the hand-off and answers
+		// where the browser goes (the CLI's callback).
+		var out *wire.PasskeyLoginResult
+		err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+			var err error
+			out, err = c.WebFinishPasskeyHandoff(ctx, req, req.RemoteAddr)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	var out *auth.LoginResponse
 	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
@@ -335,12 +347,24 @@ func (a *splitWebAuth) FinishPasskeyLogin(ctx context.Context, req wire.PasskeyL
 	return &wire.PasskeyLoginResult{Login: out}, nil
 }
 
-func (a *splitWebAuth) BeginHandoffMFAChallenge(context.Context, string) (*wire.MFAChallenge, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) BeginHandoffMFAChallenge(ctx context.Context, state string) (*wire.MFAChallenge, error) {
+	var out *wire.MFAChallenge
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebBeginHandoffMFAChallenge(ctx, state)
+		return err
+	})
+	return out, err
 }
 
-func (a *splitWebAuth) FinishMFAHandoff(context.Context, string, wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
-	return nil, web.ErrNotAvailable
+func (a *splitWebAuth) FinishMFAHandoff(ctx context.Context, state string, r wire.MFAResponse) (*wire.PasskeyLoginResult, error) {
+	var out *wire.PasskeyLoginResult
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
+		var err error
+		out, err = c.WebFinishMFAHandoff(ctx, state, r)
+		return err
+	})
+	return out, err
 }
 
 func (a *splitWebAuth) BeginEnrolPasskey(ctx context.Context, token, name string) (*wire.MFAAddChallenge, error) {
