@@ -88,10 +88,7 @@ func TestSplitProxyWebPasskey(t *testing.T) {
 
 	b := newSplitBrowser(t, origin)
 	b.virtualAuthenticator()
-	b.open("/web/login")
-	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
-		chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
-	b.submit("#signin")
+	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)
 
 	// Register a passkey on the proxy's Security page (the signed-in
@@ -164,10 +161,7 @@ func TestSplitProxyWebRequirePasskey(t *testing.T) {
 	b := newSplitBrowser(t, origin)
 	b.virtualAuthenticator()
 	signin := func() {
-		b.open("/web/login")
-		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
-			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
-		b.submit("#signin")
+		b.signInWithPassword(u)
 	}
 	signin()
 	if got := b.eval(`(document.getElementById("notice")||{}).textContent||""`); !strings.Contains(got, "requires a passkey") {
@@ -222,28 +216,10 @@ func TestSplitProxyPasskeyHandoff(t *testing.T) {
 	relay.SetTarget(proxyA.Addr())
 	u := s.AddUser(authA, "clipasskey", []string{"access"}, []string{osLogin})
 
-	// A passkey, registered at the proxy's Security page. Chromium may
-	// abort the sign-in's load when the lab's fresh interfaces settle
-	// (ERR_NETWORK_CHANGED): then it signs in again, with a fresh code.
+	// A passkey, registered at the proxy's Security page.
 	b := newSplitBrowser(t, origin)
 	b.virtualAuthenticator()
-	testkit.WaitFor(t, "sign-in with password and code", func() bool {
-		b.open("/web/login")
-		if b.eval(`location.pathname`) == "/web/servers" {
-			return true
-		}
-		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
-			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
-		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(t))
-		defer cancel()
-		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#signin"))); err != nil {
-			if strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
-				return false
-			}
-			t.Fatalf("submit #signin: %v", err)
-		}
-		return true
-	})
+	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)
 	b.open("/web/security?add=laptop")
 	b.clickTo("#passkey-add", "/web/security?done=added")

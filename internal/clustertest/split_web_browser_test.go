@@ -71,6 +71,28 @@ func (b *splitBrowser) open(path string) {
 	}
 }
 
+// signInWithPassword fills the sign-in form with u's password and a
+// fresh code and submits it. Chromium may abort the load when the lab's
+// fresh network interfaces settle (ERR_NETWORK_CHANGED): the form is then
+// filled again with a new code (a code is accepted once) and sent again.
+func (b *splitBrowser) signInWithPassword(u *User) {
+	b.t.Helper()
+	testkit.WaitFor(b.t, "sign-in with password and code", func() bool {
+		b.open("/web/login")
+		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
+			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(b.t)))
+		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
+		defer cancel()
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#signin"))); err != nil {
+			if strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") {
+				return false
+			}
+			b.t.Fatalf("submit #signin: %v", err)
+		}
+		return true
+	})
+}
+
 func (b *splitBrowser) submit(sel string) {
 	b.t.Helper()
 	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
@@ -127,10 +149,7 @@ func TestSplitProxyWebBrowser(t *testing.T) {
 	u := s.AddUser(authA, "webbrowser", []string{"access"}, []string{osLogin})
 
 	b := newSplitBrowser(t, "https://"+proxyA.Addr())
-	b.open("/web/login")
-	b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
-		chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(t)))
-	b.submit("#signin")
+	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)
 	// The node's tunnel may reach the proxy after the page first loads.
 	testkit.WaitFor(t, "node-a on the servers page", func() bool {
