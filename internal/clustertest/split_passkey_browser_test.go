@@ -66,28 +66,37 @@ func (b *splitBrowser) clickTo(sel, pathSuffix string) {
 	}
 }
 
+// splitPasskeyLab is auth and a proxy running apart, and a browser with a
+// virtual authenticator reaching the proxy. Passkeys need a domain as
+// the relying party and browsers allow them on localhost: the browser
+// reaches the proxy through a relay on the test's loopback, the origin
+// auth's WebAuthn settings list. authExtra goes into auth's settings.
+func splitPasskeyLab(t *testing.T, authExtra string) (*splitCluster, *splitAuth, *splitProxyProc, *splitBrowser) {
+	t.Helper()
+	s := newSplitCluster(t)
+	relay := newTCPRelay(t, "127.0.0.1:1")
+	_, port, _ := net.SplitHostPort(relay.Addr())
+	origin := "https://localhost:" + port
+	s.authExtra = `, ` + authExtra + `webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	relay.SetTarget(proxyA.Addr())
+	b := newSplitBrowser(t, origin)
+	b.virtualAuthenticator()
+	return s, authA, proxyA, b
+}
+
 // TestSplitProxyWebPasskey: a real browser (headless Chromium, its
 // virtual authenticator) at the web UI of a proxy running apart from
 // auth: the user signs in with password and TOTP, registers a passkey on
 // the proxy's Security page, signs out, and signs in with the passkey
 // alone, then with the password and the passkey (a wrong password
 // refused first); auth audits the sign-ins as the web's, from the
-// browser's address. Passkeys need a domain as the relying party and browsers allow
-// them on localhost: the browser reaches the proxy through a relay on
-// the test's loopback, the origin auth's WebAuthn settings list.
+// browser's address (splitPasskeyLab: the browser reaches the proxy as
+// localhost, through a relay).
 func TestSplitProxyWebPasskey(t *testing.T) {
-	s := newSplitCluster(t)
-	relay := newTCPRelay(t, "127.0.0.1:1")
-	_, port, _ := net.SplitHostPort(relay.Addr())
-	origin := "https://localhost:" + port
-	s.authExtra = `, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	relay.SetTarget(proxyA.Addr())
+	s, authA, _, b := splitPasskeyLab(t, "")
 	u := s.AddUser(authA, "webpasskey", []string{"access"}, []string{osLogin})
-
-	b := newSplitBrowser(t, origin)
-	b.virtualAuthenticator()
 	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)
 
@@ -148,18 +157,8 @@ func TestSplitProxyWebPasskey(t *testing.T) {
 // registering one there (the token auth gave the proxy with the refusal),
 // then signing in with it; password and code alone no longer sign in.
 func TestSplitProxyWebRequirePasskey(t *testing.T) {
-	s := newSplitCluster(t)
-	relay := newTCPRelay(t, "127.0.0.1:1")
-	_, port, _ := net.SplitHostPort(relay.Addr())
-	origin := "https://localhost:" + port
-	s.authExtra = `, require_passkey: true, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	relay.SetTarget(proxyA.Addr())
+	s, authA, _, b := splitPasskeyLab(t, "require_passkey: true, ")
 	u := s.AddUser(authA, "webenrol", []string{"access"}, []string{osLogin})
-
-	b := newSplitBrowser(t, origin)
-	b.virtualAuthenticator()
 	signin := func() {
 		b.signInWithPassword(u)
 	}
@@ -206,19 +205,10 @@ func (b *splitBrowser) waitCallback(text string) {
 // is confirmed at the proxy's /web/mfa page. The sign-in page's state,
 // spent, signs nobody in again.
 func TestSplitProxyPasskeyHandoff(t *testing.T) {
-	s := newSplitCluster(t)
-	relay := newTCPRelay(t, "127.0.0.1:1")
-	_, port, _ := net.SplitHostPort(relay.Addr())
-	origin := "https://localhost:" + port
-	s.authExtra = `, webauthn: {rp_id: localhost, origins: ["` + origin + `"]}`
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	relay.SetTarget(proxyA.Addr())
+	s, authA, proxyA, b := splitPasskeyLab(t, "")
 	u := s.AddUser(authA, "clipasskey", []string{"access"}, []string{osLogin})
 
 	// A passkey, registered at the proxy's Security page.
-	b := newSplitBrowser(t, origin)
-	b.virtualAuthenticator()
 	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)
 	b.open("/web/security?add=laptop")
