@@ -374,9 +374,16 @@ func TestKubeJustInTimeAndLock(t *testing.T) {
 // terminal) in warden sessions ls and returns its id.
 func liveKubeSession(t *testing.T, c *Cluster, admin, user, kind string) string {
 	t.Helper()
+	return liveKubeSessionFrom(t, func() Result { return c.Warden(admin, nil, "sessions", "ls", "-o", "json") }, user, kind)
+}
+
+// liveKubeSessionFrom is liveKubeSession with the listing run by ls
+// (`sessions ls -o json` as some admin).
+func liveKubeSessionFrom(t *testing.T, ls func() Result, user, kind string) string {
+	t.Helper()
 	var id string
 	testkit.WaitFor(t, "the "+kind+" session in sessions ls", func() bool {
-		r := c.Warden(admin, nil, "sessions", "ls", "-o", "json")
+		r := ls()
 		var list []struct {
 			ID, User, Kind string
 			TTY            bool

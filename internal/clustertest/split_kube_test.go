@@ -4,7 +4,6 @@ package clustertest
 
 import (
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,23 +74,7 @@ spec:
 		_, _ = term.Write([]byte("echo up-$((6*7))\n"))
 		return strings.Contains(out.String(), "up-42")
 	})
-	var id string
-	testkit.WaitFor(t, "the kube-exec session in sessions ls", func() bool {
-		r := s.adminCLI(authA, "sessions", "ls", "-o", "json")
-		var list []struct {
-			ID, User, Kind string
-			TTY            bool
-		}
-		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &list) != nil {
-			return false
-		}
-		for _, ls := range list {
-			if ls.User == "kexec" && ls.Kind == "kube-exec" && ls.TTY {
-				id = ls.ID
-			}
-		}
-		return id != ""
-	})
+	id := liveKubeSessionFrom(t, func() Result { return s.adminCLI(authA, "sessions", "ls", "-o", "json") }, "kexec", "kube-exec")
 	// Watched through the proxy running apart (warden join): the owner is
 	// told, the observer sees what the shell prints.
 	watcher := s.AddUser(authA, "kwatch", []string{"kube-watch"}, nil)
