@@ -88,20 +88,7 @@ func TestKubeThroughProxyAndAgent(t *testing.T) {
 	}
 	defer p.Close()
 	a := p.Auth()
-	roles, err := policy.ParseRoles([]byte(`kind: role
-metadata: {name: kube-dev}
-spec:
-  allow:
-    kubernetes_labels: {env: dev}
-    kubernetes_groups: [developers]
-    kubernetes_resources: [{kind: pods, namespace: default}, {kind: "pods/exec", namespace: default}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
-		t.Fatal(err)
-	}
+	role := upsertKubeDevRole(t, a, `{kind: pods, namespace: default}, {kind: "pods/exec", namespace: default}`)
 	hc := userClient(t, a, "alice", []string{"kube-dev"})
 	testkit.WaitFor(t, "the kube agent's cluster", func() bool {
 		cl, err := a.ListKubeClusters(ctx, auth.AdminCaller())
@@ -256,7 +243,7 @@ spec:
 	if _, err := wlines.ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
-	narrowed := *roles[0]
+	narrowed := *role
 	narrowed.Spec.Allow.KubernetesResources = []policy.KubernetesResource{{Kind: "configmaps"}}
 	if err := a.UpsertRole(ctx, auth.AdminCaller(), &narrowed); err != nil {
 		t.Fatal(err)
@@ -280,7 +267,7 @@ spec:
 	case <-time.After(time.Until(patience.Deadline(t))):
 		t.Fatal("the watch outlived the role edit")
 	}
-	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
+	if err := a.UpsertRole(ctx, auth.AdminCaller(), role); err != nil {
 		t.Fatal(err)
 	}
 
@@ -387,4 +374,35 @@ contexts: [{name: a, context: {cluster: c, user: u}}]
 		tb.Fatal(err)
 	}
 	return kubeconfig
+}
+
+// upsertKubeDevRole writes the kube-dev role of the kube tests: the
+// clusters labelled env=dev, as the developers group, on resources (the
+// YAML list's items); it returns the role written.
+func upsertKubeDevRole(t *testing.T, a *auth.Server, resources string) *policy.Role {
+	t.Helper()
+	roles, err := policy.ParseRoles([]byte("kind: role\nmetadata: {name: kube-dev}\nspec:\n  allow:\n" +
+		"    kubernetes_labels: {env: dev}\n    kubernetes_groups: [developers]\n    kubernetes_resources: [" + resources + "]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UpsertRole(context.Background(), auth.AdminCaller(), roles[0]); err != nil {
+		t.Fatal(err)
+	}
+	return roles[0]
+}
+
+// startKubeAgent starts a kube agent (services: [kube]) named agent1 in
+// dir/kube, serving cluster k1 (env=dev) through kubeconfig, connected to
+// the proxy at proxyAddr with a kube join token.
+func startKubeAgent(t *testing.T, dir, proxyAddr, token, pin, kubeconfig string) *Process {
+	t.Helper()
+	kcfg := &Config{DataDir: filepath.Join(dir, "kube"), Services: []string{Kube}, Proxy: ProxyConfig{MetricsAddr: MetricsOff}}
+	kcfg.Kube.ProxyAddr, kcfg.Kube.Token, kcfg.Kube.CAPin, kcfg.Kube.Name = proxyAddr, token, pin, "agent1"
+	kcfg.Kube.Clusters = append(kcfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
+	kp, err := Start(context.Background(), kcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
 }

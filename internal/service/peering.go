@@ -21,21 +21,31 @@ import (
 // at half of it.
 const peerCertTTL = 24 * time.Hour
 
-// peering opens the peer listener and returns the proxy's peering
-// configuration (nil when proxy peer_listen is not set).
-func (p *Process) peering() (*proxy.PeerConfig, error) {
-	if p.cfg.Proxy.PeerListen == "" {
-		return nil, nil
-	}
+// listenPeer opens the peer listener (proxy peer_listen) and returns the
+// address peers dial (proxy peer_addr, its port the listener's when 0).
+func (p *Process) listenPeer() (string, error) {
 	ln, err := net.Listen("tcp", p.cfg.Proxy.PeerListen)
 	if err != nil {
-		return nil, fmt.Errorf("proxy peer_listen: %w", err)
+		return "", fmt.Errorf("proxy peer_listen: %w", err)
 	}
 	p.peerLn = ln
 	addr := p.cfg.Proxy.PeerAddr
 	if host, port, _ := net.SplitHostPort(addr); port == "0" {
 		_, picked, _ := net.SplitHostPort(ln.Addr().String())
 		addr = net.JoinHostPort(host, picked)
+	}
+	return addr, nil
+}
+
+// peering opens the peer listener and returns the proxy's peering
+// configuration (nil when proxy peer_listen is not set).
+func (p *Process) peering() (*proxy.PeerConfig, error) {
+	if p.cfg.Proxy.PeerListen == "" {
+		return nil, nil
+	}
+	addr, err := p.listenPeer()
+	if err != nil {
+		return nil, err
 	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {

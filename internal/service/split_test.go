@@ -189,29 +189,9 @@ func TestSplitProxyKube(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pp.Close()
-	kcfg := &Config{DataDir: filepath.Join(dir, "kube"), Services: []string{Kube}, Proxy: ProxyConfig{MetricsAddr: MetricsOff}}
-	kcfg.Kube.ProxyAddr, kcfg.Kube.Token, kcfg.Kube.CAPin, kcfg.Kube.Name = pp.ProxyAddr(), token(wire.TokenTypeKube), pin, "agent1"
-	kcfg.Kube.Clusters = append(kcfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
-	kp, err := Start(ctx, kcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kp.Close()
+	defer startKubeAgent(t, dir, pp.ProxyAddr(), token(wire.TokenTypeKube), pin, kubeconfig).Close()
 
-	roles, err := policy.ParseRoles([]byte(`kind: role
-metadata: {name: kube-dev}
-spec:
-  allow:
-    kubernetes_labels: {env: dev}
-    kubernetes_groups: [developers]
-    kubernetes_resources: [{kind: pods, namespace: default}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
-		t.Fatal(err)
-	}
+	upsertKubeDevRole(t, a, "{kind: pods, namespace: default}")
 	testkit.WaitFor(t, "auth to list the cluster the proxy publishes", func() bool {
 		cl, err := a.ListKubeClusters(ctx, auth.AdminCaller())
 		return err == nil && len(cl) == 1 && cl[0].Name == "k1"

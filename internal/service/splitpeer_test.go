@@ -17,7 +17,6 @@ import (
 	"github.com/warden-sh/warden/internal/api"
 	"github.com/warden-sh/warden/internal/auth"
 	"github.com/warden-sh/warden/internal/lock"
-	"github.com/warden-sh/warden/internal/policy"
 	"github.com/warden-sh/warden/internal/storage"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
@@ -69,29 +68,9 @@ func TestSplitProxyPeeringKubeForwarding(t *testing.T) {
 		return pp
 	}
 	p1, p2 := startProxy("proxy1"), startProxy("proxy2")
-	kcfg := &Config{DataDir: filepath.Join(dir, "kube"), Services: []string{Kube}, Proxy: ProxyConfig{MetricsAddr: MetricsOff}}
-	kcfg.Kube.ProxyAddr, kcfg.Kube.Token, kcfg.Kube.CAPin, kcfg.Kube.Name = p1.ProxyAddr(), token(wire.TokenTypeKube), pin, "agent1"
-	kcfg.Kube.Clusters = append(kcfg.Kube.Clusters, kubeClusterSettings("k1", kubeconfig))
-	kp, err := Start(ctx, kcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kp.Close()
+	defer startKubeAgent(t, dir, p1.ProxyAddr(), token(wire.TokenTypeKube), pin, kubeconfig).Close()
 
-	roles, err := policy.ParseRoles([]byte(`kind: role
-metadata: {name: kube-dev}
-spec:
-  allow:
-    kubernetes_labels: {env: dev}
-    kubernetes_groups: [developers]
-    kubernetes_resources: [{kind: pods, namespace: default}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.UpsertRole(ctx, auth.AdminCaller(), roles[0]); err != nil {
-		t.Fatal(err)
-	}
+	upsertKubeDevRole(t, a, "{kind: pods, namespace: default}")
 	hc := userClient(t, a, "alice", []string{"kube-dev"})
 	base := "https://" + p2.ProxyAddr() + "/kube/"
 	get := func(path string) (int, string) {

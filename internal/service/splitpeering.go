@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -36,15 +35,9 @@ func (s *splitProxy) peering(ctx context.Context) (*proxy.PeerConfig, error) {
 	if p.cfg.Proxy.PeerListen == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", p.cfg.Proxy.PeerListen)
+	addr, err := p.listenPeer()
 	if err != nil {
-		return nil, fmt.Errorf("proxy peer_listen: %w", err)
-	}
-	p.peerLn = ln
-	addr := p.cfg.Proxy.PeerAddr
-	if host, port, _ := net.SplitHostPort(addr); port == "0" {
-		_, picked, _ := net.SplitHostPort(ln.Addr().String())
-		addr = net.JoinHostPort(host, picked)
+		return nil, err
 	}
 	id := s.id.Load()
 	pool, err := id.RootCAs()
