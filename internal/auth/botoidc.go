@@ -190,12 +190,13 @@ func matchGlob(pattern, s string) bool {
 	star, mark := -1, 0
 	for n < len(s) {
 		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			// A star is always a wildcard, even where s holds a '*' too.
+			star, mark = p, n
+			p++
 		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[n]):
 			p++
 			n++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
 		case star >= 0:
 			p = star + 1
 			mark++
