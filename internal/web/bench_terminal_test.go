@@ -9,12 +9,17 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/creack/pty"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warden-sh/warden/internal/client"
@@ -271,38 +276,78 @@ func BenchmarkTerminalEcho(b *testing.B) {
 	b.ReportMetric(float64(w50)/float64(c50), "web/ssh")
 }
 
-// BenchmarkTerminalBulk: 100 MB of output (yes | head -c 100M: lines of 74 characters) through
-// the web terminal's bridge and through `warden ssh`, in MB/s.
+// BenchmarkTerminalBulk: 100 MB of output (yes | head -c 100M: lines of
+// 74 characters) through the web terminal's bridge and through `warden
+// ssh`, in MB/s, and the same command in a bare PTY read by this process
+// (no SSH, no recording, no bridge): the ceiling of any terminal on this
+// machine. Besides the rates it reports CPU per MB, of this process (node,
+// proxy, bridge and client alike) and of the whole machine (busy time in
+// /proc/stat: this process, the shell's yes and head, and the kernel's
+// PTY work, which runs in kernel threads), so that a rate can be read
+// against what the machine's cores allow.
 func BenchmarkTerminalBulk(b *testing.B) {
 	web, cli := benchTerminals(b)
 	for _, t := range []termPipe{web, cli} {
 		runUntil(b, t, "stty -echo; echo READY-$((6*7))\n", "READY-42")
 	}
 	const size = 100 << 20
-	var tw, tc, cw, cc time.Duration
+	const cmd = "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 100M"
+	var wall, self, machine [3]time.Duration // web, ssh, bare
 	b.ResetTimer()
 	for b.Loop() {
-		for i, t := range []termPipe{web, cli} {
-			t0, c0 := time.Now(), cpuTime(b)
-			n := runUntil(b, t, "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 100M; echo END-$((6*7))\n", "END-42")
+		for i, t := range []termPipe{web, cli, nil} {
+			t0, c0, m0 := time.Now(), cpuTime(b), machineBusy()
+			var n int64
+			if t == nil {
+				n = barePTY(b, cmd)
+			} else {
+				n = runUntil(b, t, cmd+"; echo END-$((6*7))\n", "END-42")
+			}
 			if n < size {
 				b.Fatalf("read %d bytes", n)
 			}
-			if i == 0 {
-				tw, cw = tw+time.Since(t0), cw+cpuTime(b)-c0
-			} else {
-				tc, cc = tc+time.Since(t0), cc+cpuTime(b)-c0
-			}
+			wall[i] += time.Since(t0)
+			self[i] += cpuTime(b) - c0
+			machine[i] += machineBusy() - m0
 		}
 	}
 	b.StopTimer()
 	mb := float64(size) / 1e6 * float64(b.N)
-	b.ReportMetric(mb/tw.Seconds(), "web-MB/s")
-	b.ReportMetric(mb/tc.Seconds(), "ssh-MB/s")
-	// CPU time of this process (node, proxy, bridge and client alike) per
-	// MB, which the machine's load does not change as it does wall time.
-	b.ReportMetric(float64(cw.Milliseconds())/mb, "web-cpu-ms/MB")
-	b.ReportMetric(float64(cc.Milliseconds())/mb, "ssh-cpu-ms/MB")
+	for i, name := range []string{"web", "ssh", "bare"} {
+		b.ReportMetric(mb/wall[i].Seconds(), name+"-MB/s")
+		b.ReportMetric(float64(machine[i].Milliseconds())/mb, name+"-machine-cpu-ms/MB")
+		if i < 2 {
+			// The bare run's reader is this process too, but it is no
+			// part of Warden.
+			b.ReportMetric(float64(self[i].Milliseconds())/mb, name+"-cpu-ms/MB")
+		}
+	}
+	b.ReportMetric(wall[2].Seconds()/wall[0].Seconds(), "web/bare")
+}
+
+// barePTY runs cmd in a shell on a new PTY (echo off, as the terminals
+// have it) and reads its output to the end as fast as it comes; it
+// returns the bytes read.
+func barePTY(b *testing.B, cmd string) int64 {
+	c := exec.Command("sh", "-c", "stty -echo; "+cmd)
+	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 40, Cols: 120})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ptmx.Close()
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		k, err := ptmx.Read(buf)
+		n += int64(k)
+		if err != nil { // EIO once the shell has exited and all is read
+			break
+		}
+	}
+	if err := c.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // cpuTime is the user and system CPU time this process has used.
@@ -312,4 +357,22 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineBusy is the busy time of all the machine's CPUs so far (the
+// first line of /proc/stat, without idle and iowait; USER_HZ ticks).
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	var busy int64
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		if i != 3 && i != 4 {
+			busy += v
+		}
+	}
+	return time.Duration(busy) * (time.Second / 100)
 }
