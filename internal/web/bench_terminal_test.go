@@ -25,6 +25,7 @@ import (
 	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/client/sshclient"
 	"github.com/warden-sh/warden/internal/clustertest"
+	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/tunnel"
 )
 
@@ -126,7 +127,7 @@ func (p *sshPipe) settle() error { return nil }
 
 // benchTerminals opens the same kind of terminal on node1 both ways, as
 // carol, each running a shell.
-func benchTerminals(b *testing.B) (web, cli termPipe) {
+func benchTerminals(b *testing.B) (web, cli termPipe, signer ssh.Signer) {
 	c := clustertest.New(b, clustertest.Options{NodeLabels: map[string]string{"env": "dev"}})
 	c.ApplyRoles(roles)
 	carol := c.AddUser("carol", []string{"dev"}, []string{"carol"})
@@ -152,7 +153,7 @@ func benchTerminals(b *testing.B) (web, cli termPipe) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	signer, _, err := p.Signer()
+	signer, _, err = p.Signer()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -183,7 +184,12 @@ func benchTerminals(b *testing.B) (web, cli termPipe) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { nc.Close() })
-	sess, err := nc.NewSession()
+	return web, ptyShell(b, nc), signer
+}
+
+// ptyShell opens a shell on a PTY of 120×40 over c.
+func ptyShell(b *testing.B, c *ssh.Client) termPipe {
+	sess, err := c.NewSession()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -195,8 +201,7 @@ func benchTerminals(b *testing.B) (web, cli termPipe) {
 	if err := sess.Shell(); err != nil {
 		b.Fatal(err)
 	}
-	cli = &sshPipe{in: in, out: out, buf: make([]byte, 256<<10)}
-	return web, cli
+	return &sshPipe{in: in, out: out, buf: make([]byte, 256<<10)}
 }
 
 // runUntil sends cmd and reads output until it holds mark; it returns the
@@ -250,7 +255,7 @@ func echoOnce(b *testing.B, t termPipe) time.Duration {
 // BenchmarkTerminalEcho: a keystroke's echo through the web terminal's
 // WebSocket bridge and through `warden ssh`, alternately in one run.
 func BenchmarkTerminalEcho(b *testing.B) {
-	web, cli := benchTerminals(b)
+	web, cli, _ := benchTerminals(b)
 	for _, t := range []termPipe{web, cli} {
 		// The remote side echoes each byte at once: a raw terminal and cat.
 		runUntil(b, t, "stty raw -echo; echo READY-$((6*7)); exec cat\n", "READY-42")
@@ -286,16 +291,17 @@ func BenchmarkTerminalEcho(b *testing.B) {
 // PTY work, which runs in kernel threads), so that a rate can be read
 // against what the machine's cores allow.
 func BenchmarkTerminalBulk(b *testing.B) {
-	web, cli := benchTerminals(b)
-	for _, t := range []termPipe{web, cli} {
+	web, cli, signer := benchTerminals(b)
+	sshd := opensshTerminal(b, signer)
+	for _, t := range []termPipe{web, cli, sshd} {
 		runUntil(b, t, "stty -echo; echo READY-$((6*7))\n", "READY-42")
 	}
 	const size = 100 << 20
 	const cmd = "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 100M"
-	var wall, self, machine [3]time.Duration // web, ssh, bare
+	var wall, self, machine [4]time.Duration // web, ssh, openssh, bare
 	b.ResetTimer()
 	for b.Loop() {
-		for i, t := range []termPipe{web, cli, nil} {
+		for i, t := range []termPipe{web, cli, sshd, nil} {
 			t0, c0, m0 := time.Now(), cpuTime(b), machineBusy()
 			var n int64
 			if t == nil {
@@ -313,16 +319,47 @@ func BenchmarkTerminalBulk(b *testing.B) {
 	}
 	b.StopTimer()
 	mb := float64(size) / 1e6 * float64(b.N)
-	for i, name := range []string{"web", "ssh", "bare"} {
+	for i, name := range []string{"web", "ssh", "openssh", "bare"} {
 		b.ReportMetric(mb/wall[i].Seconds(), name+"-MB/s")
 		b.ReportMetric(float64(machine[i].Milliseconds())/mb, name+"-machine-cpu-ms/MB")
 		if i < 2 {
-			// The bare run's reader is this process too, but it is no
-			// part of Warden.
+			// The other runs' clients are this process too, but they
+			// are no part of Warden.
 			b.ReportMetric(float64(self[i].Milliseconds())/mb, name+"-cpu-ms/MB")
 		}
 	}
-	b.ReportMetric(wall[2].Seconds()/wall[0].Seconds(), "web/bare")
+	b.ReportMetric(wall[3].Seconds()/wall[0].Seconds(), "web/bare")
+	b.ReportMetric(wall[2].Seconds()/wall[0].Seconds(), "web/openssh")
+}
+
+// opensshTerminal is the baseline of a plain SSH server: a PTY session
+// as carol on the stock OpenSSH sshd (no recording, one SSH layer, no
+// proxy), trusting the cluster's user CA, with the same Go SSH client as
+// `warden ssh`.
+func opensshTerminal(b *testing.B, signer ssh.Signer) termPipe {
+	cert, ok := signer.PublicKey().(*ssh.Certificate)
+	if !ok {
+		b.Fatal("carol's login holds no certificate")
+	}
+	if out, err := exec.Command("usermod", "-p", "*", "carol").CombinedOutput(); err != nil {
+		b.Fatalf("usermod: %v: %s", err, out) // sshd refuses a locked account
+	}
+	d := testkit.StartSSHD(b, testkit.SSHDOptions{UserCAs: []ssh.PublicKey{cert.SignatureKey}, Config: []string{"LogLevel ERROR"}})
+	hostKey, err := os.ReadFile(d.HostKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs, err := ssh.ParsePrivateKey(hostKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := ssh.Dial("tcp", d.Addr, &ssh.ClientConfig{User: "carol", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(hs.PublicKey()), Timeout: 15 * time.Second})
+	if err != nil {
+		b.Fatalf("sshd: %v\n%s", err, d.Log)
+	}
+	b.Cleanup(func() { c.Close() })
+	return ptyShell(b, c)
 }
 
 // barePTY runs cmd in a shell on a new PTY (echo off, as the terminals
