@@ -24,6 +24,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/warden-sh/warden/internal/client"
+	"github.com/warden-sh/warden/internal/testkit"
 )
 
 // kubeBenchEnv is a kube env with a user allowed everything in the
@@ -158,13 +159,13 @@ func BenchmarkKubeRequestRate(b *testing.B) {
 	for range b.N {
 		r, p99 := rate(directHC, e.kc.Server+path, false)
 		dRate, dP99 = dRate+r, dP99+p99
-		s0, a0, m0 := cpuTicks(b, self), cpuTicks(b, apiserver), machineTicks(b)
+		s0, a0, m0 := cpuTicks(b, self), cpuTicks(b, apiserver), machineTicks()
 		r, p99 = rate(directHC, e.kc.Server+path, true)
 		iRate, iP99 = iRate+r, iP99+p99
-		s1, g1, a1, m1 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks(b)
+		s1, g1, a1, m1 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks()
 		r, p99 = rate(wardenHC, wardenURL, false)
 		wRate, wP99 = wRate+r, wP99+p99
-		s2, g2, a2, m2 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks(b)
+		s2, g2, a2, m2 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks()
 		selfI, selfW, agentW, apiI, apiW = selfI+s1-s0, selfW+s2-s1, agentW+g2-g1, apiI+a1-a0, apiW+a2-a1
 		machineI, machineW = machineI+m1-m0, machineW+m2-m1
 	}
@@ -238,11 +239,11 @@ func BenchmarkKubectlExecThroughput(b *testing.B) {
 	var direct, warden time.Duration
 	b.ResetTimer()
 	for range b.N {
-		s0, a0, m0 := cpuTicks(b, self), cpuTicks(b, apiserver), machineTicks(b)
+		s0, a0, m0 := cpuTicks(b, self), cpuTicks(b, apiserver), machineTicks()
 		direct += run(e.kc.AdminKubeconfig)
-		s1, g1, a1, m1 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks(b)
+		s1, g1, a1, m1 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks()
 		warden += run(kubeconfig)
-		s2, g2, m2 := cpuTicks(b, self), cpuTicks(b, agent), machineTicks(b)
+		s2, g2, m2 := cpuTicks(b, self), cpuTicks(b, agent), machineTicks()
 		selfD, selfW, agentW, apiD = selfD+s1-s0, selfW+s2-s1, agentW+g2-g1, apiD+a1-a0
 		machineD, machineW = machineD+m1-m0, machineW+m2-m1
 	}
@@ -412,20 +413,6 @@ func cpuTicks(b *testing.B, pid int) int64 {
 	return utime + stime
 }
 
-// machineTicks is the busy time of all the machine's CPUs, in clock ticks
-// (the first line of /proc/stat, without idle and iowait).
-func machineTicks(b *testing.B) int64 {
-	stat, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		b.Fatal(err)
-	}
-	line, _, _ := strings.Cut(string(stat), "\n")
-	var busy int64
-	for i, f := range strings.Fields(line)[1:] {
-		v, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			busy += v
-		}
-	}
-	return busy
-}
+// machineTicks is the machine's busy CPU time in clock ticks, as
+// cpuTicks counts a process's.
+func machineTicks() int64 { return int64(testkit.MachineBusy() / (time.Second / 100)) }

@@ -76,3 +76,16 @@ func TestFreePortIsFree(t *testing.T) {
 	}
 	ln.Close()
 }
+
+func TestMachineBusy(t *testing.T) {
+	a := MachineBusy()
+	if a <= 0 {
+		t.Fatalf("MachineBusy = %v: /proc/stat unread or malformed", a)
+	}
+	// Busy time only grows; spin until a tick passes on this CPU.
+	for b := MachineBusy(); b <= a; b = MachineBusy() {
+		if b < a {
+			t.Fatalf("MachineBusy went back: %v after %v", b, a)
+		}
+	}
+}

@@ -12,8 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -302,7 +300,7 @@ func BenchmarkTerminalBulk(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		for i, t := range []termPipe{web, cli, sshd, nil} {
-			t0, c0, m0 := time.Now(), cpuTime(b), machineBusy()
+			t0, c0, m0 := time.Now(), cpuTime(b), testkit.MachineBusy()
 			var n int64
 			if t == nil {
 				n = barePTY(b, cmd)
@@ -314,7 +312,7 @@ func BenchmarkTerminalBulk(b *testing.B) {
 			}
 			wall[i] += time.Since(t0)
 			self[i] += cpuTime(b) - c0
-			machine[i] += machineBusy() - m0
+			machine[i] += testkit.MachineBusy() - m0
 		}
 	}
 	b.StopTimer()
@@ -394,22 +392,4 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// machineBusy is the busy time of all the machine's CPUs so far (the
-// first line of /proc/stat, without idle and iowait; USER_HZ ticks).
-func machineBusy() time.Duration {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	var busy int64
-	for i, f := range strings.Fields(line)[1:] {
-		v, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 {
-			busy += v
-		}
-	}
-	return time.Duration(busy) * (time.Second / 100)
 }
