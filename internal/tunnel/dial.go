@@ -96,7 +96,10 @@ func dialOnce(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	// Packets are written by a flusher, gathered while it writes (a bulk
+	// stream's packets go several to a system call).
+	gw := NewGroupWriteConn(conn)
+	defer gw.Close()
 	hostCAs := cfg.HostCAs()
 	checker := &ssh.CertChecker{IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return containsKey(hostCAs, k) }}
 	ccfg := &ssh.ClientConfig{
@@ -111,7 +114,7 @@ func dialOnce(ctx context.Context, cfg Config) error {
 	// Read in large pieces: one read takes what has arrived, often several
 	// packets, where the SSH library's own 4 KiB buffer took two reads for
 	// each large packet.
-	bc := NewBufferedConn(conn)
+	bc := NewBufferedConn(gw)
 	bc.Buffer()
 	sconn, chans, reqs, err := ssh.NewClientConn(bc, net.JoinHostPort(host, "0"), ccfg)
 	if err != nil {
@@ -209,7 +212,7 @@ func dialBack(ctx context.Context, cfg Config, p DialBackPayload) {
 		c.Close()
 		return
 	}
-	cfg.Handle(ctx, &dataConn{Conn: c, remote: parseAddr(p.ClientAddr)})
+	cfg.Handle(ctx, &dataConn{Conn: NewGroupWriteConn(c), remote: parseAddr(p.ClientAddr)})
 }
 
 // dataConn is a node's data connection; its remote address is the user's,
