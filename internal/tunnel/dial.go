@@ -96,10 +96,7 @@ func dialOnce(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	// Packets are written by a flusher, gathered while it writes (a bulk
-	// stream's packets go several to a system call).
-	gw := NewGroupWriteConn(conn)
-	defer gw.Close()
+	defer conn.Close()
 	hostCAs := cfg.HostCAs()
 	checker := &ssh.CertChecker{IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return containsKey(hostCAs, k) }}
 	ccfg := &ssh.ClientConfig{
@@ -114,7 +111,7 @@ func dialOnce(ctx context.Context, cfg Config) error {
 	// Read in large pieces: one read takes what has arrived, often several
 	// packets, where the SSH library's own 4 KiB buffer took two reads for
 	// each large packet.
-	bc := NewBufferedConn(gw)
+	bc := NewBufferedConn(conn)
 	bc.Buffer()
 	sconn, chans, reqs, err := ssh.NewClientConn(bc, net.JoinHostPort(host, "0"), ccfg)
 	if err != nil {
@@ -212,7 +209,7 @@ func dialBack(ctx context.Context, cfg Config, p DialBackPayload) {
 		c.Close()
 		return
 	}
-	cfg.Handle(ctx, &dataConn{Conn: NewGroupWriteConn(c), remote: parseAddr(p.ClientAddr)})
+	cfg.Handle(ctx, &dataConn{Conn: c, remote: parseAddr(p.ClientAddr)})
 }
 
 // dataConn is a node's data connection; its remote address is the user's,
