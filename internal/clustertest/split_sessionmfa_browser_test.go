@@ -74,7 +74,8 @@ func TestSplitProxyWebSessionMFAPasskey(t *testing.T) {
 		t.Fatalf("tamper: %s", got)
 	}
 	b.do(chromedp.Click(chromedp.CSS("#mfa-passkey")))
-	b.waitJS(`!document.getElementById("mfa-error").hidden || document.getElementById("terminal").dataset.closed === "1"`)
+	b.waitJS(`!document.getElementById("mfa-error").hidden || document.getElementById("terminal").dataset.closed === "1" || ` +
+		`document.getElementById("term-status").textContent === "connected"`)
 	refusal := b.text("#mfa-error")
 	if st := b.text("#term-status"); st == "connected" || strings.Contains(b.text(".xterm-rows"), "$") {
 		t.Fatalf("a wrong passkey answer opened the terminal (status %q, error %q)", st, refusal)
