@@ -4,9 +4,12 @@ package clustertest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -146,4 +149,130 @@ spec:
 func yamlQuote(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
 	return `"` + r.Replace(s) + `"`
+}
+
+// TestSplitProxyWebOIDC: single sign-on through a real OIDC provider
+// (hashicorp/cap's test provider, with a token endpoint that checks the
+// client secret and the PKCE verifier) at the web UI of a proxy running
+// apart from auth, in a real browser (headless Chromium): the "Sign in
+// with corp" button leads to the IdP's form (the proxy's proxy-only
+// begin at auth), the IdP returns the browser to the proxy's callback
+// (forwarded to auth, which exchanges the code), and the proxy fetches
+// the outcome: the user lands signed in, the servers page listing the
+// node the mapped role allows. A user whose claims map to no role is
+// refused with that reason and not signed in. The IdP is on the test's
+// loopback: auth's host reaches it at the same address (forwardLoopback),
+// as an issuer over plain HTTP must be on a loopback address.
+func TestSplitProxyWebOIDC(t *testing.T) {
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	s.StartNode("node-a", authA, proxyA)
+	redirect := "https://" + proxyA.Addr() + "/v1/sso/oidc/callback"
+	idp := startSSOIdP(t, redirect)
+	for _, u := range []string{idp.tp.Addr(), idp.tokenURL} {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		authA.host.forwardLoopback(t, pu.Host)
+	}
+	secretFile := filepath.Join(s.dir, "oidc-secret")
+	if err := os.WriteFile(secretFile, []byte(ssoSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn := fmt.Sprintf(`kind: role
+metadata: {name: ops}
+spec:
+  allow:
+    logins: ['{{external.logins}}']
+    node_labels: {'*': '*'}
+---
+kind: oidc
+metadata: {name: corp}
+spec:
+  issuer_url: %s
+  client_id: warden
+  client_secret_file: %s
+  redirect_url: %s
+  claims_to_roles:
+  - {claim: groups, value: 'ops-*', roles: [ops]}
+  traits: {logins: unix_login}
+`, idp.tp.Addr(), secretFile, redirect)
+	if r := Run(t, strings.NewReader(conn), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply the oidc connector: %s", r)
+	}
+	testkit.WaitFor(t, "node-a registered with auth", func() bool {
+		nodes, err := authA.admin.ListNodes(context.Background(), nil)
+		for _, n := range nodes {
+			if err == nil && n.Name == "node-a" {
+				return true
+			}
+		}
+		return false
+	})
+
+	b := newSplitBrowser(t, "https://"+proxyA.Addr())
+	signin := func(user, password string) {
+		t.Helper()
+		b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
+			return err
+		}))
+		b.open("/web/login?next=/web/servers")
+		if got := b.text(`a[href^="/web/login/sso/corp"]`); !strings.Contains(got, "Sign in with corp") {
+			t.Fatalf("the SSO button reads %q", got)
+		}
+		b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+		testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
+			if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+				t.Logf("the load after the SSO button was aborted: clicking again")
+				b.open("/web/login?next=/web/servers")
+				b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+				return false
+			}
+			return b.text("#error") != "" || (strings.HasPrefix(b.eval(`location.href`), idp.tp.Addr()) && b.eval(`String(!!document.querySelector("input[name=psw]"))`) == "true")
+		})
+		loc, _ := url.Parse(b.eval(`location.href`))
+		if loc == nil || "http://"+loc.Host != idp.tp.Addr() || loc.Query().Get("code_challenge_method") != "S256" {
+			t.Fatalf("the button led to %s, not the IdP with PKCE: %q", b.eval(`location.href`), b.text("#error"))
+		}
+		// The token endpoint's check: the browser carried this challenge.
+		idp.mu.Lock()
+		idp.challenges[loc.Query().Get("code_challenge")] = true
+		idp.mu.Unlock()
+		b.do(chromedp.SendKeys(chromedp.CSS(`input[name=uname]`), user), chromedp.SendKeys(chromedp.CSS(`input[name=psw]`), password),
+			chromedp.Submit(chromedp.CSS(`input[name=psw]`)))
+	}
+
+	// Bob's claims map to no role: refused, with that reason.
+	signin("bob", "bob-pw")
+	testkit.WaitFor(t, "back at the proxy's sign-in page", func() bool {
+		return strings.HasPrefix(b.eval(`location.href`), "https://"+proxyA.Addr()+"/web/login") && b.text("#error") != ""
+	})
+	if got := b.text("#error"); !strings.Contains(got, "map to no role") {
+		t.Fatalf("bob's refusal: %q", got)
+	}
+	b.open("/web/me")
+	if got := b.eval(`location.pathname`); got != "/web/login" {
+		t.Fatalf("after bob's refusal, /web/me is at %s (signed in?)", got)
+	}
+
+	// Alice: signed in with the mapped role; the servers page lists node-a.
+	signin("alice", "alice-pw")
+	testkit.WaitFor(t, "the servers page", func() bool {
+		return b.eval(`location.href`) == "https://"+proxyA.Addr()+"/web/servers" || b.text("#error") != ""
+	})
+	if got := b.eval(`location.pathname`); got != "/web/servers" {
+		t.Fatalf("alice's SSO sign-in ended at %s: %q", b.eval(`location.href`), b.text("#error"))
+	}
+	testkit.WaitFor(t, "node-a on alice's servers page", func() bool {
+		b.open("/web/servers")
+		return b.text("#servers .node .name") == "node-a"
+	})
+	b.open("/web/me")
+	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != "alice" {
+		t.Fatalf("signed in as %q, want alice", got)
+	}
 }
