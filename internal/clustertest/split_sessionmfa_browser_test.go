@@ -50,8 +50,24 @@ func TestSplitProxyWebSessionMFAPasskey(t *testing.T) {
 	u := s.AddUser(authA, "webmfapk", []string{"prod"}, []string{osLogin})
 	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)
-	b.open("/web/security?add=laptop")
-	b.clickTo("#passkey-add", "/web/security?done=added")
+	// Registered; a fetch Chromium aborted (the machine's network
+	// changed under it: "Failed to fetch") is tried again.
+	testkit.WaitFor(t, "the passkey registered", func() bool {
+		b.open("/web/security?add=laptop")
+		b.do(chromedp.Click(chromedp.CSS("#passkey-add")))
+		var done bool
+		testkit.WaitFor(t, "the registration's outcome", func() bool {
+			done = strings.HasSuffix(b.eval(`location.pathname + location.search`), "/web/security?done=added")
+			return done || b.eval(`String(!document.getElementById("passkey-error").hidden)`) == "true"
+		})
+		if !done {
+			if msg := b.text("#passkey-error"); msg != "Failed to fetch" {
+				t.Fatalf("registering a passkey: %q", msg)
+			}
+			t.Logf("the registration's fetch was aborted: trying again")
+		}
+		return done
+	})
 	testkit.WaitFor(t, "node-a on the servers page", func() bool {
 		b.open("/web/servers")
 		return strings.Contains(b.text("body"), "node-a")
