@@ -77,6 +77,14 @@ type WebLoginRequest struct {
 	RemoteAddr string            `json:"remote_addr"`
 }
 
+// WebSSOBegin starts a browser's single sign-on at a proxy's web UI: the
+// browser comes back to a path under /web/ on that proxy, not to a CLI's
+// loopback listener (which the public /v1/sso/oidc/begin requires).
+type WebSSOBegin struct {
+	Begin      wire.SSOBeginRequest `json:"begin"`
+	RemoteAddr string               `json:"remote_addr"`
+}
+
 // WebPasskeyBegin starts a browser's passkey sign-in at a proxy's web UI.
 type WebPasskeyBegin struct {
 	Begin      wire.PasskeyLoginBegin `json:"begin"`
@@ -169,6 +177,19 @@ func (h *Handler) webRoutes() {
 		}
 		writeJSON(w, http.StatusForbidden, Error{Message: e.Error(), Code: CodePasskeyEnrol, EnrolToken: e.Token})
 		return true
+	})))
+	// The web UI's single sign-on (OIDC or SAML), for the browser's
+	// address: only a proxy may ask for a return to its own /web/ path
+	// (auth.SSOBeginRequest.Web is never taken from a client's JSON).
+	m.HandleFunc("POST /v1/proxies/web-sso/begin", h.authed(withBody(h, func(r *http.Request, c auth.Caller, in WebSSOBegin) (*wire.SSOBeginResponse, error) {
+		if err := proxyOnly(c); err != nil {
+			return nil, err
+		}
+		if net.ParseIP(in.RemoteAddr) == nil {
+			return nil, fmt.Errorf("%w: the browser's address must be an IP address", auth.ErrBadRequest)
+		}
+		in.Begin.RemoteAddr, in.Begin.Web = in.RemoteAddr, true
+		return a.BeginSSO(r.Context(), in.Begin)
 	})))
 	// The first passkey's registration, with that token (the token is
 	// the authority, for its user, once; the caller a joined proxy).
@@ -284,6 +305,14 @@ func (c *Client) DeleteWebSession(ctx context.Context, key string) error {
 func (c *Client) WebLogin(ctx context.Context, req auth.LoginRequest, remoteAddr string) (*auth.LoginResponse, error) {
 	var out auth.LoginResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/web-login", WebLoginRequest{Login: req, RemoteAddr: remoteAddr}, &out)
+}
+
+// WebBeginSSO starts a browser's single sign-on at the calling proxy's web
+// UI (a proxy's call, for the browser's address); the browser returns to
+// req.ClientRedirect, a path under /web/ on that proxy.
+func (c *Client) WebBeginSSO(ctx context.Context, req wire.SSOBeginRequest, remoteAddr string) (*wire.SSOBeginResponse, error) {
+	var out wire.SSOBeginResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxies/web-sso/begin", WebSSOBegin{Begin: req, RemoteAddr: remoteAddr}, &out)
 }
 
 // WebBeginPasskeyLogin starts a browser's passkey sign-in at the calling

@@ -88,6 +88,19 @@ func exerciseWebRoutes(t *testing.T, e *env, admin *Client) {
 	e.call(user, "POST", "/v1/proxies/web-login", login, http.StatusForbidden)
 	e.call(proxy, "POST", "/v1/proxies/web-login", login, http.StatusForbidden, fwd...)
 
+	// The web single sign-on's begin: a proxy's call only, for the
+	// browser's address; the browser returns to a path under /web/ on
+	// the proxy (which the public begin refuses), never elsewhere.
+	sso := WebSSOBegin{Begin: wire.SSOBeginRequest{Connector: "corp", PublicKey: pub, ClientRedirect: "/web/login/sso/done"}, RemoteAddr: "192.0.2.7"}
+	e.call(proxy, "POST", "/v1/proxies/web-sso/begin", sso, http.StatusNotFound) // no such connector: past the checks
+	e.call(proxy, "POST", "/v1/sso/oidc/begin", sso.Begin, http.StatusBadRequest)
+	e.call(user, "POST", "/v1/proxies/web-sso/begin", sso, http.StatusForbidden)
+	e.call(proxy, "POST", "/v1/proxies/web-sso/begin", sso, http.StatusForbidden, fwd...)
+	sso.RemoteAddr = "not an address"
+	e.call(proxy, "POST", "/v1/proxies/web-sso/begin", sso, http.StatusBadRequest)
+	sso.RemoteAddr, sso.Begin.ClientRedirect = "192.0.2.7", "https://elsewhere.example/web/login/sso/done"
+	e.call(proxy, "POST", "/v1/proxies/web-sso/begin", sso, http.StatusBadRequest)
+
 	// The web passkey sign-in: a proxy's call, for the browser's address.
 	// A passwordless begin gives a ceremony ID; the finish names it, and
 	// an ID auth did not give (or already spent) is refused.

@@ -9,12 +9,16 @@ import (
 	"github.com/warden-sh/warden/internal/testkit"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/warden-sh/warden/internal/syncbuf"
 )
@@ -142,6 +146,49 @@ func forwardTCP(t *testing.T, listen, target string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	forwardFrom(t, ln, target)
+}
+
+// forwardLoopback makes the test's loopback address addr (127.0.0.1:PORT)
+// reachable at the same address inside host h's namespace: a listener
+// made in h's namespace (by a thread moved there, which ends with it),
+// each connection carried to addr on the test's side. For peers that
+// must be on a loopback address for both the browser and a lab host
+// (an OIDC issuer over plain HTTP).
+func (h *labHost) forwardLoopback(t *testing.T, addr string) {
+	t.Helper()
+	type res struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		// Never unlocked: the thread, now in h's namespace, ends with
+		// this goroutine.
+		runtime.LockOSThread()
+		f, err := os.Open("/var/run/netns/" + h.NS)
+		if err != nil {
+			ch <- res{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		ch <- res{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, h.Name, r.err)
+	}
+	forwardFrom(t, r.ln, addr)
+}
+
+// forwardFrom carries each connection to ln to target until the test
+// ends.
+func forwardFrom(t *testing.T, ln net.Listener, target string) {
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}
 	track := func(c net.Conn, add bool) {

@@ -73,6 +73,14 @@ func (b *splitBrowser) clickTo(sel, pathSuffix string) {
 // auth's WebAuthn settings list. authExtra goes into auth's settings.
 func splitPasskeyLab(t *testing.T, authExtra string) (*splitCluster, *splitAuth, *splitProxyProc, *splitBrowser) {
 	t.Helper()
+	return splitPasskeyLabWith(t, authExtra, nil)
+}
+
+// splitPasskeyLabWith is splitPasskeyLab with more hosts started by
+// setup (e.g. nodes) before the browser: Chromium aborts what it is
+// doing when the machine's interfaces change under it.
+func splitPasskeyLabWith(t *testing.T, authExtra string, setup func(*splitCluster, *splitAuth, *splitProxyProc)) (*splitCluster, *splitAuth, *splitProxyProc, *splitBrowser) {
+	t.Helper()
 	s := newSplitCluster(t)
 	relay := newTCPRelay(t, "127.0.0.1:1")
 	_, port, _ := net.SplitHostPort(relay.Addr())
@@ -81,6 +89,9 @@ func splitPasskeyLab(t *testing.T, authExtra string) (*splitCluster, *splitAuth,
 	authA := s.StartAuth("auth-a")
 	proxyA := s.StartProxy("proxy-a", authA, authA)
 	relay.SetTarget(proxyA.Addr())
+	if setup != nil {
+		setup(s, authA, proxyA)
+	}
 	b := newSplitBrowser(t, origin)
 	b.virtualAuthenticator()
 	return s, authA, proxyA, b

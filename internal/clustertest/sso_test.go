@@ -53,6 +53,8 @@ type ssoIdP struct {
 	tokens     int
 	// tokenTime is the time spent in the IdP's token endpoint.
 	tokenTime time.Duration
+	// tokenURL is the token endpoint (the check in front of cap's).
+	tokenURL string
 }
 
 func startSSOIdP(t testing.TB, redirect string) *ssoIdP {
@@ -105,7 +107,8 @@ func startSSOIdP(t testing.TB, redirect string) *ssoIdP {
 		io.Copy(w, resp.Body)
 	}))
 	t.Cleanup(front.Close)
-	idp.tp.SetAdditionalConfiguration(map[string]any{"token_endpoint": front.URL + "/token"})
+	idp.tokenURL = front.URL + "/token"
+	idp.tp.SetAdditionalConfiguration(map[string]any{"token_endpoint": idp.tokenURL})
 	return idp
 }
 

@@ -266,9 +266,11 @@ func (a *splitWebAuth) ConnectorNames(ctx context.Context) ([]string, error) {
 
 func (a *splitWebAuth) BeginSSO(ctx context.Context, req wire.SSOBeginRequest) (*wire.SSOBeginResponse, error) {
 	var out *wire.SSOBeginResponse
-	err := a.asProxy(ctx, req.RemoteAddr, func(ctx context.Context, c *api.Client) error {
+	// The proxy-only begin: the public one takes a CLI's loopback
+	// callback only, not this proxy's /web/ path.
+	err := a.asProxy(ctx, "", func(ctx context.Context, c *api.Client) error {
 		var err error
-		out, err = c.BeginOIDC(ctx, req)
+		out, err = c.WebBeginSSO(ctx, req, req.RemoteAddr)
 		return err
 	})
 	return out, err

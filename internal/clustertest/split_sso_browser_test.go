@@ -1,0 +1,315 @@
+//go:build integration
+
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/warden-sh/warden/internal/testkit"
+)
+
+// TestSplitProxyWebSAML: single sign-on through a real SAML IdP
+// (crewjam/saml's samlidp) at the web UI of a proxy running apart from
+// auth, in a real browser (headless Chromium): the sign-in page's "Sign
+// in with corp" button leads to the IdP (proxy → auth, as the proxy, for
+// the browser's address: BeginSSO), the IdP's form posts the assertion to
+// the proxy's ACS (forwarded to auth), and the proxy fetches the outcome
+// (ResultOIDC) and lands the user signed in: the servers page lists the
+// node the mapped role allows. A user the IdP maps to no role is refused
+// with that reason and is not signed in. The IdP's metadata is given to
+// auth inline (auth, on a host of its own, does not reach the test's
+// loopback), and the ACS is the proxy's.
+func TestSplitProxyWebSAML(t *testing.T) {
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	s.StartNode("node-a", authA, proxyA)
+	ping, err := authA.admin.Ping(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := StartSAMLIdP(t, SAMLUser{Name: "alice", Email: "alice@example.com", Surname: osLogin, Groups: []string{"staff", "ops-team"}},
+		SAMLUser{Name: "bob", Email: "bob@example.com", Groups: []string{"sales"}})
+	resp, err := http.Get(idp.URL + "/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("IdP metadata: %d %s", resp.StatusCode, md)
+	}
+	base := "https://" + proxyA.Addr() + "/v1/sso/saml/corp"
+	conn := `kind: role
+metadata: {name: ops}
+spec:
+  allow:
+    logins: ['{{external.logins}}']
+    node_labels: {'*': '*'}
+---
+kind: saml
+metadata: {name: corp}
+spec:
+  idp_metadata_xml: ` + yamlQuote(string(md)) + `
+  entity_id: ` + base + `/metadata
+  acs_url: ` + base + `/acs
+  username_attribute: uid
+  attributes_to_roles: [{attribute: eduPersonAffiliation, value: 'ops-*', roles: [ops]}]
+  traits: {logins: sn}
+`
+	if r := Run(t, strings.NewReader(conn), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply the saml connector: %s", r)
+	}
+	idp.Register(t, ping.TLSCA, base+"/metadata")
+	testkit.WaitFor(t, "node-a registered with auth", func() bool {
+		nodes, err := authA.admin.ListNodes(context.Background(), nil)
+		for _, n := range nodes {
+			if err == nil && n.Name == "node-a" {
+				return true
+			}
+		}
+		return false
+	})
+
+	b := newSplitBrowser(t, "https://"+proxyA.Addr())
+	signin := func(user string) {
+		t.Helper()
+		// A new person at the browser: no session at the IdP or the proxy.
+		b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
+			return err
+		}))
+		b.open("/web/login?next=/web/servers")
+		if got := b.text(`a[href^="/web/login/sso/corp"]`); !strings.Contains(got, "Sign in with corp") {
+			t.Fatalf("the SSO button reads %q", got)
+		}
+		b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+		// At the IdP's form, or the proxy's page saying why not. Chromium
+		// aborts a load when it sees the machine's network change (other
+		// tests' interfaces): the button is then clicked again.
+		testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
+			if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+				t.Logf("the load after the SSO button was aborted: clicking again")
+				b.open("/web/login?next=/web/servers")
+				b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+				return false
+			}
+			return b.text("#error") != "" || (strings.HasPrefix(b.eval(`location.href`), idp.URL) && b.eval(`String(!!document.querySelector("input[name=password]"))`) == "true")
+		})
+		if loc, _ := url.Parse(b.eval(`location.href`)); loc == nil || "http://"+loc.Host != idp.URL {
+			t.Fatalf("the button led to %s, not the IdP: %q", b.eval(`location.href`), b.text("#error"))
+		}
+		b.do(chromedp.SendKeys(chromedp.CSS(`input[name=user]`), user), chromedp.SendKeys(chromedp.CSS(`input[name=password]`), user+"-pw"),
+			chromedp.Submit(chromedp.CSS(`input[name=password]`)))
+	}
+
+	// Bob's attributes map to no role: refused, with that reason, and not
+	// signed in.
+	signin("bob")
+	testkit.WaitFor(t, "back at the proxy's sign-in page", func() bool {
+		if aborted(b) {
+			signin("bob")
+			return false
+		}
+		return strings.HasPrefix(b.eval(`location.href`), "https://"+proxyA.Addr()+"/web/login") && b.text("#error") != ""
+	})
+	if got := b.text("#error"); !strings.Contains(got, "map to no role") {
+		t.Fatalf("bob's refusal: %q", got)
+	}
+	b.open("/web/me")
+	if got := b.eval(`location.pathname`); got != "/web/login" {
+		t.Fatalf("after bob's refusal, /web/me is at %s (signed in?)", got)
+	}
+
+	// Alice: signed in with the mapped role; the servers page lists node-a.
+	signin("alice")
+	testkit.WaitFor(t, "the servers page", func() bool {
+		if aborted(b) {
+			signin("alice")
+			return false
+		}
+		return b.eval(`location.href`) == "https://"+proxyA.Addr()+"/web/servers" && b.eval(`document.readyState`) == "complete"
+	})
+	// The page the sign-in landed on, else (node-a's tunnel may reach
+	// the proxy's list later) the page loaded again.
+	testkit.WaitFor(t, "node-a on alice's servers page", func() bool {
+		if b.text("#servers .node .name") == "node-a" {
+			return true
+		}
+		b.open("/web/servers")
+		return b.text("#servers .node .name") == "node-a"
+	})
+	b.open("/web/me")
+	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != "alice" {
+		t.Fatalf("signed in as %q, want alice", got)
+	}
+}
+
+// yamlQuote is s as a YAML double-quoted scalar.
+func yamlQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// TestSplitProxyWebOIDC: single sign-on through a real OIDC provider
+// (hashicorp/cap's test provider, with a token endpoint that checks the
+// client secret and the PKCE verifier) at the web UI of a proxy running
+// apart from auth, in a real browser (headless Chromium): the "Sign in
+// with corp" button leads to the IdP's form (the proxy's proxy-only
+// begin at auth), the IdP returns the browser to the proxy's callback
+// (forwarded to auth, which exchanges the code), and the proxy fetches
+// the outcome: the user lands signed in, the servers page listing the
+// node the mapped role allows. A user whose claims map to no role is
+// refused with that reason and not signed in. The IdP is on the test's
+// loopback: auth's host reaches it at the same address (forwardLoopback),
+// as an issuer over plain HTTP must be on a loopback address.
+func TestSplitProxyWebOIDC(t *testing.T) {
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	s.StartNode("node-a", authA, proxyA)
+	redirect := "https://" + proxyA.Addr() + "/v1/sso/oidc/callback"
+	idp := startSSOIdP(t, redirect)
+	for _, u := range []string{idp.tp.Addr(), idp.tokenURL} {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		authA.host.forwardLoopback(t, pu.Host)
+	}
+	secretFile := filepath.Join(s.dir, "oidc-secret")
+	if err := os.WriteFile(secretFile, []byte(ssoSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn := fmt.Sprintf(`kind: role
+metadata: {name: ops}
+spec:
+  allow:
+    logins: ['{{external.logins}}']
+    node_labels: {'*': '*'}
+---
+kind: oidc
+metadata: {name: corp}
+spec:
+  issuer_url: %s
+  client_id: warden
+  client_secret_file: %s
+  redirect_url: %s
+  claims_to_roles:
+  - {claim: groups, value: 'ops-*', roles: [ops]}
+  traits: {logins: unix_login}
+`, idp.tp.Addr(), secretFile, redirect)
+	if r := Run(t, strings.NewReader(conn), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply the oidc connector: %s", r)
+	}
+	testkit.WaitFor(t, "node-a registered with auth", func() bool {
+		nodes, err := authA.admin.ListNodes(context.Background(), nil)
+		for _, n := range nodes {
+			if err == nil && n.Name == "node-a" {
+				return true
+			}
+		}
+		return false
+	})
+
+	b := newSplitBrowser(t, "https://"+proxyA.Addr())
+	signin := func(user, password string) {
+		t.Helper()
+		b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
+			return err
+		}))
+		b.open("/web/login?next=/web/servers")
+		if got := b.text(`a[href^="/web/login/sso/corp"]`); !strings.Contains(got, "Sign in with corp") {
+			t.Fatalf("the SSO button reads %q", got)
+		}
+		b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+		testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
+			if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+				t.Logf("the load after the SSO button was aborted: clicking again")
+				b.open("/web/login?next=/web/servers")
+				b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+				return false
+			}
+			return b.text("#error") != "" || (strings.HasPrefix(b.eval(`location.href`), idp.tp.Addr()) && b.eval(`String(!!document.querySelector("input[name=psw]"))`) == "true")
+		})
+		loc, _ := url.Parse(b.eval(`location.href`))
+		if loc == nil || "http://"+loc.Host != idp.tp.Addr() || loc.Query().Get("code_challenge_method") != "S256" {
+			t.Fatalf("the button led to %s, not the IdP with PKCE: %q", b.eval(`location.href`), b.text("#error"))
+		}
+		// The token endpoint's check: the browser carried this challenge.
+		idp.mu.Lock()
+		idp.challenges[loc.Query().Get("code_challenge")] = true
+		idp.mu.Unlock()
+		b.do(chromedp.SendKeys(chromedp.CSS(`input[name=uname]`), user), chromedp.SendKeys(chromedp.CSS(`input[name=psw]`), password),
+			chromedp.Submit(chromedp.CSS(`input[name=psw]`)))
+	}
+
+	// Bob's claims map to no role: refused, with that reason.
+	signin("bob", "bob-pw")
+	testkit.WaitFor(t, "back at the proxy's sign-in page", func() bool {
+		if aborted(b) {
+			signin("bob", "bob-pw")
+			return false
+		}
+		return strings.HasPrefix(b.eval(`location.href`), "https://"+proxyA.Addr()+"/web/login") && b.text("#error") != ""
+	})
+	if got := b.text("#error"); !strings.Contains(got, "map to no role") {
+		t.Fatalf("bob's refusal: %q", got)
+	}
+	b.open("/web/me")
+	if got := b.eval(`location.pathname`); got != "/web/login" {
+		t.Fatalf("after bob's refusal, /web/me is at %s (signed in?)", got)
+	}
+
+	// Alice: signed in with the mapped role; the servers page lists node-a.
+	signin("alice", "alice-pw")
+	testkit.WaitFor(t, "the servers page", func() bool {
+		if aborted(b) {
+			signin("alice", "alice-pw")
+			return false
+		}
+		return (b.eval(`location.href`) == "https://"+proxyA.Addr()+"/web/servers" && b.eval(`document.readyState`) == "complete") || b.text("#error") != ""
+	})
+	if got := b.eval(`location.pathname`); got != "/web/servers" {
+		t.Fatalf("alice's SSO sign-in ended at %s: %q", b.eval(`location.href`), b.text("#error"))
+	}
+	// The page the sign-in landed on, else (node-a's tunnel may reach
+	// the proxy's list later) the page loaded again.
+	testkit.WaitFor(t, "node-a on alice's servers page", func() bool {
+		if b.text("#servers .node .name") == "node-a" {
+			return true
+		}
+		b.open("/web/servers")
+		return b.text("#servers .node .name") == "node-a"
+	})
+	b.open("/web/me")
+	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != "alice" {
+		t.Fatalf("signed in as %q, want alice", got)
+	}
+}
+
+// aborted says whether Chromium aborted the page's load (it does when the
+// machine's network changes, e.g. another test's interfaces): the single
+// sign-on, whose one-time state may be spent, is then started again.
+func aborted(b *splitBrowser) bool {
+	if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+		b.t.Logf("the browser's load was aborted: signing in again")
+		return true
+	}
+	return false
+}
