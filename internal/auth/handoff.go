@@ -113,7 +113,9 @@ func (s *Server) takeHandoffResult(ctx context.Context, prefix, id, token, code,
 		return nil, fmt.Errorf("%w: no outcome for this sign-in (already fetched)", ErrUnauthenticated)
 	}
 	if res.Error != "" {
-		return nil, fmt.Errorf("%w: %s", ErrAccessDenied, res.Error)
+		// The stored reason is an error's text, often already "access
+		// denied: ...": say it once.
+		return nil, fmt.Errorf("%w: %s", ErrAccessDenied, strings.TrimPrefix(res.Error, ErrAccessDenied.Error()+": "))
 	}
 	return &res, nil
 }

@@ -299,7 +299,7 @@ func TestSAMLLogin(t *testing.T) {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 	// Bob's groups map to no role.
-	if _, err := f.finish(f.start("bob")); !errors.Is(err, auth.ErrAccessDenied) || !strings.Contains(err.Error(), "attributes map to no role") {
+	if _, err := f.finish(f.start("bob")); !errors.Is(err, auth.ErrAccessDenied) || !strings.Contains(err.Error(), "attributes map to no role") || strings.Count(err.Error(), "access denied") != 1 {
 		t.Fatalf("bob: %v", err)
 	}
 	evs, err := f.a.SearchAudit(ctx, auth.AdminCaller(), audit.Query{Type: audit.UserLogin})
