@@ -54,21 +54,11 @@ func TestSplitProxyWebAdminPages(t *testing.T) {
 	authA := s.StartAuth("auth-a")
 	proxyA := s.StartProxy("proxy-a", authA, authA)
 	s.StartNode("node-a", authA, proxyA)
-	if r := Run(t, strings.NewReader(splitViewerRole), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply the viewer role: %s", r)
-	}
+	s.apply(authA, "apply the viewer role", splitViewerRole)
 	admin := s.AddUser(authA, "webadmin", []string{"admin"}, []string{osLogin})
 	viewer := s.AddUser(authA, "webviewer", []string{"viewer"}, []string{osLogin})
 	ctx := context.Background()
-	testkit.WaitFor(t, "node-a registered with auth", func() bool {
-		nodes, err := authA.admin.ListNodes(ctx, nil)
-		for _, n := range nodes {
-			if err == nil && n.Name == "node-a" {
-				return true
-			}
-		}
-		return false
-	})
+	s.waitNode(authA, "node-a")
 
 	// The viewer (driven from Go over the proxy's HTTPS port) sees no
 	// server: the role allows none.

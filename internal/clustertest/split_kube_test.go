@@ -47,9 +47,7 @@ spec:
     join_sessions:
       - {roles: [kube-rec], modes: [observer]}
 `
-	if r := Run(t, strings.NewReader(roles), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply roles: %s", r)
-	}
+	s.apply(authA, "apply roles", roles)
 	agent := startBackground(t, WardenBinary, "start", "--data-dir", filepath.Join(t.TempDir(), "kagent"), "--services", "kube",
 		"--proxy", proxyA.Addr(), "--token-file", s.token(authA, wire.TokenTypeKube), "--ca-pin", s.pin,
 		"--name", "kagent", "--kube-cluster", "test-k8s", "--kubeconfig", kc.AgentKubeconfig, "--labels", "env=dev")

@@ -168,9 +168,7 @@ func TestSplitProxyPeeringKubeKilledProxy(t *testing.T) {
 	proxyA1 := s.StartPeeringProxy("proxy-a1", authA, authA)
 	proxyA2 := s.StartPeeringProxy("proxy-a2", authA, authA)
 	proxyB := s.StartPeeringProxy("proxy-b", authA, authA)
-	if r := Run(t, strings.NewReader(splitKubeRoles), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply roles: %s", r)
-	}
+	s.apply(authA, "apply roles", splitKubeRoles)
 	kc.Must(t, "", "create", "role", "cm-reader", "--verb=get,list,watch", "--resource=configmaps", "-n", "default")
 	kc.Must(t, "", "create", "rolebinding", "viewers", "--role=cm-reader", "--group=viewers", "-n", "default")
 	kc.Must(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm1, namespace: default}\ndata: {a: b}\n", "apply", "-f", "-")

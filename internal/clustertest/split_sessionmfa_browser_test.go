@@ -44,9 +44,7 @@ func TestSplitProxyWebSessionMFAPasskey(t *testing.T) {
 	s, authA, _, b := splitPasskeyLabWith(t, "", func(s *splitCluster, authA *splitAuth, proxyA *splitProxyProc) {
 		s.StartNode("node-a", authA, proxyA)
 	})
-	if r := Run(t, strings.NewReader(sessionMFARole), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply roles: %s", r)
-	}
+	s.apply(authA, "apply roles", sessionMFARole)
 	u := s.AddUser(authA, "webmfapk", []string{"prod"}, []string{osLogin})
 	b.signInWithPassword(u)
 	b.waitJS(`location.pathname === "/web/servers"`)

@@ -70,45 +70,14 @@ spec:
   attributes_to_roles: [{attribute: eduPersonAffiliation, value: 'ops-*', roles: [ops]}]
   traits: {logins: sn}
 `
-	if r := Run(t, strings.NewReader(conn), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply the saml connector: %s", r)
-	}
+	s.apply(authA, "apply the saml connector", conn)
 	idp.Register(t, ping.TLSCA, base+"/metadata")
-	testkit.WaitFor(t, "node-a registered with auth", func() bool {
-		nodes, err := authA.admin.ListNodes(context.Background(), nil)
-		for _, n := range nodes {
-			if err == nil && n.Name == "node-a" {
-				return true
-			}
-		}
-		return false
-	})
+	s.waitNode(authA, "node-a")
 
 	b := newSplitBrowser(t, "https://"+proxyA.Addr())
 	signin := func(user string) {
 		t.Helper()
-		// A new person at the browser: no session at the IdP or the proxy.
-		b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
-			return err
-		}))
-		b.open("/web/login?next=/web/servers")
-		if got := b.text(`a[href^="/web/login/sso/corp"]`); !strings.Contains(got, "Sign in with corp") {
-			t.Fatalf("the SSO button reads %q", got)
-		}
-		b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
-		// At the IdP's form, or the proxy's page saying why not. Chromium
-		// aborts a load when it sees the machine's network change (other
-		// tests' interfaces): the button is then clicked again.
-		testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
-			if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
-				t.Logf("the load after the SSO button was aborted: clicking again")
-				b.open("/web/login?next=/web/servers")
-				b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
-				return false
-			}
-			return b.text("#error") != "" || (strings.HasPrefix(b.eval(`location.href`), idp.URL) && b.eval(`String(!!document.querySelector("input[name=password]"))`) == "true")
-		})
+		startSSO(t, b, idp.URL, "password")
 		if loc, _ := url.Parse(b.eval(`location.href`)); loc == nil || "http://"+loc.Host != idp.URL {
 			t.Fatalf("the button led to %s, not the IdP: %q", b.eval(`location.href`), b.text("#error"))
 		}
@@ -118,21 +87,7 @@ spec:
 
 	// Bob's attributes map to no role: refused, with that reason, and not
 	// signed in.
-	signin("bob")
-	testkit.WaitFor(t, "back at the proxy's sign-in page", func() bool {
-		if aborted(b) {
-			signin("bob")
-			return false
-		}
-		return strings.HasPrefix(b.eval(`location.href`), "https://"+proxyA.Addr()+"/web/login") && b.text("#error") != ""
-	})
-	if got := b.text("#error"); !strings.Contains(got, "map to no role") {
-		t.Fatalf("bob's refusal: %q", got)
-	}
-	b.open("/web/me")
-	if got := b.eval(`location.pathname`); got != "/web/login" {
-		t.Fatalf("after bob's refusal, /web/me is at %s (signed in?)", got)
-	}
+	ssoRefused(t, b, proxyA.Addr(), func() { signin("bob") })
 
 	// Alice: signed in with the mapped role; the servers page lists node-a.
 	signin("alice")
@@ -143,19 +98,7 @@ spec:
 		}
 		return b.eval(`location.href`) == "https://"+proxyA.Addr()+"/web/servers" && b.eval(`document.readyState`) == "complete"
 	})
-	// The page the sign-in landed on, else (node-a's tunnel may reach
-	// the proxy's list later) the page loaded again.
-	testkit.WaitFor(t, "node-a on alice's servers page", func() bool {
-		if b.text("#servers .node .name") == "node-a" {
-			return true
-		}
-		b.open("/web/servers")
-		return b.text("#servers .node .name") == "node-a"
-	})
-	b.open("/web/me")
-	if got := b.eval(`document.getElementById("me-user").textContent.trim()`); got != "alice" {
-		t.Fatalf("signed in as %q, want alice", got)
-	}
+	aliceSeesNodeA(t, b)
 }
 
 // yamlQuote is s as a YAML double-quoted scalar.
@@ -213,40 +156,13 @@ spec:
   - {claim: groups, value: 'ops-*', roles: [ops]}
   traits: {logins: unix_login}
 `, idp.tp.Addr(), secretFile, redirect)
-	if r := Run(t, strings.NewReader(conn), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply the oidc connector: %s", r)
-	}
-	testkit.WaitFor(t, "node-a registered with auth", func() bool {
-		nodes, err := authA.admin.ListNodes(context.Background(), nil)
-		for _, n := range nodes {
-			if err == nil && n.Name == "node-a" {
-				return true
-			}
-		}
-		return false
-	})
+	s.apply(authA, "apply the oidc connector", conn)
+	s.waitNode(authA, "node-a")
 
 	b := newSplitBrowser(t, "https://"+proxyA.Addr())
 	signin := func(user, password string) {
 		t.Helper()
-		b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
-			return err
-		}))
-		b.open("/web/login?next=/web/servers")
-		if got := b.text(`a[href^="/web/login/sso/corp"]`); !strings.Contains(got, "Sign in with corp") {
-			t.Fatalf("the SSO button reads %q", got)
-		}
-		b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
-		testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
-			if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
-				t.Logf("the load after the SSO button was aborted: clicking again")
-				b.open("/web/login?next=/web/servers")
-				b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
-				return false
-			}
-			return b.text("#error") != "" || (strings.HasPrefix(b.eval(`location.href`), idp.tp.Addr()) && b.eval(`String(!!document.querySelector("input[name=psw]"))`) == "true")
-		})
+		startSSO(t, b, idp.tp.Addr(), "psw")
 		loc, _ := url.Parse(b.eval(`location.href`))
 		if loc == nil || "http://"+loc.Host != idp.tp.Addr() || loc.Query().Get("code_challenge_method") != "S256" {
 			t.Fatalf("the button led to %s, not the IdP with PKCE: %q", b.eval(`location.href`), b.text("#error"))
@@ -260,21 +176,7 @@ spec:
 	}
 
 	// Bob's claims map to no role: refused, with that reason.
-	signin("bob", "bob-pw")
-	testkit.WaitFor(t, "back at the proxy's sign-in page", func() bool {
-		if aborted(b) {
-			signin("bob", "bob-pw")
-			return false
-		}
-		return strings.HasPrefix(b.eval(`location.href`), "https://"+proxyA.Addr()+"/web/login") && b.text("#error") != ""
-	})
-	if got := b.text("#error"); !strings.Contains(got, "map to no role") {
-		t.Fatalf("bob's refusal: %q", got)
-	}
-	b.open("/web/me")
-	if got := b.eval(`location.pathname`); got != "/web/login" {
-		t.Fatalf("after bob's refusal, /web/me is at %s (signed in?)", got)
-	}
+	ssoRefused(t, b, proxyA.Addr(), func() { signin("bob", "bob-pw") })
 
 	// Alice: signed in with the mapped role; the servers page lists node-a.
 	signin("alice", "alice-pw")
@@ -288,8 +190,65 @@ spec:
 	if got := b.eval(`location.pathname`); got != "/web/servers" {
 		t.Fatalf("alice's SSO sign-in ended at %s: %q", b.eval(`location.href`), b.text("#error"))
 	}
-	// The page the sign-in landed on, else (node-a's tunnel may reach
-	// the proxy's list later) the page loaded again.
+	aliceSeesNodeA(t, b)
+}
+
+// startSSO has a new person at the browser (no session at the IdP or the
+// proxy) click "Sign in with corp" at the proxy's sign-in page, and waits
+// for the IdP's form (at idpURL, with its password field) or the proxy's
+// page saying why not. Chromium aborts a load when it sees the machine's
+// network change (other tests' interfaces): the button is then clicked
+// again.
+func startSSO(t *testing.T, b *splitBrowser, idpURL, passwordField string) {
+	t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
+		return err
+	}))
+	b.open("/web/login?next=/web/servers")
+	if got := b.text(`a[href^="/web/login/sso/corp"]`); !strings.Contains(got, "Sign in with corp") {
+		t.Fatalf("the SSO button reads %q", got)
+	}
+	b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+	testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
+		if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+			t.Logf("the load after the SSO button was aborted: clicking again")
+			b.open("/web/login?next=/web/servers")
+			b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
+			return false
+		}
+		return b.text("#error") != "" || (strings.HasPrefix(b.eval(`location.href`), idpURL) &&
+			b.eval(`String(!!document.querySelector("input[name=`+passwordField+`]"))`) == "true")
+	})
+}
+
+// ssoRefused signs bob in (his claims or attributes map to no role) and
+// checks that he is back at the proxy's sign-in page with that reason,
+// and not signed in.
+func ssoRefused(t *testing.T, b *splitBrowser, proxyAddr string, signin func()) {
+	t.Helper()
+	signin()
+	testkit.WaitFor(t, "back at the proxy's sign-in page", func() bool {
+		if aborted(b) {
+			signin()
+			return false
+		}
+		return strings.HasPrefix(b.eval(`location.href`), "https://"+proxyAddr+"/web/login") && b.text("#error") != ""
+	})
+	if got := b.text("#error"); !strings.Contains(got, "map to no role") {
+		t.Fatalf("bob's refusal: %q", got)
+	}
+	b.open("/web/me")
+	if got := b.eval(`location.pathname`); got != "/web/login" {
+		t.Fatalf("after bob's refusal, /web/me is at %s (signed in?)", got)
+	}
+}
+
+// aliceSeesNodeA checks, once alice's sign-in has landed on the servers
+// page, that it lists node-a (else, as node-a's tunnel may reach the
+// proxy's list later, the page loaded again) and that she is alice.
+func aliceSeesNodeA(t *testing.T, b *splitBrowser) {
+	t.Helper()
 	testkit.WaitFor(t, "node-a on alice's servers page", func() bool {
 		if b.text("#servers .node .name") == "node-a" {
 			return true

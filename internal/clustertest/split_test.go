@@ -228,6 +228,30 @@ func (s *splitCluster) adminCLI(a *splitAuth, args ...string) Result {
 	return Run(s.t, nil, WardenBinary, append([]string{"--data-dir", a.dataDir, "--home", s.t.TempDir()}, args...)...)
 }
 
+// apply applies yaml (roles, connectors) with auth a's admin identity;
+// what names it in the test's failure.
+func (s *splitCluster) apply(a *splitAuth, what, yaml string) {
+	s.t.Helper()
+	r := Run(s.t, strings.NewReader(yaml), WardenBinary, "--data-dir", a.dataDir, "--home", s.t.TempDir(), "apply", "-f", "-")
+	if r.Code != 0 {
+		s.t.Fatalf(what+": %s", r)
+	}
+}
+
+// waitNode waits until auth a has the node called name registered.
+func (s *splitCluster) waitNode(a *splitAuth, name string) {
+	s.t.Helper()
+	testkit.WaitFor(s.t, name+" registered with auth", func() bool {
+		nodes, err := a.admin.ListNodes(context.Background(), nil)
+		for _, n := range nodes {
+			if err == nil && n.Name == name {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // endsWithin waits up to d for the live session p to end and returns its
 // result and how long it took from start.
 func endsWithin(t *testing.T, p *bgProcess, start time.Time, d time.Duration) (Result, time.Duration, bool) {

@@ -351,9 +351,7 @@ func TestSplitProxyWebSessionMFA(t *testing.T) {
 	authA := s.StartAuth("auth-a")
 	proxyA := s.StartProxy("proxy-a", authA, authA)
 	s.StartNode("node-a", authA, proxyA)
-	if r := Run(t, strings.NewReader(sessionMFARole), WardenBinary, "--data-dir", authA.dataDir, "--home", t.TempDir(), "apply", "-f", "-"); r.Code != 0 {
-		t.Fatalf("apply roles: %s", r)
-	}
+	s.apply(authA, "apply roles", sessionMFARole)
 	u := s.AddUser(authA, "webmfa", []string{"prod"}, []string{osLogin})
 	w := newSplitWebUser(t, proxyA)
 	if st, page := w.signin(u, u.Password); st != http.StatusOK {
