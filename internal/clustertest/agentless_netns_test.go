@@ -82,6 +82,7 @@ func newNetTopo(t *testing.T) *netTopo {
 		ip("link", "add", l.host, "type", "veth", "peer", "name", l.peer)
 		ip("link", "set", l.peer, "netns", l.ns)
 		ip("addr", "add", l.hostIP+"/30", "dev", l.host)
+		ip("link", "set", "dev", l.host, "addrgenmode", "none") // see netLab.quiet
 		ip("link", "set", l.host, "up")
 		ip("-n", l.ns, "addr", "add", l.nsIP+"/30", "dev", l.peer)
 		ip("-n", l.ns, "link", "set", l.peer, "up")

@@ -228,15 +228,17 @@ func BenchmarkKubectlExecThroughput(b *testing.B) {
 		}
 		return time.Since(start)
 	}
+	relay := tlsRelayChain(b, e.kc)
 	run(e.kc.AdminKubeconfig)
 	run(kubeconfig)
+	run(relay)
 	// CPU time per MiB, which the machine's load changes much less than
 	// the rates: what Warden adds (this process's extra over the direct
 	// run: the proxy; and the agent) and what the API server spends.
 	self, agent := os.Getpid(), kubeAgentPID(b, e.c.ProxyAddr())
 	apiserver := processPID(b, "kube-apiserver", "--secure-port", e.kc.Server[strings.LastIndex(e.kc.Server, ":")+1:])
-	var selfD, selfW, agentW, apiD, machineD, machineW int64
-	var direct, warden time.Duration
+	var selfD, selfW, agentW, apiD, machineD, machineW, machineR int64
+	var direct, warden, relayed time.Duration
 	b.ResetTimer()
 	for range b.N {
 		s0, a0, m0 := cpuTicks(b, self), cpuTicks(b, apiserver), machineTicks()
@@ -244,8 +246,10 @@ func BenchmarkKubectlExecThroughput(b *testing.B) {
 		s1, g1, a1, m1 := cpuTicks(b, self), cpuTicks(b, agent), cpuTicks(b, apiserver), machineTicks()
 		warden += run(kubeconfig)
 		s2, g2, m2 := cpuTicks(b, self), cpuTicks(b, agent), machineTicks()
+		relayed += run(relay)
+		m3 := machineTicks()
 		selfD, selfW, agentW, apiD = selfD+s1-s0, selfW+s2-s1, agentW+g2-g1, apiD+a1-a0
-		machineD, machineW = machineD+m1-m0, machineW+m2-m1
+		machineD, machineW, machineR = machineD+m1-m0, machineW+m2-m1, machineR+m3-m2
 	}
 	const tick = float64(time.Second/100) / float64(time.Millisecond) // USER_HZ, in ms
 	perMiB := func(ticks int64) float64 { return float64(ticks) * tick / float64(b.N*size>>20) }
@@ -263,6 +267,12 @@ func BenchmarkKubectlExecThroughput(b *testing.B) {
 	b.ReportMetric(mbps(direct), "MiB/s-direct")
 	b.ReportMetric(mbps(warden), "MiB/s-warden")
 	b.ReportMetric(mbps(warden)/mbps(direct), "ratio")
+	// The floor: two bare TLS byte relays where the proxy and the agent
+	// stand (tlsRelayChain).
+	b.ReportMetric(perMiB(machineR), "machine-cpu-ms/MiB-relay")
+	b.ReportMetric(float64(machineR)*tick/float64(relayed.Milliseconds()), "cores-busy-relay")
+	b.ReportMetric(mbps(relayed), "MiB/s-relay")
+	b.ReportMetric(mbps(relayed)/mbps(direct), "ratio-relay")
 }
 
 // BenchmarkKubeExecSessionMemory measures the memory each live exec

@@ -48,6 +48,7 @@ func newNetLab(t *testing.T) *netLab {
 	l.bridge = "wb" + l.tag
 	l.ip("link", "add", l.bridge, "type", "bridge")
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", l.bridge).Run() })
+	l.quiet(l.bridge)
 	l.ip("addr", "add", l.Gateway()+"/24", "dev", l.bridge)
 	l.ip("link", "set", l.bridge, "up")
 	return l
@@ -61,6 +62,17 @@ func (l *netLab) ip(args ...string) {
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		l.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 	}
+}
+
+// quiet keeps an interface of the test's namespace from gaining an IPv6
+// link-local address: the kernel adds one a second or more after the
+// link comes up (when duplicate address detection ends), and Chromium,
+// seeing an address appear, aborts its loads, fetches and WebSockets
+// with ERR_NETWORK_CHANGED, even in a browser started after the lab was
+// built. Without it, the lab's changes all happen before ip returns.
+func (l *netLab) quiet(link string) {
+	l.t.Helper()
+	l.ip("link", "set", "dev", link, "addrgenmode", "none")
 }
 
 // labHost is one network namespace with its own address.
@@ -82,6 +94,7 @@ func (l *netLab) Host(name string) *labHost {
 	l.t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", h.NS).Run() })
 	l.ip("link", "add", outer, "type", "veth", "peer", "name", inner)
 	l.t.Cleanup(func() { _ = exec.Command("ip", "link", "del", outer).Run() })
+	l.quiet(outer)
 	l.ip("link", "set", outer, "master", l.bridge, "up")
 	l.ip("link", "set", inner, "netns", h.NS)
 	l.ip("-n", h.NS, "link", "set", inner, "name", "eth0")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 
@@ -54,16 +55,46 @@ func (b *splitBrowser) clickTo(sel, pathSuffix string) {
 	b.t.Helper()
 	b.do(chromedp.Click(chromedp.CSS(sel)))
 	errShown := `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
-	expr := `((location.pathname + location.search).endsWith("` + pathSuffix + `") && document.readyState === "complete") || ` + errShown
+	expr := `((location.pathname + location.search).endsWith("` + pathSuffix + `") && document.readyState === "complete") || ` + errShown +
+		` || location.protocol === "chrome-error:"`
 	testkit.WaitFor(b.t, expr, func() bool {
 		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 		defer cancel()
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
 		return err == nil && ok
 	})
+	if b.eval(`location.protocol`) == "chrome-error:" {
+		// Chromium's error page: the load the script started failed.
+		// When it was the expected page (the server's answer was right)
+		// and it failed for a network change, load it again, as a user
+		// would; any other failure is the test's.
+		url := b.failedURL()
+		if !strings.HasSuffix(url, pathSuffix) {
+			b.t.Fatalf("after %s the browser failed to load %s, want %s", sel, url, pathSuffix)
+		}
+		b.open(pathSuffix)
+	}
 	if loc := b.eval(`location.pathname + location.search`); !strings.HasSuffix(loc, pathSuffix) {
 		b.t.Fatalf("after %s at %s (error: %q), want %s", sel, loc, b.eval(`(document.getElementById("passkey-error")||{}).textContent||""`), pathSuffix)
 	}
+}
+
+// failedURL is the address of the page whose load failed (the entry of
+// Chromium's error page in the tab's history).
+func (b *splitBrowser) failedURL() string {
+	b.t.Helper()
+	var url string
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		h, err := cdp.Call(ctx, t, page.GetNavigationHistory, cdp.Empty{})
+		if err != nil {
+			return err
+		}
+		if h.CurrentIndex >= 0 && int(h.CurrentIndex) < len(h.Entries) {
+			url = h.Entries[h.CurrentIndex].URL
+		}
+		return nil
+	}))
+	return url
 }
 
 // splitPasskeyLab is auth and a proxy running apart, and a browser with a
@@ -190,6 +221,64 @@ func TestSplitProxyWebRequirePasskey(t *testing.T) {
 	signin()
 	if got := b.eval(`(document.getElementById("error")||{}).textContent||""`); !strings.Contains(got, "requires a passkey: sign in with it") {
 		t.Fatalf("password sign-in with a passkey: %q", got)
+	}
+}
+
+// TestSplitProxyWebSecurityPage: the Security page of a proxy running
+// apart from auth (the signed-in user's calls to auth): new recovery codes
+// after a fresh check with a passkey, a device removed (audited by auth),
+// the last one kept with the reason shown, then a recovery code signs in
+// in place of the authenticator's code, once.
+func TestSplitProxyWebSecurityPage(t *testing.T) {
+	s, authA, _, b := splitPasskeyLab(t, "")
+	u := s.AddUser(authA, "websecurity", []string{"access"}, []string{osLogin})
+	b.signInWithPassword(u)
+	b.waitJS(`location.pathname === "/web/servers"`)
+	b.open("/web/security?add=laptop")
+	b.clickTo("#passkey-add", "/web/security?done=added")
+
+	// New recovery codes, confirmed with the passkey.
+	b.do(chromedp.Click(chromedp.CSS("#recovery-passkey")))
+	codesShown := `document.querySelectorAll("#recovery-codes li").length === 10`
+	testkit.WaitFor(t, codesShown, func() bool { return b.eval("String("+codesShown+")") == "true" })
+	codes := strings.Fields(b.eval(`Array.from(document.querySelectorAll("#recovery-codes li")).map(li => li.textContent.trim()).join(" ")`))
+	if len(codes) != 10 || b.text("#recovery-left") != "10" {
+		t.Fatalf("new recovery codes: %q, %s left", codes, b.text("#recovery-left"))
+	}
+
+	// The authenticator app removed; the passkey, now the only device,
+	// cannot be.
+	b.open("/web/security")
+	b.submit(`#devices tr.device:not([data-device="laptop"]) button.remove`)
+	if got := b.eval(`Array.from(document.querySelectorAll("#devices tr.device")).map(tr => tr.dataset.device).join(",")`); got != "laptop" {
+		t.Fatalf("devices after removing the authenticator app: %q (at %s)", got, b.eval(`location.href`))
+	}
+	testkit.WaitFor(t, "mfa.delete in auth's audit log", func() bool {
+		evs, err := authA.admin.SearchAudit(context.Background(), audit.Query{Type: audit.MFADelete, User: u.Name, Limit: 5})
+		return err == nil && len(evs) > 0 && evs[0].Success
+	})
+	b.submit(`#devices tr[data-device="laptop"] button.remove`)
+	if got := b.text("#error"); !strings.Contains(got, "only MFA device") {
+		t.Fatalf("removing the last device: %q", got)
+	}
+	if got := b.eval(`String(document.querySelectorAll("#devices tr.device").length)`); got != "1" {
+		t.Fatalf("devices after refusing to remove the last: %s", got)
+	}
+	b.open("/web/me")
+	b.submit("#signout")
+
+	// A recovery code in place of the code: once.
+	b.signInWithCode(u, func() string { return codes[0] })
+	b.waitJS(`location.pathname === "/web/servers"`)
+	b.open("/web/security")
+	if got := b.text("#recovery-left"); got != "9" {
+		t.Fatalf("recovery codes left after one was used: %q", got)
+	}
+	b.open("/web/me")
+	b.submit("#signout")
+	b.signInWithCode(u, func() string { return codes[0] })
+	if got := b.text("#error"); !strings.Contains(got, "Wrong user name, password or code") {
+		t.Fatalf("a spent recovery code: %q at %s", got, b.eval(`location.href`))
 	}
 }
 

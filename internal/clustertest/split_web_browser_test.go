@@ -77,10 +77,17 @@ func (b *splitBrowser) open(path string) {
 // filled again with a new code (a code is accepted once) and sent again.
 func (b *splitBrowser) signInWithPassword(u *User) {
 	b.t.Helper()
+	b.signInWithCode(u, func() string { return u.NextOTP(b.t) })
+}
+
+// signInWithCode is signInWithPassword with the codes code gives (a
+// recovery code in place of the authenticator's).
+func (b *splitBrowser) signInWithCode(u *User, code func() string) {
+	b.t.Helper()
 	testkit.WaitFor(b.t, "sign-in with password and code", func() bool {
 		b.open("/web/login")
 		b.do(chromedp.SetValue(chromedp.CSS("#user"), u.Name), chromedp.SetValue(chromedp.CSS("#password"), u.Password),
-			chromedp.SetValue(chromedp.CSS("#otp"), u.NextOTP(b.t)))
+			chromedp.SetValue(chromedp.CSS("#otp"), code()))
 		ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 		defer cancel()
 		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#signin"))); err != nil {
