@@ -79,7 +79,7 @@ clusters:
     certificate-authority-data: %s
 users:
 - name: relay
-  user: {}
+  user: {token: relay-carries-no-credential}
 contexts:
 - name: relay
   context: {cluster: relay, user: relay}
