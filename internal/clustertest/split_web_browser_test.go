@@ -114,9 +114,14 @@ func (b *splitBrowser) waitJS(expr string) {
 	b.t.Helper()
 	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(patience.Left(b.t)))); err != nil {
+	// Chromium's error page (a load that failed) ends the wait at once.
+	failed := `location.protocol === "chrome-error:"`
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool]("("+expr+") || "+failed, chromedp.WithPollingTimeout(patience.Left(b.t)))); err != nil {
 		loc, _ := chromedp.Run(b.ctx, chromedp.Location())
 		b.t.Fatalf("waiting for %s: %v (at %s)", expr, err, loc)
+	}
+	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](failed)); err == nil && ok {
+		b.t.Fatalf("waiting for %s: the browser failed to load %s", expr, b.failedURL())
 	}
 }
 
