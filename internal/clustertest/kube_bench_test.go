@@ -194,10 +194,10 @@ func BenchmarkKubeRequestRate(b *testing.B) {
 	b.ReportMetric(ms(wP99-iP99), "p99-ms-added")
 }
 
-func httpClient(b *testing.B, caPEM, certPEM, keyPEM []byte) *http.Client {
+func httpClient(tb testing.TB, caPEM, certPEM, keyPEM []byte) *http.Client {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
