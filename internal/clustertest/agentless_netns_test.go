@@ -65,13 +65,15 @@ func newNetTopo(t *testing.T) *netTopo {
 	// Interface names: at most 15 bytes.
 	hostS, nsS, hostU, nsU := "wds"+id+"h", "wds"+id+"n", "wdu"+id+"h", "wdu"+id+"n"
 	t.Cleanup(func() {
-		// Deleting a namespace deletes the veth ends in it, and with them
-		// their peers here.
-		for _, ns := range []string{n.server, n.user} {
-			_ = exec.Command("ip", "netns", "del", ns).Run()
-		}
+		// The links first: ip link del removes both ends of a pair before
+		// it returns, while a deleted namespace's veths go later, in the
+		// kernel's own time, perhaps after the network lock is released
+		// and while a browser test runs.
 		for _, l := range []string{hostS, hostU} {
 			_ = exec.Command("ip", "link", "del", l).Run()
+		}
+		for _, ns := range []string{n.server, n.user} {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
 	})
 	for _, l := range []struct{ ns, host, peer, hostIP, nsIP string }{
