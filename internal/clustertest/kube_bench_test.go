@@ -72,16 +72,7 @@ func BenchmarkKubectlGetPods(b *testing.B) {
 // its own; "direct" without them is reported too).
 func BenchmarkKubeRequestRate(b *testing.B) {
 	e, home, _ := kubeBenchEnv(b)
-	p, err := client.LoadProfile(home)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cred, err := p.KubeCredential()
-	if err != nil {
-		b.Fatal(err)
-	}
-	caPEM, _ := p.TLSCAPEM()
-	wardenHC := httpClient(b, caPEM, cred.CertPEM, cred.KeyPEM)
+	wardenHC := kubeUserClient(b, home)
 	adminCert, err := tls.LoadX509KeyPair(filepath.Join(e.kc.Dir, "admin.crt"), filepath.Join(e.kc.Dir, "admin.key"))
 	if err != nil {
 		b.Fatal(err)
@@ -194,6 +185,25 @@ func BenchmarkKubeRequestRate(b *testing.B) {
 	b.ReportMetric(ms(wP99-iP99), "p99-ms-added")
 }
 
+// kubeUserClient is an HTTPS client with the kube credentials of the user
+// logged in at home (those `warden kube credentials` hands kubectl).
+func kubeUserClient(tb testing.TB, home string) *http.Client {
+	tb.Helper()
+	p, err := client.LoadProfile(home)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cred, err := p.KubeCredential()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caPEM, err := p.TLSCAPEM()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return httpClient(tb, caPEM, cred.CertPEM, cred.KeyPEM)
+}
+
 func httpClient(tb testing.TB, caPEM, certPEM, keyPEM []byte) *http.Client {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -292,16 +302,7 @@ func BenchmarkKubectlExecThroughput(b *testing.B) {
 // second round reuses what the first freed.
 func BenchmarkKubeExecSessionMemory(b *testing.B) {
 	e, home, _ := kubeBenchEnv(b)
-	p, err := client.LoadProfile(home)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cred, err := p.KubeCredential()
-	if err != nil {
-		b.Fatal(err)
-	}
-	caPEM, _ := p.TLSCAPEM()
-	hc := httpClient(b, caPEM, cred.CertPEM, cred.KeyPEM)
+	hc := kubeUserClient(b, home)
 	pid := kubeAgentPID(b, e.c.ProxyAddr())
 	url := "wss://" + e.c.ProxyAddr() + "/kube/test-k8s/api/v1/namespaces/default/pods/shell/exec?command=cat&stdin=true&stdout=true&stderr=true"
 	ctx := context.Background()

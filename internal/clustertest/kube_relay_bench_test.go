@@ -12,13 +12,11 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -91,8 +89,8 @@ contexts:
 	return path
 }
 
-// tlsRelay accepts TLS connections on a loopback port and copies each,
-// both ways, to a connection from dial, until the test ends. It returns
+// tlsRelay accepts TLS connections on a loopback port and carries each
+// to a connection from dial (forwardFrom) until the test ends. It returns
 // the address.
 func tlsRelay(tb testing.TB, conf *tls.Config, dial func() (net.Conn, error)) string {
 	tb.Helper()
@@ -100,52 +98,6 @@ func tlsRelay(tb testing.TB, conf *tls.Config, dial func() (net.Conn, error)) st
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	open := map[net.Conn]struct{}{}
-	track := func(cs ...net.Conn) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range cs {
-			open[c] = struct{}{}
-		}
-	}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				track(c)
-				up, err := dial()
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				track(up)
-				var pipe sync.WaitGroup
-				half := func(dst, src net.Conn) {
-					_, _ = io.Copy(dst, src)
-					if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-						_ = cw.CloseWrite()
-					}
-				}
-				pipe.Go(func() { half(up, c) })
-				half(c, up)
-				pipe.Wait()
-			})
-		}
-	})
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for c := range open {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	forwardFrom(tb, ln, dial)
 	return ln.Addr().String()
 }

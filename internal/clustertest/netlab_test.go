@@ -159,7 +159,7 @@ func forwardTCP(t *testing.T, listen, target string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forwardFrom(t, ln, target)
+	forwardFrom(t, ln, dialTCP(target))
 }
 
 // forwardLoopback makes the test's loopback address addr (127.0.0.1:PORT)
@@ -196,12 +196,17 @@ func (h *labHost) forwardLoopback(t *testing.T, addr string) {
 	if r.err != nil {
 		t.Fatalf("listen on %s in %s: %v", addr, h.Name, r.err)
 	}
-	forwardFrom(t, r.ln, addr)
+	forwardFrom(t, r.ln, dialTCP(addr))
 }
 
-// forwardFrom carries each connection to ln to target until the test
-// ends.
-func forwardFrom(t *testing.T, ln net.Listener, target string) {
+// dialTCP dials target, for forwardFrom.
+func dialTCP(target string) func() (net.Conn, error) {
+	return func() (net.Conn, error) { return net.Dial("tcp", target) }
+}
+
+// forwardFrom carries each connection to ln to a connection from dial
+// until the test ends.
+func forwardFrom(t testing.TB, ln net.Listener, dial func() (net.Conn, error)) {
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}
 	track := func(c net.Conn, add bool) {
@@ -228,7 +233,7 @@ func forwardFrom(t *testing.T, ln net.Listener, target string) {
 				return
 			}
 			go func() {
-				up, err := net.Dial("tcp", target)
+				up, err := dial()
 				if err != nil {
 					c.Close()
 					return

@@ -79,14 +79,7 @@ func TestSAMLLogin(t *testing.T) {
 	}
 	idp := StartSAMLIdP(t, SAMLUser{Name: "alice", Email: "alice@example.com", Surname: osLogin, Groups: []string{"staff", "ops-team"}},
 		SAMLUser{Name: "bob", Email: "bob@example.com", Groups: []string{"sales"}})
-	res := c.Warden(t.TempDir(), strings.NewReader(`kind: role
-metadata: {name: ops}
-spec:
-  allow:
-    logins: ['{{external.logins}}']
-    node_labels: {'*': '*'}
----
-`+fmt.Sprintf(samlConnectorYAML, idp.URL)+"  sign_requests: true\n"), "apply", "-f", "-")
+	res := c.Warden(t.TempDir(), strings.NewReader(ssoOpsRole+fmt.Sprintf(samlConnectorYAML, idp.URL)+"  sign_requests: true\n"), "apply", "-f", "-")
 	if res.Code != 0 || !strings.Contains(res.Stdout, `saml connector "corp" applied`) {
 		t.Fatalf("apply: %s", res)
 	}

@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,12 +31,14 @@ spec:
 // there is none).
 func (b *splitBrowser) text(sel string) string {
 	b.t.Helper()
-	return b.eval(`(document.querySelector(` + jsString(sel) + `)||{}).textContent||""`)
+	return b.eval(`(document.querySelector(` + quoted(sel) + `)||{}).textContent||""`)
 }
 
-func jsString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	return `"` + r.Replace(s) + `"`
+// quoted is s as a double-quoted string (JSON), which JavaScript and YAML
+// read back as s.
+func quoted(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // TestSplitProxyWebAdminPages: an admin signed in (headless Chromium) at
@@ -49,11 +52,7 @@ func jsString(s string) string {
 // the proxy. A user who is not an admin is refused the same pages and
 // their writes (auth's refusal), and nothing is written.
 func TestSplitProxyWebAdminPages(t *testing.T) {
-	EnsureOSUser(t, osLogin)
-	s := newSplitCluster(t)
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	s.StartNode("node-a", authA, proxyA)
+	s, authA, proxyA := newSplitWithNodeA(t)
 	s.apply(authA, "apply the viewer role", splitViewerRole)
 	admin := s.AddUser(authA, "webadmin", []string{"admin"}, []string{osLogin})
 	viewer := s.AddUser(authA, "webviewer", []string{"viewer"}, []string{osLogin})

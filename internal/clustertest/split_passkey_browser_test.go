@@ -49,21 +49,17 @@ func (b *splitBrowser) eval(expr string) string {
 	return s
 }
 
+// passkeyErrorShown is true when a page shows its passkey error.
+const passkeyErrorShown = `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
+
 // clickTo clicks a button whose script ends by loading another page and
 // waits for that page (or the passkey error the page shows instead).
 func (b *splitBrowser) clickTo(sel, pathSuffix string) {
 	b.t.Helper()
 	b.do(chromedp.Click(chromedp.CSS(sel)))
-	errShown := `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
-	expr := `((location.pathname + location.search).endsWith("` + pathSuffix + `") && document.readyState === "complete") || ` + errShown +
-		` || location.protocol === "chrome-error:"`
-	testkit.WaitFor(b.t, expr, func() bool {
-		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-		defer cancel()
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-		return err == nil && ok
-	})
-	if b.eval(`location.protocol`) == "chrome-error:" {
+	b.waitAcross(`((location.pathname + location.search).endsWith(` + quoted(pathSuffix) + `) && document.readyState === "complete") || ` +
+		passkeyErrorShown + ` || ` + errorPage)
+	if b.is(errorPage) {
 		// Chromium's error page: the load the script started failed.
 		// When it was the expected page (the server's answer was right)
 		// and it failed for a network change, load it again, as a user
@@ -75,8 +71,18 @@ func (b *splitBrowser) clickTo(sel, pathSuffix string) {
 		b.open(pathSuffix)
 	}
 	if loc := b.eval(`location.pathname + location.search`); !strings.HasSuffix(loc, pathSuffix) {
-		b.t.Fatalf("after %s at %s (error: %q), want %s", sel, loc, b.eval(`(document.getElementById("passkey-error")||{}).textContent||""`), pathSuffix)
+		b.t.Fatalf("after %s at %s (error: %q), want %s", sel, loc, b.text("#passkey-error"), pathSuffix)
 	}
+}
+
+// addPasskey signs u in with password and code and registers a passkey
+// called "laptop" on the Security page; u stays signed in.
+func (b *splitBrowser) addPasskey(u *User) {
+	b.t.Helper()
+	b.signInWithPassword(u)
+	b.waitJS(`location.pathname === "/web/servers"`)
+	b.open("/web/security?add=laptop")
+	b.clickTo("#passkey-add", "/web/security?done=added")
 }
 
 // failedURL is the address of the page whose load failed (the entry of
@@ -139,13 +145,9 @@ func splitPasskeyLabWith(t *testing.T, authExtra string, setup func(*splitCluste
 func TestSplitProxyWebPasskey(t *testing.T) {
 	s, authA, _, b := splitPasskeyLab(t, "")
 	u := s.AddUser(authA, "webpasskey", []string{"access"}, []string{osLogin})
-	b.signInWithPassword(u)
-	b.waitJS(`location.pathname === "/web/servers"`)
-
-	// Register a passkey on the proxy's Security page (the signed-in
+	// A passkey registered on the proxy's Security page (the signed-in
 	// user's calls to auth).
-	b.open("/web/security?add=laptop")
-	b.clickTo("#passkey-add", "/web/security?done=added")
+	b.addPasskey(u)
 	if got := b.eval(`document.querySelector('#devices tr[data-device="laptop"] .kind').textContent.trim()`); got != "passkey" {
 		t.Fatalf("the new device is a %q, want passkey", got)
 	}
@@ -232,15 +234,11 @@ func TestSplitProxyWebRequirePasskey(t *testing.T) {
 func TestSplitProxyWebSecurityPage(t *testing.T) {
 	s, authA, _, b := splitPasskeyLab(t, "")
 	u := s.AddUser(authA, "websecurity", []string{"access"}, []string{osLogin})
-	b.signInWithPassword(u)
-	b.waitJS(`location.pathname === "/web/servers"`)
-	b.open("/web/security?add=laptop")
-	b.clickTo("#passkey-add", "/web/security?done=added")
+	b.addPasskey(u)
 
 	// New recovery codes, confirmed with the passkey.
 	b.do(chromedp.Click(chromedp.CSS("#recovery-passkey")))
-	codesShown := `document.querySelectorAll("#recovery-codes li").length === 10`
-	testkit.WaitFor(t, codesShown, func() bool { return b.eval("String("+codesShown+")") == "true" })
+	b.waitAcross(`document.querySelectorAll("#recovery-codes li").length === 10`)
 	codes := strings.Fields(b.eval(`Array.from(document.querySelectorAll("#recovery-codes li")).map(li => li.textContent.trim()).join(" ")`))
 	if len(codes) != 10 || b.text("#recovery-left") != "10" {
 		t.Fatalf("new recovery codes: %q, %s left", codes, b.text("#recovery-left"))
@@ -287,11 +285,10 @@ func TestSplitProxyWebSecurityPage(t *testing.T) {
 // error the hand-off page shows instead.
 func (b *splitBrowser) waitCallback(text string) {
 	b.t.Helper()
-	at := `location.hostname === "127.0.0.1" && document.body.textContent.includes("` + text + `")`
-	shown := `!!(document.getElementById("passkey-error") && !document.getElementById("passkey-error").hidden)`
-	testkit.WaitFor(b.t, at+" || "+shown, func() bool { return b.eval("String(("+at+") || "+shown+")") == "true" })
-	if b.eval("String("+at+")") != "true" {
-		b.t.Fatalf("the hand-off page at %s: %q", b.eval(`location.href`), b.eval(`(document.getElementById("passkey-error")||{}).textContent||""`))
+	at := `location.hostname === "127.0.0.1" && document.body.textContent.includes(` + quoted(text) + `)`
+	b.waitAcross("(" + at + ") || " + passkeyErrorShown)
+	if !b.is(at) {
+		b.t.Fatalf("the hand-off page at %s: %q", b.eval(`location.href`), b.text("#passkey-error"))
 	}
 }
 
@@ -309,10 +306,7 @@ func TestSplitProxyPasskeyHandoff(t *testing.T) {
 	u := s.AddUser(authA, "clipasskey", []string{"access"}, []string{osLogin})
 
 	// A passkey, registered at the proxy's Security page.
-	b.signInWithPassword(u)
-	b.waitJS(`location.pathname === "/web/servers"`)
-	b.open("/web/security?add=laptop")
-	b.clickTo("#passkey-add", "/web/security?done=added")
+	b.addPasskey(u)
 	b.open("/web/me")
 	b.submit("#signout")
 

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/warden-sh/warden/internal/audit"
-	"github.com/warden-sh/warden/internal/client"
 	"github.com/warden-sh/warden/internal/kubetest"
 	"github.com/warden-sh/warden/internal/testkit"
 	"github.com/warden-sh/warden/internal/wire"
@@ -242,19 +241,7 @@ func TestSplitProxyPeeringKubeKilledProxy(t *testing.T) {
 	// asks B for /version before the request (that request would find
 	// A1 dead and mark it, and the test's request would go to A2 with no
 	// retry), but the user's kube credentials in one HTTP request.
-	p, err := client.LoadProfile(home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cred, err := p.KubeCredential()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, err := p.TLSCAPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := httpClient(t, caPEM, cred.CertPEM, cred.KeyPEM)
+	hc := kubeUserClient(t, home)
 	bOut := len(proxyB.proc.out.String())
 	start := time.Now()
 	if err := proxyA1.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {

@@ -32,11 +32,7 @@ import (
 // auth inline (auth, on a host of its own, does not reach the test's
 // loopback), and the ACS is the proxy's.
 func TestSplitProxyWebSAML(t *testing.T) {
-	EnsureOSUser(t, osLogin)
-	s := newSplitCluster(t)
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	s.StartNode("node-a", authA, proxyA)
+	s, authA, proxyA := newSplitWithNodeA(t)
 	ping, err := authA.admin.Ping(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -53,17 +49,10 @@ func TestSplitProxyWebSAML(t *testing.T) {
 		t.Fatalf("IdP metadata: %d %s", resp.StatusCode, md)
 	}
 	base := "https://" + proxyA.Addr() + "/v1/sso/saml/corp"
-	conn := `kind: role
-metadata: {name: ops}
-spec:
-  allow:
-    logins: ['{{external.logins}}']
-    node_labels: {'*': '*'}
----
-kind: saml
+	conn := ssoOpsRole + `kind: saml
 metadata: {name: corp}
 spec:
-  idp_metadata_xml: ` + yamlQuote(string(md)) + `
+  idp_metadata_xml: ` + quoted(string(md)) + `
   entity_id: ` + base + `/metadata
   acs_url: ` + base + `/acs
   username_attribute: uid
@@ -101,12 +90,6 @@ spec:
 	aliceSeesNodeA(t, b)
 }
 
-// yamlQuote is s as a YAML double-quoted scalar.
-func yamlQuote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
-	return `"` + r.Replace(s) + `"`
-}
-
 // TestSplitProxyWebOIDC: single sign-on through a real OIDC provider
 // (hashicorp/cap's test provider, with a token endpoint that checks the
 // client secret and the PKCE verifier) at the web UI of a proxy running
@@ -120,11 +103,7 @@ func yamlQuote(s string) string {
 // loopback: auth's host reaches it at the same address (forwardLoopback),
 // as an issuer over plain HTTP must be on a loopback address.
 func TestSplitProxyWebOIDC(t *testing.T) {
-	EnsureOSUser(t, osLogin)
-	s := newSplitCluster(t)
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	s.StartNode("node-a", authA, proxyA)
+	s, authA, proxyA := newSplitWithNodeA(t)
 	redirect := "https://" + proxyA.Addr() + "/v1/sso/oidc/callback"
 	idp := startSSOIdP(t, redirect)
 	for _, u := range []string{idp.tp.Addr(), idp.tokenURL} {
@@ -138,14 +117,7 @@ func TestSplitProxyWebOIDC(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(ssoSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conn := fmt.Sprintf(`kind: role
-metadata: {name: ops}
-spec:
-  allow:
-    logins: ['{{external.logins}}']
-    node_labels: {'*': '*'}
----
-kind: oidc
+	conn := fmt.Sprintf(ssoOpsRole+`kind: oidc
 metadata: {name: corp}
 spec:
   issuer_url: %s
@@ -214,7 +186,7 @@ func startSSO(t *testing.T, b *splitBrowser, idpURL, passwordField string) {
 	}
 	b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
 	testkit.WaitFor(t, "the IdP's sign-in form", func() bool {
-		if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+		if b.is(errorPage) {
 			t.Logf("the load after the SSO button was aborted: clicking again")
 			b.open("/web/login?next=/web/servers")
 			b.do(chromedp.Click(chromedp.CSS(`a[href^="/web/login/sso/corp"]`)))
@@ -269,7 +241,7 @@ func aliceSeesNodeA(t *testing.T, b *splitBrowser) {
 // machine's network changes, e.g. another test's interfaces): the single
 // sign-on, whose one-time state may be spent, is then started again.
 func aborted(b *splitBrowser) bool {
-	if strings.HasPrefix(b.eval(`location.href`), "chrome-error:") {
+	if b.is(errorPage) {
 		b.t.Logf("the browser's load was aborted: signing in again")
 		return true
 	}

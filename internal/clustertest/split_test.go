@@ -228,6 +228,18 @@ func (s *splitCluster) adminCLI(a *splitAuth, args ...string) Result {
 	return Run(s.t, nil, WardenBinary, append([]string{"--data-dir", a.dataDir, "--home", s.t.TempDir()}, args...)...)
 }
 
+// newSplitWithNodeA is a split cluster of one auth (auth-a), one proxy
+// (proxy-a) and node-a behind it, with the tests' OS login.
+func newSplitWithNodeA(t *testing.T) (*splitCluster, *splitAuth, *splitProxyProc) {
+	t.Helper()
+	EnsureOSUser(t, osLogin)
+	s := newSplitCluster(t)
+	authA := s.StartAuth("auth-a")
+	proxyA := s.StartProxy("proxy-a", authA, authA)
+	s.StartNode("node-a", authA, proxyA)
+	return s, authA, proxyA
+}
+
 // apply applies yaml (roles, connectors) with auth a's admin identity;
 // what names it in the test's failure.
 func (s *splitCluster) apply(a *splitAuth, what, yaml string) {

@@ -109,18 +109,34 @@ func (b *splitBrowser) submit(sel string) {
 	}
 }
 
+// errorPage is true on Chromium's error page: a load that failed.
+const errorPage = `location.protocol === "chrome-error:"`
+
+// is says whether the JavaScript expression expr is true now (false when
+// it cannot be evaluated, as during a navigation).
+func (b *splitBrowser) is(expr string) bool {
+	b.t.Helper()
+	return b.eval("String(("+expr+"))") == "true"
+}
+
+// waitAcross waits until expr is true, across navigations (which end a
+// chromedp poll).
+func (b *splitBrowser) waitAcross(expr string) {
+	b.t.Helper()
+	testkit.WaitFor(b.t, expr, func() bool { return b.is(expr) })
+}
+
 // waitJS waits until a JavaScript expression is truthy.
 func (b *splitBrowser) waitJS(expr string) {
 	b.t.Helper()
 	ctx, cancel := context.WithDeadline(b.ctx, patience.Deadline(b.t))
 	defer cancel()
 	// Chromium's error page (a load that failed) ends the wait at once.
-	failed := `location.protocol === "chrome-error:"`
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool]("("+expr+") || "+failed, chromedp.WithPollingTimeout(patience.Left(b.t)))); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool]("("+expr+") || "+errorPage, chromedp.WithPollingTimeout(patience.Left(b.t)))); err != nil {
 		loc, _ := chromedp.Run(b.ctx, chromedp.Location())
 		b.t.Fatalf("waiting for %s: %v (at %s)", expr, err, loc)
 	}
-	if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](failed)); err == nil && ok {
+	if b.is(errorPage) {
 		b.t.Fatalf("waiting for %s: the browser failed to load %s", expr, b.failedURL())
 	}
 }
@@ -153,11 +169,7 @@ func (b *splitBrowser) typeLine(text string) {
 // WebSocket) and run a command; a lock through auth ends the terminal,
 // which shows the lock's message.
 func TestSplitProxyWebBrowser(t *testing.T) {
-	EnsureOSUser(t, osLogin)
-	s := newSplitCluster(t)
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	s.StartNode("node-a", authA, proxyA)
+	s, authA, proxyA := newSplitWithNodeA(t)
 	u := s.AddUser(authA, "webbrowser", []string{"access"}, []string{osLogin})
 
 	b := newSplitBrowser(t, "https://"+proxyA.Addr())

@@ -346,11 +346,7 @@ func TestSplitProxyWebUI(t *testing.T) {
 // user's authenticator the shell runs, as the per-session certificate
 // auth issued (the proxy counts its use with auth).
 func TestSplitProxyWebSessionMFA(t *testing.T) {
-	EnsureOSUser(t, osLogin)
-	s := newSplitCluster(t)
-	authA := s.StartAuth("auth-a")
-	proxyA := s.StartProxy("proxy-a", authA, authA)
-	s.StartNode("node-a", authA, proxyA)
+	s, authA, proxyA := newSplitWithNodeA(t)
 	s.apply(authA, "apply roles", sessionMFARole)
 	u := s.AddUser(authA, "webmfa", []string{"prod"}, []string{osLogin})
 	w := newSplitWebUser(t, proxyA)

@@ -236,6 +236,18 @@ func ssoLogin(t *testing.T, c *Cluster, idp *ssoIdP, tlsCA, user, password strin
 	return home, Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
+// ssoOpsRole is the role the SSO tests' connectors map their staff to:
+// the logins the IdP gives, every node. YAML, ending with a document
+// separator for the connector that follows.
+const ssoOpsRole = `kind: role
+metadata: {name: ops}
+spec:
+  allow:
+    logins: ['{{external.logins}}']
+    node_labels: {'*': '*'}
+---
+`
+
 // TestOIDCLogin: an oidc connector applied with warden apply, warden login
 // --sso against a real OIDC provider; roles and logins from the claims,
 // OpenSSH to the node with them; a user whose claims map to no role is
@@ -270,14 +282,7 @@ func TestOIDCLogin(t *testing.T) {
 	if _, err := c.Admin.GetRole(ctx, "early"); err == nil {
 		t.Fatal("a role was applied beside an invalid connector")
 	}
-	res := c.Warden(t.TempDir(), strings.NewReader(fmt.Sprintf(`kind: role
-metadata: {name: ops}
-spec:
-  allow:
-    logins: ['{{external.logins}}']
-    node_labels: {'*': '*'}
----
-kind: role
+	res := c.Warden(t.TempDir(), strings.NewReader(fmt.Sprintf(ssoOpsRole+`kind: role
 metadata: {name: db}
 spec:
   allow:
